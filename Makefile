@@ -1,0 +1,43 @@
+# The two commands of the README: `make run` and `make test`. Everything else is a step of theirs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint typecheck pytest bench schema clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/creditline migrate
+	$(BIN)/creditline demo
+	@echo "GraphiQL: http://127.0.0.1:8000/graphql"
+	$(BIN)/creditline serve
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+pytest: install
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+# Regenerate the checked-in schema.graphql after changing the schema (a test fails while it is stale).
+schema: install
+	$(BIN)/python -c "from creditline.graphql import schema_sdl; open('schema.graphql', 'w').write(schema_sdl())"
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) creditline.sqlite3* .mypy_cache .ruff_cache .pytest_cache

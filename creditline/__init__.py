@@ -1,0 +1,1 @@
+"""Creditline application shell: ASGI app, settings, CLI, event bus and background jobs."""

@@ -1,0 +1,66 @@
+"""The ASGI application: GraphQL at /graphql, a health check, and the background sweeper."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+
+from creditline import db
+from creditline.clock import Clock
+from creditline.events import InProcessBus
+from creditline.graphql import GraphQLEndpoint, build_schema
+from creditline.jobs import run_sweeper
+from creditline.settings import Settings
+from resolvers.auth import Authenticator
+from resolvers.context import Services
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    manage_database: bool = True,
+    run_jobs: bool = True,
+) -> Starlette:
+    """Build the app. Tests pass ``manage_database=False`` when they have initialised Tortoise already."""
+    services = Services(settings=settings, clock=clock or Clock(), bus=InProcessBus())
+    auth = Authenticator(settings.token_cache_seconds)
+    graphql = GraphQLEndpoint(build_schema(settings), services, auth)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if manage_database:
+            await db.init_db(settings.database_url)
+        await services.bus.start()
+        sweeper = asyncio.create_task(run_sweeper(services)) if run_jobs else None
+        try:
+            yield
+        finally:
+            if sweeper is not None:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
+            await services.bus.stop()
+            if manage_database:
+                await db.close_db()
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    app = Starlette(
+        routes=[
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
+            Route("/healthz", health),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.state.auth = auth
+    return app

@@ -1,0 +1,190 @@
+"""The ``creditline`` command (DESIGN 10)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from creditline import db
+from creditline.clock import Clock
+from creditline.settings import Settings
+from models import ledger
+from models.tables import TokenKind, User
+from models.tokens import create_token
+from resolvers.ids import encode_id
+
+DEMO_EMAIL = "demo@creditline.local"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="creditline", description="Creditline billing API")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the GraphQL API")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    sub.add_parser("migrate", help="apply database migrations")
+    sub.add_parser("sweep", help="record expiries and release timed-out holds, once")
+    sub.add_parser("audit", help="check every account's ledger invariant; exit 1 on drift")
+    sub.add_parser("demo", help="create a demo user and tokens on first run (used by make run)")
+    user = sub.add_parser("user", help="manage users").add_subparsers(dest="user_command", required=True)
+    user.add_parser("create", help="create a user").add_argument("email")
+    token = sub.add_parser("token", help="manage tokens").add_subparsers(dest="token_command", required=True)
+    create = token.add_parser("create", help="create a token; prints it alone on the last line")
+    who = create.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", metavar="EMAIL")
+    who.add_argument("--service", metavar="NAME")
+    who.add_argument("--admin", action="store_true")
+    create.add_argument("--scope", action="append", default=[], help="service scope, e.g. usage:write")
+    create.add_argument("--name", help="a name for an admin token (default: admin)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    settings = Settings.from_env()
+    if args.command == "serve":
+        _serve(settings, args.host or settings.host, args.port or settings.port)
+        return
+    commands: dict[str, Callable[[Settings, argparse.Namespace], Awaitable[int]]] = {
+        "migrate": _migrate,
+        "sweep": _sweep,
+        "audit": _audit,
+        "demo": _demo,
+        "user": _user,
+        "token": _token,
+    }
+    sys.exit(asyncio.run(_with_database(settings, args, commands[args.command])))
+
+
+def _serve(settings: Settings, host: str, port: int) -> None:
+    import uvicorn
+
+    from creditline.app import create_app
+
+    lock = db.SqliteWriterLock(settings.database_url)
+    try:
+        lock.acquire()
+    except db.SecondWriterError as exc:
+        sys.exit(f"creditline: {exc}")
+    try:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info", proxy_headers=False)
+    finally:
+        lock.release()
+
+
+async def _with_database(
+    settings: Settings,
+    args: argparse.Namespace,
+    command: Callable[[Settings, argparse.Namespace], Awaitable[int]],
+) -> int:
+    lock = db.SqliteWriterLock(settings.database_url)
+    if args.command != "audit":
+        try:
+            lock.acquire()
+        except db.SecondWriterError as exc:
+            print(f"creditline: {exc}", file=sys.stderr)
+            return 2
+    try:
+        if args.command == "migrate":
+            return await command(settings, args)
+        await db.init_db(settings.database_url)
+        try:
+            return await command(settings, args)
+        finally:
+            await db.close_db()
+    finally:
+        lock.release()
+
+
+async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    await db.migrate(settings.database_url)
+    await db.close_db()
+    print("migrations applied")
+    return 0
+
+
+async def _sweep(settings: Settings, args: argparse.Namespace) -> int:
+    report = await ledger.sweep(Clock().now())
+    print(f"sweep: {report.expired_lots} lots expired, {report.released_holds} holds released")
+    return 0
+
+
+async def _audit(settings: Settings, args: argparse.Namespace) -> int:
+    findings = await ledger.audit()
+    from models.tables import CreditAccount
+
+    count = await CreditAccount.all().count()
+    for finding in findings:
+        print(f"account {finding.account_id}: {finding.problem}")
+    print(f"audit: {count} accounts checked, {len(findings)} problems")
+    return 1 if findings else 0
+
+
+async def _new_user(settings: Settings, email: str) -> int:
+    return await ledger.create_user(
+        email,
+        signup_bonus=settings.signup_bonus,
+        bonus_lifetime=timedelta(days=settings.signup_bonus_days),
+        now=Clock().now(),
+    )
+
+
+async def _user(settings: Settings, args: argparse.Namespace) -> int:
+    email = args.email.strip().lower()
+    if "@" not in email:
+        print(f"creditline: not an email address: {args.email!r}", file=sys.stderr)
+        return 2
+    if await User.exists(email=email):
+        print(f"creditline: a user with email {email} exists already", file=sys.stderr)
+        return 1
+    user_id = await _new_user(settings, email)
+    print(f"user {email} created: {encode_id('User', user_id)}")
+    return 0
+
+
+async def _token(settings: Settings, args: argparse.Namespace) -> int:
+    now = Clock().now()
+    kwargs: dict[str, Any]
+    if args.user:
+        user = await User.filter(email=args.user.strip().lower()).first()
+        if user is None:
+            print(f"creditline: no user with email {args.user}", file=sys.stderr)
+            return 1
+        kwargs = {"kind": TokenKind.USER, "name": user.email, "user_id": user.id}
+    elif args.service:
+        if not args.scope:
+            print("creditline: a service token needs at least one --scope (e.g. usage:write)", file=sys.stderr)
+            return 2
+        kwargs = {"kind": TokenKind.SERVICE, "name": args.service, "scopes": tuple(args.scope)}
+    else:
+        kwargs = {"kind": TokenKind.ADMIN, "name": args.name or "admin"}
+    kind = kwargs.pop("kind")
+    secret = await create_token(kind, now=now, **kwargs)
+    print(f"{kind.value.lower()} token for {kwargs['name']} (shown once; store it now):")
+    print(secret)
+    return 0
+
+
+async def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    existing = await User.filter(email=DEMO_EMAIL).first()
+    if existing is not None:
+        print(f"demo data exists already (user {DEMO_EMAIL}); tokens were shown on the first run.")
+        print("Make new ones with: .venv/bin/creditline token create --user " + DEMO_EMAIL)
+        return 0
+    now = Clock().now()
+    user_id = await _new_user(settings, DEMO_EMAIL)
+    user_token = await create_token(TokenKind.USER, name=DEMO_EMAIL, user_id=user_id, now=now)
+    agent_token = await create_token(TokenKind.SERVICE, name="demo-agent", scopes=("usage:write",), now=now)
+    admin_token = await create_token(TokenKind.ADMIN, name="demo-admin", now=now)
+    print(
+        "\nDemo data created (tokens are shown only this once):\n"
+        f"  user      {DEMO_EMAIL}  id {encode_id('User', user_id)}\n"
+        f"  user token     {user_token}\n"
+        f"  agent token    {agent_token}   (service 'demo-agent', scope usage:write)\n"
+        f"  admin token    {admin_token}\n"
+    )
+    return 0

@@ -1,0 +1,84 @@
+"""Settings read once from ``CREDITLINE_*`` environment variables.
+
+Every setting is listed, with its default, in the README.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+MICRO = 1_000_000
+"""Micro-credits in one credit."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise SystemExit(f"{name} must be a whole number, got {raw!r}") from exc
+
+
+def _credits(env: Mapping[str, str], name: str, default: str) -> int:
+    from models.credits import parse_credits
+
+    raw = env.get(name) or default
+    try:
+        return parse_credits(raw)
+    except ValueError as exc:
+        raise SystemExit(f"{name}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "sqlite://creditline.sqlite3"
+    redis_url: str = ""
+    gateway: str = "sandbox"
+    env: str = "development"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    signup_bonus: int = 100 * MICRO
+    """Free credit granted to every new user, in micro-credits."""
+    signup_bonus_days: int = 30
+    hold_timeout_seconds: int = 3600
+    sweep_interval_seconds: int = 30
+    max_query_depth: int = 12
+    max_query_tokens: int = 2000
+    max_aliases: int = 15
+    token_cache_seconds: int = 5
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        gateway = env.get("CREDITLINE_GATEWAY", "sandbox")
+        if gateway not in ("sandbox", "stripe", "legacy"):
+            raise SystemExit(f"CREDITLINE_GATEWAY must be sandbox, stripe or legacy, got {gateway!r}")
+        return cls(
+            database_url=env.get("CREDITLINE_DATABASE_URL") or cls.database_url,
+            redis_url=env.get("CREDITLINE_REDIS_URL", ""),
+            gateway=gateway,
+            env=env.get("CREDITLINE_ENV", "development"),
+            host=env.get("CREDITLINE_HOST", cls.host),
+            port=_int(env, "CREDITLINE_PORT", cls.port),
+            signup_bonus=_credits(env, "CREDITLINE_SIGNUP_BONUS_CREDITS", "100"),
+            signup_bonus_days=_int(env, "CREDITLINE_SIGNUP_BONUS_DAYS", cls.signup_bonus_days),
+            hold_timeout_seconds=_int(env, "CREDITLINE_HOLD_TIMEOUT_SECONDS", cls.hold_timeout_seconds),
+            sweep_interval_seconds=_int(env, "CREDITLINE_SWEEP_INTERVAL_SECONDS", cls.sweep_interval_seconds),
+            max_query_depth=_int(env, "CREDITLINE_MAX_QUERY_DEPTH", cls.max_query_depth),
+            max_query_tokens=_int(env, "CREDITLINE_MAX_QUERY_TOKENS", cls.max_query_tokens),
+            max_aliases=_int(env, "CREDITLINE_MAX_ALIASES", cls.max_aliases),
+            token_cache_seconds=_int(env, "CREDITLINE_TOKEN_CACHE_SECONDS", cls.token_cache_seconds),
+        )

@@ -1,0 +1,1 @@
+"""Payment processors and their webhooks, behind one interface."""

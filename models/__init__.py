@@ -1,0 +1,1 @@
+"""Tables and the ledger operations that guard them."""

@@ -1,0 +1,888 @@
+"""Ledger operations: every change to a balance is one transaction that appends ledger rows.
+
+Rules (DESIGN 3-4):
+- A spend takes FREE before PAID; within a kind the soonest expiry first (no expiry last), then the oldest
+  grant, then the lowest id. A spend larger than the available balance is refused whole.
+- An account's row is locked (PostgreSQL ``FOR UPDATE``; SQLite has a single writer) before anything of it
+  is read, so concurrent operations on one account behave as some serial order.
+- The idempotency record is read under that lock and written in the same transaction as the effect, so a
+  replayed key returns the first result and never moves credit twice.
+- Nothing is published from here: operations return the balance changes they committed and the caller
+  publishes them after the transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from tortoise.transactions import in_transaction
+
+from models.balance import Balance, balance_from_lots, is_live
+from models.sql import Sql, as_datetime
+from models.tables import CreditKind, HoldStatus, LedgerEntryType, LotSource, LotStatus
+
+# ----------------------------------------------------------------------------------------------- results
+
+
+class LedgerError(Exception):
+    """A refusal that the API reports as a typed error."""
+
+
+class InsufficientCreditsError(LedgerError):
+    def __init__(self, available: int, required: int) -> None:
+        super().__init__("Not enough credit available for this operation")
+        self.available = available
+        self.required = required
+
+
+class IdempotencyConflictError(LedgerError):
+    def __init__(self) -> None:
+        super().__init__("This idempotency key was already used with a different request")
+
+
+class NotFoundError(LedgerError):
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} not found")
+        self.what = what
+
+
+class HoldNotActiveError(LedgerError):
+    """The hold was captured, released or timed out already."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(f"The hold is {status.lower().replace('_', ' ')}, not active")
+        self.status = status
+
+
+class ExceedsHoldError(LedgerError):
+    def __init__(self, amount: int) -> None:
+        super().__init__("Cannot capture more than the hold set aside")
+        self.amount = amount
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceChange:
+    """One committed change of an account, to publish after the transaction."""
+
+    account_id: int
+    version: int
+    delta: int
+    reason: str
+    balance: Balance
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyKey:
+    """A caller's key for one request. ``scope`` names the caller; ``fingerprint`` the request's input."""
+
+    scope: str
+    key: str
+    operation: str
+    fingerprint: str
+
+    @classmethod
+    def for_request(cls, scope: str, key: str, operation: str, request: Mapping[str, Any]) -> IdempotencyKey:
+        canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
+        return cls(scope, key, operation, hashlib.sha256(canonical.encode()).hexdigest())
+
+
+@dataclass(frozen=True, slots=True)
+class SpendResult:
+    usage_event_id: int
+    credits: int
+    free_credits: int
+    paid_credits: int
+    balance: Balance
+    replayed: bool = False
+    changes: tuple[BalanceChange, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GrantResult:
+    lot_id: int
+    balance: Balance
+    replayed: bool = False
+    changes: tuple[BalanceChange, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HoldResult:
+    hold_id: int
+    balance: Balance
+    usage_event_id: int | None = None
+    replayed: bool = False
+    changes: tuple[BalanceChange, ...] = ()
+
+
+@dataclass(slots=True)
+class SweepReport:
+    expired_lots: int = 0
+    released_holds: int = 0
+    changes: list[BalanceChange] = field(default_factory=list)
+
+
+class _Replay(Exception):
+    """Raised inside a transaction to roll it back and answer with a stored response instead."""
+
+    def __init__(self, response: dict[str, Any]) -> None:
+        self.response = response
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+_ACCOUNT_COLUMNS = "a.id, a.balance, a.held, a.version"
+
+
+async def _lock_account(
+    sql: Sql, where: str, arg: int, idem: IdempotencyKey | None
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Lock one account row and, in the same round trip, read any record stored under ``idem``."""
+    if idem is None:
+        row = await sql.fetchrow(
+            f"SELECT {_ACCOUNT_COLUMNS} FROM credit_accounts a WHERE a.{where} = $1"
+            + (" FOR UPDATE" if sql.postgres else ""),
+            arg,
+        )
+        if row is None:
+            raise NotFoundError("Credit account")
+        return row, None
+    row = await sql.fetchrow(
+        f"SELECT {_ACCOUNT_COLUMNS}, i.operation AS idem_operation, i.request_hash AS idem_hash,"
+        " i.response AS idem_response FROM credit_accounts a"
+        " LEFT JOIN idempotency_records i ON i.scope = $2 AND i.key = $3"
+        f" WHERE a.{where} = $1" + (" FOR UPDATE OF a" if sql.postgres else ""),
+        arg,
+        idem.scope,
+        idem.key,
+    )
+    if row is None:
+        raise NotFoundError("Credit account")
+    if row["idem_hash"] is None:
+        return row, None
+    return row, _stored_response(idem, row["idem_operation"], row["idem_hash"], row["idem_response"])
+
+
+def _stored_response(idem: IdempotencyKey, operation: str, request_hash: str, response: str) -> dict[str, Any]:
+    if operation != idem.operation or request_hash != idem.fingerprint:
+        raise IdempotencyConflictError()
+    stored: dict[str, Any] = json.loads(response)
+    return stored
+
+
+async def _store_response(sql: Sql, idem: IdempotencyKey, response: dict[str, Any], now: datetime) -> None:
+    """Write the key in the operation's transaction; if a concurrent request wrote it first, replay that."""
+    rows = await sql.fetch(
+        "INSERT INTO idempotency_records (scope, key, operation, request_hash, response, created_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (scope, key) DO NOTHING RETURNING id",
+        idem.scope,
+        idem.key,
+        idem.operation,
+        idem.fingerprint,
+        json.dumps(response, separators=(",", ":")),
+        now,
+    )
+    if not rows:
+        raise _Replay({})
+
+
+async def _read_stored(idem: IdempotencyKey) -> dict[str, Any]:
+    async with in_transaction() as conn:
+        row = await Sql(conn).fetchrow(
+            "SELECT operation, request_hash, response FROM idempotency_records WHERE scope = $1 AND key = $2",
+            idem.scope,
+            idem.key,
+        )
+    if row is None:  # the other request rolled back after all: nothing stored, nothing happened
+        raise IdempotencyConflictError()
+    return _stored_response(idem, row["operation"], row["request_hash"], row["response"])
+
+
+async def _live_lots(sql: Sql, account_id: int) -> list[dict[str, Any]]:
+    return await sql.fetch(
+        "SELECT id, kind, remaining, expires_at, granted_at FROM credit_lots"
+        " WHERE account_id = $1 AND status = 'ACTIVE' AND remaining > 0",
+        account_id,
+    )
+
+
+def _spend_order(lot: Mapping[str, Any]) -> tuple[int, int, datetime, datetime, int]:
+    expires_at = as_datetime(lot["expires_at"])
+    granted_at = as_datetime(lot["granted_at"])
+    assert granted_at is not None
+    never = datetime.max.replace(tzinfo=granted_at.tzinfo)
+    return (
+        0 if lot["kind"] == CreditKind.FREE else 1,
+        1 if expires_at is None else 0,
+        expires_at or never,
+        granted_at,
+        int(lot["id"]),
+    )
+
+
+def allocate(lots: list[dict[str, Any]], amount: int, now: datetime) -> list[tuple[dict[str, Any], int]]:
+    """Split ``amount`` over live lots in spending order. The caller has checked that enough is live."""
+    allocations: list[tuple[dict[str, Any], int]] = []
+    left = amount
+    for lot in sorted((lot for lot in lots if is_live(as_datetime(lot["expires_at"]), now)), key=_spend_order):
+        if left == 0:
+            break
+        take = min(left, int(lot["remaining"]))
+        allocations.append((lot, take))
+        left -= take
+    assert left == 0, "allocate() called for more than the live balance"
+    return allocations
+
+
+async def _take_from_lots(
+    sql: Sql, lots: list[dict[str, Any]], amount: int, now: datetime
+) -> tuple[list[tuple[dict[str, Any], int]], int, int]:
+    """Decrement lots for ``amount``; return the allocations and the free/paid split."""
+    allocations = allocate(lots, amount, now)
+    free = paid = 0
+    for lot, take in allocations:
+        await sql.execute(
+            "UPDATE credit_lots SET remaining = remaining - $1,"
+            " status = CASE WHEN remaining - $2 = 0 THEN 'DEPLETED' ELSE status END WHERE id = $3",
+            take,
+            take,
+            lot["id"],
+        )
+        lot["remaining"] = int(lot["remaining"]) - take
+        if lot["kind"] == CreditKind.FREE:
+            free += take
+        else:
+            paid += take
+    return allocations, free, paid
+
+
+async def _insert_usage(
+    sql: Sql,
+    *,
+    account_id: int,
+    user_id: int,
+    organization_id: int | None,
+    hold_id: int | None,
+    agent_id: str,
+    activity: str,
+    quantity: int | None,
+    credits: int,
+    free: int,
+    paid: int,
+    allocations: list[tuple[dict[str, Any], int]],
+    now: datetime,
+) -> int:
+    row = await sql.fetchrow(
+        "INSERT INTO usage_events (account_id, user_id, organization_id, hold_id, agent_id, activity,"
+        " quantity, credits, free_credits, paid_credits, occurred_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+        account_id,
+        user_id,
+        organization_id,
+        hold_id,
+        agent_id,
+        activity,
+        quantity,
+        credits,
+        free,
+        paid,
+        now,
+    )
+    assert row is not None
+    usage_event_id = int(row["id"])
+    values: list[Any] = []
+    placeholders = []
+    for n, (lot, take) in enumerate(allocations):
+        base = n * 4
+        placeholders.append(f"(${base + 1}, ${base + 2}, ${base + 3}, ${base + 4})")
+        values += [usage_event_id, lot["id"], lot["kind"], take]
+    if placeholders:
+        await sql.execute(
+            "INSERT INTO usage_allocations (usage_event_id, lot_id, kind, amount) VALUES " + ", ".join(placeholders),
+            *values,
+        )
+    return usage_event_id
+
+
+async def _append(
+    sql: Sql,
+    account: dict[str, Any],
+    entry_type: LedgerEntryType,
+    *,
+    amount: int = 0,
+    free_amount: int = 0,
+    paid_amount: int = 0,
+    held_delta: int = 0,
+    now: datetime,
+    lot_id: int | None = None,
+    usage_event_id: int | None = None,
+    hold_id: int | None = None,
+    reason: str | None = None,
+) -> None:
+    """Append one ledger row and move the account's cached balance, held credit and version with it."""
+    account["balance"] = int(account["balance"]) + amount
+    account["held"] = int(account["held"]) + held_delta
+    account["version"] = int(account["version"]) + 1
+    await sql.execute(
+        "INSERT INTO ledger_entries (account_id, entry_type, amount, free_amount, paid_amount, held_delta,"
+        " balance_after, held_after, version, lot_id, usage_event_id, hold_id, reason, created_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        account["id"],
+        entry_type.value,
+        amount,
+        free_amount,
+        paid_amount,
+        held_delta,
+        account["balance"],
+        account["held"],
+        account["version"],
+        lot_id,
+        usage_event_id,
+        hold_id,
+        reason,
+        now,
+    )
+
+
+async def _save_account(sql: Sql, account: dict[str, Any]) -> None:
+    await sql.execute(
+        "UPDATE credit_accounts SET balance = $1, held = $2, version = $3 WHERE id = $4",
+        account["balance"],
+        account["held"],
+        account["version"],
+        account["id"],
+    )
+
+
+def _change(account: dict[str, Any], delta: int, reason: str, balance: Balance, now: datetime) -> BalanceChange:
+    return BalanceChange(int(account["id"]), int(account["version"]), delta, reason, balance, now)
+
+
+AccountSelector = tuple[Literal["id", "user_id", "organization_id"], int]
+
+
+# -------------------------------------------------------------------------------------------- operations
+
+
+async def read_balances(account_ids: list[int], now: datetime) -> dict[int, Balance]:
+    """Balances of several accounts in two queries, whatever their number."""
+    if not account_ids:
+        return {}
+    from tortoise import connections
+
+    sql = Sql(connections.get("default"))
+    marks = ", ".join(f"${n + 1}" for n in range(len(account_ids)))
+    held_rows = await sql.fetch(f"SELECT id, held FROM credit_accounts WHERE id IN ({marks})", *account_ids)
+    lot_rows = await sql.fetch(
+        "SELECT account_id, kind, remaining, expires_at FROM credit_lots"
+        f" WHERE status = 'ACTIVE' AND remaining > 0 AND account_id IN ({marks})",
+        *account_ids,
+    )
+    by_account: dict[int, list[dict[str, Any]]] = {}
+    for lot in lot_rows:
+        by_account.setdefault(int(lot["account_id"]), []).append(lot)
+    return {
+        int(row["id"]): balance_from_lots(by_account.get(int(row["id"]), []), int(row["held"]), now)
+        for row in held_rows
+    }
+
+
+async def spend(
+    account: AccountSelector,
+    *,
+    user_id: int,
+    organization_id: int | None,
+    agent_id: str,
+    activity: str,
+    credits: int,
+    quantity: int | None,
+    idem: IdempotencyKey,
+    now: datetime,
+) -> SpendResult:
+    """Spend ``credits`` micro-credits from an account, FREE first. Refuses an overspend whole."""
+    assert credits > 0
+    try:
+        async with in_transaction() as conn:
+            sql = Sql(conn)
+            row, stored = await _lock_account(sql, account[0], account[1], idem)
+            if stored is not None:
+                raise _Replay(stored)
+            lots = await _live_lots(sql, int(row["id"]))
+            before = balance_from_lots(lots, int(row["held"]), now)
+            if credits > before.available:
+                await _store_response(
+                    sql,
+                    idem,
+                    {"refused": "insufficient", "available": before.available, "required": credits},
+                    now,
+                )
+                refusal = InsufficientCreditsError(before.available, credits)
+            else:
+                refusal = None
+                allocations, free, paid = await _take_from_lots(sql, lots, credits, now)
+                usage_event_id = await _insert_usage(
+                    sql,
+                    account_id=int(row["id"]),
+                    user_id=user_id,
+                    organization_id=organization_id,
+                    hold_id=None,
+                    agent_id=agent_id,
+                    activity=activity,
+                    quantity=quantity,
+                    credits=credits,
+                    free=free,
+                    paid=paid,
+                    allocations=allocations,
+                    now=now,
+                )
+                await _append(
+                    sql,
+                    row,
+                    LedgerEntryType.SPEND,
+                    amount=-credits,
+                    free_amount=-free,
+                    paid_amount=-paid,
+                    now=now,
+                    usage_event_id=usage_event_id,
+                )
+                await _save_account(sql, row)
+                after = Balance(free=before.free - free, paid=before.paid - paid, held=before.held)
+                result = SpendResult(usage_event_id, credits, free, paid, after)
+                await _store_response(sql, idem, _spend_json(result), now)
+    except _Replay as replay:
+        return _spend_replay(replay.response or await _read_stored(idem))
+    if refusal is not None:
+        raise refusal
+    return SpendResult(
+        result.usage_event_id,
+        credits,
+        result.free_credits,
+        result.paid_credits,
+        result.balance,
+        changes=(_change(row, -credits, "SPEND", result.balance, now),),
+    )
+
+
+def _spend_json(result: SpendResult) -> dict[str, Any]:
+    return {
+        "usage_event_id": result.usage_event_id,
+        "credits": result.credits,
+        "free": result.free_credits,
+        "paid": result.paid_credits,
+        "balance": result.balance.to_json(),
+    }
+
+
+def _spend_replay(stored: dict[str, Any]) -> SpendResult:
+    if stored.get("refused") == "insufficient":
+        raise InsufficientCreditsError(int(stored["available"]), int(stored["required"]))
+    return SpendResult(
+        int(stored["usage_event_id"]),
+        int(stored["credits"]),
+        int(stored["free"]),
+        int(stored["paid"]),
+        Balance.from_json(stored["balance"]),
+        replayed=True,
+    )
+
+
+async def grant(
+    account_id: int,
+    *,
+    credits: int,
+    kind: CreditKind,
+    source: LotSource,
+    expires_at: datetime | None,
+    reason: str | None,
+    idem: IdempotencyKey | None,
+    now: datetime,
+) -> GrantResult:
+    """Add a lot of ``credits`` micro-credits to an account."""
+    assert credits > 0
+    try:
+        async with in_transaction() as conn:
+            sql = Sql(conn)
+            row, stored = await _lock_account(sql, "id", account_id, idem)
+            if stored is not None:
+                raise _Replay(stored)
+            result = await _grant_locked(sql, row, credits, kind, source, expires_at, reason, now)
+            if idem is not None:
+                await _store_response(sql, idem, {"lot_id": result.lot_id, "balance": result.balance.to_json()}, now)
+    except _Replay as replay:
+        stored = replay.response
+        if not stored:
+            assert idem is not None
+            stored = await _read_stored(idem)
+        return GrantResult(int(stored["lot_id"]), Balance.from_json(stored["balance"]), replayed=True)
+    return result
+
+
+async def _grant_locked(
+    sql: Sql,
+    account: dict[str, Any],
+    credits: int,
+    kind: CreditKind,
+    source: LotSource,
+    expires_at: datetime | None,
+    reason: str | None,
+    now: datetime,
+) -> GrantResult:
+    lot = await sql.fetchrow(
+        "INSERT INTO credit_lots (account_id, kind, source, amount, remaining, status, granted_at,"
+        " expires_at, reason) VALUES ($1, $2, $3, $4, $5, 'ACTIVE', $6, $7, $8) RETURNING id",
+        account["id"],
+        kind.value,
+        source.value,
+        credits,
+        credits,
+        now,
+        expires_at,
+        reason,
+    )
+    assert lot is not None
+    lot_id = int(lot["id"])
+    await _append(
+        sql,
+        account,
+        LedgerEntryType.GRANT,
+        amount=credits,
+        free_amount=credits if kind is CreditKind.FREE else 0,
+        paid_amount=credits if kind is CreditKind.PAID else 0,
+        now=now,
+        lot_id=lot_id,
+        reason=reason,
+    )
+    await _save_account(sql, account)
+    balance = balance_from_lots(await _live_lots(sql, int(account["id"])), int(account["held"]), now)
+    return GrantResult(lot_id, balance, changes=(_change(account, credits, "GRANT", balance, now),))
+
+
+async def create_user(email: str, *, signup_bonus: int, bonus_lifetime: timedelta, now: datetime) -> int:
+    """Create a user with a credit account and, if configured, the signup bonus. Returns the user id."""
+    async with in_transaction() as conn:
+        sql = Sql(conn)
+        user = await sql.fetchrow("INSERT INTO users (email, created_at) VALUES ($1, $2) RETURNING id", email, now)
+        assert user is not None
+        account = await sql.fetchrow(
+            "INSERT INTO credit_accounts (user_id, balance, held, version, created_at)"
+            " VALUES ($1, 0, 0, 0, $2) RETURNING id, balance, held, version",
+            user["id"],
+            now,
+        )
+        assert account is not None
+        if signup_bonus > 0:
+            await _grant_locked(
+                sql,
+                dict(account),
+                signup_bonus,
+                CreditKind.FREE,
+                LotSource.SIGNUP_BONUS,
+                now + bonus_lifetime,
+                "Signup bonus",
+                now,
+            )
+    return int(user["id"])
+
+
+async def hold(
+    account: AccountSelector,
+    *,
+    user_id: int,
+    organization_id: int | None,
+    agent_id: str,
+    activity: str,
+    credits: int,
+    expires_at: datetime,
+    idem: IdempotencyKey,
+    now: datetime,
+) -> HoldResult:
+    """Set ``credits`` aside for a long-running task: lowers ``available``, not ``total``."""
+    assert credits > 0
+    try:
+        async with in_transaction() as conn:
+            sql = Sql(conn)
+            row, stored = await _lock_account(sql, account[0], account[1], idem)
+            if stored is not None:
+                raise _Replay(stored)
+            lots = await _live_lots(sql, int(row["id"]))
+            before = balance_from_lots(lots, int(row["held"]), now)
+            if credits > before.available:
+                await _store_response(
+                    sql,
+                    idem,
+                    {"refused": "insufficient", "available": before.available, "required": credits},
+                    now,
+                )
+                refusal: InsufficientCreditsError | None = InsufficientCreditsError(before.available, credits)
+            else:
+                refusal = None
+                created = await sql.fetchrow(
+                    "INSERT INTO holds (account_id, user_id, organization_id, agent_id, activity, amount,"
+                    " captured, status, created_at, expires_at)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, 0, 'ACTIVE', $7, $8) RETURNING id",
+                    row["id"],
+                    user_id,
+                    organization_id,
+                    agent_id,
+                    activity,
+                    credits,
+                    now,
+                    expires_at,
+                )
+                assert created is not None
+                hold_id = int(created["id"])
+                await _append(sql, row, LedgerEntryType.HOLD, held_delta=credits, now=now, hold_id=hold_id)
+                await _save_account(sql, row)
+                after = Balance(free=before.free, paid=before.paid, held=int(row["held"]))
+                await _store_response(sql, idem, {"hold_id": hold_id, "balance": after.to_json()}, now)
+    except _Replay as replay:
+        stored = replay.response or await _read_stored(idem)
+        if stored.get("refused") == "insufficient":
+            raise InsufficientCreditsError(int(stored["available"]), int(stored["required"])) from None
+        return HoldResult(int(stored["hold_id"]), Balance.from_json(stored["balance"]), replayed=True)
+    if refusal is not None:
+        raise refusal
+    return HoldResult(hold_id, after, changes=(_change(row, 0, "HOLD", after, now),))
+
+
+async def _hold_account(hold_id: int) -> int:
+    from tortoise import connections
+
+    row = await Sql(connections.get("default")).fetchrow("SELECT account_id FROM holds WHERE id = $1", hold_id)
+    if row is None:
+        raise NotFoundError("Hold")
+    return int(row["account_id"])
+
+
+async def capture_hold(hold_id: int, *, credits: int | None, idem: IdempotencyKey, now: datetime) -> HoldResult:
+    """Spend ``credits`` (default: all) of an active hold; the rest of it is returned to ``available``."""
+    account_id = await _hold_account(hold_id)
+    try:
+        async with in_transaction() as conn:
+            sql = Sql(conn)
+            row, stored = await _lock_account(sql, "id", account_id, idem)
+            if stored is not None:
+                raise _Replay(stored)
+            held = await _active_hold(sql, hold_id, now)
+            amount = int(held["amount"]) if credits is None else credits
+            if amount > int(held["amount"]):
+                raise ExceedsHoldError(int(held["amount"]))
+            lots = await _live_lots(sql, account_id)
+            live = balance_from_lots(lots, int(row["held"]), now)
+            if amount > live.total:
+                # Free lots counted when the hold was placed expired since: refuse, keep the hold.
+                raise InsufficientCreditsError(live.total, amount)
+            usage_event_id = None
+            free = paid = 0
+            if amount > 0:
+                allocations, free, paid = await _take_from_lots(sql, lots, amount, now)
+                usage_event_id = await _insert_usage(
+                    sql,
+                    account_id=account_id,
+                    user_id=int(held["user_id"]),
+                    organization_id=held["organization_id"],
+                    hold_id=hold_id,
+                    agent_id=held["agent_id"],
+                    activity=held["activity"],
+                    quantity=None,
+                    credits=amount,
+                    free=free,
+                    paid=paid,
+                    allocations=allocations,
+                    now=now,
+                )
+            await sql.execute(
+                "UPDATE holds SET status = 'CAPTURED', captured = $1, settled_at = $2 WHERE id = $3",
+                amount,
+                now,
+                hold_id,
+            )
+            await _append(
+                sql,
+                row,
+                LedgerEntryType.CAPTURE,
+                amount=-amount,
+                free_amount=-free,
+                paid_amount=-paid,
+                held_delta=-int(held["amount"]),
+                now=now,
+                usage_event_id=usage_event_id,
+                hold_id=hold_id,
+            )
+            await _save_account(sql, row)
+            after = Balance(free=live.free - free, paid=live.paid - paid, held=int(row["held"]))
+            await _store_response(
+                sql,
+                idem,
+                {"hold_id": hold_id, "usage_event_id": usage_event_id, "balance": after.to_json()},
+                now,
+            )
+    except _Replay as replay:
+        stored = replay.response or await _read_stored(idem)
+        return HoldResult(hold_id, Balance.from_json(stored["balance"]), stored.get("usage_event_id"), replayed=True)
+    return HoldResult(hold_id, after, usage_event_id, changes=(_change(row, -amount, "CAPTURE", after, now),))
+
+
+async def release_hold(hold_id: int, *, idem: IdempotencyKey, now: datetime) -> HoldResult:
+    """Return all of an active hold to ``available``."""
+    account_id = await _hold_account(hold_id)
+    try:
+        async with in_transaction() as conn:
+            sql = Sql(conn)
+            row, stored = await _lock_account(sql, "id", account_id, idem)
+            if stored is not None:
+                raise _Replay(stored)
+            held = await _active_hold(sql, hold_id, now)
+            change = await _release_locked(sql, row, held, HoldStatus.RELEASED, "RELEASE", now)
+            await _store_response(sql, idem, {"hold_id": hold_id, "balance": change.balance.to_json()}, now)
+    except _Replay as replay:
+        stored = replay.response or await _read_stored(idem)
+        return HoldResult(hold_id, Balance.from_json(stored["balance"]), replayed=True)
+    return HoldResult(hold_id, change.balance, changes=(change,))
+
+
+async def _active_hold(sql: Sql, hold_id: int, now: datetime) -> dict[str, Any]:
+    held = await sql.fetchrow(
+        "SELECT id, user_id, organization_id, agent_id, activity, amount, status, expires_at FROM holds WHERE id = $1",
+        hold_id,
+    )
+    if held is None:
+        raise NotFoundError("Hold")
+    if held["status"] != HoldStatus.ACTIVE:
+        raise HoldNotActiveError(str(held["status"]))
+    if not is_live(as_datetime(held["expires_at"]), now):
+        raise HoldNotActiveError("TIMED_OUT")
+    return held
+
+
+async def _release_locked(
+    sql: Sql, account: dict[str, Any], held: dict[str, Any], status: HoldStatus, reason: str, now: datetime
+) -> BalanceChange:
+    await sql.execute("UPDATE holds SET status = $1, settled_at = $2 WHERE id = $3", status.value, now, held["id"])
+    await _append(
+        sql,
+        account,
+        LedgerEntryType.RELEASE,
+        held_delta=-int(held["amount"]),
+        now=now,
+        hold_id=int(held["id"]),
+        reason=reason,
+    )
+    await _save_account(sql, account)
+    balance = balance_from_lots(await _live_lots(sql, int(account["id"])), int(account["held"]), now)
+    return _change(account, 0, reason, balance, now)
+
+
+async def sweep(now: datetime) -> SweepReport:
+    """Record expiries of lots past their ``expiresAt`` and release holds past their timeout.
+
+    Each account is swept in its own transaction under its row lock, and every row is re-read under that
+    lock, so sweeps running in several processes never record the same expiry twice.
+    """
+    from models.tables import CreditLot, Hold
+
+    report = SweepReport()
+    due: set[int] = set()
+    for due_lot in await CreditLot.filter(status=LotStatus.ACTIVE, expires_at__lte=now).only("id", "account_id"):
+        due.add(due_lot.account_id)
+    for due_hold in await Hold.filter(status=HoldStatus.ACTIVE, expires_at__lte=now).only("id", "account_id"):
+        due.add(due_hold.account_id)
+    for account_id in sorted(due):
+        async with in_transaction() as conn:
+            sql = Sql(conn)
+            row, _ = await _lock_account(sql, "id", account_id, None)
+            expired_delta = 0
+            touched = False
+            for lot in await sql.fetch(
+                "SELECT id, kind, remaining, expires_at FROM credit_lots WHERE account_id = $1"
+                " AND status = 'ACTIVE' AND expires_at IS NOT NULL",
+                account_id,
+            ):
+                if is_live(as_datetime(lot["expires_at"]), now):
+                    continue
+                remaining = int(lot["remaining"])
+                await sql.execute("UPDATE credit_lots SET status = 'EXPIRED', remaining = 0 WHERE id = $1", lot["id"])
+                await _append(
+                    sql,
+                    row,
+                    LedgerEntryType.EXPIRE,
+                    amount=-remaining,
+                    free_amount=-remaining if lot["kind"] == CreditKind.FREE else 0,
+                    paid_amount=-remaining if lot["kind"] == CreditKind.PAID else 0,
+                    now=now,
+                    lot_id=int(lot["id"]),
+                    reason="Expired",
+                )
+                expired_delta -= remaining
+                touched = True
+                report.expired_lots += 1
+            if touched:
+                await _save_account(sql, row)
+            changes: list[BalanceChange] = []
+            if expired_delta:
+                balance = balance_from_lots(await _live_lots(sql, account_id), int(row["held"]), now)
+                changes.append(_change(row, expired_delta, "EXPIRE", balance, now))
+            for held in await sql.fetch(
+                "SELECT id, amount, expires_at FROM holds WHERE account_id = $1 AND status = 'ACTIVE'",
+                account_id,
+            ):
+                if is_live(as_datetime(held["expires_at"]), now):
+                    continue
+                changes.append(await _release_locked(sql, row, held, HoldStatus.EXPIRED, "HOLD_TIMEOUT", now))
+                report.released_holds += 1
+        report.changes.extend(changes)
+    return report
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFinding:
+    account_id: int
+    problem: str
+
+
+async def audit() -> list[AuditFinding]:
+    """Check, for every account: cached balance = Σ remaining of lots = Σ ledger amounts, and the same for
+    held credit against active holds and ledger held deltas."""
+    from tortoise import connections
+
+    sql = Sql(connections.get("default"))
+    accounts = await sql.fetch("SELECT id, balance, held, version FROM credit_accounts ORDER BY id")
+    lots = {
+        int(r["account_id"]): int(r["total"])
+        for r in await sql.fetch("SELECT account_id, SUM(remaining) AS total FROM credit_lots GROUP BY account_id")
+    }
+    ledger = {
+        int(r["account_id"]): (int(r["amount"]), int(r["held"]), int(r["entries"]), int(r["version"]))
+        for r in await sql.fetch(
+            "SELECT account_id, SUM(amount) AS amount, SUM(held_delta) AS held, COUNT(*) AS entries,"
+            " MAX(version) AS version FROM ledger_entries GROUP BY account_id"
+        )
+    }
+    holds = {
+        int(r["account_id"]): int(r["total"])
+        for r in await sql.fetch(
+            "SELECT account_id, SUM(amount) AS total FROM holds WHERE status = 'ACTIVE' GROUP BY account_id"
+        )
+    }
+    findings: list[AuditFinding] = []
+    for account in accounts:
+        account_id = int(account["id"])
+        balance, held, version = int(account["balance"]), int(account["held"]), int(account["version"])
+        ledger_amount, ledger_held, entries, ledger_version = ledger.get(account_id, (0, 0, 0, 0))
+        checks = [
+            (lots.get(account_id, 0), "sum of lot remaining", balance, "cached balance"),
+            (ledger_amount, "sum of ledger amounts", balance, "cached balance"),
+            (holds.get(account_id, 0), "sum of active holds", held, "cached held"),
+            (ledger_held, "sum of ledger held deltas", held, "cached held"),
+            (entries, "ledger entries", version, "account version"),
+            (ledger_version, "last ledger version", version, "account version"),
+        ]
+        for found, found_name, expected, expected_name in checks:
+            if found != expected:
+                findings.append(AuditFinding(account_id, f"{found_name} {found} != {expected_name} {expected}"))
+    return findings

@@ -1,0 +1,176 @@
+from tortoise import migrations
+from tortoise.migrations import operations as ops
+from models.tables import CreditKind, HoldStatus, LedgerEntryType, LotSource, LotStatus, TokenKind
+from tortoise.fields.base import OnDelete
+from tortoise import fields
+from tortoise.indexes import Index
+
+class Migration(migrations.Migration):
+    initial = True
+
+    operations = [
+        ops.CreateModel(
+            name='IdempotencyRecord',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('scope', fields.CharField(description='The caller the key belongs to', max_length=100)),
+                ('key', fields.CharField(max_length=255)),
+                ('operation', fields.CharField(max_length=40)),
+                ('request_hash', fields.CharField(max_length=64)),
+                ('response', fields.TextField(null=True, unique=False)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'idempotency_records', 'app': 'models', 'unique_together': (('scope', 'key'),), 'pk_attr': 'id', 'table_description': 'The first result of a mutation, stored under the key of the caller so a replay returns it unchanged.'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='Organization',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('name', fields.CharField(max_length=200)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'organizations', 'app': 'models', 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='User',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('email', fields.CharField(unique=True, max_length=320)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'users', 'app': 'models', 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='ApiToken',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('kind', fields.CharEnumField(description='USER: USER\nSERVICE: SERVICE\nADMIN: ADMIN', enum_type=TokenKind, max_length=8)),
+                ('name', fields.CharField(max_length=200)),
+                ('user', fields.ForeignKeyField('models.User', source_field='user_id', null=True, db_constraint=True, to_field='id', related_name='tokens', on_delete=OnDelete.CASCADE)),
+                ('scopes', fields.CharField(default='', description='Space-separated scopes', max_length=500)),
+                ('token_hash', fields.CharField(unique=True, max_length=64)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('revoked_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'api_tokens', 'app': 'models', 'pk_attr': 'id', 'table_description': 'A bearer token. Only a SHA-256 digest of the secret is stored, and the secret is shown once.'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='CreditAccount',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('user', fields.OneToOneField('models.User', source_field='user_id', null=True, db_constraint=True, to_field='id', related_name='account', on_delete=OnDelete.RESTRICT)),
+                ('organization', fields.OneToOneField('models.Organization', source_field='organization_id', null=True, db_constraint=True, to_field='id', related_name='pool', on_delete=OnDelete.RESTRICT)),
+                ('balance', fields.BigIntField(default=0)),
+                ('held', fields.BigIntField(default=0)),
+                ('version', fields.BigIntField(default=0)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'credit_accounts', 'app': 'models', 'pk_attr': 'id', 'table_description': 'The credit account of a user, or the shared pool of an organization.'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='CreditLot',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('account', fields.ForeignKeyField('models.CreditAccount', source_field='account_id', db_constraint=True, to_field='id', related_name='lots', on_delete=OnDelete.RESTRICT)),
+                ('kind', fields.CharEnumField(description='FREE: FREE\nPAID: PAID', enum_type=CreditKind, max_length=8)),
+                ('source', fields.CharEnumField(description='SIGNUP_BONUS: SIGNUP_BONUS\nPROMOTION: PROMOTION\nTOP_UP: TOP_UP\nAUTO_TOP_UP: AUTO_TOP_UP\nSUBSCRIPTION: SUBSCRIPTION\nADJUSTMENT: ADJUSTMENT', enum_type=LotSource, max_length=16)),
+                ('amount', fields.BigIntField()),
+                ('remaining', fields.BigIntField()),
+                ('status', fields.CharEnumField(default=LotStatus.ACTIVE, description='ACTIVE: ACTIVE\nDEPLETED: DEPLETED\nEXPIRED: EXPIRED\nVOIDED: VOIDED', enum_type=LotStatus, max_length=12)),
+                ('granted_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('expires_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('reason', fields.CharField(null=True, max_length=500)),
+            ],
+            options={'table': 'credit_lots', 'app': 'models', 'indexes': [Index(fields=['account_id', 'status'])], 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='Hold',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('account', fields.ForeignKeyField('models.CreditAccount', source_field='account_id', db_constraint=True, to_field='id', related_name='holds', on_delete=OnDelete.RESTRICT)),
+                ('user', fields.ForeignKeyField('models.User', source_field='user_id', db_constraint=True, to_field='id', related_name='holds', on_delete=OnDelete.RESTRICT)),
+                ('organization', fields.ForeignKeyField('models.Organization', source_field='organization_id', null=True, db_constraint=True, to_field='id', related_name='holds', on_delete=OnDelete.RESTRICT)),
+                ('agent_id', fields.CharField(max_length=200)),
+                ('activity', fields.CharField(max_length=100)),
+                ('amount', fields.BigIntField()),
+                ('captured', fields.BigIntField(default=0)),
+                ('status', fields.CharEnumField(default=HoldStatus.ACTIVE, description='ACTIVE: ACTIVE\nCAPTURED: CAPTURED\nRELEASED: RELEASED\nEXPIRED: EXPIRED', enum_type=HoldStatus, max_length=10)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('expires_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('settled_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'holds', 'app': 'models', 'indexes': [Index(fields=['status', 'expires_at'])], 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='Membership',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('organization', fields.ForeignKeyField('models.Organization', source_field='organization_id', db_constraint=True, to_field='id', related_name='memberships', on_delete=OnDelete.CASCADE)),
+                ('user', fields.ForeignKeyField('models.User', source_field='user_id', db_constraint=True, to_field='id', related_name='memberships', on_delete=OnDelete.CASCADE)),
+                ('roles', fields.CharField(description='Comma-separated MemberRole values', max_length=64)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'memberships', 'app': 'models', 'unique_together': (('organization', 'user'),), 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='UsageEvent',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('account', fields.ForeignKeyField('models.CreditAccount', source_field='account_id', db_constraint=True, to_field='id', related_name='usage_events', on_delete=OnDelete.RESTRICT)),
+                ('user', fields.ForeignKeyField('models.User', source_field='user_id', db_constraint=True, to_field='id', related_name='usage_events', on_delete=OnDelete.RESTRICT)),
+                ('organization', fields.ForeignKeyField('models.Organization', source_field='organization_id', null=True, db_constraint=True, to_field='id', related_name='usage_events', on_delete=OnDelete.RESTRICT)),
+                ('hold', fields.ForeignKeyField('models.Hold', source_field='hold_id', null=True, db_constraint=True, to_field='id', related_name='usage_events', on_delete=OnDelete.RESTRICT)),
+                ('agent_id', fields.CharField(max_length=200)),
+                ('activity', fields.CharField(max_length=100)),
+                ('quantity', fields.BigIntField(null=True, description='Units priced by the rate card, in millionths')),
+                ('credits', fields.BigIntField()),
+                ('free_credits', fields.BigIntField()),
+                ('paid_credits', fields.BigIntField()),
+                ('occurred_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'usage_events', 'app': 'models', 'indexes': [Index(fields=['account_id', 'id'])], 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='LedgerEntry',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('account', fields.ForeignKeyField('models.CreditAccount', source_field='account_id', db_constraint=True, to_field='id', related_name='ledger_entries', on_delete=OnDelete.RESTRICT)),
+                ('entry_type', fields.CharEnumField(description='GRANT: GRANT\nSPEND: SPEND\nEXPIRE: EXPIRE\nVOID: VOID\nHOLD: HOLD\nCAPTURE: CAPTURE\nRELEASE: RELEASE\nREFUND: REFUND\nADJUSTMENT: ADJUSTMENT', enum_type=LedgerEntryType, max_length=12)),
+                ('amount', fields.BigIntField()),
+                ('free_amount', fields.BigIntField(default=0)),
+                ('paid_amount', fields.BigIntField(default=0)),
+                ('held_delta', fields.BigIntField(default=0)),
+                ('balance_after', fields.BigIntField()),
+                ('held_after', fields.BigIntField()),
+                ('version', fields.BigIntField()),
+                ('lot', fields.ForeignKeyField('models.CreditLot', source_field='lot_id', null=True, db_constraint=True, to_field='id', related_name='ledger_entries', on_delete=OnDelete.RESTRICT)),
+                ('usage_event', fields.ForeignKeyField('models.UsageEvent', source_field='usage_event_id', null=True, db_constraint=True, to_field='id', related_name='ledger_entries', on_delete=OnDelete.RESTRICT)),
+                ('hold', fields.ForeignKeyField('models.Hold', source_field='hold_id', null=True, db_constraint=True, to_field='id', related_name='ledger_entries', on_delete=OnDelete.RESTRICT)),
+                ('reason', fields.CharField(null=True, max_length=500)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'ledger_entries', 'app': 'models', 'indexes': [Index(fields=['account_id', 'id'])], 'pk_attr': 'id', 'table_description': 'One append-only change to an account. Never updated or deleted.'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='UsageAllocation',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('usage_event', fields.ForeignKeyField('models.UsageEvent', source_field='usage_event_id', db_constraint=True, to_field='id', related_name='allocations', on_delete=OnDelete.RESTRICT)),
+                ('lot', fields.ForeignKeyField('models.CreditLot', source_field='lot_id', db_constraint=True, to_field='id', related_name='allocations', on_delete=OnDelete.RESTRICT)),
+                ('kind', fields.CharEnumField(description='FREE: FREE\nPAID: PAID', enum_type=CreditKind, max_length=8)),
+                ('amount', fields.BigIntField()),
+            ],
+            options={'table': 'usage_allocations', 'app': 'models', 'pk_attr': 'id', 'table_description': 'How much of one usage event came from one lot.'},
+            bases=['Model'],
+        ),
+    ]

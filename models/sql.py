@@ -1,0 +1,70 @@
+"""Raw SQL on a Tortoise connection, written once for SQLite and PostgreSQL.
+
+The ledger's hot paths use a handful of plain statements instead of ORM objects: each spend is one
+transaction of a few round trips. Statements use PostgreSQL's ``$1`` placeholders; on SQLite they are
+rewritten to ``?`` with the arguments reordered to match.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+@lru_cache(maxsize=512)
+def _to_qmark(sql: str) -> tuple[str, tuple[int, ...]]:
+    order = tuple(int(n) - 1 for n in _PLACEHOLDER.findall(sql))
+    return _PLACEHOLDER.sub("?", sql), order
+
+
+def is_postgres(conn: BaseDBAsyncClient) -> bool:
+    return conn.capabilities.dialect == "postgres"
+
+
+class Sql:
+    """A thin wrapper that runs ``$n`` statements on either database and returns dict rows."""
+
+    __slots__ = ("conn", "postgres")
+
+    def __init__(self, conn: BaseDBAsyncClient) -> None:
+        self.conn = conn
+        self.postgres = is_postgres(conn)
+
+    def _prepare(self, sql: str, args: Sequence[Any]) -> tuple[str, list[Any]]:
+        if self.postgres:
+            return sql, list(args)
+        text, order = _to_qmark(sql)
+        return text, [args[i] for i in order]
+
+    async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        text, values = self._prepare(sql, args)
+        return await self.conn.execute_query_dict(text, values)
+
+    async def fetchrow(self, sql: str, *args: Any) -> dict[str, Any] | None:
+        rows = await self.fetch(sql, *args)
+        return rows[0] if rows else None
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        """Run a statement and return the number of rows it changed."""
+        text, values = self._prepare(sql, args)
+        count, _ = await self.conn.execute_query(text, values)
+        return count
+
+    def for_update(self) -> str:
+        """Row lock clause: PostgreSQL locks the row; SQLite has one writer at a time already."""
+        return " FOR UPDATE" if self.postgres else ""
+
+
+def as_datetime(value: Any) -> datetime | None:
+    """A timestamp read by raw SQL: asyncpg returns ``datetime``, SQLite the text Tortoise wrote."""
+    if value is None or isinstance(value, datetime):
+        return value
+    parsed = datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

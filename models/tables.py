@@ -1,0 +1,312 @@
+"""Tortoise ORM tables.
+
+Amounts of credit are integer micro-credits (1 credit = 1 000 000) in ``BigIntField`` columns: Tortoise keeps
+``DecimalField`` as text on SQLite, and integers are exact everywhere.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from tortoise import fields
+from tortoise.models import Model
+
+
+class CreditKind(StrEnum):
+    FREE = "FREE"
+    PAID = "PAID"
+
+
+class LotSource(StrEnum):
+    SIGNUP_BONUS = "SIGNUP_BONUS"
+    PROMOTION = "PROMOTION"
+    TOP_UP = "TOP_UP"
+    AUTO_TOP_UP = "AUTO_TOP_UP"
+    SUBSCRIPTION = "SUBSCRIPTION"
+    ADJUSTMENT = "ADJUSTMENT"
+
+
+class LotStatus(StrEnum):
+    ACTIVE = "ACTIVE"
+    DEPLETED = "DEPLETED"
+    EXPIRED = "EXPIRED"
+    VOIDED = "VOIDED"
+
+
+class LedgerEntryType(StrEnum):
+    GRANT = "GRANT"
+    SPEND = "SPEND"
+    EXPIRE = "EXPIRE"
+    VOID = "VOID"
+    HOLD = "HOLD"
+    CAPTURE = "CAPTURE"
+    RELEASE = "RELEASE"
+    REFUND = "REFUND"
+    ADJUSTMENT = "ADJUSTMENT"
+
+
+class HoldStatus(StrEnum):
+    ACTIVE = "ACTIVE"
+    CAPTURED = "CAPTURED"
+    RELEASED = "RELEASED"
+    EXPIRED = "EXPIRED"
+
+
+class MemberRole(StrEnum):
+    OWNER = "OWNER"
+    BILLING = "BILLING"
+    MEMBER = "MEMBER"
+
+
+class TokenKind(StrEnum):
+    USER = "USER"
+    SERVICE = "SERVICE"
+    ADMIN = "ADMIN"
+
+
+class User(Model):
+    id = fields.BigIntField(primary_key=True)
+    email = fields.CharField(max_length=320, unique=True)
+    created_at = fields.DatetimeField()
+
+    class Meta:
+        table = "users"
+
+
+class Organization(Model):
+    id = fields.BigIntField(primary_key=True)
+    name = fields.CharField(max_length=200)
+    created_at = fields.DatetimeField()
+
+    class Meta:
+        table = "organizations"
+
+
+class Membership(Model):
+    id = fields.BigIntField(primary_key=True)
+    organization: fields.ForeignKeyRelation[Organization] = fields.ForeignKeyField(
+        "models.Organization", related_name="memberships", on_delete=fields.CASCADE
+    )
+    user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="memberships", on_delete=fields.CASCADE
+    )
+    roles = fields.CharField(max_length=64, description="Comma-separated MemberRole values")
+    created_at = fields.DatetimeField()
+
+    organization_id: int
+    user_id: int
+
+    class Meta:
+        table = "memberships"
+        unique_together = (("organization", "user"),)
+
+    @property
+    def role_set(self) -> frozenset[MemberRole]:
+        return frozenset(MemberRole(role) for role in self.roles.split(",") if role)
+
+
+class CreditAccount(Model):
+    """The credit account of a user, or the shared pool of an organization.
+
+    ``balance`` caches the sum of ``remaining`` over the lots of the account (expired lots keep counting here
+    until the sweep records their expiry; reads leave them out at their instant). ``held`` is credit set aside
+    by active holds. ``version`` goes up by one with every ledger change.
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    user: fields.ForeignKeyNullableRelation[User] = fields.OneToOneField(
+        "models.User", related_name="account", null=True, on_delete=fields.RESTRICT
+    )
+    organization: fields.ForeignKeyNullableRelation[Organization] = fields.OneToOneField(
+        "models.Organization", related_name="pool", null=True, on_delete=fields.RESTRICT
+    )
+    balance = fields.BigIntField(default=0)
+    held = fields.BigIntField(default=0)
+    version = fields.BigIntField(default=0)
+    created_at = fields.DatetimeField()
+
+    user_id: int | None
+    organization_id: int | None
+
+    class Meta:
+        table = "credit_accounts"
+
+
+class CreditLot(Model):
+    id = fields.BigIntField(primary_key=True)
+    account: fields.ForeignKeyRelation[CreditAccount] = fields.ForeignKeyField(
+        "models.CreditAccount", related_name="lots", on_delete=fields.RESTRICT
+    )
+    kind = fields.CharEnumField(CreditKind, max_length=8)
+    source = fields.CharEnumField(LotSource, max_length=16)
+    amount = fields.BigIntField()
+    remaining = fields.BigIntField()
+    status = fields.CharEnumField(LotStatus, max_length=12, default=LotStatus.ACTIVE)
+    granted_at = fields.DatetimeField()
+    expires_at = fields.DatetimeField(null=True)
+    reason = fields.CharField(max_length=500, null=True)
+
+    account_id: int
+
+    class Meta:
+        table = "credit_lots"
+        indexes = (("account_id", "status"),)
+
+
+class Hold(Model):
+    id = fields.BigIntField(primary_key=True)
+    account: fields.ForeignKeyRelation[CreditAccount] = fields.ForeignKeyField(
+        "models.CreditAccount", related_name="holds", on_delete=fields.RESTRICT
+    )
+    user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="holds", on_delete=fields.RESTRICT
+    )
+    organization: fields.ForeignKeyNullableRelation[Organization] = fields.ForeignKeyField(
+        "models.Organization", related_name="holds", null=True, on_delete=fields.RESTRICT
+    )
+    agent_id = fields.CharField(max_length=200)
+    activity = fields.CharField(max_length=100)
+    amount = fields.BigIntField()
+    captured = fields.BigIntField(default=0)
+    status = fields.CharEnumField(HoldStatus, max_length=10, default=HoldStatus.ACTIVE)
+    created_at = fields.DatetimeField()
+    expires_at = fields.DatetimeField()
+    settled_at = fields.DatetimeField(null=True)
+
+    account_id: int
+    user_id: int
+    organization_id: int | None
+
+    class Meta:
+        table = "holds"
+        indexes = (("status", "expires_at"),)
+
+
+class UsageEvent(Model):
+    id = fields.BigIntField(primary_key=True)
+    account: fields.ForeignKeyRelation[CreditAccount] = fields.ForeignKeyField(
+        "models.CreditAccount", related_name="usage_events", on_delete=fields.RESTRICT
+    )
+    user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="usage_events", on_delete=fields.RESTRICT
+    )
+    organization: fields.ForeignKeyNullableRelation[Organization] = fields.ForeignKeyField(
+        "models.Organization", related_name="usage_events", null=True, on_delete=fields.RESTRICT
+    )
+    hold: fields.ForeignKeyNullableRelation[Hold] = fields.ForeignKeyField(
+        "models.Hold", related_name="usage_events", null=True, on_delete=fields.RESTRICT
+    )
+    agent_id = fields.CharField(max_length=200)
+    activity = fields.CharField(max_length=100)
+    quantity = fields.BigIntField(null=True, description="Units priced by the rate card, in millionths")
+    credits = fields.BigIntField()
+    free_credits = fields.BigIntField()
+    paid_credits = fields.BigIntField()
+    occurred_at = fields.DatetimeField()
+
+    account_id: int
+    user_id: int
+    organization_id: int | None
+    hold_id: int | None
+
+    class Meta:
+        table = "usage_events"
+        indexes = (("account_id", "id"),)
+
+
+class UsageAllocation(Model):
+    """How much of one usage event came from one lot."""
+
+    id = fields.BigIntField(primary_key=True)
+    usage_event: fields.ForeignKeyRelation[UsageEvent] = fields.ForeignKeyField(
+        "models.UsageEvent", related_name="allocations", on_delete=fields.RESTRICT
+    )
+    lot: fields.ForeignKeyRelation[CreditLot] = fields.ForeignKeyField(
+        "models.CreditLot", related_name="allocations", on_delete=fields.RESTRICT
+    )
+    kind = fields.CharEnumField(CreditKind, max_length=8)
+    amount = fields.BigIntField()
+
+    usage_event_id: int
+    lot_id: int
+
+    class Meta:
+        table = "usage_allocations"
+
+
+class LedgerEntry(Model):
+    """One append-only change to an account. Never updated or deleted.
+
+    ``amount`` is the change to the cached balance of the account in micro-credits (negative for spends
+    and expiries), ``held_delta`` the change to its held credit, ``balance_after``/``held_after`` the
+    cached values after.
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    account: fields.ForeignKeyRelation[CreditAccount] = fields.ForeignKeyField(
+        "models.CreditAccount", related_name="ledger_entries", on_delete=fields.RESTRICT
+    )
+    entry_type = fields.CharEnumField(LedgerEntryType, max_length=12)
+    amount = fields.BigIntField()
+    free_amount = fields.BigIntField(default=0)
+    paid_amount = fields.BigIntField(default=0)
+    held_delta = fields.BigIntField(default=0)
+    balance_after = fields.BigIntField()
+    held_after = fields.BigIntField()
+    version = fields.BigIntField()
+    lot: fields.ForeignKeyNullableRelation[CreditLot] = fields.ForeignKeyField(
+        "models.CreditLot", related_name="ledger_entries", null=True, on_delete=fields.RESTRICT
+    )
+    usage_event: fields.ForeignKeyNullableRelation[UsageEvent] = fields.ForeignKeyField(
+        "models.UsageEvent", related_name="ledger_entries", null=True, on_delete=fields.RESTRICT
+    )
+    hold: fields.ForeignKeyNullableRelation[Hold] = fields.ForeignKeyField(
+        "models.Hold", related_name="ledger_entries", null=True, on_delete=fields.RESTRICT
+    )
+    reason = fields.CharField(max_length=500, null=True)
+    created_at = fields.DatetimeField()
+
+    account_id: int
+    lot_id: int | None
+    usage_event_id: int | None
+    hold_id: int | None
+
+    class Meta:
+        table = "ledger_entries"
+        indexes = (("account_id", "id"),)
+
+
+class IdempotencyRecord(Model):
+    """The first result of a mutation, stored under the key of the caller so a replay returns it unchanged."""
+
+    id = fields.BigIntField(primary_key=True)
+    scope = fields.CharField(max_length=100, description="The caller the key belongs to")
+    key = fields.CharField(max_length=255)
+    operation = fields.CharField(max_length=40)
+    request_hash = fields.CharField(max_length=64)
+    response = fields.TextField(null=True)
+    created_at = fields.DatetimeField()
+
+    class Meta:
+        table = "idempotency_records"
+        unique_together = (("scope", "key"),)
+
+
+class ApiToken(Model):
+    """A bearer token. Only a SHA-256 digest of the secret is stored, and the secret is shown once."""
+
+    id = fields.BigIntField(primary_key=True)
+    kind = fields.CharEnumField(TokenKind, max_length=8)
+    name = fields.CharField(max_length=200)
+    user: fields.ForeignKeyNullableRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="tokens", null=True, on_delete=fields.CASCADE
+    )
+    scopes = fields.CharField(max_length=500, default="", description="Space-separated scopes")
+    token_hash = fields.CharField(max_length=64, unique=True)
+    created_at = fields.DatetimeField()
+    revoked_at = fields.DatetimeField(null=True)
+
+    user_id: int | None
+
+    class Meta:
+        table = "api_tokens"

@@ -1,0 +1,76 @@
+"""API tokens: random secrets shown once; only their SHA-256 digest is stored."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from models.tables import ApiToken, TokenKind
+
+_PREFIX = {TokenKind.USER: "clu_", TokenKind.SERVICE: "cls_", TokenKind.ADMIN: "cla_"}
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the token's kind, its user (for user tokens), its name and scopes."""
+
+    token_id: int
+    kind: TokenKind
+    name: str
+    user_id: int | None
+    scopes: frozenset[str]
+
+    @property
+    def is_admin(self) -> bool:
+        return self.kind is TokenKind.ADMIN
+
+    def has_scope(self, scope: str) -> bool:
+        return self.kind is TokenKind.ADMIN or (self.kind is TokenKind.SERVICE and scope in self.scopes)
+
+    @property
+    def idempotency_scope(self) -> str:
+        """Idempotency keys are scoped to the caller: a user, a named service, or a named admin."""
+        if self.kind is TokenKind.USER:
+            return f"user:{self.user_id}"
+        return f"{self.kind.value.lower()}:{self.name}"
+
+
+async def create_token(
+    kind: TokenKind, *, name: str, now: datetime, user_id: int | None = None, scopes: tuple[str, ...] = ()
+) -> str:
+    """Create a token and return its secret. The secret is not stored and cannot be shown again."""
+    if (kind is TokenKind.USER) != (user_id is not None):
+        raise ValueError("user tokens, and only they, belong to a user")
+    secret = _PREFIX[kind] + secrets.token_urlsafe(32)
+    await ApiToken.create(
+        kind=kind,
+        name=name,
+        user_id=user_id,
+        scopes=" ".join(sorted(scopes)),
+        token_hash=digest(secret),
+        created_at=now,
+    )
+    return secret
+
+
+async def principal_for(secret: str) -> Principal | None:
+    token = await ApiToken.filter(token_hash=digest(secret), revoked_at=None).first()
+    if token is None:
+        return None
+    return Principal(
+        token_id=token.id,
+        kind=TokenKind(token.kind),
+        name=token.name,
+        user_id=token.user_id,
+        scopes=frozenset(token.scopes.split()),
+    )
+
+
+async def revoke_token(token_id: int, now: datetime) -> bool:
+    return await ApiToken.filter(id=token_id, revoked_at=None).update(revoked_at=now) > 0

@@ -1,0 +1,1 @@
+"""Resolvers: authentication, authorization, validation and orchestration over the data layer."""

@@ -1,0 +1,39 @@
+"""Bearer-token authentication with a short in-process cache, so a request costs no extra round trip.
+
+Revoking a token takes effect everywhere within ``CREDITLINE_TOKEN_CACHE_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import time
+
+from models.tokens import Principal, digest, principal_for
+
+_CACHE_LIMIT = 10_000
+
+
+class Authenticator:
+    def __init__(self, cache_seconds: float) -> None:
+        self.cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
+
+    async def authenticate(self, header: str | None) -> Principal | None:
+        if not header:
+            return None
+        scheme, _, secret = header.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            return None
+        key = digest(secret.strip())
+        now = time.monotonic()
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        principal = await principal_for(secret.strip())
+        if self.cache_seconds > 0:
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[key] = (now + self.cache_seconds, principal)
+        return principal
+
+    def forget(self) -> None:
+        self._cache.clear()

@@ -1,0 +1,38 @@
+"""The per-request context: who is calling, the shared services, and fresh DataLoaders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from creditline.clock import Clock
+from creditline.events import EventBus
+from creditline.settings import Settings
+from models.tokens import Principal
+from resolvers.loaders import Loaders
+
+
+@dataclass
+class Services:
+    """What lives as long as the application: settings, the clock and the event bus."""
+
+    settings: Settings
+    clock: Clock
+    bus: EventBus
+
+
+@dataclass
+class Context:
+    services: Services
+    principal: Principal | None
+    loaders: Loaders
+    request: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, services: Services, principal: Principal | None, request: Any = None) -> Context:
+        return cls(services, principal, Loaders(services.clock.now), request)
+
+    def now(self) -> datetime:
+        return self.services.clock.now()

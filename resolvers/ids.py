@@ -1,0 +1,34 @@
+"""Global IDs: base64 of ``Type:id``, as Relay expects. Inputs take them as plain ``ID`` strings so that a
+malformed one is a typed ``NotFound``/``ValidationError`` rather than a parse failure."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+
+def encode_id(type_name: str, pk: int) -> str:
+    return base64.b64encode(f"{type_name}:{pk}".encode()).decode()
+
+
+def decode_id(value: str, type_name: str) -> int | None:
+    """The primary key inside ``value`` if it is a global ID of ``type_name``, else ``None``."""
+    try:
+        decoded = base64.b64decode(value.encode(), validate=True).decode()
+    except (binascii.Error, UnicodeError, ValueError):
+        return None
+    kind, sep, pk = decoded.partition(":")
+    if sep != ":" or kind != type_name or not pk.isdigit() or len(pk) > 18:
+        return None
+    return int(pk)
+
+
+def decode_any(value: str) -> tuple[str, int] | None:
+    try:
+        decoded = base64.b64decode(value.encode(), validate=True).decode()
+    except (binascii.Error, UnicodeError, ValueError):
+        return None
+    kind, sep, pk = decoded.partition(":")
+    if sep != ":" or not pk.isdigit() or len(pk) > 18:
+        return None
+    return kind, int(pk)

@@ -1,0 +1,53 @@
+"""DataLoaders, made fresh for every request (and for every event pushed over a websocket)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import TypeVar
+
+from strawberry.dataloader import DataLoader
+
+from models.balance import Balance
+from models.ledger import read_balances
+from models.tables import CreditAccount, Membership, Organization, User
+
+T = TypeVar("T")
+
+
+def _by_id(rows: Sequence[T], keys: Sequence[int], key: Callable[[T], int | None]) -> list[T | None]:
+    found = {key(row): row for row in rows}
+    return [found.get(k) for k in keys]
+
+
+class Loaders:
+    def __init__(self, now: Callable[[], datetime]) -> None:
+        self._now = now
+        self.balance = DataLoader[int, Balance](self._balances)
+        self.account = DataLoader[int, CreditAccount | None](self._accounts)
+        self.account_of_user = DataLoader[int, CreditAccount | None](self._accounts_of_users)
+        self.user = DataLoader[int, User | None](self._users)
+        self.organization = DataLoader[int, Organization | None](self._organizations)
+        self.memberships_of_user = DataLoader[int, list[Membership]](self._memberships_of_users)
+
+    async def _balances(self, keys: list[int]) -> list[Balance]:
+        found = await read_balances(list(keys), self._now())
+        return [found.get(k, Balance(0, 0, 0)) for k in keys]
+
+    async def _accounts(self, keys: list[int]) -> list[CreditAccount | None]:
+        return _by_id(await CreditAccount.filter(id__in=keys), keys, lambda a: a.id)
+
+    async def _accounts_of_users(self, keys: list[int]) -> list[CreditAccount | None]:
+        return _by_id(await CreditAccount.filter(user_id__in=keys), keys, lambda a: a.user_id)
+
+    async def _users(self, keys: list[int]) -> list[User | None]:
+        return _by_id(await User.filter(id__in=keys), keys, lambda u: u.id)
+
+    async def _organizations(self, keys: list[int]) -> list[Organization | None]:
+        return _by_id(await Organization.filter(id__in=keys), keys, lambda o: o.id)
+
+    async def _memberships_of_users(self, keys: list[int]) -> list[list[Membership]]:
+        grouped: dict[int, list[Membership]] = {k: [] for k in keys}
+        for membership in await Membership.filter(user_id__in=keys).order_by("id"):
+            grouped[membership.user_id].append(membership)
+        return [grouped[k] for k in keys]

@@ -1,0 +1,1 @@
+"""One module per mutation: authorize, validate, call the ledger, publish after commit, shape the result."""

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from strawberry.types import Info
+
+from models import ledger
+from models.tables import CreditKind, LotSource
+from models.tables import CreditLot as CreditLotRow
+from resolvers.context import Context
+from resolvers.ids import decode_id
+from resolvers.mutations._common import conflict
+from resolvers.permissions import principal, require_admin
+from resolvers.validation import check_key, check_positive, first_error
+from schema.errors import NotFound, ValidationError
+from schema.mutations.grant_credits import GrantCreditsInput, GrantCreditsResult, GrantCreditsSuccess
+from schema.types import CreditBalance, CreditLot
+
+
+async def grant_credits(info: Info[Context, None], input: GrantCreditsInput) -> GrantCreditsResult:
+    """Grant credit to an account: FREE as a promotion, PAID as an adjustment. Admin tokens only."""
+    if denied := require_admin(info):
+        return denied
+    now = info.context.now()
+    if invalid := first_error(
+        check_key(input.idempotency_key),
+        check_positive(input.credits, "credits"),
+        ValidationError(message="expiresAt must be in the future", field="expiresAt")
+        if input.expires_at is not None and input.expires_at <= now
+        else None,
+        ValidationError(message="reason must be at most 500 characters", field="reason")
+        if input.reason is not None and len(input.reason) > 500
+        else None,
+    ):
+        return invalid
+    account_id = decode_id(input.account_id, "CreditAccount")
+    if account_id is None:
+        return NotFound(message="Credit account not found")
+    kind = CreditKind(input.kind)
+    idem = ledger.IdempotencyKey.for_request(
+        principal(info).idempotency_scope,
+        input.idempotency_key,
+        "grantCredits",
+        {
+            "account": account_id,
+            "credits": input.credits,
+            "kind": kind.value,
+            "expires_at": input.expires_at.isoformat() if input.expires_at else None,
+            "reason": input.reason,
+        },
+    )
+    try:
+        result = await ledger.grant(
+            account_id,
+            credits=int(input.credits),
+            kind=kind,
+            source=LotSource.PROMOTION if kind is CreditKind.FREE else LotSource.ADJUSTMENT,
+            expires_at=input.expires_at,
+            reason=input.reason,
+            idem=idem,
+            now=now,
+        )
+    except ledger.IdempotencyConflictError:
+        return conflict(input.idempotency_key)
+    except ledger.NotFoundError:
+        return NotFound(message="Credit account not found")
+    info.context.services.bus.publish(result.changes)
+    lot = await CreditLotRow.get(id=result.lot_id)
+    return GrantCreditsSuccess(lot=CreditLot.of(lot), balance=CreditBalance.of(result.balance))

@@ -1,0 +1,154 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+from strawberry.types import Info
+
+from models import ledger
+from models.tables import Hold as HoldRow
+from models.tables import UsageEvent as UsageEventRow
+from resolvers.context import Context
+from resolvers.ids import decode_id
+from resolvers.mutations._common import conflict, insufficient, not_active, spender
+from resolvers.permissions import principal, require_scope
+from resolvers.validation import check_key, check_positive, check_text, first_error
+from schema.errors import NotFound, ValidationError
+from schema.mutations.holds import (
+    CaptureHoldInput,
+    CaptureHoldResult,
+    CaptureHoldSuccess,
+    HoldCreditsInput,
+    HoldCreditsResult,
+    HoldCreditsSuccess,
+    ReleaseHoldInput,
+    ReleaseHoldResult,
+    ReleaseHoldSuccess,
+)
+from schema.types import CreditBalance, Hold, UsageEvent
+
+MAX_HOLD_SECONDS = 7 * 24 * 3600
+
+
+async def hold_credits(info: Info[Context, None], input: HoldCreditsInput) -> HoldCreditsResult:
+    """Reserve credit for a long-running task. Service tokens with ``usage:write`` and admins only."""
+    if denied := require_scope(info, "usage:write"):
+        return denied
+    if invalid := first_error(
+        check_key(input.idempotency_key),
+        check_text(input.agent_id, "agentId", 200),
+        check_text(input.activity, "activity", 100),
+        check_positive(input.credits, "credits"),
+        ValidationError(message=f"timeoutSeconds must be 1 to {MAX_HOLD_SECONDS}", field="timeoutSeconds")
+        if input.timeout_seconds is not None and not 1 <= input.timeout_seconds <= MAX_HOLD_SECONDS
+        else None,
+    ):
+        return invalid
+    who = await spender(input.user_id, input.organization_id)
+    if not isinstance(who, tuple):
+        return who
+    user_id, organization_id = who
+    ctx = info.context
+    now = ctx.now()
+    timeout = input.timeout_seconds or ctx.services.settings.hold_timeout_seconds
+    idem = ledger.IdempotencyKey.for_request(
+        principal(info).idempotency_scope,
+        input.idempotency_key,
+        "holdCredits",
+        {
+            "user": user_id,
+            "organization": organization_id,
+            "agent": input.agent_id,
+            "activity": input.activity,
+            "credits": input.credits,
+            "timeout": input.timeout_seconds,
+        },
+    )
+    try:
+        result = await ledger.hold(
+            ("user_id", user_id),
+            user_id=user_id,
+            organization_id=organization_id,
+            agent_id=input.agent_id,
+            activity=input.activity,
+            credits=int(input.credits),
+            expires_at=now + timedelta(seconds=timeout),
+            idem=idem,
+            now=now,
+        )
+    except ledger.InsufficientCreditsError as exc:
+        return insufficient(exc)
+    except ledger.IdempotencyConflictError:
+        return conflict(input.idempotency_key)
+    except ledger.NotFoundError:
+        return NotFound(message="User not found")
+    ctx.services.bus.publish(result.changes)
+    return HoldCreditsSuccess(
+        hold=Hold.of(await HoldRow.get(id=result.hold_id)), balance=CreditBalance.of(result.balance)
+    )
+
+
+async def capture_hold(info: Info[Context, None], input: CaptureHoldInput) -> CaptureHoldResult:
+    """Spend all or part of a hold; the rest goes back to ``available``."""
+    if denied := require_scope(info, "usage:write"):
+        return denied
+    if invalid := first_error(check_key(input.idempotency_key), check_positive(input.credits, "credits")):
+        return invalid
+    hold_id = decode_id(input.hold_id, "Hold")
+    if hold_id is None:
+        return NotFound(message="Hold not found")
+    idem = ledger.IdempotencyKey.for_request(
+        principal(info).idempotency_scope,
+        input.idempotency_key,
+        "captureHold",
+        {"hold": hold_id, "credits": input.credits},
+    )
+    try:
+        result = await ledger.capture_hold(
+            hold_id,
+            credits=None if input.credits is None else int(input.credits),
+            idem=idem,
+            now=info.context.now(),
+        )
+    except ledger.ExceedsHoldError:
+        return ValidationError(message="credits is more than the hold set aside", field="credits")
+    except ledger.InsufficientCreditsError as exc:
+        return insufficient(exc)
+    except ledger.HoldNotActiveError as exc:
+        return not_active(exc)
+    except ledger.IdempotencyConflictError:
+        return conflict(input.idempotency_key)
+    except ledger.NotFoundError:
+        return NotFound(message="Hold not found")
+    info.context.services.bus.publish(result.changes)
+    usage_event = (
+        UsageEvent.of(await UsageEventRow.get(id=result.usage_event_id)) if result.usage_event_id is not None else None
+    )
+    return CaptureHoldSuccess(
+        hold=Hold.of(await HoldRow.get(id=hold_id)),
+        usage_event=usage_event,
+        balance=CreditBalance.of(result.balance),
+    )
+
+
+async def release_hold(info: Info[Context, None], input: ReleaseHoldInput) -> ReleaseHoldResult:
+    """Give all of a hold back to ``available``."""
+    if denied := require_scope(info, "usage:write"):
+        return denied
+    if invalid := check_key(input.idempotency_key):
+        return invalid
+    hold_id = decode_id(input.hold_id, "Hold")
+    if hold_id is None:
+        return NotFound(message="Hold not found")
+    idem = ledger.IdempotencyKey.for_request(
+        principal(info).idempotency_scope, input.idempotency_key, "releaseHold", {"hold": hold_id}
+    )
+    try:
+        result = await ledger.release_hold(hold_id, idem=idem, now=info.context.now())
+    except ledger.HoldNotActiveError as exc:
+        return not_active(exc)
+    except ledger.IdempotencyConflictError:
+        return conflict(input.idempotency_key)
+    except ledger.NotFoundError:
+        return NotFound(message="Hold not found")
+    info.context.services.bus.publish(result.changes)
+    return ReleaseHoldSuccess(hold=Hold.of(await HoldRow.get(id=hold_id)), balance=CreditBalance.of(result.balance))

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+from strawberry.types import Info
+
+from models import ledger
+from models.rate_card import RateCard
+from models.tables import UsageEvent as UsageEventRow
+from resolvers.context import Context
+from resolvers.mutations._common import conflict, insufficient, spender
+from resolvers.permissions import principal, require_scope
+from resolvers.validation import check_key, check_positive, check_text, first_error
+from schema.errors import NotFound, ValidationError
+from schema.mutations.spend_credits import SpendCreditsInput, SpendCreditsResult, SpendCreditsSuccess
+from schema.scalars import Credits
+from schema.types import CreditBalance, UsageEvent
+
+RATE_CARD = RateCard()
+
+
+async def spend_credits(info: Info[Context, None], input: SpendCreditsInput) -> SpendCreditsResult:
+    """Spend credit for an agent's work. Service tokens with ``usage:write`` and admins only."""
+    if denied := require_scope(info, "usage:write"):
+        return denied
+    if (input.quantity is None) == (input.credits is None):
+        return ValidationError(message="Give exactly one of quantity or credits", field=None)
+    if invalid := first_error(
+        check_key(input.idempotency_key),
+        check_text(input.agent_id, "agentId", 200),
+        check_text(input.activity, "activity", 100),
+        check_positive(input.credits, "credits"),
+        check_positive(input.quantity, "quantity"),
+    ):
+        return invalid
+    if input.credits is not None:
+        credits = int(input.credits)
+    else:
+        assert input.quantity is not None
+        priced = RATE_CARD.price(input.activity, int(input.quantity))
+        if priced is None:
+            return ValidationError(
+                message=f"Activity {input.activity!r} is not on the rate card: give credits instead",
+                field="activity",
+            )
+        credits = max(priced, 1)
+    who = await spender(input.user_id, input.organization_id)
+    if not isinstance(who, tuple):
+        return who
+    user_id, organization_id = who
+    ctx = info.context
+    now = ctx.now()
+    idem = ledger.IdempotencyKey.for_request(
+        principal(info).idempotency_scope,
+        input.idempotency_key,
+        "spendCredits",
+        {
+            "user": user_id,
+            "organization": organization_id,
+            "agent": input.agent_id,
+            "activity": input.activity,
+            "credits": input.credits,
+            "quantity": input.quantity,
+        },
+    )
+    try:
+        result = await ledger.spend(
+            ("user_id", user_id),
+            user_id=user_id,
+            organization_id=organization_id,
+            agent_id=input.agent_id,
+            activity=input.activity,
+            credits=credits,
+            quantity=input.quantity,
+            idem=idem,
+            now=now,
+        )
+    except ledger.InsufficientCreditsError as exc:
+        return insufficient(exc)
+    except ledger.IdempotencyConflictError:
+        return conflict(input.idempotency_key)
+    except ledger.NotFoundError:
+        return NotFound(message="User not found")
+    ctx.services.bus.publish(result.changes)
+    if result.replayed:
+        usage_event = UsageEvent.of(await UsageEventRow.get(id=result.usage_event_id))
+    else:
+        usage_event = UsageEvent(
+            id=result.usage_event_id,
+            credits=Credits(result.credits),
+            free_credits=Credits(result.free_credits),
+            paid_credits=Credits(result.paid_credits),
+            activity=input.activity,
+            agent_id=input.agent_id,
+            occurred_at=now,
+        )
+    return SpendCreditsSuccess(usage_event=usage_event, balance=CreditBalance.of(result.balance))

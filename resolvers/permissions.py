@@ -1,0 +1,46 @@
+"""Who may do what (DESIGN 8). Root fields require a token; mutations check the token's kind here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from strawberry.permission import BasePermission
+from strawberry.types import Info
+
+from models.tokens import Principal
+from resolvers.context import Context
+from resolvers.errors import Unauthenticated
+from schema.errors import Forbidden
+
+
+class IsAuthenticated(BasePermission):
+    message = "Send a valid token as 'Authorization: Bearer <token>'"
+    error_class = Unauthenticated
+
+    def has_permission(self, source: Any, info: Info[Context, None], **kwargs: Any) -> bool:
+        return info.context.principal is not None
+
+
+def principal(info: Info[Context, None]) -> Principal:
+    assert info.context.principal is not None, "IsAuthenticated guards every root field"
+    return info.context.principal
+
+
+def require_scope(info: Info[Context, None], scope: str) -> Forbidden | None:
+    """Services with ``scope`` and admins pass; anyone else gets a typed ``Forbidden``."""
+    if principal(info).has_scope(scope):
+        return None
+    return Forbidden(message=f"This needs a service token with the '{scope}' scope, or an admin token")
+
+
+def require_admin(info: Info[Context, None]) -> Forbidden | None:
+    if principal(info).is_admin:
+        return None
+    return Forbidden(message="This needs an admin token")
+
+
+def can_read_account(who: Principal, user_id: int | None) -> bool:
+    """A user reads their own account; admins and services with ``balance:read`` read any."""
+    if who.is_admin or who.has_scope("balance:read"):
+        return True
+    return user_id is not None and who.user_id == user_id

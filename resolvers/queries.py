@@ -1,0 +1,72 @@
+"""Query resolvers: ``me`` and ``node``. A node the caller may not see is ``null``, like a missing one."""
+
+from __future__ import annotations
+
+from strawberry import relay
+from strawberry.types import Info
+from tortoise.models import Model
+
+from models import tables
+from models.tokens import Principal
+from resolvers.context import Context
+from resolvers.errors import ForbiddenError
+from resolvers.ids import decode_any
+from resolvers.permissions import can_read_account, principal
+from schema import types
+
+
+async def me(info: Info[Context, None]) -> types.User:
+    who = principal(info)
+    if who.user_id is None:
+        raise ForbiddenError("`me` needs a user token; this token belongs to a service or an admin")
+    user = await info.context.loaders.user.load(who.user_id)
+    assert user is not None
+    return types.User(id=user.id, email=user.email)
+
+
+async def _readable_account(info: Info[Context, None], who: Principal, account_id: int) -> bool:
+    account = await info.context.loaders.account.load(account_id)
+    return account is not None and can_read_account(who, account.user_id)
+
+
+async def node(info: Info[Context, None], id: str) -> relay.Node | None:
+    decoded = decode_any(id)
+    if decoded is None:
+        return None
+    type_name, pk = decoded
+    who = principal(info)
+    loaders = info.context.loaders
+    if type_name == "User":
+        user = await loaders.user.load(pk)
+        if user is None or not (who.is_admin or who.user_id == pk):
+            return None
+        return types.User(id=user.id, email=user.email)
+    if type_name == "CreditAccount":
+        return types.CreditAccount(id=pk) if await _readable_account(info, who, pk) else None
+    if type_name == "Organization":
+        org = await loaders.organization.load(pk)
+        if org is None:
+            return None
+        if not who.is_admin and not any(m.organization_id == pk for m in await _memberships(info, who)):
+            return None
+        return types.Organization(id=org.id, name=org.name)
+    owned: dict[str, tuple[type[Model], object]] = {
+        "CreditLot": (tables.CreditLot, types.CreditLot.of),
+        "LedgerEntry": (tables.LedgerEntry, types.LedgerEntry.of),
+        "UsageEvent": (tables.UsageEvent, types.UsageEvent.of),
+        "Hold": (tables.Hold, types.Hold.of),
+    }
+    if type_name not in owned:
+        return None
+    model, make = owned[type_name]
+    row = await model.filter(id=pk).first()
+    if row is None or not await _readable_account(info, who, row.account_id):  # type: ignore[attr-defined]
+        return None
+    result: relay.Node = make(row)  # type: ignore[operator]
+    return result
+
+
+async def _memberships(info: Info[Context, None], who: Principal) -> list[tables.Membership]:
+    if who.user_id is None:
+        return []
+    return await info.context.loaders.memberships_of_user.load(who.user_id)

@@ -1,0 +1,38 @@
+"""The root types, wired to their resolvers."""
+
+from __future__ import annotations
+
+import strawberry
+from strawberry import relay
+from strawberry.permission import BasePermission
+
+from resolvers import queries
+from resolvers.mutations.grant_credits import grant_credits
+from resolvers.mutations.holds import capture_hold, hold_credits, release_hold
+from resolvers.mutations.spend_credits import spend_credits
+from resolvers.permissions import IsAuthenticated
+from schema import types
+from schema.mutations.grant_credits import GrantCreditsResult
+from schema.mutations.holds import CaptureHoldResult, HoldCreditsResult, ReleaseHoldResult
+from schema.mutations.spend_credits import SpendCreditsResult
+
+AUTH: list[type[BasePermission]] = [IsAuthenticated]
+
+
+@strawberry.type
+class Query:
+    me: types.User = strawberry.field(resolver=queries.me, permission_classes=AUTH)
+    node: relay.Node | None = strawberry.field(
+        resolver=queries.node,
+        permission_classes=AUTH,
+        description="Any object by its global ID; null if it does not exist or you may not see it",
+    )
+
+
+@strawberry.type
+class Mutation:
+    spend_credits: SpendCreditsResult = strawberry.mutation(resolver=spend_credits, permission_classes=AUTH)
+    grant_credits: GrantCreditsResult = strawberry.mutation(resolver=grant_credits, permission_classes=AUTH)
+    hold_credits: HoldCreditsResult = strawberry.mutation(resolver=hold_credits, permission_classes=AUTH)
+    capture_hold: CaptureHoldResult = strawberry.mutation(resolver=capture_hold, permission_classes=AUTH)
+    release_hold: ReleaseHoldResult = strawberry.mutation(resolver=release_hold, permission_classes=AUTH)

@@ -1,0 +1,43 @@
+"""Typed errors returned inside result unions. Each implements ``Error { message }``."""
+
+from __future__ import annotations
+
+import strawberry
+
+from schema.scalars import Credits
+
+
+@strawberry.interface(description="Something the caller can act on. Every error type has a message.")
+class Error:
+    message: str
+
+
+@strawberry.type
+class InsufficientCredits(Error):
+    available: Credits
+    required: Credits
+
+
+@strawberry.type
+class IdempotencyConflict(Error):
+    idempotency_key: str
+
+
+@strawberry.type
+class ValidationError(Error):
+    field: str | None = strawberry.field(description="The input field at fault, in camelCase, if one is")
+
+
+@strawberry.type
+class Forbidden(Error):
+    pass
+
+
+@strawberry.type
+class NotFound(Error):
+    pass
+
+
+@strawberry.type(description="The hold is no longer active (captured, released or timed out).")
+class HoldNotActive(Error):
+    status: str

@@ -1,0 +1,1 @@
+"""Inputs, success payloads and result unions of the mutations, one module per mutation family."""

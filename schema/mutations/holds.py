@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+import strawberry
+
+from schema.errors import (
+    Forbidden,
+    HoldNotActive,
+    IdempotencyConflict,
+    InsufficientCredits,
+    NotFound,
+    ValidationError,
+)
+from schema.scalars import Credits
+from schema.types import CreditBalance, Hold, UsageEvent
+
+
+@strawberry.input(description="Set credit aside for a long-running agent task.")
+class HoldCreditsInput:
+    user_id: strawberry.ID
+    organization_id: strawberry.ID | None = None
+    agent_id: str
+    activity: str
+    credits: Credits
+    timeout_seconds: int | None = strawberry.field(
+        default=None, description="Released by itself after this long; default from settings"
+    )
+    idempotency_key: str
+
+
+@strawberry.type
+class HoldCreditsSuccess:
+    hold: Hold
+    balance: CreditBalance
+
+
+HoldCreditsResult = Annotated[
+    HoldCreditsSuccess | InsufficientCredits | IdempotencyConflict | ValidationError | Forbidden | NotFound,
+    strawberry.union("HoldCreditsResult"),
+]
+
+
+@strawberry.input(description="Spend all of a hold, or part of it (`credits`); the rest is returned.")
+class CaptureHoldInput:
+    hold_id: strawberry.ID
+    credits: Credits | None = None
+    idempotency_key: str
+
+
+@strawberry.type
+class CaptureHoldSuccess:
+    hold: Hold
+    usage_event: UsageEvent | None = strawberry.field(description="None when nothing was captured")
+    balance: CreditBalance
+
+
+CaptureHoldResult = Annotated[
+    CaptureHoldSuccess
+    | HoldNotActive
+    | InsufficientCredits
+    | IdempotencyConflict
+    | ValidationError
+    | Forbidden
+    | NotFound,
+    strawberry.union("CaptureHoldResult"),
+]
+
+
+@strawberry.input
+class ReleaseHoldInput:
+    hold_id: strawberry.ID
+    idempotency_key: str
+
+
+@strawberry.type
+class ReleaseHoldSuccess:
+    hold: Hold
+    balance: CreditBalance
+
+
+ReleaseHoldResult = Annotated[
+    ReleaseHoldSuccess | HoldNotActive | IdempotencyConflict | ValidationError | Forbidden | NotFound,
+    strawberry.union("ReleaseHoldResult"),
+]

@@ -1,0 +1,217 @@
+"""Object types of the graph. Field resolvers here only read, through the request's DataLoaders."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+from strawberry import relay
+from strawberry.types import Info
+
+from models import tables
+from models.balance import Balance
+from models.tables import CreditKind, LedgerEntryType, LotSource, MemberRole
+from resolvers.context import Context
+from resolvers.pagination import keyset_page
+from schema.scalars import Credits
+
+# The tables' enums, exposed as GraphQL enums of the same names and values.
+strawberry.enum(CreditKind)
+strawberry.enum(LotSource)
+strawberry.enum(LedgerEntryType)
+strawberry.enum(MemberRole)
+
+
+@strawberry.type(description="Credit of one account. `available` = `total` - `held`, never below zero.")
+class CreditBalance:
+    total: Credits
+    free: Credits
+    paid: Credits
+    held: Credits
+    available: Credits
+
+    @classmethod
+    def of(cls, balance: Balance) -> CreditBalance:
+        return cls(
+            total=Credits(balance.total),
+            free=Credits(balance.free),
+            paid=Credits(balance.paid),
+            held=Credits(balance.held),
+            available=Credits(balance.available),
+        )
+
+
+@strawberry.type(description="One grant of credit. Spends draw FREE lots first, soonest expiry first.")
+class CreditLot(relay.Node):
+    id: relay.NodeID[int]
+    kind: CreditKind
+    source: LotSource
+    amount: Credits
+    remaining: Credits
+    granted_at: datetime
+    expires_at: datetime | None
+    status: str
+    reason: str | None
+
+    @classmethod
+    def of(cls, lot: tables.CreditLot) -> CreditLot:
+        return cls(
+            id=lot.id,
+            kind=CreditKind(lot.kind),
+            source=LotSource(lot.source),
+            amount=Credits(lot.amount),
+            remaining=Credits(lot.remaining),
+            granted_at=lot.granted_at,
+            expires_at=lot.expires_at,
+            status=str(lot.status),
+            reason=lot.reason,
+        )
+
+
+@strawberry.type(description="An append-only record of one change to an account.")
+class LedgerEntry(relay.Node):
+    id: relay.NodeID[int]
+    type: LedgerEntryType
+    delta: Credits = strawberry.field(description="Change to the total balance; negative for spends")
+    free_delta: Credits
+    paid_delta: Credits
+    held_delta: Credits
+    balance_after: Credits
+    held_after: Credits
+    version: int
+    reason: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, entry: tables.LedgerEntry) -> LedgerEntry:
+        return cls(
+            id=entry.id,
+            type=LedgerEntryType(entry.entry_type),
+            delta=Credits(entry.amount),
+            free_delta=Credits(entry.free_amount),
+            paid_delta=Credits(entry.paid_amount),
+            held_delta=Credits(entry.held_delta),
+            balance_after=Credits(entry.balance_after),
+            held_after=Credits(entry.held_after),
+            version=entry.version,
+            reason=entry.reason,
+            created_at=entry.created_at,
+        )
+
+
+@strawberry.type(description="Credit spent by an agent on one activity, with its free/paid split.")
+class UsageEvent(relay.Node):
+    id: relay.NodeID[int]
+    credits: Credits
+    free_credits: Credits
+    paid_credits: Credits
+    activity: str
+    agent_id: str
+    occurred_at: datetime
+
+    @classmethod
+    def of(cls, event: tables.UsageEvent) -> UsageEvent:
+        return cls(
+            id=event.id,
+            credits=Credits(event.credits),
+            free_credits=Credits(event.free_credits),
+            paid_credits=Credits(event.paid_credits),
+            activity=event.activity,
+            agent_id=event.agent_id,
+            occurred_at=event.occurred_at,
+        )
+
+
+@strawberry.type(description="Credit set aside for a long-running task: lowers `available`, not `total`.")
+class Hold(relay.Node):
+    id: relay.NodeID[int]
+    status: str
+    amount: Credits
+    captured: Credits
+    agent_id: str
+    activity: str
+    created_at: datetime
+    expires_at: datetime
+
+    @classmethod
+    def of(cls, hold: tables.Hold) -> Hold:
+        return cls(
+            id=hold.id,
+            status=str(hold.status),
+            amount=Credits(hold.amount),
+            captured=Credits(hold.captured),
+            agent_id=hold.agent_id,
+            activity=hold.activity,
+            created_at=hold.created_at,
+            expires_at=hold.expires_at,
+        )
+
+
+@strawberry.type(description="A user's own credit, or an organization's shared pool.")
+class CreditAccount(relay.Node):
+    id: relay.NodeID[int]
+
+    @strawberry.field
+    async def balance(self, info: Info[Context, None]) -> CreditBalance:
+        return CreditBalance.of(await info.context.loaders.balance.load(self.id))
+
+    @strawberry.field
+    async def lots(
+        self, info: Info[Context, None], first: int | None = None, after: str | None = None
+    ) -> relay.Connection[CreditLot]:
+        return await keyset_page(tables.CreditLot.filter(account_id=self.id), first, after, CreditLot.of)
+
+    @strawberry.field
+    async def ledger(
+        self, info: Info[Context, None], first: int | None = None, after: str | None = None
+    ) -> relay.Connection[LedgerEntry]:
+        return await keyset_page(tables.LedgerEntry.filter(account_id=self.id), first, after, LedgerEntry.of)
+
+    @strawberry.field
+    async def usage(
+        self, info: Info[Context, None], first: int | None = None, after: str | None = None
+    ) -> relay.Connection[UsageEvent]:
+        return await keyset_page(tables.UsageEvent.filter(account_id=self.id), first, after, UsageEvent.of)
+
+    @strawberry.field
+    async def holds(
+        self, info: Info[Context, None], first: int | None = None, after: str | None = None
+    ) -> relay.Connection[Hold]:
+        return await keyset_page(tables.Hold.filter(account_id=self.id), first, after, Hold.of)
+
+
+@strawberry.type
+class Organization(relay.Node):
+    id: relay.NodeID[int]
+    name: str
+
+
+@strawberry.type(description="A user's place in an organization, with their roles there.")
+class Membership:
+    roles: list[MemberRole]
+    organization_id: strawberry.Private[int]
+
+    @strawberry.field
+    async def organization(self, info: Info[Context, None]) -> Organization:
+        org = await info.context.loaders.organization.load(self.organization_id)
+        assert org is not None
+        return Organization(id=org.id, name=org.name)
+
+
+@strawberry.type
+class User(relay.Node):
+    id: relay.NodeID[int]
+    email: str
+
+    @strawberry.field
+    async def credit(self, info: Info[Context, None]) -> CreditAccount:
+        account = await info.context.loaders.account_of_user.load(self.id)
+        assert account is not None, "every user has a credit account"
+        return CreditAccount(id=account.id)
+
+    @strawberry.field
+    async def organizations(self, info: Info[Context, None]) -> list[Membership]:
+        return [
+            Membership(roles=sorted(m.role_set), organization_id=m.organization_id)
+            for m in await info.context.loaders.memberships_of_user.load(self.id)
+        ]

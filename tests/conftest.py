@@ -1,0 +1,139 @@
+"""The test harness: every test that takes ``db`` runs once on SQLite and once on PostgreSQL.
+
+PostgreSQL runs when ``CREDITLINE_TEST_POSTGRES_URL`` is set (a fresh database is created for the run and
+dropped after). Without it that half is skipped, and says so; with ``CREDITLINE_REQUIRE_SERVICES=1`` a
+missing or unreachable service fails instead. After every test the ledger audit must find nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+from tortoise import Tortoise, connections
+from tortoise.backends.base import executor
+
+from creditline import db as dbmod
+from creditline.app import create_app
+from creditline.clock import Clock
+from creditline.settings import Settings
+from models import ledger
+from tests.helpers import Api
+
+REQUIRE_SERVICES = os.environ.get("CREDITLINE_REQUIRE_SERVICES") == "1"
+POSTGRES_URL = os.environ.get("CREDITLINE_TEST_POSTGRES_URL", "")
+TABLES = (
+    "ledger_entries",
+    "usage_allocations",
+    "usage_events",
+    "holds",
+    "credit_lots",
+    "credit_accounts",
+    "api_tokens",
+    "memberships",
+    "organizations",
+    "users",
+    "idempotency_records",
+)
+T0 = datetime(2026, 1, 15, 12, 0, 0, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    url: str
+
+
+def _skip_or_fail(reason: str) -> None:
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (CREDITLINE_REQUIRE_SERVICES=1)")
+    pytest.skip(reason)
+
+
+async def _fresh_postgres() -> tuple[str, str]:
+    parts = urlsplit(POSTGRES_URL)
+    name = f"creditline_test_{uuid.uuid4().hex[:12]}"
+    try:
+        conn = await asyncpg.connect(POSTGRES_URL, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        _skip_or_fail(f"PostgreSQL at {POSTGRES_URL} is unreachable: {exc}")
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return urlunsplit(parts._replace(path=f"/{name}")), name
+
+
+async def _drop_postgres(name: str) -> None:
+    conn = await asyncpg.connect(POSTGRES_URL, timeout=5)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+async def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Backend]:
+    pg_name = None
+    if request.param == "sqlite":
+        url = f"sqlite://{tmp_path_factory.mktemp('sqlite')}/test.sqlite3"
+    else:
+        if not POSTGRES_URL:
+            _skip_or_fail("PostgreSQL half skipped: set CREDITLINE_TEST_POSTGRES_URL to run it")
+        url, pg_name = await _fresh_postgres()
+    # Tortoise caches insert statements per connection name, not per dialect: start each backend clean.
+    executor.EXECUTOR_CACHE.clear()
+    await dbmod.migrate(url)
+    await dbmod.close_db()
+    await dbmod.init_db(url)
+    try:
+        yield Backend(request.param, url)
+    finally:
+        await dbmod.close_db()
+        if pg_name:
+            await _drop_postgres(pg_name)
+
+
+async def _reset(backend: Backend) -> None:
+    conn = connections.get("default")
+    if backend.name == "postgres":
+        await conn.execute_script(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+    else:
+        await conn.execute_script("".join(f"DELETE FROM {table};" for table in TABLES) + "DELETE FROM sqlite_sequence;")
+
+
+@pytest.fixture
+async def db(backend: Backend) -> AsyncIterator[Backend]:
+    """A clean database; after the test the ledger invariant must hold for every account."""
+    await _reset(backend)
+    yield backend
+    assert Tortoise._inited
+    findings = await ledger.audit()
+    assert findings == [], f"ledger audit found drift: {findings}"
+
+
+@pytest.fixture
+def clock() -> Clock:
+    clock = Clock()
+    clock.freeze(T0)
+    return clock
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(database_url="unused", token_cache_seconds=0)
+
+
+@pytest.fixture
+async def api(db: Backend, clock: Clock, settings: Settings) -> AsyncIterator[Api]:
+    app = create_app(settings, clock=clock, manage_database=False, run_jobs=False)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        yield Api(client, app, clock, settings)

@@ -1,0 +1,80 @@
+"""Test helpers: a GraphQL client over the real ASGI app, and makers of users and tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+
+from creditline.clock import Clock
+from creditline.settings import Settings
+from models import ledger
+from models.credits import MICRO
+from models.tables import TokenKind
+from models.tokens import create_token
+from resolvers.ids import encode_id
+
+
+@dataclass
+class Api:
+    client: httpx.AsyncClient
+    app: Starlette
+    clock: Clock
+    settings: Settings
+
+    async def post(
+        self, query: str, variables: dict[str, Any] | None = None, token: str | None = None
+    ) -> dict[str, Any]:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        response = await self.client.post(
+            "/graphql", json={"query": query, "variables": variables or {}}, headers=headers
+        )
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def data(self, query: str, variables: dict[str, Any] | None = None, token: str | None = None) -> Any:
+        body = await self.post(query, variables, token)
+        assert "errors" not in body, body
+        return body["data"]
+
+    async def user(self, email: str, bonus: int = 100, bonus_days: int = 30) -> tuple[int, str]:
+        """A new user with ``bonus`` free credits; returns the primary key and a user token."""
+        user_id = await ledger.create_user(
+            email, signup_bonus=bonus * MICRO, bonus_lifetime=timedelta(days=bonus_days), now=self.clock.now()
+        )
+        token = await create_token(TokenKind.USER, name=email, user_id=user_id, now=self.clock.now())
+        return user_id, token
+
+    async def service(self, name: str = "agent-runtime", scopes: tuple[str, ...] = ("usage:write",)) -> str:
+        return await create_token(TokenKind.SERVICE, name=name, scopes=scopes, now=self.clock.now())
+
+    async def admin(self, name: str = "ops") -> str:
+        return await create_token(TokenKind.ADMIN, name=name, now=self.clock.now())
+
+
+def gid(type_name: str, pk: int) -> str:
+    return encode_id(type_name, pk)
+
+
+SPEND = """
+mutation Spend($input: SpendCreditsInput!) {
+  spendCredits(input: $input) {
+    __typename
+    ... on SpendCreditsSuccess {
+      usageEvent { id credits freeCredits paidCredits activity agentId }
+      balance { total free paid held available }
+    }
+    ... on InsufficientCredits { message available required }
+    ... on ValidationError { message field }
+    ... on Error { message }
+  }
+}
+"""
+
+BALANCE = """
+query { me { credit { balance { total free paid held available } } } }
+"""
