@@ -101,7 +101,8 @@ async def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
             await _drop_postgres(pg_name)
 
 
-async def _reset(backend: Backend) -> None:
+async def reset(backend: Backend) -> None:
+    """Empty every table (the per-test fixture and property tests that need a clean slate per example)."""
     conn = connections.get("default")
     if backend.name == "postgres":
         await conn.execute_script(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
@@ -112,7 +113,7 @@ async def _reset(backend: Backend) -> None:
 @pytest.fixture
 async def db(backend: Backend) -> AsyncIterator[Backend]:
     """A clean database; after the test the ledger invariant must hold for every account."""
-    await _reset(backend)
+    await reset(backend)
     yield backend
     assert Tortoise._inited
     findings = await ledger.audit()
