@@ -23,6 +23,7 @@ from typing import Any, Literal
 from tortoise.transactions import in_transaction
 
 from models.balance import Balance, balance_from_lots, is_live
+from models.credits import MAX_MICRO
 from models.sql import Sql, as_datetime
 from models.tables import CreditKind, HoldStatus, LedgerEntryType, LotSource, LotStatus
 
@@ -57,6 +58,14 @@ class HoldNotActiveError(LedgerError):
     def __init__(self, status: str) -> None:
         super().__init__(f"The hold is {status.lower().replace('_', ' ')}, not active")
         self.status = status
+
+
+class BalanceLimitError(LedgerError):
+    """A grant would take the balance past what an account may hold."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__("This grant would take the balance over the maximum an account may hold")
+        self.limit = limit
 
 
 class ExceedsHoldError(LedgerError):
@@ -363,6 +372,9 @@ def _change(account: dict[str, Any], delta: int, reason: str, balance: Balance, 
     return BalanceChange(int(account["id"]), int(account["version"]), delta, reason, balance, now)
 
 
+MAX_BALANCE = MAX_MICRO
+"""The most an account may hold, in micro-credits: 10^12 credits, far inside a signed 64-bit column."""
+
 AccountSelector = tuple[Literal["id", "user_id", "organization_id"], int]
 
 
@@ -390,6 +402,22 @@ async def read_balances(account_ids: list[int], now: datetime) -> dict[int, Bala
         int(row["id"]): balance_from_lots(by_account.get(int(row["id"]), []), int(row["held"]), now)
         for row in held_rows
     }
+
+
+async def account_state(account_id: int, now: datetime) -> tuple[Balance, int] | None:
+    """An account's balance and ledger version, read in one statement so that they agree."""
+    from tortoise import connections
+
+    rows = await Sql(connections.get("default")).fetch(
+        "SELECT a.held, a.version, l.kind, l.remaining, l.expires_at FROM credit_accounts a"
+        " LEFT JOIN credit_lots l ON l.account_id = a.id AND l.status = 'ACTIVE' AND l.remaining > 0"
+        " WHERE a.id = $1",
+        account_id,
+    )
+    if not rows:
+        return None
+    lots = [row for row in rows if row["kind"] is not None]
+    return balance_from_lots(lots, int(rows[0]["held"]), now), int(rows[0]["version"])
 
 
 async def spend(
@@ -532,6 +560,8 @@ async def _grant_locked(
     reason: str | None,
     now: datetime,
 ) -> GrantResult:
+    if int(account["balance"]) + credits > MAX_BALANCE:
+        raise BalanceLimitError(MAX_BALANCE)
     lot = await sql.fetchrow(
         "INSERT INTO credit_lots (account_id, kind, source, amount, remaining, status, granted_at,"
         " expires_at, reason) VALUES ($1, $2, $3, $4, $5, 'ACTIVE', $6, $7, $8) RETURNING id",
@@ -756,7 +786,7 @@ async def _active_hold(sql: Sql, hold_id: int, now: datetime) -> dict[str, Any]:
     if held["status"] != HoldStatus.ACTIVE:
         raise HoldNotActiveError(str(held["status"]))
     if not is_live(as_datetime(held["expires_at"]), now):
-        raise HoldNotActiveError("TIMED_OUT")
+        raise HoldNotActiveError(HoldStatus.EXPIRED)  # timed out: the sweep will record it as EXPIRED
     return held
 
 

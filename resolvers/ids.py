@@ -7,6 +7,11 @@ import base64
 import binascii
 
 
+def _is_key(text: str) -> bool:
+    # ASCII digits only: str.isdigit() also accepts '²', which int() refuses.
+    return text.isascii() and text.isdigit() and len(text) <= 18
+
+
 def encode_id(type_name: str, pk: int) -> str:
     return base64.b64encode(f"{type_name}:{pk}".encode()).decode()
 
@@ -18,7 +23,7 @@ def decode_id(value: str, type_name: str) -> int | None:
     except (binascii.Error, UnicodeError, ValueError):
         return None
     kind, sep, pk = decoded.partition(":")
-    if sep != ":" or kind != type_name or not pk.isdigit() or len(pk) > 18:
+    if sep != ":" or kind != type_name or not _is_key(pk):
         return None
     return int(pk)
 
@@ -29,6 +34,6 @@ def decode_any(value: str) -> tuple[str, int] | None:
     except (binascii.Error, UnicodeError, ValueError):
         return None
     kind, sep, pk = decoded.partition(":")
-    if sep != ":" or not pk.isdigit() or len(pk) > 18:
+    if sep != ":" or not _is_key(pk):
         return None
     return kind, int(pk)

@@ -219,7 +219,7 @@ async def test_release_and_timeout_give_the_hold_back(db: Backend) -> None:
 
     with pytest.raises(ledger.HoldNotActiveError) as late:
         await ledger.capture_hold(timed_out_id, credits=None, idem=key("late"), now=T0 + timedelta(minutes=5))
-    assert late.value.status == "TIMED_OUT"
+    assert late.value.status == "EXPIRED"
     report = await ledger.sweep(T0 + timedelta(minutes=5))
     assert report.released_holds == 1
     assert (await ledger.read_balances([account_id], T0))[account_id] == Balance(10 * MICRO, 0, 0)

@@ -9,7 +9,7 @@ from resolvers.context import Context
 from resolvers.ids import decode_id
 from resolvers.mutations._common import conflict
 from resolvers.permissions import principal, require_admin
-from resolvers.validation import check_key, check_positive, first_error
+from resolvers.validation import check_future, check_key, check_optional_text, check_positive, first_error
 from schema.errors import NotFound, ValidationError
 from schema.mutations.grant_credits import GrantCreditsInput, GrantCreditsResult, GrantCreditsSuccess
 from schema.types import CreditBalance, CreditLot
@@ -23,12 +23,8 @@ async def grant_credits(info: Info[Context, None], input: GrantCreditsInput) -> 
     if invalid := first_error(
         check_key(input.idempotency_key),
         check_positive(input.credits, "credits"),
-        ValidationError(message="expiresAt must be in the future", field="expiresAt")
-        if input.expires_at is not None and input.expires_at <= now
-        else None,
-        ValidationError(message="reason must be at most 500 characters", field="reason")
-        if input.reason is not None and len(input.reason) > 500
-        else None,
+        check_future(input.expires_at, "expiresAt", now),
+        check_optional_text(input.reason, "reason", 500),
     ):
         return invalid
     account_id = decode_id(input.account_id, "CreditAccount")
@@ -57,6 +53,10 @@ async def grant_credits(info: Info[Context, None], input: GrantCreditsInput) -> 
             reason=input.reason,
             idem=idem,
             now=now,
+        )
+    except ledger.BalanceLimitError:
+        return ValidationError(
+            message="This grant would take the balance over the maximum an account may hold", field="credits"
         )
     except ledger.IdempotencyConflictError:
         return conflict(input.idempotency_key)
