@@ -71,7 +71,14 @@ def _serve(settings: Settings, host: str, port: int) -> None:
     except db.SecondWriterError as exc:
         sys.exit(f"creditline: {exc}")
     try:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info", proxy_headers=False)
+        uvicorn.run(
+            create_app(settings),
+            host=host,
+            port=port,
+            log_level="info",
+            access_log=settings.access_log,
+            proxy_headers=False,
+        )
     finally:
         lock.release()
 

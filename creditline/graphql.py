@@ -2,32 +2,35 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
+from graphql import ASTValidationRule, GraphQLError, NoSchemaIntrospectionCustomRule
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.extensions import (
-    DisableIntrospection,
+    AddValidationRules,
     MaskErrors,
-    MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
-    QueryDepthLimiter,
     ValidationCache,
+    max_aliases,
+    query_depth_limiter,
 )
 from strawberry.extensions.base_extension import SchemaExtension
 from strawberry.schema.config import StrawberryConfig
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types.unset import UNSET, UnsetType
 
 from creditline.settings import Settings
-from resolvers.auth import Authenticator
+from resolvers.auth import Authenticator, bearer_secret
 from resolvers.context import Context, Services
-from resolvers.root import Mutation, Query
+from resolvers.root import Mutation, Query, RootSubscription
 from schema.scalars import SCALAR_MAP
 
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schema.graphql"
@@ -40,20 +43,26 @@ def should_mask(error: GraphQLError) -> bool:
 
 
 def build_schema(settings: Settings) -> strawberry.Schema:
+    # The validation rules are built once: the validation cache is keyed by rule classes, and a rule class
+    # made per request (as QueryDepthLimiter/MaxAliasesLimiter do) would never hit it.
+    rules: list[type[ASTValidationRule]] = [
+        query_depth_limiter.create_validator(settings.max_query_depth, None, None),
+        max_aliases.create_validator(settings.max_aliases),
+    ]
+    if settings.production:
+        rules.append(NoSchemaIntrospectionCustomRule)
     extensions: list[Any] = [
         lambda: ParserCache(maxsize=512),
         lambda: ValidationCache(maxsize=512),
-        lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
         lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
-        lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
+        lambda: AddValidationRules(rules),
         lambda: MaskErrors(should_mask_error=should_mask),
     ]
-    if settings.production:
-        extensions.append(DisableIntrospection)
     factories: list[type[SchemaExtension]] = extensions
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
+        subscription=RootSubscription,
         extensions=factories,
         config=StrawberryConfig(disable_field_suggestions=settings.production, scalar_map=SCALAR_MAP),
     )
@@ -74,10 +83,28 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             allow_queries_via_get=True,  # queries only: strawberry refuses mutations over GET
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
             multipart_uploads_enabled=False,
+            connection_init_wait_timeout=timedelta(seconds=services.settings.ws_init_timeout_seconds),
+            max_subscriptions_per_connection=services.settings.max_subscriptions_per_connection,
         )
         self.services = services
         self.auth = auth
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
-        principal = await self.auth.authenticate(request.headers.get("authorization"))
-        return Context.build(self.services, principal, request)
+        if isinstance(request, WebSocket):
+            # Websockets authenticate in connection_init (on_ws_connect), not with headers.
+            return Context.build(self.services, None, request)
+        header = request.headers.get("authorization")
+        principal = await self.auth.authenticate(header)
+        return Context.build(self.services, principal, request, bearer_secret(header))
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        """Check the token in the connection_init payload: ``{"authorization": "Bearer <token>"}``."""
+        params = context.connection_params or {}
+        header = params.get("authorization")
+        principal = await self.auth.authenticate(header if isinstance(header, str) else None)
+        if principal is None:
+            raise ConnectionRejectionError({"message": "Send a valid token in connection_init"})
+        context.principal = principal
+        context.token = bearer_secret(header if isinstance(header, str) else None)
+        acknowledge: UnsetType = UNSET
+        return acknowledge

@@ -50,6 +50,11 @@ class Settings:
     max_query_tokens: int = 2000
     max_aliases: int = 15
     token_cache_seconds: int = 5
+    token_recheck_seconds: int = 30
+    """How often a live subscription re-checks that its token was not revoked."""
+    ws_init_timeout_seconds: int = 10
+    max_subscriptions_per_connection: int = 20
+    access_log: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -81,4 +86,10 @@ class Settings:
             max_query_tokens=_int(env, "CREDITLINE_MAX_QUERY_TOKENS", cls.max_query_tokens),
             max_aliases=_int(env, "CREDITLINE_MAX_ALIASES", cls.max_aliases),
             token_cache_seconds=_int(env, "CREDITLINE_TOKEN_CACHE_SECONDS", cls.token_cache_seconds),
+            token_recheck_seconds=_int(env, "CREDITLINE_TOKEN_RECHECK_SECONDS", cls.token_recheck_seconds),
+            ws_init_timeout_seconds=_int(env, "CREDITLINE_WS_INIT_TIMEOUT_SECONDS", cls.ws_init_timeout_seconds),
+            access_log=env.get("CREDITLINE_ACCESS_LOG", "0") in ("1", "true", "yes"),
+            max_subscriptions_per_connection=_int(
+                env, "CREDITLINE_MAX_SUBSCRIPTIONS_PER_CONNECTION", cls.max_subscriptions_per_connection
+            ),
         )

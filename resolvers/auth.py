@@ -12,23 +12,31 @@ from models.tokens import Principal, digest, principal_for
 _CACHE_LIMIT = 10_000
 
 
+def bearer_secret(header: str | None) -> str | None:
+    """The secret of an ``Authorization: Bearer <secret>`` header, or ``None``."""
+    if not header:
+        return None
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        return None
+    return secret.strip()
+
+
 class Authenticator:
     def __init__(self, cache_seconds: float) -> None:
         self.cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, Principal | None]] = {}
 
     async def authenticate(self, header: str | None) -> Principal | None:
-        if not header:
+        secret = bearer_secret(header)
+        if secret is None:
             return None
-        scheme, _, secret = header.partition(" ")
-        if scheme.lower() != "bearer" or not secret.strip():
-            return None
-        key = digest(secret.strip())
+        key = digest(secret)
         now = time.monotonic()
         cached = self._cache.get(key)
         if cached is not None and cached[0] > now:
             return cached[1]
-        principal = await principal_for(secret.strip())
+        principal = await principal_for(secret)
         if self.cache_seconds > 0:
             if len(self._cache) >= _CACHE_LIMIT:
                 self._cache.clear()

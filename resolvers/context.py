@@ -28,11 +28,21 @@ class Context:
     principal: Principal | None
     loaders: Loaders
     request: Any = None
+    token: str | None = None
+    """The bearer secret the caller sent (websockets re-check it to end a revoked token's subscriptions)."""
+    connection_params: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, services: Services, principal: Principal | None, request: Any = None) -> Context:
-        return cls(services, principal, Loaders(services.clock.now), request)
+    def build(
+        cls, services: Services, principal: Principal | None, request: Any = None, token: str | None = None
+    ) -> Context:
+        return cls(services, principal, Loaders(services.clock.now), request, token)
+
+    def fresh_loaders(self) -> None:
+        """New DataLoaders: a websocket context lives as long as the connection, so every pushed event
+        gets its own instead of reading through a cache filled by earlier events."""
+        self.loaders = Loaders(self.services.clock.now)
 
     def now(self) -> datetime:
         return self.services.clock.now()

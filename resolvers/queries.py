@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import strawberry
 from strawberry import relay
 from strawberry.types import Info
 from tortoise.models import Model
@@ -29,7 +30,7 @@ async def _readable_account(info: Info[Context, None], who: Principal, account_i
     return account is not None and can_read_account(who, account.user_id)
 
 
-async def node(info: Info[Context, None], id: str) -> relay.Node | None:
+async def node(info: Info[Context, None], id: strawberry.ID) -> relay.Node | None:
     decoded = decode_any(id)
     if decoded is None:
         return None

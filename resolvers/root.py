@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
+
 import strawberry
 from strawberry import relay
 from strawberry.permission import BasePermission
@@ -11,6 +13,7 @@ from resolvers.mutations.grant_credits import grant_credits
 from resolvers.mutations.holds import capture_hold, hold_credits, release_hold
 from resolvers.mutations.spend_credits import spend_credits
 from resolvers.permissions import IsAuthenticated
+from resolvers.subscriptions import balance_changed
 from schema import types
 from schema.mutations.grant_credits import GrantCreditsResult
 from schema.mutations.holds import CaptureHoldResult, HoldCreditsResult, ReleaseHoldResult
@@ -36,3 +39,12 @@ class Mutation:
     hold_credits: HoldCreditsResult = strawberry.mutation(resolver=hold_credits, permission_classes=AUTH)
     capture_hold: CaptureHoldResult = strawberry.mutation(resolver=capture_hold, permission_classes=AUTH)
     release_hold: ReleaseHoldResult = strawberry.mutation(resolver=release_hold, permission_classes=AUTH)
+
+
+@strawberry.type(name="RootSubscription")
+class RootSubscription:
+    balance_changed: AsyncGenerator[types.BalanceEvent, None] = strawberry.subscription(
+        resolver=balance_changed,
+        permission_classes=AUTH,
+        description="The balance now (reason SNAPSHOT), then every committed change. Default: your own account",
+    )

@@ -215,3 +215,13 @@ class User(relay.Node):
             Membership(roles=sorted(m.role_set), organization_id=m.organization_id)
             for m in await info.context.loaders.memberships_of_user.load(self.id)
         ]
+
+
+@strawberry.type(description="A committed change of an account's balance; the first one is a SNAPSHOT.")
+class BalanceEvent:
+    account: CreditAccount
+    balance: CreditBalance
+    delta: Credits = strawberry.field(description="Change to the total balance; 0 for holds and snapshots")
+    reason: str = strawberry.field(description="SNAPSHOT, SPEND, GRANT, EXPIRE, HOLD, CAPTURE, RELEASE, ...")
+    version: int = strawberry.field(description="Goes up by one per change of this account: a gap means a miss")
+    occurred_at: datetime

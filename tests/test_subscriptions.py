@@ -1,0 +1,230 @@
+"""Live balance over graphql-transport-ws, against a real uvicorn server on a real socket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from creditline.app import create_app
+from creditline.clock import Clock
+from creditline.settings import Settings
+from models.tables import ApiToken
+from models.tokens import revoke_token
+from tests.conftest import Backend
+from tests.helpers import SPEND, Api, gid
+
+WATCH = """
+subscription($id: ID) {
+  balanceChanged(accountId: $id) {
+    delta reason version balance { total free held available } account { id balance { total } }
+  }
+}
+"""
+
+
+@dataclass
+class Live:
+    api: Api
+    http: str
+    ws: str
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+async def live(db: Backend, clock: Clock, settings: Settings) -> AsyncIterator[Live]:
+    settings = replace(settings, ws_init_timeout_seconds=1, token_recheck_seconds=1, max_subscriptions_per_connection=3)
+    app = create_app(settings, clock=clock, manage_database=False, run_jobs=False)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
+        await asyncio.sleep(0.01)
+    base = f"127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=f"http://{base}") as client:
+        try:
+            yield Live(Api(client, app, clock, settings), f"http://{base}", f"ws://{base}/graphql")
+        finally:
+            server.should_exit = True
+            await task
+
+
+async def connect(live: Live, token: str | None) -> ClientConnection:
+    ws = await websockets.connect(live.ws, subprotocols=[websockets.Subprotocol("graphql-transport-ws")])
+    await ws.send(json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}}))
+    assert json.loads(await ws.recv()) == {"type": "connection_ack"}
+    return ws
+
+
+async def receive(ws: ClientConnection) -> dict[str, Any]:
+    message: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), timeout=5))
+    return message
+
+
+async def spend(live: Live, service: str, user_id: int, credits: str, key: str) -> None:
+    data = await live.api.data(
+        SPEND,
+        {
+            "input": {
+                "userId": gid("User", user_id),
+                "agentId": "a",
+                "activity": "answer",
+                "credits": credits,
+                "idempotencyKey": key,
+            }
+        },
+        service,
+    )
+    assert data["spendCredits"]["__typename"] == "SpendCreditsSuccess"
+
+
+async def test_snapshot_then_every_change_in_order(live: Live) -> None:
+    user_id, user_token = await live.api.user("ada@example.com", bonus=10)
+    service = await live.api.service()
+    ws = await connect(live, user_token)
+    try:
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": WATCH}}))
+        assert await receive(ws) == {
+            "id": "1",
+            "type": "next",
+            "payload": {
+                "data": {
+                    "balanceChanged": {
+                        "delta": "0",
+                        "reason": "SNAPSHOT",
+                        "version": 1,
+                        "balance": {"total": "10", "free": "10", "held": "0", "available": "10"},
+                        "account": {"id": gid("CreditAccount", 1), "balance": {"total": "10"}},
+                    }
+                }
+            },
+        }
+        await asyncio.gather(*(spend(live, service, user_id, "1", f"k{n}") for n in range(5)))
+        events = [(await receive(ws))["payload"]["data"]["balanceChanged"] for _ in range(5)]
+        assert [(e["version"], e["delta"], e["reason"], e["balance"]["total"]) for e in events] == [
+            (2, "-1", "SPEND", "9"),
+            (3, "-1", "SPEND", "8"),
+            (4, "-1", "SPEND", "7"),
+            (5, "-1", "SPEND", "6"),
+            (6, "-1", "SPEND", "5"),
+        ]
+        # Each pushed event reads through fresh DataLoaders: the nested balance is current, not cached.
+        assert events[-1]["account"]["balance"] == {"total": "5"}
+    finally:
+        await ws.close()
+
+
+async def test_another_tenants_account_is_forbidden_and_sends_nothing(live: Live) -> None:
+    await live.api.user("ada@example.com", bonus=10)
+    mallory_id, mallory_token = await live.api.user("mallory@example.com", bonus=10)
+    ws = await connect(live, mallory_token)
+    try:
+        await ws.send(
+            json.dumps(
+                {
+                    "id": "1",
+                    "type": "subscribe",
+                    "payload": {"query": WATCH, "variables": {"id": gid("CreditAccount", 1)}},
+                }
+            )
+        )
+        message = await receive(ws)
+        assert message["type"] == "next"
+        assert message["payload"]["data"] is None
+        assert [(e["message"], e["extensions"]["code"]) for e in message["payload"]["errors"]] == [
+            ("You may not watch this account", "FORBIDDEN")
+        ]
+        assert await receive(ws) == {"id": "1", "type": "complete"}
+    finally:
+        await ws.close()
+
+
+async def test_protocol_guards(live: Live) -> None:
+    _, user_token = await live.api.user("ada@example.com", bonus=10)
+    proto = [websockets.Subprotocol("graphql-transport-ws")]
+
+    async with websockets.connect(live.ws, subprotocols=proto) as silent:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(silent.recv(), timeout=5)
+        assert closed.value.rcvd is not None
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4408, "Connection initialisation timeout")
+
+    async with websockets.connect(live.ws, subprotocols=proto) as eager:
+        await eager.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": WATCH}}))
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(eager.recv(), timeout=5)
+        assert closed.value.rcvd is not None
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4401, "Unauthorized")
+
+    async with websockets.connect(live.ws, subprotocols=proto) as stranger:
+        await stranger.send(json.dumps({"type": "connection_init", "payload": {"authorization": "Bearer nope"}}))
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(stranger.recv(), timeout=5)
+        assert closed.value.rcvd is not None
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4403, "Forbidden")
+
+    # The legacy graphql-ws protocol is off.
+    async with websockets.connect(live.ws, subprotocols=[websockets.Subprotocol("graphql-ws")]) as legacy:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(legacy.recv(), timeout=5)
+        assert closed.value.rcvd is not None
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4406, "Subprotocol not acceptable")
+
+    ws = await connect(live, user_token)
+    try:
+        for n in range(3):
+            await ws.send(json.dumps({"id": str(n), "type": "subscribe", "payload": {"query": WATCH}}))
+            assert (await receive(ws))["payload"]["data"]["balanceChanged"]["reason"] == "SNAPSHOT"
+        await ws.send(json.dumps({"id": "4", "type": "subscribe", "payload": {"query": WATCH}}))
+        assert await receive(ws) == {
+            "id": "4",
+            "type": "error",
+            "payload": [{"message": "Subscription limit reached"}],
+        }
+    finally:
+        await ws.close()
+
+
+async def test_a_revoked_token_ends_its_subscriptions(live: Live) -> None:
+    _, user_token = await live.api.user("ada@example.com", bonus=10)
+    ws = await connect(live, user_token)
+    try:
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": WATCH}}))
+        assert (await receive(ws))["payload"]["data"]["balanceChanged"]["reason"] == "SNAPSHOT"
+        token = await ApiToken.get(kind="USER")
+        assert await revoke_token(token.id, live.api.clock.now())
+        message = await receive(ws)
+        assert [e["message"] for e in message["payload"]["errors"]] == ["The token of this subscription was revoked"]
+        assert await receive(ws) == {"id": "1", "type": "complete"}
+    finally:
+        await ws.close()
+
+
+async def test_disconnects_leave_no_subscriber_behind(live: Live) -> None:
+    _, user_token = await live.api.user("ada@example.com", bonus=10)
+    bus = live.api.app.state.services.bus
+    for _ in range(30):
+        ws = await connect(live, user_token)
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": WATCH}}))
+        assert (await receive(ws))["payload"]["data"]["balanceChanged"]["reason"] == "SNAPSHOT"
+        await ws.close()
+    for _ in range(100):
+        if bus.subscriber_count == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert bus.subscriber_count == 0
