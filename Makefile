@@ -36,7 +36,10 @@ test: lint typecheck pytest
 schema: install
 	$(BIN)/python -c "from creditline.graphql import schema_sdl; open('schema.graphql', 'w').write(schema_sdl())"
 
+# Throughput of spendCredits over HTTP against the raw-SQL ceiling; load comes from wrk (Debian package).
 bench: install
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; } || \
+		{ echo "make bench needs wrk: apt-get install wrk"; exit 1; }
 	$(BIN)/python -m bench
 
 clean:

@@ -1,0 +1,56 @@
+"""Benchmark settings, read from ``BENCH_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from creditline.settings import MICRO
+
+TARGET_RATIO = 0.5
+SPEND_CREDITS = "0.001"
+SPEND_MICRO = 1_000
+"""``SPEND_CREDITS`` in micro-credits."""
+SIGNUP_BONUS = 1_000_000 * MICRO
+"""Every bench account starts with a million credits, so no spend is ever refused."""
+SERVICE_NAME = "bench"
+AGENT_ID = "bench"
+ACTIVITY = "answer"
+
+
+def _number(name: str, default: float) -> float:
+    raw = os.environ.get(name, "")
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise SystemExit(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    seconds: int
+    health_seconds: int
+    connections: int
+    accounts: int
+    backends: tuple[str, ...]
+    postgres_url: str
+
+    @classmethod
+    def from_env(cls) -> BenchConfig:
+        backends = tuple(b.strip() for b in os.environ.get("BENCH_BACKENDS", "sqlite,postgres").split(",") if b.strip())
+        unknown = set(backends) - {"sqlite", "postgres"}
+        if unknown or not backends:
+            raise SystemExit(f"BENCH_BACKENDS: choose from sqlite,postgres (got {os.environ.get('BENCH_BACKENDS')!r})")
+        return cls(
+            seconds=max(1, round(_number("BENCH_SECONDS", 10))),
+            health_seconds=max(1, round(_number("BENCH_HEALTH_SECONDS", 3))),
+            connections=int(_number("BENCH_CONNECTIONS", 16)),
+            accounts=int(_number("BENCH_ACCOUNTS", 1000)),
+            backends=backends,
+            postgres_url=os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+        )

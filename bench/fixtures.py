@@ -1,0 +1,130 @@
+"""Scratch databases: create, migrate and seed them, count and audit what the runs wrote, drop them."""
+
+from __future__ import annotations
+
+import secrets
+import tempfile
+from dataclasses import dataclass
+from datetime import timedelta
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from tortoise import connections
+from tortoise.backends.base.executor import EXECUTOR_CACHE
+from tortoise.transactions import in_transaction
+
+from bench.config import SERVICE_NAME, SIGNUP_BONUS
+from creditline import db
+from creditline.clock import Clock
+from models import ledger
+from models.sql import Sql
+from models.tables import TokenKind
+from models.tokens import create_token
+
+
+@dataclass(frozen=True)
+class Seeded:
+    user_ids: list[int]
+    """Primary keys of the bench users (each has one account with one large FREE lot)."""
+    token: str
+    """A service token with scope usage:write."""
+
+
+@dataclass(frozen=True)
+class AuditOutcome:
+    accounts: int
+    problems: list[str]
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+
+class PostgresUnavailable(Exception):
+    pass
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+async def create_postgres_database(admin_url: str) -> str:
+    """Create ``creditline_bench_<random>`` next to ``admin_url``'s database; return its URL."""
+    name = f"creditline_bench_{secrets.token_hex(4)}"
+    try:
+        conn = await asyncpg.connect(admin_url, timeout=5)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise PostgresUnavailable(f"{type(exc).__name__}: {exc}") from exc
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return _with_database(admin_url, name)
+
+
+async def drop_postgres_database(admin_url: str, url: str) -> None:
+    name = urlsplit(url).path.lstrip("/")
+    conn = await asyncpg.connect(admin_url, timeout=5)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def _init(url: str) -> None:
+    # Tortoise caches each model's INSERT statement by connection name, not by dialect: forget the SQLite
+    # ones before the same process talks to PostgreSQL.
+    EXECUTOR_CACHE.clear()
+    await db.init_db(url)
+
+
+async def migrate_and_seed(url: str, accounts: int) -> Seeded:
+    """Apply the migrations, then create the users (through the ledger, in one transaction) and a token."""
+    EXECUTOR_CACHE.clear()
+    await db.migrate(url)
+    await db.close_db()
+    await _init(url)
+    try:
+        now = Clock().now()
+        user_ids = []
+        async with in_transaction():
+            for n in range(accounts):
+                user_ids.append(
+                    await ledger.create_user(
+                        f"bench{n}@bench.local",
+                        signup_bonus=SIGNUP_BONUS,
+                        bonus_lifetime=timedelta(days=30),
+                        now=now,
+                    )
+                )
+        token = await create_token(TokenKind.SERVICE, name=SERVICE_NAME, scopes=("usage:write",), now=now)
+    finally:
+        await db.close_db()
+    return Seeded(user_ids, token)
+
+
+async def count_usage_events(url: str) -> int:
+    await _init(url)
+    try:
+        row = await Sql(connections.get("default")).fetchrow("SELECT COUNT(*) AS n FROM usage_events")
+        assert row is not None
+        return int(row["n"])
+    finally:
+        await db.close_db()
+
+
+async def run_audit(url: str) -> AuditOutcome:
+    """``creditline audit``: cached balance = Σ lot remaining = Σ ledger amounts, for every account."""
+    await _init(url)
+    try:
+        findings = await ledger.audit()
+        row = await Sql(connections.get("default")).fetchrow("SELECT COUNT(*) AS n FROM credit_accounts")
+        assert row is not None
+        return AuditOutcome(int(row["n"]), [f"account {f.account_id}: {f.problem}" for f in findings])
+    finally:
+        await db.close_db()
+
+
+def workdir() -> tempfile.TemporaryDirectory[str]:
+    return tempfile.TemporaryDirectory(prefix="creditline-bench-")

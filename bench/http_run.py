@@ -1,0 +1,170 @@
+"""The server under test (``creditline serve`` in a subprocess) and the wrk runs against it."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+LUA_SCRIPT = Path(__file__).resolve().parent / "spend.lua"
+STARTUP_TIMEOUT = 60.0
+
+
+class BenchError(Exception):
+    """The run could not be carried out (as opposed to a run that measured failures)."""
+
+
+@dataclass(frozen=True)
+class NoopRun:
+    requests_per_second: float
+    non2xx: int
+
+
+@dataclass(frozen=True)
+class SpendRun:
+    requests: int
+    seconds: float
+    non2xx: int
+    not_success: int
+    socket_errors: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    sample: str
+    """The first response that was not a SpendCreditsSuccess, if any."""
+
+    @property
+    def failures(self) -> int:
+        return self.non2xx + self.not_success + self.socket_errors
+
+    @property
+    def successes(self) -> int:
+        return self.requests - self.non2xx - self.not_success
+
+    @property
+    def requests_per_second(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def wrk_binary() -> str:
+    found = shutil.which("wrk")
+    if found is None:
+        raise BenchError("wrk is not installed (apt-get install -y wrk)")
+    return found
+
+
+def wrk_version() -> str:
+    out = subprocess.run([wrk_binary(), "-v"], capture_output=True, text=True, check=False)
+    match = re.search(r"wrk (\S+)", out.stdout + out.stderr)
+    return match.group(1) if match else "?"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no server log)"
+
+
+@contextmanager
+def server(database_url: str, workdir: Path) -> Iterator[str]:
+    """Run ``creditline serve`` on a free port until the block ends; yield its base URL."""
+    port = free_port()
+    env = dict(os.environ)
+    env.update(CREDITLINE_DATABASE_URL=database_url, CREDITLINE_SWEEP_INTERVAL_SECONDS="3600")
+    log_path = workdir / f"server-{port}.log"
+    creditline = Path(sys.executable).with_name("creditline")
+    command = [str(creditline), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                raise BenchError(f"the server exited with status {proc.returncode}:\n{_log_tail(log_path)}")
+            try:
+                with urllib.request.urlopen(base + "/healthz", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise BenchError(f"the server did not answer /healthz within {STARTUP_TIMEOUT:.0f} s")
+            time.sleep(0.1)
+        yield base
+    finally:
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop our server process (SIGINT lets uvicorn run its shutdown), and kill it if it lingers."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=15)
+
+
+def _run_wrk(args: list[str], seconds: int) -> str:
+    command = [wrk_binary(), *args]
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError(f"wrk did not finish: {' '.join(command)}") from exc
+    if out.returncode != 0:
+        raise BenchError(f"wrk failed (status {out.returncode}):\n{out.stdout}\n{out.stderr}")
+    return out.stdout
+
+
+def run_noop(base: str, seconds: int, connections: int) -> NoopRun:
+    """wrk against /healthz: how many requests per second the generator and uvicorn manage with no work."""
+    out = _run_wrk(["-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", base + "/healthz"], seconds)
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if rate is None:
+        raise BenchError(f"cannot read wrk's output:\n{out}")
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return NoopRun(float(rate.group(1)), int(non2xx.group(1)) if non2xx else 0)
+
+
+def run_spends(base: str, seconds: int, connections: int, token: str, ids_file: Path, tag: str) -> SpendRun:
+    """wrk POSTing spendCredits (see spend.lua) for ``seconds``."""
+    args = ["-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(LUA_SCRIPT)]
+    out = _run_wrk([*args, base + "/graphql", "--", token, str(ids_file), tag], seconds)
+    line = next((ln for ln in out.splitlines() if ln.startswith("BENCH ")), None)
+    if line is None:
+        raise BenchError(f"spend.lua printed no BENCH line; wrk said:\n{out}")
+    fields = {key: int(value) for key, value in (item.split("=", 1) for item in line.split()[1:])}
+    sample = next((ln[len("BENCH_SAMPLE ") :] for ln in out.splitlines() if ln.startswith("BENCH_SAMPLE ")), "")
+    return SpendRun(
+        requests=fields["requests"],
+        seconds=fields["duration_us"] / 1e6,
+        non2xx=fields["non2xx"],
+        not_success=fields["not_success"],
+        socket_errors=fields["connect"] + fields["read"] + fields["write"] + fields["timeout"],
+        p50_ms=fields["p50_us"] / 1000,
+        p90_ms=fields["p90_us"] / 1000,
+        p99_ms=fields["p99_us"] / 1000,
+        sample=sample,
+    )

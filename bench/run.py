@@ -1,0 +1,258 @@
+"""The benchmark's steps for each backend, and the report."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import secrets
+import signal
+import sys
+import traceback
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bench import fixtures
+from bench.ceiling import CeilingRun, run_postgres, run_sqlite
+from bench.config import SPEND_CREDITS, TARGET_RATIO, BenchConfig
+from bench.http_run import BenchError, NoopRun, SpendRun, run_noop, run_spends, server, wrk_binary, wrk_version
+from creditline.db import sqlite_path
+from resolvers.ids import encode_id
+
+T = TypeVar("T")
+
+
+def arun(coro: Coroutine[Any, Any, T]) -> T:
+    """Run one async step on uvloop when it is installed (the server runs on it too)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def say(message: str) -> None:
+    print(f"  · {message}", flush=True)
+
+
+@dataclass
+class BackendResult:
+    name: str
+    skipped: str = ""
+    noop: NoopRun | None = None
+    http: SpendRun | None = None
+    events_after_http: int | None = None
+    audit_after_http: fixtures.AuditOutcome | None = None
+    ceiling: CeilingRun | None = None
+    events_after_ceiling: int | None = None
+    audit_after_ceiling: fixtures.AuditOutcome | None = None
+    failures: list[str] = field(default_factory=list)
+    """What went wrong, each one a reason to exit non-zero."""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.http is None or self.ceiling is None or not self.ceiling.spends_per_second:
+            return None
+        return self.http.requests_per_second / self.ceiling.spends_per_second
+
+
+async def _count_and_audit(url: str) -> tuple[int, fixtures.AuditOutcome]:
+    return await fixtures.count_usage_events(url), await fixtures.run_audit(url)
+
+
+def _check_http(result: BackendResult, connections: int) -> None:
+    # wrk stops with requests in flight: the server may commit up to one per connection that wrk never counts.
+    http = result.http
+    assert http is not None
+    assert result.events_after_http is not None
+    if http.failures:
+        result.failures.append(
+            f"{http.failures} of {http.requests} requests FAILED: {http.non2xx} non-2xx, {http.not_success} not"
+            f" SpendCreditsSuccess, {http.socket_errors} socket errors/timeouts"
+            + (f"\n      first bad response: {http.sample}" if http.sample else "")
+        )
+    drift = result.events_after_http - http.successes
+    if not 0 <= drift <= connections:
+        result.failures.append(
+            f"usage_events has {result.events_after_http} rows but wrk counted {http.successes} successful spends"
+            f" (allowed: up to {connections} more rows, for requests in flight when wrk stopped)"
+        )
+
+
+def _check_audit(result: BackendResult, audit: fixtures.AuditOutcome, when: str) -> None:
+    if not audit.passed:
+        shown = "\n      ".join(audit.problems[:10])
+        result.failures.append(f"AUDIT FAILED {when}: {len(audit.problems)} problems\n      {shown}")
+
+
+def run_backend(name: str, config: BenchConfig) -> BackendResult:
+    result = BackendResult(name)
+    print(f"\n[{name}]", flush=True)
+    with fixtures.workdir() as tmp:
+        work = Path(tmp)
+        if name == "sqlite":
+            url = f"sqlite://{work / 'bench.sqlite3'}"
+        else:
+            try:
+                url = arun(fixtures.create_postgres_database(config.postgres_url))
+            except fixtures.PostgresUnavailable as exc:
+                result.skipped = f"PostgreSQL is not reachable at {config.postgres_url} ({exc}): skipped"
+                say(result.skipped)
+                return result
+            say(f"created database {url.rsplit('/', 1)[1]}")
+        try:
+            _measure(result, url, work, config)
+        except BenchError as exc:
+            result.failures.append(f"the run could not complete: {exc}")
+        except Exception:  # report it, and still clean up and run the other backend
+            result.failures.append(f"the run could not complete:\n{traceback.format_exc()}")
+        finally:
+            if name == "postgres":
+                arun(fixtures.drop_postgres_database(config.postgres_url, url))
+                say("dropped the database")
+    return result
+
+
+def _measure(result: BackendResult, url: str, work: Path, config: BenchConfig) -> None:
+    say(f"migrating and seeding {config.accounts:,} accounts")
+    seeded = arun(fixtures.migrate_and_seed(url, config.accounts))
+    ids_file = work / "user_ids.txt"
+    ids_file.write_text("".join(encode_id("User", pk) + "\n" for pk in seeded.user_ids))
+
+    with server(url, work) as base:
+        say(f"server up at {base}; wrk no-op /healthz for {config.health_seconds} s")
+        result.noop = run_noop(base, config.health_seconds, config.connections)
+        if result.noop.non2xx:
+            result.failures.append(f"/healthz answered {result.noop.non2xx} non-2xx responses")
+        say(f"wrk spendCredits for {config.seconds} s, {config.connections} connections")
+        result.http = run_spends(
+            base, config.seconds, config.connections, seeded.token, ids_file, "http-" + secrets.token_hex(4)
+        )
+    result.events_after_http, result.audit_after_http = arun(_count_and_audit(url))
+    _check_http(result, config.connections)
+    _check_audit(result, result.audit_after_http, "after the HTTP run")
+
+    say(f"raw-SQL ceiling for {config.seconds} s, {config.connections} workers")
+    if result.name == "sqlite":
+        path = sqlite_path(url)
+        assert path is not None
+        run = run_sqlite(path, seeded.user_ids, config.seconds, config.connections)
+    else:
+        run = run_postgres(url, seeded.user_ids, config.seconds, config.connections)
+    result.ceiling = arun(run)
+    result.events_after_ceiling, result.audit_after_ceiling = arun(_count_and_audit(url))
+    written = result.events_after_ceiling - result.events_after_http
+    if written != result.ceiling.spends:
+        result.failures.append(f"the ceiling committed {result.ceiling.spends} spends but wrote {written} usage events")
+    _check_audit(result, result.audit_after_ceiling, "after the ceiling run")
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (
+        f"machine: {usable} CPUs (nproc), {model}; {platform.system()} {platform.release()}\n"
+        f"         Python {platform.python_version()}, wrk {wrk_version()}, load average {load} at start"
+    )
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def _audit(outcome: fixtures.AuditOutcome | None) -> str:
+    if outcome is None:
+        return "-"
+    return "passed" if outcome.passed else f"FAILED ({len(outcome.problems)})"
+
+
+def table(results: list[BackendResult]) -> str:
+    shown = [r for r in results if not r.skipped]
+    rows: list[tuple[str, list[str]]] = [
+        ("wrk no-op /healthz (req/s)", [_rate(r.noop.requests_per_second if r.noop else None) for r in shown]),
+        ("spendCredits over HTTP (req/s)", [_rate(r.http.requests_per_second if r.http else None) for r in shown]),
+        (
+            "  latency p50 / p99 (ms)",
+            [f"{r.http.p50_ms:.1f} / {r.http.p99_ms:.1f}" if r.http else "-" for r in shown],
+        ),
+        ("raw-SQL ceiling (spends/s)", [_rate(r.ceiling.spends_per_second if r.ceiling else None) for r in shown]),
+        ("ratio HTTP / ceiling", ["-" if r.ratio is None else f"{r.ratio:.2f}" for r in shown]),
+        (
+            f"  target >= {TARGET_RATIO}",
+            ["-" if r.ratio is None else ("met" if r.ratio >= TARGET_RATIO else "below target") for r in shown],
+        ),
+        ("requests (HTTP run)", [f"{r.http.requests:,}" if r.http else "-" for r in shown]),
+        (
+            "failed (non-2xx/not success/socket)",
+            [
+                f"{r.http.failures:,} ({r.http.non2xx}/{r.http.not_success}/{r.http.socket_errors})" if r.http else "-"
+                for r in shown
+            ],
+        ),
+        (
+            "usage events / successes",
+            [
+                f"{r.events_after_http:,} / {r.http.successes:,}" if r.http and r.events_after_http is not None else "-"
+                for r in shown
+            ],
+        ),
+        ("audit after HTTP run", [_audit(r.audit_after_http) for r in shown]),
+        ("audit after ceiling run", [_audit(r.audit_after_ceiling) for r in shown]),
+    ]
+    label_width = max(len(label) for label, _ in rows) + 2
+    widths = [max(len(r.name), *(len(values[i]) for _, values in rows)) + 2 for i, r in enumerate(shown)]
+    lines = [" " * label_width + "".join(r.name.rjust(w) for r, w in zip(shown, widths, strict=True))]
+    lines += [
+        label.ljust(label_width) + "".join(v.rjust(w) for v, w in zip(values, widths, strict=True))
+        for label, values in rows
+    ]
+    return "\n".join(lines)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwind, so the server is stopped and the scratch database dropped
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, _terminated)
+    config = BenchConfig.from_env()
+    wrk_binary()  # fail early, with the hint, when wrk is missing
+    print("Creditline benchmark: spendCredits over HTTP vs. the raw-SQL ceiling of the same writes")
+    print(machine())
+    print(
+        f"runs:    {config.seconds} s each, {config.connections} connections (HTTP) / workers (ceiling),"
+        f" {config.accounts:,} accounts, {SPEND_CREDITS} credit per spend"
+    )
+    results = [run_backend(name, config) for name in config.backends]
+
+    print()
+    if any(not r.skipped for r in results):
+        print(table(results))
+    for r in results:
+        if r.skipped:
+            print(f"\nnote: {r.name}: {r.skipped}")
+    failed = [r for r in results if r.failures]
+    for r in failed:
+        print(f"\n!!! {r.name.upper()}: THE RUN HAD ERRORS")
+        for failure in r.failures:
+            print(f"!!!   {failure}")
+    if failed:
+        print("\nbench: FAILED", flush=True)
+        sys.exit(1)
+    if all(r.skipped for r in results):
+        print("\nbench: nothing was measured (every backend was skipped)", flush=True)
+        return
+    print("\nbench: all requests succeeded and the audit passed", flush=True)
