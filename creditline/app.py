@@ -13,7 +13,7 @@ from starlette.routing import Route, WebSocketRoute
 
 from creditline import db
 from creditline.clock import Clock
-from creditline.events import InProcessBus
+from creditline.events import EventBus, InProcessBus, RedisBus
 from creditline.graphql import GraphQLEndpoint, build_schema
 from creditline.jobs import run_sweeper
 from creditline.settings import Settings
@@ -29,7 +29,8 @@ def create_app(
     run_jobs: bool = True,
 ) -> Starlette:
     """Build the app. Tests pass ``manage_database=False`` when they have initialised Tortoise already."""
-    services = Services(settings=settings, clock=clock or Clock(), bus=InProcessBus())
+    bus: EventBus = RedisBus(settings.redis_url) if settings.redis_url else InProcessBus()
+    services = Services(settings=settings, clock=clock or Clock(), bus=bus)
     auth = Authenticator(settings.token_cache_seconds)
     graphql = GraphQLEndpoint(build_schema(settings), services, auth)
 
