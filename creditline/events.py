@@ -19,11 +19,13 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from models.balance import Balance
-from models.ledger import BalanceChange
+from models.ledger import BalanceChange, Event, UsageRecorded
 
 log = logging.getLogger("creditline.events")
 
 QUEUE_LIMIT = 256
+BALANCE = "balance"
+USAGE = "usage"
 RESYNC = "RESYNC"
 """Reason of the marker a subscriber gets when events may have been lost: it should send a fresh snapshot."""
 
@@ -32,27 +34,35 @@ class SubscriberDropped(Exception):
     """The subscriber fell too far behind and was cut off."""
 
 
+def route(event: Event) -> tuple[str, int]:
+    """The topic and key an event is delivered under: balance changes by account, usage by organization."""
+    if isinstance(event, BalanceChange):
+        return BALANCE, event.account_id
+    return USAGE, event.organization_id
+
+
 class Subscription:
-    def __init__(self, bus: InProcessBus, account_ids: frozenset[int] | None) -> None:
+    def __init__(self, bus: InProcessBus, topic: str, keys: frozenset[int] | None) -> None:
         self._bus = bus
-        self.account_ids = account_ids
-        self.queue: asyncio.Queue[BalanceChange | None] = asyncio.Queue(QUEUE_LIMIT)
+        self.topic = topic
+        self.keys = keys
+        self.queue: asyncio.Queue[Event | None] = asyncio.Queue(QUEUE_LIMIT)
         self.dropped = False
 
-    async def get(self) -> BalanceChange:
-        change = await self.queue.get()
-        if change is None:
+    async def get(self) -> Event:
+        event = await self.queue.get()
+        if event is None:
             raise SubscriberDropped()
-        return change
+        return event
 
     def close(self) -> None:
-        self._bus._subscribers.discard(self)
+        self._bus._subscribers[self.topic].discard(self)
 
 
 class EventBus(Protocol):
-    def publish(self, changes: Iterable[BalanceChange]) -> None: ...
+    def publish(self, events: Iterable[Event]) -> None: ...
 
-    def subscribe(self, account_ids: frozenset[int] | None) -> Subscription: ...
+    def subscribe(self, account_ids: frozenset[int] | None, topic: str = ...) -> Subscription: ...
 
     @property
     def subscriber_count(self) -> int: ...
@@ -64,25 +74,26 @@ class EventBus(Protocol):
 
 class InProcessBus:
     def __init__(self) -> None:
-        self._subscribers: set[Subscription] = set()
+        self._subscribers: dict[str, set[Subscription]] = {BALANCE: set(), USAGE: set()}
 
-    def publish(self, changes: Iterable[BalanceChange]) -> None:
-        for change in changes:
-            self.deliver(change)
+    def publish(self, events: Iterable[Event]) -> None:
+        for event in events:
+            self.deliver(event)
 
-    def deliver(self, change: BalanceChange) -> None:
-        for sub in list(self._subscribers):
-            if sub.account_ids is not None and change.account_id not in sub.account_ids:
+    def deliver(self, event: Event) -> None:
+        topic, key = route(event)
+        for sub in list(self._subscribers[topic]):
+            if sub.keys is not None and key not in sub.keys:
                 continue
             try:
-                sub.queue.put_nowait(change)
+                sub.queue.put_nowait(event)
             except asyncio.QueueFull:
                 self._drop(sub)
 
     def resync(self) -> None:
-        """Tell every subscriber that events may have been missed (after a Redis reconnect)."""
+        """Tell every balance subscriber that events may have been missed (after a Redis reconnect)."""
         marker = BalanceChange(0, 0, 0, RESYNC, Balance(0, 0, 0), datetime.now(UTC))
-        for sub in list(self._subscribers):
+        for sub in list(self._subscribers[BALANCE]):
             try:
                 sub.queue.put_nowait(marker)
             except asyncio.QueueFull:
@@ -90,47 +101,58 @@ class InProcessBus:
 
     def _drop(self, sub: Subscription) -> None:
         sub.dropped = True
-        self._subscribers.discard(sub)
+        self._subscribers[sub.topic].discard(sub)
         while not sub.queue.empty():
             sub.queue.get_nowait()
         sub.queue.put_nowait(None)
 
-    def subscribe(self, account_ids: frozenset[int] | None) -> Subscription:
-        sub = Subscription(self, account_ids)
-        self._subscribers.add(sub)
+    def subscribe(self, keys: frozenset[int] | None, topic: str = "balance") -> Subscription:
+        sub = Subscription(self, topic, keys)
+        self._subscribers[topic].add(sub)
         return sub
 
     @property
     def subscriber_count(self) -> int:
-        return len(self._subscribers)
+        return sum(len(subs) for subs in self._subscribers.values())
 
     async def start(self) -> None:
         return None
 
     async def stop(self) -> None:
-        self._subscribers.clear()
+        for subs in self._subscribers.values():
+            subs.clear()
 
 
-def encode(change: BalanceChange) -> str:
-    b = change.balance
-    return json.dumps(
-        [
-            change.account_id,
-            change.version,
-            change.delta,
-            change.reason,
-            b.free,
-            b.paid,
-            b.held,
-            change.occurred_at.isoformat(),
-        ],
-        separators=(",", ":"),
+def encode(event: Event) -> str:
+    if isinstance(event, BalanceChange):
+        b = event.balance
+        body: list[Any] = ["b", event.account_id, event.version, event.delta, event.reason, b.free, b.paid, b.held]
+    else:
+        body = [
+            "u",
+            event.organization_id,
+            event.usage_event_id,
+            event.account_id,
+            event.user_id,
+            event.agent_id,
+            event.activity,
+            event.credits,
+            event.free_credits,
+            event.paid_credits,
+        ]
+    return json.dumps([*body, event.occurred_at.isoformat()], separators=(",", ":"))
+
+
+def decode(data: str | bytes) -> Event:
+    kind, *fields, at = json.loads(data)
+    occurred_at = datetime.fromisoformat(at)
+    if kind == "b":
+        account_id, version, delta, reason, free, paid, held = fields
+        return BalanceChange(account_id, version, delta, reason, Balance(free, paid, held), occurred_at)
+    organization_id, usage_event_id, account_id, user_id, agent_id, activity, credits, free, paid = fields
+    return UsageRecorded(
+        organization_id, usage_event_id, account_id, user_id, agent_id, activity, credits, free, paid, occurred_at
     )
-
-
-def decode(data: str | bytes) -> BalanceChange:
-    account_id, version, delta, reason, free, paid, held, at = json.loads(data)
-    return BalanceChange(account_id, version, delta, reason, Balance(free, paid, held), datetime.fromisoformat(at))
 
 
 class RedisBus:
@@ -148,21 +170,21 @@ class RedisBus:
         self.url = url
         self.channel = channel
         self.local = InProcessBus()
-        self._outbox: asyncio.Queue[BalanceChange] = asyncio.Queue(self.OUTBOX_LIMIT)
+        self._outbox: asyncio.Queue[Event] = asyncio.Queue(self.OUTBOX_LIMIT)
         self._tasks: list[asyncio.Task[None]] = []
         self._client: redis.Redis | None = None
         self.connected = asyncio.Event()
         self.reconnects = 0
 
-    def publish(self, changes: Iterable[BalanceChange]) -> None:
-        for change in changes:
+    def publish(self, events: Iterable[Event]) -> None:
+        for event in events:
             try:
-                self._outbox.put_nowait(change)
+                self._outbox.put_nowait(event)
             except asyncio.QueueFull:
                 log.error("event outbox full: dropping a balance event (subscribers resync on reconnect)")
 
-    def subscribe(self, account_ids: frozenset[int] | None) -> Subscription:
-        return self.local.subscribe(account_ids)
+    def subscribe(self, keys: frozenset[int] | None, topic: str = BALANCE) -> Subscription:
+        return self.local.subscribe(keys, topic)
 
     @property
     def subscriber_count(self) -> int:
@@ -186,11 +208,11 @@ class RedisBus:
     async def _send(self) -> None:
         assert self._client is not None
         while True:
-            change = await self._outbox.get()
+            event = await self._outbox.get()
             delay = 0.05
             while True:
                 try:
-                    await self._client.publish(self.channel, encode(change))
+                    await self._client.publish(self.channel, encode(event))
                     break
                 except (RedisError, OSError) as exc:
                     log.warning("publishing to Redis failed (%s); retrying in %.2fs", exc, delay)

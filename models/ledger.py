@@ -87,6 +87,26 @@ class BalanceChange:
 
 
 @dataclass(frozen=True, slots=True)
+class UsageRecorded:
+    """A usage event inside an organization, to publish after the transaction."""
+
+    organization_id: int
+    usage_event_id: int
+    account_id: int
+    user_id: int
+    agent_id: str
+    activity: str
+    credits: int
+    free_credits: int
+    paid_credits: int
+    occurred_at: datetime
+
+
+Event = BalanceChange | UsageRecorded
+"""What ledger operations hand back for publishing once they have committed."""
+
+
+@dataclass(frozen=True, slots=True)
 class IdempotencyKey:
     """A caller's key for one request. ``scope`` names the caller; ``fingerprint`` the request's input."""
 
@@ -109,7 +129,7 @@ class SpendResult:
     paid_credits: int
     balance: Balance
     replayed: bool = False
-    changes: tuple[BalanceChange, ...] = ()
+    changes: tuple[Event, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +146,7 @@ class HoldResult:
     balance: Balance
     usage_event_id: int | None = None
     replayed: bool = False
-    changes: tuple[BalanceChange, ...] = ()
+    changes: tuple[Event, ...] = ()
 
 
 @dataclass(slots=True)
@@ -492,7 +512,39 @@ async def spend(
         result.free_credits,
         result.paid_credits,
         result.balance,
-        changes=(_change(row, -credits, "SPEND", result.balance, now),),
+        changes=(
+            _change(row, -credits, "SPEND", result.balance, now),
+            *_usage(organization_id, result.usage_event_id, row, user_id, agent_id, activity, credits, result, now),
+        ),
+    )
+
+
+def _usage(
+    organization_id: int | None,
+    usage_event_id: int | None,
+    account: dict[str, Any],
+    user_id: int,
+    agent_id: str,
+    activity: str,
+    credits: int,
+    split: SpendResult,
+    now: datetime,
+) -> tuple[UsageRecorded, ...]:
+    if organization_id is None or usage_event_id is None:
+        return ()
+    return (
+        UsageRecorded(
+            organization_id,
+            usage_event_id,
+            int(account["id"]),
+            user_id,
+            agent_id,
+            activity,
+            credits,
+            split.free_credits,
+            split.paid_credits,
+            now,
+        ),
     )
 
 
@@ -755,7 +807,19 @@ async def capture_hold(hold_id: int, *, credits: int | None, idem: IdempotencyKe
     except _Replay as replay:
         stored = replay.response or await _read_stored(idem)
         return HoldResult(hold_id, Balance.from_json(stored["balance"]), stored.get("usage_event_id"), replayed=True)
-    return HoldResult(hold_id, after, usage_event_id, changes=(_change(row, -amount, "CAPTURE", after, now),))
+    split = SpendResult(usage_event_id or 0, amount, free, paid, after)
+    usage = _usage(
+        held["organization_id"],
+        usage_event_id,
+        row,
+        int(held["user_id"]),
+        held["agent_id"],
+        held["activity"],
+        amount,
+        split,
+        now,
+    )
+    return HoldResult(hold_id, after, usage_event_id, changes=(_change(row, -amount, "CAPTURE", after, now), *usage))
 
 
 async def release_hold(hold_id: int, *, idem: IdempotencyKey, now: datetime) -> HoldResult:

@@ -13,7 +13,7 @@ from resolvers.mutations.grant_credits import grant_credits
 from resolvers.mutations.holds import capture_hold, hold_credits, release_hold
 from resolvers.mutations.spend_credits import spend_credits
 from resolvers.permissions import IsAuthenticated
-from resolvers.subscriptions import balance_changed
+from resolvers.subscriptions import balance_changed, usage_recorded
 from schema import types
 from schema.mutations.grant_credits import GrantCreditsResult
 from schema.mutations.holds import CaptureHoldResult, HoldCreditsResult, ReleaseHoldResult
@@ -47,4 +47,9 @@ class RootSubscription:
         resolver=balance_changed,
         permission_classes=AUTH,
         description="The balance now (reason SNAPSHOT), then every committed change. Default: your own account",
+    )
+    usage_recorded: AsyncGenerator[types.UsageEvent, None] = strawberry.subscription(
+        resolver=usage_recorded,
+        permission_classes=AUTH,
+        description="Each usage event in an organization as it happens; BILLING or OWNER members only",
     )

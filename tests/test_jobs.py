@@ -8,6 +8,7 @@ from datetime import timedelta
 from creditline.jobs import run_sweeper, sweep_once
 from models.balance import Balance
 from models.credits import MICRO
+from models.ledger import BalanceChange
 from models.tables import LedgerEntry
 from resolvers.context import Services
 from tests.helpers import SPEND, Api, gid
@@ -23,7 +24,7 @@ async def test_sweep_publishes_expiry_after_commit(api: Api) -> None:
 
         assert (report.expired_lots, report.released_holds) == (1, 0)
         change = subscription.queue.get_nowait()
-        assert change is not None
+        assert isinstance(change, BalanceChange)
         assert (change.delta, change.reason, change.balance, change.version) == (
             -3 * MICRO,
             "EXPIRE",
@@ -69,7 +70,7 @@ async def test_a_spend_publishes_one_change_and_its_replay_none(api: Api) -> Non
         await api.data(SPEND, variables, service)
         await api.data(SPEND, variables, service)
         change = subscription.queue.get_nowait()
-        assert change is not None
+        assert isinstance(change, BalanceChange)
         assert (change.account_id, change.delta, change.reason, change.version) == (1, -2 * MICRO, "SPEND", 2)
         assert change.balance == Balance(8 * MICRO, 0, 0)
         assert subscription.queue.empty()

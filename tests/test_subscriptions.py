@@ -12,7 +12,7 @@ import websockets
 
 from creditline.clock import Clock
 from creditline.settings import Settings
-from models.tables import ApiToken
+from models.tables import ApiToken, Membership, Organization
 from models.tokens import revoke_token
 from tests.conftest import Backend
 from tests.helpers import SPEND, gid
@@ -187,3 +187,68 @@ async def test_disconnects_leave_no_subscriber_behind(live: Live) -> None:
             break
         await asyncio.sleep(0.02)
     assert bus.subscriber_count == 0
+
+
+USAGE = "subscription($org: ID!) { usageRecorded(organizationId: $org) { id credits activity agentId freeCredits } }"
+
+
+async def test_billing_members_watch_usage_in_their_organization(live: Live) -> None:
+    now = live.api.clock.now()
+    worker_id, _ = await live.api.user("worker@example.com", bonus=10)
+    billing_id, billing_token = await live.api.user("billing@example.com", bonus=0)
+    member_id, member_token = await live.api.user("member@example.com", bonus=0)
+    org = await Organization.create(name="Acme", created_at=now)
+    for user_id, roles in ((worker_id, "MEMBER"), (billing_id, "BILLING"), (member_id, "MEMBER")):
+        await Membership.create(organization_id=org.id, user_id=user_id, roles=roles, created_at=now)
+    service = await live.api.service()
+    variables = {"org": gid("Organization", org.id)}
+
+    plain = await connect(live, member_token)
+    billing = await connect(live, billing_token)
+    try:
+        await plain.send(
+            json.dumps({"id": "1", "type": "subscribe", "payload": {"query": USAGE, "variables": variables}})
+        )
+        refused = await receive(plain)
+        assert [e["message"] for e in refused["payload"]["errors"]] == [
+            "Watching usage needs the BILLING or OWNER role in that organization"
+        ]
+        await billing.send(
+            json.dumps({"id": "1", "type": "subscribe", "payload": {"query": USAGE, "variables": variables}})
+        )
+        await asyncio.sleep(0.2)  # the subscription is registered once its resolver has started
+
+        await spend(live, service, worker_id, "1", "outside")  # no organization: not this feed
+        data = await live.api.data(
+            SPEND,
+            {
+                "input": {
+                    "userId": gid("User", worker_id),
+                    "organizationId": gid("Organization", org.id),
+                    "agentId": "org-agent",
+                    "activity": "answer",
+                    "credits": "0.5",
+                    "idempotencyKey": "inside",
+                }
+            },
+            service,
+        )
+        assert data["spendCredits"]["__typename"] == "SpendCreditsSuccess"
+        assert await receive(billing) == {
+            "id": "1",
+            "type": "next",
+            "payload": {
+                "data": {
+                    "usageRecorded": {
+                        "id": gid("UsageEvent", 2),
+                        "credits": "0.5",
+                        "activity": "answer",
+                        "agentId": "org-agent",
+                        "freeCredits": "0.5",
+                    }
+                }
+            },
+        }
+    finally:
+        await plain.close()
+        await billing.close()
