@@ -11,7 +11,10 @@ import pytest
 import websockets
 
 from creditline.clock import Clock
+from creditline.events import QUEUE_LIMIT
 from creditline.settings import Settings
+from models.balance import Balance
+from models.ledger import BalanceChange
 from models.tables import ApiToken, Membership, Organization
 from models.tokens import revoke_token
 from tests.conftest import Backend
@@ -257,3 +260,23 @@ async def test_billing_members_watch_usage_in_their_organization(live: Live) -> 
     finally:
         await plain.close()
         await billing.close()
+
+
+async def test_a_subscriber_too_slow_for_its_queue_is_closed_with_a_clear_code(live: Live) -> None:
+    _, user_token = await live.api.user("ada@example.com", bonus=10)
+    bus = live.api.app.state.services.bus
+    ws = await connect(live, user_token)
+    try:
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": WATCH}}))
+        assert (await receive(ws))["payload"]["data"]["balanceChanged"]["reason"] == "SNAPSHOT"
+        # More events than the queue holds arrive before the subscriber can take any of them.
+        at = live.api.clock.now()
+        bus.publish(BalanceChange(1, v, 0, "HOLD", Balance(10, 0, 0), at) for v in range(2, QUEUE_LIMIT + 3))
+        # The queue is cleared when it overflows: nothing more is sent, the connection is closed.
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await receive(ws)
+        assert closed.value.rcvd is not None
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4413, "Subscriber too slow: events dropped")
+        assert bus.subscriber_count == 0
+    finally:
+        await ws.close()
