@@ -52,6 +52,16 @@ class NotFoundError(LedgerError):
         self.what = what
 
 
+class BudgetExceededError(LedgerError):
+    """A shared-pool spend would take the member past their monthly budget."""
+
+    def __init__(self, limit: int, spent: int, required: int) -> None:
+        super().__init__("This spend would exceed the member's monthly budget in this organization")
+        self.limit = limit
+        self.spent = spent
+        self.required = required
+
+
 class HoldNotActiveError(LedgerError):
     """The hold was captured, released or timed out already."""
 
@@ -462,7 +472,18 @@ async def spend(
                 raise _Replay(stored)
             lots = await _live_lots(sql, int(row["id"]))
             before = balance_from_lots(lots, int(row["held"]), now)
-            if credits > before.available:
+            budget = await _pool_budget(sql, organization_id, user_id, now) if account[0] == "organization_id" else None
+            refusal: LedgerError | None = None
+            if budget is not None and budget[0] is not None and budget[1] + credits > budget[0]:
+                limit, spent_this_month = budget[0], budget[1]
+                await _store_response(
+                    sql,
+                    idem,
+                    {"refused": "budget", "limit": limit, "spent": spent_this_month, "required": credits},
+                    now,
+                )
+                refusal = BudgetExceededError(limit, spent_this_month, credits)
+            elif credits > before.available:
                 await _store_response(
                     sql,
                     idem,
@@ -471,7 +492,8 @@ async def spend(
                 )
                 refusal = InsufficientCreditsError(before.available, credits)
             else:
-                refusal = None
+                if budget is not None:
+                    await _count_pool_spend(sql, organization_id, user_id, credits, now)
                 allocations, free, paid = await _take_from_lots(sql, lots, credits, now)
                 usage_event_id = await _insert_usage(
                     sql,
@@ -548,6 +570,35 @@ def _usage(
     )
 
 
+async def _pool_budget(sql: Sql, organization_id: int | None, user_id: int, now: datetime) -> tuple[int | None, int]:
+    """The member's monthly budget in the pool (``None``: no limit) and what they spent this month.
+
+    Read under the pool account's lock, so concurrent spends of one member see each other's counts."""
+    assert organization_id is not None
+    row = await sql.fetchrow(
+        "SELECT (SELECT monthly_limit FROM member_budgets WHERE organization_id = $1 AND user_id = $2) AS lim,"
+        " (SELECT spent FROM budget_usage WHERE organization_id = $3 AND user_id = $4 AND month = $5) AS spent",
+        organization_id,
+        user_id,
+        organization_id,
+        user_id,
+        now.strftime("%Y-%m"),
+    )
+    assert row is not None
+    return (None if row["lim"] is None else int(row["lim"])), int(row["spent"] or 0)
+
+
+async def _count_pool_spend(sql: Sql, organization_id: int | None, user_id: int, credits: int, now: datetime) -> None:
+    await sql.execute(
+        "INSERT INTO budget_usage (organization_id, user_id, month, spent) VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT (organization_id, user_id, month) DO UPDATE SET spent = budget_usage.spent + excluded.spent",
+        organization_id,
+        user_id,
+        now.strftime("%Y-%m"),
+        credits,
+    )
+
+
 def _spend_json(result: SpendResult) -> dict[str, Any]:
     return {
         "usage_event_id": result.usage_event_id,
@@ -561,6 +612,8 @@ def _spend_json(result: SpendResult) -> dict[str, Any]:
 def _spend_replay(stored: dict[str, Any]) -> SpendResult:
     if stored.get("refused") == "insufficient":
         raise InsufficientCreditsError(int(stored["available"]), int(stored["required"]))
+    if stored.get("refused") == "budget":
+        raise BudgetExceededError(int(stored["limit"]), int(stored["spent"]), int(stored["required"]))
     return SpendResult(
         int(stored["usage_event_id"]),
         int(stored["credits"]),

@@ -10,7 +10,7 @@ from strawberry.dataloader import DataLoader
 
 from models.balance import Balance
 from models.ledger import read_balances
-from models.tables import CreditAccount, Membership, Organization, User
+from models.tables import BudgetUsage, CreditAccount, MemberBudget, Membership, Organization, User
 
 T = TypeVar("T")
 
@@ -29,6 +29,10 @@ class Loaders:
         self.user = DataLoader[int, User | None](self._users)
         self.organization = DataLoader[int, Organization | None](self._organizations)
         self.memberships_of_user = DataLoader[int, list[Membership]](self._memberships_of_users)
+        self.memberships_of_organization = DataLoader[int, list[Membership]](self._memberships_of_organizations)
+        self.pool_of_organization = DataLoader[int, CreditAccount | None](self._pools)
+        self.budgets_of_organization = DataLoader[int, dict[int, int]](self._budgets)
+        self.spent_this_month = DataLoader[int, dict[int, int]](self._spent_this_month)
 
     async def _balances(self, keys: list[int]) -> list[Balance]:
         found = await read_balances(list(keys), self._now())
@@ -45,6 +49,27 @@ class Loaders:
 
     async def _organizations(self, keys: list[int]) -> list[Organization | None]:
         return _by_id(await Organization.filter(id__in=keys), keys, lambda o: o.id)
+
+    async def _memberships_of_organizations(self, keys: list[int]) -> list[list[Membership]]:
+        grouped: dict[int, list[Membership]] = {k: [] for k in keys}
+        for membership in await Membership.filter(organization_id__in=keys).order_by("id"):
+            grouped[membership.organization_id].append(membership)
+        return [grouped[k] for k in keys]
+
+    async def _pools(self, keys: list[int]) -> list[CreditAccount | None]:
+        return _by_id(await CreditAccount.filter(organization_id__in=keys), keys, lambda a: a.organization_id)
+
+    async def _budgets(self, keys: list[int]) -> list[dict[int, int]]:
+        grouped: dict[int, dict[int, int]] = {k: {} for k in keys}
+        for budget in await MemberBudget.filter(organization_id__in=keys):
+            grouped[budget.organization_id][budget.user_id] = budget.monthly_limit
+        return [grouped[k] for k in keys]
+
+    async def _spent_this_month(self, keys: list[int]) -> list[dict[int, int]]:
+        grouped: dict[int, dict[int, int]] = {k: {} for k in keys}
+        for usage in await BudgetUsage.filter(organization_id__in=keys, month=self._now().strftime("%Y-%m")):
+            grouped[usage.organization_id][usage.user_id] = usage.spent
+        return [grouped[k] for k in keys]
 
     async def _memberships_of_users(self, keys: list[int]) -> list[list[Membership]]:
         grouped: dict[int, list[Membership]] = {k: [] for k in keys}

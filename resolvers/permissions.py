@@ -7,6 +7,7 @@ from typing import Any
 from strawberry.permission import BasePermission
 from strawberry.types import Info
 
+from models.tables import MemberRole
 from models.tokens import Principal
 from resolvers.context import Context
 from resolvers.errors import Unauthenticated
@@ -37,6 +38,23 @@ def require_admin(info: Info[Context, None]) -> Forbidden | None:
     if principal(info).is_admin:
         return None
     return Forbidden(message="This needs an admin token")
+
+
+ALL_ROLES = frozenset(MemberRole)
+BILLING_ROLES = frozenset({MemberRole.BILLING, MemberRole.OWNER})
+
+
+async def roles_in(info: Info[Context, None], organization_id: int) -> frozenset[MemberRole] | None:
+    """The caller's roles in an organization: ``None`` if not a member; admins hold every role."""
+    who = principal(info)
+    if who.is_admin:
+        return ALL_ROLES
+    if who.user_id is None:
+        return None
+    for membership in await info.context.loaders.memberships_of_user.load(who.user_id):
+        if membership.organization_id == organization_id:
+            return membership.role_set
+    return None
 
 
 def can_read_account(who: Principal, user_id: int | None) -> bool:

@@ -9,6 +9,7 @@ from strawberry import relay
 from strawberry.permission import BasePermission
 
 from resolvers import queries
+from resolvers.mutations import organizations as orgs
 from resolvers.mutations.grant_credits import grant_credits
 from resolvers.mutations.holds import capture_hold, hold_credits, release_hold
 from resolvers.mutations.spend_credits import spend_credits
@@ -17,6 +18,15 @@ from resolvers.subscriptions import balance_changed, usage_recorded
 from schema import types
 from schema.mutations.grant_credits import GrantCreditsResult
 from schema.mutations.holds import CaptureHoldResult, HoldCreditsResult, ReleaseHoldResult
+from schema.mutations.organizations import (
+    AddMemberResult,
+    CreateOrganizationResult,
+    EnableCreditPoolResult,
+    LeaveOrganizationResult,
+    RemoveMemberResult,
+    SetMemberBudgetResult,
+    SetMemberRolesResult,
+)
 from schema.mutations.spend_credits import SpendCreditsResult
 
 AUTH: list[type[BasePermission]] = [IsAuthenticated]
@@ -39,6 +49,23 @@ class Mutation:
     hold_credits: HoldCreditsResult = strawberry.mutation(resolver=hold_credits, permission_classes=AUTH)
     capture_hold: CaptureHoldResult = strawberry.mutation(resolver=capture_hold, permission_classes=AUTH)
     release_hold: ReleaseHoldResult = strawberry.mutation(resolver=release_hold, permission_classes=AUTH)
+    create_organization: CreateOrganizationResult = strawberry.mutation(
+        resolver=orgs.create_organization, permission_classes=AUTH
+    )
+    add_member: AddMemberResult = strawberry.mutation(resolver=orgs.add_member, permission_classes=AUTH)
+    set_member_roles: SetMemberRolesResult = strawberry.mutation(
+        resolver=orgs.set_member_roles, permission_classes=AUTH
+    )
+    remove_member: RemoveMemberResult = strawberry.mutation(resolver=orgs.remove_member, permission_classes=AUTH)
+    leave_organization: LeaveOrganizationResult = strawberry.mutation(
+        resolver=orgs.leave_organization, permission_classes=AUTH
+    )
+    enable_credit_pool: EnableCreditPoolResult = strawberry.mutation(
+        resolver=orgs.enable_credit_pool, permission_classes=AUTH
+    )
+    set_member_budget: SetMemberBudgetResult = strawberry.mutation(
+        resolver=orgs.set_member_budget, permission_classes=AUTH
+    )
 
 
 @strawberry.type(name="RootSubscription")

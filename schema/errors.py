@@ -41,3 +41,20 @@ class NotFound(Error):
 @strawberry.type(description="The hold is no longer active (captured, released or timed out).")
 class HoldNotActive(Error):
     status: str
+
+
+@strawberry.type(description="An organization must keep at least one owner.")
+class LastOwner(Error):
+    pass
+
+
+@strawberry.type
+class AlreadyMember(Error):
+    pass
+
+
+@strawberry.type(description="A shared-pool spend would take the member past their monthly budget.")
+class BudgetExceeded(Error):
+    monthly_budget: Credits
+    spent_this_month: Credits
+    required: Credits

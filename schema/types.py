@@ -12,7 +12,10 @@ from models import tables
 from models.balance import Balance
 from models.tables import CreditKind, LedgerEntryType, LotSource, MemberRole
 from resolvers.context import Context
+from resolvers.errors import ForbiddenError
+from resolvers.ids import encode_id
 from resolvers.pagination import keyset_page
+from resolvers.permissions import BILLING_ROLES, roles_in
 from schema.scalars import Credits
 
 # The tables' enums, exposed as GraphQL enums of the same names and values.
@@ -180,22 +183,75 @@ class CreditAccount(relay.Node):
         return await keyset_page(tables.Hold.filter(account_id=self.id), first, after, Hold.of)
 
 
-@strawberry.type
+@strawberry.type(description="A group of users. Members see it and its members; BILLING and OWNER its billing.")
 class Organization(relay.Node):
     id: relay.NodeID[int]
     name: str
+
+    @strawberry.field(description="Everyone in the organization, with their roles")
+    async def members(self, info: Info[Context, None]) -> list[Membership]:
+        if await roles_in(info, self.id) is None:
+            raise ForbiddenError("Only members see the members of an organization")
+        return [Membership.of(m) for m in await info.context.loaders.memberships_of_organization.load(self.id)]
+
+    @strawberry.field(description="Your roles here (empty if you are not a member)")
+    async def my_roles(self, info: Info[Context, None]) -> list[MemberRole]:
+        return sorted(await roles_in(info, self.id) or ())
+
+    @strawberry.field(description="The shared credit pool, if enabled. BILLING and OWNER members only")
+    async def credit_pool(self, info: Info[Context, None]) -> CreditAccount | None:
+        if not (await roles_in(info, self.id) or frozenset()) & BILLING_ROLES:
+            raise ForbiddenError("The credit pool needs the BILLING or OWNER role")
+        pool = await info.context.loaders.pool_of_organization.load(self.id)
+        return None if pool is None else CreditAccount(id=pool.id)
 
 
 @strawberry.type(description="A user's place in an organization, with their roles there.")
 class Membership:
     roles: list[MemberRole]
     organization_id: strawberry.Private[int]
+    member_id: strawberry.Private[int]
+
+    @classmethod
+    def of(cls, membership: tables.Membership) -> Membership:
+        return cls(
+            roles=sorted(membership.role_set),
+            organization_id=membership.organization_id,
+            member_id=membership.user_id,
+        )
 
     @strawberry.field
     async def organization(self, info: Info[Context, None]) -> Organization:
         org = await info.context.loaders.organization.load(self.organization_id)
         assert org is not None
         return Organization(id=org.id, name=org.name)
+
+    @strawberry.field(description="The member's user ID")
+    def user_id(self) -> strawberry.ID:
+        return strawberry.ID(encode_id("User", self.member_id))
+
+    @strawberry.field
+    async def email(self, info: Info[Context, None]) -> str:
+        user = await info.context.loaders.user.load(self.member_id)
+        assert user is not None
+        return user.email
+
+    @strawberry.field(description="Monthly limit on spending from the pool; null: none. BILLING/OWNER only")
+    async def monthly_budget(self, info: Info[Context, None]) -> Credits | None:
+        await _require_billing(info, self.organization_id)
+        limit = (await info.context.loaders.budgets_of_organization.load(self.organization_id)).get(self.member_id)
+        return None if limit is None else Credits(limit)
+
+    @strawberry.field(description="Spent from the pool this calendar month (UTC). BILLING/OWNER only")
+    async def spent_this_month(self, info: Info[Context, None]) -> Credits:
+        await _require_billing(info, self.organization_id)
+        spent = await info.context.loaders.spent_this_month.load(self.organization_id)
+        return Credits(spent.get(self.member_id, 0))
+
+
+async def _require_billing(info: Info[Context, None], organization_id: int) -> None:
+    if not (await roles_in(info, organization_id) or frozenset()) & BILLING_ROLES:
+        raise ForbiddenError("This needs the BILLING or OWNER role")
 
 
 @strawberry.type
@@ -211,10 +267,7 @@ class User(relay.Node):
 
     @strawberry.field
     async def organizations(self, info: Info[Context, None]) -> list[Membership]:
-        return [
-            Membership(roles=sorted(m.role_set), organization_id=m.organization_id)
-            for m in await info.context.loaders.memberships_of_user.load(self.id)
-        ]
+        return [Membership.of(m) for m in await info.context.loaders.memberships_of_user.load(self.id)]
 
 
 @strawberry.type(description="A committed change of an account's balance; the first one is a SNAPSHOT.")

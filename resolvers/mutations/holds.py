@@ -44,9 +44,9 @@ async def hold_credits(info: Info[Context, None], input: HoldCreditsInput) -> Ho
     ):
         return invalid
     who = await spender(input.user_id, input.organization_id)
-    if not isinstance(who, tuple):
+    if isinstance(who, NotFound):
         return who
-    user_id, organization_id = who
+    user_id, organization_id = who.user_id, who.organization_id
     ctx = info.context
     now = ctx.now()
     timeout = input.timeout_seconds or ctx.services.settings.hold_timeout_seconds
@@ -65,7 +65,7 @@ async def hold_credits(info: Info[Context, None], input: HoldCreditsInput) -> Ho
     )
     try:
         result = await ledger.hold(
-            ("user_id", user_id),
+            who.account,
             user_id=user_id,
             organization_id=organization_id,
             agent_id=input.agent_id,

@@ -6,7 +6,7 @@ from models import ledger
 from models.rate_card import RateCard
 from models.tables import UsageEvent as UsageEventRow
 from resolvers.context import Context
-from resolvers.mutations._common import conflict, insufficient, spender
+from resolvers.mutations._common import conflict, insufficient, over_budget, spender
 from resolvers.permissions import principal, require_scope
 from resolvers.validation import check_key, check_positive, check_text, first_error
 from schema.errors import NotFound, ValidationError
@@ -43,9 +43,9 @@ async def spend_credits(info: Info[Context, None], input: SpendCreditsInput) -> 
             )
         credits = max(priced, 1)
     who = await spender(input.user_id, input.organization_id)
-    if not isinstance(who, tuple):
+    if isinstance(who, NotFound):
         return who
-    user_id, organization_id = who
+    user_id, organization_id = who.user_id, who.organization_id
     ctx = info.context
     now = ctx.now()
     idem = ledger.IdempotencyKey.for_request(
@@ -63,7 +63,7 @@ async def spend_credits(info: Info[Context, None], input: SpendCreditsInput) -> 
     )
     try:
         result = await ledger.spend(
-            ("user_id", user_id),
+            who.account,
             user_id=user_id,
             organization_id=organization_id,
             agent_id=input.agent_id,
@@ -75,6 +75,8 @@ async def spend_credits(info: Info[Context, None], input: SpendCreditsInput) -> 
         )
     except ledger.InsufficientCreditsError as exc:
         return insufficient(exc)
+    except ledger.BudgetExceededError as exc:
+        return over_budget(exc)
     except ledger.IdempotencyConflictError:
         return conflict(input.idempotency_key)
     except ledger.NotFoundError:

@@ -4,7 +4,7 @@ from typing import Annotated
 
 import strawberry
 
-from schema.errors import Forbidden, IdempotencyConflict, InsufficientCredits, NotFound, ValidationError
+from schema.errors import BudgetExceeded, Forbidden, IdempotencyConflict, InsufficientCredits, NotFound, ValidationError
 from schema.scalars import Credits
 from schema.types import CreditBalance, UsageEvent
 
@@ -27,6 +27,12 @@ class SpendCreditsSuccess:
 
 
 SpendCreditsResult = Annotated[
-    SpendCreditsSuccess | InsufficientCredits | IdempotencyConflict | ValidationError | Forbidden | NotFound,
+    SpendCreditsSuccess
+    | InsufficientCredits
+    | IdempotencyConflict
+    | ValidationError
+    | Forbidden
+    | NotFound
+    | BudgetExceeded,
     strawberry.union("SpendCreditsResult"),
 ]

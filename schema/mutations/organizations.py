@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+import strawberry
+
+from models.tables import MemberRole
+from schema.errors import AlreadyMember, Forbidden, LastOwner, NotFound, ValidationError
+from schema.scalars import Credits
+from schema.types import CreditAccount, Membership, Organization
+
+
+@strawberry.input(description="You become the organization's first OWNER. User tokens only.")
+class CreateOrganizationInput:
+    name: str
+
+
+@strawberry.type
+class CreateOrganizationSuccess:
+    organization: Organization
+
+
+CreateOrganizationResult = Annotated[
+    CreateOrganizationSuccess | ValidationError | Forbidden, strawberry.union("CreateOrganizationResult")
+]
+
+
+@strawberry.input(description="Add an existing user by email. OWNER only.")
+class AddMemberInput:
+    organization_id: strawberry.ID
+    email: str
+    roles: list[MemberRole]
+
+
+@strawberry.type
+class AddMemberSuccess:
+    membership: Membership
+
+
+AddMemberResult = Annotated[
+    AddMemberSuccess | AlreadyMember | ValidationError | Forbidden | NotFound, strawberry.union("AddMemberResult")
+]
+
+
+@strawberry.input(description="Replace a member's roles. OWNER only; the last owner keeps OWNER.")
+class SetMemberRolesInput:
+    organization_id: strawberry.ID
+    user_id: strawberry.ID
+    roles: list[MemberRole]
+
+
+@strawberry.type
+class SetMemberRolesSuccess:
+    membership: Membership
+
+
+SetMemberRolesResult = Annotated[
+    SetMemberRolesSuccess | LastOwner | ValidationError | Forbidden | NotFound,
+    strawberry.union("SetMemberRolesResult"),
+]
+
+
+@strawberry.input(description="Remove a member. OWNER only; the last owner cannot be removed.")
+class RemoveMemberInput:
+    organization_id: strawberry.ID
+    user_id: strawberry.ID
+
+
+@strawberry.type
+class RemoveMemberSuccess:
+    organization: Organization
+
+
+RemoveMemberResult = Annotated[
+    RemoveMemberSuccess | LastOwner | Forbidden | NotFound, strawberry.union("RemoveMemberResult")
+]
+
+
+@strawberry.input(description="Leave an organization you belong to; the last owner cannot leave.")
+class LeaveOrganizationInput:
+    organization_id: strawberry.ID
+
+
+@strawberry.type
+class LeaveOrganizationSuccess:
+    organization_id: strawberry.ID
+
+
+LeaveOrganizationResult = Annotated[
+    LeaveOrganizationSuccess | LastOwner | Forbidden | NotFound, strawberry.union("LeaveOrganizationResult")
+]
+
+
+@strawberry.input(description="Give the organization a shared credit pool. BILLING or OWNER.")
+class EnableCreditPoolInput:
+    organization_id: strawberry.ID
+
+
+@strawberry.type
+class EnableCreditPoolSuccess:
+    organization: Organization
+    credit_pool: CreditAccount
+
+
+EnableCreditPoolResult = Annotated[
+    EnableCreditPoolSuccess | Forbidden | NotFound, strawberry.union("EnableCreditPoolResult")
+]
+
+
+@strawberry.input(description="A member's monthly limit on the pool; monthlyCredits null lifts it. BILLING or OWNER.")
+class SetMemberBudgetInput:
+    organization_id: strawberry.ID
+    user_id: strawberry.ID
+    monthly_credits: Credits | None = None
+
+
+@strawberry.type
+class SetMemberBudgetSuccess:
+    membership: Membership
+
+
+SetMemberBudgetResult = Annotated[
+    SetMemberBudgetSuccess | ValidationError | Forbidden | NotFound, strawberry.union("SetMemberBudgetResult")
+]
