@@ -17,6 +17,7 @@ from creditline.events import EventBus, InProcessBus, RedisBus
 from creditline.graphql import GraphQLEndpoint, build_schema
 from creditline.jobs import run_sweeper
 from creditline.settings import Settings
+from models.rate_card import RateCard
 from resolvers.auth import Authenticator
 from resolvers.context import Services
 
@@ -30,7 +31,11 @@ def create_app(
 ) -> Starlette:
     """Build the app. Tests pass ``manage_database=False`` when they have initialised Tortoise already."""
     bus: EventBus = RedisBus(settings.redis_url) if settings.redis_url else InProcessBus()
-    services = Services(settings=settings, clock=clock or Clock(), bus=bus)
+    try:
+        rate_card = RateCard.from_file(settings.rate_card) if settings.rate_card else RateCard()
+    except ValueError as exc:
+        raise SystemExit(f"CREDITLINE_RATE_CARD: {exc}") from exc
+    services = Services(settings=settings, clock=clock or Clock(), bus=bus, rate_card=rate_card)
     auth = Authenticator(settings.token_cache_seconds)
     graphql = GraphQLEndpoint(build_schema(settings), services, auth)
 

@@ -55,6 +55,8 @@ class Settings:
     ws_init_timeout_seconds: int = 10
     max_subscriptions_per_connection: int = 20
     access_log: bool = False
+    rate_card: str = ""
+    """Path of a TOML rate card; empty: the built-in one."""
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -89,6 +91,7 @@ class Settings:
             token_recheck_seconds=_int(env, "CREDITLINE_TOKEN_RECHECK_SECONDS", cls.token_recheck_seconds),
             ws_init_timeout_seconds=_int(env, "CREDITLINE_WS_INIT_TIMEOUT_SECONDS", cls.ws_init_timeout_seconds),
             access_log=env.get("CREDITLINE_ACCESS_LOG", "0") in ("1", "true", "yes"),
+            rate_card=env.get("CREDITLINE_RATE_CARD", ""),
             max_subscriptions_per_connection=_int(
                 env, "CREDITLINE_MAX_SUBSCRIPTIONS_PER_CONNECTION", cls.max_subscriptions_per_connection
             ),

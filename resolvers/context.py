@@ -9,6 +9,7 @@ from typing import Any
 from creditline.clock import Clock
 from creditline.events import EventBus
 from creditline.settings import Settings
+from models.rate_card import RateCard
 from models.tokens import Principal
 from resolvers.loaders import Loaders
 
@@ -20,6 +21,7 @@ class Services:
     settings: Settings
     clock: Clock
     bus: EventBus
+    rate_card: RateCard = field(default_factory=RateCard)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from resolvers.errors import ForbiddenError
 from resolvers.ids import decode_any
 from resolvers.permissions import can_read_account, principal
 from schema import types
+from schema.scalars import Credits
 
 
 async def me(info: Info[Context, None]) -> types.User:
@@ -71,3 +72,11 @@ async def _memberships(info: Info[Context, None], who: Principal) -> list[tables
     if who.user_id is None:
         return []
     return await info.context.loaders.memberships_of_user.load(who.user_id)
+
+
+def rate_card(info: Info[Context, None]) -> list[types.Rate]:
+    rates = info.context.services.rate_card.rates.values()
+    return [
+        types.Rate(activity=r.activity, unit=r.unit, price=Credits(r.price))
+        for r in sorted(rates, key=lambda r: r.activity)
+    ]

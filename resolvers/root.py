@@ -40,6 +40,9 @@ class Query:
         permission_classes=AUTH,
         description="Any object by its global ID; null if it does not exist or you may not see it",
     )
+    rate_card: list[types.Rate] = strawberry.field(
+        resolver=queries.rate_card, permission_classes=AUTH, description="What each activity costs per unit"
+    )
 
 
 @strawberry.type

@@ -278,3 +278,10 @@ class BalanceEvent:
     reason: str = strawberry.field(description="SNAPSHOT, SPEND, GRANT, EXPIRE, HOLD, CAPTURE, RELEASE, ...")
     version: int = strawberry.field(description="Goes up by one per change of this account: a gap means a miss")
     occurred_at: datetime
+
+
+@strawberry.type(description="The price of one unit of an activity.")
+class Rate:
+    activity: str
+    unit: str
+    price: Credits = strawberry.field(description="Credits per unit")

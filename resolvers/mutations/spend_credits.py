@@ -3,7 +3,6 @@ from __future__ import annotations
 from strawberry.types import Info
 
 from models import ledger
-from models.rate_card import RateCard
 from models.tables import UsageEvent as UsageEventRow
 from resolvers.context import Context
 from resolvers.mutations._common import conflict, insufficient, over_budget, spender
@@ -13,8 +12,6 @@ from schema.errors import NotFound, ValidationError
 from schema.mutations.spend_credits import SpendCreditsInput, SpendCreditsResult, SpendCreditsSuccess
 from schema.scalars import Credits
 from schema.types import CreditBalance, UsageEvent
-
-RATE_CARD = RateCard()
 
 
 async def spend_credits(info: Info[Context, None], input: SpendCreditsInput) -> SpendCreditsResult:
@@ -35,7 +32,7 @@ async def spend_credits(info: Info[Context, None], input: SpendCreditsInput) -> 
         credits = int(input.credits)
     else:
         assert input.quantity is not None
-        priced = RATE_CARD.price(input.activity, int(input.quantity))
+        priced = info.context.services.rate_card.price(input.activity, int(input.quantity))
         if priced is None:
             return ValidationError(
                 message=f"Activity {input.activity!r} is not on the rate card: give credits instead",
