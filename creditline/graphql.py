@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import strawberry
-from graphql import ASTValidationRule, GraphQLError, NoSchemaIntrospectionCustomRule
+from cross_web import HTTPException
+from graphql import (
+    ASTValidationRule,
+    GraphQLError,
+    NoSchemaIntrospectionCustomRule,
+    OperationDefinitionNode,
+    OperationType,
+    parse,
+)
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
@@ -23,8 +32,10 @@ from strawberry.extensions import (
     query_depth_limiter,
 )
 from strawberry.extensions.base_extension import SchemaExtension
+from strawberry.http import GraphQLRequestData
 from strawberry.schema.config import StrawberryConfig
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 
 from creditline.settings import Settings
@@ -73,6 +84,17 @@ def schema_sdl() -> str:
     return build_schema(Settings()).as_str() + "\n"
 
 
+@lru_cache(maxsize=256)
+def _is_subscription(query: str, operation_name: str | None) -> bool:
+    try:
+        document = parse(query)
+    except GraphQLError:
+        return False  # validation reports the syntax error
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    chosen = [op for op in operations if operation_name is None or (op.name and op.name.value == operation_name)]
+    return any(op.operation is OperationType.SUBSCRIPTION for op in chosen[:1])
+
+
 class GraphQLEndpoint(GraphQL[Context, None]):
     """Strawberry's ASGI view with our context: the caller from the bearer token, fresh DataLoaders."""
 
@@ -88,6 +110,21 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         )
         self.services = services
         self.auth = auth
+
+    async def execute_single(
+        self,
+        request: Request,
+        request_adapter: Any,
+        sub_response: Response,
+        context: Context,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        # Strawberry would run a subscription sent over HTTP as a query and fail inside; refuse it plainly.
+        query = request_data.query or ""
+        if "subscription" in query and _is_subscription(query, request_data.operation_name):
+            raise HTTPException(400, "Subscriptions need a websocket: connect with the graphql-transport-ws protocol")
+        return await super().execute_single(request, request_adapter, sub_response, context, root_value, request_data)
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         if isinstance(request, WebSocket):
