@@ -17,7 +17,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from tortoise.transactions import in_transaction
@@ -242,6 +242,16 @@ async def _read_stored(idem: IdempotencyKey) -> dict[str, Any]:
     return _stored_response(idem, row["operation"], row["request_hash"], row["response"])
 
 
+async def _held_now(sql: Sql, account_id: int, cached_held: int, now: datetime) -> int:
+    """Credit held at ``now``: a hold past its timeout stops counting at that instant, swept or not."""
+    if cached_held == 0:
+        return 0
+    rows = await sql.fetch(
+        "SELECT amount, expires_at FROM holds WHERE account_id = $1 AND status = 'ACTIVE'", account_id
+    )
+    return sum(int(r["amount"]) for r in rows if is_live(as_datetime(r["expires_at"]), now))
+
+
 async def _live_lots(sql: Sql, account_id: int) -> list[dict[str, Any]]:
     return await sql.fetch(
         "SELECT id, kind, remaining, expires_at, granted_at FROM credit_lots"
@@ -345,6 +355,24 @@ async def _insert_usage(
             "INSERT INTO usage_allocations (usage_event_id, lot_id, kind, amount) VALUES " + ", ".join(placeholders),
             *values,
         )
+    # Reports read these hourly rollups, never the raw events.
+    await sql.execute(
+        "INSERT INTO usage_rollups (account_id, organization_key, user_id, activity, agent_id, bucket, events,"
+        " credits, free_credits, paid_credits) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $9)"
+        " ON CONFLICT (account_id, organization_key, user_id, activity, agent_id, bucket) DO UPDATE SET"
+        " events = usage_rollups.events + 1, credits = usage_rollups.credits + excluded.credits,"
+        " free_credits = usage_rollups.free_credits + excluded.free_credits,"
+        " paid_credits = usage_rollups.paid_credits + excluded.paid_credits",
+        account_id,
+        organization_id or 0,
+        user_id,
+        activity,
+        agent_id,
+        now.astimezone(UTC).replace(minute=0, second=0, microsecond=0),
+        credits,
+        free,
+        paid,
+    )
     return usage_event_id
 
 
@@ -428,8 +456,18 @@ async def read_balances(account_ids: list[int], now: datetime) -> dict[int, Bala
     by_account: dict[int, list[dict[str, Any]]] = {}
     for lot in lot_rows:
         by_account.setdefault(int(lot["account_id"]), []).append(lot)
+    held = {int(row["id"]): 0 for row in held_rows}
+    holding = [int(row["id"]) for row in held_rows if int(row["held"])]
+    if holding:
+        marks = ", ".join(f"${n + 1}" for n in range(len(holding)))
+        for hold_row in await sql.fetch(
+            f"SELECT account_id, amount, expires_at FROM holds WHERE status = 'ACTIVE' AND account_id IN ({marks})",
+            *holding,
+        ):
+            if is_live(as_datetime(hold_row["expires_at"]), now):
+                held[int(hold_row["account_id"])] += int(hold_row["amount"])
     return {
-        int(row["id"]): balance_from_lots(by_account.get(int(row["id"]), []), int(row["held"]), now)
+        int(row["id"]): balance_from_lots(by_account.get(int(row["id"]), []), held[int(row["id"])], now)
         for row in held_rows
     }
 
@@ -447,7 +485,8 @@ async def account_state(account_id: int, now: datetime) -> tuple[Balance, int] |
     if not rows:
         return None
     lots = [row for row in rows if row["kind"] is not None]
-    return balance_from_lots(lots, int(rows[0]["held"]), now), int(rows[0]["version"])
+    held = (await read_balances([account_id], now))[account_id].held if int(rows[0]["held"]) else 0
+    return balance_from_lots(lots, held, now), int(rows[0]["version"])
 
 
 async def spend(
@@ -471,7 +510,7 @@ async def spend(
             if stored is not None:
                 raise _Replay(stored)
             lots = await _live_lots(sql, int(row["id"]))
-            before = balance_from_lots(lots, int(row["held"]), now)
+            before = balance_from_lots(lots, await _held_now(sql, int(row["id"]), int(row["held"]), now), now)
             budget = await _pool_budget(sql, organization_id, user_id, now) if account[0] == "organization_id" else None
             refusal: LedgerError | None = None
             if budget is not None and budget[0] is not None and budget[1] + credits > budget[0]:
@@ -693,7 +732,11 @@ async def _grant_locked(
         reason=reason,
     )
     await _save_account(sql, account)
-    balance = balance_from_lots(await _live_lots(sql, int(account["id"])), int(account["held"]), now)
+    balance = balance_from_lots(
+        await _live_lots(sql, int(account["id"])),
+        await _held_now(sql, int(account["id"]), int(account["held"]), now),
+        now,
+    )
     return GrantResult(lot_id, balance, changes=(_change(account, credits, "GRANT", balance, now),))
 
 
@@ -745,7 +788,7 @@ async def hold(
             if stored is not None:
                 raise _Replay(stored)
             lots = await _live_lots(sql, int(row["id"]))
-            before = balance_from_lots(lots, int(row["held"]), now)
+            before = balance_from_lots(lots, await _held_now(sql, int(row["id"]), int(row["held"]), now), now)
             if credits > before.available:
                 await _store_response(
                     sql,
@@ -773,7 +816,7 @@ async def hold(
                 hold_id = int(created["id"])
                 await _append(sql, row, LedgerEntryType.HOLD, held_delta=credits, now=now, hold_id=hold_id)
                 await _save_account(sql, row)
-                after = Balance(free=before.free, paid=before.paid, held=int(row["held"]))
+                after = Balance(free=before.free, paid=before.paid, held=before.held + credits)
                 await _store_response(sql, idem, {"hold_id": hold_id, "balance": after.to_json()}, now)
     except _Replay as replay:
         stored = replay.response or await _read_stored(idem)
@@ -808,7 +851,7 @@ async def capture_hold(hold_id: int, *, credits: int | None, idem: IdempotencyKe
             if amount > int(held["amount"]):
                 raise ExceedsHoldError(int(held["amount"]))
             lots = await _live_lots(sql, account_id)
-            live = balance_from_lots(lots, int(row["held"]), now)
+            live = balance_from_lots(lots, await _held_now(sql, account_id, int(row["held"]), now), now)
             if amount > live.total:
                 # Free lots counted when the hold was placed expired since: refuse, keep the hold.
                 raise InsufficientCreditsError(live.total, amount)
@@ -850,7 +893,7 @@ async def capture_hold(hold_id: int, *, credits: int | None, idem: IdempotencyKe
                 hold_id=hold_id,
             )
             await _save_account(sql, row)
-            after = Balance(free=live.free - free, paid=live.paid - paid, held=int(row["held"]))
+            after = Balance(free=live.free - free, paid=live.paid - paid, held=live.held - int(held["amount"]))
             await _store_response(
                 sql,
                 idem,
@@ -921,7 +964,11 @@ async def _release_locked(
         reason=reason,
     )
     await _save_account(sql, account)
-    balance = balance_from_lots(await _live_lots(sql, int(account["id"])), int(account["held"]), now)
+    balance = balance_from_lots(
+        await _live_lots(sql, int(account["id"])),
+        await _held_now(sql, int(account["id"]), int(account["held"]), now),
+        now,
+    )
     return _change(account, 0, reason, balance, now)
 
 
@@ -972,7 +1019,9 @@ async def sweep(now: datetime) -> SweepReport:
                 await _save_account(sql, row)
             changes: list[BalanceChange] = []
             if expired_delta:
-                balance = balance_from_lots(await _live_lots(sql, account_id), int(row["held"]), now)
+                balance = balance_from_lots(
+                    await _live_lots(sql, account_id), await _held_now(sql, account_id, int(row["held"]), now), now
+                )
                 changes.append(_change(row, expired_delta, "EXPIRE", balance, now))
             for held in await sql.fetch(
                 "SELECT id, amount, expires_at FROM holds WHERE account_id = $1 AND status = 'ACTIVE'",

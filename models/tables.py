@@ -351,3 +351,29 @@ class BudgetUsage(Model):
     class Meta:
         table = "budget_usage"
         unique_together = (("organization", "user", "month"),)
+
+
+class UsageRollup(Model):
+    """Usage summed per hour (UTC), account, organization, member, activity and agent.
+
+    Kept up to date in the spend transaction, so reports read these rows and their cost does not grow with
+    the number of usage events. ``organization_key`` is the organization id, or 0 for none (a unique index
+    treats NULLs as distinct, and the upsert needs one row per key).
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    account_id = fields.BigIntField()
+    organization_key = fields.BigIntField(default=0)
+    user_id = fields.BigIntField()
+    activity = fields.CharField(max_length=100)
+    agent_id = fields.CharField(max_length=200)
+    bucket = fields.DatetimeField(description="Start of the UTC hour")
+    events = fields.BigIntField(default=0)
+    credits = fields.BigIntField(default=0)
+    free_credits = fields.BigIntField(default=0)
+    paid_credits = fields.BigIntField(default=0)
+
+    class Meta:
+        table = "usage_rollups"
+        unique_together = (("account_id", "organization_key", "user_id", "activity", "agent_id", "bucket"),)
+        indexes = (("organization_key", "bucket"), ("account_id", "bucket"))

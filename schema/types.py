@@ -16,6 +16,9 @@ from resolvers.errors import ForbiddenError
 from resolvers.ids import encode_id
 from resolvers.pagination import keyset_page
 from resolvers.permissions import BILLING_ROLES, roles_in
+from resolvers.reports import usage_report
+from schema.errors import Forbidden
+from schema.reports import UsageReportInput, UsageReportResult
 from schema.scalars import Credits
 
 # The tables' enums, exposed as GraphQL enums of the same names and values.
@@ -182,6 +185,10 @@ class CreditAccount(relay.Node):
     ) -> relay.Connection[Hold]:
         return await keyset_page(tables.Hold.filter(account_id=self.id), first, after, Hold.of)
 
+    @strawberry.field(description="Usage of this account by time bucket, optionally per activity, agent or member")
+    async def usage_report(self, input: UsageReportInput) -> UsageReportResult:
+        return await usage_report(("account_id", self.id), input)
+
 
 @strawberry.type(description="A group of users. Members see it and its members; BILLING and OWNER its billing.")
 class Organization(relay.Node):
@@ -197,6 +204,12 @@ class Organization(relay.Node):
     @strawberry.field(description="Your roles here (empty if you are not a member)")
     async def my_roles(self, info: Info[Context, None]) -> list[MemberRole]:
         return sorted(await roles_in(info, self.id) or ())
+
+    @strawberry.field(description="Usage inside the organization, whoever paid for it. BILLING and OWNER only")
+    async def usage_report(self, info: Info[Context, None], input: UsageReportInput) -> UsageReportResult:
+        if not (await roles_in(info, self.id) or frozenset()) & BILLING_ROLES:
+            return Forbidden(message="Usage reports need the BILLING or OWNER role")
+        return await usage_report(("organization_key", self.id), input)
 
     @strawberry.field(description="The shared credit pool, if enabled. BILLING and OWNER members only")
     async def credit_pool(self, info: Info[Context, None]) -> CreditAccount | None:

@@ -247,3 +247,27 @@ async def test_audit_finds_drift(db: Backend) -> None:
         else "UPDATE credit_accounts SET balance = balance - 1 WHERE id = ?",
         [account_id],
     )
+
+
+async def test_a_timed_out_hold_stops_counting_at_its_instant_before_the_sweep(db: Backend) -> None:
+    user_id, account_id = await new_user(bonus=10 * MICRO)
+    await ledger.hold(
+        ("user_id", user_id),
+        user_id=user_id,
+        organization_id=None,
+        agent_id="agent",
+        activity="answer",
+        credits=4 * MICRO,
+        expires_at=T0 + timedelta(minutes=5),
+        idem=key("hold"),
+        now=T0,
+    )
+    instant = T0 + timedelta(minutes=5)
+    assert (await ledger.read_balances([account_id], instant - timedelta(microseconds=1)))[account_id].held == 4 * MICRO
+    assert (await ledger.read_balances([account_id], instant))[account_id] == Balance(10 * MICRO, 0, 0)
+    assert await ledger.account_state(account_id, instant) == (Balance(10 * MICRO, 0, 0), 2)
+
+    spent = await spend(user_id, 10 * MICRO, "all-of-it", at=instant)
+
+    assert spent.balance == Balance(0, 0, 0)
+    assert (await ledger.sweep(instant)).released_holds == 1
