@@ -14,6 +14,7 @@ from starlette.routing import Route, WebSocketRoute
 from creditline import db
 from creditline.clock import Clock
 from creditline.events import EventBus, InProcessBus, RedisBus
+from creditline.exports import usage_export
 from creditline.graphql import GraphQLEndpoint, build_schema
 from creditline.jobs import run_sweeper
 from creditline.settings import Settings
@@ -64,6 +65,7 @@ def create_app(
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
             Route("/healthz", health),
+            Route("/exports/usage.csv", usage_export(auth)),
         ],
         lifespan=lifespan,
     )

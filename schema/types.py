@@ -17,15 +17,30 @@ from resolvers.ids import encode_id
 from resolvers.pagination import keyset_page
 from resolvers.permissions import BILLING_ROLES, roles_in
 from resolvers.reports import usage_report
+from resolvers.usage import UsageCriteria, filtered
 from schema.errors import Forbidden
 from schema.reports import UsageReportInput, UsageReportResult
 from schema.scalars import Credits
+from schema.usage import UsageFilter
 
 # The tables' enums, exposed as GraphQL enums of the same names and values.
 strawberry.enum(CreditKind)
 strawberry.enum(LotSource)
 strawberry.enum(LedgerEntryType)
 strawberry.enum(MemberRole)
+
+
+def criteria(given: UsageFilter | None) -> UsageCriteria:
+    if given is None:
+        return UsageCriteria()
+    return UsageCriteria(
+        start=given.from_,
+        end=given.to,
+        agent_id=given.agent_id,
+        activity=given.activity,
+        member_id=given.member_id,
+        organization_id=given.organization_id,
+    )
 
 
 @strawberry.type(description="Credit of one account. `available` = `total` - `held`, never below zero.")
@@ -173,11 +188,16 @@ class CreditAccount(relay.Node):
     ) -> relay.Connection[LedgerEntry]:
         return await keyset_page(tables.LedgerEntry.filter(account_id=self.id), first, after, LedgerEntry.of)
 
-    @strawberry.field
+    @strawberry.field(description="Usage events paid from this account, newest first")
     async def usage(
-        self, info: Info[Context, None], first: int | None = None, after: str | None = None
+        self,
+        info: Info[Context, None],
+        first: int | None = None,
+        after: str | None = None,
+        filter: UsageFilter | None = None,
     ) -> relay.Connection[UsageEvent]:
-        return await keyset_page(tables.UsageEvent.filter(account_id=self.id), first, after, UsageEvent.of)
+        query = filtered(tables.UsageEvent.filter(account_id=self.id), criteria(filter))
+        return await keyset_page(query, first, after, UsageEvent.of)
 
     @strawberry.field
     async def holds(
@@ -204,6 +224,19 @@ class Organization(relay.Node):
     @strawberry.field(description="Your roles here (empty if you are not a member)")
     async def my_roles(self, info: Info[Context, None]) -> list[MemberRole]:
         return sorted(await roles_in(info, self.id) or ())
+
+    @strawberry.field(description="Usage events inside the organization, newest first. BILLING and OWNER only")
+    async def usage(
+        self,
+        info: Info[Context, None],
+        first: int | None = None,
+        after: str | None = None,
+        filter: UsageFilter | None = None,
+    ) -> relay.Connection[UsageEvent]:
+        if not (await roles_in(info, self.id) or frozenset()) & BILLING_ROLES:
+            raise ForbiddenError("Organization usage needs the BILLING or OWNER role")
+        query = filtered(tables.UsageEvent.filter(organization_id=self.id), criteria(filter))
+        return await keyset_page(query, first, after, UsageEvent.of)
 
     @strawberry.field(description="Usage inside the organization, whoever paid for it. BILLING and OWNER only")
     async def usage_report(self, info: Info[Context, None], input: UsageReportInput) -> UsageReportResult:

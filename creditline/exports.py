@@ -1,0 +1,138 @@
+"""CSV export of usage events at ``GET /exports/usage.csv``, streamed in pages, bearer-authenticated.
+
+Query parameters: ``account`` or ``organization`` (a global ID, exactly one), and the filters of the
+GraphQL ``UsageFilter``: ``from``, ``to`` (ISO 8601 with a zone), ``agentId``, ``activity``, ``memberId``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
+
+from models.credits import format_credits
+from models.tables import CreditAccount, MemberRole, Membership, UsageEvent
+from resolvers.auth import Authenticator
+from resolvers.errors import ClientError
+from resolvers.ids import decode_id, encode_id
+from resolvers.permissions import can_read_account
+from resolvers.usage import UsageCriteria, filtered
+
+PAGE = 1000
+COLUMNS = (
+    "id",
+    "occurred_at",
+    "account_id",
+    "user_id",
+    "organization_id",
+    "agent_id",
+    "activity",
+    "credits",
+    "free_credits",
+    "paid_credits",
+)
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(text: str) -> str:
+    # Agent ids and activities come from clients: never let a spreadsheet read one as a formula.
+    return "'" + text if text.startswith(_FORMULA) else text
+
+
+def _line(values: tuple[object, ...]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerow(values)
+    return buffer.getvalue()
+
+
+def _row(event: UsageEvent) -> str:
+    return _line(
+        (
+            encode_id("UsageEvent", event.id),
+            event.occurred_at.isoformat(),
+            encode_id("CreditAccount", event.account_id),
+            encode_id("User", event.user_id),
+            encode_id("Organization", event.organization_id) if event.organization_id else "",
+            _cell(event.agent_id),
+            _cell(event.activity),
+            format_credits(event.credits),
+            format_credits(event.free_credits),
+            format_credits(event.paid_credits),
+        )
+    )
+
+
+def _time(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ClientError(
+            f"{name} must be an ISO 8601 date and time, e.g. 2026-01-31T00:00:00Z", "BAD_FILTER"
+        ) from None
+
+
+def usage_export(auth: Authenticator) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        who = await auth.authenticate(request.headers.get("authorization"))
+        if who is None:
+            return PlainTextResponse("Send a valid token as 'Authorization: Bearer <token>'", 401)
+        params = request.query_params
+        account_param, org_param = params.get("account"), params.get("organization")
+        if (account_param is None) == (org_param is None):
+            return PlainTextResponse("Give exactly one of account or organization", 400)
+        if account_param is not None:
+            account_id = decode_id(account_param, "CreditAccount")
+            account = None if account_id is None else await CreditAccount.filter(id=account_id).first()
+            if account is None or not can_read_account(who, account.user_id):
+                return PlainTextResponse("You may not export this account's usage", 403)
+            base = UsageEvent.filter(account_id=account.id)
+        else:
+            org_id = decode_id(org_param or "", "Organization")
+            membership = (
+                None
+                if org_id is None or who.user_id is None
+                else await Membership.filter(organization_id=org_id, user_id=who.user_id).first()
+            )
+            billing = membership is not None and bool(membership.role_set & {MemberRole.BILLING, MemberRole.OWNER})
+            if org_id is None or not (who.is_admin or billing):
+                return PlainTextResponse("Exporting organization usage needs the BILLING or OWNER role", 403)
+            base = UsageEvent.filter(organization_id=org_id)
+        try:
+            query = filtered(
+                base,
+                UsageCriteria(
+                    start=_time(params.get("from"), "from"),
+                    end=_time(params.get("to"), "to"),
+                    agent_id=params.get("agentId"),
+                    activity=params.get("activity"),
+                    member_id=params.get("memberId"),
+                ),
+            )
+        except ClientError as exc:
+            return PlainTextResponse(exc.message, 400)
+
+        async def lines() -> AsyncIterator[str]:
+            yield _line(COLUMNS)
+            last: int | None = None
+            while True:
+                page = query.filter(id__lt=last) if last is not None else query
+                events = await page.order_by("-id").limit(PAGE)
+                for event in events:
+                    yield _row(event)
+                if len(events) < PAGE:
+                    return
+                last = events[-1].id
+
+        return StreamingResponse(
+            lines(),
+            media_type="text/csv; charset=utf-8",
+            headers={"content-disposition": 'attachment; filename="usage.csv"'},
+        )
+
+    return endpoint

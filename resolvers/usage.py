@@ -1,0 +1,50 @@
+"""Filtering usage events, shared by the GraphQL connections and the CSV export."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from tortoise.queryset import QuerySet
+
+from models.tables import UsageEvent
+from resolvers.errors import ClientError
+from resolvers.ids import decode_id
+
+
+@dataclass(frozen=True)
+class UsageCriteria:
+    start: datetime | None = None
+    end: datetime | None = None
+    agent_id: str | None = None
+    activity: str | None = None
+    member_id: str | None = None
+    organization_id: str | None = None
+
+
+def filtered(query: QuerySet[UsageEvent], criteria: UsageCriteria) -> QuerySet[UsageEvent]:
+    """Narrow ``query``; a malformed criterion is a ``ClientError`` naming it."""
+    for value, name in ((criteria.start, "from"), (criteria.end, "to")):
+        if value is not None and value.tzinfo is None:
+            raise ClientError(f"{name} must include a time zone, e.g. 2026-01-31T00:00:00Z", "BAD_FILTER")
+    if criteria.start is not None and criteria.end is not None and criteria.end <= criteria.start:
+        raise ClientError("to must be after from", "BAD_FILTER")
+    if criteria.start is not None:
+        query = query.filter(occurred_at__gte=criteria.start)
+    if criteria.end is not None:
+        query = query.filter(occurred_at__lt=criteria.end)
+    if criteria.agent_id is not None:
+        query = query.filter(agent_id=criteria.agent_id)
+    if criteria.activity is not None:
+        query = query.filter(activity=criteria.activity)
+    if criteria.member_id is not None:
+        member = decode_id(criteria.member_id, "User")
+        if member is None:
+            raise ClientError("memberId is not a user ID", "BAD_FILTER")
+        query = query.filter(user_id=member)
+    if criteria.organization_id is not None:
+        org = decode_id(criteria.organization_id, "Organization")
+        if org is None:
+            raise ClientError("organizationId is not an organization ID", "BAD_FILTER")
+        query = query.filter(organization_id=org)
+    return query

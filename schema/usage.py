@@ -1,0 +1,17 @@
+"""Filters for lists of usage events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+
+
+@strawberry.input(description="Every given field must match; from is inclusive, to exclusive.")
+class UsageFilter:
+    from_: datetime | None = strawberry.field(default=None, name="from")
+    to: datetime | None = None
+    agent_id: str | None = None
+    activity: str | None = None
+    member_id: strawberry.ID | None = strawberry.field(default=None, description="A user ID")
+    organization_id: strawberry.ID | None = None
