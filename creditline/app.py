@@ -16,8 +16,10 @@ from creditline.clock import Clock
 from creditline.events import EventBus, InProcessBus, RedisBus
 from creditline.exports import usage_export
 from creditline.graphql import GraphQLEndpoint, build_schema
+from creditline.invoices import invoice_page
 from creditline.jobs import run_sweeper
 from creditline.settings import Settings
+from gateway.registry import gateway_for
 from models.rate_card import RateCard
 from resolvers.auth import Authenticator
 from resolvers.context import Services
@@ -36,7 +38,9 @@ def create_app(
         rate_card = RateCard.from_file(settings.rate_card) if settings.rate_card else RateCard()
     except ValueError as exc:
         raise SystemExit(f"CREDITLINE_RATE_CARD: {exc}") from exc
-    services = Services(settings=settings, clock=clock or Clock(), bus=bus, rate_card=rate_card)
+    services = Services(
+        settings=settings, clock=clock or Clock(), bus=bus, rate_card=rate_card, gateway=gateway_for(settings.gateway)
+    )
     auth = Authenticator(settings.token_cache_seconds)
     graphql = GraphQLEndpoint(build_schema(settings), services, auth)
 
@@ -66,6 +70,7 @@ def create_app(
             WebSocketRoute("/graphql", graphql),
             Route("/healthz", health),
             Route("/exports/usage.csv", usage_export(auth)),
+            Route("/invoices/{invoice_id}", invoice_page(auth)),
         ],
         lifespan=lifespan,
     )

@@ -55,6 +55,11 @@ class Settings:
     ws_init_timeout_seconds: int = 10
     max_subscriptions_per_connection: int = 20
     access_log: bool = False
+    currency: str = "USD"
+    price_per_100_credits: int = 100
+    """Minor units of ``currency`` that buy 100 credits (default: USD 1.00)."""
+    top_up_min_credits: int = 10
+    top_up_max_credits: int = 100_000
     rate_card: str = ""
     """Path of a TOML rate card; empty: the built-in one."""
     extra: dict[str, str] = field(default_factory=dict)
@@ -92,6 +97,10 @@ class Settings:
             ws_init_timeout_seconds=_int(env, "CREDITLINE_WS_INIT_TIMEOUT_SECONDS", cls.ws_init_timeout_seconds),
             access_log=env.get("CREDITLINE_ACCESS_LOG", "0") in ("1", "true", "yes"),
             rate_card=env.get("CREDITLINE_RATE_CARD", ""),
+            currency=env.get("CREDITLINE_CURRENCY", cls.currency).upper(),
+            price_per_100_credits=_int(env, "CREDITLINE_PRICE_PER_100_CREDITS", cls.price_per_100_credits),
+            top_up_min_credits=_int(env, "CREDITLINE_TOP_UP_MIN_CREDITS", cls.top_up_min_credits),
+            top_up_max_credits=_int(env, "CREDITLINE_TOP_UP_MAX_CREDITS", cls.top_up_max_credits),
             max_subscriptions_per_connection=_int(
                 env, "CREDITLINE_MAX_SUBSCRIPTIONS_PER_CONNECTION", cls.max_subscriptions_per_connection
             ),

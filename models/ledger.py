@@ -207,6 +207,12 @@ async def _lock_account(
     return row, _stored_response(idem, row["idem_operation"], row["idem_hash"], row["idem_response"])
 
 
+async def lock_account(sql: Sql, account_id: int) -> dict[str, Any]:
+    """Lock an account's row inside ``sql``'s transaction (for operations outside this module)."""
+    row, _ = await _lock_account(sql, "id", account_id, None)
+    return row
+
+
 def _stored_response(idem: IdempotencyKey, operation: str, request_hash: str, response: str) -> dict[str, Any]:
     if operation != idem.operation or request_hash != idem.fingerprint:
         raise IdempotencyConflictError()
@@ -682,7 +688,7 @@ async def grant(
             row, stored = await _lock_account(sql, "id", account_id, idem)
             if stored is not None:
                 raise _Replay(stored)
-            result = await _grant_locked(sql, row, credits, kind, source, expires_at, reason, now)
+            result = await grant_locked(sql, row, credits, kind, source, expires_at, reason, now)
             if idem is not None:
                 await _store_response(sql, idem, {"lot_id": result.lot_id, "balance": result.balance.to_json()}, now)
     except _Replay as replay:
@@ -694,7 +700,7 @@ async def grant(
     return result
 
 
-async def _grant_locked(
+async def grant_locked(
     sql: Sql,
     account: dict[str, Any],
     credits: int,
@@ -754,7 +760,7 @@ async def create_user(email: str, *, signup_bonus: int, bonus_lifetime: timedelt
         )
         assert account is not None
         if signup_bonus > 0:
-            await _grant_locked(
+            await grant_locked(
                 sql,
                 dict(account),
                 signup_bonus,

@@ -377,3 +377,113 @@ class UsageRollup(Model):
         table = "usage_rollups"
         unique_together = (("account_id", "organization_key", "user_id", "activity", "agent_id", "bucket"),)
         indexes = (("organization_key", "bucket"), ("account_id", "bucket"))
+
+
+class TransactionType(StrEnum):
+    TOP_UP = "TOP_UP"
+    AUTO_TOP_UP = "AUTO_TOP_UP"
+    SUBSCRIPTION = "SUBSCRIPTION"
+
+
+class TransactionStatus(StrEnum):
+    PENDING = "PENDING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+
+class PaymentMethod(Model):
+    """A saved card on a card-on-file gateway. Only the gateway reference is kept, never a card number."""
+
+    id = fields.BigIntField(primary_key=True)
+    account: fields.ForeignKeyRelation[CreditAccount] = fields.ForeignKeyField(
+        "models.CreditAccount", related_name="payment_methods", on_delete=fields.RESTRICT
+    )
+    gateway = fields.CharField(max_length=16)
+    reference = fields.CharField(max_length=255, description="The gateway reference of the card")
+    brand = fields.CharField(max_length=32)
+    last4 = fields.CharField(max_length=4)
+    exp_month = fields.IntField()
+    exp_year = fields.IntField()
+    is_default = fields.BooleanField(default=False)
+    created_at = fields.DatetimeField()
+    removed_at = fields.DatetimeField(null=True)
+
+    account_id: int
+
+    class Meta:
+        table = "payment_methods"
+
+
+class Transaction(Model):
+    """A payment for credit. PENDING until the gateway confirms it, then SUCCEEDED with a PAID lot, or FAILED.
+
+    ``amount`` is in minor units of ``currency`` (cents for USD).
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    account: fields.ForeignKeyRelation[CreditAccount] = fields.ForeignKeyField(
+        "models.CreditAccount", related_name="transactions", on_delete=fields.RESTRICT
+    )
+    type = fields.CharEnumField(TransactionType, max_length=16)
+    status = fields.CharEnumField(TransactionStatus, max_length=12, default=TransactionStatus.PENDING)
+    credits = fields.BigIntField()
+    amount = fields.BigIntField()
+    currency = fields.CharField(max_length=3)
+    gateway = fields.CharField(max_length=16)
+    payment_method: fields.ForeignKeyNullableRelation[PaymentMethod] = fields.ForeignKeyField(
+        "models.PaymentMethod", related_name="transactions", null=True, on_delete=fields.RESTRICT
+    )
+    gateway_reference = fields.CharField(max_length=255, null=True)
+    failure_reason = fields.CharField(max_length=500, null=True)
+    lot: fields.ForeignKeyNullableRelation[CreditLot] = fields.ForeignKeyField(
+        "models.CreditLot", related_name="transactions", null=True, on_delete=fields.RESTRICT
+    )
+    idempotency_scope = fields.CharField(max_length=100)
+    idempotency_key = fields.CharField(max_length=255)
+    request_hash = fields.CharField(max_length=64)
+    created_at = fields.DatetimeField()
+    completed_at = fields.DatetimeField(null=True)
+
+    account_id: int
+    payment_method_id: int | None
+    lot_id: int | None
+
+    class Meta:
+        table = "transactions"
+        unique_together = (("idempotency_scope", "idempotency_key"),)
+        indexes = (("account_id", "id"), ("status", "created_at"))
+
+
+class Invoice(Model):
+    """The invoice of one successful payment, numbered in sequence (INV-000123)."""
+
+    id = fields.BigIntField(primary_key=True)
+    number = fields.BigIntField(unique=True)
+    transaction: fields.OneToOneRelation[Transaction] = fields.OneToOneField(
+        "models.Transaction", related_name="invoice", on_delete=fields.RESTRICT
+    )
+    account: fields.ForeignKeyRelation[CreditAccount] = fields.ForeignKeyField(
+        "models.CreditAccount", related_name="invoices", on_delete=fields.RESTRICT
+    )
+    lines = fields.TextField(description="JSON list of lines: description, quantity, unit amount, amount")
+    total = fields.BigIntField()
+    currency = fields.CharField(max_length=3)
+    status = fields.CharField(max_length=8, default="PAID")
+    issued_at = fields.DatetimeField()
+    paid_at = fields.DatetimeField()
+
+    transaction_id: int
+    account_id: int
+
+    class Meta:
+        table = "invoices"
+
+
+class InvoiceSequence(Model):
+    """One row holding the last invoice number: taking the next one locks it, so numbers have no gaps."""
+
+    id = fields.IntField(primary_key=True)
+    last_number = fields.BigIntField(default=0)
+
+    class Meta:
+        table = "invoice_sequence"

@@ -9,6 +9,8 @@ from typing import Any
 from creditline.clock import Clock
 from creditline.events import EventBus
 from creditline.settings import Settings
+from gateway.base import Gateway
+from gateway.sandbox import SandboxGateway
 from models.rate_card import RateCard
 from models.tokens import Principal
 from resolvers.loaders import Loaders
@@ -22,6 +24,7 @@ class Services:
     clock: Clock
     bus: EventBus
     rate_card: RateCard = field(default_factory=RateCard)
+    gateway: Gateway = field(default_factory=SandboxGateway)
 
 
 @dataclass

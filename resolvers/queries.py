@@ -8,12 +8,15 @@ from strawberry.types import Info
 from tortoise.models import Model
 
 from models import tables
+from models.credits import MICRO
+from models.payments import PLANS
 from models.tokens import Principal
 from resolvers.context import Context
 from resolvers.errors import ForbiddenError
 from resolvers.ids import decode_any
 from resolvers.permissions import can_read_account, principal
 from schema import types
+from schema.payments import BillingConfig, DashboardTab, Money, Plan
 from schema.scalars import Credits
 
 
@@ -72,6 +75,37 @@ async def _memberships(info: Info[Context, None], who: Principal) -> list[tables
     if who.user_id is None:
         return []
     return await info.context.loaders.memberships_of_user.load(who.user_id)
+
+
+def billing_config(info: Info[Context, None]) -> BillingConfig:
+    settings = info.context.services.settings
+    gateway = info.context.services.gateway
+    tabs = [DashboardTab.OVERVIEW, DashboardTab.TRANSACTION, DashboardTab.BILLING]
+    if gateway.card_on_file:
+        tabs.append(DashboardTab.PAYMENT_METHOD)
+    return BillingConfig(
+        gateway=gateway.name,
+        legacy_gateway=gateway.card_on_file,
+        dashboard_tabs=tabs,
+        credit_price=Money(amount=settings.price_per_100_credits, currency=settings.currency),
+        top_up_min=Credits(settings.top_up_min_credits * MICRO),
+        top_up_max=Credits(settings.top_up_max_credits * MICRO),
+    )
+
+
+def plans(info: Info[Context, None]) -> list[Plan]:
+    currency = info.context.services.settings.currency
+    return [
+        Plan(
+            id=p.id,
+            name=p.name,
+            price=Money(amount=p.price, currency=currency),
+            interval=p.interval,
+            credits_per_period=Credits(p.credits),
+            credits_expire_at_period_end=p.credits_expire_at_period_end,
+        )
+        for p in PLANS
+    ]
 
 
 def rate_card(info: Info[Context, None]) -> list[types.Rate]:

@@ -10,6 +10,7 @@ from strawberry.permission import BasePermission
 
 from resolvers import queries
 from resolvers.mutations import organizations as orgs
+from resolvers.mutations import payments
 from resolvers.mutations.grant_credits import grant_credits
 from resolvers.mutations.holds import capture_hold, hold_credits, release_hold
 from resolvers.mutations.spend_credits import spend_credits
@@ -28,6 +29,7 @@ from schema.mutations.organizations import (
     SetMemberRolesResult,
 )
 from schema.mutations.spend_credits import SpendCreditsResult
+from schema.payments import AddPaymentMethodResult, BillingConfig, Plan, TopUpResult
 
 AUTH: list[type[BasePermission]] = [IsAuthenticated]
 
@@ -40,6 +42,10 @@ class Query:
         permission_classes=AUTH,
         description="Any object by its global ID; null if it does not exist or you may not see it",
     )
+    billing_config: BillingConfig = strawberry.field(
+        resolver=queries.billing_config, description="Which gateway is active and which My Credit tabs to show"
+    )
+    plans: list[Plan] = strawberry.field(resolver=queries.plans, description="Subscription plans on offer")
     rate_card: list[types.Rate] = strawberry.field(
         resolver=queries.rate_card, permission_classes=AUTH, description="What each activity costs per unit"
     )
@@ -52,6 +58,10 @@ class Mutation:
     hold_credits: HoldCreditsResult = strawberry.mutation(resolver=hold_credits, permission_classes=AUTH)
     capture_hold: CaptureHoldResult = strawberry.mutation(resolver=capture_hold, permission_classes=AUTH)
     release_hold: ReleaseHoldResult = strawberry.mutation(resolver=release_hold, permission_classes=AUTH)
+    top_up: TopUpResult = strawberry.mutation(resolver=payments.top_up, permission_classes=AUTH)
+    add_payment_method: AddPaymentMethodResult = strawberry.mutation(
+        resolver=payments.add_payment_method, permission_classes=AUTH
+    )
     create_organization: CreateOrganizationResult = strawberry.mutation(
         resolver=orgs.create_organization, permission_classes=AUTH
     )

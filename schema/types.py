@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 from strawberry import relay
@@ -22,6 +23,9 @@ from schema.errors import Forbidden
 from schema.reports import UsageReportInput, UsageReportResult
 from schema.scalars import Credits
 from schema.usage import UsageFilter
+
+if TYPE_CHECKING:
+    from schema.payments import Invoice, PaymentMethod, Transaction
 
 # The tables' enums, exposed as GraphQL enums of the same names and values.
 strawberry.enum(CreditKind)
@@ -204,6 +208,31 @@ class CreditAccount(relay.Node):
         self, info: Info[Context, None], first: int | None = None, after: str | None = None
     ) -> relay.Connection[Hold]:
         return await keyset_page(tables.Hold.filter(account_id=self.id), first, after, Hold.of)
+
+    @strawberry.field(description="Payments for credit, newest first")
+    async def transactions(
+        self, info: Info[Context, None], first: int | None = None, after: str | None = None
+    ) -> relay.Connection[Annotated[Transaction, strawberry.lazy("schema.payments")]]:
+        from schema.payments import Transaction
+
+        return await keyset_page(tables.Transaction.filter(account_id=self.id), first, after, Transaction.of)
+
+    @strawberry.field(description="Invoices of successful payments, newest first")
+    async def invoices(
+        self, info: Info[Context, None], first: int | None = None, after: str | None = None
+    ) -> relay.Connection[Annotated[Invoice, strawberry.lazy("schema.payments")]]:
+        from schema.payments import Invoice
+
+        return await keyset_page(tables.Invoice.filter(account_id=self.id), first, after, Invoice.of)
+
+    @strawberry.field(description="Saved cards (card-on-file gateways only)")
+    async def payment_methods(
+        self, info: Info[Context, None]
+    ) -> list[Annotated[PaymentMethod, strawberry.lazy("schema.payments")]]:
+        from schema.payments import PaymentMethod
+
+        rows = await tables.PaymentMethod.filter(account_id=self.id, removed_at=None).order_by("id")
+        return [PaymentMethod.of(row) for row in rows]
 
     @strawberry.field(description="Usage of this account by time bucket, optionally per activity, agent or member")
     async def usage_report(self, input: UsageReportInput) -> UsageReportResult:

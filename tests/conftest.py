@@ -30,6 +30,10 @@ from tests.helpers import Api
 REQUIRE_SERVICES = os.environ.get("CREDITLINE_REQUIRE_SERVICES") == "1"
 POSTGRES_URL = os.environ.get("CREDITLINE_TEST_POSTGRES_URL", "")
 TABLES = (
+    "invoices",
+    "invoice_sequence",
+    "transactions",
+    "payment_methods",
     "usage_rollups",
     "budget_usage",
     "member_budgets",

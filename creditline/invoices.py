@@ -1,0 +1,62 @@
+"""Printable invoice pages at ``GET /invoices/{id}``, for the account's owner (bearer token) only."""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
+
+from models.payments import invoice_number
+from models.tables import CreditAccount, Invoice, MemberRole, Membership
+from resolvers.auth import Authenticator
+from resolvers.ids import decode_id
+
+
+def _money(amount: int, currency: str) -> str:
+    return f"{currency} {amount // 100}.{amount % 100:02d}"
+
+
+def render(invoice: Invoice) -> str:
+    lines = "".join(
+        f"<tr><td>{html.escape(line['description'])}</td><td>{html.escape(line['quantity'])}</td>"
+        f"<td class=num>{_money(int(line['amount']), invoice.currency)}</td></tr>"
+        for line in json.loads(invoice.lines)
+    )
+    number = invoice_number(invoice.number)
+    return (
+        "<!doctype html><html><head><meta charset=utf-8>"
+        f"<title>Invoice {number}</title>"
+        "<style>body{font-family:sans-serif;max-width:40em;margin:2em auto}table{width:100%;border-collapse:collapse}"
+        "td,th{padding:.4em;border-bottom:1px solid #ccc;text-align:left}.num{text-align:right}"
+        "@media print{a{display:none}}</style></head><body>"
+        f"<h1>Invoice {number}</h1>"
+        f"<p>Status: {html.escape(invoice.status)}<br>Issued: {invoice.issued_at:%Y-%m-%d %H:%M} UTC<br>"
+        f"Paid: {invoice.paid_at:%Y-%m-%d %H:%M} UTC</p>"
+        f"<table><tr><th>Description</th><th>Quantity</th><th class=num>Amount</th></tr>{lines}"
+        f"<tr><th colspan=2>Total</th><th class=num>{_money(invoice.total, invoice.currency)}</th></tr></table>"
+        "</body></html>"
+    )
+
+
+def invoice_page(auth: Authenticator) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        who = await auth.authenticate(request.headers.get("authorization"))
+        if who is None:
+            return PlainTextResponse("Send a valid token as 'Authorization: Bearer <token>'", 401)
+        pk = decode_id(request.path_params["invoice_id"], "Invoice")
+        invoice = None if pk is None else await Invoice.filter(id=pk).first()
+        account = None if invoice is None else await CreditAccount.get(id=invoice.account_id)
+        allowed = who.is_admin or (
+            account is not None and account.user_id is not None and account.user_id == who.user_id
+        )
+        if account is not None and account.organization_id is not None and who.user_id is not None and not allowed:
+            membership = await Membership.filter(organization_id=account.organization_id, user_id=who.user_id).first()
+            allowed = membership is not None and bool(membership.role_set & {MemberRole.BILLING, MemberRole.OWNER})
+        if invoice is None or not allowed:
+            return PlainTextResponse("Invoice not found", 404)
+        return HTMLResponse(render(invoice))
+
+    return endpoint

@@ -1,0 +1,208 @@
+"""Payments for credit: transactions, their completion into PAID lots, invoices and saved cards (DESIGN 5).
+
+A top-up is written PENDING in its own transaction, charged outside any transaction, then completed
+under the account's row lock: the completion re-reads the transaction and acts only while it is still
+PENDING, so a retried or concurrent completion never grants twice.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from tortoise.transactions import in_transaction
+
+from gateway.base import Card
+from models import ledger
+from models.credits import MICRO, format_credits
+from models.ledger import BalanceChange, IdempotencyConflictError, IdempotencyKey
+from models.sql import Sql
+from models.tables import (
+    CreditKind,
+    Invoice,
+    LotSource,
+    PaymentMethod,
+    Transaction,
+    TransactionStatus,
+    TransactionType,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """What credit costs: ``minor_per_100`` minor units of ``currency`` buy 100 credits."""
+
+    currency: str
+    minor_per_100: int
+
+    def of(self, credits: int) -> int:
+        """The price of ``credits`` micro-credits in minor units, rounded up."""
+        return -(-credits * self.minor_per_100 // (100 * MICRO))
+
+
+def invoice_number(number: int) -> str:
+    return f"INV-{number:06d}"
+
+
+async def start_top_up(
+    account_id: int,
+    *,
+    credits: int,
+    price: Price,
+    gateway: str,
+    payment_method_id: int | None,
+    kind: TransactionType,
+    idem: IdempotencyKey,
+    now: datetime,
+) -> tuple[Transaction, bool]:
+    """Write a PENDING transaction, or find the one this key wrote before. Returns it and whether it is new."""
+    existing = await Transaction.filter(idempotency_scope=idem.scope, idempotency_key=idem.key).first()
+    if existing is not None:
+        if existing.request_hash != idem.fingerprint:
+            raise IdempotencyConflictError()
+        return existing, False
+    async with in_transaction() as conn:
+        sql = Sql(conn)
+        rows = await sql.fetch(
+            "INSERT INTO transactions (account_id, type, status, credits, amount, currency, gateway,"
+            " payment_method_id, idempotency_scope, idempotency_key, request_hash, created_at)"
+            " VALUES ($1, $2, 'PENDING', $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            " ON CONFLICT (idempotency_scope, idempotency_key) DO NOTHING RETURNING id",
+            account_id,
+            kind.value,
+            credits,
+            price.of(credits),
+            price.currency,
+            gateway,
+            payment_method_id,
+            idem.scope,
+            idem.key,
+            idem.fingerprint,
+            now,
+        )
+    if not rows:  # a concurrent request with the same key won the insert
+        return await start_top_up(
+            account_id,
+            credits=credits,
+            price=price,
+            gateway=gateway,
+            payment_method_id=payment_method_id,
+            kind=kind,
+            idem=idem,
+            now=now,
+        )
+    return await Transaction.get(id=rows[0]["id"]), True
+
+
+async def complete(
+    transaction_id: int, *, succeeded: bool, reference: str | None, failure_reason: str | None, now: datetime
+) -> tuple[Transaction, tuple[BalanceChange, ...]]:
+    """Record the gateway's answer. Success grants a PAID lot and issues the invoice, in one transaction."""
+    account_id = (await Transaction.get(id=transaction_id)).account_id
+    changes: tuple[BalanceChange, ...] = ()
+    async with in_transaction() as conn:
+        sql = Sql(conn)
+        account = await ledger.lock_account(sql, account_id)
+        row = await sql.fetchrow(
+            "SELECT status, credits, amount, currency, type FROM transactions WHERE id = $1", transaction_id
+        )
+        assert row is not None
+        if row["status"] == TransactionStatus.PENDING:
+            if succeeded:
+                source = LotSource.AUTO_TOP_UP if row["type"] == TransactionType.AUTO_TOP_UP else LotSource.TOP_UP
+                granted = await ledger.grant_locked(
+                    sql, account, int(row["credits"]), CreditKind.PAID, source, None, "Top-up", now
+                )
+                changes = tuple(c for c in granted.changes if isinstance(c, BalanceChange))
+                await sql.execute(
+                    "UPDATE transactions SET status = 'SUCCEEDED', lot_id = $1, gateway_reference = $2,"
+                    " completed_at = $3 WHERE id = $4",
+                    granted.lot_id,
+                    reference,
+                    now,
+                    transaction_id,
+                )
+                await _issue_invoice(sql, transaction_id, account_id, row, now)
+            else:
+                await sql.execute(
+                    "UPDATE transactions SET status = 'FAILED', failure_reason = $1, gateway_reference = $2,"
+                    " completed_at = $3 WHERE id = $4",
+                    failure_reason or "Payment failed",
+                    reference,
+                    now,
+                    transaction_id,
+                )
+    return await Transaction.get(id=transaction_id), changes
+
+
+async def _issue_invoice(sql: Sql, transaction_id: int, account_id: int, row: dict[str, object], now: datetime) -> None:
+    # The sequence row is locked by its UPDATE until commit: numbers are sequential and without gaps.
+    updated = await sql.fetch(
+        "UPDATE invoice_sequence SET last_number = last_number + 1 WHERE id = 1 RETURNING last_number"
+    )
+    if not updated:
+        await sql.execute("INSERT INTO invoice_sequence (id, last_number) VALUES (1, 1)")
+        number = 1
+    else:
+        number = int(updated[0]["last_number"])
+    credits, amount = int(str(row["credits"])), int(str(row["amount"]))
+    lines = [
+        {
+            "description": f"{format_credits(credits)} credits",
+            "quantity": format_credits(credits),
+            "amount": amount,
+        }
+    ]
+    await sql.execute(
+        "INSERT INTO invoices (number, transaction_id, account_id, lines, total, currency, status, issued_at,"
+        " paid_at) VALUES ($1, $2, $3, $4, $5, $6, 'PAID', $7, $8)",
+        number,
+        transaction_id,
+        account_id,
+        json.dumps(lines),
+        amount,
+        row["currency"],
+        now,
+        now,
+    )
+
+
+async def save_card(account_id: int, *, gateway: str, card: Card, now: datetime) -> PaymentMethod:
+    """Save a card; the account's first card becomes its default."""
+    async with in_transaction():
+        has_default = await PaymentMethod.filter(account_id=account_id, removed_at=None, is_default=True).exists()
+        return await PaymentMethod.create(
+            account_id=account_id,
+            gateway=gateway,
+            reference=card.reference,
+            brand=card.brand,
+            last4=card.last4,
+            exp_month=card.exp_month,
+            exp_year=card.exp_year,
+            is_default=not has_default,
+            created_at=now,
+        )
+
+
+async def invoice_of(invoice_id: int) -> Invoice | None:
+    return await Invoice.filter(id=invoice_id).first()
+
+
+@dataclass(frozen=True, slots=True)
+class PlanSpec:
+    id: str
+    name: str
+    price: int
+    """Minor units of the configured currency per interval."""
+    interval: str
+    credits: int
+    """Micro-credits granted each period."""
+    credits_expire_at_period_end: bool
+
+
+PLANS = (
+    PlanSpec("starter-monthly", "Starter", 1_000, "MONTH", 1_100 * MICRO, False),
+    PlanSpec("pro-monthly", "Pro", 5_000, "MONTH", 6_000 * MICRO, False),
+    PlanSpec("pro-yearly", "Pro (yearly)", 50_000, "YEAR", 75_000 * MICRO, True),
+)

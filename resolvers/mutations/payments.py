@@ -1,0 +1,164 @@
+from __future__ import annotations
+
+from strawberry.types import Info
+
+from gateway.base import InvalidPaymentToken
+from gateway.registry import GatewayUnavailable
+from models import payments
+from models.credits import MICRO
+from models.ledger import IdempotencyConflictError, IdempotencyKey
+from models.tables import CreditAccount as CreditAccountRow
+from models.tables import PaymentMethod as PaymentMethodRow
+from models.tables import TransactionStatus, TransactionType
+from resolvers.context import Context
+from resolvers.ids import decode_id
+from resolvers.mutations._common import conflict
+from resolvers.permissions import BILLING_ROLES, principal, roles_in
+from resolvers.validation import check_key, check_text, first_error
+from schema.errors import Forbidden, NotFound, ValidationError
+from schema.payments import (
+    AddPaymentMethodInput,
+    AddPaymentMethodResult,
+    AddPaymentMethodSuccess,
+    PaymentDeclined,
+    PaymentMethod,
+    PaymentUnavailable,
+    TopUpInput,
+    TopUpResult,
+    TopUpSuccess,
+    Transaction,
+)
+
+
+async def billing_account(info: Info[Context, None], account_id: str | None) -> CreditAccountRow | Forbidden | NotFound:
+    """The account a payment is for: your own by default; an organization pool needs BILLING or OWNER."""
+    who = principal(info)
+    if account_id is None:
+        if who.user_id is None:
+            return Forbidden(message="Give accountId: this token belongs to a service or an admin")
+        return await CreditAccountRow.get(user_id=who.user_id)
+    pk = decode_id(account_id, "CreditAccount")
+    account = None if pk is None else await CreditAccountRow.filter(id=pk).first()
+    if account is None:
+        return NotFound(message="Credit account not found")
+    if who.is_admin or (account.user_id is not None and account.user_id == who.user_id):
+        return account
+    if account.organization_id is not None and (await roles_in(info, account.organization_id) or frozenset()) & (
+        BILLING_ROLES
+    ):
+        return account
+    return Forbidden(message="You may not pay for this account")
+
+
+def price(info: Info[Context, None]) -> payments.Price:
+    settings = info.context.services.settings
+    return payments.Price(settings.currency, settings.price_per_100_credits)
+
+
+async def top_up(info: Info[Context, None], input: TopUpInput) -> TopUpResult:
+    """Buy PAID credit once, with a saved card or a one-off token. PENDING until the payment succeeds."""
+    ctx = info.context
+    settings = ctx.services.settings
+    account = await billing_account(info, input.account_id)
+    if not isinstance(account, CreditAccountRow):
+        return account
+    credits = int(input.credits)
+    low, high = settings.top_up_min_credits, settings.top_up_max_credits
+    if invalid := first_error(
+        check_key(input.idempotency_key),
+        ValidationError(message="credits must be a whole number of credits", field="credits")
+        if credits % MICRO
+        else None,
+        ValidationError(message=f"credits must be between {low} and {high}", field="credits")
+        if not low * MICRO <= credits <= high * MICRO
+        else None,
+        ValidationError(message="Give exactly one of paymentMethodId or paymentToken", field=None)
+        if (input.payment_method_id is None) == (input.payment_token is None)
+        else None,
+        check_text(input.payment_token, "paymentToken", 255) if input.payment_token is not None else None,
+    ):
+        return invalid
+    gateway = ctx.services.gateway
+    if not gateway.card_on_file:
+        return PaymentUnavailable(message=f"Checkout on the {gateway.name} gateway is not available in this build yet")
+    method_id: int | None = None
+    if input.payment_method_id is not None:
+        method_id = decode_id(input.payment_method_id, "PaymentMethod")
+        method = (
+            None
+            if method_id is None
+            else await PaymentMethodRow.filter(id=method_id, account_id=account.id, removed_at=None).first()
+        )
+        if method is None:
+            return NotFound(message="Payment method not found on this account")
+        card = method.reference
+    else:
+        assert input.payment_token is not None
+        try:
+            card = (await gateway.save_card(input.payment_token)).reference
+        except InvalidPaymentToken as exc:
+            return ValidationError(message=str(exc), field="paymentToken")
+        except GatewayUnavailable as exc:
+            return PaymentUnavailable(message=str(exc))
+    idem = IdempotencyKey.for_request(
+        principal(info).idempotency_scope,
+        input.idempotency_key,
+        "topUp",
+        {"account": account.id, "credits": credits, "method": method_id, "token": input.payment_token},
+    )
+    try:
+        txn, new = await payments.start_top_up(
+            account.id,
+            credits=credits,
+            price=price(info),
+            gateway=gateway.name,
+            payment_method_id=method_id,
+            kind=TransactionType.TOP_UP,
+            idem=idem,
+            now=ctx.now(),
+        )
+    except IdempotencyConflictError:
+        return conflict(input.idempotency_key)
+    if new:
+        # Charged outside any database transaction; our own id makes the processor's idempotency key.
+        try:
+            charge = await gateway.charge(
+                amount=txn.amount,
+                currency=txn.currency,
+                card=card,
+                idempotency_key=f"creditline-transaction-{txn.id}",
+                description=f"{txn.credits // MICRO} credits",
+            )
+            succeeded, reference, reason = charge.succeeded, charge.reference, charge.failure_reason
+        except GatewayUnavailable as exc:
+            succeeded, reference, reason = False, None, str(exc)
+        txn, changes = await payments.complete(
+            txn.id, succeeded=succeeded, reference=reference, failure_reason=reason, now=ctx.now()
+        )
+        ctx.services.bus.publish(changes)
+    if txn.status == TransactionStatus.FAILED:
+        reason_text = txn.failure_reason or "Payment failed"
+        return PaymentDeclined(
+            message=f"The payment failed: {reason_text}", reason=reason_text, transaction=Transaction.of(txn)
+        )
+    return TopUpSuccess(transaction=Transaction.of(txn))
+
+
+async def add_payment_method(info: Info[Context, None], input: AddPaymentMethodInput) -> AddPaymentMethodResult:
+    """Save a card on a card-on-file gateway; the account's first card becomes its default."""
+    account = await billing_account(info, input.account_id)
+    if not isinstance(account, CreditAccountRow):
+        return account
+    if invalid := check_text(input.token, "token", 255):
+        return invalid
+    gateway = info.context.services.gateway
+    if not gateway.card_on_file:
+        return PaymentUnavailable(message="Cards are managed in the payment processor's customer portal")
+    try:
+        card = await gateway.save_card(input.token)
+    except InvalidPaymentToken as exc:
+        return ValidationError(message=str(exc), field="token")
+    except GatewayUnavailable as exc:
+        return PaymentUnavailable(message=str(exc))
+    method = await payments.save_card(account.id, gateway=gateway.name, card=card, now=info.context.now())
+    return AddPaymentMethodSuccess(payment_method=PaymentMethod.of(method))

@@ -1,0 +1,195 @@
+"""Payment types: money, transactions, invoices, saved cards, the billing configuration."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from enum import Enum
+from typing import Annotated
+
+import strawberry
+from strawberry import relay
+from strawberry.types import Info
+
+from models import tables
+from models.payments import invoice_number
+from resolvers.context import Context
+from resolvers.ids import encode_id
+from schema.errors import Error, Forbidden, IdempotencyConflict, NotFound, ValidationError
+from schema.scalars import Credits
+
+strawberry.enum(tables.TransactionStatus)
+strawberry.enum(tables.TransactionType)
+
+
+@strawberry.type(description="An amount of money: integer minor units (cents for USD) and an ISO 4217 code.")
+class Money:
+    amount: int
+    currency: str
+
+
+@strawberry.type
+class InvoiceLine:
+    description: str
+    quantity: str
+    amount: Money
+
+
+@strawberry.type(description="The invoice of one successful payment.")
+class Invoice(relay.Node):
+    id: relay.NodeID[int]
+    number: str = strawberry.field(description="Sequential, e.g. INV-000123")
+    status: str
+    total: Money
+    lines: list[InvoiceLine]
+    issued_at: datetime
+    paid_at: datetime
+    url: str = strawberry.field(description="A printable page, for the account's owner (bearer token)")
+
+    @classmethod
+    def of(cls, invoice: tables.Invoice) -> Invoice:
+        return cls(
+            id=invoice.id,
+            number=invoice_number(invoice.number),
+            status=invoice.status,
+            total=Money(amount=invoice.total, currency=invoice.currency),
+            lines=[
+                InvoiceLine(
+                    description=line["description"],
+                    quantity=line["quantity"],
+                    amount=Money(amount=line["amount"], currency=invoice.currency),
+                )
+                for line in json.loads(invoice.lines)
+            ],
+            issued_at=invoice.issued_at,
+            paid_at=invoice.paid_at,
+            url=f"/invoices/{encode_id('Invoice', invoice.id)}",
+        )
+
+
+@strawberry.type(description="A payment for credit: PENDING until the payment succeeds or fails.")
+class Transaction(relay.Node):
+    id: relay.NodeID[int]
+    type: tables.TransactionType
+    status: tables.TransactionStatus
+    credits: Credits
+    amount: Money
+    failure_reason: str | None
+    created_at: datetime
+    completed_at: datetime | None
+
+    @strawberry.field
+    async def invoice(self, info: Info[Context, None]) -> Invoice | None:
+        invoice = await tables.Invoice.filter(transaction_id=self.id).first()
+        return None if invoice is None else Invoice.of(invoice)
+
+    @classmethod
+    def of(cls, txn: tables.Transaction) -> Transaction:
+        return cls(
+            id=txn.id,
+            type=tables.TransactionType(txn.type),
+            status=tables.TransactionStatus(txn.status),
+            credits=Credits(txn.credits),
+            amount=Money(amount=txn.amount, currency=txn.currency),
+            failure_reason=txn.failure_reason,
+            created_at=txn.created_at,
+            completed_at=txn.completed_at,
+        )
+
+
+@strawberry.type(description="A saved card. Only the gateway's reference is kept, never the number.")
+class PaymentMethod(relay.Node):
+    id: relay.NodeID[int]
+    brand: str
+    last4: str
+    exp_month: int
+    exp_year: int
+    is_default: bool
+
+    @classmethod
+    def of(cls, method: tables.PaymentMethod) -> PaymentMethod:
+        return cls(
+            id=method.id,
+            brand=method.brand,
+            last4=method.last4,
+            exp_month=method.exp_month,
+            exp_year=method.exp_year,
+            is_default=method.is_default,
+        )
+
+
+@strawberry.enum(description="Tabs of the My Credit page")
+class DashboardTab(Enum):
+    OVERVIEW = "OVERVIEW"
+    TRANSACTION = "TRANSACTION"
+    BILLING = "BILLING"
+    PAYMENT_METHOD = "PAYMENT_METHOD"
+
+
+@strawberry.type
+class BillingConfig:
+    gateway: str
+    legacy_gateway: bool = strawberry.field(description="Cards are saved and managed in-app (sandbox, legacy)")
+    dashboard_tabs: list[DashboardTab]
+    credit_price: Money = strawberry.field(description="The price of 100 credits")
+    top_up_min: Credits
+    top_up_max: Credits
+
+
+@strawberry.type(description="A subscription plan: a price per interval that grants credit each period.")
+class Plan:
+    id: str
+    name: str
+    price: Money
+    interval: str
+    credits_per_period: Credits
+    credits_expire_at_period_end: bool
+
+
+@strawberry.input(description="Exactly one of paymentMethodId (a saved card) or paymentToken (a one-off card).")
+class TopUpInput:
+    account_id: strawberry.ID | None = strawberry.field(default=None, description="Default: your own account")
+    credits: Credits
+    payment_method_id: strawberry.ID | None = None
+    payment_token: str | None = None
+    idempotency_key: str
+
+
+@strawberry.type
+class TopUpSuccess:
+    transaction: Transaction
+    checkout_url: str | None = None
+
+
+@strawberry.type(description="The payment failed: the transaction is FAILED with the reason, and no credit.")
+class PaymentDeclined(Error):
+    reason: str
+    transaction: Transaction
+
+
+@strawberry.type(description="The gateway cannot take this payment (e.g. not connected in this build).")
+class PaymentUnavailable(Error):
+    pass
+
+
+TopUpResult = Annotated[
+    TopUpSuccess | PaymentDeclined | PaymentUnavailable | IdempotencyConflict | ValidationError | Forbidden | NotFound,
+    strawberry.union("TopUpResult"),
+]
+
+
+@strawberry.input(description="Save a card from a gateway token (sandbox: tok_visa, tok_mastercard, ...).")
+class AddPaymentMethodInput:
+    account_id: strawberry.ID | None = strawberry.field(default=None, description="Default: your own account")
+    token: str
+
+
+@strawberry.type
+class AddPaymentMethodSuccess:
+    payment_method: PaymentMethod
+
+
+AddPaymentMethodResult = Annotated[
+    AddPaymentMethodSuccess | PaymentUnavailable | ValidationError | Forbidden | NotFound,
+    strawberry.union("AddPaymentMethodResult"),
+]

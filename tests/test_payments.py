@@ -1,0 +1,222 @@
+"""Top-ups on the sandbox gateway: transactions, PAID lots, invoices, saved cards, and billingConfig."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import httpx
+import pytest
+
+from creditline.app import create_app
+from creditline.settings import Settings
+from models.tables import CreditLot, Invoice, Transaction
+from tests.helpers import BALANCE, Api, gid
+
+TOP_UP = """mutation($input: TopUpInput!) { topUp(input: $input) {
+  __typename
+  ... on TopUpSuccess { checkoutUrl transaction { id type status credits amount { amount currency } failureReason
+      invoice { number status total { amount currency } lines { description quantity amount { amount } } url } } }
+  ... on PaymentDeclined { message reason transaction { status failureReason invoice { number } } }
+  ... on ValidationError { message field }
+  ... on Error { message } } }"""
+ADD_CARD = """mutation($token: String!) { addPaymentMethod(input: {token: $token}) {
+  __typename ... on AddPaymentMethodSuccess { paymentMethod { id brand last4 expMonth expYear isDefault } }
+  ... on Error { message } } }"""
+CONFIG = "{ billingConfig { gateway legacyGateway dashboardTabs creditPrice { amount currency } topUpMin topUpMax } }"
+
+
+def top_up(credits: str, key: str, **payment: Any) -> dict[str, Any]:
+    return {"input": {"credits": credits, "idempotencyKey": key, **payment}}
+
+
+async def snapshot(api: Api, token: str) -> tuple[Any, int, int, int]:
+    balance = (await api.data(BALANCE, token=token))["me"]["credit"]["balance"]
+    return (
+        balance,
+        await Transaction.all().count(),
+        await CreditLot.filter(kind="PAID").count(),
+        await Invoice.all().count(),
+    )
+
+
+async def test_a_top_up_with_a_card_token_grants_paid_credit_and_an_invoice(api: Api) -> None:
+    _, token = await api.user("ada@example.com", bonus=0)
+
+    data = await api.data(TOP_UP, top_up("250", "t1", paymentToken="tok_visa"), token)
+
+    assert data["topUp"] == {
+        "__typename": "TopUpSuccess",
+        "checkoutUrl": None,
+        "transaction": {
+            "id": gid("Transaction", 1),
+            "type": "TOP_UP",
+            "status": "SUCCEEDED",
+            "credits": "250",
+            "amount": {"amount": 250, "currency": "USD"},
+            "failureReason": None,
+            "invoice": {
+                "number": "INV-000001",
+                "status": "PAID",
+                "total": {"amount": 250, "currency": "USD"},
+                "lines": [{"description": "250 credits", "quantity": "250", "amount": {"amount": 250}}],
+                "url": f"/invoices/{gid('Invoice', 1)}",
+            },
+        },
+    }
+    me = await api.data(BALANCE, token=token)
+    assert me["me"]["credit"]["balance"] == {
+        "total": "250",
+        "free": "0",
+        "paid": "250",
+        "held": "0",
+        "available": "250",
+    }
+    replay = await api.data(TOP_UP, top_up("250", "t1", paymentToken="tok_visa"), token)
+    assert replay == data
+    assert await CreditLot.filter(kind="PAID").count() == 1
+    other = await api.data(TOP_UP, top_up("300", "t1", paymentToken="tok_visa"), token)
+    assert other["topUp"]["__typename"] == "IdempotencyConflict"
+
+    second = await api.data(TOP_UP, top_up("10", "t2", paymentToken="tok_mastercard"), token)
+    assert second["topUp"]["transaction"]["invoice"]["number"] == "INV-000002"
+    page = await api.client.get(f"/invoices/{gid('Invoice', 1)}", headers={"authorization": f"Bearer {token}"})
+    assert page.status_code == 200
+    assert "<h1>Invoice INV-000001</h1>" in page.text
+    assert "<th class=num>USD 2.50</th>" in page.text
+    _, stranger = await api.user("mallory@example.com", bonus=0)
+    hidden = await api.client.get(f"/invoices/{gid('Invoice', 1)}", headers={"authorization": f"Bearer {stranger}"})
+    assert (hidden.status_code, hidden.text) == (404, "Invoice not found")
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        ("tok_chargeDeclined", "Your card was declined."),
+        ("tok_chargeDeclinedInsufficientFunds", "Your card has insufficient funds."),
+        ("tok_expiredCard", "Your card has expired."),
+    ],
+)
+async def test_a_declined_payment_leaves_a_failed_transaction_and_no_credit(api: Api, token: str, reason: str) -> None:
+    _, user = await api.user("ada@example.com", bonus=0)
+
+    data = await api.data(TOP_UP, top_up("50", "d1", paymentToken=token), user)
+
+    assert data["topUp"] == {
+        "__typename": "PaymentDeclined",
+        "message": f"The payment failed: {reason}",
+        "reason": reason,
+        "transaction": {"status": "FAILED", "failureReason": reason, "invoice": None},
+    }
+    balance, transactions, paid_lots, invoices = await snapshot(api, user)
+    assert (balance["total"], transactions, paid_lots, invoices) == ("0", 1, 0, 0)
+    assert await api.data(TOP_UP, top_up("50", "d1", paymentToken=token), user) == data
+
+
+async def test_saved_cards_pay_and_belong_to_their_account(api: Api) -> None:
+    _, ada = await api.user("ada@example.com", bonus=0)
+    _, bob = await api.user("bob@example.com", bonus=0)
+    first = await api.data(ADD_CARD, {"token": "tok_mastercard"}, ada)
+    assert first["addPaymentMethod"] == {
+        "__typename": "AddPaymentMethodSuccess",
+        "paymentMethod": {
+            "id": gid("PaymentMethod", 1),
+            "brand": "mastercard",
+            "last4": "4444",
+            "expMonth": 12,
+            "expYear": 2034,
+            "isDefault": True,
+        },
+    }
+    second = await api.data(ADD_CARD, {"token": "tok_visa"}, ada)
+    assert second["addPaymentMethod"]["paymentMethod"]["isDefault"] is False
+    listed = await api.data("{ me { credit { paymentMethods { last4 isDefault } } } }", token=ada)
+    assert listed["me"]["credit"]["paymentMethods"] == [
+        {"last4": "4444", "isDefault": True},
+        {"last4": "4242", "isDefault": False},
+    ]
+
+    paid = await api.data(TOP_UP, top_up("20", "s1", paymentMethodId=gid("PaymentMethod", 1)), ada)
+    assert paid["topUp"]["transaction"]["status"] == "SUCCEEDED"
+    before = await snapshot(api, bob)
+    stolen = await api.data(TOP_UP, top_up("20", "s2", paymentMethodId=gid("PaymentMethod", 1)), bob)
+    assert stolen["topUp"] == {"__typename": "NotFound", "message": "Payment method not found on this account"}
+    assert await snapshot(api, bob) == before
+    unknown = await api.data(ADD_CARD, {"token": "4242424242424242"}, ada)
+    assert unknown["addPaymentMethod"]["__typename"] == "ValidationError"
+
+
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        (top_up("9", "b", paymentToken="tok_visa"), ("credits must be between 10 and 100000", "credits")),
+        (top_up("100001", "b", paymentToken="tok_visa"), ("credits must be between 10 and 100000", "credits")),
+        (top_up("10.5", "b", paymentToken="tok_visa"), ("credits must be a whole number of credits", "credits")),
+        (top_up("10", "b"), ("Give exactly one of paymentMethodId or paymentToken", None)),
+        (
+            top_up("10", "b", paymentToken="tok_visa", paymentMethodId=gid("PaymentMethod", 1)),
+            ("Give exactly one of paymentMethodId or paymentToken", None),
+        ),
+        (
+            top_up("10", "b", paymentToken="tok_nope"),
+            (
+                "Unknown sandbox token 'tok_nope': use one of tok_chargeDeclined, tok_chargeDeclinedInsufficientFunds,"
+                " tok_expiredCard, tok_mastercard, tok_visa",
+                "paymentToken",
+            ),
+        ),
+        (top_up("10", "", paymentToken="tok_visa"), ("idempotencyKey must be 1 to 255 characters", "idempotencyKey")),
+    ],
+)
+async def test_bad_top_up_input_is_refused_and_changes_nothing(
+    api: Api, variables: dict[str, Any], expected: tuple[str, str | None]
+) -> None:
+    _, user = await api.user("ada@example.com", bonus=0)
+    before = await snapshot(api, user)
+
+    data = await api.data(TOP_UP, variables, user)
+
+    assert data["topUp"] == {"__typename": "ValidationError", "message": expected[0], "field": expected[1]}
+    assert await snapshot(api, user) == before
+
+
+async def test_billing_config_shows_the_payment_method_tab_only_on_card_on_file_gateways(api: Api) -> None:
+    _, user = await api.user("ada@example.com", bonus=0)
+    assert await api.data(CONFIG, token=user) == {
+        "billingConfig": {
+            "gateway": "sandbox",
+            "legacyGateway": True,
+            "dashboardTabs": ["OVERVIEW", "TRANSACTION", "BILLING", "PAYMENT_METHOD"],
+            "creditPrice": {"amount": 100, "currency": "USD"},
+            "topUpMin": "10",
+            "topUpMax": "100000",
+        }
+    }
+    for gateway, legacy, tabs in (
+        ("stripe", False, ["OVERVIEW", "TRANSACTION", "BILLING"]),
+        ("legacy", True, ["OVERVIEW", "TRANSACTION", "BILLING", "PAYMENT_METHOD"]),
+    ):
+        app = create_app(replace(api.settings, gateway=gateway), clock=api.clock, manage_database=False, run_jobs=False)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            response = await client.post(
+                "/graphql", json={"query": CONFIG}, headers={"authorization": f"Bearer {user}"}
+            )
+        config = response.json()["data"]["billingConfig"]
+        assert (config["gateway"], config["legacyGateway"], config["dashboardTabs"]) == (gateway, legacy, tabs)
+
+
+async def test_plans_are_listed(api: Api) -> None:
+    _, user = await api.user("ada@example.com", bonus=0)
+    data = await api.data("{ plans { id name price { amount currency } interval creditsPerPeriod } }", token=user)
+    assert data["plans"][0] == {
+        "id": "starter-monthly",
+        "name": "Starter",
+        "price": {"amount": 1000, "currency": "USD"},
+        "interval": "MONTH",
+        "creditsPerPeriod": "1100",
+    }
+
+
+def test_settings_default_price_is_usd_one_for_100_credits() -> None:
+    settings = Settings()
+    assert (settings.currency, settings.price_per_100_credits) == ("USD", 100)
