@@ -206,3 +206,35 @@ PLANS = (
     PlanSpec("pro-monthly", "Pro", 5_000, "MONTH", 6_000 * MICRO, False),
     PlanSpec("pro-yearly", "Pro (yearly)", 50_000, "YEAR", 75_000 * MICRO, True),
 )
+
+
+async def set_default_card(account_id: int, method_id: int) -> PaymentMethod | None:
+    async with in_transaction() as conn:
+        sql = Sql(conn)
+        await ledger.lock_account(sql, account_id)  # one default per account, even under concurrent calls
+        method = await PaymentMethod.filter(id=method_id, account_id=account_id, removed_at=None).first()
+        if method is None:
+            return None
+        await PaymentMethod.filter(account_id=account_id, is_default=True).update(is_default=False)
+        method.is_default = True
+        await method.save(update_fields=["is_default"])
+    return method
+
+
+async def remove_card(account_id: int, method_id: int, now: datetime) -> PaymentMethod | None:
+    """Remove a saved card (kept for the transactions that used it); the oldest other card becomes default."""
+    async with in_transaction() as conn:
+        sql = Sql(conn)
+        await ledger.lock_account(sql, account_id)
+        method = await PaymentMethod.filter(id=method_id, account_id=account_id, removed_at=None).first()
+        if method is None:
+            return None
+        was_default = method.is_default
+        method.removed_at, method.is_default = now, False
+        await method.save(update_fields=["removed_at", "is_default"])
+        if was_default:
+            successor = await PaymentMethod.filter(account_id=account_id, removed_at=None).order_by("id").first()
+            if successor is not None:
+                successor.is_default = True
+                await successor.save(update_fields=["is_default"])
+    return method

@@ -29,7 +29,7 @@ from schema.mutations.organizations import (
     SetMemberRolesResult,
 )
 from schema.mutations.spend_credits import SpendCreditsResult
-from schema.payments import AddPaymentMethodResult, BillingConfig, Plan, TopUpResult
+from schema.payments import AddPaymentMethodResult, BillingConfig, PaymentMethodResult, Plan, TopUpResult
 
 AUTH: list[type[BasePermission]] = [IsAuthenticated]
 
@@ -61,6 +61,12 @@ class Mutation:
     top_up: TopUpResult = strawberry.mutation(resolver=payments.top_up, permission_classes=AUTH)
     add_payment_method: AddPaymentMethodResult = strawberry.mutation(
         resolver=payments.add_payment_method, permission_classes=AUTH
+    )
+    set_default_payment_method: PaymentMethodResult = strawberry.mutation(
+        resolver=payments.set_default_payment_method, permission_classes=AUTH
+    )
+    remove_payment_method: PaymentMethodResult = strawberry.mutation(
+        resolver=payments.remove_payment_method, permission_classes=AUTH
     )
     create_organization: CreateOrganizationResult = strawberry.mutation(
         resolver=orgs.create_organization, permission_classes=AUTH

@@ -193,3 +193,19 @@ AddPaymentMethodResult = Annotated[
     AddPaymentMethodSuccess | PaymentUnavailable | ValidationError | Forbidden | NotFound,
     strawberry.union("AddPaymentMethodResult"),
 ]
+
+
+@strawberry.input
+class PaymentMethodInput:
+    account_id: strawberry.ID | None = strawberry.field(default=None, description="Default: your own account")
+    payment_method_id: strawberry.ID
+
+
+@strawberry.type
+class PaymentMethodsSuccess:
+    payment_methods: list[PaymentMethod] = strawberry.field(description="The account's saved cards after the change")
+
+
+PaymentMethodResult = Annotated[
+    PaymentMethodsSuccess | PaymentUnavailable | Forbidden | NotFound, strawberry.union("PaymentMethodResult")
+]

@@ -220,3 +220,35 @@ async def test_plans_are_listed(api: Api) -> None:
 def test_settings_default_price_is_usd_one_for_100_credits() -> None:
     settings = Settings()
     assert (settings.currency, settings.price_per_100_credits) == ("USD", 100)
+
+
+CARDS = "{ me { credit { paymentMethods { id last4 isDefault } } } }"
+CHANGE = """mutation($id: ID!) { %s(input: {paymentMethodId: $id}) {
+  __typename ... on PaymentMethodsSuccess { paymentMethods { last4 isDefault } } ... on Error { message } } }"""
+
+
+async def test_default_card_and_removal(api: Api) -> None:
+    _, ada = await api.user("ada@example.com", bonus=0)
+    _, bob = await api.user("bob@example.com", bonus=0)
+    for token in ("tok_visa", "tok_mastercard"):
+        await api.data(ADD_CARD, {"token": token}, ada)
+
+    made_default = await api.data(CHANGE % "setDefaultPaymentMethod", {"id": gid("PaymentMethod", 2)}, ada)
+    assert made_default["setDefaultPaymentMethod"] == {
+        "__typename": "PaymentMethodsSuccess",
+        "paymentMethods": [{"last4": "4242", "isDefault": False}, {"last4": "4444", "isDefault": True}],
+    }
+    removed = await api.data(CHANGE % "removePaymentMethod", {"id": gid("PaymentMethod", 2)}, ada)
+    assert removed["removePaymentMethod"]["paymentMethods"] == [{"last4": "4242", "isDefault": True}]
+    again = await api.data(CHANGE % "removePaymentMethod", {"id": gid("PaymentMethod", 2)}, ada)
+    assert again["removePaymentMethod"] == {
+        "__typename": "NotFound",
+        "message": "Payment method not found on this account",
+    }
+    theirs = await api.data(CHANGE % "setDefaultPaymentMethod", {"id": gid("PaymentMethod", 1)}, bob)
+    assert theirs["setDefaultPaymentMethod"]["__typename"] == "NotFound"
+    assert (await api.data(CARDS, token=ada))["me"]["credit"]["paymentMethods"] == [
+        {"id": gid("PaymentMethod", 1), "last4": "4242", "isDefault": True}
+    ]
+    paid = await api.data(TOP_UP, top_up("10", "after", paymentMethodId=gid("PaymentMethod", 2)), ada)
+    assert paid["topUp"] == {"__typename": "NotFound", "message": "Payment method not found on this account"}

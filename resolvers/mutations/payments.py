@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from strawberry.types import Info
 
 from gateway.base import InvalidPaymentToken
@@ -22,6 +24,9 @@ from schema.payments import (
     AddPaymentMethodSuccess,
     PaymentDeclined,
     PaymentMethod,
+    PaymentMethodInput,
+    PaymentMethodResult,
+    PaymentMethodsSuccess,
     PaymentUnavailable,
     TopUpInput,
     TopUpResult,
@@ -162,3 +167,29 @@ async def add_payment_method(info: Info[Context, None], input: AddPaymentMethodI
         return PaymentUnavailable(message=str(exc))
     method = await payments.save_card(account.id, gateway=gateway.name, card=card, now=info.context.now())
     return AddPaymentMethodSuccess(payment_method=PaymentMethod.of(method))
+
+
+async def _card_change(
+    info: Info[Context, None], input: PaymentMethodInput, change: Callable[[int, int], Awaitable[object | None]]
+) -> PaymentMethodResult:
+    account = await billing_account(info, input.account_id)
+    if not isinstance(account, CreditAccountRow):
+        return account
+    if not info.context.services.gateway.card_on_file:
+        return PaymentUnavailable(message="Cards are managed in the payment processor's customer portal")
+    method_id = decode_id(input.payment_method_id, "PaymentMethod")
+    if method_id is None or await change(account.id, method_id) is None:
+        return NotFound(message="Payment method not found on this account")
+    rows = await PaymentMethodRow.filter(account_id=account.id, removed_at=None).order_by("id")
+    return PaymentMethodsSuccess(payment_methods=[PaymentMethod.of(row) for row in rows])
+
+
+async def set_default_payment_method(info: Info[Context, None], input: PaymentMethodInput) -> PaymentMethodResult:
+    """Make a saved card the one used by default."""
+    return await _card_change(info, input, payments.set_default_card)
+
+
+async def remove_payment_method(info: Info[Context, None], input: PaymentMethodInput) -> PaymentMethodResult:
+    """Remove a saved card; if it was the default, the oldest remaining card becomes the default."""
+    now = info.context.now()
+    return await _card_change(info, input, lambda account, method: payments.remove_card(account, method, now))
