@@ -743,7 +743,9 @@ async def grant_locked(
         await _held_now(sql, int(account["id"]), int(account["held"]), now),
         now,
     )
-    return GrantResult(lot_id, balance, changes=(_change(account, credits, "GRANT", balance, now),))
+    # Subscribers see why credit arrived: a top-up, an auto top-up, a subscription period, or another grant.
+    reason = source.value if source in (LotSource.TOP_UP, LotSource.AUTO_TOP_UP, LotSource.SUBSCRIPTION) else "GRANT"
+    return GrantResult(lot_id, balance, changes=(_change(account, credits, reason, balance, now),))
 
 
 async def create_user(email: str, *, signup_bonus: int, bonus_lifetime: timedelta, now: datetime) -> int:

@@ -252,3 +252,34 @@ async def test_default_card_and_removal(api: Api) -> None:
     ]
     paid = await api.data(TOP_UP, top_up("10", "after", paymentMethodId=gid("PaymentMethod", 2)), ada)
     assert paid["topUp"] == {"__typename": "NotFound", "message": "Payment method not found on this account"}
+
+
+async def test_billing_members_top_up_the_organization_pool_plain_members_cannot(api: Api) -> None:
+    from models.ledger import BalanceChange
+    from models.organizations import enable_pool
+    from models.tables import Membership, Organization
+
+    billing_id, billing = await api.user("billing@example.com", bonus=0)
+    member_id, member = await api.user("member@example.com", bonus=0)
+    org = await Organization.create(name="Acme", created_at=api.clock.now())
+    await Membership.create(organization_id=org.id, user_id=billing_id, roles="BILLING", created_at=api.clock.now())
+    await Membership.create(organization_id=org.id, user_id=member_id, roles="MEMBER", created_at=api.clock.now())
+    pool = await enable_pool(org.id, api.clock.now())
+    bus = api.app.state.services.bus
+    watcher = bus.subscribe(frozenset({pool.id}))
+    try:
+        refused = await api.data(
+            TOP_UP, top_up("100", "p0", paymentToken="tok_visa", accountId=gid("CreditAccount", pool.id)), member
+        )
+        assert refused["topUp"] == {"__typename": "Forbidden", "message": "You may not pay for this account"}
+        paid = await api.data(
+            TOP_UP, top_up("100", "p1", paymentToken="tok_visa", accountId=gid("CreditAccount", pool.id)), billing
+        )
+        assert paid["topUp"]["transaction"]["status"] == "SUCCEEDED"
+        change = watcher.queue.get_nowait()
+        assert isinstance(change, BalanceChange)
+        assert (change.reason, change.delta) == ("TOP_UP", 100_000_000)
+    finally:
+        watcher.close()
+    await pool.refresh_from_db()
+    assert pool.balance == 100_000_000
