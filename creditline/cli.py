@@ -115,8 +115,18 @@ async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _sweep(settings: Settings, args: argparse.Namespace) -> int:
+    from creditline.events import InProcessBus
+    from creditline.jobs import reconcile_pending
+    from gateway.registry import gateway_for
+    from resolvers.context import Services
+
     report = await ledger.sweep(Clock().now())
-    print(f"sweep: {report.expired_lots} lots expired, {report.released_holds} holds released")
+    services = Services(settings=settings, clock=Clock(), bus=InProcessBus(), gateway=gateway_for(settings.gateway))
+    reconciled = await reconcile_pending(services)
+    print(
+        f"sweep: {report.expired_lots} lots expired, {report.released_holds} holds released,"
+        f" {reconciled} pending payments reconciled"
+    )
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 
 from models import ledger
 from resolvers.context import Services
@@ -17,11 +18,27 @@ async def sweep_once(services: Services) -> ledger.SweepReport:
     return report
 
 
+async def reconcile_pending(services: Services, older_than: timedelta = timedelta(minutes=1)) -> int:
+    """Finish top-ups left PENDING (a crash between charge and grant): charge again with the same
+    idempotency key, which returns the first charge's answer, and complete exactly once."""
+    from models.tables import Transaction, TransactionStatus
+    from resolvers.mutations.payments import charge_pending
+
+    cutoff = services.clock.now() - older_than
+    pending = await Transaction.filter(status=TransactionStatus.PENDING, created_at__lte=cutoff).order_by("id")
+    for txn in pending:
+        await charge_pending(services, txn)
+    return len(pending)
+
+
 async def run_sweeper(services: Services) -> None:
     interval = services.settings.sweep_interval_seconds
     while True:
         try:
             report = await sweep_once(services)
+            reconciled = await reconcile_pending(services)
+            if reconciled:
+                log.info("reconciled %d pending transactions", reconciled)
             if report.expired_lots or report.released_holds:
                 log.info("sweep: %d lots expired, %d holds released", report.expired_lots, report.released_holds)
         except asyncio.CancelledError:

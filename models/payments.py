@@ -52,6 +52,7 @@ async def start_top_up(
     price: Price,
     gateway: str,
     payment_method_id: int | None,
+    card_reference: str,
     kind: TransactionType,
     idem: IdempotencyKey,
     now: datetime,
@@ -66,8 +67,8 @@ async def start_top_up(
         sql = Sql(conn)
         rows = await sql.fetch(
             "INSERT INTO transactions (account_id, type, status, credits, amount, currency, gateway,"
-            " payment_method_id, idempotency_scope, idempotency_key, request_hash, created_at)"
-            " VALUES ($1, $2, 'PENDING', $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            " payment_method_id, card_reference, idempotency_scope, idempotency_key, request_hash, created_at)"
+            " VALUES ($1, $2, 'PENDING', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
             " ON CONFLICT (idempotency_scope, idempotency_key) DO NOTHING RETURNING id",
             account_id,
             kind.value,
@@ -76,6 +77,7 @@ async def start_top_up(
             price.currency,
             gateway,
             payment_method_id,
+            card_reference,
             idem.scope,
             idem.key,
             idem.fingerprint,
@@ -88,6 +90,7 @@ async def start_top_up(
             price=price,
             gateway=gateway,
             payment_method_id=payment_method_id,
+            card_reference=card_reference,
             kind=kind,
             idem=idem,
             now=now,

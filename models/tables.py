@@ -434,6 +434,7 @@ class Transaction(Model):
         "models.PaymentMethod", related_name="transactions", null=True, on_delete=fields.RESTRICT
     )
     gateway_reference = fields.CharField(max_length=255, null=True)
+    card_reference = fields.CharField(max_length=255, null=True, description="The card charged, for reconciling")
     failure_reason = fields.CharField(max_length=500, null=True)
     lot: fields.ForeignKeyNullableRelation[CreditLot] = fields.ForeignKeyField(
         "models.CreditLot", related_name="transactions", null=True, on_delete=fields.RESTRICT

@@ -107,7 +107,10 @@ def test_migrate_user_token_audit(env: dict[str, str]) -> None:
     audit = cli(env, "audit")
     assert (audit.returncode, audit.stdout) == (0, "audit: 1 accounts checked, 0 problems\n")
     sweep = cli(env, "sweep")
-    assert (sweep.returncode, sweep.stdout) == (0, "sweep: 0 lots expired, 0 holds released\n")
+    assert (sweep.returncode, sweep.stdout) == (
+        0,
+        "sweep: 0 lots expired, 0 holds released, 0 pending payments reconciled\n",
+    )
 
 
 def test_served_api_spends_and_a_second_sqlite_writer_is_refused(

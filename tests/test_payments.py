@@ -283,3 +283,40 @@ async def test_billing_members_top_up_the_organization_pool_plain_members_cannot
         watcher.close()
     await pool.refresh_from_db()
     assert pool.balance == 100_000_000
+
+
+async def test_a_top_up_left_pending_by_a_crash_is_reconciled_exactly_once(api: Api) -> None:
+    from datetime import timedelta
+
+    from creditline.jobs import reconcile_pending
+    from models.ledger import IdempotencyKey
+    from models.payments import Price, start_top_up
+    from models.tables import CreditAccount, TransactionType
+
+    user_id, token = await api.user("ada@example.com", bonus=0)
+    account = await CreditAccount.get(user_id=user_id)
+    # The process wrote the PENDING transaction and died before (or after) charging.
+    txn, new = await start_top_up(
+        account.id,
+        credits=40_000_000,
+        price=Price("USD", 100),
+        gateway="sandbox",
+        payment_method_id=None,
+        card_reference="card_sandbox_tok_visa",
+        kind=TransactionType.TOP_UP,
+        idem=IdempotencyKey.for_request("user:1", "crashed", "topUp", {}),
+        now=api.clock.now(),
+    )
+    assert new
+    services = api.app.state.services
+    assert await reconcile_pending(services) == 0  # too recent: the request may still be running
+    api.clock.advance(timedelta(minutes=2))
+
+    assert await reconcile_pending(services) == 1
+    assert await reconcile_pending(services) == 0
+    await txn.refresh_from_db()
+    assert (txn.status, txn.gateway_reference is not None) == ("SUCCEEDED", True)
+    assert await CreditLot.filter(kind="PAID").count() == 1
+    assert await Invoice.all().count() == 1
+    me = await api.data(BALANCE, token=token)
+    assert me["me"]["credit"]["balance"]["paid"] == "40"

@@ -11,8 +11,9 @@ from models.credits import MICRO
 from models.ledger import IdempotencyConflictError, IdempotencyKey
 from models.tables import CreditAccount as CreditAccountRow
 from models.tables import PaymentMethod as PaymentMethodRow
+from models.tables import Transaction as TransactionRow
 from models.tables import TransactionStatus, TransactionType
-from resolvers.context import Context
+from resolvers.context import Context, Services
 from resolvers.ids import decode_id
 from resolvers.mutations._common import conflict
 from resolvers.permissions import BILLING_ROLES, principal, roles_in
@@ -118,6 +119,7 @@ async def top_up(info: Info[Context, None], input: TopUpInput) -> TopUpResult:
             price=price(info),
             gateway=gateway.name,
             payment_method_id=method_id,
+            card_reference=card,
             kind=TransactionType.TOP_UP,
             idem=idem,
             now=ctx.now(),
@@ -125,28 +127,34 @@ async def top_up(info: Info[Context, None], input: TopUpInput) -> TopUpResult:
     except IdempotencyConflictError:
         return conflict(input.idempotency_key)
     if new:
-        # Charged outside any database transaction; our own id makes the processor's idempotency key.
-        try:
-            charge = await gateway.charge(
-                amount=txn.amount,
-                currency=txn.currency,
-                card=card,
-                idempotency_key=f"creditline-transaction-{txn.id}",
-                description=f"{txn.credits // MICRO} credits",
-            )
-            succeeded, reference, reason = charge.succeeded, charge.reference, charge.failure_reason
-        except GatewayUnavailable as exc:
-            succeeded, reference, reason = False, None, str(exc)
-        txn, changes = await payments.complete(
-            txn.id, succeeded=succeeded, reference=reference, failure_reason=reason, now=ctx.now()
-        )
-        ctx.services.bus.publish(changes)
+        txn = await charge_pending(ctx.services, txn)
     if txn.status == TransactionStatus.FAILED:
         reason_text = txn.failure_reason or "Payment failed"
         return PaymentDeclined(
             message=f"The payment failed: {reason_text}", reason=reason_text, transaction=Transaction.of(txn)
         )
     return TopUpSuccess(transaction=Transaction.of(txn))
+
+
+async def charge_pending(services: Services, txn: TransactionRow) -> TransactionRow:
+    """Charge a PENDING transaction and record the answer. Charged outside any database transaction, with
+    an idempotency key made from our own id, so charging again (the reconcile job) never pays twice."""
+    try:
+        charge = await services.gateway.charge(
+            amount=txn.amount,
+            currency=txn.currency,
+            card=txn.card_reference or "",
+            idempotency_key=f"creditline-transaction-{txn.id}",
+            description=f"{txn.credits // MICRO} credits",
+        )
+        succeeded, reference, reason = charge.succeeded, charge.reference, charge.failure_reason
+    except GatewayUnavailable as exc:
+        succeeded, reference, reason = False, None, str(exc)
+    completed, changes = await payments.complete(
+        txn.id, succeeded=succeeded, reference=reference, failure_reason=reason, now=services.clock.now()
+    )
+    services.bus.publish(changes)
+    return completed
 
 
 async def add_payment_method(info: Info[Context, None], input: AddPaymentMethodInput) -> AddPaymentMethodResult:
