@@ -10,10 +10,12 @@ from typing import Annotated
 import strawberry
 from strawberry import relay
 from strawberry.types import Info
+from tortoise.queryset import QuerySet
 
 from models import tables
 from models.payments import invoice_number
 from resolvers.context import Context
+from resolvers.errors import ClientError
 from resolvers.ids import encode_id
 from schema.errors import Error, Forbidden, IdempotencyConflict, NotFound, ValidationError
 from schema.scalars import Credits
@@ -95,6 +97,28 @@ class Transaction(relay.Node):
             created_at=txn.created_at,
             completed_at=txn.completed_at,
         )
+
+
+@strawberry.input(description="Every given field must match; from is inclusive, to exclusive.")
+class TransactionFilter:
+    type: tables.TransactionType | None = None
+    status: tables.TransactionStatus | None = None
+    from_: datetime | None = strawberry.field(default=None, name="from")
+    to: datetime | None = None
+
+    def apply(self, query: QuerySet[tables.Transaction]) -> QuerySet[tables.Transaction]:
+        for value, name in ((self.from_, "from"), (self.to, "to")):
+            if value is not None and value.tzinfo is None:
+                raise ClientError(f"{name} must include a time zone, e.g. 2026-01-31T00:00:00Z", "BAD_FILTER")
+        if self.type is not None:
+            query = query.filter(type=self.type)
+        if self.status is not None:
+            query = query.filter(status=self.status)
+        if self.from_ is not None:
+            query = query.filter(created_at__gte=self.from_)
+        if self.to is not None:
+            query = query.filter(created_at__lt=self.to)
+        return query
 
 
 @strawberry.type(description="A saved card. Only the gateway's reference is kept, never the number.")

@@ -25,7 +25,7 @@ from schema.scalars import Credits
 from schema.usage import UsageFilter
 
 if TYPE_CHECKING:
-    from schema.payments import Invoice, PaymentMethod, Transaction
+    from schema.payments import Invoice, PaymentMethod, Transaction, TransactionFilter
 
 # The tables' enums, exposed as GraphQL enums of the same names and values.
 strawberry.enum(CreditKind)
@@ -211,11 +211,18 @@ class CreditAccount(relay.Node):
 
     @strawberry.field(description="Payments for credit, newest first")
     async def transactions(
-        self, info: Info[Context, None], first: int | None = None, after: str | None = None
+        self,
+        info: Info[Context, None],
+        first: int | None = None,
+        after: str | None = None,
+        filter: Annotated[TransactionFilter, strawberry.lazy("schema.payments")] | None = None,
     ) -> relay.Connection[Annotated[Transaction, strawberry.lazy("schema.payments")]]:
         from schema.payments import Transaction
 
-        return await keyset_page(tables.Transaction.filter(account_id=self.id), first, after, Transaction.of)
+        query = tables.Transaction.filter(account_id=self.id)
+        if filter is not None:
+            query = filter.apply(query)
+        return await keyset_page(query, first, after, Transaction.of)
 
     @strawberry.field(description="Invoices of successful payments, newest first")
     async def invoices(

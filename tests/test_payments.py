@@ -320,3 +320,24 @@ async def test_a_top_up_left_pending_by_a_crash_is_reconciled_exactly_once(api: 
     assert await Invoice.all().count() == 1
     me = await api.data(BALANCE, token=token)
     assert me["me"]["credit"]["balance"]["paid"] == "40"
+
+
+async def test_transactions_filter_by_status_and_type(api: Api) -> None:
+    _, token = await api.user("ada@example.com", bonus=0)
+    await api.data(TOP_UP, top_up("10", "ok", paymentToken="tok_visa"), token)
+    await api.data(TOP_UP, top_up("20", "no", paymentToken="tok_chargeDeclined"), token)
+    query = """query($filter: TransactionFilter) { me { credit { transactions(filter: $filter) {
+      edges { node { credits status type } } } } } }"""
+
+    async def listed(filter: dict[str, str] | None) -> list[tuple[str, str]]:
+        data = await api.data(query, {"filter": filter}, token)
+        return [(e["node"]["credits"], e["node"]["status"]) for e in data["me"]["credit"]["transactions"]["edges"]]
+
+    assert await listed(None) == [("20", "FAILED"), ("10", "SUCCEEDED")]
+    assert await listed({"status": "SUCCEEDED"}) == [("10", "SUCCEEDED")]
+    assert await listed({"type": "AUTO_TOP_UP"}) == []
+    assert await listed({"from": "2026-01-15T12:00:00Z", "to": "2026-01-15T12:00:01Z"}) == [
+        ("20", "FAILED"),
+        ("10", "SUCCEEDED"),
+    ]
+    assert await listed({"to": "2026-01-15T12:00:00Z"}) == []
