@@ -16,6 +16,7 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
 from models.credits import format_credits
 from models.tables import CreditAccount, MemberRole, Membership, UsageEvent
+from models.tokens import Principal
 from resolvers.auth import Authenticator
 from resolvers.errors import ClientError
 from resolvers.ids import decode_id, encode_id
@@ -77,6 +78,15 @@ def _time(value: str | None, name: str) -> datetime | None:
         ) from None
 
 
+async def _billing_member(who: Principal, organization_id: int) -> bool:
+    if who.is_admin:
+        return True
+    if who.user_id is None:
+        return False
+    membership = await Membership.filter(organization_id=organization_id, user_id=who.user_id).first()
+    return membership is not None and bool(membership.role_set & {MemberRole.BILLING, MemberRole.OWNER})
+
+
 def usage_export(auth: Authenticator) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         who = await auth.authenticate(request.headers.get("authorization"))
@@ -89,18 +99,15 @@ def usage_export(auth: Authenticator) -> Callable[[Request], Awaitable[Response]
         if account_param is not None:
             account_id = decode_id(account_param, "CreditAccount")
             account = None if account_id is None else await CreditAccount.filter(id=account_id).first()
-            if account is None or not can_read_account(who, account.user_id):
+            allowed = account is not None and can_read_account(who, account.user_id)
+            if account is not None and account.organization_id is not None and not allowed:
+                allowed = await _billing_member(who, account.organization_id)
+            if account is None or not allowed:
                 return PlainTextResponse("You may not export this account's usage", 403)
             base = UsageEvent.filter(account_id=account.id)
         else:
             org_id = decode_id(org_param or "", "Organization")
-            membership = (
-                None
-                if org_id is None or who.user_id is None
-                else await Membership.filter(organization_id=org_id, user_id=who.user_id).first()
-            )
-            billing = membership is not None and bool(membership.role_set & {MemberRole.BILLING, MemberRole.OWNER})
-            if org_id is None or not (who.is_admin or billing):
+            if org_id is None or not await _billing_member(who, org_id):
                 return PlainTextResponse("Exporting organization usage needs the BILLING or OWNER role", 403)
             base = UsageEvent.filter(organization_id=org_id)
         try:

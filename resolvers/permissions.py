@@ -7,7 +7,7 @@ from typing import Any
 from strawberry.permission import BasePermission
 from strawberry.types import Info
 
-from models.tables import MemberRole
+from models.tables import CreditAccount, MemberRole
 from models.tokens import Principal
 from resolvers.context import Context
 from resolvers.errors import Unauthenticated
@@ -55,6 +55,16 @@ async def roles_in(info: Info[Context, None], organization_id: int) -> frozenset
         if membership.organization_id == organization_id:
             return membership.role_set
     return None
+
+
+async def may_read_account(info: Info[Context, None], account: CreditAccount) -> bool:
+    """A user's own account; an organization's pool for its BILLING and OWNER members; admins any."""
+    who = principal(info)
+    if can_read_account(who, account.user_id):
+        return True
+    if account.organization_id is None:
+        return False
+    return bool((await roles_in(info, account.organization_id) or frozenset()) & BILLING_ROLES)
 
 
 def can_read_account(who: Principal, user_id: int | None) -> bool:

@@ -14,7 +14,7 @@ from models.tokens import Principal
 from resolvers.context import Context
 from resolvers.errors import ForbiddenError
 from resolvers.ids import decode_any
-from resolvers.permissions import can_read_account, principal
+from resolvers.permissions import may_read_account, principal
 from schema import types
 from schema.payments import BillingConfig, DashboardTab, Money, Plan
 from schema.scalars import Credits
@@ -31,7 +31,7 @@ async def me(info: Info[Context, None]) -> types.User:
 
 async def _readable_account(info: Info[Context, None], who: Principal, account_id: int) -> bool:
     account = await info.context.loaders.account.load(account_id)
-    return account is not None and can_read_account(who, account.user_id)
+    return account is not None and await may_read_account(info, account)
 
 
 async def node(info: Info[Context, None], id: strawberry.ID) -> relay.Node | None:

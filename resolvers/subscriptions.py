@@ -17,7 +17,7 @@ from models.tokens import principal_for
 from resolvers.context import Context
 from resolvers.errors import ClientError, ForbiddenError
 from resolvers.ids import decode_id
-from resolvers.permissions import can_read_account, principal
+from resolvers.permissions import may_read_account, principal
 from schema.scalars import Credits
 from schema.types import BalanceEvent, CreditAccount, CreditBalance, UsageEvent
 
@@ -35,7 +35,7 @@ async def _account_to_watch(info: Info[Context, None], account_id: strawberry.ID
     else:
         pk = decode_id(account_id, "CreditAccount")
         account = None if pk is None else await loaders.account.load(pk)
-    if account is None or not can_read_account(who, account.user_id):
+    if account is None or not await may_read_account(info, account):
         raise ForbiddenError("You may not watch this account")
     return int(account.id)
 

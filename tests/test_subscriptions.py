@@ -280,3 +280,32 @@ async def test_a_subscriber_too_slow_for_its_queue_is_closed_with_a_clear_code(l
         assert bus.subscriber_count == 0
     finally:
         await ws.close()
+
+
+async def test_billing_members_watch_their_organizations_pool(live: Live) -> None:
+    from models.organizations import enable_pool
+
+    now = live.api.clock.now()
+    billing_id, billing_token = await live.api.user("billing@example.com", bonus=0)
+    member_id, member_token = await live.api.user("member@example.com", bonus=0)
+    org = await Organization.create(name="Acme", created_at=now)
+    await Membership.create(organization_id=org.id, user_id=billing_id, roles="BILLING", created_at=now)
+    await Membership.create(organization_id=org.id, user_id=member_id, roles="MEMBER", created_at=now)
+    pool = await enable_pool(org.id, now)
+    variables = {"id": gid("CreditAccount", pool.id)}
+    billing = await connect(live, billing_token)
+    member = await connect(live, member_token)
+    try:
+        await billing.send(
+            json.dumps({"id": "1", "type": "subscribe", "payload": {"query": WATCH, "variables": variables}})
+        )
+        first = (await receive(billing))["payload"]["data"]["balanceChanged"]
+        assert (first["reason"], first["balance"]["total"]) == ("SNAPSHOT", "0")
+        await member.send(
+            json.dumps({"id": "1", "type": "subscribe", "payload": {"query": WATCH, "variables": variables}})
+        )
+        refused = await receive(member)
+        assert [e["message"] for e in refused["payload"]["errors"]] == ["You may not watch this account"]
+    finally:
+        await billing.close()
+        await member.close()
