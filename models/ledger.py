@@ -266,6 +266,17 @@ async def _live_lots(sql: Sql, account_id: int) -> list[dict[str, Any]]:
     )
 
 
+async def _open(
+    sql: Sql, account: AccountSelector, idem: IdempotencyKey, now: datetime
+) -> tuple[dict[str, Any], list[dict[str, Any]], Balance]:
+    """Lock the account, answer a replayed key with its stored response, and read the live balance."""
+    row, stored = await _lock_account(sql, account[0], account[1], idem)
+    if stored is not None:
+        raise _Replay(stored)
+    lots = await _live_lots(sql, int(row["id"]))
+    return row, lots, balance_from_lots(lots, await _held_now(sql, int(row["id"]), int(row["held"]), now), now)
+
+
 def _spend_order(lot: Mapping[str, Any]) -> tuple[int, int, datetime, datetime, int]:
     expires_at = as_datetime(lot["expires_at"])
     granted_at = as_datetime(lot["granted_at"])
@@ -512,11 +523,7 @@ async def spend(
     try:
         async with in_transaction() as conn:
             sql = Sql(conn)
-            row, stored = await _lock_account(sql, account[0], account[1], idem)
-            if stored is not None:
-                raise _Replay(stored)
-            lots = await _live_lots(sql, int(row["id"]))
-            before = balance_from_lots(lots, await _held_now(sql, int(row["id"]), int(row["held"]), now), now)
+            row, lots, before = await _open(sql, account, idem, now)
             budget = await _pool_budget(sql, organization_id, user_id, now) if account[0] == "organization_id" else None
             refusal: LedgerError | None = None
             if budget is not None and budget[0] is not None and budget[1] + credits > budget[0]:
@@ -792,11 +799,7 @@ async def hold(
     try:
         async with in_transaction() as conn:
             sql = Sql(conn)
-            row, stored = await _lock_account(sql, account[0], account[1], idem)
-            if stored is not None:
-                raise _Replay(stored)
-            lots = await _live_lots(sql, int(row["id"]))
-            before = balance_from_lots(lots, await _held_now(sql, int(row["id"]), int(row["held"]), now), now)
+            row, lots, before = await _open(sql, account, idem, now)
             if credits > before.available:
                 await _store_response(
                     sql,

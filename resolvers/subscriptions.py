@@ -120,15 +120,7 @@ async def usage_recorded(info: Info[Context, None], organization_id: strawberry.
             event = await _next(ctx, subscription)
             assert isinstance(event, ledger.UsageRecorded)
             ctx.fresh_loaders()
-            yield UsageEvent(
-                id=event.usage_event_id,
-                credits=Credits(event.credits),
-                free_credits=Credits(event.free_credits),
-                paid_credits=Credits(event.paid_credits),
-                activity=event.activity,
-                agent_id=event.agent_id,
-                occurred_at=event.occurred_at,
-            )
+            yield UsageEvent.recorded(event)
     except SubscriberDropped:
         await _close_slow(ctx)
     finally:

@@ -11,6 +11,7 @@ from strawberry.types import Info
 
 from models import tables
 from models.balance import Balance
+from models.ledger import UsageRecorded
 from models.tables import CreditKind, LedgerEntryType, LotSource, MemberRole
 from resolvers.context import Context
 from resolvers.errors import ForbiddenError
@@ -133,6 +134,19 @@ class UsageEvent(relay.Node):
     activity: str
     agent_id: str
     occurred_at: datetime
+
+    @classmethod
+    def recorded(cls, event: UsageRecorded) -> UsageEvent:
+        """From an event on the bus, without a database read."""
+        return cls(
+            id=event.usage_event_id,
+            credits=Credits(event.credits),
+            free_credits=Credits(event.free_credits),
+            paid_credits=Credits(event.paid_credits),
+            activity=event.activity,
+            agent_id=event.agent_id,
+            occurred_at=event.occurred_at,
+        )
 
     @classmethod
     def of(cls, event: tables.UsageEvent) -> UsageEvent:
