@@ -14,7 +14,7 @@ from starlette.routing import Route, WebSocketRoute
 from creditline import db
 from creditline.clock import Clock
 from creditline.events import EventBus, InProcessBus, RedisBus
-from creditline.exports import usage_export
+from creditline.exports import transactions_export, usage_export
 from creditline.graphql import GraphQLEndpoint, build_schema
 from creditline.invoices import invoice_page
 from creditline.jobs import run_sweeper
@@ -70,6 +70,7 @@ def create_app(
             WebSocketRoute("/graphql", graphql),
             Route("/healthz", health),
             Route("/exports/usage.csv", usage_export(auth)),
+            Route("/exports/transactions.csv", transactions_export(auth)),
             Route("/invoices/{invoice_id}", invoice_page(auth)),
         ],
         lifespan=lifespan,

@@ -10,12 +10,25 @@ import csv
 import io
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
+from typing import TypeVar
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from tortoise.models import Model
+from tortoise.queryset import QuerySet
 
 from models.credits import format_credits
-from models.tables import CreditAccount, MemberRole, Membership, UsageEvent
+from models.payments import invoice_number
+from models.tables import (
+    CreditAccount,
+    Invoice,
+    MemberRole,
+    Membership,
+    Transaction,
+    TransactionStatus,
+    TransactionType,
+    UsageEvent,
+)
 from models.tokens import Principal
 from resolvers.auth import Authenticator
 from resolvers.errors import ClientError
@@ -23,6 +36,7 @@ from resolvers.ids import decode_id, encode_id
 from resolvers.permissions import can_read_account
 from resolvers.usage import UsageCriteria, filtered
 
+M = TypeVar("M", bound=Model)
 PAGE = 1000
 COLUMNS = (
     "id",
@@ -124,22 +138,93 @@ def usage_export(auth: Authenticator) -> Callable[[Request], Awaitable[Response]
         except ClientError as exc:
             return PlainTextResponse(exc.message, 400)
 
-        async def lines() -> AsyncIterator[str]:
-            yield _line(COLUMNS)
-            last: int | None = None
-            while True:
-                page = query.filter(id__lt=last) if last is not None else query
-                events = await page.order_by("-id").limit(PAGE)
-                for event in events:
-                    yield _row(event)
-                if len(events) < PAGE:
-                    return
-                last = events[-1].id
+        return _csv(query, COLUMNS, _row, "usage.csv")
 
-        return StreamingResponse(
-            lines(),
-            media_type="text/csv; charset=utf-8",
-            headers={"content-disposition": 'attachment; filename="usage.csv"'},
+    return endpoint
+
+
+def _csv(query: QuerySet[M], columns: tuple[str, ...], row: Callable[[M], str], filename: str) -> Response:
+    async def lines() -> AsyncIterator[str]:
+        yield _line(columns)
+        last: int | None = None
+        while True:
+            page = query.filter(id__lt=last) if last is not None else query
+            rows = await page.order_by("-id").limit(PAGE)
+            for item in rows:
+                yield row(item)
+            if len(rows) < PAGE:
+                return
+            last = rows[-1].pk
+
+    return StreamingResponse(
+        lines(),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+TRANSACTION_COLUMNS = (
+    "id",
+    "created_at",
+    "completed_at",
+    "type",
+    "status",
+    "credits",
+    "amount",
+    "currency",
+    "invoice",
+    "failure_reason",
+)
+
+
+def transactions_export(auth: Authenticator) -> Callable[[Request], Awaitable[Response]]:
+    """``GET /exports/transactions.csv?account=<id>`` with optional ``status``, ``type``, ``from``, ``to``."""
+
+    async def endpoint(request: Request) -> Response:
+        who = await auth.authenticate(request.headers.get("authorization"))
+        if who is None:
+            return PlainTextResponse("Send a valid token as 'Authorization: Bearer <token>'", 401)
+        params = request.query_params
+        account_id = decode_id(params.get("account", ""), "CreditAccount")
+        account = None if account_id is None else await CreditAccount.filter(id=account_id).first()
+        allowed = account is not None and (
+            who.is_admin or (account.user_id is not None and account.user_id == who.user_id)
         )
+        if account is not None and account.organization_id is not None and not allowed:
+            allowed = await _billing_member(who, account.organization_id)
+        if account is None or not allowed:
+            return PlainTextResponse("You may not export this account's transactions", 403)
+        query = Transaction.filter(account_id=account.id)
+        try:
+            for name, field, kinds in (("status", "status", TransactionStatus), ("type", "type", TransactionType)):
+                if (value := params.get(name)) is not None:
+                    if value not in kinds.__members__:
+                        return PlainTextResponse(f"{name} must be one of {', '.join(kinds.__members__)}", 400)
+                    query = query.filter(**{field: value})
+            if (start := _time(params.get("from"), "from")) is not None:
+                query = query.filter(created_at__gte=start)
+            if (end := _time(params.get("to"), "to")) is not None:
+                query = query.filter(created_at__lt=end)
+        except ClientError as exc:
+            return PlainTextResponse(exc.message, 400)
+        numbers = {i.transaction_id: i.number for i in await Invoice.filter(account_id=account.id)}
+
+        def row(txn: Transaction) -> str:
+            return _line(
+                (
+                    encode_id("Transaction", txn.id),
+                    txn.created_at.isoformat(),
+                    txn.completed_at.isoformat() if txn.completed_at else "",
+                    txn.type,
+                    txn.status,
+                    format_credits(txn.credits),
+                    f"{txn.amount // 100}.{txn.amount % 100:02d}",
+                    txn.currency,
+                    invoice_number(numbers[txn.id]) if txn.id in numbers else "",
+                    _cell(txn.failure_reason or ""),
+                )
+            )
+
+        return _csv(query, TRANSACTION_COLUMNS, row, "transactions.csv")
 
     return endpoint

@@ -341,3 +341,41 @@ async def test_transactions_filter_by_status_and_type(api: Api) -> None:
         ("10", "SUCCEEDED"),
     ]
     assert await listed({"to": "2026-01-15T12:00:00Z"}) == []
+
+
+async def test_transactions_export_as_csv(api: Api) -> None:
+    _, token = await api.user("ada@example.com", bonus=0)
+    _, stranger = await api.user("mallory@example.com", bonus=0)
+    await api.data(TOP_UP, top_up("10", "ok", paymentToken="tok_visa"), token)
+    await api.data(TOP_UP, top_up("20", "no", paymentToken="tok_chargeDeclined"), token)
+    account = gid("CreditAccount", 1)
+
+    response = await api.client.get(
+        "/exports/transactions.csv", params={"account": account}, headers={"authorization": f"Bearer {token}"}
+    )
+
+    assert response.status_code == 200
+    assert response.text.split("\r\n") == [
+        "id,created_at,completed_at,type,status,credits,amount,currency,invoice,failure_reason",
+        f"{gid('Transaction', 2)},2026-01-15T12:00:00+00:00,2026-01-15T12:00:00+00:00,TOP_UP,FAILED,20,0.20,USD,,"
+        "Your card was declined.",
+        f"{gid('Transaction', 1)},2026-01-15T12:00:00+00:00,2026-01-15T12:00:00+00:00,TOP_UP,SUCCEEDED,10,0.10,USD,"
+        "INV-000001,",
+        "",
+    ]
+    failed_only = await api.client.get(
+        "/exports/transactions.csv",
+        params={"account": account, "status": "FAILED"},
+        headers={"authorization": f"Bearer {token}"},
+    )
+    assert len(failed_only.text.split("\r\n")) == 3
+    bad = await api.client.get(
+        "/exports/transactions.csv",
+        params={"account": account, "status": "LOST"},
+        headers={"authorization": f"Bearer {token}"},
+    )
+    assert (bad.status_code, bad.text) == (400, "status must be one of PENDING, SUCCEEDED, FAILED")
+    hidden = await api.client.get(
+        "/exports/transactions.csv", params={"account": account}, headers={"authorization": f"Bearer {stranger}"}
+    )
+    assert (hidden.status_code, hidden.text) == (403, "You may not export this account's transactions")
