@@ -134,12 +134,16 @@ async def usage_report(
     )
     buckets: dict[tuple[datetime, str | None], Totals] = {}
     report = Report()
+    starts: dict[object, datetime] = {}  # one conversion per distinct hour, not per row
     for row in rows:
-        hour = as_datetime(row["bucket"])
-        assert hour is not None
+        start_at = starts.get(row["bucket"])
+        if start_at is None:
+            hour = as_datetime(row["bucket"])
+            assert hour is not None
+            start_at = starts[row["bucket"]] = bucket_start(hour, granularity, zone)
         key = None if group_by is GroupBy.NONE else str(row["key"])
         values = (int(row["events"]), int(row["credits"]), int(row["free"]), int(row["paid"]))
-        buckets.setdefault((bucket_start(hour, granularity, zone), key), Totals()).add(*values)
+        buckets.setdefault((start_at, key), Totals()).add(*values)
         report.totals.add(*values)
     report.rows = [
         ReportRow(start_at, key, totals)
