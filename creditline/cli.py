@@ -78,6 +78,8 @@ def _serve(settings: Settings, host: str, port: int) -> None:
             log_level="info",
             access_log=settings.access_log,
             proxy_headers=False,
+            # Events are ~100-byte JSON frames: compression gains nothing and costs ~40 KB per websocket.
+            ws_per_message_deflate=False,
         )
     finally:
         lock.release()

@@ -56,7 +56,7 @@ class Subscription:
         return event
 
     def close(self) -> None:
-        self._bus._subscribers[self.topic].discard(self)
+        self._bus._remove(self)
 
 
 class EventBus(Protocol):
@@ -73,8 +73,11 @@ class EventBus(Protocol):
 
 
 class InProcessBus:
+    """Delivers to local subscribers, indexed by topic and key so an event reaches only its own."""
+
     def __init__(self) -> None:
-        self._subscribers: dict[str, set[Subscription]] = {BALANCE: set(), USAGE: set()}
+        self._by_key: dict[tuple[str, int], set[Subscription]] = {}
+        self._all: dict[str, set[Subscription]] = {BALANCE: set(), USAGE: set()}
 
     def publish(self, events: Iterable[Event]) -> None:
         for event in events:
@@ -82,9 +85,7 @@ class InProcessBus:
 
     def deliver(self, event: Event) -> None:
         topic, key = route(event)
-        for sub in list(self._subscribers[topic]):
-            if sub.keys is not None and key not in sub.keys:
-                continue
+        for sub in (*self._by_key.get((topic, key), ()), *self._all[topic]):
             try:
                 sub.queue.put_nowait(event)
             except asyncio.QueueFull:
@@ -93,33 +94,53 @@ class InProcessBus:
     def resync(self) -> None:
         """Tell every balance subscriber that events may have been missed (after a Redis reconnect)."""
         marker = BalanceChange(0, 0, 0, RESYNC, Balance(0, 0, 0), datetime.now(UTC))
-        for sub in list(self._subscribers[BALANCE]):
+        for sub in self._subscribers(BALANCE):
             try:
                 sub.queue.put_nowait(marker)
             except asyncio.QueueFull:
                 self._drop(sub)
 
+    def _subscribers(self, topic: str) -> list[Subscription]:
+        subs = [sub for (t, _), group in self._by_key.items() if t == topic for sub in group]
+        return subs + list(self._all[topic])
+
+    def _remove(self, sub: Subscription) -> None:
+        if sub.keys is None:
+            self._all[sub.topic].discard(sub)
+            return
+        for key in sub.keys:
+            group = self._by_key.get((sub.topic, key))
+            if group is not None:
+                group.discard(sub)
+                if not group:
+                    del self._by_key[(sub.topic, key)]
+
     def _drop(self, sub: Subscription) -> None:
         sub.dropped = True
-        self._subscribers[sub.topic].discard(sub)
+        self._remove(sub)
         while not sub.queue.empty():
             sub.queue.get_nowait()
         sub.queue.put_nowait(None)
 
     def subscribe(self, keys: frozenset[int] | None, topic: str = "balance") -> Subscription:
         sub = Subscription(self, topic, keys)
-        self._subscribers[topic].add(sub)
+        if keys is None:
+            self._all[topic].add(sub)
+        else:
+            for key in keys:
+                self._by_key.setdefault((topic, key), set()).add(sub)
         return sub
 
     @property
     def subscriber_count(self) -> int:
-        return sum(len(subs) for subs in self._subscribers.values())
+        return len({sub for group in self._by_key.values() for sub in group}) + sum(map(len, self._all.values()))
 
     async def start(self) -> None:
         return None
 
     async def stop(self) -> None:
-        for subs in self._subscribers.values():
+        self._by_key.clear()
+        for subs in self._all.values():
             subs.clear()
 
 
@@ -208,11 +229,16 @@ class RedisBus:
     async def _send(self) -> None:
         assert self._client is not None
         while True:
-            event = await self._outbox.get()
+            batch = [await self._outbox.get()]
+            while not self._outbox.empty() and len(batch) < 500:  # whatever queued meanwhile goes in one trip
+                batch.append(self._outbox.get_nowait())
             delay = 0.05
             while True:
                 try:
-                    await self._client.publish(self.channel, encode(event))
+                    async with self._client.pipeline(transaction=False) as pipe:
+                        for event in batch:
+                            pipe.publish(self.channel, encode(event))
+                        await pipe.execute()
                     break
                 except (RedisError, OSError) as exc:
                     log.warning("publishing to Redis failed (%s); retrying in %.2fs", exc, delay)
