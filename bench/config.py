@@ -39,6 +39,7 @@ class BenchConfig:
     accounts: int
     backends: tuple[str, ...]
     postgres_url: str
+    parts: tuple[str, ...]
 
     @classmethod
     def from_env(cls) -> BenchConfig:
@@ -46,11 +47,36 @@ class BenchConfig:
         unknown = set(backends) - {"sqlite", "postgres"}
         if unknown or not backends:
             raise SystemExit(f"BENCH_BACKENDS: choose from sqlite,postgres (got {os.environ.get('BENCH_BACKENDS')!r})")
+        parts = tuple(
+            p.strip() for p in os.environ.get("BENCH_PARTS", "spend,subscriptions,reports").split(",") if p.strip()
+        )
+        if set(parts) - {"spend", "subscriptions", "reports"} or not parts:
+            raise SystemExit(
+                f"BENCH_PARTS: choose from spend,subscriptions,reports (got {os.environ.get('BENCH_PARTS')!r})"
+            )
         return cls(
+            parts=parts,
             seconds=max(1, round(_number("BENCH_SECONDS", 10))),
             health_seconds=max(1, round(_number("BENCH_HEALTH_SECONDS", 3))),
             connections=int(_number("BENCH_CONNECTIONS", 16)),
             accounts=int(_number("BENCH_ACCOUNTS", 1000)),
             backends=backends,
             postgres_url=os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+        )
+
+
+@dataclass(frozen=True)
+class SubscriptionConfig:
+    subscribers: int
+    spends: int
+    rate: float
+    redis_url: str
+
+    @classmethod
+    def from_env(cls) -> SubscriptionConfig:
+        return cls(
+            subscribers=int(_number("BENCH_SUBSCRIBERS", 1000)),
+            spends=int(_number("BENCH_SUB_SPENDS", 1500)),
+            rate=_number("BENCH_SUB_RATE", 100),
+            redis_url=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
         )

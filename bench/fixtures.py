@@ -40,6 +40,18 @@ class AuditOutcome:
         return not self.problems
 
 
+@dataclass(frozen=True)
+class SeededSubscribers:
+    user_ids: list[int]
+    """Primary keys of the users, each with one account with one large FREE lot."""
+    user_tokens: list[str]
+    """A user token for each of ``user_ids`` (the same order)."""
+    account_ids: list[int]
+    """The account of each of ``user_ids`` (the same order)."""
+    token: str
+    """A service token with scope usage:write."""
+
+
 class PostgresUnavailable(Exception):
     pass
 
@@ -102,6 +114,24 @@ async def migrate_and_seed(url: str, accounts: int) -> Seeded:
     finally:
         await db.close_db()
     return Seeded(user_ids, token)
+
+
+async def seed_subscribers(url: str, users: int) -> SeededSubscribers:
+    """``migrate_and_seed``, then a user token for every user (in one transaction)."""
+    seeded = await migrate_and_seed(url, users)
+    await _init(url)
+    try:
+        now = Clock().now()
+        async with in_transaction():
+            tokens = [
+                await create_token(TokenKind.USER, name=f"bench{n}@bench.local", user_id=user_id, now=now)
+                for n, user_id in enumerate(seeded.user_ids)
+            ]
+        rows = await Sql(connections.get("default")).fetch("SELECT id, user_id FROM credit_accounts")
+        account_of = {int(row["user_id"]): int(row["id"]) for row in rows}
+    finally:
+        await db.close_db()
+    return SeededSubscribers(seeded.user_ids, tokens, [account_of[u] for u in seeded.user_ids], seeded.token)
 
 
 async def count_usage_events(url: str) -> int:

@@ -84,12 +84,37 @@ def _log_tail(path: Path, lines: int = 30) -> str:
         return "(no server log)"
 
 
+@dataclass(frozen=True)
+class Server:
+    base: str
+    """``http://127.0.0.1:PORT``."""
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def ws_url(self) -> str:
+        return "ws" + self.base.removeprefix("http") + "/graphql"
+
+
 @contextmanager
 def server(database_url: str, workdir: Path) -> Iterator[str]:
     """Run ``creditline serve`` on a free port until the block ends; yield its base URL."""
+    with server_process(database_url, workdir) as running:
+        yield running.base
+
+
+@contextmanager
+def server_process(database_url: str, workdir: Path, extra_env: dict[str, str] | None = None) -> Iterator[Server]:
+    """Run ``creditline serve`` on a free port (with ``extra_env`` added to its environment) until the block
+    ends; yield it once it answers /healthz."""
     port = free_port()
     env = dict(os.environ)
     env.update(CREDITLINE_DATABASE_URL=database_url, CREDITLINE_SWEEP_INTERVAL_SECONDS="3600")
+    env.update(extra_env or {})
     log_path = workdir / f"server-{port}.log"
     creditline = Path(sys.executable).with_name("creditline")
     command = [str(creditline), "serve", "--host", "127.0.0.1", "--port", str(port)]
@@ -110,9 +135,13 @@ def server(database_url: str, workdir: Path) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise BenchError(f"the server did not answer /healthz within {STARTUP_TIMEOUT:.0f} s")
             time.sleep(0.1)
-        yield base
+        yield Server(base, proc, log_path)
     finally:
         stop(proc)
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    return _log_tail(path, lines)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

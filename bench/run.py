@@ -2,35 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import platform
 import secrets
 import signal
 import sys
 import traceback
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
 
 from bench import fixtures
 from bench.ceiling import CeilingRun, run_postgres, run_sqlite
-from bench.config import SPEND_CREDITS, TARGET_RATIO, BenchConfig
+from bench.config import SPEND_CREDITS, TARGET_RATIO, BenchConfig, SubscriptionConfig
 from bench.http_run import BenchError, NoopRun, SpendRun, run_noop, run_spends, server, wrk_binary, wrk_version
+from bench.loop import arun
+from bench.reports import run_reports_bench
+from bench.subscriptions import report as subscription_report
+from bench.subscriptions import run_subscriptions
 from creditline.db import sqlite_path
 from resolvers.ids import encode_id
-
-T = TypeVar("T")
-
-
-def arun(coro: Coroutine[Any, Any, T]) -> T:
-    """Run one async step on uvloop when it is installed (the server runs on it too)."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    return uvloop.run(coro)
 
 
 def say(message: str) -> None:
@@ -152,7 +142,7 @@ def _measure(result: BackendResult, url: str, work: Path, config: BenchConfig) -
 # ------------------------------------------------------------------------------------------------ report
 
 
-def machine() -> str:
+def machine(with_wrk: bool = True) -> str:
     model = "unknown CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -165,7 +155,8 @@ def machine() -> str:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return (
         f"machine: {usable} CPUs (nproc), {model}; {platform.system()} {platform.release()}\n"
-        f"         Python {platform.python_version()}, wrk {wrk_version()}, load average {load} at start"
+        f"         Python {platform.python_version()},{f' wrk {wrk_version()},' if with_wrk else ''}"
+        f" load average {load} at start"
     )
 
 
@@ -229,6 +220,40 @@ def _terminated(signum: int, frame: object) -> None:
 def main() -> None:
     signal.signal(signal.SIGTERM, _terminated)
     config = BenchConfig.from_env()
+    spend = _spend_part(config) if "spend" in config.parts else None
+    subscriptions = None
+    if "subscriptions" in config.parts:
+        if spend is None:
+            print("Creditline benchmark: live balance subscriptions")
+            print(machine(with_wrk=False))
+        subscriptions = run_subscriptions(SubscriptionConfig.from_env(), config.postgres_url)
+        print()
+        print(subscription_report(subscriptions))
+        if subscriptions.failures:
+            print("\n!!! SUBSCRIPTIONS: THE RUN HAD ERRORS")
+            for failure in subscriptions.failures:
+                print(f"!!!   {failure}")
+    reports_ok = True
+    if "reports" in config.parts:
+        print()
+        reports_ok = arun(run_reports_bench())
+    if spend == "failed" or (subscriptions is not None and subscriptions.failures) or not reports_ok:
+        print("\nbench: FAILED", flush=True)
+        sys.exit(1)
+    print()
+    if spend == "skipped":
+        print("bench: nothing was measured (every backend was skipped)", flush=True)
+    elif spend == "passed":
+        print("bench: all requests succeeded and the audit passed", flush=True)
+    if subscriptions is not None:
+        if subscriptions.skipped:
+            print("bench: subscriptions were not measured", flush=True)
+        else:
+            print("bench: every subscriber received every event of every spend", flush=True)
+
+
+def _spend_part(config: BenchConfig) -> str:
+    """The spend benchmark and its table: "passed", "failed" or "skipped" (every backend was)."""
     wrk_binary()  # fail early, with the hint, when wrk is missing
     print("Creditline benchmark: spendCredits over HTTP vs. the raw-SQL ceiling of the same writes")
     print(machine())
@@ -250,9 +275,5 @@ def main() -> None:
         for failure in r.failures:
             print(f"!!!   {failure}")
     if failed:
-        print("\nbench: FAILED", flush=True)
-        sys.exit(1)
-    if all(r.skipped for r in results):
-        print("\nbench: nothing was measured (every backend was skipped)", flush=True)
-        return
-    print("\nbench: all requests succeeded and the audit passed", flush=True)
+        return "failed"
+    return "skipped" if all(r.skipped for r in results) else "passed"
