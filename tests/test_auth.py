@@ -20,38 +20,9 @@ from models import ledger
 from models.tables import ApiToken, Membership, Organization, TokenKind
 from models.tokens import create_token, digest, revoke_token
 from tests.helpers import Api, gid
+from tests.mutation_documents import document
 
 # ---------------------------------------------------------------------------------------------- documents
-
-REFUSAL = """
-fragment Refusal on Error {
-  message
-  ... on ValidationError { field }
-  ... on HoldNotActive { status }
-}
-"""
-SELECTIONS = {
-    "spendCredits": "... on SpendCreditsSuccess { usageEvent { credits activity agentId } balance { total held } }",
-    "grantCredits": "... on GrantCreditsSuccess { lot { kind amount expiresAt } balance { total held } }",
-    "holdCredits": "... on HoldCreditsSuccess { hold { status amount } balance { total held } }",
-    "captureHold": "... on CaptureHoldSuccess { hold { status captured } balance { total held } }",
-    "releaseHold": "... on ReleaseHoldSuccess { hold { status } balance { total held } }",
-}
-INPUT_TYPES = {
-    "spendCredits": "SpendCreditsInput",
-    "grantCredits": "GrantCreditsInput",
-    "holdCredits": "HoldCreditsInput",
-    "captureHold": "CaptureHoldInput",
-    "releaseHold": "ReleaseHoldInput",
-}
-
-
-def document(mutation: str) -> str:
-    return (
-        f"mutation Run($input: {INPUT_TYPES[mutation]}!) {{\n"
-        f"  {mutation}(input: $input) {{ __typename {SELECTIONS[mutation]} ...Refusal }}\n"
-        "}\n" + REFUSAL
-    )
 
 
 STATE = """

@@ -1,0 +1,38 @@
+"""GraphQL documents for running any ledger mutation with its input as ``$input``, shared by the
+bad-input and the authorization test matrices."""
+
+from __future__ import annotations
+
+REFUSAL = """
+fragment Refusal on Error {
+  message
+  ... on ValidationError { field }
+  ... on InsufficientCredits { available required }
+  ... on HoldNotActive { status }
+  ... on IdempotencyConflict { idempotencyKey }
+}
+"""
+
+SELECTIONS = {
+    "spendCredits": "... on SpendCreditsSuccess { usageEvent { credits activity agentId } balance { total held } }",
+    "grantCredits": "... on GrantCreditsSuccess { lot { kind amount expiresAt } balance { total held } }",
+    "holdCredits": "... on HoldCreditsSuccess { hold { status amount } balance { total held } }",
+    "captureHold": "... on CaptureHoldSuccess { hold { status captured } balance { total held } }",
+    "releaseHold": "... on ReleaseHoldSuccess { hold { status } balance { total held } }",
+}
+INPUT_TYPES = {
+    "spendCredits": "SpendCreditsInput",
+    "grantCredits": "GrantCreditsInput",
+    "holdCredits": "HoldCreditsInput",
+    "captureHold": "CaptureHoldInput",
+    "releaseHold": "ReleaseHoldInput",
+}
+
+
+def document(mutation: str) -> str:
+    """The mutation with its input as the variable ``$input``."""
+    return (
+        f"mutation Run($input: {INPUT_TYPES[mutation]}!) {{\n"
+        f"  {mutation}(input: $input) {{ __typename {SELECTIONS[mutation]} ...Refusal }}\n"
+        "}\n" + REFUSAL
+    )
