@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 MICRO = 1_000_000
 """Micro-credits in one credit."""
@@ -62,7 +62,6 @@ class Settings:
     top_up_max_credits: int = 100_000
     rate_card: str = ""
     """Path of a TOML rate card; empty: the built-in one."""
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def production(self) -> bool:

@@ -184,8 +184,7 @@ async def _lock_account(
     """Lock one account row and, in the same round trip, read any record stored under ``idem``."""
     if idem is None:
         row = await sql.fetchrow(
-            f"SELECT {_ACCOUNT_COLUMNS} FROM credit_accounts a WHERE a.{where} = $1"
-            + (" FOR UPDATE" if sql.postgres else ""),
+            f"SELECT {_ACCOUNT_COLUMNS} FROM credit_accounts a WHERE a.{where} = $1" + sql.for_update(),
             arg,
         )
         if row is None:
@@ -195,7 +194,7 @@ async def _lock_account(
         f"SELECT {_ACCOUNT_COLUMNS}, i.operation AS idem_operation, i.request_hash AS idem_hash,"
         " i.response AS idem_response FROM credit_accounts a"
         " LEFT JOIN idempotency_records i ON i.scope = $2 AND i.key = $3"
-        f" WHERE a.{where} = $1" + (" FOR UPDATE OF a" if sql.postgres else ""),
+        f" WHERE a.{where} = $1" + sql.for_update(of="a"),
         arg,
         idem.scope,
         idem.key,

@@ -20,7 +20,6 @@ from models.ledger import BalanceChange, IdempotencyConflictError, IdempotencyKe
 from models.sql import Sql
 from models.tables import (
     CreditKind,
-    Invoice,
     LotSource,
     PaymentMethod,
     Transaction,
@@ -186,10 +185,6 @@ async def save_card(account_id: int, *, gateway: str, card: Card, now: datetime)
             is_default=not has_default,
             created_at=now,
         )
-
-
-async def invoice_of(invoice_id: int) -> Invoice | None:
-    return await Invoice.filter(id=invoice_id).first()
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,9 +57,11 @@ class Sql:
         count, _ = await self.conn.execute_query(text, values)
         return count
 
-    def for_update(self) -> str:
-        """Row lock clause: PostgreSQL locks the row; SQLite has one writer at a time already."""
-        return " FOR UPDATE" if self.postgres else ""
+    def for_update(self, of: str | None = None) -> str:
+        """Row lock clause: PostgreSQL locks the row (of table alias ``of``); SQLite has one writer already."""
+        if not self.postgres:
+            return ""
+        return f" FOR UPDATE OF {of}" if of else " FOR UPDATE"
 
 
 def as_datetime(value: Any) -> datetime | None:

@@ -42,6 +42,3 @@ class Authenticator:
                 self._cache.clear()
             self._cache[key] = (now + self.cache_seconds, principal)
         return principal
-
-    def forget(self) -> None:
-        self._cache.clear()

@@ -36,7 +36,6 @@ class Context:
     token: str | None = None
     """The bearer secret the caller sent (websockets re-check it to end a revoked token's subscriptions)."""
     connection_params: dict[str, Any] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def build(
