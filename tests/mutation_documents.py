@@ -1,5 +1,5 @@
-"""GraphQL documents for running any ledger mutation with its input as ``$input``, shared by the
-bad-input and the authorization test matrices."""
+"""GraphQL documents shared by the bad-input and the authorization test matrices: any ledger mutation
+with its input as ``$input``, and the state a refused mutation must leave unchanged."""
 
 from __future__ import annotations
 
@@ -36,3 +36,18 @@ def document(mutation: str) -> str:
         f"  {mutation}(input: $input) {{ __typename {SELECTIONS[mutation]} ...Refusal }}\n"
         "}\n" + REFUSAL
     )
+
+
+STATE = """
+query State {
+  me {
+    credit {
+      balance { total free paid held available }
+      ledger(first: 100) { edges { node { type delta } } }
+      lots(first: 100) { edges { node { remaining status } } }
+      holds(first: 100) { edges { node { status captured } } }
+      usage(first: 100) { edges { node { id } } }
+    }
+  }
+}
+"""

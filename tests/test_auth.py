@@ -20,24 +20,11 @@ from models import ledger
 from models.tables import ApiToken, Membership, Organization, TokenKind
 from models.tokens import create_token, digest, revoke_token
 from tests.helpers import Api, gid
-from tests.mutation_documents import document
+from tests.mutation_documents import STATE, document
 
 # ---------------------------------------------------------------------------------------------- documents
 
 
-STATE = """
-query State {
-  me {
-    credit {
-      balance { total free paid held available }
-      ledger(first: 100) { edges { node { type delta } } }
-      lots(first: 100) { edges { node { remaining status } } }
-      holds(first: 100) { edges { node { status captured } } }
-      usage(first: 100) { edges { node { id } } }
-    }
-  }
-}
-"""
 ME = "query Me { me { email credit { balance { total held available } } } }"
 NODE_FIELDS = """
     __typename

@@ -15,7 +15,7 @@ import pytest
 from creditline.jobs import sweep_once
 from models.tables import Membership, Organization
 from tests.helpers import Api, gid
-from tests.mutation_documents import REFUSAL, SELECTIONS, document
+from tests.mutation_documents import REFUSAL, SELECTIONS, STATE, document
 
 # ---------------------------------------------------------------------------------------------- documents
 
@@ -47,20 +47,6 @@ def inline_document(mutation: str, input: dict[str, object]) -> str:
         + REFUSAL
     )
 
-
-STATE = """
-query State {
-  me {
-    credit {
-      balance { total free paid held available }
-      ledger(first: 100) { edges { node { type delta } } }
-      lots(first: 100) { edges { node { remaining status } } }
-      holds(first: 100) { edges { node { status captured } } }
-      usage(first: 100) { edges { node { id } } }
-    }
-  }
-}
-"""
 
 # ------------------------------------------------------------------------------------------------- world
 
