@@ -21,9 +21,32 @@ from creditline.invoices import invoice_page
 from creditline.jobs import run_sweeper
 from creditline.settings import Settings
 from gateway.registry import gateway_for
+from models.plans import PlanCatalog
 from models.rate_card import RateCard
 from resolvers.auth import Authenticator
 from resolvers.context import Services
+
+
+def build_services(settings: Settings, clock: Clock) -> Services:
+    """What lives as long as the process, from settings; a malformed configuration file stops start-up."""
+    bus: EventBus = RedisBus(settings.redis_url) if settings.redis_url else InProcessBus()
+    try:
+        rate_card = RateCard.from_file(settings.rate_card) if settings.rate_card else RateCard()
+    except ValueError as exc:
+        raise SystemExit(f"CREDITLINE_RATE_CARD: {exc}") from exc
+    try:
+        plans = PlanCatalog.from_file(settings.plans) if settings.plans else PlanCatalog()
+    except ValueError as exc:
+        raise SystemExit(f"CREDITLINE_PLANS: {exc}") from exc
+    services = Services(
+        settings=settings,
+        clock=clock,
+        bus=bus,
+        rate_card=rate_card,
+        plans=plans,
+        gateway=gateway_for(settings.gateway),
+    )
+    return services
 
 
 def create_app(
@@ -34,14 +57,7 @@ def create_app(
     run_jobs: bool = True,
 ) -> Starlette:
     """Build the app. Tests pass ``manage_database=False`` when they have initialised Tortoise already."""
-    bus: EventBus = RedisBus(settings.redis_url) if settings.redis_url else InProcessBus()
-    try:
-        rate_card = RateCard.from_file(settings.rate_card) if settings.rate_card else RateCard()
-    except ValueError as exc:
-        raise SystemExit(f"CREDITLINE_RATE_CARD: {exc}") from exc
-    services = Services(
-        settings=settings, clock=clock or Clock(), bus=bus, rate_card=rate_card, gateway=gateway_for(settings.gateway)
-    )
+    services = build_services(settings, clock or Clock())
     auth = Authenticator(settings.token_cache_seconds)
     graphql = GraphQLEndpoint(build_schema(settings), services, auth)
 

@@ -117,14 +117,16 @@ async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _sweep(settings: Settings, args: argparse.Namespace) -> int:
-    from creditline.events import InProcessBus
-    from creditline.jobs import reconcile_pending
-    from gateway.registry import gateway_for
-    from resolvers.context import Services
+    from creditline.app import build_services
+    from creditline.jobs import reconcile_pending, sweep_once
 
-    report = await ledger.sweep(Clock().now())
-    services = Services(settings=settings, clock=Clock(), bus=InProcessBus(), gateway=gateway_for(settings.gateway))
-    reconciled = await reconcile_pending(services)
+    services = build_services(settings, Clock())
+    await services.bus.start()  # subscribers on the servers see what the sweep changes
+    try:
+        report = await sweep_once(services)
+        reconciled = await reconcile_pending(services)
+    finally:
+        await services.bus.stop()
     print(
         f"sweep: {report.expired_lots} lots expired, {report.released_holds} holds released,"
         f" {reconciled} pending payments reconciled"

@@ -216,6 +216,9 @@ class RedisBus:
         self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._send())]
 
     async def stop(self) -> None:
+        if self._tasks:  # give what is queued a moment to reach Redis (a CLI sweep publishes, then exits)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._outbox.join(), 2.0)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -239,6 +242,8 @@ class RedisBus:
                         for event in batch:
                             pipe.publish(self.channel, encode(event))
                         await pipe.execute()
+                    for _ in batch:
+                        self._outbox.task_done()
                     break
                 except (RedisError, OSError) as exc:
                     log.warning("publishing to Redis failed (%s); retrying in %.2fs", exc, delay)

@@ -62,6 +62,8 @@ class Settings:
     top_up_max_credits: int = 100_000
     rate_card: str = ""
     """Path of a TOML rate card; empty: the built-in one."""
+    plans: str = ""
+    """Path of a TOML file of subscription plans; empty: the built-in ones."""
 
     @property
     def production(self) -> bool:
@@ -96,6 +98,7 @@ class Settings:
             ws_init_timeout_seconds=_int(env, "CREDITLINE_WS_INIT_TIMEOUT_SECONDS", cls.ws_init_timeout_seconds),
             access_log=env.get("CREDITLINE_ACCESS_LOG", "0") in ("1", "true", "yes"),
             rate_card=env.get("CREDITLINE_RATE_CARD", ""),
+            plans=env.get("CREDITLINE_PLANS", ""),
             currency=env.get("CREDITLINE_CURRENCY", cls.currency).upper(),
             price_per_100_credits=_int(env, "CREDITLINE_PRICE_PER_100_CREDITS", cls.price_per_100_credits),
             top_up_min_credits=_int(env, "CREDITLINE_TOP_UP_MIN_CREDITS", cls.top_up_min_credits),

@@ -187,25 +187,6 @@ async def save_card(account_id: int, *, gateway: str, card: Card, now: datetime)
         )
 
 
-@dataclass(frozen=True, slots=True)
-class PlanSpec:
-    id: str
-    name: str
-    price: int
-    """Minor units of the configured currency per interval."""
-    interval: str
-    credits: int
-    """Micro-credits granted each period."""
-    credits_expire_at_period_end: bool
-
-
-PLANS = (
-    PlanSpec("starter-monthly", "Starter", 1_000, "MONTH", 1_100 * MICRO, False),
-    PlanSpec("pro-monthly", "Pro", 5_000, "MONTH", 6_000 * MICRO, False),
-    PlanSpec("pro-yearly", "Pro (yearly)", 50_000, "YEAR", 75_000 * MICRO, True),
-)
-
-
 async def set_default_card(account_id: int, method_id: int) -> PaymentMethod | None:
     async with in_transaction() as conn:
         sql = Sql(conn)

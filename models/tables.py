@@ -391,6 +391,13 @@ class TransactionStatus(StrEnum):
     FAILED = "FAILED"
 
 
+class SubscriptionStatus(StrEnum):
+    INCOMPLETE = "INCOMPLETE"
+    ACTIVE = "ACTIVE"
+    PAST_DUE = "PAST_DUE"
+    CANCELED = "CANCELED"
+
+
 class PaymentMethod(Model):
     """A saved card on a card-on-file gateway. Only the gateway reference is kept, never a card number."""
 
@@ -412,6 +419,46 @@ class PaymentMethod(Model):
 
     class Meta:
         table = "payment_methods"
+
+
+class Subscription(Model):
+    """A plan an account pays for each period, and each paid period grants the plan credit as a PAID lot.
+
+    On card-on-file gateways the sweep renews it at period end, and on stripe the processor renews it and its
+    webhooks move it. ``next_plan_id`` is a plan change that takes effect at the next renewal.
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    account: fields.ForeignKeyRelation[CreditAccount] = fields.ForeignKeyField(
+        "models.CreditAccount", related_name="subscriptions", on_delete=fields.RESTRICT
+    )
+    plan_id = fields.CharField(max_length=64)
+    next_plan_id = fields.CharField(max_length=64, null=True)
+    status = fields.CharEnumField(SubscriptionStatus, max_length=12)
+    gateway = fields.CharField(max_length=16)
+    payment_method: fields.ForeignKeyNullableRelation[PaymentMethod] = fields.ForeignKeyField(
+        "models.PaymentMethod", related_name="subscriptions", null=True, on_delete=fields.RESTRICT
+    )
+    external_reference = fields.CharField(max_length=255, null=True, description="The processor subscription id")
+    current_period_start = fields.DatetimeField(null=True)
+    current_period_end = fields.DatetimeField(null=True)
+    cancel_at_period_end = fields.BooleanField(default=False)
+    canceled_at = fields.DatetimeField(null=True)
+    status_reason = fields.CharField(max_length=500, null=True, description="Why it is PAST_DUE or CANCELED")
+    failed_attempts = fields.IntField(default=0, description="Failed renewal charges in a row")
+    next_attempt_at = fields.DatetimeField(null=True, description="When a PAST_DUE renewal is charged again")
+    idempotency_scope = fields.CharField(max_length=100)
+    idempotency_key = fields.CharField(max_length=255)
+    request_hash = fields.CharField(max_length=64)
+    created_at = fields.DatetimeField()
+
+    account_id: int
+    payment_method_id: int | None
+
+    class Meta:
+        table = "subscriptions"
+        unique_together = (("idempotency_scope", "idempotency_key"),)
+        indexes = (("account_id", "id"), ("status", "current_period_end"), ("external_reference",))
 
 
 class Transaction(Model):
@@ -439,6 +486,12 @@ class Transaction(Model):
     lot: fields.ForeignKeyNullableRelation[CreditLot] = fields.ForeignKeyField(
         "models.CreditLot", related_name="transactions", null=True, on_delete=fields.RESTRICT
     )
+    subscription: fields.ForeignKeyNullableRelation[Subscription] = fields.ForeignKeyField(
+        "models.Subscription", related_name="transactions", null=True, on_delete=fields.RESTRICT
+    )
+    period_start = fields.DatetimeField(null=True, description="Start of the subscription period paid for")
+    period_end = fields.DatetimeField(null=True, description="End of the subscription period paid for")
+    checkout_url = fields.CharField(max_length=2000, null=True, description="Hosted checkout page to pay at")
     idempotency_scope = fields.CharField(max_length=100)
     idempotency_key = fields.CharField(max_length=255)
     request_hash = fields.CharField(max_length=64)
@@ -448,6 +501,7 @@ class Transaction(Model):
     account_id: int
     payment_method_id: int | None
     lot_id: int | None
+    subscription_id: int | None
 
     class Meta:
         table = "transactions"
@@ -488,3 +542,74 @@ class InvoiceSequence(Model):
 
     class Meta:
         table = "invoice_sequence"
+
+
+class AutoTopUp(Model):
+    """Automatic top-up of an account: when a spend takes the available balance below ``threshold``, a
+    top-up of ``amount`` (or up to ``target``) is queued in that spend transaction and charged outside it.
+
+    Credit columns are micro-credits. ``monthly_cap`` bounds the credit bought this way per calendar month
+    (UTC). ``pending_transaction`` is the top-up in flight, at most one. ``declines`` counts failed charges
+    in a row, and after the limit auto top-up is switched off with ``disabled_reason``.
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    account: fields.OneToOneRelation[CreditAccount] = fields.OneToOneField(
+        "models.CreditAccount", related_name="auto_top_up", on_delete=fields.RESTRICT
+    )
+    enabled = fields.BooleanField(default=True)
+    threshold = fields.BigIntField()
+    amount = fields.BigIntField(null=True)
+    target = fields.BigIntField(null=True)
+    monthly_cap = fields.BigIntField()
+    payment_method: fields.ForeignKeyNullableRelation[PaymentMethod] = fields.ForeignKeyField(
+        "models.PaymentMethod", related_name="auto_top_ups", null=True, on_delete=fields.RESTRICT
+    )
+    pending_transaction: fields.ForeignKeyNullableRelation[Transaction] = fields.ForeignKeyField(
+        "models.Transaction", related_name="auto_top_up_pending", null=True, on_delete=fields.SET_NULL
+    )
+    declines = fields.IntField(default=0)
+    next_attempt_at = fields.DatetimeField(null=True, description="No new top-up before this instant")
+    disabled_reason = fields.CharField(max_length=500, null=True)
+    updated_at = fields.DatetimeField()
+
+    account_id: int
+    payment_method_id: int | None
+    pending_transaction_id: int | None
+
+    class Meta:
+        table = "auto_top_ups"
+
+
+class WebhookEvent(Model):
+    """A processor event, stored once by its id before it is handled, so a redelivery is recognised."""
+
+    id = fields.CharField(max_length=255, primary_key=True)
+    gateway = fields.CharField(max_length=16)
+    type = fields.CharField(max_length=100)
+    payload = fields.TextField()
+    created_at = fields.DatetimeField(description="When the processor created the event")
+    received_at = fields.DatetimeField()
+    processed_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "webhook_events"
+        indexes = (("processed_at", "created_at"),)
+
+
+class GatewayCustomer(Model):
+    """The processor customer that stands for an account (Stripe customers), created once per gateway."""
+
+    id = fields.BigIntField(primary_key=True)
+    account: fields.ForeignKeyRelation[CreditAccount] = fields.ForeignKeyField(
+        "models.CreditAccount", related_name="gateway_customers", on_delete=fields.RESTRICT
+    )
+    gateway = fields.CharField(max_length=16)
+    reference = fields.CharField(max_length=255)
+    created_at = fields.DatetimeField()
+
+    account_id: int
+
+    class Meta:
+        table = "gateway_customers"
+        unique_together = (("account_id", "gateway"), ("gateway", "reference"))

@@ -11,6 +11,7 @@ from creditline.events import EventBus
 from creditline.settings import Settings
 from gateway.base import Gateway
 from gateway.sandbox import SandboxGateway
+from models.plans import PlanCatalog
 from models.rate_card import RateCard
 from models.tokens import Principal
 from resolvers.loaders import Loaders
@@ -24,6 +25,7 @@ class Services:
     clock: Clock
     bus: EventBus
     rate_card: RateCard = field(default_factory=RateCard)
+    plans: PlanCatalog = field(default_factory=PlanCatalog)
     gateway: Gateway = field(default_factory=SandboxGateway)
 
 

@@ -9,7 +9,6 @@ from tortoise.models import Model
 
 from models import tables
 from models.credits import MICRO
-from models.payments import PLANS
 from models.tokens import Principal
 from resolvers.context import Context
 from resolvers.errors import ForbiddenError
@@ -104,7 +103,7 @@ def plans(info: Info[Context, None]) -> list[Plan]:
             credits_per_period=Credits(p.credits),
             credits_expire_at_period_end=p.credits_expire_at_period_end,
         )
-        for p in PLANS
+        for p in info.context.services.plans.plans.values()
     ]
 
 

@@ -30,9 +30,13 @@ from tests.helpers import Api
 REQUIRE_SERVICES = os.environ.get("CREDITLINE_REQUIRE_SERVICES") == "1"
 POSTGRES_URL = os.environ.get("CREDITLINE_TEST_POSTGRES_URL", "")
 TABLES = (
+    "auto_top_ups",
+    "webhook_events",
     "invoices",
     "invoice_sequence",
     "transactions",
+    "subscriptions",
+    "gateway_customers",
     "payment_methods",
     "usage_rollups",
     "budget_usage",
