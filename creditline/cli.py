@@ -118,18 +118,19 @@ async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _sweep(settings: Settings, args: argparse.Namespace) -> int:
     from creditline.app import build_services
-    from creditline.jobs import reconcile_pending, sweep_once
+    from creditline.jobs import reconcile_pending, renew_subscriptions, sweep_once
 
     services = build_services(settings, Clock())
     await services.bus.start()  # subscribers on the servers see what the sweep changes
     try:
         report = await sweep_once(services)
         reconciled = await reconcile_pending(services)
+        renewed = await renew_subscriptions(services)
     finally:
         await services.bus.stop()
     print(
         f"sweep: {report.expired_lots} lots expired, {report.released_holds} holds released,"
-        f" {reconciled} pending payments reconciled"
+        f" {reconciled} pending payments reconciled, {renewed} subscription payments charged"
     )
     return 0
 

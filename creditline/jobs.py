@@ -31,12 +31,28 @@ async def reconcile_pending(services: Services, older_than: timedelta = timedelt
     return len(pending)
 
 
+async def renew_subscriptions(services: Services) -> int:
+    """Charge the subscription payments that are due (card-on-file gateways) and end those canceled at
+    period end. Each payment is written once (its key names the period and attempt), then charged."""
+    from models import subscriptions
+    from models.tables import Transaction
+    from resolvers.mutations.payments import charge_pending, subscription_billing
+
+    due = await subscriptions.due_payments(services.plans, subscription_billing(services), services.clock.now())
+    for transaction_id in due:
+        await charge_pending(services, await Transaction.get(id=transaction_id))
+    return len(due)
+
+
 async def run_sweeper(services: Services) -> None:
     interval = services.settings.sweep_interval_seconds
     while True:
         try:
             report = await sweep_once(services)
             reconciled = await reconcile_pending(services)
+            renewed = await renew_subscriptions(services)
+            if renewed:
+                log.info("charged %d subscription payments", renewed)
             if reconciled:
                 log.info("reconciled %d pending transactions", reconciled)
             if report.expired_lots or report.released_holds:

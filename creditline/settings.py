@@ -23,6 +23,19 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise SystemExit(f"{name} must be a whole number, got {raw!r}") from exc
 
 
+def _days(env: Mapping[str, str], name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        days = tuple(int(part) for part in raw.split(","))
+    except ValueError as exc:
+        raise SystemExit(f"{name} must be whole numbers of days separated by commas, got {raw!r}") from exc
+    if any(day <= 0 for day in days) or list(days) != sorted(set(days)):
+        raise SystemExit(f"{name} must be increasing positive days, got {raw!r}")
+    return days
+
+
 def _credits(env: Mapping[str, str], name: str, default: str) -> int:
     from models.credits import parse_credits
 
@@ -64,6 +77,8 @@ class Settings:
     """Path of a TOML rate card; empty: the built-in one."""
     plans: str = ""
     """Path of a TOML file of subscription plans; empty: the built-in ones."""
+    subscription_retry_days: tuple[int, ...] = (1, 3, 5)
+    """Days after a failed renewal's due date on which it is charged again, before the subscription ends."""
 
     @property
     def production(self) -> bool:
@@ -99,6 +114,7 @@ class Settings:
             access_log=env.get("CREDITLINE_ACCESS_LOG", "0") in ("1", "true", "yes"),
             rate_card=env.get("CREDITLINE_RATE_CARD", ""),
             plans=env.get("CREDITLINE_PLANS", ""),
+            subscription_retry_days=_days(env, "CREDITLINE_SUBSCRIPTION_RETRY_DAYS", cls.subscription_retry_days),
             currency=env.get("CREDITLINE_CURRENCY", cls.currency).upper(),
             price_per_100_credits=_int(env, "CREDITLINE_PRICE_PER_100_CREDITS", cls.price_per_100_credits),
             top_up_min_credits=_int(env, "CREDITLINE_TOP_UP_MIN_CREDITS", cls.top_up_min_credits),

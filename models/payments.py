@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from tortoise.transactions import in_transaction
 
@@ -100,45 +101,77 @@ async def start_top_up(
 async def complete(
     transaction_id: int, *, succeeded: bool, reference: str | None, failure_reason: str | None, now: datetime
 ) -> tuple[Transaction, tuple[BalanceChange, ...]]:
-    """Record the gateway's answer. Success grants a PAID lot and issues the invoice, in one transaction."""
+    """Record the gateway's answer to a top-up. Success grants a PAID lot and issues the invoice, in one
+    transaction; only a PENDING transaction changes, so completing twice grants once."""
     account_id = (await Transaction.get(id=transaction_id)).account_id
     changes: tuple[BalanceChange, ...] = ()
     async with in_transaction() as conn:
         sql = Sql(conn)
         account = await ledger.lock_account(sql, account_id)
-        row = await sql.fetchrow(
-            "SELECT status, credits, amount, currency, type FROM transactions WHERE id = $1", transaction_id
-        )
-        assert row is not None
-        if row["status"] == TransactionStatus.PENDING:
+        row = await pending_row(sql, transaction_id)
+        if row is not None:
             if succeeded:
                 source = LotSource.AUTO_TOP_UP if row["type"] == TransactionType.AUTO_TOP_UP else LotSource.TOP_UP
-                granted = await ledger.grant_locked(
-                    sql, account, int(row["credits"]), CreditKind.PAID, source, None, "Top-up", now
-                )
-                changes = tuple(c for c in granted.changes if isinstance(c, BalanceChange))
-                await sql.execute(
-                    "UPDATE transactions SET status = 'SUCCEEDED', lot_id = $1, gateway_reference = $2,"
-                    " completed_at = $3 WHERE id = $4",
-                    granted.lot_id,
-                    reference,
-                    now,
-                    transaction_id,
-                )
-                await _issue_invoice(sql, transaction_id, account_id, row, now)
+                credits = int(row["credits"])
+                line = f"{format_credits(credits)} credits"
+                changes = await record_success(sql, account, row, source, None, "Top-up", line, reference, now)
             else:
-                await sql.execute(
-                    "UPDATE transactions SET status = 'FAILED', failure_reason = $1, gateway_reference = $2,"
-                    " completed_at = $3 WHERE id = $4",
-                    failure_reason or "Payment failed",
-                    reference,
-                    now,
-                    transaction_id,
-                )
+                await record_failure(sql, transaction_id, failure_reason, reference, now)
     return await Transaction.get(id=transaction_id), changes
 
 
-async def _issue_invoice(sql: Sql, transaction_id: int, account_id: int, row: dict[str, object], now: datetime) -> None:
+async def pending_row(sql: Sql, transaction_id: int) -> dict[str, Any] | None:
+    """The transaction, if it is still PENDING; read under the account lock the caller holds."""
+    row = await sql.fetchrow(
+        "SELECT id, status, credits, amount, currency, type, subscription_id, period_start, period_end"
+        " FROM transactions WHERE id = $1",
+        transaction_id,
+    )
+    assert row is not None
+    return row if row["status"] == TransactionStatus.PENDING else None
+
+
+async def record_success(
+    sql: Sql,
+    account: dict[str, Any],
+    row: dict[str, Any],
+    source: LotSource,
+    expires_at: datetime | None,
+    lot_reason: str,
+    invoice_line: str,
+    reference: str | None,
+    now: datetime,
+) -> tuple[BalanceChange, ...]:
+    """Grant the paid credit, mark the transaction SUCCEEDED and issue its invoice (under the account lock)."""
+    granted = await ledger.grant_locked(
+        sql, account, int(row["credits"]), CreditKind.PAID, source, expires_at, lot_reason, now
+    )
+    await sql.execute(
+        "UPDATE transactions SET status = 'SUCCEEDED', lot_id = $1, gateway_reference = $2, completed_at = $3"
+        " WHERE id = $4",
+        granted.lot_id,
+        reference,
+        now,
+        row["id"],
+    )
+    await _issue_invoice(sql, row, int(account["id"]), invoice_line, now)
+    return tuple(c for c in granted.changes if isinstance(c, BalanceChange))
+
+
+async def record_failure(
+    sql: Sql, transaction_id: int, failure_reason: str | None, reference: str | None, now: datetime
+) -> None:
+    await sql.execute(
+        "UPDATE transactions SET status = 'FAILED', failure_reason = $1, gateway_reference = $2, completed_at = $3"
+        " WHERE id = $4",
+        failure_reason or "Payment failed",
+        reference,
+        now,
+        transaction_id,
+    )
+
+
+async def _issue_invoice(sql: Sql, row: dict[str, Any], account_id: int, description: str, now: datetime) -> None:
     # The sequence row is locked by its UPDATE until commit: numbers are sequential and without gaps.
     updated = await sql.fetch(
         "UPDATE invoice_sequence SET last_number = last_number + 1 WHERE id = 1 RETURNING last_number"
@@ -148,19 +181,13 @@ async def _issue_invoice(sql: Sql, transaction_id: int, account_id: int, row: di
         number = 1
     else:
         number = int(updated[0]["last_number"])
-    credits, amount = int(str(row["credits"])), int(str(row["amount"]))
-    lines = [
-        {
-            "description": f"{format_credits(credits)} credits",
-            "quantity": format_credits(credits),
-            "amount": amount,
-        }
-    ]
+    credits, amount = int(row["credits"]), int(row["amount"])
+    lines = [{"description": description, "quantity": format_credits(credits), "amount": amount}]
     await sql.execute(
         "INSERT INTO invoices (number, transaction_id, account_id, lines, total, currency, status, issued_at,"
         " paid_at) VALUES ($1, $2, $3, $4, $5, $6, 'PAID', $7, $8)",
         number,
-        transaction_id,
+        row["id"],
         account_id,
         json.dumps(lines),
         amount,

@@ -34,14 +34,24 @@ class PlanSpec:
     credits_expire_at_period_end: bool
     stripe_price: str | None = None
 
-    def period_end(self, start: datetime) -> datetime:
-        """The end of the period that starts at ``start``: same day and time one month or year later,
-        clamped to the last day of a shorter month (Jan 31 -> Feb 28)."""
-        months = 1 if self.interval == "MONTH" else 12
-        month_index = start.month - 1 + months
-        year, month = start.year + month_index // 12, month_index % 12 + 1
-        day = min(start.day, calendar.monthrange(year, month)[1])
-        return start.replace(year=year, month=month, day=day)
+    def period_end(self, start: datetime, anchor: datetime) -> datetime:
+        """The end of the period that starts at ``start`` of a subscription that began at ``anchor``: the
+        anchor's day and time a whole number of intervals later, on the last day of a shorter month
+        (Jan 31 -> Feb 28 -> Mar 31), the first such instant after ``start``."""
+        step = 1 if self.interval == "MONTH" else 12
+        months = (start.year - anchor.year) * 12 + start.month - anchor.month
+        months -= months % step
+        while True:
+            months += step
+            end = _add_months(anchor, months)
+            if end > start:
+                return end
+
+
+def _add_months(anchor: datetime, months: int) -> datetime:
+    month_index = anchor.month - 1 + months
+    year, month = anchor.year + month_index // 12, month_index % 12 + 1
+    return anchor.replace(year=year, month=month, day=min(anchor.day, calendar.monthrange(year, month)[1]))
 
 
 DEFAULT_PLANS = (

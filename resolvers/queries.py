@@ -14,6 +14,7 @@ from resolvers.context import Context
 from resolvers.errors import ForbiddenError
 from resolvers.ids import decode_any
 from resolvers.permissions import may_read_account, principal
+from schema import payments as payment_types
 from schema import types
 from schema.payments import BillingConfig, DashboardTab, Money, Plan
 from schema.scalars import Credits
@@ -59,6 +60,10 @@ async def node(info: Info[Context, None], id: strawberry.ID) -> relay.Node | Non
         "LedgerEntry": (tables.LedgerEntry, types.LedgerEntry.of),
         "UsageEvent": (tables.UsageEvent, types.UsageEvent.of),
         "Hold": (tables.Hold, types.Hold.of),
+        "Transaction": (tables.Transaction, payment_types.Transaction.of),
+        "Invoice": (tables.Invoice, payment_types.Invoice.of),
+        "PaymentMethod": (tables.PaymentMethod, payment_types.PaymentMethod.of),
+        "Subscription": (tables.Subscription, payment_types.Subscription.of),
     }
     if type_name not in owned:
         return None
@@ -93,18 +98,8 @@ def billing_config(info: Info[Context, None]) -> BillingConfig:
 
 
 def plans(info: Info[Context, None]) -> list[Plan]:
-    currency = info.context.services.settings.currency
-    return [
-        Plan(
-            id=p.id,
-            name=p.name,
-            price=Money(amount=p.price, currency=currency),
-            interval=p.interval,
-            credits_per_period=Credits(p.credits),
-            credits_expire_at_period_end=p.credits_expire_at_period_end,
-        )
-        for p in info.context.services.plans.plans.values()
-    ]
+    services = info.context.services
+    return [Plan.of(spec, services.settings.currency) for spec in services.plans.plans.values()]
 
 
 def rate_card(info: Info[Context, None]) -> list[types.Rate]:

@@ -11,6 +11,7 @@ from strawberry.permission import BasePermission
 from resolvers import queries
 from resolvers.mutations import organizations as orgs
 from resolvers.mutations import payments
+from resolvers.mutations import subscriptions as subs
 from resolvers.mutations.grant_credits import grant_credits
 from resolvers.mutations.holds import capture_hold, hold_credits, release_hold
 from resolvers.mutations.spend_credits import spend_credits
@@ -29,6 +30,7 @@ from schema.mutations.organizations import (
     SetMemberRolesResult,
 )
 from schema.mutations.spend_credits import SpendCreditsResult
+from schema.mutations.subscriptions import SubscribeResult, SubscriptionChangeResult
 from schema.payments import AddPaymentMethodResult, BillingConfig, PaymentMethodResult, Plan, TopUpResult
 
 AUTH: list[type[BasePermission]] = [IsAuthenticated]
@@ -68,6 +70,14 @@ class Mutation:
     remove_payment_method: PaymentMethodResult = strawberry.mutation(
         resolver=payments.remove_payment_method, permission_classes=AUTH
     )
+    subscribe: SubscribeResult = strawberry.mutation(resolver=subs.subscribe, permission_classes=AUTH)
+    cancel_subscription: SubscriptionChangeResult = strawberry.mutation(
+        resolver=subs.cancel_subscription, permission_classes=AUTH
+    )
+    resume_subscription: SubscriptionChangeResult = strawberry.mutation(
+        resolver=subs.resume_subscription, permission_classes=AUTH
+    )
+    change_plan: SubscriptionChangeResult = strawberry.mutation(resolver=subs.change_plan, permission_classes=AUTH)
     create_organization: CreateOrganizationResult = strawberry.mutation(
         resolver=orgs.create_organization, permission_classes=AUTH
     )

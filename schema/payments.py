@@ -14,6 +14,7 @@ from tortoise.queryset import QuerySet
 
 from models import tables
 from models.payments import invoice_number
+from models.plans import PlanSpec
 from resolvers.context import Context
 from resolvers.errors import ClientError
 from resolvers.ids import encode_id
@@ -168,6 +169,72 @@ class Plan:
     interval: str
     credits_per_period: Credits
     credits_expire_at_period_end: bool
+
+    @classmethod
+    def of(cls, spec: PlanSpec, currency: str) -> Plan:
+        return cls(
+            id=spec.id,
+            name=spec.name,
+            price=Money(amount=spec.price, currency=currency),
+            interval=spec.interval,
+            credits_per_period=Credits(spec.credits),
+            credits_expire_at_period_end=spec.credits_expire_at_period_end,
+        )
+
+
+strawberry.enum(tables.SubscriptionStatus)
+
+
+@strawberry.type(description="A plan the account pays for each period; each paid period grants the plan credit.")
+class Subscription(relay.Node):
+    id: relay.NodeID[int]
+    status: tables.SubscriptionStatus
+    plan_id: str
+    next_plan_id: str | None
+    current_period_start: datetime | None
+    current_period_end: datetime | None
+    cancel_at_period_end: bool
+    canceled_at: datetime | None
+    status_reason: str | None = strawberry.field(description="Why it is PAST_DUE or CANCELED")
+    next_attempt_at: datetime | None = strawberry.field(description="When a PAST_DUE renewal is charged again")
+    payment_method_id: strawberry.Private[int | None]
+
+    @strawberry.field(description="The plan paid for now (null if it is no longer offered)")
+    def plan(self, info: Info[Context, None]) -> Plan | None:
+        return _plan(info, self.plan_id)
+
+    @strawberry.field(description="The plan that takes effect at the next renewal, after changePlan")
+    def next_plan(self, info: Info[Context, None]) -> Plan | None:
+        return None if self.next_plan_id is None else _plan(info, self.next_plan_id)
+
+    @strawberry.field(description="The card renewals are charged to (card-on-file gateways)")
+    async def payment_method(self, info: Info[Context, None]) -> PaymentMethod | None:
+        if self.payment_method_id is None:
+            return None
+        method = await tables.PaymentMethod.filter(id=self.payment_method_id).first()
+        return None if method is None else PaymentMethod.of(method)
+
+    @classmethod
+    def of(cls, row: tables.Subscription) -> Subscription:
+        return cls(
+            id=row.id,
+            status=tables.SubscriptionStatus(row.status),
+            plan_id=row.plan_id,
+            next_plan_id=row.next_plan_id,
+            current_period_start=row.current_period_start,
+            current_period_end=row.current_period_end,
+            cancel_at_period_end=row.cancel_at_period_end,
+            canceled_at=row.canceled_at,
+            status_reason=row.status_reason,
+            next_attempt_at=row.next_attempt_at,
+            payment_method_id=row.payment_method_id,
+        )
+
+
+def _plan(info: Info[Context, None], plan_id: str) -> Plan | None:
+    services = info.context.services
+    spec = services.plans.get(plan_id)
+    return None if spec is None else Plan.of(spec, services.settings.currency)
 
 
 @strawberry.input(description="Exactly one of paymentMethodId (a saved card) or paymentToken (a one-off card).")

@@ -8,10 +8,12 @@ from typing import TYPE_CHECKING, Annotated
 import strawberry
 from strawberry import relay
 from strawberry.types import Info
+from tortoise.expressions import Q
 
 from models import tables
 from models.balance import Balance
 from models.ledger import UsageRecorded
+from models.subscriptions import LIVE as LIVE_SUBSCRIPTION
 from models.tables import CreditKind, LedgerEntryType, LotSource, MemberRole
 from resolvers.context import Context
 from resolvers.errors import ForbiddenError
@@ -26,7 +28,7 @@ from schema.scalars import Credits
 from schema.usage import UsageFilter
 
 if TYPE_CHECKING:
-    from schema.payments import Invoice, PaymentMethod, Transaction, TransactionFilter
+    from schema.payments import Invoice, PaymentMethod, Subscription, Transaction, TransactionFilter
 
 # The tables' enums, exposed as GraphQL enums of the same names and values.
 strawberry.enum(CreditKind)
@@ -245,6 +247,20 @@ class CreditAccount(relay.Node):
         from schema.payments import Invoice
 
         return await keyset_page(tables.Invoice.filter(account_id=self.id), first, after, Invoice.of)
+
+    @strawberry.field(description="The live subscription, or the last one that was ever paid for")
+    async def subscription(
+        self, info: Info[Context, None]
+    ) -> Annotated[Subscription, strawberry.lazy("schema.payments")] | None:
+        from schema.payments import Subscription
+
+        row = (
+            await tables.Subscription.filter(account_id=self.id)
+            .filter(Q(status__in=LIVE_SUBSCRIPTION) | Q(current_period_start__isnull=False))
+            .order_by("-id")
+            .first()
+        )
+        return None if row is None else Subscription.of(row)
 
     @strawberry.field(description="Saved cards (card-on-file gateways only)")
     async def payment_methods(

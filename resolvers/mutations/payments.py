@@ -6,7 +6,7 @@ from strawberry.types import Info
 
 from gateway.base import InvalidPaymentToken
 from gateway.registry import GatewayUnavailable
-from models import payments
+from models import payments, subscriptions
 from models.credits import MICRO
 from models.ledger import IdempotencyConflictError, IdempotencyKey
 from models.tables import CreditAccount as CreditAccountRow
@@ -136,6 +136,11 @@ async def top_up(info: Info[Context, None], input: TopUpInput) -> TopUpResult:
     return TopUpSuccess(transaction=Transaction.of(txn))
 
 
+def subscription_billing(services: Services) -> subscriptions.Billing:
+    settings = services.settings
+    return subscriptions.Billing(settings.currency, settings.subscription_retry_days)
+
+
 async def charge_pending(services: Services, txn: TransactionRow) -> TransactionRow:
     """Charge a PENDING transaction and record the answer. Charged outside any database transaction, with
     an idempotency key made from our own id, so charging again (the reconcile job) never pays twice."""
@@ -150,9 +155,20 @@ async def charge_pending(services: Services, txn: TransactionRow) -> Transaction
         succeeded, reference, reason = charge.succeeded, charge.reference, charge.failure_reason
     except GatewayUnavailable as exc:
         succeeded, reference, reason = False, None, str(exc)
-    completed, changes = await payments.complete(
-        txn.id, succeeded=succeeded, reference=reference, failure_reason=reason, now=services.clock.now()
-    )
+    if txn.subscription_id is not None:
+        completed, changes = await subscriptions.complete(
+            txn.id,
+            succeeded=succeeded,
+            reference=reference,
+            failure_reason=reason,
+            plans=services.plans,
+            billing=subscription_billing(services),
+            now=services.clock.now(),
+        )
+    else:
+        completed, changes = await payments.complete(
+            txn.id, succeeded=succeeded, reference=reference, failure_reason=reason, now=services.clock.now()
+        )
     services.bus.publish(changes)
     return completed
 

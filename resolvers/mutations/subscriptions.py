@@ -1,0 +1,159 @@
+"""Subscriptions: subscribe, cancel (at period end or now), resume and change plan."""
+
+from __future__ import annotations
+
+from strawberry.types import Info
+
+from models import subscriptions
+from models.ledger import IdempotencyConflictError, IdempotencyKey
+from models.tables import CreditAccount as CreditAccountRow
+from models.tables import PaymentMethod as PaymentMethodRow
+from models.tables import Subscription as SubscriptionRow
+from models.tables import TransactionStatus
+from resolvers.context import Context
+from resolvers.ids import decode_id
+from resolvers.mutations._common import conflict
+from resolvers.mutations.payments import billing_account, charge_pending, subscription_billing
+from resolvers.permissions import principal
+from resolvers.validation import check_key, check_text, first_error
+from schema.errors import NotFound, ValidationError
+from schema.mutations.subscriptions import (
+    AlreadySubscribed,
+    CancelSubscriptionInput,
+    ChangePlanInput,
+    ResumeSubscriptionInput,
+    SubscribeInput,
+    SubscribeResult,
+    SubscribeSuccess,
+    SubscriptionChangeResult,
+    SubscriptionNotChangeable,
+    SubscriptionSuccess,
+)
+from schema.payments import PaymentDeclined, PaymentUnavailable, Subscription, Transaction
+
+
+def _unknown_plan(info: Info[Context, None], plan_id: str) -> ValidationError | None:
+    plans = info.context.services.plans.plans
+    if plan_id in plans:
+        return None
+    return ValidationError(message=f"Unknown plan {plan_id!r}: choose one of {', '.join(plans)}", field="planId")
+
+
+async def subscribe(info: Info[Context, None], input: SubscribeInput) -> SubscribeResult:
+    """Subscribe the account to a plan: the first period is charged now and its credit granted when paid."""
+    ctx = info.context
+    account = await billing_account(info, input.account_id)
+    if not isinstance(account, CreditAccountRow):
+        return account
+    if invalid := first_error(
+        check_key(input.idempotency_key), check_text(input.plan_id, "planId", 64), _unknown_plan(info, input.plan_id)
+    ):
+        return invalid
+    gateway = ctx.services.gateway
+    if not gateway.card_on_file:
+        return PaymentUnavailable(message=f"Subscriptions on the {gateway.name} gateway are not available yet")
+    if input.payment_method_id is not None:
+        method_id = decode_id(input.payment_method_id, "PaymentMethod")
+        method = (
+            None
+            if method_id is None
+            else await PaymentMethodRow.filter(id=method_id, account_id=account.id, removed_at=None).first()
+        )
+        if method is None:
+            return NotFound(message="Payment method not found on this account")
+    else:
+        method = await PaymentMethodRow.filter(account_id=account.id, removed_at=None, is_default=True).first()
+        if method is None:
+            return ValidationError(
+                message="The account has no saved card: add one or give paymentMethodId", field="paymentMethodId"
+            )
+    plan = ctx.services.plans.get(input.plan_id)
+    assert plan is not None
+    idem = IdempotencyKey.for_request(
+        principal(info).idempotency_scope,
+        input.idempotency_key,
+        "subscribe",
+        {"account": account.id, "plan": plan.id, "method": method.id},
+    )
+    try:
+        sub, txn, new = await subscriptions.start(
+            account.id,
+            plan=plan,
+            billing=subscription_billing(ctx.services),
+            gateway=gateway.name,
+            payment_method_id=method.id,
+            card_reference=method.reference,
+            idem=idem,
+            now=ctx.now(),
+        )
+    except IdempotencyConflictError:
+        return conflict(input.idempotency_key)
+    except subscriptions.AlreadySubscribedError:
+        live = await subscriptions.live_subscription(account.id)
+        assert live is not None
+        return AlreadySubscribed(
+            message="The account already has a subscription: change its plan instead",
+            subscription=Subscription.of(live),
+        )
+    if new:
+        txn = await charge_pending(ctx.services, txn)
+        sub = await SubscriptionRow.get(id=sub.id)
+    if txn.status == TransactionStatus.FAILED:
+        reason = txn.failure_reason or "Payment failed"
+        return PaymentDeclined(message=f"The payment failed: {reason}", reason=reason, transaction=Transaction.of(txn))
+    return SubscribeSuccess(subscription=Subscription.of(sub), transaction=Transaction.of(txn))
+
+
+async def _live(
+    info: Info[Context, None], account_id: str | None, plan_id: str | None = None
+) -> SubscriptionRow | SubscriptionChangeResult:
+    """The account's live subscription, once the caller may manage the account and the plan (if any) exists."""
+    account = await billing_account(info, account_id)
+    if not isinstance(account, CreditAccountRow):
+        return account
+    if plan_id is not None and (
+        invalid := first_error(check_text(plan_id, "planId", 64), _unknown_plan(info, plan_id))
+    ):
+        return invalid
+    live = await subscriptions.live_subscription(account.id)
+    if live is None:
+        return NotFound(message="The account has no active subscription")
+    return live
+
+
+async def cancel_subscription(info: Info[Context, None], input: CancelSubscriptionInput) -> SubscriptionChangeResult:
+    """Cancel at the end of the paid period (the credit granted for it stays), or now."""
+    live = await _live(info, input.account_id)
+    if not isinstance(live, SubscriptionRow):
+        return live
+    try:
+        changed = await subscriptions.cancel(live, at_period_end=input.at_period_end, now=info.context.now())
+    except subscriptions.SubscriptionStateError as exc:
+        return SubscriptionNotChangeable(message=str(exc), subscription=Subscription.of(live))
+    return SubscriptionSuccess(subscription=Subscription.of(changed))
+
+
+async def resume_subscription(info: Info[Context, None], input: ResumeSubscriptionInput) -> SubscriptionChangeResult:
+    """Keep a subscription that was set to cancel at period end."""
+    live = await _live(info, input.account_id)
+    if not isinstance(live, SubscriptionRow):
+        return live
+    try:
+        changed = await subscriptions.resume(live)
+    except subscriptions.SubscriptionStateError as exc:
+        return SubscriptionNotChangeable(message=str(exc), subscription=Subscription.of(live))
+    return SubscriptionSuccess(subscription=Subscription.of(changed))
+
+
+async def change_plan(info: Info[Context, None], input: ChangePlanInput) -> SubscriptionChangeResult:
+    """Switch plans from the next renewal on: the period paid for keeps its plan and credit."""
+    live = await _live(info, input.account_id, input.plan_id)
+    if not isinstance(live, SubscriptionRow):
+        return live
+    plan = info.context.services.plans.get(input.plan_id)
+    assert plan is not None
+    try:
+        changed = await subscriptions.change_plan(live, plan)
+    except subscriptions.SubscriptionStateError as exc:
+        return SubscriptionNotChangeable(message=str(exc), subscription=Subscription.of(live))
+    return SubscriptionSuccess(subscription=Subscription.of(changed))
