@@ -46,6 +46,8 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         plans=plans,
         gateway=gateway_for(settings.gateway),
     )
+    if settings.secret_key:
+        services.link_key = settings.secret_key.encode()
     return services
 
 
@@ -93,7 +95,7 @@ def create_app(
             Route("/healthz", health),
             Route("/exports/usage.csv", usage_export(auth)),
             Route("/exports/transactions.csv", transactions_export(auth)),
-            Route("/invoices/{invoice_id}", invoice_page(auth)),
+            Route("/invoices/{invoice_id}", invoice_page(auth, services)),
         ],
         lifespan=lifespan,
     )

@@ -1,7 +1,10 @@
-"""Printable invoice pages at ``GET /invoices/{id}``, for the account's owner (bearer token) only."""
+"""Printable invoice pages at ``GET /invoices/{id}``, for the account's owner: with a bearer token, or
+through a signed link (``?expires=<unix time>&signature=<HMAC>``) that works without one until it expires."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import html
 import json
 from collections.abc import Awaitable, Callable
@@ -12,7 +15,8 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from models.payments import invoice_number
 from models.tables import CreditAccount, Invoice, MemberRole, Membership
 from resolvers.auth import Authenticator
-from resolvers.ids import decode_id
+from resolvers.context import Services
+from resolvers.ids import decode_id, encode_id
 
 
 def _money(amount: int, currency: str) -> str:
@@ -41,12 +45,39 @@ def render(invoice: Invoice) -> str:
     )
 
 
-def invoice_page(auth: Authenticator) -> Callable[[Request], Awaitable[Response]]:
+def signed_link(key: bytes, invoice_id: int, expires: int) -> str:
+    """The path of an invoice page that opens without a token until ``expires`` (a unix time)."""
+    signature = _signature(key, invoice_id, expires)
+    return f"/invoices/{encode_id('Invoice', invoice_id)}?expires={expires}&signature={signature}"
+
+
+def _signature(key: bytes, invoice_id: int, expires: int) -> str:
+    return hmac.new(key, f"invoice:{invoice_id}:{expires}".encode(), hashlib.sha256).hexdigest()
+
+
+def _signed(request: Request, key: bytes, invoice_id: int, now: float) -> bool | None:
+    """Whether the request's link signature is valid and unexpired; ``None`` if it carries none."""
+    signature, expires = request.query_params.get("signature"), request.query_params.get("expires")
+    if signature is None and expires is None:
+        return None
+    if signature is None or expires is None or not expires.isdigit():
+        return False
+    valid = hmac.compare_digest(signature, _signature(key, invoice_id, int(expires)))
+    return valid and int(expires) >= now
+
+
+def invoice_page(auth: Authenticator, services: Services) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
+        pk = decode_id(request.path_params["invoice_id"], "Invoice")
+        signed = None if pk is None else _signed(request, services.link_key, pk, services.clock.now().timestamp())
+        if signed is not None:
+            invoice = await Invoice.filter(id=pk).first() if signed else None
+            if invoice is None:
+                return PlainTextResponse("This invoice link is invalid or has expired", 404)
+            return HTMLResponse(render(invoice))
         who = await auth.authenticate(request.headers.get("authorization"))
         if who is None:
             return PlainTextResponse("Send a valid token as 'Authorization: Bearer <token>'", 401)
-        pk = decode_id(request.path_params["invoice_id"], "Invoice")
         invoice = None if pk is None else await Invoice.filter(id=pk).first()
         account = None if invoice is None else await CreditAccount.get(id=invoice.account_id)
         allowed = who.is_admin or (

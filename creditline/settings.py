@@ -77,6 +77,10 @@ class Settings:
     """Path of a TOML rate card; empty: the built-in one."""
     plans: str = ""
     """Path of a TOML file of subscription plans; empty: the built-in ones."""
+    secret_key: str = ""
+    """Signs invoice links; empty: a random key per process (links stop working when it restarts)."""
+    invoice_link_days: int = 7
+    """How long a signed invoice link works."""
     subscription_retry_days: tuple[int, ...] = (1, 3, 5)
     """Days after a failed renewal's due date on which it is charged again, before the subscription ends."""
 
@@ -114,6 +118,8 @@ class Settings:
             access_log=env.get("CREDITLINE_ACCESS_LOG", "0") in ("1", "true", "yes"),
             rate_card=env.get("CREDITLINE_RATE_CARD", ""),
             plans=env.get("CREDITLINE_PLANS", ""),
+            secret_key=env.get("CREDITLINE_SECRET_KEY", ""),
+            invoice_link_days=_int(env, "CREDITLINE_INVOICE_LINK_DAYS", cls.invoice_link_days),
             subscription_retry_days=_days(env, "CREDITLINE_SUBSCRIPTION_RETRY_DAYS", cls.subscription_retry_days),
             currency=env.get("CREDITLINE_CURRENCY", cls.currency).upper(),
             price_per_100_credits=_int(env, "CREDITLINE_PRICE_PER_100_CREDITS", cls.price_per_100_credits),

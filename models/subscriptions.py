@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from models import ledger, payments
@@ -247,21 +248,28 @@ async def due_payments(plans: PlanCatalog, billing: Billing, now: datetime, limi
     """Write the payments that are due (renewals at period end, PAST_DUE retries) and end the subscriptions
     canceled at period end. Returns the ids of the PENDING transactions this call wrote, to be charged."""
     written: list[int] = []
-    due = (
-        await Subscription.filter(
-            status__in=(SubscriptionStatus.ACTIVE, SubscriptionStatus.PAST_DUE), current_period_end__lte=now
+    after = 0
+    while True:
+        due = (
+            await Subscription.filter(id__gt=after)
+            .filter(
+                Q(status=SubscriptionStatus.ACTIVE, current_period_end__lte=now)
+                | Q(status=SubscriptionStatus.PAST_DUE, next_attempt_at__lte=now)
+            )
+            .order_by("id")
+            .limit(limit)
+            .values_list("id", "account_id")
         )
-        .order_by("current_period_end", "id")
-        .limit(limit)
-        .values_list("id", "account_id")
-    )
-    for subscription_id, account_id in due:
-        async with in_transaction() as conn:
-            sql = Sql(conn)
-            await ledger.lock_account(sql, int(account_id))
-            txn_id = await _renew_locked(sql, int(subscription_id), plans, billing, now)
-            if txn_id is not None:
-                written.append(txn_id)
+        for subscription_id, account_id in due:
+            async with in_transaction() as conn:
+                sql = Sql(conn)
+                await ledger.lock_account(sql, int(account_id))
+                txn_id = await _renew_locked(sql, int(subscription_id), plans, billing, now)
+                if txn_id is not None:
+                    written.append(txn_id)
+        if len(due) < limit:
+            break
+        after = int(due[-1][0])
     return written
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -26,6 +27,8 @@ class Services:
     bus: EventBus
     rate_card: RateCard = field(default_factory=RateCard)
     plans: PlanCatalog = field(default_factory=PlanCatalog)
+    link_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    """Signs invoice links (CREDITLINE_SECRET_KEY, else random per process)."""
     gateway: Gateway = field(default_factory=SandboxGateway)
 
 

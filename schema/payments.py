@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Annotated
 
@@ -48,6 +48,14 @@ class Invoice(relay.Node):
     issued_at: datetime
     paid_at: datetime
     url: str = strawberry.field(description="A printable page, for the account's owner (bearer token)")
+
+    @strawberry.field(description="A link to the printable page that works without a token for a few days")
+    def signed_url(self, info: Info[Context, None]) -> str:
+        from creditline.invoices import signed_link
+
+        services = info.context.services
+        expires = services.clock.now() + timedelta(days=services.settings.invoice_link_days)
+        return signed_link(services.link_key, self.id, int(expires.timestamp()))
 
     @classmethod
     def of(cls, invoice: tables.Invoice) -> Invoice:

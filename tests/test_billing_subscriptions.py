@@ -549,3 +549,19 @@ def test_periods_end_on_the_same_day_or_the_last_day_of_a_shorter_month() -> Non
     assert yearly.period_end(
         T0.replace(year=2028, month=2, day=29), T0.replace(year=2028, month=2, day=29)
     ) == T0.replace(year=2029, month=2, day=28)
+
+
+async def test_renewals_are_written_in_batches_until_none_is_due(api: Api) -> None:
+    from models import subscriptions
+    from resolvers.mutations.payments import subscription_billing
+
+    for n in range(3):
+        user = await customer(api, email=f"user{n}@example.com")
+        await api.data(SUBSCRIBE, subscribe_input(), user)
+    api.clock.advance(timedelta(days=31))
+    services = api.app.state.services
+
+    written = await subscriptions.due_payments(services.plans, subscription_billing(services), api.clock.now(), limit=2)
+
+    assert len(written) == 3
+    assert await Transaction.filter(status="PENDING").count() == 3

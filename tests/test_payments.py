@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -87,6 +88,34 @@ async def test_a_top_up_with_a_card_token_grants_paid_credit_and_an_invoice(api:
     _, stranger = await api.user("mallory@example.com", bonus=0)
     hidden = await api.client.get(f"/invoices/{gid('Invoice', 1)}", headers={"authorization": f"Bearer {stranger}"})
     assert (hidden.status_code, hidden.text) == (404, "Invoice not found")
+
+
+async def test_a_signed_invoice_link_opens_without_a_token_until_it_expires(api: Api) -> None:
+    _, token = await api.user("ada@example.com", bonus=0)
+    await api.data(TOP_UP, top_up("250", "t1", paymentToken="tok_visa"), token)
+    await api.data(TOP_UP, top_up("20", "t2", paymentToken="tok_visa"), token)
+    links = await api.data(
+        "{ me { credit { invoices(first: 2) { edges { node { number signedUrl } } } } } }", token=token
+    )
+    [second, first] = [edge["node"] for edge in links["me"]["credit"]["invoices"]["edges"]]
+    expires = int((api.clock.now() + timedelta(days=7)).timestamp())
+    assert first["signedUrl"].startswith(f"/invoices/{gid('Invoice', 1)}?expires={expires}&signature=")
+
+    page = await api.client.get(first["signedUrl"])
+    assert page.status_code == 200
+    assert "<h1>Invoice INV-000001</h1>" in page.text
+    signature = first["signedUrl"].split("?")[1]
+    other_invoice = await api.client.get(f"/invoices/{gid('Invoice', 2)}?{signature}")
+    tampered = await api.client.get(first["signedUrl"].replace(f"expires={expires}", f"expires={expires + 1}"))
+    unsigned = await api.client.get(first["signedUrl"].split("&")[0])
+    refused = (404, "This invoice link is invalid or has expired")
+    assert (other_invoice.status_code, other_invoice.text) == refused
+    assert (tampered.status_code, tampered.text) == refused
+    assert (unsigned.status_code, unsigned.text) == refused
+    api.clock.advance(timedelta(days=7, seconds=1))
+    expired = await api.client.get(first["signedUrl"])
+    assert (expired.status_code, expired.text) == refused
+    assert second["number"] == "INV-000002"
 
 
 @pytest.mark.parametrize(
