@@ -38,3 +38,7 @@ class Gateway(Protocol):
     async def charge(
         self, *, amount: int, currency: str, card: str, idempotency_key: str, description: str
     ) -> Charge: ...
+
+    async def refund(self, *, charge: str, amount: int, currency: str, idempotency_key: str) -> Charge:
+        """Return ``amount`` of a charge (its gateway reference) to the card it came from."""
+        ...

@@ -23,6 +23,9 @@ class NotYetConnected:
     async def charge(self, *, amount: int, currency: str, card: str, idempotency_key: str, description: str) -> Charge:
         raise GatewayUnavailable(f"The {self.name} gateway cannot take payments in this build yet")
 
+    async def refund(self, *, charge: str, amount: int, currency: str, idempotency_key: str) -> Charge:
+        raise GatewayUnavailable(f"The {self.name} gateway cannot take payments in this build yet")
+
 
 def gateway_for(name: str) -> Gateway:
     if name == "sandbox":

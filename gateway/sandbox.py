@@ -33,3 +33,8 @@ class SandboxGateway:
         reference = "ch_sandbox_" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:16]
         failure = TEST_CARDS[token][4]
         return Charge(failure is None, reference, failure)
+
+    async def refund(self, *, charge: str, amount: int, currency: str, idempotency_key: str) -> Charge:
+        if not charge.startswith("ch_sandbox_"):
+            return Charge(False, None, "No such charge")
+        return Charge(True, "re_sandbox_" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:16])

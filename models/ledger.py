@@ -754,6 +754,53 @@ async def grant_locked(
     return GrantResult(lot_id, balance, changes=(_change(account, credits, reason, balance, now),))
 
 
+async def void_lot_locked(
+    sql: Sql, account: dict[str, Any], lot_id: int, credits: int, reason: str, now: datetime
+) -> tuple[int, BalanceChange | None]:
+    """Take back up to ``credits`` of a lot (a refunded payment), as far as it is unspent and not held.
+    Returns the micro-credits voided and the change to publish (``None`` if nothing was left to void)."""
+    lot = await sql.fetchrow(
+        "SELECT kind, remaining, expires_at FROM credit_lots WHERE id = $1 AND account_id = $2", lot_id, account["id"]
+    )
+    assert lot is not None
+    expires = as_datetime(lot["expires_at"])
+    if expires is not None and expires <= now:
+        return 0, None  # expired credit is gone already, whether or not the sweep has recorded it
+    before = balance_from_lots(
+        await _live_lots(sql, int(account["id"])),
+        await _held_now(sql, int(account["id"]), int(account["held"]), now),
+        now,
+    )
+    voided = min(credits, int(lot["remaining"]), before.available)
+    if voided <= 0:
+        return 0, None
+    await sql.execute(
+        "UPDATE credit_lots SET remaining = remaining - $1,"
+        " status = CASE WHEN remaining - $1 = 0 THEN 'VOIDED' ELSE status END WHERE id = $2",
+        voided,
+        lot_id,
+    )
+    free = voided if lot["kind"] == CreditKind.FREE else 0
+    await _append(
+        sql,
+        account,
+        LedgerEntryType.REFUND,
+        amount=-voided,
+        free_amount=-free,
+        paid_amount=-(voided - free),
+        now=now,
+        lot_id=lot_id,
+        reason=reason,
+    )
+    await _save_account(sql, account)
+    after = balance_from_lots(
+        await _live_lots(sql, int(account["id"])),
+        await _held_now(sql, int(account["id"]), int(account["held"]), now),
+        now,
+    )
+    return voided, _change(account, -voided, "REFUND", after, now)
+
+
 async def create_user(email: str, *, signup_bonus: int, bonus_lifetime: timedelta, now: datetime) -> int:
     """Create a user with a credit account and, if configured, the signup bonus. Returns the user id."""
     async with in_transaction() as conn:

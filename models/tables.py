@@ -509,6 +509,47 @@ class Transaction(Model):
         indexes = (("account_id", "id"), ("status", "created_at"))
 
 
+class RefundStatus(StrEnum):
+    PENDING = "PENDING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+
+class Refund(Model):
+    """Money returned for a successful payment, in minor units of the payment currency.
+
+    PENDING until the gateway confirms it. On success the credit the money bought is voided in proportion,
+    as far as it is unspent and not held (``credits``, micro-credits actually voided).
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    transaction: fields.ForeignKeyRelation[Transaction] = fields.ForeignKeyField(
+        "models.Transaction", related_name="refunds", on_delete=fields.RESTRICT
+    )
+    account: fields.ForeignKeyRelation[CreditAccount] = fields.ForeignKeyField(
+        "models.CreditAccount", related_name="refunds", on_delete=fields.RESTRICT
+    )
+    status = fields.CharEnumField(RefundStatus, max_length=12)
+    amount = fields.BigIntField()
+    credits = fields.BigIntField(default=0)
+    reason = fields.CharField(max_length=500, null=True)
+    gateway_reference = fields.CharField(max_length=255, null=True)
+    failure_reason = fields.CharField(max_length=500, null=True)
+    idempotency_scope = fields.CharField(max_length=100)
+    idempotency_key = fields.CharField(max_length=255)
+    request_hash = fields.CharField(max_length=64)
+    created_at = fields.DatetimeField()
+    completed_at = fields.DatetimeField(null=True)
+
+    transaction_id: int
+    account_id: int
+
+    class Meta:
+        table = "refunds"
+        unique_together = (("idempotency_scope", "idempotency_key"),)
+        indexes = (("transaction_id", "id"),)
+
+
 class Invoice(Model):
     """The invoice of one successful payment, numbered in sequence (INV-000123)."""
 

@@ -65,6 +65,12 @@ async def node(info: Info[Context, None], id: strawberry.ID) -> relay.Node | Non
         "PaymentMethod": (tables.PaymentMethod, payment_types.PaymentMethod.of),
         "Subscription": (tables.Subscription, payment_types.Subscription.of),
     }
+    if type_name == "Refund":
+        refund = await tables.Refund.filter(id=pk).first()
+        if refund is None or not await _readable_account(info, who, refund.account_id):
+            return None
+        txn = await tables.Transaction.get(id=refund.transaction_id)
+        return payment_types.Refund.of(refund, txn.currency)
     if type_name not in owned:
         return None
     model, make = owned[type_name]

@@ -14,6 +14,7 @@ from resolvers.mutations import payments
 from resolvers.mutations import subscriptions as subs
 from resolvers.mutations.grant_credits import grant_credits
 from resolvers.mutations.holds import capture_hold, hold_credits, release_hold
+from resolvers.mutations.refund_payment import refund_payment
 from resolvers.mutations.spend_credits import spend_credits
 from resolvers.permissions import IsAuthenticated
 from resolvers.subscriptions import balance_changed, usage_recorded
@@ -29,6 +30,7 @@ from schema.mutations.organizations import (
     SetMemberBudgetResult,
     SetMemberRolesResult,
 )
+from schema.mutations.refund_payment import RefundPaymentResult
 from schema.mutations.spend_credits import SpendCreditsResult
 from schema.mutations.subscriptions import SubscribeResult, SubscriptionChangeResult
 from schema.payments import AddPaymentMethodResult, BillingConfig, PaymentMethodResult, Plan, TopUpResult
@@ -70,6 +72,7 @@ class Mutation:
     remove_payment_method: PaymentMethodResult = strawberry.mutation(
         resolver=payments.remove_payment_method, permission_classes=AUTH
     )
+    refund_payment: RefundPaymentResult = strawberry.mutation(resolver=refund_payment, permission_classes=AUTH)
     subscribe: SubscribeResult = strawberry.mutation(resolver=subs.subscribe, permission_classes=AUTH)
     cancel_subscription: SubscriptionChangeResult = strawberry.mutation(
         resolver=subs.cancel_subscription, permission_classes=AUTH

@@ -78,6 +78,34 @@ class Invoice(relay.Node):
         )
 
 
+strawberry.enum(tables.RefundStatus)
+
+
+@strawberry.type(description="Money returned for a payment; the credit it bought is voided as far as it is unspent.")
+class Refund(relay.Node):
+    id: relay.NodeID[int]
+    status: tables.RefundStatus
+    amount: Money
+    credits: Credits = strawberry.field(description="Credit voided by the refund")
+    reason: str | None
+    failure_reason: str | None
+    created_at: datetime
+    completed_at: datetime | None
+
+    @classmethod
+    def of(cls, refund: tables.Refund, currency: str) -> Refund:
+        return cls(
+            id=refund.id,
+            status=tables.RefundStatus(refund.status),
+            amount=Money(amount=refund.amount, currency=currency),
+            credits=Credits(refund.credits),
+            reason=refund.reason,
+            failure_reason=refund.failure_reason,
+            created_at=refund.created_at,
+            completed_at=refund.completed_at,
+        )
+
+
 @strawberry.type(description="A payment for credit: PENDING until the payment succeeds or fails.")
 class Transaction(relay.Node):
     id: relay.NodeID[int]
@@ -88,6 +116,11 @@ class Transaction(relay.Node):
     failure_reason: str | None
     created_at: datetime
     completed_at: datetime | None
+
+    @strawberry.field(description="Refunds of this payment, oldest first")
+    async def refunds(self, info: Info[Context, None]) -> list[Refund]:
+        rows = await tables.Refund.filter(transaction_id=self.id).order_by("id")
+        return [Refund.of(row, self.amount.currency) for row in rows]
 
     @strawberry.field
     async def invoice(self, info: Info[Context, None]) -> Invoice | None:

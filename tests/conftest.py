@@ -32,6 +32,7 @@ POSTGRES_URL = os.environ.get("CREDITLINE_TEST_POSTGRES_URL", "")
 TABLES = (
     "auto_top_ups",
     "webhook_events",
+    "refunds",
     "invoices",
     "invoice_sequence",
     "transactions",
