@@ -359,3 +359,24 @@ async def change_plan(subscription: Subscription, plan: PlanSpec) -> Subscriptio
         next_plan = None if plan.id == current["plan_id"] else plan.id
         await sql.execute("UPDATE subscriptions SET next_plan_id = $1 WHERE id = $2", next_plan, subscription.id)
     return await Subscription.get(id=subscription.id)
+
+
+async def set_payment_method(subscription: Subscription, payment_method_id: int) -> Subscription | None:
+    """Charge renewals (and a PAST_DUE retry) to another saved card of the account; ``None`` if the card
+    is not one of the account's saved cards."""
+    async with in_transaction() as conn:
+        sql = Sql(conn)
+        await ledger.lock_account(sql, subscription.account_id)
+        current = await _subscription_row(sql, subscription.id)
+        if current["status"] not in LIVE:
+            raise SubscriptionStateError("The subscription is already canceled")
+        updated = await sql.execute(
+            "UPDATE subscriptions SET payment_method_id = $1 WHERE id = $2 AND EXISTS (SELECT 1 FROM payment_methods"
+            " WHERE id = $1 AND account_id = $3 AND removed_at IS NULL)",
+            payment_method_id,
+            subscription.id,
+            subscription.account_id,
+        )
+        if not updated:
+            return None
+    return await Subscription.get(id=subscription.id)

@@ -81,6 +81,9 @@ class Mutation:
         resolver=subs.resume_subscription, permission_classes=AUTH
     )
     change_plan: SubscriptionChangeResult = strawberry.mutation(resolver=subs.change_plan, permission_classes=AUTH)
+    set_subscription_payment_method: SubscriptionChangeResult = strawberry.mutation(
+        resolver=subs.set_subscription_payment_method, permission_classes=AUTH
+    )
     create_organization: CreateOrganizationResult = strawberry.mutation(
         resolver=orgs.create_organization, permission_classes=AUTH
     )

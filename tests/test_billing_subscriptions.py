@@ -565,3 +565,33 @@ async def test_renewals_are_written_in_batches_until_none_is_due(api: Api) -> No
 
     assert len(written) == 3
     assert await Transaction.filter(status="PENDING").count() == 3
+
+
+SET_CARD = (
+    "mutation($input: SetSubscriptionPaymentMethodInput!) "
+    f"{{ setSubscriptionPaymentMethod(input: $input) {{ {CHANGE_RESULT} }} }}"
+)
+
+
+async def test_renewals_charge_the_card_the_subscription_was_moved_to(api: Api) -> None:
+    gateway = ScriptedGateway()
+    api.app.state.services.gateway = gateway
+    user = await customer(api)
+    _, other = await api.user("bob@example.com", bonus=0)
+    bobs = (await api.data(ADD_CARD, {"token": "tok_visa"}, other))["addPaymentMethod"]["paymentMethod"]["id"]
+    await api.data(SUBSCRIBE, subscribe_input(), user)
+    mastercard = (await api.data(ADD_CARD, {"token": "tok_mastercard"}, user))["addPaymentMethod"]["paymentMethod"]
+
+    refused = await api.data(SET_CARD, {"input": {"paymentMethodId": bobs}}, user)
+    moved = await api.data(SET_CARD, {"input": {"paymentMethodId": mastercard["id"]}}, user)
+
+    assert refused["setSubscriptionPaymentMethod"] == {
+        "__typename": "NotFound",
+        "message": "Payment method not found on this account",
+    }
+    assert moved["setSubscriptionPaymentMethod"]["subscription"]["paymentMethod"] == {"last4": "4444"}
+    api.clock.advance(timedelta(days=31))
+    assert await renew_subscriptions(api.app.state.services) == 1
+    renewal = await Transaction.filter(type="SUBSCRIPTION").order_by("-id").first()
+    assert renewal is not None
+    assert (renewal.card_reference, renewal.payment_method_id) == ("card_sandbox_tok_mastercard", 3)

@@ -22,6 +22,7 @@ from schema.mutations.subscriptions import (
     CancelSubscriptionInput,
     ChangePlanInput,
     ResumeSubscriptionInput,
+    SetSubscriptionPaymentMethodInput,
     SubscribeInput,
     SubscribeResult,
     SubscribeSuccess,
@@ -156,4 +157,23 @@ async def change_plan(info: Info[Context, None], input: ChangePlanInput) -> Subs
         changed = await subscriptions.change_plan(live, plan)
     except subscriptions.SubscriptionStateError as exc:
         return SubscriptionNotChangeable(message=str(exc), subscription=Subscription.of(live))
+    return SubscriptionSuccess(subscription=Subscription.of(changed))
+
+
+async def set_subscription_payment_method(
+    info: Info[Context, None], input: SetSubscriptionPaymentMethodInput
+) -> SubscriptionChangeResult:
+    """Charge renewals to another saved card (so the old one can be removed)."""
+    live = await _live(info, input.account_id)
+    if not isinstance(live, SubscriptionRow):
+        return live
+    if not info.context.services.gateway.card_on_file:
+        return PaymentUnavailable(message="Cards are managed in the payment processor's customer portal")
+    method_id = decode_id(input.payment_method_id, "PaymentMethod")
+    try:
+        changed = None if method_id is None else await subscriptions.set_payment_method(live, method_id)
+    except subscriptions.SubscriptionStateError as exc:
+        return SubscriptionNotChangeable(message=str(exc), subscription=Subscription.of(live))
+    if changed is None:
+        return NotFound(message="Payment method not found on this account")
     return SubscriptionSuccess(subscription=Subscription.of(changed))

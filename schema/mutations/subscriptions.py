@@ -65,6 +65,12 @@ class ChangePlanInput:
     plan_id: str
 
 
+@strawberry.input(description="Charge renewals to another saved card of the account.")
+class SetSubscriptionPaymentMethodInput:
+    account_id: strawberry.ID | None = strawberry.field(default=None, description="Default: your own account")
+    payment_method_id: strawberry.ID
+
+
 @strawberry.type
 class SubscriptionSuccess:
     subscription: Subscription
