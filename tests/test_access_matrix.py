@@ -40,6 +40,8 @@ from models.tables import (
     MemberBudget,
     MemberRole,
     Membership,
+    PaymentMethod,
+    Transaction,
     UsageEvent,
 )
 from models.tokens import digest
@@ -204,6 +206,8 @@ async def state(org: Org) -> tuple[Any, ...]:
         sorted((b.user_id, b.monthly_limit) for b in await MemberBudget.filter(organization_id=org.pk)),
         None if pool is None else (pool.id, pool.balance, pool.version),
         await UsageEvent.filter(organization_id=org.pk).count(),
+        await PaymentMethod.filter(account__organization_id=org.pk).count(),
+        await Transaction.filter(account__organization_id=org.pk).count(),
         sorted((a.id, a.balance, a.version) for a in await CreditAccount.filter(user_id__not_isnull=True)),
     )
 
@@ -431,6 +435,27 @@ OPERATIONS: dict[str, Operation] = {
         lambda w, o, who: {"__typename": "GrantCreditsSuccess", "balance": {"total": "15.375"}},
         mutation=True,
     ),
+    "topUp(pool)": Operation(
+        _mutation(
+            "topUp",
+            'accountId: $account, credits: "10", paymentToken: "tok_visa", idempotencyKey: $key',
+            "transaction { status credits }",
+            "$account: ID!, $key: String!",
+        ),
+        lambda w, o: {"account": o.pool, "key": f"top-up-{o.pk}"},
+        ("topUp",),
+        lambda w, o, who: {"__typename": "TopUpSuccess", "transaction": {"status": "SUCCEEDED", "credits": "10"}},
+        mutation=True,
+    ),
+    "addPaymentMethod(pool)": Operation(
+        _mutation(
+            "addPaymentMethod", 'accountId: $account, token: "tok_visa"', "paymentMethod { last4 }", "$account: ID!"
+        ),
+        lambda w, o: {"account": o.pool},
+        ("addPaymentMethod",),
+        lambda w, o, who: {"__typename": "AddPaymentMethodSuccess", "paymentMethod": {"last4": "4242"}},
+        mutation=True,
+    ),
     "spendCredits(organizationId)": Operation(
         _mutation(
             "spendCredits",
@@ -471,6 +496,8 @@ MATRIX: dict[str, tuple[str, ...]] = {
     "setMemberBudget":              (OK,       OK,        DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
     "grantCredits(pool)":           (DENIED,   DENIED,    DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
     "spendCredits(organizationId)": (DENIED,   DENIED,    DENIED,    DENIED,  OK,        OK,        UNAUTH),
+    "topUp(pool)":                  (OK,       OK,        DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
+    "addPaymentMethod(pool)":       (OK,       OK,        DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
 }  # fmt: skip
 
 # Cells where the code disagrees with the table above (each fails, and must, until it is fixed).

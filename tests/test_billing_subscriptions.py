@@ -18,6 +18,7 @@ from gateway.base import Card, Charge
 from gateway.sandbox import SandboxGateway
 from models.plans import PlanCatalog
 from models.tables import CreditLot, Invoice, Subscription, Transaction
+from resolvers.mutations.payments import PAYING_NEEDS_ROLE
 from tests.conftest import T0
 from tests.helpers import Api, gid
 
@@ -398,7 +399,10 @@ async def test_billing_members_subscribe_their_pool_and_plain_members_may_not(ap
     )
 
     refused = await api.data(SUBSCRIBE, subscribe_input(accountId=gid("CreditAccount", pool)), member)
-    assert refused["subscribe"] == {"__typename": "Forbidden", "message": "You may not pay for this account"}
+    assert refused["subscribe"] == {
+        "__typename": "Forbidden",
+        "message": PAYING_NEEDS_ROLE,
+    }
     assert await Subscription.all().count() == 0
     done = await api.data(SUBSCRIBE, subscribe_input(accountId=gid("CreditAccount", pool)), owner)
     assert done["subscribe"]["subscription"]["status"] == "ACTIVE"
@@ -454,7 +458,10 @@ async def test_subscribe_refusals_name_the_problem(api: Api) -> None:
         "__typename": "NotFound",
         "message": "Payment method not found on this account",
     }
-    assert bobs_account["subscribe"] == {"__typename": "Forbidden", "message": "You may not pay for this account"}
+    assert bobs_account["subscribe"] == {
+        "__typename": "Forbidden",
+        "message": PAYING_NEEDS_ROLE,
+    }
     assert await counts() == before
 
 

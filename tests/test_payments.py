@@ -12,6 +12,7 @@ import pytest
 from creditline.app import create_app
 from creditline.settings import Settings
 from models.tables import CreditLot, Invoice, Transaction
+from resolvers.mutations.payments import PAYING_NEEDS_ROLE
 from tests.helpers import BALANCE, Api, gid
 
 TOP_UP = """mutation($input: TopUpInput!) { topUp(input: $input) {
@@ -300,7 +301,10 @@ async def test_billing_members_top_up_the_organization_pool_plain_members_cannot
         refused = await api.data(
             TOP_UP, top_up("100", "p0", paymentToken="tok_visa", accountId=gid("CreditAccount", pool.id)), member
         )
-        assert refused["topUp"] == {"__typename": "Forbidden", "message": "You may not pay for this account"}
+        assert refused["topUp"] == {
+            "__typename": "Forbidden",
+            "message": PAYING_NEEDS_ROLE,
+        }
         paid = await api.data(
             TOP_UP, top_up("100", "p1", paymentToken="tok_visa", accountId=gid("CreditAccount", pool.id)), billing
         )

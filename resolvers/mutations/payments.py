@@ -35,6 +35,8 @@ from schema.payments import (
     Transaction,
 )
 
+PAYING_NEEDS_ROLE = "Paying for this account needs its owner, or the BILLING or OWNER role in its organization"
+
 
 async def billing_account(info: Info[Context, None], account_id: str | None) -> CreditAccountRow | Forbidden | NotFound:
     """The account a payment is for: your own by default; an organization pool needs BILLING or OWNER."""
@@ -53,7 +55,9 @@ async def billing_account(info: Info[Context, None], account_id: str | None) -> 
         BILLING_ROLES
     ):
         return account
-    return Forbidden(message="You may not pay for this account")
+    return Forbidden(
+        message="Paying for this account needs its owner, or the BILLING or OWNER role in its organization"
+    )
 
 
 def price(info: Info[Context, None]) -> payments.Price:
