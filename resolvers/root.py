@@ -11,12 +11,14 @@ from strawberry.permission import BasePermission
 from resolvers import queries
 from resolvers.mutations import organizations as orgs
 from resolvers.mutations import payments
+from resolvers.mutations.auto_top_up import configure_auto_top_up
 from resolvers.mutations.grant_credits import grant_credits
 from resolvers.mutations.holds import capture_hold, hold_credits, release_hold
 from resolvers.mutations.spend_credits import spend_credits
 from resolvers.permissions import IsAuthenticated
 from resolvers.subscriptions import balance_changed, usage_recorded
 from schema import types
+from schema.mutations.auto_top_up import ConfigureAutoTopUpResult
 from schema.mutations.grant_credits import GrantCreditsResult
 from schema.mutations.holds import CaptureHoldResult, HoldCreditsResult, ReleaseHoldResult
 from schema.mutations.organizations import (
@@ -67,6 +69,9 @@ class Mutation:
     )
     remove_payment_method: PaymentMethodResult = strawberry.mutation(
         resolver=payments.remove_payment_method, permission_classes=AUTH
+    )
+    configure_auto_top_up: ConfigureAutoTopUpResult = strawberry.mutation(
+        resolver=configure_auto_top_up, permission_classes=AUTH
     )
     create_organization: CreateOrganizationResult = strawberry.mutation(
         resolver=orgs.create_organization, permission_classes=AUTH
