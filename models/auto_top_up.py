@@ -107,7 +107,11 @@ _CONFIG = (
 async def queue_locked(sql: Sql, account_id: int, available: int, terms: Terms, now: datetime) -> int | None:
     """Queue a top-up for an account whose row ``sql``'s transaction has locked, if auto top-up is on, none
     is in flight, ``available`` is below the threshold, the card is there and the monthly cap allows it.
-    The caller has checked the back-off. Returns the new PENDING transaction's id."""
+    The caller has checked the back-off. Returns the new PENDING transaction's id.
+
+    Everything is read again here: on PostgreSQL the auto top-up columns joined to the account lock can
+    predate a spend that queued a top-up while this one waited for the lock (after the wait, READ COMMITTED
+    re-reads only the locked row), and this new statement sees that spend's commit."""
     row = await sql.fetchrow(_CONFIG, account_id, month_start(now), account_id, terms.gateway, account_id)
     if row is None or not row["enabled"] or row["pending_transaction_id"] is not None:
         return None
