@@ -4,7 +4,8 @@ No HTTP, no GraphQL, no ORM: ``concurrency`` asyncio workers each run spends bac
 time, one transaction per spend, with the statement sequence of ``models.ledger.spend()``:
 
     BEGIN
-    lock the account row (joined to the caller's idempotency record; FOR UPDATE OF a on PostgreSQL)
+    lock the account row (joined to the caller's idempotency record and the account's auto top-up, which
+        the bench accounts do not have; FOR UPDATE OF a on PostgreSQL)
     SELECT the live lots
     UPDATE the lot taken from
     INSERT usage_events RETURNING id
@@ -46,8 +47,10 @@ SCOPE = "service:bench-ceiling"
 
 LOCK_ACCOUNT = (
     "SELECT a.id, a.balance, a.held, a.version, i.operation AS idem_operation, i.request_hash AS idem_hash,"
-    " i.response AS idem_response FROM credit_accounts a"
-    " LEFT JOIN idempotency_records i ON i.scope = $2 AND i.key = $3 WHERE a.user_id = $1"
+    " i.response AS idem_response, t.enabled AS atu_enabled, t.threshold AS atu_threshold,"
+    " t.pending_transaction_id AS atu_pending, t.next_attempt_at AS atu_next FROM credit_accounts a"
+    " LEFT JOIN idempotency_records i ON i.scope = $2 AND i.key = $3"
+    " LEFT JOIN auto_top_ups t ON t.account_id = a.id WHERE a.user_id = $1"
 )
 LIVE_LOTS = (
     "SELECT id, kind, remaining, expires_at, granted_at FROM credit_lots"

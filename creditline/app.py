@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
-from creditline import db
+from creditline import auto_top_up_worker, db
 from creditline.clock import Clock
 from creditline.events import EventBus, InProcessBus, RedisBus
 from creditline.exports import transactions_export, usage_export
@@ -81,6 +81,7 @@ def create_app(
                 sweeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sweeper
+            await auto_top_up_worker.idle()  # let top-ups being charged finish and publish
             await services.bus.stop()
             if manage_database:
                 await db.close_db()

@@ -27,7 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     sub.add_parser("migrate", help="apply database migrations")
-    sub.add_parser("sweep", help="record expiries and release timed-out holds, once")
+    sub.add_parser(
+        "sweep", help="record expiries, release timed-out holds, reconcile payments, charge auto top-ups due, once"
+    )
     sub.add_parser("audit", help="check every account's ledger invariant; exit 1 on drift")
     sub.add_parser("demo", help="create a demo user and tokens on first run (used by make run)")
     user = sub.add_parser("user", help="manage users").add_subparsers(dest="user_command", required=True)
@@ -118,6 +120,7 @@ async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _sweep(settings: Settings, args: argparse.Namespace) -> int:
     from creditline.app import build_services
+    from creditline.auto_top_up_worker import run_due
     from creditline.jobs import reconcile_pending, renew_subscriptions, sweep_once
 
     services = build_services(settings, Clock())
@@ -126,11 +129,13 @@ async def _sweep(settings: Settings, args: argparse.Namespace) -> int:
         report = await sweep_once(services)
         reconciled = await reconcile_pending(services)
         renewed = await renew_subscriptions(services)
+        topped_up = await run_due(services)
     finally:
         await services.bus.stop()
     print(
         f"sweep: {report.expired_lots} lots expired, {report.released_holds} holds released,"
-        f" {reconciled} pending payments reconciled, {renewed} subscription payments charged"
+        f" {reconciled} pending payments reconciled, {renewed} subscription payments charged,"
+        f" {topped_up} auto top-ups charged"
     )
     return 0
 

@@ -1,4 +1,5 @@
-"""Background jobs: the sweep of expired lots and timed-out holds, in the server and from the CLI."""
+"""Background jobs: the sweep of expired lots and timed-out holds, pending payments and due auto top-ups, in
+the server and from the CLI."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import logging
 from datetime import timedelta
 
+from creditline import auto_top_up_worker
 from models import ledger
 from resolvers.context import Services
 
@@ -21,11 +23,15 @@ async def sweep_once(services: Services) -> ledger.SweepReport:
 async def reconcile_pending(services: Services, older_than: timedelta = timedelta(minutes=1)) -> int:
     """Finish top-ups left PENDING (a crash between charge and grant): charge again with the same
     idempotency key, which returns the first charge's answer, and complete exactly once."""
-    from models.tables import Transaction, TransactionStatus
+    from models.tables import Transaction, TransactionStatus, TransactionType
     from resolvers.mutations.payments import charge_pending
 
     cutoff = services.clock.now() - older_than
-    pending = await Transaction.filter(status=TransactionStatus.PENDING, created_at__lte=cutoff).order_by("id")
+    pending = (
+        await Transaction.filter(status=TransactionStatus.PENDING, created_at__lte=cutoff)
+        .exclude(type=TransactionType.AUTO_TOP_UP)  # claimed and reconciled by auto_top_up_worker.run_due
+        .order_by("id")
+    )
     for txn in pending:
         await charge_pending(services, txn)
     return len(pending)
@@ -55,6 +61,9 @@ async def run_sweeper(services: Services) -> None:
                 log.info("charged %d subscription payments", renewed)
             if reconciled:
                 log.info("reconciled %d pending transactions", reconciled)
+            topped_up = await auto_top_up_worker.run_due(services)
+            if topped_up:
+                log.info("charged %d auto top-ups", topped_up)
             if report.expired_lots or report.released_holds:
                 log.info("sweep: %d lots expired, %d holds released", report.expired_lots, report.released_holds)
         except asyncio.CancelledError:

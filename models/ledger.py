@@ -18,7 +18,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tortoise.transactions import in_transaction
 
@@ -26,6 +26,9 @@ from models.balance import Balance, balance_from_lots, is_live
 from models.credits import MAX_MICRO
 from models.sql import Sql, as_datetime
 from models.tables import CreditKind, HoldStatus, LedgerEntryType, LotSource, LotStatus
+
+if TYPE_CHECKING:
+    from models.auto_top_up import Terms
 
 # ----------------------------------------------------------------------------------------------- results
 
@@ -140,6 +143,8 @@ class SpendResult:
     balance: Balance
     replayed: bool = False
     changes: tuple[Event, ...] = ()
+    queued_top_up: int | None = None
+    """The auto top-up transaction this spend queued, for the caller to charge after commit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +162,8 @@ class HoldResult:
     usage_event_id: int | None = None
     replayed: bool = False
     changes: tuple[Event, ...] = ()
+    queued_top_up: int | None = None
+    """The auto top-up transaction this hold queued, for the caller to charge after commit."""
 
 
 @dataclass(slots=True)
@@ -176,6 +183,11 @@ class _Replay(Exception):
 # ----------------------------------------------------------------------------------------------- helpers
 
 _ACCOUNT_COLUMNS = "a.id, a.balance, a.held, a.version"
+# What a spend needs to know whether it must queue an auto top-up, read in the round trip of the lock.
+_AUTO_TOP_UP_COLUMNS = (
+    "t.enabled AS atu_enabled, t.threshold AS atu_threshold, t.pending_transaction_id AS atu_pending,"
+    " t.next_attempt_at AS atu_next"
+)
 
 
 async def _lock_account(
@@ -192,8 +204,9 @@ async def _lock_account(
         return row, None
     row = await sql.fetchrow(
         f"SELECT {_ACCOUNT_COLUMNS}, i.operation AS idem_operation, i.request_hash AS idem_hash,"
-        " i.response AS idem_response FROM credit_accounts a"
+        f" i.response AS idem_response, {_AUTO_TOP_UP_COLUMNS} FROM credit_accounts a"
         " LEFT JOIN idempotency_records i ON i.scope = $2 AND i.key = $3"
+        " LEFT JOIN auto_top_ups t ON t.account_id = a.id"
         f" WHERE a.{where} = $1" + sql.for_update(of="a"),
         arg,
         idem.scope,
@@ -210,6 +223,32 @@ async def lock_account(sql: Sql, account_id: int) -> dict[str, Any]:
     """Lock an account's row inside ``sql``'s transaction (for operations outside this module)."""
     row, _ = await _lock_account(sql, "id", account_id, None)
     return row
+
+
+async def balance_locked(sql: Sql, account: dict[str, Any], now: datetime) -> Balance:
+    """The live balance of an account that ``sql``'s transaction has locked."""
+    account_id = int(account["id"])
+    return balance_from_lots(
+        await _live_lots(sql, account_id), await _held_now(sql, account_id, int(account["held"]), now), now
+    )
+
+
+async def _queue_auto_top_up(
+    sql: Sql, account: dict[str, Any], after: Balance, terms: Terms | None, now: datetime
+) -> int | None:
+    """Queue an auto top-up when this change left the available balance below the account's threshold.
+    The columns the lock read decide; only then does it cost more statements."""
+    threshold = account.get("atu_threshold")
+    if terms is None or threshold is None or after.available >= int(threshold):
+        return None
+    if not account["atu_enabled"] or account["atu_pending"] is not None:
+        return None
+    next_attempt_at = as_datetime(account["atu_next"])
+    if next_attempt_at is not None and next_attempt_at > now:
+        return None  # backing off after a decline, or a worker holds it
+    from models.auto_top_up import queue_locked
+
+    return await queue_locked(sql, int(account["id"]), after.available, terms, now)
 
 
 def _stored_response(idem: IdempotencyKey, operation: str, request_hash: str, response: str) -> dict[str, Any]:
@@ -516,8 +555,12 @@ async def spend(
     quantity: int | None,
     idem: IdempotencyKey,
     now: datetime,
+    auto_top_up: Terms | None = None,
 ) -> SpendResult:
-    """Spend ``credits`` micro-credits from an account, FREE first. Refuses an overspend whole."""
+    """Spend ``credits`` micro-credits from an account, FREE first. Refuses an overspend whole.
+
+    With ``auto_top_up`` terms, a spend that leaves the available balance below the account's auto top-up
+    threshold queues the top-up in its own transaction (``queued_top_up``)."""
     assert credits > 0
     try:
         async with in_transaction() as conn:
@@ -575,6 +618,7 @@ async def spend(
                 after = Balance(free=before.free - free, paid=before.paid - paid, held=before.held)
                 result = SpendResult(usage_event_id, credits, free, paid, after)
                 await _store_response(sql, idem, _spend_json(result), now)
+                queued = await _queue_auto_top_up(sql, row, after, auto_top_up, now)
     except _Replay as replay:
         return _spend_replay(replay.response or await _read_stored(idem))
     if refusal is not None:
@@ -589,6 +633,7 @@ async def spend(
             _change(row, -credits, "SPEND", result.balance, now),
             *_usage(organization_id, result.usage_event_id, row, user_id, agent_id, activity, credits, result, now),
         ),
+        queued_top_up=queued,
     )
 
 
@@ -839,8 +884,10 @@ async def hold(
     expires_at: datetime,
     idem: IdempotencyKey,
     now: datetime,
+    auto_top_up: Terms | None = None,
 ) -> HoldResult:
-    """Set ``credits`` aside for a long-running task: lowers ``available``, not ``total``."""
+    """Set ``credits`` aside for a long-running task: lowers ``available``, not ``total`` (and, like a
+    spend, may queue an auto top-up)."""
     assert credits > 0
     try:
         async with in_transaction() as conn:
@@ -875,6 +922,7 @@ async def hold(
                 await _save_account(sql, row)
                 after = Balance(free=before.free, paid=before.paid, held=before.held + credits)
                 await _store_response(sql, idem, {"hold_id": hold_id, "balance": after.to_json()}, now)
+                queued = await _queue_auto_top_up(sql, row, after, auto_top_up, now)
     except _Replay as replay:
         stored = replay.response or await _read_stored(idem)
         if stored.get("refused") == "insufficient":
@@ -882,7 +930,7 @@ async def hold(
         return HoldResult(int(stored["hold_id"]), Balance.from_json(stored["balance"]), replayed=True)
     if refusal is not None:
         raise refusal
-    return HoldResult(hold_id, after, changes=(_change(row, 0, "HOLD", after, now),))
+    return HoldResult(hold_id, after, changes=(_change(row, 0, "HOLD", after, now),), queued_top_up=queued)
 
 
 async def _hold_account(hold_id: int) -> int:

@@ -17,12 +17,15 @@ from tortoise.transactions import in_transaction
 from gateway.base import Card
 from models import ledger
 from models.credits import MICRO, format_credits
-from models.ledger import BalanceChange, IdempotencyConflictError, IdempotencyKey
+from models.ledger import BalanceChange, IdempotencyConflictError, IdempotencyKey, LedgerError
 from models.sql import Sql
 from models.tables import (
+    LIVE_SUBSCRIPTION,
+    AutoTopUp,
     CreditKind,
     LotSource,
     PaymentMethod,
+    Subscription,
     Transaction,
     TransactionStatus,
     TransactionType,
@@ -114,7 +117,8 @@ async def complete(
                 source = LotSource.AUTO_TOP_UP if row["type"] == TransactionType.AUTO_TOP_UP else LotSource.TOP_UP
                 credits = int(row["credits"])
                 line = f"{format_credits(credits)} credits"
-                changes = await record_success(sql, account, row, source, None, "Top-up", line, reference, now)
+                lot_reason = "Auto top-up" if source is LotSource.AUTO_TOP_UP else "Top-up"
+                changes = await record_success(sql, account, row, source, None, lot_reason, line, reference, now)
             else:
                 await record_failure(sql, transaction_id, failure_reason, reference, now)
     return await Transaction.get(id=transaction_id), changes
@@ -227,14 +231,31 @@ async def set_default_card(account_id: int, method_id: int) -> PaymentMethod | N
     return method
 
 
+class PaymentMethodInUseError(LedgerError):
+    """The card pays for something that would stop working without it."""
+
+
 async def remove_card(account_id: int, method_id: int, now: datetime) -> PaymentMethod | None:
-    """Remove a saved card (kept for the transactions that used it); the oldest other card becomes default."""
+    """Remove a saved card (kept for the transactions that used it); the oldest other card becomes default.
+    Refused while auto top-up or a live subscription charges it (checked under the account lock that
+    configuring them takes too)."""
     async with in_transaction() as conn:
         sql = Sql(conn)
         await ledger.lock_account(sql, account_id)
         method = await PaymentMethod.filter(id=method_id, account_id=account_id, removed_at=None).first()
         if method is None:
             return None
+        if await AutoTopUp.filter(account_id=account_id, payment_method_id=method_id, enabled=True).exists():
+            raise PaymentMethodInUseError(
+                "Auto top-up charges this card: give auto top-up another card or switch it off first"
+            )
+        if await Subscription.filter(
+            account_id=account_id, payment_method_id=method_id, status__in=LIVE_SUBSCRIPTION
+        ).exists():
+            raise PaymentMethodInUseError(
+                "The subscription renews on this card: move it to another card (setSubscriptionPaymentMethod)"
+                " or cancel it first"
+            )
         was_default = method.is_default
         method.removed_at, method.is_default = now, False
         await method.save(update_fields=["removed_at", "is_default"])

@@ -57,11 +57,12 @@ class Sql:
         count, _ = await self.conn.execute_query(text, values)
         return count
 
-    def for_update(self, of: str | None = None) -> str:
-        """Row lock clause: PostgreSQL locks the row (of table alias ``of``); SQLite has one writer already."""
+    def for_update(self, of: str | None = None, *, skip_locked: bool = False) -> str:
+        """Row lock clause: PostgreSQL locks the row (of table alias ``of``; with ``skip_locked``, passing over
+        rows another transaction holds, as job queues do); SQLite has one writer already."""
         if not self.postgres:
             return ""
-        return f" FOR UPDATE OF {of}" if of else " FOR UPDATE"
+        return (f" FOR UPDATE OF {of}" if of else " FOR UPDATE") + (" SKIP LOCKED" if skip_locked else "")
 
 
 def as_datetime(value: Any) -> datetime | None:

@@ -23,9 +23,7 @@ from models.credits import format_credits
 from models.ledger import BalanceChange, IdempotencyConflictError, IdempotencyKey
 from models.plans import PlanCatalog, PlanSpec
 from models.sql import Sql, as_datetime
-from models.tables import LotSource, Subscription, SubscriptionStatus, Transaction
-
-LIVE = (SubscriptionStatus.INCOMPLETE, SubscriptionStatus.ACTIVE, SubscriptionStatus.PAST_DUE)
+from models.tables import LIVE_SUBSCRIPTION, LotSource, Subscription, SubscriptionStatus, Transaction
 
 
 class AlreadySubscribedError(Exception):
@@ -46,7 +44,7 @@ class Billing:
 
 
 async def live_subscription(account_id: int) -> Subscription | None:
-    return await Subscription.filter(account_id=account_id, status__in=LIVE).order_by("-id").first()
+    return await Subscription.filter(account_id=account_id, status__in=LIVE_SUBSCRIPTION).order_by("-id").first()
 
 
 async def start(
@@ -327,7 +325,7 @@ async def cancel(subscription: Subscription, *, at_period_end: bool, now: dateti
         sql = Sql(conn)
         await ledger.lock_account(sql, subscription.account_id)
         current = await _subscription_row(sql, subscription.id)
-        if current["status"] not in LIVE:
+        if current["status"] not in LIVE_SUBSCRIPTION:
             raise SubscriptionStateError("The subscription is already canceled")
         if at_period_end and current["status"] == SubscriptionStatus.ACTIVE:
             await sql.execute("UPDATE subscriptions SET cancel_at_period_end = $1 WHERE id = $2", True, subscription.id)
@@ -368,7 +366,7 @@ async def set_payment_method(subscription: Subscription, payment_method_id: int)
         sql = Sql(conn)
         await ledger.lock_account(sql, subscription.account_id)
         current = await _subscription_row(sql, subscription.id)
-        if current["status"] not in LIVE:
+        if current["status"] not in LIVE_SUBSCRIPTION:
             raise SubscriptionStateError("The subscription is already canceled")
         updated = await sql.execute(
             "UPDATE subscriptions SET payment_method_id = $1 WHERE id = $2 AND EXISTS (SELECT 1 FROM payment_methods"

@@ -398,6 +398,10 @@ class SubscriptionStatus(StrEnum):
     CANCELED = "CANCELED"
 
 
+LIVE_SUBSCRIPTION = (SubscriptionStatus.INCOMPLETE, SubscriptionStatus.ACTIVE, SubscriptionStatus.PAST_DUE)
+"""A subscription in one of these states is the account's one subscription: it may still be paid for."""
+
+
 class PaymentMethod(Model):
     """A saved card on a card-on-file gateway. Only the gateway reference is kept, never a card number."""
 

@@ -12,6 +12,7 @@ from resolvers import queries
 from resolvers.mutations import organizations as orgs
 from resolvers.mutations import payments
 from resolvers.mutations import subscriptions as subs
+from resolvers.mutations.auto_top_up import configure_auto_top_up
 from resolvers.mutations.grant_credits import grant_credits
 from resolvers.mutations.holds import capture_hold, hold_credits, release_hold
 from resolvers.mutations.refund_payment import refund_payment
@@ -19,6 +20,7 @@ from resolvers.mutations.spend_credits import spend_credits
 from resolvers.permissions import IsAuthenticated
 from resolvers.subscriptions import balance_changed, usage_recorded
 from schema import types
+from schema.mutations.auto_top_up import ConfigureAutoTopUpResult
 from schema.mutations.grant_credits import GrantCreditsResult
 from schema.mutations.holds import CaptureHoldResult, HoldCreditsResult, ReleaseHoldResult
 from schema.mutations.organizations import (
@@ -83,6 +85,9 @@ class Mutation:
     change_plan: SubscriptionChangeResult = strawberry.mutation(resolver=subs.change_plan, permission_classes=AUTH)
     set_subscription_payment_method: SubscriptionChangeResult = strawberry.mutation(
         resolver=subs.set_subscription_payment_method, permission_classes=AUTH
+    )
+    configure_auto_top_up: ConfigureAutoTopUpResult = strawberry.mutation(
+        resolver=configure_auto_top_up, permission_classes=AUTH
     )
     create_organization: CreateOrganizationResult = strawberry.mutation(
         resolver=orgs.create_organization, permission_classes=AUTH

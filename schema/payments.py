@@ -338,6 +338,12 @@ class PaymentMethodsSuccess:
     payment_methods: list[PaymentMethod] = strawberry.field(description="The account's saved cards after the change")
 
 
+@strawberry.type(description="The card pays for something that needs it (auto top-up): change that first.")
+class PaymentMethodInUse(Error):
+    pass
+
+
 PaymentMethodResult = Annotated[
-    PaymentMethodsSuccess | PaymentUnavailable | Forbidden | NotFound, strawberry.union("PaymentMethodResult")
+    PaymentMethodsSuccess | PaymentMethodInUse | PaymentUnavailable | Forbidden | NotFound,
+    strawberry.union("PaymentMethodResult"),
 ]

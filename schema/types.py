@@ -13,8 +13,7 @@ from tortoise.expressions import Q
 from models import tables
 from models.balance import Balance
 from models.ledger import UsageRecorded
-from models.subscriptions import LIVE as LIVE_SUBSCRIPTION
-from models.tables import CreditKind, LedgerEntryType, LotSource, MemberRole
+from models.tables import LIVE_SUBSCRIPTION, CreditKind, LedgerEntryType, LotSource, MemberRole
 from resolvers.context import Context
 from resolvers.errors import ForbiddenError
 from resolvers.ids import encode_id
@@ -28,6 +27,7 @@ from schema.scalars import Credits
 from schema.usage import UsageFilter
 
 if TYPE_CHECKING:
+    from schema.auto_top_up import AutoTopUp
     from schema.payments import Invoice, PaymentMethod, Subscription, Transaction, TransactionFilter
 
 # The tables' enums, exposed as GraphQL enums of the same names and values.
@@ -270,6 +270,14 @@ class CreditAccount(relay.Node):
 
         rows = await tables.PaymentMethod.filter(account_id=self.id, removed_at=None).order_by("id")
         return [PaymentMethod.of(row) for row in rows]
+
+    @strawberry.field(description="Buying credit by itself below a threshold; null until it is set up")
+    async def auto_top_up(
+        self, info: Info[Context, None]
+    ) -> Annotated[AutoTopUp, strawberry.lazy("schema.auto_top_up")] | None:
+        from schema.auto_top_up import AutoTopUp
+
+        return await AutoTopUp.load(info, self.id)
 
     @strawberry.field(description="Usage of this account by time bucket, optionally per activity, agent or member")
     async def usage_report(self, input: UsageReportInput) -> UsageReportResult:

@@ -602,3 +602,32 @@ async def test_renewals_charge_the_card_the_subscription_was_moved_to(api: Api) 
     renewal = await Transaction.filter(type="SUBSCRIPTION").order_by("-id").first()
     assert renewal is not None
     assert (renewal.card_reference, renewal.payment_method_id) == ("card_sandbox_tok_mastercard", 3)
+
+
+REMOVE_CARD = """mutation($id: ID!) { removePaymentMethod(input: {paymentMethodId: $id}) {
+  __typename ... on PaymentMethodsSuccess { paymentMethods { last4 } } ... on Error { message } } }"""
+
+
+async def test_the_card_a_subscription_renews_on_cannot_be_removed_until_it_moves(api: Api) -> None:
+    user = await customer(api)
+    await api.data(SUBSCRIBE, subscribe_input(), user)
+    mastercard = (await api.data(ADD_CARD, {"token": "tok_mastercard"}, user))["addPaymentMethod"]["paymentMethod"]
+    before = (await account(api, user), await counts())
+
+    refused = await api.data(REMOVE_CARD, {"id": gid("PaymentMethod", 1)}, user)
+
+    assert refused["removePaymentMethod"] == {
+        "__typename": "PaymentMethodInUse",
+        "message": "The subscription renews on this card: move it to another card (setSubscriptionPaymentMethod)"
+        " or cancel it first",
+    }
+    assert (await account(api, user), await counts()) == before
+    await api.data(SET_CARD, {"input": {"paymentMethodId": mastercard["id"]}}, user)
+    moved = await api.data(REMOVE_CARD, {"id": gid("PaymentMethod", 1)}, user)
+    assert moved["removePaymentMethod"] == {
+        "__typename": "PaymentMethodsSuccess",
+        "paymentMethods": [{"last4": "4444"}],
+    }
+    await api.data(CANCEL, {"input": {"atPeriodEnd": False}}, user)
+    last = await api.data(REMOVE_CARD, {"id": mastercard["id"]}, user)
+    assert last["removePaymentMethod"] == {"__typename": "PaymentMethodsSuccess", "paymentMethods": []}

@@ -109,7 +109,8 @@ def test_migrate_user_token_audit(env: dict[str, str]) -> None:
     sweep = cli(env, "sweep")
     assert (sweep.returncode, sweep.stdout) == (
         0,
-        "sweep: 0 lots expired, 0 holds released, 0 pending payments reconciled, 0 subscription payments charged\n",
+        "sweep: 0 lots expired, 0 holds released, 0 pending payments reconciled, 0 subscription payments charged,"
+        " 0 auto top-ups charged\n",
     )
 
 

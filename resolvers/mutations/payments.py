@@ -26,6 +26,7 @@ from schema.payments import (
     PaymentDeclined,
     PaymentMethod,
     PaymentMethodInput,
+    PaymentMethodInUse,
     PaymentMethodResult,
     PaymentMethodsSuccess,
     PaymentUnavailable,
@@ -206,7 +207,11 @@ async def _card_change(
     if not info.context.services.gateway.card_on_file:
         return PaymentUnavailable(message="Cards are managed in the payment processor's customer portal")
     method_id = decode_id(input.payment_method_id, "PaymentMethod")
-    if method_id is None or await change(account.id, method_id) is None:
+    try:
+        changed = None if method_id is None else await change(account.id, method_id)
+    except payments.PaymentMethodInUseError as exc:
+        return PaymentMethodInUse(message=str(exc))
+    if changed is None:
         return NotFound(message="Payment method not found on this account")
     rows = await PaymentMethodRow.filter(account_id=account.id, removed_at=None).order_by("id")
     return PaymentMethodsSuccess(payment_methods=[PaymentMethod.of(row) for row in rows])
