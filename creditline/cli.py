@@ -127,6 +127,7 @@ async def _sweep(settings: Settings, args: argparse.Namespace) -> int:
         reconciled = await reconcile_pending(services)
     finally:
         await services.bus.stop()
+        await services.gateway.close()
     print(
         f"sweep: {report.expired_lots} lots expired, {report.released_holds} holds released,"
         f" {reconciled} pending payments reconciled"

@@ -11,12 +11,14 @@ from strawberry.permission import BasePermission
 from resolvers import queries
 from resolvers.mutations import organizations as orgs
 from resolvers.mutations import payments
+from resolvers.mutations.customer_portal import create_customer_portal_session
 from resolvers.mutations.grant_credits import grant_credits
 from resolvers.mutations.holds import capture_hold, hold_credits, release_hold
 from resolvers.mutations.spend_credits import spend_credits
 from resolvers.permissions import IsAuthenticated
 from resolvers.subscriptions import balance_changed, usage_recorded
 from schema import types
+from schema.mutations.customer_portal import CreateCustomerPortalSessionResult
 from schema.mutations.grant_credits import GrantCreditsResult
 from schema.mutations.holds import CaptureHoldResult, HoldCreditsResult, ReleaseHoldResult
 from schema.mutations.organizations import (
@@ -67,6 +69,9 @@ class Mutation:
     )
     remove_payment_method: PaymentMethodResult = strawberry.mutation(
         resolver=payments.remove_payment_method, permission_classes=AUTH
+    )
+    create_customer_portal_session: CreateCustomerPortalSessionResult = strawberry.mutation(
+        resolver=create_customer_portal_session, permission_classes=AUTH
     )
     create_organization: CreateOrganizationResult = strawberry.mutation(
         resolver=orgs.create_organization, permission_classes=AUTH

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 from strawberry.types import Info
 
-from gateway.base import InvalidPaymentToken
-from gateway.registry import GatewayUnavailable
+from gateway.base import GatewayError, GatewayUnavailable, HostedGateway, InvalidPaymentToken
+from gateway.customers import customer_for
 from models import payments
 from models.credits import MICRO
 from models.ledger import IdempotencyConflictError, IdempotencyKey
@@ -16,6 +17,7 @@ from models.tables import TransactionStatus, TransactionType
 from resolvers.context import Context, Services
 from resolvers.ids import decode_id
 from resolvers.mutations._common import conflict
+from resolvers.mutations.checkout import top_up_by_checkout
 from resolvers.permissions import BILLING_ROLES, principal, roles_in
 from resolvers.validation import check_key, check_text, first_error
 from schema.errors import Forbidden, NotFound, ValidationError
@@ -34,6 +36,8 @@ from schema.payments import (
     TopUpSuccess,
     Transaction,
 )
+
+log = logging.getLogger("creditline.payments")
 
 
 async def billing_account(info: Info[Context, None], account_id: str | None) -> CreditAccountRow | Forbidden | NotFound:
@@ -69,6 +73,7 @@ async def top_up(info: Info[Context, None], input: TopUpInput) -> TopUpResult:
     if not isinstance(account, CreditAccountRow):
         return account
     credits = int(input.credits)
+    gateway = ctx.services.gateway
     low, high = settings.top_up_min_credits, settings.top_up_max_credits
     if invalid := first_error(
         check_key(input.idempotency_key),
@@ -79,14 +84,18 @@ async def top_up(info: Info[Context, None], input: TopUpInput) -> TopUpResult:
         if not low * MICRO <= credits <= high * MICRO
         else None,
         ValidationError(message="Give exactly one of paymentMethodId or paymentToken", field=None)
-        if (input.payment_method_id is None) == (input.payment_token is None)
+        if gateway.card_on_file and (input.payment_method_id is None) == (input.payment_token is None)
+        else None,
+        ValidationError(message="Give no paymentMethodId or paymentToken: the card is entered at checkout", field=None)
+        if not gateway.card_on_file and (input.payment_method_id is not None or input.payment_token is not None)
         else None,
         check_text(input.payment_token, "paymentToken", 255) if input.payment_token is not None else None,
     ):
         return invalid
-    gateway = ctx.services.gateway
-    if not gateway.card_on_file:
-        return PaymentUnavailable(message=f"Checkout on the {gateway.name} gateway is not available in this build yet")
+    if reason := gateway.unavailable_reason():
+        return PaymentUnavailable(message=reason)
+    if isinstance(gateway, HostedGateway):
+        return await top_up_by_checkout(info, gateway, account, credits, input.idempotency_key)
     method_id: int | None = None
     if input.payment_method_id is not None:
         method_id = decode_id(input.payment_method_id, "PaymentMethod")
@@ -104,7 +113,7 @@ async def top_up(info: Info[Context, None], input: TopUpInput) -> TopUpResult:
             card = (await gateway.save_card(input.payment_token)).reference
         except InvalidPaymentToken as exc:
             return ValidationError(message=str(exc), field="paymentToken")
-        except GatewayUnavailable as exc:
+        except (GatewayError, GatewayUnavailable) as exc:
             return PaymentUnavailable(message=str(exc))
     idem = IdempotencyKey.for_request(
         principal(info).idempotency_scope,
@@ -139,19 +148,27 @@ async def top_up(info: Info[Context, None], input: TopUpInput) -> TopUpResult:
 async def charge_pending(services: Services, txn: TransactionRow) -> TransactionRow:
     """Charge a PENDING transaction and record the answer. Charged outside any database transaction, with
     an idempotency key made from our own id, so charging again (the reconcile job) never pays twice."""
+    gateway = services.gateway
     try:
-        charge = await services.gateway.charge(
+        # Every argument comes from the stored row: a retry must send the very same request.
+        saved = txn.payment_method_id is not None
+        charge = await gateway.charge(
             amount=txn.amount,
             currency=txn.currency,
             card=txn.card_reference or "",
             idempotency_key=f"creditline-transaction-{txn.id}",
             description=f"{txn.credits // MICRO} credits",
+            customer=await customer_for(gateway, txn.account_id, services.clock.now()) if saved else None,
+            off_session=txn.type != TransactionType.TOP_UP,
         )
-        succeeded, reference, reason = charge.succeeded, charge.reference, charge.failure_reason
-    except GatewayUnavailable as exc:
-        succeeded, reference, reason = False, None, str(exc)
+    except (GatewayError, GatewayUnavailable):
+        return txn  # the outcome is unknown: it stays PENDING for the reconcile job
     completed, changes = await payments.complete(
-        txn.id, succeeded=succeeded, reference=reference, failure_reason=reason, now=services.clock.now()
+        txn.id,
+        succeeded=charge.succeeded,
+        reference=charge.reference,
+        failure_reason=charge.failure_reason,
+        now=services.clock.now(),
     )
     services.bus.publish(changes)
     return completed
@@ -167,11 +184,14 @@ async def add_payment_method(info: Info[Context, None], input: AddPaymentMethodI
     gateway = info.context.services.gateway
     if not gateway.card_on_file:
         return PaymentUnavailable(message="Cards are managed in the payment processor's customer portal")
+    if reason := gateway.unavailable_reason():
+        return PaymentUnavailable(message=reason)
     try:
-        card = await gateway.save_card(input.token)
+        customer = await customer_for(gateway, account.id, info.context.now())
+        card = await gateway.save_card(input.token, customer=customer)
     except InvalidPaymentToken as exc:
         return ValidationError(message=str(exc), field="token")
-    except GatewayUnavailable as exc:
+    except (GatewayError, GatewayUnavailable) as exc:
         return PaymentUnavailable(message=str(exc))
     method = await payments.save_card(account.id, gateway=gateway.name, card=card, now=info.context.now())
     return AddPaymentMethodSuccess(payment_method=PaymentMethod.of(method))
@@ -200,4 +220,17 @@ async def set_default_payment_method(info: Info[Context, None], input: PaymentMe
 async def remove_payment_method(info: Info[Context, None], input: PaymentMethodInput) -> PaymentMethodResult:
     """Remove a saved card; if it was the default, the oldest remaining card becomes the default."""
     now = info.context.now()
-    return await _card_change(info, input, lambda account, method: payments.remove_card(account, method, now))
+    removed: list[PaymentMethodRow] = []
+
+    async def remove(account: int, method: int) -> PaymentMethodRow | None:
+        row = await payments.remove_card(account, method, now)
+        removed.extend([row] if row is not None else [])
+        return row
+
+    result = await _card_change(info, input, remove)
+    for row in removed:  # after the commit: the processor forgets the card too
+        try:
+            await info.context.services.gateway.remove_card(row.reference)
+        except (GatewayError, GatewayUnavailable) as exc:
+            log.warning("payment method %s removed here but not at the processor: %s", row.id, exc)
+    return result
