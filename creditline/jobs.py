@@ -50,10 +50,7 @@ async def reconcile_pending(services: Services, older_than: timedelta = timedelt
             try:
                 if isinstance(gateway, HostedGateway):
                     await settle_checkout(services, gateway, txn)
-                elif (
-                    gateway.idempotency_window is not None
-                    and now - txn.created_at >= gateway.idempotency_window - MARGIN
-                ):
+                elif window is not None and now - txn.created_at >= window - MARGIN:
                     log.error("transaction %s could not be confirmed while the processor kept its key", txn.id)
                     await payments.complete(
                         txn.id,
