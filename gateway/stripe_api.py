@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -35,6 +35,16 @@ NETWORK_RETRIES = 2
 """The SDK retries connection errors and 5xx/409 answers itself, with the same idempotency key."""
 
 
+class HttpxClient(stripe.HTTPXClient):
+    """The SDK's httpx client, sending the form body as ``content``: httpx deprecates ``data=`` for a
+    ready-encoded body (and will drop it), and the SDK 16.1 still passes it that way."""
+
+    def _get_request_args_kwargs(self, method: str, url: str, headers: Mapping[str, str], post_data: Any) -> list[Any]:
+        args, kwargs = super()._get_request_args_kwargs(method, url, headers, post_data)
+        kwargs["content"] = kwargs.pop("data", None) or None
+        return [args, kwargs]
+
+
 class StripeApi:
     """The Stripe SDK client of one process, and the calls both Stripe gateways make."""
 
@@ -46,7 +56,7 @@ class StripeApi:
         self._api_base = api_base
         self._tolerance = webhook_tolerance_seconds
         self._client: stripe.StripeClient | None = None
-        self._http: stripe.HTTPXClient | None = None
+        self._http: HttpxClient | None = None
 
     def unavailable_reason(self) -> str | None:
         if not self._secret_key:
@@ -58,7 +68,7 @@ class StripeApi:
         if self._client is None:
             if reason := self.unavailable_reason():
                 raise GatewayUnavailable(reason)
-            self._http = stripe.HTTPXClient(timeout=30)
+            self._http = HttpxClient(timeout=30)
             self._client = stripe.StripeClient(
                 self._secret_key,
                 base_addresses={"api": self._api_base} if self._api_base else None,
