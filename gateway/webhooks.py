@@ -37,16 +37,23 @@ RETRY_FOR = timedelta(days=3)
 """How long an event that came before our own rows is retried (Stripe retries deliveries as long)."""
 
 
-def handles(*types: str) -> Callable[[Handler], Handler]:
-    """Register a handler for event types (one handler per type)."""
+def handles(*types: str, mode: str | None = None) -> Callable[[Handler], Handler]:
+    """Register a handler for event types, optionally only for objects of one ``mode`` (Checkout Sessions:
+    ``payment`` or ``subscription``). One handler per type and mode."""
 
     def register(handler: Handler) -> Handler:
         for event_type in types:
-            assert event_type not in HANDLERS, event_type
-            HANDLERS[event_type] = handler
+            key = event_type if mode is None else f"{event_type}:{mode}"
+            assert key not in HANDLERS, key
+            HANDLERS[key] = handler
         return handler
 
     return register
+
+
+def handler_for(event: GatewayEvent) -> Handler | None:
+    mode = event.object.get("mode")
+    return HANDLERS.get(f"{event.type}:{mode}") or HANDLERS.get(event.type)
 
 
 class Outcome(StrEnum):
@@ -86,7 +93,7 @@ async def receive(gateway: str, event: GatewayEvent, now: datetime) -> Receipt:
 
 
 async def process(event: GatewayEvent, now: datetime) -> Receipt:
-    handler = HANDLERS.get(event.type)
+    handler = handler_for(event)
     changes = () if handler is None else await handler(event, now)
     if changes is None:
         return Receipt(Outcome.DEFERRED)
@@ -122,8 +129,6 @@ async def retry_unprocessed(now: datetime) -> tuple[int, Changes]:
 async def _checkout_transaction(session: dict[str, Any]) -> Transaction | bool | None:
     """The top-up a Checkout Session pays for: the transaction, None when it is ours but not written yet,
     False when the session is not a top-up of ours (or does not match the one we opened)."""
-    if session.get("mode") != "payment":
-        return False  # subscription mode: handled with subscriptions
     named = (session.get("metadata") or {}).get("creditline_transaction") or session.get("client_reference_id")
     if not isinstance(named, str) or not named.isascii() or not named.isdigit() or len(named) > 18:
         return False
@@ -146,7 +151,7 @@ async def _checkout_transaction(session: dict[str, Any]) -> Transaction | bool |
     return txn
 
 
-@handles("checkout.session.completed", "checkout.session.async_payment_succeeded")
+@handles("checkout.session.completed", "checkout.session.async_payment_succeeded", mode="payment")
 async def _checkout_paid(event: GatewayEvent, now: datetime) -> Changes | None:
     session = event.object
     txn = await _checkout_transaction(session)
@@ -162,7 +167,7 @@ async def _checkout_paid(event: GatewayEvent, now: datetime) -> Changes | None:
     return changes
 
 
-@handles("checkout.session.async_payment_failed", "checkout.session.expired")
+@handles("checkout.session.async_payment_failed", "checkout.session.expired", mode="payment")
 async def _checkout_failed(event: GatewayEvent, now: datetime) -> Changes | None:
     session = event.object
     txn = await _checkout_transaction(session)
