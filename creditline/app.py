@@ -20,6 +20,7 @@ from creditline.graphql import GraphQLEndpoint, build_schema
 from creditline.invoices import invoice_page
 from creditline.jobs import run_sweeper
 from creditline.settings import Settings
+from creditline.webhooks import stripe_webhook
 from gateway.registry import gateway_for
 from models.plans import PlanCatalog
 from models.rate_card import RateCard
@@ -44,7 +45,7 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         bus=bus,
         rate_card=rate_card,
         plans=plans,
-        gateway=gateway_for(settings.gateway),
+        gateway=gateway_for(settings),
     )
     if settings.secret_key:
         services.link_key = settings.secret_key.encode()
@@ -83,6 +84,7 @@ def create_app(
                     await sweeper
             await auto_top_up_worker.idle()  # let top-ups being charged finish and publish
             await services.bus.stop()
+            await services.gateway.close()
             if manage_database:
                 await db.close_db()
 
@@ -97,6 +99,7 @@ def create_app(
             Route("/exports/usage.csv", usage_export(auth)),
             Route("/exports/transactions.csv", transactions_export(auth)),
             Route("/invoices/{invoice_id}", invoice_page(auth, services)),
+            Route("/webhooks/stripe", stripe_webhook(services), methods=["POST"]),
         ],
         lifespan=lifespan,
     )

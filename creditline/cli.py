@@ -132,6 +132,7 @@ async def _sweep(settings: Settings, args: argparse.Namespace) -> int:
         topped_up = await run_due(services)
     finally:
         await services.bus.stop()
+        await services.gateway.close()
     print(
         f"sweep: {report.expired_lots} lots expired, {report.released_holds} holds released,"
         f" {reconciled} pending payments reconciled, {renewed} subscription payments charged,"

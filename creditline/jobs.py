@@ -13,6 +13,9 @@ from resolvers.context import Services
 
 log = logging.getLogger("creditline.jobs")
 
+MARGIN = timedelta(hours=1)
+"""A charge is not sent again this close to the end of the processor's idempotency window."""
+
 
 async def sweep_once(services: Services) -> ledger.SweepReport:
     report = await ledger.sweep(services.clock.now())
@@ -21,19 +24,53 @@ async def sweep_once(services: Services) -> ledger.SweepReport:
 
 
 async def reconcile_pending(services: Services, older_than: timedelta = timedelta(minutes=1)) -> int:
-    """Finish top-ups left PENDING (a crash between charge and grant): charge again with the same
-    idempotency key, which returns the first charge's answer, and complete exactly once."""
-    from models.tables import Transaction, TransactionStatus, TransactionType
-    from resolvers.mutations.payments import charge_pending
+    """Finish payments left PENDING (a crash or a network failure between the request and the answer, or a
+    missed webhook). Card on file: charge again with the same idempotency key, which returns the first
+    charge's answer. Hosted checkout: ask the processor how the Checkout page ended. Events that came
+    before our own rows are processed again. One process at a time runs this (``job_lock``); every
+    completion acts only on a PENDING row under the account lock, so nothing completes twice."""
+    from tortoise import connections
 
-    cutoff = services.clock.now() - older_than
-    pending = (
-        await Transaction.filter(status=TransactionStatus.PENDING, created_at__lte=cutoff)
-        .exclude(type=TransactionType.AUTO_TOP_UP)  # claimed and reconciled by auto_top_up_worker.run_due
-        .order_by("id")
-    )
-    for txn in pending:
-        await charge_pending(services, txn)
+    from gateway import webhooks
+    from gateway.base import GatewayError, GatewayUnavailable, HostedGateway
+    from models.sql import job_lock
+    from models.tables import Transaction, TransactionStatus, TransactionType
+    from resolvers.mutations.checkout import settle_checkout
+    from resolvers.mutations.payments import charge_pending, record_answer
+
+    gateway = services.gateway
+    window = gateway.idempotency_window
+    async with job_lock(connections.get("default"), "reconcile") as held:
+        if not held:
+            return 0  # another process is reconciling
+        now = services.clock.now()
+        pending = (
+            await Transaction.filter(
+                status=TransactionStatus.PENDING, gateway=gateway.name, created_at__lte=now - older_than
+            )
+            .exclude(type=TransactionType.AUTO_TOP_UP)  # claimed and reconciled by auto_top_up_worker.run_due
+            .order_by("id")
+        )
+        for txn in pending:
+            try:
+                if isinstance(gateway, HostedGateway):
+                    await settle_checkout(services, gateway, txn)
+                elif window is not None and now - txn.created_at >= window - MARGIN:
+                    log.error("transaction %s could not be confirmed while the processor kept its key", txn.id)
+                    _, changes = await record_answer(
+                        services,
+                        txn,
+                        succeeded=False,
+                        reference=None,
+                        failure_reason="The payment could not be confirmed in time",
+                    )
+                    services.bus.publish(changes)
+                else:
+                    await charge_pending(services, txn)
+            except (GatewayError, GatewayUnavailable) as exc:
+                log.warning("transaction %s stays pending: %s", txn.id, exc)
+        _, changes = await webhooks.retry_unprocessed(now)
+        services.bus.publish(changes)
     return len(pending)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 MICRO = 1_000_000
 """Micro-credits in one credit."""
@@ -83,6 +83,15 @@ class Settings:
     """How long a signed invoice link works."""
     subscription_retry_days: tuple[int, ...] = (1, 3, 5)
     """Days after a failed renewal's due date on which it is charged again, before the subscription ends."""
+    stripe_secret_key: str = field(default="", repr=False)
+    """Empty: the stripe and legacy gateways start, answer billingConfig, and refuse payments."""
+    stripe_webhook_secret: str = field(default="", repr=False)
+    stripe_api_base: str = ""
+    """Where the Stripe SDK sends requests; empty: Stripe itself (tests point it at a local stand-in)."""
+    public_url: str = "http://127.0.0.1:8000"
+    """Base of the pages Stripe sends people back to after Checkout and the customer portal."""
+    webhook_tolerance_seconds: int = 300
+    """A signed webhook timestamp further than this in the past or the future is refused."""
 
     @property
     def production(self) -> bool:
@@ -121,6 +130,11 @@ class Settings:
             secret_key=env.get("CREDITLINE_SECRET_KEY", ""),
             invoice_link_days=_int(env, "CREDITLINE_INVOICE_LINK_DAYS", cls.invoice_link_days),
             subscription_retry_days=_days(env, "CREDITLINE_SUBSCRIPTION_RETRY_DAYS", cls.subscription_retry_days),
+            stripe_secret_key=env.get("CREDITLINE_STRIPE_SECRET_KEY", ""),
+            stripe_webhook_secret=env.get("CREDITLINE_STRIPE_WEBHOOK_SECRET", ""),
+            stripe_api_base=env.get("CREDITLINE_STRIPE_API_BASE", "").rstrip("/"),
+            public_url=(env.get("CREDITLINE_PUBLIC_URL") or cls.public_url).rstrip("/"),
+            webhook_tolerance_seconds=_int(env, "CREDITLINE_WEBHOOK_TOLERANCE_SECONDS", cls.webhook_tolerance_seconds),
             currency=env.get("CREDITLINE_CURRENCY", cls.currency).upper(),
             price_per_100_credits=_int(env, "CREDITLINE_PRICE_PER_100_CREDITS", cls.price_per_100_credits),
             top_up_min_credits=_int(env, "CREDITLINE_TOP_UP_MIN_CREDITS", cls.top_up_min_credits),

@@ -1,9 +1,16 @@
-"""The interface every payment processor implements. Amounts are integer minor units of a currency."""
+"""The interface every payment processor implements. Amounts are integer minor units of a currency.
+
+Two kinds of gateway share it: card-on-file gateways (sandbox, legacy) save cards and charge them in-app;
+hosted gateways (stripe) also implement ``HostedGateway``: the processor collects the card on its own
+Checkout page and manages saved cards in its customer portal, and tells us the outcome by webhook.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,17 +35,148 @@ class InvalidPaymentToken(Exception):
     """The token names no card this gateway knows."""
 
 
+class GatewayUnavailable(Exception):
+    """The gateway cannot take payments as configured (e.g. no secret key): refused before anything is written."""
+
+
+class GatewayError(Exception):
+    """The processor could not be reached or failed: the outcome is unknown, so a payment stays PENDING and is
+    asked again later with the same idempotency key."""
+
+
+class PaymentRefused(Exception):
+    """The processor refused the request for good (e.g. an amount below its minimum): the payment fails."""
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayEvent:
+    """A webhook event whose signature and timestamp were verified."""
+
+    id: str
+    type: str
+    created: datetime
+    object: dict[str, Any]
+    """The event's ``data.object`` (a Checkout Session, an invoice, ...)."""
+    payload: str
+    """The raw body, stored as received."""
+
+
+class InvalidWebhook(Exception):
+    """A webhook with a missing or wrong signature, a timestamp out of bounds, or a malformed body."""
+
+
 class Gateway(Protocol):
     name: str
     card_on_file: bool
     """Cards are saved and charged in-app (sandbox, legacy); otherwise the processor hosts checkout."""
+    uses_customers: bool
+    """Cards and checkouts belong to a processor customer, created once per account (``customer_for``)."""
+    idempotency_window: timedelta | None
+    """How long the processor remembers an idempotency key (None: forever). A charge left PENDING longer is
+    not sent again, since a second request could then charge twice."""
 
-    async def save_card(self, token: str) -> Card: ...
+    def unavailable_reason(self) -> str | None:
+        """Why this gateway cannot take payments now (no network call), or None when it can."""
+        ...
+
+    async def create_customer(self, *, account_id: int, email: str | None, name: str, idempotency_key: str) -> str:
+        """Create the processor customer of an account and return its reference."""
+        ...
+
+    async def save_card(self, token: str, *, customer: str | None = None) -> Card:
+        """Describe the card a client-side token names. With ``customer`` the card is kept for later charges
+        (attached to the customer); without it, it is good for one charge."""
+        ...
+
+    async def remove_card(self, reference: str) -> None:
+        """Forget a saved card at the processor."""
+        ...
 
     async def charge(
-        self, *, amount: int, currency: str, card: str, idempotency_key: str, description: str
-    ) -> Charge: ...
+        self,
+        *,
+        amount: int,
+        currency: str,
+        card: str,
+        idempotency_key: str,
+        description: str,
+        customer: str | None = None,
+        off_session: bool = False,
+    ) -> Charge:
+        """Charge a card once per idempotency key: the same key returns the first answer. ``off_session`` when
+        the card holder is not present (renewals, auto top-up). A decline is a failed ``Charge``; raises
+        ``GatewayError`` when the outcome is unknown."""
+        ...
+
+    def verify_event(self, payload: bytes, signature: str | None, now: datetime) -> GatewayEvent:
+        """Check a webhook's signature and timestamp (within the tolerance, past or future) and parse it."""
+        ...
 
     async def refund(self, *, charge: str, amount: int, currency: str, idempotency_key: str) -> Charge:
-        """Return ``amount`` of a charge (its gateway reference) to the card it came from."""
+        """Return ``amount`` of a charge (its gateway reference) to the card it came from. A refusal is a
+        failed ``Charge``; raises ``GatewayError`` when the outcome is unknown."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class CheckoutState(StrEnum):
+    OPEN = "OPEN"
+    """Not paid yet: the page may still be used."""
+    PROCESSING = "PROCESSING"
+    """Completed with a payment method that settles later (bank debits): wait for the async outcome."""
+    PAID = "PAID"
+    FAILED = "FAILED"
+    """Completed, then the delayed payment failed."""
+    EXPIRED = "EXPIRED"
+
+
+CHECKOUT_FAILURES = {
+    CheckoutState.EXPIRED: "The checkout page expired before payment",
+    CheckoutState.FAILED: "The payment failed after checkout",
+}
+"""The failure reason a transaction gets when its Checkout page ends unpaid."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckoutSession:
+    reference: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class CheckoutOutcome:
+    reference: str
+    state: CheckoutState
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentCheckout:
+    """A one-time payment on the processor's Checkout page (a top-up), for transaction ``transaction_id``."""
+
+    transaction_id: int
+    customer: str
+    amount: int
+    currency: str
+    description: str
+    success_url: str
+    cancel_url: str
+    idempotency_key: str
+
+
+@runtime_checkable
+class HostedGateway(Gateway, Protocol):
+    """A gateway whose processor hosts the card forms: Checkout pages and a customer portal."""
+
+    async def create_payment_checkout(self, checkout: PaymentCheckout) -> CheckoutSession:
+        """Open a Checkout page (the same idempotency key returns the same page). Raises ``PaymentRefused``
+        or ``GatewayError``."""
+        ...
+
+    async def checkout_outcome(self, reference: str) -> CheckoutOutcome:
+        """Ask the processor where a Checkout page stands (reconciling a missed webhook)."""
+        ...
+
+    async def portal_url(self, *, customer: str, return_url: str) -> str:
+        """A short-lived link to the processor's customer portal, where the customer manages cards."""
         ...

@@ -1,33 +1,24 @@
-"""Choosing the gateway named by ``CREDITLINE_GATEWAY``."""
+"""Choosing the gateway named by ``CREDITLINE_GATEWAY``. Nothing here reaches the processor."""
 
 from __future__ import annotations
 
-from gateway.base import Card, Charge, Gateway
+from creditline.settings import Settings
+from gateway.base import Gateway
+from gateway.legacy import LegacyGateway
 from gateway.sandbox import SandboxGateway
+from gateway.stripe import StripeGateway
+from gateway.stripe_api import StripeApi
 
 
-class GatewayUnavailable(Exception):
-    """The configured processor cannot take payments in this build."""
-
-
-class NotYetConnected:
-    """``stripe`` and ``legacy`` answer billingConfig (no processor call needed) but take no payment yet."""
-
-    def __init__(self, name: str, card_on_file: bool) -> None:
-        self.name = name
-        self.card_on_file = card_on_file
-
-    async def save_card(self, token: str) -> Card:
-        raise GatewayUnavailable(f"The {self.name} gateway cannot take payments in this build yet")
-
-    async def charge(self, *, amount: int, currency: str, card: str, idempotency_key: str, description: str) -> Charge:
-        raise GatewayUnavailable(f"The {self.name} gateway cannot take payments in this build yet")
-
-    async def refund(self, *, charge: str, amount: int, currency: str, idempotency_key: str) -> Charge:
-        raise GatewayUnavailable(f"The {self.name} gateway cannot take payments in this build yet")
-
-
-def gateway_for(name: str) -> Gateway:
-    if name == "sandbox":
+def gateway_for(settings: Settings) -> Gateway:
+    if settings.gateway == "sandbox":
         return SandboxGateway()
-    return NotYetConnected(name, card_on_file=name == "legacy")
+    api = StripeApi(
+        secret_key=settings.stripe_secret_key,
+        webhook_secret=settings.stripe_webhook_secret,
+        api_base=settings.stripe_api_base,
+        webhook_tolerance_seconds=settings.webhook_tolerance_seconds,
+    )
+    if settings.gateway == "stripe":
+        return StripeGateway(api)
+    return LegacyGateway(api)

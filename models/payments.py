@@ -55,7 +55,7 @@ async def start_top_up(
     price: Price,
     gateway: str,
     payment_method_id: int | None,
-    card_reference: str,
+    card_reference: str | None,
     kind: TransactionType,
     idem: IdempotencyKey,
     now: datetime,

@@ -7,8 +7,10 @@ rewritten to ``?`` with the arguments reordered to match.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -71,3 +73,21 @@ def as_datetime(value: Any) -> datetime | None:
         return value
     parsed = datetime.fromisoformat(str(value))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@contextlib.asynccontextmanager
+async def job_lock(conn: BaseDBAsyncClient, name: str) -> AsyncIterator[bool]:
+    """Claim a background job across processes: yields whether this process holds it (PostgreSQL: a session
+    advisory lock on a connection kept for the run, so it is never held across a commit and dies with the
+    process). SQLite deployments are one process, which always holds it."""
+    if not is_postgres(conn):
+        yield True
+        return
+    key = int.from_bytes(hashlib.sha256(f"creditline-job:{name}".encode()).digest()[:8], "big", signed=True)
+    async with conn.acquire_connection() as raw:
+        held = bool(await raw.fetchval("SELECT pg_try_advisory_lock($1)", key))
+        try:
+            yield held
+        finally:
+            if held:
+                await raw.execute("SELECT pg_advisory_unlock($1)", key)

@@ -13,6 +13,7 @@ from resolvers.mutations import organizations as orgs
 from resolvers.mutations import payments
 from resolvers.mutations import subscriptions as subs
 from resolvers.mutations.auto_top_up import configure_auto_top_up
+from resolvers.mutations.customer_portal import create_customer_portal_session
 from resolvers.mutations.grant_credits import grant_credits
 from resolvers.mutations.holds import capture_hold, hold_credits, release_hold
 from resolvers.mutations.refund_payment import refund_payment
@@ -21,6 +22,7 @@ from resolvers.permissions import IsAuthenticated
 from resolvers.subscriptions import balance_changed, usage_recorded
 from schema import types
 from schema.mutations.auto_top_up import ConfigureAutoTopUpResult
+from schema.mutations.customer_portal import CreateCustomerPortalSessionResult
 from schema.mutations.grant_credits import GrantCreditsResult
 from schema.mutations.holds import CaptureHoldResult, HoldCreditsResult, ReleaseHoldResult
 from schema.mutations.organizations import (
@@ -88,6 +90,9 @@ class Mutation:
     )
     configure_auto_top_up: ConfigureAutoTopUpResult = strawberry.mutation(
         resolver=configure_auto_top_up, permission_classes=AUTH
+    )
+    create_customer_portal_session: CreateCustomerPortalSessionResult = strawberry.mutation(
+        resolver=create_customer_portal_session, permission_classes=AUTH
     )
     create_organization: CreateOrganizationResult = strawberry.mutation(
         resolver=orgs.create_organization, permission_classes=AUTH

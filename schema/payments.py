@@ -114,6 +114,7 @@ class Transaction(relay.Node):
     credits: Credits
     amount: Money
     failure_reason: str | None
+    checkout_url: str | None = strawberry.field(description="While PENDING on a hosted gateway: the page to pay at")
     created_at: datetime
     completed_at: datetime | None
 
@@ -136,6 +137,7 @@ class Transaction(relay.Node):
             credits=Credits(txn.credits),
             amount=Money(amount=txn.amount, currency=txn.currency),
             failure_reason=txn.failure_reason,
+            checkout_url=txn.checkout_url if txn.status == tables.TransactionStatus.PENDING else None,
             created_at=txn.created_at,
             completed_at=txn.completed_at,
         )

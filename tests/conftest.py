@@ -26,6 +26,7 @@ from creditline.clock import Clock
 from creditline.settings import Settings
 from models import ledger
 from tests.helpers import Api
+from tests.stripe_standin import StripeStandIn, running
 
 REQUIRE_SERVICES = os.environ.get("CREDITLINE_REQUIRE_SERVICES") == "1"
 POSTGRES_URL = os.environ.get("CREDITLINE_TEST_POSTGRES_URL", "")
@@ -150,3 +151,10 @@ async def api(db: Backend, clock: Clock, settings: Settings) -> AsyncIterator[Ap
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         yield Api(client, app, clock, settings)
+
+
+@pytest.fixture(scope="session")
+async def stripe_standin() -> AsyncIterator[StripeStandIn]:
+    """The local stand-in for Stripe's API (tests/stripe_standin.py), one server for the run."""
+    async with running() as standin:
+        yield standin

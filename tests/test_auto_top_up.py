@@ -330,7 +330,17 @@ class CountingGateway(SandboxGateway):
         self.calls: list[str] = []
         self.decline_first = decline_first
 
-    async def charge(self, *, amount: int, currency: str, card: str, idempotency_key: str, description: str) -> Charge:
+    async def charge(
+        self,
+        *,
+        amount: int,
+        currency: str,
+        card: str,
+        idempotency_key: str,
+        description: str,
+        customer: str | None = None,
+        off_session: bool = False,
+    ) -> Charge:
         self.calls.append(idempotency_key)
         if len(self.calls) <= self.decline_first:
             return Charge(False, "ch_declined", "Your card was declined.")

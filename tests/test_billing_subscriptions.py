@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,7 @@ import pytest
 from creditline.app import create_app
 from creditline.jobs import renew_subscriptions
 from creditline.settings import Settings
-from gateway.base import Card, Charge
+from gateway.base import Charge
 from gateway.sandbox import SandboxGateway
 from models.plans import PlanCatalog
 from models.tables import CreditLot, Invoice, Subscription, Transaction
@@ -49,20 +49,25 @@ ACCOUNT = """{ me { credit { balance { total paid }
 PRO_PERIOD_END = "2026-02-15T12:00:00+00:00"
 
 
-@dataclass
-class ScriptedGateway:
+class ScriptedGateway(SandboxGateway):
     """The sandbox, except that charges answer from a script (then succeed): a card that works today and
     is declined at renewal, which the deterministic test tokens cannot express."""
 
-    declines: list[str] = field(default_factory=list)
-    charged: list[tuple[int, str]] = field(default_factory=list)
-    name: str = "sandbox"
-    card_on_file: bool = True
+    def __init__(self) -> None:
+        self.declines: list[str] = []
+        self.charged: list[tuple[int, str]] = []
 
-    async def save_card(self, token: str) -> Card:
-        return await SandboxGateway().save_card(token)
-
-    async def charge(self, *, amount: int, currency: str, card: str, idempotency_key: str, description: str) -> Charge:
+    async def charge(
+        self,
+        *,
+        amount: int,
+        currency: str,
+        card: str,
+        idempotency_key: str,
+        description: str,
+        customer: str | None = None,
+        off_session: bool = False,
+    ) -> Charge:
         self.charged.append((amount, idempotency_key))
         if self.declines:
             return Charge(False, f"ch_{len(self.charged)}", self.declines.pop(0))
@@ -494,7 +499,7 @@ async def test_subscriptions_wait_for_checkout_on_the_hosted_gateway(api: Api) -
 def replace_gateway(name: str) -> Any:
     from gateway.registry import gateway_for
 
-    return gateway_for(name)
+    return gateway_for(Settings(database_url="unused", gateway=name))
 
 
 async def test_plans_come_from_the_configured_file(api: Api, tmp_path: Path, settings: Settings) -> None:

@@ -1,14 +1,15 @@
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 from strawberry.types import Info
 
-from gateway.base import InvalidPaymentToken
-from gateway.registry import GatewayUnavailable
+from gateway.base import GatewayError, GatewayUnavailable, HostedGateway, InvalidPaymentToken
+from gateway.customers import customer_for
 from models import payments, subscriptions
 from models.credits import MICRO
-from models.ledger import IdempotencyConflictError, IdempotencyKey
+from models.ledger import BalanceChange, IdempotencyConflictError, IdempotencyKey
 from models.tables import CreditAccount as CreditAccountRow
 from models.tables import PaymentMethod as PaymentMethodRow
 from models.tables import Transaction as TransactionRow
@@ -16,6 +17,7 @@ from models.tables import TransactionStatus, TransactionType
 from resolvers.context import Context, Services
 from resolvers.ids import decode_id
 from resolvers.mutations._common import conflict
+from resolvers.mutations.checkout import top_up_by_checkout
 from resolvers.permissions import BILLING_ROLES, principal, roles_in
 from resolvers.validation import check_key, check_text, first_error
 from schema.errors import Forbidden, NotFound, ValidationError
@@ -36,6 +38,7 @@ from schema.payments import (
     Transaction,
 )
 
+log = logging.getLogger("creditline.payments")
 PAYING_NEEDS_ROLE = "Paying for this account needs its owner, or the BILLING or OWNER role in its organization"
 
 
@@ -74,6 +77,7 @@ async def top_up(info: Info[Context, None], input: TopUpInput) -> TopUpResult:
     if not isinstance(account, CreditAccountRow):
         return account
     credits = int(input.credits)
+    gateway = ctx.services.gateway
     low, high = settings.top_up_min_credits, settings.top_up_max_credits
     if invalid := first_error(
         check_key(input.idempotency_key),
@@ -84,14 +88,18 @@ async def top_up(info: Info[Context, None], input: TopUpInput) -> TopUpResult:
         if not low * MICRO <= credits <= high * MICRO
         else None,
         ValidationError(message="Give exactly one of paymentMethodId or paymentToken", field=None)
-        if (input.payment_method_id is None) == (input.payment_token is None)
+        if gateway.card_on_file and (input.payment_method_id is None) == (input.payment_token is None)
+        else None,
+        ValidationError(message="Give no paymentMethodId or paymentToken: the card is entered at checkout", field=None)
+        if not gateway.card_on_file and (input.payment_method_id is not None or input.payment_token is not None)
         else None,
         check_text(input.payment_token, "paymentToken", 255) if input.payment_token is not None else None,
     ):
         return invalid
-    gateway = ctx.services.gateway
-    if not gateway.card_on_file:
-        return PaymentUnavailable(message=f"Checkout on the {gateway.name} gateway is not available in this build yet")
+    if reason := gateway.unavailable_reason():
+        return PaymentUnavailable(message=reason)
+    if isinstance(gateway, HostedGateway):
+        return await top_up_by_checkout(info, gateway, account, credits, input.idempotency_key)
     method_id: int | None = None
     if input.payment_method_id is not None:
         method_id = decode_id(input.payment_method_id, "PaymentMethod")
@@ -109,7 +117,7 @@ async def top_up(info: Info[Context, None], input: TopUpInput) -> TopUpResult:
             card = (await gateway.save_card(input.payment_token)).reference
         except InvalidPaymentToken as exc:
             return ValidationError(message=str(exc), field="paymentToken")
-        except GatewayUnavailable as exc:
+        except (GatewayError, GatewayUnavailable) as exc:
             return PaymentUnavailable(message=str(exc))
     idem = IdempotencyKey.for_request(
         principal(info).idempotency_scope,
@@ -146,34 +154,47 @@ def subscription_billing(services: Services) -> subscriptions.Billing:
     return subscriptions.Billing(settings.currency, settings.subscription_retry_days)
 
 
+async def record_answer(
+    services: Services, txn: TransactionRow, *, succeeded: bool, reference: str | None, failure_reason: str | None
+) -> tuple[TransactionRow, tuple[BalanceChange, ...]]:
+    """Record a gateway's answer to a PENDING payment: a subscription period moves its subscription too.
+    The caller publishes the returned changes (after commit, which has happened on return)."""
+    if txn.subscription_id is not None:
+        return await subscriptions.complete(
+            txn.id,
+            succeeded=succeeded,
+            reference=reference,
+            failure_reason=failure_reason,
+            plans=services.plans,
+            billing=subscription_billing(services),
+            now=services.clock.now(),
+        )
+    return await payments.complete(
+        txn.id, succeeded=succeeded, reference=reference, failure_reason=failure_reason, now=services.clock.now()
+    )
+
+
 async def charge_pending(services: Services, txn: TransactionRow) -> TransactionRow:
     """Charge a PENDING transaction and record the answer. Charged outside any database transaction, with
     an idempotency key made from our own id, so charging again (the reconcile job) never pays twice."""
+    gateway = services.gateway
     try:
-        charge = await services.gateway.charge(
+        # Every argument comes from the stored row: a retry must send the very same request.
+        saved = txn.payment_method_id is not None
+        charge = await gateway.charge(
             amount=txn.amount,
             currency=txn.currency,
             card=txn.card_reference or "",
             idempotency_key=f"creditline-transaction-{txn.id}",
             description=f"{txn.credits // MICRO} credits",
+            customer=await customer_for(gateway, txn.account_id, services.clock.now()) if saved else None,
+            off_session=txn.type != TransactionType.TOP_UP,
         )
-        succeeded, reference, reason = charge.succeeded, charge.reference, charge.failure_reason
-    except GatewayUnavailable as exc:
-        succeeded, reference, reason = False, None, str(exc)
-    if txn.subscription_id is not None:
-        completed, changes = await subscriptions.complete(
-            txn.id,
-            succeeded=succeeded,
-            reference=reference,
-            failure_reason=reason,
-            plans=services.plans,
-            billing=subscription_billing(services),
-            now=services.clock.now(),
-        )
-    else:
-        completed, changes = await payments.complete(
-            txn.id, succeeded=succeeded, reference=reference, failure_reason=reason, now=services.clock.now()
-        )
+    except (GatewayError, GatewayUnavailable):
+        return txn  # the outcome is unknown: it stays PENDING for the reconcile job
+    completed, changes = await record_answer(
+        services, txn, succeeded=charge.succeeded, reference=charge.reference, failure_reason=charge.failure_reason
+    )
     services.bus.publish(changes)
     return completed
 
@@ -188,11 +209,14 @@ async def add_payment_method(info: Info[Context, None], input: AddPaymentMethodI
     gateway = info.context.services.gateway
     if not gateway.card_on_file:
         return PaymentUnavailable(message="Cards are managed in the payment processor's customer portal")
+    if reason := gateway.unavailable_reason():
+        return PaymentUnavailable(message=reason)
     try:
-        card = await gateway.save_card(input.token)
+        customer = await customer_for(gateway, account.id, info.context.now())
+        card = await gateway.save_card(input.token, customer=customer)
     except InvalidPaymentToken as exc:
         return ValidationError(message=str(exc), field="token")
-    except GatewayUnavailable as exc:
+    except (GatewayError, GatewayUnavailable) as exc:
         return PaymentUnavailable(message=str(exc))
     method = await payments.save_card(account.id, gateway=gateway.name, card=card, now=info.context.now())
     return AddPaymentMethodSuccess(payment_method=PaymentMethod.of(method))
@@ -225,4 +249,17 @@ async def set_default_payment_method(info: Info[Context, None], input: PaymentMe
 async def remove_payment_method(info: Info[Context, None], input: PaymentMethodInput) -> PaymentMethodResult:
     """Remove a saved card; if it was the default, the oldest remaining card becomes the default."""
     now = info.context.now()
-    return await _card_change(info, input, lambda account, method: payments.remove_card(account, method, now))
+    removed: list[PaymentMethodRow] = []
+
+    async def remove(account: int, method: int) -> PaymentMethodRow | None:
+        row = await payments.remove_card(account, method, now)
+        removed.extend([row] if row is not None else [])
+        return row
+
+    result = await _card_change(info, input, remove)
+    for row in removed:  # after the commit: the processor forgets the card too
+        try:
+            await info.context.services.gateway.remove_card(row.reference)
+        except (GatewayError, GatewayUnavailable) as exc:
+            log.warning("payment method %s removed here but not at the processor: %s", row.id, exc)
+    return result

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from strawberry.types import Info
 
-from gateway.registry import GatewayUnavailable
+from gateway.base import GatewayError, GatewayUnavailable
 from models import ledger, refunds
 from models.ledger import IdempotencyConflictError, IdempotencyKey
 from models.tables import Transaction as TransactionRow
@@ -36,6 +36,8 @@ async def refund_payment(info: Info[Context, None], input: RefundPaymentInput) -
         return NotFound(message="Transaction not found")
     if txn.gateway != services.gateway.name:
         return PaymentUnavailable(message=f"This payment was made on the {txn.gateway} gateway, which is not active")
+    if reason := services.gateway.unavailable_reason():
+        return PaymentUnavailable(message=reason)
     idem = IdempotencyKey.for_request(
         principal(info).idempotency_scope,
         input.idempotency_key,
@@ -61,6 +63,8 @@ async def refund_payment(info: Info[Context, None], input: RefundPaymentInput) -
             succeeded, reference, reason = answer.succeeded, answer.reference, answer.failure_reason
         except GatewayUnavailable as exc:
             succeeded, reference, reason = False, None, str(exc)
+        except GatewayError:  # the outcome is unknown: the same key asks again and gets the first answer
+            return PaymentUnavailable(message="The payment processor could not be reached: try again")
         refund, changes = await refunds.complete(
             refund.id, succeeded=succeeded, reference=reference, failure_reason=reason, now=services.clock.now()
         )

@@ -53,6 +53,8 @@ async def subscribe(info: Info[Context, None], input: SubscribeInput) -> Subscri
     gateway = ctx.services.gateway
     if not gateway.card_on_file:
         return PaymentUnavailable(message=f"Subscriptions on the {gateway.name} gateway are not available yet")
+    if reason := gateway.unavailable_reason():
+        return PaymentUnavailable(message=reason)
     if input.payment_method_id is not None:
         method_id = decode_id(input.payment_method_id, "PaymentMethod")
         method = (

@@ -1,0 +1,182 @@
+"""Processor webhooks, stored once by event id and processed once, whatever the order or number of deliveries.
+
+An event is stored (``webhook_events``) before it is handled and marked processed after. Handlers are
+idempotent under the account lock (``payments.complete`` acts only on a PENDING transaction), so a
+redelivery, two deliveries at once, or events in any order change a transaction at most once. A handler
+that finds our side not written yet returns ``None``: the event stays unprocessed and the sweep retries it
+(``retry_unprocessed``). Unknown event types are stored, acknowledged and ignored.
+
+Handlers return the balance changes they committed; the caller publishes them (after commit).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from tortoise import connections
+
+from gateway.base import CHECKOUT_FAILURES, CheckoutState, GatewayEvent
+from models import payments
+from models.ledger import BalanceChange
+from models.sql import Sql, as_datetime
+from models.tables import Transaction, TransactionStatus
+
+log = logging.getLogger("creditline.webhooks")
+
+Changes = tuple[BalanceChange, ...]
+Handler = Callable[[GatewayEvent, datetime], Awaitable[Changes | None]]
+HANDLERS: dict[str, Handler] = {}
+
+RETRY_FOR = timedelta(days=3)
+"""How long an event that came before our own rows is retried (Stripe retries deliveries as long)."""
+
+
+def handles(*types: str, mode: str | None = None) -> Callable[[Handler], Handler]:
+    """Register a handler for event types, optionally only for objects of one ``mode`` (Checkout Sessions:
+    ``payment`` or ``subscription``). One handler per type and mode."""
+
+    def register(handler: Handler) -> Handler:
+        for event_type in types:
+            key = event_type if mode is None else f"{event_type}:{mode}"
+            assert key not in HANDLERS, key
+            HANDLERS[key] = handler
+        return handler
+
+    return register
+
+
+def handler_for(event: GatewayEvent) -> Handler | None:
+    mode = event.object.get("mode")
+    return HANDLERS.get(f"{event.type}:{mode}") or HANDLERS.get(event.type)
+
+
+class Outcome(StrEnum):
+    PROCESSED = "processed"
+    DUPLICATE = "duplicate"
+    """Stored and processed before: nothing done."""
+    IGNORED = "ignored"
+    """A type we do not handle: stored and acknowledged."""
+    DEFERRED = "deferred"
+    """Our side is not written yet: stored, retried by the sweep."""
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    outcome: Outcome
+    changes: Changes = ()
+
+
+async def receive(gateway: str, event: GatewayEvent, now: datetime) -> Receipt:
+    """Store a verified event once, and process it unless it was processed before."""
+    sql = Sql(connections.get("default"))
+    stored = await sql.fetch(
+        "INSERT INTO webhook_events (id, gateway, type, payload, created_at, received_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING RETURNING id",
+        event.id,
+        gateway,
+        event.type,
+        event.payload,
+        event.created,
+        now,
+    )
+    if not stored:
+        row = await sql.fetchrow("SELECT processed_at FROM webhook_events WHERE id = $1", event.id)
+        if row is not None and row["processed_at"] is not None:
+            return Receipt(Outcome.DUPLICATE)
+    return await process(event, now)
+
+
+async def process(event: GatewayEvent, now: datetime) -> Receipt:
+    handler = handler_for(event)
+    changes = () if handler is None else await handler(event, now)
+    if changes is None:
+        return Receipt(Outcome.DEFERRED)
+    await Sql(connections.get("default")).execute(
+        "UPDATE webhook_events SET processed_at = $1 WHERE id = $2 AND processed_at IS NULL", now, event.id
+    )
+    return Receipt(Outcome.IGNORED if handler is None else Outcome.PROCESSED, changes)
+
+
+async def retry_unprocessed(now: datetime) -> tuple[int, Changes]:
+    """Process again the stored events that came before our own rows (oldest first). Returns how many were
+    processed now and their changes."""
+    rows = await Sql(connections.get("default")).fetch(
+        "SELECT id, type, payload, created_at FROM webhook_events"
+        " WHERE processed_at IS NULL AND received_at >= $1 ORDER BY created_at, id",
+        now - RETRY_FOR,
+    )
+    processed, changes = 0, Changes()
+    for row in rows:
+        body = json.loads(row["payload"])
+        created = as_datetime(row["created_at"]) or datetime.fromtimestamp(0, UTC)
+        event = GatewayEvent(row["id"], row["type"], created, body["data"]["object"], row["payload"])
+        receipt = await process(event, now)
+        if receipt.outcome is not Outcome.DEFERRED:
+            processed += 1
+            changes += receipt.changes
+    return processed, changes
+
+
+# --- Stripe Checkout, payment mode (top-ups) -------------------------------------------------------------
+
+
+async def _checkout_transaction(session: dict[str, Any]) -> Transaction | bool | None:
+    """The top-up a Checkout Session pays for: the transaction, None when it is ours but not written yet,
+    False when the session is not a top-up of ours (or does not match the one we opened)."""
+    named = (session.get("metadata") or {}).get("creditline_transaction") or session.get("client_reference_id")
+    if not isinstance(named, str) or not named.isascii() or not named.isdigit() or len(named) > 18:
+        return False
+    txn = await Transaction.filter(id=int(named)).first()
+    if txn is None:
+        return None
+    if txn.gateway != "stripe":
+        return False
+    if txn.gateway_reference is not None and txn.gateway_reference != session.get("id"):
+        log.warning(
+            "Checkout Session %s names transaction %s, opened as %s", session.get("id"), named, txn.gateway_reference
+        )
+        return False
+    if session.get("amount_total") not in (None, txn.amount) or str(session.get("currency", "")).upper() not in (
+        "",
+        txn.currency,
+    ):
+        log.error("Checkout Session %s does not charge what transaction %s costs: ignored", session.get("id"), named)
+        return False
+    return txn
+
+
+@handles("checkout.session.completed", "checkout.session.async_payment_succeeded", mode="payment")
+async def _checkout_paid(event: GatewayEvent, now: datetime) -> Changes | None:
+    session = event.object
+    txn = await _checkout_transaction(session)
+    if not isinstance(txn, Transaction):
+        return None if txn is None else ()
+    if session.get("payment_status") not in ("paid", "no_payment_required"):
+        return ()  # a delayed payment method: its async_payment_* event settles it
+    if txn.status != TransactionStatus.PENDING:
+        return ()
+    _, changes = await payments.complete(
+        txn.id, succeeded=True, reference=str(session["id"]), failure_reason=None, now=now
+    )
+    return changes
+
+
+@handles("checkout.session.async_payment_failed", "checkout.session.expired", mode="payment")
+async def _checkout_failed(event: GatewayEvent, now: datetime) -> Changes | None:
+    session = event.object
+    txn = await _checkout_transaction(session)
+    if not isinstance(txn, Transaction):
+        return None if txn is None else ()
+    reason = CHECKOUT_FAILURES[
+        CheckoutState.EXPIRED if event.type == "checkout.session.expired" else CheckoutState.FAILED
+    ]
+    _, changes = await payments.complete(
+        txn.id, succeeded=False, reference=str(session["id"]), failure_reason=reason, now=now
+    )
+    return changes

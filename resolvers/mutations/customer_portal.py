@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from strawberry.types import Info
+
+from gateway.base import GatewayError, GatewayUnavailable, HostedGateway
+from gateway.customers import customer_for
+from models.tables import CreditAccount as CreditAccountRow
+from resolvers.context import Context
+from resolvers.mutations.checkout import return_url
+from resolvers.mutations.payments import billing_account
+from schema.mutations.customer_portal import (
+    CreateCustomerPortalSessionInput,
+    CreateCustomerPortalSessionResult,
+    CreateCustomerPortalSessionSuccess,
+)
+from schema.payments import PaymentUnavailable
+
+
+async def create_customer_portal_session(
+    info: Info[Context, None], input: CreateCustomerPortalSessionInput
+) -> CreateCustomerPortalSessionResult:
+    """A link to the processor's customer portal, where the account's cards are managed (stripe gateway)."""
+    account = await billing_account(info, input.account_id)
+    if not isinstance(account, CreditAccountRow):
+        return account
+    services = info.context.services
+    gateway = services.gateway
+    if not isinstance(gateway, HostedGateway):
+        return PaymentUnavailable(message=f"On the {gateway.name} gateway cards are managed in-app")
+    if reason := gateway.unavailable_reason():
+        return PaymentUnavailable(message=reason)
+    try:
+        customer = await customer_for(gateway, account.id, info.context.now())
+        assert customer is not None
+        url = await gateway.portal_url(customer=customer, return_url=return_url(services))
+    except (GatewayError, GatewayUnavailable) as exc:
+        return PaymentUnavailable(message=str(exc))
+    return CreateCustomerPortalSessionSuccess(url=url)

@@ -1,0 +1,451 @@
+"""A local stand-in for the parts of Stripe's API that Creditline calls, for the real ``stripe`` SDK to talk to.
+
+It serves real HTTP on 127.0.0.1 (uvicorn, in the tests' event loop), answers with Stripe-shaped JSON
+objects, records every request with its Idempotency-Key, and honours the keys as Stripe does: the same key
+with the same parameters replays the first answer (``Idempotent-Replayed: true``), with other parameters it
+is an ``idempotency_error``. Test PaymentMethods follow Stripe's test names (``pm_card_visa``,
+``pm_card_chargeDeclined``, ...); attaching one makes a new PaymentMethod, as Stripe does. Tests move
+Checkout Sessions along (``pay``, ``settle``, ``expire``) and build the events Stripe would send (``event``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+import httpx
+import stripe
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from creditline.app import create_app
+from creditline.clock import Clock
+from creditline.settings import Settings
+from tests.helpers import Api
+from tests.live import free_port
+
+API_KEY = "sk_test_creditline_standin"
+WEBHOOK_SECRET = "whsec_creditline_standin"
+MINIMUM = 50
+"""Stripe's smallest charge in USD cents."""
+
+# test PaymentMethod -> (brand, last4, decline code or None, message)
+TEST_METHODS: dict[str, tuple[str, str, str | None, str]] = {
+    "pm_card_visa": ("visa", "4242", None, ""),
+    "pm_card_mastercard": ("mastercard", "4444", None, ""),
+    "pm_card_chargeDeclined": ("visa", "0002", "card_declined", "Your card was declined."),
+    "pm_card_chargeDeclinedInsufficientFunds": ("visa", "9995", "card_declined", "Your card has insufficient funds."),
+    "pm_card_authenticationRequired": (
+        "visa",
+        "3184",
+        "authentication_required",
+        "Your card was declined. This transaction requires authentication.",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Recorded:
+    method: str
+    path: str
+    params: dict[str, str]
+    idempotency_key: str | None
+    replayed: bool
+
+
+class StripeError(Exception):
+    def __init__(self, status: int, kind: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.body = status, {"error": {"type": kind, "message": message, **extra}}
+
+
+@dataclass
+class StripeStandIn:
+    url: str = ""
+    requests: list[Recorded] = field(default_factory=list)
+    customers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    methods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    intents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    portals: list[dict[str, Any]] = field(default_factory=list)
+    outage: dict[str, int] = field(default_factory=dict)
+    """Path -> how many of the next requests to it get a 503 (Stripe-Should-Retry: false: the SDK gives up)."""
+    on_checkout_created: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+    """Runs before the answer to a new Checkout Session leaves (a webhook racing our own write)."""
+    now: Callable[[], datetime] = datetime.now
+    _keys: dict[str, tuple[str, int, dict[str, Any]]] = field(default_factory=dict)
+    _ids: dict[str, itertools.count[int]] = field(default_factory=dict)
+
+    def reset(self, now: Callable[[], datetime]) -> None:
+        """Forget everything (ids, keys, objects) between tests: each test starts from an empty Stripe."""
+        self.__dict__.update(StripeStandIn(url=self.url, now=now).__dict__)
+
+    def new_id(self, prefix: str) -> str:
+        return f"{prefix}_test{next(self._ids.setdefault(prefix, itertools.count(1))):04d}"
+
+    def calls(self, method: str, path: str) -> list[Recorded]:
+        return [r for r in self.requests if (r.method, r.path) == (method, path)]
+
+    # --- what tests do on Stripe's side ------------------------------------------------------------------
+
+    def pay(self, session_id: str, *, delayed: bool = False) -> dict[str, Any]:
+        """The customer pays on the Checkout page (``delayed``: a bank debit that settles later)."""
+        session = self.sessions[session_id]
+        intent = self._intent(session["amount_total"], session["currency"], session["customer"], None)
+        intent["status"] = "processing" if delayed else "succeeded"
+        session.update(status="complete", payment_status="unpaid" if delayed else "paid", payment_intent=intent["id"])
+        return dict(session)
+
+    def settle(self, session_id: str, *, succeeded: bool) -> dict[str, Any]:
+        session = self.sessions[session_id]
+        self.intents[session["payment_intent"]]["status"] = "succeeded" if succeeded else "requires_payment_method"
+        session["payment_status"] = "paid" if succeeded else "unpaid"
+        return dict(session)
+
+    def expire(self, session_id: str) -> dict[str, Any]:
+        self.sessions[session_id]["status"] = "expired"
+        return dict(self.sessions[session_id])
+
+    def event(self, type: str, obj: dict[str, Any], created: datetime | None = None) -> dict[str, Any]:
+        return {
+            "id": self.new_id("evt"),
+            "object": "event",
+            "api_version": "2026-10-28.endive",
+            "created": int((created or self.now()).timestamp()),
+            "type": type,
+            "livemode": False,
+            "pending_webhooks": 1,
+            "request": {"id": None, "idempotency_key": None},
+            "data": {"object": obj},
+        }
+
+    # --- the API -------------------------------------------------------------------------------------------
+
+    def app(self) -> Starlette:
+        routes = [
+            Route("/v1/customers", self._create_customer, methods=["POST"]),
+            Route("/v1/customers/{id}", self._get_customer, methods=["GET"]),
+            Route("/v1/payment_methods/{id}", self._get_method, methods=["GET"]),
+            Route("/v1/payment_methods/{id}/attach", self._attach, methods=["POST"]),
+            Route("/v1/payment_methods/{id}/detach", self._detach, methods=["POST"]),
+            Route("/v1/payment_intents", self._create_intent, methods=["POST"]),
+            Route("/v1/checkout/sessions", self._create_session, methods=["POST"]),
+            Route("/v1/checkout/sessions/{id}", self._get_session, methods=["GET"]),
+            Route("/v1/billing_portal/sessions", self._create_portal, methods=["POST"]),
+        ]
+        return Starlette(routes=[replace_endpoint(route, self._serve) for route in routes])
+
+    async def _serve(
+        self, request: Request, handler: Callable[[Request, dict[str, str]], Awaitable[dict[str, Any]]]
+    ) -> Response:
+        body = (await request.body()).decode()
+        params = dict(parse_qsl(body or request.url.query, keep_blank_values=True))
+        key = request.headers.get("idempotency-key")
+        if request.headers.get("authorization") != f"Bearer {API_KEY}":
+            self.requests.append(Recorded(request.method, request.url.path, params, key, False))
+            return _error(StripeError(401, "invalid_request_error", "Invalid API Key provided"))
+        fingerprint = json.dumps([request.method, request.url.path, sorted(params.items())])
+        if request.method == "POST" and key in self._keys:
+            first, status, answer = self._keys[key]
+            self.requests.append(Recorded(request.method, request.url.path, params, key, True))
+            if first != fingerprint:
+                return _error(
+                    StripeError(
+                        400,
+                        "idempotency_error",
+                        "Keys for idempotent requests can only be used with the same parameters they were first"
+                        f" used with. Try using a key other than '{key}' if you meant to execute a different request.",
+                    )
+                )
+            return JSONResponse(answer, status, headers={"Idempotent-Replayed": "true"})
+        self.requests.append(Recorded(request.method, request.url.path, params, key, False))
+        if self.outage.get(request.url.path, 0) > 0:
+            self.outage[request.url.path] -= 1
+            error = StripeError(503, "api_error", "Stripe is briefly unavailable")
+            return JSONResponse(error.body, 503, headers={"Stripe-Should-Retry": "false"})
+        try:
+            status, answer = 200, await handler(request, params)
+        except StripeError as exc:
+            status, answer = exc.status, exc.body
+        if request.method == "POST" and key is not None and status != 503:
+            self._keys[key] = (fingerprint, status, answer)
+        return JSONResponse(answer, status)
+
+    def _stamp(self) -> int:
+        return int(self.now().timestamp())
+
+    async def _create_customer(self, request: Request, params: dict[str, str]) -> dict[str, Any]:
+        customer: dict[str, Any] = {
+            "id": self.new_id("cus"),
+            "object": "customer",
+            "created": self._stamp(),
+            "email": params.get("email"),
+            "name": params.get("name"),
+            "metadata": _nested(params, "metadata"),
+            "invoice_settings": {"default_payment_method": None, "custom_fields": None, "footer": None},
+            "livemode": False,
+        }
+        self.customers[customer["id"]] = customer
+        return customer
+
+    async def _get_customer(self, request: Request, params: dict[str, str]) -> dict[str, Any]:
+        return self._customer(request.path_params["id"])
+
+    def _customer(self, customer_id: str) -> dict[str, Any]:
+        if customer_id not in self.customers:
+            raise StripeError(
+                404, "invalid_request_error", f"No such customer: '{customer_id}'", code="resource_missing"
+            )
+        return self.customers[customer_id]
+
+    def _method(self, method_id: str) -> dict[str, Any]:
+        if method_id in TEST_METHODS and method_id not in self.methods:
+            brand, last4, _, _ = TEST_METHODS[method_id]
+            return _payment_method(method_id, brand, last4, None, self._stamp())
+        if method_id not in self.methods:
+            raise StripeError(
+                404,
+                "invalid_request_error",
+                f"No such PaymentMethod: '{method_id}'",
+                code="resource_missing",
+                param="payment_method",
+            )
+        return self.methods[method_id]
+
+    async def _get_method(self, request: Request, params: dict[str, str]) -> dict[str, Any]:
+        return self._method(request.path_params["id"])
+
+    async def _attach(self, request: Request, params: dict[str, str]) -> dict[str, Any]:
+        customer = self._customer(params.get("customer", ""))["id"]
+        method = self._method(request.path_params["id"])
+        if method["id"] in TEST_METHODS:  # Stripe makes a new PaymentMethod from a test one
+            method = {**method, "id": self.new_id("pm"), "template": method["id"]}
+        elif method["customer"] not in (None, customer):
+            raise StripeError(400, "invalid_request_error", "The payment method is attached to another customer")
+        method["customer"] = customer
+        self.methods[method["id"]] = method
+        return method
+
+    async def _detach(self, request: Request, params: dict[str, str]) -> dict[str, Any]:
+        method = self._method(request.path_params["id"])
+        if method.get("customer") is None:
+            raise StripeError(
+                400,
+                "invalid_request_error",
+                "The payment method you provided is not attached to a customer so detachment is impossible.",
+            )
+        method["customer"] = None
+        return method
+
+    def _intent(self, amount: int, currency: str, customer: str | None, method: str | None) -> dict[str, Any]:
+        intent: dict[str, Any] = {
+            "id": self.new_id("pi"),
+            "object": "payment_intent",
+            "amount": amount,
+            "currency": currency,
+            "customer": customer,
+            "payment_method": method,
+            "status": "requires_payment_method",
+            "created": self._stamp(),
+            "metadata": {},
+            "livemode": False,
+        }
+        self.intents[intent["id"]] = intent
+        return intent
+
+    async def _create_intent(self, request: Request, params: dict[str, str]) -> dict[str, Any]:
+        amount, currency = _amount(params.get("amount")), params.get("currency", "")
+        customer = params.get("customer")
+        if customer is not None:
+            self._customer(customer)
+        method = self._method(params.get("payment_method", ""))
+        owner = method.get("customer")
+        if owner is not None and owner != customer:
+            raise StripeError(
+                400,
+                "invalid_request_error",
+                "The provided PaymentMethod was previously attached to a Customer: pass that Customer to use it.",
+                param="payment_method",
+            )
+        intent = self._intent(amount, currency, customer, method["id"])
+        intent["description"] = params.get("description")
+        _, _, decline, message = TEST_METHODS[method.get("template", method["id"])]
+        off_session = params.get("off_session") == "true"
+        if (
+            decline == "authentication_required"
+            and not off_session
+            and params.get("error_on_requires_action") != "true"
+        ):
+            intent["status"] = "requires_action"
+            return intent
+        if decline is not None:
+            raise StripeError(
+                402, "card_error", message, code=decline, decline_code="generic_decline", payment_intent=intent
+            )
+        intent["status"] = "succeeded"
+        return intent
+
+    async def _create_session(self, request: Request, params: dict[str, str]) -> dict[str, Any]:
+        customer = self._customer(params.get("customer", ""))["id"]
+        for name in ("mode", "success_url", "cancel_url"):
+            if not params.get(name):
+                raise StripeError(400, "invalid_request_error", f"Missing required param: {name}.", param=name)
+        amount = _amount(params.get("line_items[0][price_data][unit_amount]")) * int(
+            params.get("line_items[0][quantity]", "1")
+        )
+        currency = params.get("line_items[0][price_data][currency]", "")
+        if amount < MINIMUM:
+            raise StripeError(
+                400,
+                "invalid_request_error",
+                "The Checkout Session's total amount due must add up to at least $0.50 usd",
+            )
+        session_id = self.new_id("cs")
+        session = {
+            "id": session_id,
+            "object": "checkout.session",
+            "mode": params["mode"],
+            "status": "open",
+            "payment_status": "unpaid",
+            "amount_total": amount,
+            "currency": currency,
+            "customer": customer,
+            "client_reference_id": params.get("client_reference_id"),
+            "metadata": _nested(params, "metadata"),
+            "payment_intent": None,
+            "success_url": params["success_url"],
+            "cancel_url": params["cancel_url"],
+            "url": f"{self.url}/pay/{session_id}",
+            "created": self._stamp(),
+            "expires_at": self._stamp() + 86_400,
+            "livemode": False,
+        }
+        self.sessions[session_id] = session
+        if self.on_checkout_created is not None:
+            await self.on_checkout_created(dict(session))
+        return session
+
+    async def _get_session(self, request: Request, params: dict[str, str]) -> dict[str, Any]:
+        session_id = request.path_params["id"]
+        if session_id not in self.sessions:
+            raise StripeError(404, "invalid_request_error", f"No such checkout.session: '{session_id}'")
+        session = dict(self.sessions[session_id])
+        if "payment_intent" in params.values() and session["payment_intent"] is not None:
+            session["payment_intent"] = self.intents[session["payment_intent"]]
+        return session
+
+    async def _create_portal(self, request: Request, params: dict[str, str]) -> dict[str, Any]:
+        customer = self._customer(params.get("customer", ""))["id"]
+        portal = {
+            "id": self.new_id("bps"),
+            "object": "billing_portal.session",
+            "customer": customer,
+            "return_url": params.get("return_url"),
+            "url": f"{self.url}/portal/{customer}",
+            "created": self._stamp(),
+            "livemode": False,
+        }
+        self.portals.append(portal)
+        return portal
+
+
+def replace_endpoint(route: Route, serve: Callable[..., Awaitable[Response]]) -> Route:
+    handler = route.endpoint
+
+    async def endpoint(request: Request) -> Response:
+        return await serve(request, handler)
+
+    return Route(route.path, endpoint, methods=list(route.methods or ()))
+
+
+def _payment_method(method_id: str, brand: str, last4: str, customer: str | None, created: int) -> dict[str, Any]:
+    return {
+        "id": method_id,
+        "object": "payment_method",
+        "type": "card",
+        "customer": customer,
+        "created": created,
+        "card": {"brand": brand, "last4": last4, "exp_month": 12, "exp_year": 2034, "country": "US"},
+        "livemode": False,
+    }
+
+
+def _nested(params: dict[str, str], name: str) -> dict[str, str]:
+    prefix = f"{name}["
+    return {key[len(prefix) : -1]: value for key, value in params.items() if key.startswith(prefix)}
+
+
+def _amount(raw: str | None) -> int:
+    if raw is None or not raw.isdigit():
+        raise StripeError(400, "invalid_request_error", "Invalid integer: amount", param="amount")
+    return int(raw)
+
+
+def _error(exc: StripeError) -> Response:
+    return JSONResponse(exc.body, exc.status)
+
+
+@contextlib.asynccontextmanager
+async def running() -> AsyncIterator[StripeStandIn]:
+    standin = StripeStandIn()
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(standin.app(), host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
+        await asyncio.sleep(0.01)
+    standin.url = f"http://127.0.0.1:{port}"
+    try:
+        yield standin
+    finally:
+        server.should_exit = True
+        await task
+
+
+def stripe_settings(base: Settings, standin: StripeStandIn, gateway: str) -> Settings:
+    return replace(
+        base,
+        gateway=gateway,
+        stripe_secret_key=API_KEY,
+        stripe_webhook_secret=WEBHOOK_SECRET,
+        stripe_api_base=standin.url,
+        public_url="https://app.example",
+    )
+
+
+@contextlib.asynccontextmanager
+async def stripe_api(base: Settings, standin: StripeStandIn, clock: Clock, gateway: str) -> AsyncIterator[Api]:
+    """The Creditline app on the ``stripe`` or ``legacy`` gateway, pointed at the stand-in."""
+    standin.reset(clock.now)
+    settings = stripe_settings(base, standin, gateway)
+    app = create_app(settings, clock=clock, manage_database=False, run_jobs=False)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            yield Api(client, app, clock, settings)
+    finally:
+        await app.state.services.gateway.close()
+
+
+def sign(payload: str, timestamp: int, secret: str = WEBHOOK_SECRET) -> str:
+    """The Stripe-Signature header Stripe would send, made by the SDK's own signer."""
+    header: str = stripe.WebhookSignature.generate_signature_header(payload, secret, timestamp=timestamp)
+    return header
+
+
+async def deliver(
+    api: Api, event: dict[str, Any], *, at: datetime | None = None, signature: str | None = None
+) -> httpx.Response:
+    """POST an event to /webhooks/stripe as Stripe does: the raw JSON body, signed at ``at`` (default now)."""
+    payload = json.dumps(event)
+    stamp = int((at or api.clock.now()).timestamp())
+    headers = {"stripe-signature": signature if signature is not None else sign(payload, stamp)}
+    return await api.client.post("/webhooks/stripe", content=payload, headers=headers)
