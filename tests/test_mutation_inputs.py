@@ -1,5 +1,9 @@
-"""Bad input to every mutation, as a client sends it: each is refused with a typed error (or, when a value
-does not even parse, a top-level GraphQL error that names the problem), and nothing changes."""
+"""Bad input to every ledger mutation, as a client sends it: each is refused with a typed error (or, when a
+value does not even parse, a top-level GraphQL error that names the problem), and nothing changes.
+
+The other mutations have theirs beside their flows: organizations (test_organizations), payments and cards
+(test_payments, test_gateway_*), subscriptions (test_billing_subscriptions), auto top-up (test_auto_top_up),
+refunds (test_refunds)."""
 
 from __future__ import annotations
 
