@@ -29,7 +29,7 @@ from resolvers.context import Services
 
 def build_services(settings: Settings, clock: Clock) -> Services:
     """What lives as long as the process, from settings; a malformed configuration file stops start-up."""
-    bus: EventBus = RedisBus(settings.redis_url) if settings.redis_url else InProcessBus()
+    bus: EventBus = RedisBus(settings.redis_url, settings.redis_channel) if settings.redis_url else InProcessBus()
     try:
         rate_card = RateCard.from_file(settings.rate_card) if settings.rate_card else RateCard()
     except ValueError as exc:
@@ -72,9 +72,13 @@ def create_app(
         gc.freeze()
         gc.set_threshold(50_000, 20, 20)
         sweeper = asyncio.create_task(run_sweeper(services)) if run_jobs else None
+        token_watch = asyncio.create_task(graphql.token_watch.run())
         try:
             yield
         finally:
+            token_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await token_watch
             if sweeper is not None:
                 sweeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
