@@ -153,6 +153,7 @@ class LiveTransportHandler(BaseGraphQLTransportWSHandler[Context, None]):
             if live.handed_over and self.operations.get(operation.id) is operation:
                 self.live[operation.id] = live
                 self.token_watch.add(live)
+                operation.task = None  # this task ends here: let it go (a drain task takes its place while one runs)
                 live.park()
                 return
             await operation.send_operation_message({"id": operation.id, "type": "complete"})
@@ -169,10 +170,13 @@ class LiveTransportHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 live.close()
 
     async def cleanup_operation(self, operation_id: str) -> None:
+        """Strawberry's, for an operation that may have no task (a parked subscription between events)."""
         live = self.live.pop(operation_id, None)
         if live is not None:
             live.close()
-        await super().cleanup_operation(operation_id)
+        operation = self.operations.pop(operation_id, None)
+        if operation is not None and operation.task is not None:
+            operation.task.cancel()  # not awaited, lest it block the websocket's own task
 
 
 class GraphQLEndpoint(GraphQL[Context, None]):

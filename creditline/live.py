@@ -167,6 +167,8 @@ class LiveOperation:
                 await self._end(None)
         finally:
             self._draining = None
+            if operation.task is asyncio.current_task():
+                operation.task = None
 
     async def _end(self, error: GraphQLError | None) -> None:
         """The last messages of the operation: ``error`` if any, then complete; it is forgotten first."""
