@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from graphql import GraphQLError
@@ -188,9 +187,8 @@ class TokenWatch:
     """Ends the live subscriptions of revoked tokens: every ``every_seconds``, one query checks the tokens
     of all of them at once."""
 
-    def __init__(self, every_seconds: float, check: Callable[[Iterable[str]], Awaitable[set[str]]] = unrevoked) -> None:
+    def __init__(self, every_seconds: float) -> None:
         self.every_seconds = every_seconds
-        self._check = check
         self._by_token: dict[str, set[LiveOperation]] = {}
 
     def add(self, live: LiveOperation) -> None:
@@ -204,9 +202,6 @@ class TokenWatch:
             if not group:
                 del self._by_token[key]
 
-    def __len__(self) -> int:
-        return sum(map(len, self._by_token.values()))
-
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.every_seconds)
@@ -219,7 +214,7 @@ class TokenWatch:
         hashes = list(self._by_token)
         if not hashes:
             return
-        valid = await self._check(hashes)
+        valid = await unrevoked(hashes)
         for key in hashes:
             if key not in valid:
                 for live in list(self._by_token.pop(key, ())):
