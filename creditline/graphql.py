@@ -137,8 +137,8 @@ class LiveTransportHandler(BaseGraphQLTransportWSHandler[Context, None]):
         self.context.connection_params = None
 
     async def run_operation(self, operation: Operation[Context, None]) -> None:
-        """Strawberry's, with a context of its own per operation, and no ``complete`` for a subscription
-        whose resolver handed over: it lives on as a parked ``LiveOperation``."""
+        """Strawberry's (0.341), with a context of its own per operation, and no ``complete`` for a
+        subscription whose resolver handed over: it lives on as a parked ``LiveOperation``."""
         live = LiveOperation(self, operation)
         try:
             result_source = await self.schema.stream(
