@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LUA_SCRIPT = Path(__file__).resolve().parent / "spend.lua"
+REPO_ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT = 60.0
 
 
@@ -116,10 +117,13 @@ def server_process(database_url: str, workdir: Path, extra_env: dict[str, str] |
     env.update(CREDITLINE_DATABASE_URL=database_url, CREDITLINE_SWEEP_INTERVAL_SECONDS="3600")
     env.update(extra_env or {})
     log_path = workdir / f"server-{port}.log"
-    creditline = Path(sys.executable).with_name("creditline")
-    command = [str(creditline), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    # ``-m`` from the repository root: the code of this checkout, not whichever one the environment's
+    # ``creditline`` script was installed from (a worktree shares the venv of the main checkout).
+    command = [sys.executable, "-m", "creditline", "serve", "--host", "127.0.0.1", "--port", str(port)]
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            command, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT

@@ -378,8 +378,9 @@ class RedisTap:
     """A listener on the servers' Redis channel, beside server A, that splits the Redis path's latency:
     when each event was on Redis (published by B after its commit), and when it reached the subscriber."""
 
-    def __init__(self, url: str, index_of_account: dict[int, int]) -> None:
+    def __init__(self, url: str, channel: str, index_of_account: dict[int, int]) -> None:
         self.url = url
+        self.channel = channel
         self.index_of_account = index_of_account
         self.seen: dict[tuple[int, int], float] = {}
         """(subscriber index, version) -> when the event came through Redis."""
@@ -389,7 +390,7 @@ class RedisTap:
     async def start(self) -> None:
         self._client = redis.Redis.from_url(self.url, socket_connect_timeout=2)
         pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(RedisBus.CHANNEL)
+        await pubsub.subscribe(self.channel)
 
         async def read() -> None:
             try:
@@ -583,6 +584,7 @@ async def _phase(
     servers: dict[str, Server],
     seeded: fixtures.SeededSubscribers,
     config: SubscriptionConfig,
+    channel: str = "",
 ) -> tuple[MemoryReading, LatencyRun]:
     warm_index = 0
     await warm_up(
@@ -602,7 +604,7 @@ async def _phase(
         say(f"{label}: {config.spends:,} spends at {config.rate:g}/s")
         tap = None
         if spend_to is not subscribe_to:
-            tap = RedisTap(config.redis_url, {account: i for i, account in enumerate(seeded.account_ids)})
+            tap = RedisTap(config.redis_url, channel, {account: i for i, account in enumerate(seeded.account_ids)})
             await tap.start()
         try:
             run = await stream(
@@ -698,11 +700,15 @@ def run_subscriptions(config: SubscriptionConfig, postgres_url: str) -> Subscrip
                 result.redis_skipped = f"Redis is not reachable at {config.redis_url} ({problem}): skipped"
                 say(result.redis_skipped)
             else:
-                env = {"CREDITLINE_REDIS_URL": config.redis_url}
+                # A channel of its own: other servers on the same Redis neither see nor disturb this run.
+                channel = f"{RedisBus.CHANNEL}:bench-{secrets.token_hex(4)}"
+                env = {"CREDITLINE_REDIS_URL": config.redis_url, "CREDITLINE_REDIS_CHANNEL": channel}
                 with _servers(url, work, env, ("A", "B")) as servers:
                     a, b = servers["A"], servers["B"]
                     say(f"servers A at {a.base} and B at {b.base}, both on Redis {config.redis_url}")
-                    result.memory_redis, result.redis = arun(_phase("A + B via Redis", a, b, servers, seeded, config))
+                    result.memory_redis, result.redis = arun(
+                        _phase("A + B via Redis", a, b, servers, seeded, config, channel)
+                    )
                 _check_run(result, result.redis)
             audit = arun(fixtures.run_audit(url))
             if not audit.passed:

@@ -3,6 +3,9 @@
 Publishing happens only after a ledger transaction commits. The in-process bus is the embedded default;
 with ``CREDITLINE_REDIS_URL`` set, changes fan out through Redis pub/sub to every server process. A
 subscriber with a full queue is dropped rather than allowed to grow memory.
+
+Delivering never waits: the bus puts the event in the subscriber's queue and calls its ``wake`` callback,
+so a subscriber needs no task of its own while nothing happens (see creditline/live.py).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -30,10 +33,6 @@ RESYNC = "RESYNC"
 """Reason of the marker a subscriber gets when events may have been lost: it should send a fresh snapshot."""
 
 
-class SubscriberDropped(Exception):
-    """The subscriber fell too far behind and was cut off."""
-
-
 def route(event: Event) -> tuple[str, int]:
     """The topic and key an event is delivered under: balance changes by account, usage by organization."""
     if isinstance(event, BalanceChange):
@@ -41,19 +40,59 @@ def route(event: Event) -> tuple[str, int]:
     return USAGE, event.organization_id
 
 
+class EventQueue:
+    """A subscriber's bounded FIFO of events: a list and nothing else, so an idle subscriber costs bytes
+    (``asyncio.Queue`` holds four deques, its waiters come from whoever takes the events)."""
+
+    __slots__ = ("_events",)
+
+    def __init__(self) -> None:
+        self._events: list[Event] = []
+
+    def put_nowait(self, event: Event) -> None:
+        if len(self._events) >= QUEUE_LIMIT:
+            raise asyncio.QueueFull()
+        self._events.append(event)
+
+    def get_nowait(self) -> Event:
+        if not self._events:
+            raise asyncio.QueueEmpty()
+        return self._events.pop(0)  # at most QUEUE_LIMIT long: cheaper than a deque kept per subscriber
+
+    def empty(self) -> bool:
+        return not self._events
+
+    def qsize(self) -> int:
+        return len(self._events)
+
+    def clear(self) -> None:
+        self._events.clear()
+
+
 class Subscription:
-    def __init__(self, bus: InProcessBus, topic: str, keys: frozenset[int] | None) -> None:
+    """One subscriber's place on the bus: its events wait in ``queue``; ``wake`` is called after each one
+    arrives and when the subscriber is dropped for falling behind."""
+
+    __slots__ = ("_bus", "dropped", "keys", "queue", "topic", "wake")
+
+    def __init__(
+        self, bus: InProcessBus, topic: str, keys: frozenset[int] | None, wake: Callable[[], None] | None
+    ) -> None:
         self._bus = bus
         self.topic = topic
         self.keys = keys
-        self.queue: asyncio.Queue[Event | None] = asyncio.Queue(QUEUE_LIMIT)
+        self.queue = EventQueue()
         self.dropped = False
+        self.wake = wake
 
-    async def get(self) -> Event:
-        event = await self.queue.get()
-        if event is None:
-            raise SubscriberDropped()
-        return event
+    def put(self, event: Event) -> None:
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self._bus._drop(self)
+            return
+        if self.wake is not None:
+            self.wake()
 
     def close(self) -> None:
         self._bus._remove(self)
@@ -62,7 +101,9 @@ class Subscription:
 class EventBus(Protocol):
     def publish(self, events: Iterable[Event]) -> None: ...
 
-    def subscribe(self, account_ids: frozenset[int] | None, topic: str = ...) -> Subscription: ...
+    def subscribe(
+        self, keys: frozenset[int] | None, topic: str = ..., wake: Callable[[], None] | None = ...
+    ) -> Subscription: ...
 
     @property
     def subscriber_count(self) -> int: ...
@@ -86,19 +127,13 @@ class InProcessBus:
     def deliver(self, event: Event) -> None:
         topic, key = route(event)
         for sub in (*self._by_key.get((topic, key), ()), *self._all[topic]):
-            try:
-                sub.queue.put_nowait(event)
-            except asyncio.QueueFull:
-                self._drop(sub)
+            sub.put(event)
 
     def resync(self) -> None:
         """Tell every balance subscriber that events may have been missed (after a Redis reconnect)."""
         marker = BalanceChange(0, 0, 0, RESYNC, Balance(0, 0, 0), datetime.now(UTC))
         for sub in self._subscribers(BALANCE):
-            try:
-                sub.queue.put_nowait(marker)
-            except asyncio.QueueFull:
-                self._drop(sub)
+            sub.put(marker)
 
     def _subscribers(self, topic: str) -> list[Subscription]:
         subs = [sub for (t, _), group in self._by_key.items() if t == topic for sub in group]
@@ -118,12 +153,16 @@ class InProcessBus:
     def _drop(self, sub: Subscription) -> None:
         sub.dropped = True
         self._remove(sub)
-        while not sub.queue.empty():
-            sub.queue.get_nowait()
-        sub.queue.put_nowait(None)
+        sub.queue.clear()
+        if sub.wake is not None:
+            sub.wake()
 
-    def subscribe(self, keys: frozenset[int] | None, topic: str = "balance") -> Subscription:
-        sub = Subscription(self, topic, keys)
+    def subscribe(
+        self, keys: frozenset[int] | None, topic: str = BALANCE, wake: Callable[[], None] | None = None
+    ) -> Subscription:
+        """Events of ``topic`` under any of ``keys`` (every key: ``None``) from now on; ``wake`` is called
+        whenever one arrives."""
+        sub = Subscription(self, topic, keys, wake)
         if keys is None:
             self._all[topic].add(sub)
         else:
@@ -204,8 +243,10 @@ class RedisBus:
             except asyncio.QueueFull:
                 log.error("event outbox full: dropping a balance event (subscribers resync on reconnect)")
 
-    def subscribe(self, keys: frozenset[int] | None, topic: str = BALANCE) -> Subscription:
-        return self.local.subscribe(keys, topic)
+    def subscribe(
+        self, keys: frozenset[int] | None, topic: str = BALANCE, wake: Callable[[], None] | None = None
+    ) -> Subscription:
+        return self.local.subscribe(keys, topic, wake)
 
     @property
     def subscriber_count(self) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -35,9 +37,17 @@ from strawberry.extensions.base_extension import SchemaExtension
 from strawberry.http import GraphQLRequestData
 from strawberry.schema.config import StrawberryConfig
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+    Operation,
+    _OperationStreamClosed,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
+from strawberry.utils.aio import aclosing
 
+from creditline.live import LiveOperation, TokenWatch
 from creditline.settings import Settings
 from resolvers.auth import Authenticator, bearer_secret
 from resolvers.context import Context, Services
@@ -95,8 +105,84 @@ def _is_subscription(query: str, operation_name: str | None) -> bool:
     return any(op.operation is OperationType.SUBSCRIPTION for op in chosen[:1])
 
 
+class LiveTransportHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """graphql-transport-ws where a subscription, once its resolver has handed over, is a ``LiveOperation``:
+    still one of the connection's operations (the cap counts it, ``complete`` ends it) but with no task,
+    generator or execution state between events (creditline/live.py)."""
+
+    view: GraphQLEndpoint
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.live: dict[str, LiveOperation] = {}
+
+    @property
+    def token_watch(self) -> TokenWatch:
+        return self.view.token_watch
+
+    async def close(self, code: int, reason: str) -> None:
+        await self.websocket.close(code=code, reason=reason)
+
+    def forget_live(self, operation_id: str) -> None:
+        self.live.pop(operation_id, None)
+
+    async def report(self, error: Exception) -> None:
+        await self.handle_task_exception(error)
+
+    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        await super().handle_connection_init(message)
+        # Done with: the timer (cancelled) and the payload (read by on_ws_connect) would live as long as the
+        # connection.
+        self.connection_init_timeout_task = None
+        self.context.connection_params = None
+
+    async def run_operation(self, operation: Operation[Context, None]) -> None:
+        """Strawberry's (0.341), with a context of its own per operation, and no ``complete`` for a
+        subscription whose resolver handed over: it lives on as a parked ``LiveOperation``."""
+        live = LiveOperation(self, operation)
+        try:
+            result_source = await self.schema.stream(
+                operation.query,
+                variable_values=operation.variables,
+                context_value=self.context.for_operation(live),
+                root_value=self.root_value,
+                operation_name=operation.operation_name,
+            )
+            async with aclosing(result_source):
+                await self._send_result_stream(operation, result_source)
+            if live.handed_over and self.operations.get(operation.id) is operation:
+                self.live[operation.id] = live
+                self.token_watch.add(live)
+                operation.task = None  # this task ends here: let it go (a drain task takes its place while one runs)
+                live.park()
+                return
+            await operation.send_operation_message({"id": operation.id, "type": "complete"})
+        except _OperationStreamClosed:
+            return
+        except Exception as error:
+            await self.handle_task_exception(error)
+            with contextlib.suppress(Exception):
+                await operation.send_operation_message({"id": operation.id, "type": "complete"})
+            self.operations.pop(operation.id, None)
+            raise
+        finally:
+            if not live.parked:
+                live.close()
+
+    async def cleanup_operation(self, operation_id: str) -> None:
+        """Strawberry's, for an operation that may have no task (a parked subscription between events)."""
+        live = self.live.pop(operation_id, None)
+        if live is not None:
+            live.close()
+        operation = self.operations.pop(operation_id, None)
+        if operation is not None and operation.task is not None:
+            operation.task.cancel()  # not awaited, lest it block the websocket's own task
+
+
 class GraphQLEndpoint(GraphQL[Context, None]):
     """Strawberry's ASGI view with our context: the caller from the bearer token, fresh DataLoaders."""
+
+    graphql_transport_ws_handler_class = LiveTransportHandler
 
     def __init__(self, schema: strawberry.Schema, services: Services, auth: Authenticator) -> None:
         super().__init__(
@@ -110,6 +196,8 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         )
         self.services = services
         self.auth = auth
+        self.token_watch = TokenWatch(services.settings.token_recheck_seconds)
+        """Started with the application (creditline/app.py): ends the live subscriptions of revoked tokens."""
 
     async def execute_single(
         self,
@@ -138,7 +226,9 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         """Check the token in the connection_init payload: ``{"authorization": "Bearer <token>"}``."""
         params = context.connection_params or {}
         header = params.get("authorization")
-        principal = await self.auth.authenticate(header if isinstance(header, str) else None)
+        # Shielded: a client that gives up meanwhile must not cancel the lookup halfway through its query,
+        # which would leave the pooled database connection busy ("another operation is in progress").
+        principal = await asyncio.shield(self.auth.authenticate(header if isinstance(header, str) else None))
         if principal is None:
             raise ConnectionRejectionError({"message": "Send a valid token in connection_init"})
         context.principal = principal

@@ -50,6 +50,8 @@ def _credits(env: Mapping[str, str], name: str, default: str) -> int:
 class Settings:
     database_url: str = "sqlite://creditline.sqlite3"
     redis_url: str = ""
+    redis_channel: str = "creditline:balance"
+    """The Redis pub/sub channel of the events: deployments sharing one Redis each need their own."""
     gateway: str = "sandbox"
     env: str = "development"
     host: str = "127.0.0.1"
@@ -110,6 +112,7 @@ class Settings:
         return cls(
             database_url=env.get("CREDITLINE_DATABASE_URL") or cls.database_url,
             redis_url=env.get("CREDITLINE_REDIS_URL", ""),
+            redis_channel=env.get("CREDITLINE_REDIS_CHANNEL") or cls.redis_channel,
             gateway=gateway,
             env=env.get("CREDITLINE_ENV", "development"),
             host=env.get("CREDITLINE_HOST", cls.host),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -74,3 +75,14 @@ async def principal_for(secret: str) -> Principal | None:
 
 async def revoke_token(token_id: int, now: datetime) -> bool:
     return await ApiToken.filter(id=token_id, revoked_at=None).update(revoked_at=now) > 0
+
+
+async def unrevoked(token_hashes: Iterable[str]) -> set[str]:
+    """Which of these token digests still belong to a token that was not revoked (one query per 500)."""
+    wanted = list(token_hashes)
+    found: set[str] = set()
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        rows = await ApiToken.filter(token_hash__in=chunk, revoked_at=None).values("token_hash")
+        found.update(str(row["token_hash"]) for row in rows)
+    return found

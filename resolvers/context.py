@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from creditline.clock import Clock
 from creditline.events import EventBus
@@ -16,6 +16,9 @@ from models.plans import PlanCatalog
 from models.rate_card import RateCard
 from models.tokens import Principal
 from resolvers.loaders import Loaders
+
+if TYPE_CHECKING:
+    from creditline.live import LiveOperation
 
 
 @dataclass
@@ -41,6 +44,8 @@ class Context:
     token: str | None = None
     """The bearer secret the caller sent (websockets re-check it to end a revoked token's subscriptions)."""
     connection_params: dict[str, Any] | None = None
+    live: LiveOperation | None = None
+    """The websocket operation this context runs: a subscription hands its events over to it."""
 
     @classmethod
     def build(
@@ -48,10 +53,10 @@ class Context:
     ) -> Context:
         return cls(services, principal, Loaders(services.clock.now), request, token)
 
-    def fresh_loaders(self) -> None:
-        """New DataLoaders: a websocket context lives as long as the connection, so every pushed event
-        gets its own instead of reading through a cache filled by earlier events."""
-        self.loaders = Loaders(self.services.clock.now)
+    def for_operation(self, live: LiveOperation | None) -> Context:
+        """The same caller with its own DataLoaders, for one operation or one pushed event: a websocket
+        context lives as long as the connection, and every event must read current data, not a cache."""
+        return replace(self, loaders=Loaders(self.services.clock.now), live=live)
 
     def now(self) -> datetime:
         return self.services.clock.now()

@@ -1,9 +1,14 @@
-"""DataLoaders, made fresh for every request (and for every event pushed over a websocket)."""
+"""DataLoaders, made fresh for every request (and for every event pushed over a websocket).
+
+Each loader is created on first use: most requests touch one or two of them, and a websocket connection
+holds its context for as long as it is open.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import cached_property
 from typing import TypeVar
 
 from strawberry.dataloader import DataLoader
@@ -23,16 +28,46 @@ def _by_id(rows: Sequence[T], keys: Sequence[int], key: Callable[[T], int | None
 class Loaders:
     def __init__(self, now: Callable[[], datetime]) -> None:
         self._now = now
-        self.balance = DataLoader[int, Balance](self._balances)
-        self.account = DataLoader[int, CreditAccount | None](self._accounts)
-        self.account_of_user = DataLoader[int, CreditAccount | None](self._accounts_of_users)
-        self.user = DataLoader[int, User | None](self._users)
-        self.organization = DataLoader[int, Organization | None](self._organizations)
-        self.memberships_of_user = DataLoader[int, list[Membership]](self._memberships_of_users)
-        self.memberships_of_organization = DataLoader[int, list[Membership]](self._memberships_of_organizations)
-        self.pool_of_organization = DataLoader[int, CreditAccount | None](self._pools)
-        self.budgets_of_organization = DataLoader[int, dict[int, int]](self._budgets)
-        self.spent_this_month = DataLoader[int, dict[int, int]](self._spent_this_month)
+
+    @cached_property
+    def balance(self) -> DataLoader[int, Balance]:
+        return DataLoader(self._balances)
+
+    @cached_property
+    def account(self) -> DataLoader[int, CreditAccount | None]:
+        return DataLoader(self._accounts)
+
+    @cached_property
+    def account_of_user(self) -> DataLoader[int, CreditAccount | None]:
+        return DataLoader(self._accounts_of_users)
+
+    @cached_property
+    def user(self) -> DataLoader[int, User | None]:
+        return DataLoader(self._users)
+
+    @cached_property
+    def organization(self) -> DataLoader[int, Organization | None]:
+        return DataLoader(self._organizations)
+
+    @cached_property
+    def memberships_of_user(self) -> DataLoader[int, list[Membership]]:
+        return DataLoader(self._memberships_of_users)
+
+    @cached_property
+    def memberships_of_organization(self) -> DataLoader[int, list[Membership]]:
+        return DataLoader(self._memberships_of_organizations)
+
+    @cached_property
+    def pool_of_organization(self) -> DataLoader[int, CreditAccount | None]:
+        return DataLoader(self._pools)
+
+    @cached_property
+    def budgets_of_organization(self) -> DataLoader[int, dict[int, int]]:
+        return DataLoader(self._budgets)
+
+    @cached_property
+    def spent_this_month(self) -> DataLoader[int, dict[int, int]]:
+        return DataLoader(self._spent_this_month)
 
     async def _balances(self, keys: list[int]) -> list[Balance]:
         found = await read_balances(list(keys), self._now())

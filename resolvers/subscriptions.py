@@ -1,19 +1,25 @@
-"""Subscriptions: live balance changes and usage. Events are published only after their transaction commits."""
+"""Subscriptions: live balance changes and usage. Events are published only after their transaction commits.
+
+Each resolver checks who may watch what, subscribes on the bus, sends what comes first and then hands the
+subscription over to its websocket operation (creditline/live.py), which sends each later event through
+the resolver's ``Feed`` without holding a task or this generator while idle.
+"""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator
 from datetime import datetime
+from typing import TypeVar
 
 import strawberry
 from strawberry.types import Info
 
-from creditline.events import BALANCE, RESYNC, USAGE, SubscriberDropped, Subscription
+from creditline.events import BALANCE, RESYNC, USAGE
+from creditline.live import Feed
 from models import ledger
 from models.balance import Balance
+from models.ledger import Event
 from models.tables import MemberRole, Membership
-from models.tokens import principal_for
 from resolvers.context import Context
 from resolvers.errors import ClientError, ForbiddenError
 from resolvers.ids import decode_id
@@ -21,8 +27,7 @@ from resolvers.permissions import may_read_account, principal
 from schema.scalars import Credits
 from schema.types import BalanceEvent, CreditAccount, CreditBalance, UsageEvent
 
-SLOW_SUBSCRIBER_CLOSE_CODE = 4413
-"""Close code for a subscriber that fell so far behind that its queue filled up."""
+T = TypeVar("T")
 
 
 async def _account_to_watch(info: Info[Context, None], account_id: strawberry.ID | None) -> int:
@@ -40,59 +45,59 @@ async def _account_to_watch(info: Info[Context, None], account_id: strawberry.ID
     return int(account.id)
 
 
-async def _next(ctx: Context, subscription: Subscription) -> ledger.Event:
-    """The next event; meanwhile re-check now and then that the subscription's token was not revoked."""
-    while True:
-        try:
-            return await asyncio.wait_for(subscription.get(), timeout=ctx.services.settings.token_recheck_seconds)
-        except TimeoutError:
-            if ctx.token is None or await principal_for(ctx.token) is None:
-                raise ForbiddenError("The token of this subscription was revoked") from None
+async def _follow(ctx: Context, feed: Feed[T]) -> AsyncGenerator[T, None]:
+    """Subscribe, send the feed's first payload (if it has one), then hand over to the live operation."""
+    live = ctx.live
+    if live is None:
+        raise ClientError("Subscriptions need a websocket: connect with the graphql-transport-ws protocol")
+    # Subscribed before the first payload is read, so nothing between them is missed.
+    live.follow(feed, ctx.services.bus)
+    first = await feed.first(ctx)
+    if first is not None:
+        yield first
+    live.handed_over = True
 
 
-async def _close_slow(ctx: Context) -> None:
-    websocket = ctx.request
-    if websocket is not None and hasattr(websocket, "close"):
-        await websocket.close(code=SLOW_SUBSCRIBER_CLOSE_CODE, reason="Subscriber too slow: events dropped")
+class BalanceFeed:
+    """An account's balance now (reason SNAPSHOT), then every committed change newer than what was sent.
 
+    A RESYNC marker (events may have been lost while Redis was away) sends a fresh snapshot.
+    """
 
-async def balance_changed(
-    info: Info[Context, None], account_id: strawberry.ID | None = None
-) -> AsyncGenerator[BalanceEvent, None]:
-    """The account's balance now (reason SNAPSHOT), then every committed change to it, in order."""
-    ctx = info.context
-    watched = await _account_to_watch(info, account_id)
-    subscription = ctx.services.bus.subscribe(frozenset({watched}), BALANCE)
-    try:
-        # Subscribed before the snapshot is read, so nothing between them is missed; older events are skipped.
-        seen = -1
-        resync = True
-        while True:
-            if resync:
-                state = await ledger.account_state(watched, ctx.now())
-                if state is None:
-                    raise ForbiddenError("You may not watch this account")
-                balance, seen = state
-                yield _balance_event(watched, balance, 0, "SNAPSHOT", seen, ctx.now(), ctx)
-            change = await _next(ctx, subscription)
-            assert isinstance(change, ledger.BalanceChange)
-            resync = change.reason == RESYNC
-            if resync or change.version <= seen:
-                continue
-            seen = change.version
-            yield _balance_event(
-                watched, change.balance, change.delta, change.reason, change.version, change.occurred_at, ctx
-            )
-    except SubscriberDropped:
-        await _close_slow(ctx)
-    finally:
-        subscription.close()
+    __slots__ = ("account_id", "seen")
+    topic = BALANCE
+
+    def __init__(self, account_id: int) -> None:
+        self.account_id = account_id
+        self.seen = -1
+        """The version last sent: older events (read into the snapshot already) are skipped."""
+
+    @property
+    def keys(self) -> frozenset[int]:
+        return frozenset({self.account_id})
+
+    async def first(self, ctx: Context) -> BalanceEvent:
+        state = await ledger.account_state(self.account_id, ctx.now())
+        if state is None:
+            raise ForbiddenError("You may not watch this account")
+        balance, self.seen = state
+        return _balance_event(self.account_id, balance, 0, "SNAPSHOT", self.seen, ctx.now())
+
+    async def payload(self, event: Event, ctx: Context) -> BalanceEvent | None:
+        assert isinstance(event, ledger.BalanceChange)
+        if event.reason == RESYNC:
+            return await self.first(ctx)
+        if event.version <= self.seen:
+            return None
+        self.seen = event.version
+        return _balance_event(
+            self.account_id, event.balance, event.delta, event.reason, event.version, event.occurred_at
+        )
 
 
 def _balance_event(
-    account_id: int, balance: Balance, delta: int, reason: str, version: int, at: datetime, ctx: Context
+    account_id: int, balance: Balance, delta: int, reason: str, version: int, at: datetime
 ) -> BalanceEvent:
-    ctx.fresh_loaders()
     return BalanceEvent(
         account=CreditAccount(id=account_id),
         balance=CreditBalance.of(balance),
@@ -103,9 +108,38 @@ def _balance_event(
     )
 
 
+class UsageFeed:
+    """Each usage event inside an organization as it happens."""
+
+    __slots__ = ("organization_id",)
+    topic = USAGE
+
+    def __init__(self, organization_id: int) -> None:
+        self.organization_id = organization_id
+
+    @property
+    def keys(self) -> frozenset[int]:
+        return frozenset({self.organization_id})
+
+    async def first(self, ctx: Context) -> UsageEvent | None:
+        return None
+
+    async def payload(self, event: Event, ctx: Context) -> UsageEvent:
+        assert isinstance(event, ledger.UsageRecorded)
+        return UsageEvent.recorded(event)
+
+
+async def balance_changed(
+    info: Info[Context, None], account_id: strawberry.ID | None = None
+) -> AsyncGenerator[BalanceEvent, None]:
+    """The account's balance now (reason SNAPSHOT), then every committed change to it, in order."""
+    watched = await _account_to_watch(info, account_id)
+    async for event in _follow(info.context, BalanceFeed(watched)):
+        yield event
+
+
 async def usage_recorded(info: Info[Context, None], organization_id: strawberry.ID) -> AsyncGenerator[UsageEvent, None]:
     """Each usage event inside an organization as it happens. BILLING and OWNER members only."""
-    ctx = info.context
     who = principal(info)
     org_id = decode_id(organization_id, "Organization")
     allowed = who.is_admin
@@ -114,14 +148,5 @@ async def usage_recorded(info: Info[Context, None], organization_id: strawberry.
         allowed = membership is not None and bool(membership.role_set & {MemberRole.BILLING, MemberRole.OWNER})
     if org_id is None or not allowed:
         raise ForbiddenError("Watching usage needs the BILLING or OWNER role in that organization")
-    subscription = ctx.services.bus.subscribe(frozenset({org_id}), USAGE)
-    try:
-        while True:
-            event = await _next(ctx, subscription)
-            assert isinstance(event, ledger.UsageRecorded)
-            ctx.fresh_loaders()
-            yield UsageEvent.recorded(event)
-    except SubscriberDropped:
-        await _close_slow(ctx)
-    finally:
-        subscription.close()
+    async for event in _follow(info.context, UsageFeed(org_id)):
+        yield event

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import pytest
 
-from creditline.events import BALANCE, QUEUE_LIMIT, USAGE, InProcessBus, SubscriberDropped, decode, encode
+from creditline.events import BALANCE, QUEUE_LIMIT, RESYNC, USAGE, InProcessBus, decode, encode
 from models.balance import Balance
 from models.ledger import BalanceChange, UsageRecorded
 
@@ -19,16 +20,18 @@ def change(account_id: int, version: int) -> BalanceChange:
 
 async def test_events_reach_only_the_subscribers_of_their_key_and_topic() -> None:
     bus = InProcessBus()
-    mine = bus.subscribe(frozenset({1}), BALANCE)
-    other = bus.subscribe(frozenset({2}), BALANCE)
-    usage = bus.subscribe(frozenset({1}), USAGE)
+    woken: list[str] = []
+    mine = bus.subscribe(frozenset({1}), BALANCE, lambda: woken.append("mine"))
+    other = bus.subscribe(frozenset({2}), BALANCE, lambda: woken.append("other"))
+    usage = bus.subscribe(frozenset({1}), USAGE, lambda: woken.append("usage"))
     recorded = UsageRecorded(1, 10, 1, 7, "agent", "answer", 3, 2, 1, AT)
 
     bus.publish([change(1, 1), recorded, change(2, 1)])
 
-    assert [await mine.get()] == [change(1, 1)]
-    assert [await other.get()] == [change(2, 1)]
-    assert [await usage.get()] == [recorded]
+    assert woken == ["mine", "usage", "other"]  # each told once per event it got, as it arrived
+    assert [mine.queue.get_nowait()] == [change(1, 1)]
+    assert [other.queue.get_nowait()] == [change(2, 1)]
+    assert [usage.queue.get_nowait()] == [recorded]
     assert mine.queue.empty()
     assert usage.queue.empty()
     for sub in (mine, other, usage):
@@ -38,14 +41,37 @@ async def test_events_reach_only_the_subscribers_of_their_key_and_topic() -> Non
 
 async def test_a_subscriber_that_falls_behind_is_dropped_not_grown() -> None:
     bus = InProcessBus()
-    slow = bus.subscribe(frozenset({1}))
-    bus.publish(change(1, n) for n in range(QUEUE_LIMIT + 1))
+    woken: list[tuple[bool, int]] = []
+    slow = bus.subscribe(frozenset({1}), BALANCE, lambda: woken.append((slow.dropped, slow.queue.qsize())))
+    bus.publish(change(1, n) for n in range(QUEUE_LIMIT))
+    assert not slow.dropped
+    assert slow.queue.qsize() == QUEUE_LIMIT
+
+    bus.publish([change(1, QUEUE_LIMIT)])
 
     assert slow.dropped
     assert bus.subscriber_count == 0
-    assert slow.queue.qsize() == 1
-    with pytest.raises(SubscriberDropped):
-        await slow.get()
+    assert slow.queue.empty()  # what it held is let go at once
+    assert woken[-1] == (True, 0)  # and its owner is told, to close the connection
+    bus.publish([change(1, QUEUE_LIMIT + 1)])
+    assert slow.queue.empty()
+    with pytest.raises(asyncio.QueueEmpty):
+        slow.queue.get_nowait()
+
+
+async def test_resync_marks_every_balance_subscriber_and_no_usage_one() -> None:
+    bus = InProcessBus()
+    keyed = bus.subscribe(frozenset({1}), BALANCE)
+    everything = bus.subscribe(None, BALANCE)
+    usage = bus.subscribe(frozenset({1}), USAGE)
+
+    bus.resync()
+
+    for sub in (keyed, everything):
+        marker = sub.queue.get_nowait()
+        assert isinstance(marker, BalanceChange)
+        assert marker.reason == RESYNC
+    assert usage.queue.empty()
 
 
 def test_wire_format_round_trips_both_kinds() -> None:

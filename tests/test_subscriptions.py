@@ -10,13 +10,16 @@ from dataclasses import replace
 import pytest
 import websockets
 
+from creditline.app import CreditlineApp
 from creditline.clock import Clock
 from creditline.events import QUEUE_LIMIT
+from creditline.graphql import GraphQLEndpoint
 from creditline.settings import Settings
 from models.balance import Balance
 from models.ledger import BalanceChange
 from models.tables import ApiToken, Membership, Organization
-from models.tokens import revoke_token
+from models.tokens import Principal, revoke_token
+from resolvers.context import Context
 from tests.conftest import Backend
 from tests.helpers import SPEND, gid
 from tests.live import Live, connect, receive, serve
@@ -162,19 +165,103 @@ async def test_protocol_guards(live: Live) -> None:
         await ws.close()
 
 
-async def test_a_revoked_token_ends_its_subscriptions(live: Live) -> None:
+async def test_a_revoked_token_ends_its_subscriptions_and_no_other(live: Live) -> None:
+    ada_id, ada_token = await live.api.user("ada@example.com", bonus=10)
+    bob_id, bob_token = await live.api.user("bob@example.com", bonus=10)
+    service = await live.api.service()
+    ada = await connect(live, ada_token)
+    bob = await connect(live, bob_token)
+    try:
+        for ws in (ada, bob):
+            await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": WATCH}}))
+            assert (await receive(ws))["payload"]["data"]["balanceChanged"]["reason"] == "SNAPSHOT"
+        ada_token_row = await ApiToken.get(kind="USER", user_id=ada_id)
+        assert await revoke_token(ada_token_row.id, live.api.clock.now())
+
+        message = await receive(ada)  # within token_recheck_seconds (1 s here)
+        assert message == {
+            "id": "1",
+            "type": "next",
+            "payload": {
+                "data": None,
+                "errors": [
+                    {"message": "The token of this subscription was revoked", "extensions": {"code": "FORBIDDEN"}}
+                ],
+            },
+        }
+        assert await receive(ada) == {"id": "1", "type": "complete"}
+
+        await asyncio.sleep(1.5)  # another round of checks: Bob's token is still good
+        await spend(live, service, bob_id, "1", "after-revocation")
+        event = (await receive(bob))["payload"]["data"]["balanceChanged"]
+        assert (event["reason"], event["version"], event["balance"]["total"]) == ("SPEND", 2, "9")
+        assert live.api.app.state.services.bus.subscriber_count == 1
+    finally:
+        await ada.close()
+        await bob.close()
+
+
+async def test_an_idle_subscription_holds_no_task(live: Live) -> None:
     _, user_token = await live.api.user("ada@example.com", bonus=10)
     ws = await connect(live, user_token)
     try:
-        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": WATCH}}))
-        assert (await receive(ws))["payload"]["data"]["balanceChanged"]["reason"] == "SNAPSHOT"
-        token = await ApiToken.get(kind="USER")
-        assert await revoke_token(token.id, live.api.clock.now())
-        message = await receive(ws)
-        assert [e["message"] for e in message["payload"]["errors"]] == ["The token of this subscription was revoked"]
-        assert await receive(ws) == {"id": "1", "type": "complete"}
+        await asyncio.sleep(0.1)
+        tasks_with_no_subscription = len(asyncio.all_tasks())
+        for n in range(3):
+            await ws.send(json.dumps({"id": str(n), "type": "subscribe", "payload": {"query": WATCH}}))
+            assert (await receive(ws))["payload"]["data"]["balanceChanged"]["reason"] == "SNAPSHOT"
+        await asyncio.sleep(0.1)
+        assert len(asyncio.all_tasks()) == tasks_with_no_subscription
+        assert live.api.app.state.services.bus.subscriber_count == 3
+        # Completing one ends its bus subscription; the others stay.
+        await ws.send(json.dumps({"id": "1", "type": "complete"}))
+        for _ in range(50):
+            if live.api.app.state.services.bus.subscriber_count == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert live.api.app.state.services.bus.subscriber_count == 2
     finally:
         await ws.close()
+
+
+async def test_a_client_giving_up_during_connection_init_does_not_cut_the_token_lookup_short(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Cancelling a lookup halfway through its query left the pooled PostgreSQL connection busy
+    # ("another operation is in progress"); the lookup now runs to its end whatever happens to its caller.
+    _, user_token = await live.api.user("ada@example.com", bonus=10)
+    app = live.api.app
+    assert isinstance(app, CreditlineApp)
+    endpoint = app.graphql
+    assert isinstance(endpoint, GraphQLEndpoint)
+    authenticate = endpoint.auth.authenticate
+    started, release = asyncio.Event(), asyncio.Event()
+    finished: list[Principal | None] = []
+
+    async def slow_authenticate(header: str | None) -> Principal | None:
+        started.set()
+        await release.wait()
+        principal = await authenticate(header)
+        finished.append(principal)
+        return principal
+
+    monkeypatch.setattr(endpoint.auth, "authenticate", slow_authenticate)
+    context = Context.build(live.api.app.state.services, None)
+    context.connection_params = {"authorization": f"Bearer {user_token}"}
+    connecting = asyncio.create_task(endpoint.on_ws_connect(context))
+    await started.wait()
+    connecting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await connecting
+    release.set()
+    for _ in range(100):
+        if finished:
+            break
+        await asyncio.sleep(0.01)
+    assert [p.user_id if p else None for p in finished] == [1]
+    assert context.principal is None  # the cancelled connection was not let in
+    ws = await connect(live, user_token)  # and the database is fine for the next one
+    await ws.close()
 
 
 async def test_disconnects_leave_no_subscriber_or_task_behind(live: Live) -> None:
