@@ -15,7 +15,17 @@ from strawberry.dataloader import DataLoader
 
 from models.balance import Balance
 from models.ledger import read_balances
-from models.tables import BudgetUsage, CreditAccount, MemberBudget, Membership, Organization, User
+from models.tables import (
+    BudgetUsage,
+    CreditAccount,
+    Invoice,
+    MemberBudget,
+    Membership,
+    Organization,
+    PaymentMethod,
+    Refund,
+    User,
+)
 
 T = TypeVar("T")
 
@@ -68,6 +78,30 @@ class Loaders:
     @cached_property
     def spent_this_month(self) -> DataLoader[int, dict[int, int]]:
         return DataLoader(self._spent_this_month)
+
+    @cached_property
+    def invoice_of_transaction(self) -> DataLoader[int, Invoice | None]:
+        return DataLoader(self._invoices_of_transactions)
+
+    @cached_property
+    def refunds_of_transaction(self) -> DataLoader[int, list[Refund]]:
+        return DataLoader(self._refunds_of_transactions)
+
+    @cached_property
+    def payment_method(self) -> DataLoader[int, PaymentMethod | None]:
+        return DataLoader(self._payment_methods)
+
+    async def _invoices_of_transactions(self, keys: list[int]) -> list[Invoice | None]:
+        return _by_id(await Invoice.filter(transaction_id__in=keys), keys, lambda i: i.transaction_id)
+
+    async def _refunds_of_transactions(self, keys: list[int]) -> list[list[Refund]]:
+        grouped: dict[int, list[Refund]] = {k: [] for k in keys}
+        for refund in await Refund.filter(transaction_id__in=keys).order_by("id"):
+            grouped[refund.transaction_id].append(refund)
+        return [grouped[k] for k in keys]
+
+    async def _payment_methods(self, keys: list[int]) -> list[PaymentMethod | None]:
+        return _by_id(await PaymentMethod.filter(id__in=keys), keys, lambda m: m.id)
 
     async def _balances(self, keys: list[int]) -> list[Balance]:
         found = await read_balances(list(keys), self._now())

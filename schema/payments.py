@@ -120,12 +120,12 @@ class Transaction(relay.Node):
 
     @strawberry.field(description="Refunds of this payment, oldest first")
     async def refunds(self, info: Info[Context, None]) -> list[Refund]:
-        rows = await tables.Refund.filter(transaction_id=self.id).order_by("id")
+        rows = await info.context.loaders.refunds_of_transaction.load(self.id)
         return [Refund.of(row, self.amount.currency) for row in rows]
 
     @strawberry.field
     async def invoice(self, info: Info[Context, None]) -> Invoice | None:
-        invoice = await tables.Invoice.filter(transaction_id=self.id).first()
+        invoice = await info.context.loaders.invoice_of_transaction.load(self.id)
         return None if invoice is None else Invoice.of(invoice)
 
     @classmethod
@@ -254,7 +254,7 @@ class Subscription(relay.Node):
     async def payment_method(self, info: Info[Context, None]) -> PaymentMethod | None:
         if self.payment_method_id is None:
             return None
-        method = await tables.PaymentMethod.filter(id=self.payment_method_id).first()
+        method = await info.context.loaders.payment_method.load(self.payment_method_id)
         return None if method is None else PaymentMethod.of(method)
 
     @classmethod

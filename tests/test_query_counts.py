@@ -19,10 +19,11 @@ import pytest
 from tortoise import connections
 from tortoise.transactions import in_transaction
 
-from models import ledger, organizations
+from models import ledger, organizations, payments
 from models.credits import MICRO
 from models.sql import Sql
 from models.tables import (
+    AutoTopUp,
     BudgetUsage,
     CreditAccount,
     CreditKind,
@@ -31,6 +32,10 @@ from models.tables import (
     MemberRole,
     Membership,
     Organization,
+    PaymentMethod,
+    Subscription,
+    SubscriptionStatus,
+    TransactionType,
     User,
 )
 from tests.conftest import Backend
@@ -55,6 +60,10 @@ query MyCredit {
       lots(first: 100) { edges { node { id kind amount remaining expiresAt status } } }
       ledger(first: 100) { edges { node { type delta balanceAfter } } }
       usage(first: 100) { edges { node { id credits activity agentId } } }
+      transactions(first: 100) { edges { node { id status credits invoice { number } refunds { credits } } } }
+      paymentMethods { last4 }
+      subscription { status plan { name } paymentMethod { last4 } }
+      autoTopUp { status paymentMethod { last4 } }
     }
     organizations { roles organization { id name } }
   }
@@ -89,6 +98,14 @@ MY_CREDIT_TABLES = sorted(
         "usage_events",  # usage
         "memberships",  # organizations
         "organizations",  # organizations.organization, batched
+        "transactions",  # transactions
+        "invoices",  # transactions.invoice, batched
+        "refunds",  # transactions.refunds, batched
+        "payment_methods",  # paymentMethods
+        "subscriptions",  # subscription
+        "auto_top_ups",  # autoTopUp
+        "transactions",  # autoTopUp: bought this month
+        "payment_methods",  # subscription.paymentMethod and autoTopUp.paymentMethod, batched
     ]
 )
 MEMBERS_TABLES = sorted(
@@ -107,10 +124,10 @@ MEMBERS_TABLES = sorted(
     ]
 )
 
-# Lots of 2 credits, FREE and PAID by turns; spends of 0.5 credit (FREE first); 1 credit held.
+# Lots of 2 credits, FREE and PAID by turns; spends of 0.5 credit (FREE first); 1 credit held; top-ups of 1.
 MY_BALANCE = {
-    SMALL: {"total": "7.5", "free": "3.5", "paid": "4", "held": "1", "available": "6.5"},
-    LARGE: {"total": "150", "free": "50", "paid": "100", "held": "1", "available": "149"},
+    SMALL: {"total": "12.5", "free": "3.5", "paid": "9", "held": "1", "available": "11.5"},
+    LARGE: {"total": "250", "free": "50", "paid": "200", "held": "1", "available": "249"},
 }
 
 _TABLE = re.compile(r'\bFROM\s+"?(\w+)"?', re.IGNORECASE)
@@ -219,8 +236,9 @@ def _key(scope: str, n: int) -> ledger.IdempotencyKey:
 
 
 async def _user_with_history(api: Api, email: str, rows: int) -> str:
-    """A user with ``rows`` lots, ``rows`` usage events, ``2 * rows`` ledger entries, an active hold,
-    and membership in ``rows`` organizations; returns their token."""
+    """A user with ``2 * rows`` lots, ``rows`` usage events, ``3 * rows`` ledger entries, an active hold,
+    ``rows`` paid top-ups with invoices, a saved card, a subscription and auto top-up on that card, and
+    membership in ``rows`` organizations; returns their token."""
     now = api.clock.now()
     user_id, token = await api.user(email, bonus=0)
     account_id = (await CreditAccount.get(user_id=user_id)).id
@@ -258,6 +276,51 @@ async def _user_with_history(api: Api, email: str, rows: int) -> str:
         expires_at=now + timedelta(hours=1),
         idem=_key(email, -1),
         now=now,
+    )
+    card = await PaymentMethod.create(
+        account_id=account_id,
+        gateway="sandbox",
+        reference="card_sandbox_tok_visa",
+        brand="visa",
+        last4="4242",
+        exp_month=12,
+        exp_year=2034,
+        is_default=True,
+        created_at=now,
+    )
+    for n in range(rows):  # paid top-ups, each with its invoice
+        txn, _ = await payments.start_top_up(
+            account_id,
+            credits=MICRO,
+            price=payments.Price("USD", 100),
+            gateway="sandbox",
+            payment_method_id=card.id,
+            card_reference=card.reference,
+            kind=TransactionType.TOP_UP,
+            idem=_key(email, 1000 + n),
+            now=now,
+        )
+        await payments.complete(txn.id, succeeded=True, reference=f"ch_{n}", failure_reason=None, now=now)
+    await Subscription.create(
+        account_id=account_id,
+        plan_id="pro-monthly",
+        status=SubscriptionStatus.ACTIVE,
+        gateway="sandbox",
+        payment_method_id=card.id,
+        current_period_start=now,
+        current_period_end=now + timedelta(days=31),
+        idempotency_scope="test",
+        idempotency_key=email,
+        request_hash="",
+        created_at=now,
+    )
+    await AutoTopUp.create(
+        account_id=account_id,
+        threshold=MICRO,
+        amount=10 * MICRO,
+        monthly_cap=100 * MICRO,
+        payment_method_id=card.id,
+        updated_at=now,
     )
     for n in range(rows):
         org = await Organization.create(name=f"{email} org {n}", created_at=now)
@@ -318,15 +381,24 @@ async def test_my_credit_page_runs_the_same_statements_for_5_rows_as_for_100(
         me = body["data"]["me"]
         assert me["email"] == f"user-{rows}@example.com"
         assert me["credit"]["balance"] == MY_BALANCE[rows]
-        assert len(me["credit"]["lots"]["edges"]) == rows
+        assert len(me["credit"]["lots"]["edges"]) == min(2 * rows, 100)
         assert len(me["credit"]["usage"]["edges"]) == rows
-        assert len(me["credit"]["ledger"]["edges"]) == min(2 * rows + 1, 100)
+        assert len(me["credit"]["ledger"]["edges"]) == min(3 * rows + 1, 100)
+        transactions = [edge["node"] for edge in me["credit"]["transactions"]["edges"]]
+        assert len(transactions) == rows
+        assert all(t["invoice"] is not None and t["refunds"] == [] for t in transactions)
+        assert me["credit"]["subscription"] == {
+            "status": "ACTIVE",
+            "plan": {"name": "Pro"},
+            "paymentMethod": {"last4": "4242"},
+        }
+        assert me["credit"]["autoTopUp"]["paymentMethod"] == {"last4": "4242"}
         assert len(me["organizations"]) == rows
         counted[rows] = list(counter.statements)
         print(f"\nMy Credit page, {rows} rows: {len(counted[rows])} statements", *counted[rows], sep="\n  ")
 
     assert len(counted[SMALL]) > 0
-    assert len(counted[SMALL]) == len(counted[LARGE]) == len(MY_CREDIT_TABLES) == 11
+    assert len(counted[SMALL]) == len(counted[LARGE]) == len(MY_CREDIT_TABLES) == 19
     assert tables_read(counted[SMALL]) == tables_read(counted[LARGE]) == MY_CREDIT_TABLES
 
 
