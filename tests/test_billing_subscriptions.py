@@ -573,7 +573,9 @@ async def test_renewals_are_written_in_batches_until_none_is_due(api: Api) -> No
     api.clock.advance(timedelta(days=31))
     services = api.app.state.services
 
-    written = await subscriptions.due_payments(services.plans, subscription_billing(services), api.clock.now(), limit=2)
+    written = await subscriptions.due_payments(
+        services.plans, subscription_billing(services), services.gateway.name, api.clock.now(), limit=2
+    )
 
     assert len(written) == 3
     assert await Transaction.filter(status="PENDING").count() == 3
