@@ -486,22 +486,6 @@ async def test_change_refusals_name_the_problem_and_change_nothing(api: Api) -> 
     assert (await account(api, user), await counts()) == before
 
 
-async def test_subscriptions_wait_for_checkout_on_the_hosted_gateway(api: Api) -> None:
-    api.app.state.services.gateway = replace_gateway("stripe")
-    user = await customer(api)
-
-    data = await api.data(SUBSCRIBE, subscribe_input(), user)
-
-    assert data["subscribe"]["__typename"] == "PaymentUnavailable"
-    assert await counts() == (0, 0, 0, 0)
-
-
-def replace_gateway(name: str) -> Any:
-    from gateway.registry import gateway_for
-
-    return gateway_for(Settings(database_url="unused", gateway=name))
-
-
 async def test_plans_come_from_the_configured_file(api: Api, tmp_path: Path, settings: Settings) -> None:
     plans = tmp_path / "plans.toml"
     plans.write_text(
