@@ -96,6 +96,7 @@ class StripeStandIn:
     subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
     invoices: dict[str, dict[str, Any]] = field(default_factory=dict)
     refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    invoice_payments: dict[str, dict[str, Any]] = field(default_factory=dict)
     outage: dict[str, int] = field(default_factory=dict)
     """Path -> how many of the next requests to it get a 503 (Stripe-Should-Retry: false: the SDK gives up)."""
     on_checkout_created: Callable[[dict[str, Any]], Awaitable[None]] | None = None
@@ -168,6 +169,7 @@ class StripeStandIn:
         if paid:
             invoice.update(status="paid", amount_paid=invoice["amount_due"], amount_remaining=0)
             invoice["next_payment_attempt"] = None
+            self._invoice_paid(invoice)
             subscription["status"] = "active"
         else:
             retry_at = None if last else _stamp_of(self.now() + RETRY_AFTER)
@@ -217,6 +219,7 @@ class StripeStandIn:
             Route("/v1/subscriptions/{id}", self._update_subscription, methods=["POST"]),
             Route("/v1/subscriptions/{id}", self._cancel_subscription, methods=["DELETE"]),
             Route("/v1/invoices", self._list_invoices, methods=["GET"]),
+            Route("/v1/invoice_payments", self._list_invoice_payments, methods=["GET"]),
             Route("/v1/refunds", self._create_refund, methods=["POST"]),
         ]
         return Starlette(routes=[replace_endpoint(route, self._serve) for route in routes])
@@ -553,7 +556,36 @@ class StripeStandIn:
             "livemode": False,
         }
         self.invoices[invoice_id] = invoice
+        if paid:
+            self._invoice_paid(invoice)
         return invoice
+
+    def _invoice_paid(self, invoice: dict[str, Any]) -> None:
+        """Stripe pays an invoice with a PaymentIntent, listed among the invoice's payments."""
+        intent = self._intent(invoice["amount_due"], invoice["currency"], invoice["customer"], None)
+        intent["status"] = "succeeded"
+        payment_id = self.new_id("inpay")
+        self.invoice_payments[payment_id] = {
+            "id": payment_id,
+            "object": "invoice_payment",
+            "invoice": invoice["id"],
+            "status": "paid",
+            "is_default": True,
+            "amount_paid": invoice["amount_due"],
+            "amount_requested": invoice["amount_due"],
+            "currency": invoice["currency"],
+            "payment": {"type": "payment_intent", "payment_intent": intent["id"]},
+            "created": self._stamp(),
+            "livemode": False,
+        }
+
+    async def _list_invoice_payments(self, request: Request, params: dict[str, str]) -> dict[str, Any]:
+        found = [
+            payment
+            for payment in self.invoice_payments.values()
+            if params.get("invoice") in (None, payment["invoice"]) and params.get("status") in (None, payment["status"])
+        ]
+        return {"object": "list", "data": found, "has_more": False, "url": "/v1/invoice_payments"}
 
     def _known_subscription(self, subscription_id: str) -> dict[str, Any]:
         if subscription_id not in self.subscriptions:

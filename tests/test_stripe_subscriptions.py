@@ -640,3 +640,28 @@ async def test_a_stripe_refusal_of_a_change_is_shown_and_changes_nothing(
         " and metadata.",
     }
     assert await account(api, token) == before
+
+
+async def test_a_subscription_payment_is_refunded_through_the_payment_intent_that_paid_its_invoice(
+    api: Api, stripe_standin: StripeStandIn
+) -> None:
+    from tests.test_refunds import REFUND, refund
+
+    token = await active(api, stripe_standin)
+    admin = await api.admin()
+    (payment,) = stripe_standin.invoice_payments.values()
+    intent = payment["payment"]["payment_intent"]
+
+    data = await api.data(REFUND, refund(gid("Transaction", 1), amount=2500), admin)
+
+    assert data["refundPayment"]["refund"]["credits"] == "3000"
+    assert data["refundPayment"]["balance"]["total"] == "3000"
+    assert [r.params for r in stripe_standin.calls("GET", "/v1/invoice_payments")] == [
+        {"invoice": "in_test0001", "status": "paid"}
+    ]
+    (asked,) = stripe_standin.calls("POST", "/v1/refunds")
+    assert (asked.params, asked.idempotency_key) == (
+        {"payment_intent": intent, "amount": "2500"},
+        "creditline-refund-1",
+    )
+    assert (await account(api, token))["subscription"]["status"] == "ACTIVE"
