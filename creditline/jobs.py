@@ -31,11 +31,13 @@ async def reconcile_pending(services: Services, older_than: timedelta = timedelt
     completion acts only on a PENDING row under the account lock, so nothing completes twice."""
     from tortoise import connections
 
+    from creditline.webhooks import handling
     from gateway import webhooks
     from gateway.base import GatewayError, GatewayUnavailable, HostedGateway
     from models.sql import job_lock
     from models.tables import Transaction, TransactionStatus, TransactionType
     from resolvers.mutations.checkout import settle_checkout
+    from resolvers.mutations.hosted_subscriptions import settle_subscription_checkout
     from resolvers.mutations.payments import charge_pending, record_answer
 
     gateway = services.gateway
@@ -53,7 +55,9 @@ async def reconcile_pending(services: Services, older_than: timedelta = timedelt
         )
         for txn in pending:
             try:
-                if isinstance(gateway, HostedGateway):
+                if isinstance(gateway, HostedGateway) and txn.subscription_id is not None:
+                    await settle_subscription_checkout(services, gateway, txn)
+                elif isinstance(gateway, HostedGateway):
                     await settle_checkout(services, gateway, txn)
                 elif window is not None and now - txn.created_at >= window - MARGIN:
                     log.error("transaction %s could not be confirmed while the processor kept its key", txn.id)
@@ -69,19 +73,24 @@ async def reconcile_pending(services: Services, older_than: timedelta = timedelt
                     await charge_pending(services, txn)
             except (GatewayError, GatewayUnavailable) as exc:
                 log.warning("transaction %s stays pending: %s", txn.id, exc)
-        _, changes = await webhooks.retry_unprocessed(now)
+        _, changes = await webhooks.retry_unprocessed(handling(services))
         services.bus.publish(changes)
     return len(pending)
 
 
 async def renew_subscriptions(services: Services) -> int:
-    """Charge the subscription payments that are due (card-on-file gateways) and end those canceled at
+    """Charge the subscription payments of the card-on-file gateway that are due and end those canceled at
     period end. Each payment is written once (its key names the period and attempt), then charged."""
     from models import subscriptions
     from models.tables import Transaction
     from resolvers.mutations.payments import charge_pending, subscription_billing
 
-    due = await subscriptions.due_payments(services.plans, subscription_billing(services), services.clock.now())
+    gateway = services.gateway
+    if not gateway.card_on_file:
+        return 0  # a hosted gateway's processor renews its subscriptions, and its webhooks tell us
+    due = await subscriptions.due_payments(
+        services.plans, subscription_billing(services), gateway.name, services.clock.now()
+    )
     for transaction_id in due:
         await charge_pending(services, await Transaction.get(id=transaction_id))
     return len(due)

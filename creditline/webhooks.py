@@ -15,9 +15,17 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from gateway import webhooks
 from gateway.base import InvalidWebhook
 from resolvers.context import Services
+from resolvers.mutations.payments import subscription_billing
 
 MAX_BODY = 1 << 20
 """Stripe's events are far smaller; a larger body is refused before it is read whole."""
+
+
+def handling(services: Services) -> webhooks.WebhookContext:
+    """What webhook handlers work with, now."""
+    return webhooks.WebhookContext(
+        services.gateway, services.plans, subscription_billing(services), services.clock.now()
+    )
 
 
 def stripe_webhook(services: Services) -> Callable[[Request], Awaitable[Response]]:
@@ -35,7 +43,7 @@ def stripe_webhook(services: Services) -> Callable[[Request], Awaitable[Response
             event = gateway.verify_event(bytes(body), request.headers.get("stripe-signature"), now)
         except InvalidWebhook as exc:
             return PlainTextResponse(str(exc), 400)
-        receipt = await webhooks.receive(gateway.name, event, now)
+        receipt = await webhooks.receive(handling(services), event)
         services.bus.publish(receipt.changes)
         return JSONResponse({"received": event.id, "outcome": receipt.outcome.value})
 

@@ -148,6 +148,8 @@ class CheckoutSession:
 class CheckoutOutcome:
     reference: str
     state: CheckoutState
+    subscription: str | None = None
+    """The processor subscription a subscription-mode page created, once completed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +164,61 @@ class PaymentCheckout:
     success_url: str
     cancel_url: str
     idempotency_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionCheckout:
+    """A subscription on the processor's Checkout page: the first period of our subscription ``subscription_id``,
+    paid by transaction ``transaction_id``, billed at the processor's ``price``."""
+
+    subscription_id: int
+    transaction_id: int
+    customer: str
+    price: str
+    success_url: str
+    cancel_url: str
+    idempotency_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class HostedSubscription:
+    """Where a processor subscription stands, as the processor says now."""
+
+    reference: str
+    ours: int | None
+    """Our subscription id, from the metadata we gave it."""
+    status: str
+    """The processor's status (Stripe: active, trialing, past_due, canceled, unpaid, incomplete, ...)."""
+    item: str | None
+    """The subscription item that bills the plan (changed by a plan change)."""
+    price: str | None
+    current_period_start: datetime | None
+    current_period_end: datetime | None
+    cancel_at_period_end: bool
+    canceled_at: datetime | None
+    cancellation_reason: str | None
+    """Why it ended (Stripe: cancellation_requested, payment_failed, payment_disputed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostedInvoice:
+    """A processor invoice of a subscription period: what was (or was to be) paid, and for which period."""
+
+    reference: str
+    subscription: str
+    ours: int | None
+    """Our subscription id, from the subscription metadata the invoice carries."""
+    billing_reason: str
+    """``subscription_create`` (the first period), ``subscription_cycle`` (a renewal), ..."""
+    status: str
+    amount: int
+    """What the invoice charges (minor units): its amount paid once paid, else its amount due."""
+    currency: str
+    price: str | None
+    period_start: datetime
+    period_end: datetime
+    attempt_count: int
+    next_payment_attempt: datetime | None
 
 
 @runtime_checkable
@@ -179,4 +236,37 @@ class HostedGateway(Gateway, Protocol):
 
     async def portal_url(self, *, customer: str, return_url: str) -> str:
         """A short-lived link to the processor's customer portal, where the customer manages cards."""
+        ...
+
+    async def create_subscription_checkout(self, checkout: SubscriptionCheckout) -> CheckoutSession:
+        """Open a subscription-mode Checkout page (the same idempotency key returns the same page). Raises
+        ``PaymentRefused`` or ``GatewayError``."""
+        ...
+
+    async def expire_checkout(self, reference: str) -> None:
+        """Close a Checkout page so that it can no longer be paid. Raises ``PaymentRefused`` when it cannot be
+        closed (it was completed)."""
+        ...
+
+    async def subscription(self, reference: str) -> HostedSubscription:
+        """Where a processor subscription stands now."""
+        ...
+
+    async def first_invoice(self, subscription: str) -> HostedInvoice | None:
+        """The paid invoice of a processor subscription's first period, if it is paid."""
+        ...
+
+    async def update_subscription(
+        self,
+        reference: str,
+        *,
+        cancel_at_period_end: bool | None = None,
+        item: str | None = None,
+        price: str | None = None,
+    ) -> HostedSubscription:
+        """Set cancel at period end, or bill ``item`` at ``price`` from the next renewal on (no proration)."""
+        ...
+
+    async def cancel_subscription(self, reference: str) -> HostedSubscription:
+        """End a processor subscription now."""
         ...

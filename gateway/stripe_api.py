@@ -187,13 +187,20 @@ class StripeApi:
         return Charge(False, intent.id, f"The payment was not completed ({intent.status})")
 
     async def refund(self, *, charge: str, amount: int, idempotency_key: str) -> Charge:
-        """Refund part or all of a PaymentIntent (``pi_...``) or of the payment of a Checkout Session
-        (``cs_...``). A refund Stripe accepts (succeeded, or pending at the bank) is a success."""
+        """Refund part or all of a PaymentIntent (``pi_...``), of the payment of a Checkout Session (``cs_...``)
+        or of a subscription invoice (``in_...``). A refund Stripe accepts (succeeded, or pending at the bank)
+        is a success."""
         try:
+            intent: str | stripe.PaymentIntent | None = charge
             if charge.startswith("cs_"):
                 session = await self.call(lambda client: client.v1.checkout.sessions.retrieve_async(charge))
                 intent = session.payment_intent
-                charge = intent if isinstance(intent, str) else intent.id if intent is not None else ""
+            elif charge.startswith("in_"):
+                paid = await self.call(
+                    lambda client: client.v1.invoice_payments.list_async({"invoice": charge, "status": "paid"})
+                )
+                intent = next((p.payment.payment_intent for p in paid.data if p.payment.payment_intent), None)
+            charge = intent if isinstance(intent, str) else intent.id if intent is not None else ""
             refund = await self.call(
                 lambda client: client.v1.refunds.create_async(
                     {"payment_intent": charge, "amount": amount}, {"idempotency_key": idempotency_key}

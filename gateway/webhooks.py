@@ -6,7 +6,9 @@ redelivery, two deliveries at once, or events in any order change a transaction 
 that finds our side not written yet returns ``None``: the event stays unprocessed and the sweep retries it
 (``retry_unprocessed``). Unknown event types are stored, acknowledged and ignored.
 
-Handlers return the balance changes they committed; the caller publishes them (after commit).
+Handlers get a ``WebhookContext`` (the gateway, to ask the processor where things stand; the plans; the
+time) and return the balance changes they committed; the caller publishes them (after commit). Subscription
+events are handled in gateway/stripe_subscriptions.py, registered the same way.
 """
 
 from __future__ import annotations
@@ -21,16 +23,27 @@ from typing import Any
 
 from tortoise import connections
 
-from gateway.base import CHECKOUT_FAILURES, CheckoutState, GatewayEvent
+from gateway.base import CHECKOUT_FAILURES, CheckoutState, Gateway, GatewayEvent
 from models import payments
 from models.ledger import BalanceChange
+from models.plans import PlanCatalog
 from models.sql import Sql, as_datetime
+from models.subscriptions import Billing
 from models.tables import Transaction, TransactionStatus
 
 log = logging.getLogger("creditline.webhooks")
 
+
+@dataclass(frozen=True, slots=True)
+class WebhookContext:
+    gateway: Gateway
+    plans: PlanCatalog
+    billing: Billing
+    now: datetime
+
+
 Changes = tuple[BalanceChange, ...]
-Handler = Callable[[GatewayEvent, datetime], Awaitable[Changes | None]]
+Handler = Callable[[GatewayEvent, WebhookContext], Awaitable[Changes | None]]
 HANDLERS: dict[str, Handler] = {}
 
 RETRY_FOR = timedelta(days=3)
@@ -72,8 +85,9 @@ class Receipt:
     changes: Changes = ()
 
 
-async def receive(gateway: str, event: GatewayEvent, now: datetime) -> Receipt:
+async def receive(ctx: WebhookContext, event: GatewayEvent) -> Receipt:
     """Store a verified event once, and process it unless it was processed before."""
+    gateway, now = ctx.gateway.name, ctx.now
     sql = Sql(connections.get("default"))
     stored = await sql.fetch(
         "INSERT INTO webhook_events (id, gateway, type, payload, created_at, received_at)"
@@ -89,34 +103,34 @@ async def receive(gateway: str, event: GatewayEvent, now: datetime) -> Receipt:
         row = await sql.fetchrow("SELECT processed_at FROM webhook_events WHERE id = $1", event.id)
         if row is not None and row["processed_at"] is not None:
             return Receipt(Outcome.DUPLICATE)
-    return await process(event, now)
+    return await process(ctx, event)
 
 
-async def process(event: GatewayEvent, now: datetime) -> Receipt:
+async def process(ctx: WebhookContext, event: GatewayEvent) -> Receipt:
     handler = handler_for(event)
-    changes = () if handler is None else await handler(event, now)
+    changes = () if handler is None else await handler(event, ctx)
     if changes is None:
         return Receipt(Outcome.DEFERRED)
     await Sql(connections.get("default")).execute(
-        "UPDATE webhook_events SET processed_at = $1 WHERE id = $2 AND processed_at IS NULL", now, event.id
+        "UPDATE webhook_events SET processed_at = $1 WHERE id = $2 AND processed_at IS NULL", ctx.now, event.id
     )
     return Receipt(Outcome.IGNORED if handler is None else Outcome.PROCESSED, changes)
 
 
-async def retry_unprocessed(now: datetime) -> tuple[int, Changes]:
+async def retry_unprocessed(ctx: WebhookContext) -> tuple[int, Changes]:
     """Process again the stored events that came before our own rows (oldest first). Returns how many were
     processed now and their changes."""
     rows = await Sql(connections.get("default")).fetch(
         "SELECT id, type, payload, created_at FROM webhook_events"
         " WHERE processed_at IS NULL AND received_at >= $1 ORDER BY created_at, id",
-        now - RETRY_FOR,
+        ctx.now - RETRY_FOR,
     )
     processed, changes = 0, Changes()
     for row in rows:
         body = json.loads(row["payload"])
         created = as_datetime(row["created_at"]) or datetime.fromtimestamp(0, UTC)
         event = GatewayEvent(row["id"], row["type"], created, body["data"]["object"], row["payload"])
-        receipt = await process(event, now)
+        receipt = await process(ctx, event)
         if receipt.outcome is not Outcome.DEFERRED:
             processed += 1
             changes += receipt.changes
@@ -152,7 +166,7 @@ async def _checkout_transaction(session: dict[str, Any]) -> Transaction | bool |
 
 
 @handles("checkout.session.completed", "checkout.session.async_payment_succeeded", mode="payment")
-async def _checkout_paid(event: GatewayEvent, now: datetime) -> Changes | None:
+async def _checkout_paid(event: GatewayEvent, ctx: WebhookContext) -> Changes | None:
     session = event.object
     txn = await _checkout_transaction(session)
     if not isinstance(txn, Transaction):
@@ -162,13 +176,13 @@ async def _checkout_paid(event: GatewayEvent, now: datetime) -> Changes | None:
     if txn.status != TransactionStatus.PENDING:
         return ()
     _, changes = await payments.complete(
-        txn.id, succeeded=True, reference=str(session["id"]), failure_reason=None, now=now
+        txn.id, succeeded=True, reference=str(session["id"]), failure_reason=None, now=ctx.now
     )
     return changes
 
 
 @handles("checkout.session.async_payment_failed", "checkout.session.expired", mode="payment")
-async def _checkout_failed(event: GatewayEvent, now: datetime) -> Changes | None:
+async def _checkout_failed(event: GatewayEvent, ctx: WebhookContext) -> Changes | None:
     session = event.object
     txn = await _checkout_transaction(session)
     if not isinstance(txn, Transaction):
@@ -177,6 +191,9 @@ async def _checkout_failed(event: GatewayEvent, now: datetime) -> Changes | None
         CheckoutState.EXPIRED if event.type == "checkout.session.expired" else CheckoutState.FAILED
     ]
     _, changes = await payments.complete(
-        txn.id, succeeded=False, reference=str(session["id"]), failure_reason=reason, now=now
+        txn.id, succeeded=False, reference=str(session["id"]), failure_reason=reason, now=ctx.now
     )
     return changes
+
+
+from gateway import stripe_subscriptions  # noqa: E402, F401  (registers the subscription handlers)

@@ -6,6 +6,10 @@ subscription ACTIVE and grants the period credit, or CANCELED if the first payme
 the sweep writes the renewal transaction (its idempotency key names the subscription, the period and the
 attempt, so two processes never write it twice), charges it and completes it. A failed renewal makes the
 subscription PAST_DUE, retried on a schedule counted in days from the renewal date, then CANCELED.
+
+On a hosted gateway (stripe) the processor bills each period and renews: its events record the paid
+invoices (``record_invoice_paid``), the failed ones (``record_invoice_failed``) and the subscription's state
+(``sync``), each once, under the account lock, whatever their order.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
+from gateway.base import HostedInvoice, HostedSubscription
 from models import ledger, payments
 from models.credits import format_credits
 from models.ledger import BalanceChange, IdempotencyConflictError, IdempotencyKey
@@ -169,8 +174,8 @@ async def complete(
 
 async def _subscription_row(sql: Sql, subscription_id: int) -> dict[str, Any]:
     row = await sql.fetchrow(
-        "SELECT id, plan_id, status, cancel_at_period_end, failed_attempts, current_period_end"
-        " FROM subscriptions WHERE id = $1",
+        "SELECT id, account_id, plan_id, next_plan_id, status, cancel_at_period_end, failed_attempts,"
+        " current_period_end, external_reference FROM subscriptions WHERE id = $1",
         subscription_id,
     )
     assert row is not None
@@ -196,6 +201,9 @@ async def _paid(
     changes = await payments.record_success(
         sql, account, row, LotSource.SUBSCRIPTION, expires, f"{name} plan", line, reference, now
     )
+    known_end = as_datetime(sub["current_period_end"])
+    if known_end is not None and end < known_end:  # a late answer for an earlier period: keep the later one
+        return changes
     if sub["status"] != SubscriptionStatus.CANCELED:  # canceled while the charge was out: keep it canceled
         await sql.execute(
             "UPDATE subscriptions SET status = 'ACTIVE', current_period_start = $1, current_period_end = $2,"
@@ -242,14 +250,17 @@ async def _cancel(sql: Sql, subscription_id: int, reason: str, now: datetime) ->
     )
 
 
-async def due_payments(plans: PlanCatalog, billing: Billing, now: datetime, limit: int = 100) -> list[int]:
-    """Write the payments that are due (renewals at period end, PAST_DUE retries) and end the subscriptions
-    canceled at period end. Returns the ids of the PENDING transactions this call wrote, to be charged."""
+async def due_payments(
+    plans: PlanCatalog, billing: Billing, gateway: str, now: datetime, limit: int = 100
+) -> list[int]:
+    """Write the payments that are due (renewals at period end, PAST_DUE retries) of the card-on-file
+    ``gateway``'s subscriptions and end those canceled at period end. Returns the ids of the PENDING
+    transactions this call wrote, to be charged. (A hosted gateway's processor renews its own.)"""
     written: list[int] = []
     after = 0
     while True:
         due = (
-            await Subscription.filter(id__gt=after)
+            await Subscription.filter(id__gt=after, gateway=gateway)
             .filter(
                 Q(status=SubscriptionStatus.ACTIVE, current_period_end__lte=now)
                 | Q(status=SubscriptionStatus.PAST_DUE, next_attempt_at__lte=now)
@@ -377,4 +388,224 @@ async def set_payment_method(subscription: Subscription, payment_method_id: int)
         )
         if not updated:
             return None
+    return await Subscription.get(id=subscription.id)
+
+
+# --- hosted gateways: the processor bills and renews, its events move ours -----------------------------------
+
+STRIPE_INVOICE_SCOPE = "stripe-invoice"
+"""Idempotency scope of the transactions written for processor invoices (key: the invoice id)."""
+
+HOSTED_STATUS = {
+    "active": SubscriptionStatus.ACTIVE,
+    "trialing": SubscriptionStatus.ACTIVE,
+    "past_due": SubscriptionStatus.PAST_DUE,
+    "canceled": SubscriptionStatus.CANCELED,
+    "unpaid": SubscriptionStatus.CANCELED,
+    "incomplete_expired": SubscriptionStatus.CANCELED,
+}
+"""The processor's statuses that move ours (incomplete and paused leave it as it is)."""
+
+CANCELLATION_REASONS = {
+    "cancellation_requested": "Canceled by the customer",
+    "payment_failed": "Canceled after failed payments",
+    "payment_disputed": "Canceled after a disputed payment",
+}
+
+
+async def _lock_subscription(sql: Sql, subscription_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Lock the subscription's account; returns the account and the subscription as they are under the lock."""
+    account_id = (await Subscription.get(id=subscription_id)).account_id
+    account = await ledger.lock_account(sql, account_id)
+    return account, await _subscription_row(sql, subscription_id)
+
+
+async def _link(sql: Sql, sub: dict[str, Any], reference: str) -> None:
+    if sub["external_reference"] is None:
+        await sql.execute(
+            "UPDATE subscriptions SET external_reference = $1 WHERE id = $2 AND external_reference IS NULL",
+            reference,
+            sub["id"],
+        )
+
+
+async def link(subscription_id: int, reference: str) -> None:
+    """Remember the processor subscription that stands for ours (the first one named wins)."""
+    async with in_transaction() as conn:
+        sql = Sql(conn)
+        _, sub = await _lock_subscription(sql, subscription_id)
+        await _link(sql, sub, reference)
+
+
+async def record_invoice_paid(
+    subscription_id: int, invoice: HostedInvoice, plan: PlanSpec | None, plans: PlanCatalog, now: datetime
+) -> tuple[BalanceChange, ...]:
+    """Grant and invoice the period a processor invoice paid for, once per invoice: the first period completes
+    the PENDING transaction ``start`` wrote; a renewal writes its own (idempotency key: the invoice id). The plan
+    is the one billed (``plan``, from the invoice's price): a plan change takes effect with this period."""
+    async with in_transaction() as conn:
+        sql = Sql(conn)
+        account, sub = await _lock_subscription(sql, subscription_id)
+        await _link(sql, sub, invoice.subscription)
+        if invoice.billing_reason == "subscription_create":
+            first = await sql.fetchrow(
+                "SELECT id FROM transactions WHERE subscription_id = $1 ORDER BY id LIMIT 1", subscription_id
+            )
+            assert first is not None
+            transaction_id = int(first["id"])
+            if await payments.pending_row(sql, transaction_id) is None:
+                return ()
+            await sql.execute(
+                "UPDATE transactions SET period_start = $1, period_end = $2, amount = $3, currency = $4 WHERE id = $5",
+                invoice.period_start,
+                invoice.period_end,
+                invoice.amount,
+                invoice.currency,
+                transaction_id,
+            )
+        else:
+            if plan is not None and plan.id != sub["plan_id"]:
+                next_plan = None if sub["next_plan_id"] == plan.id else sub["next_plan_id"]
+                await sql.execute(
+                    "UPDATE subscriptions SET plan_id = $1, next_plan_id = $2 WHERE id = $3",
+                    plan.id,
+                    next_plan,
+                    subscription_id,
+                )
+                sub = await _subscription_row(sql, subscription_id)
+            credits = plan.credits if plan is not None else 0
+            rows = await sql.fetch(
+                "INSERT INTO transactions (account_id, type, status, credits, amount, currency, gateway,"
+                " subscription_id, period_start, period_end, idempotency_scope, idempotency_key, request_hash,"
+                " created_at) VALUES ($1, 'SUBSCRIPTION', 'PENDING', $2, $3, $4, 'stripe', $5, $6, $7, $8, $9, '',"
+                " $10) ON CONFLICT (idempotency_scope, idempotency_key) DO NOTHING RETURNING id",
+                int(account["id"]),
+                credits,
+                invoice.amount,
+                invoice.currency,
+                subscription_id,
+                invoice.period_start,
+                invoice.period_end,
+                STRIPE_INVOICE_SCOPE,
+                invoice.reference,
+                now,
+            )
+            if not rows:  # this invoice was recorded before
+                return ()
+            transaction_id = int(rows[0]["id"])
+        row = await payments.pending_row(sql, transaction_id)
+        assert row is not None
+        return await _paid(sql, account, row, sub, plans, invoice.reference, now)
+
+
+async def record_invoice_failed(
+    subscription_id: int, invoice: HostedInvoice, plan: PlanSpec | None, reason: str, now: datetime
+) -> None:
+    """Record a failed renewal payment once per invoice attempt (a FAILED transaction the customer sees) and
+    make the subscription PAST_DUE until the processor's next attempt, unless the invoice was paid meanwhile."""
+    async with in_transaction() as conn:
+        sql = Sql(conn)
+        account, sub = await _lock_subscription(sql, subscription_id)
+        await _link(sql, sub, invoice.subscription)
+        rows = await sql.fetch(
+            "INSERT INTO transactions (account_id, type, status, credits, amount, currency, gateway,"
+            " subscription_id, period_start, period_end, failure_reason, idempotency_scope, idempotency_key,"
+            " request_hash, created_at, completed_at) VALUES ($1, 'SUBSCRIPTION', 'FAILED', $2, $3, $4, 'stripe',"
+            " $5, $6, $7, $8, $9, $10, '', $11, $11) ON CONFLICT (idempotency_scope, idempotency_key) DO NOTHING"
+            " RETURNING id",
+            int(account["id"]),
+            plan.credits if plan is not None else 0,
+            invoice.amount,
+            invoice.currency,
+            subscription_id,
+            invoice.period_start,
+            invoice.period_end,
+            reason,
+            STRIPE_INVOICE_SCOPE,
+            f"{invoice.reference}/attempt-{invoice.attempt_count}",
+            now,
+        )
+        if not rows or sub["status"] not in (SubscriptionStatus.ACTIVE, SubscriptionStatus.PAST_DUE):
+            return
+        paid = await sql.fetchrow(
+            "SELECT id FROM transactions WHERE idempotency_scope = $1 AND idempotency_key = $2",
+            STRIPE_INVOICE_SCOPE,
+            invoice.reference,
+        )
+        if paid is not None:  # a later attempt paid this invoice and was recorded first
+            return
+        await sql.execute(
+            "UPDATE subscriptions SET status = 'PAST_DUE', failed_attempts = $1, next_attempt_at = $2,"
+            " status_reason = $3 WHERE id = $4",
+            max(invoice.attempt_count, int(sub["failed_attempts"])),
+            invoice.next_payment_attempt,
+            f"The renewal payment failed: {reason}",
+            subscription_id,
+        )
+
+
+async def sync(subscription_id: int, hosted: HostedSubscription, plans: PlanCatalog, now: datetime) -> None:
+    """Make ours agree with the processor subscription as it stands now (its status, cancel at period end, the
+    current period, the plan billed from the next renewal). An INCOMPLETE subscription becomes ACTIVE only
+    when its first invoice is recorded as paid; a CANCELED one stays canceled."""
+    async with in_transaction() as conn:
+        sql = Sql(conn)
+        _, sub = await _lock_subscription(sql, subscription_id)
+        await _link(sql, sub, hosted.reference)
+        target = HOSTED_STATUS.get(hosted.status)
+        if sub["status"] == SubscriptionStatus.CANCELED or target is None:
+            return
+        if target == SubscriptionStatus.CANCELED:
+            reason = CANCELLATION_REASONS.get(hosted.cancellation_reason or "", f"Canceled in Stripe ({hosted.status})")
+            if sub["status"] == SubscriptionStatus.INCOMPLETE:
+                await _fail_pending(sql, subscription_id, "The first payment was not completed", now)
+            await _cancel(sql, subscription_id, reason, hosted.canceled_at or now)
+            return
+        if sub["status"] == SubscriptionStatus.INCOMPLETE:
+            return
+        billed = next((p for p in plans.plans.values() if hosted.price and p.stripe_price == hosted.price), None)
+        next_plan = sub["next_plan_id"] if billed is None else None if billed.id == sub["plan_id"] else billed.id
+        start, end = hosted.current_period_start, hosted.current_period_end
+        known_end = as_datetime(sub["current_period_end"])
+        if start is None or end is None or (known_end is not None and end < known_end):
+            start, end = None, None
+        await sql.execute(
+            "UPDATE subscriptions SET status = $1, cancel_at_period_end = $2, next_plan_id = $3,"
+            " current_period_start = COALESCE($4, current_period_start), current_period_end = COALESCE($5,"
+            " current_period_end) WHERE id = $6",
+            target.value,
+            hosted.cancel_at_period_end,
+            next_plan,
+            start,
+            end,
+            subscription_id,
+        )
+        if target == SubscriptionStatus.ACTIVE:  # paid again: nothing is past due any more
+            await sql.execute(
+                "UPDATE subscriptions SET failed_attempts = 0, next_attempt_at = NULL, status_reason = NULL"
+                " WHERE id = $1",
+                subscription_id,
+            )
+
+
+async def _fail_pending(sql: Sql, subscription_id: int, reason: str, now: datetime) -> None:
+    await sql.execute(
+        "UPDATE transactions SET status = 'FAILED', failure_reason = $1, completed_at = $2"
+        " WHERE subscription_id = $3 AND status = 'PENDING'",
+        reason,
+        now,
+        subscription_id,
+    )
+
+
+async def cancel_unpaid(subscription: Subscription, now: datetime) -> Subscription:
+    """Cancel a hosted subscription whose checkout was never finished (the page is closed first): its first
+    payment fails and nothing was granted."""
+    async with in_transaction() as conn:
+        sql = Sql(conn)
+        _, current = await _lock_subscription(sql, subscription.id)
+        if current["status"] != SubscriptionStatus.INCOMPLETE:
+            raise SubscriptionStateError("Only a subscription whose checkout is not finished can be dropped")
+        await _fail_pending(sql, subscription.id, "Canceled before payment", now)
+        await _cancel(sql, subscription.id, "Canceled by the customer", now)
     return await Subscription.get(id=subscription.id)

@@ -5,18 +5,23 @@ objects, records every request with its Idempotency-Key, and honours the keys as
 with the same parameters replays the first answer (``Idempotent-Replayed: true``), with other parameters it
 is an ``idempotency_error``. Test PaymentMethods follow Stripe's test names (``pm_card_visa``,
 ``pm_card_chargeDeclined``, ...); attaching one makes a new PaymentMethod, as Stripe does. Tests move
-Checkout Sessions along (``pay``, ``settle``, ``expire``) and build the events Stripe would send (``event``).
+Checkout Sessions along (``pay``, ``settle``, ``expire``), Stripe Billing's subscriptions too (``renew``,
+``retry``, ``end``), refund in Stripe's dashboard (``refund_in_dashboard``) and build the events Stripe would
+send (``event``). Objects have the shapes of the installed SDK's API version (16.1): an invoice names its
+subscription in ``parent.subscription_details`` and its price in ``lines.data[].pricing.price_details``; a
+subscription's current period lives on its items.
 """
 
 from __future__ import annotations
 
 import asyncio
+import calendar
 import contextlib
 import itertools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -54,6 +59,16 @@ TEST_METHODS: dict[str, tuple[str, str, str | None, str]] = {
 }
 
 
+PRICES: dict[str, tuple[int, str, str]] = {
+    "price_starter_monthly": (1_000, "usd", "month"),
+    "price_pro_monthly": (5_000, "usd", "month"),
+    "price_pro_yearly": (50_000, "usd", "year"),
+}
+"""The recurring Prices the stand-in knows: id -> (unit amount, currency, interval)."""
+RETRY_AFTER = timedelta(days=3)
+"""When Stripe's smart retries try a failed invoice again, in the stand-in."""
+
+
 @dataclass(frozen=True)
 class Recorded:
     method: str
@@ -78,6 +93,10 @@ class StripeStandIn:
     intents: dict[str, dict[str, Any]] = field(default_factory=dict)
     sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
     portals: list[dict[str, Any]] = field(default_factory=list)
+    subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    invoices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    invoice_payments: dict[str, dict[str, Any]] = field(default_factory=dict)
     outage: dict[str, int] = field(default_factory=dict)
     """Path -> how many of the next requests to it get a 503 (Stripe-Should-Retry: false: the SDK gives up)."""
     on_checkout_created: Callable[[dict[str, Any]], Awaitable[None]] | None = None
@@ -99,8 +118,17 @@ class StripeStandIn:
     # --- what tests do on Stripe's side ------------------------------------------------------------------
 
     def pay(self, session_id: str, *, delayed: bool = False) -> dict[str, Any]:
-        """The customer pays on the Checkout page (``delayed``: a bank debit that settles later)."""
+        """The customer pays on the Checkout page (``delayed``: a bank debit that settles later). In subscription
+        mode Stripe makes the subscription and its first invoice, paid (``invoice_of`` finds it)."""
         session = self.sessions[session_id]
+        if session["mode"] == "subscription":
+            subscription = self._subscription(session)
+            invoice = self._invoice(subscription, "subscription_create", paid=True)
+            subscription["latest_invoice"] = invoice["id"]
+            session.update(
+                status="complete", payment_status="paid", subscription=subscription["id"], invoice=invoice["id"]
+            )
+            return dict(session)
         intent = self._intent(session["amount_total"], session["currency"], session["customer"], None)
         intent["status"] = "processing" if delayed else "succeeded"
         session.update(status="complete", payment_status="unpaid" if delayed else "paid", payment_intent=intent["id"])
@@ -115,6 +143,50 @@ class StripeStandIn:
     def expire(self, session_id: str) -> dict[str, Any]:
         self.sessions[session_id]["status"] = "expired"
         return dict(self.sessions[session_id])
+
+    def invoice_of(self, subscription_id: str, index: int = -1) -> dict[str, Any]:
+        """One of a subscription's invoices, oldest first (default: the latest)."""
+        return dict([i for i in self.invoices.values() if _subscription_of(i) == subscription_id][index])
+
+    def renew(self, subscription_id: str, *, paid: bool = True) -> dict[str, Any]:
+        """Stripe Billing renews at period end: the next period starts and its invoice is charged (``paid``
+        or not: then the subscription is past_due and the invoice retried later). Returns the invoice."""
+        subscription = self.subscriptions[subscription_id]
+        item = subscription["items"]["data"][0]
+        start = datetime.fromtimestamp(item["current_period_end"], UTC)
+        item["current_period_start"] = item["current_period_end"]
+        item["current_period_end"] = _stamp_of(_next_period(start, item["price"]["recurring"]["interval"]))
+        invoice = self._invoice(subscription, "subscription_cycle", paid=paid)
+        subscription["latest_invoice"] = invoice["id"]
+        subscription["status"] = "active" if paid else "past_due"
+        return dict(invoice)
+
+    def retry(self, invoice_id: str, *, paid: bool, last: bool = False) -> dict[str, Any]:
+        """Stripe tries a failed invoice again (``last``: no further attempt is scheduled)."""
+        invoice = self.invoices[invoice_id]
+        invoice["attempt_count"] += 1
+        subscription = self.subscriptions[_subscription_of(invoice)]
+        if paid:
+            invoice.update(status="paid", amount_paid=invoice["amount_due"], amount_remaining=0)
+            invoice["next_payment_attempt"] = None
+            self._invoice_paid(invoice)
+            subscription["status"] = "active"
+        else:
+            retry_at = None if last else _stamp_of(self.now() + RETRY_AFTER)
+            invoice["next_payment_attempt"] = retry_at
+        return dict(invoice)
+
+    def end(self, subscription_id: str, *, reason: str = "payment_failed") -> dict[str, Any]:
+        """Stripe ends the subscription (after its last failed retry, or at period end)."""
+        subscription = self.subscriptions[subscription_id]
+        subscription.update(status="canceled", canceled_at=self._stamp(), ended_at=self._stamp())
+        subscription["cancellation_details"]["reason"] = reason
+        return dict(subscription)
+
+    def refund_in_dashboard(self, intent_id: str) -> dict[str, Any]:
+        """Someone refunds the whole payment in Stripe's dashboard."""
+        intent = self.intents[intent_id]
+        return self._refund(intent, intent["amount"] - intent.get("amount_refunded", 0))
 
     def event(self, type: str, obj: dict[str, Any], created: datetime | None = None) -> dict[str, Any]:
         return {
@@ -141,7 +213,14 @@ class StripeStandIn:
             Route("/v1/payment_intents", self._create_intent, methods=["POST"]),
             Route("/v1/checkout/sessions", self._create_session, methods=["POST"]),
             Route("/v1/checkout/sessions/{id}", self._get_session, methods=["GET"]),
+            Route("/v1/checkout/sessions/{id}/expire", self._expire_session, methods=["POST"]),
             Route("/v1/billing_portal/sessions", self._create_portal, methods=["POST"]),
+            Route("/v1/subscriptions/{id}", self._get_subscription, methods=["GET"]),
+            Route("/v1/subscriptions/{id}", self._update_subscription, methods=["POST"]),
+            Route("/v1/subscriptions/{id}", self._cancel_subscription, methods=["DELETE"]),
+            Route("/v1/invoices", self._list_invoices, methods=["GET"]),
+            Route("/v1/invoice_payments", self._list_invoice_payments, methods=["GET"]),
+            Route("/v1/refunds", self._create_refund, methods=["POST"]),
         ]
         return Starlette(routes=[replace_endpoint(route, self._serve) for route in routes])
 
@@ -300,10 +379,12 @@ class StripeStandIn:
         for name in ("mode", "success_url", "cancel_url"):
             if not params.get(name):
                 raise StripeError(400, "invalid_request_error", f"Missing required param: {name}.", param=name)
-        amount = _amount(params.get("line_items[0][price_data][unit_amount]")) * int(
-            params.get("line_items[0][quantity]", "1")
-        )
-        currency = params.get("line_items[0][price_data][currency]", "")
+        if params["mode"] == "subscription":
+            unit, currency, _ = self._price(params.get("line_items[0][price]", ""))
+        else:
+            unit = _amount(params.get("line_items[0][price_data][unit_amount]"))
+            currency = params.get("line_items[0][price_data][currency]", "")
+        amount = unit * int(params.get("line_items[0][quantity]", "1"))
         if amount < MINIMUM:
             raise StripeError(
                 400,
@@ -323,6 +404,10 @@ class StripeStandIn:
             "client_reference_id": params.get("client_reference_id"),
             "metadata": _nested(params, "metadata"),
             "payment_intent": None,
+            "subscription": None,
+            "invoice": None,
+            "line_items_price": params.get("line_items[0][price]"),
+            "subscription_metadata": _nested(params, "subscription_data[metadata]"),
             "success_url": params["success_url"],
             "cancel_url": params["cancel_url"],
             "url": f"{self.url}/pay/{session_id}",
@@ -343,6 +428,255 @@ class StripeStandIn:
         if "payment_intent" in params.values() and session["payment_intent"] is not None:
             session["payment_intent"] = self.intents[session["payment_intent"]]
         return session
+
+    async def _expire_session(self, request: Request, params: dict[str, str]) -> dict[str, Any]:
+        session = self.sessions.get(request.path_params["id"])
+        if session is None:
+            raise StripeError(404, "invalid_request_error", f"No such checkout.session: '{request.path_params['id']}'")
+        if session["status"] != "open":
+            raise StripeError(
+                400, "invalid_request_error", "Only Checkout Sessions with a status of `open` can be expired."
+            )
+        session["status"] = "expired"
+        return dict(session)
+
+    def _price(self, price_id: str) -> tuple[int, str, str]:
+        if price_id not in PRICES:
+            raise StripeError(
+                400, "invalid_request_error", f"No such price: '{price_id}'", param="line_items[0][price]"
+            )
+        return PRICES[price_id]
+
+    def _price_object(self, price_id: str) -> dict[str, Any]:
+        unit, currency, interval = self._price(price_id)
+        return {
+            "id": price_id,
+            "object": "price",
+            "unit_amount": unit,
+            "currency": currency,
+            "recurring": {"interval": interval, "interval_count": 1},
+            "livemode": False,
+        }
+
+    def _subscription(self, session: dict[str, Any]) -> dict[str, Any]:
+        price = self._price_object(session["line_items_price"])
+        start = self.now()
+        subscription_id = self.new_id("sub")
+        subscription: dict[str, Any] = {
+            "id": subscription_id,
+            "object": "subscription",
+            "customer": session["customer"],
+            "status": "active",
+            "metadata": dict(session["subscription_metadata"]),
+            "cancel_at_period_end": False,
+            "cancel_at": None,
+            "canceled_at": None,
+            "ended_at": None,
+            "cancellation_details": {"reason": None, "comment": None, "feedback": None},
+            "items": {
+                "object": "list",
+                "data": [
+                    {
+                        "id": self.new_id("si"),
+                        "object": "subscription_item",
+                        "price": price,
+                        "quantity": 1,
+                        "subscription": subscription_id,
+                        "current_period_start": _stamp_of(start),
+                        "current_period_end": _stamp_of(_next_period(start, price["recurring"]["interval"])),
+                    }
+                ],
+                "has_more": False,
+                "url": f"/v1/subscription_items?subscription={subscription_id}",
+            },
+            "latest_invoice": None,
+            "created": self._stamp(),
+            "start_date": self._stamp(),
+            "livemode": False,
+        }
+        self.subscriptions[subscription_id] = subscription
+        return subscription
+
+    def _invoice(self, subscription: dict[str, Any], reason: str, *, paid: bool) -> dict[str, Any]:
+        item = subscription["items"]["data"][0]
+        price = item["price"]
+        amount = price["unit_amount"]
+        invoice_id = self.new_id("in")
+        invoice: dict[str, Any] = {
+            "id": invoice_id,
+            "object": "invoice",
+            "customer": subscription["customer"],
+            "status": "paid" if paid else "open",
+            "billing_reason": reason,
+            "amount_due": amount,
+            "amount_paid": amount if paid else 0,
+            "amount_remaining": 0 if paid else amount,
+            "currency": price["currency"],
+            "attempt_count": 1,
+            "attempted": True,
+            "next_payment_attempt": None if paid else _stamp_of(self.now() + RETRY_AFTER),
+            "parent": {
+                "type": "subscription_details",
+                "quote_details": None,
+                "subscription_details": {
+                    "subscription": subscription["id"],
+                    "metadata": dict(subscription["metadata"]),
+                },
+            },
+            "lines": {
+                "object": "list",
+                "data": [
+                    {
+                        "id": self.new_id("il"),
+                        "object": "line_item",
+                        "amount": amount,
+                        "currency": price["currency"],
+                        "quantity": 1,
+                        "period": {"start": item["current_period_start"], "end": item["current_period_end"]},
+                        "pricing": {
+                            "type": "price_details",
+                            "price_details": {"price": price["id"], "product": "prod_creditline"},
+                            "unit_amount_decimal": str(amount),
+                        },
+                        "parent": {
+                            "type": "subscription_item_details",
+                            "invoice_item_details": None,
+                            "subscription_item_details": {
+                                "subscription": subscription["id"],
+                                "subscription_item": item["id"],
+                                "proration": False,
+                            },
+                        },
+                    }
+                ],
+                "has_more": False,
+                "url": f"/v1/invoices/{invoice_id}/lines",
+            },
+            "created": self._stamp(),
+            "livemode": False,
+        }
+        self.invoices[invoice_id] = invoice
+        if paid:
+            self._invoice_paid(invoice)
+        return invoice
+
+    def _invoice_paid(self, invoice: dict[str, Any]) -> None:
+        """Stripe pays an invoice with a PaymentIntent, listed among the invoice's payments."""
+        intent = self._intent(invoice["amount_due"], invoice["currency"], invoice["customer"], None)
+        intent["status"] = "succeeded"
+        payment_id = self.new_id("inpay")
+        self.invoice_payments[payment_id] = {
+            "id": payment_id,
+            "object": "invoice_payment",
+            "invoice": invoice["id"],
+            "status": "paid",
+            "is_default": True,
+            "amount_paid": invoice["amount_due"],
+            "amount_requested": invoice["amount_due"],
+            "currency": invoice["currency"],
+            "payment": {"type": "payment_intent", "payment_intent": intent["id"]},
+            "created": self._stamp(),
+            "livemode": False,
+        }
+
+    async def _list_invoice_payments(self, request: Request, params: dict[str, str]) -> dict[str, Any]:
+        found = [
+            payment
+            for payment in self.invoice_payments.values()
+            if params.get("invoice") in (None, payment["invoice"]) and params.get("status") in (None, payment["status"])
+        ]
+        return {"object": "list", "data": found, "has_more": False, "url": "/v1/invoice_payments"}
+
+    def _known_subscription(self, subscription_id: str) -> dict[str, Any]:
+        if subscription_id not in self.subscriptions:
+            raise StripeError(404, "invalid_request_error", f"No such subscription: '{subscription_id}'")
+        return self.subscriptions[subscription_id]
+
+    async def _get_subscription(self, request: Request, params: dict[str, str]) -> dict[str, Any]:
+        return self._known_subscription(request.path_params["id"])
+
+    async def _update_subscription(self, request: Request, params: dict[str, str]) -> dict[str, Any]:
+        subscription = self._known_subscription(request.path_params["id"])
+        if subscription["status"] == "canceled":
+            raise StripeError(
+                400,
+                "invalid_request_error",
+                "A canceled subscription can only update its cancellation_details and metadata.",
+            )
+        if "cancel_at_period_end" in params:
+            subscription["cancel_at_period_end"] = params["cancel_at_period_end"] == "true"
+            subscription["cancellation_details"]["reason"] = (
+                "cancellation_requested" if subscription["cancel_at_period_end"] else None
+            )
+        if "items[0][price]" in params:
+            item = subscription["items"]["data"][0]
+            if params.get("items[0][id]") != item["id"]:
+                raise StripeError(400, "invalid_request_error", "No such subscription item", param="items[0][id]")
+            item["price"] = self._price_object(params["items[0][price]"])
+        return subscription
+
+    async def _cancel_subscription(self, request: Request, params: dict[str, str]) -> dict[str, Any]:
+        subscription = self._known_subscription(request.path_params["id"])
+        if subscription["status"] == "canceled":
+            raise StripeError(400, "invalid_request_error", "This subscription has already been canceled.")
+        return self.end(subscription["id"], reason="cancellation_requested")
+
+    async def _list_invoices(self, request: Request, params: dict[str, str]) -> dict[str, Any]:
+        found = [
+            invoice
+            for invoice in reversed(self.invoices.values())  # newest first, as Stripe lists them
+            if params.get("subscription") in (None, _subscription_of(invoice))
+            and params.get("status") in (None, invoice["status"])
+        ]
+        return {"object": "list", "data": found, "has_more": False, "url": "/v1/invoices"}
+
+    def _refund(self, intent: dict[str, Any], amount: int) -> dict[str, Any]:
+        refunded = intent.get("amount_refunded", 0)
+        if refunded >= intent["amount"]:
+            raise StripeError(
+                400,
+                "invalid_request_error",
+                f"Charge for {intent['id']} has already been refunded.",
+                code="charge_already_refunded",
+            )
+        if amount > intent["amount"] - refunded:
+            raise StripeError(
+                400,
+                "invalid_request_error",
+                f"Refund amount ({amount}) is greater than unrefunded amount on charge ({intent['amount'] - refunded})",
+                param="amount",
+            )
+        intent["amount_refunded"] = refunded + amount
+        refund = {
+            "id": self.new_id("re"),
+            "object": "refund",
+            "amount": amount,
+            "currency": intent["currency"],
+            "payment_intent": intent["id"],
+            "status": "succeeded",
+            "failure_reason": None,
+            "created": self._stamp(),
+        }
+        self.refunds[refund["id"]] = refund
+        return refund
+
+    async def _create_refund(self, request: Request, params: dict[str, str]) -> dict[str, Any]:
+        intent_id = params.get("payment_intent", "")
+        intent = self.intents.get(intent_id)
+        if intent is None:
+            raise StripeError(
+                404, "invalid_request_error", f"No such payment_intent: '{intent_id}'", param="payment_intent"
+            )
+        if intent["status"] != "succeeded":
+            raise StripeError(
+                400,
+                "invalid_request_error",
+                f"This PaymentIntent ({intent_id}) does not have a successful charge to refund.",
+            )
+        amount = (
+            _amount(params["amount"]) if "amount" in params else intent["amount"] - intent.get("amount_refunded", 0)
+        )
+        return self._refund(intent, amount)
 
     async def _create_portal(self, request: Request, params: dict[str, str]) -> dict[str, Any]:
         customer = self._customer(params.get("customer", ""))["id"]
@@ -378,6 +712,21 @@ def _payment_method(method_id: str, brand: str, last4: str, customer: str | None
         "card": {"brand": brand, "last4": last4, "exp_month": 12, "exp_year": 2034, "country": "US"},
         "livemode": False,
     }
+
+
+def _subscription_of(invoice: dict[str, Any]) -> str:
+    return str(invoice["parent"]["subscription_details"]["subscription"])
+
+
+def _stamp_of(moment: datetime) -> int:
+    return int(moment.timestamp())
+
+
+def _next_period(start: datetime, interval: str) -> datetime:
+    """The same day and time a month (or a year) later, on the month's last day if it is shorter."""
+    months = start.month - 1 + (1 if interval == "month" else 12)
+    year, month = start.year + months // 12, months % 12 + 1
+    return start.replace(year=year, month=month, day=min(start.day, calendar.monthrange(year, month)[1]))
 
 
 def _nested(params: dict[str, str], name: str) -> dict[str, str]:

@@ -486,22 +486,6 @@ async def test_change_refusals_name_the_problem_and_change_nothing(api: Api) -> 
     assert (await account(api, user), await counts()) == before
 
 
-async def test_subscriptions_wait_for_checkout_on_the_hosted_gateway(api: Api) -> None:
-    api.app.state.services.gateway = replace_gateway("stripe")
-    user = await customer(api)
-
-    data = await api.data(SUBSCRIBE, subscribe_input(), user)
-
-    assert data["subscribe"]["__typename"] == "PaymentUnavailable"
-    assert await counts() == (0, 0, 0, 0)
-
-
-def replace_gateway(name: str) -> Any:
-    from gateway.registry import gateway_for
-
-    return gateway_for(Settings(database_url="unused", gateway=name))
-
-
 async def test_plans_come_from_the_configured_file(api: Api, tmp_path: Path, settings: Settings) -> None:
     plans = tmp_path / "plans.toml"
     plans.write_text(
@@ -573,7 +557,9 @@ async def test_renewals_are_written_in_batches_until_none_is_due(api: Api) -> No
     api.clock.advance(timedelta(days=31))
     services = api.app.state.services
 
-    written = await subscriptions.due_payments(services.plans, subscription_billing(services), api.clock.now(), limit=2)
+    written = await subscriptions.due_payments(
+        services.plans, subscription_billing(services), services.gateway.name, api.clock.now(), limit=2
+    )
 
     assert len(written) == 3
     assert await Transaction.filter(status="PENDING").count() == 3

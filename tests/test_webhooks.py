@@ -145,7 +145,7 @@ async def test_shuffled_events_of_several_top_ups_end_as_stripe_says(api: Api, s
     [
         ("customer.created", {"id": "cus_1", "object": "customer"}, "ignored"),
         ("checkout.session.completed", {"id": "cs_x", "object": "checkout.session", "mode": "setup"}, "ignored"),
-        ("checkout.session.expired", {"id": "cs_x", "object": "checkout.session", "mode": "subscription"}, "ignored"),
+        ("checkout.session.expired", {"id": "cs_x", "object": "checkout.session", "mode": "subscription"}, "processed"),
         (
             "checkout.session.completed",
             {"id": "cs_x", "object": "checkout.session", "mode": "payment", "payment_status": "paid"},

@@ -5,6 +5,7 @@ from strawberry.types import Info
 from gateway.base import GatewayError, GatewayUnavailable
 from models import ledger, refunds
 from models.ledger import IdempotencyConflictError, IdempotencyKey
+from models.tables import RefundStatus
 from models.tables import Transaction as TransactionRow
 from resolvers.context import Context
 from resolvers.ids import decode_id
@@ -45,14 +46,14 @@ async def refund_payment(info: Info[Context, None], input: RefundPaymentInput) -
         {"transaction": txn.id, "amount": input.amount, "reason": input.reason},
     )
     try:
-        refund, new = await refunds.start(
+        refund, _ = await refunds.start(
             txn, amount=input.amount, reason=input.reason, idem=idem, now=info.context.now()
         )
     except IdempotencyConflictError:
         return conflict(input.idempotency_key)
     except refunds.NotRefundableError as exc:
         return ValidationError(message=str(exc), field="amount" if exc.refundable else "transactionId")
-    if new:
+    if refund.status == RefundStatus.PENDING:  # new, or its answer was lost: the same key gets the first answer
         try:
             answer = await services.gateway.refund(
                 charge=txn.gateway_reference or "",

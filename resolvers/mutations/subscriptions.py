@@ -1,9 +1,11 @@
-"""Subscriptions: subscribe, cancel (at period end or now), resume and change plan."""
+"""Subscriptions: subscribe, cancel (at period end or now), resume and change plan. On a hosted gateway the
+processor bills them (resolvers/mutations/hosted_subscriptions.py)."""
 
 from __future__ import annotations
 
 from strawberry.types import Info
 
+from gateway.base import GatewayError, GatewayUnavailable, HostedGateway
 from models import subscriptions
 from models.ledger import IdempotencyConflictError, IdempotencyKey
 from models.tables import CreditAccount as CreditAccountRow
@@ -12,6 +14,7 @@ from models.tables import Subscription as SubscriptionRow
 from models.tables import TransactionStatus
 from resolvers.context import Context
 from resolvers.ids import decode_id
+from resolvers.mutations import hosted_subscriptions
 from resolvers.mutations._common import conflict
 from resolvers.mutations.payments import billing_account, charge_pending, subscription_billing
 from resolvers.permissions import principal
@@ -40,6 +43,26 @@ def _unknown_plan(info: Info[Context, None], plan_id: str) -> ValidationError | 
     return ValidationError(message=f"Unknown plan {plan_id!r}: choose one of {', '.join(plans)}", field="planId")
 
 
+async def _card(
+    account: CreditAccountRow, payment_method_id: str | None
+) -> PaymentMethodRow | NotFound | ValidationError:
+    """The saved card a card-on-file subscription is charged to: the one given, else the account's default."""
+    if payment_method_id is not None:
+        method_id = decode_id(payment_method_id, "PaymentMethod")
+        method = (
+            None
+            if method_id is None
+            else await PaymentMethodRow.filter(id=method_id, account_id=account.id, removed_at=None).first()
+        )
+        return NotFound(message="Payment method not found on this account") if method is None else method
+    method = await PaymentMethodRow.filter(account_id=account.id, removed_at=None, is_default=True).first()
+    if method is None:
+        return ValidationError(
+            message="The account has no saved card: add one or give paymentMethodId", field="paymentMethodId"
+        )
+    return method
+
+
 async def subscribe(info: Info[Context, None], input: SubscribeInput) -> SubscribeResult:
     """Subscribe the account to a plan: the first period is charged now and its credit granted when paid."""
     ctx = info.context
@@ -51,32 +74,34 @@ async def subscribe(info: Info[Context, None], input: SubscribeInput) -> Subscri
     ):
         return invalid
     gateway = ctx.services.gateway
-    if not gateway.card_on_file:
-        return PaymentUnavailable(message=f"Subscriptions on the {gateway.name} gateway are not available yet")
-    if reason := gateway.unavailable_reason():
-        return PaymentUnavailable(message=reason)
-    if input.payment_method_id is not None:
-        method_id = decode_id(input.payment_method_id, "PaymentMethod")
-        method = (
-            None
-            if method_id is None
-            else await PaymentMethodRow.filter(id=method_id, account_id=account.id, removed_at=None).first()
-        )
-        if method is None:
-            return NotFound(message="Payment method not found on this account")
-    else:
-        method = await PaymentMethodRow.filter(account_id=account.id, removed_at=None, is_default=True).first()
-        if method is None:
-            return ValidationError(
-                message="The account has no saved card: add one or give paymentMethodId", field="paymentMethodId"
-            )
     plan = ctx.services.plans.get(input.plan_id)
     assert plan is not None
+    hosted = isinstance(gateway, HostedGateway)
+    if invalid := first_error(
+        ValidationError(
+            message=f"The plan {plan.id} has no Stripe price: it cannot be subscribed to on the stripe gateway",
+            field="planId",
+        )
+        if hosted and plan.stripe_price is None
+        else None,
+        ValidationError(message="Give no paymentMethodId: the card is entered at checkout", field="paymentMethodId")
+        if hosted and input.payment_method_id is not None
+        else None,
+    ):
+        return invalid
+    if reason := gateway.unavailable_reason():
+        return PaymentUnavailable(message=reason)
+    method: PaymentMethodRow | None = None
+    if not hosted:
+        card = await _card(account, input.payment_method_id)
+        if not isinstance(card, PaymentMethodRow):
+            return card
+        method = card
     idem = IdempotencyKey.for_request(
         principal(info).idempotency_scope,
         input.idempotency_key,
         "subscribe",
-        {"account": account.id, "plan": plan.id, "method": method.id},
+        {"account": account.id, "plan": plan.id, "method": None if method is None else method.id},
     )
     try:
         sub, txn, new = await subscriptions.start(
@@ -84,8 +109,8 @@ async def subscribe(info: Info[Context, None], input: SubscribeInput) -> Subscri
             plan=plan,
             billing=subscription_billing(ctx.services),
             gateway=gateway.name,
-            payment_method_id=method.id,
-            card_reference=method.reference,
+            payment_method_id=None if method is None else method.id,
+            card_reference=None if method is None else method.reference,
             idem=idem,
             now=ctx.now(),
         )
@@ -98,13 +123,24 @@ async def subscribe(info: Info[Context, None], input: SubscribeInput) -> Subscri
             message="The account already has a subscription: change its plan instead",
             subscription=Subscription.of(live),
         )
-    if new:
+    if isinstance(gateway, HostedGateway):
+        if txn.status == TransactionStatus.PENDING and txn.checkout_url is None:
+            try:
+                txn = await hosted_subscriptions.open_subscription_checkout(ctx.services, gateway, txn)
+            except (GatewayError, GatewayUnavailable) as exc:
+                return PaymentUnavailable(message=f"{exc} Send the same request again to get the checkout page.")
+    elif new:
         txn = await charge_pending(ctx.services, txn)
-        sub = await SubscriptionRow.get(id=sub.id)
+    sub = await SubscriptionRow.get(id=sub.id)
     if txn.status == TransactionStatus.FAILED:
         reason = txn.failure_reason or "Payment failed"
         return PaymentDeclined(message=f"The payment failed: {reason}", reason=reason, transaction=Transaction.of(txn))
-    return SubscribeSuccess(subscription=Subscription.of(sub), transaction=Transaction.of(txn))
+    pending = txn.status == TransactionStatus.PENDING
+    return SubscribeSuccess(
+        subscription=Subscription.of(sub),
+        transaction=Transaction.of(txn),
+        checkout_url=txn.checkout_url if pending else None,
+    )
 
 
 async def _live(
@@ -121,6 +157,11 @@ async def _live(
     live = await subscriptions.live_subscription(account.id)
     if live is None:
         return NotFound(message="The account has no active subscription")
+    gateway = info.context.services.gateway
+    if live.gateway != gateway.name:
+        return PaymentUnavailable(
+            message=f"This subscription is billed on the {live.gateway} gateway, which is not active"
+        )
     return live
 
 
@@ -129,6 +170,9 @@ async def cancel_subscription(info: Info[Context, None], input: CancelSubscripti
     live = await _live(info, input.account_id)
     if not isinstance(live, SubscriptionRow):
         return live
+    services = info.context.services
+    if isinstance(services.gateway, HostedGateway):
+        return await hosted_subscriptions.cancel(services, services.gateway, live, at_period_end=input.at_period_end)
     try:
         changed = await subscriptions.cancel(live, at_period_end=input.at_period_end, now=info.context.now())
     except subscriptions.SubscriptionStateError as exc:
@@ -141,6 +185,9 @@ async def resume_subscription(info: Info[Context, None], input: ResumeSubscripti
     live = await _live(info, input.account_id)
     if not isinstance(live, SubscriptionRow):
         return live
+    services = info.context.services
+    if isinstance(services.gateway, HostedGateway):
+        return await hosted_subscriptions.resume(services, services.gateway, live)
     try:
         changed = await subscriptions.resume(live)
     except subscriptions.SubscriptionStateError as exc:
@@ -153,8 +200,16 @@ async def change_plan(info: Info[Context, None], input: ChangePlanInput) -> Subs
     live = await _live(info, input.account_id, input.plan_id)
     if not isinstance(live, SubscriptionRow):
         return live
-    plan = info.context.services.plans.get(input.plan_id)
+    services = info.context.services
+    plan = services.plans.get(input.plan_id)
     assert plan is not None
+    if isinstance(services.gateway, HostedGateway):
+        if plan.stripe_price is None:
+            return ValidationError(
+                message=f"The plan {plan.id} has no Stripe price: it cannot be billed on the stripe gateway",
+                field="planId",
+            )
+        return await hosted_subscriptions.change_plan(services, services.gateway, live, plan)
     try:
         changed = await subscriptions.change_plan(live, plan)
     except subscriptions.SubscriptionStateError as exc:

@@ -10,7 +10,10 @@ from schema.errors import Error, Forbidden, IdempotencyConflict, NotFound, Valid
 from schema.payments import PaymentDeclined, PaymentUnavailable, Subscription, Transaction
 
 
-@strawberry.input(description="Subscribe to a plan, paying with a saved card (default: the account's default card).")
+@strawberry.input(
+    description="Subscribe to a plan: with a saved card (default: the account's default card) on a card-on-file"
+    " gateway, or on the checkout page returned (checkoutUrl) on a hosted gateway."
+)
 class SubscribeInput:
     account_id: strawberry.ID | None = strawberry.field(default=None, description="Default: your own account")
     plan_id: str

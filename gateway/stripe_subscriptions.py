@@ -1,0 +1,162 @@
+"""Stripe Billing's events for subscriptions on the ``stripe`` gateway (registered in gateway/webhooks.py).
+
+Stripe renews the subscriptions it bills; these events move ours:
+- ``checkout.session.completed`` (subscription mode) links ours to the Stripe subscription;
+  ``checkout.session.expired`` fails the first payment and cancels the INCOMPLETE subscription;
+- ``invoice.paid`` grants and invoices the period paid for, once per Stripe invoice;
+- ``invoice.payment_failed`` records the failed attempt (once per attempt) and makes it PAST_DUE;
+- ``customer.subscription.updated`` / ``deleted`` make ours agree with the subscription as Stripe has it
+  now: it is retrieved, so the order in which these events arrive does not matter.
+
+Ours is found by the id in the metadata we gave the Stripe subscription (copied onto its invoices), else by
+the Stripe subscription id once linked. Events for Stripe subscriptions that are not ours are acknowledged
+and ignored; an event that names ours before our rows are committed is kept and retried by the sweep.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from gateway.base import (
+    CHECKOUT_FAILURES,
+    CheckoutState,
+    GatewayError,
+    GatewayEvent,
+    HostedGateway,
+    HostedInvoice,
+    PaymentRefused,
+)
+from gateway.stripe import invoice_from, ours_in, subscription_from
+from gateway.webhooks import Changes, WebhookContext, handles
+from models import subscriptions
+from models.plans import PlanCatalog, PlanSpec
+from models.tables import Subscription, Transaction, TransactionStatus
+
+log = logging.getLogger("creditline.webhooks")
+
+RETRY_LATER: Changes | None = None
+"""A handler's answer when the event cannot be applied yet (our rows are not committed, Stripe was not reached):
+it stays stored and unprocessed, and the sweep tries again."""
+
+
+def plan_for_price(plans: PlanCatalog, price: str | None) -> PlanSpec | None:
+    """The plan billed at a Stripe Price."""
+    return next((plan for plan in plans.plans.values() if price and plan.stripe_price == price), None)
+
+
+async def find(reference: str, ours: int | None) -> Subscription | bool:
+    """Our subscription behind a Stripe subscription: the row, False when it is not one of ours (or names one
+    that is linked to another Stripe subscription), True when it names ours but the row is not there yet."""
+    if ours is not None:
+        sub = await Subscription.filter(id=ours).first()
+        if sub is None:
+            return True
+        if sub.gateway != "stripe" or sub.external_reference not in (None, reference):
+            log.warning("Stripe subscription %s names subscription %s, linked elsewhere: ignored", reference, ours)
+            return False
+        return sub
+    linked = await Subscription.filter(external_reference=reference, gateway="stripe").first()
+    return False if linked is None else linked
+
+
+def _missing_or_not_ours(found: bool) -> Changes | None:
+    return RETRY_LATER if found else ()
+
+
+def _billed_plan(ctx: WebhookContext, invoice: HostedInvoice) -> PlanSpec | None:
+    plan = plan_for_price(ctx.plans, invoice.price)
+    if plan is None:
+        log.error("invoice %s bills price %s, which no plan has", invoice.reference, invoice.price)
+    return plan
+
+
+@handles("checkout.session.completed", mode="subscription")
+async def _checkout_completed(event: GatewayEvent, ctx: WebhookContext) -> Changes | None:
+    session = event.object
+    made = session.get("subscription")
+    reference = made.get("id") if isinstance(made, dict) else made
+    if not isinstance(reference, str):
+        return ()
+    sub = await find(reference, ours_in(session.get("metadata")))
+    if not isinstance(sub, Subscription):
+        return _missing_or_not_ours(sub)
+    await subscriptions.link(sub.id, reference)
+    return ()
+
+
+@handles("checkout.session.expired", mode="subscription")
+async def _checkout_expired(event: GatewayEvent, ctx: WebhookContext) -> Changes | None:
+    session = event.object
+    ours = ours_in(session.get("metadata"))
+    sub = None if ours is None else await Subscription.filter(id=ours, gateway="stripe").first()
+    if sub is None:
+        return () if ours is None else RETRY_LATER
+    first = await Transaction.filter(subscription_id=sub.id).order_by("id").first()
+    if first is None or first.status != TransactionStatus.PENDING or first.gateway_reference != session.get("id"):
+        return ()  # paid, failed already, or not the page we opened
+    _, changes = await subscriptions.complete(
+        first.id,
+        succeeded=False,
+        reference=first.gateway_reference,
+        failure_reason=CHECKOUT_FAILURES[CheckoutState.EXPIRED],
+        plans=ctx.plans,
+        billing=ctx.billing,
+        now=ctx.now,
+    )
+    return changes
+
+
+@handles("invoice.paid")
+async def _invoice_paid(event: GatewayEvent, ctx: WebhookContext) -> Changes | None:
+    invoice = invoice_from(event.object)
+    if invoice is None:
+        return ()  # not a subscription's invoice
+    sub = await find(invoice.subscription, invoice.ours)
+    if not isinstance(sub, Subscription):
+        return _missing_or_not_ours(sub)
+    if invoice.billing_reason not in ("subscription_create", "subscription_cycle"):
+        log.info("invoice %s (%s) grants nothing", invoice.reference, invoice.billing_reason)
+        return ()
+    plan = _billed_plan(ctx, invoice)
+    if plan is None and invoice.billing_reason == "subscription_cycle":
+        return RETRY_LATER  # kept unprocessed: configure the plan and the sweep grants the period
+    return await subscriptions.record_invoice_paid(sub.id, invoice, plan, ctx.plans, ctx.now)
+
+
+@handles("invoice.payment_failed")
+async def _invoice_failed(event: GatewayEvent, ctx: WebhookContext) -> Changes | None:
+    invoice = invoice_from(event.object)
+    if invoice is None:
+        return ()
+    sub = await find(invoice.subscription, invoice.ours)
+    if not isinstance(sub, Subscription):
+        return _missing_or_not_ours(sub)
+    if invoice.billing_reason == "subscription_create":
+        return ()  # Checkout collects the first payment: its page stays open, or expires
+    retry = invoice.next_payment_attempt
+    reason = f"Stripe could not collect the payment (attempt {invoice.attempt_count})" + (
+        f", next attempt {retry:%Y-%m-%d %H:%M} UTC" if retry is not None else ", no further attempt scheduled"
+    )
+    await subscriptions.record_invoice_failed(sub.id, invoice, _billed_plan(ctx, invoice), reason, ctx.now)
+    return ()
+
+
+@handles("customer.subscription.created", "customer.subscription.updated", "customer.subscription.deleted")
+async def _subscription_changed(event: GatewayEvent, ctx: WebhookContext) -> Changes | None:
+    told = subscription_from(event.object)
+    sub = await find(told.reference, told.ours)
+    if not isinstance(sub, Subscription):
+        return _missing_or_not_ours(sub)
+    gateway = ctx.gateway
+    if not isinstance(gateway, HostedGateway):
+        return ()
+    try:
+        current = await gateway.subscription(told.reference)  # as it stands now, whatever the event's age
+    except PaymentRefused as exc:
+        log.warning("Stripe does not know subscription %s: %s", told.reference, exc)
+        return ()
+    except GatewayError as exc:
+        log.warning("Stripe subscription %s not retrieved, retried later: %s", told.reference, exc)
+        return RETRY_LATER
+    await subscriptions.sync(sub.id, current, ctx.plans, ctx.now)
+    return ()

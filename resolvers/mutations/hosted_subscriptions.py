@@ -1,0 +1,206 @@
+"""Subscriptions on a hosted gateway (stripe): paid on a subscription-mode Checkout page, billed and renewed by
+the processor, whose events move ours (gateway/stripe_subscriptions.py).
+
+The Checkout page is opened outside any database transaction, after the INCOMPLETE subscription and its
+PENDING first payment are committed, with the idempotency key ``creditline-transaction-<id>``: a replay of
+``subscribe``, or the reconcile job after a crash, gets the same page back. Cancel, resume and plan changes
+are sent to the processor first; its answer is then recorded here so the customer sees it at once (the
+webhook that follows agrees).
+"""
+
+from __future__ import annotations
+
+from tortoise import connections
+
+from gateway.base import (
+    CHECKOUT_FAILURES,
+    CheckoutState,
+    GatewayError,
+    GatewayUnavailable,
+    HostedGateway,
+    HostedSubscription,
+    PaymentRefused,
+    SubscriptionCheckout,
+)
+from gateway.customers import customer_for
+from gateway.stripe_subscriptions import plan_for_price
+from models import subscriptions
+from models.plans import PlanSpec
+from models.sql import Sql
+from models.tables import Subscription as SubscriptionRow
+from models.tables import SubscriptionStatus, TransactionStatus
+from models.tables import Transaction as TransactionRow
+from resolvers.context import Services
+from resolvers.ids import encode_id
+from resolvers.mutations.checkout import CHECKOUT_LIFETIME, return_url
+from resolvers.mutations.payments import subscription_billing
+from schema.mutations.subscriptions import SubscriptionChangeResult, SubscriptionNotChangeable, SubscriptionSuccess
+from schema.payments import PaymentUnavailable, Subscription
+
+
+async def fail_first_payment(services: Services, txn: TransactionRow, reason: str) -> TransactionRow:
+    """The first period was not paid: the transaction fails and the INCOMPLETE subscription is canceled."""
+    failed, changes = await subscriptions.complete(
+        txn.id,
+        succeeded=False,
+        reference=txn.gateway_reference,
+        failure_reason=reason,
+        plans=services.plans,
+        billing=subscription_billing(services),
+        now=services.clock.now(),
+    )
+    services.bus.publish(changes)
+    return failed
+
+
+async def open_subscription_checkout(services: Services, gateway: HostedGateway, txn: TransactionRow) -> TransactionRow:
+    """Open (or find again) the Checkout page of a PENDING first period and store its address. A refusal from
+    the processor fails it; a network failure raises ``GatewayError`` and leaves it PENDING."""
+    assert txn.subscription_id is not None
+    sub = await SubscriptionRow.get(id=txn.subscription_id)
+    plan = services.plans.get(sub.plan_id)
+    if plan is None or plan.stripe_price is None:
+        return await fail_first_payment(services, txn, f"The plan {sub.plan_id} has no Stripe price")
+    customer = await customer_for(gateway, txn.account_id, services.clock.now())
+    assert customer is not None
+    subscription = encode_id("Subscription", sub.id)
+    try:
+        session = await gateway.create_subscription_checkout(
+            SubscriptionCheckout(
+                subscription_id=sub.id,
+                transaction_id=txn.id,
+                customer=customer,
+                price=plan.stripe_price,
+                success_url=return_url(services, checkout="success", subscription=subscription),
+                cancel_url=return_url(services, checkout="canceled", subscription=subscription),
+                idempotency_key=f"creditline-transaction-{txn.id}",
+            )
+        )
+    except PaymentRefused as exc:
+        return await fail_first_payment(services, txn, str(exc))
+    # A webhook may have completed the transaction meanwhile: keep its status, and its reference if set.
+    await Sql(connections.get("default")).execute(
+        "UPDATE transactions SET checkout_url = $1, gateway_reference = COALESCE(gateway_reference, $2) WHERE id = $3",
+        session.url,
+        session.reference,
+        txn.id,
+    )
+    return await TransactionRow.get(id=txn.id)
+
+
+async def settle_subscription_checkout(
+    services: Services, gateway: HostedGateway, txn: TransactionRow
+) -> TransactionRow:
+    """Reconcile a PENDING first period with what the processor says (its webhooks may have been missed):
+    a paid page completes it from the subscription's first invoice, an expired one fails it."""
+    now = services.clock.now()
+    if txn.gateway_reference is None:
+        if now - txn.created_at > CHECKOUT_LIFETIME:
+            return await fail_first_payment(services, txn, "The checkout page was never opened")
+        txn = await open_subscription_checkout(services, gateway, txn)  # the same key finds the same page
+        if txn.status != TransactionStatus.PENDING or txn.gateway_reference is None:
+            return txn
+    outcome = await gateway.checkout_outcome(txn.gateway_reference)
+    if outcome.state in CHECKOUT_FAILURES:
+        return await fail_first_payment(services, txn, CHECKOUT_FAILURES[outcome.state])
+    if outcome.state is CheckoutState.PAID and outcome.subscription is not None:
+        assert txn.subscription_id is not None
+        invoice = await gateway.first_invoice(outcome.subscription)
+        if invoice is None:
+            await subscriptions.link(txn.subscription_id, outcome.subscription)
+        else:
+            plan = plan_for_price(services.plans, invoice.price)
+            changes = await subscriptions.record_invoice_paid(txn.subscription_id, invoice, plan, services.plans, now)
+            services.bus.publish(changes)
+    return await TransactionRow.get(id=txn.id)
+
+
+def _unlinked(live: SubscriptionRow) -> PaymentUnavailable | None:
+    if live.external_reference is None:
+        return PaymentUnavailable(message="Stripe has not confirmed the subscription yet: try again in a moment")
+    return None
+
+
+async def _recorded(
+    services: Services, live: SubscriptionRow, change: HostedSubscription | Exception
+) -> SubscriptionChangeResult:
+    """Record the processor's answer to a change (or say why there is none)."""
+    if isinstance(change, PaymentRefused):
+        return SubscriptionNotChangeable(
+            message=f"Stripe refused the change: {change}", subscription=Subscription.of(live)
+        )
+    if isinstance(change, Exception):
+        return PaymentUnavailable(message=str(change))
+    await subscriptions.sync(live.id, change, services.plans, services.clock.now())
+    return SubscriptionSuccess(subscription=Subscription.of(await SubscriptionRow.get(id=live.id)))
+
+
+async def cancel(
+    services: Services, gateway: HostedGateway, live: SubscriptionRow, *, at_period_end: bool
+) -> SubscriptionChangeResult:
+    """Cancel at period end (Stripe keeps billing until then) or now. A subscription whose checkout is not
+    finished is dropped here once its page is closed, so that it can no longer be paid."""
+    if live.status == SubscriptionStatus.INCOMPLETE:
+        first = await TransactionRow.filter(subscription_id=live.id).order_by("id").first()
+        try:
+            if first is not None and first.gateway_reference is not None:
+                await gateway.expire_checkout(first.gateway_reference)
+        except PaymentRefused:
+            return SubscriptionNotChangeable(
+                message="The checkout was completed: the payment is being confirmed", subscription=Subscription.of(live)
+            )
+        except (GatewayError, GatewayUnavailable) as exc:
+            return PaymentUnavailable(message=str(exc))
+        try:
+            changed = await subscriptions.cancel_unpaid(live, services.clock.now())
+        except subscriptions.SubscriptionStateError as exc:  # paid meanwhile
+            return SubscriptionNotChangeable(message=str(exc), subscription=Subscription.of(live))
+        return SubscriptionSuccess(subscription=Subscription.of(changed))
+    if unlinked := _unlinked(live):
+        return unlinked
+    assert live.external_reference is not None
+    try:
+        if at_period_end and live.status == SubscriptionStatus.ACTIVE:
+            answer = await gateway.update_subscription(live.external_reference, cancel_at_period_end=True)
+        else:  # a PAST_DUE subscription has no paid period left to wait for
+            answer = await gateway.cancel_subscription(live.external_reference)
+    except (PaymentRefused, GatewayError, GatewayUnavailable) as exc:
+        return await _recorded(services, live, exc)
+    return await _recorded(services, live, answer)
+
+
+async def resume(services: Services, gateway: HostedGateway, live: SubscriptionRow) -> SubscriptionChangeResult:
+    if live.status != SubscriptionStatus.ACTIVE or not live.cancel_at_period_end:
+        return SubscriptionNotChangeable(
+            message="Only a subscription set to cancel at period end can be resumed", subscription=Subscription.of(live)
+        )
+    if unlinked := _unlinked(live):
+        return unlinked
+    assert live.external_reference is not None
+    try:
+        answer = await gateway.update_subscription(live.external_reference, cancel_at_period_end=False)
+    except (PaymentRefused, GatewayError, GatewayUnavailable) as exc:
+        return await _recorded(services, live, exc)
+    return await _recorded(services, live, answer)
+
+
+async def change_plan(
+    services: Services, gateway: HostedGateway, live: SubscriptionRow, plan: PlanSpec
+) -> SubscriptionChangeResult:
+    """Bill the new plan's price from the next renewal on (no proration): until then it shows as nextPlan."""
+    if live.status not in (SubscriptionStatus.ACTIVE, SubscriptionStatus.PAST_DUE):
+        return SubscriptionNotChangeable(
+            message="Only an active subscription can change plans", subscription=Subscription.of(live)
+        )
+    if unlinked := _unlinked(live):
+        return unlinked
+    assert live.external_reference is not None
+    assert plan.stripe_price is not None
+    try:
+        current = await gateway.subscription(live.external_reference)
+        if current.item is None:
+            raise PaymentRefused("the subscription bills no price")
+        answer = await gateway.update_subscription(live.external_reference, item=current.item, price=plan.stripe_price)
+    except (PaymentRefused, GatewayError, GatewayUnavailable) as exc:
+        return await _recorded(services, live, exc)
+    return await _recorded(services, live, answer)
