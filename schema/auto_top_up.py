@@ -53,8 +53,10 @@ class AutoTopUp:
 
     @strawberry.field(description="The card charged")
     async def payment_method(self, info: Info[Context, None]) -> PaymentMethod | None:
-        row = None if self.payment_method_id is None else await info.context.loaders.payment_method.load(
-            self.payment_method_id
+        row = (
+            None
+            if self.payment_method_id is None
+            else await info.context.loaders.payment_method.load(self.payment_method_id)
         )
         return None if row is None else PaymentMethod.of(row)
 
