@@ -326,6 +326,18 @@ async def _take_from_lots(
     return allocations, free, paid
 
 
+ROLL_UP_USAGE = (
+    "INSERT INTO usage_rollups (account_id, organization_key, dimension, key, bucket, events, credits,"
+    " free_credits, paid_credits) VALUES ($1, $2, 'ACTIVITY', $3, $6, 1, $7, $8, $9),"
+    " ($1, $2, 'AGENT', $4, $6, 1, $7, $8, $9), ($1, $2, 'MEMBER', $5, $6, 1, $7, $8, $9)"
+    " ON CONFLICT (account_id, dimension, bucket, key, organization_key) DO UPDATE SET"
+    " events = usage_rollups.events + 1, credits = usage_rollups.credits + excluded.credits,"
+    " free_credits = usage_rollups.free_credits + excluded.free_credits,"
+    " paid_credits = usage_rollups.paid_credits + excluded.paid_credits"
+)
+"""The hour's rollups of one usage event (``bench/ceiling.py`` runs the same statement)."""
+
+
 async def _insert_usage(
     sql: Sql,
     *,
@@ -371,19 +383,14 @@ async def _insert_usage(
             "INSERT INTO usage_allocations (usage_event_id, lot_id, kind, amount) VALUES " + ", ".join(placeholders),
             *values,
         )
-    # Reports read these hourly rollups, never the raw events.
+    # Reports read these hourly rollups, never the raw events: one row per dimension, in one round trip.
     await sql.execute(
-        "INSERT INTO usage_rollups (account_id, organization_key, user_id, activity, agent_id, bucket, events,"
-        " credits, free_credits, paid_credits) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $9)"
-        " ON CONFLICT (account_id, organization_key, user_id, activity, agent_id, bucket) DO UPDATE SET"
-        " events = usage_rollups.events + 1, credits = usage_rollups.credits + excluded.credits,"
-        " free_credits = usage_rollups.free_credits + excluded.free_credits,"
-        " paid_credits = usage_rollups.paid_credits + excluded.paid_credits",
+        ROLL_UP_USAGE,
         account_id,
         organization_id or 0,
-        user_id,
         activity,
         agent_id,
+        str(user_id),
         now.astimezone(UTC).replace(minute=0, second=0, microsecond=0),
         credits,
         free,
