@@ -179,7 +179,9 @@ class Hold(Model):
 
     class Meta:
         table = "holds"
-        indexes = (("status", "expires_at"),)
+        # The sweep finds timed-out holds by the first; an account, or a member of a pool, its active holds by
+        # the second (the held credit and the member budget read them under the account lock).
+        indexes = (("status", "expires_at"), ("account_id", "status"))
 
 
 class UsageEvent(Model):
