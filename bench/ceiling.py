@@ -10,7 +10,7 @@ time, one transaction per spend, with the statement sequence of ``models.ledger.
     UPDATE the lot taken from
     INSERT usage_events RETURNING id
     INSERT usage_allocations
-    INSERT ... ON CONFLICT DO UPDATE usage_rollups (the hour's report rollup)
+    INSERT ... ON CONFLICT DO UPDATE usage_rollups (the hour's report rollups: activity, agent, member)
     INSERT ledger_entries
     UPDATE credit_accounts (balance, held, version)
     INSERT idempotency_records ... ON CONFLICT DO NOTHING RETURNING id
@@ -41,6 +41,7 @@ import aiosqlite
 import asyncpg
 
 from bench.config import ACTIVITY, AGENT_ID, SPEND_CREDITS, SPEND_MICRO
+from models.ledger import ROLL_UP_USAGE
 from models.tables import CreditKind, LedgerEntryType
 
 SCOPE = "service:bench-ceiling"
@@ -71,14 +72,7 @@ INSERT_LEDGER = (
     " balance_after, held_after, version, lot_id, usage_event_id, hold_id, reason, created_at)"
     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
 )
-ROLL_UP = (
-    "INSERT INTO usage_rollups (account_id, organization_key, user_id, activity, agent_id, bucket, events,"
-    " credits, free_credits, paid_credits) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $9)"
-    " ON CONFLICT (account_id, organization_key, user_id, activity, agent_id, bucket) DO UPDATE SET"
-    " events = usage_rollups.events + 1, credits = usage_rollups.credits + excluded.credits,"
-    " free_credits = usage_rollups.free_credits + excluded.free_credits,"
-    " paid_credits = usage_rollups.paid_credits + excluded.paid_credits"
-)
+ROLL_UP = ROLL_UP_USAGE  # the very statement the ledger runs: one row per report dimension
 SAVE_ACCOUNT = "UPDATE credit_accounts SET balance = $1, held = $2, version = $3 WHERE id = $4"
 STORE_KEY = (
     "INSERT INTO idempotency_records (scope, key, operation, request_hash, response, created_at)"
@@ -196,7 +190,7 @@ async def spend_once(fetch: Fetch, sql: Statements, user_id: int, key: str) -> N
     for lot, take in taken:
         await fetch(sql.insert_allocation, usage_event_id, lot["id"], lot["kind"], take)
     hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    await fetch(sql.roll_up, account_id, 0, user_id, ACTIVITY, AGENT_ID, hour, SPEND_MICRO, free, paid)
+    await fetch(sql.roll_up, account_id, 0, ACTIVITY, AGENT_ID, str(user_id), hour, SPEND_MICRO, free, paid)
     balance = int(account["balance"]) - SPEND_MICRO
     held = int(account["held"])
     version = int(account["version"]) + 1

@@ -1,24 +1,26 @@
 """Usage report benchmark: a 30-day daily report by activity at 10k and at 1M usage events.
 
-Reports read the hourly rollups (``usage_rollups``), so their cost should depend on the hours and keys in
-the range, not on the number of raw events. For each backend (SQLite and PostgreSQL) and each size:
+Reports read the hourly rollups (``usage_rollups``, one row per hour and activity, agent or member), so
+their cost should depend on the hours and keys in the range, not on the number of raw events. For each
+backend (SQLite and PostgreSQL) and each size:
 
 1. A fresh database (a temporary SQLite file, or ``creditline_bench_reports_<random>`` next to
    ``BENCH_POSTGRES_URL``'s database, dropped at the end), migrated with ``creditline.db.migrate``.
 2. One user and its credit account, then N usage events written in bulk with raw SQL (COPY on PostgreSQL,
    one ``executemany`` transaction on SQLite), not through the API: spread uniformly over the 30 days, 5
    activities, 10 agents, small amounts. Beside them, the rollup rows the spends would have upserted (summed
-   per account, organization 0, user, activity, agent and UTC hour), computed from the same generated events.
-   A SQL query then checks that the stored rollups equal the stored events grouped by hour. Only the tables
-   a report reads are written: no lots, allocations or ledger rows (the account is not auditable).
+   per account, organization 0, UTC hour and activity, agent or member), computed from the same generated
+   events. A SQL query then checks that the stored rollups equal the stored events grouped that way. Only
+   the tables a report reads are written: no lots, allocations or ledger rows (the account is not auditable).
 3. ``models.reports.usage_report`` (daily buckets in UTC, grouped by activity, over exactly those 30 days),
    ``RUNS`` timed calls per size in ``ROUNDS`` blocks that alternate between the sizes (both databases stay
    loaded meanwhile), each block after ``init_db`` and one warm-up call. Every report must match the
    generated events exactly, row by row.
 
 Printed: median and p95 wall time per backend and size, this process's CPU time per report (steadier than
-wall time on a busy machine, but it leaves out the PostgreSQL server's work), the rows in the report and in
-``usage_rollups``, and the ratio 1M / 10k of the medians (target at most ``TARGET_RATIO``).
+wall time on a busy machine, but it leaves out the PostgreSQL server's work), the rows in the report, the
+rollup rows it reads (the activity rows in its range) and all rows of ``usage_rollups``, and the ratio
+1M / 10k of the medians (target at most ``TARGET_RATIO``).
 
 PostgreSQL gets ``ANALYZE`` after the bulk load (autovacuum would do it soon after such a load in
 production); SQLite is left as the app leaves it (no ``ANALYZE``).
@@ -84,9 +86,8 @@ EVENT_COLUMNS = (
 ROLLUP_COLUMNS = (
     "account_id",
     "organization_key",
-    "user_id",
-    "activity",
-    "agent_id",
+    "dimension",
+    "key",
     "bucket",
     "events",
     "credits",
@@ -95,37 +96,32 @@ ROLLUP_COLUMNS = (
 )
 
 # The stored rollups against the stored events grouped the way the spends upsert them; 0 rows = consistent.
-CHECK_POSTGRES = """
-WITH from_events AS (
-    SELECT account_id, 0::bigint AS organization_key, user_id, activity, agent_id,
-           date_trunc('hour', occurred_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS bucket,
-           COUNT(*) AS events, SUM(credits) AS credits, SUM(free_credits) AS free_credits,
-           SUM(paid_credits) AS paid_credits
-    FROM usage_events GROUP BY 1, 2, 3, 4, 5, 6
+_FROM_EVENTS = """
+WITH hourly AS (
+    SELECT account_id, activity, agent_id, CAST(user_id AS TEXT) AS member, {hour} AS bucket,
+           credits, free_credits, paid_credits
+    FROM usage_events
+), from_events AS (
+    SELECT account_id, 0 AS organization_key, 'ACTIVITY' AS dimension, activity AS key, bucket, COUNT(*) AS events,
+           SUM(credits) AS credits, SUM(free_credits) AS free_credits, SUM(paid_credits) AS paid_credits
+    FROM hourly GROUP BY account_id, activity, bucket
+    UNION ALL
+    SELECT account_id, 0, 'AGENT', agent_id, bucket, COUNT(*), SUM(credits), SUM(free_credits), SUM(paid_credits)
+    FROM hourly GROUP BY account_id, agent_id, bucket
+    UNION ALL
+    SELECT account_id, 0, 'MEMBER', member, bucket, COUNT(*), SUM(credits), SUM(free_credits), SUM(paid_credits)
+    FROM hourly GROUP BY account_id, member, bucket
 ), stored AS (
-    SELECT account_id, organization_key, user_id, activity, agent_id, bucket, events, credits, free_credits,
-           paid_credits
+    SELECT account_id, organization_key, dimension, key, bucket, events, credits, free_credits, paid_credits
     FROM usage_rollups
 )
-SELECT COUNT(*) FROM ((SELECT * FROM from_events EXCEPT SELECT * FROM stored)
-                      UNION ALL (SELECT * FROM stored EXCEPT SELECT * FROM from_events)) AS differences
+SELECT COUNT(*) FROM (SELECT * FROM (SELECT * FROM from_events EXCEPT SELECT * FROM stored) AS missing
+                      UNION ALL SELECT * FROM (SELECT * FROM stored EXCEPT SELECT * FROM from_events) AS extra)
+                      AS differences
 """
+CHECK_POSTGRES = _FROM_EVENTS.format(hour="date_trunc('hour', occurred_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'")
 # SQLite keeps datetimes as isoformat(" ") text in UTC: "YYYY-MM-DD HH" + ":00:00+00:00" is the hour.
-CHECK_SQLITE = """
-WITH from_events AS (
-    SELECT account_id, 0 AS organization_key, user_id, activity, agent_id,
-           substr(occurred_at, 1, 13) || ':00:00+00:00' AS bucket,
-           COUNT(*) AS events, SUM(credits) AS credits, SUM(free_credits) AS free_credits,
-           SUM(paid_credits) AS paid_credits
-    FROM usage_events GROUP BY 1, 2, 3, 4, 5, 6
-), stored AS (
-    SELECT account_id, organization_key, user_id, activity, agent_id, bucket, events, credits, free_credits,
-           paid_credits
-    FROM usage_rollups
-)
-SELECT COUNT(*) FROM (SELECT * FROM (SELECT * FROM from_events EXCEPT SELECT * FROM stored)
-                      UNION ALL SELECT * FROM (SELECT * FROM stored EXCEPT SELECT * FROM from_events))
-"""
+CHECK_SQLITE = _FROM_EVENTS.format(hour="substr(occurred_at, 1, 13) || ':00:00+00:00'")
 
 
 def say(message: str) -> None:
@@ -149,11 +145,17 @@ class Dataset:
 
     events: int
     start: datetime
-    rollups: dict[tuple[int, int, int], Sums] = field(default_factory=dict)
-    """(hour index, activity index, agent index) -> sums, as the spends would have upserted them."""
+    rollups: dict[tuple[str, int, int], Sums] = field(default_factory=dict)
+    """(dimension, hour index, key index) -> sums, as the spends would have upserted them; the member
+    dimension has one key (index 0: the one user)."""
     by_day: dict[tuple[int, int], Sums] = field(default_factory=dict)
     """(day index, activity index) -> sums: what the daily report by activity must show."""
     totals: Sums = field(default_factory=lambda: [0, 0, 0, 0])
+
+    @property
+    def rows_read(self) -> int:
+        """The rollup rows the report reads: those of the activity dimension, all in its range."""
+        return sum(1 for dimension, _, _ in self.rollups if dimension == "ACTIVITY")
 
     def raw(self) -> Iterator[tuple[int, int, int, int, int]]:
         """(microseconds after start, activity, agent, credits, free credits), in time order."""
@@ -168,20 +170,23 @@ class Dataset:
             yield offset, int(rng.random() * n_activities), int(rng.random() * n_agents), credits, free
 
     def summarize(self) -> None:
-        rollups: dict[tuple[int, int, int], Sums] = {}
+        rollups: dict[tuple[str, int, int], Sums] = {}
         for offset, activity, agent, credits, free in self.raw():
-            key = (offset // HOUR_US, activity, agent)
-            sums = rollups.get(key)
-            if sums is None:
-                rollups[key] = [1, credits, free, credits - free]
-            else:
-                sums[0] += 1
-                sums[1] += credits
-                sums[2] += free
-                sums[3] += credits - free
+            hour = offset // HOUR_US
+            for key in (("ACTIVITY", hour, activity), ("AGENT", hour, agent), ("MEMBER", hour, 0)):
+                sums = rollups.get(key)
+                if sums is None:
+                    rollups[key] = [1, credits, free, credits - free]
+                else:
+                    sums[0] += 1
+                    sums[1] += credits
+                    sums[2] += free
+                    sums[3] += credits - free
         by_day: dict[tuple[int, int], Sums] = {}
         totals = [0, 0, 0, 0]
-        for (hour, activity, _agent), sums in rollups.items():
+        for (dimension, hour, activity), sums in rollups.items():
+            if dimension != "ACTIVITY":
+                continue
             day = by_day.setdefault((hour // 24, activity), [0, 0, 0, 0])
             for i, value in enumerate(sums):
                 day[i] += value
@@ -210,17 +215,10 @@ class Dataset:
 
     def rollup_rows(self, account_id: int, user_id: int) -> list[tuple[Any, ...]]:
         """usage_rollups rows in ``ROLLUP_COLUMNS`` order."""
+        keys = {"ACTIVITY": ACTIVITIES, "AGENT": AGENTS, "MEMBER": (str(user_id),)}
         return [
-            (
-                account_id,
-                0,
-                user_id,
-                ACTIVITIES[activity],
-                AGENTS[agent],
-                self.start + timedelta(hours=hour),
-                *sums,
-            )
-            for (hour, activity, agent), sums in sorted(self.rollups.items())
+            (account_id, 0, dimension, keys[dimension][key], self.start + timedelta(hours=hour), *sums)
+            for (dimension, hour, key), sums in sorted(self.rollups.items())
         ]
 
     def check(self, report: Report) -> None:
@@ -292,7 +290,7 @@ async def _load_postgres(url: str, data: Dataset) -> tuple[int, int]:
     finally:
         await conn.close()
     if differences:
-        raise BenchFailure(f"{differences} rollup rows differ from the events grouped by hour")
+        raise BenchFailure(f"{differences} rollup rows differ from the events grouped by hour and dimension")
     return int(account_id), len(rollups)
 
 
@@ -324,7 +322,7 @@ async def _load_sqlite(path: str, data: Dataset) -> tuple[int, int]:
             row = await rows.fetchone()
     assert row is not None
     if row[0]:
-        raise BenchFailure(f"{row[0]} rollup rows differ from the events grouped by hour")
+        raise BenchFailure(f"{row[0]} rollup rows differ from the events grouped by hour and dimension")
     return account_id, len(rollups)
 
 
@@ -468,12 +466,13 @@ def _describe(exc: Exception) -> str:
 
 
 def table(results: list[Measurement]) -> str:
-    header = ("backend", "events", "rollup rows", "report rows", "median ms", "p95 ms", "cpu ms", "load s")
+    header = ("backend", "events", "rollup rows", "rows read", "report rows", "median ms", "p95 ms", "cpu ms", "load s")
     rows = [
         (
             r.backend,
             f"{r.events:,}",
             f"{r.rollup_rows:,}",
+            f"{r.data.rows_read:,}",
             f"{r.report_rows:,}",
             f"{r.median_ms:.1f}",
             f"{r.p95_ms:.1f}",
@@ -502,7 +501,8 @@ def table(results: list[Measurement]) -> str:
                 f" (target <= {TARGET_RATIO}: {verdict}); the same ratio of cpu ms: {cpu_ratio:.2f}"
             )
     lines.append(
-        "(rollup rows: all of usage_rollups, every one in the report's range; report rows: days x activities;"
+        "(rollup rows: all of usage_rollups, every one in the report's range; rows read: the rollup rows of the"
+        " activity dimension, which the report reads; report rows: days x activities;"
         " cpu ms: this process's CPU time per report, which excludes the PostgreSQL server)"
     )
     return "\n".join(lines)
@@ -534,7 +534,10 @@ async def run_reports_bench() -> bool:
         data = Dataset(size, start)
         data.summarize()
         datasets.append(data)
-        say(f"generated {size:,} events ({len(data.rollups):,} hourly rollups) in {time.perf_counter() - began:.1f} s")
+        say(
+            f"generated {size:,} events ({len(data.rollups):,} hourly rollup rows, {data.rows_read:,} of activities)"
+            f" in {time.perf_counter() - began:.1f} s"
+        )
     results: list[Measurement] = []
     failures: list[str] = []
     notes: list[str] = []

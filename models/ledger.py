@@ -56,13 +56,15 @@ class NotFoundError(LedgerError):
 
 
 class BudgetExceededError(LedgerError):
-    """A shared-pool spend would take the member past their monthly budget."""
+    """A shared-pool spend or hold would take the member past their monthly budget: what they spent this
+    month, plus what their active holds on the pool set aside, plus ``required``."""
 
-    def __init__(self, limit: int, spent: int, required: int) -> None:
-        super().__init__("This spend would exceed the member's monthly budget in this organization")
+    def __init__(self, limit: int, spent: int, required: int, held: int = 0) -> None:
+        super().__init__("This would exceed the member's monthly budget in this organization")
         self.limit = limit
         self.spent = spent
         self.required = required
+        self.held = held
 
 
 class HoldNotActiveError(LedgerError):
@@ -365,6 +367,18 @@ async def _take_from_lots(
     return allocations, free, paid
 
 
+ROLL_UP_USAGE = (
+    "INSERT INTO usage_rollups (account_id, organization_key, dimension, key, bucket, events, credits,"
+    " free_credits, paid_credits) VALUES ($1, $2, 'ACTIVITY', $3, $6, 1, $7, $8, $9),"
+    " ($1, $2, 'AGENT', $4, $6, 1, $7, $8, $9), ($1, $2, 'MEMBER', $5, $6, 1, $7, $8, $9)"
+    " ON CONFLICT (account_id, dimension, bucket, key, organization_key) DO UPDATE SET"
+    " events = usage_rollups.events + 1, credits = usage_rollups.credits + excluded.credits,"
+    " free_credits = usage_rollups.free_credits + excluded.free_credits,"
+    " paid_credits = usage_rollups.paid_credits + excluded.paid_credits"
+)
+"""The hour's rollups of one usage event (``bench/ceiling.py`` runs the same statement)."""
+
+
 async def _insert_usage(
     sql: Sql,
     *,
@@ -410,19 +424,14 @@ async def _insert_usage(
             "INSERT INTO usage_allocations (usage_event_id, lot_id, kind, amount) VALUES " + ", ".join(placeholders),
             *values,
         )
-    # Reports read these hourly rollups, never the raw events.
+    # Reports read these hourly rollups, never the raw events: one row per dimension, in one round trip.
     await sql.execute(
-        "INSERT INTO usage_rollups (account_id, organization_key, user_id, activity, agent_id, bucket, events,"
-        " credits, free_credits, paid_credits) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $9)"
-        " ON CONFLICT (account_id, organization_key, user_id, activity, agent_id, bucket) DO UPDATE SET"
-        " events = usage_rollups.events + 1, credits = usage_rollups.credits + excluded.credits,"
-        " free_credits = usage_rollups.free_credits + excluded.free_credits,"
-        " paid_credits = usage_rollups.paid_credits + excluded.paid_credits",
+        ROLL_UP_USAGE,
         account_id,
         organization_id or 0,
-        user_id,
         activity,
         agent_id,
+        str(user_id),
         now.astimezone(UTC).replace(minute=0, second=0, microsecond=0),
         credits,
         free,
@@ -566,17 +575,15 @@ async def spend(
         async with in_transaction() as conn:
             sql = Sql(conn)
             row, lots, before = await _open(sql, account, idem, now)
-            budget = await _pool_budget(sql, organization_id, user_id, now) if account[0] == "organization_id" else None
+            budget = (
+                await _pool_budget(sql, int(row["id"]), organization_id, user_id, now)
+                if account[0] == "organization_id"
+                else None
+            )
             refusal: LedgerError | None = None
-            if budget is not None and budget[0] is not None and budget[1] + credits > budget[0]:
-                limit, spent_this_month = budget[0], budget[1]
-                await _store_response(
-                    sql,
-                    idem,
-                    {"refused": "budget", "limit": limit, "spent": spent_this_month, "required": credits},
-                    now,
-                )
-                refusal = BudgetExceededError(limit, spent_this_month, credits)
+            if budget is not None and (over := _over_budget(budget, credits)) is not None:
+                await _store_response(sql, idem, _budget_json(over), now)
+                refusal = over
             elif credits > before.available:
                 await _store_response(
                     sql,
@@ -666,10 +673,21 @@ def _usage(
     )
 
 
-async def _pool_budget(sql: Sql, organization_id: int | None, user_id: int, now: datetime) -> tuple[int | None, int]:
-    """The member's monthly budget in the pool (``None``: no limit) and what they spent this month.
+@dataclass(frozen=True, slots=True)
+class PoolBudget:
+    """A member's monthly budget in a pool (``None``: no limit), what they spent from it this month (UTC),
+    and what their active holds on it set aside (read only under a limit)."""
 
-    Read under the pool account's lock, so concurrent spends of one member see each other's counts."""
+    limit: int | None
+    spent: int
+    held: int
+
+
+async def _pool_budget(
+    sql: Sql, pool_account_id: int, organization_id: int | None, user_id: int, now: datetime
+) -> PoolBudget:
+    """Read under the pool account's lock, so concurrent spends, holds and captures of one member see each
+    other's counts and holds."""
     assert organization_id is not None
     row = await sql.fetchrow(
         "SELECT (SELECT monthly_limit FROM member_budgets WHERE organization_id = $1 AND user_id = $2) AS lim,"
@@ -681,7 +699,39 @@ async def _pool_budget(sql: Sql, organization_id: int | None, user_id: int, now:
         now.strftime("%Y-%m"),
     )
     assert row is not None
-    return (None if row["lim"] is None else int(row["lim"])), int(row["spent"] or 0)
+    if row["lim"] is None:
+        return PoolBudget(None, int(row["spent"] or 0), 0)
+    # An active hold counts against the budget until it is captured (then its capture counts as spent),
+    # released or timed out; a hold past its timeout stops counting at that instant, swept or not.
+    holds = await sql.fetch(
+        "SELECT amount, expires_at FROM holds WHERE account_id = $1 AND status = 'ACTIVE' AND user_id = $2",
+        pool_account_id,
+        user_id,
+    )
+    held = sum(int(h["amount"]) for h in holds if is_live(as_datetime(h["expires_at"]), now))
+    return PoolBudget(int(row["lim"]), int(row["spent"] or 0), held)
+
+
+def _over_budget(budget: PoolBudget, credits: int) -> BudgetExceededError | None:
+    if budget.limit is None or budget.spent + budget.held + credits <= budget.limit:
+        return None
+    return BudgetExceededError(budget.limit, budget.spent, credits, budget.held)
+
+
+def _budget_json(refusal: BudgetExceededError) -> dict[str, Any]:
+    return {
+        "refused": "budget",
+        "limit": refusal.limit,
+        "spent": refusal.spent,
+        "required": refusal.required,
+        "held": refusal.held,
+    }
+
+
+def _budget_replay(stored: dict[str, Any]) -> BudgetExceededError:
+    return BudgetExceededError(
+        int(stored["limit"]), int(stored["spent"]), int(stored["required"]), int(stored.get("held", 0))
+    )
 
 
 async def _count_pool_spend(sql: Sql, organization_id: int | None, user_id: int, credits: int, now: datetime) -> None:
@@ -709,7 +759,7 @@ def _spend_replay(stored: dict[str, Any]) -> SpendResult:
     if stored.get("refused") == "insufficient":
         raise InsufficientCreditsError(int(stored["available"]), int(stored["required"]))
     if stored.get("refused") == "budget":
-        raise BudgetExceededError(int(stored["limit"]), int(stored["spent"]), int(stored["required"]))
+        raise _budget_replay(stored)
     return SpendResult(
         int(stored["usage_event_id"]),
         int(stored["credits"]),
@@ -893,16 +943,24 @@ async def hold(
         async with in_transaction() as conn:
             sql = Sql(conn)
             row, lots, before = await _open(sql, account, idem, now)
-            if credits > before.available:
+            budget = (
+                await _pool_budget(sql, int(row["id"]), organization_id, user_id, now)
+                if account[0] == "organization_id"
+                else None
+            )
+            refusal: LedgerError | None = None
+            if budget is not None and (over := _over_budget(budget, credits)) is not None:
+                await _store_response(sql, idem, _budget_json(over), now)
+                refusal = over
+            elif credits > before.available:
                 await _store_response(
                     sql,
                     idem,
                     {"refused": "insufficient", "available": before.available, "required": credits},
                     now,
                 )
-                refusal: InsufficientCreditsError | None = InsufficientCreditsError(before.available, credits)
+                refusal = InsufficientCreditsError(before.available, credits)
             else:
-                refusal = None
                 created = await sql.fetchrow(
                     "INSERT INTO holds (account_id, user_id, organization_id, agent_id, activity, amount,"
                     " captured, status, created_at, expires_at)"
@@ -927,6 +985,8 @@ async def hold(
         stored = replay.response or await _read_stored(idem)
         if stored.get("refused") == "insufficient":
             raise InsufficientCreditsError(int(stored["available"]), int(stored["required"])) from None
+        if stored.get("refused") == "budget":
+            raise _budget_replay(stored) from None
         return HoldResult(int(stored["hold_id"]), Balance.from_json(stored["balance"]), replayed=True)
     if refusal is not None:
         raise refusal
@@ -963,6 +1023,8 @@ async def capture_hold(hold_id: int, *, credits: int | None, idem: IdempotencyKe
             usage_event_id = None
             free = paid = 0
             if amount > 0:
+                if held["pool_of"] is not None:  # a pool's hold: the capture counts as the member's spend
+                    await _count_pool_spend(sql, int(held["pool_of"]), int(held["user_id"]), amount, now)
                 allocations, free, paid = await _take_from_lots(sql, lots, amount, now)
                 usage_event_id = await _insert_usage(
                     sql,
@@ -1043,7 +1105,8 @@ async def release_hold(hold_id: int, *, idem: IdempotencyKey, now: datetime) -> 
 
 async def _active_hold(sql: Sql, hold_id: int, now: datetime) -> dict[str, Any]:
     held = await sql.fetchrow(
-        "SELECT id, user_id, organization_id, agent_id, activity, amount, status, expires_at FROM holds WHERE id = $1",
+        "SELECT h.id, h.user_id, h.organization_id, h.agent_id, h.activity, h.amount, h.status, h.expires_at,"
+        " a.organization_id AS pool_of FROM holds h JOIN credit_accounts a ON a.id = h.account_id WHERE h.id = $1",
         hold_id,
     )
     if held is None:

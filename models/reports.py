@@ -1,8 +1,9 @@
 """Usage reports, read from the hourly rollups that every spend keeps up to date (DESIGN 6).
 
-A report's cost depends on the number of hours and keys in its range, never on the number of raw usage
-events. Buckets are hours, days, ISO weeks (from Monday) or months in the report's time zone; since the
-rollups are whole UTC hours, zones whose offset is not a whole number of hours are refused.
+A report reads the rollup rows of the one dimension it groups by (activity, agent or member): at most the
+hours in its range times that dimension's keys, whatever the number of raw usage events. Buckets are hours,
+days, ISO weeks (from Monday) or months in the report's time zone; since the rollups are whole UTC hours,
+zones whose offset is not a whole number of hours are refused.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from tortoise import connections
 
 from models.sql import Sql, as_datetime
+from models.tables import RollupDimension
 
 MAX_HOURLY_BUCKETS = 366 * 24
 MAX_RANGE = timedelta(days=3660)
@@ -35,7 +37,13 @@ class GroupBy(StrEnum):
     MEMBER = "MEMBER"
 
 
-_COLUMN = {GroupBy.NONE: None, GroupBy.ACTIVITY: "activity", GroupBy.AGENT: "agent_id", GroupBy.MEMBER: "user_id"}
+# The rollup rows a report reads; with no grouping, any one dimension has every event once.
+_DIMENSION = {
+    GroupBy.NONE: RollupDimension.ACTIVITY,
+    GroupBy.ACTIVITY: RollupDimension.ACTIVITY,
+    GroupBy.AGENT: RollupDimension.AGENT,
+    GroupBy.MEMBER: RollupDimension.MEMBER,
+}
 
 
 class ReportInputError(ValueError):
@@ -123,30 +131,38 @@ async def usage_report(
     zone: ZoneInfo,
 ) -> Report:
     check_range(start, end, granularity, zone)
-    column = _COLUMN[group_by]
-    rows = await Sql(connections.get("default")).fetch(
-        f"SELECT bucket, {column or 'NULL'} AS key, SUM(events) AS events, SUM(credits) AS credits,"
-        " SUM(free_credits) AS free, SUM(paid_credits) AS paid FROM usage_rollups"
-        f" WHERE {scope[0]} = $1 AND bucket >= $2 AND bucket < $3 GROUP BY bucket{', ' + column if column else ''}",
+    keyed = group_by is not GroupBy.NONE
+    rows = await Sql(connections.get("default")).fetch_values(
+        # PostgreSQL sums bigints as numeric, which the driver decodes slowly into Decimal: cast back.
+        f"SELECT bucket, {'key' if keyed else 'NULL'} AS key, CAST(SUM(events) AS BIGINT) AS events,"
+        " CAST(SUM(credits) AS BIGINT) AS credits, CAST(SUM(free_credits) AS BIGINT) AS free,"
+        f" CAST(SUM(paid_credits) AS BIGINT) AS paid FROM usage_rollups WHERE {scope[0]} = $1"
+        f" AND dimension = $2 AND bucket >= $3 AND bucket < $4 GROUP BY bucket{', key' if keyed else ''}",
         scope[1],
+        _DIMENSION[group_by].value,
         start.astimezone(UTC),
         end.astimezone(UTC),
     )
-    buckets: dict[tuple[datetime, str | None], Totals] = {}
-    report = Report()
+    # The rows are hours x keys: keep the work per row to a few dictionary look-ups and additions.
+    buckets: dict[tuple[datetime, str | None], list[int]] = {}
     starts: dict[object, datetime] = {}  # one conversion per distinct hour, not per row
-    for row in rows:
-        start_at = starts.get(row["bucket"])
+    for hour_value, key, events, credits, free, paid in rows:
+        start_at = starts.get(hour_value)
         if start_at is None:
-            hour = as_datetime(row["bucket"])
+            hour = as_datetime(hour_value)
             assert hour is not None
-            start_at = starts[row["bucket"]] = bucket_start(hour, granularity, zone)
-        key = None if group_by is GroupBy.NONE else str(row["key"])
-        values = (int(row["events"]), int(row["credits"]), int(row["free"]), int(row["paid"]))
-        buckets.setdefault((start_at, key), Totals()).add(*values)
-        report.totals.add(*values)
-    report.rows = [
-        ReportRow(start_at, key, totals)
-        for (start_at, key), totals in sorted(buckets.items(), key=lambda item: (item[0][0], item[0][1] or ""))
-    ]
+            start_at = starts[hour_value] = bucket_start(hour, granularity, zone)
+        slot = (start_at, None if key is None else str(key))
+        sums = buckets.get(slot)
+        if sums is None:
+            buckets[slot] = [int(events), int(credits), int(free), int(paid)]
+        else:
+            sums[0] += int(events)
+            sums[1] += int(credits)
+            sums[2] += int(free)
+            sums[3] += int(paid)
+    report = Report()
+    for (start_at, key), sums in sorted(buckets.items(), key=lambda item: (item[0][0], item[0][1] or "")):
+        report.rows.append(ReportRow(start_at, key, Totals(*sums)))
+        report.totals.add(*sums)
     return report

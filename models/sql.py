@@ -13,7 +13,7 @@ import re
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
@@ -48,6 +48,14 @@ class Sql:
     async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
         text, values = self._prepare(sql, args)
         return await self.conn.execute_query_dict(text, values)
+
+    async def fetch_values(self, sql: str, *args: Any) -> Sequence[Sequence[Any]]:
+        """Rows as sequences of column values, in the statement's column order: for reads of many rows,
+        where building a dict per row would cost more than the query."""
+        text, values = self._prepare(sql, args)
+        _, rows = await self.conn.execute_query(text, values)
+        # Typed as dicts by Tortoise, but they are asyncpg Records or sqlite3 Rows, which index by position.
+        return cast("Sequence[Sequence[Any]]", rows)
 
     async def fetchrow(self, sql: str, *args: Any) -> dict[str, Any] | None:
         rows = await self.fetch(sql, *args)

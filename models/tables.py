@@ -179,7 +179,9 @@ class Hold(Model):
 
     class Meta:
         table = "holds"
-        indexes = (("status", "expires_at"),)
+        # The sweep finds timed-out holds by the first; an account, or a member of a pool, its active holds by
+        # the second (the held credit and the member budget read them under the account lock).
+        indexes = (("status", "expires_at"), ("account_id", "status"))
 
 
 class UsageEvent(Model):
@@ -353,20 +355,27 @@ class BudgetUsage(Model):
         unique_together = (("organization", "user", "month"),)
 
 
-class UsageRollup(Model):
-    """Usage summed per hour (UTC), account, organization, member, activity and agent.
+class RollupDimension(StrEnum):
+    ACTIVITY = "ACTIVITY"
+    AGENT = "AGENT"
+    MEMBER = "MEMBER"
 
-    Kept up to date in the spend transaction, so reports read these rows and their cost does not grow with
-    the number of usage events. ``organization_key`` is the organization id, or 0 for none (a unique index
-    treats NULLs as distinct, and the upsert needs one row per key).
+
+class UsageRollup(Model):
+    """Usage summed per hour (UTC), account, organization and one dimension: activity, agent or member.
+
+    Kept up to date in the spend transaction: each usage event adds to three rows, one per dimension, in one
+    statement. A report reads only the rows of the dimension it groups by, so it reads at most hours x keys of
+    that dimension, whatever the number of usage events and however the other dimensions combine with it.
+    ``organization_key`` is the organization id, or 0 for none (a unique index treats NULLs as distinct, and
+    the upsert needs one row per key).
     """
 
     id = fields.BigIntField(primary_key=True)
     account_id = fields.BigIntField()
     organization_key = fields.BigIntField(default=0)
-    user_id = fields.BigIntField()
-    activity = fields.CharField(max_length=100)
-    agent_id = fields.CharField(max_length=200)
+    dimension = fields.CharEnumField(RollupDimension, max_length=8)
+    key = fields.CharField(max_length=200, description="The activity, the agent id or the member user id")
     bucket = fields.DatetimeField(description="Start of the UTC hour")
     events = fields.BigIntField(default=0)
     credits = fields.BigIntField(default=0)
@@ -375,8 +384,10 @@ class UsageRollup(Model):
 
     class Meta:
         table = "usage_rollups"
-        unique_together = (("account_id", "organization_key", "user_id", "activity", "agent_id", "bucket"),)
-        indexes = (("organization_key", "bucket"), ("account_id", "bucket"))
+        # Column order serves the reads: an account report scans (account_id, dimension, bucket range) in key
+        # order, and an organization report the same on the second index.
+        unique_together = (("account_id", "dimension", "bucket", "key", "organization_key"),)
+        indexes = (("organization_key", "dimension", "bucket", "key"),)
 
 
 class TransactionType(StrEnum):

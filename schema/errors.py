@@ -53,8 +53,15 @@ class AlreadyMember(Error):
     pass
 
 
-@strawberry.type(description="A shared-pool spend would take the member past their monthly budget.")
+@strawberry.type(
+    description="A shared-pool spend or hold would take the member past their monthly budget: spentThisMonth"
+    " + held + required > monthlyBudget."
+)
 class BudgetExceeded(Error):
     monthly_budget: Credits
     spent_this_month: Credits
+    held: Credits = strawberry.field(
+        description="What the member's active holds on the pool set aside; it counts against the budget until"
+        " the hold is captured (then the capture counts as spent), released or timed out"
+    )
     required: Credits

@@ -43,11 +43,12 @@ def insufficient(exc: ledger.InsufficientCreditsError) -> InsufficientCredits:
     )
 
 
-def over_budget(exc: ledger.BudgetExceededError) -> BudgetExceeded:
+def over_budget(exc: ledger.BudgetExceededError, operation: str = "spend") -> BudgetExceeded:
     return BudgetExceeded(
-        message="This spend would exceed the member's monthly budget in this organization",
+        message=f"This {operation} would exceed the member's monthly budget in this organization",
         monthly_budget=Credits(exc.limit),
         spent_this_month=Credits(exc.spent),
+        held=Credits(exc.held),
         required=Credits(exc.required),
     )
 

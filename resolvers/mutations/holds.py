@@ -10,7 +10,7 @@ from models.tables import Hold as HoldRow
 from models.tables import UsageEvent as UsageEventRow
 from resolvers.context import Context
 from resolvers.ids import decode_id
-from resolvers.mutations._common import conflict, insufficient, not_active, spender
+from resolvers.mutations._common import conflict, insufficient, not_active, over_budget, spender
 from resolvers.permissions import principal, require_scope
 from resolvers.validation import check_key, check_positive, check_text, first_error
 from schema.errors import NotFound, ValidationError
@@ -79,6 +79,8 @@ async def hold_credits(info: Info[Context, None], input: HoldCreditsInput) -> Ho
         )
     except ledger.InsufficientCreditsError as exc:
         return insufficient(exc)
+    except ledger.BudgetExceededError as exc:
+        return over_budget(exc, "hold")
     except ledger.IdempotencyConflictError:
         return conflict(input.idempotency_key)
     except ledger.NotFoundError:

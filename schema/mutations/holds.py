@@ -5,6 +5,7 @@ from typing import Annotated
 import strawberry
 
 from schema.errors import (
+    BudgetExceeded,
     Forbidden,
     HoldNotActive,
     IdempotencyConflict,
@@ -36,7 +37,13 @@ class HoldCreditsSuccess:
 
 
 HoldCreditsResult = Annotated[
-    HoldCreditsSuccess | InsufficientCredits | IdempotencyConflict | ValidationError | Forbidden | NotFound,
+    HoldCreditsSuccess
+    | InsufficientCredits
+    | IdempotencyConflict
+    | ValidationError
+    | Forbidden
+    | NotFound
+    | BudgetExceeded,
     strawberry.union("HoldCreditsResult"),
 ]
 
