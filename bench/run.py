@@ -183,7 +183,7 @@ def table(results: list[BackendResult]) -> str:
         ("ratio HTTP / ceiling", ["-" if r.ratio is None else f"{r.ratio:.2f}" for r in shown]),
         (
             f"  target >= {TARGET_RATIO}",
-            ["-" if r.ratio is None else ("met" if r.ratio >= TARGET_RATIO else "below target") for r in shown],
+            ["-" if r.ratio is None else ("met" if r.ratio >= TARGET_RATIO else "not met") for r in shown],
         ),
         ("requests (HTTP run)", [f"{r.http.requests:,}" if r.http else "-" for r in shown]),
         (

@@ -742,7 +742,7 @@ def _load() -> str:
 def _verdict(value: float, target: float) -> str:
     if math.isnan(value):
         return "not measured"
-    return "below target" if value <= target else "ABOVE TARGET"
+    return "met" if value <= target else "NOT MET"
 
 
 def _ms(values: list[float], *pcts: float) -> str:
