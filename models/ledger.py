@@ -553,6 +553,35 @@ async def account_state(account_id: int, now: datetime) -> tuple[Balance, int] |
     return balance_from_lots(lots, held, now), int(rows[0]["version"])
 
 
+async def _refusal(
+    sql: Sql,
+    row: dict[str, Any],
+    account: AccountSelector,
+    before: Balance,
+    organization_id: int | None,
+    user_id: int,
+    credits: int,
+    idem: IdempotencyKey,
+    now: datetime,
+) -> tuple[PoolBudget | None, LedgerError | None]:
+    """Why a spend or hold of ``credits`` is refused (a pool member's budget, then the available credit),
+    stored under the caller's key so a replay is refused the same way; and the member's budget, if any."""
+    budget = (
+        await _pool_budget(sql, int(row["id"]), organization_id, user_id, now)
+        if account[0] == "organization_id"
+        else None
+    )
+    if budget is not None and (over := _over_budget(budget, credits)) is not None:
+        await _store_response(sql, idem, _budget_json(over), now)
+        return budget, over
+    if credits > before.available:
+        await _store_response(
+            sql, idem, {"refused": "insufficient", "available": before.available, "required": credits}, now
+        )
+        return budget, InsufficientCreditsError(before.available, credits)
+    return budget, None
+
+
 async def spend(
     account: AccountSelector,
     *,
@@ -575,24 +604,8 @@ async def spend(
         async with in_transaction() as conn:
             sql = Sql(conn)
             row, lots, before = await _open(sql, account, idem, now)
-            budget = (
-                await _pool_budget(sql, int(row["id"]), organization_id, user_id, now)
-                if account[0] == "organization_id"
-                else None
-            )
-            refusal: LedgerError | None = None
-            if budget is not None and (over := _over_budget(budget, credits)) is not None:
-                await _store_response(sql, idem, _budget_json(over), now)
-                refusal = over
-            elif credits > before.available:
-                await _store_response(
-                    sql,
-                    idem,
-                    {"refused": "insufficient", "available": before.available, "required": credits},
-                    now,
-                )
-                refusal = InsufficientCreditsError(before.available, credits)
-            else:
+            budget, refusal = await _refusal(sql, row, account, before, organization_id, user_id, credits, idem, now)
+            if refusal is None:
                 if budget is not None:
                     await _count_pool_spend(sql, organization_id, user_id, credits, now)
                 allocations, free, paid = await _take_from_lots(sql, lots, credits, now)
@@ -943,24 +956,8 @@ async def hold(
         async with in_transaction() as conn:
             sql = Sql(conn)
             row, lots, before = await _open(sql, account, idem, now)
-            budget = (
-                await _pool_budget(sql, int(row["id"]), organization_id, user_id, now)
-                if account[0] == "organization_id"
-                else None
-            )
-            refusal: LedgerError | None = None
-            if budget is not None and (over := _over_budget(budget, credits)) is not None:
-                await _store_response(sql, idem, _budget_json(over), now)
-                refusal = over
-            elif credits > before.available:
-                await _store_response(
-                    sql,
-                    idem,
-                    {"refused": "insufficient", "available": before.available, "required": credits},
-                    now,
-                )
-                refusal = InsufficientCreditsError(before.available, credits)
-            else:
+            _, refusal = await _refusal(sql, row, account, before, organization_id, user_id, credits, idem, now)
+            if refusal is None:
                 created = await sql.fetchrow(
                     "INSERT INTO holds (account_id, user_id, organization_id, agent_id, activity, amount,"
                     " captured, status, created_at, expires_at)"
