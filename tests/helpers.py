@@ -11,6 +11,8 @@ from starlette.applications import Starlette
 
 from creditline.clock import Clock
 from creditline.settings import Settings
+from gateway.base import Charge
+from gateway.sandbox import SandboxGateway
 from models import ledger
 from models.credits import MICRO
 from models.tables import TokenKind
@@ -78,3 +80,31 @@ mutation Spend($input: SpendCreditsInput!) {
 BALANCE = """
 query { me { credit { balance { total free paid held available } } } }
 """
+
+
+class ScriptedGateway(SandboxGateway):
+    """The sandbox, except that its next charges are declined with the reasons in ``declines`` (a card that
+    works today and fails later, which the deterministic test tokens cannot express). Records each charge's
+    idempotency key in ``calls``."""
+
+    def __init__(self, declines: list[str] | None = None) -> None:
+        self.declines = list(declines or [])
+        self.calls: list[str] = []
+
+    async def charge(
+        self,
+        *,
+        amount: int,
+        currency: str,
+        card: str,
+        idempotency_key: str,
+        description: str,
+        customer: str | None = None,
+        off_session: bool = False,
+    ) -> Charge:
+        self.calls.append(idempotency_key)
+        if self.declines:
+            return Charge(False, f"ch_declined_{len(self.calls)}", self.declines.pop(0))
+        return await super().charge(
+            amount=amount, currency=currency, card=card, idempotency_key=idempotency_key, description=description
+        )

@@ -14,8 +14,6 @@ import pytest
 from creditline import auto_top_up_worker
 from creditline.app import create_app
 from creditline.jobs import reconcile_pending
-from gateway.base import Charge
-from gateway.sandbox import SandboxGateway
 from models import auto_top_up, ledger, organizations
 from models.credits import MICRO
 from models.ledger import BalanceChange
@@ -34,7 +32,7 @@ from models.tables import (
 )
 from resolvers.mutations.payments import PAYING_NEEDS_ROLE
 from tests.conftest import T0
-from tests.helpers import SPEND, Api, gid
+from tests.helpers import SPEND, Api, ScriptedGateway, gid
 
 FIELDS = """
 fragment AutoTopUpFields on AutoTopUp {
@@ -325,35 +323,11 @@ async def test_concurrent_spends_over_http_queue_one_top_up(api: Api) -> None:
 # ------------------------------------------------------------------------------------- crashes
 
 
-class CountingGateway(SandboxGateway):
-    def __init__(self, decline_first: int = 0) -> None:
-        self.calls: list[str] = []
-        self.decline_first = decline_first
-
-    async def charge(
-        self,
-        *,
-        amount: int,
-        currency: str,
-        card: str,
-        idempotency_key: str,
-        description: str,
-        customer: str | None = None,
-        off_session: bool = False,
-    ) -> Charge:
-        self.calls.append(idempotency_key)
-        if len(self.calls) <= self.decline_first:
-            return Charge(False, "ch_declined", "Your card was declined.")
-        return await super().charge(
-            amount=amount, currency=currency, card=card, idempotency_key=idempotency_key, description=description
-        )
-
-
 async def test_the_sweep_charges_a_top_up_whose_worker_died_once_its_claim_runs_out(api: Api) -> None:
     shop = await make_shop(api)
     await shop.configure()
     services = api.app.state.services
-    services.gateway = gateway = CountingGateway()
+    services.gateway = gateway = ScriptedGateway()
     assert await spend_directly(60 * MICRO, "s1", api.clock.now()) == 1
     assert await auto_top_up.claim(1, api.clock.now())  # a worker took it, then its process died
 
@@ -372,7 +346,7 @@ async def test_a_crash_between_the_charge_and_the_settling_charges_nothing_twice
     shop = await make_shop(api)
     await shop.configure()
     services = api.app.state.services
-    services.gateway = gateway = CountingGateway()
+    services.gateway = gateway = ScriptedGateway()
     await spend_directly(60 * MICRO, "s1", api.clock.now())
     assert await auto_top_up.claim(1, api.clock.now())
     await charge_pending(services, await Transaction.get(id=1))  # charged and granted; the settling never ran
@@ -447,7 +421,7 @@ async def test_a_success_after_a_decline_resets_the_count(api: Api) -> None:
     shop = await make_shop(api)
     await shop.configure()
     services = api.app.state.services
-    services.gateway = CountingGateway(decline_first=1)
+    services.gateway = ScriptedGateway(["Your card was declined."])
 
     await shop.spend("60")
     assert (await shop.credit())["autoTopUp"]["declines"] == 1
@@ -517,7 +491,7 @@ async def test_the_monthly_cap_stops_top_ups_until_next_month(api: Api) -> None:
 async def test_declined_top_ups_do_not_count_against_the_cap(api: Api) -> None:
     shop = await make_shop(api)
     await shop.configure(monthlyCap="100")
-    api.app.state.services.gateway = CountingGateway(decline_first=1)
+    api.app.state.services.gateway = ScriptedGateway(["Your card was declined."])
 
     await shop.spend("60")
     api.clock.advance(timedelta(hours=1))

@@ -14,13 +14,11 @@ import pytest
 from creditline.app import create_app
 from creditline.jobs import renew_subscriptions
 from creditline.settings import Settings
-from gateway.base import Charge
-from gateway.sandbox import SandboxGateway
 from models.plans import PlanCatalog
 from models.tables import CreditLot, Invoice, Subscription, Transaction
 from resolvers.mutations.payments import PAYING_NEEDS_ROLE
 from tests.conftest import T0
-from tests.helpers import Api, gid
+from tests.helpers import Api, ScriptedGateway, gid
 
 SUBSCRIPTION_FIELDS = """id status planId nextPlanId plan { id name } nextPlan { id }
   currentPeriodStart currentPeriodEnd cancelAtPeriodEnd canceledAt statusReason nextAttemptAt
@@ -47,31 +45,6 @@ ACCOUNT = """{ me { credit { balance { total paid }
   lots(first: 20) { edges { node { kind amount expiresAt } } } } } }"""
 
 PRO_PERIOD_END = "2026-02-15T12:00:00+00:00"
-
-
-class ScriptedGateway(SandboxGateway):
-    """The sandbox, except that charges answer from a script (then succeed): a card that works today and
-    is declined at renewal, which the deterministic test tokens cannot express."""
-
-    def __init__(self) -> None:
-        self.declines: list[str] = []
-        self.charged: list[tuple[int, str]] = []
-
-    async def charge(
-        self,
-        *,
-        amount: int,
-        currency: str,
-        card: str,
-        idempotency_key: str,
-        description: str,
-        customer: str | None = None,
-        off_session: bool = False,
-    ) -> Charge:
-        self.charged.append((amount, idempotency_key))
-        if self.declines:
-            return Charge(False, f"ch_{len(self.charged)}", self.declines.pop(0))
-        return Charge(True, f"ch_{len(self.charged)}")
 
 
 async def customer(api: Api, token: str = "tok_visa", email: str = "ada@example.com") -> str:
@@ -297,7 +270,7 @@ async def test_a_failed_renewal_is_retried_after_1_3_5_days_then_canceled(api: A
     assert credit["subscription"]["statusReason"] == "Canceled after 4 failed payments: Your card was declined."
     assert credit["balance"]["total"] == "6000"
     assert [e["node"]["status"] for e in credit["transactions"]["edges"]] == ["FAILED"] * 4 + ["SUCCEEDED"]
-    assert len({key for _, key in gateway.charged}) == 5  # each attempt its own idempotency key
+    assert len(set(gateway.calls)) == 5  # each attempt its own idempotency key
     api.clock.advance(timedelta(days=30))
     assert await renew_subscriptions(services) == 0
 
