@@ -147,7 +147,9 @@ async def build_world(api: Api) -> World:
     pool_usage = await _spend(users["member"], ("organization_id", acme.id), acme.id, POOL_SPEND, "web_search", now)
 
     member_account = await CreditAccount.get(user_id=users["member"])
-    member_billing = await _billing_data(api, tokens["member"], member_account.id)
+    member_token = tokens["member"]
+    assert member_token is not None
+    member_billing = await _billing_data(api, member_token, member_account.id)
     member_lot = await _grant(member_account.id, MEMBER_LOT, now, CreditKind.FREE)
     member_usage = await _spend(users["member"], ("user_id", users["member"]), None, MEMBER_SPEND, "answer", now)
 

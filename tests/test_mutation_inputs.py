@@ -671,8 +671,8 @@ class Invitations:
 @pytest.fixture
 async def invitations(world: World) -> Invitations:
     w = Invitations(world)
-    carol = {"organizationId": OTHER_ORG, "email": "carol@example.com", "roles": ["MEMBER"]}
-    ada = {"organizationId": OTHER_ORG, "email": "ada@example.com", "roles": ["BILLING"]}
+    carol: dict[str, object] = {"organizationId": OTHER_ORG, "email": "carol@example.com", "roles": ["MEMBER"]}
+    ada: dict[str, object] = {"organizationId": OTHER_ORG, "email": "ada@example.com", "roles": ["BILLING"]}
     assert (await w.run("inviteMember", {**carol, "idempotencyKey": "invite-carol"}))["invitation"]["email"] == (
         "carol@example.com"
     )
@@ -749,7 +749,7 @@ async def test_invitation_inputs_at_the_limits_are_accepted(
 EMAIL_LENGTH = validation("email must be 1 to 320 characters", "email")
 NOT_AN_EMAIL = validation("email must be an email address, e.g. ada@example.com", "email")
 INVITATION_NOT_FOUND = not_found("Invitation not found")
-EXPIRED = {
+EXPIRED: dict[str, object] = {
     "__typename": "InvitationExpired",
     "message": "This invitation has expired: ask for a new one",
     "expiresAt": EXPIRED_AT,
