@@ -14,7 +14,7 @@ from creditline.clock import Clock
 from creditline.settings import Settings
 from models import ledger
 from models.tables import TokenKind, User
-from models.tokens import create_token
+from models.tokens import SCOPES, UnknownScopeError, create_token
 from resolvers.ids import encode_id
 
 DEMO_EMAIL = "demo@creditline.local"
@@ -40,7 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     who.add_argument("--user", metavar="EMAIL")
     who.add_argument("--service", metavar="NAME")
     who.add_argument("--admin", action="store_true")
-    create.add_argument("--scope", action="append", default=[], help="service scope, e.g. usage:write")
+    create.add_argument(
+        "--scope", action="append", default=[], help=f"service scope, repeatable: {', '.join(sorted(SCOPES))}"
+    )
     create.add_argument("--name", help="a name for an admin token (default: admin)")
     return parser
 
@@ -186,6 +188,9 @@ async def _token(settings: Settings, args: argparse.Namespace) -> int:
     elif args.service:
         if not args.scope:
             print("creditline: a service token needs at least one --scope (e.g. usage:write)", file=sys.stderr)
+            return 2
+        if unknown := sorted(set(args.scope) - set(SCOPES)):
+            print(f"creditline: {UnknownScopeError(unknown)}", file=sys.stderr)
             return 2
         kwargs = {"kind": TokenKind.SERVICE, "name": args.service, "scopes": tuple(args.scope)}
     else:

@@ -29,7 +29,7 @@ from models.tables import (
     TransactionType,
     UsageEvent,
 )
-from models.tokens import Principal
+from models.tokens import BALANCE_READ, Principal
 from resolvers.auth import Authenticator
 from resolvers.errors import ClientError
 from resolvers.ids import decode_id, encode_id
@@ -113,7 +113,7 @@ def usage_export(auth: Authenticator) -> Callable[[Request], Awaitable[Response]
         if account_param is not None:
             account_id = decode_id(account_param, "CreditAccount")
             account = None if account_id is None else await CreditAccount.filter(id=account_id).first()
-            allowed = account is not None and can_read_account(who, account.user_id)
+            allowed = account is not None and can_read_account(who, account.user_id, (BALANCE_READ,))
             if account is not None and account.organization_id is not None and not allowed:
                 allowed = await _billing_member(who, account.organization_id)
             if account is None or not allowed:

@@ -23,6 +23,13 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise SystemExit(f"{name} must be a whole number, got {raw!r}") from exc
 
 
+def _positive(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _int(env, name, default)
+    if value <= 0:
+        raise SystemExit(f"{name} must be a positive whole number, got {value}")
+    return value
+
+
 def _days(env: Mapping[str, str], name: str, default: tuple[int, ...]) -> tuple[int, ...]:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
@@ -94,6 +101,9 @@ class Settings:
     """Base of the pages Stripe sends people back to after Checkout and the customer portal."""
     webhook_tolerance_seconds: int = 300
     """A signed webhook timestamp further than this in the past or the future is refused."""
+    # Issue 9, point 8 (membership by invitation).
+    invitation_days: int = 7
+    """How long an invitation to an organization can be accepted."""
 
     @property
     def production(self) -> bool:
@@ -145,4 +155,6 @@ class Settings:
             max_subscriptions_per_connection=_int(
                 env, "CREDITLINE_MAX_SUBSCRIPTIONS_PER_CONNECTION", cls.max_subscriptions_per_connection
             ),
+            # Issue 9, point 8.
+            invitation_days=_positive(env, "CREDITLINE_INVITATION_DAYS", cls.invitation_days),
         )

@@ -7,12 +7,20 @@ two owners demoting each other at once cannot leave an organization without an o
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from tortoise.transactions import in_transaction
 
 from models.sql import Sql
-from models.tables import CreditAccount, MemberBudget, MemberRole, Membership, Organization
+from models.tables import (
+    CreditAccount,
+    Invitation,
+    InvitationStatus,
+    MemberBudget,
+    MemberRole,
+    Membership,
+    Organization,
+)
 
 
 class OrganizationError(Exception):
@@ -37,6 +45,27 @@ class AlreadyMemberError(OrganizationError):
 class NotMemberError(OrganizationError):
     def __init__(self) -> None:
         super().__init__("That user is not a member of this organization")
+
+
+class AlreadyInvitedError(OrganizationError):
+    def __init__(self) -> None:
+        super().__init__("That email has a pending invitation to this organization: revoke it to invite again")
+
+
+class InvitationConflictError(OrganizationError):
+    """The idempotency key was used before for a different invitation."""
+
+
+class InvitationExpiredError(OrganizationError):
+    def __init__(self, expires_at: datetime) -> None:
+        super().__init__("This invitation has expired: ask for a new one")
+        self.expires_at = expires_at
+
+
+class InvitationNotPendingError(OrganizationError):
+    def __init__(self, status: InvitationStatus) -> None:
+        super().__init__(f"This invitation was {status.value.lower()} already")
+        self.status = status
 
 
 def roles_text(roles: Iterable[MemberRole]) -> str:
@@ -129,3 +158,107 @@ async def set_budget(organization_id: int, user_id: int, monthly_limit: int | No
         )
         if not updated:
             await MemberBudget.create(organization_id=organization_id, user_id=user_id, monthly_limit=monthly_limit)
+
+
+# Invitations (issue 9, point 8): joining an organization needs the invitee's consent. Each change locks the
+# organization's row like any other membership change.
+
+
+async def invite(
+    organization_id: int,
+    email: str,
+    roles: Iterable[MemberRole],
+    *,
+    actor_id: int | None,
+    scope: str,
+    key: str | None,
+    request_hash: str,
+    now: datetime,
+    lifetime: timedelta,
+) -> Invitation:
+    """Invite ``email``; ``actor_id`` is the inviting owner (``None``: an admin). A replayed key returns the
+    invitation it made.
+
+    The statements are the same whether or not a user has this email (none of them reads ``users`` on its
+    own), so neither the answer nor the work done tells the inviter who is registered.
+    """
+    async with in_transaction() as conn:
+        sql = Sql(conn)
+        await _lock(sql, organization_id)
+        await _owners(sql, organization_id, actor_id)
+        if key is not None:
+            earlier = await Invitation.filter(idempotency_scope=scope, idempotency_key=key).first()
+            if earlier is not None:
+                if earlier.request_hash != request_hash:
+                    raise InvitationConflictError()
+                return earlier
+        # A member already is someone the owner sees in the member list: saying so reveals nothing new.
+        if await Membership.filter(organization_id=organization_id, user__email=email).exists():
+            raise AlreadyMemberError()
+        pending = Invitation.filter(
+            organization_id=organization_id, email=email, status=InvitationStatus.PENDING, expires_at__gt=now
+        )
+        if await pending.exists():
+            raise AlreadyInvitedError()
+        return await Invitation.create(
+            organization_id=organization_id,
+            email=email,
+            roles=roles_text(roles),
+            status=InvitationStatus.PENDING,
+            invited_by_id=actor_id,
+            idempotency_scope=scope,
+            idempotency_key=key,
+            request_hash=request_hash,
+            created_at=now,
+            expires_at=now + lifetime,
+        )
+
+
+def _still_pending(invitation: Invitation, now: datetime) -> None:
+    if invitation.status != InvitationStatus.PENDING:
+        raise InvitationNotPendingError(InvitationStatus(invitation.status))
+    if invitation.expires_at <= now:
+        raise InvitationExpiredError(invitation.expires_at)
+
+
+async def _close(invitation: Invitation, status: InvitationStatus, closed_by: int | None, now: datetime) -> None:
+    invitation.status = status
+    invitation.closed_by_id = closed_by
+    invitation.closed_at = now
+    await invitation.save(update_fields=["status", "closed_by_id", "closed_at"])
+
+
+async def accept_invitation(invitation: Invitation, user_id: int, now: datetime) -> tuple[Membership, Invitation]:
+    """The invitee (the resolver matched their email) joins with the invited roles."""
+    async with in_transaction() as conn:
+        await _lock(Sql(conn), invitation.organization_id)
+        current = await Invitation.get(id=invitation.id)
+        _still_pending(current, now)
+        if await Membership.filter(organization_id=current.organization_id, user_id=user_id).exists():
+            raise AlreadyMemberError()
+        membership = await Membership.create(
+            organization_id=current.organization_id, user_id=user_id, roles=current.roles, created_at=now
+        )
+        await _close(current, InvitationStatus.ACCEPTED, user_id, now)
+    return membership, current
+
+
+async def decline_invitation(invitation: Invitation, user_id: int, now: datetime) -> Invitation:
+    async with in_transaction() as conn:
+        await _lock(Sql(conn), invitation.organization_id)
+        current = await Invitation.get(id=invitation.id)
+        _still_pending(current, now)
+        await _close(current, InvitationStatus.DECLINED, user_id, now)
+    return current
+
+
+async def revoke_invitation(invitation: Invitation, actor_id: int | None, now: datetime) -> Invitation:
+    """``actor_id`` is the revoking owner, re-checked under the lock (``None``: an admin)."""
+    async with in_transaction() as conn:
+        sql = Sql(conn)
+        await _lock(sql, invitation.organization_id)
+        await _owners(sql, invitation.organization_id, actor_id)
+        current = await Invitation.get(id=invitation.id)
+        _still_pending(current, now)
+        await _close(current, InvitationStatus.REVOKED, actor_id, now)
+    return current

@@ -105,6 +105,58 @@ class Membership(Model):
         return frozenset(MemberRole(role) for role in self.roles.split(",") if role)
 
 
+class InvitationStatus(StrEnum):
+    PENDING = "PENDING"
+    ACCEPTED = "ACCEPTED"
+    DECLINED = "DECLINED"
+    REVOKED = "REVOKED"
+    EXPIRED = "EXPIRED"
+    """Never stored: a PENDING invitation past its ``expires_at`` is shown as EXPIRED."""
+
+
+class Invitation(Model):
+    """An invitation to join an organization with some roles, addressed to an email.
+
+    Only the user whose email it is may accept or decline it (matched when they do, so an invitation to an
+    email nobody has registered yet waits for them); an OWNER or an admin may revoke it; it cannot be
+    answered after ``expires_at``. ``closed_at``/``closed_by`` say when and by whom it stopped being PENDING.
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    organization: fields.ForeignKeyRelation[Organization] = fields.ForeignKeyField(
+        "models.Organization", related_name="invitations", on_delete=fields.CASCADE
+    )
+    email = fields.CharField(max_length=320, description="Lower-cased, as users' emails are")
+    roles = fields.CharField(max_length=64, description="Comma-separated MemberRole values")
+    status = fields.CharEnumField(InvitationStatus, max_length=10, default=InvitationStatus.PENDING)
+    invited_by: fields.ForeignKeyNullableRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="invitations_sent", null=True, on_delete=fields.SET_NULL
+    )
+    closed_by: fields.ForeignKeyNullableRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="invitations_closed", null=True, on_delete=fields.SET_NULL
+    )
+    idempotency_scope = fields.CharField(max_length=100)
+    idempotency_key = fields.CharField(max_length=255, null=True)
+    request_hash = fields.CharField(max_length=64)
+    created_at = fields.DatetimeField()
+    expires_at = fields.DatetimeField()
+    closed_at = fields.DatetimeField(null=True)
+
+    organization_id: int
+    invited_by_id: int | None
+    closed_by_id: int | None
+
+    class Meta:
+        table = "invitations"
+        # A key without a value (NULL) never collides: invitations sent without one are not deduplicated.
+        unique_together = (("idempotency_scope", "idempotency_key"),)
+        indexes = (("organization_id", "status"), ("email", "status"))
+
+    @property
+    def role_set(self) -> frozenset[MemberRole]:
+        return frozenset(MemberRole(role) for role in self.roles.split(",") if role)
+
+
 class CreditAccount(Model):
     """The credit account of a user, or the shared pool of an organization.
 

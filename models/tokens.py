@@ -12,6 +12,23 @@ from models.tables import ApiToken, TokenKind
 
 _PREFIX = {TokenKind.USER: "clu_", TokenKind.SERVICE: "cls_", TokenKind.ADMIN: "cla_"}
 
+USAGE_WRITE = "usage:write"
+BALANCE_READ = "balance:read"
+BILLING_READ = "billing:read"
+SCOPES: dict[str, str] = {
+    USAGE_WRITE: "spend, hold, capture and release credit for any user",
+    BALANCE_READ: "read any account's balance, lots, ledger, holds, usage and usage reports, and watch its balance",
+    BILLING_READ: "read any account's transactions and refunds, invoices and their signed links, saved cards,"
+    " subscription and auto top-up",
+}
+"""What a service token may be given; user and admin tokens have no scopes (issue 9, point 9)."""
+
+
+class UnknownScopeError(ValueError):
+    def __init__(self, unknown: Iterable[str]) -> None:
+        names = ", ".join(repr(scope) for scope in unknown)
+        super().__init__(f"unknown scope {names}: the valid scopes are {', '.join(sorted(SCOPES))}")
+
 
 def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
@@ -48,6 +65,8 @@ async def create_token(
     """Create a token and return its secret. The secret is not stored and cannot be shown again."""
     if (kind is TokenKind.USER) != (user_id is not None):
         raise ValueError("user tokens, and only they, belong to a user")
+    if unknown := sorted(set(scopes) - set(SCOPES)):
+        raise UnknownScopeError(unknown)
     secret = _PREFIX[kind] + secrets.token_urlsafe(32)
     await ApiToken.create(
         kind=kind,

@@ -7,10 +7,10 @@ from typing import Any
 from strawberry.permission import BasePermission
 from strawberry.types import Info
 
-from models.tables import CreditAccount, MemberRole
-from models.tokens import Principal
+from models.tables import CreditAccount, MemberRole, TokenKind
+from models.tokens import BALANCE_READ, BILLING_READ, Principal
 from resolvers.context import Context
-from resolvers.errors import Unauthenticated
+from resolvers.errors import ForbiddenError, Unauthenticated
 from schema.errors import Forbidden
 
 
@@ -57,18 +57,41 @@ async def roles_in(info: Info[Context, None], organization_id: int) -> frozenset
     return None
 
 
-async def may_read_account(info: Info[Context, None], account: CreditAccount) -> bool:
-    """A user's own account; an organization's pool for its BILLING and OWNER members; admins any."""
+READ_SCOPES = (BALANCE_READ, BILLING_READ)
+"""Either lets a service reach an account; each of the account's fields then needs its own (require_read_scope)."""
+
+
+async def may_read_account(
+    info: Info[Context, None], account: CreditAccount, scopes: tuple[str, ...] = READ_SCOPES
+) -> bool:
+    """A user's own account; an organization's pool for its BILLING and OWNER members; admins any; services
+    with one of ``scopes`` any."""
     who = principal(info)
-    if can_read_account(who, account.user_id):
+    if can_read_account(who, account.user_id, scopes):
         return True
     if account.organization_id is None:
         return False
     return bool((await roles_in(info, account.organization_id) or frozenset()) & BILLING_ROLES)
 
 
-def can_read_account(who: Principal, user_id: int | None) -> bool:
-    """A user reads their own account; admins and services with ``balance:read`` read any."""
-    if who.is_admin or who.has_scope("balance:read"):
+def can_read_account(who: Principal, user_id: int | None, scopes: tuple[str, ...] = READ_SCOPES) -> bool:
+    """A user reads their own account; admins, and services with one of ``scopes``, read any."""
+    if who.is_admin or any(who.has_scope(scope) for scope in scopes):
         return True
     return user_id is not None and who.user_id == user_id
+
+
+def service_lacks(who: Principal, scope: str) -> bool:
+    """A service token without ``scope``. Users and admins have no scopes: whose data it is decides for them."""
+    return who.kind is TokenKind.SERVICE and scope not in who.scopes
+
+
+def scope_message(scope: str) -> str:
+    return f"This needs a service token with the '{scope}' scope"
+
+
+def require_read_scope(info: Info[Context, None], scope: str) -> None:
+    """For a field of an account a service reached: ``balance:read`` for balance and usage, ``billing:read``
+    for payments, invoices, cards and subscriptions. Raises a ``FORBIDDEN`` error."""
+    if service_lacks(principal(info), scope):
+        raise ForbiddenError(scope_message(scope))

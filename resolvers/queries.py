@@ -9,13 +9,15 @@ from tortoise.models import Model
 
 from models import tables
 from models.credits import MICRO
-from models.tokens import Principal
+from models.tables import MemberRole
+from models.tokens import BALANCE_READ, BILLING_READ, Principal
 from resolvers.context import Context
 from resolvers.errors import ForbiddenError
 from resolvers.ids import decode_any
-from resolvers.permissions import may_read_account, principal
+from resolvers.permissions import READ_SCOPES, may_read_account, principal
 from schema import payments as payment_types
 from schema import types
+from schema.invitations import Invitation
 from schema.payments import BillingConfig, DashboardTab, Money, Plan
 from schema.scalars import Credits
 
@@ -29,9 +31,11 @@ async def me(info: Info[Context, None]) -> types.User:
     return types.User(id=user.id, email=user.email)
 
 
-async def _readable_account(info: Info[Context, None], who: Principal, account_id: int) -> bool:
+async def _readable_account(
+    info: Info[Context, None], who: Principal, account_id: int, scopes: tuple[str, ...] = READ_SCOPES
+) -> bool:
     account = await info.context.loaders.account.load(account_id)
-    return account is not None and await may_read_account(info, account)
+    return account is not None and await may_read_account(info, account, scopes)
 
 
 async def node(info: Info[Context, None], id: strawberry.ID) -> relay.Node | None:
@@ -55,30 +59,51 @@ async def node(info: Info[Context, None], id: strawberry.ID) -> relay.Node | Non
         if not who.is_admin and not any(m.organization_id == pk for m in await _memberships(info, who)):
             return None
         return types.Organization(id=org.id, name=org.name)
-    owned: dict[str, tuple[type[Model], object]] = {
-        "CreditLot": (tables.CreditLot, types.CreditLot.of),
-        "LedgerEntry": (tables.LedgerEntry, types.LedgerEntry.of),
-        "UsageEvent": (tables.UsageEvent, types.UsageEvent.of),
-        "Hold": (tables.Hold, types.Hold.of),
-        "Transaction": (tables.Transaction, payment_types.Transaction.of),
-        "Invoice": (tables.Invoice, payment_types.Invoice.of),
-        "PaymentMethod": (tables.PaymentMethod, payment_types.PaymentMethod.of),
-        "Subscription": (tables.Subscription, payment_types.Subscription.of),
+    if type_name == "Invitation":
+        invitation = await tables.Invitation.filter(id=pk).first()
+        if invitation is None or not await _may_see_invitation(info, who, invitation):
+            return None
+        return Invitation.of(invitation, info.context.now())
+    # The scope a service needs for each kind of object: balance and usage, or billing data.
+    owned: dict[str, tuple[type[Model], object, str]] = {
+        "CreditLot": (tables.CreditLot, types.CreditLot.of, BALANCE_READ),
+        "LedgerEntry": (tables.LedgerEntry, types.LedgerEntry.of, BALANCE_READ),
+        "UsageEvent": (tables.UsageEvent, types.UsageEvent.of, BALANCE_READ),
+        "Hold": (tables.Hold, types.Hold.of, BALANCE_READ),
+        "Transaction": (tables.Transaction, payment_types.Transaction.of, BILLING_READ),
+        "Invoice": (tables.Invoice, payment_types.Invoice.of, BILLING_READ),
+        "PaymentMethod": (tables.PaymentMethod, payment_types.PaymentMethod.of, BILLING_READ),
+        "Subscription": (tables.Subscription, payment_types.Subscription.of, BILLING_READ),
     }
     if type_name == "Refund":
         refund = await tables.Refund.filter(id=pk).first()
-        if refund is None or not await _readable_account(info, who, refund.account_id):
+        if refund is None or not await _readable_account(info, who, refund.account_id, (BILLING_READ,)):
             return None
         txn = await tables.Transaction.get(id=refund.transaction_id)
         return payment_types.Refund.of(refund, txn.currency)
     if type_name not in owned:
         return None
-    model, make = owned[type_name]
+    model, make, scope = owned[type_name]
     row = await model.filter(id=pk).first()
-    if row is None or not await _readable_account(info, who, row.account_id):  # type: ignore[attr-defined]
+    if row is None or not await _readable_account(info, who, row.account_id, (scope,)):  # type: ignore[attr-defined]
         return None
     result: relay.Node = make(row)  # type: ignore[operator]
     return result
+
+
+async def _may_see_invitation(info: Info[Context, None], who: Principal, invitation: tables.Invitation) -> bool:
+    """Admins, the organization's owners, and the user the invitation is addressed to."""
+    if who.is_admin:
+        return True
+    if who.user_id is None:
+        return False
+    user = await info.context.loaders.user.load(who.user_id)
+    if user is not None and user.email.lower() == invitation.email:
+        return True
+    return any(
+        m.organization_id == invitation.organization_id and MemberRole.OWNER in m.role_set
+        for m in await _memberships(info, who)
+    )
 
 
 async def _memberships(info: Info[Context, None], who: Principal) -> list[tables.Membership]:

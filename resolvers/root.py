@@ -26,11 +26,15 @@ from schema.mutations.customer_portal import CreateCustomerPortalSessionResult
 from schema.mutations.grant_credits import GrantCreditsResult
 from schema.mutations.holds import CaptureHoldResult, HoldCreditsResult, ReleaseHoldResult
 from schema.mutations.organizations import (
+    AcceptInvitationResult,
     AddMemberResult,
     CreateOrganizationResult,
+    DeclineInvitationResult,
     EnableCreditPoolResult,
+    InviteMemberResult,
     LeaveOrganizationResult,
     RemoveMemberResult,
+    RevokeInvitationResult,
     SetMemberBudgetResult,
     SetMemberRolesResult,
 )
@@ -97,7 +101,19 @@ class Mutation:
     create_organization: CreateOrganizationResult = strawberry.mutation(
         resolver=orgs.create_organization, permission_classes=AUTH
     )
-    add_member: AddMemberResult = strawberry.mutation(resolver=orgs.add_member, permission_classes=AUTH)
+    add_member: AddMemberResult = strawberry.mutation(
+        resolver=orgs.add_member, permission_classes=AUTH, description="Admins only: owners use inviteMember"
+    )
+    invite_member: InviteMemberResult = strawberry.mutation(resolver=orgs.invite_member, permission_classes=AUTH)
+    accept_invitation: AcceptInvitationResult = strawberry.mutation(
+        resolver=orgs.accept_invitation, permission_classes=AUTH
+    )
+    decline_invitation: DeclineInvitationResult = strawberry.mutation(
+        resolver=orgs.decline_invitation, permission_classes=AUTH
+    )
+    revoke_invitation: RevokeInvitationResult = strawberry.mutation(
+        resolver=orgs.revoke_invitation, permission_classes=AUTH
+    )
     set_member_roles: SetMemberRolesResult = strawberry.mutation(
         resolver=orgs.set_member_roles, permission_classes=AUTH
     )

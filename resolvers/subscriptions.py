@@ -20,6 +20,7 @@ from models import ledger
 from models.balance import Balance
 from models.ledger import Event
 from models.tables import MemberRole, Membership
+from models.tokens import BALANCE_READ
 from resolvers.context import Context
 from resolvers.errors import ClientError, ForbiddenError
 from resolvers.ids import decode_id
@@ -40,7 +41,8 @@ async def _account_to_watch(info: Info[Context, None], account_id: strawberry.ID
     else:
         pk = decode_id(account_id, "CreditAccount")
         account = None if pk is None else await loaders.account.load(pk)
-    if account is None or not await may_read_account(info, account):
+    # A service watches balances with balance:read (the events carry the balance).
+    if account is None or not await may_read_account(info, account, (BALANCE_READ,)):
         raise ForbiddenError("You may not watch this account")
     return int(account.id)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import strawberry
 
 from schema.scalars import Credits
@@ -51,6 +53,21 @@ class LastOwner(Error):
 @strawberry.type
 class AlreadyMember(Error):
     pass
+
+
+@strawberry.type(description="The email has a pending invitation to this organization already: revoke it first.")
+class AlreadyInvited(Error):
+    pass
+
+
+@strawberry.type(description="The invitation is past its expiry: it can no longer be accepted, declined or revoked.")
+class InvitationExpired(Error):
+    expires_at: datetime
+
+
+@strawberry.type(description="The invitation was accepted, declined or revoked already.")
+class InvitationNotPending(Error):
+    status: str = strawberry.field(description="ACCEPTED, DECLINED or REVOKED")
 
 
 @strawberry.type(

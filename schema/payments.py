@@ -15,9 +15,11 @@ from tortoise.queryset import QuerySet
 from models import tables
 from models.payments import invoice_number
 from models.plans import PlanSpec
+from models.tokens import BILLING_READ
 from resolvers.context import Context
 from resolvers.errors import ClientError
 from resolvers.ids import encode_id
+from resolvers.permissions import require_read_scope
 from schema.errors import Error, Forbidden, IdempotencyConflict, NotFound, ValidationError
 from schema.scalars import Credits
 
@@ -53,6 +55,7 @@ class Invoice(relay.Node):
     def signed_url(self, info: Info[Context, None]) -> str:
         from creditline.invoices import signed_link
 
+        require_read_scope(info, BILLING_READ)
         services = info.context.services
         expires = services.clock.now() + timedelta(days=services.settings.invoice_link_days)
         return signed_link(services.link_key, self.id, int(expires.timestamp()))

@@ -14,14 +14,16 @@ from models import tables
 from models.balance import Balance
 from models.ledger import UsageRecorded
 from models.tables import LIVE_SUBSCRIPTION, CreditKind, LedgerEntryType, LotSource, MemberRole
+from models.tokens import BALANCE_READ, BILLING_READ
 from resolvers.context import Context
 from resolvers.errors import ForbiddenError
 from resolvers.ids import encode_id
 from resolvers.pagination import keyset_page
-from resolvers.permissions import BILLING_ROLES, roles_in
+from resolvers.permissions import BILLING_ROLES, principal, require_read_scope, roles_in, scope_message, service_lacks
 from resolvers.reports import usage_report
 from resolvers.usage import UsageCriteria, filtered
 from schema.errors import Forbidden
+from schema.invitations import Invitation
 from schema.reports import UsageReportInput, UsageReportResult
 from schema.scalars import Credits
 from schema.usage import UsageFilter
@@ -194,18 +196,21 @@ class CreditAccount(relay.Node):
 
     @strawberry.field
     async def balance(self, info: Info[Context, None]) -> CreditBalance:
+        require_read_scope(info, BALANCE_READ)
         return CreditBalance.of(await info.context.loaders.balance.load(self.id))
 
     @strawberry.field
     async def lots(
         self, info: Info[Context, None], first: int | None = None, after: str | None = None
     ) -> relay.Connection[CreditLot]:
+        require_read_scope(info, BALANCE_READ)
         return await keyset_page(tables.CreditLot.filter(account_id=self.id), first, after, CreditLot.of)
 
     @strawberry.field
     async def ledger(
         self, info: Info[Context, None], first: int | None = None, after: str | None = None
     ) -> relay.Connection[LedgerEntry]:
+        require_read_scope(info, BALANCE_READ)
         return await keyset_page(tables.LedgerEntry.filter(account_id=self.id), first, after, LedgerEntry.of)
 
     @strawberry.field(description="Usage events paid from this account, newest first")
@@ -216,6 +221,7 @@ class CreditAccount(relay.Node):
         after: str | None = None,
         filter: UsageFilter | None = None,
     ) -> relay.Connection[UsageEvent]:
+        require_read_scope(info, BALANCE_READ)
         query = filtered(tables.UsageEvent.filter(account_id=self.id), criteria(filter))
         return await keyset_page(query, first, after, UsageEvent.of)
 
@@ -223,6 +229,7 @@ class CreditAccount(relay.Node):
     async def holds(
         self, info: Info[Context, None], first: int | None = None, after: str | None = None
     ) -> relay.Connection[Hold]:
+        require_read_scope(info, BALANCE_READ)
         return await keyset_page(tables.Hold.filter(account_id=self.id), first, after, Hold.of)
 
     @strawberry.field(description="Payments for credit, newest first")
@@ -235,6 +242,7 @@ class CreditAccount(relay.Node):
     ) -> relay.Connection[Annotated[Transaction, strawberry.lazy("schema.payments")]]:
         from schema.payments import Transaction
 
+        require_read_scope(info, BILLING_READ)
         query = tables.Transaction.filter(account_id=self.id)
         if filter is not None:
             query = filter.apply(query)
@@ -246,6 +254,7 @@ class CreditAccount(relay.Node):
     ) -> relay.Connection[Annotated[Invoice, strawberry.lazy("schema.payments")]]:
         from schema.payments import Invoice
 
+        require_read_scope(info, BILLING_READ)
         return await keyset_page(tables.Invoice.filter(account_id=self.id), first, after, Invoice.of)
 
     @strawberry.field(description="The live subscription, or the last one that was ever paid for")
@@ -254,6 +263,7 @@ class CreditAccount(relay.Node):
     ) -> Annotated[Subscription, strawberry.lazy("schema.payments")] | None:
         from schema.payments import Subscription
 
+        require_read_scope(info, BILLING_READ)
         row = (
             await tables.Subscription.filter(account_id=self.id)
             .filter(Q(status__in=LIVE_SUBSCRIPTION) | Q(current_period_start__isnull=False))
@@ -268,6 +278,7 @@ class CreditAccount(relay.Node):
     ) -> list[Annotated[PaymentMethod, strawberry.lazy("schema.payments")]]:
         from schema.payments import PaymentMethod
 
+        require_read_scope(info, BILLING_READ)
         rows = await tables.PaymentMethod.filter(account_id=self.id, removed_at=None).order_by("id")
         return [PaymentMethod.of(row) for row in rows]
 
@@ -277,10 +288,13 @@ class CreditAccount(relay.Node):
     ) -> Annotated[AutoTopUp, strawberry.lazy("schema.auto_top_up")] | None:
         from schema.auto_top_up import AutoTopUp
 
+        require_read_scope(info, BILLING_READ)
         return await AutoTopUp.load(info, self.id)
 
     @strawberry.field(description="Usage of this account by time bucket, optionally per activity, agent or member")
-    async def usage_report(self, input: UsageReportInput) -> UsageReportResult:
+    async def usage_report(self, info: Info[Context, None], input: UsageReportInput) -> UsageReportResult:
+        if service_lacks(principal(info), BALANCE_READ):
+            return Forbidden(message=scope_message(BALANCE_READ))
         return await usage_report(("account_id", self.id), input)
 
 
@@ -317,6 +331,18 @@ class Organization(relay.Node):
         if not (await roles_in(info, self.id) or frozenset()) & BILLING_ROLES:
             return Forbidden(message="Usage reports need the BILLING or OWNER role")
         return await usage_report(("organization_key", self.id), input)
+
+    @strawberry.field(description="Invitations still waiting for an answer, newest first. OWNER only")
+    async def invitations(
+        self, info: Info[Context, None], first: int | None = None, after: str | None = None
+    ) -> relay.Connection[Invitation]:
+        if MemberRole.OWNER not in (await roles_in(info, self.id) or frozenset()):
+            raise ForbiddenError("An organization's invitations need the OWNER role")
+        now = info.context.now()
+        query = tables.Invitation.filter(
+            organization_id=self.id, status=tables.InvitationStatus.PENDING, expires_at__gt=now
+        )
+        return await keyset_page(query, first, after, lambda row: Invitation.of(row, now))
 
     @strawberry.field(description="The shared credit pool, if enabled. BILLING and OWNER members only")
     async def credit_pool(self, info: Info[Context, None]) -> CreditAccount | None:
@@ -388,6 +414,19 @@ class User(relay.Node):
     @strawberry.field
     async def organizations(self, info: Info[Context, None]) -> list[Membership]:
         return [Membership.of(m) for m in await info.context.loaders.memberships_of_user.load(self.id)]
+
+    @strawberry.field(
+        description="Invitations to your email still waiting for your answer, newest first (acceptInvitation,"
+        " declineInvitation)"
+    )
+    async def invitations(
+        self, info: Info[Context, None], first: int | None = None, after: str | None = None
+    ) -> relay.Connection[Invitation]:
+        now = info.context.now()
+        query = tables.Invitation.filter(
+            email=self.email.lower(), status=tables.InvitationStatus.PENDING, expires_at__gt=now
+        )
+        return await keyset_page(query, first, after, lambda row: Invitation.of(row, now))
 
 
 @strawberry.type(description="A committed change of an account's balance; the first one is a SNAPSHOT.")

@@ -50,6 +50,7 @@ TABLES = (
     "credit_lots",
     "credit_accounts",
     "api_tokens",
+    "invitations",
     "memberships",
     "organizations",
     "users",

@@ -613,3 +613,11 @@ async def test_a_client_error_in_a_query_is_shown_as_is(world: World) -> None:
             }
         ],
     }
+
+
+async def test_a_token_with_an_unknown_scope_is_not_made(api: Api) -> None:
+    """Issue 9, point 9: a scope that grants nothing is a typo the operator must hear about."""
+    with pytest.raises(ValueError, match="unknown scope 'balance:write': the valid scopes are"):
+        await create_token(TokenKind.SERVICE, name="typo", scopes=("balance:write",), now=api.clock.now())
+
+    assert await ApiToken.all().count() == 0

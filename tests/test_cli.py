@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -104,6 +105,17 @@ def test_migrate_user_token_audit(env: dict[str, str]) -> None:
         2,
         "creditline: a service token needs at least one --scope (e.g. usage:write)\n",
     )
+    database = env["CREDITLINE_DATABASE_URL"].removeprefix("sqlite://")
+    tokens_before = sqlite3.connect(database).execute("SELECT count(*) FROM api_tokens").fetchone()
+    unknown = cli(env, "token", "create", "--service", "runner", "--scope", "usage:write", "--scope", "billing")
+    assert (unknown.returncode, unknown.stdout, unknown.stderr) == (
+        2,
+        "",
+        "creditline: unknown scope 'billing': the valid scopes are balance:read, billing:read, usage:write\n",
+    )
+    assert sqlite3.connect(database).execute("SELECT count(*) FROM api_tokens").fetchone() == tokens_before
+    readers = cli(env, "token", "create", "--service", "reader", "--scope", "balance:read", "--scope", "billing:read")
+    assert readers.returncode == 0, readers.stderr
     audit = cli(env, "audit")
     assert (audit.returncode, audit.stdout) == (0, "audit: 1 accounts checked, 0 problems\n")
     sweep = cli(env, "sweep")

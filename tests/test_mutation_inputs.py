@@ -1,7 +1,8 @@
 """Bad input to every ledger mutation, as a client sends it: each is refused with a typed error (or, when a
 value does not even parse, a top-level GraphQL error that names the problem), and nothing changes.
 
-The other mutations have theirs beside their flows: organizations (test_organizations), payments and cards
+The invitation mutations (issue 9, point 8) have theirs at the end of this file. The other mutations have theirs
+beside their flows: organizations (test_organizations), payments and cards
 (test_payments, test_gateway_*), subscriptions (test_billing_subscriptions), auto top-up (test_auto_top_up),
 refunds (test_refunds)."""
 
@@ -17,7 +18,7 @@ from unittest.mock import ANY
 import pytest
 
 from creditline.jobs import sweep_once
-from models.tables import Membership, Organization
+from models.tables import Invitation, InvitationStatus, Membership, Organization
 from tests.helpers import Api, gid
 from tests.mutation_documents import REFUSAL, SELECTIONS, STATE, document
 
@@ -607,3 +608,242 @@ async def test_a_timed_out_hold_is_not_active_whether_or_not_the_sweep_ran(
 
     assert result == not_active("EXPIRED")
     assert await world.state() == before
+
+
+# ------------------------------------------------------------------------------------------- invitations
+
+INVITATION_DOCUMENTS = {
+    "inviteMember": "InviteMemberInput",
+    "acceptInvitation": "AcceptInvitationInput",
+    "declineInvitation": "DeclineInvitationInput",
+    "revokeInvitation": "RevokeInvitationInput",
+}
+INVITATION_REFUSAL = """
+fragment Refusal on Error {
+  message
+  ... on ValidationError { field }
+  ... on IdempotencyConflict { idempotencyKey }
+  ... on InvitationExpired { expiresAt }
+  ... on InvitationNotPending { status }
+}
+"""
+CAROLS = gid("Invitation", 1)
+"""Bob invited carol@example.com (key invite-carol): pending."""
+REVOKED_FOR_ADA = gid("Invitation", 2)
+PENDING_FOR_ADA = gid("Invitation", 3)
+EXPIRED_FOR_ADA = gid("Invitation", 4)
+EXPIRED_AT = "2026-01-14T12:00:00+00:00"
+
+
+def invitation_document(mutation: str) -> str:
+    success = f"{mutation[0].upper()}{mutation[1:]}Success"
+    return (
+        f"mutation Run($input: {INVITATION_DOCUMENTS[mutation]}!) {{\n"
+        f"  {mutation}(input: $input) {{ __typename ... on {success} {{ invitation {{ email roles status }} }}"
+        " ...Refusal }\n}\n" + INVITATION_REFUSAL
+    )
+
+
+@dataclass
+class Invitations:
+    """Bob (OWNER of Organization 1) invited Carol (pending, Invitation 1) and Ada (Invitation 2, revoked; then
+    Invitation 3, pending); Invitation 4 to Ada expired yesterday. Ada has no account in the organization."""
+
+    world: World
+
+    def token_for(self, mutation: str) -> str:
+        return self.world.ada if mutation in ("acceptInvitation", "declineInvitation") else self.world.bob
+
+    async def run(self, mutation: str, input: dict[str, object]) -> Any:
+        body = await self.world.api.post(invitation_document(mutation), {"input": input}, self.token_for(mutation))
+        assert "errors" not in body, body
+        return body["data"][mutation]
+
+    async def state(self) -> tuple[Any, ...]:
+        memberships = sorted((m.organization_id, m.user_id, m.roles) for m in await Membership.all())
+        invitations = [
+            (i.id, i.organization_id, i.email, i.roles, i.status, i.expires_at, i.closed_at, i.idempotency_key)
+            for i in await Invitation.all().order_by("id")
+        ]
+        return memberships, invitations, await self.world.state()
+
+
+@pytest.fixture
+async def invitations(world: World) -> Invitations:
+    w = Invitations(world)
+    carol: dict[str, object] = {"organizationId": OTHER_ORG, "email": "carol@example.com", "roles": ["MEMBER"]}
+    ada: dict[str, object] = {"organizationId": OTHER_ORG, "email": "ada@example.com", "roles": ["BILLING"]}
+    assert (await w.run("inviteMember", {**carol, "idempotencyKey": "invite-carol"}))["invitation"]["email"] == (
+        "carol@example.com"
+    )
+    assert (await w.run("inviteMember", ada))["__typename"] == "InviteMemberSuccess"
+    assert (await w.run("revokeInvitation", {"invitationId": REVOKED_FOR_ADA}))["invitation"]["status"] == "REVOKED"
+    assert (await w.run("inviteMember", ada))["__typename"] == "InviteMemberSuccess"
+    now = world.api.clock.now()
+    expired = await Invitation.create(
+        organization_id=1,
+        email="ada@example.com",
+        roles="MEMBER",
+        status=InvitationStatus.PENDING,
+        idempotency_scope="user:2",
+        request_hash="-",
+        created_at=now - timedelta(days=8),
+        expires_at=now - timedelta(days=1),
+    )
+    assert gid("Invitation", expired.id) == EXPIRED_FOR_ADA
+    return w
+
+
+VALID_INVITATIONS: dict[str, dict[str, object]] = {
+    "inviteMember": {"organizationId": OTHER_ORG, "email": "erin@example.com", "roles": ["MEMBER"]},
+    "acceptInvitation": {"invitationId": PENDING_FOR_ADA},
+    "declineInvitation": {"invitationId": PENDING_FOR_ADA},
+    "revokeInvitation": {"invitationId": CAROLS},
+}
+VALID_INVITATION_RESULTS = {
+    "inviteMember": {
+        "__typename": "InviteMemberSuccess",
+        "invitation": {"email": "erin@example.com", "roles": ["MEMBER"], "status": "PENDING"},
+    },
+    "acceptInvitation": {
+        "__typename": "AcceptInvitationSuccess",
+        "invitation": {"email": "ada@example.com", "roles": ["BILLING"], "status": "ACCEPTED"},
+    },
+    "declineInvitation": {
+        "__typename": "DeclineInvitationSuccess",
+        "invitation": {"email": "ada@example.com", "roles": ["BILLING"], "status": "DECLINED"},
+    },
+    "revokeInvitation": {
+        "__typename": "RevokeInvitationSuccess",
+        "invitation": {"email": "carol@example.com", "roles": ["MEMBER"], "status": "REVOKED"},
+    },
+}
+
+
+@pytest.mark.parametrize("mutation", list(VALID_INVITATIONS))
+async def test_the_valid_invitation_input_that_the_refusals_start_from_succeeds(
+    invitations: Invitations, mutation: str
+) -> None:
+    assert await invitations.run(mutation, VALID_INVITATIONS[mutation]) == VALID_INVITATION_RESULTS[mutation]
+
+
+INVITATION_BOUNDARIES = [
+    pytest.param({"email": "e" * 308 + "@example.com"}, id="320-char-email"),
+    pytest.param({"email": "  Erin@Example.COM "}, id="email-with-case-and-spaces-around"),
+    pytest.param({"email": "ërin@exämple.com"}, id="non-ascii-email"),
+    pytest.param({"roles": ["OWNER", "BILLING", "MEMBER", "OWNER"]}, id="every-role-repeated"),
+    pytest.param({"idempotencyKey": "k" * 255}, id="255-char-key"),
+    pytest.param({"idempotencyKey": None}, id="null-key"),
+]
+
+
+@pytest.mark.parametrize("changes", INVITATION_BOUNDARIES)
+async def test_invitation_inputs_at_the_limits_are_accepted(
+    invitations: Invitations, changes: dict[str, object]
+) -> None:
+    result = await invitations.run("inviteMember", {**VALID_INVITATIONS["inviteMember"], **changes})
+
+    assert result["__typename"] == "InviteMemberSuccess", result
+
+
+EMAIL_LENGTH = validation("email must be 1 to 320 characters", "email")
+NOT_AN_EMAIL = validation("email must be an email address, e.g. ada@example.com", "email")
+INVITATION_NOT_FOUND = not_found("Invitation not found")
+EXPIRED: dict[str, object] = {
+    "__typename": "InvitationExpired",
+    "message": "This invitation has expired: ask for a new one",
+    "expiresAt": EXPIRED_AT,
+}
+
+
+def not_pending(status: str) -> dict[str, object]:
+    return {
+        "__typename": "InvitationNotPending",
+        "message": f"This invitation was {status.lower()} already",
+        "status": status,
+    }
+
+
+def invitation_id_cases(mutation: str) -> list[Any]:
+    return [
+        *malformed_id_cases(mutation, "invitationId", "Invitation", INVITATION_NOT_FOUND),
+        case(mutation, {"invitationId": gid("Invitation", 999)}, INVITATION_NOT_FOUND, "unknown-invitation"),
+        case(mutation, {"invitationId": gid("Hold", 3)}, INVITATION_NOT_FOUND, "hold-id-as-invitation"),
+        case(mutation, {"invitationId": EXPIRED_FOR_ADA}, EXPIRED, "expired-invitation"),
+        case(mutation, {"invitationId": REVOKED_FOR_ADA}, not_pending("REVOKED"), "revoked-invitation"),
+    ]
+
+
+INVITATION_REFUSALS = [
+    case("inviteMember", {"email": ""}, EMAIL_LENGTH, "empty-email"),
+    case("inviteMember", {"email": "   "}, EMAIL_LENGTH, "blank-email"),
+    case("inviteMember", {"email": "e" * 309 + "@example.com"}, EMAIL_LENGTH, "321-char-email"),
+    case("inviteMember", {"email": "erin"}, NOT_AN_EMAIL, "no-at-sign"),
+    case("inviteMember", {"email": "erin@"}, NOT_AN_EMAIL, "no-domain"),
+    case("inviteMember", {"email": "@example.com"}, NOT_AN_EMAIL, "no-local-part"),
+    case("inviteMember", {"email": "erin@@example.com"}, NOT_AN_EMAIL, "two-at-signs"),
+    case("inviteMember", {"email": "erin smith@example.com"}, NOT_AN_EMAIL, "space-inside"),
+    case("inviteMember", {"email": "erin@exam\x00ple.com"}, control("email"), "nul-in-email"),
+    case("inviteMember", {"email": "erin\n@example.com"}, control("email"), "newline-in-email"),
+    case("inviteMember", {"roles": []}, validation("Give at least one role", "roles"), "no-roles"),
+    *key_cases("inviteMember"),
+    case("inviteMember", {"idempotencyKey": "key\x001"}, control("idempotencyKey"), "nul-in-key"),
+    case(
+        "inviteMember",
+        {"idempotencyKey": "invite-carol"},
+        {
+            "__typename": "IdempotencyConflict",
+            "message": "This idempotencyKey was already used with a different request",
+            "idempotencyKey": "invite-carol",
+        },
+        "key-of-another-invitation",
+    ),
+    case(
+        "inviteMember",
+        {"email": "bob@example.com"},
+        {"__typename": "AlreadyMember", "message": "That user is a member already"},
+        "a-member",
+    ),
+    case(
+        "inviteMember",
+        {"email": "Carol@Example.com"},
+        {
+            "__typename": "AlreadyInvited",
+            "message": "That email has a pending invitation to this organization: revoke it to invite again",
+        },
+        "pending-invitation-in-other-case",
+    ),
+    case("inviteMember", {"organizationId": MISSING_ORG}, not_found("Organization not found"), "unknown-org"),
+    case("inviteMember", {"organizationId": "not-an-id"}, not_found("Organization not found"), "malformed-org"),
+    case("inviteMember", {"organizationId": USER}, not_found("Organization not found"), "user-id-as-org"),
+    *invitation_id_cases("acceptInvitation"),
+    case("acceptInvitation", {"invitationId": CAROLS}, INVITATION_NOT_FOUND, "someone-elses-invitation"),
+    *invitation_id_cases("declineInvitation"),
+    case("declineInvitation", {"invitationId": CAROLS}, INVITATION_NOT_FOUND, "someone-elses-invitation"),
+    *invitation_id_cases("revokeInvitation"),
+]
+
+
+@pytest.mark.parametrize(("mutation", "changes", "expected"), INVITATION_REFUSALS)
+async def test_bad_invitation_input_is_refused_with_a_typed_error_and_changes_nothing(
+    invitations: Invitations, mutation: str, changes: dict[str, object], expected: dict[str, object]
+) -> None:
+    before = await invitations.state()
+
+    result = await invitations.run(mutation, {**VALID_INVITATIONS[mutation], **changes})
+
+    assert result == expected
+    assert await invitations.state() == before
+
+
+async def test_an_invitation_replayed_with_its_key_is_the_same_invitation(invitations: Invitations) -> None:
+    carol = {"organizationId": OTHER_ORG, "email": "carol@example.com", "roles": ["MEMBER"]}
+    before = await invitations.state()
+
+    replay = await invitations.run("inviteMember", {**carol, "idempotencyKey": "invite-carol"})
+
+    assert replay == {
+        "__typename": "InviteMemberSuccess",
+        "invitation": {"email": "carol@example.com", "roles": ["MEMBER"], "status": "PENDING"},
+    }
+    assert await invitations.state() == before

@@ -1,12 +1,18 @@
-"""Organizations, roles, the shared credit pool and per-member budgets (DESIGN 7)."""
+"""Organizations, roles, invitations, the shared credit pool and per-member budgets (DESIGN 7)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from datetime import timedelta
 from typing import Any
 
+import pytest
+
+from creditline.settings import Settings
 from models.credits import MICRO
-from models.tables import CreditAccount, LedgerEntry
+from models.tables import CreditAccount, Invitation, LedgerEntry, Membership
+from tests.conftest import T0
 from tests.helpers import BALANCE, SPEND, Api, gid
 
 CREATE = """mutation($name: String!) { createOrganization(input: {name: $name}) {
@@ -14,6 +20,25 @@ CREATE = """mutation($name: String!) { createOrganization(input: {name: $name}) 
 ADD = """mutation($org: ID!, $email: String!, $roles: [MemberRole!]!) {
   addMember(input: {organizationId: $org, email: $email, roles: $roles}) {
     __typename ... on AddMemberSuccess { membership { email roles } } ... on Error { message } } }"""
+INVITATION_FIELDS = "id email roles status organizationId organizationName createdAt expiresAt closedAt"
+INVITE = f"""mutation($org: ID!, $email: String!, $roles: [MemberRole!]!, $key: String) {{
+  inviteMember(input: {{organizationId: $org, email: $email, roles: $roles, idempotencyKey: $key}}) {{
+    __typename ... on InviteMemberSuccess {{ invitation {{ {INVITATION_FIELDS} }} }}
+    ... on IdempotencyConflict {{ idempotencyKey }} ... on Error {{ message }} }} }}"""
+ANSWER_REFUSALS = (
+    "... on InvitationExpired { expiresAt } ... on InvitationNotPending { status } ... on Error { message }"
+)
+ACCEPT = f"""mutation($id: ID!) {{ acceptInvitation(input: {{invitationId: $id}}) {{ __typename
+  ... on AcceptInvitationSuccess {{
+    membership {{ email roles organization {{ name }} }} invitation {{ status closedAt }} }}
+  {ANSWER_REFUSALS} }} }}"""
+DECLINE = f"""mutation($id: ID!) {{ declineInvitation(input: {{invitationId: $id}}) {{ __typename
+  ... on DeclineInvitationSuccess {{ invitation {{ status closedAt }} }} {ANSWER_REFUSALS} }} }}"""
+REVOKE = f"""mutation($id: ID!) {{ revokeInvitation(input: {{invitationId: $id}}) {{ __typename
+  ... on RevokeInvitationSuccess {{ invitation {{ status closedAt }} }} {ANSWER_REFUSALS} }} }}"""
+MY_INVITATIONS = "{ me { invitations(first: 10) { edges { node { id organizationName roles status expiresAt } } } } }"
+ORG_INVITATIONS = """query($org: ID!) { node(id: $org) { ... on Organization {
+  invitations(first: 10) { edges { node { email roles status } } } } } }"""
 ROLES = """mutation($org: ID!, $user: ID!, $roles: [MemberRole!]!) {
   setMemberRoles(input: {organizationId: $org, userId: $user, roles: $roles}) {
     __typename ... on SetMemberRolesSuccess { membership { email roles } } ... on Error { message } } }"""
@@ -32,8 +57,24 @@ GRANT = """mutation($account: ID!, $key: String!) { grantCredits(input: {account
   kind: PAID, idempotencyKey: $key}) { __typename } }"""
 
 
+async def invite(api: Api, org: str, email: str, roles: list[str], token: str, key: str | None = None) -> Any:
+    return (await api.data(INVITE, {"org": org, "email": email, "roles": roles, "key": key}, token))["inviteMember"]
+
+
+async def join(api: Api, org: str, email: str, roles: list[str], owner: str, invitee: str) -> None:
+    """``email`` joins ``org`` the only way a user can: the owner invites, the invitee accepts."""
+    invitation = (await invite(api, org, email, roles, owner))["invitation"]
+    accepted = (await api.data(ACCEPT, {"id": invitation["id"]}, invitee))["acceptInvitation"]
+    assert accepted == {
+        "__typename": "AcceptInvitationSuccess",
+        "membership": {"email": email, "roles": roles, "organization": {"name": "Acme"}},
+        "invitation": {"status": "ACCEPTED", "closedAt": api.clock.now().isoformat()},
+    }
+
+
 async def setup_org(api: Api) -> dict[str, Any]:
-    """Acme with an owner, a billing member and a plain member; returns ids and tokens."""
+    """Acme with an owner, a billing member and a plain member (each invited, each accepted); returns ids and
+    tokens."""
     owner_id, owner = await api.user("owner@example.com", bonus=0)
     billing_id, billing = await api.user("billing@example.com", bonus=0)
     member_id, member = await api.user("member@example.com", bonus=5)
@@ -44,12 +85,8 @@ async def setup_org(api: Api) -> dict[str, Any]:
         "__typename": "CreateOrganizationSuccess",
         "organization": {"id": org["id"], "name": "Acme", "myRoles": ["OWNER"]},
     }
-    for email, roles in (("billing@example.com", ["BILLING"]), ("member@example.com", ["MEMBER"])):
-        added = await api.data(ADD, {"org": org["id"], "email": email, "roles": roles}, owner)
-        assert added["addMember"] == {
-            "__typename": "AddMemberSuccess",
-            "membership": {"email": email, "roles": roles},
-        }
+    await join(api, org["id"], "billing@example.com", ["BILLING"], owner, billing)
+    await join(api, org["id"], "member@example.com", ["MEMBER"], owner, member)
     return {
         "org": org["id"],
         "owner": owner,
@@ -93,17 +130,9 @@ async def test_members_see_the_organization_outsiders_do_not(api: Api) -> None:
 
 async def test_only_owners_manage_members_and_the_last_owner_stays(api: Api) -> None:
     s = await setup_org(api)
-    denied = await api.data(ADD, {"org": s["org"], "email": "outsider@example.com", "roles": ["MEMBER"]}, s["billing"])
-    assert denied["addMember"] == {
-        "__typename": "Forbidden",
-        "message": "This needs the OWNER role in the organization",
-    }
-    again = await api.data(ADD, {"org": s["org"], "email": "member@example.com", "roles": ["MEMBER"]}, s["owner"])
-    assert again["addMember"] == {"__typename": "AlreadyMember", "message": "That user is a member already"}
-    nobody = await api.data(ADD, {"org": s["org"], "email": "nobody@example.com", "roles": ["MEMBER"]}, s["owner"])
-    assert nobody["addMember"] == {"__typename": "NotFound", "message": "No user with that email"}
-    no_roles = await api.data(ADD, {"org": s["org"], "email": "outsider@example.com", "roles": []}, s["owner"])
-    assert no_roles["addMember"] == {"__typename": "ValidationError", "message": "Give at least one role"}
+    denied = await invite(api, s["org"], "outsider@example.com", ["MEMBER"], s["billing"])
+    assert denied == {"__typename": "Forbidden", "message": "This needs the OWNER role in the organization"}
+    assert await Invitation.all().count() == 2  # billing's and member's, both accepted
 
     owner_gid = gid("User", s["owner_id"])
     last = {"__typename": "LastOwner", "message": "An organization must keep at least one owner"}
@@ -226,3 +255,332 @@ async def test_member_budget_caps_pool_spending_under_concurrency(api: Api) -> N
     assert lifted["setMemberBudget"]["membership"]["monthlyBudget"] is None
     after = await api.data(SPEND, spend_input(s, "0.5", "after-lift"), service)
     assert after["spendCredits"]["__typename"] == "SpendCreditsSuccess"
+
+
+# ------------------------------------------------------------------------------------------ invitations
+
+ADMINS_ONLY = {
+    "__typename": "Forbidden",
+    "message": "Adding a member directly needs an admin token: owners invite with inviteMember",
+}
+WEEK = timedelta(days=7)
+
+
+async def membership_state() -> tuple[Any, ...]:
+    """Every membership and invitation, as stored."""
+    return (
+        sorted((m.organization_id, m.user_id, m.roles) for m in await Membership.all()),
+        sorted(
+            (i.id, i.organization_id, i.email, i.roles, i.status, i.expires_at, i.closed_at, i.closed_by_id)
+            for i in await Invitation.all()
+        ),
+    )
+
+
+@pytest.mark.parametrize("who", ["owner", "billing", "member", "outsider"])
+async def test_only_an_admin_adds_a_member_directly(api: Api, who: str) -> None:
+    s = await setup_org(api)
+    before = await membership_state()
+
+    refused = await api.data(ADD, {"org": s["org"], "email": "outsider@example.com", "roles": ["OWNER"]}, s[who])
+
+    assert refused["addMember"] == ADMINS_ONLY
+    assert await membership_state() == before
+
+
+async def test_an_admin_adds_a_member_directly(api: Api) -> None:
+    s = await setup_org(api)
+    admin = await api.admin()
+    variables = {"org": s["org"], "email": "outsider@example.com", "roles": ["MEMBER"]}
+
+    added = await api.data(ADD, variables, admin)
+
+    assert added["addMember"] == {
+        "__typename": "AddMemberSuccess",
+        "membership": {"email": "outsider@example.com", "roles": ["MEMBER"]},
+    }
+    before = await membership_state()
+    again = await api.data(ADD, variables, admin)
+    assert again["addMember"] == {"__typename": "AlreadyMember", "message": "That user is a member already"}
+    nobody = await api.data(ADD, {**variables, "email": "nobody@example.com"}, admin)
+    assert nobody["addMember"] == {"__typename": "NotFound", "message": "No user with that email"}
+    no_roles = await api.data(ADD, {**variables, "email": "member@example.com", "roles": []}, admin)
+    assert no_roles["addMember"] == {"__typename": "ValidationError", "message": "Give at least one role"}
+    assert await membership_state() == before
+
+
+def expected_invitation(invitation: dict[str, Any], org: str, email: str, roles: list[str]) -> dict[str, Any]:
+    return {
+        "id": invitation["id"],
+        "email": email,
+        "roles": roles,
+        "status": "PENDING",
+        "organizationId": org,
+        "organizationName": "Acme",
+        "createdAt": T0.isoformat(),
+        "expiresAt": (T0 + WEEK).isoformat(),
+        "closedAt": None,
+    }
+
+
+async def test_an_invitee_sees_an_invitation_and_accepting_it_makes_them_a_member_with_its_roles(api: Api) -> None:
+    s = await setup_org(api)
+
+    sent = await invite(api, s["org"], "Outsider@Example.com ", ["BILLING", "MEMBER"], s["owner"])
+
+    invitation = sent["invitation"]
+    assert sent == {
+        "__typename": "InviteMemberSuccess",
+        "invitation": expected_invitation(invitation, s["org"], "outsider@example.com", ["BILLING", "MEMBER"]),
+    }
+    mine = {"id": invitation["id"], "organizationName": "Acme", "roles": ["BILLING", "MEMBER"], "status": "PENDING"}
+    seen = await api.data(MY_INVITATIONS, token=s["outsider"])
+    assert seen == {"me": {"invitations": {"edges": [{"node": {**mine, "expiresAt": (T0 + WEEK).isoformat()}}]}}}
+    listed = {"email": "outsider@example.com", "roles": ["BILLING", "MEMBER"], "status": "PENDING"}
+    pending = {"node": {"invitations": {"edges": [{"node": listed}]}}}
+    assert await api.data(ORG_INVITATIONS, {"org": s["org"]}, s["owner"]) == pending
+    node = "query($id: ID!) { node(id: $id) { ... on Invitation { email status } } }"
+    for token in (s["outsider"], s["owner"]):
+        looked_up = await api.data(node, {"id": invitation["id"]}, token)
+        assert looked_up == {"node": {"email": "outsider@example.com", "status": "PENDING"}}
+    for token in (s["billing"], s["member"]):
+        assert await api.data(node, {"id": invitation["id"]}, token) == {"node": None}
+    # Not a member yet: inviting grants nothing.
+    assert await api.data(MEMBERS, {"org": s["org"]}, s["outsider"]) == {"node": None}
+
+    api.clock.advance(WEEK - timedelta(seconds=1))
+    accepted = await api.data(ACCEPT, {"id": invitation["id"]}, s["outsider"])
+
+    assert accepted["acceptInvitation"] == {
+        "__typename": "AcceptInvitationSuccess",
+        "membership": {
+            "email": "outsider@example.com",
+            "roles": ["BILLING", "MEMBER"],
+            "organization": {"name": "Acme"},
+        },
+        "invitation": {"status": "ACCEPTED", "closedAt": api.clock.now().isoformat()},
+    }
+    members = await api.data(MEMBERS, {"org": s["org"]}, s["outsider"])
+    assert members["node"]["myRoles"] == ["BILLING", "MEMBER"]
+    assert members["node"]["members"][-1] == {"email": "outsider@example.com", "roles": ["BILLING", "MEMBER"]}
+    assert await api.data(MY_INVITATIONS, token=s["outsider"]) == {"me": {"invitations": {"edges": []}}}
+    assert await api.data(ORG_INVITATIONS, {"org": s["org"]}, s["owner"]) == {"node": {"invitations": {"edges": []}}}
+
+    before = await membership_state()
+    again = await api.data(ACCEPT, {"id": invitation["id"]}, s["outsider"])
+    assert again["acceptInvitation"] == {
+        "__typename": "InvitationNotPending",
+        "message": "This invitation was accepted already",
+        "status": "ACCEPTED",
+    }
+    assert await membership_state() == before
+
+
+async def test_a_declined_invitation_grants_nothing(api: Api) -> None:
+    s = await setup_org(api)
+    invitation = (await invite(api, s["org"], "outsider@example.com", ["OWNER"], s["owner"]))["invitation"]
+
+    declined = await api.data(DECLINE, {"id": invitation["id"]}, s["outsider"])
+
+    assert declined["declineInvitation"] == {
+        "__typename": "DeclineInvitationSuccess",
+        "invitation": {"status": "DECLINED", "closedAt": T0.isoformat()},
+    }
+    assert await api.data(MEMBERS, {"org": s["org"]}, s["outsider"]) == {"node": None}
+    assert await api.data(MY_INVITATIONS, token=s["outsider"]) == {"me": {"invitations": {"edges": []}}}
+    before = await membership_state()
+    accepted = await api.data(ACCEPT, {"id": invitation["id"]}, s["outsider"])
+    assert accepted["acceptInvitation"] == {
+        "__typename": "InvitationNotPending",
+        "message": "This invitation was declined already",
+        "status": "DECLINED",
+    }
+    assert await membership_state() == before
+    # Declined, it no longer stands in the way of a new invitation.
+    assert (await invite(api, s["org"], "outsider@example.com", ["MEMBER"], s["owner"]))["__typename"] == (
+        "InviteMemberSuccess"
+    )
+
+
+async def test_an_owner_revokes_an_invitation_and_it_can_no_longer_be_accepted(api: Api) -> None:
+    s = await setup_org(api)
+    invitation = (await invite(api, s["org"], "outsider@example.com", ["MEMBER"], s["owner"]))["invitation"]
+    before = await membership_state()
+    for who, refusal in (
+        ("billing", {"__typename": "Forbidden", "message": "This needs the OWNER role in the organization"}),
+        ("outsider", {"__typename": "NotFound", "message": "Invitation not found"}),
+    ):
+        refused = await api.data(REVOKE, {"id": invitation["id"]}, s[who])
+        assert refused["revokeInvitation"] == refusal, who
+    not_theirs = await api.data(ACCEPT, {"id": invitation["id"]}, s["member"])
+    assert not_theirs["acceptInvitation"] == {"__typename": "NotFound", "message": "Invitation not found"}
+    assert await membership_state() == before
+
+    revoked = await api.data(REVOKE, {"id": invitation["id"]}, s["owner"])
+
+    assert revoked["revokeInvitation"] == {
+        "__typename": "RevokeInvitationSuccess",
+        "invitation": {"status": "REVOKED", "closedAt": T0.isoformat()},
+    }
+    assert await api.data(MY_INVITATIONS, token=s["outsider"]) == {"me": {"invitations": {"edges": []}}}
+    assert await api.data(ORG_INVITATIONS, {"org": s["org"]}, s["owner"]) == {"node": {"invitations": {"edges": []}}}
+    after = await membership_state()
+    not_pending = {
+        "__typename": "InvitationNotPending",
+        "message": "This invitation was revoked already",
+        "status": "REVOKED",
+    }
+    assert (await api.data(ACCEPT, {"id": invitation["id"]}, s["outsider"]))["acceptInvitation"] == not_pending
+    assert (await api.data(DECLINE, {"id": invitation["id"]}, s["outsider"]))["declineInvitation"] == not_pending
+    assert (await api.data(REVOKE, {"id": invitation["id"]}, s["owner"]))["revokeInvitation"] == not_pending
+    assert await membership_state() == after
+
+
+async def test_an_expired_invitation_cannot_be_answered_or_revoked(api: Api) -> None:
+    s = await setup_org(api)
+    invitation = (await invite(api, s["org"], "outsider@example.com", ["MEMBER"], s["owner"]))["invitation"]
+    node = "query($id: ID!) { node(id: $id) { ... on Invitation { status expiresAt } } }"
+
+    api.clock.advance(WEEK)
+
+    assert await api.data(node, {"id": invitation["id"]}, s["outsider"]) == {
+        "node": {"status": "EXPIRED", "expiresAt": (T0 + WEEK).isoformat()}
+    }
+    assert await api.data(MY_INVITATIONS, token=s["outsider"]) == {"me": {"invitations": {"edges": []}}}
+    assert await api.data(ORG_INVITATIONS, {"org": s["org"]}, s["owner"]) == {"node": {"invitations": {"edges": []}}}
+    before = await membership_state()
+    expired = {
+        "__typename": "InvitationExpired",
+        "message": "This invitation has expired: ask for a new one",
+        "expiresAt": (T0 + WEEK).isoformat(),
+    }
+    assert (await api.data(ACCEPT, {"id": invitation["id"]}, s["outsider"]))["acceptInvitation"] == expired
+    assert (await api.data(DECLINE, {"id": invitation["id"]}, s["outsider"]))["declineInvitation"] == expired
+    assert (await api.data(REVOKE, {"id": invitation["id"]}, s["owner"]))["revokeInvitation"] == expired
+    assert await membership_state() == before
+    assert await api.data(MEMBERS, {"org": s["org"]}, s["outsider"]) == {"node": None}
+    # An expired invitation does not stand in the way of a new one.
+    renewed = await invite(api, s["org"], "outsider@example.com", ["MEMBER"], s["owner"])
+    assert renewed["invitation"]["expiresAt"] == (T0 + 2 * WEEK).isoformat()
+
+
+def test_the_invitation_lifetime_is_a_setting() -> None:
+    assert Settings.from_env({}).invitation_days == 7
+    assert Settings.from_env({"CREDITLINE_INVITATION_DAYS": "2"}).invitation_days == 2
+    with pytest.raises(SystemExit, match="CREDITLINE_INVITATION_DAYS must be a positive whole number, got 0"):
+        Settings.from_env({"CREDITLINE_INVITATION_DAYS": "0"})
+
+
+def statements(records: list[logging.LogRecord]) -> list[str]:
+    """The SQL the database was sent, without the values bound to it."""
+    return [str(record.args[0]) for record in records if isinstance(record.args, tuple) and record.args]
+
+
+async def test_an_invitation_says_nothing_about_whether_the_email_is_registered(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same answer, and the same statements to the database, for a registered and an unknown email: neither
+    the response nor its timing tells the owner who has an account."""
+    s = await setup_org(api)
+    answers: dict[str, Any] = {}
+    sent: dict[str, list[str]] = {}
+    for email in ("outsider@example.com", "nobody@example.com"):
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="tortoise.db_client"):
+            answers[email] = await invite(api, s["org"], email, ["OWNER"], s["owner"])
+        sent[email] = statements([r for r in caplog.records if r.name == "tortoise.db_client"])
+
+    registered, unknown = answers["outsider@example.com"], answers["nobody@example.com"]
+    assert registered == {
+        "__typename": "InviteMemberSuccess",
+        "invitation": expected_invitation(registered["invitation"], s["org"], "outsider@example.com", ["OWNER"]),
+    }
+    assert unknown == {
+        "__typename": "InviteMemberSuccess",
+        "invitation": expected_invitation(unknown["invitation"], s["org"], "nobody@example.com", ["OWNER"]),
+    }
+    assert sent["outsider@example.com"] == sent["nobody@example.com"]
+    writes = [
+        sql for sql in sent["nobody@example.com"] if sql.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))
+    ]
+    assert len(writes) == 1, writes
+    assert "invitations" in writes[0], writes
+    # Nobody was added anywhere: the registered invitee too must still say yes.
+    assert await api.data(MEMBERS, {"org": s["org"]}, s["outsider"]) == {"node": None}
+
+
+async def test_an_invitation_to_an_unregistered_email_waits_for_the_user_who_registers_it(api: Api) -> None:
+    s = await setup_org(api)
+    invitation = (await invite(api, s["org"], "later@example.com", ["MEMBER"], s["owner"]))["invitation"]
+    api.clock.advance(timedelta(days=1))
+
+    _, later = await api.user("later@example.com", bonus=0)
+
+    seen = await api.data(MY_INVITATIONS, token=later)
+    assert [edge["node"]["id"] for edge in seen["me"]["invitations"]["edges"]] == [invitation["id"]]
+    accepted = await api.data(ACCEPT, {"id": invitation["id"]}, later)
+    assert accepted["acceptInvitation"]["membership"] == {
+        "email": "later@example.com",
+        "roles": ["MEMBER"],
+        "organization": {"name": "Acme"},
+    }
+
+
+async def test_invitation_refusals_change_nothing(api: Api) -> None:
+    s = await setup_org(api)
+    first = await invite(api, s["org"], "outsider@example.com", ["MEMBER"], s["owner"], key="invite-outsider")
+    before = await membership_state()
+
+    replay = await invite(api, s["org"], "outsider@example.com", ["MEMBER"], s["owner"], key="invite-outsider")
+    assert replay == first
+    cases = [
+        (("member@example.com", ["OWNER"], None), {
+            "__typename": "AlreadyMember", "message": "That user is a member already",
+        }),
+        (("OUTSIDER@example.com", ["OWNER"], None), {
+            "__typename": "AlreadyInvited",
+            "message": "That email has a pending invitation to this organization: revoke it to invite again",
+        }),
+        (("nobody@example.com", ["MEMBER"], "invite-outsider"), {
+            "__typename": "IdempotencyConflict",
+            "message": "This idempotencyKey was already used with a different request",
+            "idempotencyKey": "invite-outsider",
+        }),
+        (("nobody@example.com", [], None), {"__typename": "ValidationError", "message": "Give at least one role"}),
+        (("not-an-email", ["MEMBER"], None), {
+            "__typename": "ValidationError", "message": "email must be an email address, e.g. ada@example.com",
+        }),
+    ]  # fmt: skip
+    for (email, roles, key), expected in cases:
+        assert await invite(api, s["org"], email, roles, s["owner"], key) == expected, email
+    service = await api.service()
+    for token in (service, s["member"]):
+        refused = await invite(api, s["org"], "nobody@example.com", ["MEMBER"], token)
+        assert refused == {"__typename": "Forbidden", "message": "This needs the OWNER role in the organization"}
+    as_service = await api.data(ACCEPT, {"id": first["invitation"]["id"]}, service)
+    assert as_service["acceptInvitation"] == {
+        "__typename": "Forbidden",
+        "message": "Accepting an invitation needs the invitee's user token",
+    }
+    assert await membership_state() == before
+
+
+async def test_an_accept_and_a_revoke_at_once_leave_one_answer(api: Api) -> None:
+    s = await setup_org(api)
+    invitation = (await invite(api, s["org"], "outsider@example.com", ["MEMBER"], s["owner"]))["invitation"]
+
+    accepted, revoked = await asyncio.gather(
+        api.data(ACCEPT, {"id": invitation["id"]}, s["outsider"]),
+        api.data(REVOKE, {"id": invitation["id"]}, s["owner"]),
+    )
+
+    outcomes = (accepted["acceptInvitation"]["__typename"], revoked["revokeInvitation"]["__typename"])
+    assert outcomes in (
+        ("AcceptInvitationSuccess", "InvitationNotPending"),
+        ("InvitationNotPending", "RevokeInvitationSuccess"),
+    )
+    row = await Invitation.get(email="outsider@example.com")
+    member = await Membership.exists(user_id=s["outsider_id"])
+    assert (row.status, member) == (
+        ("ACCEPTED", True) if outcomes[0] == "AcceptInvitationSuccess" else ("REVOKED", False)
+    )

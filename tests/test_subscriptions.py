@@ -396,3 +396,49 @@ async def test_billing_members_watch_their_organizations_pool(live: Live) -> Non
     finally:
         await billing.close()
         await member.close()
+
+
+@pytest.mark.parametrize(
+    ("scopes", "errors"),
+    [
+        (("balance:read",), [("This needs a service token with the 'billing:read' scope", "FORBIDDEN")]),
+        (("billing:read",), [("You may not watch this account", "FORBIDDEN")]),
+    ],
+    ids=["balance-read", "billing-read"],
+)
+async def test_a_service_watches_a_balance_with_balance_read_and_its_billing_with_billing_read(
+    live: Live, scopes: tuple[str, ...], errors: list[tuple[str, str]]
+) -> None:
+    """Issue 9, point 9: the events carry the balance (balance:read); payments under them need billing:read."""
+    await live.api.user("ada@example.com", bonus=10)
+    reader = await live.api.service("reader", scopes=scopes)
+    ws = await connect(live, reader)
+    watch = """subscription($id: ID) { balanceChanged(accountId: $id) {
+      reason balance { total } account { transactions(first: 1) { edges { node { id } } } } } }"""
+    try:
+        subscribe = {"query": watch, "variables": {"id": gid("CreditAccount", 1)}}
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": subscribe}))
+        message = await receive(ws)
+        assert message["type"] == "next"
+        assert message["payload"]["data"] is None
+        assert [(e["message"], e["extensions"]["code"]) for e in message["payload"]["errors"]] == errors
+        if scopes == ("balance:read",):
+            await ws.send(json.dumps({"id": "1", "type": "complete"}))
+            plain = {"query": WATCH, "variables": {"id": gid("CreditAccount", 1)}}
+            await ws.send(json.dumps({"id": "2", "type": "subscribe", "payload": plain}))
+            snapshot = await receive(ws)
+            while snapshot["id"] != "2":  # the first subscription may still be ending
+                snapshot = await receive(ws)
+            assert snapshot["payload"] == {
+                "data": {
+                    "balanceChanged": {
+                        "delta": "0",
+                        "reason": "SNAPSHOT",
+                        "version": 1,
+                        "balance": {"total": "10", "free": "10", "held": "0", "available": "10"},
+                        "account": {"id": gid("CreditAccount", 1), "balance": {"total": "10"}},
+                    }
+                }
+            }
+    finally:
+        await ws.close()

@@ -1,35 +1,61 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import timedelta
 
 from strawberry.types import Info
 
 from models import organizations
+from models.ledger import IdempotencyKey
+from models.tables import Invitation as InvitationRow
 from models.tables import MemberRole
 from models.tables import Membership as MembershipRow
 from models.tables import Organization as OrganizationRow
 from models.tables import User as UserRow
 from resolvers.context import Context
 from resolvers.ids import decode_id
-from resolvers.permissions import BILLING_ROLES, principal, roles_in
-from resolvers.validation import check_positive, check_text
-from schema.errors import AlreadyMember, Forbidden, LastOwner, NotFound, ValidationError
+from resolvers.mutations._common import conflict
+from resolvers.permissions import BILLING_ROLES, principal, require_admin, roles_in
+from resolvers.validation import check_key, check_positive, check_text, first_error
+from schema.errors import (
+    AlreadyInvited,
+    AlreadyMember,
+    Forbidden,
+    InvitationExpired,
+    InvitationNotPending,
+    LastOwner,
+    NotFound,
+    ValidationError,
+)
+from schema.invitations import Invitation
 from schema.mutations.organizations import (
+    AcceptInvitationInput,
+    AcceptInvitationResult,
+    AcceptInvitationSuccess,
     AddMemberInput,
     AddMemberResult,
     AddMemberSuccess,
     CreateOrganizationInput,
     CreateOrganizationResult,
     CreateOrganizationSuccess,
+    DeclineInvitationInput,
+    DeclineInvitationResult,
+    DeclineInvitationSuccess,
     EnableCreditPoolInput,
     EnableCreditPoolResult,
     EnableCreditPoolSuccess,
+    InviteMemberInput,
+    InviteMemberResult,
+    InviteMemberSuccess,
     LeaveOrganizationInput,
     LeaveOrganizationResult,
     LeaveOrganizationSuccess,
     RemoveMemberInput,
     RemoveMemberResult,
     RemoveMemberSuccess,
+    RevokeInvitationInput,
+    RevokeInvitationResult,
+    RevokeInvitationSuccess,
     SetMemberBudgetInput,
     SetMemberBudgetResult,
     SetMemberBudgetSuccess,
@@ -41,6 +67,9 @@ from schema.types import CreditAccount, Membership, Organization
 
 ORG_NOT_FOUND = "Organization not found"
 LAST_OWNER = "An organization must keep at least one owner"
+ADMINS_ONLY_ADD = "Adding a member directly needs an admin token: owners invite with inviteMember"
+INVITATION_NOT_FOUND = "Invitation not found"
+MAX_EMAIL = 320
 
 
 async def _organization(organization_id: str) -> OrganizationRow | NotFound:
@@ -75,11 +104,12 @@ async def create_organization(info: Info[Context, None], input: CreateOrganizati
 
 
 async def add_member(info: Info[Context, None], input: AddMemberInput) -> AddMemberResult:
+    """Add a user at once, without asking them: admins only (owners invite, and the invitee consents)."""
+    if require_admin(info) is not None:
+        return Forbidden(message=ADMINS_ONLY_ADD)
     org = await _organization(input.organization_id)
     if isinstance(org, NotFound):
         return org
-    if denied := await _require(info, org, frozenset({MemberRole.OWNER})):
-        return denied
     if invalid := _check_roles(input.roles):
         return invalid
     user = await UserRow.filter(email=input.email.strip().lower()).first()
@@ -188,3 +218,130 @@ async def set_member_budget(info: Info[Context, None], input: SetMemberBudgetInp
         return NotFound(message=str(exc))
     membership = await MembershipRow.get(organization_id=org.id, user_id=member)
     return SetMemberBudgetSuccess(membership=Membership.of(membership))
+
+
+# Invitations (issue 9, point 8).
+
+
+def _normalized_email(email: str) -> str | ValidationError:
+    """The email as users' emails are stored (trimmed, lower case), or why it is not one."""
+    if invalid := check_text(email, "email", MAX_EMAIL):
+        return invalid
+    address = email.strip().lower()
+    local, at, domain = address.partition("@")
+    if not at or not local or not domain or "@" in domain or any(char.isspace() for char in address):
+        return ValidationError(message="email must be an email address, e.g. ada@example.com", field="email")
+    return address
+
+
+async def invite_member(info: Info[Context, None], input: InviteMemberInput) -> InviteMemberResult:
+    org = await _organization(input.organization_id)
+    if isinstance(org, NotFound):
+        return org
+    if denied := await _require(info, org, frozenset({MemberRole.OWNER})):
+        return denied
+    email = _normalized_email(input.email)
+    if isinstance(email, ValidationError):
+        return email
+    key = input.idempotency_key
+    if invalid := first_error(_check_roles(input.roles), None if key is None else check_key(key)):
+        return invalid
+    who = principal(info)
+    request = {"organization": org.id, "email": email, "roles": organizations.roles_text(input.roles)}
+    fingerprint = IdempotencyKey.for_request(who.idempotency_scope, key or "", "inviteMember", request).fingerprint
+    now = info.context.now()
+    try:
+        invitation = await organizations.invite(
+            org.id,
+            email,
+            input.roles,
+            actor_id=who.user_id,
+            scope=who.idempotency_scope,
+            key=key,
+            request_hash=fingerprint,
+            now=now,
+            lifetime=timedelta(days=info.context.services.settings.invitation_days),
+        )
+    except organizations.NotOwnerError as exc:
+        return Forbidden(message=str(exc))
+    except organizations.AlreadyMemberError as exc:
+        return AlreadyMember(message=str(exc))
+    except organizations.AlreadyInvitedError as exc:
+        return AlreadyInvited(message=str(exc))
+    except organizations.InvitationConflictError:
+        assert key is not None
+        return conflict(key)
+    return InviteMemberSuccess(invitation=Invitation.of(invitation, now))
+
+
+async def _my_invitation(
+    info: Info[Context, None], invitation_id: str, action: str
+) -> InvitationRow | Forbidden | NotFound:
+    """An invitation addressed to the caller's email (matched now: it may predate their account)."""
+    who = principal(info)
+    if who.user_id is None:
+        return Forbidden(message=f"{action} an invitation needs the invitee's user token")
+    pk = decode_id(invitation_id, "Invitation")
+    user = await info.context.loaders.user.load(who.user_id)
+    assert user is not None
+    invitation = None if pk is None else await InvitationRow.filter(id=pk, email=user.email.lower()).first()
+    return NotFound(message=INVITATION_NOT_FOUND) if invitation is None else invitation
+
+
+def _refusal(exc: organizations.OrganizationError) -> InvitationExpired | InvitationNotPending:
+    if isinstance(exc, organizations.InvitationExpiredError):
+        return InvitationExpired(message=str(exc), expires_at=exc.expires_at)
+    assert isinstance(exc, organizations.InvitationNotPendingError)
+    return InvitationNotPending(message=str(exc), status=exc.status.value)
+
+
+async def accept_invitation(info: Info[Context, None], input: AcceptInvitationInput) -> AcceptInvitationResult:
+    invitation = await _my_invitation(info, input.invitation_id, "Accepting")
+    if not isinstance(invitation, InvitationRow):
+        return invitation
+    user_id = principal(info).user_id
+    assert user_id is not None
+    now = info.context.now()
+    try:
+        membership, accepted = await organizations.accept_invitation(invitation, user_id, now)
+    except (organizations.InvitationExpiredError, organizations.InvitationNotPendingError) as exc:
+        return _refusal(exc)
+    except organizations.AlreadyMemberError:
+        return AlreadyMember(message="You are a member of this organization already")
+    return AcceptInvitationSuccess(membership=Membership.of(membership), invitation=Invitation.of(accepted, now))
+
+
+async def decline_invitation(info: Info[Context, None], input: DeclineInvitationInput) -> DeclineInvitationResult:
+    invitation = await _my_invitation(info, input.invitation_id, "Declining")
+    if not isinstance(invitation, InvitationRow):
+        return invitation
+    user_id = principal(info).user_id
+    assert user_id is not None
+    now = info.context.now()
+    try:
+        declined = await organizations.decline_invitation(invitation, user_id, now)
+    except (organizations.InvitationExpiredError, organizations.InvitationNotPendingError) as exc:
+        return _refusal(exc)
+    return DeclineInvitationSuccess(invitation=Invitation.of(declined, now))
+
+
+async def revoke_invitation(info: Info[Context, None], input: RevokeInvitationInput) -> RevokeInvitationResult:
+    who = principal(info)
+    if who.user_id is None and not who.is_admin:
+        return Forbidden(message="Revoking an invitation needs an OWNER's user token or an admin token")
+    pk = decode_id(input.invitation_id, "Invitation")
+    invitation = None if pk is None else await InvitationRow.filter(id=pk).first()
+    roles = None if invitation is None else await roles_in(info, invitation.organization_id)
+    # Another organization's invitation is as unknown as a missing one.
+    if invitation is None or roles is None:
+        return NotFound(message=INVITATION_NOT_FOUND)
+    if MemberRole.OWNER not in roles:
+        return Forbidden(message="This needs the OWNER role in the organization")
+    now = info.context.now()
+    try:
+        revoked = await organizations.revoke_invitation(invitation, who.user_id, now)
+    except organizations.NotOwnerError as exc:
+        return Forbidden(message=str(exc))
+    except (organizations.InvitationExpiredError, organizations.InvitationNotPendingError) as exc:
+        return _refusal(exc)
+    return RevokeInvitationSuccess(invitation=Invitation.of(revoked, now))

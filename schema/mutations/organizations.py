@@ -5,7 +5,18 @@ from typing import Annotated
 import strawberry
 
 from models.tables import MemberRole
-from schema.errors import AlreadyMember, Forbidden, LastOwner, NotFound, ValidationError
+from schema.errors import (
+    AlreadyInvited,
+    AlreadyMember,
+    Forbidden,
+    IdempotencyConflict,
+    InvitationExpired,
+    InvitationNotPending,
+    LastOwner,
+    NotFound,
+    ValidationError,
+)
+from schema.invitations import Invitation
 from schema.scalars import Credits
 from schema.types import CreditAccount, Membership, Organization
 
@@ -25,7 +36,9 @@ CreateOrganizationResult = Annotated[
 ]
 
 
-@strawberry.input(description="Add an existing user by email. OWNER only.")
+@strawberry.input(
+    description="Add an existing user by email at once. Admin tokens only: owners invite with inviteMember."
+)
 class AddMemberInput:
     organization_id: strawberry.ID
     email: str
@@ -39,6 +52,79 @@ class AddMemberSuccess:
 
 AddMemberResult = Annotated[
     AddMemberSuccess | AlreadyMember | ValidationError | Forbidden | NotFound, strawberry.union("AddMemberResult")
+]
+
+
+@strawberry.input(
+    description="Invite an email to join with these roles. OWNER (or admin) only. The answer is the same whether"
+    " or not someone has registered the email; the invitation waits for them until it expires."
+)
+class InviteMemberInput:
+    organization_id: strawberry.ID
+    email: str
+    roles: list[MemberRole]
+    idempotency_key: str | None = strawberry.field(
+        default=None, description="Sending the same invitation again with the same key returns it unchanged"
+    )
+
+
+@strawberry.type
+class InviteMemberSuccess:
+    invitation: Invitation
+
+
+InviteMemberResult = Annotated[
+    InviteMemberSuccess | AlreadyMember | AlreadyInvited | IdempotencyConflict | ValidationError | Forbidden | NotFound,
+    strawberry.union("InviteMemberResult"),
+]
+
+
+@strawberry.input(description="Join with the invited roles. The invitee's user token only.")
+class AcceptInvitationInput:
+    invitation_id: strawberry.ID
+
+
+@strawberry.type
+class AcceptInvitationSuccess:
+    membership: Membership
+    invitation: Invitation
+
+
+AcceptInvitationResult = Annotated[
+    AcceptInvitationSuccess | InvitationExpired | InvitationNotPending | AlreadyMember | Forbidden | NotFound,
+    strawberry.union("AcceptInvitationResult"),
+]
+
+
+@strawberry.input(description="Say no to an invitation. The invitee's user token only.")
+class DeclineInvitationInput:
+    invitation_id: strawberry.ID
+
+
+@strawberry.type
+class DeclineInvitationSuccess:
+    invitation: Invitation
+
+
+DeclineInvitationResult = Annotated[
+    DeclineInvitationSuccess | InvitationExpired | InvitationNotPending | Forbidden | NotFound,
+    strawberry.union("DeclineInvitationResult"),
+]
+
+
+@strawberry.input(description="Withdraw a pending invitation. OWNER (or admin) only.")
+class RevokeInvitationInput:
+    invitation_id: strawberry.ID
+
+
+@strawberry.type
+class RevokeInvitationSuccess:
+    invitation: Invitation
+
+
+RevokeInvitationResult = Annotated[
+    RevokeInvitationSuccess | InvitationExpired | InvitationNotPending | Forbidden | NotFound,
+    strawberry.union("RevokeInvitationResult"),
 ]
 
 
