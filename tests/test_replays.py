@@ -4,13 +4,32 @@ for refusals too (a key is never evaluated again against newer state)."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import httpx
 
 from creditline.app import create_app
-from models.tables import CreditAccount, Hold, IdempotencyRecord, LedgerEntry, UsageEvent
+from gateway.base import Card, Charge
+from gateway.sandbox import SandboxGateway
+from models.ledger import IdempotencyKey
+from models.payments import Price, start_top_up
+from models.tables import (
+    CreditAccount,
+    CreditLot,
+    Hold,
+    IdempotencyRecord,
+    Invoice,
+    LedgerEntry,
+    Subscription,
+    Transaction,
+    TransactionType,
+    UsageEvent,
+)
 from tests.helpers import SPEND, Api, gid
+from tests.test_billing_subscriptions import ADD_CARD, SUBSCRIBE, subscribe_input
+from tests.test_payments import TOP_UP, top_up
 
 HOLD = """mutation($input: HoldCreditsInput!) { holdCredits(input: $input) {
   __typename ... on HoldCreditsSuccess { hold { id status amount } balance { total held available } }
@@ -213,3 +232,175 @@ async def test_a_replay_after_a_restart_answers_the_same(api: Api) -> None:
         assert await again.data(CAPTURE, capture, service) == first_capture
         assert await again.data(SPEND, spend, service) == first_spend
     assert await ledger_state(account.id) == before
+
+
+# ------------------------------------------------------------------------------ payments: topUp, subscribe
+
+
+class GatedGateway(SandboxGateway):
+    """The sandbox, except that a charge waits until the test opens the gate: a first call that is still
+    charging when its resend arrives. Counts charges and saved cards."""
+
+    def __init__(self) -> None:
+        self.charging = asyncio.Event()
+        self.gate = asyncio.Event()
+        self.second_card = asyncio.Event()
+        self.charges: list[str] = []
+        self.cards_saved = 0
+
+    async def save_card(self, token: str, *, customer: str | None = None) -> Card:
+        self.cards_saved += 1
+        if self.cards_saved == 2:
+            self.second_card.set()
+        return await super().save_card(token, customer=customer)
+
+    async def charge(
+        self,
+        *,
+        amount: int,
+        currency: str,
+        card: str,
+        idempotency_key: str,
+        description: str,
+        customer: str | None = None,
+        off_session: bool = False,
+    ) -> Charge:
+        self.charges.append(idempotency_key)
+        self.charging.set()
+        await asyncio.wait_for(self.gate.wait(), 10)
+        return await super().charge(
+            amount=amount, currency=currency, card=card, idempotency_key=idempotency_key, description=description
+        )
+
+
+async def payment_counts() -> tuple[int, int, int]:
+    return await Transaction.all().count(), await CreditLot.filter(kind="PAID").count(), await Invoice.all().count()
+
+
+DECLINED = {
+    "topUp": {
+        "__typename": "PaymentDeclined",
+        "message": "The payment failed: Your card was declined.",
+        "reason": "Your card was declined.",
+        "transaction": {"status": "FAILED", "failureReason": "Your card was declined.", "invoice": None},
+    }
+}
+
+
+async def test_a_resend_of_a_declined_top_up_waits_for_the_first_call_and_answers_declined(api: Api) -> None:
+    _, user = await api.user("ada@example.com", bonus=0)
+    api.app.state.services.gateway = gateway = GatedGateway()
+    request = top_up("20", "declined", paymentToken="tok_chargeDeclined")
+
+    first = asyncio.create_task(api.data(TOP_UP, request, user))
+    await asyncio.wait_for(gateway.charging.wait(), 5)  # the PENDING payment is written, its charge under way
+    resend = asyncio.create_task(api.data(TOP_UP, request, user))
+    await asyncio.wait_for(gateway.second_card.wait(), 5)  # the resend is past its checks: it finds the payment next
+    await asyncio.sleep(0.2)
+    assert not resend.done()  # it waits for the first call's outcome instead of answering PENDING
+    gateway.gate.set()
+
+    assert await first == DECLINED
+    assert await resend == DECLINED
+    assert gateway.charges == ["creditline-transaction-1"]
+    assert await payment_counts() == (1, 0, 0)
+
+
+async def test_concurrent_resends_of_declined_top_ups_all_answer_declined(api: Api) -> None:
+    _, user = await api.user("ada@example.com", bonus=0)
+    requests = [top_up("20", f"declined-{n}", paymentToken="tok_chargeDeclined") for n in range(10)]
+
+    pairs = await asyncio.gather(
+        *(asyncio.gather(api.data(TOP_UP, r, user), api.data(TOP_UP, r, user)) for r in requests)
+    )
+
+    assert [list(pair) for pair in pairs] == [[DECLINED, DECLINED]] * 10
+    assert await payment_counts() == (10, 0, 0)
+
+
+async def test_a_resend_whose_first_call_is_still_charging_after_the_bound_is_told_to_send_again(
+    api: Api,
+) -> None:
+    _, user = await api.user("ada@example.com", bonus=0)
+    app = create_app(
+        replace(api.settings, replay_wait_seconds=1), clock=api.clock, manage_database=False, run_jobs=False
+    )
+    app.state.services.gateway = gateway = GatedGateway()
+    request = top_up("20", "slow", paymentToken="tok_chargeDeclined")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        slow = Api(client, app, api.clock, api.settings)
+        first = asyncio.create_task(slow.data(TOP_UP, request, user))
+        await asyncio.wait_for(gateway.charging.wait(), 5)
+
+        waited = await asyncio.wait_for(slow.data(TOP_UP, request, user), 5)
+
+        assert waited == {
+            "topUp": {
+                "__typename": "PaymentUnavailable",
+                "message": "The first request with this idempotencyKey is still waiting for the payment's outcome:"
+                " send the same request again to get its answer",
+            }
+        }
+        assert not first.done()
+        gateway.gate.set()
+        assert await first == DECLINED
+        assert await slow.data(TOP_UP, request, user) == DECLINED
+    assert gateway.charges == ["creditline-transaction-1"]
+    assert await payment_counts() == (1, 0, 0)
+
+
+async def test_a_resend_of_a_payment_left_pending_long_ago_answers_pending_at_once(api: Api) -> None:
+    user_id, user = await api.user("ada@example.com", bonus=0)
+    account = await CreditAccount.get(user_id=user_id)
+    request = top_up("20", "lost", paymentToken="tok_visa")
+    # The first call wrote the payment and its charge went unanswered (or its process died): PENDING.
+    await start_top_up(
+        account.id,
+        credits=20_000_000,
+        price=Price("USD", 100),
+        gateway="sandbox",
+        payment_method_id=None,
+        card_reference="card_sandbox_tok_visa",
+        kind=TransactionType.TOP_UP,
+        idem=IdempotencyKey.for_request(
+            f"user:{user_id}",
+            "lost",
+            "topUp",
+            {"account": account.id, "credits": 20_000_000, "method": None, "token": "tok_visa"},
+        ),
+        now=api.clock.now(),
+    )
+    api.clock.advance(timedelta(minutes=2))
+
+    answer = await asyncio.wait_for(api.data(TOP_UP, request, user), 2)
+
+    assert answer["topUp"]["__typename"] == "TopUpSuccess"
+    assert answer["topUp"]["transaction"]["status"] == "PENDING"  # the reconcile job finishes it
+    assert await payment_counts() == (1, 0, 0)
+
+
+async def test_a_resend_of_a_declined_subscribe_waits_and_answers_declined(api: Api) -> None:
+    _, user = await api.user("ada@example.com", bonus=0)
+    await api.data(ADD_CARD, {"token": "tok_chargeDeclined"}, user)
+    api.app.state.services.gateway = gateway = GatedGateway()
+    request = subscribe_input(key="declined")
+
+    first = asyncio.create_task(api.data(SUBSCRIBE, request, user))
+    await asyncio.wait_for(gateway.charging.wait(), 5)
+    resend = asyncio.create_task(api.data(SUBSCRIBE, request, user))
+    await asyncio.sleep(0.3)
+    assert not resend.done()
+    gateway.gate.set()
+
+    declined = {
+        "subscribe": {
+            "__typename": "PaymentDeclined",
+            "message": "The payment failed: Your card was declined.",
+            "reason": "Your card was declined.",
+            "transaction": {"type": "SUBSCRIPTION", "status": "FAILED", "failureReason": "Your card was declined."},
+        }
+    }
+    assert await first == declined
+    assert await resend == declined
+    assert len(gateway.charges) == 1
+    assert [s.status for s in await Subscription.all()] == ["CANCELED"]
