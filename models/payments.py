@@ -205,15 +205,15 @@ async def record_failure(
 
 
 async def _issue_invoice(sql: Sql, row: dict[str, Any], account_id: int, description: str, now: datetime) -> None:
-    # The sequence row is locked by its UPDATE until commit: numbers are sequential and without gaps.
-    updated = await sql.fetch(
-        "UPDATE invoice_sequence SET last_number = last_number + 1 WHERE id = 1 RETURNING last_number"
+    # The sequence row is locked by taking a number until commit: numbers are sequential and without gaps.
+    # One upsert, not an update then an insert: migration 0010 seeds the row, and should it be missing,
+    # concurrent first payments must not race to insert it (PostgreSQL makes the loser wait, then update).
+    taken = await sql.fetchrow(
+        "INSERT INTO invoice_sequence (id, last_number) VALUES (1, 1)"
+        " ON CONFLICT (id) DO UPDATE SET last_number = invoice_sequence.last_number + 1 RETURNING last_number"
     )
-    if not updated:
-        await sql.execute("INSERT INTO invoice_sequence (id, last_number) VALUES (1, 1)")
-        number = 1
-    else:
-        number = int(updated[0]["last_number"])
+    assert taken is not None
+    number = int(taken["last_number"])
     credits, amount = int(row["credits"]), int(row["amount"])
     lines = [{"description": description, "quantity": format_credits(credits), "amount": amount}]
     await sql.execute(
