@@ -286,6 +286,34 @@ async def _store_response(sql: Sql, idem: IdempotencyKey, response: dict[str, An
         raise _Replay({})
 
 
+async def stored_refusal(sql: Sql, idem: IdempotencyKey) -> dict[str, Any] | None:
+    """The refusal stored under ``idem`` by an operation whose successes live in a table of their own
+    (``subscribe``, ``refundPayment``). Read under the account lock, in a statement of its own."""
+    row = await sql.fetchrow(
+        "SELECT operation, request_hash, response FROM idempotency_records WHERE scope = $1 AND key = $2",
+        idem.scope,
+        idem.key,
+    )
+    if row is None or row["operation"] != idem.operation:
+        return None  # a key another operation recorded: that operation's own table decides (as before)
+    return _stored_response(idem, row["operation"], row["request_hash"], row["response"])
+
+
+async def store_refusal(sql: Sql, idem: IdempotencyKey, response: dict[str, Any], now: datetime) -> None:
+    """Store a refusal under ``idem`` (the caller commits it and raises the refusal afterwards), so that a
+    replay is refused the same way instead of being evaluated against newer state."""
+    await sql.execute(
+        "INSERT INTO idempotency_records (scope, key, operation, request_hash, response, created_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (scope, key) DO NOTHING",
+        idem.scope,
+        idem.key,
+        idem.operation,
+        idem.fingerprint,
+        json.dumps(response, separators=(",", ":")),
+        now,
+    )
+
+
 async def _read_stored(idem: IdempotencyKey) -> dict[str, Any]:
     async with in_transaction() as conn:
         row = await Sql(conn).fetchrow(

@@ -22,14 +22,16 @@ from models.tables import (
     IdempotencyRecord,
     Invoice,
     LedgerEntry,
+    Refund,
     Subscription,
     Transaction,
     TransactionType,
     UsageEvent,
 )
 from tests.helpers import SPEND, Api, gid
-from tests.test_billing_subscriptions import ADD_CARD, SUBSCRIBE, subscribe_input
+from tests.test_billing_subscriptions import ADD_CARD, CANCEL, SUBSCRIBE, subscribe_input
 from tests.test_payments import TOP_UP, top_up
+from tests.test_refunds import REFUND, paid_customer, refund
 
 HOLD = """mutation($input: HoldCreditsInput!) { holdCredits(input: $input) {
   __typename ... on HoldCreditsSuccess { hold { id status amount } balance { total held available } }
@@ -404,3 +406,55 @@ async def test_a_resend_of_a_declined_subscribe_waits_and_answers_declined(api: 
     assert await resend == declined
     assert len(gateway.charges) == 1
     assert [s.status for s in await Subscription.all()] == ["CANCELED"]
+
+
+# ------------------------------------------------------------------- refusals kept in their own tables
+
+
+async def test_a_refused_refund_is_replayed_as_refused_after_the_payment_changed(api: Api) -> None:
+    _, _, txn = await paid_customer(api, credits="100")
+    admin = await api.admin()
+    too_much = refund(txn, "too-much", amount=150)
+
+    refused = await api.data(REFUND, too_much, admin)
+    assert refused["refundPayment"] == {
+        "__typename": "ValidationError",
+        "message": "At most 100 (minor units) of this payment can be refunded",
+        "field": "amount",
+    }
+    assert (await api.data(REFUND, refund(txn, "all"), admin))["refundPayment"]["__typename"] == (
+        "RefundPaymentSuccess"
+    )
+    before = (await Refund.all().count(), await LedgerEntry.all().count())
+
+    # Evaluated now it would be "refunded in full"; the replay answers what the first call answered.
+    assert await api.data(REFUND, too_much, admin) == refused
+    assert (await Refund.all().count(), await LedgerEntry.all().count()) == before
+
+
+async def test_already_subscribed_is_replayed_as_such_after_that_subscription_ended(api: Api) -> None:
+    _, user = await api.user("ada@example.com", bonus=0)
+    await api.data(ADD_CARD, {"token": "tok_visa"}, user)
+    first = await api.data(SUBSCRIBE, subscribe_input(key="s1"), user)
+    assert first["subscribe"]["__typename"] == "SubscribeSuccess"
+    second = subscribe_input(plan="starter-monthly", key="s2")
+
+    refused = await api.data(SUBSCRIBE, second, user)
+    assert refused["subscribe"] == {
+        "__typename": "AlreadySubscribed",
+        "message": "The account already has a subscription: change its plan instead",
+        "subscription": {"id": first["subscribe"]["subscription"]["id"], "status": "ACTIVE"},
+    }
+    canceled = await api.data(CANCEL, {"input": {"atPeriodEnd": False}}, user)
+    assert canceled["cancelSubscription"]["subscription"]["status"] == "CANCELED"
+    before = await payment_counts()
+
+    again = await api.data(SUBSCRIBE, second, user)  # not a new subscription: the first answer
+
+    assert again["subscribe"] == {
+        "__typename": "AlreadySubscribed",
+        "message": "The account already has a subscription: change its plan instead",
+        "subscription": {"id": first["subscribe"]["subscription"]["id"], "status": "CANCELED"},
+    }
+    assert await payment_counts() == before
+    assert await Subscription.all().count() == 1

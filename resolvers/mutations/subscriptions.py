@@ -116,12 +116,10 @@ async def subscribe(info: Info[Context, None], input: SubscribeInput) -> Subscri
         )
     except IdempotencyConflictError:
         return conflict(input.idempotency_key)
-    except subscriptions.AlreadySubscribedError:
-        live = await subscriptions.live_subscription(account.id)
-        assert live is not None
+    except subscriptions.AlreadySubscribedError as exc:
         return AlreadySubscribed(
             message="The account already has a subscription: change its plan instead",
-            subscription=Subscription.of(live),
+            subscription=Subscription.of(await SubscriptionRow.get(id=exc.subscription_id)),
         )
     if isinstance(gateway, HostedGateway):
         if txn.status == TransactionStatus.PENDING and txn.checkout_url is None:
