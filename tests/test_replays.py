@@ -112,6 +112,42 @@ async def test_concurrent_resends_of_capture_and_release_answer_what_the_first_a
     assert await Hold.filter(status="RELEASED").count() == PAIRS
 
 
+async def test_concurrent_resends_of_hold_and_grant_answer_what_the_first_answered(api: Api) -> None:
+    user_id, _ = await api.user("ada@example.com", bonus=100)
+    account = await CreditAccount.get(user_id=user_id)
+    service, admin = await api.service(), await api.admin()
+
+    def hold(n: int) -> dict[str, Any]:
+        return {
+            "input": {
+                "userId": gid("User", user_id),
+                "agentId": "a",
+                "activity": "answer",
+                "credits": "1",
+                "idempotencyKey": f"hold-{n}",
+            }
+        }
+
+    def grant(n: int) -> dict[str, Any]:
+        target = gid("CreditAccount", account.id)
+        return {"input": {"accountId": target, "credits": "2", "kind": "PAID", "idempotencyKey": f"grant-{n}"}}
+
+    async def pair(query: str, request: dict[str, Any], token: str) -> list[Any]:
+        return list(await asyncio.gather(api.data(query, request, token), api.data(query, request, token)))
+
+    held = await asyncio.gather(*(pair(HOLD, hold(n), service) for n in range(PAIRS)))
+    granted = await asyncio.gather(*(pair(GRANT, grant(n), admin) for n in range(PAIRS)))
+
+    assert all(first["holdCredits"]["__typename"] == "HoldCreditsSuccess" and resend == first for first, resend in held)
+    assert all(
+        first["grantCredits"]["__typename"] == "GrantCreditsSuccess" and resend == first for first, resend in granted
+    )
+    assert len({first["holdCredits"]["hold"]["id"] for first, _ in held}) == PAIRS
+    assert await Hold.all().count() == PAIRS
+    # One hold of 1 and one grant of 2 per key.
+    assert await ledger_state(account.id) == (140_000_000, 20_000_000, 1 + 2 * PAIRS, 0, 2 * PAIRS)
+
+
 async def test_a_refused_capture_is_stored_and_replayed_as_such(api: Api) -> None:
     user_id, _ = await api.user("ada@example.com", bonus=10)
     account = await CreditAccount.get(user_id=user_id)
@@ -221,11 +257,15 @@ async def test_a_replay_after_a_restart_answers_the_same(api: Api) -> None:
             "idempotencyKey": "s",
         }
     }
+    _, user = await api.user("bob@example.com", bonus=0)
+    declined = top_up("20", "declined", paymentToken="tok_chargeDeclined")
     first_capture = await api.data(CAPTURE, capture, service)
     first_spend = await api.data(SPEND, spend, service)
+    first_top_up = await api.data(TOP_UP, declined, user)
     assert first_capture["captureHold"]["__typename"] == "CaptureHoldSuccess"
     assert first_spend["spendCredits"]["__typename"] == "InsufficientCredits"
-    before = await ledger_state(account.id)
+    assert first_top_up == DECLINED
+    before = await ledger_state(account.id), await payment_counts()
 
     # A new application instance (a restarted server) on the same database.
     restarted = create_app(api.settings, clock=api.clock, manage_database=False, run_jobs=False)
@@ -233,7 +273,8 @@ async def test_a_replay_after_a_restart_answers_the_same(api: Api) -> None:
         again = Api(client, restarted, api.clock, api.settings)
         assert await again.data(CAPTURE, capture, service) == first_capture
         assert await again.data(SPEND, spend, service) == first_spend
-    assert await ledger_state(account.id) == before
+        assert await again.data(TOP_UP, declined, user) == first_top_up
+    assert (await ledger_state(account.id), await payment_counts()) == before
 
 
 # ------------------------------------------------------------------------------ payments: topUp, subscribe
