@@ -806,20 +806,21 @@ def _refusal_json(refusal: LedgerError) -> dict[str, Any]:
 
 
 def _raise_if_refused(stored: dict[str, Any]) -> None:
-    """Raise the refusal a stored response records, if it records one."""
+    """Raise the refusal a stored response records, if it records one (not chained to the ``_Replay`` that
+    brought the stored response)."""
     refused = stored.get("refused")
     if refused is None:
         return
     if refused == "insufficient":
-        raise InsufficientCreditsError(int(stored["available"]), int(stored["required"]))
+        raise InsufficientCreditsError(int(stored["available"]), int(stored["required"])) from None
     if refused == "budget":
-        raise _budget_replay(stored)
+        raise _budget_replay(stored) from None
     if refused == "hold_not_active":
-        raise HoldNotActiveError(str(stored["status"]))
+        raise HoldNotActiveError(str(stored["status"])) from None
     if refused == "exceeds_hold":
-        raise ExceedsHoldError(int(stored["amount"]))
+        raise ExceedsHoldError(int(stored["amount"])) from None
     if refused == "balance_limit":
-        raise BalanceLimitError(int(stored["limit"]))
+        raise BalanceLimitError(int(stored["limit"])) from None
     raise ValueError(f"unknown stored refusal {refused!r}")
 
 
