@@ -104,6 +104,10 @@ class Settings:
     # Issue 9, point 8 (membership by invitation).
     invitation_days: int = 7
     """How long an invitation to an organization can be accepted."""
+    # Replays (issue 9, point 12)
+    replay_wait_seconds: int = 10
+    """How long a resent topUp or subscribe waits for the first call with its key to learn the payment's
+    outcome; past it, while that call may still be running, the resend is told to send again."""
 
     @property
     def production(self) -> bool:
@@ -148,6 +152,7 @@ class Settings:
             stripe_api_base=env.get("CREDITLINE_STRIPE_API_BASE", "").rstrip("/"),
             public_url=(env.get("CREDITLINE_PUBLIC_URL") or cls.public_url).rstrip("/"),
             webhook_tolerance_seconds=_int(env, "CREDITLINE_WEBHOOK_TOLERANCE_SECONDS", cls.webhook_tolerance_seconds),
+            replay_wait_seconds=_int(env, "CREDITLINE_REPLAY_WAIT_SECONDS", cls.replay_wait_seconds),
             currency=env.get("CREDITLINE_CURRENCY", cls.currency).upper(),
             price_per_100_credits=_int(env, "CREDITLINE_PRICE_PER_100_CREDITS", cls.price_per_100_credits),
             top_up_min_credits=_int(env, "CREDITLINE_TOP_UP_MIN_CREDITS", cls.top_up_min_credits),

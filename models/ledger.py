@@ -5,8 +5,15 @@ Rules (DESIGN 3-4):
   grant, then the lowest id. A spend larger than the available balance is refused whole.
 - An account's row is locked (PostgreSQL ``FOR UPDATE``; SQLite has a single writer) before anything of it
   is read, so concurrent operations on one account behave as some serial order.
-- The idempotency record is read under that lock and written in the same transaction as the effect, so a
-  replayed key returns the first result and never moves credit twice.
+- The idempotency record is written in the same transaction as the effect, so a replayed key returns the
+  first result and never moves credit twice. A refusal is stored under its key too (the transaction then
+  commits the record alone), so a replay is refused the same way instead of being evaluated again.
+- The record is read in the statement that takes the lock, which answers an ordinary replay in that one
+  round trip. That read is not proof of absence on PostgreSQL: a statement that waited for the lock sees
+  the locked row as the holder left it, but every other row (the record the holder just stored) as it was
+  when the statement began. So every answer, success or refusal, is given only once ``_store_response``
+  has inserted the record: its unique insert sees every committed record, and a conflict rolls the work
+  back and answers with the stored response instead.
 - Nothing is published from here: operations return the balance changes they committed and the caller
   publishes them after the transaction.
 """
@@ -195,7 +202,10 @@ _AUTO_TOP_UP_COLUMNS = (
 async def _lock_account(
     sql: Sql, where: str, arg: int, idem: IdempotencyKey | None
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Lock one account row and, in the same round trip, read any record stored under ``idem``."""
+    """Lock one account row and, in the same round trip, read any record stored under ``idem``.
+
+    A record found is the answer. None found is not final on PostgreSQL (see the module's notes): the
+    operation goes on, and its ``_store_response`` finds the record a concurrent holder of the lock stored."""
     if idem is None:
         row = await sql.fetchrow(
             f"SELECT {_ACCOUNT_COLUMNS} FROM credit_accounts a WHERE a.{where} = $1" + sql.for_update(),
@@ -274,6 +284,34 @@ async def _store_response(sql: Sql, idem: IdempotencyKey, response: dict[str, An
     )
     if not rows:
         raise _Replay({})
+
+
+async def stored_refusal(sql: Sql, idem: IdempotencyKey) -> dict[str, Any] | None:
+    """The refusal stored under ``idem`` by an operation whose successes live in a table of their own
+    (``subscribe``, ``refundPayment``). Read under the account lock, in a statement of its own."""
+    row = await sql.fetchrow(
+        "SELECT operation, request_hash, response FROM idempotency_records WHERE scope = $1 AND key = $2",
+        idem.scope,
+        idem.key,
+    )
+    if row is None or row["operation"] != idem.operation:
+        return None  # a key another operation recorded: that operation's own table decides (as before)
+    return _stored_response(idem, row["operation"], row["request_hash"], row["response"])
+
+
+async def store_refusal(sql: Sql, idem: IdempotencyKey, response: dict[str, Any], now: datetime) -> None:
+    """Store a refusal under ``idem`` (the caller commits it and raises the refusal afterwards), so that a
+    replay is refused the same way instead of being evaluated against newer state."""
+    await sql.execute(
+        "INSERT INTO idempotency_records (scope, key, operation, request_hash, response, created_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (scope, key) DO NOTHING",
+        idem.scope,
+        idem.key,
+        idem.operation,
+        idem.fingerprint,
+        json.dumps(response, separators=(",", ":")),
+        now,
+    )
 
 
 async def _read_stored(idem: IdempotencyKey) -> dict[str, Any]:
@@ -572,13 +610,9 @@ async def _refusal(
         else None
     )
     if budget is not None and (over := _over_budget(budget, credits)) is not None:
-        await _store_response(sql, idem, _budget_json(over), now)
-        return budget, over
+        return budget, await _refuse(sql, idem, over, now)
     if credits > before.available:
-        await _store_response(
-            sql, idem, {"refused": "insufficient", "available": before.available, "required": credits}, now
-        )
-        return budget, InsufficientCreditsError(before.available, credits)
+        return budget, await _refuse(sql, idem, InsufficientCreditsError(before.available, credits), now)
     return budget, None
 
 
@@ -747,6 +781,56 @@ def _budget_replay(stored: dict[str, Any]) -> BudgetExceededError:
     )
 
 
+STORED_REFUSALS: tuple[type[LedgerError], ...] = (
+    InsufficientCreditsError,
+    BudgetExceededError,
+    HoldNotActiveError,
+    ExceedsHoldError,
+    BalanceLimitError,
+)
+"""Refusals that depend on the state at the time of the call: stored under the key and replayed as such."""
+
+
+def _refusal_json(refusal: LedgerError) -> dict[str, Any]:
+    if isinstance(refusal, InsufficientCreditsError):
+        return {"refused": "insufficient", "available": refusal.available, "required": refusal.required}
+    if isinstance(refusal, BudgetExceededError):
+        return _budget_json(refusal)
+    if isinstance(refusal, HoldNotActiveError):
+        return {"refused": "hold_not_active", "status": refusal.status}
+    if isinstance(refusal, ExceedsHoldError):
+        return {"refused": "exceeds_hold", "amount": refusal.amount}
+    if isinstance(refusal, BalanceLimitError):
+        return {"refused": "balance_limit", "limit": refusal.limit}
+    raise TypeError(f"{type(refusal).__name__} is not stored under an idempotency key")
+
+
+def _raise_if_refused(stored: dict[str, Any]) -> None:
+    """Raise the refusal a stored response records, if it records one (not chained to the ``_Replay`` that
+    brought the stored response)."""
+    refused = stored.get("refused")
+    if refused is None:
+        return
+    if refused == "insufficient":
+        raise InsufficientCreditsError(int(stored["available"]), int(stored["required"])) from None
+    if refused == "budget":
+        raise _budget_replay(stored) from None
+    if refused == "hold_not_active":
+        raise HoldNotActiveError(str(stored["status"])) from None
+    if refused == "exceeds_hold":
+        raise ExceedsHoldError(int(stored["amount"])) from None
+    if refused == "balance_limit":
+        raise BalanceLimitError(int(stored["limit"])) from None
+    raise ValueError(f"unknown stored refusal {refused!r}")
+
+
+async def _refuse(sql: Sql, idem: IdempotencyKey, refusal: LedgerError, now: datetime) -> LedgerError:
+    """Store ``refusal`` under the key; the caller lets the transaction commit and raises it afterwards. If a
+    concurrent request with the key stored its answer first, that answer is replayed instead (``_Replay``)."""
+    await _store_response(sql, idem, _refusal_json(refusal), now)
+    return refusal
+
+
 async def _count_pool_spend(sql: Sql, organization_id: int | None, user_id: int, credits: int, now: datetime) -> None:
     await sql.execute(
         "INSERT INTO budget_usage (organization_id, user_id, month, spent) VALUES ($1, $2, $3, $4)"
@@ -769,10 +853,7 @@ def _spend_json(result: SpendResult) -> dict[str, Any]:
 
 
 def _spend_replay(stored: dict[str, Any]) -> SpendResult:
-    if stored.get("refused") == "insufficient":
-        raise InsufficientCreditsError(int(stored["available"]), int(stored["required"]))
-    if stored.get("refused") == "budget":
-        raise _budget_replay(stored)
+    _raise_if_refused(stored)
     return SpendResult(
         int(stored["usage_event_id"]),
         int(stored["credits"]),
@@ -796,21 +877,33 @@ async def grant(
 ) -> GrantResult:
     """Add a lot of ``credits`` micro-credits to an account."""
     assert credits > 0
+    refusal: LedgerError | None = None
     try:
         async with in_transaction() as conn:
             sql = Sql(conn)
             row, stored = await _lock_account(sql, "id", account_id, idem)
             if stored is not None:
                 raise _Replay(stored)
-            result = await grant_locked(sql, row, credits, kind, source, expires_at, reason, now)
-            if idem is not None:
-                await _store_response(sql, idem, {"lot_id": result.lot_id, "balance": result.balance.to_json()}, now)
+            try:
+                result = await grant_locked(sql, row, credits, kind, source, expires_at, reason, now)
+            except BalanceLimitError as exc:
+                if idem is None:
+                    raise
+                refusal = await _refuse(sql, idem, exc, now)
+            else:
+                if idem is not None:
+                    await _store_response(
+                        sql, idem, {"lot_id": result.lot_id, "balance": result.balance.to_json()}, now
+                    )
     except _Replay as replay:
         stored = replay.response
         if not stored:
             assert idem is not None
             stored = await _read_stored(idem)
+        _raise_if_refused(stored)
         return GrantResult(int(stored["lot_id"]), Balance.from_json(stored["balance"]), replayed=True)
+    if refusal is not None:
+        raise refusal
     return result
 
 
@@ -980,10 +1073,7 @@ async def hold(
                 queued = await _queue_auto_top_up(sql, row, after, auto_top_up, now)
     except _Replay as replay:
         stored = replay.response or await _read_stored(idem)
-        if stored.get("refused") == "insufficient":
-            raise InsufficientCreditsError(int(stored["available"]), int(stored["required"])) from None
-        if stored.get("refused") == "budget":
-            raise _budget_replay(stored) from None
+        _raise_if_refused(stored)
         return HoldResult(int(stored["hold_id"]), Balance.from_json(stored["balance"]), replayed=True)
     if refusal is not None:
         raise refusal
@@ -1002,71 +1092,71 @@ async def _hold_account(hold_id: int) -> int:
 async def capture_hold(hold_id: int, *, credits: int | None, idem: IdempotencyKey, now: datetime) -> HoldResult:
     """Spend ``credits`` (default: all) of an active hold; the rest of it is returned to ``available``."""
     account_id = await _hold_account(hold_id)
+    refusal: LedgerError | None = None
     try:
         async with in_transaction() as conn:
             sql = Sql(conn)
             row, stored = await _lock_account(sql, "id", account_id, idem)
             if stored is not None:
                 raise _Replay(stored)
-            held = await _active_hold(sql, hold_id, now)
-            amount = int(held["amount"]) if credits is None else credits
-            if amount > int(held["amount"]):
-                raise ExceedsHoldError(int(held["amount"]))
-            lots = await _live_lots(sql, account_id)
-            live = balance_from_lots(lots, await _held_now(sql, account_id, int(row["held"]), now), now)
-            if amount > live.total:
-                # Free lots counted when the hold was placed expired since: refuse, keep the hold.
-                raise InsufficientCreditsError(live.total, amount)
-            usage_event_id = None
-            free = paid = 0
-            if amount > 0:
-                if held["pool_of"] is not None:  # a pool's hold: the capture counts as the member's spend
-                    await _count_pool_spend(sql, int(held["pool_of"]), int(held["user_id"]), amount, now)
-                allocations, free, paid = await _take_from_lots(sql, lots, amount, now)
-                usage_event_id = await _insert_usage(
-                    sql,
-                    account_id=account_id,
-                    user_id=int(held["user_id"]),
-                    organization_id=held["organization_id"],
-                    hold_id=hold_id,
-                    agent_id=held["agent_id"],
-                    activity=held["activity"],
-                    quantity=None,
-                    credits=amount,
-                    free=free,
-                    paid=paid,
-                    allocations=allocations,
-                    now=now,
+            try:
+                held, amount, lots, live = await _capturable(sql, row, hold_id, credits, now)
+            except STORED_REFUSALS as exc:
+                refusal = await _refuse(sql, idem, exc, now)
+            else:
+                usage_event_id = None
+                free = paid = 0
+                if amount > 0:
+                    if held["pool_of"] is not None:  # a pool's hold: the capture counts as the member's spend
+                        await _count_pool_spend(sql, int(held["pool_of"]), int(held["user_id"]), amount, now)
+                    allocations, free, paid = await _take_from_lots(sql, lots, amount, now)
+                    usage_event_id = await _insert_usage(
+                        sql,
+                        account_id=account_id,
+                        user_id=int(held["user_id"]),
+                        organization_id=held["organization_id"],
+                        hold_id=hold_id,
+                        agent_id=held["agent_id"],
+                        activity=held["activity"],
+                        quantity=None,
+                        credits=amount,
+                        free=free,
+                        paid=paid,
+                        allocations=allocations,
+                        now=now,
+                    )
+                await sql.execute(
+                    "UPDATE holds SET status = 'CAPTURED', captured = $1, settled_at = $2 WHERE id = $3",
+                    amount,
+                    now,
+                    hold_id,
                 )
-            await sql.execute(
-                "UPDATE holds SET status = 'CAPTURED', captured = $1, settled_at = $2 WHERE id = $3",
-                amount,
-                now,
-                hold_id,
-            )
-            await _append(
-                sql,
-                row,
-                LedgerEntryType.CAPTURE,
-                amount=-amount,
-                free_amount=-free,
-                paid_amount=-paid,
-                held_delta=-int(held["amount"]),
-                now=now,
-                usage_event_id=usage_event_id,
-                hold_id=hold_id,
-            )
-            await _save_account(sql, row)
-            after = Balance(free=live.free - free, paid=live.paid - paid, held=live.held - int(held["amount"]))
-            await _store_response(
-                sql,
-                idem,
-                {"hold_id": hold_id, "usage_event_id": usage_event_id, "balance": after.to_json()},
-                now,
-            )
+                await _append(
+                    sql,
+                    row,
+                    LedgerEntryType.CAPTURE,
+                    amount=-amount,
+                    free_amount=-free,
+                    paid_amount=-paid,
+                    held_delta=-int(held["amount"]),
+                    now=now,
+                    usage_event_id=usage_event_id,
+                    hold_id=hold_id,
+                )
+                await _save_account(sql, row)
+                after = Balance(free=live.free - free, paid=live.paid - paid, held=live.held - int(held["amount"]))
+                await _store_response(
+                    sql,
+                    idem,
+                    {"hold_id": hold_id, "usage_event_id": usage_event_id, "balance": after.to_json()},
+                    now,
+                )
     except _Replay as replay:
         stored = replay.response or await _read_stored(idem)
+        _raise_if_refused(stored)
         return HoldResult(hold_id, Balance.from_json(stored["balance"]), stored.get("usage_event_id"), replayed=True)
+    if refusal is not None:
+        raise refusal
     split = SpendResult(usage_event_id or 0, amount, free, paid, after)
     usage = _usage(
         held["organization_id"],
@@ -1082,21 +1172,46 @@ async def capture_hold(hold_id: int, *, credits: int | None, idem: IdempotencyKe
     return HoldResult(hold_id, after, usage_event_id, changes=(_change(row, -amount, "CAPTURE", after, now), *usage))
 
 
+async def _capturable(
+    sql: Sql, account: dict[str, Any], hold_id: int, credits: int | None, now: datetime
+) -> tuple[dict[str, Any], int, list[dict[str, Any]], Balance]:
+    """The active hold, the amount to capture, the live lots and the balance; or the refusal, raised."""
+    held = await _active_hold(sql, hold_id, now)
+    amount = int(held["amount"]) if credits is None else credits
+    if amount > int(held["amount"]):
+        raise ExceedsHoldError(int(held["amount"]))
+    account_id = int(account["id"])
+    lots = await _live_lots(sql, account_id)
+    live = balance_from_lots(lots, await _held_now(sql, account_id, int(account["held"]), now), now)
+    if amount > live.total:
+        # Free lots counted when the hold was placed expired since: refuse, keep the hold.
+        raise InsufficientCreditsError(live.total, amount)
+    return held, amount, lots, live
+
+
 async def release_hold(hold_id: int, *, idem: IdempotencyKey, now: datetime) -> HoldResult:
     """Return all of an active hold to ``available``."""
     account_id = await _hold_account(hold_id)
+    refusal: LedgerError | None = None
     try:
         async with in_transaction() as conn:
             sql = Sql(conn)
             row, stored = await _lock_account(sql, "id", account_id, idem)
             if stored is not None:
                 raise _Replay(stored)
-            held = await _active_hold(sql, hold_id, now)
-            change = await _release_locked(sql, row, held, HoldStatus.RELEASED, "RELEASE", now)
-            await _store_response(sql, idem, {"hold_id": hold_id, "balance": change.balance.to_json()}, now)
+            try:
+                held = await _active_hold(sql, hold_id, now)
+            except HoldNotActiveError as exc:
+                refusal = await _refuse(sql, idem, exc, now)
+            else:
+                change = await _release_locked(sql, row, held, HoldStatus.RELEASED, "RELEASE", now)
+                await _store_response(sql, idem, {"hold_id": hold_id, "balance": change.balance.to_json()}, now)
     except _Replay as replay:
         stored = replay.response or await _read_stored(idem)
+        _raise_if_refused(stored)
         return HoldResult(hold_id, Balance.from_json(stored["balance"]), replayed=True)
+    if refusal is not None:
+        raise refusal
     return HoldResult(hold_id, change.balance, changes=(change,))
 
 

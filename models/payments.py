@@ -7,9 +7,11 @@ PENDING, so a retried or concurrent completion never grants twice.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from tortoise.transactions import in_transaction
@@ -101,6 +103,33 @@ async def start_top_up(
     return await Transaction.get(id=rows[0]["id"]), True
 
 
+CHARGE_IN_FLIGHT = timedelta(minutes=1)
+"""How long the request that wrote a PENDING payment may still be charging it: the reconcile job leaves a
+payment younger than this alone (``creditline.jobs.reconcile_pending``), and so does a resend."""
+
+
+async def settled(transaction: Transaction, *, wait_seconds: float, now: datetime) -> tuple[Transaction, bool]:
+    """A resend's view of the payment its key wrote: once the first call has recorded the gateway's answer,
+    waiting up to ``wait_seconds`` for it. Returns the transaction and whether its outcome is still being
+    learnt (PENDING, and young enough that the first call may still be charging it).
+
+    The first call charges outside any database transaction (so there is no row lock to wait on): this
+    polls the row, quickly at first. A payment PENDING for longer than ``CHARGE_IN_FLIGHT`` is not waited
+    for: its first call is over (its charge went unanswered) and the reconcile job finishes it."""
+    if now - transaction.created_at >= CHARGE_IN_FLIGHT:
+        return transaction, False
+    deadline = time.monotonic() + wait_seconds
+    delay = 0.01
+    while transaction.status == TransactionStatus.PENDING:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return transaction, True
+        await asyncio.sleep(min(delay, left))
+        delay = min(delay * 2, 0.2)
+        transaction = await Transaction.get(id=transaction.id)
+    return transaction, False
+
+
 async def complete(
     transaction_id: int, *, succeeded: bool, reference: str | None, failure_reason: str | None, now: datetime
 ) -> tuple[Transaction, tuple[BalanceChange, ...]]:
@@ -176,15 +205,15 @@ async def record_failure(
 
 
 async def _issue_invoice(sql: Sql, row: dict[str, Any], account_id: int, description: str, now: datetime) -> None:
-    # The sequence row is locked by its UPDATE until commit: numbers are sequential and without gaps.
-    updated = await sql.fetch(
-        "UPDATE invoice_sequence SET last_number = last_number + 1 WHERE id = 1 RETURNING last_number"
+    # The sequence row is locked by taking a number until commit: numbers are sequential and without gaps.
+    # One upsert, not an update then an insert: migration 0010 seeds the row, and should it be missing,
+    # concurrent first payments must not race to insert it (PostgreSQL makes the loser wait, then update).
+    taken = await sql.fetchrow(
+        "INSERT INTO invoice_sequence (id, last_number) VALUES (1, 1)"
+        " ON CONFLICT (id) DO UPDATE SET last_number = invoice_sequence.last_number + 1 RETURNING last_number"
     )
-    if not updated:
-        await sql.execute("INSERT INTO invoice_sequence (id, last_number) VALUES (1, 1)")
-        number = 1
-    else:
-        number = int(updated[0]["last_number"])
+    assert taken is not None
+    number = int(taken["last_number"])
     credits, amount = int(row["credits"]), int(row["amount"])
     lines = [{"description": description, "quantity": format_credits(credits), "amount": amount}]
     await sql.execute(

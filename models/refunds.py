@@ -41,7 +41,9 @@ async def start(
     transaction: Transaction, *, amount: int | None, reason: str | None, idem: IdempotencyKey, now: datetime
 ) -> tuple[Refund, bool]:
     """Write a PENDING refund of ``amount`` minor units (default: all that is left), or find the one this
-    key wrote before. Returns it and whether it is new."""
+    key wrote before. Returns it and whether it is new. A refusal is stored under the key and replayed as
+    such, even once the payment could be refunded (another refund failed meanwhile)."""
+    refusal: NotRefundableError | None = None
     async with in_transaction() as conn:
         sql = Sql(conn)
         await ledger.lock_account(sql, transaction.account_id)
@@ -50,29 +52,42 @@ async def start(
             if earlier.request_hash != idem.fingerprint:
                 raise IdempotencyConflictError()
             return earlier, False
-        status = await sql.fetchrow("SELECT status FROM transactions WHERE id = $1", transaction.id)
-        assert status is not None
-        left = await refundable(sql, transaction.id)
-        if status["status"] != TransactionStatus.SUCCEEDED:
-            raise NotRefundableError("Only a SUCCEEDED payment can be refunded", 0)
-        amount = left if amount is None else amount
-        if left <= 0:
-            raise NotRefundableError("The payment has been refunded in full", 0)
-        if amount > left:
-            raise NotRefundableError(f"At most {left} (minor units) of this payment can be refunded", left)
-        refund = await Refund.create(
-            transaction_id=transaction.id,
-            account_id=transaction.account_id,
-            status=RefundStatus.PENDING,
-            amount=amount,
-            reason=reason,
-            idempotency_scope=idem.scope,
-            idempotency_key=idem.key,
-            request_hash=idem.fingerprint,
-            created_at=now,
-            using_db=conn,
-        )
+        if (stored := await ledger.stored_refusal(sql, idem)) is not None:
+            raise NotRefundableError(str(stored["message"]), int(stored["refundable"]))
+        left, refusal = await _refusal(sql, transaction.id, amount)
+        if refusal is not None:
+            response = {"refused": "not_refundable", "message": str(refusal), "refundable": refusal.refundable}
+            await ledger.store_refusal(sql, idem, response, now)
+        else:
+            refund = await Refund.create(
+                transaction_id=transaction.id,
+                account_id=transaction.account_id,
+                status=RefundStatus.PENDING,
+                amount=left if amount is None else amount,
+                reason=reason,
+                idempotency_scope=idem.scope,
+                idempotency_key=idem.key,
+                request_hash=idem.fingerprint,
+                created_at=now,
+                using_db=conn,
+            )
+    if refusal is not None:
+        raise refusal
     return refund, True
+
+
+async def _refusal(sql: Sql, transaction_id: int, amount: int | None) -> tuple[int, NotRefundableError | None]:
+    """What is left to refund of the payment, and why ``amount`` of it cannot be refunded, if it cannot."""
+    status = await sql.fetchrow("SELECT status FROM transactions WHERE id = $1", transaction_id)
+    assert status is not None
+    left = await refundable(sql, transaction_id)
+    if status["status"] != TransactionStatus.SUCCEEDED:
+        return left, NotRefundableError("Only a SUCCEEDED payment can be refunded", 0)
+    if left <= 0:
+        return left, NotRefundableError("The payment has been refunded in full", 0)
+    if amount is not None and amount > left:
+        return left, NotRefundableError(f"At most {left} (minor units) of this payment can be refunded", left)
+    return left, None
 
 
 async def complete(

@@ -32,7 +32,11 @@ from models.tables import LIVE_SUBSCRIPTION, LotSource, Subscription, Subscripti
 
 
 class AlreadySubscribedError(Exception):
-    """The account already has a live subscription."""
+    """The account already has a live subscription (``subscription_id``)."""
+
+    def __init__(self, subscription_id: int) -> None:
+        super().__init__("The account already has a subscription")
+        self.subscription_id = subscription_id
 
 
 class SubscriptionStateError(Exception):
@@ -64,7 +68,9 @@ async def start(
     now: datetime,
 ) -> tuple[Subscription, Transaction, bool]:
     """Write an INCOMPLETE subscription and the PENDING payment of its first period, or find what this key
-    wrote before. Returns both and whether they are new."""
+    wrote before. Returns both and whether they are new. ``AlreadySubscribedError`` is stored under the key
+    and replayed as such, even once that subscription has ended."""
+    refusal: AlreadySubscribedError | None = None
     async with in_transaction() as conn:
         sql = Sql(conn)
         await ledger.lock_account(sql, account_id)  # one live subscription per account, even under races
@@ -77,12 +83,17 @@ async def start(
             if earlier["request_hash"] != idem.fingerprint:
                 raise IdempotencyConflictError()
             subscription_id, new = int(earlier["id"]), False
+        elif (stored := await ledger.stored_refusal(sql, idem)) is not None:
+            raise AlreadySubscribedError(int(stored["subscription_id"]))
+        elif live := await sql.fetchrow(
+            "SELECT id FROM subscriptions WHERE account_id = $1 AND status IN ('INCOMPLETE', 'ACTIVE', 'PAST_DUE')",
+            account_id,
+        ):
+            refusal = AlreadySubscribedError(int(live["id"]))
+            await ledger.store_refusal(
+                sql, idem, {"refused": "already_subscribed", "subscription_id": refusal.subscription_id}, now
+            )
         else:
-            if await sql.fetchrow(
-                "SELECT id FROM subscriptions WHERE account_id = $1 AND status IN ('INCOMPLETE', 'ACTIVE', 'PAST_DUE')",
-                account_id,
-            ):
-                raise AlreadySubscribedError()
             inserted = await sql.fetchrow(
                 "INSERT INTO subscriptions (account_id, plan_id, status, gateway, payment_method_id,"
                 " cancel_at_period_end, failed_attempts, idempotency_scope, idempotency_key, request_hash,"
@@ -102,6 +113,8 @@ async def start(
             await _insert_payment(
                 sql, subscription_id, account_id, plan, billing, gateway, card_reference, now, now, now, attempt=1
             )
+    if refusal is not None:
+        raise refusal
     subscription = await Subscription.get(id=subscription_id)
     first = await Transaction.filter(subscription_id=subscription_id).order_by("id").first()
     assert first is not None

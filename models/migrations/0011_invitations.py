@@ -6,7 +6,7 @@ from tortoise import fields
 from tortoise.indexes import Index
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0009_holds_by_account')]
+    dependencies = [('models', '0010_invoice_sequence_seed')]
 
     initial = False
 

@@ -141,12 +141,24 @@ async def top_up(info: Info[Context, None], input: TopUpInput) -> TopUpResult:
         return conflict(input.idempotency_key)
     if new:
         txn = await charge_pending(ctx.services, txn)
+    elif txn.status == TransactionStatus.PENDING:
+        txn, in_flight = await payments.settled(txn, wait_seconds=settings.replay_wait_seconds, now=ctx.now())
+        if in_flight:
+            return still_in_flight()
     if txn.status == TransactionStatus.FAILED:
         reason_text = txn.failure_reason or "Payment failed"
         return PaymentDeclined(
             message=f"The payment failed: {reason_text}", reason=reason_text, transaction=Transaction.of(txn)
         )
     return TopUpSuccess(transaction=Transaction.of(txn))
+
+
+def still_in_flight() -> PaymentUnavailable:
+    """The answer to a resend whose first call is still waiting for the payment's outcome."""
+    return PaymentUnavailable(
+        message="The first request with this idempotencyKey is still waiting for the payment's outcome:"
+        " send the same request again to get its answer"
+    )
 
 
 def subscription_billing(services: Services) -> subscriptions.Billing:

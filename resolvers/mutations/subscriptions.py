@@ -6,7 +6,7 @@ from __future__ import annotations
 from strawberry.types import Info
 
 from gateway.base import GatewayError, GatewayUnavailable, HostedGateway
-from models import subscriptions
+from models import payments, subscriptions
 from models.ledger import IdempotencyConflictError, IdempotencyKey
 from models.tables import CreditAccount as CreditAccountRow
 from models.tables import PaymentMethod as PaymentMethodRow
@@ -16,7 +16,7 @@ from resolvers.context import Context
 from resolvers.ids import decode_id
 from resolvers.mutations import hosted_subscriptions
 from resolvers.mutations._common import conflict
-from resolvers.mutations.payments import billing_account, charge_pending, subscription_billing
+from resolvers.mutations.payments import billing_account, charge_pending, still_in_flight, subscription_billing
 from resolvers.permissions import principal
 from resolvers.validation import check_key, check_text, first_error
 from schema.errors import NotFound, ValidationError
@@ -116,12 +116,10 @@ async def subscribe(info: Info[Context, None], input: SubscribeInput) -> Subscri
         )
     except IdempotencyConflictError:
         return conflict(input.idempotency_key)
-    except subscriptions.AlreadySubscribedError:
-        live = await subscriptions.live_subscription(account.id)
-        assert live is not None
+    except subscriptions.AlreadySubscribedError as exc:
         return AlreadySubscribed(
             message="The account already has a subscription: change its plan instead",
-            subscription=Subscription.of(live),
+            subscription=Subscription.of(await SubscriptionRow.get(id=exc.subscription_id)),
         )
     if isinstance(gateway, HostedGateway):
         if txn.status == TransactionStatus.PENDING and txn.checkout_url is None:
@@ -131,6 +129,11 @@ async def subscribe(info: Info[Context, None], input: SubscribeInput) -> Subscri
                 return PaymentUnavailable(message=f"{exc} Send the same request again to get the checkout page.")
     elif new:
         txn = await charge_pending(ctx.services, txn)
+    elif txn.status == TransactionStatus.PENDING:
+        wait = ctx.services.settings.replay_wait_seconds
+        txn, in_flight = await payments.settled(txn, wait_seconds=wait, now=ctx.now())
+        if in_flight:
+            return still_in_flight()
     sub = await SubscriptionRow.get(id=sub.id)
     if txn.status == TransactionStatus.FAILED:
         reason = txn.failure_reason or "Payment failed"
