@@ -1,0 +1,289 @@
+"""Rate limits per token, per address without one, and per address for websocket handshakes (issue 9,
+point 11): in this process, and shared through Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+import resolvers.auth
+from creditline.app import create_app
+from creditline.rate_limit import RateLimiter
+from creditline.settings import Settings
+from tests.conftest import REQUIRE_SERVICES, Backend
+
+REDIS_URL = os.environ.get("CREDITLINE_TEST_REDIS_URL", "")
+QUERY = {"query": "{ __typename }"}
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def limited(**kwargs: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": "unused",
+        "token_cache_seconds": 0,
+        "rate_limit_token_per_second": 0.25,
+        "rate_limit_token_burst": 3,
+        "rate_limit_anonymous_per_second": 0.5,
+        "rate_limit_anonymous_burst": 2,
+        "rate_limit_websocket_per_second": 1,
+        "rate_limit_websocket_burst": 1,
+        **kwargs,
+    }
+    return Settings(**values)
+
+
+class Client:
+    def __init__(self, app: Any, clock: FakeClock) -> None:
+        self.app = app
+        self.clock = clock
+        self.clients: list[httpx.AsyncClient] = []
+
+    def at(self, address: str) -> httpx.AsyncClient:
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self.app, client=(address, 4000)), base_url="http://test"
+        )
+        self.clients.append(client)
+        return client
+
+    async def close(self) -> None:
+        for client in self.clients:
+            await client.aclose()
+
+
+async def limited_client(settings: Settings, clock: FakeClock) -> Client:
+    app = create_app(settings, manage_database=False, run_jobs=False)
+    limiter = app.state.rate_limiter
+    assert isinstance(limiter, RateLimiter)
+    limiter.clock = clock
+    return Client(app, clock)
+
+
+@pytest.fixture
+async def local(db: Backend) -> AsyncIterator[Client]:
+    client = await limited_client(limited(), FakeClock())
+    yield client
+    await client.close()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+def assert_refused(response: httpx.Response, retry_after: int) -> None:
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == str(retry_after)
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {
+        "data": None,
+        "errors": [
+            {
+                "message": f"Too many requests: retry in {retry_after} s",
+                "extensions": {"code": "RATE_LIMITED", "retryAfter": retry_after},
+            }
+        ],
+    }
+
+
+async def run_token_bucket(client: Client) -> None:
+    """Burst 3, 0.25 per second: the 4th request waits 4 s; 1 s later, 3 s; another token is unaffected."""
+    http = client.at("10.0.0.1")
+    for _ in range(3):
+        response = await http.post("/graphql", json=QUERY, headers=bearer("token-a"))
+        assert response.status_code == 200, response.text
+    assert_refused(await http.post("/graphql", json=QUERY, headers=bearer("token-a")), 4)
+    assert (await http.post("/graphql", json=QUERY, headers=bearer("token-b"))).status_code == 200
+    client.clock.now += 1
+    assert_refused(await http.post("/graphql", json=QUERY, headers=bearer("token-a")), 3)
+    client.clock.now += 3
+    assert (await http.post("/graphql", json=QUERY, headers=bearer("token-a"))).status_code == 200
+    assert_refused(await http.post("/graphql", json=QUERY, headers=bearer("token-a")), 4)
+    # The refused requests did not move the refill: 4 s after the last allowed one, one more.
+    client.clock.now += 4
+    assert (await http.post("/graphql", json=QUERY, headers=bearer("token-a"))).status_code == 200
+
+
+async def run_anonymous_bucket(client: Client) -> None:
+    """Burst 2, 0.5 per second per address; another address is unaffected; GET counts too."""
+    one, other = client.at("10.0.0.2"), client.at("10.0.0.3")
+    assert (await one.post("/graphql", json=QUERY)).status_code == 200
+    assert (await one.get("/graphql", params=QUERY)).status_code == 200
+    assert_refused(await one.post("/graphql", json=QUERY), 2)
+    assert_refused(await one.get("/exports/usage.csv"), 2)
+    assert (await other.post("/graphql", json=QUERY)).status_code == 200
+    assert (await one.get("/healthz")).status_code == 200  # probes are not limited
+    client.clock.now += 2
+    assert (await one.post("/graphql", json=QUERY)).status_code == 200
+
+
+async def test_a_token_past_its_bucket_gets_429_with_retry_after_and_others_do_not(local: Client) -> None:
+    await run_token_bucket(local)
+
+
+async def test_anonymous_requests_are_limited_per_address(local: Client) -> None:
+    await run_anonymous_bucket(local)
+
+
+async def test_a_refusal_needs_no_token_lookup(local: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    looked_up: list[str] = []
+    real = resolvers.auth.principal_for
+
+    async def counting(secret: str) -> Any:
+        looked_up.append(secret)
+        return await real(secret)
+
+    monkeypatch.setattr(resolvers.auth, "principal_for", counting)
+    http = local.at("10.0.0.4")
+    statuses = [(await http.post("/graphql", json=QUERY, headers=bearer("token-c"))).status_code for _ in range(6)]
+    assert statuses == [200, 200, 200, 429, 429, 429]
+    assert looked_up == ["token-c"] * 3
+
+
+async def websocket_handshake(app: Any, address: str, extensions: bool = True) -> list[dict[str, Any]]:
+    """Open a websocket to /graphql, and return what the app sent before it accepted or refused."""
+    incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    await incoming.put({"type": "websocket.connect"})
+    sent: list[dict[str, Any]] = []
+    decided = asyncio.Event()
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        decided.set()
+
+    scope = {
+        "type": "websocket",
+        "path": "/graphql",
+        "raw_path": b"/graphql",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"sec-websocket-protocol", b"graphql-transport-ws")],
+        "subprotocols": ["graphql-transport-ws"],
+        "client": (address, 4001),
+        "server": ("127.0.0.1", 80),
+        "scheme": "ws",
+        "state": {},
+        "extensions": {"websocket.http.response": {}} if extensions else {},
+    }
+    task = asyncio.create_task(app(scope, incoming.get, send))
+    await asyncio.wait_for(decided.wait(), 5)
+    await incoming.put({"type": "websocket.disconnect", "code": 1000})
+    await asyncio.wait_for(task, 5)
+    return sent
+
+
+async def test_websocket_handshakes_are_counted_per_address(local: Client) -> None:
+    assert (await websocket_handshake(local.app, "10.0.0.5"))[0]["type"] == "websocket.accept"
+    refused = await websocket_handshake(local.app, "10.0.0.5")
+    assert refused[0]["type"] == "websocket.http.response.start"
+    assert refused[0]["status"] == 429
+    assert dict(refused[0]["headers"])[b"retry-after"] == b"1"
+    assert refused[1]["type"] == "websocket.http.response.body"
+    # A server without the http response extension: a close before accept (a 403 to the client).
+    assert (await websocket_handshake(local.app, "10.0.0.5", extensions=False))[0] == {
+        "type": "websocket.close",
+        "code": 1013,
+        "reason": "Too many connection attempts",
+    }
+    assert (await websocket_handshake(local.app, "10.0.0.6"))[0]["type"] == "websocket.accept"
+    local.clock.now += 1
+    assert (await websocket_handshake(local.app, "10.0.0.5"))[0]["type"] == "websocket.accept"
+
+
+async def test_rate_limits_can_be_turned_off(db: Backend) -> None:
+    app = create_app(limited(rate_limit=False), manage_database=False, run_jobs=False)
+    assert app.state.rate_limiter is None
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+        statuses = {(await http.post("/graphql", json=QUERY)).status_code for _ in range(10)}
+    assert statuses == {200}
+
+
+def test_settings_read_the_rate_limits() -> None:
+    settings = Settings.from_env(
+        {
+            "CREDITLINE_RATE_LIMIT": "0",
+            "CREDITLINE_RATE_LIMIT_TOKEN_PER_SECOND": "7.5",
+            "CREDITLINE_RATE_LIMIT_ANONYMOUS_BURST": "9",
+        }
+    )
+    assert (settings.rate_limit, settings.rate_limit_token_per_second, settings.rate_limit_anonymous_burst) == (
+        False,
+        7.5,
+        9,
+    )
+    defaults = Settings.from_env({})
+    assert (defaults.rate_limit, defaults.rate_limit_token_per_second, defaults.rate_limit_token_burst) == (
+        True,
+        1000.0,
+        2000,
+    )
+    with pytest.raises(SystemExit, match="CREDITLINE_RATE_LIMIT_TOKEN_PER_SECOND must be a positive number"):
+        Settings.from_env({"CREDITLINE_RATE_LIMIT_TOKEN_PER_SECOND": "0"})
+
+
+# Shared through Redis.
+
+
+def redis_url() -> str:
+    if not REDIS_URL:
+        if REQUIRE_SERVICES:
+            pytest.fail("CREDITLINE_TEST_REDIS_URL is not set (CREDITLINE_REQUIRE_SERVICES=1)")
+        pytest.skip("Redis tests skipped: set CREDITLINE_TEST_REDIS_URL to run them")
+    return REDIS_URL
+
+
+@pytest.fixture
+async def shared(db: Backend) -> AsyncIterator[tuple[Client, Client]]:
+    """Two apps (two server processes) on one Redis, with a key prefix of this test's own."""
+    settings = limited(redis_url=redis_url(), rate_limit_prefix=f"creditline-test:{uuid.uuid4().hex}")
+    clock = FakeClock()
+    first, second = await limited_client(settings, clock), await limited_client(settings, clock)
+    yield first, second
+    for client in (first, second):
+        await client.close()
+        await client.app.state.rate_limiter.close()
+
+
+async def test_redis_buckets_refuse_like_local_ones(shared: tuple[Client, Client]) -> None:
+    await run_token_bucket(shared[0])
+    await run_anonymous_bucket(shared[0])
+
+
+async def test_processes_on_one_redis_share_a_bucket(shared: tuple[Client, Client]) -> None:
+    first, second = (client.at("10.0.0.7") for client in shared)
+    for http in (first, second, first):
+        assert (await http.post("/graphql", json=QUERY, headers=bearer("token-d"))).status_code == 200
+    assert_refused(await second.post("/graphql", json=QUERY, headers=bearer("token-d")), 4)
+    assert_refused(await first.post("/graphql", json=QUERY, headers=bearer("token-d")), 4)
+
+
+async def test_with_redis_down_requests_are_limited_in_process_and_it_is_logged_once(
+    db: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Nothing listens on port 1: every Redis call fails at once.
+    client = await limited_client(limited(redis_url="redis://127.0.0.1:1/0"), FakeClock())
+    limiter = client.app.state.rate_limiter
+    try:
+        with caplog.at_level(logging.INFO, logger="creditline.rate_limit"):
+            await run_token_bucket(client)
+            limiter._redis_down_until = 0.0  # retry Redis now: still down, and not logged again
+            assert (await client.at("10.0.0.8").post("/graphql", json=QUERY)).status_code == 200
+        warnings = [r for r in caplog.records if r.name == "creditline.rate_limit"]
+        assert len(warnings) == 1
+        assert warnings[0].levelno == logging.WARNING
+        assert warnings[0].getMessage().startswith("rate limits: Redis does not answer (")
+    finally:
+        await client.close()
+        await limiter.close()
