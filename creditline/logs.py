@@ -125,7 +125,7 @@ class LoggedSchema(strawberry.Schema):
                 where,
                 clean(str(original)),
                 clean(json.dumps(scrub(variables), default=str), 2000),
-                "\n".join(clean(line, 500) for line in trace.splitlines()),
+                "\n".join(clean(line) for line in trace.splitlines()),
             )
 
 
@@ -157,9 +157,7 @@ class JsonFormatter(logging.Formatter):
             if hasattr(record, name):
                 entry[name] = getattr(record, name)
         if record.exc_info:
-            entry["exception"] = "\n".join(
-                clean(line, 500) for line in self.formatException(record.exc_info).splitlines()
-            )
+            entry["exception"] = "\n".join(clean(line) for line in self.formatException(record.exc_info).splitlines())
         return json.dumps(entry, default=str)
 
 

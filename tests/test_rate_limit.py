@@ -7,12 +7,13 @@ import asyncio
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
 import httpx
 import pytest
 
+import models.tokens
 import resolvers.auth
 from creditline.app import create_app
 from creditline.rate_limit import RateLimiter
@@ -139,7 +140,7 @@ async def test_anonymous_requests_are_limited_per_address(local: Client) -> None
 
 async def test_a_refusal_needs_no_token_lookup(local: Client, monkeypatch: pytest.MonkeyPatch) -> None:
     looked_up: list[str] = []
-    real = resolvers.auth.principal_for
+    real = models.tokens.principal_for
 
     async def counting(secret: str) -> Any:
         looked_up.append(secret)
@@ -159,8 +160,8 @@ async def websocket_handshake(app: Any, address: str, extensions: bool = True) -
     sent: list[dict[str, Any]] = []
     decided = asyncio.Event()
 
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
         decided.set()
 
     scope = {

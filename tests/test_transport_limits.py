@@ -17,7 +17,7 @@ import sys
 import time
 import tracemalloc
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,7 @@ class Response:
         self.headers: dict[bytes, bytes] = {}
         self.body = b""
 
-    async def __call__(self, message: dict[str, Any]) -> None:
+    async def __call__(self, message: MutableMapping[str, Any]) -> None:
         if message["type"] == "http.response.start":
             assert self.status == 0, "a second response"
             self.status = message["status"]
@@ -173,9 +173,7 @@ async def test_a_body_that_stops_arriving_gets_408() -> None:
     sent: list[bool] = []
     response = Response()
     started = time.monotonic()
-    await asyncio.wait_for(
-        app(http_scope("/graphql", [(b"content-length", b"100")]), trickle, response), timeout=5
-    )
+    await asyncio.wait_for(app(http_scope("/graphql", [(b"content-length", b"100")]), trickle, response), timeout=5)
     assert (response.status, response.body) == (408, b"Request body not received within 0.2 s")
     assert 0.2 <= time.monotonic() - started < 2
 
@@ -186,8 +184,8 @@ async def test_a_websocket_message_over_the_limit_closes_the_connection_1009() -
     sent: list[dict[str, Any]] = []
     closed = asyncio.Event()
 
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
         if message["type"] == "websocket.close":
             closed.set()
 
@@ -255,7 +253,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, subp
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
-        preexec_fn=_lower_soft_file_limit,  # noqa: PLW1509 (no threads here yet)
+        preexec_fn=_lower_soft_file_limit,
     )
     try:
         for _ in range(150):
