@@ -24,7 +24,14 @@ from creditline.http_limits import BodyLimitMiddleware, WebSocketMessageLimit
 from creditline.invoices import invoice_page
 from creditline.jobs import run_sweeper
 from creditline.logs import RequestLogMiddleware
-from creditline.rate_limit import Quota, Quotas, RateLimiter, RateLimitMiddleware, refuse_websocket
+from creditline.rate_limit import (
+    Quota,
+    Quotas,
+    RateLimitedAuthenticator,
+    RateLimiter,
+    RateLimitMiddleware,
+    refuse_websocket,
+)
 from creditline.settings import Settings
 from creditline.webhooks import stripe_webhook
 from gateway.registry import gateway_for
@@ -121,7 +128,11 @@ def create_app(
         if settings.rate_limit
         else None
     )
-    auth = Authenticator(settings.token_cache_seconds)
+    auth = (
+        Authenticator(settings.token_cache_seconds)
+        if limiter is None
+        else RateLimitedAuthenticator(settings.token_cache_seconds, limiter)
+    )
     graphql = GraphQLEndpoint(build_schema(settings), services, auth)
 
     @contextlib.asynccontextmanager

@@ -12,6 +12,7 @@ A request without a body (no ``Content-Length``, no ``Transfer-Encoding``: every
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -46,6 +47,7 @@ class BodyLimitMiddleware:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.body_timeout_seconds = body_timeout_seconds
+        self.deadlines = BodyDeadlines(min(1.0, body_timeout_seconds / 4))
         self.too_large = _plain(413, f"Request body larger than {max_body_bytes} bytes")
         self.too_slow = _plain(408, f"Request body not received within {body_timeout_seconds:g} s")
 
@@ -75,8 +77,8 @@ class BodyLimitMiddleware:
 
     async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
         limit = self.max_body_bytes
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.body_timeout_seconds
+        deadlines = self.deadlines
+        deadline = deadlines.loop_time() + self.body_timeout_seconds
         received = 0
         done = False
         refused: BodyRefused | None = None
@@ -88,12 +90,16 @@ class BodyLimitMiddleware:
                 return await receive()  # after the body: waiting for http.disconnect must not time out
             if refused is not None:
                 raise refused
+            task = deadlines.watch(deadline)
             try:
-                async with asyncio.timeout_at(deadline):
-                    message = await receive()
-            except TimeoutError:
+                message = await receive()
+            except asyncio.CancelledError:
+                if not deadlines.expired(task):
+                    raise
                 refused = BodyRefused(408, "body timeout")
                 raise refused from None
+            finally:
+                deadlines.unwatch(task)
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
@@ -119,6 +125,58 @@ class BodyLimitMiddleware:
             start, body = self.too_large if refused.status == 413 else self.too_slow
             await send(start)
             await send(body)
+
+
+class BodyDeadlines:
+    """The deadlines of the bodies being read, checked by one timer for all of them.
+
+    ``asyncio.timeout`` around each read costs 13-28 µs here (a timer scheduled and cancelled per read);
+    this costs a dictionary entry. A read past its deadline is cancelled at the next check, so a body gets
+    up to ``tick`` seconds more than its timeout.
+    """
+
+    def __init__(self, tick: float) -> None:
+        self.tick = tick
+        self.reading: dict[asyncio.Task[Any], float] = {}
+        self.cancelled: set[asyncio.Task[Any]] = set()
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_loop: asyncio.AbstractEventLoop | None = None
+
+    @staticmethod
+    def loop_time() -> float:
+        return asyncio.get_running_loop().time()
+
+    def watch(self, deadline: float) -> asyncio.Task[Any]:
+        task = asyncio.current_task()
+        assert task is not None
+        self.reading[task] = deadline
+        if self.timer is None or self.timer_loop is not task.get_loop():  # (tests run apps on several loops)
+            self.timer_loop = task.get_loop()
+            self.timer = self.timer_loop.call_later(self.tick, self._check)
+        return task
+
+    def unwatch(self, task: asyncio.Task[Any]) -> None:
+        self.reading.pop(task, None)
+
+    def expired(self, task: asyncio.Task[Any]) -> bool:
+        """True (once) if ``task`` was cancelled here for its deadline; its cancellation is then undone."""
+        if task not in self.cancelled:
+            return False
+        self.cancelled.discard(task)
+        task.uncancel()
+        return True
+
+    def _check(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for task, deadline in list(self.reading.items()):
+            if task.get_loop() is not loop:
+                continue
+            if deadline <= now:
+                del self.reading[task]
+                self.cancelled.add(task)
+                task.cancel()
+        self.timer = loop.call_later(self.tick, self._check) if self.reading else None
 
 
 class WebSocketMessageLimit:

@@ -1,6 +1,9 @@
 """Rate limits per bearer token, per client address without one, and per address for websocket handshakes
 (issue 9, point 11).
 
+A token counts against its address too until it has authenticated once (in this process, in the last five
+minutes): made-up tokens do not get a fresh bucket each.
+
 Token buckets: a bucket holds up to ``burst`` requests and refills at ``per_second``; a request takes one, and
 an empty bucket answers 429 with ``Retry-After`` (whole seconds until one request's worth has refilled).
 The key of a token's bucket is a hash of the bearer string itself, so no token lookup (and no database
@@ -25,12 +28,17 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from models.tokens import Principal
+from resolvers.auth import Authenticator
+
 log = logging.getLogger("creditline.rate_limit")
 
 EXEMPT_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
 """Probes: a load balancer asks often, from one address, and must not be told 429."""
 
 _MAX_LOCAL_KEYS = 100_000
+_VERIFIED_SECONDS = 300.0
+"""How long a token that authenticated keeps its own bucket without counting against its address."""
 _REDIS_RETRY_SECONDS = 5.0
 _REDIS_TIMEOUT_SECONDS = 0.25
 
@@ -123,6 +131,8 @@ class RateLimiter:
         self.clock = clock
         """Wall-clock seconds: processes sharing Redis share its buckets, so they need the same time."""
         self.local = LocalBuckets()
+        self.verified: dict[str, float] = {}
+        """Bucket keys of tokens that authenticated lately -> until when (monotonic seconds)."""
         self.redis: aioredis.Redis | None = None
         self._script: AsyncScript | None = None
         self._redis_down_until = 0.0
@@ -156,9 +166,33 @@ class RateLimiter:
             log.info("rate limits: Redis answers again; buckets shared again")
         return 0.0 if int(allowed) == 1 else float(retry)
 
+    def verify(self, authorization: str) -> None:
+        """The token of this header authenticated: from now on it counts against its own bucket only."""
+        if len(self.verified) >= _MAX_LOCAL_KEYS:
+            self.verified.clear()
+        self.verified[token_key(authorization.encode("latin-1"))] = time.monotonic() + _VERIFIED_SECONDS
+
+    def is_verified(self, key: str) -> bool:
+        until = self.verified.get(key)
+        return until is not None and until > time.monotonic()
+
     async def close(self) -> None:
         if self.redis is not None:
             await self.redis.aclose()
+
+
+class RateLimitedAuthenticator(Authenticator):
+    """Tells the limiter which tokens are real, so that made-up ones count against their address."""
+
+    def __init__(self, cache_seconds: float, limiter: RateLimiter) -> None:
+        super().__init__(cache_seconds)
+        self.limiter = limiter
+
+    async def authenticate(self, header: str | None) -> Principal | None:
+        principal = await super().authenticate(header)
+        if principal is not None and header is not None:
+            self.limiter.verify(header)
+        return principal
 
 
 def token_key(authorization: bytes) -> str:
@@ -211,14 +245,18 @@ class RateLimitMiddleware:
         if scope["type"] != "http" or scope["path"] in EXEMPT_PATHS:
             await self.app(scope, receive, send)
             return
-        quotas = self.limiter.quotas
+        limiter = self.limiter
         for name, value in scope["headers"]:
             if name == b"authorization":
-                key, quota = token_key(value), quotas.token
+                key = token_key(value)
+                wait = await limiter.take(key, limiter.quotas.token)
+                # A token not seen to authenticate (made up, perhaps, to dodge the limit on requests without
+                # one) counts against its address too.
+                if wait <= 0 and not limiter.is_verified(key):
+                    wait = await limiter.take(address_key(scope, "a"), limiter.quotas.anonymous)
                 break
         else:
-            key, quota = address_key(scope, "a"), quotas.anonymous
-        wait = await self.limiter.take(key, quota)
+            wait = await limiter.take(address_key(scope, "a"), limiter.quotas.anonymous)
         if wait > 0:
             start, body = too_many(wait)
             await send(start)

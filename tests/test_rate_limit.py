@@ -8,6 +8,7 @@ import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, MutableMapping
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -18,6 +19,8 @@ import resolvers.auth
 from creditline.app import create_app
 from creditline.rate_limit import RateLimiter
 from creditline.settings import Settings
+from models.tables import TokenKind
+from models.tokens import create_token
 from tests.conftest import REQUIRE_SERVICES, Backend
 
 REDIS_URL = os.environ.get("CREDITLINE_TEST_REDIS_URL", "")
@@ -99,22 +102,27 @@ def assert_refused(response: httpx.Response, retry_after: int) -> None:
     }
 
 
+async def service_token(name: str) -> str:
+    return await create_token(TokenKind.SERVICE, name=name, scopes=("usage:write",), now=datetime.now(UTC))
+
+
 async def run_token_bucket(client: Client) -> None:
     """Burst 3, 0.25 per second: the 4th request waits 4 s; 1 s later, 3 s; another token is unaffected."""
+    token_a, token_b = await service_token("a"), await service_token("b")
     http = client.at("10.0.0.1")
     for _ in range(3):
-        response = await http.post("/graphql", json=QUERY, headers=bearer("token-a"))
+        response = await http.post("/graphql", json=QUERY, headers=bearer(token_a))
         assert response.status_code == 200, response.text
-    assert_refused(await http.post("/graphql", json=QUERY, headers=bearer("token-a")), 4)
-    assert (await http.post("/graphql", json=QUERY, headers=bearer("token-b"))).status_code == 200
+    assert_refused(await http.post("/graphql", json=QUERY, headers=bearer(token_a)), 4)
+    assert (await http.post("/graphql", json=QUERY, headers=bearer(token_b))).status_code == 200
     client.clock.now += 1
-    assert_refused(await http.post("/graphql", json=QUERY, headers=bearer("token-a")), 3)
+    assert_refused(await http.post("/graphql", json=QUERY, headers=bearer(token_a)), 3)
     client.clock.now += 3
-    assert (await http.post("/graphql", json=QUERY, headers=bearer("token-a"))).status_code == 200
-    assert_refused(await http.post("/graphql", json=QUERY, headers=bearer("token-a")), 4)
+    assert (await http.post("/graphql", json=QUERY, headers=bearer(token_a))).status_code == 200
+    assert_refused(await http.post("/graphql", json=QUERY, headers=bearer(token_a)), 4)
     # The refused requests did not move the refill: 4 s after the last allowed one, one more.
     client.clock.now += 4
-    assert (await http.post("/graphql", json=QUERY, headers=bearer("token-a"))).status_code == 200
+    assert (await http.post("/graphql", json=QUERY, headers=bearer(token_a))).status_code == 200
 
 
 async def run_anonymous_bucket(client: Client) -> None:
@@ -147,10 +155,24 @@ async def test_a_refusal_needs_no_token_lookup(local: Client, monkeypatch: pytes
         return await real(secret)
 
     monkeypatch.setattr(resolvers.auth, "principal_for", counting)
+    token = await service_token("c")
     http = local.at("10.0.0.4")
-    statuses = [(await http.post("/graphql", json=QUERY, headers=bearer("token-c"))).status_code for _ in range(6)]
+    statuses = [(await http.post("/graphql", json=QUERY, headers=bearer(token))).status_code for _ in range(6)]
     assert statuses == [200, 200, 200, 429, 429, 429]
-    assert looked_up == ["token-c"] * 3
+    assert looked_up == [token] * 3
+
+
+async def test_made_up_tokens_count_against_their_address(local: Client) -> None:
+    token = await service_token("e")
+    http = local.at("10.0.0.9")
+    assert (await http.post("/graphql", json=QUERY, headers=bearer(token))).status_code == 200  # verified now
+    assert (await http.post("/graphql", json=QUERY, headers=bearer("made-up-1"))).status_code == 200
+    # A fresh made-up token each time does not get a fresh bucket: the address's is empty.
+    assert_refused(await http.post("/graphql", json=QUERY, headers=bearer("made-up-2")), 2)
+    assert_refused(await http.post("/graphql", json=QUERY), 2)
+    # A token that authenticated counts against its own bucket only.
+    assert (await http.post("/graphql", json=QUERY, headers=bearer(token))).status_code == 200
+    assert (await local.at("10.0.0.10").post("/graphql", json=QUERY, headers=bearer("made-up-3"))).status_code == 200
 
 
 async def websocket_handshake(app: Any, address: str, extensions: bool = True) -> list[dict[str, Any]]:
@@ -263,11 +285,12 @@ async def test_redis_buckets_refuse_like_local_ones(shared: tuple[Client, Client
 
 
 async def test_processes_on_one_redis_share_a_bucket(shared: tuple[Client, Client]) -> None:
+    token = await service_token("d")
     first, second = (client.at("10.0.0.7") for client in shared)
     for http in (first, second, first):
-        assert (await http.post("/graphql", json=QUERY, headers=bearer("token-d"))).status_code == 200
-    assert_refused(await second.post("/graphql", json=QUERY, headers=bearer("token-d")), 4)
-    assert_refused(await first.post("/graphql", json=QUERY, headers=bearer("token-d")), 4)
+        assert (await http.post("/graphql", json=QUERY, headers=bearer(token))).status_code == 200
+    assert_refused(await second.post("/graphql", json=QUERY, headers=bearer(token)), 4)
+    assert_refused(await first.post("/graphql", json=QUERY, headers=bearer(token)), 4)
 
 
 async def test_with_redis_down_requests_are_limited_in_process_and_it_is_logged_once(
