@@ -36,7 +36,7 @@ log = logging.getLogger("creditline.graphql")
 access = logging.getLogger("creditline.access")
 
 _SECRETS = re.compile(
-    r"(?i)(bearer\s+)\S+"
+    r"(?i)(bearer\s+)(?!<)[^\s'\",]+"
     r"|\b(?:cl[usa]_|sk_live_|sk_test_|rk_live_|rk_test_|whsec_|tok_|pm_|seti_|pi_\w+_secret_)[A-Za-z0-9_\-]+"
     r"|(\bt=\d+,\s*v1=)[0-9a-f,v=\s]+"
 )

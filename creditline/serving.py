@@ -32,6 +32,7 @@ else:
 
 log = logging.getLogger("creditline.serve")
 
+OVER_CAP_HEADER_TIMEOUT = 1.0
 FILE_RESERVE = 256
 """File descriptors kept for what is not a client connection: the database pool, Redis, logs, the listener."""
 
@@ -105,7 +106,13 @@ class HeadGuard:
         self.awaiting = True
         self.cycle = protocol.cycle
         self.received = 0
-        self.timer = protocol.loop.call_later(protocol.config.header_timeout_seconds, self.expired)
+        config = protocol.config
+        timeout = config.header_timeout_seconds
+        if config.limit_concurrency is not None and len(protocol.connections) > config.limit_concurrency:
+            # Past the cap the request gets 503 anyway: a second to say it, so that a flood of connections
+            # holds few file descriptors for long.
+            timeout = min(timeout, OVER_CAP_HEADER_TIMEOUT)
+        self.timer = protocol.loop.call_later(timeout, self.expired)
 
     def cancel(self) -> None:
         self.awaiting = False

@@ -90,6 +90,8 @@ async def test_an_unexpected_error_keeps_its_traceback_with_inputs_cut_and_secre
 
 def test_redaction_of_what_looks_like_a_secret() -> None:
     assert redact("Authorization: Bearer clu_abc-DEF_123 sent") == "Authorization: Bearer [redacted] sent"
+    assert redact("Send 'Authorization: Bearer <token>'") == "Send 'Authorization: Bearer <token>'"
+    assert redact('{"authorization": "Bearer x.y-z"}') == '{"authorization": "Bearer [redacted]"}'
     assert redact("token cls_xyz and cla_q1") == "token [redacted] and [redacted]"
     assert redact("keys sk_live_abc whsec_def rk_test_g") == "keys [redacted] [redacted] [redacted]"
     assert redact("card tok_visa then pm_1Abc") == "card [redacted] then [redacted]"

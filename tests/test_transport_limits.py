@@ -26,6 +26,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from creditline.app import create_app
+from creditline.serving import FILE_RESERVE, connection_cap
 from creditline.settings import Settings
 from tests.conftest import Backend
 
@@ -215,6 +216,7 @@ async def test_a_websocket_message_over_the_limit_closes_the_connection_1009() -
 # A real server: header timeout, connection cap, file limit, and the same body and message limits.
 
 HEADER_TIMEOUT = 1.5
+KEEP_ALIVE = 1
 CAP = 40
 
 
@@ -241,6 +243,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, subp
         "CREDITLINE_MAX_BODY_BYTES": str(1 << 20),
         "CREDITLINE_WS_MAX_MESSAGE_BYTES": "4096",
         "CREDITLINE_SWEEP_INTERVAL_SECONDS": "3600",
+        "CREDITLINE_KEEP_ALIVE_SECONDS": str(KEEP_ALIVE),
     }
     migrated = subprocess.run(
         [sys.executable, "-m", "creditline", "migrate"], env=env, capture_output=True, timeout=60, check=False
@@ -333,6 +336,47 @@ def test_slowloris_connections_are_closed_after_the_header_timeout(
     assert HEADER_TIMEOUT - 0.2 <= waited < HEADER_TIMEOUT + 2
     partial.close()
     silent.close()
+
+
+def test_an_idle_keep_alive_connection_is_closed(served: tuple[int, subprocess.Popen[bytes]]) -> None:
+    port, _ = served
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        for _ in range(2):  # the connection is kept between requests
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b'{"status":"ok"}'):
+                answer += conn.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+        idle = time.monotonic()
+        assert conn.recv(65536) == b""  # closed by the server, without a response
+        assert KEEP_ALIVE - 0.2 <= time.monotonic() - idle < KEEP_ALIVE + 2
+
+
+def test_the_connection_cap_stays_below_the_file_limit(tmp_path: Path) -> None:
+    assert connection_cap(4096, 20_000) == 4096
+    assert connection_cap(4096, 1024) == 1024 - FILE_RESERVE
+    assert connection_cap(4096, 100) == 1
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (600, 600))
+
+    env = {**os.environ, "CREDITLINE_DATABASE_URL": f"sqlite://{tmp_path}/db.sqlite3"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "creditline", "serve", "--port", str(free_port())],
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        preexec_fn=low_limit,
+    )
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline().decode()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        assert proc.stderr is not None
+        proc.stderr.close()
+    assert first == "creditline: CREDITLINE_MAX_CONNECTIONS=4096 lowered to 344: the open-file limit is 600\n"
 
 
 def test_a_head_over_the_header_limit_gets_431(served: tuple[int, subprocess.Popen[bytes]]) -> None:
