@@ -130,7 +130,10 @@ class LoggedSchema(strawberry.Schema):
 
 
 class RedactingFormatter(logging.Formatter):
-    """Text lines, redacted, with the request id when there is one."""
+    """Text lines, redacted, with the request id when there is one; a traceback's lines cut."""
+
+    def formatException(self, ei: Any) -> str:
+        return "\n".join(clean(line) for line in super().formatException(ei).splitlines())
 
     def format(self, record: logging.LogRecord) -> str:
         text = redact(super().format(record))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -170,6 +171,16 @@ def test_text_lines_are_redacted_too() -> None:
     formatter = RedactingFormatter("%(levelname)s %(name)s: %(message)s")
     record = logging.LogRecord("creditline.x", logging.WARNING, __file__, 1, "got %s", ("Bearer clu_secret",), None)
     assert formatter.format(record) == "WARNING creditline.x: got Bearer [redacted]"
+    try:
+        raise ValueError("bad " + HUGE)
+    except ValueError:
+        failed = logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1, "Exception", (), sys.exc_info())
+    text = formatter.format(failed)
+    assert text.startswith("ERROR uvicorn.error: Exception\nTraceback (most recent call last):\n")
+    assert text.endswith("ValueError: bad " + "a" * 184 + "… (1000016 chars)")
+    for line in (JsonFormatter().format(failed), JsonFormatter().format(record)):
+        assert len(line) < 2000
+        json.loads(line)
 
 
 def test_settings_read_the_log_format() -> None:

@@ -311,3 +311,32 @@ async def test_with_redis_down_requests_are_limited_in_process_and_it_is_logged_
     finally:
         await client.close()
         await limiter.close()
+
+
+async def test_a_frozen_redis_delays_a_request_briefly_and_fails_none(db: Backend) -> None:
+    """A Redis that accepts connections and never answers: the call times out, the process counts alone."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    frozen = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = frozen.sockets[0].getsockname()[1]
+    client = await limited_client(limited(redis_url=f"redis://127.0.0.1:{port}/0"), FakeClock())
+    try:
+        http = client.at("10.0.0.11")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert (await http.post("/graphql", json=QUERY)).status_code == 200
+        assert loop.time() - started < 2  # one Redis timeout (0.25 s), then in-process
+        started = loop.time()
+        assert (await http.post("/graphql", json=QUERY)).status_code == 200
+        assert_refused(await http.post("/graphql", json=QUERY), 2)  # local buckets still limit
+        assert loop.time() - started < 0.5  # no second wait on Redis meanwhile
+    finally:
+        await client.close()
+        await client.app.state.rate_limiter.close()
+        for writer in held:
+            writer.close()
+        frozen.close()
+        await frozen.wait_closed()
