@@ -51,6 +51,19 @@ request_context: contextvars.ContextVar[tuple[str, str, str] | None] = contextva
 """(request id, method, path) of the request being handled."""
 
 
+handshake_refused: contextvars.ContextVar[bool] = contextvars.ContextVar("creditline_handshake_refused", default=False)
+"""Set by the rate limiter in the task of a websocket handshake it answered with 429."""
+
+
+class RefusedHandshakeFilter(logging.Filter):
+    """Drops uvicorn's (0.54) "ASGI callable returned without completing handshake." after a handshake the
+    rate limiter refused on purpose with an HTTP response: under a flood it would be an ERROR per attempt.
+    uvicorn logs it in the task that ran the app, so the refusal's context variable is still set there."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (handshake_refused.get() and record.name == "uvicorn.error" and record.levelno == logging.ERROR)
+
+
 def _keep_prefix(match: re.Match[str]) -> str:
     return (match.group(1) or match.group(2) or "") + "[redacted]"
 
@@ -171,10 +184,16 @@ def log_config(log_format: str, level: str = "INFO") -> dict[str, Any]:
         if log_format == "json"
         else {"()": RedactingFormatter, "format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
     )
-    handler = {"class": "logging.StreamHandler", "formatter": "default", "stream": "ext://sys.stderr"}
+    handler = {
+        "class": "logging.StreamHandler",
+        "formatter": "default",
+        "stream": "ext://sys.stderr",
+        "filters": ["refused_handshake"],
+    }
     return {
         "version": 1,
         "disable_existing_loggers": False,
+        "filters": {"refused_handshake": {"()": RefusedHandshakeFilter}},
         "formatters": {"default": formatter},
         "handlers": {"default": handler},
         "root": {"handlers": ["default"], "level": level},

@@ -28,6 +28,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from creditline.logs import handshake_refused
 from models.tokens import Principal
 from resolvers.auth import Authenticator
 
@@ -273,6 +274,7 @@ async def refuse_websocket(limiter: RateLimiter, scope: Scope, receive: Receive,
         return False
     await receive()  # websocket.connect
     if "websocket.http.response" in scope.get("extensions", {}):
+        handshake_refused.set(True)
         start, body = too_many(wait)
         await send({**start, "type": "websocket.http.response.start"})
         await send({**body, "type": "websocket.http.response.body"})

@@ -4,6 +4,7 @@ point 11): in this process, and shared through Redis."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import uuid
@@ -17,6 +18,7 @@ import pytest
 import models.tokens
 import resolvers.auth
 from creditline.app import create_app
+from creditline.logs import RefusedHandshakeFilter, handshake_refused
 from creditline.rate_limit import RateLimiter
 from creditline.settings import Settings
 from models.tables import TokenKind
@@ -340,3 +342,18 @@ async def test_a_frozen_redis_delays_a_request_briefly_and_fails_none(db: Backen
             writer.close()
         frozen.close()
         await frozen.wait_closed()
+
+
+def test_uvicorns_error_after_a_refused_handshake_is_dropped_and_no_other() -> None:
+    after_refusal = logging.LogRecord(
+        "uvicorn.error", logging.ERROR, __file__, 1, "ASGI callable returned without completing handshake.", (), None
+    )
+    keep = RefusedHandshakeFilter()
+
+    def in_refused_task() -> list[bool]:
+        handshake_refused.set(True)
+        other = logging.LogRecord("creditline.x", logging.ERROR, __file__, 1, "other", (), None)
+        return [keep.filter(after_refusal), keep.filter(other)]
+
+    assert contextvars.copy_context().run(in_refused_task) == [False, True]
+    assert keep.filter(after_refusal) is True  # a handshake nobody refused: uvicorn's error stays
