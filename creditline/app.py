@@ -24,14 +24,7 @@ from creditline.http_limits import BodyLimitMiddleware, WebSocketMessageLimit
 from creditline.invoices import invoice_page
 from creditline.jobs import run_sweeper
 from creditline.logs import RequestLogMiddleware
-from creditline.rate_limit import (
-    Quota,
-    Quotas,
-    RateLimitedAuthenticator,
-    RateLimiter,
-    RateLimitMiddleware,
-    refuse_websocket,
-)
+from creditline.rate_limit import RateLimiter, RateLimitMiddleware, limiter_for, refuse_websocket
 from creditline.settings import Settings
 from creditline.webhooks import stripe_webhook
 from gateway.registry import gateway_for
@@ -115,24 +108,8 @@ def create_app(
     """Build the app. Tests pass ``manage_database=False`` when they have initialised Tortoise already;
     ``creditline serve`` passes ``ws_message_limit=False`` because uvicorn caps websocket messages itself."""
     services = build_services(settings, clock or Clock())
-    limiter = (
-        RateLimiter(
-            Quotas(
-                token=Quota(settings.rate_limit_token_per_second, settings.rate_limit_token_burst),
-                anonymous=Quota(settings.rate_limit_anonymous_per_second, settings.rate_limit_anonymous_burst),
-                websocket=Quota(settings.rate_limit_websocket_per_second, settings.rate_limit_websocket_burst),
-            ),
-            redis_url=settings.redis_url,
-            prefix=settings.rate_limit_prefix,
-        )
-        if settings.rate_limit
-        else None
-    )
-    auth = (
-        Authenticator(settings.token_cache_seconds)
-        if limiter is None
-        else RateLimitedAuthenticator(settings.token_cache_seconds, limiter)
-    )
+    limiter = limiter_for(settings)
+    auth = Authenticator(settings.token_cache_seconds) if limiter is None else limiter.authenticator(settings)
     graphql = GraphQLEndpoint(build_schema(settings), services, auth)
 
     @contextlib.asynccontextmanager

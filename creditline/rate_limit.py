@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from creditline.logs import handshake_refused
+from creditline.settings import Settings
 from models.tokens import Principal
 from resolvers.auth import Authenticator
 
@@ -167,6 +168,9 @@ class RateLimiter:
             log.info("rate limits: Redis answers again; buckets shared again")
         return 0.0 if int(allowed) == 1 else float(retry)
 
+    def authenticator(self, settings: Settings) -> Authenticator:
+        return RateLimitedAuthenticator(settings.token_cache_seconds, self)
+
     def verify(self, authorization: str) -> None:
         """The token of this header authenticated: from now on it counts against its own bucket only."""
         if len(self.verified) >= _MAX_LOCAL_KEYS:
@@ -194,6 +198,18 @@ class RateLimitedAuthenticator(Authenticator):
         if principal is not None and header is not None:
             self.limiter.verify(header)
         return principal
+
+
+def limiter_for(settings: Settings) -> RateLimiter | None:
+    """The limiter the settings ask for; ``None`` with ``CREDITLINE_RATE_LIMIT=0``."""
+    if not settings.rate_limit:
+        return None
+    quotas = Quotas(
+        token=Quota(settings.rate_limit_token_per_second, settings.rate_limit_token_burst),
+        anonymous=Quota(settings.rate_limit_anonymous_per_second, settings.rate_limit_anonymous_burst),
+        websocket=Quota(settings.rate_limit_websocket_per_second, settings.rate_limit_websocket_burst),
+    )
+    return RateLimiter(quotas, redis_url=settings.redis_url, prefix=settings.rate_limit_prefix)
 
 
 def token_key(authorization: bytes) -> str:
