@@ -109,6 +109,12 @@ class LocalBuckets:
         bucket[0] = tokens
         return (1.0 - tokens) / quota.per_second
 
+    def refund(self, key: str, quota: Quota) -> None:
+        """Give back the request just taken (the shared bucket refused it)."""
+        bucket = self.buckets.get(key)
+        if bucket is not None:
+            bucket[0] = min(float(quota.burst), bucket[0] + 1.0)
+
     def _prune(self, now: float) -> None:
         """Forget the buckets idle long enough to have refilled (a new one starts full); if that is not
         enough, all of them."""
@@ -146,12 +152,19 @@ class RateLimiter:
             self._script = self.redis.register_script(_TAKE)
 
     async def take(self, key: str, quota: Quota) -> float:
+        """0 if a request may go now, else the seconds until it may.
+
+        With Redis the process's own bucket answers first: it counts only this process's requests that the
+        shared bucket let through too, so it is never emptier than the shared one, and a refusal from it needs
+        no round trip (a flood costs Redis nothing).
+        """
         now = self.clock()
-        if self.redis is None:
-            return self.local.take(key, quota, now)
+        wait = self.local.take(key, quota, now)
+        if self.redis is None or wait > 0:
+            return wait
         mono = time.monotonic()
         if mono < self._redis_down_until:
-            return self.local.take(key, quota, now)
+            return 0.0
         try:
             assert self._script is not None
             allowed, retry = await self._script(
@@ -162,11 +175,14 @@ class RateLimiter:
             if not self._redis_down:
                 self._redis_down = True
                 log.warning("rate limits: Redis does not answer (%s); counting in this process meanwhile", exc)
-            return self.local.take(key, quota, now)
+            return 0.0
         if self._redis_down:
             self._redis_down = False
             log.info("rate limits: Redis answers again; buckets shared again")
-        return 0.0 if int(allowed) == 1 else float(retry)
+        if int(allowed) == 1:
+            return 0.0
+        self.local.refund(key, quota)
+        return float(retry)
 
     def authenticator(self, settings: Settings) -> Authenticator:
         return RateLimitedAuthenticator(settings.token_cache_seconds, self)

@@ -295,6 +295,27 @@ async def test_processes_on_one_redis_share_a_bucket(shared: tuple[Client, Clien
     assert_refused(await first.post("/graphql", json=QUERY, headers=bearer(token)), 4)
 
 
+async def test_past_its_own_bucket_a_process_refuses_without_asking_redis(shared: tuple[Client, Client]) -> None:
+    limiter = shared[0].app.state.rate_limiter
+    calls: list[str] = []
+    script = limiter._script
+
+    async def counting(keys: list[str], args: list[Any]) -> Any:
+        calls.append(keys[0])
+        return await script(keys=keys, args=args)
+
+    limiter._script = counting
+    http = shared[0].at("10.0.0.12")
+    statuses = [(await http.post("/graphql", json=QUERY)).status_code for _ in range(6)]
+    assert statuses == [200, 200, 429, 429, 429, 429]
+    assert calls == [f"{limiter.prefix}:a:10.0.0.12"] * 2
+    # The other process, on the same address, is refused by the shared bucket, and keeps its own unspent.
+    other = shared[1].at("10.0.0.12")
+    assert_refused(await other.post("/graphql", json=QUERY), 2)
+    shared[0].clock.now += 2
+    assert (await other.post("/graphql", json=QUERY)).status_code == 200
+
+
 async def test_with_redis_down_requests_are_limited_in_process_and_it_is_logged_once(
     db: Backend, caplog: pytest.LogCaptureFixture
 ) -> None:
