@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -19,8 +20,11 @@ from creditline.clock import Clock
 from creditline.events import EventBus, InProcessBus, RedisBus
 from creditline.exports import transactions_export, usage_export
 from creditline.graphql import GraphQLEndpoint, build_schema
+from creditline.http_limits import BodyLimitMiddleware, WebSocketMessageLimit
 from creditline.invoices import invoice_page
 from creditline.jobs import run_sweeper
+from creditline.logs import RequestLogMiddleware
+from creditline.rate_limit import RateLimiter, RateLimitMiddleware, limiter_for, refuse_websocket
 from creditline.settings import Settings
 from creditline.webhooks import stripe_webhook
 from gateway.registry import gateway_for
@@ -58,16 +62,30 @@ class CreditlineApp(Starlette):
     """Starlette, except that a websocket on /graphql goes straight to the GraphQL endpoint.
 
     Neither the middleware stack nor the router has anything to do for it, but every open websocket would
-    keep their frames alive for as long as it lasts: 4 KB of each idle subscriber.
+    keep their frames alive for as long as it lasts: 4 KB of each idle subscriber. Its handshake is counted
+    by the rate limiter here, and its messages are capped here unless the server does it (uvicorn).
     """
 
-    def __init__(self, graphql: ASGIApp, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        graphql: ASGIApp,
+        *,
+        limiter: RateLimiter | None = None,
+        ws_max_message_bytes: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.graphql = graphql
+        self.limiter = limiter
+        self.ws_max_message_bytes = ws_max_message_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and _route_path(scope) == "/graphql":
             scope["app"] = self
+            if self.limiter is not None and await refuse_websocket(self.limiter, scope, receive, send):
+                return
+            if self.ws_max_message_bytes is not None:
+                receive = WebSocketMessageLimit(receive, send, self.ws_max_message_bytes)
             await self.graphql(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
@@ -85,10 +103,13 @@ def create_app(
     clock: Clock | None = None,
     manage_database: bool = True,
     run_jobs: bool = True,
+    ws_message_limit: bool = True,
 ) -> CreditlineApp:
-    """Build the app. Tests pass ``manage_database=False`` when they have initialised Tortoise already."""
+    """Build the app. Tests pass ``manage_database=False`` when they have initialised Tortoise already;
+    ``creditline serve`` passes ``ws_message_limit=False`` because uvicorn caps websocket messages itself."""
     services = build_services(settings, clock or Clock())
-    auth = Authenticator(settings.token_cache_seconds)
+    limiter = limiter_for(settings)
+    auth = Authenticator(settings.token_cache_seconds) if limiter is None else limiter.authenticator(settings)
     graphql = GraphQLEndpoint(build_schema(settings), services, auth)
 
     @contextlib.asynccontextmanager
@@ -118,14 +139,30 @@ def create_app(
             await auto_top_up_worker.idle()  # let top-ups being charged finish and publish
             await services.bus.stop()
             await services.gateway.close()
+            if limiter is not None:
+                await limiter.close()
             if manage_database:
                 await db.close_db()
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    # Outermost first: the request's log line, then the cheapest refusals (rate, then body) before any work.
+    middleware = [Middleware(RequestLogMiddleware)] if settings.access_log else []
+    if limiter is not None:
+        middleware.append(Middleware(RateLimitMiddleware, limiter=limiter))
+    middleware.append(
+        Middleware(
+            BodyLimitMiddleware,
+            max_body_bytes=settings.max_body_bytes,
+            body_timeout_seconds=settings.body_timeout_seconds,
+        )
+    )
     app = CreditlineApp(
         graphql,
+        limiter=limiter,
+        ws_max_message_bytes=settings.ws_max_message_bytes if ws_message_limit else None,
+        middleware=middleware,
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
             Route("/healthz", health),
@@ -138,4 +175,5 @@ def create_app(
     )
     app.state.services = services
     app.state.auth = auth
+    app.state.rate_limiter = limiter
     return app

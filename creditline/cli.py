@@ -68,23 +68,48 @@ def _serve(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
     from creditline.app import create_app
+    from creditline.logs import log_config
+    from creditline.serving import ServeConfig, connection_cap, guarded_protocol, raise_file_limit
 
     lock = db.SqliteWriterLock(settings.database_url)
     try:
         lock.acquire()
     except db.SecondWriterError as exc:
         sys.exit(f"creditline: {exc}")
+    # Connections past the cap get 503 (uvicorn's limit_concurrency counts websockets too); the cap stays
+    # below the file limit, raised to its hard limit first, so that accepting never fails for want of one.
+    file_limit = raise_file_limit()
+    cap = connection_cap(settings.max_connections, file_limit)
+    if cap < settings.max_connections:
+        print(
+            f"creditline: CREDITLINE_MAX_CONNECTIONS={settings.max_connections} lowered to {cap}:"
+            f" the open-file limit is {file_limit}",
+            file=sys.stderr,
+        )
     try:
-        uvicorn.run(
-            create_app(settings),
+        config = ServeConfig(
+            # uvicorn enforces the websocket message size itself (ws_max_size): no check in the app.
+            create_app(settings, ws_message_limit=False),
             host=host,
             port=port,
+            log_config=log_config(settings.log_format),
             log_level="info",
-            access_log=settings.access_log,
+            access_log=False,  # ours (creditline/logs.py) when CREDITLINE_ACCESS_LOG=1
             proxy_headers=False,
             # Events are ~100-byte JSON frames: compression gains nothing and costs ~40 KB per websocket.
             ws_per_message_deflate=False,
+            ws_max_size=settings.ws_max_message_bytes,
+            http=guarded_protocol(),
+            timeout_keep_alive=settings.keep_alive_seconds,
+            limit_concurrency=cap,
+            h11_max_incomplete_event_size=settings.max_header_bytes,
+            header_timeout_seconds=settings.header_timeout_seconds,
+            max_header_bytes=settings.max_header_bytes,
         )
+        server = uvicorn.Server(config)
+        server.run()
+        if not server.started:
+            sys.exit(3)  # uvicorn.run's STARTUP_FAILURE: the lifespan or the bind failed, and said why
     finally:
         lock.release()
 

@@ -48,6 +48,7 @@ from strawberry.types.unset import UNSET, UnsetType
 from strawberry.utils.aio import aclosing
 
 from creditline.live import LiveOperation, TokenWatch
+from creditline.logs import LoggedSchema
 from creditline.settings import Settings
 from resolvers.auth import Authenticator, bearer_secret
 from resolvers.context import Context, Services
@@ -80,7 +81,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         lambda: MaskErrors(should_mask_error=should_mask),
     ]
     factories: list[type[SchemaExtension]] = extensions
-    return strawberry.Schema(
+    return LoggedSchema(
         query=Query,
         mutation=Mutation,
         subscription=RootSubscription,

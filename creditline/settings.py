@@ -43,6 +43,30 @@ def _days(env: Mapping[str, str], name: str, default: tuple[int, ...]) -> tuple[
     return days
 
 
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise SystemExit(f"{name} must be a number, got {raw!r}") from exc
+    if not value > 0 or value == float("inf"):
+        raise SystemExit(f"{name} must be a positive number, got {raw!r}")
+    return value
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SystemExit(f"{name} must be 1 or 0, got {raw!r}")
+
+
 def _credits(env: Mapping[str, str], name: str, default: str) -> int:
     from models.credits import parse_credits
 
@@ -51,6 +75,13 @@ def _credits(env: Mapping[str, str], name: str, default: str) -> int:
         return parse_credits(raw)
     except ValueError as exc:
         raise SystemExit(f"{name}: {exc}") from exc
+
+
+def _log_format(env: Mapping[str, str]) -> str:
+    raw = env.get("CREDITLINE_LOG_FORMAT", "").strip().lower() or "text"
+    if raw not in ("text", "json"):
+        raise SystemExit(f"CREDITLINE_LOG_FORMAT must be text or json, got {raw!r}")
+    return raw
 
 
 @dataclass(frozen=True)
@@ -108,6 +139,32 @@ class Settings:
     replay_wait_seconds: int = 10
     """How long a resent topUp or subscribe waits for the first call with its key to learn the payment's
     outcome; past it, while that call may still be running, the resend is told to send again."""
+    # Issue 9, points 4, 10, 11 and 18: the HTTP/ASGI transport (bodies, connections, logs, rate limits).
+    max_body_bytes: int = 1 << 20
+    """Largest request body, on every route; a larger one gets 413 before it is read."""
+    ws_max_message_bytes: int = 64 << 10
+    """Largest websocket message (graphql-transport-ws messages are a query and its variables)."""
+    header_timeout_seconds: float = 10.0
+    """A request's headers must arrive within this, or the connection is closed (slowloris)."""
+    body_timeout_seconds: float = 30.0
+    """A request's body must arrive within this after its headers, or it gets 408."""
+    keep_alive_seconds: int = 5
+    """An idle keep-alive connection is closed after this."""
+    max_connections: int = 4096
+    """Open connections (websockets included) past which new requests get 503; kept below the file limit."""
+    max_header_bytes: int = 64 << 10
+    """Largest request head (request line and headers); a larger one gets 431."""
+    log_format: str = "text"
+    """``text`` or ``json`` (one object per line)."""
+    rate_limit: bool = True
+    rate_limit_token_per_second: float = 1000.0
+    rate_limit_token_burst: int = 2000
+    rate_limit_anonymous_per_second: float = 20.0
+    rate_limit_anonymous_burst: int = 100
+    rate_limit_websocket_per_second: float = 20.0
+    rate_limit_websocket_burst: int = 2000
+    rate_limit_prefix: str = "creditline:ratelimit"
+    """Key prefix of the buckets in Redis: deployments sharing one Redis each need their own."""
 
     @property
     def production(self) -> bool:
@@ -141,7 +198,7 @@ class Settings:
             token_cache_seconds=_int(env, "CREDITLINE_TOKEN_CACHE_SECONDS", cls.token_cache_seconds),
             token_recheck_seconds=_int(env, "CREDITLINE_TOKEN_RECHECK_SECONDS", cls.token_recheck_seconds),
             ws_init_timeout_seconds=_int(env, "CREDITLINE_WS_INIT_TIMEOUT_SECONDS", cls.ws_init_timeout_seconds),
-            access_log=env.get("CREDITLINE_ACCESS_LOG", "0") in ("1", "true", "yes"),
+            access_log=_flag(env, "CREDITLINE_ACCESS_LOG", _log_format(env) == "json"),
             rate_card=env.get("CREDITLINE_RATE_CARD", ""),
             plans=env.get("CREDITLINE_PLANS", ""),
             secret_key=env.get("CREDITLINE_SECRET_KEY", ""),
@@ -162,4 +219,31 @@ class Settings:
             ),
             # Issue 9, point 8.
             invitation_days=_positive(env, "CREDITLINE_INVITATION_DAYS", cls.invitation_days),
+            # Issue 9, points 4, 10, 11 and 18.
+            max_body_bytes=_positive(env, "CREDITLINE_MAX_BODY_BYTES", cls.max_body_bytes),
+            ws_max_message_bytes=_positive(env, "CREDITLINE_WS_MAX_MESSAGE_BYTES", cls.ws_max_message_bytes),
+            header_timeout_seconds=_float(env, "CREDITLINE_HEADER_TIMEOUT_SECONDS", cls.header_timeout_seconds),
+            body_timeout_seconds=_float(env, "CREDITLINE_BODY_TIMEOUT_SECONDS", cls.body_timeout_seconds),
+            keep_alive_seconds=_positive(env, "CREDITLINE_KEEP_ALIVE_SECONDS", cls.keep_alive_seconds),
+            max_connections=_positive(env, "CREDITLINE_MAX_CONNECTIONS", cls.max_connections),
+            max_header_bytes=_positive(env, "CREDITLINE_MAX_HEADER_BYTES", cls.max_header_bytes),
+            log_format=_log_format(env),
+            rate_limit=_flag(env, "CREDITLINE_RATE_LIMIT", cls.rate_limit),
+            rate_limit_token_per_second=_float(
+                env, "CREDITLINE_RATE_LIMIT_TOKEN_PER_SECOND", cls.rate_limit_token_per_second
+            ),
+            rate_limit_token_burst=_positive(env, "CREDITLINE_RATE_LIMIT_TOKEN_BURST", cls.rate_limit_token_burst),
+            rate_limit_anonymous_per_second=_float(
+                env, "CREDITLINE_RATE_LIMIT_ANONYMOUS_PER_SECOND", cls.rate_limit_anonymous_per_second
+            ),
+            rate_limit_anonymous_burst=_positive(
+                env, "CREDITLINE_RATE_LIMIT_ANONYMOUS_BURST", cls.rate_limit_anonymous_burst
+            ),
+            rate_limit_websocket_per_second=_float(
+                env, "CREDITLINE_RATE_LIMIT_WEBSOCKET_PER_SECOND", cls.rate_limit_websocket_per_second
+            ),
+            rate_limit_websocket_burst=_positive(
+                env, "CREDITLINE_RATE_LIMIT_WEBSOCKET_BURST", cls.rate_limit_websocket_burst
+            ),
+            rate_limit_prefix=env.get("CREDITLINE_RATE_LIMIT_PREFIX") or cls.rate_limit_prefix,
         )
