@@ -94,6 +94,13 @@ class Settings:
     """Base of the pages Stripe sends people back to after Checkout and the customer portal."""
     webhook_tolerance_seconds: int = 300
     """A signed webhook timestamp further than this in the past or the future is refused."""
+    # Live subscriptions (issue 9, points 16 and 17): slow readers, version order across processes.
+    ws_send_timeout_seconds: int = 10
+    """A websocket that has not taken a message within this is closed (4413) and dropped."""
+    ws_max_buffered_bytes: int = 1_048_576
+    """A websocket with more than this waiting unsent in the server's write buffer is closed (4413) and dropped."""
+    live_reorder_ms: int = 100
+    """How long a balance event that came before the versions it follows waits for them (then: the ledger)."""
 
     @property
     def production(self) -> bool:
@@ -145,4 +152,8 @@ class Settings:
             max_subscriptions_per_connection=_int(
                 env, "CREDITLINE_MAX_SUBSCRIPTIONS_PER_CONNECTION", cls.max_subscriptions_per_connection
             ),
+            # Live subscriptions (issue 9, points 16 and 17).
+            ws_send_timeout_seconds=_int(env, "CREDITLINE_WS_SEND_TIMEOUT_SECONDS", cls.ws_send_timeout_seconds),
+            ws_max_buffered_bytes=_int(env, "CREDITLINE_WS_MAX_BUFFERED_BYTES", cls.ws_max_buffered_bytes),
+            live_reorder_ms=_int(env, "CREDITLINE_LIVE_REORDER_MS", cls.live_reorder_ms),
         )
