@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -128,7 +128,7 @@ async def live(db: Backend, clock: Clock, settings: Settings) -> AsyncIterator[L
         yield server
 
 
-CHANGES = {
+CHANGES: dict[str, tuple[str, Callable[[Acme], dict[str, Any]], str]] = {
     "removed": (REMOVE, lambda s: {"org": gid("Organization", s.org), "user": gid("User", s.leaving_id)}, "owner"),
     "demoted": (
         ROLES,
