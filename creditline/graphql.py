@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import socket
+import struct
+import termios
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import strawberry
 from cross_web import HTTPException
@@ -105,6 +109,8 @@ def _is_subscription(query: str, operation_name: str | None) -> bool:
     return any(op.operation is OperationType.SUBSCRIPTION for op in chosen[:1])
 
 
+_OUTQ: int | None = getattr(termios, "TIOCOUTQ", None)
+"""The ioctl that reads a socket's send queue (Linux: SIOCOUTQ); elsewhere only the transport's buffer counts."""
 CLOSE_GRACE_SECONDS = 1.0
 """How long a websocket being dropped has to take its close frame before the connection is cut."""
 SEND_STALLED_REASON = "Subscriber too slow: not reading"
@@ -115,7 +121,32 @@ def _transport_of(websocket: object) -> asyncio.WriteTransport | None:
     of its implementations): what the peer has not taken yet waits in its write buffer."""
     send = getattr(getattr(websocket, "ws", None), "_send", None)
     transport = getattr(getattr(send, "__self__", None), "transport", None)
-    return transport if isinstance(transport, asyncio.WriteTransport) else None
+    # Duck-typed: uvloop's transports are not subclasses of asyncio's.
+    needed = ("get_write_buffer_size", "get_extra_info", "abort")
+    return cast(asyncio.WriteTransport, transport) if all(hasattr(transport, n) for n in needed) else None
+
+
+def _unsent_bytes(transport: asyncio.WriteTransport) -> int:
+    """What waits for the peer: the transport's write buffer, and the kernel's send queue (``SIOCOUTQ``),
+    which takes up to megabytes (``tcp_wmem``) before the transport's buffer starts to grow."""
+    waiting = transport.get_write_buffer_size()
+    sock = transport.get_extra_info("socket")
+    if _OUTQ is not None and sock is not None:
+        with contextlib.suppress(OSError, ValueError):
+            waiting += struct.unpack("i", fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0"))[0]
+    return waiting
+
+
+def _cut(transport: asyncio.WriteTransport) -> None:
+    """Drop the connection and what waits for the peer, in our buffers and the kernel's: a plain close
+    would leave the kernel delivering megabytes to a peer that never reads (SO_LINGER 0 resets instead)."""
+    if transport.is_closing():
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 class LiveTransportHandler(BaseGraphQLTransportWSHandler[Context, None]):
@@ -159,7 +190,7 @@ class LiveTransportHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await self.drop(SLOW_SUBSCRIBER_CLOSE_CODE, SEND_STALLED_REASON)
             raise SlowSubscriberClosed() from None
         transport = _transport_of(self.websocket)
-        if transport is not None and transport.get_write_buffer_size() > settings.ws_max_buffered_bytes:
+        if transport is not None and _unsent_bytes(transport) > settings.ws_max_buffered_bytes:
             await self.drop(SLOW_SUBSCRIBER_CLOSE_CODE, SEND_STALLED_REASON)
             raise SlowSubscriberClosed()
 
@@ -177,9 +208,9 @@ class LiveTransportHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 closed = True
         if transport is not None:
             if closed:
-                asyncio.get_running_loop().call_later(CLOSE_GRACE_SECONDS, transport.abort)
+                asyncio.get_running_loop().call_later(CLOSE_GRACE_SECONDS, _cut, transport)
             else:
-                transport.abort()
+                _cut(transport)
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
         await super().handle_connection_init(message)
