@@ -8,7 +8,11 @@ on the operation holds its bus subscription and a ``Feed`` (what turns an event 
 task: when events arrive, a short task renders each one by executing the operation with the payload as
 its root value, sends it, and ends once none are left.
 
-A token re-check is one application-wide task (``TokenWatch``), not a timer per subscription.
+Rights are re-checked by one application-wide watch (``TokenWatch``), not a timer per subscription: it
+ends the subscriptions of revoked tokens, and those of members whose role in an organization changed (at
+once when the change arrives on the bus, and every ``CREDITLINE_TOKEN_RECHECK_SECONDS`` in case its
+message was lost). A subscription caches whether its viewer's rights hold; a change clears it, and nothing
+more is rendered before they were read again.
 """
 
 from __future__ import annotations
@@ -329,11 +333,10 @@ class TokenWatch:
             if not group:
                 del self._by_token[key]
         access = live.access
-        watching = None if access is None else self._by_access.get(access)
-        if watching is not None:
+        if access is not None and (watching := self._by_access.get(access)) is not None:
             watching.discard(live)
             if not watching:
-                del self._by_access[access]  # type: ignore[arg-type]
+                del self._by_access[access]
 
     def _membership_changed(self) -> None:
         """Called by the bus as each change arrives: taken at once, so the queue never fills."""
