@@ -72,7 +72,8 @@ class BalanceFeed:
     Events reach a process out of version order when several processes write one account (each publishes
     after its own commit). One that comes early is held back until the versions before it arrive; after
     ``CREDITLINE_LIVE_REORDER_MS`` those still missing are read from the ledger (``fill``). A RESYNC marker
-    (events may have been lost while Redis was away) sends a fresh snapshot.
+    (events may have been lost while Redis was away) sends the versions missed, from the ledger, then a
+    fresh snapshot.
     """
 
     __slots__ = ("access", "account_id", "early", "seen")
@@ -104,7 +105,7 @@ class BalanceFeed:
     async def payloads(self, event: Event, ctx: Context) -> list[BalanceEvent]:
         assert isinstance(event, ledger.BalanceChange)
         if event.reason == RESYNC:
-            return [await self.first(ctx), *self._release()]
+            return await self._resync(ctx)
         if event.version <= self.seen:
             return []
         if event.version > self.seen + 1:
@@ -135,28 +136,46 @@ class BalanceFeed:
 
     async def fill(self, ctx: Context) -> list[BalanceEvent]:
         """Send the versions still missing before the first event held back, from the ledger, then it and
-        what follows on.
-
-        An entry carries its change (``amount``, its free and paid parts, ``held_delta``) and version; its
-        balance is the next event's minus the changes in between, so every balance agrees with the event
-        the client sees next. An event that covers several entries (a sweep expiring two lots at once) is
-        sent entry by entry, each version once."""
+        what follows on."""
         if not self.early:
             return []
         target = min(self.early)
         anchor = self.early.pop(target)
+        missed = await self._from_ledger(anchor)
+        self.seen = target
+        return (missed or [_event_of(anchor)]) + self._release()
+
+    async def _resync(self, ctx: Context) -> list[BalanceEvent]:
+        """After events may have been lost: the versions missed, from the ledger, then a fresh snapshot."""
+        state = await ledger.account_state(self.account_id, ctx.now())
+        if state is None:
+            raise ForbiddenError("You may not watch this account")
+        balance, version = state
+        now = _balance_event(self.account_id, balance, 0, "SNAPSHOT", version, ctx.now())
+        missed = []
+        if version > self.seen:
+            missed = await self._from_ledger(ledger.BalanceChange(self.account_id, version, 0, "", balance, ctx.now()))
+        self.seen = max(self.seen, version)
+        return [*missed, now, *self._release()]
+
+    async def _from_ledger(self, anchor: ledger.BalanceChange) -> list[BalanceEvent]:
+        """One event per ledger entry after the version last sent, up to ``anchor`` (empty: the ledger does
+        not have them, which one database never allows).
+
+        An entry carries its change (``amount``, its free and paid parts, ``held_delta``) and version; its
+        balance is the anchor's minus the changes after it, so every balance agrees with what the client
+        sees next. An event that covers several entries (a sweep expiring two lots at once) is sent entry by
+        entry, each version once; the anchor's own entry keeps its reason when it has one."""
         entries = await LedgerEntry.filter(
-            account_id=self.account_id, version__gt=self.seen, version__lte=target
+            account_id=self.account_id, version__gt=self.seen, version__lte=anchor.version
         ).order_by("version")
-        if not entries or entries[-1].version != target:
-            # Not committed as the event says (it cannot happen with one database): send the event alone.
-            self.seen = target
-            return [_event_of(anchor), *self._release()]
+        if not entries or entries[-1].version != anchor.version:
+            return []
         sources = await _lot_sources([e.lot_id for e in entries if e.entry_type == LedgerEntryType.GRANT])
         out: list[BalanceEvent] = []
         balance = anchor.balance
         for entry in reversed(entries):
-            if entry.version == target:
+            if entry.version == anchor.version and anchor.reason:
                 reason, at = anchor.reason, anchor.occurred_at
             else:
                 reason, at = _reason_of(entry, sources), entry.created_at
@@ -165,8 +184,7 @@ class BalanceFeed:
                 balance.free - entry.free_amount, balance.paid - entry.paid_amount, balance.held - entry.held_delta
             )
         out.reverse()
-        self.seen = target
-        return out + self._release()
+        return out
 
 
 async def _lot_sources(lot_ids: list[int | None]) -> dict[int, str]:

@@ -155,6 +155,29 @@ async def test_a_lost_version_waits_only_for_the_window(live: Live, monkeypatch:
         await ws.close()
 
 
+async def test_after_events_were_lost_the_missed_versions_come_from_the_ledger_then_a_snapshot(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a Redis reconnect does: every subscriber is told that events may have been lost meanwhile.
+    user_id, token = await live.api.user("ada@example.com", bonus=10)
+    ws = await connect(live, token)
+    try:
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": WATCH}}))
+        assert (await receive(ws))["payload"]["data"]["balanceChanged"]["version"] == 1
+        withheld = Withheld(live, monkeypatch)
+        await changes_of_every_kind(live.api, user_id)
+        truth = withheld.changes
+        withheld.deliver(2)
+        assert await events(ws, 1) == [seen_as(truth[2])]
+        withheld.bus.resync()
+        snapshot = {**seen_as(truth[7]), "delta": "0", "reason": "SNAPSHOT"}
+        assert await events(ws, 6) == [seen_as(truth[v]) for v in range(3, 8)] + [snapshot]
+        withheld.deliver(5, 7)  # late: sent already
+        await nothing_more(ws)
+    finally:
+        await ws.close()
+
+
 async def test_one_event_of_several_versions_is_sent_version_by_version(live: Live) -> None:
     # The sweep expires two lots of one account in one transaction: two ledger versions, one event.
     user_id, token = await live.api.user("ada@example.com", bonus=0)
