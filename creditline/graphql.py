@@ -183,13 +183,16 @@ class LiveTransportHandler(BaseGraphQLTransportWSHandler[Context, None]):
         if self.dropping:
             raise SlowSubscriberClosed()
         settings = self.view.services.settings
-        try:
-            async with asyncio.timeout(settings.ws_send_timeout_seconds):
-                await super().send_message(message)
-        except TimeoutError:
-            await self.drop(SLOW_SUBSCRIBER_CLOSE_CODE, SEND_STALLED_REASON)
-            raise SlowSubscriberClosed() from None
         transport = _transport_of(self.websocket)
+        if transport is not None and not transport.get_write_buffer_size():
+            await super().send_message(message)  # the kernel takes it: nothing to wait for, no timer to set
+        else:
+            try:
+                async with asyncio.timeout(settings.ws_send_timeout_seconds):
+                    await super().send_message(message)
+            except TimeoutError:
+                await self.drop(SLOW_SUBSCRIBER_CLOSE_CODE, SEND_STALLED_REASON)
+                raise SlowSubscriberClosed() from None
         if transport is not None and _unsent_bytes(transport) > settings.ws_max_buffered_bytes:
             await self.drop(SLOW_SUBSCRIBER_CLOSE_CODE, SEND_STALLED_REASON)
             raise SlowSubscriberClosed()
