@@ -400,8 +400,10 @@ class RedisTap:
                         continue
                     with contextlib.suppress(ValueError, TypeError):
                         event = decode(message["data"])
+                        if not isinstance(event, BalanceChange):
+                            continue
                         index = self.index_of_account.get(event.account_id)
-                        if isinstance(event, BalanceChange) and index is not None:
+                        if index is not None:
                             self.seen.setdefault((index, event.version), at)
             finally:
                 with contextlib.suppress(Exception):

@@ -6,6 +6,9 @@ subscriber with a full queue is dropped rather than allowed to grow memory.
 
 Delivering never waits: the bus puts the event in the subscriber's queue and calls its ``wake`` callback,
 so a subscriber needs no task of its own while nothing happens (see creditline/live.py).
+
+Besides balance changes and usage, a change of membership goes out (``MembershipChanged``), so that every
+process re-checks at once the rights of the live subscriptions it affects.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -29,14 +33,32 @@ log = logging.getLogger("creditline.events")
 QUEUE_LIMIT = 256
 BALANCE = "balance"
 USAGE = "usage"
+MEMBERSHIP = "membership"
 RESYNC = "RESYNC"
 """Reason of the marker a subscriber gets when events may have been lost: it should send a fresh snapshot."""
 
 
-def route(event: Event) -> tuple[str, int]:
-    """The topic and key an event is delivered under: balance changes by account, usage by organization."""
+@dataclass(frozen=True, slots=True)
+class MembershipChanged:
+    """A member's roles in an organization changed, or they left it: published after the change commits."""
+
+    organization_id: int
+    user_id: int
+
+
+BusEvent = Event | MembershipChanged
+
+EVERY_MEMBERSHIP = MembershipChanged(0, 0)
+"""Any membership may have changed (after a Redis reconnect): re-check the rights of every subscription."""
+
+
+def route(event: BusEvent) -> tuple[str, int]:
+    """The topic and key an event is delivered under: balance changes by account, usage and membership by
+    organization."""
     if isinstance(event, BalanceChange):
         return BALANCE, event.account_id
+    if isinstance(event, MembershipChanged):
+        return MEMBERSHIP, event.organization_id
     return USAGE, event.organization_id
 
 
@@ -47,14 +69,14 @@ class EventQueue:
     __slots__ = ("_events",)
 
     def __init__(self) -> None:
-        self._events: list[Event] = []
+        self._events: list[BusEvent] = []
 
-    def put_nowait(self, event: Event) -> None:
+    def put_nowait(self, event: BusEvent) -> None:
         if len(self._events) >= QUEUE_LIMIT:
             raise asyncio.QueueFull()
         self._events.append(event)
 
-    def get_nowait(self) -> Event:
+    def get_nowait(self) -> BusEvent:
         if not self._events:
             raise asyncio.QueueEmpty()
         return self._events.pop(0)  # at most QUEUE_LIMIT long: cheaper than a deque kept per subscriber
@@ -85,7 +107,7 @@ class Subscription:
         self.dropped = False
         self.wake = wake
 
-    def put(self, event: Event) -> None:
+    def put(self, event: BusEvent) -> None:
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
@@ -99,7 +121,7 @@ class Subscription:
 
 
 class EventBus(Protocol):
-    def publish(self, events: Iterable[Event]) -> None: ...
+    def publish(self, events: Iterable[BusEvent]) -> None: ...
 
     def subscribe(
         self, keys: frozenset[int] | None, topic: str = ..., wake: Callable[[], None] | None = ...
@@ -118,22 +140,24 @@ class InProcessBus:
 
     def __init__(self) -> None:
         self._by_key: dict[tuple[str, int], set[Subscription]] = {}
-        self._all: dict[str, set[Subscription]] = {BALANCE: set(), USAGE: set()}
+        self._all: dict[str, set[Subscription]] = {BALANCE: set(), USAGE: set(), MEMBERSHIP: set()}
 
-    def publish(self, events: Iterable[Event]) -> None:
+    def publish(self, events: Iterable[BusEvent]) -> None:
         for event in events:
             self.deliver(event)
 
-    def deliver(self, event: Event) -> None:
+    def deliver(self, event: BusEvent) -> None:
         topic, key = route(event)
         for sub in (*self._by_key.get((topic, key), ()), *self._all[topic]):
             sub.put(event)
 
     def resync(self) -> None:
-        """Tell every balance subscriber that events may have been missed (after a Redis reconnect)."""
+        """Tell every subscriber that events may have been missed (after a Redis reconnect)."""
         marker = BalanceChange(0, 0, 0, RESYNC, Balance(0, 0, 0), datetime.now(UTC))
         for sub in self._subscribers(BALANCE):
             sub.put(marker)
+        for sub in self._subscribers(MEMBERSHIP):  # a change of membership may have been lost too
+            sub.put(EVERY_MEMBERSHIP)
 
     def _subscribers(self, topic: str) -> list[Subscription]:
         subs = [sub for (t, _), group in self._by_key.items() if t == topic for sub in group]
@@ -183,7 +207,9 @@ class InProcessBus:
             subs.clear()
 
 
-def encode(event: Event) -> str:
+def encode(event: BusEvent) -> str:
+    if isinstance(event, MembershipChanged):
+        return json.dumps(["m", event.organization_id, event.user_id], separators=(",", ":"))
     if isinstance(event, BalanceChange):
         b = event.balance
         body: list[Any] = ["b", event.account_id, event.version, event.delta, event.reason, b.free, b.paid, b.held]
@@ -203,8 +229,11 @@ def encode(event: Event) -> str:
     return json.dumps([*body, event.occurred_at.isoformat()], separators=(",", ":"))
 
 
-def decode(data: str | bytes) -> Event:
-    kind, *fields, at = json.loads(data)
+def decode(data: str | bytes) -> BusEvent:
+    message = json.loads(data)
+    if message[0] == "m":
+        return MembershipChanged(message[1], message[2])
+    kind, *fields, at = message
     occurred_at = datetime.fromisoformat(at)
     if kind == "b":
         account_id, version, delta, reason, free, paid, held = fields
@@ -230,13 +259,13 @@ class RedisBus:
         self.url = url
         self.channel = channel
         self.local = InProcessBus()
-        self._outbox: asyncio.Queue[Event] = asyncio.Queue(self.OUTBOX_LIMIT)
+        self._outbox: asyncio.Queue[BusEvent] = asyncio.Queue(self.OUTBOX_LIMIT)
         self._tasks: list[asyncio.Task[None]] = []
         self._client: redis.Redis | None = None
         self.connected = asyncio.Event()
         self.reconnects = 0
 
-    def publish(self, events: Iterable[Event]) -> None:
+    def publish(self, events: Iterable[BusEvent]) -> None:
         for event in events:
             try:
                 self._outbox.put_nowait(event)

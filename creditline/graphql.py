@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import socket
+import struct
+import termios
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import strawberry
 from cross_web import HTTPException
@@ -42,12 +46,12 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     Operation,
     _OperationStreamClosed,
 )
-from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage, Message
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 from strawberry.utils.aio import aclosing
 
-from creditline.live import LiveOperation, TokenWatch
+from creditline.live import SLOW_SUBSCRIBER_CLOSE_CODE, LiveOperation, SlowSubscriberClosed, TokenWatch
 from creditline.logs import LoggedSchema
 from creditline.settings import Settings
 from resolvers.auth import Authenticator, bearer_secret
@@ -106,29 +110,111 @@ def _is_subscription(query: str, operation_name: str | None) -> bool:
     return any(op.operation is OperationType.SUBSCRIPTION for op in chosen[:1])
 
 
+_OUTQ: int | None = getattr(termios, "TIOCOUTQ", None)
+"""The ioctl that reads a socket's send queue (Linux: SIOCOUTQ); elsewhere only the transport's buffer counts."""
+CLOSE_GRACE_SECONDS = 1.0
+"""How long a websocket being dropped has to take its close frame before the connection is cut."""
+SEND_STALLED_REASON = "Subscriber too slow: not reading"
+
+
+def _transport_of(websocket: object) -> asyncio.WriteTransport | None:
+    """The socket's transport under uvicorn, whose ASGI ``send`` is a method of its websocket protocol (any
+    of its implementations): what the peer has not taken yet waits in its write buffer."""
+    send = getattr(getattr(websocket, "ws", None), "_send", None)
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    # Duck-typed: uvloop's transports are not subclasses of asyncio's.
+    needed = ("get_write_buffer_size", "get_extra_info", "abort")
+    return cast(asyncio.WriteTransport, transport) if all(hasattr(transport, n) for n in needed) else None
+
+
+def _unsent_bytes(transport: asyncio.WriteTransport) -> int:
+    """What waits for the peer: the transport's write buffer, and the kernel's send queue (``SIOCOUTQ``),
+    which takes up to megabytes (``tcp_wmem``) before the transport's buffer starts to grow."""
+    waiting = transport.get_write_buffer_size()
+    sock = transport.get_extra_info("socket")
+    if _OUTQ is not None and sock is not None:
+        with contextlib.suppress(OSError, ValueError):
+            waiting += struct.unpack("i", fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0"))[0]
+    return waiting
+
+
+def _cut(transport: asyncio.WriteTransport) -> None:
+    """Drop the connection and what waits for the peer, in our buffers and the kernel's: a plain close
+    would leave the kernel delivering megabytes to a peer that never reads (SO_LINGER 0 resets instead)."""
+    if transport.is_closing():
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
 class LiveTransportHandler(BaseGraphQLTransportWSHandler[Context, None]):
     """graphql-transport-ws where a subscription, once its resolver has handed over, is a ``LiveOperation``:
     still one of the connection's operations (the cap counts it, ``complete`` ends it) but with no task,
-    generator or execution state between events (creditline/live.py)."""
+    generator or execution state between events (creditline/live.py).
+
+    What a socket may buffer is bounded: a send that does not complete within
+    ``CREDITLINE_WS_SEND_TIMEOUT_SECONDS`` (uvicorn waits while its write buffer is over the high-water mark),
+    or more than ``CREDITLINE_WS_MAX_BUFFERED_BYTES`` left unsent, closes the websocket with 4413 and drops
+    the connection: a close that waited for a peer that never reads would never finish."""
 
     view: GraphQLEndpoint
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.live: dict[str, LiveOperation] = {}
+        self.dropping = False
 
     @property
     def token_watch(self) -> TokenWatch:
         return self.view.token_watch
 
     async def close(self, code: int, reason: str) -> None:
-        await self.websocket.close(code=code, reason=reason)
+        await self.drop(code, reason)
 
     def forget_live(self, operation_id: str) -> None:
         self.live.pop(operation_id, None)
 
     async def report(self, error: Exception) -> None:
         await self.handle_task_exception(error)
+
+    async def send_message(self, message: Message) -> None:
+        if self.dropping:
+            raise SlowSubscriberClosed()
+        settings = self.view.services.settings
+        transport = _transport_of(self.websocket)
+        if transport is not None and not transport.get_write_buffer_size():
+            await super().send_message(message)  # the kernel takes it: nothing to wait for, no timer to set
+        else:
+            try:
+                async with asyncio.timeout(settings.ws_send_timeout_seconds):
+                    await super().send_message(message)
+            except TimeoutError:
+                await self.drop(SLOW_SUBSCRIBER_CLOSE_CODE, SEND_STALLED_REASON)
+                raise SlowSubscriberClosed() from None
+        if transport is not None and _unsent_bytes(transport) > settings.ws_max_buffered_bytes:
+            await self.drop(SLOW_SUBSCRIBER_CLOSE_CODE, SEND_STALLED_REASON)
+            raise SlowSubscriberClosed()
+
+    async def drop(self, code: int, reason: str) -> None:
+        """Close with ``code``, and cut the connection: at once if even the close frame cannot be sent,
+        else after a moment for the peer to read it."""
+        if self.dropping:
+            return
+        self.dropping = True
+        transport = _transport_of(self.websocket)
+        closed = False
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(CLOSE_GRACE_SECONDS):
+                await self.websocket.close(code=code, reason=reason)
+                closed = True
+        if transport is not None:
+            if closed:
+                asyncio.get_running_loop().call_later(CLOSE_GRACE_SECONDS, _cut, transport)
+            else:
+                _cut(transport)
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
         await super().handle_connection_init(message)
@@ -158,7 +244,7 @@ class LiveTransportHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 live.park()
                 return
             await operation.send_operation_message({"id": operation.id, "type": "complete"})
-        except _OperationStreamClosed:
+        except (_OperationStreamClosed, SlowSubscriberClosed):
             return
         except Exception as error:
             await self.handle_task_exception(error)

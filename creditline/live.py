@@ -8,7 +8,11 @@ on the operation holds its bus subscription and a ``Feed`` (what turns an event 
 task: when events arrive, a short task renders each one by executing the operation with the payload as
 its root value, sends it, and ends once none are left.
 
-A token re-check is one application-wide task (``TokenWatch``), not a timer per subscription.
+Rights are re-checked by one application-wide watch (``TokenWatch``), not a timer per subscription: it
+ends the subscriptions of revoked tokens, and those of members whose role in an organization changed (at
+once when the change arrives on the bus, and every ``CREDITLINE_TOKEN_RECHECK_SECONDS`` in case its
+message was lost). A subscription caches whether its viewer's rights hold; a change clears it, and nothing
+more is rendered before they were read again.
 """
 
 from __future__ import annotations
@@ -16,16 +20,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from graphql import GraphQLError
+from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.schema import BaseSchema
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import Operation
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import Message
 from strawberry.types.graphql import OperationType
 
-from creditline.events import EventBus, Subscription
+from creditline.events import EVERY_MEMBERSHIP, MEMBERSHIP, EventBus, MembershipChanged, Subscription
 from models.ledger import Event
+from models.tables import MemberRole, Membership
 from models.tokens import digest, unrevoked
 from resolvers.errors import ForbiddenError
 
@@ -40,6 +47,28 @@ SLOW_SUBSCRIBER_CLOSE_CODE = 4413
 """Close code for a subscriber that fell so far behind that its queue filled up."""
 SLOW_SUBSCRIBER_REASON = "Subscriber too slow: events dropped"
 REVOKED = "The token of this subscription was revoked"
+ACCESS_LOST = "You may no longer watch this: your role in the organization changed"
+BILLING_ROLES = frozenset({MemberRole.BILLING, MemberRole.OWNER})
+
+
+class SlowSubscriberClosed(WebSocketDisconnected):
+    """Raised by a send on a websocket being dropped because it stopped taking what is sent to it (a
+    disconnection to strawberry, which then ends the connection's operations)."""
+
+
+async def billing_members(pairs: Collection[tuple[int, int]]) -> set[tuple[int, int]]:
+    """Which ``(organization_id, user_id)`` pairs are members with the BILLING or OWNER role, in one query."""
+    if not pairs:
+        return set()
+    rows = await Membership.filter(
+        organization_id__in={org for org, _ in pairs}, user_id__in={user for _, user in pairs}
+    ).values_list("organization_id", "user_id", "roles")
+    found = set()
+    for org, user, roles in rows:
+        pair = (int(org), int(user))
+        if pair in pairs and {MemberRole(role) for role in str(roles).split(",") if role} & BILLING_ROLES:
+            found.add(pair)
+    return found
 
 
 class Feed(Protocol[T_co]):
@@ -51,11 +80,24 @@ class Feed(Protocol[T_co]):
     @property
     def keys(self) -> frozenset[int]: ...
 
+    @property
+    def access(self) -> tuple[int, int] | None:
+        """``(organization_id, user_id)``: the viewer may watch only while that member has the BILLING or
+        OWNER role (``None``: rights that no change of membership takes away)."""
+
+    @property
+    def waiting(self) -> bool:
+        """Events are held back until the versions missing before them arrive (or ``fill`` is called)."""
+
     async def first(self, ctx: Context) -> T_co | None:
         """What is sent as soon as the subscription starts (``None``: nothing)."""
 
-    async def payload(self, event: Event, ctx: Context) -> T_co | None:
-        """The root value to send for ``event`` (``None``: skip it); a ``GraphQLError`` ends the subscription."""
+    async def payloads(self, event: Event, ctx: Context) -> Sequence[T_co]:
+        """The root values to send for ``event``, in order (none: skip it, or held back); a ``GraphQLError``
+        ends the subscription."""
+
+    async def fill(self, ctx: Context) -> Sequence[T_co]:
+        """What was held back has waited long enough: read what is still missing from the database."""
 
 
 class Connection(Protocol):
@@ -77,7 +119,19 @@ class Connection(Protocol):
 class LiveOperation:
     """One websocket operation; once a subscription has handed over, it is delivered from here."""
 
-    __slots__ = ("_draining", "connection", "failure", "feed", "handed_over", "operation", "parked", "subscription")
+    __slots__ = (
+        "_draining",
+        "_gap_due",
+        "_gap_timer",
+        "access_known",
+        "connection",
+        "failure",
+        "feed",
+        "handed_over",
+        "operation",
+        "parked",
+        "subscription",
+    )
 
     def __init__(self, connection: Connection, operation: Operation[Context, None]) -> None:
         self.connection = connection
@@ -89,7 +143,16 @@ class LiveOperation:
         self.parked = False
         """Set by the connection once the resolver's stream has ended: from now on ``wake`` sends."""
         self.failure: GraphQLError | None = None
+        self.access_known = True
+        """The viewer's rights (``feed.access``) are known to hold: cleared by a change of membership, so the
+        next event is rendered only after they were read again."""
         self._draining: asyncio.Task[None] | None = None
+        self._gap_timer: asyncio.TimerHandle | None = None
+        self._gap_due = False
+
+    @property
+    def access(self) -> tuple[int, int] | None:
+        return None if self.feed is None else self.feed.access
 
     def follow(self, feed: Feed[Any], bus: EventBus) -> None:
         """Subscribe on the bus now; events wait in the queue until the operation is parked."""
@@ -98,13 +161,23 @@ class LiveOperation:
 
     def park(self) -> None:
         self.parked = True
+        # A change of membership between the resolver's check and the watch taking this operation on would
+        # be missed: read the rights once more before the first event.
+        if self.access is not None:
+            self.access_known = False
         self.wake()
 
     def wake(self) -> None:
         """Called by the bus for each event: send what waits, in a task of its own while there is any."""
         if not self.parked or self._draining is not None or self.subscription is None:
             return
-        if self.failure is None and not self.subscription.dropped and self.subscription.queue.empty():
+        if (
+            self.failure is None
+            and not self.subscription.dropped
+            and self.subscription.queue.empty()
+            and self.access_known
+            and not self._gap_due
+        ):
             return
         task = asyncio.create_task(self._drain())
         self._draining = task
@@ -115,9 +188,18 @@ class LiveOperation:
         self.failure = error
         self.wake()
 
+    def recheck_access(self) -> None:
+        """The viewer's membership changed: read their rights again before anything more is sent."""
+        if self.access is not None:
+            self.access_known = False
+            self.wake()
+
     def close(self) -> None:
         if self.subscription is not None:
             self.subscription.close()
+        if self._gap_timer is not None:
+            self._gap_timer.cancel()
+            self._gap_timer = None
         if self.parked:
             self.connection.token_watch.discard(self)
         self.parked = False
@@ -128,10 +210,32 @@ class LiveOperation:
         assert token is not None  # a websocket gets an operation only after connection_init was accepted
         return digest(token)
 
+    async def _allowed(self) -> bool:
+        """Whether the viewer may still see the feed: cached until a change of membership clears it."""
+        access = self.access
+        if access is None or self.access_known:
+            return True
+        self.access_known = True  # a change arriving during the read clears it again: read once more then
+        return access in await billing_members({access})
+
+    def _gap_window_passed(self) -> None:
+        self._gap_timer = None
+        self._gap_due = True
+        self.wake()
+
+    def _watch_gap(self, feed: Feed[Any]) -> None:
+        """Give events missing before held-back ones a short window to arrive; then ``fill`` reads them."""
+        if feed.waiting and self._gap_timer is None and not self._gap_due:
+            window = self.connection.context.services.settings.live_reorder_ms / 1000
+            self._gap_timer = asyncio.get_running_loop().call_later(window, self._gap_window_passed)
+        elif not feed.waiting and self._gap_timer is not None:
+            self._gap_timer.cancel()
+            self._gap_timer = None
+
     async def _drain(self) -> None:
         assert self.subscription is not None
         assert self.feed is not None
-        connection, operation, subscription = self.connection, self.operation, self.subscription
+        connection, operation, subscription, feed = self.connection, self.operation, self.subscription, self.feed
         try:
             while True:
                 if self.failure is not None:
@@ -140,26 +244,39 @@ class LiveOperation:
                 if subscription.dropped:
                     await connection.close(SLOW_SUBSCRIBER_CLOSE_CODE, SLOW_SUBSCRIBER_REASON)
                     return
-                if subscription.queue.empty():
+                if not await self._allowed():
+                    await self._end(ForbiddenError(ACCESS_LOST))
                     return
-                event = subscription.queue.get_nowait()
                 context = connection.context.for_operation(None)  # fresh DataLoaders for every event
                 try:
-                    payload = await self.feed.payload(event, context)
+                    if self._gap_due:
+                        self._gap_due = False
+                        payloads = await feed.fill(context)
+                    elif subscription.queue.empty():
+                        return
+                    else:
+                        event = subscription.queue.get_nowait()
+                        assert not isinstance(event, MembershipChanged)
+                        payloads = await feed.payloads(event, context)
                 except GraphQLError as error:
                     await self._end(error)
                     return
-                if payload is None:
-                    continue
-                result = await connection.schema.execute(
-                    operation.query,
-                    variable_values=operation.variables,
-                    context_value=context,
-                    root_value=payload,
-                    operation_name=operation.operation_name,
-                    allowed_operation_types=(OperationType.SUBSCRIPTION,),
-                )
-                await operation.send_next(result)
+                self._watch_gap(feed)
+                for payload in payloads:
+                    if not await self._allowed():
+                        await self._end(ForbiddenError(ACCESS_LOST))
+                        return
+                    result = await connection.schema.execute(
+                        operation.query,
+                        variable_values=operation.variables,
+                        context_value=context,
+                        root_value=payload,
+                        operation_name=operation.operation_name,
+                        allowed_operation_types=(OperationType.SUBSCRIPTION,),
+                    )
+                    await operation.send_next(result)
+        except SlowSubscriberClosed:
+            return  # the connection is being dropped; closing it ends this operation
         except Exception as error:  # as strawberry does with an operation's task: log it, complete
             await connection.report(error)
             with contextlib.suppress(Exception):
@@ -184,15 +301,29 @@ class LiveOperation:
 
 
 class TokenWatch:
-    """Ends the live subscriptions of revoked tokens: every ``every_seconds``, one query checks the tokens
-    of all of them at once."""
+    """Ends live subscriptions whose viewer lost the right to them.
+
+    - A revoked token: every ``every_seconds``, one query checks the tokens of all of them at once.
+    - A change of membership (``MembershipChanged`` on the bus, from any process): the subscriptions that
+      depend on that member's role read it again before they send anything more, at once; and every
+      ``every_seconds`` one query re-reads the roles of all of them, in case a message was lost (Redis
+      delivers at most once).
+    """
 
     def __init__(self, every_seconds: float) -> None:
         self.every_seconds = every_seconds
         self._by_token: dict[str, set[LiveOperation]] = {}
+        self._by_access: dict[tuple[int, int], set[LiveOperation]] = {}
+        self._memberships: Subscription | None = None
 
     def add(self, live: LiveOperation) -> None:
         self._by_token.setdefault(live.token_hash, set()).add(live)
+        access = live.access
+        if access is not None:
+            self._by_access.setdefault(access, set()).add(live)
+            if self._memberships is None:  # the bus is the connection's: the watch is made before the app starts
+                bus = live.connection.context.services.bus
+                self._memberships = bus.subscribe(None, MEMBERSHIP, self._membership_changed)
 
     def discard(self, live: LiveOperation) -> None:
         key = live.token_hash
@@ -201,6 +332,25 @@ class TokenWatch:
             group.discard(live)
             if not group:
                 del self._by_token[key]
+        access = live.access
+        if access is not None and (watching := self._by_access.get(access)) is not None:
+            watching.discard(live)
+            if not watching:
+                del self._by_access[access]
+
+    def _membership_changed(self) -> None:
+        """Called by the bus as each change arrives: taken at once, so the queue never fills."""
+        assert self._memberships is not None
+        queue = self._memberships.queue
+        while not queue.empty():
+            change = queue.get_nowait()
+            assert isinstance(change, MembershipChanged)
+            if change == EVERY_MEMBERSHIP:
+                affected = [live for group in self._by_access.values() for live in group]
+            else:
+                affected = list(self._by_access.get((change.organization_id, change.user_id), ()))
+            for live in affected:
+                live.recheck_access()
 
     async def run(self) -> None:
         while True:
@@ -208,14 +358,20 @@ class TokenWatch:
             try:
                 await self.check_once()
             except Exception:  # a database hiccup must not stop the checks: the next round tries again
-                log.exception("re-checking the tokens of live subscriptions failed")
+                log.exception("re-checking the rights of live subscriptions failed")
 
     async def check_once(self) -> None:
         hashes = list(self._by_token)
-        if not hashes:
-            return
-        valid = await unrevoked(hashes)
-        for key in hashes:
-            if key not in valid:
-                for live in list(self._by_token.pop(key, ())):
-                    live.fail(ForbiddenError(REVOKED))
+        if hashes:
+            valid = await unrevoked(hashes)
+            for key in hashes:
+                if key not in valid:
+                    for live in list(self._by_token.pop(key, ())):
+                        live.fail(ForbiddenError(REVOKED))
+        pairs = list(self._by_access)
+        if pairs:
+            allowed = await billing_members(set(pairs))
+            for pair in pairs:
+                if pair not in allowed:
+                    for live in list(self._by_access.pop(pair, ())):
+                        live.fail(ForbiddenError(ACCESS_LOST))

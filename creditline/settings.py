@@ -165,6 +165,13 @@ class Settings:
     rate_limit_websocket_burst: int = 2000
     rate_limit_prefix: str = "creditline:ratelimit"
     """Key prefix of the buckets in Redis: deployments sharing one Redis each need their own."""
+    # Live subscriptions (issue 9, points 16 and 17): slow readers, version order across processes.
+    ws_send_timeout_seconds: int = 10
+    """A websocket that has not taken a message within this is closed (4413) and dropped."""
+    ws_max_buffered_bytes: int = 1_048_576
+    """A websocket with more than this waiting unsent in the server's write buffer is closed (4413) and dropped."""
+    live_reorder_ms: int = 100
+    """How long a balance event that came before the versions it follows waits for them (then: the ledger)."""
 
     @property
     def production(self) -> bool:
@@ -246,4 +253,8 @@ class Settings:
                 env, "CREDITLINE_RATE_LIMIT_WEBSOCKET_BURST", cls.rate_limit_websocket_burst
             ),
             rate_limit_prefix=env.get("CREDITLINE_RATE_LIMIT_PREFIX") or cls.rate_limit_prefix,
+            # Live subscriptions (issue 9, points 16 and 17).
+            ws_send_timeout_seconds=_int(env, "CREDITLINE_WS_SEND_TIMEOUT_SECONDS", cls.ws_send_timeout_seconds),
+            ws_max_buffered_bytes=_int(env, "CREDITLINE_WS_MAX_BUFFERED_BYTES", cls.ws_max_buffered_bytes),
+            live_reorder_ms=_int(env, "CREDITLINE_LIVE_REORDER_MS", cls.live_reorder_ms),
         )

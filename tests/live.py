@@ -1,16 +1,22 @@
-"""A real uvicorn server on a real socket, in the test's event loop, and a graphql-transport-ws client."""
+"""A real uvicorn server on a real socket, in the test's event loop, and a graphql-transport-ws client; a
+server in a process of its own, and Redis when the tests have it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import pytest
+import redis.asyncio as redis
 import uvicorn
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -19,6 +25,8 @@ from creditline.app import create_app
 from creditline.clock import Clock
 from creditline.settings import Settings
 from tests.helpers import Api
+
+REQUIRE_SERVICES = os.environ.get("CREDITLINE_REQUIRE_SERVICES") == "1"
 
 PROTOCOL = [websockets.Subprotocol("graphql-transport-ws")]
 
@@ -64,3 +72,76 @@ async def connect(live: Live, token: str | None) -> ClientConnection:
 async def receive(ws: ClientConnection) -> dict[str, Any]:
     message: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), timeout=5))
     return message
+
+
+REDIS_URL = os.environ.get("CREDITLINE_TEST_REDIS_URL", "")
+
+
+def skip_or_fail(reason: str) -> None:
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (CREDITLINE_REQUIRE_SERVICES=1)")
+    pytest.skip(reason)
+
+
+async def reachable_redis() -> str:
+    """``CREDITLINE_TEST_REDIS_URL``, once it answers (the test is skipped without it, or fails under
+    ``CREDITLINE_REQUIRE_SERVICES=1``)."""
+    if not REDIS_URL:
+        skip_or_fail("Redis tests skipped: set CREDITLINE_TEST_REDIS_URL to run them")
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        await client.ping()
+    except (OSError, redis.RedisError) as exc:
+        skip_or_fail(f"Redis at {REDIS_URL} is unreachable: {exc}")
+    finally:
+        await client.aclose()
+    return REDIS_URL
+
+
+@contextlib.asynccontextmanager
+async def server_process(database_url: str, **env: str) -> AsyncIterator[tuple[subprocess.Popen[bytes], str]]:
+    """``creditline serve`` in a process of its own on a free port (``env``: more ``CREDITLINE_*``), once
+    its /healthz answers; stopped after."""
+    port = free_port()
+    proc = subprocess.Popen(  # noqa: ASYNC220 - a server process for the test, stopped below
+        [sys.executable, "-m", "creditline", "serve", "--port", str(port)],
+        env={**os.environ, "CREDITLINE_DATABASE_URL": database_url, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=url) as client:
+            for _ in range(200):
+                try:
+                    if (await client.get("/healthz", timeout=1)).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert proc.poll() is None, "the server process exited"
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the server process did not start")
+        await asyncio.sleep(0.3)  # its Redis listener (if any) starts with the lifespan
+        yield proc, url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+async def post_graphql(url: str, query: str, variables: dict[str, Any], token: str) -> Any:
+    """A GraphQL request to a server in another process; its ``data``."""
+    async with httpx.AsyncClient(base_url=url) as client:
+        response = await client.post(
+            "/graphql",
+            json={"query": query, "variables": variables},
+            headers={"authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+    body = response.json()
+    assert "errors" not in body, body
+    return body["data"]

@@ -5,6 +5,7 @@ from datetime import timedelta
 
 from strawberry.types import Info
 
+from creditline.events import MembershipChanged
 from models import organizations
 from models.ledger import IdempotencyKey
 from models.tables import Invitation as InvitationRow
@@ -148,6 +149,7 @@ async def set_member_roles(info: Info[Context, None], input: SetMemberRolesInput
         return LastOwner(message=LAST_OWNER)
     except organizations.NotMemberError as exc:
         return NotFound(message=str(exc))
+    info.context.services.bus.publish([MembershipChanged(org.id, member)])  # committed: live subscriptions re-check
     return SetMemberRolesSuccess(membership=Membership.of(membership))
 
 
@@ -168,6 +170,7 @@ async def remove_member(info: Info[Context, None], input: RemoveMemberInput) -> 
         return LastOwner(message=LAST_OWNER)
     except organizations.NotMemberError as exc:
         return NotFound(message=str(exc))
+    info.context.services.bus.publish([MembershipChanged(org.id, member)])  # committed: live subscriptions re-check
     return RemoveMemberSuccess(organization=Organization(id=org.id, name=org.name))
 
 
@@ -184,6 +187,7 @@ async def leave_organization(info: Info[Context, None], input: LeaveOrganization
         return LastOwner(message=LAST_OWNER)
     except organizations.NotMemberError:
         return NotFound(message="You are not a member of this organization")
+    info.context.services.bus.publish([MembershipChanged(org.id, who.user_id)])  # committed: subscriptions re-check
     return LeaveOrganizationSuccess(organization_id=input.organization_id)
 
 
