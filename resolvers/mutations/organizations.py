@@ -12,7 +12,7 @@ from models.tables import User as UserRow
 from resolvers.context import Context
 from resolvers.ids import decode_id
 from resolvers.permissions import BILLING_ROLES, principal, roles_in
-from resolvers.validation import check_positive, check_text
+from resolvers.validation import check_email, check_positive, check_text, first_error
 from schema.errors import AlreadyMember, Forbidden, LastOwner, NotFound, ValidationError
 from schema.mutations.organizations import (
     AddMemberInput,
@@ -80,7 +80,7 @@ async def add_member(info: Info[Context, None], input: AddMemberInput) -> AddMem
         return org
     if denied := await _require(info, org, frozenset({MemberRole.OWNER})):
         return denied
-    if invalid := _check_roles(input.roles):
+    if invalid := first_error(_check_roles(input.roles), check_email(input.email)):
         return invalid
     user = await UserRow.filter(email=input.email.strip().lower()).first()
     if user is None:
