@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,8 +27,13 @@ from hypothesis import strategies as st
 from schemathesis.core.result import Ok
 from schemathesis.graphql import nodes
 
+from creditline.clock import Clock
 from creditline.graphql import schema_sdl
+from creditline.settings import Settings
+from models.tables import WebhookEvent
+from tests.conftest import Backend
 from tests.helpers import Api, gid
+from tests.stripe_standin import StripeStandIn, stripe_api
 
 EXAMPLES_PER_OPERATION = 8
 EXAMPLES_FOR = {"Query.me": 120, "Query.node": 40}
@@ -242,3 +248,88 @@ async def test_no_document_gets_a_server_error_or_a_masked_one(api: Api, caller:
 
     assert found == [], "\n\n".join(" | ".join(finding) for finding in found[:5])
     assert time.monotonic() - started < 60
+
+
+# --------------------------------------------------------------------------------------------- plain routes
+
+ROUTE_EXAMPLES = 60
+
+params = st.dictionaries(
+    st.sampled_from(["account", "organization", "from", "to", "agentId", "activity", "memberId", "status", "type"]),
+    st.one_of(
+        st.sampled_from([*SEEDED_IDS, "2026-01-01T00:00:00Z", "agent-1", "answer", "SUCCEEDED", "TOP_UP"]),
+        st.sampled_from(NASTY_TEXT),
+        EDGE_DATETIMES,
+        st.text(max_size=30),
+    ),
+    max_size=5,
+)
+link_parts = st.fixed_dictionaries(
+    {},
+    optional={
+        "expires": st.one_of(st.integers(min_value=-(10**15), max_value=10**15).map(str), st.sampled_from(NASTY_TEXT)),
+        "signature": st.one_of(st.text(st.sampled_from("0123456789abcdefABCDEF"), max_size=70), st.text(max_size=10)),
+    },
+)
+signature_headers = st.one_of(
+    st.none(),
+    st.text(st.characters(max_codepoint=0xFF), max_size=80),
+    st.builds("t={},v1={}".format, st.integers(min_value=0, max_value=10**20), st.text(max_size=64)),
+)
+bodies = st.one_of(st.binary(max_size=200), st.sampled_from(NASTY_TEXT).map(str.encode), st.just(b'{"id": "evt_1"}'))
+
+
+def draw(strategy: st.SearchStrategy[Any], count: int = ROUTE_EXAMPLES) -> list[Any]:
+    """``count`` values of ``strategy``, the same on every run."""
+    drawn: list[Any] = []
+
+    @settings(max_examples=count, derandomize=True, database=None, phases=[Phase.generate], deadline=None)
+    @given(strategy)
+    def collect(value: Any) -> None:
+        drawn.append(value)
+
+    collect()
+    return drawn
+
+
+ROUTE_REQUESTS = {
+    "exports": draw(st.tuples(st.sampled_from(["/exports/usage.csv", "/exports/transactions.csv"]), params)),
+    "invoices": draw(st.tuples(st.sampled_from([gid("Invoice", 1), gid("Invoice", 2), "x", "é"]), link_parts)),
+    "webhooks": draw(st.tuples(signature_headers, bodies)),
+}
+
+
+async def test_no_export_or_invoice_request_gets_a_server_error_or_a_cut_body(api: Api) -> None:
+    tokens = await seed(api)
+    found: list[str] = []
+
+    for path, query in ROUTE_REQUESTS["exports"]:
+        response = await api.client.get(path, params=query, headers={"authorization": tokens["user"]})
+        complete = response.status_code != 200 or response.text.endswith("\r\n")
+        if response.status_code >= 500 or not complete:
+            found.append(f"GET {path} {query!r} -> {response.status_code} {response.text[:200]!r}")
+    for invoice, query in ROUTE_REQUESTS["invoices"]:
+        response = await api.client.get(f"/invoices/{invoice}", params=query)
+        if response.status_code >= 500:
+            found.append(f"GET /invoices/{invoice} {query!r} -> {response.status_code}")
+
+    assert found == [], "\n".join(found[:5])
+
+
+@pytest.fixture
+async def stripe(db: Backend, clock: Clock, settings: Settings, stripe_standin: StripeStandIn) -> AsyncIterator[Api]:
+    async with stripe_api(settings, stripe_standin, clock, "stripe") as api:
+        yield api
+
+
+async def test_no_webhook_delivery_gets_a_server_error(stripe: Api) -> None:
+    found: list[str] = []
+
+    for signature, body in ROUTE_REQUESTS["webhooks"]:
+        headers = [] if signature is None else [(b"stripe-signature", signature.encode())]
+        response = await stripe.client.post("/webhooks/stripe", content=body, headers=headers)
+        if response.status_code >= 500:
+            found.append(f"POST /webhooks/stripe {signature!r} {body!r} -> {response.status_code}")
+
+    assert found == [], "\n".join(found[:5])
+    assert await WebhookEvent.all().count() == 0
