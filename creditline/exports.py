@@ -30,6 +30,7 @@ from models.tables import (
     UsageEvent,
 )
 from models.tokens import BALANCE_READ, Principal
+from resolvers import boundary
 from resolvers.auth import Authenticator
 from resolvers.errors import ClientError
 from resolvers.ids import decode_id, encode_id
@@ -85,11 +86,9 @@ def _time(value: str | None, name: str) -> datetime | None:
     if value is None:
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ClientError(
-            f"{name} must be an ISO 8601 date and time, e.g. 2026-01-31T00:00:00Z", "BAD_FILTER"
-        ) from None
+        return boundary.parse_timestamp(value, name)
+    except boundary.InputError as exc:
+        raise ClientError(exc.message, "BAD_FILTER") from None
 
 
 async def _billing_member(who: Principal, organization_id: int) -> bool:
@@ -138,23 +137,24 @@ def usage_export(auth: Authenticator) -> Callable[[Request], Awaitable[Response]
         except ClientError as exc:
             return PlainTextResponse(exc.message, 400)
 
-        return _csv(query, COLUMNS, _row, "usage.csv")
+        return await _csv(query, COLUMNS, _row, "usage.csv")
 
     return endpoint
 
 
-def _csv(query: QuerySet[M], columns: tuple[str, ...], row: Callable[[M], str], filename: str) -> Response:
+async def _csv(query: QuerySet[M], columns: tuple[str, ...], row: Callable[[M], str], filename: str) -> Response:
+    # The first page is read and written before the response starts: a failure there is a status of its own,
+    # not a 200 whose body stops after the header line.
+    first = await query.order_by("-id").limit(PAGE)
+    head = _line(columns) + "".join(row(item) for item in first)
+
     async def lines() -> AsyncIterator[str]:
-        yield _line(columns)
-        last: int | None = None
-        while True:
-            page = query.filter(id__lt=last) if last is not None else query
-            rows = await page.order_by("-id").limit(PAGE)
+        yield head
+        rows = first
+        while len(rows) == PAGE:
+            rows = await query.filter(id__lt=rows[-1].pk).order_by("-id").limit(PAGE)
             for item in rows:
                 yield row(item)
-            if len(rows) < PAGE:
-                return
-            last = rows[-1].pk
 
     return StreamingResponse(
         lines(),
@@ -225,6 +225,6 @@ def transactions_export(auth: Authenticator) -> Callable[[Request], Awaitable[Re
                 )
             )
 
-        return _csv(query, TRANSACTION_COLUMNS, row, "transactions.csv")
+        return await _csv(query, TRANSACTION_COLUMNS, row, "transactions.csv")
 
     return endpoint

@@ -14,6 +14,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
 from models.payments import invoice_number
 from models.tables import CreditAccount, Invoice, MemberRole, Membership
+from resolvers import boundary
 from resolvers.auth import Authenticator
 from resolvers.context import Services
 from resolvers.ids import decode_id, encode_id
@@ -55,21 +56,31 @@ def _signature(key: bytes, invoice_id: int, expires: int) -> str:
     return hmac.new(key, f"invoice:{invoice_id}:{expires}".encode(), hashlib.sha256).hexdigest()
 
 
+EXPIRES_DIGITS = 12
+"""A unix time in seconds up to the year 9999 (253402300799) has 12 digits."""
+
+
 def _signed(request: Request, key: bytes, invoice_id: int, now: float) -> bool | None:
-    """Whether the request's link signature is valid and unexpired; ``None`` if it carries none."""
+    """Whether the request's link signature is valid and unexpired; ``None`` if it carries none. A link
+    whose parts are not shaped like ours is ``InputError`` (a 400), before any arithmetic on them."""
     signature, expires = request.query_params.get("signature"), request.query_params.get("expires")
     if signature is None and expires is None:
         return None
-    if signature is None or expires is None or not expires.isdigit():
+    if signature is None or expires is None:
         return False
-    valid = hmac.compare_digest(signature, _signature(key, invoice_id, int(expires)))
-    return valid and int(expires) >= now
+    expires_at = boundary.digits(expires, "expires", EXPIRES_DIGITS)
+    given = boundary.hex_digest(signature, "signature", hashlib.sha256().digest_size * 2)
+    valid = hmac.compare_digest(given, _signature(key, invoice_id, expires_at))
+    return valid and expires_at >= now
 
 
 def invoice_page(auth: Authenticator, services: Services) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         pk = decode_id(request.path_params["invoice_id"], "Invoice")
-        signed = None if pk is None else _signed(request, services.link_key, pk, services.clock.now().timestamp())
+        try:
+            signed = None if pk is None else _signed(request, services.link_key, pk, services.clock.now().timestamp())
+        except boundary.InputError as exc:
+            return PlainTextResponse(f"This invoice link is malformed: {exc.message}", 400)
         if signed is not None:
             invoice = await Invoice.filter(id=pk).first() if signed else None
             if invoice is None:

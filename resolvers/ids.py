@@ -6,6 +6,18 @@ from __future__ import annotations
 import base64
 import binascii
 
+MAX_ID_LENGTH = 128
+"""The longest global ID of ours is under 50 characters: a longer string is not decoded at all."""
+
+
+def _decoded(value: str) -> str | None:
+    if len(value) > MAX_ID_LENGTH:
+        return None
+    try:
+        return base64.b64decode(value.encode(), validate=True).decode()
+    except (binascii.Error, UnicodeError, ValueError):
+        return None  # not base64, not UTF-8 inside, or a lone surrogate that cannot be encoded
+
 
 def _is_key(text: str) -> bool:
     # ASCII digits only: str.isdigit() also accepts '²', which int() refuses.
@@ -18,9 +30,8 @@ def encode_id(type_name: str, pk: int) -> str:
 
 def decode_id(value: str, type_name: str) -> int | None:
     """The primary key inside ``value`` if it is a global ID of ``type_name``, else ``None``."""
-    try:
-        decoded = base64.b64decode(value.encode(), validate=True).decode()
-    except (binascii.Error, UnicodeError, ValueError):
+    decoded = _decoded(value)
+    if decoded is None:
         return None
     kind, sep, pk = decoded.partition(":")
     if sep != ":" or kind != type_name or not _is_key(pk):
@@ -29,9 +40,8 @@ def decode_id(value: str, type_name: str) -> int | None:
 
 
 def decode_any(value: str) -> tuple[str, int] | None:
-    try:
-        decoded = base64.b64decode(value.encode(), validate=True).decode()
-    except (binascii.Error, UnicodeError, ValueError):
+    decoded = _decoded(value)
+    if decoded is None:
         return None
     kind, sep, pk = decoded.partition(":")
     if sep != ":" or not _is_key(pk):

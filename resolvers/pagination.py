@@ -9,6 +9,7 @@ from strawberry import relay
 from tortoise.models import Model
 from tortoise.queryset import QuerySet
 
+from resolvers import boundary
 from resolvers.errors import ClientError
 from resolvers.ids import decode_id, encode_id
 
@@ -22,9 +23,10 @@ MAX_PAGE = 100
 def page_size(first: int | None) -> int:
     if first is None:
         return DEFAULT_PAGE
-    if not 1 <= first <= MAX_PAGE:
-        raise ClientError(f"first must be between 1 and {MAX_PAGE}, got {first}", "BAD_PAGINATION")
-    return first
+    try:
+        return boundary.integer(first, "first", 1, MAX_PAGE)
+    except boundary.InputError:
+        raise ClientError(f"first must be between 1 and {MAX_PAGE}, got {first}", "BAD_PAGINATION") from None
 
 
 def cursor_id(after: str | None) -> int | None:

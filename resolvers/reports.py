@@ -5,14 +5,22 @@ from __future__ import annotations
 from typing import Literal
 
 from models import reports
+from resolvers import boundary
 from resolvers.ids import encode_id
 from schema.errors import ValidationError
 from schema.reports import UsageReport, UsageReportInput, UsageReportResult, UsageReportRow, UsageTotals
+
+MAX_ZONE_NAME = 64
+"""IANA names are at most 32 characters ("America/Argentina/ComodRivadavia")."""
 
 
 async def usage_report(
     scope: tuple[Literal["account_id", "organization_key"], int], input: UsageReportInput
 ) -> UsageReportResult:
+    try:
+        boundary.identifier(input.time_zone, "timeZone", MAX_ZONE_NAME)
+    except boundary.InputError as exc:
+        return ValidationError(message=exc.message, field=exc.field)
     try:
         zone = reports.zone_of(input.time_zone)
         report = await reports.usage_report(

@@ -8,6 +8,7 @@ from datetime import datetime
 from tortoise.queryset import QuerySet
 
 from models.tables import UsageEvent
+from resolvers import boundary
 from resolvers.errors import ClientError
 from resolvers.ids import decode_id
 
@@ -24,9 +25,16 @@ class UsageCriteria:
 
 def filtered(query: QuerySet[UsageEvent], criteria: UsageCriteria) -> QuerySet[UsageEvent]:
     """Narrow ``query``; a malformed criterion is a ``ClientError`` naming it."""
-    for value, name in ((criteria.start, "from"), (criteria.end, "to")):
-        if value is not None and value.tzinfo is None:
-            raise ClientError(f"{name} must include a time zone, e.g. 2026-01-31T00:00:00Z", "BAD_FILTER")
+    try:
+        for value, name in ((criteria.start, "from"), (criteria.end, "to")):
+            if value is not None:
+                boundary.timestamp(value, name)
+        if criteria.agent_id is not None:
+            boundary.identifier(criteria.agent_id, "agentId", 200)
+        if criteria.activity is not None:
+            boundary.identifier(criteria.activity, "activity", 100)
+    except boundary.InputError as exc:
+        raise ClientError(exc.message, "BAD_FILTER") from None
     if criteria.start is not None and criteria.end is not None and criteria.end <= criteria.start:
         raise ClientError("to must be after from", "BAD_FILTER")
     if criteria.start is not None:

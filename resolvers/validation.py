@@ -1,50 +1,53 @@
-"""Input checks shared by the mutations. Each returns a typed ``ValidationError`` or ``None``."""
+"""Input checks shared by the mutations. Each returns a typed ``ValidationError`` or ``None``; the rules
+themselves are resolvers/boundary.py's, shared with the plain routes."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
+from resolvers import boundary
 from schema.errors import ValidationError
 
 MAX_KEY = 255
 
 
-def _has_control(value: str) -> bool:
-    # PostgreSQL refuses NUL in text and SQLite would store it: refuse control characters on both.
-    return any(ord(char) < 32 or ord(char) == 127 for char in value)
+def _checked(check: Callable[[], object]) -> ValidationError | None:
+    try:
+        check()
+    except boundary.InputError as exc:
+        return ValidationError(message=exc.message, field=exc.field)
+    return None
 
 
 def check_key(key: str) -> ValidationError | None:
-    if not key or len(key) > MAX_KEY:
-        return ValidationError(message=f"idempotencyKey must be 1 to {MAX_KEY} characters", field="idempotencyKey")
-    if _has_control(key):
-        return ValidationError(message="idempotencyKey must not contain control characters", field="idempotencyKey")
-    return None
+    return _checked(lambda: boundary.key(key, "idempotencyKey", MAX_KEY))
+
+
+def check_identifier(value: str, field: str, max_length: int) -> ValidationError | None:
+    """A client's name for something (agentId, activity, planId, a gateway token): printable, no invisible
+    or bidirectional formatting characters."""
+    return _checked(lambda: boundary.identifier(value, field, max_length))
 
 
 def check_text(value: str, field: str, max_length: int) -> ValidationError | None:
-    if not value.strip() or len(value) > max_length:
-        return ValidationError(message=f"{field} must be 1 to {max_length} characters", field=field)
-    if _has_control(value):
-        return ValidationError(message=f"{field} must not contain control characters", field=field)
-    return None
+    """Free text that must say something (a name)."""
+    return _checked(lambda: boundary.text(value, field, max_length))
 
 
 def check_optional_text(value: str | None, field: str, max_length: int) -> ValidationError | None:
-    if value is None:
-        return None
-    if len(value) > max_length:
-        return ValidationError(message=f"{field} must be at most {max_length} characters", field=field)
-    if _has_control(value):
-        return ValidationError(message=f"{field} must not contain control characters", field=field)
-    return None
+    return _checked(lambda: boundary.optional_text(value, field, max_length))
+
+
+def check_email(value: str, field: str = "email") -> ValidationError | None:
+    return _checked(lambda: boundary.email(value, field))
 
 
 def check_future(value: datetime | None, field: str, now: datetime) -> ValidationError | None:
     if value is None:
         return None
-    if value.tzinfo is None:
-        return ValidationError(message=f"{field} must include a time zone, e.g. 2026-01-31T00:00:00Z", field=field)
+    if invalid := _checked(lambda: boundary.timestamp(value, field)):
+        return invalid
     if value <= now:
         return ValidationError(message=f"{field} must be in the future", field=field)
     return None

@@ -1,16 +1,58 @@
-"""The ``Credits`` scalar: exact amounts as decimal strings, integer micro-credits inside."""
+"""Scalars: ``Credits`` (exact amounts as decimal strings, integer micro-credits inside) and ``DateTime``
+(ISO 8601, refused outside the instants the databases and Python hold, so no resolver meets one)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import NewType
 
 import strawberry
+from strawberry.exceptions import StrawberryInputCoercionError
+from strawberry.schema.types.base_scalars import DateTimeDefinition
 from strawberry.types.scalar import ScalarDefinition
 
 from models.credits import format_credits, parse_credits
+from resolvers import boundary
 
 Credits = NewType("Credits", int)
 """Micro-credits (1 credit = 1 000 000)."""
+
+MAX_CREDITS_TEXT = 32
+"""The largest amount (10^12 credits) with 6 decimals and a sign is 21 characters; longer is never one."""
+
+
+def parse_credits_input(value: object) -> int:
+    # A 5,000-digit string would reach int() and fail there with CPython's digit limit in the message.
+    if isinstance(value, str) and len(value) > MAX_CREDITS_TEXT:
+        raise ValueError(f"Credits must be at most {MAX_CREDITS_TEXT} characters, got {len(value)}")
+    return parse_credits(value)
+
+
+def _shown(value: object) -> str:
+    text = str(value)
+    return text if len(text) <= boundary.MAX_TIMESTAMP_TEXT else text[: boundary.MAX_TIMESTAMP_TEXT] + "..."
+
+
+def parse_datetime(value: object) -> datetime:
+    """ISO 8601 as strawberry parses it; a value without a zone is left to the resolver to refuse
+    with its field's name, but both kinds must lie between ``boundary.EARLIEST`` and ``boundary.LATEST``."""
+    if not isinstance(value, str):
+        raise StrawberryInputCoercionError(f'Value cannot represent a DateTime: "{_shown(value)}". Expected a string.')
+    if len(value) > boundary.MAX_TIMESTAMP_TEXT:
+        raise StrawberryInputCoercionError(
+            f'Value cannot represent a DateTime: "{_shown(value)}". Expected at most'
+            f" {boundary.MAX_TIMESTAMP_TEXT} characters."
+        )
+    assert DateTimeDefinition.parse_value is not None
+    parsed = DateTimeDefinition.parse_value(value)  # strawberry's own parser and errors
+    if not isinstance(parsed, datetime):
+        raise StrawberryInputCoercionError(f'Value cannot represent a DateTime: "{value}".')
+    try:
+        boundary.timestamp(parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC), "DateTime")
+    except boundary.InputError as exc:
+        raise StrawberryInputCoercionError(f'Value cannot represent a DateTime: "{value}". {exc.message}.') from None
+    return parsed
+
 
 SCALAR_MAP: dict[object, ScalarDefinition] = {
     Credits: strawberry.scalar(
@@ -21,6 +63,15 @@ SCALAR_MAP: dict[object, ScalarDefinition] = {
             "exponents and more than 6 decimals are refused."
         ),
         serialize=format_credits,
-        parse_value=parse_credits,
-    )
+        parse_value=parse_credits_input,
+    ),
+    datetime: ScalarDefinition(
+        name=DateTimeDefinition.name,
+        description=("Date with time (isoformat), with a time zone, from 1970-01-01T00:00:00Z to 9999-01-01T00:00:00Z"),
+        specified_by_url=DateTimeDefinition.specified_by_url,
+        serialize=DateTimeDefinition.serialize,
+        parse_value=parse_datetime,
+        parse_literal=None,
+        origin=datetime,
+    ),
 }

@@ -728,7 +728,7 @@ async def test_the_valid_invitation_input_that_the_refusals_start_from_succeeds(
 
 
 INVITATION_BOUNDARIES = [
-    pytest.param({"email": "e" * 308 + "@example.com"}, id="320-char-email"),
+    pytest.param({"email": "e" * 64 + "@" + "d" * 185 + ".com"}, id="254-char-email"),
     pytest.param({"email": "  Erin@Example.COM "}, id="email-with-case-and-spaces-around"),
     pytest.param({"email": "ërin@exämple.com"}, id="non-ascii-email"),
     pytest.param({"roles": ["OWNER", "BILLING", "MEMBER", "OWNER"]}, id="every-role-repeated"),
@@ -746,8 +746,8 @@ async def test_invitation_inputs_at_the_limits_are_accepted(
     assert result["__typename"] == "InviteMemberSuccess", result
 
 
-EMAIL_LENGTH = validation("email must be 1 to 320 characters", "email")
-NOT_AN_EMAIL = validation("email must be an email address, e.g. ada@example.com", "email")
+EMAIL_LENGTH = validation("email must be 1 to 254 characters", "email")
+NOT_AN_EMAIL = validation("email must be an email address such as ada@example.com", "email")
 INVITATION_NOT_FOUND = not_found("Invitation not found")
 EXPIRED: dict[str, object] = {
     "__typename": "InvitationExpired",
@@ -777,7 +777,7 @@ def invitation_id_cases(mutation: str) -> list[Any]:
 INVITATION_REFUSALS = [
     case("inviteMember", {"email": ""}, EMAIL_LENGTH, "empty-email"),
     case("inviteMember", {"email": "   "}, EMAIL_LENGTH, "blank-email"),
-    case("inviteMember", {"email": "e" * 309 + "@example.com"}, EMAIL_LENGTH, "321-char-email"),
+    case("inviteMember", {"email": "e" * 64 + "@" + "d" * 186 + ".com"}, EMAIL_LENGTH, "255-char-email"),
     case("inviteMember", {"email": "erin"}, NOT_AN_EMAIL, "no-at-sign"),
     case("inviteMember", {"email": "erin@"}, NOT_AN_EMAIL, "no-domain"),
     case("inviteMember", {"email": "@example.com"}, NOT_AN_EMAIL, "no-local-part"),

@@ -548,7 +548,7 @@ async def test_invitation_refusals_change_nothing(api: Api) -> None:
         }),
         (("nobody@example.com", [], None), {"__typename": "ValidationError", "message": "Give at least one role"}),
         (("not-an-email", ["MEMBER"], None), {
-            "__typename": "ValidationError", "message": "email must be an email address, e.g. ada@example.com",
+            "__typename": "ValidationError", "message": "email must be an email address such as ada@example.com",
         }),
     ]  # fmt: skip
     for (email, roles, key), expected in cases:

@@ -12,7 +12,7 @@ from resolvers.context import Context
 from resolvers.ids import decode_id
 from resolvers.mutations._common import conflict, insufficient, not_active, over_budget, spender
 from resolvers.permissions import principal, require_scope
-from resolvers.validation import check_key, check_positive, check_text, first_error
+from resolvers.validation import check_identifier, check_key, check_positive, first_error
 from schema.errors import NotFound, ValidationError
 from schema.mutations.holds import (
     CaptureHoldInput,
@@ -36,8 +36,8 @@ async def hold_credits(info: Info[Context, None], input: HoldCreditsInput) -> Ho
         return denied
     if invalid := first_error(
         check_key(input.idempotency_key),
-        check_text(input.agent_id, "agentId", 200),
-        check_text(input.activity, "activity", 100),
+        check_identifier(input.agent_id, "agentId", 200),
+        check_identifier(input.activity, "activity", 100),
         check_positive(input.credits, "credits"),
         ValidationError(message=f"timeoutSeconds must be 1 to {MAX_HOLD_SECONDS}", field="timeoutSeconds")
         if input.timeout_seconds is not None and not 1 <= input.timeout_seconds <= MAX_HOLD_SECONDS

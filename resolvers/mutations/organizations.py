@@ -17,7 +17,7 @@ from resolvers.context import Context
 from resolvers.ids import decode_id
 from resolvers.mutations._common import conflict
 from resolvers.permissions import BILLING_ROLES, principal, require_admin, roles_in
-from resolvers.validation import check_key, check_positive, check_text, first_error
+from resolvers.validation import check_email, check_key, check_positive, check_text, first_error
 from schema.errors import (
     AlreadyInvited,
     AlreadyMember,
@@ -70,7 +70,6 @@ ORG_NOT_FOUND = "Organization not found"
 LAST_OWNER = "An organization must keep at least one owner"
 ADMINS_ONLY_ADD = "Adding a member directly needs an admin token: owners invite with inviteMember"
 INVITATION_NOT_FOUND = "Invitation not found"
-MAX_EMAIL = 320
 
 
 async def _organization(organization_id: str) -> OrganizationRow | NotFound:
@@ -111,7 +110,7 @@ async def add_member(info: Info[Context, None], input: AddMemberInput) -> AddMem
     org = await _organization(input.organization_id)
     if isinstance(org, NotFound):
         return org
-    if invalid := _check_roles(input.roles):
+    if invalid := first_error(_check_roles(input.roles), check_email(input.email)):
         return invalid
     user = await UserRow.filter(email=input.email.strip().lower()).first()
     if user is None:
@@ -229,13 +228,9 @@ async def set_member_budget(info: Info[Context, None], input: SetMemberBudgetInp
 
 def _normalized_email(email: str) -> str | ValidationError:
     """The email as users' emails are stored (trimmed, lower case), or why it is not one."""
-    if invalid := check_text(email, "email", MAX_EMAIL):
+    if invalid := check_email(email):
         return invalid
-    address = email.strip().lower()
-    local, at, domain = address.partition("@")
-    if not at or not local or not domain or "@" in domain or any(char.isspace() for char in address):
-        return ValidationError(message="email must be an email address, e.g. ada@example.com", field="email")
-    return address
+    return email.strip().lower()
 
 
 async def invite_member(info: Info[Context, None], input: InviteMemberInput) -> InviteMemberResult:

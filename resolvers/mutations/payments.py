@@ -19,7 +19,7 @@ from resolvers.ids import decode_id
 from resolvers.mutations._common import conflict
 from resolvers.mutations.checkout import top_up_by_checkout
 from resolvers.permissions import BILLING_ROLES, principal, roles_in
-from resolvers.validation import check_key, check_text, first_error
+from resolvers.validation import check_identifier, check_key, first_error
 from schema.errors import Forbidden, NotFound, ValidationError
 from schema.payments import (
     AddPaymentMethodInput,
@@ -93,7 +93,7 @@ async def top_up(info: Info[Context, None], input: TopUpInput) -> TopUpResult:
         ValidationError(message="Give no paymentMethodId or paymentToken: the card is entered at checkout", field=None)
         if not gateway.card_on_file and (input.payment_method_id is not None or input.payment_token is not None)
         else None,
-        check_text(input.payment_token, "paymentToken", 255) if input.payment_token is not None else None,
+        check_identifier(input.payment_token, "paymentToken", 255) if input.payment_token is not None else None,
     ):
         return invalid
     if reason := gateway.unavailable_reason():
@@ -216,7 +216,7 @@ async def add_payment_method(info: Info[Context, None], input: AddPaymentMethodI
     account = await billing_account(info, input.account_id)
     if not isinstance(account, CreditAccountRow):
         return account
-    if invalid := check_text(input.token, "token", 255):
+    if invalid := check_identifier(input.token, "token", 255):
         return invalid
     gateway = info.context.services.gateway
     if not gateway.card_on_file:

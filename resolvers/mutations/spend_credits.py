@@ -8,7 +8,7 @@ from models.tables import UsageEvent as UsageEventRow
 from resolvers.context import Context
 from resolvers.mutations._common import conflict, insufficient, over_budget, spender
 from resolvers.permissions import principal, require_scope
-from resolvers.validation import check_key, check_positive, check_text, first_error
+from resolvers.validation import check_identifier, check_key, check_positive, first_error
 from schema.errors import NotFound, ValidationError
 from schema.mutations.spend_credits import SpendCreditsInput, SpendCreditsResult, SpendCreditsSuccess
 from schema.scalars import Credits
@@ -23,8 +23,8 @@ async def spend_credits(info: Info[Context, None], input: SpendCreditsInput) -> 
         return ValidationError(message="Give exactly one of quantity or credits", field=None)
     if invalid := first_error(
         check_key(input.idempotency_key),
-        check_text(input.agent_id, "agentId", 200),
-        check_text(input.activity, "activity", 100),
+        check_identifier(input.agent_id, "agentId", 200),
+        check_identifier(input.activity, "activity", 100),
         check_positive(input.credits, "credits"),
         check_positive(input.quantity, "quantity"),
     ):

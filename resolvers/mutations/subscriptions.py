@@ -18,7 +18,7 @@ from resolvers.mutations import hosted_subscriptions
 from resolvers.mutations._common import conflict
 from resolvers.mutations.payments import billing_account, charge_pending, still_in_flight, subscription_billing
 from resolvers.permissions import principal
-from resolvers.validation import check_key, check_text, first_error
+from resolvers.validation import check_identifier, check_key, first_error
 from schema.errors import NotFound, ValidationError
 from schema.mutations.subscriptions import (
     AlreadySubscribed,
@@ -70,7 +70,9 @@ async def subscribe(info: Info[Context, None], input: SubscribeInput) -> Subscri
     if not isinstance(account, CreditAccountRow):
         return account
     if invalid := first_error(
-        check_key(input.idempotency_key), check_text(input.plan_id, "planId", 64), _unknown_plan(info, input.plan_id)
+        check_key(input.idempotency_key),
+        check_identifier(input.plan_id, "planId", 64),
+        _unknown_plan(info, input.plan_id),
     ):
         return invalid
     gateway = ctx.services.gateway
@@ -154,7 +156,7 @@ async def _live(
     if not isinstance(account, CreditAccountRow):
         return account
     if plan_id is not None and (
-        invalid := first_error(check_text(plan_id, "planId", 64), _unknown_plan(info, plan_id))
+        invalid := first_error(check_identifier(plan_id, "planId", 64), _unknown_plan(info, plan_id))
     ):
         return invalid
     live = await subscriptions.live_subscription(account.id)
