@@ -94,10 +94,23 @@ class Settings:
     """Base of the pages Stripe sends people back to after Checkout and the customer portal."""
     webhook_tolerance_seconds: int = 300
     """A signed webhook timestamp further than this in the past or the future is refused."""
+    # Hostile documents (issue 9, points 1-3): limits checked before a document runs (creditline/query_limits.py).
+    max_query_cost: int = 5_000
+    """Most objects one operation may produce, by static analysis (lists count their page size)."""
+    max_fragments: int = 20
+    max_fragment_spreads: int = 50
+    max_directives: int = 20
+    allow_get_queries: bool = False
+    """Queries over GET in production (development always allows them; mutations never)."""
 
     @property
     def production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def get_queries(self) -> bool:
+        """Whether /graphql answers queries sent with GET."""
+        return not self.production or self.allow_get_queries
 
     @property
     def is_sqlite(self) -> bool:
@@ -145,4 +158,10 @@ class Settings:
             max_subscriptions_per_connection=_int(
                 env, "CREDITLINE_MAX_SUBSCRIPTIONS_PER_CONNECTION", cls.max_subscriptions_per_connection
             ),
+            # Hostile documents (issue 9, points 1-3)
+            max_query_cost=_int(env, "CREDITLINE_MAX_QUERY_COST", cls.max_query_cost),
+            max_fragments=_int(env, "CREDITLINE_MAX_FRAGMENTS", cls.max_fragments),
+            max_fragment_spreads=_int(env, "CREDITLINE_MAX_FRAGMENT_SPREADS", cls.max_fragment_spreads),
+            max_directives=_int(env, "CREDITLINE_MAX_DIRECTIVES", cls.max_directives),
+            allow_get_queries=env.get("CREDITLINE_ALLOW_GET_QUERIES", "0") in ("1", "true", "yes"),
         )
