@@ -12,7 +12,9 @@ In order:
 3. ``analyze_operation``: for the operation to run, with its variables: depth, aliases with fragments
    expanded, and the cost, the number of objects the operation can produce (a list field counts its
    ``first`` argument, the page size, or ``list_size`` items; counts multiply along each path and add up
-   over siblings, aliases included).
+   over siblings, aliases included). A list field selected inside itself is refused: the back-edge of a
+   cycle (``Organization.members -> Membership.organization -> members``) would square a list whose real
+   length the cost can only guess.
 """
 
 from __future__ import annotations
@@ -220,6 +222,24 @@ class Measure:
     depth: int
     aliases: int
     cost: int
+    lists: frozenset[str] = frozenset()
+    """The list fields (``Type.field``) selected anywhere inside."""
+    nested_list: str | None = None
+    """A list field selected inside itself (a cycle such as ``Organization.members -> Membership.organization
+    -> members``), if any."""
+
+    def add(self, other: Measure) -> Measure:
+        """This and a sibling selection (of a fragment) side by side."""
+        return Measure(
+            max(self.depth, other.depth),
+            self.aliases + other.aliases,
+            self.cost + other.cost,
+            self.lists | other.lists,
+            self.nested_list or other.nested_list,
+        )
+
+
+NOTHING = Measure(0, 0, 0)
 
 
 class _Analysis:
@@ -260,11 +280,11 @@ class _Analysis:
         return DEFAULT_PAGE
 
     def selection_set(self, node: SelectionSetNode, parent: Any, page: int | None) -> Measure:
-        depth = aliases = cost = 0
+        total = NOTHING
         for selection in node.selections:
             if isinstance(selection, FieldNode):
                 if selection.alias is not None:
-                    aliases += 1
+                    total = total.add(Measure(0, 1, 0))
                 name = selection.name.value
                 if name.startswith("__"):
                     continue  # __typename; introspection is bounded by graphql-core's own rule
@@ -274,23 +294,22 @@ class _Analysis:
                 named = get_named_type(definition.type)
                 if is_leaf_type(named) or selection.selection_set is None:
                     continue
-                items = 1
-                if _is_list(definition.type):
-                    items = page if page is not None else self.limits.list_size
                 child_page = self.page_size(selection) if "first" in definition.args else None
                 inner = self.selection_set(selection.selection_set, named, child_page)
-                depth = max(depth, 1 + inner.depth)
-                aliases += inner.aliases
-                cost += items * (1 + inner.cost)
+                items, lists, nested = 1, inner.lists, inner.nested_list
+                if _is_list(definition.type):
+                    items = page if page is not None else self.limits.list_size
+                    edge = f"{parent.name}.{name}"
+                    nested = nested or (edge if edge in lists else None)
+                    lists = lists | {edge}
+                total = total.add(Measure(1 + inner.depth, inner.aliases, items * (1 + inner.cost), lists, nested))
             elif isinstance(selection, InlineFragmentNode):
                 condition = selection.type_condition
                 typed = self.schema.get_type(condition.name.value) if condition else parent
-                inner = self.selection_set(selection.selection_set, typed, page)
-                depth, aliases, cost = max(depth, inner.depth), aliases + inner.aliases, cost + inner.cost
+                total = total.add(self.selection_set(selection.selection_set, typed, page))
             elif isinstance(selection, FragmentSpreadNode):
-                inner = self.fragment(selection.name.value, page)
-                depth, aliases, cost = max(depth, inner.depth), aliases + inner.aliases, cost + inner.cost
-        return Measure(depth, aliases, cost)
+                total = total.add(self.fragment(selection.name.value, page))
+        return total
 
     def fragment(self, name: str, page: int | None) -> Measure:
         key = (name, page)
@@ -299,8 +318,8 @@ class _Analysis:
             return known
         definition = self.fragments.get(name)
         if definition is None:
-            return Measure(0, 0, 0)  # validation reports it
-        self.memo[key] = Measure(0, 0, 0)  # a cycle (refused by validation) ends here
+            return NOTHING  # validation reports it
+        self.memo[key] = NOTHING  # a cycle of fragments (refused by validation) ends here
         measure = self.selection_set(
             definition.selection_set, self.schema.get_type(definition.type_condition.name.value), page
         )
@@ -356,6 +375,13 @@ def analyze_operation(
         return too_many_aliases(measure.aliases, limits.max_aliases)
     if measure.cost > limits.max_cost:
         return QueryTooComplex(measure.cost, limits.max_cost)
+    if measure.nested_list is not None:
+        # The cost counts an unpaginated list as list_size items, whatever its real length: a list inside
+        # itself would square the real length, so the back-edge of a cycle is cut here.
+        return GraphQLError(
+            f"{measure.nested_list} is selected inside itself; select it once and follow the ids instead",
+            extensions={"code": "NESTED_LIST", "field": measure.nested_list},
+        )
     return None
 
 

@@ -23,12 +23,13 @@ from creditline.query_limits import (
     QueryLimits,
     _validate,
     check_document_size,
+    choose_operation,
     measure_operation,
     validation_rules,
 )
 from creditline.settings import Settings
 from models.tables import Membership, Organization
-from tests.helpers import Api
+from tests.helpers import Api, gid
 from tests.test_query_counts import StatementCounter, counter, tables_read  # noqa: F401
 
 FAST = 0.5
@@ -246,9 +247,9 @@ async def test_circular_introspection_is_refused_in_development(api: Api) -> Non
 def cost_of(query: str, variables: dict[str, Any] | None = None, limits: QueryLimits | None = None) -> int:
     schema = build_schema(DEVELOPMENT)._schema
     document = parse(query)
-    operation = document.definitions[-1]
-    measure = measure_operation(schema, document, operation, variables, limits or QueryLimits())  # type: ignore[arg-type]
-    return measure.cost
+    operation = choose_operation(document, None)
+    assert operation is not None
+    return measure_operation(schema, document, operation, variables, limits or QueryLimits()).cost
 
 
 def test_cost_counts_objects_with_lists_weighted_by_their_page() -> None:
@@ -316,6 +317,46 @@ async def test_the_cyclic_members_query_of_a_plain_member_is_refused_before_it_r
         ],
     }
     assert tables_read(counter.statements) == ["api_tokens"]  # the token lookup, no resolver
+
+
+async def test_a_list_inside_itself_is_refused_and_one_back_edge_answered(
+    api: Api,
+    counter: StatementCounter,  # noqa: F811
+) -> None:
+    """Cheap by its cost (20 members counted), but an organization of 500 would produce 250,000 objects."""
+    org = await Organization.create(name="Acme", created_at=api.clock.now())
+    user_id, token = await api.user("ada@example.com", bonus=0)
+    await Membership.create(organization=org, user_id=user_id, roles="MEMBER", created_at=api.clock.now())
+    headers = {"authorization": f"Bearer {token}"}
+    back = "{ me { organizations { organization { members { email organization { name } } } } } }"
+    nested = """query($org: ID!) { node(id: $org) { ... on Organization { ...Members } } }
+      fragment Members on Organization { members { organization { members { email } } } }"""
+
+    answered = await api.data(back, token=token)
+    refused = await counter.during(
+        api.client.post(
+            "/graphql", json={"query": nested, "variables": {"org": gid("Organization", org.id)}}, headers=headers
+        )
+    )
+
+    assert answered == {
+        "me": {
+            "organizations": [
+                {"organization": {"members": [{"email": "ada@example.com", "organization": {"name": "Acme"}}]}}
+            ]
+        }
+    }
+    assert cost_of(nested) == 441
+    assert refused.json() == {
+        "data": None,
+        "errors": [
+            {
+                "message": "Organization.members is selected inside itself; select it once and follow the ids instead",
+                "extensions": {"code": "NESTED_LIST", "field": "Organization.members"},
+            }
+        ],
+    }
+    assert tables_read(counter.statements) == ["api_tokens"]
 
 
 async def test_a_query_at_the_cost_limit_is_answered_and_one_past_it_refused(api: Api) -> None:
