@@ -11,16 +11,18 @@ In order:
    grows with pairs of fields) on a small budget of comparisons.
 3. ``analyze_operation``: for the operation to run, with its variables: depth, aliases with fragments
    expanded, and the cost, the number of objects the operation can produce (a list field counts its
-   ``first`` argument, the page size, or ``list_size`` items; counts multiply along each path and add up
-   over siblings, aliases included). A list field selected inside itself is refused: the back-edge of a
-   cycle (``Organization.members -> Membership.organization -> members``) would square a list whose real
-   length the cost can only guess.
+   ``first`` argument, the page size, or ``list_size`` items; a usage report's rows, its buckets; counts
+   multiply along each path and add up over siblings, aliases included). A list field selected inside
+   itself is refused: the back-edge of a cycle (``Organization.members -> Membership.organization ->
+   members``) would square a list whose real length the cost can only guess.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -50,10 +52,12 @@ from graphql import (
     specified_rules,
 )
 from graphql.type.definition import GraphQLOutputType
+from graphql.utilities import value_from_ast_untyped
 from graphql.validation.validate import ValidationAbortedError
 from strawberry.extensions.base_extension import SchemaExtension
 from strawberry.schema.schema import validate_document
 
+from models.reports import MAX_HOURLY_BUCKETS, MAX_RANGE
 from resolvers.pagination import DEFAULT_PAGE, MAX_PAGE
 
 FIELD_MERGE_BUDGET = 20_000
@@ -279,6 +283,28 @@ class _Analysis:
             return max(0, min(value, MAX_PAGE))
         return DEFAULT_PAGE
 
+    def report_rows(self, field: FieldNode) -> int:
+        """The most rows a usage report can have: its buckets (from its range and granularity), times
+        ``list_size`` keys when grouped. The page size of its ``rows``; 0 for an input the DateTime scalar
+        or the resolver refuses (a range that is not one, past its bounds), which runs nothing."""
+        given: Any = None
+        for argument in field.arguments or ():
+            if argument.name.value == "input":
+                given = value_from_ast_untyped(argument.value, dict(self.variables))
+        if not isinstance(given, Mapping):
+            return 0
+        try:
+            start, end = _instant(given["from"]), _instant(given["to"])
+            per_bucket = _BUCKET_HOURS[str(given["granularity"])]
+        except (KeyError, TypeError, ValueError):
+            return 0
+        hours = math.ceil((end - start).total_seconds() / 3600)
+        if hours <= 0 or end - start > MAX_RANGE or (per_bucket == 1 and hours > MAX_HOURLY_BUCKETS):
+            return 0
+        buckets = math.ceil(hours / per_bucket) + 1  # + 1: a range off the buckets' edges (time zones)
+        keys = 1 if str(given.get("groupBy", "NONE")) == "NONE" else self.limits.list_size
+        return buckets * keys
+
     def selection_set(self, node: SelectionSetNode, parent: Any, page: int | None) -> Measure:
         total = NOTHING
         for selection in node.selections:
@@ -294,7 +320,11 @@ class _Analysis:
                 named = get_named_type(definition.type)
                 if is_leaf_type(named) or selection.selection_set is None:
                     continue
-                child_page = self.page_size(selection) if "first" in definition.args else None
+                child_page = None
+                if "first" in definition.args:
+                    child_page = self.page_size(selection)
+                elif name == "usageReport":
+                    child_page = self.report_rows(selection)
                 inner = self.selection_set(selection.selection_set, named, child_page)
                 items, lists, nested = 1, inner.lists, inner.nested_list
                 if _is_list(definition.type):
@@ -325,6 +355,19 @@ class _Analysis:
         )
         self.memo[key] = measure
         return measure
+
+
+_BUCKET_HOURS = {"HOUR": 1, "DAY": 24, "WEEK": 7 * 24, "MONTH": 28 * 24}
+"""Hours in the shortest bucket of each granularity."""
+
+
+def _instant(value: object) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if not isinstance(value, str):
+        raise TypeError(value)
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _is_list(type_: GraphQLOutputType) -> bool:

@@ -266,6 +266,19 @@ def test_cost_counts_objects_with_lists_weighted_by_their_page() -> None:
     assert cost_of("{ a: plans { id } b: plans { id } __typename }") == 40
 
 
+def test_a_usage_reports_rows_count_its_buckets_times_the_keys() -> None:
+    report = """query($input: UsageReportInput!) { me { credit { usageReport(input: $input) {
+      ... on UsageReport { rows { key totals { events } } } } } } }"""
+    month = {"from": "2026-01-01T00:00:00Z", "to": "2026-01-31T00:00:00Z"}
+
+    # me, credit, the report, and each row with its totals: (30 days + 1) buckets, 20 keys counted when grouped
+    assert cost_of(report, {"input": {**month, "granularity": "DAY"}}) == 3 + 31 * 2
+    assert cost_of(report, {"input": {**month, "granularity": "DAY", "groupBy": "AGENT"}}) == 3 + 31 * 20 * 2
+    assert cost_of(report, {"input": {**month, "granularity": "HOUR", "groupBy": "AGENT"}}) == 3 + 721 * 20 * 2
+    # an input the resolver refuses (to before from) runs no report
+    assert cost_of(report, {"input": {"from": month["to"], "to": month["from"], "granularity": "DAY"}}) == 3
+
+
 def test_cost_of_nested_fragments_is_memoized_and_multiplied() -> None:
     fragments = ["fragment P0 on Query { plans { id } }"]
     fragments += [f"fragment P{n} on Query {{ ...P{n - 1} ...P{n - 1} }}" for n in range(1, 41)]
