@@ -16,6 +16,7 @@ from bench.ceiling import CeilingRun, run_postgres, run_sqlite
 from bench.config import SPEND_CREDITS, TARGET_RATIO, BenchConfig, SubscriptionConfig
 from bench.http_run import BenchError, NoopRun, SpendRun, run_noop, run_spends, server, wrk_binary, wrk_version
 from bench.loop import arun
+from bench.query_cost import main as run_query_cost_bench
 from bench.reports import run_reports_bench
 from bench.subscriptions import report as subscription_report
 from bench.subscriptions import run_subscriptions
@@ -237,7 +238,11 @@ def main() -> None:
     if "reports" in config.parts:
         print()
         reports_ok = arun(run_reports_bench())
-    if spend == "failed" or (subscriptions is not None and subscriptions.failures) or not reports_ok:
+    queries_ok = True
+    if "queries" in config.parts:
+        print()
+        queries_ok = run_query_cost_bench()
+    if spend == "failed" or (subscriptions is not None and subscriptions.failures) or not reports_ok or not queries_ok:
         print("\nbench: FAILED", flush=True)
         sys.exit(1)
     print()

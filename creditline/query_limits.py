@@ -11,7 +11,8 @@ In order:
    grows with pairs of fields) on a small budget of comparisons.
 3. ``analyze_operation``: for the operation to run, with its variables: depth, aliases with fragments
    expanded, and the cost, the number of objects the operation can produce (a list field counts its
-   ``first`` argument, the page size, or ``list_size`` items; a usage report's rows, its buckets; counts
+   ``first`` argument, the page size, or ``list_size`` items, and a connection its rows too, loaded
+   whatever is selected; a usage report's rows, its buckets; counts
    multiply along each path and add up over siblings, aliases included). A list field selected inside
    itself is refused: the back-edge of a cycle (``Organization.members -> Membership.organization ->
    members``) would square a list whose real length the cost can only guess.
@@ -60,6 +61,15 @@ from strawberry.schema.schema import validate_document
 from models.reports import MAX_HOURLY_BUCKETS, MAX_RANGE
 from resolvers.pagination import DEFAULT_PAGE, MAX_PAGE
 
+LIST_BOUNDS = {
+    "Invoice.lines": 1,  # the system writes one line per invoice
+    "Transaction.refunds": 2,  # refunds are made by admins, not by the caller
+    "Query.plans": 10,  # the operator's configuration
+    "Query.rateCard": 10,
+}
+"""Items counted for unpaginated lists whose length the caller cannot grow; every other list without
+``first`` counts ``QueryLimits.list_size``."""
+
 FIELD_MERGE_BUDGET = 20_000
 """Work units (about one per pair of fields compared) the field-merging rule may spend on one document.
 graphql-core's own default (500,000) lets a 2,000-token document of repeated fields take seconds."""
@@ -93,7 +103,7 @@ class QueryLimits:
     """Directives on one field, spread, inline fragment, operation or fragment definition."""
     max_repeated_fields: int = 3
     """Fields with one response key in one selection set (inline fragments on the same type included)."""
-    max_cost: int = 5_000
+    max_cost: int = 1_600
     list_size: int = DEFAULT_PAGE
     """Items a list field without ``first`` is counted as."""
     production: bool = False
@@ -328,11 +338,15 @@ class _Analysis:
                 inner = self.selection_set(selection.selection_set, named, child_page)
                 items, lists, nested = 1, inner.lists, inner.nested_list
                 if _is_list(definition.type):
-                    items = page if page is not None else self.limits.list_size
                     edge = f"{parent.name}.{name}"
+                    items = page if page is not None else LIST_BOUNDS.get(edge, self.limits.list_size)
                     nested = nested or (edge if edge in lists else None)
                     lists = lists | {edge}
-                total = total.add(Measure(1 + inner.depth, inner.aliases, items * (1 + inner.cost), lists, nested))
+                # A connection loads its page of rows whatever is selected of it (pageInfo alone too).
+                loaded = child_page if "first" in definition.args and child_page is not None else 0
+                total = total.add(
+                    Measure(1 + inner.depth, inner.aliases, items * (1 + loaded + inner.cost), lists, nested)
+                )
             elif isinstance(selection, InlineFragmentNode):
                 condition = selection.type_condition
                 typed = self.schema.get_type(condition.name.value) if condition else parent

@@ -95,7 +95,7 @@ class Settings:
     webhook_tolerance_seconds: int = 300
     """A signed webhook timestamp further than this in the past or the future is refused."""
     # Hostile documents (issue 9, points 1-3): limits checked before a document runs (creditline/query_limits.py).
-    max_query_cost: int = 5_000
+    max_query_cost: int = 1_600
     """Most objects one operation may produce, by static analysis (lists count their page size)."""
     max_fragments: int = 20
     max_fragment_spreads: int = 50

@@ -253,17 +253,21 @@ def cost_of(query: str, variables: dict[str, Any] | None = None, limits: QueryLi
 
 
 def test_cost_counts_objects_with_lists_weighted_by_their_page() -> None:
-    # me, credit, lots (the connection), 10 edges, each with its node
-    assert cost_of("{ me { credit { lots(first: 10) { edges { node { id } } pageInfo { hasNextPage } } } } }") == 24
+    # me, credit, lots (the connection), the 10 rows it loads, 10 edges each with its node, pageInfo
+    assert cost_of("{ me { credit { lots(first: 10) { edges { node { id } } pageInfo { hasNextPage } } } } }") == 34
+    # the rows are loaded whatever is selected
+    assert cost_of("{ me { credit { lots(first: 10) { __typename } } } }") == 13
     # no first: the resolver's default page of 20; a variable counts as given, or its default
-    assert cost_of("{ me { credit { lots { edges { node { id } } } } } }") == 43
-    assert cost_of("query($n: Int) { me { credit { lots(first: $n) { edges { cursor } } } } }", {"n": 3}) == 6
-    assert cost_of("query($n: Int = 5) { me { credit { lots(first: $n) { edges { cursor } } } } }") == 8
+    assert cost_of("{ me { credit { lots { edges { node { id } } } } } }") == 63
+    assert cost_of("query($n: Int) { me { credit { lots(first: $n) { edges { cursor } } } } }", {"n": 3}) == 9
+    assert cost_of("query($n: Int = 5) { me { credit { lots(first: $n) { edges { cursor } } } } }") == 13
     # over the resolver's maximum (which refuses it) counts as the maximum
-    assert cost_of("{ me { credit { lots(first: 1000) { edges { cursor } } } } }") == 103
-    # an unpaginated list counts 20 items; leaves and __typename cost nothing; aliases count again
-    assert cost_of("{ plans { id price { amount } } }") == 40
-    assert cost_of("{ a: plans { id } b: plans { id } __typename }") == 40
+    assert cost_of("{ me { credit { lots(first: 1000) { edges { cursor } } } } }") == 203
+    # an unpaginated list counts 20 items (10 for the operator's plans); leaves and __typename cost nothing;
+    # aliases count again
+    assert cost_of("{ me { organizations { organization { id } } } }") == 41
+    assert cost_of("{ plans { id price { amount } } }") == 20
+    assert cost_of("{ a: plans { id } b: plans { id } __typename }") == 20
 
 
 def test_a_usage_reports_rows_count_its_buckets_times_the_keys() -> None:
@@ -286,7 +290,7 @@ def test_cost_of_nested_fragments_is_memoized_and_multiplied() -> None:
     cost = cost_of("\n".join([*fragments, "{ ...P40 }"]))
 
     assert time.process_time() - started < FAST
-    assert cost == 20 * 2**40
+    assert cost == 10 * 2**40
 
 
 CYCLIC = """query Cycle {
@@ -323,9 +327,9 @@ async def test_the_cyclic_members_query_of_a_plain_member_is_refused_before_it_r
         "data": None,
         "errors": [
             {
-                "message": f"Query cost {cost:,} is over the limit of 5,000: it could produce {cost:,} objects."
+                "message": f"Query cost {cost:,} is over the limit of 1,600: it could produce {cost:,} objects."
                 " Ask for smaller pages (first), fewer nested lists or fewer aliases.",
-                "extensions": {"code": "QUERY_TOO_COMPLEX", "cost": cost, "limit": 5000},
+                "extensions": {"code": "QUERY_TOO_COMPLEX", "cost": cost, "limit": 1600},
             }
         ],
     }
@@ -374,7 +378,7 @@ async def test_a_list_inside_itself_is_refused_and_one_back_edge_answered(
 
 async def test_a_query_at_the_cost_limit_is_answered_and_one_past_it_refused(api: Api) -> None:
     _, token = await api.user("ada@example.com", bonus=10)
-    tight = Settings(database_url="unused", token_cache_seconds=0, max_query_cost=25)
+    tight = Settings(database_url="unused", token_cache_seconds=0, max_query_cost=36)
     query = "query($n: Int) { me { credit { lots(first: $n) { edges { node { kind } } } } } }"
     async with app_with(tight, api) as client:
         headers = {"authorization": f"Bearer {token}"}
@@ -382,7 +386,7 @@ async def test_a_query_at_the_cost_limit_is_answered_and_one_past_it_refused(api
         refused = await client.post("/graphql", json={"query": query, "variables": {"n": 12}}, headers=headers)
 
     assert answered.json() == {"data": {"me": {"credit": {"lots": {"edges": [{"node": {"kind": "FREE"}}]}}}}}
-    assert refused.json()["errors"][0]["extensions"] == {"code": "QUERY_TOO_COMPLEX", "cost": 27, "limit": 25}
+    assert refused.json()["errors"][0]["extensions"] == {"code": "QUERY_TOO_COMPLEX", "cost": 39, "limit": 36}
 
 
 def test_every_readme_example_is_within_the_default_limits() -> None:
