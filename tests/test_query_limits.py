@@ -5,6 +5,7 @@ Each graphql-cop finding (and each of its checks that could become one) has a te
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import AsyncIterator
@@ -30,6 +31,7 @@ from creditline.query_limits import (
 from creditline.settings import Settings
 from models.tables import Membership, Organization
 from tests.helpers import Api, gid
+from tests.live import connect, receive, serve
 from tests.test_query_counts import StatementCounter, counter, tables_read  # noqa: F401
 
 FAST = 0.5
@@ -474,3 +476,29 @@ def test_the_limit_settings_are_read_from_the_environment() -> None:
     assert (limits.max_cost, limits.max_fragments, limits.max_fragment_spreads, limits.max_directives) == (123, 4, 5, 6)
     assert Settings.from_env({}).get_queries
     assert not Settings.from_env({"CREDITLINE_ENV": "production"}).get_queries
+
+
+async def test_a_subscription_over_the_limits_is_refused_on_the_websocket(api: Api) -> None:
+    """The websocket runs the same checks: a costly subscription document gets an error and nothing more."""
+    _, token = await api.user("ada@example.com", bonus=10)
+    pages = " ".join(f"l{n}: lots(first: 100) {{ edges {{ node {{ id }} }} }}" for n in range(6))
+    costly = f"subscription {{ balanceChanged {{ account {{ {pages} }} }} }}"
+    async with serve(DEVELOPMENT, api.clock) as live:
+        ws = await connect(live, token)
+        try:
+            await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": costly}}))
+            message = await receive(ws)
+        finally:
+            await ws.close()
+
+    assert message == {
+        "id": "1",
+        "type": "error",
+        "payload": [
+            {
+                "message": "Query cost 1,808 is over the limit of 1,600: it could produce 1,808 objects."
+                " Ask for smaller pages (first), fewer nested lists or fewer aliases.",
+                "extensions": {"code": "QUERY_TOO_COMPLEX", "cost": 1808, "limit": 1600},
+            }
+        ],
+    }
