@@ -11,6 +11,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import bench
 from bench import fixtures
 from bench.ceiling import CeilingRun, run_postgres, run_sqlite
 from bench.config import SPEND_CREDITS, TARGET_RATIO, BenchConfig, SubscriptionConfig
@@ -219,6 +220,9 @@ def _terminated(signum: int, frame: object) -> None:
 
 
 def main() -> None:
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(bench.__doc__)
+        return
     signal.signal(signal.SIGTERM, _terminated)
     config = BenchConfig.from_env()
     spend = _spend_part(config) if "spend" in config.parts else None

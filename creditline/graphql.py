@@ -94,9 +94,9 @@ def schema_sdl() -> str:
 
 
 @lru_cache(maxsize=256)
-def _is_subscription(query: str, operation_name: str | None) -> bool:
+def _is_subscription(query: str, operation_name: str | None, max_tokens: int) -> bool:
     try:
-        document = parse(query)
+        document = parse(query, max_tokens=max_tokens)  # before the limits: no more than they allow
     except GraphQLError:
         return False  # validation reports the syntax error
     operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
@@ -212,7 +212,8 @@ class GraphQLEndpoint(GraphQL[Context, None]):
     ) -> ExecutionResult:
         # Strawberry would run a subscription sent over HTTP as a query and fail inside; refuse it plainly.
         query = request_data.query or ""
-        if "subscription" in query and _is_subscription(query, request_data.operation_name):
+        max_tokens = self.services.settings.max_query_tokens
+        if "subscription" in query and _is_subscription(query, request_data.operation_name, max_tokens):
             raise HTTPException(400, "Subscriptions need a websocket: connect with the graphql-transport-ws protocol")
         return await super().execute_single(request, request_adapter, sub_response, context, root_value, request_data)
 
