@@ -370,7 +370,7 @@ def cpu_per_request(
 
 
 def run_query_cost(seconds: float, seed: int) -> QueryCostResult:
-    settings = Settings(env="production")
+    settings = Settings.from_env({**os.environ, **PRODUCTION_ENV})  # the server's limits (it reads the same)
     limits = query_limits(settings)
     schema = build_schema(settings)._schema
     failures: list[str] = []
