@@ -11,11 +11,13 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import bench
 from bench import fixtures
 from bench.ceiling import CeilingRun, run_postgres, run_sqlite
 from bench.config import SPEND_CREDITS, TARGET_RATIO, BenchConfig, SubscriptionConfig
 from bench.http_run import BenchError, NoopRun, SpendRun, run_noop, run_spends, server, wrk_binary, wrk_version
 from bench.loop import arun
+from bench.query_cost import main as run_query_cost_bench
 from bench.reports import run_reports_bench
 from bench.subscriptions import report as subscription_report
 from bench.subscriptions import run_subscriptions
@@ -218,6 +220,9 @@ def _terminated(signum: int, frame: object) -> None:
 
 
 def main() -> None:
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(bench.__doc__)
+        return
     signal.signal(signal.SIGTERM, _terminated)
     config = BenchConfig.from_env()
     spend = _spend_part(config) if "spend" in config.parts else None
@@ -237,7 +242,11 @@ def main() -> None:
     if "reports" in config.parts:
         print()
         reports_ok = arun(run_reports_bench())
-    if spend == "failed" or (subscriptions is not None and subscriptions.failures) or not reports_ok:
+    queries_ok = True
+    if "queries" in config.parts:
+        print()
+        queries_ok = run_query_cost_bench()
+    if spend == "failed" or (subscriptions is not None and subscriptions.failures) or not reports_ok or not queries_ok:
         print("\nbench: FAILED", flush=True)
         sys.exit(1)
     print()

@@ -16,9 +16,7 @@ from typing import Any, cast
 import strawberry
 from cross_web import HTTPException
 from graphql import (
-    ASTValidationRule,
     GraphQLError,
-    NoSchemaIntrospectionCustomRule,
     OperationDefinitionNode,
     OperationType,
     parse,
@@ -28,15 +26,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
-from strawberry.extensions import (
-    AddValidationRules,
-    MaskErrors,
-    MaxTokensLimiter,
-    ParserCache,
-    ValidationCache,
-    max_aliases,
-    query_depth_limiter,
-)
+from strawberry.extensions import MaskErrors, MaxTokensLimiter, ParserCache
 from strawberry.extensions.base_extension import SchemaExtension
 from strawberry.http import GraphQLRequestData
 from strawberry.schema.config import StrawberryConfig
@@ -53,6 +43,7 @@ from strawberry.utils.aio import aclosing
 
 from creditline.live import SLOW_SUBSCRIBER_CLOSE_CODE, LiveOperation, SlowSubscriberClosed, TokenWatch
 from creditline.logs import LoggedSchema
+from creditline.query_limits import QueryLimits, QueryLimitsExtension, validation_rules
 from creditline.settings import Settings
 from resolvers.auth import Authenticator, bearer_secret
 from resolvers.context import Context, Services
@@ -68,20 +59,28 @@ def should_mask(error: GraphQLError) -> bool:
     return error.path is not None and original is not None and not isinstance(original, GraphQLError)
 
 
+def query_limits(settings: Settings) -> QueryLimits:
+    return QueryLimits(
+        max_depth=settings.max_query_depth,
+        max_aliases=settings.max_aliases,
+        max_fragments=settings.max_fragments,
+        max_fragment_spreads=settings.max_fragment_spreads,
+        max_directives=settings.max_directives,
+        max_cost=settings.max_query_cost,
+        production=settings.production,
+    )
+
+
 def build_schema(settings: Settings) -> strawberry.Schema:
-    # The validation rules are built once: the validation cache is keyed by rule classes, and a rule class
-    # made per request (as QueryDepthLimiter/MaxAliasesLimiter do) would never hit it.
-    rules: list[type[ASTValidationRule]] = [
-        query_depth_limiter.create_validator(settings.max_query_depth, None, None),
-        max_aliases.create_validator(settings.max_aliases),
-    ]
-    if settings.production:
-        rules.append(NoSchemaIntrospectionCustomRule)
+    # Validation is ours (creditline/query_limits.py): strawberry's depth and alias limiters re-walk every
+    # fragment spread, which is exponential in nested spreads. Its rules are built once, so that its
+    # validation cache (keyed by the rule classes) hits.
+    limits = query_limits(settings)
+    rules = validation_rules(limits)
     extensions: list[Any] = [
         lambda: ParserCache(maxsize=512),
-        lambda: ValidationCache(maxsize=512),
         lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
-        lambda: AddValidationRules(rules),
+        lambda: QueryLimitsExtension(limits, rules),
         lambda: MaskErrors(should_mask_error=should_mask),
     ]
     factories: list[type[SchemaExtension]] = extensions
@@ -100,9 +99,9 @@ def schema_sdl() -> str:
 
 
 @lru_cache(maxsize=256)
-def _is_subscription(query: str, operation_name: str | None) -> bool:
+def _is_subscription(query: str, operation_name: str | None, max_tokens: int) -> bool:
     try:
-        document = parse(query)
+        document = parse(query, max_tokens=max_tokens)  # before the limits: no more than they allow
     except GraphQLError:
         return False  # validation reports the syntax error
     operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
@@ -275,7 +274,10 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         super().__init__(
             schema,
             graphql_ide=None if services.settings.production else "graphiql",
-            allow_queries_via_get=True,  # queries only: strawberry refuses mutations over GET
+            # Queries only: strawberry refuses mutations over GET. In production GET is off unless
+            # CREDITLINE_ALLOW_GET_QUERIES=1: a GET is a "simple" cross-site request, so any page could make a
+            # signed-in browser run queries.
+            allow_queries_via_get=services.settings.get_queries,
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
             multipart_uploads_enabled=False,
             connection_init_wait_timeout=timedelta(seconds=services.settings.ws_init_timeout_seconds),
@@ -297,7 +299,8 @@ class GraphQLEndpoint(GraphQL[Context, None]):
     ) -> ExecutionResult:
         # Strawberry would run a subscription sent over HTTP as a query and fail inside; refuse it plainly.
         query = request_data.query or ""
-        if "subscription" in query and _is_subscription(query, request_data.operation_name):
+        max_tokens = self.services.settings.max_query_tokens
+        if "subscription" in query and _is_subscription(query, request_data.operation_name, max_tokens):
             raise HTTPException(400, "Subscriptions need a websocket: connect with the graphql-transport-ws protocol")
         return await super().execute_single(request, request_adapter, sub_response, context, root_value, request_data)
 

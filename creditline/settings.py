@@ -172,10 +172,23 @@ class Settings:
     """A websocket with more than this waiting unsent in the server's write buffer is closed (4413) and dropped."""
     live_reorder_ms: int = 100
     """How long a balance event that came before the versions it follows waits for them (then: the ledger)."""
+    # Hostile documents (issue 9, points 1-3): limits checked before a document runs (creditline/query_limits.py).
+    max_query_cost: int = 1_600
+    """Most objects one operation may produce, by static analysis (lists count their page size)."""
+    max_fragments: int = 20
+    max_fragment_spreads: int = 50
+    max_directives: int = 20
+    allow_get_queries: bool = False
+    """Queries over GET in production (development always allows them; mutations never)."""
 
     @property
     def production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def get_queries(self) -> bool:
+        """Whether /graphql answers queries sent with GET."""
+        return not self.production or self.allow_get_queries
 
     @property
     def is_sqlite(self) -> bool:
@@ -257,4 +270,10 @@ class Settings:
             ws_send_timeout_seconds=_int(env, "CREDITLINE_WS_SEND_TIMEOUT_SECONDS", cls.ws_send_timeout_seconds),
             ws_max_buffered_bytes=_int(env, "CREDITLINE_WS_MAX_BUFFERED_BYTES", cls.ws_max_buffered_bytes),
             live_reorder_ms=_int(env, "CREDITLINE_LIVE_REORDER_MS", cls.live_reorder_ms),
+            # Hostile documents (issue 9, points 1-3)
+            max_query_cost=_int(env, "CREDITLINE_MAX_QUERY_COST", cls.max_query_cost),
+            max_fragments=_int(env, "CREDITLINE_MAX_FRAGMENTS", cls.max_fragments),
+            max_fragment_spreads=_int(env, "CREDITLINE_MAX_FRAGMENT_SPREADS", cls.max_fragment_spreads),
+            max_directives=_int(env, "CREDITLINE_MAX_DIRECTIVES", cls.max_directives),
+            allow_get_queries=env.get("CREDITLINE_ALLOW_GET_QUERIES", "0") in ("1", "true", "yes"),
         )
