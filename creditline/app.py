@@ -1,4 +1,4 @@
-"""The ASGI application: GraphQL at /graphql, a health check, and the background sweeper."""
+"""The ASGI application: GraphQL at /graphql, liveness and readiness checks, and the background sweeper."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
+import redis.asyncio as redis
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -16,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from creditline import auto_top_up_worker, db
 from creditline.clock import Clock
+from creditline.db_backends import SERVICE_UNAVAILABLE_MESSAGE, DatabaseUnavailable
 from creditline.events import EventBus, InProcessBus, RedisBus
 from creditline.exports import transactions_export, usage_export
 from creditline.graphql import GraphQLEndpoint, build_schema
@@ -73,6 +75,60 @@ class CreditlineApp(Starlette):
         await super().__call__(scope, receive, send)
 
 
+class Readiness:
+    """What ``/readyz`` checks, each within ``readiness_timeout_seconds``: the database answers through the
+    pool requests use (so an exhausted pool is not ready either), its migrations are applied, and Redis
+    answers when it is configured."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._migrated = False  # once current, they stay so for this process's code
+        self._redis: redis.Redis | None = None
+        if settings.redis_url:
+            timeout = settings.readiness_timeout_seconds
+            self._redis = redis.Redis.from_url(
+                settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
+            )
+
+    async def checks(self) -> dict[str, str]:
+        checks = {"database": await self._check(self._database())}
+        if self._redis is not None:
+            checks["redis"] = await self._check(self._ping_redis(self._redis))
+        return checks
+
+    async def _check(self, probe: Any) -> str:
+        try:
+            await asyncio.wait_for(probe, self.settings.readiness_timeout_seconds)
+        except TimeoutError:
+            return f"no answer within {self.settings.readiness_timeout_seconds:g} s"
+        except Exception as exc:
+            return str(exc) or type(exc).__name__
+        return "ok"
+
+    async def _database(self) -> None:
+        await db.check_database(self.settings.readiness_timeout_seconds, migrations=not self._migrated)
+        self._migrated = True
+
+    @staticmethod
+    async def _ping_redis(client: redis.Redis) -> None:
+        await client.ping()
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+
+
+async def database_unavailable(request: Request, exc: Exception) -> Response:
+    """A request the database could not serve (an outage, a pool exhausted past its timeout): 503, in the
+    shape of a GraphQL error so that GraphQL clients read it too; nothing was done, or at commit the outcome
+    is unknown, so a retry must reuse its idempotency key."""
+    return JSONResponse(
+        {"errors": [{"message": SERVICE_UNAVAILABLE_MESSAGE, "extensions": {"code": "SERVICE_UNAVAILABLE"}}]},
+        status_code=503,
+        headers={"retry-after": "1"},
+    )
+
+
 def _route_path(scope: Scope) -> str:
     path: str = scope["path"]
     root: str = scope.get("root_path", "")
@@ -86,15 +142,24 @@ def create_app(
     manage_database: bool = True,
     run_jobs: bool = True,
 ) -> CreditlineApp:
-    """Build the app. Tests pass ``manage_database=False`` when they have initialised Tortoise already."""
+    """Build the app. Tests pass ``manage_database=False`` when they have initialised Tortoise already.
+
+    Unsafe production settings stop it here, whichever ASGI server imports it (``creditline serve`` checks
+    them first, to say so without a traceback)."""
+    refusal = settings.refusal()
+    if refusal:
+        raise SystemExit(refusal)
     services = build_services(settings, clock or Clock())
+    readiness = Readiness(settings)
     auth = Authenticator(settings.token_cache_seconds)
     graphql = GraphQLEndpoint(build_schema(settings), services, auth)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if manage_database:
-            await db.init_db(settings.database_url)
+            # Connections open on first use: a database that is down now makes /readyz answer 503 until it
+            # is back (`creditline serve` refuses to start instead).
+            await db.init_db(settings.database_url, settings)
         await services.bus.start()
         # Thousands of long-lived subscriptions make full collections slow (0.5 s seen with 1,000): keep
         # start-up objects out of the collector and collect the older generations less often. The young
@@ -118,23 +183,34 @@ def create_app(
             await auto_top_up_worker.idle()  # let top-ups being charged finish and publish
             await services.bus.stop()
             await services.gateway.close()
+            await readiness.close()
             if manage_database:
                 await db.close_db()
 
-    async def health(request: Request) -> Response:
+    async def livez(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        checks = await readiness.checks()
+        failed = [name for name, result in checks.items() if result != "ok"]
+        if failed:
+            return JSONResponse({"status": "unavailable", "failed": failed, "checks": checks}, status_code=503)
+        return JSONResponse({"status": "ready", "checks": checks})
 
     app = CreditlineApp(
         graphql,
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
-            Route("/healthz", health),
+            Route("/livez", livez),
+            Route("/readyz", readyz),
+            Route("/healthz", readyz),  # the old health check: now it says whether requests can succeed
             Route("/exports/usage.csv", usage_export(auth)),
             Route("/exports/transactions.csv", transactions_export(auth)),
             Route("/invoices/{invoice_id}", invoice_page(auth, services)),
             Route("/webhooks/stripe", stripe_webhook(services), methods=["POST"]),
         ],
         lifespan=lifespan,
+        exception_handlers={DatabaseUnavailable: database_unavailable},
     )
     app.state.services = services
     app.state.auth = auth

@@ -47,6 +47,7 @@ from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 from strawberry.utils.aio import aclosing
 
+from creditline.db_backends import SERVICE_UNAVAILABLE_MESSAGE, DatabaseUnavailable
 from creditline.live import LiveOperation, TokenWatch
 from creditline.settings import Settings
 from resolvers.auth import Authenticator, bearer_secret
@@ -63,6 +64,21 @@ def should_mask(error: GraphQLError) -> bool:
     return error.path is not None and original is not None and not isinstance(original, GraphQLError)
 
 
+class MaskUnexpectedErrors(MaskErrors):
+    """Strawberry's masking, except that a database outage is said as such (``SERVICE_UNAVAILABLE``, so a
+    client knows to retry) rather than as an unexpected error."""
+
+    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
+        if isinstance(error.original_error, DatabaseUnavailable):
+            return GraphQLError(
+                SERVICE_UNAVAILABLE_MESSAGE,
+                nodes=error.nodes,
+                path=error.path,
+                extensions={"code": "SERVICE_UNAVAILABLE"},
+            )
+        return super().anonymise_error(error)
+
+
 def build_schema(settings: Settings) -> strawberry.Schema:
     # The validation rules are built once: the validation cache is keyed by rule classes, and a rule class
     # made per request (as QueryDepthLimiter/MaxAliasesLimiter do) would never hit it.
@@ -77,7 +93,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         lambda: ValidationCache(maxsize=512),
         lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
         lambda: AddValidationRules(rules),
-        lambda: MaskErrors(should_mask_error=should_mask),
+        lambda: MaskUnexpectedErrors(should_mask_error=should_mask),
     ]
     factories: list[type[SchemaExtension]] = extensions
     return strawberry.Schema(

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 
 MICRO = 1_000_000
 """Micro-credits in one credit."""
+MIN_SECRET_KEY_LENGTH = 32
+"""Production's shortest ``CREDITLINE_SECRET_KEY``: it signs invoice links (32 random hex characters are
+128 bits)."""
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -34,6 +37,19 @@ def _days(env: Mapping[str, str], name: str, default: tuple[int, ...]) -> tuple[
     if any(day <= 0 for day in days) or list(days) != sorted(set(days)):
         raise SystemExit(f"{name} must be increasing positive days, got {raw!r}")
     return days
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise SystemExit(f"{name} must be a number of seconds, got {raw!r}") from exc
+    if not value > 0:
+        raise SystemExit(f"{name} must be more than 0 seconds, got {raw!r}")
+    return value
 
 
 def _credits(env: Mapping[str, str], name: str, default: str) -> int:
@@ -94,6 +110,16 @@ class Settings:
     """Base of the pages Stripe sends people back to after Checkout and the customer portal."""
     webhook_tolerance_seconds: int = 300
     """A signed webhook timestamp further than this in the past or the future is refused."""
+    # Issue 9, points 6, 13 and 14: production refuses unsafe settings; every wait on the database is
+    # bounded; readiness.
+    allow_sandbox_in_production: bool = False
+    """The sandbox gateway grants PAID credit for test tokens: production refuses it unless this is set."""
+    db_acquire_timeout_seconds: float = 5.0
+    """How long a request waits for a pooled PostgreSQL connection (and to open one) before it is refused."""
+    db_statement_timeout_ms: int = 10_000
+    """PostgreSQL's ``statement_timeout`` (the client gives up 1 s after it); SQLite's busy timeout."""
+    readiness_timeout_seconds: float = 2.0
+    """How long ``/readyz`` waits for the database and Redis before it answers 503."""
 
     @property
     def production(self) -> bool:
@@ -102,6 +128,34 @@ class Settings:
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    def problems(self) -> list[str]:
+        """What makes these settings unsafe to serve with (production only); empty: safe."""
+        if not self.production:
+            return []
+        found = []
+        if self.gateway == "sandbox" and not self.allow_sandbox_in_production:
+            found.append(
+                "the sandbox gateway grants credit for test card tokens: set CREDITLINE_GATEWAY=stripe (or legacy)"
+                " with its keys, or CREDITLINE_ALLOW_SANDBOX_IN_PRODUCTION=1 for a demo"
+            )
+        if len(self.secret_key) < MIN_SECRET_KEY_LENGTH:
+            found.append(
+                f"CREDITLINE_SECRET_KEY must be a secret of at least {MIN_SECRET_KEY_LENGTH} characters"
+                f" ({'it is empty' if not self.secret_key else f'it has {len(self.secret_key)}'})"
+            )
+        if self.gateway in ("stripe", "legacy") and not self.stripe_secret_key:
+            found.append(f"the {self.gateway} gateway needs CREDITLINE_STRIPE_SECRET_KEY")
+        if self.gateway == "stripe" and not self.stripe_webhook_secret:
+            found.append("the stripe gateway needs CREDITLINE_STRIPE_WEBHOOK_SECRET (its webhooks finish payments)")
+        return found
+
+    def refusal(self) -> str | None:
+        """The one message that refuses to start with unsafe settings, or ``None``."""
+        found = self.problems()
+        if not found:
+            return None
+        return "creditline: refusing to start with CREDITLINE_ENV=production: " + "; ".join(found)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -144,5 +198,14 @@ class Settings:
             top_up_max_credits=_int(env, "CREDITLINE_TOP_UP_MAX_CREDITS", cls.top_up_max_credits),
             max_subscriptions_per_connection=_int(
                 env, "CREDITLINE_MAX_SUBSCRIPTIONS_PER_CONNECTION", cls.max_subscriptions_per_connection
+            ),
+            # Issue 9, points 6, 13 and 14.
+            allow_sandbox_in_production=env.get("CREDITLINE_ALLOW_SANDBOX_IN_PRODUCTION", "0") in ("1", "true", "yes"),
+            db_acquire_timeout_seconds=_seconds(
+                env, "CREDITLINE_DB_ACQUIRE_TIMEOUT_SECONDS", cls.db_acquire_timeout_seconds
+            ),
+            db_statement_timeout_ms=_int(env, "CREDITLINE_DB_STATEMENT_TIMEOUT_MS", cls.db_statement_timeout_ms),
+            readiness_timeout_seconds=_seconds(
+                env, "CREDITLINE_READINESS_TIMEOUT_SECONDS", cls.readiness_timeout_seconds
             ),
         )
