@@ -10,7 +10,6 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from tortoise import Tortoise, connections
 from tortoise.backends.base.config_generator import expand_db_url
-from tortoise.exceptions import OperationalError
 from tortoise.migrations.api import migrate as run_migrations
 from tortoise.migrations.executor import MigrationExecutor
 
@@ -141,16 +140,16 @@ async def ensure_ready(settings: Settings, *, migrations: bool = True) -> None:
     await init_db(settings.database_url, settings)
     try:
         await check_database(settings.db_acquire_timeout_seconds + 1, migrations=migrations)
-    except DatabaseUnavailable as exc:
-        raise DatabaseNotReady(cannot_reach(settings.database_url, exc)) from exc
-    except (OSError, OperationalError) as exc:  # SQLite: a file it cannot open or create
+    except DatabaseNotReady:
+        raise
+    except Exception as exc:  # unreachable, refused, unknown database, wrong password, a file SQLite cannot open
         raise DatabaseNotReady(cannot_reach(settings.database_url, exc)) from exc
     finally:
         await close_db()
 
 
 def cannot_reach(database_url: str, exc: BaseException) -> str:
-    reason = str(exc).removeprefix("the database is unavailable ").strip("()") or type(exc).__name__
+    reason = exc.reason if isinstance(exc, DatabaseUnavailable) else str(exc) or type(exc).__name__
     return f"CREDITLINE_DATABASE_URL: cannot use the database at {redacted(database_url)}: {reason}"
 
 

@@ -32,7 +32,7 @@ from tortoise.backends.base.client import (
 )
 from tortoise.backends.sqlite.client import SqliteClient, SqliteTransactionContext, SqliteTransactionWrapper
 from tortoise.connection import get_connections
-from tortoise.exceptions import DBConnectionError
+from tortoise.exceptions import DBConnectionError, TransactionManagementError
 
 SERVICE_UNAVAILABLE_MESSAGE = "The database is unavailable; try again shortly (with the same idempotency key)."
 """What a client is told (GraphQL code ``SERVICE_UNAVAILABLE``, or HTTP 503): the details go to the log."""
@@ -41,19 +41,27 @@ SERVICE_UNAVAILABLE_MESSAGE = "The database is unavailable; try again shortly (w
 class DatabaseUnavailable(DBConnectionError):
     """The database did not answer, or not in time: nothing was done, or (at commit) the outcome is unknown."""
 
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the database is unavailable: {reason}")
+        self.reason = reason
+
 
 # What means "the connection or the server is gone or stuck" rather than a bad query.
 _CONNECTION_FAILURES: tuple[type[BaseException], ...] = (
+    DBConnectionError,  # ours, and Tortoise's for a database that does not exist
     OSError,
     TimeoutError,
     asyncpg.PostgresConnectionError,  # SQLSTATE class 08, and a connection closed mid-operation
     asyncpg.exceptions.OperatorInterventionError,  # 57: terminated backend, statement timeout, starting up
     asyncpg.exceptions.InsufficientResourcesError,  # 53: too many connections
+    # A backend terminated while a command was on its way leaves the protocol mid-operation: "cannot switch
+    # to state 12; another operation is in progress".
+    asyncpg.exceptions.InternalClientError,
 )
 
 
 def is_connection_failure(exc: BaseException) -> bool:
-    if isinstance(exc, DatabaseUnavailable | _CONNECTION_FAILURES):
+    if isinstance(exc, _CONNECTION_FAILURES):
         return True
     return isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc)
 
@@ -65,9 +73,11 @@ def unavailable(exc: BaseException) -> DatabaseUnavailable:
         reason = "it did not answer in time"
     elif isinstance(exc, asyncpg.exceptions.QueryCanceledError):
         reason = "a statement ran past CREDITLINE_DB_STATEMENT_TIMEOUT_MS"
+    elif isinstance(exc, OSError | DBConnectionError):
+        reason = str(exc) or type(exc).__name__
     else:
-        reason = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
-    return DatabaseUnavailable(f"the database is unavailable ({reason})")
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return DatabaseUnavailable(reason)
 
 
 async def _translated(call: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
@@ -149,18 +159,41 @@ class PooledTransaction(TransactionContextPooled):
                 self.client._connection = None
                 if attempt == 1 and isinstance(exc, DatabaseUnavailable) and _connection_died(exc):
                     continue
+                if isinstance(exc, Exception) and is_connection_failure(exc):
+                    raise unavailable(exc) from exc
                 raise
         self.token = get_connections().set(self.connection_name, self.client)
         return self.client
 
     async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        """Tortoise's, except that a connection that failed is dropped, not pooled again; a failed rollback
+        or release does not hide the body's own error; a failed release after a commit does not fail it."""
         connection = self.client._connection
+        pool = self.client._parent._pool
         try:
-            await super().__aexit__(exc_type, exc_val, exc_tb)
-        except BaseException:
-            # The commit or rollback failed (the connection is suspect) or the release was interrupted.
-            _discard(connection)
-            raise
+            if not self.client._finalized:
+                if exc_type is None:
+                    try:
+                        await self.client.commit()  # a DatabaseUnavailable here: the outcome is unknown
+                    except BaseException as exc:
+                        if not isinstance(exc, Exception) or is_connection_failure(exc):
+                            _discard(connection)
+                        raise
+                elif exc_type is not TransactionManagementError:  # a transaction that failed cannot roll back
+                    try:
+                        await self.client.rollback()
+                    except BaseException as exc:
+                        _discard(connection)
+                        if not isinstance(exc, Exception):
+                            raise
+        finally:
+            try:
+                if pool is not None:
+                    await pool.release(connection)
+            except Exception:
+                _discard(connection)
+            finally:
+                get_connections().reset(self.token)
 
 
 def _connection_died(exc: DatabaseUnavailable) -> bool:
