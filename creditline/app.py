@@ -83,25 +83,23 @@ class Readiness:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._migrated = False  # once current, they stay so for this process's code
-        self._redis: redis.Redis | None = None
-        if settings.redis_url:
-            timeout = settings.readiness_timeout_seconds
-            self._redis = redis.Redis.from_url(
-                settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
-            )
 
     async def checks(self) -> dict[str, str]:
-        checks = {"database": await self._check(self._database())}
-        if self._redis is not None:
-            checks["redis"] = await self._check(self._ping_redis(self._redis))
-        return checks
+        probes = {"database": self._database()}
+        if self.settings.redis_url:
+            probes["redis"] = self._ping_redis()
+        tasks = {name: asyncio.ensure_future(probe) for name, probe in probes.items()}
+        await asyncio.wait(tasks.values(), timeout=self.settings.readiness_timeout_seconds)
+        return {name: self._result(task) for name, task in tasks.items()}
 
-    async def _check(self, probe: Any) -> str:
-        try:
-            await asyncio.wait_for(probe, self.settings.readiness_timeout_seconds)
-        except TimeoutError:
+    def _result(self, task: asyncio.Future[None]) -> str:
+        if not task.done():
+            # Not awaited: giving back a connection that stopped answering takes its own timeout.
+            task.cancel()
+            task.add_done_callback(_ignore_result)
             return f"no answer within {self.settings.readiness_timeout_seconds:g} s"
-        except Exception as exc:
+        exc = task.exception()
+        if exc is not None:
             return str(exc) or type(exc).__name__
         return "ok"
 
@@ -109,13 +107,18 @@ class Readiness:
         await db.check_database(self.settings.readiness_timeout_seconds, migrations=not self._migrated)
         self._migrated = True
 
-    @staticmethod
-    async def _ping_redis(client: redis.Redis) -> None:
-        await client.ping()
+    async def _ping_redis(self) -> None:
+        timeout = self.settings.readiness_timeout_seconds
+        client = redis.Redis.from_url(self.settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        try:
+            await client.ping()
+        finally:
+            await client.aclose()
 
-    async def close(self) -> None:
-        if self._redis is not None:
-            await self._redis.aclose()
+
+def _ignore_result(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 async def database_unavailable(request: Request, exc: Exception) -> Response:
@@ -183,7 +186,6 @@ def create_app(
             await auto_top_up_worker.idle()  # let top-ups being charged finish and publish
             await services.bus.stop()
             await services.gateway.close()
-            await readiness.close()
             if manage_database:
                 await db.close_db()
 
