@@ -150,7 +150,9 @@ class PooledTransaction(TransactionContextPooled):
             try:
                 self.client._connection = await pool.acquire()
             except Exception as exc:
-                raise unavailable(exc) if is_connection_failure(exc) else exc from exc
+                if is_connection_failure(exc):
+                    raise unavailable(exc) from exc
+                raise
             try:
                 await self.client.begin()
                 break
