@@ -116,7 +116,7 @@ class Settings:
     """The sandbox gateway grants PAID credit for test tokens: production refuses it unless this is set."""
     db_acquire_timeout_seconds: float = 5.0
     """How long a request waits for a pooled PostgreSQL connection (and to open one) before it is refused."""
-    db_statement_timeout_ms: int = 10_000
+    db_statement_timeout_ms: int = 5_000
     """PostgreSQL's ``statement_timeout`` (the client gives up 1 s after it); SQLite's busy timeout."""
     readiness_timeout_seconds: float = 2.0
     """How long ``/readyz`` waits for the database and Redis before it answers 503."""
