@@ -146,7 +146,12 @@ class LiveTransportHandler(BaseGraphQLTransportWSHandler[Context, None]):
         await self.handle_task_exception(error)
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
-        await super().handle_connection_init(message)
+        try:
+            await super().handle_connection_init(message)
+        except DatabaseUnavailable:
+            # The token could not be looked up: 1013 "try again later", not an init left unanswered.
+            await self.websocket.close(code=1013, reason="The database is unavailable; try again shortly")
+            return
         # Done with: the timer (cancelled) and the payload (read by on_ws_connect) would live as long as the
         # connection.
         self.connection_init_timeout_task = None

@@ -8,6 +8,7 @@ freezes and restores (tests/support/tcp_proxy.py), and terminate its backends wi
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+import websockets
 from tortoise import connections
 from tortoise.backends.asyncpg.client import TransactionWrapper
 from tortoise.backends.sqlite.client import SqliteTransactionWrapper
@@ -29,6 +31,7 @@ from models.credits import MICRO, format_credits
 from models.tables import UsageEvent
 from tests.conftest import POSTGRES_URL, Backend
 from tests.helpers import SPEND, Api, gid
+from tests.live import PROTOCOL, serve
 from tests.support.proxied import APPLICATION_NAME, proxied_database
 from tests.support.tcp_proxy import TcpProxy
 
@@ -195,6 +198,23 @@ async def test_an_uncached_token_during_a_cut_is_a_503(world: World) -> None:
     )
     world.proxy.restore()
     await world.spend_succeeds_within(3.0, "back")
+
+
+async def test_a_websocket_whose_token_cannot_be_looked_up_is_closed_with_try_again_later(
+    world: World, clock: Clock
+) -> None:
+    async with serve(FAULT_SETTINGS, clock) as live:
+        world.proxy.cut()
+        async with websockets.connect(live.ws, subprotocols=PROTOCOL) as ws:
+            await ws.send(json.dumps({"type": "connection_init", "payload": {"authorization": "Bearer cls_unknown"}}))
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), BOUND_SECONDS)
+        assert closed.value.rcvd is not None
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (
+            1013,
+            "The database is unavailable; try again shortly",
+        )
+        world.proxy.restore()
 
 
 async def test_a_frozen_database_fails_requests_within_the_bound_and_the_pool_heals(world: World) -> None:
