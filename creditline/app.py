@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -30,6 +31,8 @@ from models.plans import PlanCatalog
 from models.rate_card import RateCard
 from resolvers.auth import Authenticator
 from resolvers.context import Services
+
+log = logging.getLogger(__name__)
 
 
 def build_services(settings: Settings, clock: Clock) -> Services:
@@ -90,7 +93,13 @@ class Readiness:
             probes["redis"] = self._ping_redis()
         tasks = {name: asyncio.ensure_future(probe) for name, probe in probes.items()}
         await asyncio.wait(tasks.values(), timeout=self.settings.readiness_timeout_seconds)
-        return {name: self._result(task) for name, task in tasks.items()}
+        checks = {name: self._result(task) for name, task in tasks.items()}
+        for name, result in checks.items():
+            if result != "ok":
+                log.warning("not ready: %s: %s", name, result)
+                if self.settings.production:
+                    checks[name] = "unavailable"  # the reasons name internal hosts: they go to the log only
+        return checks
 
     def _result(self, task: asyncio.Future[None]) -> str:
         if not task.done():

@@ -89,6 +89,23 @@ async def test_readyz_names_redis_when_it_does_not_answer(db: Backend, clock: Cl
     )
 
 
+async def test_readyz_in_production_names_what_failed_but_not_why(db: Backend, clock: Clock) -> None:
+    settings = Settings(
+        env="production",
+        database_url="unused",
+        redis_url=f"redis://127.0.0.1:{closed_port()}/0",
+        readiness_timeout_seconds=1,
+        allow_sandbox_in_production=True,
+        secret_key="k" * 32,
+    )
+    async with client_for(settings, clock) as client:
+        response = await client.get("/readyz")
+    assert (response.status_code, response.json()) == (
+        503,
+        {"status": "unavailable", "failed": ["redis"], "checks": {"database": "ok", "redis": "unavailable"}},
+    )
+
+
 async def test_readyz_checks_redis_when_it_is_configured(db: Backend, clock: Clock) -> None:
     url = os.environ.get("CREDITLINE_TEST_REDIS_URL", "")
     if not url:
