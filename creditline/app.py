@@ -1,13 +1,15 @@
-"""The ASGI application: GraphQL at /graphql, a health check, and the background sweeper."""
+"""The ASGI application: GraphQL at /graphql, liveness and readiness checks, and the background sweeper."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import gc
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import redis.asyncio as redis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -17,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from creditline import auto_top_up_worker, db
 from creditline.clock import Clock
+from creditline.db_backends import SERVICE_UNAVAILABLE_MESSAGE, DatabaseUnavailable
 from creditline.events import EventBus, InProcessBus, RedisBus
 from creditline.exports import transactions_export, usage_export
 from creditline.graphql import GraphQLEndpoint, build_schema
@@ -32,6 +35,8 @@ from models.plans import PlanCatalog
 from models.rate_card import RateCard
 from resolvers.auth import Authenticator
 from resolvers.context import Services
+
+log = logging.getLogger(__name__)
 
 
 def build_services(settings: Settings, clock: Clock) -> Services:
@@ -91,6 +96,69 @@ class CreditlineApp(Starlette):
         await super().__call__(scope, receive, send)
 
 
+class Readiness:
+    """What ``/readyz`` checks, each within ``readiness_timeout_seconds``: the database answers through the
+    pool requests use (so an exhausted pool is not ready either), its migrations are applied, and Redis
+    answers when it is configured."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._migrated = False  # once current, they stay so for this process's code
+
+    async def checks(self) -> dict[str, str]:
+        probes = {"database": self._database()}
+        if self.settings.redis_url:
+            probes["redis"] = self._ping_redis()
+        tasks = {name: asyncio.ensure_future(probe) for name, probe in probes.items()}
+        await asyncio.wait(tasks.values(), timeout=self.settings.readiness_timeout_seconds)
+        checks = {name: self._result(task) for name, task in tasks.items()}
+        for name, result in checks.items():
+            if result != "ok":
+                log.warning("not ready: %s: %s", name, result)
+                if self.settings.production:
+                    checks[name] = "unavailable"  # the reasons name internal hosts: they go to the log only
+        return checks
+
+    def _result(self, task: asyncio.Future[None]) -> str:
+        if not task.done():
+            # Not awaited: giving back a connection that stopped answering takes its own timeout.
+            task.cancel()
+            task.add_done_callback(_ignore_result)
+            return f"no answer within {self.settings.readiness_timeout_seconds:g} s"
+        exc = task.exception()
+        if exc is not None:
+            return str(exc) or type(exc).__name__
+        return "ok"
+
+    async def _database(self) -> None:
+        await db.check_database(self.settings.readiness_timeout_seconds, migrations=not self._migrated)
+        self._migrated = True
+
+    async def _ping_redis(self) -> None:
+        timeout = self.settings.readiness_timeout_seconds
+        client = redis.Redis.from_url(self.settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        try:
+            await client.ping()
+        finally:
+            await client.aclose()
+
+
+def _ignore_result(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+async def database_unavailable(request: Request, exc: Exception) -> Response:
+    """A request the database could not serve (an outage, a pool exhausted past its timeout): 503, in the
+    shape of a GraphQL error so that GraphQL clients read it too; nothing was done, or at commit the outcome
+    is unknown, so a retry must reuse its idempotency key."""
+    return JSONResponse(
+        {"errors": [{"message": SERVICE_UNAVAILABLE_MESSAGE, "extensions": {"code": "SERVICE_UNAVAILABLE"}}]},
+        status_code=503,
+        headers={"retry-after": "1"},
+    )
+
+
 def _route_path(scope: Scope) -> str:
     path: str = scope["path"]
     root: str = scope.get("root_path", "")
@@ -106,8 +174,15 @@ def create_app(
     ws_message_limit: bool = True,
 ) -> CreditlineApp:
     """Build the app. Tests pass ``manage_database=False`` when they have initialised Tortoise already;
-    ``creditline serve`` passes ``ws_message_limit=False`` because uvicorn caps websocket messages itself."""
+    ``creditline serve`` passes ``ws_message_limit=False`` because uvicorn caps websocket messages itself.
+
+    Unsafe production settings stop it here, whichever ASGI server imports it (``creditline serve`` checks
+    them first, to say so without a traceback)."""
+    refusal = settings.refusal()
+    if refusal:
+        raise SystemExit(refusal)
     services = build_services(settings, clock or Clock())
+    readiness = Readiness(settings)
     limiter = limiter_for(settings)
     auth = Authenticator(settings.token_cache_seconds) if limiter is None else limiter.authenticator(settings)
     graphql = GraphQLEndpoint(build_schema(settings), services, auth)
@@ -115,7 +190,9 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if manage_database:
-            await db.init_db(settings.database_url)
+            # Connections open on first use: a database that is down now makes /readyz answer 503 until it
+            # is back (`creditline serve` refuses to start instead).
+            await db.init_db(settings.database_url, settings)
         await services.bus.start()
         # Thousands of long-lived subscriptions make full collections slow (0.5 s seen with 1,000): keep
         # start-up objects out of the collector and collect the older generations less often. The young
@@ -144,8 +221,15 @@ def create_app(
             if manage_database:
                 await db.close_db()
 
-    async def health(request: Request) -> Response:
+    async def livez(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        checks = await readiness.checks()
+        failed = [name for name, result in checks.items() if result != "ok"]
+        if failed:
+            return JSONResponse({"status": "unavailable", "failed": failed, "checks": checks}, status_code=503)
+        return JSONResponse({"status": "ready", "checks": checks})
 
     # Outermost first: the request's log line, then the cheapest refusals (rate, then body) before any work.
     middleware = [Middleware(RequestLogMiddleware)] if settings.access_log else []
@@ -165,13 +249,16 @@ def create_app(
         middleware=middleware,
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
-            Route("/healthz", health),
+            Route("/livez", livez),
+            Route("/readyz", readyz),
+            Route("/healthz", readyz),  # the old health check: now it says whether requests can succeed
             Route("/exports/usage.csv", usage_export(auth)),
             Route("/exports/transactions.csv", transactions_export(auth)),
             Route("/invoices/{invoice_id}", invoice_page(auth, services)),
             Route("/webhooks/stripe", stripe_webhook(services), methods=["POST"]),
         ],
         lifespan=lifespan,
+        exception_handlers={DatabaseUnavailable: database_unavailable},
     )
     app.state.services = services
     app.state.auth = auth

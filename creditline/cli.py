@@ -11,6 +11,7 @@ from typing import Any
 
 from creditline import db
 from creditline.clock import Clock
+from creditline.db_backends import is_connection_failure, unavailable
 from creditline.settings import Settings
 from models import ledger
 from models.tables import TokenKind, User
@@ -51,6 +52,16 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     settings = Settings.from_env()
     if args.command == "serve":
+        refusal = settings.refusal()
+        if refusal:
+            sys.exit(refusal)
+    # Every command needs the database: say in one line what to fix rather than a traceback (and, for
+    # serve, rather than a server that answers 500s). Only migrate runs on a database not migrated yet.
+    try:
+        asyncio.run(db.ensure_ready(settings, migrations=args.command != "migrate"))
+    except db.DatabaseNotReady as exc:
+        sys.exit(f"creditline: {exc}")
+    if args.command == "serve":
         _serve(settings, args.host or settings.host, args.port or settings.port)
         return
     commands: dict[str, Callable[[Settings, argparse.Namespace], Awaitable[int]]] = {
@@ -61,7 +72,13 @@ def main(argv: list[str] | None = None) -> None:
         "user": _user,
         "token": _token,
     }
-    sys.exit(asyncio.run(_with_database(settings, args, commands[args.command])))
+    try:
+        status = asyncio.run(_with_database(settings, args, commands[args.command]))
+    except Exception as exc:  # it went away while the command ran
+        if not is_connection_failure(exc):
+            raise
+        sys.exit(f"creditline: {db.cannot_reach(settings.database_url, unavailable(exc))}")
+    sys.exit(status)
 
 
 def _serve(settings: Settings, host: str, port: int) -> None:
@@ -129,7 +146,7 @@ async def _with_database(
     try:
         if args.command == "migrate":
             return await command(settings, args)
-        await db.init_db(settings.database_url)
+        await db.init_db(settings.database_url, settings)
         try:
             return await command(settings, args)
         finally:

@@ -1,16 +1,27 @@
-"""Database configuration, start-up and the one-writer guard for SQLite."""
+"""Database configuration, start-up, readiness and the one-writer guard for SQLite."""
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from tortoise import Tortoise
+from tortoise import Tortoise, connections
+from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.migrations.api import migrate as run_migrations
+from tortoise.migrations.executor import MigrationExecutor
+
+from creditline.db_backends import DatabaseUnavailable, is_connection_failure, unavailable
+from creditline.settings import Settings
 
 APP_LABEL = "models"
+ENGINES = {"tortoise.backends.asyncpg", "tortoise.backends.sqlite"}
+"""The engines whose clients creditline.db_backends replaces while serving."""
+COMMAND_TIMEOUT_MARGIN_SECONDS = 1.0
+"""The client waits this much longer than ``statement_timeout``, so that a live server's own, clearer,
+timeout error arrives first; a frozen one still fails within the bound."""
 
 
 def normalize_url(url: str) -> str:
@@ -23,9 +34,11 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def tortoise_config(database_url: str) -> dict[str, Any]:
+def tortoise_config(database_url: str, connection: str | dict[str, Any] | None = None) -> dict[str, Any]:
+    """Tortoise's configuration; migrations use Tortoise's own clients (its schema editor is chosen by the
+    client's module), the server ``serving_connection``."""
     return {
-        "connections": {"default": normalize_url(database_url)},
+        "connections": {"default": connection or normalize_url(database_url)},
         "apps": {
             APP_LABEL: {
                 "models": ["models.tables"],
@@ -38,9 +51,31 @@ def tortoise_config(database_url: str) -> dict[str, Any]:
     }
 
 
-async def init_db(database_url: str) -> None:
+def serving_connection(database_url: str, settings: Settings) -> str | dict[str, Any]:
+    """The connection with creditline.db_backends' clients and every wait bounded (issue 9, point 13)."""
+    expanded = expand_db_url(normalize_url(database_url))
+    if expanded["engine"] not in ENGINES:
+        return normalize_url(database_url)
+    credentials: dict[str, Any] = dict(expanded["credentials"])
+    statement_ms = settings.db_statement_timeout_ms
+    if expanded["engine"] == "tortoise.backends.asyncpg":
+        credentials["acquire_timeout"] = settings.db_acquire_timeout_seconds
+        if statement_ms > 0:
+            credentials["command_timeout"] = statement_ms / 1000 + COMMAND_TIMEOUT_MARGIN_SECONDS
+            server_settings = dict(credentials.get("server_settings") or {})
+            server_settings.setdefault("statement_timeout", str(statement_ms))
+            credentials["server_settings"] = server_settings
+        credentials.setdefault("application_name", "creditline")
+    else:
+        # The single connection waits this long for another process's write lock (the CLI beside the server).
+        credentials.setdefault("busy_timeout", statement_ms if statement_ms > 0 else 5000)
+    return {"engine": "creditline.db_backends", "credentials": credentials}
+
+
+async def init_db(database_url: str, settings: Settings | None = None) -> None:
+    config = tortoise_config(database_url, serving_connection(database_url, settings or Settings()))
     # Global fallback: uvicorn runs requests in tasks that do not inherit the lifespan task's context.
-    await Tortoise.init(config=tortoise_config(database_url), _enable_global_fallback=True)
+    await Tortoise.init(config=config, _enable_global_fallback=True)
 
 
 async def migrate(database_url: str) -> None:
@@ -49,6 +84,73 @@ async def migrate(database_url: str) -> None:
 
 async def close_db() -> None:
     await Tortoise.close_connections()
+
+
+def redacted(database_url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(database_url)
+    if parts.password is None:
+        return database_url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class DatabaseNotReady(RuntimeError):
+    """Start-up or readiness found the database unusable; the message is one line naming what to fix."""
+
+
+def sqlite_directory_problem(database_url: str) -> str | None:
+    path = sqlite_path(database_url)
+    if path is None:
+        return None
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        return f"CREDITLINE_DATABASE_URL: the directory of the SQLite database {path} does not exist ({directory})"
+    return None
+
+
+async def pending_migrations() -> list[str]:
+    """The migrations not applied yet to the initialised database."""
+    config = tortoise_config("sqlite://:memory:")["apps"]
+    steps = await MigrationExecutor(connections.get("default"), config).plan(None)
+    return [f"{step.migration.app_label}.{step.migration.name}" for step in steps if not step.backward]
+
+
+async def check_database(within: float, *, migrations: bool = True) -> None:
+    """Raise ``DatabaseUnavailable`` unless the initialised database answers ``within`` seconds, and
+    ``DatabaseNotReady`` when ``migrations`` and some are not applied."""
+    try:
+        await asyncio.wait_for(connections.get("default").execute_query("SELECT 1"), within)
+        pending = await asyncio.wait_for(pending_migrations(), within) if migrations else []
+    except Exception as exc:
+        if is_connection_failure(exc):
+            raise unavailable(exc) from exc
+        raise
+    if pending:
+        raise DatabaseNotReady(
+            f"the database needs {len(pending)} migration(s) ({', '.join(pending)}): run `creditline migrate`"
+        )
+
+
+async def ensure_ready(settings: Settings, *, migrations: bool = True) -> None:
+    """Before a command uses the database: raise ``DatabaseNotReady`` with one line naming the setting."""
+    problem = sqlite_directory_problem(settings.database_url)
+    if problem:
+        raise DatabaseNotReady(problem)
+    await init_db(settings.database_url, settings)
+    try:
+        await check_database(settings.db_acquire_timeout_seconds + 1, migrations=migrations)
+    except DatabaseNotReady:
+        raise
+    except Exception as exc:  # unreachable, refused, unknown database, wrong password, a file SQLite cannot open
+        raise DatabaseNotReady(cannot_reach(settings.database_url, exc)) from exc
+    finally:
+        await close_db()
+
+
+def cannot_reach(database_url: str, exc: BaseException) -> str:
+    reason = exc.reason if isinstance(exc, DatabaseUnavailable) else str(exc) or type(exc).__name__
+    return f"CREDITLINE_DATABASE_URL: cannot use the database at {redacted(database_url)}: {reason}"
 
 
 def sqlite_path(database_url: str) -> str | None:

@@ -41,6 +41,7 @@ from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 from strawberry.utils.aio import aclosing
 
+from creditline.db_backends import SERVICE_UNAVAILABLE_MESSAGE, DatabaseUnavailable
 from creditline.live import SLOW_SUBSCRIBER_CLOSE_CODE, LiveOperation, SlowSubscriberClosed, TokenWatch
 from creditline.logs import LoggedSchema
 from creditline.query_limits import QueryLimits, QueryLimitsExtension, validation_rules
@@ -71,6 +72,21 @@ def query_limits(settings: Settings) -> QueryLimits:
     )
 
 
+class MaskUnexpectedErrors(MaskErrors):
+    """Strawberry's masking, except that a database outage is said as such (``SERVICE_UNAVAILABLE``, so a
+    client knows to retry) rather than as an unexpected error."""
+
+    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
+        if isinstance(error.original_error, DatabaseUnavailable):
+            return GraphQLError(
+                SERVICE_UNAVAILABLE_MESSAGE,
+                nodes=error.nodes,
+                path=error.path,
+                extensions={"code": "SERVICE_UNAVAILABLE"},
+            )
+        return super().anonymise_error(error)
+
+
 def build_schema(settings: Settings) -> strawberry.Schema:
     # Validation is ours (creditline/query_limits.py): strawberry's depth and alias limiters re-walk every
     # fragment spread, which is exponential in nested spreads. Its rules are built once, so that its
@@ -81,7 +97,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         lambda: ParserCache(maxsize=512),
         lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
         lambda: QueryLimitsExtension(limits, rules),
-        lambda: MaskErrors(should_mask_error=should_mask),
+        lambda: MaskUnexpectedErrors(should_mask_error=should_mask),
     ]
     factories: list[type[SchemaExtension]] = extensions
     return LoggedSchema(
@@ -216,7 +232,12 @@ class LiveTransportHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 _cut(transport)
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
-        await super().handle_connection_init(message)
+        try:
+            await super().handle_connection_init(message)
+        except DatabaseUnavailable:
+            # The token could not be looked up: 1013 "try again later", not an init left unanswered.
+            await self.websocket.close(code=1013, reason="The database is unavailable; try again shortly")
+            return
         # Done with: the timer (cancelled) and the payload (read by on_ws_connect) would live as long as the
         # connection.
         self.connection_init_timeout_task = None

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 
 MICRO = 1_000_000
 """Micro-credits in one credit."""
+MIN_SECRET_KEY_LENGTH = 32
+"""Production's shortest ``CREDITLINE_SECRET_KEY``: it signs invoice links (32 random hex characters are
+128 bits)."""
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -180,6 +183,16 @@ class Settings:
     max_directives: int = 20
     allow_get_queries: bool = False
     """Queries over GET in production (development always allows them; mutations never)."""
+    # Issue 9, points 6, 13 and 14: production refuses unsafe settings; every wait on the database is
+    # bounded; readiness.
+    allow_sandbox_in_production: bool = False
+    """The sandbox gateway grants PAID credit for test tokens: production refuses it unless this is set."""
+    db_acquire_timeout_seconds: float = 5.0
+    """How long a request waits for a pooled PostgreSQL connection (and to open one) before it is refused."""
+    db_statement_timeout_ms: int = 5_000
+    """PostgreSQL's ``statement_timeout`` (the client gives up 1 s after it); SQLite's busy timeout."""
+    readiness_timeout_seconds: float = 2.0
+    """How long ``/readyz`` waits for the database and Redis before it answers 503."""
 
     @property
     def production(self) -> bool:
@@ -193,6 +206,34 @@ class Settings:
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    def problems(self) -> list[str]:
+        """What makes these settings unsafe to serve with (production only); empty: safe."""
+        if not self.production:
+            return []
+        found = []
+        if self.gateway == "sandbox" and not self.allow_sandbox_in_production:
+            found.append(
+                "the sandbox gateway grants credit for test card tokens: set CREDITLINE_GATEWAY=stripe (or legacy)"
+                " with its keys, or CREDITLINE_ALLOW_SANDBOX_IN_PRODUCTION=1 for a demo"
+            )
+        if len(self.secret_key) < MIN_SECRET_KEY_LENGTH:
+            found.append(
+                f"CREDITLINE_SECRET_KEY must be a secret of at least {MIN_SECRET_KEY_LENGTH} characters"
+                f" ({'it is empty' if not self.secret_key else f'it has {len(self.secret_key)}'})"
+            )
+        if self.gateway in ("stripe", "legacy") and not self.stripe_secret_key:
+            found.append(f"the {self.gateway} gateway needs CREDITLINE_STRIPE_SECRET_KEY")
+        if self.gateway == "stripe" and not self.stripe_webhook_secret:
+            found.append("the stripe gateway needs CREDITLINE_STRIPE_WEBHOOK_SECRET (its webhooks finish payments)")
+        return found
+
+    def refusal(self) -> str | None:
+        """The one message that refuses to start with unsafe settings, or ``None``."""
+        found = self.problems()
+        if not found:
+            return None
+        return "creditline: refusing to start with CREDITLINE_ENV=production: " + "; ".join(found)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -276,4 +317,13 @@ class Settings:
             max_fragment_spreads=_int(env, "CREDITLINE_MAX_FRAGMENT_SPREADS", cls.max_fragment_spreads),
             max_directives=_int(env, "CREDITLINE_MAX_DIRECTIVES", cls.max_directives),
             allow_get_queries=env.get("CREDITLINE_ALLOW_GET_QUERIES", "0") in ("1", "true", "yes"),
+            # Issue 9, points 6, 13 and 14.
+            allow_sandbox_in_production=_flag(env, "CREDITLINE_ALLOW_SANDBOX_IN_PRODUCTION", False),
+            db_acquire_timeout_seconds=_float(
+                env, "CREDITLINE_DB_ACQUIRE_TIMEOUT_SECONDS", cls.db_acquire_timeout_seconds
+            ),
+            db_statement_timeout_ms=_int(env, "CREDITLINE_DB_STATEMENT_TIMEOUT_MS", cls.db_statement_timeout_ms),
+            readiness_timeout_seconds=_float(
+                env, "CREDITLINE_READINESS_TIMEOUT_SECONDS", cls.readiness_timeout_seconds
+            ),
         )

@@ -107,7 +107,13 @@ async def other_app(settings: Settings, clock: Clock) -> AsyncIterator[httpx.Asy
         yield client
 
 
-PRODUCTION = Settings(env="production", token_cache_seconds=0, database_url="unused")
+PRODUCTION = Settings(
+    env="production",
+    token_cache_seconds=0,
+    database_url="unused",
+    allow_sandbox_in_production=True,  # production refuses the sandbox gateway unless told
+    secret_key="k" * 32,
+)
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -5,6 +5,7 @@ Each graphql-cop finding (and each of its checks that could become one) has a te
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -39,7 +40,14 @@ FAST = 0.5
 validators took 6 s at 20 levels)."""
 
 DEVELOPMENT = Settings(database_url="unused", token_cache_seconds=0)
-PRODUCTION = Settings(env="production", database_url="unused", token_cache_seconds=0)
+# Production refuses the sandbox gateway unless told, and a missing or short secret key.
+PRODUCTION = Settings(
+    env="production",
+    database_url="unused",
+    token_cache_seconds=0,
+    allow_sandbox_in_production=True,
+    secret_key="k" * 32,
+)
 
 
 def nested_fragments(levels: int, name: str = "F", leaf: str = "__typename") -> str:
@@ -425,7 +433,7 @@ async def test_a_setting_turns_queries_over_get_on_in_production(api: Api) -> No
     settings = Settings.from_env({"CREDITLINE_ENV": "production", "CREDITLINE_ALLOW_GET_QUERIES": "1"})
     assert settings.allow_get_queries
     assert settings.get_queries
-    allowed = Settings(env="production", database_url="unused", token_cache_seconds=0, allow_get_queries=True)
+    allowed = dataclasses.replace(PRODUCTION, allow_get_queries=True)
     async with app_with(allowed, api) as client:
         response = await client.get("/graphql", params=GET_QUERY)
         mutation = await client.get("/graphql", params={"query": "mutation cop { __typename }"})
