@@ -275,7 +275,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, subp
         log.close()
 
 
-def get(port: int, path: str = "/healthz") -> tuple[int, bytes]:
+def get(port: int, path: str = "/livez") -> tuple[int, bytes]:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
         conn.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode())
         raw = _read_all(conn)
@@ -342,10 +342,12 @@ def test_an_idle_keep_alive_connection_is_closed(served: tuple[int, subprocess.P
     port, _ = served
     with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
         for _ in range(2):  # the connection is kept between requests
-            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+            conn.sendall(b"GET /livez HTTP/1.1\r\nHost: test\r\n\r\n")
             answer = b""
             while not answer.endswith(b'{"status":"ok"}'):
-                answer += conn.recv(65536)
+                chunk = conn.recv(65536)
+                assert chunk, f"closed before the whole answer: {answer!r}"
+                answer += chunk
             assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
         idle = time.monotonic()
         assert conn.recv(65536) == b""  # closed by the server, without a response
@@ -361,6 +363,11 @@ def test_the_connection_cap_stays_below_the_file_limit(tmp_path: Path) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (600, 600))
 
     env = {**os.environ, "CREDITLINE_DATABASE_URL": f"sqlite://{tmp_path}/db.sqlite3"}
+    # serve refuses a database whose migrations are not applied
+    migrated = subprocess.run(
+        [sys.executable, "-m", "creditline", "migrate"], env=env, capture_output=True, timeout=60, check=False
+    )
+    assert migrated.returncode == 0, migrated.stderr
     proc = subprocess.Popen(
         [sys.executable, "-m", "creditline", "serve", "--port", str(free_port())],
         env=env,
