@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.test_boundary import DATETIME_RANGE, GRANT, SPEND, SPEND_INPUT, World, post, without_locations
+from tests.helpers import SPEND
+from tests.test_boundary import DATETIME_RANGE, GRANT, SPEND_INPUT, World, post, without_locations
 from tests.test_boundary import world as world
 
 CODE = {"code": "BAD_USER_INPUT"}
