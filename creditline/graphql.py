@@ -8,6 +8,7 @@ import fcntl
 import socket
 import struct
 import termios
+from collections.abc import Iterator
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -60,6 +61,23 @@ def should_mask(error: GraphQLError) -> bool:
     return error.path is not None and original is not None and not isinstance(original, GraphQLError)
 
 
+BAD_USER_INPUT = "BAD_USER_INPUT"
+
+
+class VariableErrorCodes(SchemaExtension):
+    """Variables that do not coerce are ``BAD_USER_INPUT`` (graphql-core gives them no code). Literals that
+    do not are coded by validation (creditline/query_limits.py), values a scalar refuses by the scalar
+    (schema/scalars.py); the limits have codes of their own (``QUERY_TOO_COMPLEX``...)."""
+
+    def on_execute(self) -> Iterator[None]:
+        yield
+        # An error without a path while executing is a variable's: graphql-core coerces them first.
+        result = self.execution_context.result
+        for error in getattr(result, "errors", None) or []:
+            if error.path is None and "code" not in (error.extensions or {}):
+                error.extensions = {**(error.extensions or {}), "code": BAD_USER_INPUT}
+
+
 def query_limits(settings: Settings) -> QueryLimits:
     return QueryLimits(
         max_depth=settings.max_query_depth,
@@ -97,6 +115,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         lambda: ParserCache(maxsize=512),
         lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
         lambda: QueryLimitsExtension(limits, rules),
+        VariableErrorCodes,
         lambda: MaskUnexpectedErrors(should_mask_error=should_mask),
     ]
     factories: list[type[SchemaExtension]] = extensions

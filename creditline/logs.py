@@ -106,9 +106,12 @@ def scrub(value: Any, depth: int = 0) -> Any:
 
 
 def is_client_error(error: GraphQLError) -> bool:
-    """The caller's mistake: not an exception escaping a resolver."""
+    """The caller's mistake: not an exception escaping a resolver. A value a scalar refused (a literal in
+    the document: graphql-core keeps the scalar's exception) says so with its code."""
     original = error.original_error
-    return original is None or isinstance(original, GraphQLError)
+    if original is None or isinstance(original, GraphQLError):
+        return True
+    return error.path is None and (error.extensions or {}).get("code") == "BAD_USER_INPUT"
 
 
 class LoggedSchema(strawberry.Schema):

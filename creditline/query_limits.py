@@ -45,6 +45,7 @@ from graphql import (
     OverlappingFieldsCanBeMergedRule,
     SelectionSetNode,
     ValidationContext,
+    ValuesOfCorrectTypeRule,
     VariableNode,
     get_named_type,
     is_leaf_type,
@@ -201,10 +202,23 @@ class BoundedFieldMergingRule(OverlappingFieldsCanBeMergedRule):
         self.rule_context.remaining_complexity_budget = FIELD_MERGE_BUDGET
 
 
+class CodedValuesOfCorrectTypeRule(ValuesOfCorrectTypeRule):
+    """graphql-core's check of literal values, its errors coded ``BAD_USER_INPUT`` like the variables'."""
+
+    def report_error(self, error: GraphQLError) -> None:
+        if "code" not in (error.extensions or {}):
+            error.extensions = {**(error.extensions or {}), "code": "BAD_USER_INPUT"}
+        super().report_error(error)
+
+
+_REPLACED: dict[type[ASTValidationRule], type[ASTValidationRule]] = {
+    OverlappingFieldsCanBeMergedRule: BoundedFieldMergingRule,
+    ValuesOfCorrectTypeRule: CodedValuesOfCorrectTypeRule,
+}
+
+
 def validation_rules(limits: QueryLimits) -> tuple[type[ASTValidationRule], ...]:
-    rules: list[type[ASTValidationRule]] = [
-        BoundedFieldMergingRule if rule is OverlappingFieldsCanBeMergedRule else rule for rule in specified_rules
-    ]
+    rules: list[type[ASTValidationRule]] = [_REPLACED.get(rule, rule) for rule in specified_rules]
     if limits.production:
         rules.append(NoSchemaIntrospectionCustomRule)
     return tuple(rules)

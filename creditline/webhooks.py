@@ -2,7 +2,8 @@
 
 A bad signature or a timestamp out of bounds is a 400 and nothing is stored. A verified event is stored
 once and processed once (gateway/webhooks.py); any verified event, known or not, gets a 2xx so that
-Stripe stops sending it. A failure while processing is a 500: Stripe delivers it again.
+Stripe stops sending it; so does one whose object cannot be read ("malformed": stored, set aside, the reason
+logged). A failure while processing is a 500: Stripe delivers it again.
 """
 
 from __future__ import annotations

@@ -206,8 +206,65 @@ class StripeGateway(StripeBacked):
         return subscription_from(canceled.to_dict())
 
 
+LATEST_STAMP = 253370764800
+"""9999-01-01T00:00:00Z: a later unix time cannot be stored (nor converted to every time zone)."""
+MAX_AMOUNT = 2**53
+"""Minor units: the bound every webhook number already has (creditline/webhooks.py)."""
+MAX_ATTEMPTS = 1000
+"""Stripe retries a payment a handful of times; more is no attempt count (the column is 32 bits)."""
+
+
 def _stamp(value: Any) -> datetime | None:
-    return datetime.fromtimestamp(int(value), UTC) if isinstance(value, int) and not isinstance(value, bool) else None
+    """A unix time, None when absent; raises ``ValueError`` outside 1970 to 9999 (an event is then malformed)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return None
+    if not 0 <= value <= LATEST_STAMP:
+        raise ValueError(f"unix time {value} out of range")
+    return datetime.fromtimestamp(value, UTC)
+
+
+def _count(value: Any, limit: int) -> int:
+    """A non-negative integer field, 0 when absent; anything else raises ``ValueError``."""
+    if value is None:
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= limit:
+        raise ValueError(f"{value!r} is not a count from 0 to {limit}")
+    return value
+
+
+def _word(value: Any) -> str:
+    """A text field, "" when absent; anything else raises ``ValueError``."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"{type(value).__name__} where text was expected")
+    return value
+
+
+def _object(value: Any) -> dict[str, Any]:
+    """A nested object, {} when absent; anything else raises ``ValueError``."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{type(value).__name__} where an object was expected")
+    return value
+
+
+def _objects(value: Any) -> list[dict[str, Any]]:
+    """A list of objects, [] when absent; anything else raises ``ValueError``."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise ValueError("no list of objects where one was expected")
+    return value
+
+
+def _reference(obj: dict[str, Any]) -> str:
+    """The object's own id: a non-empty string (``KeyError``/``ValueError`` otherwise)."""
+    value = obj["id"]
+    if not isinstance(value, str) or not value:
+        raise ValueError("the id is not a non-empty string")
+    return value
 
 
 def _id(value: Any) -> str | None:
@@ -225,14 +282,15 @@ def ours_in(metadata: Any) -> int | None:
 
 
 def subscription_from(obj: dict[str, Any]) -> HostedSubscription:
-    """A Stripe Subscription object (from the API or an event) as a ``HostedSubscription``."""
-    items = (obj.get("items") or {}).get("data") or [{}]
+    """A Stripe Subscription object (from the API or an event) as a ``HostedSubscription``. A field of another
+    shape than Stripe's raises ``ValueError`` (or ``KeyError`` for a missing id)."""
+    items = _objects(_object(obj.get("items")).get("data")) or [{}]
     item = items[0]
-    details = obj.get("cancellation_details") or {}
+    details = _object(obj.get("cancellation_details"))
     return HostedSubscription(
-        reference=str(obj["id"]),
+        reference=_reference(obj),
         ours=ours_in(obj.get("metadata")),
-        status=str(obj.get("status", "")),
+        status=_word(obj.get("status")),
         item=_id(item.get("id")),
         price=_id(item.get("price")),
         current_period_start=_stamp(item.get("current_period_start")),
@@ -244,15 +302,37 @@ def subscription_from(obj: dict[str, Any]) -> HostedSubscription:
 
 
 def invoice_from(obj: dict[str, Any]) -> HostedInvoice | None:
-    """A Stripe Invoice object as a ``HostedInvoice``; None when it does not bill a subscription."""
-    parent = obj.get("parent") or {}
-    details = parent.get("subscription_details") or {}
+    """A Stripe Invoice object as a ``HostedInvoice``; None when it does not bill a subscription. A field of
+    another shape than Stripe's raises ``ValueError`` (or ``KeyError`` for a missing id)."""
+    parent = _object(obj.get("parent"))
+    details = _object(parent.get("subscription_details"))
     subscription = _id(details.get("subscription"))
-    lines = (obj.get("lines") or {}).get("data") or []
+    lines = _objects(_object(obj.get("lines")).get("data"))
     # The line that bills the subscription item (not a one-off invoice item added to the same invoice).
     line = next(
-        (li for li in lines if ((li.get("parent") or {}).get("type") == "subscription_item_details")),
+        (li for li in lines if _object(li.get("parent")).get("type") == "subscription_item_details"),
         lines[0] if lines else None,
+    )
+    if subscription is None or line is None:
+        return None
+    period = _object(line.get("period"))
+    start, end = _stamp(period.get("start")), _stamp(period.get("end"))
+    if start is None or end is None:
+        return None
+    status = _word(obj.get("status"))
+    return HostedInvoice(
+        reference=_reference(obj),
+        subscription=subscription,
+        ours=ours_in(details.get("metadata")),
+        billing_reason=_word(obj.get("billing_reason")),
+        status=status,
+        amount=_count(obj.get("amount_paid" if status == "paid" else "amount_due"), MAX_AMOUNT),
+        currency=_word(obj.get("currency")).upper(),
+        price=_id(_object(_object(line.get("pricing")).get("price_details")).get("price")),
+        period_start=start,
+        period_end=end,
+        attempt_count=_count(obj.get("attempt_count"), MAX_ATTEMPTS),
+        next_payment_attempt=_stamp(obj.get("next_payment_attempt")),
     )
     if subscription is None or line is None:
         return None

@@ -27,7 +27,7 @@ from gateway.base import (
     PaymentRefused,
 )
 from gateway.stripe import invoice_from, ours_in, subscription_from
-from gateway.webhooks import Changes, WebhookContext, handles
+from gateway.webhooks import Changes, WebhookContext, handles, parsed, text_field
 from models import subscriptions
 from models.plans import PlanCatalog, PlanSpec
 from models.tables import Subscription, Transaction, TransactionStatus
@@ -73,6 +73,7 @@ def _billed_plan(ctx: WebhookContext, invoice: HostedInvoice) -> PlanSpec | None
 @handles("checkout.session.completed", mode="subscription")
 async def _checkout_completed(event: GatewayEvent, ctx: WebhookContext) -> Changes | None:
     session = event.object
+    text_field(session, "id")
     made = session.get("subscription")
     reference = made.get("id") if isinstance(made, dict) else made
     if not isinstance(reference, str):
@@ -87,6 +88,7 @@ async def _checkout_completed(event: GatewayEvent, ctx: WebhookContext) -> Chang
 @handles("checkout.session.expired", mode="subscription")
 async def _checkout_expired(event: GatewayEvent, ctx: WebhookContext) -> Changes | None:
     session = event.object
+    text_field(session, "id")
     ours = ours_in(session.get("metadata"))
     sub = None if ours is None else await Subscription.filter(id=ours, gateway="stripe").first()
     if sub is None:
@@ -108,7 +110,7 @@ async def _checkout_expired(event: GatewayEvent, ctx: WebhookContext) -> Changes
 
 @handles("invoice.paid")
 async def _invoice_paid(event: GatewayEvent, ctx: WebhookContext) -> Changes | None:
-    invoice = invoice_from(event.object)
+    invoice = parsed(invoice_from, event.object)
     if invoice is None:
         return ()  # not a subscription's invoice
     sub = await find(invoice.subscription, invoice.ours)
@@ -125,7 +127,7 @@ async def _invoice_paid(event: GatewayEvent, ctx: WebhookContext) -> Changes | N
 
 @handles("invoice.payment_failed")
 async def _invoice_failed(event: GatewayEvent, ctx: WebhookContext) -> Changes | None:
-    invoice = invoice_from(event.object)
+    invoice = parsed(invoice_from, event.object)
     if invoice is None:
         return ()
     sub = await find(invoice.subscription, invoice.ours)
@@ -143,7 +145,7 @@ async def _invoice_failed(event: GatewayEvent, ctx: WebhookContext) -> Changes |
 
 @handles("customer.subscription.created", "customer.subscription.updated", "customer.subscription.deleted")
 async def _subscription_changed(event: GatewayEvent, ctx: WebhookContext) -> Changes | None:
-    told = subscription_from(event.object)
+    told = parsed(subscription_from, event.object)
     sub = await find(told.reference, told.ours)
     if not isinstance(sub, Subscription):
         return _missing_or_not_ours(sub)

@@ -6,6 +6,11 @@ redelivery, two deliveries at once, or events in any order change a transaction 
 that finds our side not written yet returns ``None``: the event stays unprocessed and the sweep retries it
 (``retry_unprocessed``). Unknown event types are stored, acknowledged and ignored.
 
+A verified event whose object has a field of another shape than Stripe's (``MalformedEvent``) can never be
+processed: it is acknowledged (a 2xx, or Stripe would redeliver it for days), marked processed so that the
+sweep leaves it, and its reason logged once at ERROR; its payload stays stored. The sweep handles each
+event on its own: one that fails is logged and left for the next sweep, the others go on.
+
 Handlers get a ``WebhookContext`` (the gateway, to ask the processor where things stand; the plans; the
 time) and return the balance changes they committed; the caller publishes them (after commit). Subscription
 events are handled in gateway/stripe_subscriptions.py, registered the same way.
@@ -19,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from tortoise import connections
 
@@ -45,6 +50,31 @@ class WebhookContext:
 Changes = tuple[BalanceChange, ...]
 Handler = Callable[[GatewayEvent, WebhookContext], Awaitable[Changes | None]]
 HANDLERS: dict[str, Handler] = {}
+
+
+T = TypeVar("T")
+
+
+class MalformedEvent(Exception):
+    """A verified event that its handler cannot read: a field missing, or of another type than Stripe's."""
+
+
+def parsed(parse: Callable[[dict[str, Any]], T], obj: dict[str, Any]) -> T:
+    """``parse(obj)``, a pure reading of an event's object (gateway/stripe.py): whatever it raises is the
+    object's fault, so it is a ``MalformedEvent``."""
+    try:
+        return parse(obj)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as exc:
+        raise MalformedEvent(f"{type(exc).__name__}: {exc}") from exc
+
+
+def text_field(obj: dict[str, Any], name: str) -> str:
+    """A field the handler needs as a non-empty string (an object's id)."""
+    value = obj.get(name)
+    if not isinstance(value, str) or not value:
+        raise MalformedEvent(f"{name} is not a non-empty string")
+    return value
+
 
 RETRY_FOR = timedelta(days=3)
 """How long an event that came before our own rows is retried (Stripe retries deliveries as long)."""
@@ -77,6 +107,8 @@ class Outcome(StrEnum):
     """A type we do not handle: stored and acknowledged."""
     DEFERRED = "deferred"
     """Our side is not written yet: stored, retried by the sweep."""
+    MALFORMED = "malformed"
+    """Verified, but its object cannot be read: stored, acknowledged, never retried; the reason logged."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,18 +140,24 @@ async def receive(ctx: WebhookContext, event: GatewayEvent) -> Receipt:
 
 async def process(ctx: WebhookContext, event: GatewayEvent) -> Receipt:
     handler = handler_for(event)
-    changes = () if handler is None else await handler(event, ctx)
+    outcome = Outcome.IGNORED if handler is None else Outcome.PROCESSED
+    try:
+        changes = () if handler is None else await handler(event, ctx)
+    except MalformedEvent as exc:
+        log.error("%s event %s cannot be processed: acknowledged and set aside: %s", event.type, event.id, exc)
+        changes, outcome = (), Outcome.MALFORMED
     if changes is None:
         return Receipt(Outcome.DEFERRED)
     await Sql(connections.get("default")).execute(
         "UPDATE webhook_events SET processed_at = $1 WHERE id = $2 AND processed_at IS NULL", ctx.now, event.id
     )
-    return Receipt(Outcome.IGNORED if handler is None else Outcome.PROCESSED, changes)
+    return Receipt(outcome, changes)
 
 
 async def retry_unprocessed(ctx: WebhookContext) -> tuple[int, Changes]:
     """Process again the stored events that came before our own rows (oldest first). Returns how many were
-    processed now and their changes."""
+    processed now and their changes. An event that fails is logged and left for the next sweep: it does not
+    hold back the others."""
     rows = await Sql(connections.get("default")).fetch(
         "SELECT id, type, payload, created_at FROM webhook_events"
         " WHERE processed_at IS NULL AND received_at >= $1 ORDER BY created_at, id",
@@ -127,14 +165,31 @@ async def retry_unprocessed(ctx: WebhookContext) -> tuple[int, Changes]:
     )
     processed, changes = 0, Changes()
     for row in rows:
-        body = json.loads(row["payload"])
         created = as_datetime(row["created_at"]) or datetime.fromtimestamp(0, UTC)
-        event = GatewayEvent(row["id"], row["type"], created, body["data"]["object"], row["payload"])
-        receipt = await process(ctx, event)
+        try:
+            obj = json.loads(row["payload"])["data"]["object"]
+            if not isinstance(obj, dict):
+                raise TypeError("data.object is not an object")
+        except (ValueError, KeyError, TypeError) as exc:  # stored before its shape was checked on receipt
+            log.error("stored event %s does not parse, not retried: %s", row["id"], exc)
+            await _set_aside(row["id"], ctx.now)
+            continue
+        event = GatewayEvent(row["id"], row["type"], created, obj, row["payload"])
+        try:
+            receipt = await process(ctx, event)
+        except Exception:
+            log.exception("event %s (%s) failed again: retried at the next sweep", event.id, event.type)
+            continue
         if receipt.outcome is not Outcome.DEFERRED:
             processed += 1
             changes += receipt.changes
     return processed, changes
+
+
+async def _set_aside(event_id: str, now: datetime) -> None:
+    await Sql(connections.get("default")).execute(
+        "UPDATE webhook_events SET processed_at = $1 WHERE id = $2 AND processed_at IS NULL", now, event_id
+    )
 
 
 # --- Stripe Checkout, payment mode (top-ups) -------------------------------------------------------------
@@ -168,6 +223,7 @@ async def _checkout_transaction(session: dict[str, Any]) -> Transaction | bool |
 @handles("checkout.session.completed", "checkout.session.async_payment_succeeded", mode="payment")
 async def _checkout_paid(event: GatewayEvent, ctx: WebhookContext) -> Changes | None:
     session = event.object
+    text_field(session, "id")
     txn = await _checkout_transaction(session)
     if not isinstance(txn, Transaction):
         return None if txn is None else ()
@@ -184,6 +240,7 @@ async def _checkout_paid(event: GatewayEvent, ctx: WebhookContext) -> Changes | 
 @handles("checkout.session.async_payment_failed", "checkout.session.expired", mode="payment")
 async def _checkout_failed(event: GatewayEvent, ctx: WebhookContext) -> Changes | None:
     session = event.object
+    text_field(session, "id")
     txn = await _checkout_transaction(session)
     if not isinstance(txn, Transaction):
         return None if txn is None else ()

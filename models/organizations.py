@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 from tortoise.transactions import in_transaction
 
+from models import ledger
 from models.sql import Sql
 from models.tables import (
     CreditAccount,
@@ -177,41 +178,81 @@ async def invite(
     lifetime: timedelta,
 ) -> Invitation:
     """Invite ``email``; ``actor_id`` is the inviting owner (``None``: an admin). A replayed key returns the
-    invitation it made.
+    invitation it made, or the refusal it got: a refusal is stored under the key (the transaction commits it,
+    the refusal is raised afterwards), so that a replay is never evaluated against newer state.
 
     The statements are the same whether or not a user has this email (none of them reads ``users`` on its
     own), so neither the answer nor the work done tells the inviter who is registered.
     """
+    idem = None if key is None else ledger.IdempotencyKey(scope, key, "inviteMember", request_hash)
+    refusal: OrganizationError | None = None
     async with in_transaction() as conn:
         sql = Sql(conn)
         await _lock(sql, organization_id)
-        await _owners(sql, organization_id, actor_id)
-        if key is not None:
+        if idem is not None:
+            # Read after the lock, in statements of their own: a concurrent first call has committed by now.
             earlier = await Invitation.filter(idempotency_scope=scope, idempotency_key=key).first()
             if earlier is not None:
                 if earlier.request_hash != request_hash:
                     raise InvitationConflictError()
                 return earlier
-        # A member already is someone the owner sees in the member list: saying so reveals nothing new.
-        if await Membership.filter(organization_id=organization_id, user__email=email).exists():
-            raise AlreadyMemberError()
-        pending = Invitation.filter(
-            organization_id=organization_id, email=email, status=InvitationStatus.PENDING, expires_at__gt=now
-        )
-        if await pending.exists():
-            raise AlreadyInvitedError()
-        return await Invitation.create(
-            organization_id=organization_id,
-            email=email,
-            roles=roles_text(roles),
-            status=InvitationStatus.PENDING,
-            invited_by_id=actor_id,
-            idempotency_scope=scope,
-            idempotency_key=key,
-            request_hash=request_hash,
-            created_at=now,
-            expires_at=now + lifetime,
-        )
+            try:
+                stored = await ledger.stored_refusal(sql, idem)
+            except ledger.IdempotencyConflictError:
+                raise InvitationConflictError() from None
+            if stored is not None:
+                raise _stored_invite_refusal(stored)
+        try:
+            await _owners(sql, organization_id, actor_id)
+            # A member already is someone the owner sees in the member list: saying so reveals nothing new.
+            if await Membership.filter(organization_id=organization_id, user__email=email).exists():
+                raise AlreadyMemberError()
+            pending = Invitation.filter(
+                organization_id=organization_id, email=email, status=InvitationStatus.PENDING, expires_at__gt=now
+            )
+            if await pending.exists():
+                raise AlreadyInvitedError()
+        except (NotOwnerError, AlreadyMemberError, AlreadyInvitedError) as exc:
+            if idem is None:
+                raise
+            await ledger.store_refusal(sql, idem, {"refused": _INVITE_REFUSALS[type(exc)]}, now)
+            refusal = exc
+        else:
+            return await Invitation.create(
+                organization_id=organization_id,
+                email=email,
+                roles=roles_text(roles),
+                status=InvitationStatus.PENDING,
+                invited_by_id=actor_id,
+                idempotency_scope=scope,
+                idempotency_key=key,
+                request_hash=request_hash,
+                created_at=now,
+                expires_at=now + lifetime,
+            )
+    raise refusal
+
+
+async def refuse_invite(scope: str, key: str, request_hash: str, now: datetime) -> None:
+    """Store the refusal of a caller without the OWNER role under its key (checked before ``invite``): once
+    the caller is an owner again, a replay is still refused, as the first call was."""
+    async with in_transaction() as conn:
+        idem = ledger.IdempotencyKey(scope, key, "inviteMember", request_hash)
+        await ledger.store_refusal(Sql(conn), idem, {"refused": _INVITE_REFUSALS[NotOwnerError]}, now)
+
+
+_INVITE_REFUSALS: dict[type[OrganizationError], str] = {
+    NotOwnerError: "not_owner",
+    AlreadyMemberError: "already_member",
+    AlreadyInvitedError: "already_invited",
+}
+
+
+def _stored_invite_refusal(stored: dict[str, object]) -> OrganizationError:
+    refused = {name: kind for kind, name in _INVITE_REFUSALS.items()}.get(str(stored.get("refused")))
+    if refused is None:
+        raise ValueError(f"unknown stored refusal {stored!r}")
+    return refused()
 
 
 def _still_pending(invitation: Invitation, now: datetime) -> None:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import NewType
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.exceptions import StrawberryInputCoercionError
 from strawberry.schema.types.base_scalars import DateTimeDefinition
 from strawberry.types.scalar import ScalarDefinition
@@ -20,12 +21,29 @@ Credits = NewType("Credits", int)
 MAX_CREDITS_TEXT = 32
 """The largest amount (10^12 credits) with 6 decimals and a sign is 21 characters; longer is never one."""
 
+BAD_USER_INPUT = {"code": "BAD_USER_INPUT"}
+"""The code of a value the client sent that its type refuses."""
+
+
+class ScalarInputError(ValueError):
+    """A client's value a scalar refuses. graphql-core wraps it (the message stays in its own, "encountered
+    error '...'") and copies ``extensions`` from it, for variables and literals alike: the code survives."""
+
+    extensions = BAD_USER_INPUT
+
 
 def parse_credits_input(value: object) -> int:
     # A 5,000-digit string would reach int() and fail there with CPython's digit limit in the message.
     if isinstance(value, str) and len(value) > MAX_CREDITS_TEXT:
-        raise ValueError(f"Credits must be at most {MAX_CREDITS_TEXT} characters, got {len(value)}")
-    return parse_credits(value)
+        raise ScalarInputError(f"Credits must be at most {MAX_CREDITS_TEXT} characters, got {len(value)}")
+    try:
+        return parse_credits(value)
+    except ValueError as exc:
+        raise ScalarInputError(str(exc)) from None
+
+
+def _refused(message: str) -> StrawberryInputCoercionError:
+    return StrawberryInputCoercionError(message, extensions=dict(BAD_USER_INPUT))
 
 
 def _shown(value: object) -> str:
@@ -37,20 +55,23 @@ def parse_datetime(value: object) -> datetime:
     """ISO 8601 as strawberry parses it; a value without a zone is left to the resolver to refuse
     with its field's name, but both kinds must lie between ``boundary.EARLIEST`` and ``boundary.LATEST``."""
     if not isinstance(value, str):
-        raise StrawberryInputCoercionError(f'Value cannot represent a DateTime: "{_shown(value)}". Expected a string.')
+        raise _refused(f'Value cannot represent a DateTime: "{_shown(value)}". Expected a string.')
     if len(value) > boundary.MAX_TIMESTAMP_TEXT:
-        raise StrawberryInputCoercionError(
+        raise _refused(
             f'Value cannot represent a DateTime: "{_shown(value)}". Expected at most'
             f" {boundary.MAX_TIMESTAMP_TEXT} characters."
         )
     assert DateTimeDefinition.parse_value is not None
-    parsed = DateTimeDefinition.parse_value(value)  # strawberry's own parser and errors
+    try:
+        parsed = DateTimeDefinition.parse_value(value)  # strawberry's own parser and messages
+    except GraphQLError as exc:
+        raise _refused(exc.message) from None
     if not isinstance(parsed, datetime):
-        raise StrawberryInputCoercionError(f'Value cannot represent a DateTime: "{value}".')
+        raise _refused(f'Value cannot represent a DateTime: "{value}".')
     try:
         boundary.timestamp(parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC), "DateTime")
     except boundary.InputError as exc:
-        raise StrawberryInputCoercionError(f'Value cannot represent a DateTime: "{value}". {exc.message}.') from None
+        raise _refused(f'Value cannot represent a DateTime: "{value}". {exc.message}.') from None
     return parsed
 
 

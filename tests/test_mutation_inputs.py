@@ -271,6 +271,7 @@ async def test_credits_that_do_not_parse_as_a_variable_are_a_top_level_error(
                 "message": f"Variable '$input' has invalid value at .{field}: Expected value of type 'Credits',"
                 f" but encountered error '{problem}'; found: {variable!r}.",
                 "locations": ANY,
+                "extensions": {"code": "BAD_USER_INPUT"},
             }
         ],
     }
@@ -295,6 +296,7 @@ async def test_credits_that_do_not_parse_as_a_literal_are_a_top_level_error(
                 f" encountered error '{problem}';"
                 f" found: {literal(written)}.",
                 "locations": ANY,
+                "extensions": {"code": "BAD_USER_INPUT"},
             }
         ],
     }
@@ -562,6 +564,7 @@ async def test_a_timeout_out_of_the_int_range_is_a_top_level_error(world: World)
                 "message": "Variable '$input' has invalid value at .timeoutSeconds:"
                 " Int cannot represent non 32-bit signed integer value: 2147483648",
                 "locations": ANY,
+                "extensions": {"code": "BAD_USER_INPUT"},
             }
         ],
     }
@@ -582,6 +585,7 @@ async def test_an_unknown_kind_is_a_top_level_error(world: World) -> None:
                 "message": "Variable '$input' has invalid value at .kind:"
                 " Value 'BONUS' does not exist in 'CreditKind' enum.",
                 "locations": ANY,
+                "extensions": {"code": "BAD_USER_INPUT"},
             }
         ],
     }

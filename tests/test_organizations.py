@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 
 from creditline.settings import Settings
+from models import organizations
 from models.credits import MICRO
-from models.tables import CreditAccount, Invitation, LedgerEntry, Membership
+from models.tables import CreditAccount, Invitation, LedgerEntry, MemberRole, Membership
+from resolvers.ids import decode_id
 from tests.conftest import T0
 from tests.helpers import BALANCE, SPEND, Api, gid
 
@@ -584,3 +586,93 @@ async def test_an_accept_and_a_revoke_at_once_leave_one_answer(api: Api) -> None
     assert (row.status, member) == (
         ("ACCEPTED", True) if outcomes[0] == "AcceptInvitationSuccess" else ("REVOKED", False)
     )
+
+
+ALREADY_MEMBER = {"__typename": "AlreadyMember", "message": "That user is a member already"}
+ALREADY_INVITED = {
+    "__typename": "AlreadyInvited",
+    "message": "That email has a pending invitation to this organization: revoke it to invite again",
+}
+NOT_OWNER = {"__typename": "Forbidden", "message": "This needs the OWNER role in the organization"}
+
+
+async def _refused_then_possible(api: Api, s: dict[str, Any], case: str) -> tuple[str, str, Any]:
+    """Make an invitation with key "k" refused, then change the state so that it would succeed; returns
+    (email, the inviter's token, the refusal)."""
+    if case == "already-member":
+        refused = await invite(api, s["org"], "member@example.com", ["MEMBER"], s["owner"], key="k")
+        removed = await api.data(REMOVE, {"org": s["org"], "user": gid("User", s["member_id"])}, s["owner"])
+        assert removed["removeMember"]["__typename"] == "RemoveMemberSuccess"
+        return "member@example.com", s["owner"], refused
+    if case == "already-invited":
+        pending = (await invite(api, s["org"], "outsider@example.com", ["MEMBER"], s["owner"]))["invitation"]
+        refused = await invite(api, s["org"], "outsider@example.com", ["MEMBER"], s["owner"], key="k")
+        revoked = await api.data(REVOKE, {"id": pending["id"]}, s["owner"])
+        assert revoked["revokeInvitation"]["__typename"] == "RevokeInvitationSuccess"
+        return "outsider@example.com", s["owner"], refused
+    assert case == "forbidden-after-demotion"
+    billing = gid("User", s["billing_id"])
+    promoted = await api.data(ROLES, {"org": s["org"], "user": billing, "roles": ["OWNER"]}, s["owner"])
+    assert promoted["setMemberRoles"]["__typename"] == "SetMemberRolesSuccess"
+    demoted = await api.data(ROLES, {"org": s["org"], "user": billing, "roles": ["BILLING"]}, s["owner"])
+    assert demoted["setMemberRoles"]["__typename"] == "SetMemberRolesSuccess"
+    refused = await invite(api, s["org"], "outsider@example.com", ["MEMBER"], s["billing"], key="k")
+    promoted = await api.data(ROLES, {"org": s["org"], "user": billing, "roles": ["OWNER"]}, s["owner"])
+    assert promoted["setMemberRoles"]["__typename"] == "SetMemberRolesSuccess"
+    return "outsider@example.com", s["billing"], refused
+
+
+@pytest.mark.parametrize(
+    ("case", "refusal"),
+    [("already-member", ALREADY_MEMBER), ("already-invited", ALREADY_INVITED), ("forbidden-after-demotion", NOT_OWNER)],
+)
+async def test_a_refused_invitation_is_replayed_as_refused_after_the_state_changes(
+    api: Api, case: str, refusal: dict[str, str]
+) -> None:
+    """Point 12: a key is never re-evaluated against newer state, refusals included."""
+    s = await setup_org(api)
+    email, inviter, refused = await _refused_then_possible(api, s, case)
+    assert refused == refusal
+    before = await membership_state()
+
+    replay = await invite(api, s["org"], email, ["MEMBER"], inviter, key="k")
+
+    assert replay == refusal
+    assert await membership_state() == before
+    # Without the key the same call is evaluated now, and succeeds: the replay alone was held to its answer.
+    fresh = await invite(api, s["org"], email, ["MEMBER"], inviter, key="k2")
+    assert fresh["__typename"] == "InviteMemberSuccess"
+
+
+async def test_a_refused_invitation_key_reused_for_another_request_is_a_conflict(api: Api) -> None:
+    s = await setup_org(api)
+    assert await invite(api, s["org"], "member@example.com", ["MEMBER"], s["owner"], key="k") == ALREADY_MEMBER
+    before = await membership_state()
+
+    other = await invite(api, s["org"], "outsider@example.com", ["MEMBER"], s["owner"], key="k")
+
+    assert other == {
+        "__typename": "IdempotencyConflict",
+        "message": "This idempotencyKey was already used with a different request",
+        "idempotencyKey": "k",
+    }
+    assert await membership_state() == before
+
+
+async def test_a_refusal_decided_under_the_lock_is_stored_too(api: Api) -> None:
+    """The owner check inside ``invite`` (a demotion racing the resolver's check) stores its refusal."""
+    s = await setup_org(api)
+    now = api.clock.now()
+    org_id = decode_id(s["org"], "Organization")
+    assert org_id is not None
+    args: dict[str, Any] = {"actor_id": s["billing_id"], "scope": "user:x", "key": "k", "request_hash": "h",
+                            "now": now, "lifetime": timedelta(days=7)}  # fmt: skip
+    with pytest.raises(organizations.NotOwnerError):
+        await organizations.invite(org_id, "outsider@example.com", [MemberRole.MEMBER], **args)
+    await Membership.filter(organization_id=org_id, user_id=s["billing_id"]).update(roles="OWNER")
+    before = await membership_state()
+
+    with pytest.raises(organizations.NotOwnerError):
+        await organizations.invite(org_id, "outsider@example.com", [MemberRole.MEMBER], **args)
+
+    assert await membership_state() == before

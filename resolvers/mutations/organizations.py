@@ -237,8 +237,6 @@ async def invite_member(info: Info[Context, None], input: InviteMemberInput) -> 
     org = await _organization(input.organization_id)
     if isinstance(org, NotFound):
         return org
-    if denied := await _require(info, org, frozenset({MemberRole.OWNER})):
-        return denied
     email = _normalized_email(input.email)
     if isinstance(email, ValidationError):
         return email
@@ -249,6 +247,12 @@ async def invite_member(info: Info[Context, None], input: InviteMemberInput) -> 
     request = {"organization": org.id, "email": email, "roles": organizations.roles_text(input.roles)}
     fingerprint = IdempotencyKey.for_request(who.idempotency_scope, key or "", "inviteMember", request).fingerprint
     now = info.context.now()
+    # Rights are checked on every call; a refusal for want of them is stored under the key like any other
+    # (a replay after the caller is an owner again is refused as the first call was).
+    if denied := await _require(info, org, frozenset({MemberRole.OWNER})):
+        if key is not None:
+            await organizations.refuse_invite(who.idempotency_scope, key, fingerprint, now)
+        return denied
     try:
         invitation = await organizations.invite(
             org.id,
