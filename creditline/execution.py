@@ -1,15 +1,20 @@
 """GraphQL execution with a short path for plain scalar fields (issue 9, point 2: server CPU per object).
 
-Most fields of a large answer are scalars read off an object (``amount``, ``createdAt``, ``id`` of an edge's
-cursor...): 87% of the 4,300 fields of the costliest document the limits admit. graphql-core builds a
-resolve info for each, calls strawberry's resolver through two wrappers, and dispatches the value through
-``complete_value``; that per-field bookkeeping was about half the request's CPU. For a field strawberry
-itself marks as basic (no resolver, no permission or field extension, no exception handler: its resolver
-ignores the info) whose type is a scalar or enum, this executor calls the same resolver and coerces the
-value with the same method, skipping the info and the dispatch. Everything else, and everything when a
-schema extension wraps resolvers, takes graphql-core's own path. Errors are the same: a null for a
-non-null field, or a value the scalar cannot serialize, is located and propagated by graphql-core's
-``handle_field_error`` exactly as ``complete_value`` would raise it.
+Most fields of a large answer are scalars read off an object (``amount``, ``createdAt``, a node's ``id``):
+87% of the 4,300 fields of the costliest document the limits admit. graphql-core builds a resolve info for
+each, calls strawberry's resolver through its wrappers and dispatches the value through ``complete_value``;
+for relay's ``id`` strawberry also builds an ``Info`` and runs its argument and extension chain. That
+bookkeeping was about a fifth of the request's CPU. This executor takes a short path for two kinds of field:
+
+- one strawberry marks as basic (no resolver, no permission or field extension, no exception handler; its
+  resolver ignores the info) whose type is a scalar or enum: the attribute is read as strawberry reads it;
+- relay's ``Node.id`` on a node class that keeps relay's ``resolve_id`` and ``resolve_typename``: the same
+  ``GlobalID`` of the parent type's name and the ``NodeID`` attribute.
+
+The value is coerced by the same ``complete_leaf_value``. Everything else, and everything when a schema
+extension wraps resolvers, takes graphql-core's own path. Errors are the same: a null for a non-null field,
+or a value the scalar cannot serialize, is located and propagated by graphql-core's ``handle_field_error``
+as ``complete_value`` would raise it (tests/test_execution.py compares both paths).
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ class _Plain:
     non_null: bool
     node_id: bool
     """Relay's ``Node.id``: the global ID of the node's type name and its ``NodeID`` attribute."""
+    attribute: str | None
+    """The attribute strawberry's basic resolver reads, when it reads it with ``getattr`` (the default)."""
 
 
 _NODE_ID = Node._id.__func__
@@ -62,7 +69,10 @@ def _plain_leaf(field: GraphQLField) -> _Plain | None:
     inner = get_nullable_type(type_)
     if not isinstance(inner, GraphQLScalarType | GraphQLEnumType):
         return None
-    return _Plain(field, inner, non_null, node_id)
+    attribute = None
+    if not node_id and definition is not None and definition.default_resolver is getattr:
+        attribute = definition.python_name
+    return _Plain(field, inner, non_null, node_id, attribute)
 
 
 def _default_node(source: object) -> bool:
@@ -113,6 +123,8 @@ class PlainLeafExecutionContext(StrawberryGraphQLCoreExecutionContext):
             if plain.node_id:
                 # What relay's Node._id returns: the type name is the path's (the parent type's).
                 result = GlobalID(type_name=parent_type.name, node_id=str(getattr(source, source.resolve_id_attr())))
+            elif plain.attribute is not None:
+                result = getattr(source, plain.attribute)
             else:
                 # Strawberry's basic resolver ignores its info: it reads the attribute (config.default_resolver).
                 assert plain.field.resolve is not None
