@@ -43,6 +43,7 @@ from strawberry.types.unset import UNSET, UnsetType
 from strawberry.utils.aio import aclosing
 
 from creditline.db_backends import SERVICE_UNAVAILABLE_MESSAGE, DatabaseUnavailable
+from creditline.execution import PlainLeafExecutionContext
 from creditline.live import SLOW_SUBSCRIBER_CLOSE_CODE, LiveOperation, SlowSubscriberClosed, TokenWatch
 from creditline.logs import LoggedSchema
 from creditline.query_limits import QueryLimits, QueryLimitsExtension, validation_rules
@@ -125,6 +126,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         subscription=RootSubscription,
         extensions=factories,
         config=StrawberryConfig(disable_field_suggestions=settings.production, scalar_map=SCALAR_MAP),
+        execution_context_class=PlainLeafExecutionContext,
     )
 
 

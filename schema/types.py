@@ -342,7 +342,8 @@ class Organization(relay.Node):
         query = tables.Invitation.filter(
             organization_id=self.id, status=tables.InvitationStatus.PENDING, expires_at__gt=now
         )
-        return await keyset_page(query, first, after, lambda row: Invitation.of(row, now))
+        # Invitation.of reads the model's role_set.
+        return await keyset_page(query, first, after, lambda row: Invitation.of(row, now), plain_rows=False)
 
     @strawberry.field(description="The shared credit pool, if enabled. BILLING and OWNER members only")
     async def credit_pool(self, info: Info[Context, None]) -> CreditAccount | None:
@@ -426,7 +427,8 @@ class User(relay.Node):
         query = tables.Invitation.filter(
             email=self.email.lower(), status=tables.InvitationStatus.PENDING, expires_at__gt=now
         )
-        return await keyset_page(query, first, after, lambda row: Invitation.of(row, now))
+        # Invitation.of reads the model's role_set.
+        return await keyset_page(query, first, after, lambda row: Invitation.of(row, now), plain_rows=False)
 
 
 @strawberry.type(description="A committed change of an account's balance; the first one is a SNAPSHOT.")
