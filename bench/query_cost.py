@@ -76,7 +76,7 @@ REPORT_TO = {"HOUR": "2026-01-08T00:00:00Z", "DAY": "2026-01-31T00:00:00Z", "WEE
 PRODUCTION_ENV = {
     "CREDITLINE_ENV": "production",
     "CREDITLINE_ALLOW_SANDBOX_IN_PRODUCTION": "1",
-    "CREDITLINE_SECRET_KEY": "bench-" + "k" * 32,
+    "CREDITLINE_SECRET_KEY": "bench-secret-key-0123456789abcdefghij",
 }
 
 

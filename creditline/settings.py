@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 MICRO = 1_000_000
 """Micro-credits in one credit."""
 MIN_SECRET_KEY_LENGTH = 32
+MIN_SECRET_KEY_DISTINCT = 10
+"""Different characters a production secret key must have at the least (``secrets.token_urlsafe(32)`` has ~30)."""
+STRIPE_SECRET_KEY_PREFIXES = ("sk_", "rk_")
+ENVIRONMENTS = ("development", "production")
 """Production's shortest ``CREDITLINE_SECRET_KEY``: it signs invoice links (32 random hex characters are
 128 bits)."""
 
@@ -68,6 +72,21 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     if raw in ("0", "false", "no", "off"):
         return False
     raise SystemExit(f"{name} must be 1 or 0, got {raw!r}")
+
+
+def _environment(env: Mapping[str, str]) -> str:
+    """``development`` (the default) or ``production``, exactly: anything else, such as ``Production`` or
+    ``prod``, would silently serve with development's introspection, GraphiQL and sandbox."""
+    raw = env.get("CREDITLINE_ENV", "")
+    if raw == "":
+        return "development"
+    if raw not in ENVIRONMENTS:
+        raise SystemExit(f"CREDITLINE_ENV must be development or production, got {raw!r}")
+    return raw
+
+
+def _looks_random(key: str) -> bool:
+    return not any(char.isspace() for char in key) and len(set(key)) >= MIN_SECRET_KEY_DISTINCT
 
 
 def _credits(env: Mapping[str, str], name: str, default: str) -> int:
@@ -222,10 +241,25 @@ class Settings:
                 f"CREDITLINE_SECRET_KEY must be a secret of at least {MIN_SECRET_KEY_LENGTH} characters"
                 f" ({'it is empty' if not self.secret_key else f'it has {len(self.secret_key)}'})"
             )
-        if self.gateway in ("stripe", "legacy") and not self.stripe_secret_key:
-            found.append(f"the {self.gateway} gateway needs CREDITLINE_STRIPE_SECRET_KEY")
-        if self.gateway == "stripe" and not self.stripe_webhook_secret:
-            found.append("the stripe gateway needs CREDITLINE_STRIPE_WEBHOOK_SECRET (its webhooks finish payments)")
+        elif not _looks_random(self.secret_key):
+            # A key of spaces or one repeated letter has the length and none of the secrecy.
+            found.append(
+                "CREDITLINE_SECRET_KEY must be random, without spaces and of at least"
+                f" {MIN_SECRET_KEY_DISTINCT} different characters (e.g. the output of"
+                " `python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
+        if self.gateway in ("stripe", "legacy"):
+            if not self.stripe_secret_key:
+                found.append(f"the {self.gateway} gateway needs CREDITLINE_STRIPE_SECRET_KEY")
+            elif not self.stripe_secret_key.startswith(STRIPE_SECRET_KEY_PREFIXES):
+                found.append(
+                    "CREDITLINE_STRIPE_SECRET_KEY must be a Stripe secret or restricted key (sk_... or rk_...)"
+                )
+        if self.gateway == "stripe":
+            if not self.stripe_webhook_secret:
+                found.append("the stripe gateway needs CREDITLINE_STRIPE_WEBHOOK_SECRET (its webhooks finish payments)")
+            elif not self.stripe_webhook_secret.startswith("whsec_"):
+                found.append("CREDITLINE_STRIPE_WEBHOOK_SECRET must be a Stripe webhook signing secret (whsec_...)")
         return found
 
     def refusal(self) -> str | None:
@@ -246,7 +280,7 @@ class Settings:
             redis_url=env.get("CREDITLINE_REDIS_URL", ""),
             redis_channel=env.get("CREDITLINE_REDIS_CHANNEL") or cls.redis_channel,
             gateway=gateway,
-            env=env.get("CREDITLINE_ENV", "development"),
+            env=_environment(env),
             host=env.get("CREDITLINE_HOST", cls.host),
             port=_int(env, "CREDITLINE_PORT", cls.port),
             signup_bonus=_credits(env, "CREDITLINE_SIGNUP_BONUS_CREDITS", "100"),
@@ -265,8 +299,8 @@ class Settings:
             secret_key=env.get("CREDITLINE_SECRET_KEY", ""),
             invoice_link_days=_int(env, "CREDITLINE_INVOICE_LINK_DAYS", cls.invoice_link_days),
             subscription_retry_days=_days(env, "CREDITLINE_SUBSCRIPTION_RETRY_DAYS", cls.subscription_retry_days),
-            stripe_secret_key=env.get("CREDITLINE_STRIPE_SECRET_KEY", ""),
-            stripe_webhook_secret=env.get("CREDITLINE_STRIPE_WEBHOOK_SECRET", ""),
+            stripe_secret_key=env.get("CREDITLINE_STRIPE_SECRET_KEY", "").strip(),
+            stripe_webhook_secret=env.get("CREDITLINE_STRIPE_WEBHOOK_SECRET", "").strip(),
             stripe_api_base=env.get("CREDITLINE_STRIPE_API_BASE", "").rstrip("/"),
             public_url=(env.get("CREDITLINE_PUBLIC_URL") or cls.public_url).rstrip("/"),
             webhook_tolerance_seconds=_int(env, "CREDITLINE_WEBHOOK_TOLERANCE_SECONDS", cls.webhook_tolerance_seconds),

@@ -112,7 +112,7 @@ PRODUCTION = Settings(
     token_cache_seconds=0,
     database_url="unused",
     allow_sandbox_in_production=True,  # production refuses the sandbox gateway unless told
-    secret_key="k" * 32,
+    secret_key="test-secret-key-0123456789abcdefghij",
 )
 
 

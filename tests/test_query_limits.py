@@ -46,7 +46,7 @@ PRODUCTION = Settings(
     database_url="unused",
     token_cache_seconds=0,
     allow_sandbox_in_production=True,
-    secret_key="k" * 32,
+    secret_key="test-secret-key-0123456789abcdefghij",
 )
 
 

@@ -96,7 +96,7 @@ async def test_readyz_in_production_names_what_failed_but_not_why(db: Backend, c
         redis_url=f"redis://127.0.0.1:{closed_port()}/0",
         readiness_timeout_seconds=1,
         allow_sandbox_in_production=True,
-        secret_key="k" * 32,
+        secret_key="test-secret-key-0123456789abcdefghij",
     )
     async with client_for(settings, clock) as client:
         response = await client.get("/readyz")

@@ -19,13 +19,17 @@ from creditline.app import create_app
 from creditline.settings import MIN_SECRET_KEY_LENGTH, Settings
 from tests.support.tcp_proxy import running_proxy
 
-KEY = "k" * MIN_SECRET_KEY_LENGTH
+KEY = "0123456789abcdefghijklmnopqrstuvwxyz"[:MIN_SECRET_KEY_LENGTH]  # all different characters
 SANDBOX = (
     "the sandbox gateway grants credit for test card tokens: set CREDITLINE_GATEWAY=stripe (or legacy) with its keys,"
     " or CREDITLINE_ALLOW_SANDBOX_IN_PRODUCTION=1 for a demo"
 )
 NO_KEY = "CREDITLINE_SECRET_KEY must be a secret of at least 32 characters (it is empty)"
 REFUSAL = "creditline: refusing to start with CREDITLINE_ENV=production: "
+NOT_RANDOM = (
+    "CREDITLINE_SECRET_KEY must be random, without spaces and of at least 10 different characters (e.g. the output"
+    " of `python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+)
 MIGRATIONS = sorted(
     f"models.{path.stem}" for path in (Path(__file__).parent.parent / "models" / "migrations").glob("[0-9]*.py")
 )
@@ -79,6 +83,42 @@ def closed_port() -> int:
             {"CREDITLINE_GATEWAY": "legacy", "CREDITLINE_SECRET_KEY": KEY},
             ["the legacy gateway needs CREDITLINE_STRIPE_SECRET_KEY"],
         ),
+        (
+            {"CREDITLINE_ALLOW_SANDBOX_IN_PRODUCTION": "1", "CREDITLINE_SECRET_KEY": " " * 32},
+            [NOT_RANDOM],
+        ),
+        (
+            {"CREDITLINE_ALLOW_SANDBOX_IN_PRODUCTION": "1", "CREDITLINE_SECRET_KEY": "a" * 64},
+            [NOT_RANDOM],
+        ),
+        (
+            {"CREDITLINE_ALLOW_SANDBOX_IN_PRODUCTION": "1", "CREDITLINE_SECRET_KEY": KEY[:16] + " " + KEY[16:]},
+            [NOT_RANDOM],
+        ),
+        (
+            {
+                "CREDITLINE_GATEWAY": "stripe",
+                "CREDITLINE_SECRET_KEY": KEY,
+                "CREDITLINE_STRIPE_SECRET_KEY": " ",
+                "CREDITLINE_STRIPE_WEBHOOK_SECRET": " ",
+            },
+            [
+                "the stripe gateway needs CREDITLINE_STRIPE_SECRET_KEY",
+                "the stripe gateway needs CREDITLINE_STRIPE_WEBHOOK_SECRET (its webhooks finish payments)",
+            ],
+        ),
+        (
+            {
+                "CREDITLINE_GATEWAY": "stripe",
+                "CREDITLINE_SECRET_KEY": KEY,
+                "CREDITLINE_STRIPE_SECRET_KEY": "pk_live_x",
+                "CREDITLINE_STRIPE_WEBHOOK_SECRET": "secret",
+            },
+            [
+                "CREDITLINE_STRIPE_SECRET_KEY must be a Stripe secret or restricted key (sk_... or rk_...)",
+                "CREDITLINE_STRIPE_WEBHOOK_SECRET must be a Stripe webhook signing secret (whsec_...)",
+            ],
+        ),
     ],
 )
 def test_production_problems_name_every_unsafe_setting(settings: dict[str, str], problems: list[str]) -> None:
@@ -102,6 +142,21 @@ def test_production_problems_name_every_unsafe_setting(settings: dict[str, str],
 )
 def test_safe_production_settings_have_no_problem(settings: dict[str, str]) -> None:
     assert Settings.from_env({"CREDITLINE_ENV": "production", **settings}).problems() == []
+
+
+@pytest.mark.parametrize("value", ["Production", "prod", " production", "production ", "staging"])
+def test_an_environment_other_than_development_or_production_stops_start_up(value: str) -> None:
+    # Read as development, it would serve introspection, GraphiQL and the sandbox where production was meant.
+    with pytest.raises(SystemExit) as refused:
+        Settings.from_env({"CREDITLINE_ENV": value})
+    assert str(refused.value) == f"CREDITLINE_ENV must be development or production, got {value!r}"
+
+
+def test_an_unknown_environment_is_refused_by_the_cli_in_one_line(tmp_path: Path) -> None:
+    done = cli(
+        bare_env(CREDITLINE_ENV="Production", CREDITLINE_DATABASE_URL=f"sqlite://{tmp_path}/db.sqlite3"), "serve"
+    )
+    assert (done.returncode, done.stderr) == (1, "CREDITLINE_ENV must be development or production, got 'Production'\n")
 
 
 def test_development_is_not_held_to_production_rules() -> None:
