@@ -172,8 +172,8 @@ def _run_wrk(args: list[str], seconds: int) -> str:
 
 
 def run_noop(base: str, seconds: int, connections: int) -> NoopRun:
-    """wrk against /healthz: how many requests per second the generator and uvicorn manage with no work."""
-    out = _run_wrk(["-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", base + "/healthz"], seconds)
+    """wrk against /livez: how many requests per second the generator and uvicorn manage with no work."""
+    out = _run_wrk(["-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", base + "/livez"], seconds)
     rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if rate is None:
         raise BenchError(f"cannot read wrk's output:\n{out}")

@@ -114,10 +114,10 @@ def _measure(result: BackendResult, url: str, work: Path, config: BenchConfig) -
     ids_file.write_text("".join(encode_id("User", pk) + "\n" for pk in seeded.user_ids))
 
     with server(url, work) as base:
-        say(f"server up at {base}; wrk no-op /healthz for {config.health_seconds} s")
+        say(f"server up at {base}; wrk no-op /livez for {config.health_seconds} s")
         result.noop = run_noop(base, config.health_seconds, config.connections)
         if result.noop.non2xx:
-            result.failures.append(f"/healthz answered {result.noop.non2xx} non-2xx responses")
+            result.failures.append(f"/livez answered {result.noop.non2xx} non-2xx responses")
         say(f"wrk spendCredits for {config.seconds} s, {config.connections} connections")
         result.http = run_spends(
             base, config.seconds, config.connections, seeded.token, ids_file, "http-" + secrets.token_hex(4)
@@ -175,7 +175,7 @@ def _audit(outcome: fixtures.AuditOutcome | None) -> str:
 def table(results: list[BackendResult]) -> str:
     shown = [r for r in results if not r.skipped]
     rows: list[tuple[str, list[str]]] = [
-        ("wrk no-op /healthz (req/s)", [_rate(r.noop.requests_per_second if r.noop else None) for r in shown]),
+        ("wrk no-op /livez (req/s)", [_rate(r.noop.requests_per_second if r.noop else None) for r in shown]),
         ("spendCredits over HTTP (req/s)", [_rate(r.http.requests_per_second if r.http else None) for r in shown]),
         (
             "  latency p50 / p99 (ms)",
