@@ -18,6 +18,7 @@ import strawberry
 from cross_web import HTTPException
 from graphql import (
     GraphQLError,
+    GraphQLFormattedError,
     OperationDefinitionNode,
     OperationType,
     parse,
@@ -37,7 +38,12 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     Operation,
     _OperationStreamClosed,
 )
-from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage, Message
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    ConnectionInitMessage,
+    ErrorMessage,
+    Message,
+    SubscribeMessage,
+)
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 from strawberry.utils.aio import aclosing
@@ -47,6 +53,7 @@ from creditline.execution import PlainLeafExecutionContext
 from creditline.live import SLOW_SUBSCRIBER_CLOSE_CODE, LiveOperation, SlowSubscriberClosed, TokenWatch
 from creditline.logs import LoggedSchema
 from creditline.query_limits import QueryLimits, QueryLimitsExtension, validation_rules
+from creditline.rate_limit import RateLimiter, rate_limited_error, token_key
 from creditline.settings import Settings
 from resolvers.auth import Authenticator, bearer_secret
 from resolvers.context import Context, Services
@@ -202,6 +209,8 @@ class LiveTransportHandler(BaseGraphQLTransportWSHandler[Context, None]):
         super().__init__(*args, **kwargs)
         self.live: dict[str, LiveOperation] = {}
         self.dropping = False
+        self.rate_key: str | None = None
+        """The bucket of the connection's token (rate limits on): each operation sent takes from it."""
 
     @property
     def token_watch(self) -> TokenWatch:
@@ -253,16 +262,33 @@ class LiveTransportHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 _cut(transport)
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        payload = message.get("payload")
+        header = payload.get("authorization") if isinstance(payload, dict) else None
         try:
             await super().handle_connection_init(message)
         except DatabaseUnavailable:
             # The token could not be looked up: 1013 "try again later", not an init left unanswered.
             await self.websocket.close(code=1013, reason="The database is unavailable; try again shortly")
             return
+        if self.connection_acknowledged and self.view.limiter is not None and isinstance(header, str):
+            # Keyed as the token's HTTP requests are, so both spend one budget.
+            self.rate_key = token_key(header.encode("latin-1", "replace"))
         # Done with: the timer (cancelled) and the payload (read by on_ws_connect) would live as long as the
         # connection.
         self.connection_init_timeout_task = None
         self.context.connection_params = None
+
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        """Strawberry's, after the operation has taken one from its token's bucket: an empty bucket answers
+        an ``error`` for its id (RATE_LIMITED, retryAfter) and the connection stays open for a retry."""
+        limiter = self.view.limiter
+        if limiter is not None and self.rate_key is not None and message["id"] not in self.operations:
+            wait = await limiter.take(self.rate_key, limiter.quotas.token)
+            if wait > 0:
+                error = cast(GraphQLFormattedError, rate_limited_error(wait))
+                await self.send_message(ErrorMessage(id=message["id"], type="error", payload=[error]))
+                return
+        await super().handle_subscribe(message)
 
     async def run_operation(self, operation: Operation[Context, None]) -> None:
         """Strawberry's (0.341), with a context of its own per operation, and no ``complete`` for a
@@ -312,7 +338,9 @@ class GraphQLEndpoint(GraphQL[Context, None]):
 
     graphql_transport_ws_handler_class = LiveTransportHandler
 
-    def __init__(self, schema: strawberry.Schema, services: Services, auth: Authenticator) -> None:
+    def __init__(
+        self, schema: strawberry.Schema, services: Services, auth: Authenticator, limiter: RateLimiter | None = None
+    ) -> None:
         super().__init__(
             schema,
             graphql_ide=None if services.settings.production else "graphiql",
@@ -327,6 +355,8 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         )
         self.services = services
         self.auth = auth
+        self.limiter = limiter
+        """Counts the operations sent on websockets (their handshakes are counted in creditline/app.py)."""
         self.token_watch = TokenWatch(services.settings.token_recheck_seconds)
         """Started with the application (creditline/app.py): ends the live subscriptions of revoked tokens."""
 

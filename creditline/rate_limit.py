@@ -1,5 +1,6 @@
 """Rate limits per bearer token, per client address without one, and per address for websocket handshakes
-(issue 9, point 11).
+(issue 9, point 11). Each operation sent on an open websocket counts against the bucket of the token its
+connection authenticated with, as an HTTP request of that token would.
 
 A token counts against its address too until it has authenticated once (in this process, in the last five
 minutes): made-up tokens do not get a fresh bucket each.
@@ -242,19 +243,18 @@ def retry_after(seconds: float) -> int:
     return max(1, math.ceil(seconds))
 
 
+def rate_limited_error(seconds: float) -> dict[str, object]:
+    """The GraphQL error of a refusal: in a 429's body, and for an operation refused on a websocket."""
+    wait = retry_after(seconds)
+    return {
+        "message": f"Too many requests: retry in {wait} s",
+        "extensions": {"code": "RATE_LIMITED", "retryAfter": wait},
+    }
+
+
 def too_many(seconds: float) -> tuple[Message, Message]:
     wait = retry_after(seconds)
-    body = json.dumps(
-        {
-            "data": None,
-            "errors": [
-                {
-                    "message": f"Too many requests: retry in {wait} s",
-                    "extensions": {"code": "RATE_LIMITED", "retryAfter": wait},
-                }
-            ],
-        }
-    ).encode()
+    body = json.dumps({"data": None, "errors": [rate_limited_error(seconds)]}).encode()
     start: Message = {
         "type": "http.response.start",
         "status": 429,
