@@ -53,7 +53,7 @@ from creditline.execution import PlainLeafExecutionContext
 from creditline.live import SLOW_SUBSCRIBER_CLOSE_CODE, LiveOperation, SlowSubscriberClosed, TokenWatch
 from creditline.logs import LoggedSchema
 from creditline.query_limits import QueryLimits, QueryLimitsExtension, validation_rules
-from creditline.rate_limit import RateLimiter, rate_limited_error, token_key
+from creditline.rate_limit import RateLimiter, rate_limited_error, secret_key
 from creditline.settings import Settings
 from resolvers.auth import Authenticator, bearer_secret
 from resolvers.context import Context, Services
@@ -209,8 +209,6 @@ class LiveTransportHandler(BaseGraphQLTransportWSHandler[Context, None]):
         super().__init__(*args, **kwargs)
         self.live: dict[str, LiveOperation] = {}
         self.dropping = False
-        self.rate_key: str | None = None
-        """The bucket of the connection's token (rate limits on): each operation sent takes from it."""
 
     @property
     def token_watch(self) -> TokenWatch:
@@ -262,17 +260,12 @@ class LiveTransportHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 _cut(transport)
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
-        payload = message.get("payload")
-        header = payload.get("authorization") if isinstance(payload, dict) else None
         try:
             await super().handle_connection_init(message)
         except DatabaseUnavailable:
             # The token could not be looked up: 1013 "try again later", not an init left unanswered.
             await self.websocket.close(code=1013, reason="The database is unavailable; try again shortly")
             return
-        if self.connection_acknowledged and self.view.limiter is not None and isinstance(header, str):
-            # Keyed as the token's HTTP requests are, so both spend one budget.
-            self.rate_key = token_key(header.encode("latin-1", "replace"))
         # Done with: the timer (cancelled) and the payload (read by on_ws_connect) would live as long as the
         # connection.
         self.connection_init_timeout_task = None
@@ -282,8 +275,10 @@ class LiveTransportHandler(BaseGraphQLTransportWSHandler[Context, None]):
         """Strawberry's, after the operation has taken one from its token's bucket: an empty bucket answers
         an ``error`` for its id (RATE_LIMITED, retryAfter) and the connection stays open for a retry."""
         limiter = self.view.limiter
-        if limiter is not None and self.rate_key is not None and message["id"] not in self.operations:
-            wait = await limiter.take(self.rate_key, limiter.quotas.token)
+        token = self.context.token  # set once the connection authenticated
+        if limiter is not None and token is not None and message["id"] not in self.operations:
+            # The key is derived here, not kept: an idle subscriber holds nothing more for it.
+            wait = await limiter.take(secret_key(token), limiter.quotas.token)
             if wait > 0:
                 error = cast(GraphQLFormattedError, rate_limited_error(wait))
                 await self.send_message(ErrorMessage(id=message["id"], type="error", payload=[error]))

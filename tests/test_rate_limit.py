@@ -165,6 +165,20 @@ async def test_a_refusal_needs_no_token_lookup(local: Client, monkeypatch: pytes
     assert looked_up == [token] * 3
 
 
+async def test_spellings_of_one_tokens_header_share_its_bucket(local: Client) -> None:
+    token = await service_token("f")
+    headers = [f"Bearer {token}", f"bearer {token}", f"BEARER    {token}", f"Bearer {token}\xa0"]
+    # From addresses of their own: only the token's bucket can refuse.
+    responses = [
+        await local.at(f"10.0.2.{number}").post(
+            "/graphql", json=QUERY, headers={b"authorization": header.encode("latin-1")}
+        )
+        for number, header in enumerate(headers)
+    ]
+    assert [response.status_code for response in responses[:3]] == [200, 200, 200]
+    assert_refused(responses[3], 4)
+
+
 async def test_made_up_tokens_count_against_their_address(local: Client) -> None:
     token = await service_token("e")
     http = local.at("10.0.0.9")
