@@ -185,7 +185,7 @@ def create_app(
     readiness = Readiness(settings)
     limiter = limiter_for(settings)
     auth = Authenticator(settings.token_cache_seconds) if limiter is None else limiter.authenticator(settings)
-    graphql = GraphQLEndpoint(build_schema(settings), services, auth)
+    graphql = GraphQLEndpoint(build_schema(settings), services, auth, limiter)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

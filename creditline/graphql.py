@@ -18,6 +18,7 @@ import strawberry
 from cross_web import HTTPException
 from graphql import (
     GraphQLError,
+    GraphQLFormattedError,
     OperationDefinitionNode,
     OperationType,
     parse,
@@ -37,7 +38,12 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     Operation,
     _OperationStreamClosed,
 )
-from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage, Message
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    ConnectionInitMessage,
+    ErrorMessage,
+    Message,
+    SubscribeMessage,
+)
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 from strawberry.utils.aio import aclosing
@@ -47,6 +53,7 @@ from creditline.execution import PlainLeafExecutionContext
 from creditline.live import SLOW_SUBSCRIBER_CLOSE_CODE, LiveOperation, SlowSubscriberClosed, TokenWatch
 from creditline.logs import LoggedSchema
 from creditline.query_limits import QueryLimits, QueryLimitsExtension, validation_rules
+from creditline.rate_limit import RateLimiter, rate_limited_error, secret_key
 from creditline.settings import Settings
 from resolvers.auth import Authenticator, bearer_secret
 from resolvers.context import Context, Services
@@ -264,6 +271,20 @@ class LiveTransportHandler(BaseGraphQLTransportWSHandler[Context, None]):
         self.connection_init_timeout_task = None
         self.context.connection_params = None
 
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        """Strawberry's, after the operation has taken one from its token's bucket: an empty bucket answers
+        an ``error`` for its id (RATE_LIMITED, retryAfter) and the connection stays open for a retry."""
+        limiter = self.view.limiter
+        token = self.context.token  # set once the connection authenticated
+        if limiter is not None and token is not None and message["id"] not in self.operations:
+            # The key is derived here, not kept: an idle subscriber holds nothing more for it.
+            wait = await limiter.take(secret_key(token), limiter.quotas.token)
+            if wait > 0:
+                error = cast(GraphQLFormattedError, rate_limited_error(wait))
+                await self.send_message(ErrorMessage(id=message["id"], type="error", payload=[error]))
+                return
+        await super().handle_subscribe(message)
+
     async def run_operation(self, operation: Operation[Context, None]) -> None:
         """Strawberry's (0.341), with a context of its own per operation, and no ``complete`` for a
         subscription whose resolver handed over: it lives on as a parked ``LiveOperation``."""
@@ -312,7 +333,9 @@ class GraphQLEndpoint(GraphQL[Context, None]):
 
     graphql_transport_ws_handler_class = LiveTransportHandler
 
-    def __init__(self, schema: strawberry.Schema, services: Services, auth: Authenticator) -> None:
+    def __init__(
+        self, schema: strawberry.Schema, services: Services, auth: Authenticator, limiter: RateLimiter | None = None
+    ) -> None:
         super().__init__(
             schema,
             graphql_ide=None if services.settings.production else "graphiql",
@@ -327,6 +350,8 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         )
         self.services = services
         self.auth = auth
+        self.limiter = limiter
+        """Counts the operations sent on websockets (their handshakes are counted in creditline/app.py)."""
         self.token_watch = TokenWatch(services.settings.token_recheck_seconds)
         """Started with the application (creditline/app.py): ends the live subscriptions of revoked tokens."""
 

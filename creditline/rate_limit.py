@@ -1,5 +1,6 @@
 """Rate limits per bearer token, per client address without one, and per address for websocket handshakes
-(issue 9, point 11).
+(issue 9, point 11). Each operation sent on an open websocket counts against the bucket of the token its
+connection authenticated with, as an HTTP request of that token would.
 
 A token counts against its address too until it has authenticated once (in this process, in the last five
 minutes): made-up tokens do not get a fresh bucket each.
@@ -31,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from creditline.logs import handshake_refused
 from creditline.settings import Settings
 from models.tokens import Principal
-from resolvers.auth import Authenticator
+from resolvers.auth import Authenticator, bearer_secret
 
 log = logging.getLogger("creditline.rate_limit")
 
@@ -191,7 +192,7 @@ class RateLimiter:
         """The token of this header authenticated: from now on it counts against its own bucket only."""
         if len(self.verified) >= _MAX_LOCAL_KEYS:
             self.verified.clear()
-        self.verified[token_key(authorization.encode("latin-1"))] = time.monotonic() + _VERIFIED_SECONDS
+        self.verified[token_key(authorization)] = time.monotonic() + _VERIFIED_SECONDS
 
     def is_verified(self, key: str) -> bool:
         until = self.verified.get(key)
@@ -228,9 +229,17 @@ def limiter_for(settings: Settings) -> RateLimiter | None:
     return RateLimiter(quotas, redis_url=settings.redis_url, prefix=settings.rate_limit_prefix)
 
 
-def token_key(authorization: bytes) -> str:
-    """The bucket of a bearer token: a hash of the header itself (never the token, never a lookup)."""
-    return "t:" + hashlib.blake2b(authorization.strip(), digest_size=16).hexdigest()
+def token_key(authorization: str) -> str:
+    """The bucket of a bearer token: a hash of the secret the header carries (never the token, never a
+    lookup). Spelled ``bearer`` or with more spaces, a header that authenticates as the same token (see
+    ``bearer_secret``) gets no bucket of its own."""
+    secret = bearer_secret(authorization)
+    return secret_key(secret if secret is not None else authorization.strip())
+
+
+def secret_key(secret: str) -> str:
+    """The bucket of a bearer secret: that of its HTTP requests, and of the operations its websockets send."""
+    return "t:" + hashlib.blake2b(secret.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 def address_key(scope: Scope, kind: str) -> str:
@@ -242,19 +251,18 @@ def retry_after(seconds: float) -> int:
     return max(1, math.ceil(seconds))
 
 
+def rate_limited_error(seconds: float) -> dict[str, object]:
+    """The GraphQL error of a refusal: in a 429's body, and for an operation refused on a websocket."""
+    wait = retry_after(seconds)
+    return {
+        "message": f"Too many requests: retry in {wait} s",
+        "extensions": {"code": "RATE_LIMITED", "retryAfter": wait},
+    }
+
+
 def too_many(seconds: float) -> tuple[Message, Message]:
     wait = retry_after(seconds)
-    body = json.dumps(
-        {
-            "data": None,
-            "errors": [
-                {
-                    "message": f"Too many requests: retry in {wait} s",
-                    "extensions": {"code": "RATE_LIMITED", "retryAfter": wait},
-                }
-            ],
-        }
-    ).encode()
+    body = json.dumps({"data": None, "errors": [rate_limited_error(seconds)]}).encode()
     start: Message = {
         "type": "http.response.start",
         "status": 429,
@@ -281,7 +289,7 @@ class RateLimitMiddleware:
         limiter = self.limiter
         for name, value in scope["headers"]:
             if name == b"authorization":
-                key = token_key(value)
+                key = token_key(value.decode("latin-1"))
                 wait = await limiter.take(key, limiter.quotas.token)
                 # A token not seen to authenticate (made up, perhaps, to dodge the limit on requests without
                 # one) counts against its address too.

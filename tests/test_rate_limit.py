@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import logging
 import os
 import uuid
@@ -164,6 +165,20 @@ async def test_a_refusal_needs_no_token_lookup(local: Client, monkeypatch: pytes
     assert looked_up == [token] * 3
 
 
+async def test_spellings_of_one_tokens_header_share_its_bucket(local: Client) -> None:
+    token = await service_token("f")
+    headers = [f"Bearer {token}", f"bearer {token}", f"BEARER    {token}", f"Bearer {token}\xa0"]
+    # From addresses of their own: only the token's bucket can refuse.
+    responses = [
+        await local.at(f"10.0.2.{number}").post(
+            "/graphql", json=QUERY, headers={b"authorization": header.encode("latin-1")}
+        )
+        for number, header in enumerate(headers)
+    ]
+    assert [response.status_code for response in responses[:3]] == [200, 200, 200]
+    assert_refused(responses[3], 4)
+
+
 async def test_made_up_tokens_count_against_their_address(local: Client) -> None:
     token = await service_token("e")
     http = local.at("10.0.0.9")
@@ -227,6 +242,117 @@ async def test_websocket_handshakes_are_counted_per_address(local: Client) -> No
     assert (await websocket_handshake(local.app, "10.0.0.5"))[0]["type"] == "websocket.accept"
 
 
+class Operations:
+    """One graphql-transport-ws connection, driven through the app's ASGI interface."""
+
+    def __init__(self, app: Any, address: str) -> None:
+        self.app = app
+        self.address = address
+        self.incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.sent: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.task: asyncio.Task[None] | None = None
+
+    async def _send(self, message: MutableMapping[str, Any]) -> None:
+        await self.sent.put(dict(message))
+
+    async def next_message(self) -> dict[str, Any]:
+        message = await asyncio.wait_for(self.sent.get(), 5)
+        assert message["type"] == "websocket.send", message
+        decoded: dict[str, Any] = json.loads(message["text"])
+        return decoded
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.incoming.put({"type": "websocket.receive", "text": json.dumps(message)})
+
+    async def open(self, token: str) -> None:
+        scope = {
+            "type": "websocket",
+            "path": "/graphql",
+            "raw_path": b"/graphql",
+            "root_path": "",
+            "query_string": b"",
+            "headers": [(b"sec-websocket-protocol", b"graphql-transport-ws")],
+            "subprotocols": ["graphql-transport-ws"],
+            "client": (self.address, 4002),
+            "server": ("127.0.0.1", 80),
+            "scheme": "ws",
+            "state": {},
+            "extensions": {},
+        }
+        await self.incoming.put({"type": "websocket.connect"})
+        self.task = asyncio.create_task(self.app(scope, self.incoming.get, self._send))
+        assert (await asyncio.wait_for(self.sent.get(), 5))["type"] == "websocket.accept"
+        await self.send({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}})
+        assert await self.next_message() == {"type": "connection_ack"}
+
+    async def run(self, operation_id: str) -> list[dict[str, Any]]:
+        """Send ``{ __typename }`` as an operation; what the server answered for it, to its last message."""
+        await self.send({"id": operation_id, "type": "subscribe", "payload": QUERY})
+        answers = [await self.next_message()]
+        while answers[-1]["type"] == "next":
+            answers.append(await self.next_message())
+        return answers
+
+    async def close(self) -> None:
+        await self.incoming.put({"type": "websocket.disconnect", "code": 1000})
+        assert self.task is not None
+        await asyncio.wait_for(self.task, 5)
+
+
+def answered(operation_id: str) -> list[dict[str, Any]]:
+    return [
+        {"id": operation_id, "type": "next", "payload": {"data": {"__typename": "Query"}}},
+        {"id": operation_id, "type": "complete"},
+    ]
+
+
+def refused(operation_id: str, retry_after: int) -> list[dict[str, Any]]:
+    error = {
+        "message": f"Too many requests: retry in {retry_after} s",
+        "extensions": {"code": "RATE_LIMITED", "retryAfter": retry_after},
+    }
+    return [{"id": operation_id, "type": "error", "payload": [error]}]
+
+
+async def run_websocket_operations(client: Client) -> None:
+    """Burst 3, 0.25 per second: on one websocket the 4th operation is refused (retry in 4 s) and the
+    connection goes on; the token's HTTP requests spend the same bucket; another token's do not."""
+    token, other = await service_token("ws-a"), await service_token("ws-b")
+    ws = Operations(client.app, "10.0.1.1")
+    await ws.open(token)
+    for operation_id in ("1", "2", "3"):
+        assert await ws.run(operation_id) == answered(operation_id)
+    assert await ws.run("4") == refused("4", 4)
+    assert_refused(await client.at("10.0.1.2").post("/graphql", json=QUERY, headers=bearer(token)), 4)
+    other_ws = Operations(client.app, "10.0.1.3")
+    await other_ws.open(other)
+    assert await other_ws.run("1") == answered("1")
+    assert (await client.at("10.0.1.3").post("/graphql", json=QUERY, headers=bearer(other))).status_code == 200
+    client.clock.now += 1
+    assert await ws.run("4") == refused("4", 3)  # the refused id may be sent again
+    client.clock.now += 3
+    assert await ws.run("4") == answered("4")
+    # One budget: an HTTP request takes the next refill, and the websocket waits for the one after it.
+    client.clock.now += 4
+    assert (await client.at("10.0.1.2").post("/graphql", json=QUERY, headers=bearer(token))).status_code == 200
+    assert await ws.run("5") == refused("5", 4)
+    for connection in (ws, other_ws):
+        await connection.close()
+
+
+async def test_operations_on_a_websocket_spend_their_tokens_bucket(local: Client) -> None:
+    await run_websocket_operations(local)
+
+
+async def test_without_rate_limits_websocket_operations_are_not_counted(db: Backend) -> None:
+    app = create_app(limited(rate_limit=False), manage_database=False, run_jobs=False)
+    ws = Operations(app, "10.0.1.4")
+    await ws.open(await service_token("ws-c"))
+    for number in range(10):
+        assert await ws.run(str(number)) == answered(str(number))
+    await ws.close()
+
+
 async def test_rate_limits_can_be_turned_off(db: Backend) -> None:
     app = create_app(limited(rate_limit=False), manage_database=False, run_jobs=False)
     assert app.state.rate_limiter is None
@@ -284,6 +410,10 @@ async def shared(db: Backend) -> AsyncIterator[tuple[Client, Client]]:
 async def test_redis_buckets_refuse_like_local_ones(shared: tuple[Client, Client]) -> None:
     await run_token_bucket(shared[0])
     await run_anonymous_bucket(shared[0])
+
+
+async def test_redis_buckets_count_websocket_operations(shared: tuple[Client, Client]) -> None:
+    await run_websocket_operations(shared[0])
 
 
 async def test_processes_on_one_redis_share_a_bucket(shared: tuple[Client, Client]) -> None:
