@@ -25,6 +25,7 @@ from creditline.settings import Settings
 from models.tables import TokenKind
 from models.tokens import create_token
 from tests.conftest import REQUIRE_SERVICES, Backend
+from tests.support.asgi import graphql_websocket_scope
 
 REDIS_URL = os.environ.get("CREDITLINE_TEST_REDIS_URL", "")
 QUERY = {"query": "{ __typename }"}
@@ -203,20 +204,7 @@ async def websocket_handshake(app: Any, address: str, extensions: bool = True) -
         sent.append(dict(message))
         decided.set()
 
-    scope = {
-        "type": "websocket",
-        "path": "/graphql",
-        "raw_path": b"/graphql",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"sec-websocket-protocol", b"graphql-transport-ws")],
-        "subprotocols": ["graphql-transport-ws"],
-        "client": (address, 4001),
-        "server": ("127.0.0.1", 80),
-        "scheme": "ws",
-        "state": {},
-        "extensions": {"websocket.http.response": {}} if extensions else {},
-    }
+    scope = graphql_websocket_scope((address, 4001), {"websocket.http.response": {}} if extensions else {})
     task = asyncio.create_task(app(scope, incoming.get, send))
     await asyncio.wait_for(decided.wait(), 5)
     await incoming.put({"type": "websocket.disconnect", "code": 1000})
@@ -265,20 +253,7 @@ class Operations:
         await self.incoming.put({"type": "websocket.receive", "text": json.dumps(message)})
 
     async def open(self, token: str) -> None:
-        scope = {
-            "type": "websocket",
-            "path": "/graphql",
-            "raw_path": b"/graphql",
-            "root_path": "",
-            "query_string": b"",
-            "headers": [(b"sec-websocket-protocol", b"graphql-transport-ws")],
-            "subprotocols": ["graphql-transport-ws"],
-            "client": (self.address, 4002),
-            "server": ("127.0.0.1", 80),
-            "scheme": "ws",
-            "state": {},
-            "extensions": {},
-        }
+        scope = graphql_websocket_scope((self.address, 4002), {})
         await self.incoming.put({"type": "websocket.connect"})
         self.task = asyncio.create_task(self.app(scope, self.incoming.get, self._send))
         assert (await asyncio.wait_for(self.sent.get(), 5))["type"] == "websocket.accept"

@@ -29,6 +29,7 @@ from creditline.app import create_app
 from creditline.serving import FILE_RESERVE, connection_cap
 from creditline.settings import Settings
 from tests.conftest import Backend
+from tests.support.asgi import graphql_websocket_scope
 
 LIMIT = 64 << 10
 CHUNK = 16 << 10
@@ -192,19 +193,7 @@ async def test_a_websocket_message_over_the_limit_closes_the_connection_1009() -
 
     await incoming.put({"type": "websocket.connect"})
     await incoming.put({"type": "websocket.receive", "text": json.dumps({"type": "connection_init", "x": "é" * 600})})
-    scope = {
-        "type": "websocket",
-        "path": "/graphql",
-        "raw_path": b"/graphql",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"sec-websocket-protocol", b"graphql-transport-ws")],
-        "subprotocols": ["graphql-transport-ws"],
-        "client": ("127.0.0.1", 5001),
-        "server": ("127.0.0.1", 80),
-        "scheme": "ws",
-        "state": {},
-    }
+    scope = graphql_websocket_scope(("127.0.0.1", 5001))
     task = asyncio.create_task(app(scope, incoming.get, send))
     await asyncio.wait_for(closed.wait(), 5)
     await incoming.put({"type": "websocket.disconnect", "code": 1009})
