@@ -29,7 +29,7 @@ from creditline.jobs import run_sweeper
 from creditline.logs import RequestLogMiddleware
 from creditline.rate_limit import RateLimiter, RateLimitMiddleware, limiter_for, refuse_websocket
 from creditline.settings import Settings
-from creditline.webhooks import stripe_webhook
+from creditline.stripe_webhook_endpoint import stripe_webhook
 from gateway.registry import gateway_for
 from models.plans import PlanCatalog
 from models.rate_card import RateCard

@@ -1,0 +1,1 @@
+"""Domain services between the API and the ledger: payments, subscriptions, webhook event handling."""
