@@ -31,8 +31,7 @@ async def reconcile_pending(services: Services, older_than: timedelta = timedelt
     completion acts only on a PENDING row under the account lock, so nothing completes twice."""
     from tortoise import connections
 
-    from creditline.webhooks import handling
-    from gateway import webhooks
+    from billing import webhook_events
     from gateway.base import GatewayError, GatewayUnavailable, HostedGateway
     from models.sql import job_lock
     from models.tables import Transaction, TransactionStatus, TransactionType
@@ -73,7 +72,7 @@ async def reconcile_pending(services: Services, older_than: timedelta = timedelt
                     await charge_pending(services, txn)
             except (GatewayError, GatewayUnavailable) as exc:
                 log.warning("transaction %s stays pending: %s", txn.id, exc)
-        _, changes = await webhooks.retry_unprocessed(handling(services))
+        _, changes = await webhook_events.retry_unprocessed(webhook_events.context_for(services))
         services.bus.publish(changes)
     return len(pending)
 

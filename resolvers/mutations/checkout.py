@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 from strawberry.types import Info
 from tortoise import connections
 
+from billing.customers import customer_for
 from gateway.base import (
     CHECKOUT_FAILURES,
     CheckoutState,
@@ -22,7 +23,6 @@ from gateway.base import (
     PaymentCheckout,
     PaymentRefused,
 )
-from gateway.customers import customer_for
 from models import payments
 from models.credits import format_credits
 from models.ledger import IdempotencyConflictError, IdempotencyKey

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from strawberry.types import Info
 
+from billing.customers import customer_for
 from gateway.base import GatewayError, GatewayUnavailable, HostedGateway
-from gateway.customers import customer_for
 from models.tables import CreditAccount as CreditAccountRow
 from resolvers.context import Context
 from resolvers.mutations.checkout import return_url

@@ -1,5 +1,5 @@
 """Subscriptions on a hosted gateway (stripe): paid on a subscription-mode Checkout page, billed and renewed by
-the processor, whose events move ours (gateway/stripe_subscriptions.py).
+the processor, whose events move ours (billing/subscription_events.py).
 
 The Checkout page is opened outside any database transaction, after the INCOMPLETE subscription and its
 PENDING first payment are committed, with the idempotency key ``creditline-transaction-<id>``: a replay of
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from tortoise import connections
 
+from billing.customers import customer_for
+from billing.subscription_events import billed_period, plan_for_price, processor_state
 from gateway.base import (
     CHECKOUT_FAILURES,
     CheckoutState,
@@ -22,9 +24,7 @@ from gateway.base import (
     PaymentRefused,
     SubscriptionCheckout,
 )
-from gateway.customers import customer_for
-from gateway.stripe_subscriptions import plan_for_price
-from models import subscriptions
+from models import hosted_subscriptions, subscriptions
 from models.plans import PlanSpec
 from models.sql import Sql
 from models.tables import Subscription as SubscriptionRow
@@ -107,10 +107,12 @@ async def settle_subscription_checkout(
         assert txn.subscription_id is not None
         invoice = await gateway.first_invoice(outcome.subscription)
         if invoice is None:
-            await subscriptions.link(txn.subscription_id, outcome.subscription)
+            await hosted_subscriptions.link(txn.subscription_id, outcome.subscription)
         else:
             plan = plan_for_price(services.plans, invoice.price)
-            changes = await subscriptions.record_invoice_paid(txn.subscription_id, invoice, plan, services.plans, now)
+            changes = await hosted_subscriptions.record_invoice_paid(
+                txn.subscription_id, billed_period(invoice), plan, services.plans, now
+            )
             services.bus.publish(changes)
     return await TransactionRow.get(id=txn.id)
 
@@ -131,7 +133,7 @@ async def _recorded(
         )
     if isinstance(change, Exception):
         return PaymentUnavailable(message=str(change))
-    await subscriptions.sync(live.id, change, services.plans, services.clock.now())
+    await hosted_subscriptions.sync(live.id, processor_state(services.plans, change), services.clock.now())
     return SubscriptionSuccess(subscription=Subscription.of(await SubscriptionRow.get(id=live.id)))
 
 
@@ -152,7 +154,7 @@ async def cancel(
         except (GatewayError, GatewayUnavailable) as exc:
             return PaymentUnavailable(message=str(exc))
         try:
-            changed = await subscriptions.cancel_unpaid(live, services.clock.now())
+            changed = await hosted_subscriptions.cancel_unpaid(live, services.clock.now())
         except subscriptions.SubscriptionStateError as exc:  # paid meanwhile
             return SubscriptionNotChangeable(message=str(exc), subscription=Subscription.of(live))
         return SubscriptionSuccess(subscription=Subscription.of(changed))

@@ -5,8 +5,8 @@ from collections.abc import Awaitable, Callable
 
 from strawberry.types import Info
 
+from billing.customers import customer_for
 from gateway.base import GatewayError, GatewayUnavailable, HostedGateway, InvalidPaymentToken
-from gateway.customers import customer_for
 from models import payments, subscriptions
 from models.credits import MICRO
 from models.ledger import BalanceChange, IdempotencyConflictError, IdempotencyKey
