@@ -334,24 +334,3 @@ def invoice_from(obj: dict[str, Any]) -> HostedInvoice | None:
         attempt_count=_count(obj.get("attempt_count"), MAX_ATTEMPTS),
         next_payment_attempt=_stamp(obj.get("next_payment_attempt")),
     )
-    if subscription is None or line is None:
-        return None
-    period = line.get("period") or {}
-    start, end = _stamp(period.get("start")), _stamp(period.get("end"))
-    if start is None or end is None:
-        return None
-    status = str(obj.get("status", ""))
-    return HostedInvoice(
-        reference=str(obj["id"]),
-        subscription=subscription,
-        ours=ours_in(details.get("metadata")),
-        billing_reason=str(obj.get("billing_reason") or ""),
-        status=status,
-        amount=int(obj.get("amount_paid" if status == "paid" else "amount_due") or 0),
-        currency=str(obj.get("currency", "")).upper(),
-        price=_id(((line.get("pricing") or {}).get("price_details") or {}).get("price")),
-        period_start=start,
-        period_end=end,
-        attempt_count=int(obj.get("attempt_count") or 0),
-        next_payment_attempt=_stamp(obj.get("next_payment_attempt")),
-    )
