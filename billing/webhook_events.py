@@ -28,8 +28,7 @@ from tortoise import connections
 
 from billing import checkout_events, subscription_events
 from billing.webhook_handler import Changes, Handler, HandlerTable, WebhookContext
-from gateway.base import GatewayEvent
-from gateway.stripe_events import MalformedEvent
+from gateway.base import GatewayEvent, MalformedEvent
 from models.sql import Sql, as_datetime
 from resolvers.context import Services
 from resolvers.mutations.payments import subscription_billing

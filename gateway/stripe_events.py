@@ -9,14 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from gateway.base import GatewayEvent, HostedInvoice, HostedSubscription
+from gateway.base import GatewayEvent, HostedInvoice, HostedSubscription, MalformedEvent
 from gateway.stripe import invoice_from, subscription_from
 
 T = TypeVar("T")
-
-
-class MalformedEvent(Exception):
-    """A verified event that its handler cannot read: a field missing, or of another type than Stripe's."""
 
 
 def parsed(parse: Callable[[dict[str, Any]], T], obj: dict[str, Any]) -> T:
