@@ -1,4 +1,5 @@
-"""Auto top-up (DESIGN 5): configuration, the top-up a spend queues, claiming it, and recording its outcome.
+"""Auto top-up (see docs/rules.md, "Auto top-up queueing"): configuration, the top-up a spend queues,
+claiming it, and recording its outcome.
 
 - A spend (or hold) that leaves the available balance below the threshold queues one PENDING AUTO_TOP_UP
   transaction in its own database transaction and points ``auto_top_ups.pending_transaction`` at it, so
@@ -23,21 +24,30 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from tortoise import connections
 from tortoise.transactions import in_transaction
 
-from models import ledger
 from models.balance import Balance
 from models.credits import MICRO, format_credits
-from models.payments import Price
+from models.ledger.errors import LedgerError
+from models.ledger.locking import lock_account
+from models.ledger.lots import balance_locked
+from models.money import Price
 from models.sql import Sql, as_datetime
 from models.tables import AutoTopUp, Transaction, TransactionStatus
 
 MAX_DECLINES = 3
 """Declined payments in a row after which auto top-up switches itself off."""
+
+
 RETRY_AFTER = (timedelta(hours=1), timedelta(hours=6))
 """How long to wait after the first and the second decline in a row before trying again."""
+
+
 CLAIM_LEASE = timedelta(minutes=5)
 """How long a worker owns a claimed top-up; past it, the sweep may take it over (the worker died)."""
+
+
 CLAIM_BATCH = 100
 
 
@@ -61,7 +71,7 @@ class Config:
     payment_method_id: int | None
 
 
-class CardUnavailableError(ledger.LedgerError):
+class CardUnavailableError(LedgerError):
     """The card is not (or no longer) saved on the account."""
 
     def __init__(self) -> None:
@@ -90,8 +100,6 @@ def smallest_top_up(amount: int | None, target: int | None, threshold: int) -> i
     """The least one top-up can buy: it starts only below the threshold."""
     return top_up_size(amount, target, threshold)
 
-
-# ------------------------------------------------------------------------------------------ queueing
 
 _CONFIG = (
     "SELECT t.enabled, t.threshold, t.amount, t.target, t.monthly_cap, t.payment_method_id,"
@@ -151,6 +159,22 @@ async def queue_locked(sql: Sql, account_id: int, available: int, terms: Terms, 
     return transaction_id
 
 
+async def _queue_auto_top_up(
+    sql: Sql, account: dict[str, Any], after: Balance, terms: Terms | None, now: datetime
+) -> int | None:
+    """Queue an auto top-up when this change left the available balance below the account's threshold.
+    The columns the lock read decide; only then does it cost more statements."""
+    threshold = account.get("atu_threshold")
+    if terms is None or threshold is None or after.available >= int(threshold):
+        return None
+    if not account["atu_enabled"] or account["atu_pending"] is not None:
+        return None
+    next_attempt_at = as_datetime(account["atu_next"])
+    if next_attempt_at is not None and next_attempt_at > now:
+        return None  # backing off after a decline, or a worker holds it
+    return await queue_locked(sql, int(account["id"]), after.available, terms, now)
+
+
 async def configure(account_id: int, config: Config, *, terms: Terms, now: datetime) -> int | None:
     """Save an account's configuration; if the balance is below the threshold already, queue a top-up.
 
@@ -158,7 +182,7 @@ async def configure(account_id: int, config: Config, *, terms: Terms, now: datet
     the id of a queued transaction. Raises ``CardUnavailableError`` if the card was removed meanwhile."""
     async with in_transaction() as conn:
         sql = Sql(conn)
-        account = await ledger.lock_account(sql, account_id)  # the card cannot be removed under us
+        account = await lock_account(sql, account_id)  # the card cannot be removed under us
         card = (
             None
             if config.payment_method_id is None
@@ -196,11 +220,8 @@ async def configure(account_id: int, config: Config, *, terms: Terms, now: datet
             in_back_off = next_at is not None and next_at > now
         if not config.enabled or in_back_off:
             return None
-        balance = await ledger.balance_locked(sql, account, now)
+        balance = await balance_locked(sql, account, now)
         return await queue_locked(sql, account_id, balance.available, terms, now)
-
-
-# ------------------------------------------------------------------------------------------ the worker
 
 
 async def claim(transaction_id: int, now: datetime) -> bool:
@@ -247,8 +268,8 @@ async def retry_locked(account_id: int, terms: Terms, now: datetime) -> int | No
     nothing is due, and the next spend below the threshold queues one."""
     async with in_transaction() as conn:
         sql = Sql(conn)
-        account = await ledger.lock_account(sql, account_id)
-        balance = await ledger.balance_locked(sql, account, now)
+        account = await lock_account(sql, account_id)
+        balance = await balance_locked(sql, account, now)
         queued = await queue_locked(sql, account_id, balance.available, terms, now)
         if queued is None:
             await sql.execute(
@@ -265,7 +286,7 @@ async def settle(transaction_id: int, now: datetime) -> None:
     account_id = (await Transaction.get(id=transaction_id)).account_id
     async with in_transaction() as conn:
         sql = Sql(conn)
-        await ledger.lock_account(sql, account_id)
+        await lock_account(sql, account_id)
         row = await sql.fetchrow(
             "SELECT t.declines, x.status, x.failure_reason FROM auto_top_ups t"
             " JOIN transactions x ON x.id = t.pending_transaction_id"
@@ -308,9 +329,6 @@ async def settle(transaction_id: int, now: datetime) -> None:
         )
 
 
-# ------------------------------------------------------------------------------------------ reading
-
-
 @dataclass(frozen=True, slots=True)
 class State:
     """An auto top-up as its owner sees it."""
@@ -323,8 +341,6 @@ class State:
 
 async def topped_up_this_month(account_id: int, now: datetime) -> int:
     """Credit bought by auto top-up since the start of this calendar month (UTC), pending included."""
-    from tortoise import connections
-
     row = await Sql(connections.get("default")).fetchrow(
         "SELECT COALESCE(SUM(credits), 0) AS total FROM transactions WHERE account_id = $1"
         " AND type = 'AUTO_TOP_UP' AND status <> 'FAILED' AND created_at >= $2",
