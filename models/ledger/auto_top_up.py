@@ -101,6 +101,8 @@ def smallest_top_up(amount: int | None, target: int | None, threshold: int) -> i
     return top_up_size(amount, target, threshold)
 
 
+# ------------------------------------------------------------------------------------------ queueing
+
 _CONFIG = (
     "SELECT t.enabled, t.threshold, t.amount, t.target, t.monthly_cap, t.payment_method_id,"
     " t.pending_transaction_id, pm.reference AS card_reference,"
@@ -224,6 +226,9 @@ async def configure(account_id: int, config: Config, *, terms: Terms, now: datet
         return await queue_locked(sql, account_id, balance.available, terms, now)
 
 
+# ------------------------------------------------------------------------------------------ the worker
+
+
 async def claim(transaction_id: int, now: datetime) -> bool:
     """Take a queued top-up for charging: true for exactly one caller until the lease runs out."""
     async with in_transaction() as conn:
@@ -327,6 +332,9 @@ async def settle(transaction_id: int, now: datetime) -> None:
             now,
             account_id,
         )
+
+
+# ------------------------------------------------------------------------------------------ reading
 
 
 @dataclass(frozen=True, slots=True)

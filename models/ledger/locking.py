@@ -38,8 +38,6 @@ AccountSelector = tuple[Literal["id", "user_id", "organization_id"], int]
 
 _ACCOUNT_COLUMNS = "a.id, a.balance, a.held, a.version"
 # What a spend needs to know whether it must queue an auto top-up, read in the round trip of the lock.
-
-
 _AUTO_TOP_UP_COLUMNS = (
     "t.enabled AS atu_enabled, t.threshold AS atu_threshold, t.pending_transaction_id AS atu_pending,"
     " t.next_attempt_at AS atu_next"
