@@ -24,7 +24,7 @@ its rollups, pool budgets), ``grants`` (grants, voids, new users), ``holds``, ``
 ``auto_top_up`` (the top-up a spend queues, and its configuration, claims and outcomes).
 """
 
-from models.ledger.audit import AuditFinding, audit
+from models.ledger.auditing import AuditFinding, audit
 from models.ledger.errors import (
     BalanceChange,
     BalanceLimitError,
@@ -47,8 +47,8 @@ from models.ledger.grants import MAX_BALANCE, create_user, grant, grant_locked, 
 from models.ledger.holds import capture_hold, hold, release_hold
 from models.ledger.locking import STORED_REFUSALS, AccountSelector, lock_account, store_refusal, stored_refusal
 from models.ledger.lots import account_state, allocate, balance_locked, read_balances
-from models.ledger.spend import ROLL_UP_USAGE, PoolBudget, spend
-from models.ledger.sweep import sweep
+from models.ledger.spending import ROLL_UP_USAGE, PoolBudget, spend
+from models.ledger.sweeping import sweep
 
 __all__ = [
     "MAX_BALANCE",

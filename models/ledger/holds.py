@@ -35,7 +35,7 @@ from models.ledger.locking import (
     _store_response,
 )
 from models.ledger.lots import _held_now, _live_lots, _open, _take_from_lots
-from models.ledger.spend import _count_pool_spend, _insert_usage, _refusal, _usage
+from models.ledger.spending import _count_pool_spend, _insert_usage, _refusal, _usage
 from models.sql import Sql, as_datetime
 from models.tables import HoldStatus, LedgerEntryType
 
