@@ -19,8 +19,8 @@ Rules (see docs/rules.md, "Spend order", "Refusal whole" and "Idempotency"):
 
 The package, by family (callers use the names below, ``from models import ledger; ledger.spend(...)``):
 ``errors`` (refusals and results), ``locking`` (the account lock, idempotency records, stored refusals),
-``lots`` (live lots, the spend order, balances), ``entries`` (ledger rows), ``spend`` (spends, usage and
-its rollups, pool budgets), ``grants`` (grants, voids, new users), ``holds``, ``sweep``, ``audit``, and
+``lots`` (live lots, the spend order, balances), ``entries`` (ledger rows), ``spending`` (spends, usage and
+its rollups, pool budgets), ``grants`` (grants, voids, new users), ``holds``, ``sweeping``, ``auditing``, and
 ``auto_top_up`` (the top-up a spend queues, and its configuration, claims and outcomes).
 """
 
