@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,8 +17,9 @@ from tortoise.transactions import in_transaction
 
 from gateway.base import Card
 from models import ledger
-from models.credits import MICRO, format_credits
+from models.credits import format_credits
 from models.ledger import BalanceChange, IdempotencyConflictError, IdempotencyKey, LedgerError
+from models.money import Price as Price  # re-exported: callers name the price of credit from here
 from models.sql import Sql
 from models.tables import (
     LIVE_SUBSCRIPTION,
@@ -32,18 +32,6 @@ from models.tables import (
     TransactionStatus,
     TransactionType,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Price:
-    """What credit costs: ``minor_per_100`` minor units of ``currency`` buy 100 credits."""
-
-    currency: str
-    minor_per_100: int
-
-    def of(self, credits: int) -> int:
-        """The price of ``credits`` micro-credits in minor units, rounded up."""
-        return -(-credits * self.minor_per_100 // (100 * MICRO))
 
 
 def invoice_number(number: int) -> str:
