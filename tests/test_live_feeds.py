@@ -165,7 +165,7 @@ async def test_protocol_guards(live: Live) -> None:
         await ws.close()
 
 
-async def test_a_revoked_token_ends_its_subscriptions_and_no_other(live: Live) -> None:
+async def test_a_revoked_token_ends_its_live_subscriptions_and_no_other(live: Live) -> None:
     ada_id, ada_token = await live.api.user("ada@example.com", bonus=10)
     bob_id, bob_token = await live.api.user("bob@example.com", bonus=10)
     service = await live.api.service()
