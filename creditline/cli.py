@@ -1,4 +1,4 @@
-"""The ``creditline`` command (DESIGN 10)."""
+"""The ``creditline`` command (README, Command line)."""
 
 from __future__ import annotations
 

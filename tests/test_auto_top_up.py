@@ -1,5 +1,6 @@
-"""Auto top-up on the sandbox gateway (DESIGN 5): configuring it, the top-up a spend queues, the worker that
-charges it, declines and their back-off, the monthly cap, access, and the card it uses."""
+"""Auto top-up on the sandbox gateway (docs/rules.md, Auto top-up queueing): configuring it, the top-up a
+spend queues, the worker that charges it, declines and their back-off, the monthly cap, access, and the card
+it uses."""
 
 from __future__ import annotations
 

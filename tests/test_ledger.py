@@ -1,4 +1,5 @@
-"""The ledger's rules (DESIGN 3-4), exercised directly on both databases."""
+"""The ledger's rules (docs/rules.md: Spend order, Refusal whole, Expiry at the instant, Holds, Idempotency,
+Audit invariant), exercised directly on both databases."""
 
 from __future__ import annotations
 
