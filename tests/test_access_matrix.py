@@ -1,9 +1,10 @@
-"""Who may do what (DESIGN 7-8), as a table: query fields and mutations, run as each kind of caller.
+"""Who may do what (docs/rules.md, Roles and Who may see what), as a table: query fields and mutations, run
+as each kind of caller.
 
 Acme has an OWNER, a BILLING member and a plain MEMBER, a shared credit pool (enabled by its owner with
 ``enableCreditPool``) and a monthly budget for the member. The outsider has no role in Acme but owns
 another organization, Globex, whose data no request about Acme may ever show. Each cell of ``MATRIX`` is
-what DESIGN 7-8 say the caller gets:
+what those rules say the caller gets:
 
 - ``OK``: the data (checked exactly);
 - ``NULL``: ``null``, as for something that does not exist (a ``node`` lookup, or a field under one);
@@ -742,7 +743,7 @@ OPERATIONS: dict[str, Operation] = {
     ),
 }
 
-# What DESIGN 7-8 say each caller gets (columns in the order of PRINCIPALS).
+# What the rules say each caller gets (columns in the order of PRINCIPALS).
 #                                    owner     billing    member     outsider service    admin      anonymous
 MATRIX: dict[str, tuple[str, ...]] = {
     "me":                           (OK,       OK,        OK,        OK,      FORBIDDEN, FORBIDDEN, UNAUTH),

@@ -1,4 +1,5 @@
-"""Who may do what (DESIGN 8), and the HTTP-level protections of /graphql, as a client sees them."""
+"""Who may do what (docs/rules.md, Who may see what), and the HTTP-level protections of /graphql, as a client
+sees them."""
 
 from __future__ import annotations
 
@@ -330,7 +331,7 @@ BOB_NODES: dict[str, dict[str, Any]] = {
 
 
 async def read_node(world: World, node_id: str, token: str) -> Any:
-    """``node`` as a Relay client asks for it: the global ID as an ``ID!`` variable (DESIGN 9)."""
+    """``node`` as a Relay client asks for it: the global ID as an ``ID!`` variable."""
     return await world.post(f"query Node($id: ID!) {{ node(id: $id) {{ {NODE_FIELDS} }} }}", {"id": node_id}, token)
 
 
@@ -434,7 +435,7 @@ async def test_a_post_that_is_not_json_is_refused(world: World, content_type: st
 @pytest.mark.parametrize("method", ["POST", "GET"])
 @pytest.mark.parametrize("authenticated", [True, False], ids=["with-token", "without-token"])
 async def test_a_subscription_sent_over_http_is_refused_clearly(world: World, method: str, authenticated: bool) -> None:
-    """Subscriptions are served over websockets (DESIGN 8, 9); over HTTP the client must be told so."""
+    """GraphQL subscriptions are served over websockets only; over HTTP the client must be told so."""
     query = "subscription Watch { balanceChanged { version reason } }"
     headers = bearer(world.ada) if authenticated else {}
 

@@ -1,5 +1,6 @@
-"""Auto top-up on the sandbox gateway (DESIGN 5): configuring it, the top-up a spend queues, the worker that
-charges it, declines and their back-off, the monthly cap, access, and the card it uses."""
+"""Auto top-up on the sandbox gateway (docs/rules.md, Auto top-up queueing): configuring it, the top-up a
+spend queues, the worker that charges it, declines and their back-off, the monthly cap, access, and the card
+it uses."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from models.tables import (
     PaymentMethod,
     Transaction,
 )
-from resolvers.mutations.payments import PAYING_NEEDS_ROLE
+from resolvers.mutations.payments import PAYING_NEEDS_ROLE, charge_pending
 from tests.conftest import T0
 from tests.helpers import SPEND, Api, ScriptedGateway, gid
 
@@ -341,8 +342,6 @@ async def test_the_sweep_charges_a_top_up_whose_worker_died_once_its_claim_runs_
 
 
 async def test_a_crash_between_the_charge_and_the_settling_charges_nothing_twice(api: Api) -> None:
-    from resolvers.mutations.payments import charge_pending
-
     shop = await make_shop(api)
     await shop.configure()
     services = api.app.state.services

@@ -14,9 +14,10 @@ import pytest
 from creditline.app import create_app
 from creditline.jobs import renew_subscriptions
 from creditline.settings import Settings
+from models import organizations, subscriptions
 from models.plans import PlanCatalog
-from models.tables import CreditLot, Invoice, Subscription, Transaction
-from resolvers.mutations.payments import PAYING_NEEDS_ROLE
+from models.tables import CreditLot, Invoice, MemberRole, Subscription, Transaction
+from resolvers.mutations.payments import PAYING_NEEDS_ROLE, subscription_billing
 from tests.conftest import T0
 from tests.helpers import Api, ScriptedGateway, gid
 
@@ -362,9 +363,6 @@ async def test_concurrent_subscribes_make_one_subscription(api: Api) -> None:
 
 
 async def test_billing_members_subscribe_their_pool_and_plain_members_may_not(api: Api) -> None:
-    from models import organizations
-    from models.tables import MemberRole
-
     owner_id, owner = await api.user("owner@acme.example", bonus=0)
     member_id, member = await api.user("member@acme.example", bonus=0)
     org = await organizations.create("Acme", owner_id, api.clock.now())
@@ -521,9 +519,6 @@ def test_periods_end_on_the_same_day_or_the_last_day_of_a_shorter_month() -> Non
 
 
 async def test_renewals_are_written_in_batches_until_none_is_due(api: Api) -> None:
-    from models import subscriptions
-    from resolvers.mutations.payments import subscription_billing
-
     for n in range(3):
         user = await customer(api, email=f"user{n}@example.com")
         await api.data(SUBSCRIBE, subscribe_input(), user)

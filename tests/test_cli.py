@@ -1,4 +1,4 @@
-"""The command line (DESIGN 10) on a SQLite file, with a real uvicorn server for the end-to-end check."""
+"""The command line (README, Command line) on a SQLite file, with a real uvicorn server for the end-to-end check."""
 
 from __future__ import annotations
 

@@ -11,12 +11,14 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from tortoise import connections
 
 from creditline.clock import Clock
 from creditline.jobs import reconcile_pending
 from creditline.settings import Settings
 from gateway.base import PaymentCheckout
 from models.ledger import BalanceChange
+from models.sql import job_lock
 from models.tables import CreditLot, GatewayCustomer, Invoice, Transaction, WebhookEvent
 from resolvers.mutations.payments import PAYING_NEEDS_ROLE
 from tests.conftest import Backend
@@ -421,10 +423,6 @@ async def test_without_keys_the_server_starts_answers_billing_config_and_refuses
 
 
 async def test_reconcile_runs_in_one_process_at_a_time(api: Api, db: Backend, stripe_standin: StripeStandIn) -> None:
-    from tortoise import connections
-
-    from models.sql import job_lock
-
     _, token = await api.user("ada@example.com", bonus=0)
     await api.data(TOP_UP, top_up("50", "t1"), token)
     stripe_standin.pay("cs_test0001")

@@ -1,4 +1,5 @@
-"""The ledger's rules (DESIGN 3-4), exercised directly on both databases."""
+"""The ledger's rules (docs/rules.md: Spend order, Refusal whole, Expiry at the instant, Holds, Idempotency,
+Audit invariant), exercised directly on both databases."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 from datetime import timedelta
 
 import pytest
+from tortoise import connections
 
 from models import ledger
 from models.balance import Balance
@@ -228,7 +230,6 @@ async def test_release_and_timeout_give_the_hold_back(db: Backend) -> None:
 
 async def test_audit_finds_drift(db: Backend) -> None:
     _user_id, account_id = await new_user(bonus=10 * MICRO)
-    from tortoise import connections
 
     await connections.get("default").execute_query(
         "UPDATE credit_accounts SET balance = balance + 1 WHERE id = $1"

@@ -1,4 +1,5 @@
-"""Property tests: any set of lots and any sequence of spends allocate exactly as DESIGN 3 says."""
+"""Property tests: any set of lots and any sequence of spends allocate exactly as the spend order says
+(docs/rules.md, Spend order)."""
 
 from __future__ import annotations
 

@@ -212,7 +212,7 @@ async def test_a_lost_change_message_is_caught_by_the_periodic_check(
 
 
 @pytest.mark.parametrize("change", ["removed", "demoted"])
-async def test_a_change_on_another_process_ends_the_subscriptions_here(
+async def test_a_change_on_another_process_ends_the_live_subscriptions_here(
     db: Backend, clock: Clock, settings: Settings, change: str
 ) -> None:
     if db.name != "postgres":

@@ -1,4 +1,5 @@
-"""Organizations, roles, invitations, the shared credit pool and per-member budgets (DESIGN 7)."""
+"""Organizations, roles, invitations, the shared credit pool and per-member budgets (docs/rules.md, Roles,
+Shared pool and Budgets)."""
 
 from __future__ import annotations
 

@@ -10,8 +10,12 @@ import httpx
 import pytest
 
 from creditline.app import create_app
+from creditline.jobs import reconcile_pending
 from creditline.settings import Settings
-from models.tables import CreditLot, Invoice, Transaction
+from models.ledger import BalanceChange, IdempotencyKey
+from models.organizations import enable_pool
+from models.payments import Price, start_top_up
+from models.tables import CreditAccount, CreditLot, Invoice, Membership, Organization, Transaction, TransactionType
 from resolvers.mutations.payments import PAYING_NEEDS_ROLE
 from tests.helpers import BALANCE, Api, gid
 
@@ -285,10 +289,6 @@ async def test_default_card_and_removal(api: Api) -> None:
 
 
 async def test_billing_members_top_up_the_organization_pool_plain_members_cannot(api: Api) -> None:
-    from models.ledger import BalanceChange
-    from models.organizations import enable_pool
-    from models.tables import Membership, Organization
-
     billing_id, billing = await api.user("billing@example.com", bonus=0)
     member_id, member = await api.user("member@example.com", bonus=0)
     org = await Organization.create(name="Acme", created_at=api.clock.now())
@@ -319,13 +319,6 @@ async def test_billing_members_top_up_the_organization_pool_plain_members_cannot
 
 
 async def test_a_top_up_left_pending_by_a_crash_is_reconciled_exactly_once(api: Api) -> None:
-    from datetime import timedelta
-
-    from creditline.jobs import reconcile_pending
-    from models.ledger import IdempotencyKey
-    from models.payments import Price, start_top_up
-    from models.tables import CreditAccount, TransactionType
-
     user_id, token = await api.user("ada@example.com", bonus=0)
     account = await CreditAccount.get(user_id=user_id)
     # The process wrote the PENDING transaction and died before (or after) charging.

@@ -1,4 +1,4 @@
-"""Holds on an organization's pool under the member's monthly budget (DESIGN 7).
+"""Holds on an organization's pool under the member's monthly budget (docs/rules.md, Budgets).
 
 An active hold counts against the member's budget while it is active; its capture counts as spent (in the
 month of the capture); a release or a timeout gives the rest back. A hold or a spend that would take

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from models.ledger import BalanceChange
-from models.tables import LedgerEntry, Refund
+from models.tables import LedgerEntry, Refund, Transaction
 from tests.helpers import SPEND, Api, gid
 
 TOP_UP = """mutation($input: TopUpInput!) { topUp(input: $input) { __typename
@@ -114,8 +114,6 @@ async def test_credit_already_spent_or_held_is_not_voided(api: Api) -> None:
 
 
 async def test_a_refund_the_gateway_refuses_keeps_the_credit(api: Api) -> None:
-    from models.tables import Transaction
-
     _, user, txn = await paid_customer(api)
     await Transaction.filter(id=1).update(gateway_reference="ch_unknown")
     admin = await api.admin()

@@ -17,6 +17,7 @@ from creditline.graphql import GraphQLEndpoint
 from creditline.settings import Settings
 from models.balance import Balance
 from models.ledger import BalanceChange
+from models.organizations import enable_pool
 from models.tables import ApiToken, Membership, Organization
 from models.tokens import Principal, revoke_token
 from resolvers.context import Context
@@ -165,7 +166,7 @@ async def test_protocol_guards(live: Live) -> None:
         await ws.close()
 
 
-async def test_a_revoked_token_ends_its_subscriptions_and_no_other(live: Live) -> None:
+async def test_a_revoked_token_ends_its_live_subscriptions_and_no_other(live: Live) -> None:
     ada_id, ada_token = await live.api.user("ada@example.com", bonus=10)
     bob_id, bob_token = await live.api.user("bob@example.com", bonus=10)
     service = await live.api.service()
@@ -370,8 +371,6 @@ async def test_a_subscriber_too_slow_for_its_queue_is_closed_with_a_clear_code(l
 
 
 async def test_billing_members_watch_their_organizations_pool(live: Live) -> None:
-    from models.organizations import enable_pool
-
     now = live.api.clock.now()
     billing_id, billing_token = await live.api.user("billing@example.com", bonus=0)
     member_id, member_token = await live.api.user("member@example.com", bonus=0)

@@ -1,4 +1,5 @@
-"""Subscriptions: live balance changes and usage. Events are published only after their transaction commits.
+"""Live: the GraphQL subscriptions to balance changes and usage. Events are published only after their
+transaction commits.
 
 Each resolver checks who may watch what, subscribes on the bus, sends what comes first and then hands the
 subscription over to its websocket operation (creditline/live.py), which sends each later event through

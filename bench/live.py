@@ -57,7 +57,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from bench import fixtures
-from bench.config import ACTIVITY, AGENT_ID, SPEND_CREDITS, SubscriptionConfig
+from bench.config import ACTIVITY, AGENT_ID, SPEND_CREDITS, LiveConfig
 from bench.http_run import BenchError, Server, log_tail, server_process
 from bench.loop import arun
 from creditline.events import RedisBus, decode
@@ -154,7 +154,7 @@ class MemoryReading:
 
 
 @dataclass
-class SubscriptionResult:
+class LiveResult:
     subscribers: int
     spends: int
     rate: float
@@ -585,7 +585,7 @@ async def _phase(
     spend_to: Server,
     servers: dict[str, Server],
     seeded: fixtures.SeededSubscribers,
-    config: SubscriptionConfig,
+    config: LiveConfig,
     channel: str = "",
 ) -> tuple[MemoryReading, LatencyRun]:
     warm_index = 0
@@ -637,7 +637,7 @@ async def _phase(
         await close_all(subscribers)
 
 
-def _check_run(result: SubscriptionResult, run: LatencyRun) -> None:
+def _check_run(result: LiveResult, run: LatencyRun) -> None:
     if run.failed_spends:
         result.failures.append(
             f"{run.label}: {run.failed_spends} of {run.spends} spends failed; first: {run.first_failure}"
@@ -667,10 +667,10 @@ async def _redis_reachable(url: str) -> str:
     return ""
 
 
-def run_subscriptions(config: SubscriptionConfig, postgres_url: str) -> SubscriptionResult:
+def run_live(config: LiveConfig, postgres_url: str) -> LiveResult:
     """The whole subscription benchmark; never raises (what went wrong is in ``failures``)."""
-    result = SubscriptionResult(config.subscribers, config.spends, config.rate, load_before=_load())
-    print("\n[subscriptions]", flush=True)
+    result = LiveResult(config.subscribers, config.spends, config.rate, load_before=_load())
+    print("\n[live]", flush=True)
     try:
         # Each subscriber holds a socket here and one in the server; the server inherits the limit.
         raise_fd_limit(2 * config.subscribers + 512)
@@ -753,7 +753,7 @@ def _ms(values: list[float], *pcts: float) -> str:
     return " / ".join(f"{percentile(values, pct):.1f}" for pct in pcts)
 
 
-def report(result: SubscriptionResult) -> str:
+def report(result: LiveResult) -> str:
     """The section printed after the spend table."""
     head = (
         f"Subscriptions: {result.subscribers:,} balanceChanged subscribers (graphql-transport-ws, one websocket"

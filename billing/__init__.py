@@ -1,0 +1,1 @@
+"""Domain services: payments, checkout, subscriptions, auto top-up, reconcile, webhook events, invoices."""
