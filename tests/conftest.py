@@ -25,8 +25,8 @@ from creditline.app import create_app
 from creditline.clock import Clock
 from creditline.settings import Settings
 from models import ledger
-from tests.helpers import Api
-from tests.stripe_standin import StripeStandIn, running
+from tests.support.helpers import Api
+from tests.support.stripe_standin import StripeStandIn, running
 
 REQUIRE_SERVICES = os.environ.get("CREDITLINE_REQUIRE_SERVICES") == "1"
 POSTGRES_URL = os.environ.get("CREDITLINE_TEST_POSTGRES_URL", "")
@@ -143,7 +143,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def settings() -> Settings:
-    # Every test client comes from one address: rate limits (tests/test_rate_limit.py) would throttle the
+    # Every test client comes from one address: rate limits (tests/app/test_rate_limit.py) would throttle the
     # anonymous requests of fuzzing and loops, and a 429 would pass for a client error.
     return Settings(database_url="unused", token_cache_seconds=0, rate_limit=False)
 
@@ -158,6 +158,6 @@ async def api(db: Backend, clock: Clock, settings: Settings) -> AsyncIterator[Ap
 
 @pytest.fixture(scope="session")
 async def stripe_standin() -> AsyncIterator[StripeStandIn]:
-    """The local stand-in for Stripe's API (tests/stripe_standin.py), one server for the run."""
+    """The local stand-in for Stripe's API (tests/support/stripe_standin.py), one server for the run."""
     async with running() as standin:
         yield standin

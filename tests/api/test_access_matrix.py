@@ -56,7 +56,7 @@ from models.tables import (
 )
 from models.tokens import digest
 from tests.conftest import T0, Backend, reset
-from tests.helpers import Api, gid
+from tests.support.helpers import Api, gid
 
 PRINCIPALS = ("owner", "billing", "member", "outsider", "service", "admin", "anonymous")
 SCOPE_PRINCIPALS = ("balance-reader", "billing-reader")

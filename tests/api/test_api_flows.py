@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from tests.conftest import T0
-from tests.helpers import BALANCE, SPEND, Api, gid
+from tests.support.helpers import BALANCE, SPEND, Api, gid
 
 GRANT = """
 mutation Grant($input: GrantCreditsInput!) {

@@ -19,8 +19,8 @@ from creditline.settings import Settings
 from models import ledger
 from models.tables import ApiToken, Membership, Organization, TokenKind
 from models.tokens import create_token, digest, revoke_token
-from tests.helpers import Api, gid
-from tests.mutation_documents import STATE, document
+from tests.support.helpers import Api, gid
+from tests.support.mutation_documents import STATE, document
 
 # ---------------------------------------------------------------------------------------------- documents
 

@@ -32,7 +32,7 @@ from models.tables import (
 )
 from resolvers.mutations.payments import PAYING_NEEDS_ROLE
 from tests.conftest import T0
-from tests.helpers import SPEND, Api, ScriptedGateway, gid
+from tests.support.helpers import SPEND, Api, ScriptedGateway, gid
 
 FIELDS = """
 fragment AutoTopUpFields on AutoTopUp {

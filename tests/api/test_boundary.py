@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from models.tables import CreditLot, Membership, Organization
 from resolvers import boundary
-from tests.helpers import SPEND, Api, gid
-from tests.test_malformed_routes import row_counts
+from tests.app.test_malformed_routes import row_counts
+from tests.support.helpers import SPEND, Api, gid
 
 PROPERTIES = settings(
     derandomize=True, database=None, max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]

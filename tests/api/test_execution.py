@@ -17,7 +17,7 @@ from creditline.graphql import GraphQLEndpoint
 from models import ledger
 from models.credits import MICRO
 from models.tables import CreditAccount, CreditKind, LotSource
-from tests.helpers import Api, gid
+from tests.support.helpers import Api, gid
 
 Strict = NewType("Strict", int)
 

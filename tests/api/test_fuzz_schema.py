@@ -32,8 +32,8 @@ from creditline.graphql import schema_sdl
 from creditline.settings import Settings
 from models.tables import WebhookEvent
 from tests.conftest import Backend
-from tests.helpers import Api, gid
-from tests.stripe_standin import StripeStandIn, stripe_api
+from tests.support.helpers import Api, gid
+from tests.support.stripe_standin import StripeStandIn, stripe_api
 
 EXAMPLES_PER_OPERATION = 8
 EXAMPLES_FOR = {"Query.me": 120, "Query.node": 40}

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import SPEND
-from tests.test_boundary import DATETIME_RANGE, GRANT, SPEND_INPUT, World, post, without_locations
-from tests.test_boundary import world as world
+from tests.api.test_boundary import DATETIME_RANGE, GRANT, SPEND_INPUT, World, post, without_locations
+from tests.api.test_boundary import world as world
+from tests.support.helpers import SPEND
 
 CODE = {"code": "BAD_USER_INPUT"}
 LONG = "1" * 5000

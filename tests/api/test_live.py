@@ -21,8 +21,8 @@ from models.tables import ApiToken, Membership, Organization
 from models.tokens import Principal, revoke_token
 from resolvers.context import Context
 from tests.conftest import Backend
-from tests.helpers import SPEND, gid
-from tests.live import Live, connect, receive, serve
+from tests.support.helpers import SPEND, gid
+from tests.support.live import Live, connect, receive, serve
 
 WATCH = """
 subscription($id: ID) {

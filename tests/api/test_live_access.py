@@ -22,8 +22,8 @@ from models.ledger import BalanceChange
 from models.organizations import enable_pool
 from models.tables import Membership, Organization
 from tests.conftest import Backend
-from tests.helpers import SPEND, Api, gid
-from tests.live import Live, connect, post_graphql, reachable_redis, receive, serve, server_process
+from tests.support.helpers import SPEND, Api, gid
+from tests.support.live import Live, connect, post_graphql, reachable_redis, receive, serve, server_process
 
 POOL_WATCH = """
 subscription($id: ID) {

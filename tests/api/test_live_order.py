@@ -21,8 +21,8 @@ from creditline.settings import Settings
 from models.credits import MICRO
 from models.ledger import BalanceChange
 from tests.conftest import Backend
-from tests.helpers import SPEND, Api, gid
-from tests.live import Live, connect, post_graphql, reachable_redis, receive, serve, server_process
+from tests.support.helpers import SPEND, Api, gid
+from tests.support.live import Live, connect, post_graphql, reachable_redis, receive, serve, server_process
 
 WATCH = "subscription { balanceChanged { delta reason version balance { free paid held } } }"
 HOLD = """mutation($input: HoldCreditsInput!) { holdCredits(input: $input) {

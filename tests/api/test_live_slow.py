@@ -15,8 +15,8 @@ from typing import Any
 import websockets
 
 from tests.conftest import Backend
-from tests.helpers import SPEND, Api, gid
-from tests.live import PROTOCOL, post_graphql, server_process
+from tests.support.helpers import SPEND, Api, gid
+from tests.support.live import PROTOCOL, post_graphql, server_process
 
 # Fat events, so that the socket's buffers fill after a few spends: each carries the account's last 100
 # ledger entries.

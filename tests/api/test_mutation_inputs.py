@@ -3,7 +3,7 @@ value does not even parse, a top-level GraphQL error that names the problem), an
 
 The invitation mutations (issue 9, point 8) have theirs at the end of this file. The other mutations have theirs
 beside their flows: organizations (test_organizations), payments and cards
-(test_payments, test_gateway_*), subscriptions (test_billing_subscriptions), auto top-up (test_auto_top_up),
+(test_payments, test_gateway_*), subscriptions (test_subscriptions), auto top-up (test_auto_top_up),
 refunds (test_refunds)."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import pytest
 
 from creditline.jobs import sweep_once
 from models.tables import Invitation, InvitationStatus, Membership, Organization
-from tests.helpers import Api, gid
-from tests.mutation_documents import REFUSAL, SELECTIONS, STATE, document
+from tests.support.helpers import Api, gid
+from tests.support.mutation_documents import REFUSAL, SELECTIONS, STATE, document
 
 # ---------------------------------------------------------------------------------------------- documents
 

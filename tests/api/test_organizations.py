@@ -15,7 +15,7 @@ from models.credits import MICRO
 from models.tables import CreditAccount, Invitation, LedgerEntry, MemberRole, Membership
 from resolvers.ids import decode_id
 from tests.conftest import T0
-from tests.helpers import BALANCE, SPEND, Api, gid
+from tests.support.helpers import BALANCE, SPEND, Api, gid
 
 CREATE = """mutation($name: String!) { createOrganization(input: {name: $name}) {
   __typename ... on CreateOrganizationSuccess { organization { id name myRoles } } ... on Error { message } } }"""

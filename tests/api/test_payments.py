@@ -13,7 +13,7 @@ from creditline.app import create_app
 from creditline.settings import Settings
 from models.tables import CreditLot, Invoice, Transaction
 from resolvers.mutations.payments import PAYING_NEEDS_ROLE
-from tests.helpers import BALANCE, Api, gid
+from tests.support.helpers import BALANCE, Api, gid
 
 TOP_UP = """mutation($input: TopUpInput!) { topUp(input: $input) {
   __typename

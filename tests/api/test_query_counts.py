@@ -39,7 +39,7 @@ from models.tables import (
     User,
 )
 from tests.conftest import Backend
-from tests.helpers import Api, gid
+from tests.support.helpers import Api, gid
 
 SMALL, LARGE = 5, 100
 EXECUTION_METHODS = (

@@ -31,9 +31,9 @@ from creditline.query_limits import (
 )
 from creditline.settings import Settings
 from models.tables import Membership, Organization
-from tests.helpers import Api, gid
-from tests.live import connect, receive, serve
-from tests.test_query_counts import StatementCounter, counter, tables_read  # noqa: F401
+from tests.api.test_query_counts import StatementCounter, counter, tables_read  # noqa: F401
+from tests.support.helpers import Api, gid
+from tests.support.live import connect, receive, serve
 
 FAST = 0.5
 """Seconds a refused or answered hostile document may take: generous for a loaded machine (the exponential
@@ -400,7 +400,7 @@ async def test_a_query_at_the_cost_limit_is_answered_and_one_past_it_refused(api
 
 
 def test_every_readme_example_is_within_the_default_limits() -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     examples = re.findall(r"```graphql\n(.*?)```", readme, re.DOTALL)
     schema = build_schema(DEVELOPMENT)._schema
     limits = query_limits(Settings())

@@ -8,7 +8,7 @@ import pytest
 
 from models.ledger import BalanceChange
 from models.tables import LedgerEntry, Refund
-from tests.helpers import SPEND, Api, gid
+from tests.support.helpers import SPEND, Api, gid
 
 TOP_UP = """mutation($input: TopUpInput!) { topUp(input: $input) { __typename
   ... on TopUpSuccess { transaction { id } } ... on PaymentDeclined { transaction { id } } } }"""

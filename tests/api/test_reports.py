@@ -13,7 +13,7 @@ from models import ledger, reports
 from models.reports import Granularity, GroupBy
 from models.tables import CreditAccount, Membership, Organization, UsageEvent
 from tests.conftest import T0, Backend, reset
-from tests.helpers import Api, gid
+from tests.support.helpers import Api, gid
 
 ZONES = ["UTC", "Europe/Paris", "America/New_York", "Asia/Tokyo"]
 event_strategy = st.tuples(

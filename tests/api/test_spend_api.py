@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.helpers import BALANCE, SPEND, Api, gid
+from tests.support.helpers import BALANCE, SPEND, Api, gid
 
 
 def spend_input(user_id: int, credits: str, key: str, **extra: object) -> dict[str, object]:

@@ -18,7 +18,7 @@ from models.plans import PlanCatalog
 from models.tables import CreditLot, Invoice, Subscription, Transaction
 from resolvers.mutations.payments import PAYING_NEEDS_ROLE
 from tests.conftest import T0
-from tests.helpers import Api, ScriptedGateway, gid
+from tests.support.helpers import Api, ScriptedGateway, gid
 
 SUBSCRIPTION_FIELDS = """id status planId nextPlanId plan { id name } nextPlan { id }
   currentPeriodStart currentPeriodEnd cancelAtPeriodEnd canceledAt statusReason nextAttemptAt

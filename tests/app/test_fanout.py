@@ -23,8 +23,8 @@ from creditline.clock import Clock
 from creditline.events import RedisBus
 from creditline.settings import Settings
 from tests.conftest import REQUIRE_SERVICES, Backend
-from tests.helpers import SPEND, gid
-from tests.live import Live, connect, free_port, receive, serve
+from tests.support.helpers import SPEND, gid
+from tests.support.live import Live, connect, free_port, receive, serve
 
 REDIS_URL = os.environ.get("CREDITLINE_TEST_REDIS_URL", "")
 WATCH = "subscription { balanceChanged { delta reason version balance { total } } }"

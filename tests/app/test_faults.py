@@ -30,8 +30,8 @@ from creditline.settings import Settings
 from models.credits import MICRO, format_credits
 from models.tables import UsageEvent
 from tests.conftest import POSTGRES_URL, Backend
-from tests.helpers import SPEND, Api, gid
-from tests.live import PROTOCOL, serve
+from tests.support.helpers import SPEND, Api, gid
+from tests.support.live import PROTOCOL, serve
 from tests.support.proxied import APPLICATION_NAME, proxied_database
 from tests.support.tcp_proxy import TcpProxy
 

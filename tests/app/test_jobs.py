@@ -11,7 +11,7 @@ from models.credits import MICRO
 from models.ledger import BalanceChange
 from models.tables import LedgerEntry
 from resolvers.context import Services
-from tests.helpers import SPEND, Api, gid
+from tests.support.helpers import SPEND, Api, gid
 
 
 async def test_sweep_publishes_expiry_after_commit(api: Api) -> None:

@@ -16,7 +16,7 @@ import resolvers.queries
 from creditline.app import create_app
 from creditline.logs import JsonFormatter, RedactingFormatter, redact, scrub
 from creditline.settings import Settings
-from tests.helpers import Api
+from tests.support.helpers import Api
 
 HUGE = "a" * 1_000_000
 

@@ -15,10 +15,10 @@ from tortoise import connections
 
 from creditline.clock import Clock
 from creditline.settings import Settings
+from tests.api.test_payments import TOP_UP, top_up
 from tests.conftest import TABLES, Backend
-from tests.helpers import SPEND, Api, gid
-from tests.stripe_standin import WEBHOOK_SECRET, StripeStandIn, deliver, sign, stripe_api
-from tests.test_payments import TOP_UP, top_up
+from tests.support.helpers import SPEND, Api, gid
+from tests.support.stripe_standin import WEBHOOK_SECRET, StripeStandIn, deliver, sign, stripe_api
 
 
 async def row_counts() -> dict[str, int]:

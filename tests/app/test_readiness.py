@@ -16,9 +16,9 @@ from tortoise import connections
 from creditline.app import create_app
 from creditline.clock import Clock
 from creditline.settings import Settings
+from tests.app.test_startup import MIGRATIONS, closed_port
 from tests.conftest import REQUIRE_SERVICES, Backend
 from tests.support.proxied import proxied_database
-from tests.test_startup import MIGRATIONS, closed_port
 
 READY = {"status": "ready", "checks": {"database": "ok"}}
 

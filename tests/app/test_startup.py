@@ -31,7 +31,7 @@ NOT_RANDOM = (
     " of `python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
 )
 MIGRATIONS = sorted(
-    f"models.{path.stem}" for path in (Path(__file__).parent.parent / "models" / "migrations").glob("[0-9]*.py")
+    f"models.{path.stem}" for path in (Path(__file__).resolve().parents[2] / "models" / "migrations").glob("[0-9]*.py")
 )
 
 

@@ -11,11 +11,11 @@ import pytest
 from creditline.clock import Clock
 from creditline.settings import Settings
 from models.tables import LedgerEntry, Refund
+from tests.api.test_payments import ADD_CARD, TOP_UP, top_up
+from tests.api.test_refunds import REFUND, refund
 from tests.conftest import Backend
-from tests.helpers import BALANCE, Api, gid
-from tests.stripe_standin import StripeStandIn, deliver, stripe_api
-from tests.test_payments import ADD_CARD, TOP_UP, top_up
-from tests.test_refunds import REFUND, refund
+from tests.support.helpers import BALANCE, Api, gid
+from tests.support.stripe_standin import StripeStandIn, deliver, stripe_api
 
 FAILED = """mutation($input: RefundPaymentInput!) { refundPayment(input: $input) { __typename
   ... on RefundFailed { message reason refund { status amount { amount } credits failureReason } }

@@ -19,8 +19,8 @@ from models.plans import PlanCatalog, PlanSpec
 from models.tables import CreditLot, Invoice, Subscription, Transaction, WebhookEvent
 from resolvers.mutations.payments import PAYING_NEEDS_ROLE
 from tests.conftest import Backend
-from tests.helpers import Api, gid
-from tests.stripe_standin import StripeStandIn, deliver, stripe_api
+from tests.support.helpers import Api, gid
+from tests.support.stripe_standin import StripeStandIn, deliver, stripe_api
 
 PLANS = PlanCatalog(
     (
@@ -645,7 +645,7 @@ async def test_a_stripe_refusal_of_a_change_is_shown_and_changes_nothing(
 async def test_a_subscription_payment_is_refunded_through_the_payment_intent_that_paid_its_invoice(
     api: Api, stripe_standin: StripeStandIn
 ) -> None:
-    from tests.test_refunds import REFUND, refund
+    from tests.api.test_refunds import REFUND, refund
 
     token = await active(api, stripe_standin)
     admin = await api.admin()

@@ -19,9 +19,9 @@ import asyncpg
 from tortoise import connections
 
 from models.tables import CreditLot, Invoice, InvoiceSequence, Transaction
+from tests.api.test_payments import TOP_UP, top_up
 from tests.conftest import POSTGRES_URL, _skip_or_fail
-from tests.helpers import Api
-from tests.test_payments import TOP_UP, top_up
+from tests.support.helpers import Api
 
 FIRST = 12
 SEED: list[str] = importlib.import_module("models.migrations.0010_invoice_sequence_seed").SEED

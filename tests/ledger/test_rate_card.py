@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from models.rate_card import Rate, RateCard
-from tests.helpers import SPEND, Api, gid
+from tests.support.helpers import SPEND, Api, gid
 
 
 async def test_rate_card_query_and_a_priced_quantity(api: Api) -> None:

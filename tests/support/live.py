@@ -24,7 +24,7 @@ from websockets.asyncio.client import ClientConnection
 from creditline.app import create_app
 from creditline.clock import Clock
 from creditline.settings import Settings
-from tests.helpers import Api
+from tests.support.helpers import Api
 
 REQUIRE_SERVICES = os.environ.get("CREDITLINE_REQUIRE_SERVICES") == "1"
 

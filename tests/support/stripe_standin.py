@@ -36,8 +36,8 @@ from starlette.routing import Route
 from creditline.app import create_app
 from creditline.clock import Clock
 from creditline.settings import Settings
-from tests.helpers import Api
-from tests.live import free_port
+from tests.support.helpers import Api
+from tests.support.live import free_port
 
 API_KEY = "sk_test_creditline_standin"
 WEBHOOK_SECRET = "whsec_creditline_standin"
