@@ -55,7 +55,7 @@ from models.tables import (
     UsageEvent,
 )
 from models.tokens import digest
-from tests.conftest import T0, Backend, reset
+from tests.support.backends import T0, Backend, reset
 from tests.support.helpers import Api, gid
 
 PRINCIPALS = ("owner", "billing", "member", "outsider", "service", "admin", "anonymous")

@@ -6,7 +6,7 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
-from tests.conftest import T0
+from tests.support.backends import T0
 from tests.support.helpers import BALANCE, SPEND, Api, gid
 
 GRANT = """

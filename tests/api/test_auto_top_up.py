@@ -31,7 +31,7 @@ from models.tables import (
     Transaction,
 )
 from resolvers.mutations.payments import PAYING_NEEDS_ROLE
-from tests.conftest import T0
+from tests.support.backends import T0
 from tests.support.helpers import SPEND, Api, ScriptedGateway, gid
 
 FIELDS = """

@@ -9,7 +9,6 @@ gets a typed error and changes nothing."""
 from __future__ import annotations
 
 import contextlib
-import json
 import unicodedata
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -18,10 +17,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from models.tables import CreditLot, Membership, Organization
+from models.tables import CreditLot
 from resolvers import boundary
-from tests.app.test_malformed_routes import row_counts
-from tests.support.helpers import SPEND, Api, gid
+from tests.support.bad_input import DATETIME_RANGE, GRANT, SPEND_INPUT, World, post, without_locations
+from tests.support.bad_input import world as world
+from tests.support.helpers import SPEND, gid
 
 PROPERTIES = settings(
     derandomize=True, database=None, max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -251,16 +251,6 @@ def test_integer_accepts_exactly_ints_in_range(value: Any) -> None:
 # ------------------------------------------------------------------------------------------- through GraphQL
 
 
-async def post(api: Api, query: str, variables: dict[str, Any], token: str | None) -> Any:
-    """POST as a client whose JSON escapes every non-ASCII character, so that lone surrogates arrive."""
-    headers = {"content-type": "application/json", **({"authorization": f"Bearer {token}"} if token else {})}
-    response = await api.client.post(
-        "/graphql", content=json.dumps({"query": query, "variables": variables}).encode(), headers=headers
-    )
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
 def validation(message: str, field: str | None) -> dict[str, Any]:
     return {"__typename": "ValidationError", "message": message, "field": field}
 
@@ -281,31 +271,7 @@ def invisible(field: str, code: int) -> dict[str, Any]:
     )
 
 
-class World:
-    def __init__(self, api: Api, user: str, service: str, admin: str) -> None:
-        self.api, self.user, self.service, self.admin = api, user, service, admin
-
-    async def state(self) -> Any:
-        balance = await self.api.data(
-            "{ me { credit { balance { total held } lots(first: 10) { edges { node { amount expiresAt } } } } } }",
-            token=self.user,
-        )
-        return balance, await row_counts()
-
-
-@pytest.fixture
-async def world(api: Api) -> World:
-    _, user = await api.user("ada@example.com", bonus=10)
-    await api.user("bob@example.com", bonus=0)
-    org = await Organization.create(name="Ada's org", created_at=api.clock.now())
-    await Membership.create(organization=org, user_id=1, roles="OWNER", created_at=api.clock.now())
-    return World(api, user, await api.service(), await api.admin())
-
-
-SPEND_INPUT = {"userId": gid("User", 1), "agentId": "agent-1", "activity": "answer", "credits": "1"}
 HOLD = """mutation($input: HoldCreditsInput!) { holdCredits(input: $input) {
-  __typename ... on ValidationError { message field } } }"""
-GRANT = """mutation($input: GrantCreditsInput!) { grantCredits(input: $input) {
   __typename ... on ValidationError { message field } } }"""
 CREATE_ORG = """mutation($name: String!) { createOrganization(input: {name: $name}) {
   __typename ... on ValidationError { message field } } }"""
@@ -379,9 +345,6 @@ async def test_malformed_strings_in_mutations_are_a_validation_error_and_change_
     assert await world.state() == before
 
 
-DATETIME_RANGE = "DateTime must be between 1970-01-01T00:00:00Z and 9999-01-01T00:00:00Z"
-
-
 @pytest.mark.parametrize(
     "expires_at",
     ["9999-12-31T23:59:59-14:00", "9999-06-01T00:00:00Z", "0001-01-01T00:00:00+14:00", "1969-12-31T23:59:59Z"],
@@ -439,12 +402,6 @@ TRANSACTIONS = (
 )
 REPORT = """query($input: UsageReportInput!) { me { credit { usageReport(input: $input) {
   __typename ... on ValidationError { message field } } } } }"""
-
-
-def without_locations(body: Any) -> Any:
-    for error in body.get("errors", []):
-        error.pop("locations", None)
-    return body
 
 
 @pytest.mark.parametrize(

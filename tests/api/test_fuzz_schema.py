@@ -31,7 +31,7 @@ from creditline.clock import Clock
 from creditline.graphql import schema_sdl
 from creditline.settings import Settings
 from models.tables import WebhookEvent
-from tests.conftest import Backend
+from tests.support.backends import Backend
 from tests.support.helpers import Api, gid
 from tests.support.stripe_standin import StripeStandIn, stripe_api
 

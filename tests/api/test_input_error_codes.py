@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.api.test_boundary import DATETIME_RANGE, GRANT, SPEND_INPUT, World, post, without_locations
-from tests.api.test_boundary import world as world
+from tests.support.bad_input import DATETIME_RANGE, GRANT, SPEND_INPUT, World, post, without_locations
+from tests.support.bad_input import world as world
 from tests.support.helpers import SPEND
 
 CODE = {"code": "BAD_USER_INPUT"}

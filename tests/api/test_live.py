@@ -20,7 +20,7 @@ from models.ledger import BalanceChange
 from models.tables import ApiToken, Membership, Organization
 from models.tokens import Principal, revoke_token
 from resolvers.context import Context
-from tests.conftest import Backend
+from tests.support.backends import Backend
 from tests.support.helpers import SPEND, gid
 from tests.support.live import Live, connect, receive, serve
 

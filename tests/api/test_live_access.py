@@ -21,7 +21,7 @@ from models.balance import Balance
 from models.ledger import BalanceChange
 from models.organizations import enable_pool
 from models.tables import Membership, Organization
-from tests.conftest import Backend
+from tests.support.backends import Backend
 from tests.support.helpers import SPEND, Api, gid
 from tests.support.live import Live, connect, post_graphql, reachable_redis, receive, serve, server_process
 

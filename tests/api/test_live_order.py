@@ -20,7 +20,7 @@ from creditline.jobs import sweep_once
 from creditline.settings import Settings
 from models.credits import MICRO
 from models.ledger import BalanceChange
-from tests.conftest import Backend
+from tests.support.backends import Backend
 from tests.support.helpers import SPEND, Api, gid
 from tests.support.live import Live, connect, post_graphql, reachable_redis, receive, serve, server_process
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import websockets
 
-from tests.conftest import Backend
+from tests.support.backends import Backend
 from tests.support.helpers import SPEND, Api, gid
 from tests.support.live import PROTOCOL, post_graphql, server_process
 

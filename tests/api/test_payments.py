@@ -14,22 +14,7 @@ from creditline.settings import Settings
 from models.tables import CreditLot, Invoice, Transaction
 from resolvers.mutations.payments import PAYING_NEEDS_ROLE
 from tests.support.helpers import BALANCE, Api, gid
-
-TOP_UP = """mutation($input: TopUpInput!) { topUp(input: $input) {
-  __typename
-  ... on TopUpSuccess { checkoutUrl transaction { id type status credits amount { amount currency } failureReason
-      invoice { number status total { amount currency } lines { description quantity amount { amount } } url } } }
-  ... on PaymentDeclined { message reason transaction { status failureReason invoice { number } } }
-  ... on ValidationError { message field }
-  ... on Error { message } } }"""
-ADD_CARD = """mutation($token: String!) { addPaymentMethod(input: {token: $token}) {
-  __typename ... on AddPaymentMethodSuccess { paymentMethod { id brand last4 expMonth expYear isDefault } }
-  ... on Error { message } } }"""
-CONFIG = "{ billingConfig { gateway legacyGateway dashboardTabs creditPrice { amount currency } topUpMin topUpMax } }"
-
-
-def top_up(credits: str, key: str, **payment: Any) -> dict[str, Any]:
-    return {"input": {"credits": credits, "idempotencyKey": key, **payment}}
+from tests.support.payments import ADD_CARD, CARDS, CHANGE, CONFIG, TOP_UP, top_up
 
 
 async def snapshot(api: Api, token: str) -> tuple[Any, int, int, int]:
@@ -250,11 +235,6 @@ async def test_plans_are_listed(api: Api) -> None:
 def test_settings_default_price_is_usd_one_for_100_credits() -> None:
     settings = Settings()
     assert (settings.currency, settings.price_per_100_credits) == ("USD", 100)
-
-
-CARDS = "{ me { credit { paymentMethods { id last4 isDefault } } } }"
-CHANGE = """mutation($id: ID!) { %s(input: {paymentMethodId: $id}) {
-  __typename ... on PaymentMethodsSuccess { paymentMethods { last4 isDefault } } ... on Error { message } } }"""
 
 
 async def test_default_card_and_removal(api: Api) -> None:

@@ -12,8 +12,8 @@ from datetime import timedelta
 from typing import Any
 
 from models.tables import Hold, LedgerEntry
-from tests.api.test_organizations import BUDGET, GRANT, POOL, setup_org, spend_input
 from tests.support.helpers import Api, gid
+from tests.support.organizations import BUDGET, GRANT, POOL, setup_org, spend_input
 
 HOLD = """mutation($input: HoldCreditsInput!) { holdCredits(input: $input) {
   __typename

@@ -31,9 +31,9 @@ from creditline.query_limits import (
 )
 from creditline.settings import Settings
 from models.tables import Membership, Organization
-from tests.api.test_query_counts import StatementCounter, counter, tables_read  # noqa: F401
 from tests.support.helpers import Api, gid
 from tests.support.live import connect, receive, serve
+from tests.support.statements import StatementCounter, counter, tables_read  # noqa: F401
 
 FAST = 0.5
 """Seconds a refused or answered hostile document may take: generous for a loaded machine (the exponential

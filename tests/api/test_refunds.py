@@ -9,29 +9,12 @@ import pytest
 from models.ledger import BalanceChange
 from models.tables import LedgerEntry, Refund
 from tests.support.helpers import SPEND, Api, gid
+from tests.support.refunds import REFUND, paid_customer, refund
 
-TOP_UP = """mutation($input: TopUpInput!) { topUp(input: $input) { __typename
-  ... on TopUpSuccess { transaction { id } } ... on PaymentDeclined { transaction { id } } } }"""
-REFUND = """mutation($input: RefundPaymentInput!) { refundPayment(input: $input) {
-  __typename
-  ... on RefundPaymentSuccess { refund { id status amount { amount currency } credits reason failureReason }
-      transaction { id status refunds { amount { amount } credits } } balance { total paid held available } }
-  ... on ValidationError { message field }
-  ... on Error { message } } }"""
 STATE = """{ me { credit { balance { total paid held available }
   lots(first: 10) { edges { node { remaining status } } }
   ledger(first: 10) { edges { node { type delta } } } } } }"""
 HOLD = """mutation($input: HoldCreditsInput!) { holdCredits(input: $input) { __typename } }"""
-
-
-async def paid_customer(api: Api, credits: str = "250", token: str = "tok_visa") -> tuple[int, str, str]:
-    user_id, user = await api.user("ada@example.com", bonus=0)
-    data = await api.data(TOP_UP, {"input": {"credits": credits, "paymentToken": token, "idempotencyKey": "t"}}, user)
-    return user_id, user, data["topUp"]["transaction"]["id"]
-
-
-def refund(transaction: str, key: str = "r1", **extra: Any) -> dict[str, Any]:
-    return {"input": {"transactionId": transaction, "idempotencyKey": key, **extra}}
 
 
 async def test_a_full_refund_returns_the_money_and_voids_the_credit(api: Api) -> None:

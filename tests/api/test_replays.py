@@ -28,10 +28,10 @@ from models.tables import (
     TransactionType,
     UsageEvent,
 )
-from tests.api.test_payments import TOP_UP, top_up
-from tests.api.test_refunds import REFUND, paid_customer, refund
-from tests.api.test_subscriptions import ADD_CARD, CANCEL, SUBSCRIBE, subscribe_input
 from tests.support.helpers import SPEND, Api, gid
+from tests.support.payments import TOP_UP, top_up
+from tests.support.refunds import REFUND, paid_customer, refund
+from tests.support.subscriptions import ADD_CARD, CANCEL, SUBSCRIBE, subscribe_input
 
 HOLD = """mutation($input: HoldCreditsInput!) { holdCredits(input: $input) {
   __typename ... on HoldCreditsSuccess { hold { id status amount } balance { total held available } }

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from models import ledger, reports
 from models.reports import Granularity, GroupBy
 from models.tables import CreditAccount, Membership, Organization, UsageEvent
-from tests.conftest import T0, Backend, reset
+from tests.support.backends import T0, Backend, reset
 from tests.support.helpers import Api, gid
 
 ZONES = ["UTC", "Europe/Paris", "America/New_York", "Asia/Tokyo"]

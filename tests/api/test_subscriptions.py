@@ -17,28 +17,18 @@ from creditline.settings import Settings
 from models.plans import PlanCatalog
 from models.tables import CreditLot, Invoice, Subscription, Transaction
 from resolvers.mutations.payments import PAYING_NEEDS_ROLE
-from tests.conftest import T0
+from tests.support.backends import T0
 from tests.support.helpers import Api, ScriptedGateway, gid
+from tests.support.subscriptions import (
+    ADD_CARD,
+    CANCEL,
+    CHANGE_PLAN,
+    CHANGE_RESULT,
+    RESUME,
+    SUBSCRIBE,
+    subscribe_input,
+)
 
-SUBSCRIPTION_FIELDS = """id status planId nextPlanId plan { id name } nextPlan { id }
-  currentPeriodStart currentPeriodEnd cancelAtPeriodEnd canceledAt statusReason nextAttemptAt
-  paymentMethod { last4 }"""
-SUBSCRIBE = f"""mutation($input: SubscribeInput!) {{ subscribe(input: $input) {{
-  __typename
-  ... on SubscribeSuccess {{ subscription {{ {SUBSCRIPTION_FIELDS} }}
-      transaction {{ type status credits amount {{ amount currency }} invoice {{ number lines {{ description }} }} }} }}
-  ... on AlreadySubscribed {{ message subscription {{ id status }} }}
-  ... on PaymentDeclined {{ message reason transaction {{ type status failureReason }} }}
-  ... on ValidationError {{ message field }}
-  ... on Error {{ message }} }} }}"""
-CHANGE_RESULT = f"""__typename ... on SubscriptionSuccess {{ subscription {{ {SUBSCRIPTION_FIELDS} }} }}
-  ... on SubscriptionNotChangeable {{ message subscription {{ status }} }}
-  ... on ValidationError {{ message field }} ... on Error {{ message }}"""
-CANCEL = f"mutation($input: CancelSubscriptionInput!) {{ cancelSubscription(input: $input) {{ {CHANGE_RESULT} }} }}"
-RESUME = f"mutation($input: ResumeSubscriptionInput!) {{ resumeSubscription(input: $input) {{ {CHANGE_RESULT} }} }}"
-CHANGE_PLAN = f"mutation($input: ChangePlanInput!) {{ changePlan(input: $input) {{ {CHANGE_RESULT} }} }}"
-ADD_CARD = """mutation($token: String!) { addPaymentMethod(input: {token: $token}) {
-  ... on AddPaymentMethodSuccess { paymentMethod { id } } } }"""
 ACCOUNT = """{ me { credit { balance { total paid }
   subscription { id status planId currentPeriodEnd cancelAtPeriodEnd statusReason nextAttemptAt }
   transactions(first: 20) { edges { node { type status credits amount { amount } failureReason } } }
@@ -51,10 +41,6 @@ async def customer(api: Api, token: str = "tok_visa", email: str = "ada@example.
     _, user = await api.user(email, bonus=0)
     await api.data(ADD_CARD, {"token": token}, user)
     return user
-
-
-def subscribe_input(plan: str = "pro-monthly", key: str = "s1", **extra: Any) -> dict[str, Any]:
-    return {"input": {"planId": plan, "idempotencyKey": key, **extra}}
 
 
 async def account(api: Api, token: str) -> Any:

@@ -8,7 +8,7 @@ import pytest
 
 from creditline import exports
 from models.tables import Membership, Organization
-from tests.conftest import T0
+from tests.support.backends import T0
 from tests.support.helpers import SPEND, Api, gid
 
 USAGE = """query($filter: UsageFilter) { me { credit { usage(first: 50, filter: $filter) {

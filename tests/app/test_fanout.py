@@ -22,7 +22,7 @@ import redis.asyncio as redis
 from creditline.clock import Clock
 from creditline.events import RedisBus
 from creditline.settings import Settings
-from tests.conftest import REQUIRE_SERVICES, Backend
+from tests.support.backends import REQUIRE_SERVICES, Backend
 from tests.support.helpers import SPEND, gid
 from tests.support.live import Live, connect, free_port, receive, serve
 

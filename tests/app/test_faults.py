@@ -29,7 +29,7 @@ from creditline.db_backends import SERVICE_UNAVAILABLE_MESSAGE, DatabaseUnavaila
 from creditline.settings import Settings
 from models.credits import MICRO, format_credits
 from models.tables import UsageEvent
-from tests.conftest import POSTGRES_URL, Backend
+from tests.support.backends import POSTGRES_URL, Backend
 from tests.support.helpers import SPEND, Api, gid
 from tests.support.live import PROTOCOL, serve
 from tests.support.proxied import APPLICATION_NAME, proxied_database

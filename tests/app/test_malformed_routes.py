@@ -11,25 +11,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from tortoise import connections
 
 from creditline.clock import Clock
 from creditline.settings import Settings
-from tests.api.test_payments import TOP_UP, top_up
-from tests.conftest import TABLES, Backend
+from tests.support.backends import Backend, row_counts
 from tests.support.helpers import SPEND, Api, gid
+from tests.support.payments import TOP_UP, top_up
 from tests.support.stripe_standin import WEBHOOK_SECRET, StripeStandIn, deliver, sign, stripe_api
-
-
-async def row_counts() -> dict[str, int]:
-    """How many rows every table holds: a refused request must not add or remove any."""
-    conn = connections.get("default")
-    counts: dict[str, int] = {}
-    for table in TABLES:
-        rows = await conn.execute_query_dict(f"SELECT COUNT(*) AS n FROM {table}")
-        counts[table] = int(rows[0]["n"])
-    return counts
-
 
 # ------------------------------------------------------------------------------------------ invoice links
 

@@ -24,8 +24,8 @@ from creditline.rate_limit import RateLimiter
 from creditline.settings import Settings
 from models.tables import TokenKind
 from models.tokens import create_token
-from tests.conftest import REQUIRE_SERVICES, Backend
 from tests.support.asgi import graphql_websocket_scope
+from tests.support.backends import REQUIRE_SERVICES, Backend
 
 REDIS_URL = os.environ.get("CREDITLINE_TEST_REDIS_URL", "")
 QUERY = {"query": "{ __typename }"}

@@ -16,8 +16,8 @@ from tortoise import connections
 from creditline.app import create_app
 from creditline.clock import Clock
 from creditline.settings import Settings
-from tests.app.test_startup import MIGRATIONS, closed_port
-from tests.conftest import REQUIRE_SERVICES, Backend
+from tests.support.backends import MIGRATIONS, REQUIRE_SERVICES, Backend
+from tests.support.live import closed_port
 from tests.support.proxied import proxied_database
 
 READY = {"status": "ready", "checks": {"database": "ok"}}

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ import pytest
 
 from creditline.app import create_app
 from creditline.settings import MIN_SECRET_KEY_LENGTH, Settings
+from tests.support.backends import MIGRATIONS
+from tests.support.live import closed_port
 from tests.support.tcp_proxy import running_proxy
 
 KEY = "0123456789abcdefghijklmnopqrstuvwxyz"[:MIN_SECRET_KEY_LENGTH]  # all different characters
@@ -30,9 +31,6 @@ NOT_RANDOM = (
     "CREDITLINE_SECRET_KEY must be random, without spaces and of at least 10 different characters (e.g. the output"
     " of `python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
 )
-MIGRATIONS = sorted(
-    f"models.{path.stem}" for path in (Path(__file__).resolve().parents[2] / "models" / "migrations").glob("[0-9]*.py")
-)
 
 
 def bare_env(**settings: str) -> dict[str, str]:
@@ -45,14 +43,6 @@ def cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.Comp
     return subprocess.run(
         [sys.executable, "-m", "creditline", *args], env=env, capture_output=True, text=True, timeout=timeout
     )
-
-
-def closed_port() -> int:
-    """A local port nothing listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 # Point 6: production refuses unsafe settings.

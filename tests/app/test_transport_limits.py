@@ -28,8 +28,8 @@ from websockets.exceptions import ConnectionClosed
 from creditline.app import create_app
 from creditline.serving import FILE_RESERVE, connection_cap
 from creditline.settings import Settings
-from tests.conftest import Backend
 from tests.support.asgi import graphql_websocket_scope
+from tests.support.backends import Backend
 
 LIMIT = 64 << 10
 CHUNK = 16 << 10

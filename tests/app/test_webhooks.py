@@ -16,9 +16,9 @@ from creditline.app import create_app
 from creditline.clock import Clock
 from creditline.settings import Settings
 from models.tables import CreditLot, Transaction, WebhookEvent
-from tests.api.test_payments import TOP_UP, top_up
-from tests.conftest import Backend
+from tests.support.backends import Backend
 from tests.support.helpers import BALANCE, Api
+from tests.support.payments import TOP_UP, top_up
 from tests.support.stripe_standin import StripeStandIn, deliver, sign, stripe_api
 
 

@@ -16,9 +16,9 @@ from models.ledger import IdempotencyKey
 from models.payments import Price, start_top_up
 from models.tables import CreditLot, GatewayCustomer, Invoice, PaymentMethod, Transaction, TransactionType
 from resolvers.mutations.payments import charge_pending
-from tests.api.test_payments import ADD_CARD, CARDS, CHANGE, TOP_UP, top_up
-from tests.conftest import Backend
+from tests.support.backends import Backend
 from tests.support.helpers import BALANCE, Api, gid
+from tests.support.payments import ADD_CARD, CARDS, CHANGE, TOP_UP, top_up
 from tests.support.stripe_standin import StripeStandIn, stripe_api
 
 PORTAL = """mutation { createCustomerPortalSession(input: {}) { __typename ... on Error { message } } }"""

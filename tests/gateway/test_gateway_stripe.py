@@ -19,10 +19,10 @@ from gateway.base import PaymentCheckout
 from models.ledger import BalanceChange
 from models.tables import CreditLot, GatewayCustomer, Invoice, Transaction, WebhookEvent
 from resolvers.mutations.payments import PAYING_NEEDS_ROLE
-from tests.api.test_payments import ADD_CARD, CONFIG, TOP_UP, top_up
-from tests.conftest import Backend
+from tests.support.backends import Backend
 from tests.support.helpers import BALANCE, Api, gid
 from tests.support.live import serve
+from tests.support.payments import ADD_CARD, CONFIG, TOP_UP, top_up
 from tests.support.stripe_standin import StripeStandIn, deliver, stripe_api, stripe_settings
 
 PORTAL = """mutation($input: CreateCustomerPortalSessionInput!) { createCustomerPortalSession(input: $input) {

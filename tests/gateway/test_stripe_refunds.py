@@ -11,10 +11,10 @@ import pytest
 from creditline.clock import Clock
 from creditline.settings import Settings
 from models.tables import LedgerEntry, Refund
-from tests.api.test_payments import ADD_CARD, TOP_UP, top_up
-from tests.api.test_refunds import REFUND, refund
-from tests.conftest import Backend
+from tests.support.backends import Backend
 from tests.support.helpers import BALANCE, Api, gid
+from tests.support.payments import ADD_CARD, TOP_UP, top_up
+from tests.support.refunds import REFUND, refund
 from tests.support.stripe_standin import StripeStandIn, deliver, stripe_api
 
 FAILED = """mutation($input: RefundPaymentInput!) { refundPayment(input: $input) { __typename

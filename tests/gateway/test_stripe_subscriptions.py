@@ -5,41 +5,22 @@ failed renewals make it PAST_DUE until Stripe ends it, and cancel, resume and pl
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from creditline.clock import Clock
 from creditline.jobs import reconcile_pending, renew_subscriptions
-from creditline.settings import Settings
 from models.credits import MICRO
-from models.plans import PlanCatalog, PlanSpec
 from models.tables import CreditLot, Invoice, Subscription, Transaction, WebhookEvent
 from resolvers.mutations.payments import PAYING_NEEDS_ROLE
-from tests.conftest import Backend
 from tests.support.helpers import Api, gid
-from tests.support.stripe_standin import StripeStandIn, deliver, stripe_api
+from tests.support.refunds import REFUND, refund
+from tests.support.stripe_standin import StripeStandIn, deliver
+from tests.support.stripe_subscriptions import FIELDS, SUBSCRIBE, subscribed
+from tests.support.stripe_subscriptions import api as api
+from tests.support.subscriptions import subscribe_input
 
-PLANS = PlanCatalog(
-    (
-        PlanSpec("starter-monthly", "Starter", 1_000, "MONTH", 1_100 * MICRO, False, "price_starter_monthly"),
-        PlanSpec("pro-monthly", "Pro", 5_000, "MONTH", 6_000 * MICRO, False, "price_pro_monthly"),
-        PlanSpec("pro-yearly", "Pro (yearly)", 50_000, "YEAR", 75_000 * MICRO, True, "price_pro_yearly"),
-        PlanSpec("founders", "Founders", 2_000, "MONTH", 3_000 * MICRO, False),
-        PlanSpec("gone", "Gone", 2_000, "MONTH", 3_000 * MICRO, False, "price_gone"),
-    )
-)
-FIELDS = """id status planId nextPlanId currentPeriodStart currentPeriodEnd cancelAtPeriodEnd canceledAt
-  statusReason nextAttemptAt paymentMethod { last4 }"""
-SUBSCRIBE = f"""mutation($input: SubscribeInput!) {{ subscribe(input: $input) {{
-  __typename
-  ... on SubscribeSuccess {{ checkoutUrl subscription {{ {FIELDS} }}
-      transaction {{ id type status credits amount {{ amount currency }} checkoutUrl invoice {{ number }} }} }}
-  ... on PaymentDeclined {{ message reason transaction {{ status failureReason }} }}
-  ... on ValidationError {{ message field }}
-  ... on Error {{ message }} }} }}"""
 CHANGED = f"""__typename ... on SubscriptionSuccess {{ subscription {{ {FIELDS} }} }}
   ... on SubscriptionNotChangeable {{ message }} ... on ValidationError {{ message field }}
   ... on Error {{ message }}"""
@@ -58,17 +39,6 @@ ACCOUNT = f"""{{ me {{ credit {{ balance {{ total paid }} subscription {{ {FIELD
 PERIOD_1 = ("2026-01-15T12:00:00+00:00", "2026-02-15T12:00:00+00:00")
 PERIOD_2 = ("2026-02-15T12:00:00+00:00", "2026-03-15T12:00:00+00:00")
 SUCCESS = "https://app.example/billing?checkout=success&subscription=U3Vic2NyaXB0aW9uOjE%3D"
-
-
-@pytest.fixture
-async def api(db: Backend, clock: Clock, settings: Settings, stripe_standin: StripeStandIn) -> AsyncIterator[Api]:
-    async with stripe_api(settings, stripe_standin, clock, "stripe") as api:
-        api.app.state.services.plans = PLANS
-        yield api
-
-
-def subscribe_input(plan: str = "pro-monthly", key: str = "s1", **extra: Any) -> dict[str, Any]:
-    return {"input": {"planId": plan, "idempotencyKey": key, **extra}}
 
 
 async def account(api: Api, token: str) -> Any:
@@ -92,19 +62,6 @@ async def delivered(api: Api, *events: dict[str, Any]) -> list[str]:
         assert response.status_code == 200, response.text
         outcomes.append(response.json()["outcome"])
     return outcomes
-
-
-async def subscribed(api: Api, standin: StripeStandIn, email: str = "ada@example.com") -> tuple[str, dict[str, Any]]:
-    """A user whose pro-monthly subscription was paid on Stripe's page, and the events Stripe then sends."""
-    _, token = await api.user(email, bonus=0)
-    await api.data(SUBSCRIBE, subscribe_input(), token)
-    session = standin.pay("cs_test0001")
-    events = {
-        "created": standin.event("customer.subscription.created", standin.subscriptions["sub_test0001"]),
-        "completed": standin.event("checkout.session.completed", session),
-        "paid": standin.event("invoice.paid", standin.invoice_of("sub_test0001")),
-    }
-    return token, events
 
 
 async def active(api: Api, standin: StripeStandIn) -> str:
@@ -645,8 +602,6 @@ async def test_a_stripe_refusal_of_a_change_is_shown_and_changes_nothing(
 async def test_a_subscription_payment_is_refunded_through_the_payment_intent_that_paid_its_invoice(
     api: Api, stripe_standin: StripeStandIn
 ) -> None:
-    from tests.api.test_refunds import REFUND, refund
-
     token = await active(api, stripe_standin)
     admin = await api.admin()
     (payment,) = stripe_standin.invoice_payments.values()

@@ -16,11 +16,11 @@ import pytest
 from creditline.webhooks import handling
 from gateway import webhooks
 from models.tables import CreditLot, Invoice, Subscription, Transaction, WebhookEvent
-from tests.api.test_payments import TOP_UP, top_up
-from tests.gateway.test_stripe_subscriptions import api as api
-from tests.gateway.test_stripe_subscriptions import subscribed
 from tests.support.helpers import Api
+from tests.support.payments import TOP_UP, top_up
 from tests.support.stripe_standin import StripeStandIn, deliver
+from tests.support.stripe_subscriptions import api as api
+from tests.support.stripe_subscriptions import subscribed
 
 WRONG = [None, [], {}, "", "x", 7, -1, True, 2**53, 1.5, [1], {"id": 1}]
 """Values of other types than Stripe's, for any field; each field gets three of them in turn (and goes

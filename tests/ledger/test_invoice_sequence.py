@@ -19,9 +19,9 @@ import asyncpg
 from tortoise import connections
 
 from models.tables import CreditLot, Invoice, InvoiceSequence, Transaction
-from tests.api.test_payments import TOP_UP, top_up
-from tests.conftest import POSTGRES_URL, _skip_or_fail
+from tests.support.backends import POSTGRES_URL, skip_or_fail
 from tests.support.helpers import Api
+from tests.support.payments import TOP_UP, top_up
 
 FIRST = 12
 SEED: list[str] = importlib.import_module("models.migrations.0010_invoice_sequence_seed").SEED
@@ -111,7 +111,7 @@ def test_a_fresh_sqlite_database_has_its_sequence_row(tmp_path: Path) -> None:
 
 async def test_a_fresh_postgres_database_has_its_sequence_row() -> None:
     if not POSTGRES_URL:
-        _skip_or_fail("PostgreSQL half skipped: set CREDITLINE_TEST_POSTGRES_URL to run it")
+        skip_or_fail("PostgreSQL half skipped: set CREDITLINE_TEST_POSTGRES_URL to run it")
     name = f"creditline_sequence_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(POSTGRES_URL, timeout=5)
     try:

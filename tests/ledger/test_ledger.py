@@ -11,7 +11,7 @@ from models import ledger
 from models.balance import Balance
 from models.credits import MICRO
 from models.tables import CreditAccount, CreditKind, LedgerEntry, LotSource, UsageAllocation, UsageEvent
-from tests.conftest import T0, Backend
+from tests.support.backends import T0, Backend
 
 DAY = timedelta(days=1)
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from models import ledger
 from models.tables import CreditAccount, CreditKind, LotSource, UsageAllocation
-from tests.conftest import T0, Backend, reset
+from tests.support.backends import T0, Backend, reset
 
 HOUR = timedelta(hours=1)
 

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from tests.conftest import POSTGRES_URL, _skip_or_fail
+from tests.support.backends import POSTGRES_URL, skip_or_fail
 
 SCRIPT = textwrap.dedent(
     """
@@ -90,7 +90,7 @@ def test_sqlite_rollups_keep_their_totals_per_dimension(tmp_path: Path) -> None:
 
 async def test_postgres_rollups_keep_their_totals_per_dimension() -> None:
     if not POSTGRES_URL:
-        _skip_or_fail("PostgreSQL half skipped: set CREDITLINE_TEST_POSTGRES_URL to run it")
+        skip_or_fail("PostgreSQL half skipped: set CREDITLINE_TEST_POSTGRES_URL to run it")
     name = f"creditline_migrate_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(POSTGRES_URL, timeout=5)
     try:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import pytest
 import redis.asyncio as redis
 import uvicorn
 import websockets
@@ -24,9 +23,8 @@ from websockets.asyncio.client import ClientConnection
 from creditline.app import create_app
 from creditline.clock import Clock
 from creditline.settings import Settings
+from tests.support.backends import skip_or_fail
 from tests.support.helpers import Api
-
-REQUIRE_SERVICES = os.environ.get("CREDITLINE_REQUIRE_SERVICES") == "1"
 
 PROTOCOL = [websockets.Subprotocol("graphql-transport-ws")]
 
@@ -43,6 +41,14 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def closed_port() -> int:
+    """A local port nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
 
 
 @contextlib.asynccontextmanager
@@ -75,12 +81,6 @@ async def receive(ws: ClientConnection) -> dict[str, Any]:
 
 
 REDIS_URL = os.environ.get("CREDITLINE_TEST_REDIS_URL", "")
-
-
-def skip_or_fail(reason: str) -> None:
-    if REQUIRE_SERVICES:
-        pytest.fail(f"{reason} (CREDITLINE_REQUIRE_SERVICES=1)")
-    pytest.skip(reason)
 
 
 async def reachable_redis() -> str:
