@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from creditline.services import Services
 from models import auto_top_up
 from models.payments import Price
 from models.tables import Transaction, TransactionStatus
-from resolvers.context import Services
 
 log = logging.getLogger("creditline.auto_top_up")
 

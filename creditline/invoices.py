@@ -12,11 +12,11 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
+from creditline.services import Services
 from models.payments import invoice_number
 from models.tables import CreditAccount, Invoice, MemberRole, Membership
 from resolvers import boundary
 from resolvers.auth import Authenticator
-from resolvers.context import Services
 from resolvers.ids import decode_id, encode_id
 
 

@@ -8,8 +8,8 @@ import logging
 from datetime import timedelta
 
 from creditline import auto_top_up_worker
+from creditline.services import Services
 from models import ledger
-from resolvers.context import Services
 
 log = logging.getLogger("creditline.jobs")
 
