@@ -341,7 +341,7 @@ async def test_the_sweep_charges_a_top_up_whose_worker_died_once_its_claim_runs_
 
 
 async def test_a_crash_between_the_charge_and_the_settling_charges_nothing_twice(api: Api) -> None:
-    from resolvers.mutations.payments import charge_pending
+    from billing.payments import charge_pending
 
     shop = await make_shop(api)
     await shop.configure()

@@ -521,8 +521,8 @@ def test_periods_end_on_the_same_day_or_the_last_day_of_a_shorter_month() -> Non
 
 
 async def test_renewals_are_written_in_batches_until_none_is_due(api: Api) -> None:
+    from billing.payments import subscription_billing
     from models import subscriptions
-    from resolvers.mutations.payments import subscription_billing
 
     for n in range(3):
         user = await customer(api, email=f"user{n}@example.com")

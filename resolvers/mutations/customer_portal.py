@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from strawberry.types import Info
 
+from billing.checkout import return_url
 from gateway.base import GatewayError, GatewayUnavailable, HostedGateway
 from gateway.customers import customer_for
 from models.tables import CreditAccount as CreditAccountRow
 from resolvers.context import Context
-from resolvers.mutations.checkout import return_url
 from resolvers.mutations.payments import billing_account
 from schema.mutations.customer_portal import (
     CreateCustomerPortalSessionInput,
