@@ -11,6 +11,7 @@ from collections.abc import Awaitable
 from datetime import timedelta
 from urllib.parse import urlencode
 
+from billing.customers import customer_for
 from billing.errors import PaymentUnavailableError
 from billing.payments import price, processor_key
 from creditline.services import Services
@@ -24,7 +25,6 @@ from gateway.base import (
     PaymentCheckout,
     PaymentRefused,
 )
-from gateway.customers import customer_for
 from models import payments
 from models.credits import format_credits
 from models.ids import encode_id

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 
 from billing.checkout import CHECKOUT_LIFETIME, return_url, store_page
+from billing.customers import customer_for
 from billing.errors import PaymentUnavailableError, SubscriptionNotChangeableError
 from billing.payments import processor_key, subscription_billing
 from creditline.services import Services
@@ -27,7 +28,6 @@ from gateway.base import (
     PaymentRefused,
     SubscriptionCheckout,
 )
-from gateway.customers import customer_for
 from gateway.stripe_subscriptions import plan_for_price
 from models import subscriptions
 from models.ids import encode_id

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 
+from billing.customers import customer_for
 from billing.errors import InvalidPaymentTokenError, PaymentUnavailableError
 from creditline.services import Services
 from gateway.base import Gateway, GatewayError, GatewayUnavailable, InvalidPaymentToken
-from gateway.customers import customer_for
 from models import payments, subscriptions
 from models.credits import MICRO
 from models.ledger import BalanceChange, IdempotencyKey
