@@ -8,8 +8,8 @@ from models import auto_top_up, ledger
 from models.balance import Balance
 from models.credits import MICRO
 from models.tables import AutoTopUp, Invoice, Transaction, TransactionStatus, TransactionType
-from tests.billing.conftest import Customer
 from tests.helpers import ScriptedGateway
+from tests.support.billing import Customer
 
 
 class HostedLike(ScriptedGateway):

@@ -9,37 +9,17 @@ import pytest
 
 from billing import payments
 from billing.errors import InvalidPaymentTokenError, PaymentUnavailableError
-from gateway.base import Charge, GatewayError
 from models.balance import Balance
 from models.credits import MICRO
 from models.ledger import BalanceChange, IdempotencyConflictError, IdempotencyKey
 from models.tables import CreditLot, Invoice, PaymentMethod, Transaction, TransactionStatus, TransactionType
-from tests.billing.conftest import Customer
-from tests.helpers import ScriptedGateway
+from tests.support.billing import Customer, UnreachableGateway
 
 FREE = Balance(free=100 * MICRO, paid=0, held=0)
 
 
 def key(name: str = "k1", credits: int = 50 * MICRO) -> IdempotencyKey:
     return IdempotencyKey.for_request("user:1", name, "topUp", {"credits": credits})
-
-
-class UnreachableGateway(ScriptedGateway):
-    """A processor that cannot be reached: the outcome of every charge is unknown."""
-
-    async def charge(
-        self,
-        *,
-        amount: int,
-        currency: str,
-        card: str,
-        idempotency_key: str,
-        description: str,
-        customer: str | None = None,
-        off_session: bool = False,
-    ) -> Charge:
-        self.calls.append(idempotency_key)
-        raise GatewayError("The processor did not answer")
 
 
 async def nothing_was_paid(ada: Customer) -> None:

@@ -7,31 +7,14 @@ from datetime import timedelta
 
 from billing import payments, subscriptions
 from billing.reconcile import reconcile_pending, renew_subscriptions
-from gateway.base import Charge, GatewayError
 from models.balance import Balance
 from models.credits import MICRO
 from models.ledger import BalanceChange, IdempotencyKey
 from models.tables import Invoice, Subscription, SubscriptionStatus, Transaction, TransactionStatus
-from tests.billing.conftest import Customer
 from tests.helpers import ScriptedGateway
+from tests.support.billing import Customer, UnreachableGateway
 
 FREE = Balance(free=100 * MICRO, paid=0, held=0)
-
-
-class UnreachableGateway(ScriptedGateway):
-    async def charge(
-        self,
-        *,
-        amount: int,
-        currency: str,
-        card: str,
-        idempotency_key: str,
-        description: str,
-        customer: str | None = None,
-        off_session: bool = False,
-    ) -> Charge:
-        self.calls.append(idempotency_key)
-        raise GatewayError("The processor did not answer")
 
 
 class KeyKeepingGateway(ScriptedGateway):
