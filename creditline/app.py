@@ -22,19 +22,19 @@ from creditline.clock import Clock
 from creditline.db_backends import SERVICE_UNAVAILABLE_MESSAGE, DatabaseUnavailable
 from creditline.events import EventBus, InProcessBus, RedisBus
 from creditline.exports import transactions_export, usage_export
+from creditline.gateways import gateway_for
 from creditline.graphql import GraphQLEndpoint, build_schema
 from creditline.http_limits import BodyLimitMiddleware, WebSocketMessageLimit
 from creditline.invoices import invoice_page
 from creditline.jobs import run_sweeper
 from creditline.logs import RequestLogMiddleware
 from creditline.rate_limit import RateLimiter, RateLimitMiddleware, limiter_for, refuse_websocket
+from creditline.services import Services
 from creditline.settings import Settings
 from creditline.webhooks import stripe_webhook
-from gateway.registry import gateway_for
 from models.plans import PlanCatalog
 from models.rate_card import RateCard
 from resolvers.auth import Authenticator
-from resolvers.context import Services
 
 log = logging.getLogger(__name__)
 

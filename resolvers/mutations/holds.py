@@ -4,6 +4,7 @@ from datetime import timedelta
 
 from strawberry.types import Info
 
+from billing import auto_top_up as billing_auto_top_up
 from creditline import auto_top_up_worker
 from models import ledger
 from models.tables import Hold as HoldRow
@@ -75,7 +76,7 @@ async def hold_credits(info: Info[Context, None], input: HoldCreditsInput) -> Ho
             expires_at=now + timedelta(seconds=timeout),
             idem=idem,
             now=now,
-            auto_top_up=auto_top_up_worker.terms(ctx.services),
+            auto_top_up=billing_auto_top_up.terms(ctx.services),
         )
     except ledger.InsufficientCreditsError as exc:
         return insufficient(exc)

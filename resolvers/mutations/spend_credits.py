@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from strawberry.types import Info
 
+from billing import auto_top_up as billing_auto_top_up
 from creditline import auto_top_up_worker
 from models import ledger
 from models.tables import UsageEvent as UsageEventRow
@@ -70,7 +71,7 @@ async def spend_credits(info: Info[Context, None], input: SpendCreditsInput) -> 
             quantity=input.quantity,
             idem=idem,
             now=now,
-            auto_top_up=auto_top_up_worker.terms(ctx.services),
+            auto_top_up=billing_auto_top_up.terms(ctx.services),
         )
     except ledger.InsufficientCreditsError as exc:
         return insufficient(exc)

@@ -32,9 +32,9 @@ from typing import Any
 import httpx
 import pytest
 
+from billing.invoices import signed_link
 from creditline.app import create_app
 from creditline.clock import Clock
-from creditline.invoices import signed_link
 from creditline.settings import Settings
 from models import ledger, organizations
 from models.credits import MICRO

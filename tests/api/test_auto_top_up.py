@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from billing.payments import charge_pending
 from creditline import auto_top_up_worker
 from creditline.app import create_app
 from creditline.jobs import reconcile_pending
@@ -31,7 +32,7 @@ from models.tables import (
     PaymentMethod,
     Transaction,
 )
-from resolvers.mutations.payments import PAYING_NEEDS_ROLE, charge_pending
+from resolvers.mutations.payments import PAYING_NEEDS_ROLE
 from tests.support.backends import T0
 from tests.support.helpers import SPEND, Api, ScriptedGateway, gid
 

@@ -11,13 +11,14 @@ from typing import Any
 import httpx
 import pytest
 
+from billing.payments import subscription_billing
 from creditline.app import create_app
 from creditline.jobs import renew_subscriptions
 from creditline.settings import Settings
 from models import organizations, subscriptions
 from models.plans import PlanCatalog
 from models.tables import CreditLot, Invoice, MemberRole, Subscription, Transaction
-from resolvers.mutations.payments import PAYING_NEEDS_ROLE, subscription_billing
+from resolvers.mutations.payments import PAYING_NEEDS_ROLE
 from tests.support.backends import T0
 from tests.support.helpers import Api, ScriptedGateway, gid
 from tests.support.subscriptions import (

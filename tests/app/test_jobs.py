@@ -6,11 +6,11 @@ import asyncio
 from datetime import timedelta
 
 from creditline.jobs import run_sweeper, sweep_once
+from creditline.services import Services
 from models.balance import Balance
 from models.credits import MICRO
 from models.ledger import BalanceChange
 from models.tables import LedgerEntry
-from resolvers.context import Services
 from tests.support.helpers import SPEND, Api, gid
 
 

@@ -7,14 +7,17 @@ a crash, gets the same page back instead of a second one.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import timedelta
 from urllib.parse import urlencode
 
-from strawberry.types import Info
-from tortoise import connections
-
+from billing.customers import customer_for
+from billing.errors import PaymentUnavailableError
+from billing.payments import price, processor_key
+from creditline.services import Services
 from gateway.base import (
     CHECKOUT_FAILURES,
+    CheckoutSession,
     CheckoutState,
     GatewayError,
     GatewayUnavailable,
@@ -22,64 +25,56 @@ from gateway.base import (
     PaymentCheckout,
     PaymentRefused,
 )
-from gateway.customers import customer_for
 from models import payments
 from models.credits import format_credits
-from models.ledger import IdempotencyConflictError, IdempotencyKey
-from models.sql import Sql
-from models.tables import CreditAccount as CreditAccountRow
+from models.ids import encode_id
+from models.ledger import IdempotencyKey
 from models.tables import Transaction as TransactionRow
 from models.tables import TransactionStatus, TransactionType
-from resolvers.context import Context, Services
-from resolvers.ids import encode_id
-from resolvers.mutations._common import conflict
-from resolvers.permissions import principal
-from schema.payments import PaymentDeclined, PaymentUnavailable, TopUpResult, TopUpSuccess, Transaction
 
 CHECKOUT_LIFETIME = timedelta(hours=25)
 """Stripe keeps a Checkout page and an idempotency key 24 hours: after that an unopened page never will be."""
 
 
-async def top_up_by_checkout(
-    info: Info[Context, None], gateway: HostedGateway, account: CreditAccountRow, credits: int, key: str
-) -> TopUpResult:
-    ctx = info.context
-    idem = IdempotencyKey.for_request(
-        principal(info).idempotency_scope,
-        key,
-        "topUp",
-        {"account": account.id, "credits": credits, "method": None, "token": None},
+async def top_up(
+    services: Services, gateway: HostedGateway, account_id: int, *, credits: int, idem: IdempotencyKey
+) -> TransactionRow:
+    """Buy ``credits`` of PAID credit on a Checkout page: the PENDING transaction, with the page's address
+    (``checkout_url``) once the processor has opened it. A resend gets the same transaction and page.
+    Raises ``PaymentUnavailableError`` when the page could not be opened (the transaction stays PENDING
+    and a resend tries again) or ``models.ledger.IdempotencyConflictError``."""
+    txn, _ = await payments.start_top_up(
+        account_id,
+        credits=credits,
+        price=price(services),
+        gateway=gateway.name,
+        payment_method_id=None,
+        card_reference=None,
+        kind=TransactionType.TOP_UP,
+        idem=idem,
+        now=services.clock.now(),
     )
-    settings = ctx.services.settings
-    try:
-        txn, _ = await payments.start_top_up(
-            account.id,
-            credits=credits,
-            price=payments.Price(settings.currency, settings.price_per_100_credits),
-            gateway=gateway.name,
-            payment_method_id=None,
-            card_reference=None,
-            kind=TransactionType.TOP_UP,
-            idem=idem,
-            now=ctx.now(),
-        )
-    except IdempotencyConflictError:
-        return conflict(key)
     if txn.status == TransactionStatus.PENDING and txn.checkout_url is None:
-        try:
-            txn = await open_checkout(ctx.services, gateway, txn)
-        except (GatewayError, GatewayUnavailable) as exc:
-            return PaymentUnavailable(message=f"{exc} Send the same request again to get the checkout page.")
-    if txn.status == TransactionStatus.FAILED:
-        reason = txn.failure_reason or "Payment failed"
-        return PaymentDeclined(message=f"The payment failed: {reason}", reason=reason, transaction=Transaction.of(txn))
-    pending = txn.status == TransactionStatus.PENDING
-    return TopUpSuccess(transaction=Transaction.of(txn), checkout_url=txn.checkout_url if pending else None)
+        txn = await opened(open_checkout(services, gateway, txn))
+    return txn
+
+
+async def opened(opening: Awaitable[TransactionRow]) -> TransactionRow:
+    """The transaction once its page is open; a processor that cannot be reached is a refusal to resend."""
+    try:
+        return await opening
+    except (GatewayError, GatewayUnavailable) as exc:
+        raise PaymentUnavailableError(f"{exc} Send the same request again to get the checkout page.") from exc
 
 
 def return_url(services: Services, **query: str) -> str:
     """A page of the web app that Stripe sends the customer back to."""
     return f"{services.settings.public_url}/billing" + (f"?{urlencode(query)}" if query else "")
+
+
+async def store_page(txn: TransactionRow, session: CheckoutSession) -> TransactionRow:
+    """Store the address of the page the processor opened for ``txn`` (a top-up or a first period)."""
+    return await payments.store_checkout_page(txn.id, url=session.url, reference=session.reference)
 
 
 async def open_checkout(services: Services, gateway: HostedGateway, txn: TransactionRow) -> TransactionRow:
@@ -98,7 +93,7 @@ async def open_checkout(services: Services, gateway: HostedGateway, txn: Transac
                 description=f"{format_credits(txn.credits)} credits",
                 success_url=return_url(services, checkout="success", transaction=transaction),
                 cancel_url=return_url(services, checkout="canceled", transaction=transaction),
-                idempotency_key=f"creditline-transaction-{txn.id}",
+                idempotency_key=processor_key(txn.id),
             )
         )
     except PaymentRefused as exc:
@@ -107,14 +102,7 @@ async def open_checkout(services: Services, gateway: HostedGateway, txn: Transac
         )
         services.bus.publish(changes)
         return failed
-    # A webhook may have completed the transaction meanwhile: keep its status, and its reference if set.
-    await Sql(connections.get("default")).execute(
-        "UPDATE transactions SET checkout_url = $1, gateway_reference = COALESCE(gateway_reference, $2) WHERE id = $3",
-        session.url,
-        session.reference,
-        txn.id,
-    )
-    return await TransactionRow.get(id=txn.id)
+    return await store_page(txn, session)
 
 
 async def settle_checkout(services: Services, gateway: HostedGateway, txn: TransactionRow) -> TransactionRow:

@@ -1,5 +1,6 @@
 """Subscriptions on a hosted gateway (stripe): paid on a subscription-mode Checkout page, billed and renewed by
-the processor, whose events move ours (gateway/stripe_subscriptions.py).
+the processor, whose events move ours (gateway/stripe_subscriptions.py). Card-on-file subscriptions are in
+``billing.subscriptions``, which calls down here on a hosted gateway.
 
 The Checkout page is opened outside any database transaction, after the INCOMPLETE subscription and its
 PENDING first payment are committed, with the idempotency key ``creditline-transaction-<id>``: a replay of
@@ -10,8 +11,13 @@ webhook that follows agrees).
 
 from __future__ import annotations
 
-from tortoise import connections
+from collections.abc import Awaitable
 
+from billing.checkout import CHECKOUT_LIFETIME, return_url, store_page
+from billing.customers import customer_for
+from billing.errors import PaymentUnavailableError, SubscriptionNotChangeableError
+from billing.payments import processor_key, subscription_billing
+from creditline.services import Services
 from gateway.base import (
     CHECKOUT_FAILURES,
     CheckoutState,
@@ -22,20 +28,13 @@ from gateway.base import (
     PaymentRefused,
     SubscriptionCheckout,
 )
-from gateway.customers import customer_for
 from gateway.stripe_subscriptions import plan_for_price
 from models import subscriptions
+from models.ids import encode_id
 from models.plans import PlanSpec
-from models.sql import Sql
 from models.tables import Subscription as SubscriptionRow
 from models.tables import SubscriptionStatus, TransactionStatus
 from models.tables import Transaction as TransactionRow
-from resolvers.context import Services
-from resolvers.ids import encode_id
-from resolvers.mutations.checkout import CHECKOUT_LIFETIME, return_url
-from resolvers.mutations.payments import subscription_billing
-from schema.mutations.subscriptions import SubscriptionChangeResult, SubscriptionNotChangeable, SubscriptionSuccess
-from schema.payments import PaymentUnavailable, Subscription
 
 
 async def fail_first_payment(services: Services, txn: TransactionRow, reason: str) -> TransactionRow:
@@ -73,19 +72,12 @@ async def open_subscription_checkout(services: Services, gateway: HostedGateway,
                 price=plan.stripe_price,
                 success_url=return_url(services, checkout="success", subscription=subscription),
                 cancel_url=return_url(services, checkout="canceled", subscription=subscription),
-                idempotency_key=f"creditline-transaction-{txn.id}",
+                idempotency_key=processor_key(txn.id),
             )
         )
     except PaymentRefused as exc:
         return await fail_first_payment(services, txn, str(exc))
-    # A webhook may have completed the transaction meanwhile: keep its status, and its reference if set.
-    await Sql(connections.get("default")).execute(
-        "UPDATE transactions SET checkout_url = $1, gateway_reference = COALESCE(gateway_reference, $2) WHERE id = $3",
-        session.url,
-        session.reference,
-        txn.id,
-    )
-    return await TransactionRow.get(id=txn.id)
+    return await store_page(txn, session)
 
 
 async def settle_subscription_checkout(
@@ -115,92 +107,74 @@ async def settle_subscription_checkout(
     return await TransactionRow.get(id=txn.id)
 
 
-def _unlinked(live: SubscriptionRow) -> PaymentUnavailable | None:
+def _linked(live: SubscriptionRow) -> str:
+    """The processor's reference for ``live``; until its first webhook links it there is none to change."""
     if live.external_reference is None:
-        return PaymentUnavailable(message="Stripe has not confirmed the subscription yet: try again in a moment")
-    return None
+        raise PaymentUnavailableError("Stripe has not confirmed the subscription yet: try again in a moment")
+    return live.external_reference
 
 
 async def _recorded(
-    services: Services, live: SubscriptionRow, change: HostedSubscription | Exception
-) -> SubscriptionChangeResult:
-    """Record the processor's answer to a change (or say why there is none)."""
-    if isinstance(change, PaymentRefused):
-        return SubscriptionNotChangeable(
-            message=f"Stripe refused the change: {change}", subscription=Subscription.of(live)
-        )
-    if isinstance(change, Exception):
-        return PaymentUnavailable(message=str(change))
-    await subscriptions.sync(live.id, change, services.plans, services.clock.now())
-    return SubscriptionSuccess(subscription=Subscription.of(await SubscriptionRow.get(id=live.id)))
+    services: Services, live: SubscriptionRow, change: Awaitable[HostedSubscription]
+) -> SubscriptionRow:
+    """Send a change to the processor, then record its answer so the customer sees it at once."""
+    try:
+        answer = await change
+    except PaymentRefused as exc:
+        raise SubscriptionNotChangeableError(f"Stripe refused the change: {exc}") from exc
+    except (GatewayError, GatewayUnavailable) as exc:
+        raise PaymentUnavailableError(str(exc)) from exc
+    await subscriptions.sync(live.id, answer, services.plans, services.clock.now())
+    return await SubscriptionRow.get(id=live.id)
 
 
 async def cancel(
     services: Services, gateway: HostedGateway, live: SubscriptionRow, *, at_period_end: bool
-) -> SubscriptionChangeResult:
+) -> SubscriptionRow:
     """Cancel at period end (Stripe keeps billing until then) or now. A subscription whose checkout is not
-    finished is dropped here once its page is closed, so that it can no longer be paid."""
+    finished is dropped here once its page is closed, so that it can no longer be paid. Returns the
+    subscription as changed; raises ``SubscriptionNotChangeableError`` or ``PaymentUnavailableError``."""
     if live.status == SubscriptionStatus.INCOMPLETE:
         first = await TransactionRow.filter(subscription_id=live.id).order_by("id").first()
         try:
             if first is not None and first.gateway_reference is not None:
                 await gateway.expire_checkout(first.gateway_reference)
-        except PaymentRefused:
-            return SubscriptionNotChangeable(
-                message="The checkout was completed: the payment is being confirmed", subscription=Subscription.of(live)
-            )
+        except PaymentRefused as exc:
+            raise SubscriptionNotChangeableError("The checkout was completed: the payment is being confirmed") from exc
         except (GatewayError, GatewayUnavailable) as exc:
-            return PaymentUnavailable(message=str(exc))
+            raise PaymentUnavailableError(str(exc)) from exc
         try:
-            changed = await subscriptions.cancel_unpaid(live, services.clock.now())
+            return await subscriptions.cancel_unpaid(live, services.clock.now())
         except subscriptions.SubscriptionStateError as exc:  # paid meanwhile
-            return SubscriptionNotChangeable(message=str(exc), subscription=Subscription.of(live))
-        return SubscriptionSuccess(subscription=Subscription.of(changed))
-    if unlinked := _unlinked(live):
-        return unlinked
-    assert live.external_reference is not None
-    try:
-        if at_period_end and live.status == SubscriptionStatus.ACTIVE:
-            answer = await gateway.update_subscription(live.external_reference, cancel_at_period_end=True)
-        else:  # a PAST_DUE subscription has no paid period left to wait for
-            answer = await gateway.cancel_subscription(live.external_reference)
-    except (PaymentRefused, GatewayError, GatewayUnavailable) as exc:
-        return await _recorded(services, live, exc)
-    return await _recorded(services, live, answer)
+            raise SubscriptionNotChangeableError(str(exc)) from exc
+    reference = _linked(live)
+    if at_period_end and live.status == SubscriptionStatus.ACTIVE:
+        return await _recorded(services, live, gateway.update_subscription(reference, cancel_at_period_end=True))
+    # A PAST_DUE subscription has no paid period left to wait for.
+    return await _recorded(services, live, gateway.cancel_subscription(reference))
 
 
-async def resume(services: Services, gateway: HostedGateway, live: SubscriptionRow) -> SubscriptionChangeResult:
+async def resume(services: Services, gateway: HostedGateway, live: SubscriptionRow) -> SubscriptionRow:
     if live.status != SubscriptionStatus.ACTIVE or not live.cancel_at_period_end:
-        return SubscriptionNotChangeable(
-            message="Only a subscription set to cancel at period end can be resumed", subscription=Subscription.of(live)
-        )
-    if unlinked := _unlinked(live):
-        return unlinked
-    assert live.external_reference is not None
-    try:
-        answer = await gateway.update_subscription(live.external_reference, cancel_at_period_end=False)
-    except (PaymentRefused, GatewayError, GatewayUnavailable) as exc:
-        return await _recorded(services, live, exc)
-    return await _recorded(services, live, answer)
+        raise SubscriptionNotChangeableError("Only a subscription set to cancel at period end can be resumed")
+    reference = _linked(live)
+    return await _recorded(services, live, gateway.update_subscription(reference, cancel_at_period_end=False))
 
 
 async def change_plan(
     services: Services, gateway: HostedGateway, live: SubscriptionRow, plan: PlanSpec
-) -> SubscriptionChangeResult:
+) -> SubscriptionRow:
     """Bill the new plan's price from the next renewal on (no proration): until then it shows as nextPlan."""
     if live.status not in (SubscriptionStatus.ACTIVE, SubscriptionStatus.PAST_DUE):
-        return SubscriptionNotChangeable(
-            message="Only an active subscription can change plans", subscription=Subscription.of(live)
-        )
-    if unlinked := _unlinked(live):
-        return unlinked
-    assert live.external_reference is not None
+        raise SubscriptionNotChangeableError("Only an active subscription can change plans")
+    reference = _linked(live)
     assert plan.stripe_price is not None
-    try:
-        current = await gateway.subscription(live.external_reference)
+    price = plan.stripe_price
+
+    async def new_price() -> HostedSubscription:
+        current = await gateway.subscription(reference)
         if current.item is None:
             raise PaymentRefused("the subscription bills no price")
-        answer = await gateway.update_subscription(live.external_reference, item=current.item, price=plan.stripe_price)
-    except (PaymentRefused, GatewayError, GatewayUnavailable) as exc:
-        return await _recorded(services, live, exc)
-    return await _recorded(services, live, answer)
+        return await gateway.update_subscription(reference, item=current.item, price=price)
+
+    return await _recorded(services, live, new_price())
