@@ -1,21 +1,26 @@
 """Charging queued auto top-ups: outside any database transaction, then recording the outcome.
 
 A spend that leaves the balance below the account's threshold queues a top-up in its own transaction
-(``models.auto_top_up``); this charges it once that has committed. Each top-up is claimed first
-(``models.auto_top_up.claim``), so two processes never charge it at the same time. When it runs is the
-worker's business (``creditline.auto_top_up_worker``).
+(``models/ledger/auto_top_up.py``); ``kick`` starts its charge in the background once that has committed.
+Each top-up is claimed first (``claim``), so two processes never charge it at the same time. What a
+charge misses (a worker that died, a back-off that ran out) the sweep charges: ``charge_due``, run by
+``creditline/auto_top_up_worker.py``. See docs/rules.md, "Auto top-up queueing".
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from billing.payments import charge_pending, price
 from creditline.services import Services
-from models import auto_top_up
+from models.ledger import auto_top_up
 from models.tables import Transaction, TransactionStatus
 
 log = logging.getLogger("creditline.auto_top_up")
+
+_running: set[asyncio.Task[None]] = set()
+"""Charges started by ``kick`` and not finished: kept so that they are not collected, and awaited by ``idle``."""
 
 
 def terms(services: Services) -> auto_top_up.Terms | None:
@@ -41,8 +46,30 @@ async def _charge_claimed(services: Services, transaction_id: int) -> None:
     await auto_top_up.settle(transaction_id, services.clock.now())
 
 
+async def _charge_logged(services: Services, transaction_id: int) -> None:
+    try:
+        await charge(services, transaction_id)
+    except Exception:
+        log.exception("auto top-up transaction %d failed; the sweep tries again", transaction_id)
+
+
+def kick(services: Services, transaction_id: int | None) -> None:
+    """Charge a just-queued top-up in the background (the spend that queued it has committed)."""
+    if transaction_id is None:
+        return
+    task = asyncio.create_task(_charge_logged(services, transaction_id))
+    _running.add(task)
+    task.add_done_callback(_running.discard)
+
+
+async def idle() -> None:
+    """Wait until every charge started by ``kick`` has finished (tests, shutdown)."""
+    while _running:
+        await asyncio.gather(*_running, return_exceptions=True)
+
+
 async def charge_due(services: Services) -> int:
-    """Charge what is due (see ``models.auto_top_up.claim_due``): top-ups whose worker died, and retries
+    """Charge what is due (see ``models.ledger.auto_top_up.claim_due``): top-ups whose worker died, and retries
     whose back-off has run out. Returns how many top-ups it handled; one that fails is logged and left to
     the next run."""
     top_up_terms = terms(services)

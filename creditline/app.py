@@ -17,7 +17,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from creditline import auto_top_up_worker, db
+from billing import auto_top_up
+from creditline import db
 from creditline.clock import Clock
 from creditline.db_backends import SERVICE_UNAVAILABLE_MESSAGE, DatabaseUnavailable
 from creditline.events import EventBus, InProcessBus, RedisBus
@@ -213,7 +214,7 @@ def create_app(
                 sweeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sweeper
-            await auto_top_up_worker.idle()  # let top-ups being charged finish and publish
+            await auto_top_up.idle()  # let top-ups being charged finish and publish
             await services.bus.stop()
             await services.gateway.close()
             if limiter is not None:

@@ -5,8 +5,8 @@ from dataclasses import replace
 from strawberry.types import Info
 
 from billing import auto_top_up as billing_auto_top_up
-from models import auto_top_up
 from models.credits import MICRO, format_credits
+from models.ledger import auto_top_up
 from models.tables import AutoTopUp as AutoTopUpRow
 from models.tables import CreditAccount as CreditAccountRow
 from models.tables import PaymentMethod as PaymentMethodRow

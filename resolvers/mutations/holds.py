@@ -5,7 +5,6 @@ from datetime import timedelta
 from strawberry.types import Info
 
 from billing import auto_top_up as billing_auto_top_up
-from creditline import auto_top_up_worker
 from models import ledger
 from models.tables import Hold as HoldRow
 from models.tables import UsageEvent as UsageEventRow
@@ -87,7 +86,7 @@ async def hold_credits(info: Info[Context, None], input: HoldCreditsInput) -> Ho
     except ledger.NotFoundError:
         return NotFound(message="User not found")
     ctx.services.bus.publish(result.changes)
-    auto_top_up_worker.kick(ctx.services, result.queued_top_up)
+    billing_auto_top_up.kick(ctx.services, result.queued_top_up)
     return HoldCreditsSuccess(
         hold=Hold.of(await HoldRow.get(id=result.hold_id)), balance=CreditBalance.of(result.balance)
     )

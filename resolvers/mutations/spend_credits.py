@@ -3,7 +3,6 @@ from __future__ import annotations
 from strawberry.types import Info
 
 from billing import auto_top_up as billing_auto_top_up
-from creditline import auto_top_up_worker
 from models import ledger
 from models.tables import UsageEvent as UsageEventRow
 from resolvers.context import Context
@@ -82,7 +81,7 @@ async def spend_credits(info: Info[Context, None], input: SpendCreditsInput) -> 
     except ledger.NotFoundError:
         return NotFound(message="User not found")
     ctx.services.bus.publish(result.changes)
-    auto_top_up_worker.kick(ctx.services, result.queued_top_up)  # charged outside the spend's transaction
+    billing_auto_top_up.kick(ctx.services, result.queued_top_up)  # charged outside the spend's transaction
     if result.replayed:
         usage_event = UsageEvent.of(await UsageEventRow.get(id=result.usage_event_id))
     else:

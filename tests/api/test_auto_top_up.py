@@ -12,13 +12,14 @@ from typing import Any
 import httpx
 import pytest
 
+from billing import auto_top_up as billing_auto_top_up
 from billing.payments import charge_pending
 from creditline import auto_top_up_worker
 from creditline.app import create_app
 from creditline.jobs import reconcile_pending
-from models import auto_top_up, ledger, organizations
+from models import ledger, organizations
 from models.credits import MICRO
-from models.ledger import BalanceChange
+from models.ledger import BalanceChange, auto_top_up
 from models.payments import Price
 from models.sql import Sql
 from models.tables import (
@@ -118,7 +119,7 @@ class Shop:
             self.agent,
         )
         if wait:
-            await auto_top_up_worker.idle()
+            await billing_auto_top_up.idle()
         return data["spendCredits"]
 
     async def credit(self) -> Any:
@@ -247,7 +248,7 @@ async def test_a_hold_below_the_threshold_queues_a_top_up_too(api: Api) -> None:
     hold_input = {"userId": USER, "agentId": "a", "activity": "answer", "credits": "70", "idempotencyKey": "h1"}
 
     held = await api.data(HOLD, {"input": hold_input}, shop.agent)
-    await auto_top_up_worker.idle()
+    await billing_auto_top_up.idle()
 
     assert held["holdCredits"] == {"__typename": "HoldCreditsSuccess", "balance": {"available": "30"}}
     credit = await shop.credit()
@@ -288,9 +289,9 @@ async def test_one_top_up_in_flight_at_most_and_it_is_charged_once(api: Api) -> 
     assert pending["autoTopUp"]["pendingTransaction"] == {"status": "PENDING"}
     assert pending["autoTopUp"]["toppedUpThisMonth"] == "100"  # pending counts against the cap
     assert await reconcile_pending(services, older_than=timedelta(0)) == 0  # not the top-up reconciler's job
-    charged = await asyncio.gather(*(auto_top_up_worker.charge(services, 1) for _ in range(3)))
+    charged = await asyncio.gather(*(billing_auto_top_up.charge(services, 1) for _ in range(3)))
     assert sorted(charged) == [False, False, True]
-    assert await auto_top_up_worker.charge(services, 1) is False
+    assert await billing_auto_top_up.charge(services, 1) is False
     assert await auto_top_up_worker.run_due(services) == 0
     credit = await shop.credit()
     assert transactions(credit) == [auto_top_up_row("SUCCEEDED", "100", 100, "INV-000001")]
@@ -305,7 +306,7 @@ async def test_concurrent_spends_crossing_the_threshold_queue_one_top_up(api: Ap
 
     assert sorted(results, key=lambda r: r or 0) == [None] * 9 + [1]
     assert await Transaction.all().count() == 1
-    await auto_top_up_worker.charge(api.app.state.services, 1)
+    await billing_auto_top_up.charge(api.app.state.services, 1)
     assert (await shop.credit())["balance"] == balance("140", "40", "100")
 
 
@@ -314,7 +315,7 @@ async def test_concurrent_spends_over_http_queue_one_top_up(api: Api) -> None:
     await shop.configure()
 
     spent = await asyncio.gather(*(shop.spend("6", wait=False) for _ in range(10)))
-    await auto_top_up_worker.idle()
+    await billing_auto_top_up.idle()
 
     assert [s["__typename"] for s in spent] == ["SpendCreditsSuccess"] * 10
     credit = await shop.credit()
@@ -666,7 +667,7 @@ async def test_a_hosted_gateway_has_no_auto_top_up_and_spends_queue_none(api: Ap
             headers={"authorization": f"Bearer {shop.agent}"},
         )
         assert spent.json()["data"]["spendCredits"]["balance"]["available"] == "40"
-    await auto_top_up_worker.idle()
+    await billing_auto_top_up.idle()
     assert await Transaction.all().count() == 0
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from billing import auto_top_up as billing_auto_top_up
 from billing import payments
-from models import auto_top_up, ledger
+from models import ledger
 from models.balance import Balance
 from models.credits import MICRO
+from models.ledger import auto_top_up
 from models.tables import AutoTopUp, Invoice, Transaction, TransactionStatus, TransactionType
 from tests.support.billing import Customer
 from tests.support.helpers import ScriptedGateway
