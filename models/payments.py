@@ -1,4 +1,5 @@
-"""Payments for credit: transactions, their completion into PAID lots, invoices and saved cards (DESIGN 5).
+"""Payments for credit: transactions, their completion into PAID lots, invoices and saved cards
+(docs/rules.md, Payments and Invoices).
 
 A top-up is written PENDING in its own transaction, charged outside any transaction, then completed
 under the account's row lock: the completion re-reads the transaction and acts only while it is still
