@@ -23,6 +23,7 @@ run: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy
@@ -43,4 +44,4 @@ bench: install
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) creditline.sqlite3* .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) creditline.sqlite3* .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

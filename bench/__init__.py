@@ -9,11 +9,11 @@ Settings (environment): ``BENCH_SECONDS`` (10, each measured run), ``BENCH_HEALT
 no-op check), ``BENCH_CONNECTIONS`` (16), ``BENCH_ACCOUNTS`` (1000), ``BENCH_BACKENDS`` ("sqlite,postgres"),
 ``BENCH_POSTGRES_URL`` (postgresql://postgres@127.0.0.1:5432/test, where the scratch database is created).
 
-Then live balance subscriptions (see ``bench/subscriptions.py``): 1,000 ``balanceChanged`` subscribers on one
+Then live balance subscriptions (see ``bench/live.py``): 1,000 ``balanceChanged`` subscribers on one
 server process, resident memory per idle subscriber (target at most 40 KB), p50/p99 from commit to receipt
 for a steady stream of spends (target p99 at most 50 ms), and the same across two processes through Redis.
 Settings: ``BENCH_SUBSCRIBERS`` (1000), ``BENCH_SUB_SPENDS`` (2000), ``BENCH_SUB_RATE`` (200 spends/s),
-``BENCH_REDIS_URL`` (redis://127.0.0.1:6379/0). ``BENCH_PARTS`` ("spend,subscriptions,reports,queries") picks
+``BENCH_REDIS_URL`` (redis://127.0.0.1:6379/0). ``BENCH_PARTS`` ("spend,live,reports,queries") picks
 the parts.
 
 Then the usage reports (``bench/reports.py``) and the costliest document the query limits admit

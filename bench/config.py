@@ -48,13 +48,11 @@ class BenchConfig:
         if unknown or not backends:
             raise SystemExit(f"BENCH_BACKENDS: choose from sqlite,postgres (got {os.environ.get('BENCH_BACKENDS')!r})")
         parts = tuple(
-            p.strip()
-            for p in os.environ.get("BENCH_PARTS", "spend,subscriptions,reports,queries").split(",")
-            if p.strip()
+            p.strip() for p in os.environ.get("BENCH_PARTS", "spend,live,reports,queries").split(",") if p.strip()
         )
-        if set(parts) - {"spend", "subscriptions", "reports", "queries"} or not parts:
+        if set(parts) - {"spend", "live", "reports", "queries"} or not parts:
             raise SystemExit(
-                f"BENCH_PARTS: choose from spend,subscriptions,reports,queries (got {os.environ.get('BENCH_PARTS')!r})"
+                f"BENCH_PARTS: choose from spend,live,reports,queries (got {os.environ.get('BENCH_PARTS')!r})"
             )
         return cls(
             parts=parts,
@@ -68,14 +66,14 @@ class BenchConfig:
 
 
 @dataclass(frozen=True)
-class SubscriptionConfig:
+class LiveConfig:
     subscribers: int
     spends: int
     rate: float
     redis_url: str
 
     @classmethod
-    def from_env(cls) -> SubscriptionConfig:
+    def from_env(cls) -> LiveConfig:
         return cls(
             subscribers=int(_number("BENCH_SUBSCRIBERS", 1000)),
             spends=int(_number("BENCH_SUB_SPENDS", 1500)),

@@ -12,7 +12,7 @@ T = TypeVar("T")
 def arun(coro: Coroutine[Any, Any, T]) -> T:
     """Run one async step on uvloop when it is installed (the server runs on it too)."""
     try:
-        import uvloop
+        import uvloop  # noqa: PLC0415  (optional: uvicorn[standard] installs it where it builds, not on Windows)
     except ImportError:
         return asyncio.run(coro)
     return uvloop.run(coro)

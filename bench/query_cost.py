@@ -48,8 +48,8 @@ from tortoise.transactions import in_transaction
 
 from bench import fixtures
 from bench.http_run import BenchError, Server, server_process
+from bench.live import cpu_seconds
 from bench.loop import arun
-from bench.subscriptions import cpu_seconds
 from creditline import db
 from creditline.clock import Clock
 from creditline.graphql import build_schema, query_limits

@@ -14,13 +14,13 @@ from pathlib import Path
 import bench
 from bench import fixtures
 from bench.ceiling import CeilingRun, run_postgres, run_sqlite
-from bench.config import SPEND_CREDITS, TARGET_RATIO, BenchConfig, SubscriptionConfig
+from bench.config import SPEND_CREDITS, TARGET_RATIO, BenchConfig, LiveConfig
 from bench.http_run import BenchError, NoopRun, SpendRun, run_noop, run_spends, server, wrk_binary, wrk_version
+from bench.live import report as live_report
+from bench.live import run_live
 from bench.loop import arun
 from bench.query_cost import main as run_query_cost_bench
 from bench.reports import run_reports_bench
-from bench.subscriptions import report as subscription_report
-from bench.subscriptions import run_subscriptions
 from creditline.db import sqlite_path
 from resolvers.ids import encode_id
 
@@ -226,17 +226,17 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _terminated)
     config = BenchConfig.from_env()
     spend = _spend_part(config) if "spend" in config.parts else None
-    subscriptions = None
-    if "subscriptions" in config.parts:
+    live = None
+    if "live" in config.parts:
         if spend is None:
             print("Creditline benchmark: live balance subscriptions")
             print(machine(with_wrk=False))
-        subscriptions = run_subscriptions(SubscriptionConfig.from_env(), config.postgres_url)
+        live = run_live(LiveConfig.from_env(), config.postgres_url)
         print()
-        print(subscription_report(subscriptions))
-        if subscriptions.failures:
-            print("\n!!! SUBSCRIPTIONS: THE RUN HAD ERRORS")
-            for failure in subscriptions.failures:
+        print(live_report(live))
+        if live.failures:
+            print("\n!!! LIVE SUBSCRIPTIONS: THE RUN HAD ERRORS")
+            for failure in live.failures:
                 print(f"!!!   {failure}")
     reports_ok = True
     if "reports" in config.parts:
@@ -246,7 +246,7 @@ def main() -> None:
     if "queries" in config.parts:
         print()
         queries_ok = run_query_cost_bench()
-    if spend == "failed" or (subscriptions is not None and subscriptions.failures) or not reports_ok or not queries_ok:
+    if spend == "failed" or (live is not None and live.failures) or not reports_ok or not queries_ok:
         print("\nbench: FAILED", flush=True)
         sys.exit(1)
     print()
@@ -254,9 +254,9 @@ def main() -> None:
         print("bench: nothing was measured (every backend was skipped)", flush=True)
     elif spend == "passed":
         print("bench: all requests succeeded and the audit passed", flush=True)
-    if subscriptions is not None:
-        if subscriptions.skipped:
-            print("bench: subscriptions were not measured", flush=True)
+    if live is not None:
+        if live.skipped:
+            print("bench: live subscriptions were not measured", flush=True)
         else:
             print("bench: every subscriber received every event of every spend", flush=True)
 

@@ -1,4 +1,5 @@
-"""The processor customer that stands for an account, created once per gateway (table gateway_customers)."""
+"""The processor customer that stands for an account, created once per gateway (table gateway_customers), and
+the link to its page in the processor's customer portal."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from datetime import datetime
 
 from tortoise import connections
 
-from gateway.base import Gateway
+from billing.errors import PaymentUnavailableError
+from creditline.services import Services
+from gateway.base import Gateway, GatewayError, GatewayUnavailable, HostedGateway
 from models.sql import Sql
 from models.tables import CreditAccount, GatewayCustomer, Organization, User
 
@@ -41,3 +44,14 @@ async def customer_for(gateway: Gateway, account_id: int, now: datetime) -> str 
         now,
     )
     return (await GatewayCustomer.get(account_id=account_id, gateway=gateway.name)).reference
+
+
+async def portal_url(services: Services, gateway: HostedGateway, account_id: int, return_url: str) -> str:
+    """A link to the processor's customer portal, where the account's cards are managed; the customer is
+    sent back to ``return_url``. Raises ``PaymentUnavailableError`` when the processor cannot be reached."""
+    try:
+        customer = await customer_for(gateway, account_id, services.clock.now())
+        assert customer is not None
+        return await gateway.portal_url(customer=customer, return_url=return_url)
+    except (GatewayError, GatewayUnavailable) as exc:
+        raise PaymentUnavailableError(str(exc)) from exc

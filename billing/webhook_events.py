@@ -27,11 +27,11 @@ from enum import StrEnum
 from tortoise import connections
 
 from billing import checkout_events, subscription_events
+from billing.payments import subscription_billing
 from billing.webhook_handler import Changes, Handler, HandlerTable, WebhookContext
+from creditline.services import Services
 from gateway.base import GatewayEvent, MalformedEvent
 from models.sql import Sql, as_datetime
-from resolvers.context import Services
-from resolvers.mutations.payments import subscription_billing
 
 log = logging.getLogger("creditline.webhooks")
 

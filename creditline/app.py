@@ -17,24 +17,25 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from creditline import auto_top_up_worker, db
+from billing import auto_top_up
+from creditline import db
 from creditline.clock import Clock
 from creditline.db_backends import SERVICE_UNAVAILABLE_MESSAGE, DatabaseUnavailable
 from creditline.events import EventBus, InProcessBus, RedisBus
 from creditline.exports import transactions_export, usage_export
+from creditline.gateways import gateway_for
 from creditline.graphql import GraphQLEndpoint, build_schema
 from creditline.http_limits import BodyLimitMiddleware, WebSocketMessageLimit
 from creditline.invoices import invoice_page
 from creditline.jobs import run_sweeper
 from creditline.logs import RequestLogMiddleware
 from creditline.rate_limit import RateLimiter, RateLimitMiddleware, limiter_for, refuse_websocket
+from creditline.services import Services
 from creditline.settings import Settings
 from creditline.stripe_webhook_endpoint import stripe_webhook
-from gateway.registry import gateway_for
 from models.plans import PlanCatalog
 from models.rate_card import RateCard
 from resolvers.auth import Authenticator
-from resolvers.context import Services
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +214,7 @@ def create_app(
                 sweeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sweeper
-            await auto_top_up_worker.idle()  # let top-ups being charged finish and publish
+            await auto_top_up.idle()  # let top-ups being charged finish and publish
             await services.bus.stop()
             await services.gateway.close()
             if limiter is not None:

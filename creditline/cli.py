@@ -1,4 +1,4 @@
-"""The ``creditline`` command (DESIGN 10)."""
+"""The ``creditline`` command (README, Command line)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,19 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
+import uvicorn
+
 from creditline import db
+from creditline.app import build_services, create_app
+from creditline.auto_top_up_worker import run_due
 from creditline.clock import Clock
 from creditline.db_backends import is_connection_failure, unavailable
+from creditline.jobs import reconcile_pending, renew_subscriptions, sweep_once
+from creditline.logs import log_config
+from creditline.serving import ServeConfig, connection_cap, guarded_protocol, raise_file_limit
 from creditline.settings import Settings
 from models import ledger
-from models.tables import TokenKind, User
+from models.tables import CreditAccount, TokenKind, User
 from models.tokens import SCOPES, UnknownScopeError, create_token
 from resolvers.ids import encode_id
 
@@ -82,12 +89,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _serve(settings: Settings, host: str, port: int) -> None:
-    import uvicorn
-
-    from creditline.app import create_app
-    from creditline.logs import log_config
-    from creditline.serving import ServeConfig, connection_cap, guarded_protocol, raise_file_limit
-
     lock = db.SqliteWriterLock(settings.database_url)
     try:
         lock.acquire()
@@ -163,10 +164,6 @@ async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _sweep(settings: Settings, args: argparse.Namespace) -> int:
-    from creditline.app import build_services
-    from creditline.auto_top_up_worker import run_due
-    from creditline.jobs import reconcile_pending, renew_subscriptions, sweep_once
-
     services = build_services(settings, Clock())
     await services.bus.start()  # subscribers on the servers see what the sweep changes
     try:
@@ -187,8 +184,6 @@ async def _sweep(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _audit(settings: Settings, args: argparse.Namespace) -> int:
     findings = await ledger.audit()
-    from models.tables import CreditAccount
-
     count = await CreditAccount.all().count()
     for finding in findings:
         print(f"account {finding.account_id}: {finding.problem}")

@@ -14,7 +14,7 @@ bookkeeping was about a fifth of the request's CPU. This executor takes a short 
 The value is coerced by the same ``complete_leaf_value``. Everything else, and everything when a schema
 extension wraps resolvers, takes graphql-core's own path. Errors are the same: a null for a non-null field,
 or a value the scalar cannot serialize, is located and propagated by graphql-core's ``handle_field_error``
-as ``complete_value`` would raise it (tests/test_execution.py compares both paths).
+as ``complete_value`` would raise it (tests/api/test_execution.py compares both paths).
 """
 
 from __future__ import annotations

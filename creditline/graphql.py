@@ -54,9 +54,10 @@ from creditline.live import SLOW_SUBSCRIBER_CLOSE_CODE, LiveOperation, SlowSubsc
 from creditline.logs import LoggedSchema
 from creditline.query_limits import QueryLimits, QueryLimitsExtension, validation_rules
 from creditline.rate_limit import RateLimiter, rate_limited_error, secret_key
+from creditline.services import Services
 from creditline.settings import Settings
 from resolvers.auth import Authenticator, bearer_secret
-from resolvers.context import Context, Services
+from resolvers.context import Context
 from resolvers.root import Mutation, Query, RootSubscription
 from schema.scalars import SCALAR_MAP
 

@@ -3,8 +3,6 @@ through a signed link (``?expires=<unix time>&signature=<HMAC>``) that works wit
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import html
 import json
 from collections.abc import Awaitable, Callable
@@ -12,12 +10,13 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
+from billing.invoices import SIGNATURE_LENGTH, valid_link
+from creditline.services import Services
 from models.payments import invoice_number
 from models.tables import CreditAccount, Invoice, MemberRole, Membership
 from resolvers import boundary
 from resolvers.auth import Authenticator
-from resolvers.context import Services
-from resolvers.ids import decode_id, encode_id
+from resolvers.ids import decode_id
 
 
 def _money(amount: int, currency: str) -> str:
@@ -46,16 +45,6 @@ def render(invoice: Invoice) -> str:
     )
 
 
-def signed_link(key: bytes, invoice_id: int, expires: int) -> str:
-    """The path of an invoice page that opens without a token until ``expires`` (a unix time)."""
-    signature = _signature(key, invoice_id, expires)
-    return f"/invoices/{encode_id('Invoice', invoice_id)}?expires={expires}&signature={signature}"
-
-
-def _signature(key: bytes, invoice_id: int, expires: int) -> str:
-    return hmac.new(key, f"invoice:{invoice_id}:{expires}".encode(), hashlib.sha256).hexdigest()
-
-
 EXPIRES_DIGITS = 12
 """A unix time in seconds up to the year 9999 (253402300799) has 12 digits."""
 
@@ -69,9 +58,8 @@ def _signed(request: Request, key: bytes, invoice_id: int, now: float) -> bool |
     if signature is None or expires is None:
         return False
     expires_at = boundary.digits(expires, "expires", EXPIRES_DIGITS)
-    given = boundary.hex_digest(signature, "signature", hashlib.sha256().digest_size * 2)
-    valid = hmac.compare_digest(given, _signature(key, invoice_id, expires_at))
-    return valid and expires_at >= now
+    given = boundary.hex_digest(signature, "signature", SIGNATURE_LENGTH)
+    return valid_link(key, invoice_id, expires_at, given, now)
 
 
 def invoice_page(auth: Authenticator, services: Services) -> Callable[[Request], Awaitable[Response]]:

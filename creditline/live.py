@@ -3,7 +3,7 @@
 Strawberry runs a graphql-transport-ws subscription as a task that keeps its whole execution alive (the
 operation's extensions, graphql-core's executor, a chain of async generators) for as long as it lasts.
 Here a subscription resolver runs that way only until it has sent what comes first (the balance SNAPSHOT)
-and hands the rest over to its ``LiveOperation`` (see resolvers/subscriptions.py ``follow``). From then
+and hands the rest over to its ``LiveOperation`` (see resolvers/live.py ``_follow``). From then
 on the operation holds its bus subscription and a ``Feed`` (what turns an event into a payload) and no
 task: when events arrive, a short task renders each one by executing the operation with the payload as
 its root value, sends it, and ends once none are left.

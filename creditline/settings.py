@@ -9,6 +9,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from models.credits import parse_credits
+
 MICRO = 1_000_000
 """Micro-credits in one credit."""
 MIN_SECRET_KEY_LENGTH = 32
@@ -90,8 +92,6 @@ def _looks_random(key: str) -> bool:
 
 
 def _credits(env: Mapping[str, str], name: str, default: str) -> int:
-    from models.credits import parse_credits
-
     raw = env.get(name) or default
     try:
         return parse_credits(raw)

@@ -18,9 +18,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from billing import webhook_events
+from creditline.services import Services
 from gateway.base import InvalidWebhook
 from resolvers import boundary
-from resolvers.context import Services
 
 MAX_BODY = 1 << 20
 """Stripe's events are far smaller; a larger body is refused before it is read whole."""

@@ -1,4 +1,4 @@
-"""Organizations, memberships and roles, and the shared credit pool (DESIGN 7).
+"""Organizations, memberships and roles, and the shared credit pool (docs/rules.md, Roles and Shared pool).
 
 Every change of membership locks the organization's row first (PostgreSQL; SQLite has one writer), so
 two owners demoting each other at once cannot leave an organization without an owner.

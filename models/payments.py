@@ -1,4 +1,5 @@
-"""Payments for credit: transactions, their completion into PAID lots, invoices and saved cards (DESIGN 5).
+"""Payments for credit: transactions, their completion into PAID lots, invoices and saved cards
+(docs/rules.md, Payments and Invoices).
 
 A top-up is written PENDING in its own transaction, charged outside any transaction, then completed
 under the account's row lock: the completion re-reads the transaction and acts only while it is still
@@ -14,12 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from tortoise import connections
 from tortoise.transactions import in_transaction
 
-from gateway.base import Card
 from models import ledger
-from models.credits import MICRO, format_credits
+from models.credits import format_credits
 from models.ledger import BalanceChange, IdempotencyConflictError, IdempotencyKey, LedgerError
+from models.money import Price as Price  # re-exported: callers name the price of credit from here
 from models.sql import Sql
 from models.tables import (
     LIVE_SUBSCRIPTION,
@@ -32,18 +34,6 @@ from models.tables import (
     TransactionStatus,
     TransactionType,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Price:
-    """What credit costs: ``minor_per_100`` minor units of ``currency`` buy 100 credits."""
-
-    currency: str
-    minor_per_100: int
-
-    def of(self, credits: int) -> int:
-        """The price of ``credits`` micro-credits in minor units, rounded up."""
-        return -(-credits * self.minor_per_100 // (100 * MICRO))
 
 
 def invoice_number(number: int) -> str:
@@ -103,9 +93,21 @@ async def start_top_up(
     return await Transaction.get(id=rows[0]["id"]), True
 
 
+async def store_checkout_page(transaction_id: int, *, url: str, reference: str | None) -> Transaction:
+    """Store the address of a PENDING payment's hosted checkout page and the processor's reference for it.
+    A webhook may have completed the transaction meanwhile: its status stays, and so does its reference."""
+    await Sql(connections.get("default")).execute(
+        "UPDATE transactions SET checkout_url = $1, gateway_reference = COALESCE(gateway_reference, $2) WHERE id = $3",
+        url,
+        reference,
+        transaction_id,
+    )
+    return await Transaction.get(id=transaction_id)
+
+
 CHARGE_IN_FLIGHT = timedelta(minutes=1)
 """How long the request that wrote a PENDING payment may still be charging it: the reconcile job leaves a
-payment younger than this alone (``creditline.jobs.reconcile_pending``), and so does a resend."""
+payment younger than this alone (``billing.reconcile.reconcile_pending``), and so does a resend."""
 
 
 async def settled(transaction: Transaction, *, wait_seconds: float, now: datetime) -> tuple[Transaction, bool]:
@@ -230,7 +232,18 @@ async def _issue_invoice(sql: Sql, row: dict[str, Any], account_id: int, descrip
     )
 
 
-async def save_card(account_id: int, *, gateway: str, card: Card, now: datetime) -> PaymentMethod:
+@dataclass(frozen=True, slots=True)
+class CardDetails:
+    """A card as the processor saved it: its reference there, and what the customer sees of it."""
+
+    reference: str
+    brand: str
+    last4: str
+    exp_month: int
+    exp_year: int
+
+
+async def save_card(account_id: int, *, gateway: str, card: CardDetails, now: datetime) -> PaymentMethod:
     """Save a card; the account's first card becomes its default."""
     async with in_transaction():
         has_default = await PaymentMethod.filter(account_id=account_id, removed_at=None, is_default=True).exists()

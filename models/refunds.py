@@ -1,4 +1,4 @@
-"""Refunds of successful payments (DESIGN 5): the money goes back, the credit it bought is voided.
+"""Refunds of successful payments (docs/rules.md, Refunds): the money goes back, the credit it bought is voided.
 
 A refund is written PENDING under the account lock (so two refunds never return more than was paid), the
 gateway is asked outside any transaction with an idempotency key made from the refund's id, and the

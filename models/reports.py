@@ -1,4 +1,4 @@
-"""Usage reports, read from the hourly rollups that every spend keeps up to date (DESIGN 6).
+"""Usage reports, read from the hourly rollups that every spend keeps up to date (docs/rules.md, Report cost).
 
 A report reads the rollup rows of the one dimension it groups by (activity, agent or member): at most the
 hours in its range times that dimension's keys, whatever the number of raw usage events. Buckets are hours,

@@ -1,38 +1,18 @@
-"""The per-request context: who is calling, the shared services, and fresh DataLoaders."""
+"""The per-request context: who is calling, the shared services (``creditline.services``), and fresh
+DataLoaders."""
 
 from __future__ import annotations
 
-import secrets
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from creditline.clock import Clock
-from creditline.events import EventBus
-from creditline.settings import Settings
-from gateway.base import Gateway
-from gateway.sandbox import SandboxGateway
-from models.plans import PlanCatalog
-from models.rate_card import RateCard
+from creditline.services import Services
 from models.tokens import Principal
 from resolvers.loaders import Loaders
 
 if TYPE_CHECKING:
     from creditline.live import LiveOperation
-
-
-@dataclass
-class Services:
-    """What lives as long as the application: settings, the clock and the event bus."""
-
-    settings: Settings
-    clock: Clock
-    bus: EventBus
-    rate_card: RateCard = field(default_factory=RateCard)
-    plans: PlanCatalog = field(default_factory=PlanCatalog)
-    link_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
-    """Signs invoice links (CREDITLINE_SECRET_KEY, else random per process)."""
-    gateway: Gateway = field(default_factory=SandboxGateway)
 
 
 @dataclass

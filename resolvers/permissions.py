@@ -1,4 +1,6 @@
-"""Who may do what (DESIGN 8). Root fields require a token; mutations check the token's kind here."""
+"""Who may do what (docs/rules.md, Who may see what).
+
+Root fields require a token; mutations check the token's kind here."""
 
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ from strawberry import relay
 from strawberry.permission import BasePermission
 
 from resolvers import queries
+from resolvers.live import balance_changed, usage_recorded
 from resolvers.mutations import organizations as orgs
 from resolvers.mutations import payments
 from resolvers.mutations import subscriptions as subs
@@ -19,7 +20,6 @@ from resolvers.mutations.holds import capture_hold, hold_credits, release_hold
 from resolvers.mutations.refund_payment import refund_payment
 from resolvers.mutations.spend_credits import spend_credits
 from resolvers.permissions import IsAuthenticated
-from resolvers.subscriptions import balance_changed, usage_recorded
 from schema import types
 from schema.mutations.auto_top_up import ConfigureAutoTopUpResult
 from schema.mutations.customer_portal import CreateCustomerPortalSessionResult

@@ -8,7 +8,8 @@ from enum import Enum
 import strawberry
 from strawberry.types import Info
 
-from models import auto_top_up, tables
+from models import tables
+from models.ledger import auto_top_up
 from resolvers.context import Context
 from schema.payments import PaymentMethod, Transaction
 from schema.scalars import Credits

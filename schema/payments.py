@@ -12,6 +12,7 @@ from strawberry import relay
 from strawberry.types import Info
 from tortoise.queryset import QuerySet
 
+from billing.invoices import signed_link
 from models import tables
 from models.payments import invoice_number
 from models.plans import PlanSpec
@@ -53,8 +54,6 @@ class Invoice(relay.Node):
 
     @strawberry.field(description="A link to the printable page that works without a token for a few days")
     def signed_url(self, info: Info[Context, None]) -> str:
-        from creditline.invoices import signed_link
-
         require_read_scope(info, BILLING_READ)
         services = info.context.services
         expires = services.clock.now() + timedelta(days=services.settings.invoice_link_days)

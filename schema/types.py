@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 from strawberry import relay
@@ -22,15 +21,13 @@ from resolvers.pagination import keyset_page
 from resolvers.permissions import BILLING_ROLES, principal, require_read_scope, roles_in, scope_message, service_lacks
 from resolvers.reports import usage_report
 from resolvers.usage import UsageCriteria, filtered
+from schema.auto_top_up import AutoTopUp
 from schema.errors import Forbidden
 from schema.invitations import Invitation
+from schema.payments import Invoice, PaymentMethod, Subscription, Transaction, TransactionFilter
 from schema.reports import UsageReportInput, UsageReportResult
 from schema.scalars import Credits
 from schema.usage import UsageFilter
-
-if TYPE_CHECKING:
-    from schema.auto_top_up import AutoTopUp
-    from schema.payments import Invoice, PaymentMethod, Subscription, Transaction, TransactionFilter
 
 # The tables' enums, exposed as GraphQL enums of the same names and values.
 strawberry.enum(CreditKind)
@@ -238,10 +235,8 @@ class CreditAccount(relay.Node):
         info: Info[Context, None],
         first: int | None = None,
         after: str | None = None,
-        filter: Annotated[TransactionFilter, strawberry.lazy("schema.payments")] | None = None,
-    ) -> relay.Connection[Annotated[Transaction, strawberry.lazy("schema.payments")]]:
-        from schema.payments import Transaction
-
+        filter: TransactionFilter | None = None,
+    ) -> relay.Connection[Transaction]:
         require_read_scope(info, BILLING_READ)
         query = tables.Transaction.filter(account_id=self.id)
         if filter is not None:
@@ -251,18 +246,12 @@ class CreditAccount(relay.Node):
     @strawberry.field(description="Invoices of successful payments, newest first")
     async def invoices(
         self, info: Info[Context, None], first: int | None = None, after: str | None = None
-    ) -> relay.Connection[Annotated[Invoice, strawberry.lazy("schema.payments")]]:
-        from schema.payments import Invoice
-
+    ) -> relay.Connection[Invoice]:
         require_read_scope(info, BILLING_READ)
         return await keyset_page(tables.Invoice.filter(account_id=self.id), first, after, Invoice.of)
 
     @strawberry.field(description="The live subscription, or the last one that was ever paid for")
-    async def subscription(
-        self, info: Info[Context, None]
-    ) -> Annotated[Subscription, strawberry.lazy("schema.payments")] | None:
-        from schema.payments import Subscription
-
+    async def subscription(self, info: Info[Context, None]) -> Subscription | None:
         require_read_scope(info, BILLING_READ)
         row = (
             await tables.Subscription.filter(account_id=self.id)
@@ -273,21 +262,13 @@ class CreditAccount(relay.Node):
         return None if row is None else Subscription.of(row)
 
     @strawberry.field(description="Saved cards (card-on-file gateways only)")
-    async def payment_methods(
-        self, info: Info[Context, None]
-    ) -> list[Annotated[PaymentMethod, strawberry.lazy("schema.payments")]]:
-        from schema.payments import PaymentMethod
-
+    async def payment_methods(self, info: Info[Context, None]) -> list[PaymentMethod]:
         require_read_scope(info, BILLING_READ)
         rows = await tables.PaymentMethod.filter(account_id=self.id, removed_at=None).order_by("id")
         return [PaymentMethod.of(row) for row in rows]
 
     @strawberry.field(description="Buying credit by itself below a threshold; null until it is set up")
-    async def auto_top_up(
-        self, info: Info[Context, None]
-    ) -> Annotated[AutoTopUp, strawberry.lazy("schema.auto_top_up")] | None:
-        from schema.auto_top_up import AutoTopUp
-
+    async def auto_top_up(self, info: Info[Context, None]) -> AutoTopUp | None:
         require_read_scope(info, BILLING_READ)
         return await AutoTopUp.load(info, self.id)
 

@@ -7,17 +7,14 @@ missing or unreachable service fails instead. After every test the ledger audit 
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
 import pytest
-from tortoise import Tortoise, connections
+from tortoise import Tortoise
 from tortoise.backends.base import executor
 
 from creditline import db as dbmod
@@ -25,50 +22,9 @@ from creditline.app import create_app
 from creditline.clock import Clock
 from creditline.settings import Settings
 from models import ledger
-from tests.helpers import Api
-from tests.stripe_standin import StripeStandIn, running
-
-REQUIRE_SERVICES = os.environ.get("CREDITLINE_REQUIRE_SERVICES") == "1"
-POSTGRES_URL = os.environ.get("CREDITLINE_TEST_POSTGRES_URL", "")
-TABLES = (
-    "auto_top_ups",
-    "webhook_events",
-    "refunds",
-    "invoices",
-    "invoice_sequence",
-    "transactions",
-    "subscriptions",
-    "gateway_customers",
-    "payment_methods",
-    "usage_rollups",
-    "budget_usage",
-    "member_budgets",
-    "ledger_entries",
-    "usage_allocations",
-    "usage_events",
-    "holds",
-    "credit_lots",
-    "credit_accounts",
-    "api_tokens",
-    "invitations",
-    "memberships",
-    "organizations",
-    "users",
-    "idempotency_records",
-)
-T0 = datetime(2026, 1, 15, 12, 0, 0, tzinfo=UTC)
-
-
-@dataclass(frozen=True)
-class Backend:
-    name: str
-    url: str
-
-
-def _skip_or_fail(reason: str) -> None:
-    if REQUIRE_SERVICES:
-        pytest.fail(f"{reason} (CREDITLINE_REQUIRE_SERVICES=1)")
-    pytest.skip(reason)
+from tests.support.backends import POSTGRES_URL, T0, Backend, reset, skip_or_fail
+from tests.support.helpers import Api
+from tests.support.stripe_standin import StripeStandIn, running
 
 
 async def _fresh_postgres() -> tuple[str, str]:
@@ -77,7 +33,7 @@ async def _fresh_postgres() -> tuple[str, str]:
     try:
         conn = await asyncpg.connect(POSTGRES_URL, timeout=5)
     except (OSError, asyncpg.PostgresError) as exc:
-        _skip_or_fail(f"PostgreSQL at {POSTGRES_URL} is unreachable: {exc}")
+        skip_or_fail(f"PostgreSQL at {POSTGRES_URL} is unreachable: {exc}")
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
@@ -100,7 +56,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
         url = f"sqlite://{tmp_path_factory.mktemp('sqlite')}/test.sqlite3"
     else:
         if not POSTGRES_URL:
-            _skip_or_fail("PostgreSQL half skipped: set CREDITLINE_TEST_POSTGRES_URL to run it")
+            skip_or_fail("PostgreSQL half skipped: set CREDITLINE_TEST_POSTGRES_URL to run it")
         url, pg_name = await _fresh_postgres()
     # Tortoise caches insert statements per connection name, not per dialect: start each backend clean.
     executor.EXECUTOR_CACHE.clear()
@@ -113,15 +69,6 @@ async def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
         await dbmod.close_db()
         if pg_name:
             await _drop_postgres(pg_name)
-
-
-async def reset(backend: Backend) -> None:
-    """Empty every table (the per-test fixture and property tests that need a clean slate per example)."""
-    conn = connections.get("default")
-    if backend.name == "postgres":
-        await conn.execute_script(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
-    else:
-        await conn.execute_script("".join(f"DELETE FROM {table};" for table in TABLES) + "DELETE FROM sqlite_sequence;")
 
 
 @pytest.fixture
@@ -143,7 +90,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def settings() -> Settings:
-    # Every test client comes from one address: rate limits (tests/test_rate_limit.py) would throttle the
+    # Every test client comes from one address: rate limits (tests/app/test_rate_limit.py) would throttle the
     # anonymous requests of fuzzing and loops, and a 429 would pass for a client error.
     return Settings(database_url="unused", token_cache_seconds=0, rate_limit=False)
 
@@ -158,6 +105,6 @@ async def api(db: Backend, clock: Clock, settings: Settings) -> AsyncIterator[Ap
 
 @pytest.fixture(scope="session")
 async def stripe_standin() -> AsyncIterator[StripeStandIn]:
-    """The local stand-in for Stripe's API (tests/stripe_standin.py), one server for the run."""
+    """The local stand-in for Stripe's API (tests/support/stripe_standin.py), one server for the run."""
     async with running() as standin:
         yield standin

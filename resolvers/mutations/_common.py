@@ -15,7 +15,7 @@ from schema.scalars import Credits
 @dataclass(frozen=True, slots=True)
 class Spender:
     """Who a spend is for, and the account it draws from: the organization's pool when it has one
-    (DESIGN 7), else the user's own account (attributed to the organization when one is given)."""
+    (docs/rules.md, Shared pool), else the user's own account (attributed to the organization when one is given)."""
 
     user_id: int
     organization_id: int | None

@@ -4,9 +4,9 @@ from dataclasses import replace
 
 from strawberry.types import Info
 
-from creditline import auto_top_up_worker
-from models import auto_top_up
+from billing import auto_top_up as billing_auto_top_up
 from models.credits import MICRO, format_credits
+from models.ledger import auto_top_up
 from models.tables import AutoTopUp as AutoTopUpRow
 from models.tables import CreditAccount as CreditAccountRow
 from models.tables import PaymentMethod as PaymentMethodRow
@@ -90,7 +90,7 @@ async def configure_auto_top_up(info: Info[Context, None], input: ConfigureAutoT
     config = _merge(input, existing, settings.top_up_min_credits * MICRO, settings.top_up_max_credits * MICRO)
     if isinstance(config, ValidationError):
         return config
-    terms = auto_top_up_worker.terms(ctx.services)
+    terms = billing_auto_top_up.terms(ctx.services)
     if terms is None:
         return PaymentUnavailable(
             message=f"Auto top-up needs cards on file, which the {ctx.services.gateway.name} gateway does not keep"
@@ -109,7 +109,7 @@ async def configure_auto_top_up(info: Info[Context, None], input: ConfigureAutoT
     except auto_top_up.CardUnavailableError as exc:
         return NotFound(message=str(exc))
     if queued is not None:
-        await auto_top_up_worker.charge(ctx.services, queued)  # the balance is below the threshold already
+        await billing_auto_top_up.charge(ctx.services, queued)  # the balance is below the threshold already
     loaded = await AutoTopUp.load(info, account.id)
     assert loaded is not None
     return ConfigureAutoTopUpSuccess(auto_top_up=loaded)

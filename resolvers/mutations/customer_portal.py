@@ -2,11 +2,12 @@ from __future__ import annotations
 
 from strawberry.types import Info
 
-from billing.customers import customer_for
-from gateway.base import GatewayError, GatewayUnavailable, HostedGateway
+from billing import customers
+from billing.checkout import return_url
+from billing.errors import PaymentUnavailableError
+from gateway.base import HostedGateway
 from models.tables import CreditAccount as CreditAccountRow
 from resolvers.context import Context
-from resolvers.mutations.checkout import return_url
 from resolvers.mutations.payments import billing_account
 from schema.mutations.customer_portal import (
     CreateCustomerPortalSessionInput,
@@ -30,9 +31,7 @@ async def create_customer_portal_session(
     if reason := gateway.unavailable_reason():
         return PaymentUnavailable(message=reason)
     try:
-        customer = await customer_for(gateway, account.id, info.context.now())
-        assert customer is not None
-        url = await gateway.portal_url(customer=customer, return_url=return_url(services))
-    except (GatewayError, GatewayUnavailable) as exc:
-        return PaymentUnavailable(message=str(exc))
+        url = await customers.portal_url(services, gateway, account.id, return_url(services))
+    except PaymentUnavailableError as exc:
+        return PaymentUnavailable(message=exc.message)
     return CreateCustomerPortalSessionSuccess(url=url)

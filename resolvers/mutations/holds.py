@@ -4,7 +4,7 @@ from datetime import timedelta
 
 from strawberry.types import Info
 
-from creditline import auto_top_up_worker
+from billing import auto_top_up as billing_auto_top_up
 from models import ledger
 from models.tables import Hold as HoldRow
 from models.tables import UsageEvent as UsageEventRow
@@ -75,7 +75,7 @@ async def hold_credits(info: Info[Context, None], input: HoldCreditsInput) -> Ho
             expires_at=now + timedelta(seconds=timeout),
             idem=idem,
             now=now,
-            auto_top_up=auto_top_up_worker.terms(ctx.services),
+            auto_top_up=billing_auto_top_up.terms(ctx.services),
         )
     except ledger.InsufficientCreditsError as exc:
         return insufficient(exc)
@@ -86,7 +86,7 @@ async def hold_credits(info: Info[Context, None], input: HoldCreditsInput) -> Ho
     except ledger.NotFoundError:
         return NotFound(message="User not found")
     ctx.services.bus.publish(result.changes)
-    auto_top_up_worker.kick(ctx.services, result.queued_top_up)
+    billing_auto_top_up.kick(ctx.services, result.queued_top_up)
     return HoldCreditsSuccess(
         hold=Hold.of(await HoldRow.get(id=result.hold_id)), balance=CreditBalance.of(result.balance)
     )

@@ -1,23 +1,22 @@
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 
 from strawberry.types import Info
 
-from billing.customers import customer_for
-from gateway.base import GatewayError, GatewayUnavailable, HostedGateway, InvalidPaymentToken
-from models import payments, subscriptions
+from billing import checkout
+from billing import payments as billing_payments
+from billing.errors import InvalidPaymentTokenError, PaymentUnavailableError
+from gateway.base import HostedGateway
+from models import payments
 from models.credits import MICRO
-from models.ledger import BalanceChange, IdempotencyConflictError, IdempotencyKey
+from models.ledger import IdempotencyConflictError, IdempotencyKey
 from models.tables import CreditAccount as CreditAccountRow
 from models.tables import PaymentMethod as PaymentMethodRow
-from models.tables import Transaction as TransactionRow
-from models.tables import TransactionStatus, TransactionType
-from resolvers.context import Context, Services
+from models.tables import TransactionStatus
+from resolvers.context import Context
 from resolvers.ids import decode_id
 from resolvers.mutations._common import conflict
-from resolvers.mutations.checkout import top_up_by_checkout
 from resolvers.permissions import BILLING_ROLES, principal, roles_in
 from resolvers.validation import check_identifier, check_key, first_error
 from schema.errors import Forbidden, NotFound, ValidationError
@@ -38,7 +37,6 @@ from schema.payments import (
     Transaction,
 )
 
-log = logging.getLogger("creditline.payments")
 PAYING_NEEDS_ROLE = "Paying for this account needs its owner, or the BILLING or OWNER role in its organization"
 
 
@@ -62,11 +60,6 @@ async def billing_account(info: Info[Context, None], account_id: str | None) -> 
     return Forbidden(
         message="Paying for this account needs its owner, or the BILLING or OWNER role in its organization"
     )
-
-
-def price(info: Info[Context, None]) -> payments.Price:
-    settings = info.context.services.settings
-    return payments.Price(settings.currency, settings.price_per_100_credits)
 
 
 async def top_up(info: Info[Context, None], input: TopUpInput) -> TopUpResult:
@@ -98,9 +91,8 @@ async def top_up(info: Info[Context, None], input: TopUpInput) -> TopUpResult:
         return invalid
     if reason := gateway.unavailable_reason():
         return PaymentUnavailable(message=reason)
-    if isinstance(gateway, HostedGateway):
-        return await top_up_by_checkout(info, gateway, account, credits, input.idempotency_key)
     method_id: int | None = None
+    method: PaymentMethodRow | None = None
     if input.payment_method_id is not None:
         method_id = decode_id(input.payment_method_id, "PaymentMethod")
         method = (
@@ -110,15 +102,6 @@ async def top_up(info: Info[Context, None], input: TopUpInput) -> TopUpResult:
         )
         if method is None:
             return NotFound(message="Payment method not found on this account")
-        card = method.reference
-    else:
-        assert input.payment_token is not None
-        try:
-            card = (await gateway.save_card(input.payment_token)).reference
-        except InvalidPaymentToken as exc:
-            return ValidationError(message=str(exc), field="paymentToken")
-        except (GatewayError, GatewayUnavailable) as exc:
-            return PaymentUnavailable(message=str(exc))
     idem = IdempotencyKey.for_request(
         principal(info).idempotency_scope,
         input.idempotency_key,
@@ -126,89 +109,25 @@ async def top_up(info: Info[Context, None], input: TopUpInput) -> TopUpResult:
         {"account": account.id, "credits": credits, "method": method_id, "token": input.payment_token},
     )
     try:
-        txn, new = await payments.start_top_up(
-            account.id,
-            credits=credits,
-            price=price(info),
-            gateway=gateway.name,
-            payment_method_id=method_id,
-            card_reference=card,
-            kind=TransactionType.TOP_UP,
-            idem=idem,
-            now=ctx.now(),
-        )
+        if isinstance(gateway, HostedGateway):
+            txn = await checkout.top_up(ctx.services, gateway, account.id, credits=credits, idem=idem)
+        else:
+            txn = await billing_payments.top_up(
+                ctx.services, account.id, credits=credits, method=method, payment_token=input.payment_token, idem=idem
+            )
     except IdempotencyConflictError:
         return conflict(input.idempotency_key)
-    if new:
-        txn = await charge_pending(ctx.services, txn)
-    elif txn.status == TransactionStatus.PENDING:
-        txn, in_flight = await payments.settled(txn, wait_seconds=settings.replay_wait_seconds, now=ctx.now())
-        if in_flight:
-            return still_in_flight()
+    except InvalidPaymentTokenError as exc:
+        return ValidationError(message=exc.message, field="paymentToken")
+    except PaymentUnavailableError as exc:
+        return PaymentUnavailable(message=exc.message)
     if txn.status == TransactionStatus.FAILED:
         reason_text = txn.failure_reason or "Payment failed"
         return PaymentDeclined(
             message=f"The payment failed: {reason_text}", reason=reason_text, transaction=Transaction.of(txn)
         )
-    return TopUpSuccess(transaction=Transaction.of(txn))
-
-
-def still_in_flight() -> PaymentUnavailable:
-    """The answer to a resend whose first call is still waiting for the payment's outcome."""
-    return PaymentUnavailable(
-        message="The first request with this idempotencyKey is still waiting for the payment's outcome:"
-        " send the same request again to get its answer"
-    )
-
-
-def subscription_billing(services: Services) -> subscriptions.Billing:
-    settings = services.settings
-    return subscriptions.Billing(settings.currency, settings.subscription_retry_days)
-
-
-async def record_answer(
-    services: Services, txn: TransactionRow, *, succeeded: bool, reference: str | None, failure_reason: str | None
-) -> tuple[TransactionRow, tuple[BalanceChange, ...]]:
-    """Record a gateway's answer to a PENDING payment: a subscription period moves its subscription too.
-    The caller publishes the returned changes (after commit, which has happened on return)."""
-    if txn.subscription_id is not None:
-        return await subscriptions.complete(
-            txn.id,
-            succeeded=succeeded,
-            reference=reference,
-            failure_reason=failure_reason,
-            plans=services.plans,
-            billing=subscription_billing(services),
-            now=services.clock.now(),
-        )
-    return await payments.complete(
-        txn.id, succeeded=succeeded, reference=reference, failure_reason=failure_reason, now=services.clock.now()
-    )
-
-
-async def charge_pending(services: Services, txn: TransactionRow) -> TransactionRow:
-    """Charge a PENDING transaction and record the answer. Charged outside any database transaction, with
-    an idempotency key made from our own id, so charging again (the reconcile job) never pays twice."""
-    gateway = services.gateway
-    try:
-        # Every argument comes from the stored row: a retry must send the very same request.
-        saved = txn.payment_method_id is not None
-        charge = await gateway.charge(
-            amount=txn.amount,
-            currency=txn.currency,
-            card=txn.card_reference or "",
-            idempotency_key=f"creditline-transaction-{txn.id}",
-            description=f"{txn.credits // MICRO} credits",
-            customer=await customer_for(gateway, txn.account_id, services.clock.now()) if saved else None,
-            off_session=txn.type != TransactionType.TOP_UP,
-        )
-    except (GatewayError, GatewayUnavailable):
-        return txn  # the outcome is unknown: it stays PENDING for the reconcile job
-    completed, changes = await record_answer(
-        services, txn, succeeded=charge.succeeded, reference=charge.reference, failure_reason=charge.failure_reason
-    )
-    services.bus.publish(changes)
-    return completed
+    pending = txn.status == TransactionStatus.PENDING
+    return TopUpSuccess(transaction=Transaction.of(txn), checkout_url=txn.checkout_url if pending else None)
 
 
 async def add_payment_method(info: Info[Context, None], input: AddPaymentMethodInput) -> AddPaymentMethodResult:
@@ -224,13 +143,11 @@ async def add_payment_method(info: Info[Context, None], input: AddPaymentMethodI
     if reason := gateway.unavailable_reason():
         return PaymentUnavailable(message=reason)
     try:
-        customer = await customer_for(gateway, account.id, info.context.now())
-        card = await gateway.save_card(input.token, customer=customer)
-    except InvalidPaymentToken as exc:
-        return ValidationError(message=str(exc), field="token")
-    except (GatewayError, GatewayUnavailable) as exc:
-        return PaymentUnavailable(message=str(exc))
-    method = await payments.save_card(account.id, gateway=gateway.name, card=card, now=info.context.now())
+        method = await billing_payments.save_card(info.context.services, account.id, input.token)
+    except InvalidPaymentTokenError as exc:
+        return ValidationError(message=exc.message, field="token")
+    except PaymentUnavailableError as exc:
+        return PaymentUnavailable(message=exc.message)
     return AddPaymentMethodSuccess(payment_method=PaymentMethod.of(method))
 
 
@@ -260,18 +177,9 @@ async def set_default_payment_method(info: Info[Context, None], input: PaymentMe
 
 async def remove_payment_method(info: Info[Context, None], input: PaymentMethodInput) -> PaymentMethodResult:
     """Remove a saved card; if it was the default, the oldest remaining card becomes the default."""
-    now = info.context.now()
-    removed: list[PaymentMethodRow] = []
+    services = info.context.services
 
     async def remove(account: int, method: int) -> PaymentMethodRow | None:
-        row = await payments.remove_card(account, method, now)
-        removed.extend([row] if row is not None else [])
-        return row
+        return await billing_payments.remove_card(services, account, method)
 
-    result = await _card_change(info, input, remove)
-    for row in removed:  # after the commit: the processor forgets the card too
-        try:
-            await info.context.services.gateway.remove_card(row.reference)
-        except (GatewayError, GatewayUnavailable) as exc:
-            log.warning("payment method %s removed here but not at the processor: %s", row.id, exc)
-    return result
+    return await _card_change(info, input, remove)

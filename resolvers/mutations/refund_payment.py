@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from strawberry.types import Info
 
-from gateway.base import GatewayError, GatewayUnavailable
+from billing import refunds as billing_refunds
+from billing.errors import PaymentUnavailableError
 from models import ledger, refunds
 from models.ledger import IdempotencyConflictError, IdempotencyKey
-from models.tables import RefundStatus
 from models.tables import Transaction as TransactionRow
 from resolvers.context import Context
 from resolvers.ids import decode_id
@@ -35,10 +35,6 @@ async def refund_payment(info: Info[Context, None], input: RefundPaymentInput) -
     txn = None if pk is None else await TransactionRow.filter(id=pk).first()
     if txn is None:
         return NotFound(message="Transaction not found")
-    if txn.gateway != services.gateway.name:
-        return PaymentUnavailable(message=f"This payment was made on the {txn.gateway} gateway, which is not active")
-    if reason := services.gateway.unavailable_reason():
-        return PaymentUnavailable(message=reason)
     idem = IdempotencyKey.for_request(
         principal(info).idempotency_scope,
         input.idempotency_key,
@@ -46,30 +42,13 @@ async def refund_payment(info: Info[Context, None], input: RefundPaymentInput) -
         {"transaction": txn.id, "amount": input.amount, "reason": input.reason},
     )
     try:
-        refund, _ = await refunds.start(
-            txn, amount=input.amount, reason=input.reason, idem=idem, now=info.context.now()
-        )
+        refund = await billing_refunds.refund(services, txn, amount=input.amount, reason=input.reason, idem=idem)
+    except PaymentUnavailableError as exc:
+        return PaymentUnavailable(message=exc.message)
     except IdempotencyConflictError:
         return conflict(input.idempotency_key)
     except refunds.NotRefundableError as exc:
         return ValidationError(message=str(exc), field="amount" if exc.refundable else "transactionId")
-    if refund.status == RefundStatus.PENDING:  # new, or its answer was lost: the same key gets the first answer
-        try:
-            answer = await services.gateway.refund(
-                charge=txn.gateway_reference or "",
-                amount=refund.amount,
-                currency=txn.currency,
-                idempotency_key=f"creditline-refund-{refund.id}",
-            )
-            succeeded, reference, reason = answer.succeeded, answer.reference, answer.failure_reason
-        except GatewayUnavailable as exc:
-            succeeded, reference, reason = False, None, str(exc)
-        except GatewayError:  # the outcome is unknown: the same key asks again and gets the first answer
-            return PaymentUnavailable(message="The payment processor could not be reached: try again")
-        refund, changes = await refunds.complete(
-            refund.id, succeeded=succeeded, reference=reference, failure_reason=reason, now=services.clock.now()
-        )
-        services.bus.publish(changes)
     shown = Refund.of(refund, txn.currency)
     if refund.failure_reason is not None:
         return RefundFailed(

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from strawberry.types import Info
 
-from creditline import auto_top_up_worker
+from billing import auto_top_up as billing_auto_top_up
 from models import ledger
 from models.tables import UsageEvent as UsageEventRow
 from resolvers.context import Context
@@ -70,7 +70,7 @@ async def spend_credits(info: Info[Context, None], input: SpendCreditsInput) -> 
             quantity=input.quantity,
             idem=idem,
             now=now,
-            auto_top_up=auto_top_up_worker.terms(ctx.services),
+            auto_top_up=billing_auto_top_up.terms(ctx.services),
         )
     except ledger.InsufficientCreditsError as exc:
         return insufficient(exc)
@@ -81,7 +81,7 @@ async def spend_credits(info: Info[Context, None], input: SpendCreditsInput) -> 
     except ledger.NotFoundError:
         return NotFound(message="User not found")
     ctx.services.bus.publish(result.changes)
-    auto_top_up_worker.kick(ctx.services, result.queued_top_up)  # charged outside the spend's transaction
+    billing_auto_top_up.kick(ctx.services, result.queued_top_up)  # charged outside the spend's transaction
     if result.replayed:
         usage_event = UsageEvent.of(await UsageEventRow.get(id=result.usage_event_id))
     else:

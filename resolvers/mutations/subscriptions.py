@@ -1,12 +1,14 @@
-"""Subscriptions: subscribe, cancel (at period end or now), resume and change plan. On a hosted gateway the
-processor bills them (resolvers/mutations/hosted_subscriptions.py)."""
+"""Subscriptions: subscribe, cancel (at period end or now), resume and change plan. Who may, and which input
+is valid, is decided here; what happens is billing's (``billing.subscriptions``)."""
 
 from __future__ import annotations
 
 from strawberry.types import Info
 
-from gateway.base import GatewayError, GatewayUnavailable, HostedGateway
-from models import payments, subscriptions
+from billing import subscriptions as billing_subscriptions
+from billing.errors import PaymentMethodNotFoundError, PaymentUnavailableError, SubscriptionNotChangeableError
+from gateway.base import HostedGateway
+from models import subscriptions
 from models.ledger import IdempotencyConflictError, IdempotencyKey
 from models.tables import CreditAccount as CreditAccountRow
 from models.tables import PaymentMethod as PaymentMethodRow
@@ -14,9 +16,8 @@ from models.tables import Subscription as SubscriptionRow
 from models.tables import TransactionStatus
 from resolvers.context import Context
 from resolvers.ids import decode_id
-from resolvers.mutations import hosted_subscriptions
 from resolvers.mutations._common import conflict
-from resolvers.mutations.payments import billing_account, charge_pending, still_in_flight, subscription_billing
+from resolvers.mutations.payments import billing_account
 from resolvers.permissions import principal
 from resolvers.validation import check_identifier, check_key, first_error
 from schema.errors import NotFound, ValidationError
@@ -106,16 +107,7 @@ async def subscribe(info: Info[Context, None], input: SubscribeInput) -> Subscri
         {"account": account.id, "plan": plan.id, "method": None if method is None else method.id},
     )
     try:
-        sub, txn, new = await subscriptions.start(
-            account.id,
-            plan=plan,
-            billing=subscription_billing(ctx.services),
-            gateway=gateway.name,
-            payment_method_id=None if method is None else method.id,
-            card_reference=None if method is None else method.reference,
-            idem=idem,
-            now=ctx.now(),
-        )
+        sub, txn = await billing_subscriptions.subscribe(ctx.services, account.id, plan=plan, method=method, idem=idem)
     except IdempotencyConflictError:
         return conflict(input.idempotency_key)
     except subscriptions.AlreadySubscribedError as exc:
@@ -123,20 +115,8 @@ async def subscribe(info: Info[Context, None], input: SubscribeInput) -> Subscri
             message="The account already has a subscription: change its plan instead",
             subscription=Subscription.of(await SubscriptionRow.get(id=exc.subscription_id)),
         )
-    if isinstance(gateway, HostedGateway):
-        if txn.status == TransactionStatus.PENDING and txn.checkout_url is None:
-            try:
-                txn = await hosted_subscriptions.open_subscription_checkout(ctx.services, gateway, txn)
-            except (GatewayError, GatewayUnavailable) as exc:
-                return PaymentUnavailable(message=f"{exc} Send the same request again to get the checkout page.")
-    elif new:
-        txn = await charge_pending(ctx.services, txn)
-    elif txn.status == TransactionStatus.PENDING:
-        wait = ctx.services.settings.replay_wait_seconds
-        txn, in_flight = await payments.settled(txn, wait_seconds=wait, now=ctx.now())
-        if in_flight:
-            return still_in_flight()
-    sub = await SubscriptionRow.get(id=sub.id)
+    except PaymentUnavailableError as exc:
+        return PaymentUnavailable(message=exc.message)
     if txn.status == TransactionStatus.FAILED:
         reason = txn.failure_reason or "Payment failed"
         return PaymentDeclined(message=f"The payment failed: {reason}", reason=reason, transaction=Transaction.of(txn))
@@ -170,18 +150,28 @@ async def _live(
     return live
 
 
+def _changed(live: SubscriptionRow, error: Exception) -> SubscriptionChangeResult:
+    """The GraphQL answer to a refused change of ``live`` (as it was before)."""
+    if isinstance(error, SubscriptionNotChangeableError):
+        return SubscriptionNotChangeable(message=error.message, subscription=Subscription.of(live))
+    if isinstance(error, PaymentMethodNotFoundError):
+        return NotFound(message=error.message)
+    assert isinstance(error, PaymentUnavailableError)
+    return PaymentUnavailable(message=error.message)
+
+
+REFUSALS = (SubscriptionNotChangeableError, PaymentMethodNotFoundError, PaymentUnavailableError)
+
+
 async def cancel_subscription(info: Info[Context, None], input: CancelSubscriptionInput) -> SubscriptionChangeResult:
     """Cancel at the end of the paid period (the credit granted for it stays), or now."""
     live = await _live(info, input.account_id)
     if not isinstance(live, SubscriptionRow):
         return live
-    services = info.context.services
-    if isinstance(services.gateway, HostedGateway):
-        return await hosted_subscriptions.cancel(services, services.gateway, live, at_period_end=input.at_period_end)
     try:
-        changed = await subscriptions.cancel(live, at_period_end=input.at_period_end, now=info.context.now())
-    except subscriptions.SubscriptionStateError as exc:
-        return SubscriptionNotChangeable(message=str(exc), subscription=Subscription.of(live))
+        changed = await billing_subscriptions.cancel(info.context.services, live, at_period_end=input.at_period_end)
+    except REFUSALS as exc:
+        return _changed(live, exc)
     return SubscriptionSuccess(subscription=Subscription.of(changed))
 
 
@@ -190,13 +180,10 @@ async def resume_subscription(info: Info[Context, None], input: ResumeSubscripti
     live = await _live(info, input.account_id)
     if not isinstance(live, SubscriptionRow):
         return live
-    services = info.context.services
-    if isinstance(services.gateway, HostedGateway):
-        return await hosted_subscriptions.resume(services, services.gateway, live)
     try:
-        changed = await subscriptions.resume(live)
-    except subscriptions.SubscriptionStateError as exc:
-        return SubscriptionNotChangeable(message=str(exc), subscription=Subscription.of(live))
+        changed = await billing_subscriptions.resume(info.context.services, live)
+    except REFUSALS as exc:
+        return _changed(live, exc)
     return SubscriptionSuccess(subscription=Subscription.of(changed))
 
 
@@ -208,17 +195,15 @@ async def change_plan(info: Info[Context, None], input: ChangePlanInput) -> Subs
     services = info.context.services
     plan = services.plans.get(input.plan_id)
     assert plan is not None
-    if isinstance(services.gateway, HostedGateway):
-        if plan.stripe_price is None:
-            return ValidationError(
-                message=f"The plan {plan.id} has no Stripe price: it cannot be billed on the stripe gateway",
-                field="planId",
-            )
-        return await hosted_subscriptions.change_plan(services, services.gateway, live, plan)
+    if isinstance(services.gateway, HostedGateway) and plan.stripe_price is None:
+        return ValidationError(
+            message=f"The plan {plan.id} has no Stripe price: it cannot be billed on the stripe gateway",
+            field="planId",
+        )
     try:
-        changed = await subscriptions.change_plan(live, plan)
-    except subscriptions.SubscriptionStateError as exc:
-        return SubscriptionNotChangeable(message=str(exc), subscription=Subscription.of(live))
+        changed = await billing_subscriptions.change_plan(services, live, plan)
+    except REFUSALS as exc:
+        return _changed(live, exc)
     return SubscriptionSuccess(subscription=Subscription.of(changed))
 
 
@@ -232,10 +217,10 @@ async def set_subscription_payment_method(
     if not info.context.services.gateway.card_on_file:
         return PaymentUnavailable(message="Cards are managed in the payment processor's customer portal")
     method_id = decode_id(input.payment_method_id, "PaymentMethod")
-    try:
-        changed = None if method_id is None else await subscriptions.set_payment_method(live, method_id)
-    except subscriptions.SubscriptionStateError as exc:
-        return SubscriptionNotChangeable(message=str(exc), subscription=Subscription.of(live))
-    if changed is None:
+    if method_id is None:
         return NotFound(message="Payment method not found on this account")
+    try:
+        changed = await billing_subscriptions.set_payment_method(live, method_id)
+    except REFUSALS as exc:
+        return _changed(live, exc)
     return SubscriptionSuccess(subscription=Subscription.of(changed))

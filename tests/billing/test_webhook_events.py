@@ -23,7 +23,7 @@ from models.ledger import IdempotencyKey
 from models.plans import PlanCatalog
 from models.subscriptions import Billing
 from models.tables import CreditAccount, CreditLot, Transaction, TransactionType, WebhookEvent
-from tests.conftest import T0, TABLES, Backend
+from tests.support.backends import T0, TABLES, Backend
 
 Snapshot = dict[str, list[tuple[tuple[str, Any], ...]]]
 

@@ -1,0 +1,32 @@
+"""The refusals of the billing services. Each carries the message the customer is shown; the resolvers map
+them to GraphQL results (``PaymentUnavailable``, ``NotFound``, ``ValidationError``,
+``SubscriptionNotChangeable``), and nothing was changed by a refused call."""
+
+from __future__ import annotations
+
+
+class BillingError(Exception):
+    """A billing operation refused; ``str(error)`` says why, in words for the customer."""
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class PaymentUnavailableError(BillingError):
+    """The processor could not be reached or cannot take the payment now: sending again may work."""
+
+
+class PaymentMethodNotFoundError(BillingError):
+    """The saved card is not one of the account's (or was removed)."""
+
+    def __init__(self, message: str = "Payment method not found on this account") -> None:
+        super().__init__(message)
+
+
+class InvalidPaymentTokenError(BillingError):
+    """The processor refused the card token it was given."""
+
+
+class SubscriptionNotChangeableError(BillingError):
+    """The subscription is not in a state that allows the change, or the processor refused it."""

@@ -1,0 +1,93 @@
+"""The ledger: every change to a balance is one transaction that appends ledger rows.
+
+Rules (see docs/rules.md, "Spend order", "Refusal whole" and "Idempotency"):
+- A spend takes FREE before PAID; within a kind the soonest expiry first (no expiry last), then the oldest
+  grant, then the lowest id. A spend larger than the available balance is refused whole.
+- An account's row is locked (PostgreSQL ``FOR UPDATE``; SQLite has a single writer) before anything of it
+  is read, so concurrent operations on one account behave as some serial order.
+- The idempotency record is written in the same transaction as the effect, so a replayed key returns the
+  first result and never moves credit twice. A refusal is stored under its key too (the transaction then
+  commits the record alone), so a replay is refused the same way instead of being evaluated again.
+- The record is read in the statement that takes the lock, which answers an ordinary replay in that one
+  round trip. That read is not proof of absence on PostgreSQL: a statement that waited for the lock sees
+  the locked row as the holder left it, but every other row (the record the holder just stored) as it was
+  when the statement began. So every answer, success or refusal, is given only once ``_store_response``
+  has inserted the record: its unique insert sees every committed record, and a conflict rolls the work
+  back and answers with the stored response instead.
+- Nothing is published from here: operations return the balance changes they committed and the caller
+  publishes them after the transaction.
+
+The package, by family (callers use the names below, ``from models import ledger; ledger.spend(...)``):
+``errors`` (refusals and results), ``locking`` (the account lock, idempotency records, stored refusals),
+``lots`` (live lots, the spend order, balances), ``entries`` (ledger rows), ``spending`` (spends, usage and
+its rollups, pool budgets), ``grants`` (grants, voids, new users), ``holds``, ``sweeping``, ``auditing``, and
+``auto_top_up`` (the top-up a spend queues, and its configuration, claims and outcomes).
+"""
+
+from models.ledger.auditing import AuditFinding, audit
+from models.ledger.errors import (
+    BalanceChange,
+    BalanceLimitError,
+    BudgetExceededError,
+    Event,
+    ExceedsHoldError,
+    GrantResult,
+    HoldNotActiveError,
+    HoldResult,
+    IdempotencyConflictError,
+    IdempotencyKey,
+    InsufficientCreditsError,
+    LedgerError,
+    NotFoundError,
+    SpendResult,
+    SweepReport,
+    UsageRecorded,
+)
+from models.ledger.grants import MAX_BALANCE, create_user, grant, grant_locked, void_lot_locked
+from models.ledger.holds import capture_hold, hold, release_hold
+from models.ledger.locking import STORED_REFUSALS, AccountSelector, lock_account, store_refusal, stored_refusal
+from models.ledger.lots import account_state, allocate, balance_locked, read_balances
+from models.ledger.spending import ROLL_UP_USAGE, PoolBudget, spend
+from models.ledger.sweeping import sweep
+
+__all__ = [
+    "MAX_BALANCE",
+    "ROLL_UP_USAGE",
+    "STORED_REFUSALS",
+    "AccountSelector",
+    "AuditFinding",
+    "BalanceChange",
+    "BalanceLimitError",
+    "BudgetExceededError",
+    "Event",
+    "ExceedsHoldError",
+    "GrantResult",
+    "HoldNotActiveError",
+    "HoldResult",
+    "IdempotencyConflictError",
+    "IdempotencyKey",
+    "InsufficientCreditsError",
+    "LedgerError",
+    "NotFoundError",
+    "PoolBudget",
+    "SpendResult",
+    "SweepReport",
+    "UsageRecorded",
+    "account_state",
+    "allocate",
+    "audit",
+    "balance_locked",
+    "capture_hold",
+    "create_user",
+    "grant",
+    "grant_locked",
+    "hold",
+    "lock_account",
+    "read_balances",
+    "release_hold",
+    "spend",
+    "store_refusal",
+    "stored_refusal",
+    "sweep",
+    "void_lot_locked",
+]

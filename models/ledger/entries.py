@@ -1,0 +1,65 @@
+"""Ledger rows: appended, never updated; each moves the account's cached balance, held credit and version."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from models.balance import Balance
+from models.ledger.errors import BalanceChange
+from models.sql import Sql
+from models.tables import LedgerEntryType
+
+
+async def _append(
+    sql: Sql,
+    account: dict[str, Any],
+    entry_type: LedgerEntryType,
+    *,
+    amount: int = 0,
+    free_amount: int = 0,
+    paid_amount: int = 0,
+    held_delta: int = 0,
+    now: datetime,
+    lot_id: int | None = None,
+    usage_event_id: int | None = None,
+    hold_id: int | None = None,
+    reason: str | None = None,
+) -> None:
+    """Append one ledger row and move the account's cached balance, held credit and version with it."""
+    account["balance"] = int(account["balance"]) + amount
+    account["held"] = int(account["held"]) + held_delta
+    account["version"] = int(account["version"]) + 1
+    await sql.execute(
+        "INSERT INTO ledger_entries (account_id, entry_type, amount, free_amount, paid_amount, held_delta,"
+        " balance_after, held_after, version, lot_id, usage_event_id, hold_id, reason, created_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        account["id"],
+        entry_type.value,
+        amount,
+        free_amount,
+        paid_amount,
+        held_delta,
+        account["balance"],
+        account["held"],
+        account["version"],
+        lot_id,
+        usage_event_id,
+        hold_id,
+        reason,
+        now,
+    )
+
+
+async def _save_account(sql: Sql, account: dict[str, Any]) -> None:
+    await sql.execute(
+        "UPDATE credit_accounts SET balance = $1, held = $2, version = $3 WHERE id = $4",
+        account["balance"],
+        account["held"],
+        account["version"],
+        account["id"],
+    )
+
+
+def _change(account: dict[str, Any], delta: int, reason: str, balance: Balance, now: datetime) -> BalanceChange:
+    return BalanceChange(int(account["id"]), int(account["version"]), delta, reason, balance, now)

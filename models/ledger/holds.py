@@ -1,0 +1,261 @@
+"""Holds (see docs/rules.md, "Holds"): credit set aside for a long-running task, lowering ``available`` but
+not ``total``; captured (fully or partly, the rest returned), released, or timed out.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from tortoise import connections
+from tortoise.transactions import in_transaction
+
+from models.balance import Balance, balance_from_lots, is_live
+from models.ledger.auto_top_up import Terms, _queue_auto_top_up
+from models.ledger.entries import _append, _change, _save_account
+from models.ledger.errors import (
+    BalanceChange,
+    ExceedsHoldError,
+    HoldNotActiveError,
+    HoldResult,
+    IdempotencyKey,
+    InsufficientCreditsError,
+    LedgerError,
+    NotFoundError,
+    SpendResult,
+)
+from models.ledger.locking import (
+    STORED_REFUSALS,
+    AccountSelector,
+    _lock_account,
+    _raise_if_refused,
+    _read_stored,
+    _refuse,
+    _Replay,
+    _store_response,
+)
+from models.ledger.lots import _held_now, _live_lots, _open, _take_from_lots
+from models.ledger.spending import _count_pool_spend, _insert_usage, _refusal, _usage
+from models.sql import Sql, as_datetime
+from models.tables import HoldStatus, LedgerEntryType
+
+
+async def hold(
+    account: AccountSelector,
+    *,
+    user_id: int,
+    organization_id: int | None,
+    agent_id: str,
+    activity: str,
+    credits: int,
+    expires_at: datetime,
+    idem: IdempotencyKey,
+    now: datetime,
+    auto_top_up: Terms | None = None,
+) -> HoldResult:
+    """Set ``credits`` aside for a long-running task: lowers ``available``, not ``total`` (and, like a
+    spend, may queue an auto top-up)."""
+    assert credits > 0
+    try:
+        async with in_transaction() as conn:
+            sql = Sql(conn)
+            row, lots, before = await _open(sql, account, idem, now)
+            _, refusal = await _refusal(sql, row, account, before, organization_id, user_id, credits, idem, now)
+            if refusal is None:
+                created = await sql.fetchrow(
+                    "INSERT INTO holds (account_id, user_id, organization_id, agent_id, activity, amount,"
+                    " captured, status, created_at, expires_at)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, 0, 'ACTIVE', $7, $8) RETURNING id",
+                    row["id"],
+                    user_id,
+                    organization_id,
+                    agent_id,
+                    activity,
+                    credits,
+                    now,
+                    expires_at,
+                )
+                assert created is not None
+                hold_id = int(created["id"])
+                await _append(sql, row, LedgerEntryType.HOLD, held_delta=credits, now=now, hold_id=hold_id)
+                await _save_account(sql, row)
+                after = Balance(free=before.free, paid=before.paid, held=before.held + credits)
+                await _store_response(sql, idem, {"hold_id": hold_id, "balance": after.to_json()}, now)
+                queued = await _queue_auto_top_up(sql, row, after, auto_top_up, now)
+    except _Replay as replay:
+        stored = replay.response or await _read_stored(idem)
+        _raise_if_refused(stored)
+        return HoldResult(int(stored["hold_id"]), Balance.from_json(stored["balance"]), replayed=True)
+    if refusal is not None:
+        raise refusal
+    return HoldResult(hold_id, after, changes=(_change(row, 0, "HOLD", after, now),), queued_top_up=queued)
+
+
+async def _hold_account(hold_id: int) -> int:
+    row = await Sql(connections.get("default")).fetchrow("SELECT account_id FROM holds WHERE id = $1", hold_id)
+    if row is None:
+        raise NotFoundError("Hold")
+    return int(row["account_id"])
+
+
+async def capture_hold(hold_id: int, *, credits: int | None, idem: IdempotencyKey, now: datetime) -> HoldResult:
+    """Spend ``credits`` (default: all) of an active hold; the rest of it is returned to ``available``."""
+    account_id = await _hold_account(hold_id)
+    refusal: LedgerError | None = None
+    try:
+        async with in_transaction() as conn:
+            sql = Sql(conn)
+            row, stored = await _lock_account(sql, "id", account_id, idem)
+            if stored is not None:
+                raise _Replay(stored)
+            try:
+                held, amount, lots, live = await _capturable(sql, row, hold_id, credits, now)
+            except STORED_REFUSALS as exc:
+                refusal = await _refuse(sql, idem, exc, now)
+            else:
+                usage_event_id = None
+                free = paid = 0
+                if amount > 0:
+                    if held["pool_of"] is not None:  # a pool's hold: the capture counts as the member's spend
+                        await _count_pool_spend(sql, int(held["pool_of"]), int(held["user_id"]), amount, now)
+                    allocations, free, paid = await _take_from_lots(sql, lots, amount, now)
+                    usage_event_id = await _insert_usage(
+                        sql,
+                        account_id=account_id,
+                        user_id=int(held["user_id"]),
+                        organization_id=held["organization_id"],
+                        hold_id=hold_id,
+                        agent_id=held["agent_id"],
+                        activity=held["activity"],
+                        quantity=None,
+                        credits=amount,
+                        free=free,
+                        paid=paid,
+                        allocations=allocations,
+                        now=now,
+                    )
+                await sql.execute(
+                    "UPDATE holds SET status = 'CAPTURED', captured = $1, settled_at = $2 WHERE id = $3",
+                    amount,
+                    now,
+                    hold_id,
+                )
+                await _append(
+                    sql,
+                    row,
+                    LedgerEntryType.CAPTURE,
+                    amount=-amount,
+                    free_amount=-free,
+                    paid_amount=-paid,
+                    held_delta=-int(held["amount"]),
+                    now=now,
+                    usage_event_id=usage_event_id,
+                    hold_id=hold_id,
+                )
+                await _save_account(sql, row)
+                after = Balance(free=live.free - free, paid=live.paid - paid, held=live.held - int(held["amount"]))
+                await _store_response(
+                    sql,
+                    idem,
+                    {"hold_id": hold_id, "usage_event_id": usage_event_id, "balance": after.to_json()},
+                    now,
+                )
+    except _Replay as replay:
+        stored = replay.response or await _read_stored(idem)
+        _raise_if_refused(stored)
+        return HoldResult(hold_id, Balance.from_json(stored["balance"]), stored.get("usage_event_id"), replayed=True)
+    if refusal is not None:
+        raise refusal
+    split = SpendResult(usage_event_id or 0, amount, free, paid, after)
+    usage = _usage(
+        held["organization_id"],
+        usage_event_id,
+        row,
+        int(held["user_id"]),
+        held["agent_id"],
+        held["activity"],
+        amount,
+        split,
+        now,
+    )
+    return HoldResult(hold_id, after, usage_event_id, changes=(_change(row, -amount, "CAPTURE", after, now), *usage))
+
+
+async def _capturable(
+    sql: Sql, account: dict[str, Any], hold_id: int, credits: int | None, now: datetime
+) -> tuple[dict[str, Any], int, list[dict[str, Any]], Balance]:
+    """The active hold, the amount to capture, the live lots and the balance; or the refusal, raised."""
+    held = await _active_hold(sql, hold_id, now)
+    amount = int(held["amount"]) if credits is None else credits
+    if amount > int(held["amount"]):
+        raise ExceedsHoldError(int(held["amount"]))
+    account_id = int(account["id"])
+    lots = await _live_lots(sql, account_id)
+    live = balance_from_lots(lots, await _held_now(sql, account_id, int(account["held"]), now), now)
+    if amount > live.total:
+        # Free lots counted when the hold was placed expired since: refuse, keep the hold.
+        raise InsufficientCreditsError(live.total, amount)
+    return held, amount, lots, live
+
+
+async def release_hold(hold_id: int, *, idem: IdempotencyKey, now: datetime) -> HoldResult:
+    """Return all of an active hold to ``available``."""
+    account_id = await _hold_account(hold_id)
+    refusal: LedgerError | None = None
+    try:
+        async with in_transaction() as conn:
+            sql = Sql(conn)
+            row, stored = await _lock_account(sql, "id", account_id, idem)
+            if stored is not None:
+                raise _Replay(stored)
+            try:
+                held = await _active_hold(sql, hold_id, now)
+            except HoldNotActiveError as exc:
+                refusal = await _refuse(sql, idem, exc, now)
+            else:
+                change = await _release_locked(sql, row, held, HoldStatus.RELEASED, "RELEASE", now)
+                await _store_response(sql, idem, {"hold_id": hold_id, "balance": change.balance.to_json()}, now)
+    except _Replay as replay:
+        stored = replay.response or await _read_stored(idem)
+        _raise_if_refused(stored)
+        return HoldResult(hold_id, Balance.from_json(stored["balance"]), replayed=True)
+    if refusal is not None:
+        raise refusal
+    return HoldResult(hold_id, change.balance, changes=(change,))
+
+
+async def _active_hold(sql: Sql, hold_id: int, now: datetime) -> dict[str, Any]:
+    held = await sql.fetchrow(
+        "SELECT h.id, h.user_id, h.organization_id, h.agent_id, h.activity, h.amount, h.status, h.expires_at,"
+        " a.organization_id AS pool_of FROM holds h JOIN credit_accounts a ON a.id = h.account_id WHERE h.id = $1",
+        hold_id,
+    )
+    if held is None:
+        raise NotFoundError("Hold")
+    if held["status"] != HoldStatus.ACTIVE:
+        raise HoldNotActiveError(str(held["status"]))
+    if not is_live(as_datetime(held["expires_at"]), now):
+        raise HoldNotActiveError(HoldStatus.EXPIRED)  # timed out: the sweep will record it as EXPIRED
+    return held
+
+
+async def _release_locked(
+    sql: Sql, account: dict[str, Any], held: dict[str, Any], status: HoldStatus, reason: str, now: datetime
+) -> BalanceChange:
+    await sql.execute("UPDATE holds SET status = $1, settled_at = $2 WHERE id = $3", status.value, now, held["id"])
+    await _append(
+        sql,
+        account,
+        LedgerEntryType.RELEASE,
+        held_delta=-int(held["amount"]),
+        now=now,
+        hold_id=int(held["id"]),
+        reason=reason,
+    )
+    await _save_account(sql, account)
+    balance = balance_from_lots(
+        await _live_lots(sql, int(account["id"])),
+        await _held_now(sql, int(account["id"]), int(account["held"]), now),
+        now,
+    )
+    return _change(account, 0, reason, balance, now)

@@ -1,0 +1,1 @@
+"""Tests of the GraphQL API (schema/, resolvers/) as clients meet it."""

@@ -1,0 +1,921 @@
+"""Who may do what (docs/rules.md, Roles and Who may see what), as a table: query fields and mutations, run
+as each kind of caller.
+
+Acme has an OWNER, a BILLING member and a plain MEMBER, a shared credit pool (enabled by its owner with
+``enableCreditPool``) and a monthly budget for the member. The outsider has no role in Acme but owns
+another organization, Globex, whose data no request about Acme may ever show. Each cell of ``MATRIX`` is
+what those rules say the caller gets:
+
+- ``OK``: the data (checked exactly);
+- ``NULL``: ``null``, as for something that does not exist (a ``node`` lookup, or a field under one);
+- ``FORBIDDEN``: a top-level error with code ``FORBIDDEN`` (a query field; the guarded value is ``null``);
+- ``DENIED``: the typed ``Forbidden`` result of a mutation, or of a field whose type is a result union;
+- ``MISSING``: the typed ``NotFound`` result of a mutation (another tenant's object is as unknown as none);
+- ``UNAUTH``: a top-level error with code ``UNAUTHENTICATED`` (no token).
+
+Service tokens are in two tables: ``MATRIX`` has one with ``usage:write`` only; ``SCOPE_MATRIX`` has one
+with ``balance:read`` only and one with ``billing:read`` only, for every operation (issue 9, point 9).
+
+Nothing changes unless a mutation's cell is ``OK``, and a response that is not ``OK`` carries none of the
+guarded amounts. Queries read one world built once per backend; each mutation runs against an organization
+of its own (same people, same roles), so that the cells do not depend on one another.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from billing.invoices import signed_link
+from creditline.app import create_app
+from creditline.clock import Clock
+from creditline.settings import Settings
+from models import ledger, organizations
+from models.credits import MICRO
+from models.payments import invoice_number
+from models.tables import (
+    ApiToken,
+    CreditAccount,
+    CreditKind,
+    Invitation,
+    Invoice,
+    LotSource,
+    MemberBudget,
+    MemberRole,
+    Membership,
+    PaymentMethod,
+    Subscription,
+    SubscriptionStatus,
+    Transaction,
+    UsageEvent,
+)
+from models.tokens import digest
+from tests.support.backends import T0, Backend, reset
+from tests.support.helpers import Api, gid
+
+PRINCIPALS = ("owner", "billing", "member", "outsider", "service", "admin", "anonymous")
+SCOPE_PRINCIPALS = ("balance-reader", "billing-reader")
+READER_SCOPES = {"balance-reader": ("balance:read",), "billing-reader": ("billing:read",)}
+EMAILS = {
+    "owner": "owner@acme.example",
+    "billing": "billing@acme.example",
+    "member": "member@acme.example",
+    "outsider": "outsider@example.com",
+}
+NEWCOMER = "newcomer@example.com"
+PROSPECT = "prospect@nowhere.example"
+"""Invited to Acme (and to each fresh organization) as BILLING; nobody has registered this email."""
+SECOND_PROSPECT = "second@nowhere.example"
+
+OK, NULL, FORBIDDEN, DENIED, MISSING, UNAUTH = "OK", "NULL", "FORBIDDEN", "DENIED", "MISSING", "UNAUTH"
+
+# Distinctive amounts (a "." never occurs in a global ID): a response that is not OK carries none of them.
+MEMBER_LOT, MEMBER_LEFT, MEMBER_SPEND = "31.415", "29.915", "1.5"
+MEMBER_TOTAL = "39.915"
+"""The member's lot, less the spend, plus a 10-credit top-up."""
+POOL_FUNDS, POOL_LEFT, POOL_SPEND = "12.5", "10.375", "2.125"
+BUDGET = "7.25"
+GLOBEX_FUNDS, GLOBEX_SPEND = "20", "4.75"
+GUARDED = (MEMBER_LOT, MEMBER_LEFT, MEMBER_TOTAL, MEMBER_SPEND, POOL_FUNDS, POOL_LEFT, POOL_SPEND, BUDGET, GLOBEX_SPEND)
+
+
+def credits(text: str) -> int:
+    whole, _, fraction = text.partition(".")
+    return int(whole) * MICRO + int(fraction.ljust(6, "0"))
+
+
+# ------------------------------------------------------------------------------------------------ world
+
+
+@dataclass(frozen=True)
+class Org:
+    pk: int
+    id: str
+    name: str
+    pool: str | None
+    invitation: str
+    """The PROSPECT's pending invitation."""
+    outsider_invitation: str
+    """The outsider's pending invitation (MEMBER)."""
+
+
+@dataclass
+class World:
+    tokens: dict[str, str | None]
+    users: dict[str, int]
+    acme: Org
+    member_account: str
+    member_lot: str
+    member_usage: str
+    member_user: str
+    pool_usage: str
+    member_billing: dict[str, str]
+    """The member's own payment data: Transaction, Invoice (number, signedUrl), PaymentMethod, Subscription."""
+    orgs: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+
+async def build_world(api: Api) -> World:
+    now = api.clock.now()
+    users: dict[str, int] = {}
+    tokens: dict[str, str | None] = {}
+    for principal, email in EMAILS.items():
+        users[principal], tokens[principal] = await api.user(email, bonus=0)
+    await api.user(NEWCOMER, bonus=0)
+    tokens["service"] = await api.service(scopes=("usage:write",))
+    for reader, scopes in READER_SCOPES.items():
+        tokens[reader] = await api.service(reader, scopes=scopes)
+    tokens["admin"] = await api.admin()
+    tokens["anonymous"] = None
+
+    acme = await organizations.create("Acme", users["owner"], now)
+    await _add_members(acme.id, users, now)
+    enabled = await api.data(
+        """mutation($org: ID!) { enableCreditPool(input: {organizationId: $org}) {
+             __typename ... on EnableCreditPoolSuccess { creditPool { id } } } }""",
+        {"org": gid("Organization", acme.id)},
+        tokens["owner"],
+    )
+    pool_id = enabled["enableCreditPool"]["creditPool"]["id"]
+    pool = await CreditAccount.get(organization_id=acme.id)
+    assert pool_id == gid("CreditAccount", pool.id)
+    await _grant(pool.id, POOL_FUNDS, now)
+    pool_usage = await _spend(users["member"], ("organization_id", acme.id), acme.id, POOL_SPEND, "web_search", now)
+
+    member_account = await CreditAccount.get(user_id=users["member"])
+    member_token = tokens["member"]
+    assert member_token is not None
+    member_billing = await _billing_data(api, member_token, member_account.id)
+    member_lot = await _grant(member_account.id, MEMBER_LOT, now, CreditKind.FREE)
+    member_usage = await _spend(users["member"], ("user_id", users["member"]), None, MEMBER_SPEND, "answer", now)
+
+    globex = await organizations.create("Globex", users["outsider"], now)
+    globex_pool = await organizations.enable_pool(globex.id, now)
+    await _grant(globex_pool.id, GLOBEX_FUNDS, now)
+    await _spend(users["outsider"], ("organization_id", globex.id), globex.id, GLOBEX_SPEND, "answer", now)
+    invitation, outsider_invitation = await _invite(acme.id, users, now)
+    return World(
+        tokens=tokens,
+        users=users,
+        acme=Org(acme.id, gid("Organization", acme.id), "Acme", pool_id, invitation, outsider_invitation),
+        member_account=gid("CreditAccount", member_account.id),
+        member_lot=gid("CreditLot", member_lot),
+        member_usage=gid("UsageEvent", member_usage),
+        member_user=gid("User", users["member"]),
+        pool_usage=gid("UsageEvent", pool_usage),
+        member_billing=member_billing,
+    )
+
+
+async def _billing_data(api: Api, token: str, account_id: int) -> dict[str, str]:
+    """A saved card, a paid 10-credit top-up with its invoice, auto top-up and a subscription."""
+    card = await api.data('mutation { addPaymentMethod(input: {token: "tok_visa"}) { __typename } }', token=token)
+    paid = await api.data(
+        'mutation { topUp(input: {credits: "10", paymentToken: "tok_visa", idempotencyKey: "member-top-up"})'
+        " { __typename } }",
+        token=token,
+    )
+    auto = await api.data(
+        'mutation { configureAutoTopUp(input: {threshold: "1", amount: "10", monthlyCap: "100"}) { __typename } }',
+        token=token,
+    )
+    assert (card, paid, auto) == (
+        {"addPaymentMethod": {"__typename": "AddPaymentMethodSuccess"}},
+        {"topUp": {"__typename": "TopUpSuccess"}},
+        {"configureAutoTopUp": {"__typename": "ConfigureAutoTopUpSuccess"}},
+    )
+    now = api.clock.now()
+    method = await PaymentMethod.get(account_id=account_id)
+    subscription = await Subscription.create(
+        account_id=account_id,
+        plan_id="starter-monthly",
+        status=SubscriptionStatus.ACTIVE,
+        gateway="sandbox",
+        payment_method_id=method.id,
+        current_period_start=now,
+        current_period_end=now + timedelta(days=31),
+        idempotency_scope="user:member",
+        idempotency_key="subscription",
+        request_hash="-",
+        created_at=now,
+    )
+    txn = await Transaction.get(account_id=account_id)
+    invoice = await Invoice.get(account_id=account_id)
+    services = api.app.state.services
+    expires = int((now + timedelta(days=services.settings.invoice_link_days)).timestamp())
+    return {
+        "Transaction": gid("Transaction", txn.id),
+        "Invoice": gid("Invoice", invoice.id),
+        "invoice number": invoice_number(invoice.number),
+        "signedUrl": signed_link(services.link_key, invoice.id, expires),
+        "PaymentMethod": gid("PaymentMethod", method.id),
+        "Subscription": gid("Subscription", subscription.id),
+    }
+
+
+async def _invite(organization_id: int, users: dict[str, int], now: datetime) -> tuple[str, str]:
+    """The owner invites PROSPECT as BILLING, then the outsider as MEMBER."""
+    made = []
+    for email, role in ((PROSPECT, MemberRole.BILLING), (EMAILS["outsider"], MemberRole.MEMBER)):
+        invitation = await organizations.invite(
+            organization_id,
+            email,
+            [role],
+            actor_id=users["owner"],
+            scope="user:owner",
+            key=None,
+            request_hash="-",
+            now=now,
+            lifetime=timedelta(days=7),
+        )
+        made.append(gid("Invitation", invitation.id))
+    return made[0], made[1]
+
+
+async def fresh_org(api: Api, world: World, *, with_pool: bool) -> Org:
+    """Another organization with Acme's people in Acme's roles (and, if asked, a pool of POOL_LEFT)."""
+    now = api.clock.now()
+    name = f"Acme {next(world.orgs)}"
+    org = await organizations.create(name, world.users["owner"], now)
+    await _add_members(org.id, world.users, now)
+    pool = None
+    if with_pool:
+        account = await organizations.enable_pool(org.id, now)
+        await _grant(account.id, POOL_LEFT, now)
+        pool = gid("CreditAccount", account.id)
+    invitation, outsider_invitation = await _invite(org.id, world.users, now)
+    return Org(org.id, gid("Organization", org.id), name, pool, invitation, outsider_invitation)
+
+
+async def _add_members(organization_id: int, users: dict[str, int], now: datetime) -> None:
+    await organizations.add_member(organization_id, users["billing"], [MemberRole.BILLING], now)
+    await organizations.add_member(organization_id, users["member"], [MemberRole.MEMBER], now)
+    await organizations.set_budget(organization_id, users["member"], credits(BUDGET))
+
+
+async def _grant(account_id: int, amount: str, now: datetime, kind: CreditKind = CreditKind.PAID) -> int:
+    result = await ledger.grant(
+        account_id,
+        credits=credits(amount),
+        kind=kind,
+        source=LotSource.PROMOTION if kind is CreditKind.FREE else LotSource.ADJUSTMENT,
+        expires_at=None,
+        reason=None,
+        idem=None,
+        now=now,
+    )
+    return result.lot_id
+
+
+async def _spend(
+    user_id: int,
+    account: ledger.AccountSelector,
+    organization_id: int | None,
+    amount: str,
+    activity: str,
+    now: datetime,
+) -> int:
+    result = await ledger.spend(
+        account,
+        user_id=user_id,
+        organization_id=organization_id,
+        agent_id="agent-1",
+        activity=activity,
+        credits=credits(amount),
+        quantity=None,
+        idem=ledger.IdempotencyKey.for_request("service:setup", f"{user_id}-{activity}", "spendCredits", {}),
+        now=now,
+    )
+    return result.usage_event_id
+
+
+async def state(org: Org) -> tuple[Any, ...]:
+    """What a request about ``org`` could change: its members, budgets, pool and usage, and every user's
+    own account."""
+    pool = await CreditAccount.filter(organization_id=org.pk).first()
+    return (
+        sorted((m.user_id, m.roles) for m in await Membership.filter(organization_id=org.pk)),
+        sorted((b.user_id, b.monthly_limit) for b in await MemberBudget.filter(organization_id=org.pk)),
+        None if pool is None else (pool.id, pool.balance, pool.version),
+        await UsageEvent.filter(organization_id=org.pk).count(),
+        await PaymentMethod.filter(account__organization_id=org.pk).count(),
+        await Transaction.filter(account__organization_id=org.pk).count(),
+        sorted((a.id, a.balance, a.version) for a in await CreditAccount.filter(user_id__not_isnull=True)),
+        sorted((i.id, i.email, i.roles, i.status) for i in await Invitation.filter(organization_id=org.pk)),
+    )
+
+
+@dataclass
+class Shared:
+    api: Api
+    world: World | None = None
+
+
+@pytest.fixture(scope="module")
+async def shared(backend: Backend) -> AsyncIterator[Shared]:
+    """One app and one world per backend, for all the cells of this module."""
+    clock = Clock()
+    clock.freeze(T0)
+    settings = Settings(database_url="unused", token_cache_seconds=0)
+    app = create_app(settings, clock=clock, manage_database=False, run_jobs=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        yield Shared(Api(client, app, clock, settings))
+
+
+@pytest.fixture
+async def world(shared: Shared, backend: Backend) -> AsyncIterator[World]:
+    """The shared world, built again if another test emptied the database since; audited after each cell."""
+    world = shared.world
+    admin = world.tokens["admin"] if world else None
+    if world is None or admin is None or not await ApiToken.exists(token_hash=digest(admin)):
+        await reset(backend)
+        world = shared.world = await build_world(shared.api)
+    yield world
+    assert await ledger.audit() == []
+
+
+# ------------------------------------------------------------------------------------------- operations
+
+
+@dataclass(frozen=True)
+class Operation:
+    document: str
+    variables: Callable[[World, Org], dict[str, Any]]
+    path: tuple[str, ...]
+    """Where the guarded value is in ``data``; a ``null`` on the way there is NULL."""
+    ok: Callable[[World, Org, str], Any]
+    """The value at ``path`` for a caller whose cell is OK."""
+    mutation: bool = False
+    with_pool: bool = True
+
+
+def _node(selection: str) -> str:
+    return f"query($id: ID!) {{ node(id: $id) {{ __typename {selection} }} }}"
+
+
+def _org(selection: str) -> str:
+    return f"query($org: ID!) {{ node(id: $org) {{ ... on Organization {{ {selection} }} }} }}"
+
+
+def _mutation(name: str, arguments: str, selection: str, variables: str = "$org: ID!, $user: ID!") -> str:
+    return (
+        f"mutation({variables}) {{ {name}(input: {{{arguments}}}) {{ __typename"
+        f" ... on {name[0].upper()}{name[1:]}Success {{ {selection} }} ... on Error {{ message }} }} }}"
+    )
+
+
+def _members(budgets: bool) -> list[dict[str, Any]]:
+    members = [("owner", "OWNER"), ("billing", "BILLING"), ("member", "MEMBER")]
+    if budgets:
+        return [{"email": EMAILS[who], "monthlyBudget": BUDGET if who == "member" else None} for who, _ in members]
+    return [{"email": EMAILS[who], "roles": [role]} for who, role in members]
+
+
+DAY = {"from": T0.replace(hour=0).isoformat(), "to": (T0.replace(hour=0) + timedelta(days=1)).isoformat()}
+MEMBER_IN_ORG = "organizationId: $org, userId: $user"
+
+
+def _member_account(selection: str, path: str, ok: Callable[[World], Any], variables: str = "$id: ID!") -> Operation:
+    """A field of the member's own account, read through ``node``."""
+    return Operation(
+        f"query({variables}) {{ node(id: $id) {{ ... on CreditAccount {{ {selection} }} }} }}",
+        lambda w, o: {"id": w.member_account, **(DAY if "$from" in variables else {})},
+        ("node", path),
+        lambda w, o, who: ok(w),
+    )
+
+
+def _member_billing(type_name: str, selection: str, ok: Callable[[World], dict[str, Any]]) -> Operation:
+    """One of the member's payment objects, read through ``node``."""
+    return Operation(
+        _node(f"... on {type_name} {{ id {selection} }}"),
+        lambda w, o: {"id": w.member_billing[type_name]},
+        ("node",),
+        lambda w, o, who: {"__typename": type_name, "id": w.member_billing[type_name], **ok(w)},
+    )
+
+
+def _invitation_cell(mutation: str, selection: str, status: str, invitation: Callable[[Org], str]) -> Operation:
+    name = f"{mutation[0].upper()}{mutation[1:]}"
+    return Operation(
+        f"mutation($id: ID!) {{ {mutation}(input: {{invitationId: $id}}) {{ __typename"
+        f" ... on {name}Success {{ {selection} }} ... on Error {{ message }} }} }}",
+        lambda w, o: {"id": invitation(o)},
+        (mutation,),
+        lambda w, o, who: {
+            "__typename": f"{name}Success",
+            **({"membership": {"roles": ["MEMBER"]}} if mutation == "acceptInvitation" else {}),
+            "invitation": {"status": status},
+        },
+        mutation=True,
+    )
+
+
+INVITATION_NODE = "... on Invitation { id roles status organizationName }"
+
+OPERATIONS: dict[str, Operation] = {
+    "me": Operation(
+        "{ me { email } }",
+        lambda w, o: {},
+        ("me",),
+        lambda w, o, who: {"email": EMAILS[who]},
+    ),
+    "node(Organization)": Operation(
+        _node("... on Organization { id name }"),
+        lambda w, o: {"id": o.id},
+        ("node",),
+        lambda w, o, who: {"__typename": "Organization", "id": o.id, "name": "Acme"},
+    ),
+    "node(pool CreditAccount)": Operation(
+        _node("... on CreditAccount { id balance { total } }"),
+        lambda w, o: {"id": o.pool},
+        ("node",),
+        lambda w, o, who: {"__typename": "CreditAccount", "id": o.pool, "balance": {"total": POOL_LEFT}},
+    ),
+    "node(pool UsageEvent)": Operation(
+        _node("... on UsageEvent { id credits activity }"),
+        lambda w, o: {"id": w.pool_usage},
+        ("node",),
+        lambda w, o, who: {
+            "__typename": "UsageEvent",
+            "id": w.pool_usage,
+            "credits": POOL_SPEND,
+            "activity": "web_search",
+        },
+    ),
+    "node(member's User)": Operation(
+        _node("... on User { id email }"),
+        lambda w, o: {"id": w.member_user},
+        ("node",),
+        lambda w, o, who: {"__typename": "User", "id": w.member_user, "email": EMAILS["member"]},
+    ),
+    "node(member's CreditAccount)": Operation(
+        _node("... on CreditAccount { id balance { total } }"),
+        lambda w, o: {"id": w.member_account},
+        ("node",),
+        lambda w, o, who: {"__typename": "CreditAccount", "id": w.member_account, "balance": {"total": MEMBER_TOTAL}},
+    ),
+    "node(member's CreditLot)": Operation(
+        _node("... on CreditLot { id amount remaining }"),
+        lambda w, o: {"id": w.member_lot},
+        ("node",),
+        lambda w, o, who: {
+            "__typename": "CreditLot",
+            "id": w.member_lot,
+            "amount": MEMBER_LOT,
+            "remaining": MEMBER_LEFT,
+        },
+    ),
+    "node(member's UsageEvent)": Operation(
+        _node("... on UsageEvent { id credits activity }"),
+        lambda w, o: {"id": w.member_usage},
+        ("node",),
+        lambda w, o, who: {
+            "__typename": "UsageEvent",
+            "id": w.member_usage,
+            "credits": MEMBER_SPEND,
+            "activity": "answer",
+        },
+    ),
+    "Organization.members": Operation(
+        _org("members { email roles }"),
+        lambda w, o: {"org": o.id},
+        ("node", "members"),
+        lambda w, o, who: _members(budgets=False),
+    ),
+    "Organization.creditPool": Operation(
+        _org("creditPool { id balance { total } }"),
+        lambda w, o: {"org": o.id},
+        ("node", "creditPool"),
+        lambda w, o, who: {"id": o.pool, "balance": {"total": POOL_LEFT}},
+    ),
+    "Organization.usageReport": Operation(
+        """query($org: ID!, $from: DateTime!, $to: DateTime!) { node(id: $org) { ... on Organization {
+             usageReport(input: {from: $from, to: $to, granularity: DAY}) { __typename
+               ... on UsageReport { totals { events credits } rows { key totals { credits } } }
+               ... on Error { message } } } } }""",
+        lambda w, o: {"org": o.id, **DAY},
+        ("node", "usageReport"),
+        lambda w, o, who: {
+            "__typename": "UsageReport",
+            "totals": {"events": 1, "credits": POOL_SPEND},
+            "rows": [{"key": None, "totals": {"credits": POOL_SPEND}}],
+        },
+    ),
+    "Membership.monthlyBudget": Operation(
+        _org("members { email monthlyBudget }"),
+        lambda w, o: {"org": o.id},
+        ("node", "members"),
+        lambda w, o, who: _members(budgets=True),
+    ),
+    "me.invitations": Operation(
+        "{ me { invitations(first: 10) { edges { node { organizationName roles status } } } } }",
+        lambda w, o: {},
+        ("me", "invitations"),
+        lambda w, o, who: {
+            "edges": [{"node": {"organizationName": "Acme", "roles": ["MEMBER"], "status": "PENDING"}}]
+            if who == "outsider"
+            else []
+        },
+    ),
+    "Organization.invitations": Operation(
+        _org("invitations(first: 10) { edges { node { roles status } } }"),
+        lambda w, o: {"org": o.id},
+        ("node", "invitations"),
+        lambda w, o, who: {
+            "edges": [{"node": {"roles": roles, "status": "PENDING"}} for roles in (["MEMBER"], ["BILLING"])]
+        },
+    ),
+    "node(prospect's Invitation)": Operation(
+        _node(INVITATION_NODE),
+        lambda w, o: {"id": o.invitation},
+        ("node",),
+        lambda w, o, who: {
+            "__typename": "Invitation",
+            "id": o.invitation,
+            "roles": ["BILLING"],
+            "status": "PENDING",
+            "organizationName": "Acme",
+        },
+    ),
+    "node(outsider's Invitation)": Operation(
+        _node(INVITATION_NODE),
+        lambda w, o: {"id": o.outsider_invitation},
+        ("node",),
+        lambda w, o, who: {
+            "__typename": "Invitation",
+            "id": o.outsider_invitation,
+            "roles": ["MEMBER"],
+            "status": "PENDING",
+            "organizationName": "Acme",
+        },
+    ),
+    # Balance and usage of the member's own account (balance:read for a service).
+    "CreditAccount.ledger": _member_account(
+        "ledger(first: 1) { edges { node { type delta } } }",
+        "ledger",
+        lambda w: {"edges": [{"node": {"type": "SPEND", "delta": f"-{MEMBER_SPEND}"}}]},
+    ),
+    "CreditAccount.usage": _member_account(
+        "usage(first: 5) { edges { node { credits activity } } }",
+        "usage",
+        lambda w: {"edges": [{"node": {"credits": MEMBER_SPEND, "activity": "answer"}}]},
+    ),
+    "CreditAccount.holds": _member_account(
+        "holds(first: 5) { edges { node { status } } }", "holds", lambda w: {"edges": []}
+    ),
+    "CreditAccount.usageReport": _member_account(
+        "usageReport(input: {from: $from, to: $to, granularity: DAY}) { __typename"
+        " ... on UsageReport { totals { events credits } } ... on Error { message } }",
+        "usageReport",
+        lambda w: {"__typename": "UsageReport", "totals": {"events": 1, "credits": MEMBER_SPEND}},
+        "$id: ID!, $from: DateTime!, $to: DateTime!",
+    ),
+    # Billing data of the member's own account (billing:read for a service).
+    "CreditAccount.transactions": _member_account(
+        "transactions(first: 5) { edges { node { type status credits amount { amount currency } } } }",
+        "transactions",
+        lambda w: {
+            "edges": [
+                {
+                    "node": {
+                        "type": "TOP_UP",
+                        "status": "SUCCEEDED",
+                        "credits": "10",
+                        "amount": {"amount": 10, "currency": "USD"},
+                    }
+                }
+            ]
+        },
+    ),
+    "CreditAccount.invoices": _member_account(
+        "invoices(first: 5) { edges { node { number signedUrl } } }",
+        "invoices",
+        lambda w: {
+            "edges": [
+                {"node": {"number": w.member_billing["invoice number"], "signedUrl": w.member_billing["signedUrl"]}}
+            ]
+        },
+    ),
+    "CreditAccount.paymentMethods": _member_account(
+        "paymentMethods { brand last4 }", "paymentMethods", lambda w: [{"brand": "visa", "last4": "4242"}]
+    ),
+    "CreditAccount.subscription": _member_account(
+        "subscription { status planId }", "subscription", lambda w: {"status": "ACTIVE", "planId": "starter-monthly"}
+    ),
+    "CreditAccount.autoTopUp": _member_account(
+        "autoTopUp { status threshold }", "autoTopUp", lambda w: {"status": "ACTIVE", "threshold": "1"}
+    ),
+    "node(member's Transaction)": _member_billing(
+        "Transaction", "status credits", lambda w: {"status": "SUCCEEDED", "credits": "10"}
+    ),
+    "node(member's Invoice)": _member_billing(
+        "Invoice",
+        "number signedUrl",
+        lambda w: {"number": w.member_billing["invoice number"], "signedUrl": w.member_billing["signedUrl"]},
+    ),
+    "node(member's PaymentMethod)": _member_billing("PaymentMethod", "last4", lambda w: {"last4": "4242"}),
+    "node(member's Subscription)": _member_billing("Subscription", "status", lambda w: {"status": "ACTIVE"}),
+    "inviteMember": Operation(
+        _mutation(
+            "inviteMember",
+            f'organizationId: $org, email: "{SECOND_PROSPECT}", roles: [MEMBER]',
+            "invitation { email roles status }",
+            variables="$org: ID!",
+        ),
+        lambda w, o: {"org": o.id},
+        ("inviteMember",),
+        lambda w, o, who: {
+            "__typename": "InviteMemberSuccess",
+            "invitation": {"email": SECOND_PROSPECT, "roles": ["MEMBER"], "status": "PENDING"},
+        },
+        mutation=True,
+    ),
+    "revokeInvitation": _invitation_cell(
+        "revokeInvitation", "invitation { status }", "REVOKED", lambda o: o.invitation
+    ),
+    "acceptInvitation": _invitation_cell(
+        "acceptInvitation", "membership { roles } invitation { status }", "ACCEPTED", lambda o: o.outsider_invitation
+    ),
+    "declineInvitation": _invitation_cell(
+        "declineInvitation", "invitation { status }", "DECLINED", lambda o: o.outsider_invitation
+    ),
+    "addMember": Operation(
+        _mutation(
+            "addMember",
+            f'organizationId: $org, email: "{NEWCOMER}", roles: [MEMBER]',
+            "membership { email roles }",
+            variables="$org: ID!",
+        ),
+        lambda w, o: {"org": o.id},
+        ("addMember",),
+        lambda w, o, who: {"__typename": "AddMemberSuccess", "membership": {"email": NEWCOMER, "roles": ["MEMBER"]}},
+        mutation=True,
+    ),
+    "setMemberRoles": Operation(
+        _mutation("setMemberRoles", f"{MEMBER_IN_ORG}, roles: [BILLING]", "membership { email roles }"),
+        lambda w, o: {"org": o.id, "user": w.member_user},
+        ("setMemberRoles",),
+        lambda w, o, who: {
+            "__typename": "SetMemberRolesSuccess",
+            "membership": {"email": EMAILS["member"], "roles": ["BILLING"]},
+        },
+        mutation=True,
+    ),
+    "removeMember": Operation(
+        _mutation("removeMember", MEMBER_IN_ORG, "organization { name }"),
+        lambda w, o: {"org": o.id, "user": w.member_user},
+        ("removeMember",),
+        lambda w, o, who: {"__typename": "RemoveMemberSuccess", "organization": {"name": o.name}},
+        mutation=True,
+    ),
+    "enableCreditPool": Operation(
+        _mutation("enableCreditPool", "organizationId: $org", "creditPool { balance { total } }", "$org: ID!"),
+        lambda w, o: {"org": o.id},
+        ("enableCreditPool",),
+        lambda w, o, who: {"__typename": "EnableCreditPoolSuccess", "creditPool": {"balance": {"total": "0"}}},
+        mutation=True,
+        with_pool=False,
+    ),
+    "setMemberBudget": Operation(
+        _mutation("setMemberBudget", f'{MEMBER_IN_ORG}, monthlyCredits: "3"', "membership { email monthlyBudget }"),
+        lambda w, o: {"org": o.id, "user": w.member_user},
+        ("setMemberBudget",),
+        lambda w, o, who: {
+            "__typename": "SetMemberBudgetSuccess",
+            "membership": {"email": EMAILS["member"], "monthlyBudget": "3"},
+        },
+        mutation=True,
+    ),
+    "grantCredits(pool)": Operation(
+        _mutation(
+            "grantCredits",
+            'accountId: $account, credits: "5", kind: PAID, idempotencyKey: $key',
+            "balance { total }",
+            "$account: ID!, $key: String!",
+        ),
+        lambda w, o: {"account": o.pool, "key": f"grant-{o.pk}"},
+        ("grantCredits",),
+        lambda w, o, who: {"__typename": "GrantCreditsSuccess", "balance": {"total": "15.375"}},
+        mutation=True,
+    ),
+    "topUp(pool)": Operation(
+        _mutation(
+            "topUp",
+            'accountId: $account, credits: "10", paymentToken: "tok_visa", idempotencyKey: $key',
+            "transaction { status credits }",
+            "$account: ID!, $key: String!",
+        ),
+        lambda w, o: {"account": o.pool, "key": f"top-up-{o.pk}"},
+        ("topUp",),
+        lambda w, o, who: {"__typename": "TopUpSuccess", "transaction": {"status": "SUCCEEDED", "credits": "10"}},
+        mutation=True,
+    ),
+    "addPaymentMethod(pool)": Operation(
+        _mutation(
+            "addPaymentMethod", 'accountId: $account, token: "tok_visa"', "paymentMethod { last4 }", "$account: ID!"
+        ),
+        lambda w, o: {"account": o.pool},
+        ("addPaymentMethod",),
+        lambda w, o, who: {"__typename": "AddPaymentMethodSuccess", "paymentMethod": {"last4": "4242"}},
+        mutation=True,
+    ),
+    "spendCredits(organizationId)": Operation(
+        _mutation(
+            "spendCredits",
+            f'{MEMBER_IN_ORG}, agentId: "agent-1", activity: "answer", credits: "1", idempotencyKey: $key',
+            "usageEvent { credits activity } balance { total }",
+            "$org: ID!, $user: ID!, $key: String!",
+        ),
+        lambda w, o: {"org": o.id, "user": w.member_user, "key": f"spend-{o.pk}"},
+        ("spendCredits",),
+        lambda w, o, who: {
+            "__typename": "SpendCreditsSuccess",
+            "usageEvent": {"credits": "1", "activity": "answer"},
+            "balance": {"total": "9.375"},
+        },
+        mutation=True,
+    ),
+}
+
+# What the rules say each caller gets (columns in the order of PRINCIPALS).
+#                                    owner     billing    member     outsider service    admin      anonymous
+MATRIX: dict[str, tuple[str, ...]] = {
+    "me":                           (OK,       OK,        OK,        OK,      FORBIDDEN, FORBIDDEN, UNAUTH),
+    "node(Organization)":           (OK,       OK,        OK,        NULL,    NULL,      OK,        UNAUTH),
+    "node(pool CreditAccount)":     (OK,       OK,        NULL,      NULL,    NULL,      OK,        UNAUTH),
+    "node(pool UsageEvent)":        (OK,       OK,        NULL,      NULL,    NULL,      OK,        UNAUTH),
+    "node(member's User)":          (NULL,     NULL,      OK,        NULL,    NULL,      OK,        UNAUTH),
+    "node(member's CreditAccount)": (NULL,     NULL,      OK,        NULL,    NULL,      OK,        UNAUTH),
+    "node(member's CreditLot)":     (NULL,     NULL,      OK,        NULL,    NULL,      OK,        UNAUTH),
+    "node(member's UsageEvent)":    (NULL,     NULL,      OK,        NULL,    NULL,      OK,        UNAUTH),
+    "Organization.members":         (OK,       OK,        OK,        NULL,    NULL,      OK,        UNAUTH),
+    "Organization.creditPool":      (OK,       OK,        FORBIDDEN, NULL,    NULL,      OK,        UNAUTH),
+    "Organization.usageReport":     (OK,       OK,        DENIED,    NULL,    NULL,      OK,        UNAUTH),
+    "Membership.monthlyBudget":     (OK,       OK,        FORBIDDEN, NULL,    NULL,      OK,        UNAUTH),
+    "me.invitations":               (OK,       OK,        OK,        OK,      FORBIDDEN, FORBIDDEN, UNAUTH),
+    "Organization.invitations":     (OK,       FORBIDDEN, FORBIDDEN, NULL,    NULL,      OK,        UNAUTH),
+    "node(prospect's Invitation)":  (OK,       NULL,      NULL,      NULL,    NULL,      OK,        UNAUTH),
+    "node(outsider's Invitation)":  (OK,       NULL,      NULL,      OK,      NULL,      OK,        UNAUTH),
+    "CreditAccount.ledger":         (NULL,     NULL,      OK,        NULL,    NULL,      OK,        UNAUTH),
+    "CreditAccount.usage":          (NULL,     NULL,      OK,        NULL,    NULL,      OK,        UNAUTH),
+    "CreditAccount.holds":          (NULL,     NULL,      OK,        NULL,    NULL,      OK,        UNAUTH),
+    "CreditAccount.usageReport":    (NULL,     NULL,      OK,        NULL,    NULL,      OK,        UNAUTH),
+    "CreditAccount.transactions":   (NULL,     NULL,      OK,        NULL,    NULL,      OK,        UNAUTH),
+    "CreditAccount.invoices":       (NULL,     NULL,      OK,        NULL,    NULL,      OK,        UNAUTH),
+    "CreditAccount.paymentMethods": (NULL,     NULL,      OK,        NULL,    NULL,      OK,        UNAUTH),
+    "CreditAccount.subscription":   (NULL,     NULL,      OK,        NULL,    NULL,      OK,        UNAUTH),
+    "CreditAccount.autoTopUp":      (NULL,     NULL,      OK,        NULL,    NULL,      OK,        UNAUTH),
+    "node(member's Transaction)":   (NULL,     NULL,      OK,        NULL,    NULL,      OK,        UNAUTH),
+    "node(member's Invoice)":       (NULL,     NULL,      OK,        NULL,    NULL,      OK,        UNAUTH),
+    "node(member's PaymentMethod)": (NULL,     NULL,      OK,        NULL,    NULL,      OK,        UNAUTH),
+    "node(member's Subscription)":  (NULL,     NULL,      OK,        NULL,    NULL,      OK,        UNAUTH),
+    "inviteMember":                 (OK,       DENIED,    DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
+    "revokeInvitation":             (OK,       DENIED,    DENIED,    MISSING, DENIED,    OK,        UNAUTH),
+    "acceptInvitation":             (MISSING,  MISSING,   MISSING,   OK,      DENIED,    DENIED,    UNAUTH),
+    "declineInvitation":            (MISSING,  MISSING,   MISSING,   OK,      DENIED,    DENIED,    UNAUTH),
+    "addMember":                    (DENIED,   DENIED,    DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
+    "setMemberRoles":               (OK,       DENIED,    DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
+    "removeMember":                 (OK,       DENIED,    DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
+    "enableCreditPool":             (OK,       OK,        DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
+    "setMemberBudget":              (OK,       OK,        DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
+    "grantCredits(pool)":           (DENIED,   DENIED,    DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
+    "spendCredits(organizationId)": (DENIED,   DENIED,    DENIED,    DENIED,  OK,        OK,        UNAUTH),
+    "topUp(pool)":                  (OK,       OK,        DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
+    "addPaymentMethod(pool)":       (OK,       OK,        DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
+}  # fmt: skip
+
+# What a service token with only ``balance:read`` or only ``billing:read`` gets (issue 9, point 9): balance and
+# usage with the first, payments, invoices, cards and subscriptions with the second; neither writes anything.
+_BALANCE, _BILLING = (OK, FORBIDDEN), (FORBIDDEN, OK)
+_NEITHER, _NO_TOKEN_FOR_ME = (NULL, NULL), (FORBIDDEN, FORBIDDEN)
+SCOPE_MATRIX: dict[str, tuple[str, ...]] = {
+    "me": _NO_TOKEN_FOR_ME,
+    "me.invitations": _NO_TOKEN_FOR_ME,
+    "node(pool CreditAccount)": _BALANCE,
+    "node(member's CreditAccount)": _BALANCE,
+    "node(pool UsageEvent)": (OK, NULL),
+    "node(member's CreditLot)": (OK, NULL),
+    "node(member's UsageEvent)": (OK, NULL),
+    "CreditAccount.ledger": _BALANCE,
+    "CreditAccount.usage": _BALANCE,
+    "CreditAccount.holds": _BALANCE,
+    "CreditAccount.usageReport": (OK, DENIED),
+    "CreditAccount.transactions": _BILLING,
+    "CreditAccount.invoices": _BILLING,
+    "CreditAccount.paymentMethods": _BILLING,
+    "CreditAccount.subscription": _BILLING,
+    "CreditAccount.autoTopUp": _BILLING,
+    "node(member's Transaction)": (NULL, OK),
+    "node(member's Invoice)": (NULL, OK),
+    "node(member's PaymentMethod)": (NULL, OK),
+    "node(member's Subscription)": (NULL, OK),
+    **{
+        operation: _NEITHER
+        for operation in OPERATIONS
+        if operation.startswith(("node(Organization)", "node(member's User)", "Organization.", "Membership."))
+        or operation.endswith("Invitation)")
+    },
+    **{operation: (DENIED, DENIED) for operation, op in OPERATIONS.items() if op.mutation},
+}
+
+# Cells where the code disagrees with the tables above (each fails, and must, until it is fixed).
+BUGS: dict[tuple[str, str], str] = {}
+
+
+def cells(mutations: bool) -> list[Any]:
+    assert set(MATRIX) == set(OPERATIONS) == set(SCOPE_MATRIX)
+    assert all(len(row) == len(PRINCIPALS) for row in MATRIX.values())
+    assert all(len(row) == len(SCOPE_PRINCIPALS) for row in SCOPE_MATRIX.values())
+    table = {operation: (*MATRIX[operation], *SCOPE_MATRIX[operation]) for operation in OPERATIONS}
+    return [
+        pytest.param(
+            operation,
+            principal,
+            expected,
+            id=f"{operation}-{principal}",
+            marks=[pytest.mark.xfail(strict=True, reason=BUGS[operation, principal])]
+            if (operation, principal) in BUGS
+            else [],
+        )
+        for operation, row in table.items()
+        if OPERATIONS[operation].mutation == mutations
+        for principal, expected in zip(PRINCIPALS + SCOPE_PRINCIPALS, row, strict=True)
+    ]
+
+
+# ----------------------------------------------------------------------------------------------- tests
+
+
+def outcome(body: dict[str, Any], path: tuple[str, ...]) -> tuple[str, Any]:
+    """What the caller got, and the value at ``path``."""
+    codes = {error.get("extensions", {}).get("code") for error in body.get("errors", [])}
+    value: Any = body.get("data")
+    for step in path:
+        if value is None:
+            break
+        value = value[step]
+    if codes == {"UNAUTHENTICATED"}:
+        return UNAUTH, value
+    if codes == {"FORBIDDEN"}:
+        return FORBIDDEN, value
+    assert not codes, body
+    if value is None:
+        return NULL, value
+    if isinstance(value, dict) and value.get("__typename") == "Forbidden":
+        return DENIED, value
+    if isinstance(value, dict) and value.get("__typename") == "NotFound":
+        return MISSING, value
+    return OK, value
+
+
+async def run_cell(api: Api, world: World, org: Org, operation: str, principal: str, expected: str) -> None:
+    op = OPERATIONS[operation]
+    token = world.tokens[principal]
+    before = await state(org)
+
+    response = await api.client.post(
+        "/graphql",
+        json={"query": op.document, "variables": op.variables(world, org)},
+        headers={"authorization": f"Bearer {token}"} if token else {},
+    )
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    got, value = outcome(body, op.path)
+    assert "globex" not in response.text.lower(), body
+    assert GLOBEX_SPEND not in response.text, body
+    if (operation, principal) != ("me", "outsider"):
+        assert EMAILS["outsider"] not in response.text, body
+    if got in (NULL, DENIED, MISSING, UNAUTH):
+        assert "@" not in response.text, body
+    if got == OK:
+        assert value == op.ok(world, org, principal), body
+    else:
+        assert [amount for amount in GUARDED if amount in response.text] == [], body
+    if got == FORBIDDEN:
+        assert value is None or all(member["monthlyBudget"] is None for member in value), body
+    if got == DENIED:
+        assert " need" in value["message"], body
+    changed = await state(org) != before
+    assert (got, changed) == (expected, op.mutation and expected == OK), body
+
+
+@pytest.mark.parametrize(("operation", "principal", "expected"), cells(mutations=False))
+async def test_query(shared: Shared, world: World, operation: str, principal: str, expected: str) -> None:
+    await run_cell(shared.api, world, world.acme, operation, principal, expected)
+
+
+@pytest.mark.parametrize(("operation", "principal", "expected"), cells(mutations=True))
+async def test_mutation(shared: Shared, world: World, operation: str, principal: str, expected: str) -> None:
+    org = await fresh_org(shared.api, world, with_pool=OPERATIONS[operation].with_pool)
+    try:
+        await run_cell(shared.api, world, org, operation, principal, expected)
+    finally:
+        # The outsider's invitations to fresh organizations would show in the world's `me.invitations`.
+        await Invitation.filter(organization_id=org.pk).delete()

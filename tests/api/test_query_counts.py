@@ -1,0 +1,364 @@
+"""No N+1: a page's GraphQL request runs the same SQL statements for 5 rows as for 100.
+
+Every statement goes through one of the Tortoise client's execution methods, whether the ORM or the raw
+SQL of ``models.sql`` sends it. The counter wraps those methods on the default connection's class and on
+its subclasses (the transaction wrappers), and counts a call made inside another counted call once.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from tortoise import connections
+from tortoise.transactions import in_transaction
+
+from models import ledger, organizations, payments
+from models.credits import MICRO
+from models.sql import Sql
+from models.tables import (
+    AutoTopUp,
+    BudgetUsage,
+    CreditAccount,
+    CreditKind,
+    LotSource,
+    MemberBudget,
+    MemberRole,
+    Membership,
+    Organization,
+    PaymentMethod,
+    Subscription,
+    SubscriptionStatus,
+    TransactionType,
+    User,
+)
+from tests.support.helpers import Api, gid
+from tests.support.statements import StatementCounter, tables_read
+from tests.support.statements import counter as counter
+
+SMALL, LARGE = 5, 100
+
+MY_CREDIT_PAGE = """
+query MyCredit {
+  me {
+    email
+    credit {
+      balance { total free paid held available }
+      lots(first: 100) { edges { node { id kind amount remaining expiresAt status } } }
+      ledger(first: 100) { edges { node { type delta balanceAfter } } }
+      usage(first: 100) { edges { node { id credits activity agentId } } }
+      transactions(first: 100) { edges { node { id status credits invoice { number } refunds { credits } } } }
+      paymentMethods { last4 }
+      subscription { status plan { name } paymentMethod { last4 } }
+      autoTopUp { status paymentMethod { last4 } }
+    }
+    organizations { roles organization { id name } }
+  }
+}
+"""
+
+MEMBERS_PAGE = """
+query Members($org: ID!) {
+  node(id: $org) {
+    ... on Organization {
+      name
+      myRoles
+      members { email roles userId monthlyBudget spentThisMonth }
+      creditPool { balance { total } }
+    }
+  }
+}
+"""
+
+# The tables the statements of each page read, one entry per statement (the same on SQLite and PostgreSQL,
+# for any number of rows). A new entry here is a new round trip for every request of the page.
+MY_CREDIT_TABLES = sorted(
+    [
+        "api_tokens",  # the bearer token
+        "users",  # me
+        "credit_accounts",  # me.credit
+        "credit_accounts",  # balance: held
+        "credit_lots",  # balance: live lots
+        "holds",  # balance: live holds (only read when the account holds credit)
+        "credit_lots",  # lots
+        "ledger_entries",  # ledger
+        "usage_events",  # usage
+        "memberships",  # organizations
+        "organizations",  # organizations.organization, batched
+        "transactions",  # transactions
+        "invoices",  # transactions.invoice, batched
+        "refunds",  # transactions.refunds, batched
+        "payment_methods",  # paymentMethods
+        "subscriptions",  # subscription
+        "auto_top_ups",  # autoTopUp
+        "transactions",  # autoTopUp: bought this month
+        "payment_methods",  # subscription.paymentMethod and autoTopUp.paymentMethod, batched
+    ]
+)
+MEMBERS_TABLES = sorted(
+    [
+        "api_tokens",  # the bearer token
+        "organizations",  # node
+        "memberships",  # the caller's roles (myRoles, members, creditPool, budgets share one load)
+        "memberships",  # members
+        "users",  # members.email, batched
+        "member_budgets",  # members.monthlyBudget, batched
+        "budget_usage",  # members.spentThisMonth, batched
+        "credit_accounts",  # creditPool
+        "credit_accounts",  # creditPool.balance: held
+        "credit_lots",  # creditPool.balance: live lots
+        "holds",  # creditPool.balance: live holds
+    ]
+)
+
+# Lots of 2 credits, FREE and PAID by turns; spends of 0.5 credit (FREE first); 1 credit held; top-ups of 1.
+MY_BALANCE = {
+    SMALL: {"total": "12.5", "free": "3.5", "paid": "9", "held": "1", "available": "11.5"},
+    LARGE: {"total": "250", "free": "50", "paid": "200", "held": "1", "available": "249"},
+}
+
+
+# ------------------------------------------------------------------------------------------- the counter
+
+
+async def test_the_counter_sees_orm_raw_sql_and_transaction_statements(api: Api, counter: StatementCounter) -> None:
+    now = api.clock.now()
+    user_ids = [
+        await ledger.create_user(f"u{n}@example.com", signup_bonus=0, bonus_lifetime=timedelta(days=1), now=now)
+        for n in range(3)
+    ]
+    account = await CreditAccount.get(user_id=user_ids[0])
+
+    async def orm() -> None:
+        await Organization.create(name="Acme", created_at=now)
+        assert await Organization.filter(name="Acme").count() == 1
+        for user_id in user_ids:  # a deliberate N+1
+            assert await User.filter(id=user_id).first() is not None
+
+    async def raw() -> None:
+        await ledger.read_balances([account.id], now)  # held, then live lots
+        await Sql(connections.get("default")).execute("UPDATE organizations SET name = $1", "Acme Inc")
+        await connections.get("default").execute_script("SELECT 1")
+
+    async def transaction() -> None:
+        async with in_transaction() as conn:
+            await Organization.create(name="Globex", created_at=now)
+            await Sql(conn).fetch("SELECT id FROM organizations")
+
+    await counter.during(orm())
+    assert len(counter.statements) == 2 + len(user_ids), counter.statements
+    await counter.during(raw())
+    assert len(counter.statements) == 4, counter.statements
+    await counter.during(transaction())
+    assert len(counter.statements) == 2, counter.statements
+    assert counter.statements[0].lstrip().upper().startswith("INSERT")
+
+
+# ------------------------------------------------------------------------------------------------ pages
+
+
+def _key(scope: str, n: int) -> ledger.IdempotencyKey:
+    return ledger.IdempotencyKey.for_request(scope, f"k{n}", "test", {"n": n})
+
+
+async def _user_with_history(api: Api, email: str, rows: int) -> str:
+    """A user with ``2 * rows`` lots, ``rows`` usage events, ``3 * rows`` ledger entries, an active hold,
+    ``rows`` paid top-ups with invoices, a saved card, a subscription and auto top-up on that card, and
+    membership in ``rows`` organizations; returns their token."""
+    now = api.clock.now()
+    user_id, token = await api.user(email, bonus=0)
+    account_id = (await CreditAccount.get(user_id=user_id)).id
+    for n in range(rows):
+        paid = n % 2 == 1
+        await ledger.grant(
+            account_id,
+            credits=2 * MICRO,
+            kind=CreditKind.PAID if paid else CreditKind.FREE,
+            source=LotSource.ADJUSTMENT if paid else LotSource.PROMOTION,
+            expires_at=None if n % 3 == 0 else now + timedelta(days=n + 1),
+            reason=None,
+            idem=None,
+            now=now,
+        )
+    for n in range(rows):
+        await ledger.spend(
+            ("user_id", user_id),
+            user_id=user_id,
+            organization_id=None,
+            agent_id=f"agent-{n % 4}",
+            activity="answer",
+            credits=MICRO // 2,
+            quantity=None,
+            idem=_key(email, n),
+            now=now,
+        )
+    await ledger.hold(
+        ("user_id", user_id),
+        user_id=user_id,
+        organization_id=None,
+        agent_id="agent-0",
+        activity="transcription",
+        credits=MICRO,
+        expires_at=now + timedelta(hours=1),
+        idem=_key(email, -1),
+        now=now,
+    )
+    card = await PaymentMethod.create(
+        account_id=account_id,
+        gateway="sandbox",
+        reference="card_sandbox_tok_visa",
+        brand="visa",
+        last4="4242",
+        exp_month=12,
+        exp_year=2034,
+        is_default=True,
+        created_at=now,
+    )
+    for n in range(rows):  # paid top-ups, each with its invoice
+        txn, _ = await payments.start_top_up(
+            account_id,
+            credits=MICRO,
+            price=payments.Price("USD", 100),
+            gateway="sandbox",
+            payment_method_id=card.id,
+            card_reference=card.reference,
+            kind=TransactionType.TOP_UP,
+            idem=_key(email, 1000 + n),
+            now=now,
+        )
+        await payments.complete(txn.id, succeeded=True, reference=f"ch_{n}", failure_reason=None, now=now)
+    await Subscription.create(
+        account_id=account_id,
+        plan_id="pro-monthly",
+        status=SubscriptionStatus.ACTIVE,
+        gateway="sandbox",
+        payment_method_id=card.id,
+        current_period_start=now,
+        current_period_end=now + timedelta(days=31),
+        idempotency_scope="test",
+        idempotency_key=email,
+        request_hash="",
+        created_at=now,
+    )
+    await AutoTopUp.create(
+        account_id=account_id,
+        threshold=MICRO,
+        amount=10 * MICRO,
+        monthly_cap=100 * MICRO,
+        payment_method_id=card.id,
+        updated_at=now,
+    )
+    for n in range(rows):
+        org = await Organization.create(name=f"{email} org {n}", created_at=now)
+        roles = "OWNER" if n % 2 else "BILLING,MEMBER"
+        await Membership.create(organization=org, user_id=user_id, roles=roles, created_at=now)
+    return token
+
+
+async def _organization_with_members(api: Api, name: str, rows: int) -> tuple[str, str]:
+    """An organization with a funded pool (partly held) and ``rows`` members besides its owner, each with a
+    monthly budget and spending this month; returns the organization's global ID and the owner's token."""
+    now = api.clock.now()
+    owner_id, owner = await api.user(f"owner@{name}.example", bonus=0)
+    org = await organizations.create(name, owner_id, now)
+    pool = await organizations.enable_pool(org.id, now)
+    await ledger.grant(
+        pool.id,
+        credits=10 * MICRO,
+        kind=CreditKind.PAID,
+        source=LotSource.ADJUSTMENT,
+        expires_at=None,
+        reason=None,
+        idem=None,
+        now=now,
+    )
+    await ledger.hold(
+        ("organization_id", org.id),
+        user_id=owner_id,
+        organization_id=org.id,
+        agent_id="agent-0",
+        activity="transcription",
+        credits=MICRO,
+        expires_at=now + timedelta(hours=1),
+        idem=_key(name, -1),
+        now=now,
+    )
+    month = now.strftime("%Y-%m")
+    for n in range(rows):
+        member_id = await ledger.create_user(
+            f"member-{n}@{name}.example", signup_bonus=0, bonus_lifetime=timedelta(days=1), now=now
+        )
+        await organizations.add_member(org.id, member_id, [MemberRole.MEMBER], now)
+        await MemberBudget.create(organization_id=org.id, user_id=member_id, monthly_limit=(n + 1) * MICRO)
+        await BudgetUsage.create(organization_id=org.id, user_id=member_id, month=month, spent=MICRO // 4)
+    return gid("Organization", org.id), owner
+
+
+async def test_my_credit_page_runs_the_same_statements_for_5_rows_as_for_100(
+    api: Api, counter: StatementCounter
+) -> None:
+    counted: dict[int, list[str]] = {}
+    for rows in (SMALL, LARGE):
+        token = await _user_with_history(api, f"user-{rows}@example.com", rows)
+
+        body = await counter.during(api.post(MY_CREDIT_PAGE, token=token))
+
+        assert "errors" not in body, body
+        me = body["data"]["me"]
+        assert me["email"] == f"user-{rows}@example.com"
+        assert me["credit"]["balance"] == MY_BALANCE[rows]
+        assert len(me["credit"]["lots"]["edges"]) == min(2 * rows, 100)
+        assert len(me["credit"]["usage"]["edges"]) == rows
+        assert len(me["credit"]["ledger"]["edges"]) == min(3 * rows + 1, 100)
+        transactions = [edge["node"] for edge in me["credit"]["transactions"]["edges"]]
+        assert len(transactions) == rows
+        assert all(t["invoice"] is not None and t["refunds"] == [] for t in transactions)
+        assert me["credit"]["subscription"] == {
+            "status": "ACTIVE",
+            "plan": {"name": "Pro"},
+            "paymentMethod": {"last4": "4242"},
+        }
+        assert me["credit"]["autoTopUp"]["paymentMethod"] == {"last4": "4242"}
+        assert len(me["organizations"]) == rows
+        counted[rows] = list(counter.statements)
+        print(f"\nMy Credit page, {rows} rows: {len(counted[rows])} statements", *counted[rows], sep="\n  ")
+
+    assert len(counted[SMALL]) > 0
+    assert len(counted[SMALL]) == len(counted[LARGE]) == len(MY_CREDIT_TABLES) == 19
+    assert tables_read(counted[SMALL]) == tables_read(counted[LARGE]) == MY_CREDIT_TABLES
+
+
+async def test_members_page_runs_the_same_statements_for_5_members_as_for_100(
+    api: Api, counter: StatementCounter
+) -> None:
+    counted: dict[int, list[str]] = {}
+    for rows in (SMALL, LARGE):
+        org, owner = await _organization_with_members(api, f"org{rows}", rows)
+
+        body = await counter.during(api.post(MEMBERS_PAGE, {"org": org}, owner))
+
+        assert "errors" not in body, body
+        node = body["data"]["node"]
+        assert node["name"] == f"org{rows}"
+        assert node["myRoles"] == ["OWNER"]
+        assert node["creditPool"] == {"balance": {"total": "10"}}
+        assert len(node["members"]) == rows + 1
+        assert node["members"][0] == {
+            "email": f"owner@org{rows}.example",
+            "roles": ["OWNER"],
+            "userId": node["members"][0]["userId"],
+            "monthlyBudget": None,
+            "spentThisMonth": "0",
+        }
+        assert node["members"][-1] == {
+            "email": f"member-{rows - 1}@org{rows}.example",
+            "roles": ["MEMBER"],
+            "userId": node["members"][-1]["userId"],
+            "monthlyBudget": str(rows),
+            "spentThisMonth": "0.25",
+        }
+        counted[rows] = list(counter.statements)
+        print(f"\nmembers page, {rows} members: {len(counted[rows])} statements", *counted[rows], sep="\n  ")
+
+    assert len(counted[SMALL]) > 0
+    assert len(counted[SMALL]) == len(counted[LARGE]) == len(MEMBERS_TABLES) == 11
+    assert tables_read(counted[SMALL]) == tables_read(counted[LARGE]) == MEMBERS_TABLES

@@ -1,0 +1,78 @@
+"""Background jobs publish what they committed; the API publishes each committed change once."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from creditline.jobs import run_sweeper, sweep_once
+from creditline.services import Services
+from models.balance import Balance
+from models.credits import MICRO
+from models.ledger import BalanceChange
+from models.tables import LedgerEntry
+from tests.support.helpers import SPEND, Api, gid
+
+
+async def test_sweep_publishes_expiry_after_commit(api: Api) -> None:
+    user_id, _ = await api.user("ada@example.com", bonus=3, bonus_days=1)
+    services: Services = api.app.state.services
+    subscription = services.bus.subscribe(None)
+    try:
+        api.clock.advance(timedelta(days=1))
+        report = await sweep_once(services)
+
+        assert (report.expired_lots, report.released_holds) == (1, 0)
+        change = subscription.queue.get_nowait()
+        assert isinstance(change, BalanceChange)
+        assert (change.delta, change.reason, change.balance, change.version) == (
+            -3 * MICRO,
+            "EXPIRE",
+            Balance(0, 0, 0),
+            2,
+        )
+        assert subscription.queue.empty()
+    finally:
+        subscription.close()
+    assert [e.entry_type for e in await LedgerEntry.all().order_by("id")] == ["GRANT", "EXPIRE"]
+
+
+async def test_server_sweeper_runs_on_its_interval(api: Api) -> None:
+    await api.user("ada@example.com", bonus=3, bonus_days=1)
+    api.clock.advance(timedelta(days=2))
+    services: Services = api.app.state.services
+    task = asyncio.create_task(run_sweeper(services))
+    try:
+        for _ in range(100):
+            if await LedgerEntry.filter(entry_type="EXPIRE").exists():
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+    assert await LedgerEntry.filter(entry_type="EXPIRE").count() == 1
+
+
+async def test_a_spend_publishes_one_change_and_its_replay_none(api: Api) -> None:
+    user_id, _ = await api.user("ada@example.com", bonus=10)
+    service = await api.service()
+    services: Services = api.app.state.services
+    subscription = services.bus.subscribe(frozenset({1}))
+    variables = {
+        "input": {
+            "userId": gid("User", user_id),
+            "agentId": "a",
+            "activity": "answer",
+            "credits": "2",
+            "idempotencyKey": "once",
+        }
+    }
+    try:
+        await api.data(SPEND, variables, service)
+        await api.data(SPEND, variables, service)
+        change = subscription.queue.get_nowait()
+        assert isinstance(change, BalanceChange)
+        assert (change.account_id, change.delta, change.reason, change.version) == (1, -2 * MICRO, "SPEND", 2)
+        assert change.balance == Balance(8 * MICRO, 0, 0)
+        assert subscription.queue.empty()
+    finally:
+        subscription.close()

@@ -1,0 +1,1 @@
+"""Tests of the payment processors (gateway/) through the real Stripe SDK, against the local stand-in."""

@@ -1,0 +1,1 @@
+"""Tests of the ledger and the other models (models/), called directly."""

@@ -1,0 +1,77 @@
+"""The databases the tests run on: SQLite always, PostgreSQL when ``CREDITLINE_TEST_POSTGRES_URL`` is set (the
+``backend`` fixture of tests/conftest.py makes each), every table they empty between tests, and the instant the
+tests' clock is frozen at."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from tortoise import connections
+
+REQUIRE_SERVICES = os.environ.get("CREDITLINE_REQUIRE_SERVICES") == "1"
+POSTGRES_URL = os.environ.get("CREDITLINE_TEST_POSTGRES_URL", "")
+TABLES = (
+    "auto_top_ups",
+    "webhook_events",
+    "refunds",
+    "invoices",
+    "invoice_sequence",
+    "transactions",
+    "subscriptions",
+    "gateway_customers",
+    "payment_methods",
+    "usage_rollups",
+    "budget_usage",
+    "member_budgets",
+    "ledger_entries",
+    "usage_allocations",
+    "usage_events",
+    "holds",
+    "credit_lots",
+    "credit_accounts",
+    "api_tokens",
+    "invitations",
+    "memberships",
+    "organizations",
+    "users",
+    "idempotency_records",
+)
+T0 = datetime(2026, 1, 15, 12, 0, 0, tzinfo=UTC)
+MIGRATIONS = sorted(
+    f"models.{path.stem}" for path in (Path(__file__).resolve().parents[2] / "models" / "migrations").glob("[0-9]*.py")
+)
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    url: str
+
+
+def skip_or_fail(reason: str) -> None:
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (CREDITLINE_REQUIRE_SERVICES=1)")
+    pytest.skip(reason)
+
+
+async def reset(backend: Backend) -> None:
+    """Empty every table (the per-test fixture and property tests that need a clean slate per example)."""
+    conn = connections.get("default")
+    if backend.name == "postgres":
+        await conn.execute_script(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+    else:
+        await conn.execute_script("".join(f"DELETE FROM {table};" for table in TABLES) + "DELETE FROM sqlite_sequence;")
+
+
+async def row_counts() -> dict[str, int]:
+    """How many rows every table holds: a refused request must not add or remove any."""
+    conn = connections.get("default")
+    counts: dict[str, int] = {}
+    for table in TABLES:
+        rows = await conn.execute_query_dict(f"SELECT COUNT(*) AS n FROM {table}")
+        counts[table] = int(rows[0]["n"])
+    return counts
