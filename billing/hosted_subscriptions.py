@@ -1,5 +1,5 @@
 """Subscriptions on a hosted gateway (stripe): paid on a subscription-mode Checkout page, billed and renewed by
-the processor, whose events move ours (gateway/stripe_subscriptions.py). Card-on-file subscriptions are in
+the processor, whose events move ours (billing/subscription_events.py). Card-on-file subscriptions are in
 ``billing.subscriptions``, which calls down here on a hosted gateway.
 
 The Checkout page is opened outside any database transaction, after the INCOMPLETE subscription and its
@@ -17,6 +17,7 @@ from billing.checkout import CHECKOUT_LIFETIME, return_url, store_page
 from billing.customers import customer_for
 from billing.errors import PaymentUnavailableError, SubscriptionNotChangeableError
 from billing.payments import processor_key, subscription_billing
+from billing.subscription_events import billed_period, plan_for_price, processor_state
 from creditline.services import Services
 from gateway.base import (
     CHECKOUT_FAILURES,
@@ -28,8 +29,7 @@ from gateway.base import (
     PaymentRefused,
     SubscriptionCheckout,
 )
-from gateway.stripe_subscriptions import plan_for_price
-from models import subscriptions
+from models import hosted_subscriptions, subscriptions
 from models.ids import encode_id
 from models.plans import PlanSpec
 from models.tables import Subscription as SubscriptionRow
@@ -99,10 +99,12 @@ async def settle_subscription_checkout(
         assert txn.subscription_id is not None
         invoice = await gateway.first_invoice(outcome.subscription)
         if invoice is None:
-            await subscriptions.link(txn.subscription_id, outcome.subscription)
+            await hosted_subscriptions.link(txn.subscription_id, outcome.subscription)
         else:
             plan = plan_for_price(services.plans, invoice.price)
-            changes = await subscriptions.record_invoice_paid(txn.subscription_id, invoice, plan, services.plans, now)
+            changes = await hosted_subscriptions.record_invoice_paid(
+                txn.subscription_id, billed_period(invoice), plan, services.plans, now
+            )
             services.bus.publish(changes)
     return await TransactionRow.get(id=txn.id)
 
@@ -124,7 +126,7 @@ async def _recorded(
         raise SubscriptionNotChangeableError(f"Stripe refused the change: {exc}") from exc
     except (GatewayError, GatewayUnavailable) as exc:
         raise PaymentUnavailableError(str(exc)) from exc
-    await subscriptions.sync(live.id, answer, services.plans, services.clock.now())
+    await hosted_subscriptions.sync(live.id, processor_state(services.plans, answer), services.clock.now())
     return await SubscriptionRow.get(id=live.id)
 
 
@@ -144,7 +146,7 @@ async def cancel(
         except (GatewayError, GatewayUnavailable) as exc:
             raise PaymentUnavailableError(str(exc)) from exc
         try:
-            return await subscriptions.cancel_unpaid(live, services.clock.now())
+            return await hosted_subscriptions.cancel_unpaid(live, services.clock.now())
         except subscriptions.SubscriptionStateError as exc:  # paid meanwhile
             raise SubscriptionNotChangeableError(str(exc)) from exc
     reference = _linked(live)

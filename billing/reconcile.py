@@ -7,11 +7,11 @@ from datetime import timedelta
 
 from tortoise import connections
 
+from billing import webhook_events
 from billing.checkout import settle_checkout
 from billing.hosted_subscriptions import settle_subscription_checkout
 from billing.payments import charge_pending, record_answer, subscription_billing
 from creditline.services import Services
-from gateway import webhooks
 from gateway.base import GatewayError, GatewayUnavailable, HostedGateway
 from models import subscriptions
 from models.sql import job_lock
@@ -21,13 +21,6 @@ log = logging.getLogger("creditline.jobs")
 
 MARGIN = timedelta(hours=1)
 """A charge is not sent again this close to the end of the processor's idempotency window."""
-
-
-def _webhook_context(services: Services) -> webhooks.WebhookContext:
-    """What webhook handlers work with, now (as the webhook endpoint gives them)."""
-    return webhooks.WebhookContext(
-        services.gateway, services.plans, subscription_billing(services), services.clock.now()
-    )
 
 
 async def reconcile_pending(services: Services, older_than: timedelta = timedelta(minutes=1)) -> int:
@@ -70,7 +63,7 @@ async def reconcile_pending(services: Services, older_than: timedelta = timedelt
                     await charge_pending(services, txn)
             except (GatewayError, GatewayUnavailable) as exc:
                 log.warning("transaction %s stays pending: %s", txn.id, exc)
-        _, changes = await webhooks.retry_unprocessed(_webhook_context(services))
+        _, changes = await webhook_events.retry_unprocessed(webhook_events.context_for(services))
         services.bus.publish(changes)
     return len(pending)
 

@@ -32,7 +32,7 @@ from creditline.logs import RequestLogMiddleware
 from creditline.rate_limit import RateLimiter, RateLimitMiddleware, limiter_for, refuse_websocket
 from creditline.services import Services
 from creditline.settings import Settings
-from creditline.webhooks import stripe_webhook
+from creditline.stripe_webhook_endpoint import stripe_webhook
 from models.plans import PlanCatalog
 from models.rate_card import RateCard
 from resolvers.auth import Authenticator

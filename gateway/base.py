@@ -65,6 +65,10 @@ class InvalidWebhook(Exception):
     """A webhook with a missing or wrong signature, a timestamp out of bounds, or a malformed body."""
 
 
+class MalformedEvent(Exception):
+    """A verified event that its handler cannot read: a field missing, or of another type than the processor's."""
+
+
 class Gateway(Protocol):
     name: str
     card_on_file: bool

@@ -1,9 +1,9 @@
 """The ``stripe`` gateway: Stripe hosts the card forms (Checkout) and the saved cards (customer portal).
 
 A top-up opens a Checkout Session in payment mode; the transaction stays PENDING until a signed webhook
-(``checkout.session.completed`` and its async companions, gateway/webhooks.py) or the reconcile job says
+(``checkout.session.completed`` and its async companions, billing/checkout_events.py) or the reconcile job says
 how it ended. A subscription opens a session in subscription mode; Stripe Billing then renews it and its
-invoice and subscription events move ours (gateway/stripe_subscriptions.py).
+invoice and subscription events move ours (billing/subscription_events.py).
 
 Stripe's shapes are those of the API version of the installed SDK (16.1): an invoice names its subscription
 in ``parent.subscription_details``, its lines their price in ``pricing.price_details``, and a subscription's
@@ -209,7 +209,7 @@ class StripeGateway(StripeBacked):
 LATEST_STAMP = 253370764800
 """9999-01-01T00:00:00Z: a later unix time cannot be stored (nor converted to every time zone)."""
 MAX_AMOUNT = 2**53
-"""Minor units: the bound every webhook number already has (creditline/webhooks.py)."""
+"""Minor units: the bound every webhook number already has (creditline/stripe_webhook_endpoint.py)."""
 MAX_ATTEMPTS = 1000
 """Stripe retries a payment a handful of times; more is no attempt count (the column is 32 bits)."""
 
@@ -332,26 +332,5 @@ def invoice_from(obj: dict[str, Any]) -> HostedInvoice | None:
         period_start=start,
         period_end=end,
         attempt_count=_count(obj.get("attempt_count"), MAX_ATTEMPTS),
-        next_payment_attempt=_stamp(obj.get("next_payment_attempt")),
-    )
-    if subscription is None or line is None:
-        return None
-    period = line.get("period") or {}
-    start, end = _stamp(period.get("start")), _stamp(period.get("end"))
-    if start is None or end is None:
-        return None
-    status = str(obj.get("status", ""))
-    return HostedInvoice(
-        reference=str(obj["id"]),
-        subscription=subscription,
-        ours=ours_in(details.get("metadata")),
-        billing_reason=str(obj.get("billing_reason") or ""),
-        status=status,
-        amount=int(obj.get("amount_paid" if status == "paid" else "amount_due") or 0),
-        currency=str(obj.get("currency", "")).upper(),
-        price=_id(((line.get("pricing") or {}).get("price_details") or {}).get("price")),
-        period_start=start,
-        period_end=end,
-        attempt_count=int(obj.get("attempt_count") or 0),
         next_payment_attempt=_stamp(obj.get("next_payment_attempt")),
     )

@@ -1,4 +1,5 @@
-"""Subscriptions on the card-on-file gateways (DESIGN 5): each paid period grants the plan credit.
+"""Subscriptions on the card-on-file gateways: each paid period grants the plan credit (rules: docs/rules.md,
+renewals and retries).
 
 A subscription starts INCOMPLETE with a PENDING transaction for its first period; the charge happens
 outside any database transaction; completing it (under the account lock, only while PENDING) makes the
@@ -7,9 +8,8 @@ the sweep writes the renewal transaction (its idempotency key names the subscrip
 attempt, so two processes never write it twice), charges it and completes it. A failed renewal makes the
 subscription PAST_DUE, retried on a schedule counted in days from the renewal date, then CANCELED.
 
-On a hosted gateway (stripe) the processor bills each period and renews: its events record the paid
-invoices (``record_invoice_paid``), the failed ones (``record_invoice_failed``) and the subscription's state
-(``sync``), each once, under the account lock, whatever their order.
+On a hosted gateway (stripe) the processor bills and renews instead: models/hosted_subscriptions.py records
+what it says, with the row helpers shared from here (``subscription_row``, ``grant_period``, ``mark_canceled``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from typing import Any
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
-from gateway.base import HostedInvoice, HostedSubscription
 from models import ledger, payments
 from models.credits import format_credits
 from models.ledger import BalanceChange, IdempotencyConflictError, IdempotencyKey
@@ -176,16 +175,17 @@ async def complete(
         account = await ledger.lock_account(sql, txn.account_id)
         row = await payments.pending_row(sql, transaction_id)
         if row is not None:
-            sub = await _subscription_row(sql, int(row["subscription_id"]))
+            sub = await subscription_row(sql, int(row["subscription_id"]))
             if succeeded:
-                changes = await _paid(sql, account, row, sub, plans, reference, now)
+                changes = await grant_period(sql, account, row, sub, plans, reference, now)
             else:
                 await payments.record_failure(sql, transaction_id, failure_reason, reference, now)
                 await _unpaid(sql, row, sub, failure_reason or "Payment failed", billing, now)
     return await Transaction.get(id=transaction_id), changes
 
 
-async def _subscription_row(sql: Sql, subscription_id: int) -> dict[str, Any]:
+async def subscription_row(sql: Sql, subscription_id: int) -> dict[str, Any]:
+    """The subscription as it is now (read under the caller's account lock)."""
     row = await sql.fetchrow(
         "SELECT id, account_id, plan_id, next_plan_id, status, cancel_at_period_end, failed_attempts,"
         " current_period_end, external_reference FROM subscriptions WHERE id = $1",
@@ -195,7 +195,7 @@ async def _subscription_row(sql: Sql, subscription_id: int) -> dict[str, Any]:
     return row
 
 
-async def _paid(
+async def grant_period(
     sql: Sql,
     account: dict[str, Any],
     row: dict[str, Any],
@@ -204,6 +204,8 @@ async def _paid(
     reference: str | None,
     now: datetime,
 ) -> tuple[BalanceChange, ...]:
+    """Complete the PENDING payment ``row`` of a period (its lot and invoice) and make the subscription ACTIVE
+    for that period, unless it is an earlier period than the one known or the subscription was canceled."""
     start, end = as_datetime(row["period_start"]), as_datetime(row["period_end"])
     assert start is not None
     assert end is not None
@@ -234,13 +236,13 @@ async def _unpaid(
     if sub["status"] == SubscriptionStatus.CANCELED:
         return
     if sub["status"] == SubscriptionStatus.INCOMPLETE:  # the first payment: there is no period to keep
-        await _cancel(sql, int(sub["id"]), f"The first payment failed: {reason}", now)
+        await mark_canceled(sql, int(sub["id"]), f"The first payment failed: {reason}", now)
         return
     failed = int(sub["failed_attempts"]) + 1
     due = as_datetime(row["period_start"])
     assert due is not None
     if failed > len(billing.retry_days):
-        await _cancel(sql, int(sub["id"]), f"Canceled after {failed} failed payments: {reason}", now)
+        await mark_canceled(sql, int(sub["id"]), f"Canceled after {failed} failed payments: {reason}", now)
         return
     await sql.execute(
         "UPDATE subscriptions SET status = 'PAST_DUE', failed_attempts = $1, next_attempt_at = $2,"
@@ -252,7 +254,8 @@ async def _unpaid(
     )
 
 
-async def _cancel(sql: Sql, subscription_id: int, reason: str, now: datetime) -> None:
+async def mark_canceled(sql: Sql, subscription_id: int, reason: str, now: datetime) -> None:
+    """End the subscription now, for ``reason`` (under the caller's account lock)."""
     await sql.execute(
         "UPDATE subscriptions SET status = 'CANCELED', canceled_at = $1, status_reason = $2,"
         " cancel_at_period_end = $3, next_attempt_at = NULL WHERE id = $4",
@@ -311,7 +314,7 @@ async def _renew_locked(
     if period_end > now:
         return None
     if sub["cancel_at_period_end"]:
-        await _cancel(sql, subscription_id, "Canceled at the end of the period", now)
+        await mark_canceled(sql, subscription_id, "Canceled at the end of the period", now)
         return None
     if sub["status"] == SubscriptionStatus.PAST_DUE:
         retry_at = as_datetime(sub["next_attempt_at"])
@@ -322,7 +325,7 @@ async def _renew_locked(
     plan_id = str(sub["next_plan_id"] or sub["plan_id"])
     plan = plans.get(plan_id)
     if plan is None:
-        await _cancel(sql, subscription_id, f"The plan {plan_id} is no longer offered", now)
+        await mark_canceled(sql, subscription_id, f"The plan {plan_id} is no longer offered", now)
         return None
     if sub["next_plan_id"]:  # a plan change takes effect with the period it pays for
         await sql.execute(
@@ -348,13 +351,13 @@ async def cancel(subscription: Subscription, *, at_period_end: bool, now: dateti
     async with in_transaction() as conn:
         sql = Sql(conn)
         await ledger.lock_account(sql, subscription.account_id)
-        current = await _subscription_row(sql, subscription.id)
+        current = await subscription_row(sql, subscription.id)
         if current["status"] not in LIVE_SUBSCRIPTION:
             raise SubscriptionStateError("The subscription is already canceled")
         if at_period_end and current["status"] == SubscriptionStatus.ACTIVE:
             await sql.execute("UPDATE subscriptions SET cancel_at_period_end = $1 WHERE id = $2", True, subscription.id)
         else:
-            await _cancel(sql, subscription.id, "Canceled by the customer", now)
+            await mark_canceled(sql, subscription.id, "Canceled by the customer", now)
     return await Subscription.get(id=subscription.id)
 
 
@@ -363,7 +366,7 @@ async def resume(subscription: Subscription) -> Subscription:
     async with in_transaction() as conn:
         sql = Sql(conn)
         await ledger.lock_account(sql, subscription.account_id)
-        current = await _subscription_row(sql, subscription.id)
+        current = await subscription_row(sql, subscription.id)
         if current["status"] != SubscriptionStatus.ACTIVE or not current["cancel_at_period_end"]:
             raise SubscriptionStateError("Only a subscription set to cancel at period end can be resumed")
         await sql.execute("UPDATE subscriptions SET cancel_at_period_end = $1 WHERE id = $2", False, subscription.id)
@@ -375,7 +378,7 @@ async def change_plan(subscription: Subscription, plan: PlanSpec) -> Subscriptio
     async with in_transaction() as conn:
         sql = Sql(conn)
         await ledger.lock_account(sql, subscription.account_id)
-        current = await _subscription_row(sql, subscription.id)
+        current = await subscription_row(sql, subscription.id)
         if current["status"] not in (SubscriptionStatus.ACTIVE, SubscriptionStatus.PAST_DUE):
             raise SubscriptionStateError("Only an active subscription can change plans")
         next_plan = None if plan.id == current["plan_id"] else plan.id
@@ -389,7 +392,7 @@ async def set_payment_method(subscription: Subscription, payment_method_id: int)
     async with in_transaction() as conn:
         sql = Sql(conn)
         await ledger.lock_account(sql, subscription.account_id)
-        current = await _subscription_row(sql, subscription.id)
+        current = await subscription_row(sql, subscription.id)
         if current["status"] not in LIVE_SUBSCRIPTION:
             raise SubscriptionStateError("The subscription is already canceled")
         updated = await sql.execute(
@@ -401,224 +404,4 @@ async def set_payment_method(subscription: Subscription, payment_method_id: int)
         )
         if not updated:
             return None
-    return await Subscription.get(id=subscription.id)
-
-
-# --- hosted gateways: the processor bills and renews, its events move ours -----------------------------------
-
-STRIPE_INVOICE_SCOPE = "stripe-invoice"
-"""Idempotency scope of the transactions written for processor invoices (key: the invoice id)."""
-
-HOSTED_STATUS = {
-    "active": SubscriptionStatus.ACTIVE,
-    "trialing": SubscriptionStatus.ACTIVE,
-    "past_due": SubscriptionStatus.PAST_DUE,
-    "canceled": SubscriptionStatus.CANCELED,
-    "unpaid": SubscriptionStatus.CANCELED,
-    "incomplete_expired": SubscriptionStatus.CANCELED,
-}
-"""The processor's statuses that move ours (incomplete and paused leave it as it is)."""
-
-CANCELLATION_REASONS = {
-    "cancellation_requested": "Canceled by the customer",
-    "payment_failed": "Canceled after failed payments",
-    "payment_disputed": "Canceled after a disputed payment",
-}
-
-
-async def _lock_subscription(sql: Sql, subscription_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Lock the subscription's account; returns the account and the subscription as they are under the lock."""
-    account_id = (await Subscription.get(id=subscription_id)).account_id
-    account = await ledger.lock_account(sql, account_id)
-    return account, await _subscription_row(sql, subscription_id)
-
-
-async def _link(sql: Sql, sub: dict[str, Any], reference: str) -> None:
-    if sub["external_reference"] is None:
-        await sql.execute(
-            "UPDATE subscriptions SET external_reference = $1 WHERE id = $2 AND external_reference IS NULL",
-            reference,
-            sub["id"],
-        )
-
-
-async def link(subscription_id: int, reference: str) -> None:
-    """Remember the processor subscription that stands for ours (the first one named wins)."""
-    async with in_transaction() as conn:
-        sql = Sql(conn)
-        _, sub = await _lock_subscription(sql, subscription_id)
-        await _link(sql, sub, reference)
-
-
-async def record_invoice_paid(
-    subscription_id: int, invoice: HostedInvoice, plan: PlanSpec | None, plans: PlanCatalog, now: datetime
-) -> tuple[BalanceChange, ...]:
-    """Grant and invoice the period a processor invoice paid for, once per invoice: the first period completes
-    the PENDING transaction ``start`` wrote; a renewal writes its own (idempotency key: the invoice id). The plan
-    is the one billed (``plan``, from the invoice's price): a plan change takes effect with this period."""
-    async with in_transaction() as conn:
-        sql = Sql(conn)
-        account, sub = await _lock_subscription(sql, subscription_id)
-        await _link(sql, sub, invoice.subscription)
-        if invoice.billing_reason == "subscription_create":
-            first = await sql.fetchrow(
-                "SELECT id FROM transactions WHERE subscription_id = $1 ORDER BY id LIMIT 1", subscription_id
-            )
-            assert first is not None
-            transaction_id = int(first["id"])
-            if await payments.pending_row(sql, transaction_id) is None:
-                return ()
-            await sql.execute(
-                "UPDATE transactions SET period_start = $1, period_end = $2, amount = $3, currency = $4 WHERE id = $5",
-                invoice.period_start,
-                invoice.period_end,
-                invoice.amount,
-                invoice.currency,
-                transaction_id,
-            )
-        else:
-            if plan is not None and plan.id != sub["plan_id"]:
-                next_plan = None if sub["next_plan_id"] == plan.id else sub["next_plan_id"]
-                await sql.execute(
-                    "UPDATE subscriptions SET plan_id = $1, next_plan_id = $2 WHERE id = $3",
-                    plan.id,
-                    next_plan,
-                    subscription_id,
-                )
-                sub = await _subscription_row(sql, subscription_id)
-            credits = plan.credits if plan is not None else 0
-            rows = await sql.fetch(
-                "INSERT INTO transactions (account_id, type, status, credits, amount, currency, gateway,"
-                " subscription_id, period_start, period_end, idempotency_scope, idempotency_key, request_hash,"
-                " created_at) VALUES ($1, 'SUBSCRIPTION', 'PENDING', $2, $3, $4, 'stripe', $5, $6, $7, $8, $9, '',"
-                " $10) ON CONFLICT (idempotency_scope, idempotency_key) DO NOTHING RETURNING id",
-                int(account["id"]),
-                credits,
-                invoice.amount,
-                invoice.currency,
-                subscription_id,
-                invoice.period_start,
-                invoice.period_end,
-                STRIPE_INVOICE_SCOPE,
-                invoice.reference,
-                now,
-            )
-            if not rows:  # this invoice was recorded before
-                return ()
-            transaction_id = int(rows[0]["id"])
-        row = await payments.pending_row(sql, transaction_id)
-        assert row is not None
-        return await _paid(sql, account, row, sub, plans, invoice.reference, now)
-
-
-async def record_invoice_failed(
-    subscription_id: int, invoice: HostedInvoice, plan: PlanSpec | None, reason: str, now: datetime
-) -> None:
-    """Record a failed renewal payment once per invoice attempt (a FAILED transaction the customer sees) and
-    make the subscription PAST_DUE until the processor's next attempt, unless the invoice was paid meanwhile."""
-    async with in_transaction() as conn:
-        sql = Sql(conn)
-        account, sub = await _lock_subscription(sql, subscription_id)
-        await _link(sql, sub, invoice.subscription)
-        rows = await sql.fetch(
-            "INSERT INTO transactions (account_id, type, status, credits, amount, currency, gateway,"
-            " subscription_id, period_start, period_end, failure_reason, idempotency_scope, idempotency_key,"
-            " request_hash, created_at, completed_at) VALUES ($1, 'SUBSCRIPTION', 'FAILED', $2, $3, $4, 'stripe',"
-            " $5, $6, $7, $8, $9, $10, '', $11, $11) ON CONFLICT (idempotency_scope, idempotency_key) DO NOTHING"
-            " RETURNING id",
-            int(account["id"]),
-            plan.credits if plan is not None else 0,
-            invoice.amount,
-            invoice.currency,
-            subscription_id,
-            invoice.period_start,
-            invoice.period_end,
-            reason,
-            STRIPE_INVOICE_SCOPE,
-            f"{invoice.reference}/attempt-{invoice.attempt_count}",
-            now,
-        )
-        if not rows or sub["status"] not in (SubscriptionStatus.ACTIVE, SubscriptionStatus.PAST_DUE):
-            return
-        paid = await sql.fetchrow(
-            "SELECT id FROM transactions WHERE idempotency_scope = $1 AND idempotency_key = $2",
-            STRIPE_INVOICE_SCOPE,
-            invoice.reference,
-        )
-        if paid is not None:  # a later attempt paid this invoice and was recorded first
-            return
-        await sql.execute(
-            "UPDATE subscriptions SET status = 'PAST_DUE', failed_attempts = $1, next_attempt_at = $2,"
-            " status_reason = $3 WHERE id = $4",
-            max(invoice.attempt_count, int(sub["failed_attempts"])),
-            invoice.next_payment_attempt,
-            f"The renewal payment failed: {reason}",
-            subscription_id,
-        )
-
-
-async def sync(subscription_id: int, hosted: HostedSubscription, plans: PlanCatalog, now: datetime) -> None:
-    """Make ours agree with the processor subscription as it stands now (its status, cancel at period end, the
-    current period, the plan billed from the next renewal). An INCOMPLETE subscription becomes ACTIVE only
-    when its first invoice is recorded as paid; a CANCELED one stays canceled."""
-    async with in_transaction() as conn:
-        sql = Sql(conn)
-        _, sub = await _lock_subscription(sql, subscription_id)
-        await _link(sql, sub, hosted.reference)
-        target = HOSTED_STATUS.get(hosted.status)
-        if sub["status"] == SubscriptionStatus.CANCELED or target is None:
-            return
-        if target == SubscriptionStatus.CANCELED:
-            reason = CANCELLATION_REASONS.get(hosted.cancellation_reason or "", f"Canceled in Stripe ({hosted.status})")
-            if sub["status"] == SubscriptionStatus.INCOMPLETE:
-                await _fail_pending(sql, subscription_id, "The first payment was not completed", now)
-            await _cancel(sql, subscription_id, reason, hosted.canceled_at or now)
-            return
-        if sub["status"] == SubscriptionStatus.INCOMPLETE:
-            return
-        billed = next((p for p in plans.plans.values() if hosted.price and p.stripe_price == hosted.price), None)
-        next_plan = sub["next_plan_id"] if billed is None else None if billed.id == sub["plan_id"] else billed.id
-        start, end = hosted.current_period_start, hosted.current_period_end
-        known_end = as_datetime(sub["current_period_end"])
-        if start is None or end is None or (known_end is not None and end < known_end):
-            start, end = None, None
-        await sql.execute(
-            "UPDATE subscriptions SET status = $1, cancel_at_period_end = $2, next_plan_id = $3,"
-            " current_period_start = COALESCE($4, current_period_start), current_period_end = COALESCE($5,"
-            " current_period_end) WHERE id = $6",
-            target.value,
-            hosted.cancel_at_period_end,
-            next_plan,
-            start,
-            end,
-            subscription_id,
-        )
-        if target == SubscriptionStatus.ACTIVE:  # paid again: nothing is past due any more
-            await sql.execute(
-                "UPDATE subscriptions SET failed_attempts = 0, next_attempt_at = NULL, status_reason = NULL"
-                " WHERE id = $1",
-                subscription_id,
-            )
-
-
-async def _fail_pending(sql: Sql, subscription_id: int, reason: str, now: datetime) -> None:
-    await sql.execute(
-        "UPDATE transactions SET status = 'FAILED', failure_reason = $1, completed_at = $2"
-        " WHERE subscription_id = $3 AND status = 'PENDING'",
-        reason,
-        now,
-        subscription_id,
-    )
-
-
-async def cancel_unpaid(subscription: Subscription, now: datetime) -> Subscription:
-    """Cancel a hosted subscription whose checkout was never finished (the page is closed first): its first
-    payment fails and nothing was granted."""
-    async with in_transaction() as conn:
-        sql = Sql(conn)
-        _, current = await _lock_subscription(sql, subscription.id)
-        if current["status"] != SubscriptionStatus.INCOMPLETE:
-            raise SubscriptionStateError("Only a subscription whose checkout is not finished can be dropped")
-        await _fail_pending(sql, subscription.id, "Canceled before payment", now)
-        await _cancel(sql, subscription.id, "Canceled by the customer", now)
     return await Subscription.get(id=subscription.id)

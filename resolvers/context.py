@@ -7,9 +7,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-# Re-exported for creditline/webhooks.py until the webhook handling imports it from creditline.services,
-# as everything else does.
-from creditline.services import Services as Services
+from creditline.services import Services
 from models.tokens import Principal
 from resolvers.loaders import Loaders
 

@@ -7,7 +7,6 @@ from strawberry.types import Info
 from billing import checkout
 from billing import payments as billing_payments
 from billing.errors import InvalidPaymentTokenError, PaymentUnavailableError
-from billing.payments import subscription_billing as subscription_billing  # creditline/webhooks.py imports it here
 from gateway.base import HostedGateway
 from models import payments
 from models.credits import MICRO

@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from creditline.webhooks import handling
-from gateway import webhooks
+from billing import webhook_events
 from models.tables import CreditLot, Invoice, Subscription, Transaction, WebhookEvent
 from tests.support.helpers import Api
 from tests.support.payments import TOP_UP, top_up
@@ -69,7 +68,7 @@ def event_type(key: str) -> str:
 
 
 def test_every_handled_type_has_a_template() -> None:
-    handled = set(webhooks.HANDLERS)
+    handled = set(webhook_events.HANDLERS)
     assert handled == {
         "checkout.session.completed:payment",
         "checkout.session.async_payment_succeeded:payment",
@@ -148,7 +147,7 @@ async def test_a_malformed_event_is_acknowledged_set_aside_and_logged_once(
 
     first = await deliver(api, event)
     again = await deliver(api, event)
-    swept = await webhooks.retry_unprocessed(handling(api.app.state.services))
+    swept = await webhook_events.retry_unprocessed(webhook_events.context_for(api.app.state.services))
 
     assert (first.status_code, first.json()) == (200, {"received": event["id"], "outcome": "malformed"})
     assert (again.status_code, again.json()) == (200, {"received": event["id"], "outcome": "duplicate"})
@@ -183,7 +182,7 @@ async def test_the_sweep_sets_aside_a_stored_event_it_cannot_read_and_goes_on(
     # Our side is written now: the stored event names our subscription.
     await WebhookEvent.filter(id=early["id"]).update(payload=json.dumps(paid))
 
-    processed, _ = await webhooks.retry_unprocessed(handling(api.app.state.services))
+    processed, _ = await webhook_events.retry_unprocessed(webhook_events.context_for(api.app.state.services))
 
     assert processed == 1
     assert (await WebhookEvent.get(id="evt_broken")).processed_at is not None

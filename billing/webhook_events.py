@@ -11,87 +11,50 @@ processed: it is acknowledged (a 2xx, or Stripe would redeliver it for days), ma
 sweep leaves it, and its reason logged once at ERROR; its payload stays stored. The sweep handles each
 event on its own: one that fails is logged and left for the next sweep, the others go on.
 
-Handlers get a ``WebhookContext`` (the gateway, to ask the processor where things stand; the plans; the
-time) and return the balance changes they committed; the caller publishes them (after commit). Subscription
-events are handled in gateway/stripe_subscriptions.py, registered the same way.
+Handlers get a ``WebhookContext`` and return the balance changes they committed; the caller publishes them
+(after commit). The table they are dispatched on (``HANDLERS``) is made of the top-up Checkout handlers
+(billing/checkout_events.py) and the Stripe Billing ones (billing/subscription_events.py).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, TypeVar
 
 from tortoise import connections
 
-from gateway.base import CHECKOUT_FAILURES, CheckoutState, Gateway, GatewayEvent
-from models import payments
-from models.ledger import BalanceChange
-from models.plans import PlanCatalog
+from billing import checkout_events, subscription_events
+from billing.payments import subscription_billing
+from billing.webhook_handler import Changes, Handler, HandlerTable, WebhookContext
+from creditline.services import Services
+from gateway.base import GatewayEvent, MalformedEvent
 from models.sql import Sql, as_datetime
-from models.subscriptions import Billing
-from models.tables import Transaction, TransactionStatus
 
 log = logging.getLogger("creditline.webhooks")
 
 
-@dataclass(frozen=True, slots=True)
-class WebhookContext:
-    gateway: Gateway
-    plans: PlanCatalog
-    billing: Billing
-    now: datetime
+def _merged(*tables: HandlerTable) -> HandlerTable:
+    merged: HandlerTable = {}
+    for table in tables:
+        assert not merged.keys() & table.keys(), merged.keys() & table.keys()  # one handler per type and mode
+        merged |= table
+    return merged
 
 
-Changes = tuple[BalanceChange, ...]
-Handler = Callable[[GatewayEvent, WebhookContext], Awaitable[Changes | None]]
-HANDLERS: dict[str, Handler] = {}
+HANDLERS: HandlerTable = _merged(checkout_events.HANDLERS, subscription_events.HANDLERS)
+"""Every event type we handle, by type or ``<type>:<mode>``."""
 
 
-T = TypeVar("T")
-
-
-class MalformedEvent(Exception):
-    """A verified event that its handler cannot read: a field missing, or of another type than Stripe's."""
-
-
-def parsed(parse: Callable[[dict[str, Any]], T], obj: dict[str, Any]) -> T:
-    """``parse(obj)``, a pure reading of an event's object (gateway/stripe.py): whatever it raises is the
-    object's fault, so it is a ``MalformedEvent``."""
-    try:
-        return parse(obj)
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as exc:
-        raise MalformedEvent(f"{type(exc).__name__}: {exc}") from exc
-
-
-def text_field(obj: dict[str, Any], name: str) -> str:
-    """A field the handler needs as a non-empty string (an object's id)."""
-    value = obj.get(name)
-    if not isinstance(value, str) or not value:
-        raise MalformedEvent(f"{name} is not a non-empty string")
-    return value
+def context_for(services: Services) -> WebhookContext:
+    """What webhook handlers work with, now."""
+    return WebhookContext(services.gateway, services.plans, subscription_billing(services), services.clock.now())
 
 
 RETRY_FOR = timedelta(days=3)
 """How long an event that came before our own rows is retried (Stripe retries deliveries as long)."""
-
-
-def handles(*types: str, mode: str | None = None) -> Callable[[Handler], Handler]:
-    """Register a handler for event types, optionally only for objects of one ``mode`` (Checkout Sessions:
-    ``payment`` or ``subscription``). One handler per type and mode."""
-
-    def register(handler: Handler) -> Handler:
-        for event_type in types:
-            key = event_type if mode is None else f"{event_type}:{mode}"
-            assert key not in HANDLERS, key
-            HANDLERS[key] = handler
-        return handler
-
-    return register
 
 
 def handler_for(event: GatewayEvent) -> Handler | None:
@@ -190,67 +153,3 @@ async def _set_aside(event_id: str, now: datetime) -> None:
     await Sql(connections.get("default")).execute(
         "UPDATE webhook_events SET processed_at = $1 WHERE id = $2 AND processed_at IS NULL", now, event_id
     )
-
-
-# --- Stripe Checkout, payment mode (top-ups) -------------------------------------------------------------
-
-
-async def _checkout_transaction(session: dict[str, Any]) -> Transaction | bool | None:
-    """The top-up a Checkout Session pays for: the transaction, None when it is ours but not written yet,
-    False when the session is not a top-up of ours (or does not match the one we opened)."""
-    named = (session.get("metadata") or {}).get("creditline_transaction") or session.get("client_reference_id")
-    if not isinstance(named, str) or not named.isascii() or not named.isdigit() or len(named) > 18:
-        return False
-    txn = await Transaction.filter(id=int(named)).first()
-    if txn is None:
-        return None
-    if txn.gateway != "stripe":
-        return False
-    if txn.gateway_reference is not None and txn.gateway_reference != session.get("id"):
-        log.warning(
-            "Checkout Session %s names transaction %s, opened as %s", session.get("id"), named, txn.gateway_reference
-        )
-        return False
-    if session.get("amount_total") not in (None, txn.amount) or str(session.get("currency", "")).upper() not in (
-        "",
-        txn.currency,
-    ):
-        log.error("Checkout Session %s does not charge what transaction %s costs: ignored", session.get("id"), named)
-        return False
-    return txn
-
-
-@handles("checkout.session.completed", "checkout.session.async_payment_succeeded", mode="payment")
-async def _checkout_paid(event: GatewayEvent, ctx: WebhookContext) -> Changes | None:
-    session = event.object
-    text_field(session, "id")
-    txn = await _checkout_transaction(session)
-    if not isinstance(txn, Transaction):
-        return None if txn is None else ()
-    if session.get("payment_status") not in ("paid", "no_payment_required"):
-        return ()  # a delayed payment method: its async_payment_* event settles it
-    if txn.status != TransactionStatus.PENDING:
-        return ()
-    _, changes = await payments.complete(
-        txn.id, succeeded=True, reference=str(session["id"]), failure_reason=None, now=ctx.now
-    )
-    return changes
-
-
-@handles("checkout.session.async_payment_failed", "checkout.session.expired", mode="payment")
-async def _checkout_failed(event: GatewayEvent, ctx: WebhookContext) -> Changes | None:
-    session = event.object
-    text_field(session, "id")
-    txn = await _checkout_transaction(session)
-    if not isinstance(txn, Transaction):
-        return None if txn is None else ()
-    reason = CHECKOUT_FAILURES[
-        CheckoutState.EXPIRED if event.type == "checkout.session.expired" else CheckoutState.FAILED
-    ]
-    _, changes = await payments.complete(
-        txn.id, succeeded=False, reference=str(session["id"]), failure_reason=reason, now=ctx.now
-    )
-    return changes
-
-
-from gateway import stripe_subscriptions  # noqa: E402, F401  (registers the subscription handlers)

@@ -1,7 +1,7 @@
 """``POST /webhooks/stripe``: Stripe's signed events, for the stripe and legacy gateways.
 
 A bad signature or a timestamp out of bounds is a 400 and nothing is stored. A verified event is stored
-once and processed once (gateway/webhooks.py); any verified event, known or not, gets a 2xx so that
+once and processed once (billing/webhook_events.py); any verified event, known or not, gets a 2xx so that
 Stripe stops sending it; so does one whose object cannot be read ("malformed": stored, set aside, the reason
 logged). A failure while processing is a 500: Stripe delivers it again.
 """
@@ -17,11 +17,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from gateway import webhooks
+from billing import webhook_events
+from creditline.services import Services
 from gateway.base import InvalidWebhook
 from resolvers import boundary
-from resolvers.context import Services
-from resolvers.mutations.payments import subscription_billing
 
 MAX_BODY = 1 << 20
 """Stripe's events are far smaller; a larger body is refused before it is read whole."""
@@ -107,13 +106,6 @@ def decode_event_body(body: bytes) -> str:
     return text
 
 
-def handling(services: Services) -> webhooks.WebhookContext:
-    """What webhook handlers work with, now."""
-    return webhooks.WebhookContext(
-        services.gateway, services.plans, subscription_billing(services), services.clock.now()
-    )
-
-
 def stripe_webhook(services: Services) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         gateway = services.gateway
@@ -134,7 +126,7 @@ def stripe_webhook(services: Services) -> Callable[[Request], Awaitable[Response
             event = gateway.verify_event(bytes(body), signature, now)
         except InvalidWebhook as exc:
             return PlainTextResponse(str(exc), 400)
-        receipt = await webhooks.receive(handling(services), event)
+        receipt = await webhook_events.receive(webhook_events.context_for(services), event)
         services.bus.publish(receipt.changes)
         return JSONResponse({"received": event.id, "outcome": receipt.outcome.value})
 

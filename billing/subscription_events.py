@@ -1,4 +1,4 @@
-"""Stripe Billing's events for subscriptions on the ``stripe`` gateway (registered in gateway/webhooks.py).
+"""Stripe Billing's events for subscriptions on the ``stripe`` gateway (dispatched by billing/webhook_events.py).
 
 Stripe renews the subscriptions it bills; these events move ours:
 - ``checkout.session.completed`` (subscription mode) links ours to the Stripe subscription;
@@ -11,12 +11,17 @@ Stripe renews the subscriptions it bills; these events move ours:
 Ours is found by the id in the metadata we gave the Stripe subscription (copied onto its invoices), else by
 the Stripe subscription id once linked. Events for Stripe subscriptions that are not ours are acknowledged
 and ignored; an event that names ours before our rows are committed is kept and retried by the sweep.
+
+The gateway's types are translated here into the primitives models/hosted_subscriptions.py records
+(``billed_period``, ``processor_state``): what Stripe's statuses and cancellation reasons mean for ours is
+decided here.
 """
 
 from __future__ import annotations
 
 import logging
 
+from billing.webhook_handler import Changes, HandlerTable, WebhookContext, handles
 from gateway.base import (
     CHECKOUT_FAILURES,
     CheckoutState,
@@ -24,24 +29,77 @@ from gateway.base import (
     GatewayEvent,
     HostedGateway,
     HostedInvoice,
+    HostedSubscription,
     PaymentRefused,
 )
-from gateway.stripe import invoice_from, ours_in, subscription_from
-from gateway.webhooks import Changes, WebhookContext, handles, parsed, text_field
-from models import subscriptions
+from gateway.stripe import ours_in
+from gateway.stripe_events import event_invoice, event_subscription, text_field
+from models import hosted_subscriptions, subscriptions
+from models.hosted_subscriptions import BilledPeriod, ProcessorState
 from models.plans import PlanCatalog, PlanSpec
-from models.tables import Subscription, Transaction, TransactionStatus
+from models.tables import Subscription, SubscriptionStatus, Transaction, TransactionStatus
 
 log = logging.getLogger("creditline.webhooks")
+
+HANDLERS: HandlerTable = {}
 
 RETRY_LATER: Changes | None = None
 """A handler's answer when the event cannot be applied yet (our rows are not committed, Stripe was not reached):
 it stays stored and unprocessed, and the sweep tries again."""
 
 
+HOSTED_STATUS = {
+    "active": SubscriptionStatus.ACTIVE,
+    "trialing": SubscriptionStatus.ACTIVE,
+    "past_due": SubscriptionStatus.PAST_DUE,
+    "canceled": SubscriptionStatus.CANCELED,
+    "unpaid": SubscriptionStatus.CANCELED,
+    "incomplete_expired": SubscriptionStatus.CANCELED,
+}
+"""The processor's statuses that move ours (incomplete and paused leave it as it is)."""
+
+CANCELLATION_REASONS = {
+    "cancellation_requested": "Canceled by the customer",
+    "payment_failed": "Canceled after failed payments",
+    "payment_disputed": "Canceled after a disputed payment",
+}
+
+
 def plan_for_price(plans: PlanCatalog, price: str | None) -> PlanSpec | None:
     """The plan billed at a Stripe Price."""
     return next((plan for plan in plans.plans.values() if price and plan.stripe_price == price), None)
+
+
+def billed_period(invoice: HostedInvoice) -> BilledPeriod:
+    """A processor invoice as the period it bills (the first one, or a renewal)."""
+    return BilledPeriod(
+        invoice=invoice.reference,
+        subscription=invoice.subscription,
+        first=invoice.billing_reason == "subscription_create",
+        amount=invoice.amount,
+        currency=invoice.currency,
+        period_start=invoice.period_start,
+        period_end=invoice.period_end,
+        attempt=invoice.attempt_count,
+        next_attempt_at=invoice.next_payment_attempt,
+    )
+
+
+def processor_state(plans: PlanCatalog, hosted: HostedSubscription) -> ProcessorState:
+    """A processor subscription as what ours should become."""
+    billed = plan_for_price(plans, hosted.price)
+    return ProcessorState(
+        reference=hosted.reference,
+        status=HOSTED_STATUS.get(hosted.status),
+        cancellation_reason=CANCELLATION_REASONS.get(
+            hosted.cancellation_reason or "", f"Canceled in Stripe ({hosted.status})"
+        ),
+        canceled_at=hosted.canceled_at,
+        cancel_at_period_end=hosted.cancel_at_period_end,
+        current_period_start=hosted.current_period_start,
+        current_period_end=hosted.current_period_end,
+        plan_id=None if billed is None else billed.id,
+    )
 
 
 async def find(reference: str, ours: int | None) -> Subscription | bool:
@@ -70,7 +128,7 @@ def _billed_plan(ctx: WebhookContext, invoice: HostedInvoice) -> PlanSpec | None
     return plan
 
 
-@handles("checkout.session.completed", mode="subscription")
+@handles(HANDLERS, "checkout.session.completed", mode="subscription")
 async def _checkout_completed(event: GatewayEvent, ctx: WebhookContext) -> Changes | None:
     session = event.object
     text_field(session, "id")
@@ -81,11 +139,11 @@ async def _checkout_completed(event: GatewayEvent, ctx: WebhookContext) -> Chang
     sub = await find(reference, ours_in(session.get("metadata")))
     if not isinstance(sub, Subscription):
         return _missing_or_not_ours(sub)
-    await subscriptions.link(sub.id, reference)
+    await hosted_subscriptions.link(sub.id, reference)
     return ()
 
 
-@handles("checkout.session.expired", mode="subscription")
+@handles(HANDLERS, "checkout.session.expired", mode="subscription")
 async def _checkout_expired(event: GatewayEvent, ctx: WebhookContext) -> Changes | None:
     session = event.object
     text_field(session, "id")
@@ -108,9 +166,9 @@ async def _checkout_expired(event: GatewayEvent, ctx: WebhookContext) -> Changes
     return changes
 
 
-@handles("invoice.paid")
+@handles(HANDLERS, "invoice.paid")
 async def _invoice_paid(event: GatewayEvent, ctx: WebhookContext) -> Changes | None:
-    invoice = parsed(invoice_from, event.object)
+    invoice = event_invoice(event)
     if invoice is None:
         return ()  # not a subscription's invoice
     sub = await find(invoice.subscription, invoice.ours)
@@ -122,12 +180,12 @@ async def _invoice_paid(event: GatewayEvent, ctx: WebhookContext) -> Changes | N
     plan = _billed_plan(ctx, invoice)
     if plan is None and invoice.billing_reason == "subscription_cycle":
         return RETRY_LATER  # kept unprocessed: configure the plan and the sweep grants the period
-    return await subscriptions.record_invoice_paid(sub.id, invoice, plan, ctx.plans, ctx.now)
+    return await hosted_subscriptions.record_invoice_paid(sub.id, billed_period(invoice), plan, ctx.plans, ctx.now)
 
 
-@handles("invoice.payment_failed")
+@handles(HANDLERS, "invoice.payment_failed")
 async def _invoice_failed(event: GatewayEvent, ctx: WebhookContext) -> Changes | None:
-    invoice = parsed(invoice_from, event.object)
+    invoice = event_invoice(event)
     if invoice is None:
         return ()
     sub = await find(invoice.subscription, invoice.ours)
@@ -139,13 +197,15 @@ async def _invoice_failed(event: GatewayEvent, ctx: WebhookContext) -> Changes |
     reason = f"Stripe could not collect the payment (attempt {invoice.attempt_count})" + (
         f", next attempt {retry:%Y-%m-%d %H:%M} UTC" if retry is not None else ", no further attempt scheduled"
     )
-    await subscriptions.record_invoice_failed(sub.id, invoice, _billed_plan(ctx, invoice), reason, ctx.now)
+    await hosted_subscriptions.record_invoice_failed(
+        sub.id, billed_period(invoice), _billed_plan(ctx, invoice), reason, ctx.now
+    )
     return ()
 
 
-@handles("customer.subscription.created", "customer.subscription.updated", "customer.subscription.deleted")
+@handles(HANDLERS, "customer.subscription.created", "customer.subscription.updated", "customer.subscription.deleted")
 async def _subscription_changed(event: GatewayEvent, ctx: WebhookContext) -> Changes | None:
-    told = parsed(subscription_from, event.object)
+    told = event_subscription(event)
     sub = await find(told.reference, told.ours)
     if not isinstance(sub, Subscription):
         return _missing_or_not_ours(sub)
@@ -160,5 +220,5 @@ async def _subscription_changed(event: GatewayEvent, ctx: WebhookContext) -> Cha
     except GatewayError as exc:
         log.warning("Stripe subscription %s not retrieved, retried later: %s", told.reference, exc)
         return RETRY_LATER
-    await subscriptions.sync(sub.id, current, ctx.plans, ctx.now)
+    await hosted_subscriptions.sync(sub.id, processor_state(ctx.plans, current), ctx.now)
     return ()
