@@ -2,8 +2,8 @@
 
 Its events (billing/subscription_events.py, which translates them into the primitives here) record the paid
 invoices (``record_invoice_paid``), the failed ones (``record_invoice_failed``) and the subscription's state
-(``sync``), each once, under the account lock, whatever their order (rules: docs/rules.md, renewals and
-retries; webhooks once). The row helpers are models/subscriptions.py's, shared with card-on-file subscriptions.
+(``sync``), each once, under the account lock, whatever their order (docs/rules.md, Hosted
+subscriptions and Webhooks once). The row helpers are models/subscriptions.py's, shared with card-on-file subscriptions.
 """
 
 from __future__ import annotations

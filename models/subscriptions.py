@@ -1,5 +1,5 @@
-"""Subscriptions on the card-on-file gateways: each paid period grants the plan credit (rules: docs/rules.md,
-renewals and retries).
+"""Subscriptions on the card-on-file gateways: each paid period grants the plan credit (docs/rules.md,
+Renewals and retries).
 
 A subscription starts INCOMPLETE with a PENDING transaction for its first period; the charge happens
 outside any database transaction; completing it (under the account lock, only while PENDING) makes the
