@@ -1,17 +1,14 @@
-"""The processor customer that stands for an account, created once per gateway (table gateway_customers), and
-the link to its page in the processor's customer portal."""
+"""The processor customer that stands for an account, created once per gateway (recorded in
+models/customers.py), and the link to its page in the processor's customer portal."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from tortoise import connections
-
 from billing.errors import PaymentUnavailableError
 from creditline.services import Services
 from gateway.base import Gateway, GatewayError, GatewayUnavailable, HostedGateway
-from models.sql import Sql
-from models.tables import CreditAccount, GatewayCustomer, Organization, User
+from models import customers
 
 
 async def customer_for(gateway: Gateway, account_id: int, now: datetime) -> str | None:
@@ -22,28 +19,14 @@ async def customer_for(gateway: Gateway, account_id: int, now: datetime) -> str 
     """
     if not gateway.uses_customers:
         return None
-    known = await GatewayCustomer.filter(account_id=account_id, gateway=gateway.name).first()
+    known = await customers.known_customer(account_id, gateway.name)
     if known is not None:
         return known.reference
-    account = await CreditAccount.get(id=account_id)
-    email: str | None = None
-    if account.user_id is not None:
-        email = (await User.get(id=account.user_id)).email
-        name = email
-    else:
-        name = (await Organization.get(id=account.organization_id)).name
+    email, name = await customers.customer_name(account_id)
     reference = await gateway.create_customer(
         account_id=account_id, email=email, name=name, idempotency_key=f"creditline-customer-{account_id}"
     )
-    await Sql(connections.get("default")).execute(
-        "INSERT INTO gateway_customers (account_id, gateway, reference, created_at) VALUES ($1, $2, $3, $4)"
-        " ON CONFLICT (account_id, gateway) DO NOTHING",
-        account_id,
-        gateway.name,
-        reference,
-        now,
-    )
-    return (await GatewayCustomer.get(account_id=account_id, gateway=gateway.name)).reference
+    return (await customers.record_customer(account_id, gateway.name, reference, now)).reference
 
 
 async def portal_url(services: Services, gateway: HostedGateway, account_id: int, return_url: str) -> str:

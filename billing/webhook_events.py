@@ -1,6 +1,6 @@
 """Processor webhooks, stored once by event id and processed once, whatever the order or number of deliveries.
 
-An event is stored (``webhook_events``) before it is handled and marked processed after. Handlers are
+An event is stored (models/webhook_events.py) before it is handled and marked processed after. Handlers are
 idempotent under the account lock (``payments.complete`` acts only on a PENDING transaction), so a
 redelivery, two deliveries at once, or events in any order change a transaction at most once. A handler
 that finds our side not written yet returns ``None``: the event stays unprocessed and the sweep retries it
@@ -24,14 +24,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from tortoise import connections
-
 from billing import checkout_events, subscription_events
 from billing.payments import subscription_billing
 from billing.webhook_handler import Changes, Handler, HandlerTable, WebhookContext
 from creditline.services import Services
 from gateway.base import GatewayEvent, MalformedEvent
-from models.sql import Sql, as_datetime
+from models import webhook_events as stored_events
 
 log = logging.getLogger("creditline.webhooks")
 
@@ -82,22 +80,9 @@ class Receipt:
 
 async def receive(ctx: WebhookContext, event: GatewayEvent) -> Receipt:
     """Store a verified event once, and process it unless it was processed before."""
-    gateway, now = ctx.gateway.name, ctx.now
-    sql = Sql(connections.get("default"))
-    stored = await sql.fetch(
-        "INSERT INTO webhook_events (id, gateway, type, payload, created_at, received_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING RETURNING id",
-        event.id,
-        gateway,
-        event.type,
-        event.payload,
-        event.created,
-        now,
-    )
-    if not stored:
-        row = await sql.fetchrow("SELECT processed_at FROM webhook_events WHERE id = $1", event.id)
-        if row is not None and row["processed_at"] is not None:
-            return Receipt(Outcome.DUPLICATE)
+    is_new = await stored_events.store(event.id, ctx.gateway.name, event.type, event.payload, event.created, ctx.now)
+    if not is_new and await stored_events.processed_at(event.id) is not None:
+        return Receipt(Outcome.DUPLICATE)
     return await process(ctx, event)
 
 
@@ -111,9 +96,7 @@ async def process(ctx: WebhookContext, event: GatewayEvent) -> Receipt:
         changes, outcome = (), Outcome.MALFORMED
     if changes is None:
         return Receipt(Outcome.DEFERRED)
-    await Sql(connections.get("default")).execute(
-        "UPDATE webhook_events SET processed_at = $1 WHERE id = $2 AND processed_at IS NULL", ctx.now, event.id
-    )
+    await stored_events.mark_processed(event.id, ctx.now)
     return Receipt(outcome, changes)
 
 
@@ -121,23 +104,18 @@ async def retry_unprocessed(ctx: WebhookContext) -> tuple[int, Changes]:
     """Process again the stored events that came before our own rows (oldest first). Returns how many were
     processed now and their changes. An event that fails is logged and left for the next sweep: it does not
     hold back the others."""
-    rows = await Sql(connections.get("default")).fetch(
-        "SELECT id, type, payload, created_at FROM webhook_events"
-        " WHERE processed_at IS NULL AND received_at >= $1 ORDER BY created_at, id",
-        ctx.now - RETRY_FOR,
-    )
     processed, changes = 0, Changes()
-    for row in rows:
-        created = as_datetime(row["created_at"]) or datetime.fromtimestamp(0, UTC)
+    for stored in await stored_events.unprocessed_since(ctx.now - RETRY_FOR):
+        created = stored.created_at or datetime.fromtimestamp(0, UTC)
         try:
-            obj = json.loads(row["payload"])["data"]["object"]
+            obj = json.loads(stored.payload)["data"]["object"]
             if not isinstance(obj, dict):
                 raise TypeError("data.object is not an object")
         except (ValueError, KeyError, TypeError) as exc:  # stored before its shape was checked on receipt
-            log.error("stored event %s does not parse, not retried: %s", row["id"], exc)
-            await _set_aside(row["id"], ctx.now)
+            log.error("stored event %s does not parse, not retried: %s", stored.id, exc)
+            await stored_events.mark_processed(stored.id, ctx.now)  # set aside: the sweep leaves it
             continue
-        event = GatewayEvent(row["id"], row["type"], created, obj, row["payload"])
+        event = GatewayEvent(stored.id, stored.type, created, obj, stored.payload)
         try:
             receipt = await process(ctx, event)
         except Exception:
@@ -147,9 +125,3 @@ async def retry_unprocessed(ctx: WebhookContext) -> tuple[int, Changes]:
             processed += 1
             changes += receipt.changes
     return processed, changes
-
-
-async def _set_aside(event_id: str, now: datetime) -> None:
-    await Sql(connections.get("default")).execute(
-        "UPDATE webhook_events SET processed_at = $1 WHERE id = $2 AND processed_at IS NULL", now, event_id
-    )
