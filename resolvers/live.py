@@ -19,12 +19,12 @@ from creditline.events import BALANCE, QUEUE_LIMIT, RESYNC, USAGE
 from creditline.live import Feed
 from models import ledger
 from models.balance import Balance
+from models.ids import decode_id
 from models.ledger import Event
 from models.tables import CreditLot, LedgerEntry, LedgerEntryType, MemberRole, Membership
 from models.tokens import BALANCE_READ
 from resolvers.context import Context
 from resolvers.errors import ClientError, ForbiddenError
-from resolvers.ids import decode_id
 from resolvers.permissions import can_read_account, may_read_account, principal
 from schema.scalars import Credits
 from schema.types import BalanceEvent, CreditAccount, CreditBalance, UsageEvent
