@@ -61,8 +61,8 @@ from bench.config import ACTIVITY, AGENT_ID, SPEND_CREDITS, LiveConfig
 from bench.http_run import BenchError, Server, log_tail, server_process
 from bench.loop import arun
 from creditline.events import RedisBus, decode
+from models.ids import encode_id
 from models.ledger import BalanceChange
-from resolvers.ids import encode_id
 
 TARGET_P99_MS = 50.0
 TARGET_KB_PER_SUBSCRIBER = 40.0

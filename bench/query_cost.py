@@ -63,9 +63,9 @@ from creditline.query_limits import (
 )
 from creditline.settings import MICRO, Settings
 from models import ledger, organizations
+from models.ids import encode_id
 from models.tables import MemberRole, TokenKind
 from models.tokens import create_token
-from resolvers.ids import encode_id
 
 TARGET_MS = 100.0
 PAGES = (100, 50, 20, 10, 5, 2, 1)

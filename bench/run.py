@@ -22,7 +22,7 @@ from bench.loop import arun
 from bench.query_cost import main as run_query_cost_bench
 from bench.reports import run_reports_bench
 from creditline.db import sqlite_path
-from resolvers.ids import encode_id
+from models.ids import encode_id
 
 
 def say(message: str) -> None:

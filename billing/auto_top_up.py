@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 
-from billing.payments import charge_pending, price
+from billing.errors import PaymentMethodNotFoundError, PaymentMethodRequiredError, PaymentUnavailableError
+from billing.payments import charge_pending, default_card, price
 from creditline.services import Services
 from models.ledger import auto_top_up
 from models.tables import Transaction, TransactionStatus
@@ -28,6 +30,30 @@ def terms(services: Services) -> auto_top_up.Terms | None:
     if not services.gateway.card_on_file:
         return None
     return auto_top_up.Terms(price(services), services.gateway.name)
+
+
+async def configure(services: Services, account_id: int, config: auto_top_up.Config, *, card_given: bool) -> None:
+    """Save an account's auto top-up configuration, its card the one given (``card_given``: even an id that
+    named no card, which is then not found) or else the one kept, else the account's default; if
+    the balance is below the threshold already, the top-up this queues is charged before returning. Refuses
+    with ``PaymentUnavailableError`` where cards are not kept on file, ``PaymentMethodRequiredError`` without
+    a card, ``PaymentMethodNotFoundError`` when the card is not (or no longer) the account's; nothing changes."""
+    top_up_terms = terms(services)
+    if top_up_terms is None:
+        raise PaymentUnavailableError(
+            f"Auto top-up needs cards on file, which the {services.gateway.name} gateway does not keep"
+        )
+    if config.payment_method_id is None and not card_given:
+        default = await default_card(account_id)
+        if default is None:
+            raise PaymentMethodRequiredError("Add a card first (addPaymentMethod), or give paymentMethodId")
+        config = replace(config, payment_method_id=default.id)
+    try:
+        queued = await auto_top_up.configure(account_id, config, terms=top_up_terms, now=services.clock.now())
+    except auto_top_up.CardUnavailableError as exc:
+        raise PaymentMethodNotFoundError(str(exc)) from None
+    if queued is not None:
+        await charge(services, queued)  # the balance is below the threshold already
 
 
 async def charge(services: Services, transaction_id: int) -> bool:

@@ -24,6 +24,10 @@ class PaymentMethodNotFoundError(BillingError):
         super().__init__(message)
 
 
+class PaymentMethodRequiredError(BillingError):
+    """The operation charges a saved card, none was given and the account has no default one."""
+
+
 class InvalidPaymentTokenError(BillingError):
     """The processor refused the card token it was given."""
 

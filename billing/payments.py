@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 
 from billing.customers import customer_for
-from billing.errors import InvalidPaymentTokenError, PaymentUnavailableError
+from billing.errors import InvalidPaymentTokenError, PaymentMethodNotFoundError, PaymentUnavailableError
 from creditline.services import Services
 from gateway.base import Gateway, GatewayError, GatewayUnavailable, InvalidPaymentToken
-from models import payments, subscriptions
+from models import money, payments, subscriptions
 from models.credits import MICRO
 from models.ledger import BalanceChange, IdempotencyKey
 from models.tables import PaymentMethod as PaymentMethodRow
@@ -30,10 +30,28 @@ STILL_IN_FLIGHT = (
 """The answer to a resend whose first call is still waiting for the payment's outcome."""
 
 
-def price(services: Services) -> payments.Price:
+def price(services: Services) -> money.Price:
     """What credit costs, from settings: the one place a price is made."""
     settings = services.settings
-    return payments.Price(settings.currency, settings.price_per_100_credits)
+    return money.Price(settings.currency, settings.price_per_100_credits)
+
+
+async def saved_card(account_id: int, method_id: int | None) -> PaymentMethodRow:
+    """One of the account's saved cards (not removed); ``PaymentMethodNotFoundError`` otherwise, also when the
+    id did not decode (``None``)."""
+    method = (
+        None
+        if method_id is None
+        else await PaymentMethodRow.filter(id=method_id, account_id=account_id, removed_at=None).first()
+    )
+    if method is None:
+        raise PaymentMethodNotFoundError
+    return method
+
+
+async def default_card(account_id: int) -> PaymentMethodRow | None:
+    """The account's default saved card, if it has one."""
+    return await PaymentMethodRow.filter(account_id=account_id, removed_at=None, is_default=True).first()
 
 
 def processor_key(transaction_id: int) -> str:

@@ -63,6 +63,8 @@ async def reconcile_pending(services: Services, older_than: timedelta = timedelt
                     await charge_pending(services, txn)
             except (GatewayError, GatewayUnavailable) as exc:
                 log.warning("transaction %s stays pending: %s", txn.id, exc)
+            except Exception:  # one payment that cannot be finished must not hold back the others
+                log.exception("transaction %s stays pending: reconciling it failed", txn.id)
         _, changes = await webhook_events.retry_unprocessed(webhook_events.context_for(services))
         services.bus.publish(changes)
     return len(pending)

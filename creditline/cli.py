@@ -11,19 +11,20 @@ from typing import Any
 
 import uvicorn
 
+from billing.reconcile import reconcile_pending, renew_subscriptions
 from creditline import db
 from creditline.app import build_services, create_app
 from creditline.auto_top_up_worker import run_due
 from creditline.clock import Clock
 from creditline.db_backends import is_connection_failure, unavailable
-from creditline.jobs import reconcile_pending, renew_subscriptions, sweep_once
+from creditline.jobs import sweep_once
 from creditline.logs import log_config
 from creditline.serving import ServeConfig, connection_cap, guarded_protocol, raise_file_limit
 from creditline.settings import Settings
 from models import ledger
+from models.ids import encode_id
 from models.tables import CreditAccount, TokenKind, User
 from models.tokens import SCOPES, UnknownScopeError, create_token
-from resolvers.ids import encode_id
 
 DEMO_EMAIL = "demo@creditline.local"
 

@@ -18,6 +18,7 @@ from tortoise.models import Model
 from tortoise.queryset import QuerySet
 
 from models.credits import format_credits
+from models.ids import decode_id, encode_id
 from models.payments import invoice_number
 from models.tables import (
     CreditAccount,
@@ -33,7 +34,6 @@ from models.tokens import BALANCE_READ, Principal
 from resolvers import boundary
 from resolvers.auth import Authenticator
 from resolvers.errors import ClientError
-from resolvers.ids import decode_id, encode_id
 from resolvers.permissions import can_read_account
 from resolvers.usage import UsageCriteria, filtered
 

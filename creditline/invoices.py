@@ -12,11 +12,11 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
 from billing.invoices import SIGNATURE_LENGTH, valid_link
 from creditline.services import Services
+from models.ids import decode_id
 from models.payments import invoice_number
 from models.tables import CreditAccount, Invoice, MemberRole, Membership
 from resolvers import boundary
 from resolvers.auth import Authenticator
-from resolvers.ids import decode_id
 
 
 def _money(amount: int, currency: str) -> str:

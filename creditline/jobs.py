@@ -1,14 +1,13 @@
 """Background jobs: the sweep of expired lots and timed-out holds, pending payments and due auto top-ups, in
 the server and from the CLI. What each does is the ledger's and billing's (``billing.reconcile``); this is
-when it runs. ``reconcile_pending`` and ``renew_subscriptions`` are billing's, named here for the CLI."""
+when it runs."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
-from billing.reconcile import reconcile_pending as reconcile_pending
-from billing.reconcile import renew_subscriptions as renew_subscriptions
+from billing.reconcile import reconcile_pending, renew_subscriptions
 from creditline import auto_top_up_worker
 from creditline.services import Services
 from models import ledger

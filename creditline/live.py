@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from graphql import GraphQLError
@@ -31,10 +31,10 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import Messag
 from strawberry.types.graphql import OperationType
 
 from creditline.events import EVERY_MEMBERSHIP, MEMBERSHIP, EventBus, MembershipChanged, Subscription
-from models.ledger import Event
 from models.tables import MemberRole, Membership
 from models.tokens import digest, unrevoked
 from resolvers.errors import ForbiddenError
+from resolvers.feeds import Feed
 
 if TYPE_CHECKING:
     from resolvers.context import Context
@@ -69,35 +69,6 @@ async def billing_members(pairs: Collection[tuple[int, int]]) -> set[tuple[int, 
         if pair in pairs and {MemberRole(role) for role in str(roles).split(",") if role} & BILLING_ROLES:
             found.add(pair)
     return found
-
-
-class Feed(Protocol[T_co]):
-    """What a subscription follows on the bus, and what it sends for each event."""
-
-    @property
-    def topic(self) -> str: ...
-
-    @property
-    def keys(self) -> frozenset[int]: ...
-
-    @property
-    def access(self) -> tuple[int, int] | None:
-        """``(organization_id, user_id)``: the viewer may watch only while that member has the BILLING or
-        OWNER role (``None``: rights that no change of membership takes away)."""
-
-    @property
-    def waiting(self) -> bool:
-        """Events are held back until the versions missing before them arrive (or ``fill`` is called)."""
-
-    async def first(self, ctx: Context) -> T_co | None:
-        """What is sent as soon as the subscription starts (``None``: nothing)."""
-
-    async def payloads(self, event: Event, ctx: Context) -> Sequence[T_co]:
-        """The root values to send for ``event``, in order (none: skip it, or held back); a ``GraphQLError``
-        ends the subscription."""
-
-    async def fill(self, ctx: Context) -> Sequence[T_co]:
-        """What was held back has waited long enough: read what is still missing from the database."""
 
 
 class Connection(Protocol):

@@ -21,7 +21,7 @@ from tortoise.transactions import in_transaction
 from models import ledger
 from models.credits import format_credits
 from models.ledger import BalanceChange, IdempotencyConflictError, IdempotencyKey, LedgerError
-from models.money import Price as Price  # re-exported: callers name the price of credit from here
+from models.money import Price
 from models.sql import Sql
 from models.tables import (
     LIVE_SUBSCRIPTION,

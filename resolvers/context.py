@@ -5,14 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from creditline.services import Services
 from models.tokens import Principal
+from resolvers.feeds import LiveHandover
 from resolvers.loaders import Loaders
-
-if TYPE_CHECKING:
-    from creditline.live import LiveOperation
 
 
 @dataclass
@@ -24,7 +22,7 @@ class Context:
     token: str | None = None
     """The bearer secret the caller sent (websockets re-check it to end a revoked token's subscriptions)."""
     connection_params: dict[str, Any] | None = None
-    live: LiveOperation | None = None
+    live: LiveHandover | None = None
     """The websocket operation this context runs: a subscription hands its events over to it."""
 
     @classmethod
@@ -33,7 +31,7 @@ class Context:
     ) -> Context:
         return cls(services, principal, Loaders(services.clock.now), request, token)
 
-    def for_operation(self, live: LiveOperation | None) -> Context:
+    def for_operation(self, live: LiveHandover | None) -> Context:
         """The same caller with its own DataLoaders, for one operation or one pushed event: a websocket
         context lives as long as the connection, and every event must read current data, not a cache."""
         return replace(self, loaders=Loaders(self.services.clock.now), live=live)

@@ -16,15 +16,15 @@ import strawberry
 from strawberry.types import Info
 
 from creditline.events import BALANCE, QUEUE_LIMIT, RESYNC, USAGE
-from creditline.live import Feed
 from models import ledger
 from models.balance import Balance
+from models.ids import decode_id
 from models.ledger import Event
 from models.tables import CreditLot, LedgerEntry, LedgerEntryType, MemberRole, Membership
 from models.tokens import BALANCE_READ
 from resolvers.context import Context
 from resolvers.errors import ClientError, ForbiddenError
-from resolvers.ids import decode_id
+from resolvers.feeds import Feed
 from resolvers.permissions import can_read_account, may_read_account, principal
 from schema.scalars import Credits
 from schema.types import BalanceEvent, CreditAccount, CreditBalance, UsageEvent
@@ -66,7 +66,7 @@ async def _follow(ctx: Context, feed: Feed[T]) -> AsyncGenerator[T, None]:
 
 
 GRANT_REASONS = frozenset({"TOP_UP", "AUTO_TOP_UP", "SUBSCRIPTION"})
-"""Lot sources a grant's event is named after (models/ledger.py ``grant_locked``); others are GRANT."""
+"""Lot sources a grant's event is named after (models/ledger/grants.py ``grant_locked``); others are GRANT."""
 
 
 class BalanceFeed:
@@ -198,7 +198,7 @@ async def _lot_sources(lot_ids: list[int | None]) -> dict[int, str]:
 
 
 def _reason_of(entry: LedgerEntry, lot_sources: dict[int, str]) -> str:
-    """The reason the event of a ledger entry carries (models/ledger.py names them so)."""
+    """The reason the event of a ledger entry carries (models/ledger/ names them so)."""
     if entry.entry_type == LedgerEntryType.GRANT:
         source = lot_sources.get(entry.lot_id or 0, "")
         return source if source in GRANT_REASONS else "GRANT"

@@ -10,9 +10,9 @@ from strawberry import relay
 from tortoise.models import Model
 from tortoise.queryset import QuerySet
 
+from models.ids import decode_id, encode_id
 from resolvers import boundary
 from resolvers.errors import ClientError
-from resolvers.ids import decode_id, encode_id
 
 M = TypeVar("M", bound=Model)
 N = TypeVar("N", bound=relay.Node)

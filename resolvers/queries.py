@@ -9,11 +9,11 @@ from tortoise.models import Model
 
 from models import tables
 from models.credits import MICRO
+from models.ids import decode_any
 from models.tables import MemberRole
 from models.tokens import BALANCE_READ, BILLING_READ, Principal
 from resolvers.context import Context
 from resolvers.errors import ForbiddenError
-from resolvers.ids import decode_any
 from resolvers.permissions import READ_SCOPES, may_read_account, principal
 from schema import payments as payment_types
 from schema import types

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Literal
 
 from models import reports
+from models.ids import encode_id
 from resolvers import boundary
-from resolvers.ids import encode_id
 from schema.errors import ValidationError
 from schema.reports import UsageReport, UsageReportInput, UsageReportResult, UsageReportRow, UsageTotals
 

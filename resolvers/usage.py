@@ -7,10 +7,10 @@ from datetime import datetime
 
 from tortoise.queryset import QuerySet
 
+from models.ids import decode_id
 from models.tables import UsageEvent
 from resolvers import boundary
 from resolvers.errors import ClientError
-from resolvers.ids import decode_id
 
 
 @dataclass(frozen=True)

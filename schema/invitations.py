@@ -9,9 +9,9 @@ from strawberry import relay
 from strawberry.types import Info
 
 from models import tables
+from models.ids import encode_id
 from models.tables import InvitationStatus, MemberRole
 from resolvers.context import Context
-from resolvers.ids import encode_id
 
 strawberry.enum(InvitationStatus, description="PENDING until accepted, declined, revoked or past expiresAt (EXPIRED)")
 

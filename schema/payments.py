@@ -14,12 +14,12 @@ from tortoise.queryset import QuerySet
 
 from billing.invoices import signed_link
 from models import tables
+from models.ids import encode_id
 from models.payments import invoice_number
 from models.plans import PlanSpec
 from models.tokens import BILLING_READ
 from resolvers.context import Context
 from resolvers.errors import ClientError
-from resolvers.ids import encode_id
 from resolvers.permissions import require_read_scope
 from schema.errors import Error, Forbidden, IdempotencyConflict, NotFound, ValidationError
 from schema.scalars import Credits

@@ -11,12 +11,12 @@ from tortoise.expressions import Q
 
 from models import tables
 from models.balance import Balance
+from models.ids import encode_id
 from models.ledger import UsageRecorded
 from models.tables import LIVE_SUBSCRIPTION, CreditKind, LedgerEntryType, LotSource, MemberRole
 from models.tokens import BALANCE_READ, BILLING_READ
 from resolvers.context import Context
 from resolvers.errors import ForbiddenError
-from resolvers.ids import encode_id
 from resolvers.pagination import keyset_page
 from resolvers.permissions import BILLING_ROLES, principal, require_read_scope, roles_in, scope_message, service_lacks
 from resolvers.reports import usage_report

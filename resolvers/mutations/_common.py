@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from models import ledger
+from models.ids import decode_id
 from models.ledger import AccountSelector
 from models.tables import CreditAccount, Membership
-from resolvers.ids import decode_id
 from schema.errors import BudgetExceeded, HoldNotActive, IdempotencyConflict, InsufficientCredits, NotFound
 from schema.scalars import Credits
 

@@ -5,13 +5,13 @@ from dataclasses import replace
 from strawberry.types import Info
 
 from billing import auto_top_up as billing_auto_top_up
+from billing.errors import PaymentMethodNotFoundError, PaymentMethodRequiredError, PaymentUnavailableError
 from models.credits import MICRO, format_credits
+from models.ids import decode_id
 from models.ledger import auto_top_up
 from models.tables import AutoTopUp as AutoTopUpRow
 from models.tables import CreditAccount as CreditAccountRow
-from models.tables import PaymentMethod as PaymentMethodRow
 from resolvers.context import Context
-from resolvers.ids import decode_id
 from resolvers.mutations.payments import billing_account
 from schema.auto_top_up import AutoTopUp
 from schema.errors import NotFound, ValidationError
@@ -90,26 +90,18 @@ async def configure_auto_top_up(info: Info[Context, None], input: ConfigureAutoT
     config = _merge(input, existing, settings.top_up_min_credits * MICRO, settings.top_up_max_credits * MICRO)
     if isinstance(config, ValidationError):
         return config
-    terms = billing_auto_top_up.terms(ctx.services)
-    if terms is None:
-        return PaymentUnavailable(
-            message=f"Auto top-up needs cards on file, which the {ctx.services.gateway.name} gateway does not keep"
-        )
     if input.payment_method_id is not None:
         config = replace(config, payment_method_id=decode_id(input.payment_method_id, "PaymentMethod"))
-    elif config.payment_method_id is None:
-        default = await PaymentMethodRow.filter(account_id=account.id, removed_at=None, is_default=True).first()
-        if default is None:
-            return ValidationError(
-                message="Add a card first (addPaymentMethod), or give paymentMethodId", field="paymentMethodId"
-            )
-        config = replace(config, payment_method_id=default.id)
     try:
-        queued = await auto_top_up.configure(account.id, config, terms=terms, now=ctx.now())
-    except auto_top_up.CardUnavailableError as exc:
-        return NotFound(message=str(exc))
-    if queued is not None:
-        await billing_auto_top_up.charge(ctx.services, queued)  # the balance is below the threshold already
+        await billing_auto_top_up.configure(
+            ctx.services, account.id, config, card_given=input.payment_method_id is not None
+        )
+    except PaymentUnavailableError as exc:
+        return PaymentUnavailable(message=exc.message)
+    except PaymentMethodRequiredError as exc:
+        return ValidationError(message=exc.message, field="paymentMethodId")
+    except PaymentMethodNotFoundError as exc:
+        return NotFound(message=exc.message)
     loaded = await AutoTopUp.load(info, account.id)
     assert loaded is not None
     return ConfigureAutoTopUpSuccess(auto_top_up=loaded)

@@ -3,10 +3,10 @@ from __future__ import annotations
 from strawberry.types import Info
 
 from models import ledger
+from models.ids import decode_id
 from models.tables import CreditKind, LotSource
 from models.tables import CreditLot as CreditLotRow
 from resolvers.context import Context
-from resolvers.ids import decode_id
 from resolvers.mutations._common import conflict
 from resolvers.permissions import principal, require_admin
 from resolvers.validation import check_future, check_key, check_optional_text, check_positive, first_error

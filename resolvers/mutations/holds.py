@@ -6,10 +6,10 @@ from strawberry.types import Info
 
 from billing import auto_top_up as billing_auto_top_up
 from models import ledger
+from models.ids import decode_id
 from models.tables import Hold as HoldRow
 from models.tables import UsageEvent as UsageEventRow
 from resolvers.context import Context
-from resolvers.ids import decode_id
 from resolvers.mutations._common import conflict, insufficient, not_active, over_budget, spender
 from resolvers.permissions import principal, require_scope
 from resolvers.validation import check_identifier, check_key, check_positive, first_error

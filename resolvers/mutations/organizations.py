@@ -7,6 +7,7 @@ from strawberry.types import Info
 
 from creditline.events import MembershipChanged
 from models import organizations
+from models.ids import decode_id
 from models.ledger import IdempotencyKey
 from models.tables import Invitation as InvitationRow
 from models.tables import MemberRole
@@ -14,7 +15,6 @@ from models.tables import Membership as MembershipRow
 from models.tables import Organization as OrganizationRow
 from models.tables import User as UserRow
 from resolvers.context import Context
-from resolvers.ids import decode_id
 from resolvers.mutations._common import conflict
 from resolvers.permissions import BILLING_ROLES, principal, require_admin, roles_in
 from resolvers.validation import check_email, check_key, check_positive, check_text, first_error

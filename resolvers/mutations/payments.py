@@ -6,16 +6,16 @@ from strawberry.types import Info
 
 from billing import checkout
 from billing import payments as billing_payments
-from billing.errors import InvalidPaymentTokenError, PaymentUnavailableError
+from billing.errors import InvalidPaymentTokenError, PaymentMethodNotFoundError, PaymentUnavailableError
 from gateway.base import HostedGateway
 from models import payments
 from models.credits import MICRO
+from models.ids import decode_id
 from models.ledger import IdempotencyConflictError, IdempotencyKey
 from models.tables import CreditAccount as CreditAccountRow
 from models.tables import PaymentMethod as PaymentMethodRow
 from models.tables import TransactionStatus
 from resolvers.context import Context
-from resolvers.ids import decode_id
 from resolvers.mutations._common import conflict
 from resolvers.permissions import BILLING_ROLES, principal, roles_in
 from resolvers.validation import check_identifier, check_key, first_error
@@ -95,13 +95,10 @@ async def top_up(info: Info[Context, None], input: TopUpInput) -> TopUpResult:
     method: PaymentMethodRow | None = None
     if input.payment_method_id is not None:
         method_id = decode_id(input.payment_method_id, "PaymentMethod")
-        method = (
-            None
-            if method_id is None
-            else await PaymentMethodRow.filter(id=method_id, account_id=account.id, removed_at=None).first()
-        )
-        if method is None:
-            return NotFound(message="Payment method not found on this account")
+        try:
+            method = await billing_payments.saved_card(account.id, method_id)
+        except PaymentMethodNotFoundError as exc:
+            return NotFound(message=exc.message)
     idem = IdempotencyKey.for_request(
         principal(info).idempotency_scope,
         input.idempotency_key,

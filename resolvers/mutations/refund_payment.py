@@ -5,10 +5,10 @@ from strawberry.types import Info
 from billing import refunds as billing_refunds
 from billing.errors import PaymentUnavailableError
 from models import ledger, refunds
+from models.ids import decode_id
 from models.ledger import IdempotencyConflictError, IdempotencyKey
 from models.tables import Transaction as TransactionRow
 from resolvers.context import Context
-from resolvers.ids import decode_id
 from resolvers.mutations._common import conflict
 from resolvers.permissions import principal, require_admin
 from resolvers.validation import check_key, check_optional_text, first_error

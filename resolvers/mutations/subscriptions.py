@@ -5,17 +5,18 @@ from __future__ import annotations
 
 from strawberry.types import Info
 
+from billing import payments as billing_payments
 from billing import subscriptions as billing_subscriptions
 from billing.errors import PaymentMethodNotFoundError, PaymentUnavailableError, SubscriptionNotChangeableError
 from gateway.base import HostedGateway
 from models import subscriptions
+from models.ids import decode_id
 from models.ledger import IdempotencyConflictError, IdempotencyKey
 from models.tables import CreditAccount as CreditAccountRow
 from models.tables import PaymentMethod as PaymentMethodRow
 from models.tables import Subscription as SubscriptionRow
 from models.tables import TransactionStatus
 from resolvers.context import Context
-from resolvers.ids import decode_id
 from resolvers.mutations._common import conflict
 from resolvers.mutations.payments import billing_account
 from resolvers.permissions import principal
@@ -49,14 +50,11 @@ async def _card(
 ) -> PaymentMethodRow | NotFound | ValidationError:
     """The saved card a card-on-file subscription is charged to: the one given, else the account's default."""
     if payment_method_id is not None:
-        method_id = decode_id(payment_method_id, "PaymentMethod")
-        method = (
-            None
-            if method_id is None
-            else await PaymentMethodRow.filter(id=method_id, account_id=account.id, removed_at=None).first()
-        )
-        return NotFound(message="Payment method not found on this account") if method is None else method
-    method = await PaymentMethodRow.filter(account_id=account.id, removed_at=None, is_default=True).first()
+        try:
+            return await billing_payments.saved_card(account.id, decode_id(payment_method_id, "PaymentMethod"))
+        except PaymentMethodNotFoundError as exc:
+            return NotFound(message=exc.message)
+    method = await billing_payments.default_card(account.id)
     if method is None:
         return ValidationError(
             message="The account has no saved card: add one or give paymentMethodId", field="paymentMethodId"

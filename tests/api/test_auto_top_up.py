@@ -14,13 +14,13 @@ import pytest
 
 from billing import auto_top_up as billing_auto_top_up
 from billing.payments import charge_pending
+from billing.reconcile import reconcile_pending
 from creditline import auto_top_up_worker
 from creditline.app import create_app
-from creditline.jobs import reconcile_pending
 from models import ledger, organizations
 from models.credits import MICRO
 from models.ledger import BalanceChange, auto_top_up
-from models.payments import Price
+from models.money import Price
 from models.sql import Sql
 from models.tables import (
     AutoTopUp,

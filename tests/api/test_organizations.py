@@ -13,8 +13,8 @@ import pytest
 from creditline.settings import Settings
 from models import organizations
 from models.credits import MICRO
+from models.ids import decode_id
 from models.tables import CreditAccount, Invitation, LedgerEntry, MemberRole, Membership
-from resolvers.ids import decode_id
 from tests.support.backends import T0
 from tests.support.helpers import BALANCE, SPEND, Api, gid
 from tests.support.organizations import (

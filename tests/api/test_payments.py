@@ -9,12 +9,13 @@ from typing import Any
 import httpx
 import pytest
 
+from billing.reconcile import reconcile_pending
 from creditline.app import create_app
-from creditline.jobs import reconcile_pending
 from creditline.settings import Settings
 from models.ledger import BalanceChange, IdempotencyKey
+from models.money import Price
 from models.organizations import enable_pool
-from models.payments import Price, start_top_up
+from models.payments import start_top_up
 from models.tables import CreditAccount, CreditLot, Invoice, Membership, Organization, Transaction, TransactionType
 from resolvers.mutations.payments import PAYING_NEEDS_ROLE
 from tests.support.helpers import BALANCE, Api, gid

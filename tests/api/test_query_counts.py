@@ -12,7 +12,7 @@ from datetime import timedelta
 from tortoise import connections
 from tortoise.transactions import in_transaction
 
-from models import ledger, organizations, payments
+from models import ledger, money, organizations, payments
 from models.credits import MICRO
 from models.sql import Sql
 from models.tables import (
@@ -217,7 +217,7 @@ async def _user_with_history(api: Api, email: str, rows: int) -> str:
         txn, _ = await payments.start_top_up(
             account_id,
             credits=MICRO,
-            price=payments.Price("USD", 100),
+            price=money.Price("USD", 100),
             gateway="sandbox",
             payment_method_id=card.id,
             card_reference=card.reference,

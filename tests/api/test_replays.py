@@ -14,7 +14,8 @@ from creditline.app import create_app
 from gateway.base import Card, Charge
 from gateway.sandbox import SandboxGateway
 from models.ledger import IdempotencyKey
-from models.payments import Price, start_top_up
+from models.money import Price
+from models.payments import start_top_up
 from models.tables import (
     CreditAccount,
     CreditLot,

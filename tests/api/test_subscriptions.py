@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from billing.payments import subscription_billing
+from billing.reconcile import renew_subscriptions
 from creditline.app import create_app
-from creditline.jobs import renew_subscriptions
 from creditline.settings import Settings
 from models import organizations, subscriptions
 from models.plans import PlanCatalog

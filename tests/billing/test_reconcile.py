@@ -4,9 +4,13 @@ are charged once per period."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
+
+import pytest
 
 from billing import payments, subscriptions
 from billing.reconcile import reconcile_pending, renew_subscriptions
+from gateway.base import Charge, PaymentRefused
 from models.balance import Balance
 from models.credits import MICRO
 from models.ledger import BalanceChange, IdempotencyKey
@@ -23,7 +27,7 @@ class KeyKeepingGateway(ScriptedGateway):
     idempotency_window: timedelta | None = timedelta(hours=24)
 
 
-async def unanswered_top_up(ada: Customer) -> Transaction:
+async def unanswered_top_up(ada: Customer, key: str = "k1") -> Transaction:
     working = ada.services.gateway
     ada.services.gateway = UnreachableGateway()
     txn = await payments.top_up(
@@ -32,7 +36,7 @@ async def unanswered_top_up(ada: Customer) -> Transaction:
         credits=50 * MICRO,
         method=None,
         payment_token="tok_visa",
-        idem=IdempotencyKey.for_request("user:1", "k1", "topUp", {}),
+        idem=IdempotencyKey.for_request("user:1", key, "topUp", {}),
     )
     ada.services.gateway = working
     assert txn.status == TransactionStatus.PENDING
@@ -51,6 +55,38 @@ async def test_an_unanswered_payment_is_charged_again_with_its_key_and_completed
     assert await ada.balance() == Balance(free=100 * MICRO, paid=50 * MICRO, held=0)
     assert await Invoice.filter(transaction_id=txn.id).count() == 1
     assert [c.delta for c in ada.changes() if isinstance(c, BalanceChange)] == [50 * MICRO]
+
+
+class RefusingFirstKey(ScriptedGateway):
+    """A processor that refuses, for good and unexpectedly, every request about one transaction."""
+
+    def __init__(self, refused_key: str) -> None:
+        super().__init__()
+        self.refused_key = refused_key
+
+    async def charge(self, **request: Any) -> Charge:
+        if request["idempotency_key"] == self.refused_key:
+            self.calls.append(request["idempotency_key"])
+            raise PaymentRefused("No such payment")
+        return await super().charge(**request)
+
+
+async def test_a_payment_that_cannot_be_reconciled_does_not_hold_back_the_others(
+    ada: Customer, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = await unanswered_top_up(ada)
+    second = await unanswered_top_up(ada, key="k2")
+    gateway = RefusingFirstKey(f"creditline-transaction-{first.id}")
+    ada.services.gateway = gateway
+    ada.services.clock.advance(timedelta(minutes=1))
+
+    assert await reconcile_pending(ada.services) == 2
+
+    assert gateway.calls == [f"creditline-transaction-{first.id}", f"creditline-transaction-{second.id}"]
+    assert (await Transaction.get(id=first.id)).status == TransactionStatus.PENDING
+    assert (await Transaction.get(id=second.id)).status == TransactionStatus.SUCCEEDED
+    assert await ada.balance() == Balance(free=100 * MICRO, paid=50 * MICRO, held=0)
+    assert f"transaction {first.id} stays pending: reconciling it failed" in caplog.text
 
 
 async def test_a_payment_its_request_may_still_be_charging_is_left_alone(ada: Customer) -> None:

@@ -17,7 +17,7 @@ from billing.webhook_handler import WebhookContext
 from gateway.base import GatewayEvent
 from gateway.stripe import StripeGateway
 from gateway.stripe_api import StripeApi
-from models import ledger, payments
+from models import ledger, money, payments
 from models.credits import MICRO
 from models.ledger import IdempotencyKey
 from models.plans import PlanCatalog
@@ -59,7 +59,7 @@ async def pending_top_up(account_id: int, credits: int = 50) -> Transaction:
     txn, _ = await payments.start_top_up(
         account_id,
         credits=credits * MICRO,
-        price=payments.Price("USD", 100),
+        price=money.Price("USD", 100),
         gateway="stripe",
         payment_method_id=None,
         card_reference=None,

@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 
 from billing.payments import charge_pending
+from billing.reconcile import reconcile_pending
 from creditline.clock import Clock
-from creditline.jobs import reconcile_pending
 from creditline.settings import Settings
 from models.ledger import IdempotencyKey
-from models.payments import Price, start_top_up
+from models.money import Price
+from models.payments import start_top_up
 from models.tables import CreditLot, GatewayCustomer, Invoice, PaymentMethod, Transaction, TransactionType
 from tests.support.backends import Backend
 from tests.support.helpers import BALANCE, Api, gid

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from tortoise import connections
 
+from billing.reconcile import reconcile_pending
 from creditline.clock import Clock
-from creditline.jobs import reconcile_pending
 from creditline.settings import Settings
 from gateway.base import PaymentCheckout
 from models.ledger import BalanceChange

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from creditline.jobs import reconcile_pending, renew_subscriptions
+from billing.reconcile import reconcile_pending, renew_subscriptions
 from models.credits import MICRO
 from models.tables import CreditLot, Invoice, Subscription, Transaction, WebhookEvent
 from resolvers.mutations.payments import PAYING_NEEDS_ROLE

@@ -15,9 +15,9 @@ from gateway.base import Charge
 from gateway.sandbox import SandboxGateway
 from models import ledger
 from models.credits import MICRO
+from models.ids import encode_id
 from models.tables import TokenKind
 from models.tokens import create_token
-from resolvers.ids import encode_id
 
 
 @dataclass
