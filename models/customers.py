@@ -31,10 +31,13 @@ async def customer_name(account_id: int) -> tuple[str | None, str]:
 
 async def record_customer(account_id: int, gateway: str, reference: str, now: datetime) -> GatewayCustomer:
     """Record the account's customer on ``gateway`` unless one is recorded already, and return the one that
-    stays: two requests racing to create it keep the first row."""
+    stays: two requests racing to create it keep the first row. They carry the same reference (the processor
+    answers one idempotency key with one customer), so the conflict has no target: on PostgreSQL the second
+    insert then waits for the first on either unique key (account and gateway; gateway and reference) and does
+    nothing, where naming one key let the other raise."""
     await Sql(connections.get("default")).execute(
         "INSERT INTO gateway_customers (account_id, gateway, reference, created_at) VALUES ($1, $2, $3, $4)"
-        " ON CONFLICT (account_id, gateway) DO NOTHING",
+        " ON CONFLICT DO NOTHING",
         account_id,
         gateway,
         reference,
