@@ -16,7 +16,6 @@ from billing.errors import PaymentUnavailableError
 from billing.payments import price, processor_key
 from creditline.services import Services
 from gateway.base import (
-    CHECKOUT_FAILURES,
     CheckoutSession,
     CheckoutState,
     GatewayError,
@@ -34,6 +33,13 @@ from models.tables import TransactionStatus, TransactionType
 
 CHECKOUT_LIFETIME = timedelta(hours=25)
 """Stripe keeps a Checkout page and an idempotency key 24 hours: after that an unopened page never will be."""
+
+
+CHECKOUT_FAILURES = {
+    CheckoutState.EXPIRED: "The checkout page expired before payment",
+    CheckoutState.FAILED: "The payment failed after checkout",
+}
+"""The failure reason a transaction gets when its Checkout page ends unpaid."""
 
 
 async def top_up(

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from billing.checkout import CHECKOUT_FAILURES
 from billing.webhook_handler import Changes, HandlerTable, WebhookContext, handles
-from gateway.base import CHECKOUT_FAILURES, CheckoutState, GatewayEvent
+from gateway.base import CheckoutState, GatewayEvent
 from gateway.stripe_events import text_field
 from models import payments
 from models.tables import Transaction, TransactionStatus

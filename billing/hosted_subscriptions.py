@@ -13,14 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 
-from billing.checkout import CHECKOUT_LIFETIME, return_url, store_page
+from billing.checkout import CHECKOUT_FAILURES, CHECKOUT_LIFETIME, return_url, store_page
 from billing.customers import customer_for
 from billing.errors import PaymentUnavailableError, SubscriptionNotChangeableError
 from billing.payments import processor_key, subscription_billing
 from billing.subscription_events import billed_period, plan_for_price, processor_state
 from creditline.services import Services
 from gateway.base import (
-    CHECKOUT_FAILURES,
     CheckoutState,
     GatewayError,
     GatewayUnavailable,

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import logging
 
+from billing.checkout import CHECKOUT_FAILURES
 from billing.webhook_handler import Changes, HandlerTable, WebhookContext, handles
 from gateway.base import (
-    CHECKOUT_FAILURES,
     CheckoutState,
     GatewayError,
     GatewayEvent,

@@ -91,7 +91,7 @@ class EventQueue:
         self._events.clear()
 
 
-class Subscription:
+class BusSubscription:
     """One subscriber's place on the bus: its events wait in ``queue``; ``wake`` is called after each one
     arrives and when the subscriber is dropped for falling behind."""
 
@@ -125,7 +125,7 @@ class EventBus(Protocol):
 
     def subscribe(
         self, keys: frozenset[int] | None, topic: str = ..., wake: Callable[[], None] | None = ...
-    ) -> Subscription: ...
+    ) -> BusSubscription: ...
 
     @property
     def subscriber_count(self) -> int: ...
@@ -139,8 +139,8 @@ class InProcessBus:
     """Delivers to local subscribers, indexed by topic and key so an event reaches only its own."""
 
     def __init__(self) -> None:
-        self._by_key: dict[tuple[str, int], set[Subscription]] = {}
-        self._all: dict[str, set[Subscription]] = {BALANCE: set(), USAGE: set(), MEMBERSHIP: set()}
+        self._by_key: dict[tuple[str, int], set[BusSubscription]] = {}
+        self._all: dict[str, set[BusSubscription]] = {BALANCE: set(), USAGE: set(), MEMBERSHIP: set()}
 
     def publish(self, events: Iterable[BusEvent]) -> None:
         for event in events:
@@ -159,11 +159,11 @@ class InProcessBus:
         for sub in self._subscribers(MEMBERSHIP):  # a change of membership may have been lost too
             sub.put(EVERY_MEMBERSHIP)
 
-    def _subscribers(self, topic: str) -> list[Subscription]:
+    def _subscribers(self, topic: str) -> list[BusSubscription]:
         subs = [sub for (t, _), group in self._by_key.items() if t == topic for sub in group]
         return subs + list(self._all[topic])
 
-    def _remove(self, sub: Subscription) -> None:
+    def _remove(self, sub: BusSubscription) -> None:
         if sub.keys is None:
             self._all[sub.topic].discard(sub)
             return
@@ -174,7 +174,7 @@ class InProcessBus:
                 if not group:
                     del self._by_key[(sub.topic, key)]
 
-    def _drop(self, sub: Subscription) -> None:
+    def _drop(self, sub: BusSubscription) -> None:
         sub.dropped = True
         self._remove(sub)
         sub.queue.clear()
@@ -183,10 +183,10 @@ class InProcessBus:
 
     def subscribe(
         self, keys: frozenset[int] | None, topic: str = BALANCE, wake: Callable[[], None] | None = None
-    ) -> Subscription:
+    ) -> BusSubscription:
         """Events of ``topic`` under any of ``keys`` (every key: ``None``) from now on; ``wake`` is called
         whenever one arrives."""
-        sub = Subscription(self, topic, keys, wake)
+        sub = BusSubscription(self, topic, keys, wake)
         if keys is None:
             self._all[topic].add(sub)
         else:
@@ -274,7 +274,7 @@ class RedisBus:
 
     def subscribe(
         self, keys: frozenset[int] | None, topic: str = BALANCE, wake: Callable[[], None] | None = None
-    ) -> Subscription:
+    ) -> BusSubscription:
         return self.local.subscribe(keys, topic, wake)
 
     @property

@@ -30,7 +30,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import Ope
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import Message
 from strawberry.types.graphql import OperationType
 
-from creditline.events import EVERY_MEMBERSHIP, MEMBERSHIP, EventBus, MembershipChanged, Subscription
+from creditline.events import EVERY_MEMBERSHIP, MEMBERSHIP, BusSubscription, EventBus, MembershipChanged
 from models.tables import MemberRole, Membership
 from models.tokens import digest, unrevoked
 from resolvers.errors import ForbiddenError
@@ -108,7 +108,7 @@ class LiveOperation:
         self.connection = connection
         self.operation = operation
         self.feed: Feed[Any] | None = None
-        self.subscription: Subscription | None = None
+        self.subscription: BusSubscription | None = None
         self.handed_over = False
         """Set by the resolver once its first payload went out: the rest is ours to deliver."""
         self.parked = False
@@ -285,7 +285,7 @@ class TokenWatch:
         self.every_seconds = every_seconds
         self._by_token: dict[str, set[LiveOperation]] = {}
         self._by_access: dict[tuple[int, int], set[LiveOperation]] = {}
-        self._memberships: Subscription | None = None
+        self._memberships: BusSubscription | None = None
 
     def add(self, live: LiveOperation) -> None:
         self._by_token.setdefault(live.token_hash, set()).add(live)

@@ -135,13 +135,6 @@ class CheckoutState(StrEnum):
     EXPIRED = "EXPIRED"
 
 
-CHECKOUT_FAILURES = {
-    CheckoutState.EXPIRED: "The checkout page expired before payment",
-    CheckoutState.FAILED: "The payment failed after checkout",
-}
-"""The failure reason a transaction gets when its Checkout page ends unpaid."""
-
-
 @dataclass(frozen=True, slots=True)
 class CheckoutSession:
     reference: str

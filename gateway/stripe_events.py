@@ -1,6 +1,7 @@
 """Reading the object of a verified Stripe event: typed values, or ``MalformedEvent`` when Stripe's shape is not there.
 
-Pure translation, no database: billing/webhook_events.py decides what each event means. The readers of whole
+Pure translation, no database: billing decides what each event means (billing/checkout_events.py,
+billing/subscription_events.py). The readers of whole
 objects (``invoice_from``, ``subscription_from``) are gateway/stripe.py's, shared with its API calls.
 """
 

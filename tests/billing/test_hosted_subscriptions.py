@@ -15,8 +15,7 @@ import pytest
 from billing import hosted_subscriptions, subscriptions
 from billing.errors import PaymentUnavailableError, SubscriptionNotChangeableError
 from creditline.clock import Clock
-from creditline.events import InProcessBus
-from creditline.events import Subscription as BusSubscription
+from creditline.events import BusSubscription, InProcessBus
 from creditline.gateways import gateway_for
 from creditline.services import Services
 from creditline.settings import Settings

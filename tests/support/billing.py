@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from creditline.events import Subscription
+from creditline.events import BusSubscription
 from creditline.services import Services
 from gateway.base import Charge, GatewayError
 from models import ledger
@@ -20,7 +20,7 @@ class Customer:
     services: Services
     account_id: int
     gateway: ScriptedGateway
-    published: Subscription
+    published: BusSubscription
 
     async def balance(self) -> Balance:
         return (await ledger.read_balances([self.account_id], self.services.clock.now()))[self.account_id]
