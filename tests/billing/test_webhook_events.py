@@ -10,7 +10,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from tortoise import connections
 
 from billing.webhook_events import Outcome, receive, retry_unprocessed
 from billing.webhook_handler import WebhookContext
@@ -23,9 +22,8 @@ from models.ledger import IdempotencyKey
 from models.plans import PlanCatalog
 from models.subscriptions import Billing
 from models.tables import CreditAccount, CreditLot, Transaction, TransactionType, WebhookEvent
-from tests.support.backends import T0, TABLES, Backend
-
-Snapshot = dict[str, list[tuple[tuple[str, Any], ...]]]
+from tests.support.backends import T0, Backend
+from tests.support.snapshots import changed, snapshot
 
 
 @pytest.fixture
@@ -33,20 +31,6 @@ def ctx(db: Backend) -> WebhookContext:
     # The handlers exercised here never call the processor: no Stripe API behind the gateway.
     gateway = StripeGateway(StripeApi(secret_key="sk_test_unused", webhook_secret="whsec_unused"))
     return WebhookContext(gateway, PlanCatalog(), Billing(currency="USD", retry_days=(1, 3, 5)), T0)
-
-
-async def snapshot() -> Snapshot:
-    """Every row of every table, to tell what an operation changed."""
-    conn = connections.get("default")
-    tables: Snapshot = {}
-    for table in TABLES:
-        rows = await conn.execute_query_dict(f"SELECT * FROM {table}")
-        tables[table] = sorted((tuple(sorted(row.items())) for row in rows), key=repr)
-    return tables
-
-
-def changed(before: Snapshot, after: Snapshot) -> set[str]:
-    return {table for table in TABLES if before[table] != after[table]}
 
 
 async def account_of(email: str) -> int:
