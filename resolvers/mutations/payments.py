@@ -123,8 +123,8 @@ async def top_up(info: Info[Context, None], input: TopUpInput) -> TopUpResult:
         return PaymentDeclined(
             message=f"The payment failed: {reason_text}", reason=reason_text, transaction=Transaction.of(txn)
         )
-    pending = txn.status == TransactionStatus.PENDING
-    return TopUpSuccess(transaction=Transaction.of(txn), checkout_url=txn.checkout_url if pending else None)
+    shown = Transaction.of(txn)
+    return TopUpSuccess(transaction=shown, checkout_url=shown.checkout_url)
 
 
 async def add_payment_method(info: Info[Context, None], input: AddPaymentMethodInput) -> AddPaymentMethodResult:

@@ -118,12 +118,8 @@ async def subscribe(info: Info[Context, None], input: SubscribeInput) -> Subscri
     if txn.status == TransactionStatus.FAILED:
         reason = txn.failure_reason or "Payment failed"
         return PaymentDeclined(message=f"The payment failed: {reason}", reason=reason, transaction=Transaction.of(txn))
-    pending = txn.status == TransactionStatus.PENDING
-    return SubscribeSuccess(
-        subscription=Subscription.of(sub),
-        transaction=Transaction.of(txn),
-        checkout_url=txn.checkout_url if pending else None,
-    )
+    shown = Transaction.of(txn)
+    return SubscribeSuccess(subscription=Subscription.of(sub), transaction=shown, checkout_url=shown.checkout_url)
 
 
 async def _live(
