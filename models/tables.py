@@ -62,11 +62,20 @@ class TokenKind(StrEnum):
     USER = "USER"
     SERVICE = "SERVICE"
     ADMIN = "ADMIN"
+    PORTAL = "PORTAL"
+    """A portal session: reads one account and pays for it (top-up, cards, subscription, auto top-up)."""
+
+
+EXTERNAL_ID_MAX_LENGTH = 255
 
 
 class User(Model):
     id = fields.BigIntField(primary_key=True)
     email = fields.CharField(max_length=320, unique=True)
+    external_id = fields.CharField(max_length=EXTERNAL_ID_MAX_LENGTH, null=True, unique=True)
+    """The platform's own id for it; immutable once set."""
+    metadata: fields.Field[dict[str, object] | None] = fields.JSONField(null=True)
+    """A small JSON object the platform keeps here (null: none)."""
     created_at = fields.DatetimeField()
 
     class Meta:
@@ -76,6 +85,10 @@ class User(Model):
 class Organization(Model):
     id = fields.BigIntField(primary_key=True)
     name = fields.CharField(max_length=200)
+    external_id = fields.CharField(max_length=EXTERNAL_ID_MAX_LENGTH, null=True, unique=True)
+    """The platform's own id for it; immutable once set."""
+    metadata: fields.Field[dict[str, object] | None] = fields.JSONField(null=True)
+    """A small JSON object the platform keeps here (null: none)."""
     created_at = fields.DatetimeField()
 
     class Meta:
@@ -355,15 +368,53 @@ class ApiToken(Model):
     user: fields.ForeignKeyNullableRelation[User] = fields.ForeignKeyField(
         "models.User", related_name="tokens", null=True, on_delete=fields.CASCADE
     )
+    account: fields.ForeignKeyNullableRelation[CreditAccount] = fields.ForeignKeyField(
+        "models.CreditAccount",
+        related_name="tokens",
+        null=True,
+        on_delete=fields.CASCADE,
+    )
+    """The one account this token is bound to (portal sessions, delegated agent tokens)."""
     scopes = fields.CharField(max_length=500, default="", description="Space-separated scopes")
     token_hash = fields.CharField(max_length=64, unique=True)
+    prefix = fields.CharField(max_length=16, null=True)
+    """The first characters of the secret, to recognise it by."""
     created_at = fields.DatetimeField()
+    expires_at = fields.DatetimeField(null=True)
+    idle_timeout_seconds = fields.IntField(null=True)
+    """Sliding expiry: the token also expires this long after its last use."""
+    last_used_at = fields.DatetimeField(null=True)
+    """Written in batches, not on every request."""
     revoked_at = fields.DatetimeField(null=True)
 
     user_id: int | None
+    account_id: int | None
 
     class Meta:
         table = "api_tokens"
+
+
+class PortalCode(Model):
+    """A short-lived, single-use code in a portal link: exchanging it opens a portal session (a PORTAL token).
+
+    Only a SHA-256 digest of the code is stored. ``used_at`` is set once, by the exchange that wins.
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    account: fields.ForeignKeyRelation[CreditAccount] = fields.ForeignKeyField(
+        "models.CreditAccount", related_name="portal_codes", on_delete=fields.CASCADE
+    )
+    code_hash = fields.CharField(max_length=64, unique=True)
+    created_by = fields.CharField(max_length=100, description="The idempotency scope of who minted it")
+    return_url = fields.CharField(max_length=2000, null=True)
+    created_at = fields.DatetimeField()
+    expires_at = fields.DatetimeField()
+    used_at = fields.DatetimeField(null=True)
+
+    account_id: int
+
+    class Meta:
+        table = "portal_codes"
 
 
 class MemberBudget(Model):

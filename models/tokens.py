@@ -10,7 +10,9 @@ from datetime import datetime
 
 from models.tables import ApiToken, TokenKind
 
-_PREFIX = {TokenKind.USER: "clu_", TokenKind.SERVICE: "cls_", TokenKind.ADMIN: "cla_"}
+_PREFIX = {TokenKind.USER: "clu_", TokenKind.SERVICE: "cls_", TokenKind.ADMIN: "cla_", TokenKind.PORTAL: "clp_"}
+PREFIX_LENGTH = 12
+"""How much of a secret is kept in clear (``prefix``) so that a person can tell their tokens apart."""
 
 USAGE_WRITE = "usage:write"
 BALANCE_READ = "balance:read"
@@ -36,13 +38,16 @@ def digest(secret: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the token's kind, its user (for user tokens), its name and scopes."""
+    """Who is calling: the token's kind, its user (for user tokens), its name and scopes; the one account it is
+    bound to, if any (portal sessions), and when it stops being valid, if ever."""
 
     token_id: int
     kind: TokenKind
     name: str
     user_id: int | None
     scopes: frozenset[str]
+    account_id: int | None = None
+    expires_at: datetime | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -60,11 +65,21 @@ class Principal:
 
 
 async def create_token(
-    kind: TokenKind, *, name: str, now: datetime, user_id: int | None = None, scopes: tuple[str, ...] = ()
+    kind: TokenKind,
+    *,
+    name: str,
+    now: datetime,
+    user_id: int | None = None,
+    scopes: tuple[str, ...] = (),
+    account_id: int | None = None,
+    expires_at: datetime | None = None,
+    idle_timeout_seconds: int | None = None,
 ) -> str:
     """Create a token and return its secret. The secret is not stored and cannot be shown again."""
     if (kind is TokenKind.USER) != (user_id is not None):
         raise ValueError("user tokens, and only they, belong to a user")
+    if kind is TokenKind.PORTAL and account_id is None:
+        raise ValueError("a portal session is bound to one account")
     if unknown := sorted(set(scopes) - set(SCOPES)):
         raise UnknownScopeError(unknown)
     secret = _PREFIX[kind] + secrets.token_urlsafe(32)
@@ -74,7 +89,11 @@ async def create_token(
         user_id=user_id,
         scopes=" ".join(sorted(scopes)),
         token_hash=digest(secret),
+        prefix=secret[:PREFIX_LENGTH],
+        account_id=account_id,
         created_at=now,
+        expires_at=expires_at,
+        idle_timeout_seconds=idle_timeout_seconds,
     )
     return secret
 
@@ -89,6 +108,8 @@ async def principal_for(secret: str) -> Principal | None:
         name=token.name,
         user_id=token.user_id,
         scopes=frozenset(token.scopes.split()),
+        account_id=token.account_id,
+        expires_at=token.expires_at,
     )
 
 
