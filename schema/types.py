@@ -46,6 +46,8 @@ def criteria(given: UsageFilter | None) -> UsageCriteria:
         activity=given.activity,
         member_id=given.member_id,
         organization_id=given.organization_id,
+        external_member_id=given.external_member_id,
+        external_organization_id=given.external_organization_id,
     )
 
 
