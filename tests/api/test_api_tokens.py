@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 from unittest.mock import ANY
 
@@ -418,6 +419,22 @@ async def test_revoking_the_token_you_use_works_and_the_next_request_is_unauthen
     }
     assert await world.api.post(ME, token=world.ada) == {"data": None, "errors": [UNAUTHENTICATED]}
     assert await world.api.data(ME, token=world.bob) == {"me": {"email": "bob@example.com"}}
+
+
+async def test_a_revoked_token_stops_everywhere_within_the_cache_window(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seconds = [1000.0]
+    monkeypatch.setattr("resolvers.auth.time", SimpleNamespace(monotonic=lambda: seconds[0]))
+    world.api.app.state.auth.cache_seconds = 5
+    assert await world.api.data(ME, token=world.ada) == {"me": {"email": "ada@example.com"}}  # now cached
+    assert (await world.revoke(world.admin, gid("ApiToken", (await token_id(world.ada)).id)))["apiToken"][
+        "status"
+    ] == "REVOKED"
+    seconds[0] += 4.9
+    assert await world.api.data(ME, token=world.ada) == {"me": {"email": "ada@example.com"}}
+    seconds[0] += 0.1
+    assert await world.api.post(ME, token=world.ada) == {"data": None, "errors": [UNAUTHENTICATED]}
 
 
 async def test_revoking_twice_succeeds_and_keeps_the_first_revocation(world: World) -> None:
