@@ -112,7 +112,9 @@ def usage_export(auth: Authenticator) -> Callable[[Request], Awaitable[Response]
         if account_param is not None:
             account_id = decode_id(account_param, "CreditAccount")
             account = None if account_id is None else await CreditAccount.filter(id=account_id).first()
-            allowed = account is not None and can_read_account(who, account.user_id, (BALANCE_READ,))
+            allowed = account is not None and can_read_account(
+                who, account.user_id, (BALANCE_READ,), account_id=account.id
+            )
             if account is not None and account.organization_id is not None and not allowed:
                 allowed = await _billing_member(who, account.organization_id)
             if account is None or not allowed:
@@ -187,9 +189,7 @@ def transactions_export(auth: Authenticator) -> Callable[[Request], Awaitable[Re
         params = request.query_params
         account_id = decode_id(params.get("account", ""), "CreditAccount")
         account = None if account_id is None else await CreditAccount.filter(id=account_id).first()
-        allowed = account is not None and (
-            who.is_admin or (account.user_id is not None and account.user_id == who.user_id)
-        )
+        allowed = account is not None and can_read_account(who, account.user_id, (), account_id=account.id)
         if account is not None and account.organization_id is not None and not allowed:
             allowed = await _billing_member(who, account.organization_id)
         if account is None or not allowed:

@@ -25,7 +25,7 @@ from models.tokens import BALANCE_READ
 from resolvers.context import Context
 from resolvers.errors import ClientError, ForbiddenError
 from resolvers.feeds import Feed
-from resolvers.permissions import can_read_account, may_read_account, principal
+from resolvers.permissions import can_read_account, may_read_account, portal_account, principal
 from schema.scalars import Credits
 from schema.types import BalanceEvent, CreditAccount, CreditBalance, UsageEvent
 
@@ -35,7 +35,9 @@ T = TypeVar("T")
 async def _account_to_watch(info: Info[Context, None], account_id: strawberry.ID | None) -> BalanceFeed:
     who = principal(info)
     loaders = info.context.loaders
-    if account_id is None:
+    if account_id is None and (bound := portal_account(who)) is not None:
+        account = await loaders.account.load(bound)
+    elif account_id is None:
         if who.user_id is None:
             raise ClientError("Give accountId: this token belongs to a service or an admin", "BAD_REQUEST")
         account = await loaders.account_of_user.load(who.user_id)

@@ -17,7 +17,7 @@ from models.tables import PaymentMethod as PaymentMethodRow
 from models.tables import TransactionStatus
 from resolvers.context import Context
 from resolvers.mutations._common import conflict
-from resolvers.permissions import BILLING_ROLES, principal, roles_in
+from resolvers.permissions import BILLING_ROLES, PORTAL_MESSAGE, portal_account, principal, roles_in
 from resolvers.validation import check_identifier, check_key, first_error
 from schema.errors import Forbidden, NotFound, ValidationError
 from schema.payments import (
@@ -41,8 +41,11 @@ PAYING_NEEDS_ROLE = "Paying for this account needs its owner, or the BILLING or 
 
 
 async def billing_account(info: Info[Context, None], account_id: str | None) -> CreditAccountRow | Forbidden | NotFound:
-    """The account a payment is for: your own by default; an organization pool needs BILLING or OWNER."""
+    """The account a payment is for: your own by default (a portal session's: the one it is bound to, and no
+    other); an organization pool needs BILLING or OWNER."""
     who = principal(info)
+    if (bound := portal_account(who)) is not None:
+        return await _portal_account(bound, account_id)
     if account_id is None:
         if who.user_id is None:
             return Forbidden(message="Give accountId: this token belongs to a service or an admin")
@@ -60,6 +63,16 @@ async def billing_account(info: Info[Context, None], account_id: str | None) -> 
     return Forbidden(
         message="Paying for this account needs its owner, or the BILLING or OWNER role in its organization"
     )
+
+
+async def _portal_account(bound: int, account_id: str | None) -> CreditAccountRow | Forbidden | NotFound:
+    if account_id is not None:
+        pk = decode_id(account_id, "CreditAccount")
+        if pk is None or not await CreditAccountRow.exists(id=pk):
+            return NotFound(message="Credit account not found")
+        if pk != bound:
+            return Forbidden(message=f"{PORTAL_MESSAGE}: paying for another account needs its own session")
+    return await CreditAccountRow.get(id=bound)
 
 
 async def top_up(info: Info[Context, None], input: TopUpInput) -> TopUpResult:
