@@ -306,6 +306,8 @@ async def test_the_session_signs_out_and_an_admin_or_portal_writer_ends_any_sess
         "message": "Give sessionId: this token is not a portal session",
         "field": "sessionId",
     }
+    anonymous = await api.post(REVOKE, {"id": second["sessionId"]})
+    assert anonymous["errors"][0]["extensions"] == {"code": "UNAUTHENTICATED"}
     assert not_a_session == {
         "revokePortalSession": {"__typename": "NotFound", "message": "No portal session has this id"}
     }
