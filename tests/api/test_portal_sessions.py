@@ -463,3 +463,29 @@ async def test_a_portal_code_is_stored_as_a_digest_with_its_lifetime(api: Api) -
     assert (row.code_hash, row.expires_at, row.created_by) == (digest(code), T0 + timedelta(seconds=90), "cli:demo")
     assert portal.portal_link("http://127.0.0.1:8000/", code) == f"http://127.0.0.1:8000/my-credit/?code={code}"
     assert encode_id("CreditAccount", account.id) == gid("CreditAccount", account.id)
+
+
+async def test_a_session_exports_and_prints_its_own_account_only(api: Api) -> None:
+    ada, _ = await api.user("ada@example.com")
+    eve, _ = await api.user("eve@example.com")
+    admin = await api.admin()
+    session = (await open_session(api, admin, userId=gid("User", ada)))["token"]
+    assert (await api.data(TOP_UP, {"key": "t1"}, session))["topUp"]["__typename"] == "TopUpSuccess"
+    own = gid("CreditAccount", (await CreditAccount.get(user_id=ada)).id)
+    other = gid("CreditAccount", (await CreditAccount.get(user_id=eve)).id)
+    invoices = await api.data("{ me { credit { invoices(first: 1) { edges { node { id } } } } } }", token=session)
+    invoice = invoices["me"]["credit"]["invoices"]["edges"][0]["node"]["id"]
+    headers = {"authorization": f"Bearer {session}"}
+
+    answers = {
+        path: (await api.client.get(path, headers=headers)).status_code
+        for path in (
+            f"/exports/usage.csv?account={own}",
+            f"/exports/transactions.csv?account={own}",
+            f"/invoices/{invoice}",
+            f"/exports/usage.csv?account={other}",
+            f"/exports/transactions.csv?account={other}",
+        )
+    }
+
+    assert list(answers.values()) == [200, 200, 200, 403, 403]
