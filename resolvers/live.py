@@ -49,7 +49,8 @@ async def _account_to_watch(info: Info[Context, None], account_id: strawberry.ID
         raise ForbiddenError("You may not watch this account")
     # Watching a pool through a role in its organization lasts only as long as the role does.
     access = None
-    if not can_read_account(who, account.user_id) and account.organization_id is not None and who.user_id is not None:
+    readable = can_read_account(who, account.user_id, account_id=account.id)
+    if not readable and account.organization_id is not None and who.user_id is not None:
         access = (int(account.organization_id), who.user_id)
     return BalanceFeed(int(account.id), access)
 
