@@ -12,6 +12,7 @@ from typing import Any
 import redis.asyncio as redis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -29,6 +30,7 @@ from creditline.http_limits import BodyLimitMiddleware, WebSocketMessageLimit
 from creditline.invoices import invoice_page
 from creditline.jobs import run_sweeper
 from creditline.logs import RequestLogMiddleware
+from creditline.portal import portal_session
 from creditline.rate_limit import RateLimiter, RateLimitMiddleware, limiter_for, refuse_websocket
 from creditline.services import Services
 from creditline.settings import Settings
@@ -178,6 +180,19 @@ def _route_path(scope: Scope) -> str:
     return path[len(root) :] if root and path.startswith(root) else path
 
 
+def cors(origins: tuple[str, ...]) -> Middleware:
+    """Browsers on these origins (``*``: any) may call the API. Callers send bearer tokens in the
+    Authorization header, never cookies, so credentials are never allowed (with ``*`` they must not be)."""
+    return Middleware(
+        CORSMiddleware,
+        allow_origins=list(origins),
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type"],
+        allow_credentials=False,
+        max_age=600,
+    )
+
+
 def create_app(
     settings: Settings,
     *,
@@ -251,8 +266,11 @@ def create_app(
             return JSONResponse({"status": "unavailable", "failed": failed, "checks": checks}, status_code=503)
         return JSONResponse({"status": "ready", "checks": checks})
 
-    # Outermost first: the request's log line, then the cheapest refusals (rate, then body) before any work.
+    # Outermost first: the request's log line, CORS (a preflight is answered there, and refusals below carry
+    # its headers, so that a page can read a 429), then the cheapest refusals (rate, then body) before any work.
     middleware = [Middleware(RequestLogMiddleware)] if settings.access_log else []
+    if settings.cors_origins:
+        middleware.append(cors(settings.cors_origins))
     if limiter is not None:
         middleware.append(Middleware(RateLimitMiddleware, limiter=limiter))
     middleware.append(
@@ -276,6 +294,7 @@ def create_app(
             Route("/exports/transactions.csv", transactions_export(auth)),
             Route("/invoices/{invoice_id}", invoice_page(auth, services)),
             Route("/webhooks/stripe", stripe_webhook(services), methods=["POST"]),
+            Route("/portal/session", portal_session(services), methods=["POST"]),
         ],
         lifespan=lifespan,
         exception_handlers={DatabaseUnavailable: database_unavailable},

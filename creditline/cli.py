@@ -21,7 +21,7 @@ from creditline.jobs import sweep_once
 from creditline.logs import log_config
 from creditline.serving import ServeConfig, connection_cap, guarded_protocol, raise_file_limit
 from creditline.settings import Settings
-from models import ledger
+from models import ledger, portal
 from models.ids import decode_id, encode_id
 from models.tables import ApiToken, CreditAccount, TokenKind, User
 from models.tokens import SCOPES, UnknownScopeError, create_token, revoke_token
@@ -320,20 +320,28 @@ async def _token_revoke(given: str) -> int:
 
 async def _demo(settings: Settings, args: argparse.Namespace) -> int:
     existing = await User.filter(email=DEMO_EMAIL).first()
+    now = Clock().now()
     if existing is not None:
         print(f"demo data exists already (user {DEMO_EMAIL}); tokens were shown on the first run.")
         print("Make new ones with: .venv/bin/creditline token create --user " + DEMO_EMAIL)
-        return 0
-    now = Clock().now()
-    user_id = await _new_user(settings, DEMO_EMAIL)
-    user_token = await create_token(TokenKind.USER, name=DEMO_EMAIL, user_id=user_id, now=now)
-    agent_token = await create_token(TokenKind.SERVICE, name="demo-agent", scopes=("usage:write",), now=now)
-    admin_token = await create_token(TokenKind.ADMIN, name="demo-admin", now=now)
-    print(
-        "\nDemo data created (tokens are shown only this once):\n"
-        f"  user      {DEMO_EMAIL}  id {encode_id('User', user_id)}\n"
-        f"  user token     {user_token}\n"
-        f"  agent token    {agent_token}   (service 'demo-agent', scope usage:write)\n"
-        f"  admin token    {admin_token}\n"
-    )
+        user_id = int(existing.id)
+    else:
+        user_id = await _new_user(settings, DEMO_EMAIL)
+        user_token = await create_token(TokenKind.USER, name=DEMO_EMAIL, user_id=user_id, now=now)
+        agent_token = await create_token(TokenKind.SERVICE, name="demo-agent", scopes=("usage:write",), now=now)
+        admin_token = await create_token(TokenKind.ADMIN, name="demo-admin", now=now)
+        print(
+            "\nDemo data created (tokens are shown only this once):\n"
+            f"  user      {DEMO_EMAIL}  id {encode_id('User', user_id)}\n"
+            f"  user token     {user_token}\n"
+            f"  agent token    {agent_token}   (service 'demo-agent', scope usage:write)\n"
+            f"  admin token    {admin_token}\n"
+        )
+    # A new sign-in link on every run: its code works once, for CREDITLINE_PORTAL_CODE_SECONDS.
+    account = await CreditAccount.get(user_id=user_id)
+    lifetime = timedelta(seconds=settings.portal_code_seconds)
+    code, _ = await portal.mint_code(account.id, created_by="cli:demo", now=now, lifetime=lifetime)
+    minutes = max(1, settings.portal_code_seconds // 60)
+    print(f"My Credit of {DEMO_EMAIL} (sign-in link, works once, for {minutes} min):")
+    print(f"  {portal.portal_link(settings.public_url, code)}")
     return 0

@@ -155,7 +155,8 @@ async def _account(
     if not isinstance(named, CreditAccount | NoPool):
         return PlainTextResponse(denied, 403)
     user_id, organization_id = owners(named)
-    allowed = can_read_account(who, user_id, scopes)
+    account_id = named.id if isinstance(named, CreditAccount) else None
+    allowed = can_read_account(who, user_id, scopes, account_id=account_id)
     if not allowed and organization_id is not None:
         allowed = await _billing_member(who, organization_id)
     if not allowed:

@@ -17,6 +17,7 @@ from models.payments import invoice_number
 from models.tables import CreditAccount, Invoice, MemberRole, Membership
 from resolvers import boundary
 from resolvers.auth import Authenticator
+from resolvers.permissions import can_read_account
 
 
 def _money(amount: int, currency: str) -> str:
@@ -79,9 +80,7 @@ def invoice_page(auth: Authenticator, services: Services) -> Callable[[Request],
             return PlainTextResponse("Send a valid token as 'Authorization: Bearer <token>'", 401)
         invoice = None if pk is None else await Invoice.filter(id=pk).first()
         account = None if invoice is None else await CreditAccount.get(id=invoice.account_id)
-        allowed = who.is_admin or (
-            account is not None and account.user_id is not None and account.user_id == who.user_id
-        )
+        allowed = account is not None and can_read_account(who, account.user_id, (), account_id=account.id)
         if account is not None and account.organization_id is not None and who.user_id is not None and not allowed:
             membership = await Membership.filter(organization_id=account.organization_id, user_id=who.user_id).first()
             allowed = membership is not None and bool(membership.role_set & {MemberRole.BILLING, MemberRole.OWNER})

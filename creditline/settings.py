@@ -65,6 +65,25 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _origins(env: Mapping[str, str]) -> tuple[str, ...]:
+    """``CREDITLINE_CORS_ORIGINS``: exact origins (``scheme://host[:port]``) separated by commas, or ``*``."""
+    raw = env.get("CREDITLINE_CORS_ORIGINS", "").strip()
+    if not raw:
+        return ()
+    origins = tuple(part.strip().rstrip("/") for part in raw.split(",") if part.strip())
+    if "*" in origins:
+        if origins != ("*",):
+            raise SystemExit(f"CREDITLINE_CORS_ORIGINS is either * alone or a list of origins, got {raw!r}")
+        return origins
+    for origin in origins:
+        scheme, sep, host = origin.partition("://")
+        if scheme not in ("http", "https") or not sep or not host or any(c in host for c in "/?#* "):
+            raise SystemExit(
+                f"CREDITLINE_CORS_ORIGINS: {origin!r} is not an origin (scheme://host[:port], e.g. https://app.example.com)"
+            )
+    return origins
+
+
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name, "").strip().lower()
     if raw == "":
@@ -214,6 +233,15 @@ class Settings:
     """PostgreSQL's ``statement_timeout`` (the client gives up 1 s after it); SQLite's busy timeout."""
     readiness_timeout_seconds: float = 2.0
     """How long ``/readyz`` waits for the database and Redis before it answers 503."""
+    # Issue 11, points 6 and 7: portal sessions (My Credit sign-in links) and CORS.
+    portal_code_seconds: int = 600
+    """How long the code of a portal link (createPortalSession) can be exchanged, once."""
+    portal_idle_seconds: int = 3600
+    """A portal session ends after this long without a request (sliding expiry)."""
+    portal_session_max_seconds: int = 12 * 3600
+    """A portal session ends this long after it was opened, however active."""
+    cors_origins: tuple[str, ...] = ()
+    """Origins whose pages may call the API from a browser (``*``: any); empty: CORS is off."""
 
     @property
     def production(self) -> bool:
@@ -365,4 +393,11 @@ class Settings:
             readiness_timeout_seconds=_float(
                 env, "CREDITLINE_READINESS_TIMEOUT_SECONDS", cls.readiness_timeout_seconds
             ),
+            # Issue 11, points 6 and 7.
+            portal_code_seconds=_positive(env, "CREDITLINE_PORTAL_CODE_SECONDS", cls.portal_code_seconds),
+            portal_idle_seconds=_positive(env, "CREDITLINE_PORTAL_IDLE_SECONDS", cls.portal_idle_seconds),
+            portal_session_max_seconds=_positive(
+                env, "CREDITLINE_PORTAL_SESSION_MAX_SECONDS", cls.portal_session_max_seconds
+            ),
+            cors_origins=_origins(env),
         )

@@ -20,11 +20,14 @@ PREFIX_LENGTH = 12
 USAGE_WRITE = "usage:write"
 BALANCE_READ = "balance:read"
 BILLING_READ = "billing:read"
+PORTAL_WRITE = "portal:write"
 SCOPES: dict[str, str] = {
     USAGE_WRITE: "spend, hold, capture and release credit for any user",
     BALANCE_READ: "read any account's balance, lots, ledger, holds, usage and usage reports, and watch its balance",
     BILLING_READ: "read any account's transactions and refunds, invoices and their signed links, saved cards,"
     " subscription and auto top-up",
+    PORTAL_WRITE: "open portal sessions (createPortalSession: sign-in links to the My Credit page) for any user"
+    " or organization, and end them (revokePortalSession)",
 }
 """What a service token may be given; user and admin tokens have no scopes (issue 9, point 9)."""
 

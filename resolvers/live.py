@@ -27,7 +27,7 @@ from resolvers.accounts import named_account
 from resolvers.context import Context
 from resolvers.errors import ClientError, ForbiddenError
 from resolvers.feeds import Feed
-from resolvers.permissions import can_read_account, may_read_account, principal
+from resolvers.permissions import can_read_account, may_read_account, portal_account, principal
 from resolvers.references import organization_pk
 from schema.errors import ValidationError
 from schema.scalars import Credits
@@ -47,7 +47,9 @@ async def _account_to_watch(
     named = await named_account(account_id, external_user_id, external_organization_id)
     if isinstance(named, ValidationError):
         raise ClientError(named.message, "BAD_REQUEST")
-    if named is None:
+    if named is None and (bound := portal_account(who)) is not None:
+        account = await loaders.account.load(bound)
+    elif named is None:
         if who.user_id is None:
             raise ClientError("Give accountId: this token belongs to a service or an admin", "BAD_REQUEST")
         account = await loaders.account_of_user.load(who.user_id)
@@ -59,7 +61,8 @@ async def _account_to_watch(
         raise ForbiddenError("You may not watch this account")
     # Watching a pool through a role in its organization lasts only as long as the role does.
     access = None
-    if not can_read_account(who, account.user_id) and account.organization_id is not None and who.user_id is not None:
+    readable = can_read_account(who, account.user_id, account_id=account.id)
+    if not readable and account.organization_id is not None and who.user_id is not None:
         access = (int(account.organization_id), who.user_id)
     return BalanceFeed(int(account.id), access)
 

@@ -1,6 +1,8 @@
 """Who may do what (docs/rules.md, Who may see what).
 
-Root fields require a token; mutations check the token's kind here."""
+Root fields require a token; mutations check the token's kind here. A portal session (``TokenKind.PORTAL``)
+is bound to one account (``Principal.account_id``): it reads that account and pays for it, nothing else
+(docs/rules.md, Portal sessions)."""
 
 from __future__ import annotations
 
@@ -21,7 +23,10 @@ class IsAuthenticated(BasePermission):
     error_class = Unauthenticated
 
     def has_permission(self, source: Any, info: Info[Context, None], **kwargs: Any) -> bool:
-        return info.context.principal is not None
+        who = info.context.principal
+        if who is not None and who.expires_at is not None and who.expires_at <= info.context.now():
+            raise Unauthenticated("This token has expired")
+        return who is not None
 
 
 def principal(info: Info[Context, None]) -> Principal:
@@ -34,6 +39,14 @@ def require_scope(info: Info[Context, None], scope: str) -> Forbidden | None:
     if principal(info).has_scope(scope):
         return None
     return Forbidden(message=f"This needs a service token with the '{scope}' scope, or an admin token")
+
+
+def portal_account(who: Principal) -> int | None:
+    """The one account a portal session reads and pays for; ``None`` for every other kind of token."""
+    return who.account_id if who.kind is TokenKind.PORTAL else None
+
+
+PORTAL_MESSAGE = "A portal session reads and pays for its own account only"
 
 
 def require_admin(info: Info[Context, None]) -> Forbidden | None:
@@ -69,17 +82,22 @@ async def may_read_account(
     """A user's own account; an organization's pool for its BILLING and OWNER members; admins any; services
     with one of ``scopes`` any."""
     who = principal(info)
-    if can_read_account(who, account.user_id, scopes):
+    if can_read_account(who, account.user_id, scopes, account_id=account.id):
         return True
-    if account.organization_id is None:
+    if account.organization_id is None or who.kind is TokenKind.PORTAL:
         return False
     return bool((await roles_in(info, account.organization_id) or frozenset()) & BILLING_ROLES)
 
 
-def can_read_account(who: Principal, user_id: int | None, scopes: tuple[str, ...] = READ_SCOPES) -> bool:
-    """A user reads their own account; admins, and services with one of ``scopes``, read any."""
+def can_read_account(
+    who: Principal, user_id: int | None, scopes: tuple[str, ...] = READ_SCOPES, *, account_id: int | None = None
+) -> bool:
+    """A user reads their own account (``user_id``: the account's user); a portal session the account it is
+    bound to (when ``account_id`` is given); admins, and services with one of ``scopes``, read any."""
     if who.is_admin or any(who.has_scope(scope) for scope in scopes):
         return True
+    if who.kind is TokenKind.PORTAL:
+        return account_id is not None and account_id == who.account_id
     return user_id is not None and who.user_id == user_id
 
 

@@ -14,7 +14,7 @@ from models.tables import MemberRole
 from models.tokens import BALANCE_READ, BILLING_READ, Principal
 from resolvers.context import Context
 from resolvers.errors import ForbiddenError
-from resolvers.permissions import READ_SCOPES, may_read_account, principal
+from resolvers.permissions import READ_SCOPES, may_read_account, portal_account, principal
 from schema import payments as payment_types
 from schema import types
 from schema.invitations import Invitation
@@ -23,12 +23,30 @@ from schema.scalars import Credits
 
 
 async def me(info: Info[Context, None]) -> types.User:
+    """The caller; for a portal session of a user's own account, that user (of an organization's pool: none,
+    read the pool with ``node(id: accountId)``)."""
     who = principal(info)
-    if who.user_id is None:
+    user_id = who.user_id
+    if (bound := portal_account(who)) is not None:
+        account = await info.context.loaders.account.load(bound)
+        if account is None or account.user_id is None:
+            raise ForbiddenError(
+                "`me` is a user: this portal session is for an organization's credit pool; read it with"
+                " node(id: accountId)"
+            )
+        user_id = account.user_id
+    if user_id is None:
         raise ForbiddenError("`me` needs a user token; this token belongs to a service or an admin")
-    user = await info.context.loaders.user.load(who.user_id)
+    user = await info.context.loaders.user.load(user_id)
     assert user is not None
     return types.User(id=user.id, email=user.email)
+
+
+async def _is_portal_user(info: Info[Context, None], who: Principal, user_id: int) -> bool:
+    """A portal session of this user's own account."""
+    bound = portal_account(who)
+    account = None if bound is None else await info.context.loaders.account.load(bound)
+    return account is not None and account.user_id == user_id
 
 
 async def _readable_account(
@@ -47,7 +65,7 @@ async def node(info: Info[Context, None], id: strawberry.ID) -> relay.Node | Non
     loaders = info.context.loaders
     if type_name == "User":
         user = await loaders.user.load(pk)
-        if user is None or not (who.is_admin or who.user_id == pk):
+        if user is None or not (who.is_admin or who.user_id == pk or await _is_portal_user(info, who, pk)):
             return None
         return types.User(id=user.id, email=user.email)
     if type_name == "CreditAccount":

@@ -19,6 +19,7 @@ from resolvers.mutations.auto_top_up import configure_auto_top_up
 from resolvers.mutations.customer_portal import create_customer_portal_session
 from resolvers.mutations.grant_credits import grant_credits
 from resolvers.mutations.holds import capture_hold, hold_credits, release_hold
+from resolvers.mutations.portal_sessions import create_portal_session, revoke_portal_session
 from resolvers.mutations.refund_payment import refund_payment
 from resolvers.mutations.spend_credits import spend_credits
 from resolvers.permissions import IsAuthenticated
@@ -41,6 +42,7 @@ from schema.mutations.organizations import (
     SetMemberBudgetResult,
     SetMemberRolesResult,
 )
+from schema.mutations.portal_sessions import CreatePortalSessionResult, RevokePortalSessionResult
 from schema.mutations.refund_payment import RefundPaymentResult
 from schema.mutations.spend_credits import SpendCreditsResult
 from schema.mutations.subscriptions import SubscribeResult, SubscriptionChangeResult
@@ -102,7 +104,22 @@ class Mutation:
         resolver=configure_auto_top_up, permission_classes=AUTH
     )
     create_customer_portal_session: CreateCustomerPortalSessionResult = strawberry.mutation(
-        resolver=create_customer_portal_session, permission_classes=AUTH
+        resolver=create_customer_portal_session,
+        permission_classes=AUTH,
+        description="A link to Stripe's customer portal, where cards are managed (stripe gateway). Not"
+        " createPortalSession, which opens our own My Credit page",
+    )
+    create_portal_session: CreatePortalSessionResult = strawberry.mutation(
+        resolver=create_portal_session,
+        permission_classes=AUTH,
+        description="A single-use, short-lived sign-in link to the My Credit page of one account (admin, or"
+        " portal:write); POST /portal/session exchanges its code for a session that reads and pays for that"
+        " account. Not createCustomerPortalSession (Stripe's portal)",
+    )
+    revoke_portal_session: RevokePortalSessionResult = strawberry.mutation(
+        resolver=revoke_portal_session,
+        permission_classes=AUTH,
+        description="End a portal session: itself (sign out), or any with an admin token or portal:write",
     )
     create_organization: CreateOrganizationResult = strawberry.mutation(
         resolver=orgs.create_organization, permission_classes=AUTH

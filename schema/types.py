@@ -20,7 +20,16 @@ from models.tokens import BALANCE_READ, BILLING_READ
 from resolvers.context import Context
 from resolvers.errors import ForbiddenError
 from resolvers.pagination import keyset_page
-from resolvers.permissions import BILLING_ROLES, principal, require_read_scope, roles_in, scope_message, service_lacks
+from resolvers.permissions import (
+    BILLING_ROLES,
+    PORTAL_MESSAGE,
+    portal_account,
+    principal,
+    require_read_scope,
+    roles_in,
+    scope_message,
+    service_lacks,
+)
 from resolvers.reports import usage_report
 from resolvers.usage import UsageCriteria, filtered
 from schema.auto_top_up import AutoTopUp
@@ -387,6 +396,12 @@ async def _require_billing(info: Info[Context, None], organization_id: int) -> N
         raise ForbiddenError("This needs the BILLING or OWNER role")
 
 
+def _refuse_portal(info: Info[Context, None]) -> None:
+    """A portal session sees its account, not the user's organizations or invitations."""
+    if portal_account(principal(info)) is not None:
+        raise ForbiddenError(PORTAL_MESSAGE)
+
+
 @strawberry.type
 class User(relay.Node):
     id: relay.NodeID[int]
@@ -400,6 +415,7 @@ class User(relay.Node):
 
     @strawberry.field
     async def organizations(self, info: Info[Context, None]) -> list[Membership]:
+        _refuse_portal(info)
         return [Membership.of(m) for m in await info.context.loaders.memberships_of_user.load(self.id)]
 
     @strawberry.field(
@@ -409,6 +425,7 @@ class User(relay.Node):
     async def invitations(
         self, info: Info[Context, None], first: int | None = None, after: str | None = None
     ) -> relay.Connection[Invitation]:
+        _refuse_portal(info)
         now = info.context.now()
         query = tables.Invitation.filter(
             email=self.email.lower(), status=tables.InvitationStatus.PENDING, expires_at__gt=now

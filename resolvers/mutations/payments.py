@@ -19,7 +19,7 @@ from models.tables import TransactionStatus
 from resolvers.accounts import NO_POOL, NoPool, named_account, owners
 from resolvers.context import Context
 from resolvers.mutations._common import conflict
-from resolvers.permissions import BILLING_ROLES, principal, roles_in
+from resolvers.permissions import BILLING_ROLES, PORTAL_MESSAGE, portal_account, principal, roles_in
 from resolvers.validation import check_identifier, check_key, first_error
 from schema.errors import Forbidden, NotFound, ValidationError
 from schema.payments import (
@@ -58,10 +58,13 @@ class NamesAccount(Protocol):
 async def billing_account(
     info: Info[Context, None], input: NamesAccount
 ) -> CreditAccountRow | Forbidden | NotFound | ValidationError:
-    """The account a payment is for: your own by default; an organization pool needs BILLING or OWNER. Whether
-    an organization has a pool is told only to those who could pay for it."""
+    """The account a payment is for: your own by default (a portal session's: the one it is bound to, and no
+    other); an organization pool needs BILLING or OWNER. Whether an organization has a pool is told only to
+    those who could pay for it."""
     who = principal(info)
     named = await named_account(input.account_id, input.external_user_id, input.external_organization_id)
+    if (bound := portal_account(who)) is not None:
+        return await _portal_account(bound, named)
     if named is None:
         if who.user_id is None:
             return Forbidden(message="Give accountId: this token belongs to a service or an admin")
@@ -75,6 +78,18 @@ async def billing_account(
     if not allowed:
         return Forbidden(message=PAYING_NEEDS_ROLE)
     return NotFound(message=NO_POOL) if isinstance(named, NoPool) else named
+
+
+async def _portal_account(
+    bound: int, named: CreditAccountRow | NoPool | NotFound | ValidationError | None
+) -> CreditAccountRow | Forbidden | NotFound | ValidationError:
+    if named is None:
+        return await CreditAccountRow.get(id=bound)
+    if isinstance(named, NotFound | ValidationError):
+        return named
+    if isinstance(named, NoPool) or named.id != bound:
+        return Forbidden(message=f"{PORTAL_MESSAGE}: paying for another account needs its own session")
+    return named
 
 
 async def top_up(info: Info[Context, None], input: TopUpInput) -> TopUpResult:

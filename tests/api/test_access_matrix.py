@@ -50,6 +50,7 @@ from models.tables import (
     MemberRole,
     Membership,
     PaymentMethod,
+    PortalCode,
     Subscription,
     SubscriptionStatus,
     Transaction,
@@ -307,6 +308,7 @@ async def state(org: Org) -> tuple[Any, ...]:
         await Transaction.filter(account__organization_id=org.pk).count(),
         sorted((a.id, a.balance, a.version) for a in await CreditAccount.filter(user_id__not_isnull=True)),
         sorted((i.id, i.email, i.roles, i.status) for i in await Invitation.filter(organization_id=org.pk)),
+        await PortalCode.filter(account__organization_id=org.pk).count(),
     )
 
 
@@ -725,6 +727,13 @@ OPERATIONS: dict[str, Operation] = {
         lambda w, o, who: {"__typename": "AddPaymentMethodSuccess", "paymentMethod": {"last4": "4242"}},
         mutation=True,
     ),
+    "createPortalSession(pool)": Operation(
+        _mutation("createPortalSession", "organizationId: $org", "accountId", "$org: ID!"),
+        lambda w, o: {"org": o.id},
+        ("createPortalSession",),
+        lambda w, o, who: {"__typename": "CreatePortalSessionSuccess", "accountId": o.pool},
+        mutation=True,
+    ),
     "spendCredits(organizationId)": Operation(
         _mutation(
             "spendCredits",
@@ -788,6 +797,7 @@ MATRIX: dict[str, tuple[str, ...]] = {
     "spendCredits(organizationId)": (DENIED,   DENIED,    DENIED,    DENIED,  OK,        OK,        UNAUTH),
     "topUp(pool)":                  (OK,       OK,        DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
     "addPaymentMethod(pool)":       (OK,       OK,        DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
+    "createPortalSession(pool)":    (DENIED,   DENIED,    DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
 }  # fmt: skip
 
 # What a service token with only ``balance:read`` or only ``billing:read`` gets (issue 9, point 9): balance and

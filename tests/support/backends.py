@@ -32,6 +32,7 @@ TABLES = (
     "usage_events",
     "holds",
     "credit_lots",
+    "portal_codes",
     "credit_accounts",
     "api_tokens",
     "invitations",
