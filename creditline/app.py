@@ -28,6 +28,7 @@ from creditline.graphql import GraphQLEndpoint, build_schema
 from creditline.http_limits import BodyLimitMiddleware, WebSocketMessageLimit
 from creditline.invoices import invoice_page
 from creditline.jobs import run_sweeper
+from creditline.jwt_keys import key_source
 from creditline.logs import RequestLogMiddleware
 from creditline.rate_limit import RateLimiter, RateLimitMiddleware, limiter_for, refuse_websocket
 from creditline.services import Services
@@ -36,6 +37,7 @@ from creditline.stripe_webhook_endpoint import stripe_webhook
 from models.plans import PlanCatalog
 from models.rate_card import RateCard
 from resolvers.auth import Authenticator
+from resolvers.jwt_sign_in import JwtSignIn
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +187,13 @@ def create_app(
     services = build_services(settings, clock or Clock())
     readiness = Readiness(settings)
     limiter = limiter_for(settings)
-    auth = Authenticator(settings.token_cache_seconds) if limiter is None else limiter.authenticator(settings)
+    jwt_keys = key_source(settings)
+    jwt = None if jwt_keys is None else JwtSignIn(settings, jwt_keys, services.clock.now)
+    auth = (
+        Authenticator(settings.token_cache_seconds, jwt=jwt)
+        if limiter is None
+        else limiter.authenticator(settings, jwt=jwt)
+    )
     graphql = GraphQLEndpoint(build_schema(settings), services, auth, limiter)
 
     @contextlib.asynccontextmanager
@@ -219,6 +227,8 @@ def create_app(
             await services.gateway.close()
             if limiter is not None:
                 await limiter.close()
+            if jwt_keys is not None:
+                await jwt_keys.aclose()
             if manage_database:
                 await db.close_db()
 

@@ -33,6 +33,7 @@ from creditline.logs import handshake_refused
 from creditline.settings import Settings
 from models.tokens import Principal
 from resolvers.auth import Authenticator, bearer_secret
+from resolvers.jwt_sign_in import JwtSignIn
 
 log = logging.getLogger("creditline.rate_limit")
 
@@ -185,8 +186,8 @@ class RateLimiter:
         self.local.refund(key, quota)
         return float(retry)
 
-    def authenticator(self, settings: Settings) -> Authenticator:
-        return RateLimitedAuthenticator(settings.token_cache_seconds, self)
+    def authenticator(self, settings: Settings, *, jwt: JwtSignIn | None = None) -> Authenticator:
+        return RateLimitedAuthenticator(settings.token_cache_seconds, self, jwt=jwt)
 
     def verify(self, authorization: str) -> None:
         """The token of this header authenticated: from now on it counts against its own bucket only."""
@@ -206,8 +207,8 @@ class RateLimiter:
 class RateLimitedAuthenticator(Authenticator):
     """Tells the limiter which tokens are real, so that made-up ones count against their address."""
 
-    def __init__(self, cache_seconds: float, limiter: RateLimiter) -> None:
-        super().__init__(cache_seconds)
+    def __init__(self, cache_seconds: float, limiter: RateLimiter, *, jwt: JwtSignIn | None = None) -> None:
+        super().__init__(cache_seconds, jwt=jwt)
         self.limiter = limiter
 
     async def authenticate(self, header: str | None) -> Principal | None:
