@@ -3,8 +3,9 @@ resolvers/jwt_sign_in.py): one PEM key (``CREDITLINE_JWT_PUBLIC_KEY``), or a JWK
 ``CREDITLINE_JWT_JWKS_URL`` with httpx.
 
 The JWKS is fetched on the first token, and again when a token names a ``kid`` it does not have (the
-provider rotated its keys) or when the keys are older than ``CREDITLINE_JWT_JWKS_MAX_AGE_SECONDS`` (a key
-it removed stops working). Never more than one fetch per ``CREDITLINE_JWT_JWKS_REFRESH_SECONDS``, whatever
+provider rotated its keys; the token waits for it) or when the keys are older than
+``CREDITLINE_JWT_JWKS_MAX_AGE_SECONDS`` (in the background: a key the provider removed stops working once it
+is done). Never more than one fetch per ``CREDITLINE_JWT_JWKS_REFRESH_SECONDS``, whatever
 arrives: a flood of tokens with made-up kids costs the provider one request per interval, and requests
 that arrive during a fetch wait for that one. A fetch that fails (unreachable, an error status, not a
 JWKS) keeps the keys there were, and says so in the log.
@@ -13,6 +14,7 @@ JWKS) keeps the keys there were, and says so in the log.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -122,16 +124,26 @@ class JwksKeys:
         self._fetched_at: float | None = None
         self._tried_at: float | None = None
         self._lock = asyncio.Lock()
+        self.refreshing: asyncio.Task[None] | None = None
+        """The refresh of keys that were only old, running in the background."""
 
     async def signing_keys(self, kid: str | None) -> Sequence[SigningKey]:
         found = self._find(kid)
         now = self.monotonic()
-        stale = self._fetched_at is None or now - self._fetched_at >= self.max_age_seconds
-        if (not found or stale) and self._may_fetch(now):
+        if not self._may_fetch(now):
+            return found
+        if not found:
             # Shielded: a client that gives up must not cancel the fetch others wait for.
             await asyncio.shield(self.refresh())
-            found = self._find(kid)
+            return self._find(kid)
+        if (self._fetched_at is None or now - self._fetched_at >= self.max_age_seconds) and self.refreshing is None:
+            # Known, only old: this token goes on with the key it names while the keys are fetched again.
+            self.refreshing = asyncio.create_task(self.refresh())
+            self.refreshing.add_done_callback(self._refreshed)
         return found
+
+    def _refreshed(self, task: asyncio.Task[None]) -> None:
+        self.refreshing = None
 
     def _find(self, kid: str | None) -> list[SigningKey]:
         if kid is None:
@@ -183,6 +195,10 @@ class JwksKeys:
         return keys
 
     async def aclose(self) -> None:
+        if self.refreshing is not None:
+            self.refreshing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.refreshing
         if self._client is not None:
             await self._client.aclose()
 
