@@ -18,6 +18,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
@@ -642,3 +643,32 @@ async def test_an_api_token_with_an_expiry_has_its_subscriptions_ended_the_same_
             assert await receive(ws) == {"id": "1", "type": "complete"}
         finally:
             await ws.close()
+
+
+async def test_a_token_without_kid_is_verified_only_when_the_jwks_leaves_no_choice(clock: Clock) -> None:
+    settings = Settings(database_url="unused", jwt_issuer=ISSUER, jwt_audience=(AUDIENCE,))
+    only, other = rsa_key("only"), rsa_key("other")
+    same_key_named = KeyPair("named", "RS256", only.private)
+    body = claims(clock.now())
+    token = jwt.encode(body, only.private, algorithm="RS256")  # no kid in its header
+    assert "kid" not in jwt.get_unverified_header(token)
+    # One key: it. Two: neither, though one of them signed it (a kid says which).
+    for served, verified in (((only,), True), ((same_key_named, other), False)):
+        async with serving(*served) as idp:
+            keys = JwksKeys(idp.url, refresh_seconds=30, max_age_seconds=3600)
+            try:
+                found = await JwtSignIn(settings, keys, clock.now).verify(token)
+                assert (found is not None) is verified
+            finally:
+                await keys.aclose()
+
+
+def test_jwt_numbers_and_flags_are_read_strictly() -> None:
+    with pytest.raises(
+        SystemExit, match=r"^CREDITLINE_JWT_LEEWAY_SECONDS must be 0 or a positive whole number, got -1$"
+    ):
+        Settings.from_env({"CREDITLINE_JWT_LEEWAY_SECONDS": "-1"})
+    with pytest.raises(SystemExit, match=r"^CREDITLINE_JWT_CREATE_USERS must be 1 or 0, got 'maybe'$"):
+        Settings.from_env({"CREDITLINE_JWT_CREATE_USERS": "maybe"})
+    parsed = Settings.from_env({"CREDITLINE_JWT_LEEWAY_SECONDS": "0", "CREDITLINE_JWT_CREATE_USERS": "1"})
+    assert (parsed.jwt_leeway_seconds, parsed.jwt_create_users, parsed.jwt_algorithms) == (0, True, ("RS256",))
