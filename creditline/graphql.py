@@ -366,7 +366,8 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         self.limiter = limiter
         """Counts the operations sent on websockets (their handshakes are counted in creditline/app.py)."""
         self.token_watch = TokenWatch(services.settings.token_recheck_seconds, services.clock.now)
-        """Started with the application (creditline/app.py): ends the live subscriptions of revoked tokens."""
+        """Started with the application (creditline/app.py): ends the live subscriptions of revoked and expired
+        tokens."""
 
     async def execute_single(
         self,
