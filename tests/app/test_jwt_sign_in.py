@@ -577,7 +577,7 @@ async def test_a_socket_whose_jwt_expires_has_its_subscriptions_ended_when_it_do
         try:
             assert await receive(ending) == EXPIRED_END
             assert await receive(ending) == {"id": "1", "type": "complete"}
-            assert 1.0 < asyncio.get_running_loop().time() - started < 4.5
+            assert 0.5 < asyncio.get_running_loop().time() - started < 6  # exp is a whole second: 1-2 s away
             # The socket stays open, and refuses whatever is sent on it with the expired token.
             await ending.send(json.dumps({"id": "2", "type": "subscribe", "payload": {"query": WATCH}}))
             assert await receive(ending) == {
