@@ -29,6 +29,7 @@ from creditline.graphql import GraphQLEndpoint, build_schema
 from creditline.http_limits import BodyLimitMiddleware, WebSocketMessageLimit
 from creditline.invoices import invoice_page
 from creditline.jobs import run_sweeper
+from creditline.jwt_keys import key_source
 from creditline.logs import RequestLogMiddleware
 from creditline.portal import portal_session
 from creditline.rate_limit import RateLimiter, RateLimitMiddleware, limiter_for, refuse_websocket
@@ -38,6 +39,7 @@ from creditline.stripe_webhook_endpoint import stripe_webhook
 from models.plans import PlanCatalog
 from models.rate_card import RateCard
 from resolvers.auth import Authenticator
+from resolvers.jwt_sign_in import JwtSignIn
 from resolvers.token_usage import TokenUsage
 
 log = logging.getLogger(__name__)
@@ -213,10 +215,12 @@ def create_app(
     readiness = Readiness(settings)
     limiter = limiter_for(settings)
     usage = TokenUsage(settings.token_cache_seconds)
+    jwt_keys = key_source(settings)
+    jwt = None if jwt_keys is None else JwtSignIn(settings, jwt_keys, services.clock.now)
     auth = (
-        Authenticator(settings.token_cache_seconds, clock=services.clock, usage=usage)
+        Authenticator(settings.token_cache_seconds, clock=services.clock, usage=usage, jwt=jwt)
         if limiter is None
-        else limiter.authenticator(settings, clock=services.clock, usage=usage)
+        else limiter.authenticator(settings, clock=services.clock, usage=usage, jwt=jwt)
     )
     graphql = GraphQLEndpoint(build_schema(settings), services, auth, limiter)
 
@@ -253,6 +257,8 @@ def create_app(
             if limiter is not None:
                 await limiter.close()
             await _last_flush(usage, usage_flush)
+            if jwt_keys is not None:
+                await jwt_keys.aclose()
             if manage_database:
                 await db.close_db()
 

@@ -50,7 +50,7 @@ from strawberry.utils.aio import aclosing
 
 from creditline.db_backends import SERVICE_UNAVAILABLE_MESSAGE, DatabaseUnavailable
 from creditline.execution import PlainLeafExecutionContext
-from creditline.live import SLOW_SUBSCRIBER_CLOSE_CODE, LiveOperation, SlowSubscriberClosed, TokenWatch
+from creditline.live import EXPIRED, SLOW_SUBSCRIBER_CLOSE_CODE, LiveOperation, SlowSubscriberClosed, TokenWatch
 from creditline.logs import LoggedSchema
 from creditline.query_limits import QueryLimits, QueryLimitsExtension, validation_rules
 from creditline.rate_limit import RateLimiter, rate_limited_error, secret_key
@@ -58,6 +58,7 @@ from creditline.services import Services
 from creditline.settings import Settings
 from resolvers.auth import Authenticator, bearer_secret
 from resolvers.context import Context
+from resolvers.errors import Unauthenticated
 from resolvers.root import Mutation, Query, RootSubscription
 from schema.scalars import SCALAR_MAP
 
@@ -194,6 +195,14 @@ def _cut(transport: asyncio.WriteTransport) -> None:
     transport.abort()
 
 
+def expired_error(context: Context) -> GraphQLFormattedError | None:
+    """The error of an operation sent on a websocket whose token has expired since it connected."""
+    principal = context.principal
+    if principal is None or principal.expires_at is None or principal.expires_at > context.now():
+        return None
+    return Unauthenticated(EXPIRED).formatted
+
+
 class LiveTransportHandler(BaseGraphQLTransportWSHandler[Context, None]):
     """graphql-transport-ws where a subscription, once its resolver has handed over, is a ``LiveOperation``:
     still one of the connection's operations (the cap counts it, ``complete`` ends it) but with no task,
@@ -275,6 +284,9 @@ class LiveTransportHandler(BaseGraphQLTransportWSHandler[Context, None]):
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         """Strawberry's, after the operation has taken one from its token's bucket: an empty bucket answers
         an ``error`` for its id (RATE_LIMITED, retryAfter) and the connection stays open for a retry."""
+        if message["id"] not in self.operations and (expired := expired_error(self.context)) is not None:
+            await self.send_message(ErrorMessage(id=message["id"], type="error", payload=[expired]))
+            return
         limiter = self.view.limiter
         token = self.context.token  # set once the connection authenticated
         if limiter is not None and token is not None and message["id"] not in self.operations:
@@ -353,8 +365,9 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         self.auth = auth
         self.limiter = limiter
         """Counts the operations sent on websockets (their handshakes are counted in creditline/app.py)."""
-        self.token_watch = TokenWatch(services.settings.token_recheck_seconds)
-        """Started with the application (creditline/app.py): ends the live subscriptions of revoked tokens."""
+        self.token_watch = TokenWatch(services.settings.token_recheck_seconds, services.clock.now)
+        """Started with the application (creditline/app.py): ends the live subscriptions of revoked and expired
+        tokens."""
 
     async def execute_single(
         self,

@@ -11,16 +11,20 @@ its root value, sends it, and ends once none are left.
 Rights are re-checked by one application-wide watch (``TokenWatch``), not a timer per subscription: it
 ends the subscriptions of revoked tokens, and those of members whose role in an organization changed (at
 once when the change arrives on the bus, and every ``CREDITLINE_TOKEN_RECHECK_SECONDS`` in case its
-message was lost). A subscription caches whether its viewer's rights hold; a change clears it, and nothing
-more is rendered before they were read again.
+message was lost), and those of tokens that expire (a JWT, or a token with ``Principal.expires_at``) when
+they do, with one timer for the earliest of them all. A subscription caches whether its viewer's rights
+hold; a change clears it, and nothing more is rendered before they were read again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from graphql import GraphQLError
@@ -32,8 +36,8 @@ from strawberry.types.graphql import OperationType
 
 from creditline.events import EVERY_MEMBERSHIP, MEMBERSHIP, BusSubscription, EventBus, MembershipChanged
 from models.tables import MemberRole, Membership
-from models.tokens import digest, unrevoked
-from resolvers.errors import ForbiddenError
+from models.tokens import Principal, digest, unrevoked
+from resolvers.errors import ForbiddenError, Unauthenticated
 from resolvers.feeds import Feed
 
 if TYPE_CHECKING:
@@ -47,6 +51,7 @@ SLOW_SUBSCRIBER_CLOSE_CODE = 4413
 """Close code for a subscriber that fell so far behind that its queue filled up."""
 SLOW_SUBSCRIBER_REASON = "Subscriber too slow: events dropped"
 REVOKED = "The token of this subscription was revoked"
+EXPIRED = "The token of this connection expired: connect again with a valid one"
 ACCESS_LOST = "You may no longer watch this: your role in the organization changed"
 BILLING_ROLES = frozenset({MemberRole.BILLING, MemberRole.OWNER})
 
@@ -176,6 +181,12 @@ class LiveOperation:
         self.parked = False
 
     @property
+    def principal(self) -> Principal:
+        principal = self.connection.context.principal
+        assert principal is not None  # a websocket gets an operation only after connection_init was accepted
+        return principal
+
+    @property
     def token_hash(self) -> str:
         token = self.connection.context.token
         assert token is not None  # a websocket gets an operation only after connection_init was accepted
@@ -281,14 +292,19 @@ class TokenWatch:
       delivers at most once).
     """
 
-    def __init__(self, every_seconds: float) -> None:
+    def __init__(self, every_seconds: float, clock: Callable[[], datetime] | None = None) -> None:
         self.every_seconds = every_seconds
         self._by_token: dict[str, set[LiveOperation]] = {}
         self._by_access: dict[tuple[int, int], set[LiveOperation]] = {}
         self._memberships: BusSubscription | None = None
+        self.expiries = Expiries(clock or _utc_now)
 
     def add(self, live: LiveOperation) -> None:
-        self._by_token.setdefault(live.token_hash, set()).add(live)
+        principal = live.principal
+        if principal.revocable:  # a JWT has no row to revoke
+            self._by_token.setdefault(live.token_hash, set()).add(live)
+        if principal.expires_at is not None:
+            self.expiries.add(live, principal.expires_at)
         access = live.access
         if access is not None:
             self._by_access.setdefault(access, set()).add(live)
@@ -297,6 +313,7 @@ class TokenWatch:
                 self._memberships = bus.subscribe(None, MEMBERSHIP, self._membership_changed)
 
     def discard(self, live: LiveOperation) -> None:
+        self.expiries.discard(live)
         key = live.token_hash
         group = self._by_token.get(key)
         if group is not None:
@@ -324,14 +341,18 @@ class TokenWatch:
                 live.recheck_access()
 
     async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.every_seconds)
-            try:
-                await self.check_once()
-            except Exception:  # a database hiccup must not stop the checks: the next round tries again
-                log.exception("re-checking the rights of live subscriptions failed")
+        try:
+            while True:
+                await asyncio.sleep(self.every_seconds)
+                try:
+                    await self.check_once()
+                except Exception:  # a database hiccup must not stop the checks: the next round tries again
+                    log.exception("re-checking the rights of live subscriptions failed")
+        finally:
+            self.expiries.stop()
 
     async def check_once(self) -> None:
+        self.expiries.end_due()  # the timer does it; this too, should the clock have been moved meanwhile
         hashes = list(self._by_token)
         if hashes:
             valid = await unrevoked(hashes)
@@ -346,3 +367,66 @@ class TokenWatch:
                 if pair not in allowed:
                     for live in list(self._by_access.pop(pair, ())):
                         live.fail(ForbiddenError(ACCESS_LOST))
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Expiries:
+    """Ends live subscriptions when their token expires (``Principal.expires_at``: a JWT's ``exp``, a token
+    made with an expiry) with ``UNAUTHENTICATED``: one timer, for the earliest deadline of all of them."""
+
+    def __init__(self, clock: Callable[[], datetime]) -> None:
+        self.clock = clock
+        self._deadlines: dict[LiveOperation, datetime] = {}
+        self._heap: list[tuple[datetime, int, LiveOperation]] = []
+        self._order = itertools.count()  # ties in the heap never compare operations
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: datetime | None = None
+
+    def __len__(self) -> int:
+        return len(self._deadlines)
+
+    def add(self, live: LiveOperation, expires_at: datetime) -> None:
+        self._deadlines[live] = expires_at
+        heapq.heappush(self._heap, (expires_at, next(self._order), live))
+        self._arm()
+
+    def discard(self, live: LiveOperation) -> None:
+        if self._deadlines.pop(live, None) is not None and len(self._heap) > 2 * len(self._deadlines) + 64:
+            # Deadlines of operations that ended are dropped lazily; rebuild once they are most of the heap.
+            self._heap = [entry for entry in self._heap if self._deadlines.get(entry[2]) == entry[0]]
+            heapq.heapify(self._heap)
+
+    def end_due(self) -> None:
+        """End the subscriptions whose token has expired by now, and set the timer for the next."""
+        self._timer = None
+        self._timer_at = None
+        now = self.clock()
+        while self._heap and self._heap[0][0] <= now:
+            expires_at, _, live = heapq.heappop(self._heap)
+            if self._deadlines.get(live) == expires_at:
+                del self._deadlines[live]
+                live.fail(Unauthenticated(EXPIRED))
+        self._arm()
+
+    def _arm(self) -> None:
+        while self._heap and self._deadlines.get(self._heap[0][2]) != self._heap[0][0]:
+            heapq.heappop(self._heap)
+        if not self._heap:
+            self.stop()
+            return
+        at = self._heap[0][0]
+        if self._timer is not None and self._timer_at == at:
+            return
+        self.stop()
+        delay = max(0.0, (at - self.clock()).total_seconds())
+        self._timer = asyncio.get_running_loop().call_later(delay, self.end_due)
+        self._timer_at = at
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._timer_at = None

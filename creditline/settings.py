@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from models.credits import parse_credits
 
@@ -20,6 +21,12 @@ STRIPE_SECRET_KEY_PREFIXES = ("sk_", "rk_")
 ENVIRONMENTS = ("development", "production")
 """Production's shortest ``CREDITLINE_SECRET_KEY``: it signs invoice links (32 random hex characters are
 128 bits)."""
+JWT_ALGORITHMS = (
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "ES256K", "EdDSA",
+)  # fmt: skip
+"""What ``CREDITLINE_JWT_ALGORITHMS`` may name: signatures by a key pair only. ``none`` is no signature, and
+with an HS* algorithm the "secret" would be the identity provider's public key, which anyone can fetch."""
+_LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -36,6 +43,13 @@ def _positive(env: Mapping[str, str], name: str, default: int) -> int:
     value = _int(env, name, default)
     if value <= 0:
         raise SystemExit(f"{name} must be a positive whole number, got {value}")
+    return value
+
+
+def _non_negative(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _int(env, name, default)
+    if value < 0:
+        raise SystemExit(f"{name} must be 0 or a positive whole number, got {value}")
     return value
 
 
@@ -116,6 +130,12 @@ def _credits(env: Mapping[str, str], name: str, default: str) -> int:
         return parse_credits(raw)
     except ValueError as exc:
         raise SystemExit(f"{name}: {exc}") from exc
+
+
+def _names(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = env.get(name, "")
+    names = tuple(part.strip() for part in raw.split(",") if part.strip())
+    return names or default
 
 
 def _log_format(env: Mapping[str, str]) -> str:
@@ -242,6 +262,26 @@ class Settings:
     """A portal session ends this long after it was opened, however active."""
     cors_origins: tuple[str, ...] = ()
     """Origins whose pages may call the API from a browser (``*``: any); empty: CORS is off."""
+    # JWT sign-in (issue 11, point 5): the platform's identity provider signs users in (creditline/jwt_keys.py,
+    # resolvers/jwt_sign_in.py).
+    jwt_jwks_url: str = ""
+    """Where the identity provider publishes its public keys (a JWKS); or ``jwt_public_key``: one of the two
+    turns JWT sign-in on."""
+    jwt_public_key: str = field(default="", repr=False)
+    """One PEM public key that signs every token (instead of a JWKS)."""
+    jwt_issuer: str = ""
+    jwt_audience: tuple[str, ...] = ()
+    """A token's ``aud`` must name one of these."""
+    jwt_algorithms: tuple[str, ...] = ("RS256",)
+    jwt_leeway_seconds: int = 30
+    """Clock skew allowed on ``exp``, ``nbf`` and ``iat``."""
+    jwt_create_users: bool = False
+    """Create the user of an unknown ``sub`` on first sight (with the signup bonus; it needs ``jwt_email_claim``)."""
+    jwt_email_claim: str = "email"
+    jwt_jwks_refresh_seconds: int = 30
+    """At most one fetch of the JWKS within this: an unknown ``kid`` refreshes it, a flood of them no more often."""
+    jwt_jwks_max_age_seconds: int = 3600
+    """Keys older than this are fetched again on the next token (a key the provider removed stops working)."""
 
     @property
     def production(self) -> bool:
@@ -292,12 +332,47 @@ class Settings:
                 found.append("CREDITLINE_STRIPE_WEBHOOK_SECRET must be a Stripe webhook signing secret (whsec_...)")
         return found
 
+    @property
+    def jwt_enabled(self) -> bool:
+        return bool(self.jwt_jwks_url or self.jwt_public_key)
+
+    def jwt_problems(self) -> list[str]:
+        """What makes JWT sign-in unsafe or unusable as configured (in every environment); empty: fine or off."""
+        if not self.jwt_enabled:
+            return []
+        found = []
+        if self.jwt_jwks_url and self.jwt_public_key:
+            found.append("set one of CREDITLINE_JWT_JWKS_URL and CREDITLINE_JWT_PUBLIC_KEY, not both")
+        if self.jwt_jwks_url:
+            url = urlsplit(self.jwt_jwks_url)
+            if not url.hostname or not (
+                url.scheme == "https" or (url.scheme == "http" and url.hostname in _LOOPBACK_HOSTS)
+            ):
+                found.append("CREDITLINE_JWT_JWKS_URL must be an https:// URL (http:// only for a loopback host)")
+        if not self.jwt_issuer:
+            found.append("JWT sign-in needs CREDITLINE_JWT_ISSUER (the iss its tokens must carry)")
+        if not self.jwt_audience:
+            found.append("JWT sign-in needs CREDITLINE_JWT_AUDIENCE (the aud its tokens must carry)")
+        if not self.jwt_algorithms:
+            found.append("CREDITLINE_JWT_ALGORITHMS names no algorithm")
+        if refused := [name for name in self.jwt_algorithms if name not in JWT_ALGORITHMS]:
+            found.append(
+                f"CREDITLINE_JWT_ALGORITHMS may not name {', '.join(refused)}: only the key-pair algorithms"
+                f" {', '.join(JWT_ALGORITHMS)} (never none, never HS*: its secret would be the public key)"
+            )
+        if self.jwt_create_users and not self.jwt_email_claim:
+            found.append("CREDITLINE_JWT_CREATE_USERS needs CREDITLINE_JWT_EMAIL_CLAIM (the claim of the email)")
+        return found
+
     def refusal(self) -> str | None:
         """The one message that refuses to start with unsafe settings, or ``None``."""
         found = self.problems()
-        if not found:
-            return None
-        return "creditline: refusing to start with CREDITLINE_ENV=production: " + "; ".join(found)
+        jwt = self.jwt_problems()
+        if found:
+            return "creditline: refusing to start with CREDITLINE_ENV=production: " + "; ".join(found + jwt)
+        if jwt:
+            return "creditline: refusing to start: " + "; ".join(jwt)
+        return None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -400,4 +475,19 @@ class Settings:
                 env, "CREDITLINE_PORTAL_SESSION_MAX_SECONDS", cls.portal_session_max_seconds
             ),
             cors_origins=_origins(env),
+            # Issue 11, point 5.
+            jwt_jwks_url=env.get("CREDITLINE_JWT_JWKS_URL", "").strip(),
+            jwt_public_key=env.get("CREDITLINE_JWT_PUBLIC_KEY", "").strip(),
+            jwt_issuer=env.get("CREDITLINE_JWT_ISSUER", "").strip(),
+            jwt_audience=_names(env, "CREDITLINE_JWT_AUDIENCE", ()),
+            jwt_algorithms=_names(env, "CREDITLINE_JWT_ALGORITHMS", cls.jwt_algorithms),
+            jwt_leeway_seconds=_non_negative(env, "CREDITLINE_JWT_LEEWAY_SECONDS", cls.jwt_leeway_seconds),
+            jwt_create_users=_flag(env, "CREDITLINE_JWT_CREATE_USERS", cls.jwt_create_users),
+            jwt_email_claim=env.get("CREDITLINE_JWT_EMAIL_CLAIM", cls.jwt_email_claim).strip(),
+            jwt_jwks_refresh_seconds=_positive(
+                env, "CREDITLINE_JWT_JWKS_REFRESH_SECONDS", cls.jwt_jwks_refresh_seconds
+            ),
+            jwt_jwks_max_age_seconds=_positive(
+                env, "CREDITLINE_JWT_JWKS_MAX_AGE_SECONDS", cls.jwt_jwks_max_age_seconds
+            ),
         )

@@ -38,6 +38,11 @@ class UnknownScopeError(ValueError):
         super().__init__(f"unknown scope {names}: the valid scopes are {', '.join(sorted(SCOPES))}")
 
 
+NO_TOKEN_ROW = 0
+"""The ``token_id`` of a principal that no ``ApiToken`` row stands for (a JWT of the platform's identity
+provider, resolvers/jwt_sign_in.py): there is nothing to revoke; it ends at its ``expires_at``."""
+
+
 def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -54,6 +59,11 @@ class Principal:
     scopes: frozenset[str]
     account_id: int | None = None
     expires_at: datetime | None = None
+
+    @property
+    def revocable(self) -> bool:
+        """Whether an ``ApiToken`` row stands for it (which revoking ends); a JWT's principal has none."""
+        return self.token_id != NO_TOKEN_ROW
 
     @property
     def is_admin(self) -> bool:

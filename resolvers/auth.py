@@ -3,6 +3,8 @@
 Revoking a token takes effect everywhere within ``CREDITLINE_TOKEN_CACHE_SECONDS``; an expired token (past its
 ``expires_at``, or idle past its ``idle_timeout_seconds``) stops at once: expiry is checked against the clock on
 every request, cached or not. Each use is recorded in ``TokenUsage``, which writes ``last_used_at`` in batches.
+With JWT sign-in on, a bearer that is a JWT goes to ``JwtSignIn`` instead (resolvers/jwt_sign_in.py), which has
+its own cache.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import time
 
 from creditline.clock import Clock
 from models.tokens import Principal, StoredToken, digest, token_for
+from resolvers.jwt_sign_in import JwtSignIn, looks_like_jwt
 from resolvers.token_usage import TokenUsage
 
 _CACHE_LIMIT = 10_000
@@ -28,16 +31,27 @@ def bearer_secret(header: str | None) -> str | None:
 
 
 class Authenticator:
-    def __init__(self, cache_seconds: float, *, clock: Clock | None = None, usage: TokenUsage | None = None) -> None:
+    def __init__(
+        self,
+        cache_seconds: float,
+        *,
+        clock: Clock | None = None,
+        usage: TokenUsage | None = None,
+        jwt: JwtSignIn | None = None,
+    ) -> None:
         self.cache_seconds = cache_seconds
         self.clock = clock or Clock()
         self.usage = usage or TokenUsage(cache_seconds)
         self._cache: dict[str, tuple[float, StoredToken | None]] = {}
+        self.jwt = jwt
+        """JWT sign-in, when it is on (``CREDITLINE_JWT_JWKS_URL`` or ``CREDITLINE_JWT_PUBLIC_KEY``)."""
 
     async def authenticate(self, header: str | None) -> Principal | None:
         secret = bearer_secret(header)
         if secret is None:
             return None
+        if self.jwt is not None and looks_like_jwt(secret):
+            return await self.jwt.authenticate(secret)
         token = await self._stored(secret)
         return None if token is None else self._admit(token)
 
