@@ -30,7 +30,7 @@ MIN_IDLE_SECONDS = 60
 MAX_IDLE_SECONDS = 366 * 24 * 3600
 _LONGEST_SCOPE = max(len(scope) for scope in SCOPES)
 
-MANAGERS_ONLY = "Tokens are managed with an admin token, or a user token for its own tokens"
+MANAGERS_ONLY = "Managing tokens needs an admin token, or a user token for its own tokens"
 OWN_ONLY = "A user token makes only USER tokens, without scopes, for its own user"
 
 

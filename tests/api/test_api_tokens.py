@@ -57,7 +57,7 @@ UNAUTHENTICATED = {
     "extensions": {"code": "UNAUTHENTICATED"},
 }
 OWN_ONLY = "A user token makes only USER tokens, without scopes, for its own user"
-MANAGERS_ONLY = "Tokens are managed with an admin token, or a user token for its own tokens"
+MANAGERS_ONLY = "Managing tokens needs an admin token, or a user token for its own tokens"
 VALID_SCOPES = "balance:read, billing:read, portal:write, usage:write"
 CREATED = "2026-01-15T12:00:00+00:00"
 

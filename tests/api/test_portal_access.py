@@ -21,7 +21,8 @@ import pytest
 from creditline.graphql import build_schema
 from creditline.settings import Settings
 from models import organizations, portal
-from models.tables import CreditAccount, Invitation, MemberRole
+from models.tables import ApiToken, CreditAccount, Invitation, MemberRole
+from models.tokens import digest
 from tests.support.backends import Backend
 from tests.support.helpers import Api, gid
 from tests.support.live import connect, receive, serve
@@ -90,6 +91,8 @@ async def build_world(api: Api, *, subscribed: bool) -> World:
     ids = {name: gid("CreditAccount", pk) for name, pk in accounts.items()}
     ids |= {"ada": gid("User", ada), "bob": gid("User", bob), "acme": gid("Organization", acme.id)}
     ids |= {"globex": gid("Organization", globex.id), "invitation": gid("Invitation", invitation.id)}
+    ada_token_row = await ApiToken.get(token_hash=digest(ada_token))
+    ids["ada token"] = gid("ApiToken", ada_token_row.id)
     for name in ("ada account", "pool", "eve account"):
         ids[f"{name} card"] = await _card(api, admin, ids[name])
         if subscribed:
@@ -121,6 +124,7 @@ ROOT_QUERIES: dict[str, tuple[str, tuple[str, str]]] = {
     "billingConfig": ("{ billingConfig { gateway } }", (OK, OK)),
     "plans": ("{ plans { id } }", (OK, OK)),
     "rateCard": ("{ rateCard { activity } }", (OK, OK)),
+    "apiTokens": ("{ apiTokens(first: 5) { edges { node { id } } } }", (FORBIDDEN, FORBIDDEN)),
 }
 ACCOUNT_FIELDS: dict[str, str] = {
     "id": "id",
@@ -144,6 +148,7 @@ USER_FIELDS: dict[str, tuple[str, str]] = {
     "credit": ("credit { id }", OK),
     "organizations": ("organizations { roles }", FORBIDDEN),
     "invitations": ("invitations(first: 5) { edges { node { id } } }", FORBIDDEN),
+    "apiTokens": ("apiTokens(first: 5) { edges { node { id } } }", FORBIDDEN),
 }
 """Every field of User under ``me``, for a session of Ada's own account."""
 OTHERS = ("eve account", "ada", "acme", "invitation", "eve transaction")
@@ -240,6 +245,8 @@ MUTATIONS: dict[str, tuple[str, dict[str, str], tuple[str, str]]] = {
         ("Forbidden",) * 2,
     ),
     "createPortalSession": (("accountId: $a"), {"a": "own"}, ("Forbidden",) * 2),
+    "createApiToken": (('kind: USER, name: "mine"'), {}, ("Forbidden",) * 2),
+    "revokeApiToken": (("tokenId: $t"), {"t": "ada token"}, ("Forbidden",) * 2),
     "createOrganization": (('name: "Mine"'), {}, ("Forbidden",) * 2),
     "addMember": (
         ('organizationId: $o, email: "eve@example.com", roles: [MEMBER]'),
@@ -372,7 +379,9 @@ async def test_the_fields_of_me_for_a_user_account_session(api: Api) -> None:
     for field, (selection, expected) in USER_FIELDS.items():
         body = await api.post(f"{{ me {{ {selection} }} }}", token=world.sessions["user"])
         assert _outcome(body) == expected, (field, body)
-        if expected == FORBIDDEN:
+        if expected == FORBIDDEN and field == "apiTokens":
+            assert body["errors"][0]["message"] == "Only the user themselves and admins see a user's tokens"
+        elif expected == FORBIDDEN:
             assert body["errors"][0]["message"] == "A portal session reads and pays for its own account only"
 
 
