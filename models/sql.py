@@ -73,7 +73,8 @@ class Sql:
 
     def for_update(self, of: str | None = None, *, skip_locked: bool = False) -> str:
         """Row lock clause: PostgreSQL locks the row (of table alias ``of``; with ``skip_locked``, passing over
-        rows another transaction holds, as job queues do); SQLite has one writer already."""
+        rows another transaction holds, as job queues do); SQLite has one writer already (one transaction at a
+        time in a process; across processes every transaction begins IMMEDIATE: ``creditline.db_backends``)."""
         if not self.postgres:
             return ""
         return (f" FOR UPDATE OF {of}" if of else " FOR UPDATE") + (" SKIP LOCKED" if skip_locked else "")
