@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import uvicorn
+from tortoise.exceptions import IntegrityError
 
 from billing.reconcile import reconcile_pending, renew_subscriptions
 from creditline import db
@@ -86,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(exc, DatabaseBusy) or is_sqlite_busy(exc):  # e.g. a frozen server holds the write lock
             print(f"creditline: {_busy_message(settings)}", file=sys.stderr)
             sys.exit(BUSY_STATUS)
+        if isinstance(exc, IntegrityError):  # a concurrent command wrote the same row between check and insert
+            sys.exit(f"creditline: another command made the same change at the same moment ({exc}): run it again")
         if not is_connection_failure(exc):
             raise
         # it went away while the command ran

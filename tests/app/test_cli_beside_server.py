@@ -101,7 +101,8 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     finally:
         await conn.close()
     try:
-        yield urlunsplit(urlsplit(POSTGRES_URL)._replace(path=f"/{name}"))
+        # Small pools: a server and nine commands at once, on a PostgreSQL other test runs share.
+        yield urlunsplit(urlsplit(POSTGRES_URL)._replace(path=f"/{name}", query="minsize=1&maxsize=5"))
     finally:
         conn = await asyncpg.connect(POSTGRES_URL, timeout=5)
         try:
@@ -390,3 +391,31 @@ def test_migrate_beside_a_server_applies_nothing(sqlite_env: dict[str, str]) -> 
         )
         assert database.execute("SELECT count(*) FROM tortoise_migrations").fetchone() == before
         database.close()
+
+
+def test_a_row_a_concurrent_command_inserted_first_is_a_clear_refusal(sqlite_env: dict[str, str]) -> None:
+    # Two `user create` of one email at once: both checked before either inserted (forced here by a check
+    # that finds nothing); the second insert breaks the unique index, and says so in one line.
+    prepared(sqlite_env)
+    raced = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import creditline.cli, models.tables\n"
+            "async def nobody(**_): return False\n"
+            "models.tables.User.exists = nobody\n"
+            "creditline.cli.main(['user', 'create', 'ada@example.com'])\n",
+        ],
+        env=sqlite_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (raced.returncode, raced.stdout, raced.stderr) == (
+        1,
+        "",
+        "creditline: another command made the same change at the same moment (UNIQUE constraint failed:"
+        " users.email): run it again\n",
+    )
+    users = sqlite3.connect(sqlite_file(sqlite_env)).execute("SELECT email FROM users").fetchall()
+    assert users == [("ada@example.com",)]
