@@ -104,7 +104,7 @@ timeout (sysexits' EX_TEMPFAIL: try again later)."""
 def _busy_message(settings: Settings) -> str:
     return (
         f"the SQLite database {db.sqlite_path(settings.database_url)} is busy: another process held its write"
-        f" lock for more than {settings.db_statement_timeout_ms} ms (CREDITLINE_DB_STATEMENT_TIMEOUT_MS);"
+        f" lock for more than {db.sqlite_busy_timeout_ms(settings)} ms (CREDITLINE_DB_STATEMENT_TIMEOUT_MS);"
         " try again"
     )
 

@@ -68,8 +68,13 @@ def serving_connection(database_url: str, settings: Settings) -> str | dict[str,
         credentials.setdefault("application_name", "creditline")
     else:
         # The single connection waits this long for another process's write lock (the CLI beside the server).
-        credentials.setdefault("busy_timeout", statement_ms if statement_ms > 0 else 5000)
+        credentials.setdefault("busy_timeout", sqlite_busy_timeout_ms(settings))
     return {"engine": "creditline.db_backends", "credentials": credentials}
+
+
+def sqlite_busy_timeout_ms(settings: Settings) -> int:
+    """How long a SQLite transaction waits for another process's write lock before ``DatabaseBusy``."""
+    return settings.db_statement_timeout_ms if settings.db_statement_timeout_ms > 0 else 5000
 
 
 async def init_db(database_url: str, settings: Settings | None = None) -> None:
