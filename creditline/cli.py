@@ -10,13 +10,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import uvicorn
+from tortoise.exceptions import IntegrityError
 
 from billing.reconcile import reconcile_pending, renew_subscriptions
 from creditline import db
 from creditline.app import build_services, create_app
 from creditline.auto_top_up_worker import run_due
 from creditline.clock import Clock
-from creditline.db_backends import is_connection_failure, unavailable
+from creditline.db_backends import DatabaseBusy, is_connection_failure, is_sqlite_busy, unavailable
 from creditline.jobs import sweep_once
 from creditline.logs import log_config
 from creditline.serving import ServeConfig, connection_cap, guarded_protocol, raise_file_limit
@@ -89,18 +90,37 @@ def main(argv: list[str] | None = None) -> None:
     }
     try:
         status = asyncio.run(_with_database(settings, args, commands[args.command]))
-    except Exception as exc:  # it went away while the command ran
+    except Exception as exc:
+        if isinstance(exc, DatabaseBusy) or is_sqlite_busy(exc):  # e.g. a frozen server holds the write lock
+            print(f"creditline: {_busy_message(settings)}", file=sys.stderr)
+            sys.exit(BUSY_STATUS)
+        if isinstance(exc, IntegrityError):  # a concurrent command wrote the same row between check and insert
+            sys.exit(f"creditline: another command made the same change at the same moment ({exc}): run it again")
         if not is_connection_failure(exc):
             raise
+        # it went away while the command ran
         sys.exit(f"creditline: {db.cannot_reach(settings.database_url, unavailable(exc))}")
     sys.exit(status)
 
 
+BUSY_STATUS = 75
+"""Exit status of a command that found the SQLite database's write lock held for longer than the busy
+timeout (sysexits' EX_TEMPFAIL: try again later)."""
+
+
+def _busy_message(settings: Settings) -> str:
+    return (
+        f"the SQLite database {db.sqlite_path(settings.database_url)} is busy: another process held its write"
+        f" lock for more than {db.sqlite_busy_timeout_ms(settings)} ms (CREDITLINE_DB_STATEMENT_TIMEOUT_MS);"
+        " try again"
+    )
+
+
 def _serve(settings: Settings, host: str, port: int) -> None:
-    lock = db.SqliteWriterLock(settings.database_url)
+    lock = db.SqliteServerLock(settings.database_url)  # one server per SQLite file, for its whole life
     try:
         lock.acquire()
-    except db.SecondWriterError as exc:
+    except db.SecondServerError as exc:
         sys.exit(f"creditline: {exc}")
     # Connections past the cap get 503 (uvicorn's limit_concurrency counts websockets too); the cap stays
     # below the file limit, raised to its hard limit first, so that accepting never fails for want of one.
@@ -145,30 +165,50 @@ async def _with_database(
     args: argparse.Namespace,
     command: Callable[[Settings, argparse.Namespace], Awaitable[int]],
 ) -> int:
-    lock = db.SqliteWriterLock(settings.database_url)
-    if args.command != "audit":
-        try:
-            lock.acquire()
-        except db.SecondWriterError as exc:
-            print(f"creditline: {exc}", file=sys.stderr)
-            return 2
+    """Run a command beside any running server: on SQLite every transaction of the command holds the
+    database's write lock for its own length only (``BEGIN IMMEDIATE``: creditline.db_backends), so it never
+    interleaves with one of the server's; only ``migrate`` takes the server lock."""
+    if args.command == "migrate":
+        return await command(settings, args)
+    await db.init_db(settings.database_url, settings)
     try:
-        if args.command == "migrate":
-            return await command(settings, args)
-        await db.init_db(settings.database_url, settings)
-        try:
-            return await command(settings, args)
-        finally:
-            await db.close_db()
+        return await command(settings, args)
     finally:
-        lock.release()
+        await db.close_db()
 
 
 async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
-    await db.migrate(settings.database_url)
-    await db.close_db()
-    print("migrations applied")
-    return 0
+    """Apply pending migrations holding the server lock (no server starts meanwhile). Beside a running SQLite
+    server, which holds it, only an up-to-date database is accepted: the schema never changes under it."""
+    lock = db.SqliteServerLock(settings.database_url)
+    try:
+        lock.acquire()
+        beside_server = False
+    except db.SecondServerError:
+        beside_server = True
+    try:
+        await db.init_db(settings.database_url, settings)
+        try:
+            pending = await db.pending_migrations()
+        finally:
+            await db.close_db()
+        if not pending:
+            print("nothing to migrate: every migration is applied")
+            return 0
+        if beside_server:
+            print(
+                f"creditline: {len(pending)} migration(s) to apply ({', '.join(pending)}), but a Creditline server"
+                " (or another `creditline migrate`) is running on the SQLite database"
+                f" {db.sqlite_path(settings.database_url)}: stop it, migrate, then start it again",
+                file=sys.stderr,
+            )
+            return 2
+        await db.migrate(settings.database_url)
+        await db.close_db()
+        print("migrations applied")
+        return 0
+    finally:
+        lock.release()
 
 
 async def _sweep(settings: Settings, args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""Database configuration, start-up, readiness and the one-writer guard for SQLite."""
+"""Database configuration, start-up, readiness and the one-server guard for SQLite."""
 
 from __future__ import annotations
 
@@ -68,8 +68,13 @@ def serving_connection(database_url: str, settings: Settings) -> str | dict[str,
         credentials.setdefault("application_name", "creditline")
     else:
         # The single connection waits this long for another process's write lock (the CLI beside the server).
-        credentials.setdefault("busy_timeout", statement_ms if statement_ms > 0 else 5000)
+        credentials.setdefault("busy_timeout", sqlite_busy_timeout_ms(settings))
     return {"engine": "creditline.db_backends", "credentials": credentials}
+
+
+def sqlite_busy_timeout_ms(settings: Settings) -> int:
+    """How long a SQLite transaction waits for another process's write lock before ``DatabaseBusy``."""
+    return settings.db_statement_timeout_ms if settings.db_statement_timeout_ms > 0 else 5000
 
 
 async def init_db(database_url: str, settings: Settings | None = None) -> None:
@@ -164,15 +169,19 @@ def sqlite_path(database_url: str) -> str | None:
     return path
 
 
-class SecondWriterError(RuntimeError):
+class SecondServerError(RuntimeError):
     pass
 
 
-class SqliteWriterLock:
-    """Holds an exclusive lock beside a SQLite database file for as long as this process writes to it.
+class SqliteServerLock:
+    """An exclusive lock beside a SQLite database file (``<database>.lock``), held by the server for its whole
+    life and by ``creditline migrate`` while it changes the schema.
 
-    A SQLite deployment is one process: a second server (or a CLI command that writes while a server runs)
-    is refused with a clear message instead of racing the first one.
+    A SQLite deployment is one server process: a second server is refused with a clear message instead of
+    racing the first one's in-process guarantees (one connection, one transaction at a time, the job
+    claims and the live feeds of one process). Short CLI commands do not take it: they write beside the
+    server, each transaction taking SQLite's own write lock (``BEGIN IMMEDIATE``, waiting at most the busy
+    timeout: ``creditline.db_backends.SqliteDatabase``). The lock dies with its process (``kill -9``).
     """
 
     def __init__(self, database_url: str) -> None:
@@ -180,6 +189,7 @@ class SqliteWriterLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
+        """Take the lock or raise ``SecondServerError`` at once (no waiting); nothing to do but PostgreSQL."""
         if self.path is None:
             return
         lock_path = os.path.abspath(self.path) + ".lock"
@@ -188,10 +198,10 @@ class SqliteWriterLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise SecondWriterError(
-                f"Another Creditline process is already writing to the SQLite database {self.path}. "
-                "A SQLite deployment is a single process: stop the other one, or use PostgreSQL "
-                "(CREDITLINE_DATABASE_URL=postgresql://...) to run several."
+            raise SecondServerError(
+                f"Another Creditline server (or `creditline migrate`) is already running on the SQLite database"
+                f" {self.path}. A SQLite deployment is a single server process: stop the other one, or use"
+                " PostgreSQL (CREDITLINE_DATABASE_URL=postgresql://...) to run several."
             ) from None
         self._fd = fd
 

@@ -18,6 +18,7 @@ Tortoise loads this module by name (the ``engine`` of the connection in ``credit
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -25,6 +26,7 @@ import asyncpg
 from asyncpg.pool import Pool
 from tortoise.backends.asyncpg.client import AsyncpgDBClient, TransactionWrapper
 from tortoise.backends.base.client import (
+    BaseDBAsyncClient,
     NestedTransactionContext,
     TransactionalDBClient,
     TransactionContext,
@@ -33,6 +35,8 @@ from tortoise.backends.base.client import (
 from tortoise.backends.sqlite.client import SqliteClient, SqliteTransactionContext, SqliteTransactionWrapper
 from tortoise.connection import get_connections
 from tortoise.exceptions import DBConnectionError, TransactionManagementError
+
+from models.sql import in_read_snapshot
 
 SERVICE_UNAVAILABLE_MESSAGE = "The database is unavailable; try again shortly (with the same idempotency key)."
 """What a client is told (GraphQL code ``SERVICE_UNAVAILABLE``, or HTTP 503): the details go to the log."""
@@ -212,9 +216,102 @@ def _discard(connection: Any) -> None:
             connection.terminate()
 
 
-class SqliteDatabase(SqliteClient):
+class DatabaseBusy(DatabaseUnavailable):
+    """SQLite: another process held the database's write lock for longer than the busy timeout."""
+
+
+def is_sqlite_busy(exc: BaseException) -> bool:
+    """Whether ``exc`` (or the sqlite3 error Tortoise wrapped in it) is SQLITE_BUSY: the write lock was
+    held by another process (or connection) for longer than the busy timeout."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        for candidate in (seen, *(arg for arg in seen.args if isinstance(arg, BaseException))):
+            if isinstance(candidate, sqlite3.OperationalError) and (
+                getattr(candidate, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
+                or str(candidate) == "database is locked"
+            ):
+                return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _busy(client: BaseDBAsyncClient) -> DatabaseBusy:
+    timeout = getattr(client, "pragmas", {}).get("busy_timeout", 5000)
+    return DatabaseBusy(
+        f"the SQLite database is busy: another process held its write lock for more than {timeout} ms"
+        " (CREDITLINE_DB_STATEMENT_TIMEOUT_MS)"
+    )
+
+
+async def _sqlite_translated(client: BaseDBAsyncClient, call: Coroutine[Any, Any, Any]) -> Any:
+    try:
+        return await call
+    except Exception as exc:
+        if is_sqlite_busy(exc):
+            raise _busy(client) from exc
+        raise
+
+
+class _SqliteBusyTranslation(SqliteClient):
+    """SQLITE_BUSY raised as ``DatabaseBusy`` (a ``DatabaseUnavailable``: the API answers
+    ``SERVICE_UNAVAILABLE``, the CLI says the database is busy), from every statement."""
+
+    def _busy_client(self) -> BaseDBAsyncClient:
+        return self
+
+    async def execute_insert(self, query: str, values: list[Any]) -> int:
+        return int(await _sqlite_translated(self._busy_client(), super().execute_insert(query, values)))
+
+    async def execute_many(self, query: str, values: list[list[Any]]) -> None:
+        await _sqlite_translated(self._busy_client(), super().execute_many(query, values))
+
+    async def execute_query(self, query: str, values: list[Any] | None = None) -> Any:
+        return await _sqlite_translated(self._busy_client(), super().execute_query(query, values))
+
+    async def execute_query_dict(self, query: str, values: list[Any] | None = None) -> Any:
+        return await _sqlite_translated(self._busy_client(), super().execute_query_dict(query, values))
+
+    async def execute_script(self, query: str) -> None:
+        await _sqlite_translated(self._busy_client(), super().execute_script(query))
+
+
+class SqliteDatabase(_SqliteBusyTranslation):
+    """Tortoise's SQLite client, whose transactions begin ``IMMEDIATE``.
+
+    Why: on SQLite ``SELECT ... FOR UPDATE`` does not exist (``Sql.for_update`` is empty), so a ledger
+    transaction's read-then-write is safe only if no other connection writes between its read and its
+    write. Inside one process Tortoise's single connection and its lock run one transaction at a time. A
+    CLI command beside the server is another process: ``BEGIN IMMEDIATE`` takes the database's write lock
+    at the start of every transaction (waiting up to the busy timeout for the other process to commit), so
+    two processes' transactions never interleave, and no transaction is refused half-way with
+    SQLITE_BUSY_SNAPSHOT (which a deferred transaction that read before a concurrent commit gets when it
+    tries to write). A transaction opened by ``models.sql.read_snapshot`` begins deferred: in WAL mode it
+    reads one consistent state and takes no lock, so a long audit does not hold the server's writes back.
+    """
+
     def _in_transaction(self) -> TransactionContext:
-        return SqliteTransaction(SqliteTransactionWrapper(self), self._lock)
+        return SqliteTransaction(SqliteImmediateTransaction(self), self._lock)
+
+
+class SqliteImmediateTransaction(_SqliteBusyTranslation, SqliteTransactionWrapper):
+    def _busy_client(self) -> BaseDBAsyncClient:
+        return self._parent
+
+    def _in_transaction(self) -> TransactionContext:
+        return NestedTransactionContext(SqliteImmediateTransaction(self))
+
+    async def begin(self) -> None:
+        statement = "BEGIN" if in_read_snapshot() else "BEGIN IMMEDIATE"
+        try:
+            await self._connection.commit()
+            await self._connection.execute(statement)
+        except sqlite3.OperationalError as exc:
+            if is_sqlite_busy(exc):
+                raise _busy(self._parent) from exc
+            raise TransactionManagementError(exc) from exc
+
+    async def commit(self) -> None:
+        await _sqlite_translated(self._parent, super().commit())
 
 
 class SqliteTransaction(SqliteTransactionContext):

@@ -8,14 +8,18 @@ rewritten to ``?`` with the arguments reordered to match.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
+import os
 import re
 from collections.abc import AsyncIterator, Sequence
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, cast
 
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 
@@ -74,7 +78,8 @@ class Sql:
 
     def for_update(self, of: str | None = None, *, skip_locked: bool = False) -> str:
         """Row lock clause: PostgreSQL locks the row (of table alias ``of``; with ``skip_locked``, passing over
-        rows another transaction holds, as job queues do); SQLite has one writer already."""
+        rows another transaction holds, as job queues do); SQLite has one writer already (one transaction at a
+        time in a process; across processes every transaction begins IMMEDIATE: ``creditline.db_backends``)."""
         if not self.postgres:
             return ""
         return (f" FOR UPDATE OF {of}" if of else " FOR UPDATE") + (" SKIP LOCKED" if skip_locked else "")
@@ -88,13 +93,62 @@ def as_datetime(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+_READ_SNAPSHOT: ContextVar[bool] = ContextVar("creditline_read_snapshot", default=False)
+
+
+def in_read_snapshot() -> bool:
+    """Whether the transaction beginning now is a ``read_snapshot`` (the SQLite client begins it deferred)."""
+    return _READ_SNAPSHOT.get()
+
+
+@contextlib.asynccontextmanager
+async def read_snapshot() -> AsyncIterator[Sql]:
+    """Reads across several statements that see one consistent state, while writers go on: a REPEATABLE
+    READ, READ ONLY transaction on PostgreSQL; on SQLite (WAL) a deferred transaction, which takes no lock
+    (every other transaction begins IMMEDIATE: ``creditline.db_backends``). Only reads belong in it."""
+    token = _READ_SNAPSHOT.set(True)
+    begun = False
+    try:
+        async with in_transaction() as conn:
+            _READ_SNAPSHOT.reset(token)  # only this transaction's BEGIN, not those of tasks it starts
+            begun = True
+            sql = Sql(conn)
+            if sql.postgres:
+                await sql.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield sql
+    finally:
+        if not begun:
+            _READ_SNAPSHOT.reset(token)
+
+
+def _try_flock(path: str) -> int | None:
+    """The descriptor of ``path`` locked exclusively, or ``None`` when another holder has it (no waiting)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 @contextlib.asynccontextmanager
 async def job_lock(conn: BaseDBAsyncClient, name: str) -> AsyncIterator[bool]:
     """Claim a background job across processes: yields whether this process holds it (PostgreSQL: a session
     advisory lock on a connection kept for the run, so it is never held across a commit and dies with the
-    process). SQLite deployments are one process, which always holds it."""
+    process; SQLite: an exclusive ``flock`` on ``<database>.<name>.lock``, which also dies with the process,
+    as the server and a ``creditline sweep`` beside it may both run the job)."""
     if not is_postgres(conn):
-        yield True
+        path = getattr(conn, "filename", "")
+        if path in ("", ":memory:"):
+            yield True
+            return
+        fd = _try_flock(f"{path}.{name}.lock")
+        try:
+            yield fd is not None
+        finally:
+            if fd is not None:
+                os.close(fd)  # releases the lock
         return
     key = int.from_bytes(hashlib.sha256(f"creditline-job:{name}".encode()).digest()[:8], "big", signed=True)
     async with conn.acquire_connection() as raw:

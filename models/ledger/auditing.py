@@ -6,9 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tortoise import connections
-
-from models.sql import Sql
+from models.sql import read_snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,26 +17,27 @@ class AuditFinding:
 
 async def audit() -> list[AuditFinding]:
     """Check, for every account: cached balance = Σ remaining of lots = Σ ledger amounts, and the same for
-    held credit against active holds and ledger held deltas."""
-    sql = Sql(connections.get("default"))
-    accounts = await sql.fetch("SELECT id, balance, held, version FROM credit_accounts ORDER BY id")
-    lots = {
-        int(r["account_id"]): int(r["total"])
-        for r in await sql.fetch("SELECT account_id, SUM(remaining) AS total FROM credit_lots GROUP BY account_id")
-    }
-    ledger = {
-        int(r["account_id"]): (int(r["amount"]), int(r["held"]), int(r["entries"]), int(r["version"]))
-        for r in await sql.fetch(
-            "SELECT account_id, SUM(amount) AS amount, SUM(held_delta) AS held, COUNT(*) AS entries,"
-            " MAX(version) AS version FROM ledger_entries GROUP BY account_id"
-        )
-    }
-    holds = {
-        int(r["account_id"]): int(r["total"])
-        for r in await sql.fetch(
-            "SELECT account_id, SUM(amount) AS total FROM holds WHERE status = 'ACTIVE' GROUP BY account_id"
-        )
-    }
+    held credit against active holds and ledger held deltas. The reads share one snapshot (``read_snapshot``),
+    so a spend committing between two of them is not reported as drift."""
+    async with read_snapshot() as sql:  # one state of every table, even while spends commit beside it
+        accounts = await sql.fetch("SELECT id, balance, held, version FROM credit_accounts ORDER BY id")
+        lots = {
+            int(r["account_id"]): int(r["total"])
+            for r in await sql.fetch("SELECT account_id, SUM(remaining) AS total FROM credit_lots GROUP BY account_id")
+        }
+        ledger = {
+            int(r["account_id"]): (int(r["amount"]), int(r["held"]), int(r["entries"]), int(r["version"]))
+            for r in await sql.fetch(
+                "SELECT account_id, SUM(amount) AS amount, SUM(held_delta) AS held, COUNT(*) AS entries,"
+                " MAX(version) AS version FROM ledger_entries GROUP BY account_id"
+            )
+        }
+        holds = {
+            int(r["account_id"]): int(r["total"])
+            for r in await sql.fetch(
+                "SELECT account_id, SUM(amount) AS total FROM holds WHERE status = 'ACTIVE' GROUP BY account_id"
+            )
+        }
     findings: list[AuditFinding] = []
     for account in accounts:
         account_id = int(account["id"])

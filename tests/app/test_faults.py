@@ -25,7 +25,7 @@ from tortoise.transactions import in_transaction
 
 from creditline.app import create_app
 from creditline.clock import Clock
-from creditline.db_backends import SERVICE_UNAVAILABLE_MESSAGE, DatabaseUnavailable
+from creditline.db_backends import SERVICE_UNAVAILABLE_MESSAGE, DatabaseUnavailable, SqliteImmediateTransaction
 from creditline.settings import Settings
 from models.credits import MICRO, format_credits
 from models.tables import UsageEvent
@@ -282,7 +282,7 @@ async def test_terminated_backends_under_load_lose_nothing_and_apply_nothing_twi
 def failing_begin(db: Backend, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The next 25 BEGINs fail as a stalled network does (TimeoutError); returns the count of those left."""
     left = [FAILED_BEGINS]
-    wrapper: Any = TransactionWrapper if db.name == "postgres" else SqliteTransactionWrapper
+    wrapper: Any = TransactionWrapper if db.name == "postgres" else SqliteImmediateTransaction
     original = wrapper.begin
 
     async def begin(self: Any) -> None:

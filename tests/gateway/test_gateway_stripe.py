@@ -432,7 +432,7 @@ async def test_reconcile_runs_in_one_process_at_a_time(api: Api, db: Backend, st
     async with job_lock(connections.get("default"), "reconcile") as held:
         assert held
         busy = await reconcile_pending(services)
-    expected = (0, "PENDING") if db.name == "postgres" else (1, "SUCCEEDED")  # SQLite: one process, no claim
-    assert (busy, (await Transaction.get(id=1)).status) == expected
+    # SQLite too (a lock file): a `creditline sweep` beside the server does not reconcile at the same time.
+    assert (busy, (await Transaction.get(id=1)).status) == (0, "PENDING")
     await reconcile_pending(services)
     assert (await Transaction.get(id=1)).status == "SUCCEEDED"
