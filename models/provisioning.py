@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from tortoise.exceptions import IntegrityError
+from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from models import ledger
@@ -63,16 +64,19 @@ def _email_taken(email: str, existing_id: int) -> AlreadyExistsError:
 
 
 async def _existing_user(email: str, external_id: str | None, metadata: Metadata | None) -> int | None:
-    """The user this create names already (an idempotent replay), or ``None``; raises if it conflicts."""
-    if external_id is not None:
-        same = await User.filter(external_id=external_id).first()
-        if same is not None:
+    """The user this create names already (an idempotent replay), or ``None``; raises if it conflicts. One
+    query, so that a concurrent create cannot commit between a look by external id and a look by email."""
+    if external_id is None:
+        rows = await User.filter(email=email)
+    else:
+        rows = await User.filter(Q(external_id=external_id) | Q(email=email))
+    for same in rows:
+        if external_id is not None and same.external_id == external_id:
             if same.email == email and same.metadata == metadata:
                 return int(same.id)
             raise _external_id_taken("A user", external_id, same.id, "another email or metadata")
-    taken = await User.filter(email=email).only("id").first()
-    if taken is not None:
-        raise _email_taken(email, taken.id)
+    if rows:
+        raise _email_taken(email, rows[0].id)
     return None
 
 

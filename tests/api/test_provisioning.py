@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from models import organizations, provisioning
 from models.ids import decode_id
-from models.tables import CreditLot, LotSource, Membership, Organization, TokenKind, User
+from models.tables import CreditLot, LotSource, MemberRole, Membership, Organization, TokenKind, User
 from models.tokens import create_token
 from tests.support.helpers import Api, gid
 from tests.support.snapshots import changed, snapshot
@@ -600,3 +601,132 @@ async def test_users_and_members_see_their_own_platform_fields(api: Api) -> None
         "me": {"externalId": "cus_ada", "metadata": ADA["metadata"]},
         "node": {"externalId": "org_acme", "metadata": {"a": 1}},
     }
+
+
+# ---------------------------------------------------------------------------------------------- who may
+
+
+PRINCIPALS = (
+    *("owner", "billing", "member", "outsider"),
+    *("service", "balance-reader", "billing-reader", "admin", "anonymous"),
+)
+OK, DENIED, FORBIDDEN, NULL, UNAUTH = "OK", "DENIED", "FORBIDDEN", "NULL", "UNAUTH"
+
+
+async def access_world(api: Api) -> dict[str, str | None]:
+    """Acme (org_acme) with an owner, a BILLING and a MEMBER member (cus_member); an outsider (cus_outsider);
+    services with usage:write, balance:read and billing:read; an admin. Returns a token per principal."""
+    now = api.clock.now()
+    tokens: dict[str, str | None] = {}
+    ids: dict[str, int] = {}
+    for who in ("owner", "billing", "member", "outsider"):
+        ids[who], tokens[who] = await api.user(f"{who}@example.com", bonus=0)
+        await User.filter(id=ids[who]).update(external_id=f"cus_{who}")
+    org = await provisioning.create_organization("Acme", ids["owner"], "org_acme", {"tier": 1}, now)
+    await organizations.add_member(org.id, ids["billing"], [MemberRole.BILLING], now)
+    await organizations.add_member(org.id, ids["member"], [MemberRole.MEMBER], now)
+    tokens["service"] = await api.service(scopes=("usage:write",))
+    tokens["balance-reader"] = await api.service("balance-reader", scopes=("balance:read",))
+    tokens["billing-reader"] = await api.service("billing-reader", scopes=("billing:read",))
+    tokens["admin"] = await api.admin()
+    tokens["anonymous"] = None
+    return tokens
+
+
+ACCESS: dict[str, tuple[str, dict[str, Any], Any]] = {
+    "createUser": (
+        CREATE_USER,
+        {"input": {"email": "new@example.com", "externalId": "cus_new"}},
+        {"__typename": "CreateUserSuccess", "email": "new@example.com"},
+    ),
+    "updateUser": (
+        UPDATE_USER,
+        {"input": {"externalUserId": "cus_member", "metadata": {"x": 1}}},
+        {"__typename": "UpdateUserSuccess", "email": "member@example.com"},
+    ),
+    "createOrganization(owner)": (
+        CREATE_ORG,
+        {"input": {"name": "Initech", "externalOwnerId": "cus_member", "externalId": "org_new"}},
+        {"__typename": "CreateOrganizationSuccess", "name": "Initech"},
+    ),
+    "updateOrganization": (
+        UPDATE_ORG,
+        {"input": {"externalOrganizationId": "org_acme", "name": "Acme 2"}},
+        {"__typename": "UpdateOrganizationSuccess", "name": "Acme 2"},
+    ),
+    "addMember(externalUserId)": (
+        ADD_MEMBER,
+        {"input": {"externalOrganizationId": "org_acme", "externalUserId": "cus_outsider", "roles": ["MEMBER"]}},
+        {"__typename": "AddMemberSuccess", "email": "outsider@example.com"},
+    ),
+    "user(externalId)": (USER_LOOKUP, {"ext": "cus_member"}, {"email": "member@example.com"}),
+    "organization(externalId)": (ORG_LOOKUP, {"ext": "org_acme"}, {"name": "Acme", "metadata": {"tier": 1}}),
+    "Organization.externalId": (
+        "query($ext: ID!) { node(id: $ext) { ... on Organization { externalId metadata } } }",
+        {},
+        {"externalId": "org_acme", "metadata": {"tier": 1}},
+    ),
+    "me.externalId": ("{ me { externalId } }", {}, None),
+}
+# DENIED: the typed Forbidden; FORBIDDEN / UNAUTH: a top-level error with code FORBIDDEN / UNAUTHENTICATED;
+# NULL: null, as for what does not exist. Columns in the order of PRINCIPALS.
+D, F, U = DENIED, FORBIDDEN, UNAUTH
+#                              owner billing member outsider service bal-read bill-read admin anonymous
+MATRIX: dict[str, tuple[str, ...]] = {
+    "createUser":                (D,   D,    D,     D,      D,     D,     D,      OK,   U),
+    "updateUser":                (D,   D,    D,     D,      D,     D,     D,      OK,   U),
+    "createOrganization(owner)": (D,   D,    D,     D,      D,     D,     D,      OK,   U),
+    "updateOrganization":        (D,   D,    D,     D,      D,     D,     D,      OK,   U),
+    "addMember(externalUserId)": (D,   D,    D,     D,      D,     D,     D,      OK,   U),
+    "user(externalId)":          (F,   F,    F,     F,      F,     OK,    OK,     OK,   U),
+    "organization(externalId)":  (F,   F,    F,     F,      F,     OK,    OK,     OK,   U),
+    "Organization.externalId":   (OK,  OK,   OK,    NULL,   NULL,  NULL,  NULL,   OK,   U),
+    "me.externalId":             (OK,  OK,   OK,    OK,     F,     F,     F,      F,    U),
+}  # fmt: skip
+
+
+def _flat(value: Any) -> dict[str, Any]:
+    """The answer's scalars by name, at any depth (what the ``ACCESS`` expectations name)."""
+    found: dict[str, Any] = {}
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, dict):
+                found.update(_flat(item))
+            found.setdefault(key, item)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("operation", "principal", "expected"),
+    [
+        pytest.param(operation, principal, cell, id=f"{operation}-{principal}")
+        for operation, row in MATRIX.items()
+        for principal, cell in zip(PRINCIPALS, row, strict=True)
+    ],
+)
+async def test_who_may_provision_and_look_up(api: Api, operation: str, principal: str, expected: str) -> None:
+    assert set(MATRIX) == set(ACCESS)
+    tokens = await access_world(api)
+    document, variables, ok = ACCESS[operation]
+    if operation == "Organization.externalId":
+        variables = {"ext": gid("Organization", (await Organization.get(external_id="org_acme")).id)}
+    if operation == "me.externalId":
+        ok = {"externalId": f"cus_{principal}"}
+    before = await snapshot()
+    body = await api.post(document, variables, tokens[principal])
+    errors = [error["extensions"]["code"] for error in body.get("errors", [])]
+    answer = next(iter((body.get("data") or {None: None}).values()))
+    if expected == OK:
+        assert errors == []
+        flat = _flat(answer)
+        assert {key: flat.get(key) for key in ok} == ok
+        return
+    if expected == DENIED:
+        assert errors == []
+        assert answer["__typename"] == "Forbidden"
+    elif expected == NULL:
+        assert (errors, answer) == ([], None)
+    else:
+        assert errors == [{"FORBIDDEN": "FORBIDDEN", "UNAUTH": "UNAUTHENTICATED"}[expected]]
+        assert answer is None
+    assert changed(before, await snapshot()) == set()
