@@ -1,4 +1,5 @@
-"""Users and organizations created and changed by the platform, under its own ids (README, Provisioning).
+"""Users and organizations created and changed by the platform, under its own ids (README, Provisioning;
+docs/rules.md, Provisioned once).
 
 Creating with an ``external_id`` is idempotent: the same id with the same details answers the existing row
 (no second signup bonus), the same id with other details is refused. Two identical creates at once make one
