@@ -429,7 +429,13 @@ async def test_a_user_token_still_creates_its_own_organization_without_platform_
         },
     }
     before = await snapshot()
-    for extra in ({"externalId": "org_x"}, {"metadata": {}}, {"ownerId": gid("User", 1)}, {"externalOwnerId": "x"}):
+    extras: list[dict[str, Any]] = [
+        {"externalId": "org_x"},
+        {"metadata": {}},
+        {"ownerId": gid("User", 1)},
+        {"externalOwnerId": "x"},
+    ]
+    for extra in extras:
         refused = await run(api, CREATE_ORG, {"input": {"name": "Mine too", **extra}}, token)
         assert refused == {
             "__typename": "Forbidden",

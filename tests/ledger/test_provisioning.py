@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from tortoise.exceptions import IntegrityError
@@ -15,7 +16,7 @@ from models.tables import CreditAccount, CreditLot, LedgerEntry, Membership, Org
 from tests.support.backends import T0, Backend
 from tests.support.snapshots import changed, snapshot
 
-BONUS = {"signup_bonus": 5 * MICRO, "bonus_lifetime": timedelta(days=30), "now": T0}
+BONUS: dict[str, Any] = {"signup_bonus": 5 * MICRO, "bonus_lifetime": timedelta(days=30), "now": T0}
 
 
 async def test_create_user_stores_the_external_id_and_metadata_with_the_bonus(db: Backend) -> None:
