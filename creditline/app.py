@@ -36,6 +36,7 @@ from creditline.stripe_webhook_endpoint import stripe_webhook
 from models.plans import PlanCatalog
 from models.rate_card import RateCard
 from resolvers.auth import Authenticator
+from resolvers.token_usage import TokenUsage
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +161,17 @@ async def database_unavailable(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _last_flush(usage: TokenUsage, task: asyncio.Task[None]) -> None:
+    """Stop the periodic flush of token uses and write what is left, so a restart loses none."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    try:
+        await usage.flush()
+    except Exception:  # shutting down with the database gone: only lastUsedAt is lost
+        log.exception("writing when tokens were last used failed at shutdown")
+
+
 def _route_path(scope: Scope) -> str:
     path: str = scope["path"]
     root: str = scope.get("root_path", "")
@@ -185,7 +197,12 @@ def create_app(
     services = build_services(settings, clock or Clock())
     readiness = Readiness(settings)
     limiter = limiter_for(settings)
-    auth = Authenticator(settings.token_cache_seconds) if limiter is None else limiter.authenticator(settings)
+    usage = TokenUsage(settings.token_cache_seconds)
+    auth = (
+        Authenticator(settings.token_cache_seconds, clock=services.clock, usage=usage)
+        if limiter is None
+        else limiter.authenticator(settings, clock=services.clock, usage=usage)
+    )
     graphql = GraphQLEndpoint(build_schema(settings), services, auth, limiter)
 
     @contextlib.asynccontextmanager
@@ -204,6 +221,7 @@ def create_app(
         gc.set_threshold(10_000, 20, 20)
         sweeper = asyncio.create_task(run_sweeper(services)) if run_jobs else None
         token_watch = asyncio.create_task(graphql.token_watch.run())
+        usage_flush = asyncio.create_task(usage.run(settings.token_usage_flush_seconds))
         try:
             yield
         finally:
@@ -219,6 +237,7 @@ def create_app(
             await services.gateway.close()
             if limiter is not None:
                 await limiter.close()
+            await _last_flush(usage, usage_flush)
             if manage_database:
                 await db.close_db()
 
@@ -263,5 +282,6 @@ def create_app(
     )
     app.state.services = services
     app.state.auth = auth
+    app.state.token_usage = usage
     app.state.rate_limiter = limiter
     return app

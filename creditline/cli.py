@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import uvicorn
@@ -22,9 +22,9 @@ from creditline.logs import log_config
 from creditline.serving import ServeConfig, connection_cap, guarded_protocol, raise_file_limit
 from creditline.settings import Settings
 from models import ledger
-from models.ids import encode_id
-from models.tables import EXTERNAL_ID_MAX_LENGTH, CreditAccount, TokenKind, User
-from models.tokens import SCOPES, UnknownScopeError, create_token
+from models.ids import decode_id, encode_id
+from models.tables import EXTERNAL_ID_MAX_LENGTH, ApiToken, CreditAccount, TokenKind, User
+from models.tokens import SCOPES, UnknownScopeError, create_token, revoke_token
 from resolvers import boundary
 
 DEMO_EMAIL = "demo@creditline.local"
@@ -56,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
         "--scope", action="append", default=[], help=f"service scope, repeatable: {', '.join(sorted(SCOPES))}"
     )
     create.add_argument("--name", help="a name for an admin token (default: admin)")
+    expiry = create.add_mutually_exclusive_group()
+    expiry.add_argument("--expires-in", metavar="DAYS", type=int, help="the token stops working after DAYS days")
+    expiry.add_argument("--expires-at", metavar="WHEN", help="the token stops working then (ISO 8601 with a zone)")
+    token.add_parser("list", help="list every token (never their secrets)")
+    token.add_parser("revoke", help="revoke a token (by the id `token list` shows, or its global ID)").add_argument(
+        "id"
+    )
     return parser
 
 
@@ -229,14 +236,25 @@ async def _user(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _token(settings: Settings, args: argparse.Namespace) -> int:
+    if args.token_command == "list":
+        return await _token_list()
+    if args.token_command == "revoke":
+        return await _token_revoke(args.id)
     now = Clock().now()
-    kwargs: dict[str, Any]
+    expires_at = _expiry(args, now)
+    if isinstance(expires_at, str):
+        print(f"creditline: {expires_at}", file=sys.stderr)
+        return 2
+    if args.scope and not args.service:
+        print("creditline: --scope is for service tokens only", file=sys.stderr)
+        return 2
+    kwargs: dict[str, Any] = {"expires_at": expires_at}
     if args.user:
         user = await User.filter(email=args.user.strip().lower()).first()
         if user is None:
             print(f"creditline: no user with email {args.user}", file=sys.stderr)
             return 1
-        kwargs = {"kind": TokenKind.USER, "name": user.email, "user_id": user.id}
+        kwargs |= {"kind": TokenKind.USER, "name": user.email, "user_id": user.id}
     elif args.service:
         if not args.scope:
             print("creditline: a service token needs at least one --scope (e.g. usage:write)", file=sys.stderr)
@@ -244,13 +262,73 @@ async def _token(settings: Settings, args: argparse.Namespace) -> int:
         if unknown := sorted(set(args.scope) - set(SCOPES)):
             print(f"creditline: {UnknownScopeError(unknown)}", file=sys.stderr)
             return 2
-        kwargs = {"kind": TokenKind.SERVICE, "name": args.service, "scopes": tuple(args.scope)}
+        kwargs |= {"kind": TokenKind.SERVICE, "name": args.service, "scopes": tuple(args.scope)}
     else:
-        kwargs = {"kind": TokenKind.ADMIN, "name": args.name or "admin"}
+        kwargs |= {"kind": TokenKind.ADMIN, "name": args.name or "admin"}
     kind = kwargs.pop("kind")
     secret = await create_token(kind, now=now, **kwargs)
     print(f"{kind.value.lower()} token for {kwargs['name']} (shown once; store it now):")
     print(secret)
+    return 0
+
+
+def _expiry(args: argparse.Namespace, now: datetime) -> datetime | str | None:
+    """``--expires-in DAYS`` or ``--expires-at WHEN`` as an instant in the future, or what is wrong with it."""
+    if args.expires_in is not None:
+        if args.expires_in <= 0:
+            return f"--expires-in must be a positive number of days, got {args.expires_in}"
+        return now + timedelta(days=args.expires_in)
+    if args.expires_at is None:
+        return None
+    try:
+        when = datetime.fromisoformat(args.expires_at)
+    except ValueError:
+        return f"--expires-at must be a date and time like 2027-01-31T00:00:00Z, got {args.expires_at!r}"
+    if when.tzinfo is None:
+        return f"--expires-at needs a time zone, e.g. {args.expires_at}Z"
+    if when <= now:
+        return f"--expires-at must be in the future, got {args.expires_at}"
+    return when.astimezone(UTC)
+
+
+def _when(value: datetime | None) -> str:
+    return "-" if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def _token_list() -> int:
+    header = ("id", "global id", "kind", "name", "scopes", "prefix", "created", "last used", "expires", "revoked")
+    rows = [header]
+    for token in await ApiToken.all().order_by("id"):
+        rows.append(
+            (
+                str(token.id),
+                encode_id("ApiToken", token.id),
+                str(token.kind),
+                token.name,
+                ",".join(token.scopes.split()) or "-",
+                token.prefix or "-",
+                _when(token.created_at),
+                _when(token.last_used_at),
+                _when(token.expires_at),
+                _when(token.revoked_at),
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+async def _token_revoke(given: str) -> int:
+    pk = int(given) if given.isascii() and given.isdigit() and len(given) <= 18 else decode_id(given, "ApiToken")
+    token = None if pk is None else await ApiToken.filter(id=pk).first()
+    if token is None:
+        print(f"creditline: no token with id {given}", file=sys.stderr)
+        return 1
+    if token.revoked_at is None and await revoke_token(token.id, Clock().now()):
+        print(f"token {token.id} ({token.kind} {token.name}) revoked")
+    else:
+        print(f"token {token.id} ({token.kind} {token.name}) was revoked already")
     return 0
 
 

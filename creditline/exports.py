@@ -1,7 +1,10 @@
 """CSV export of usage events at ``GET /exports/usage.csv``, streamed in pages, bearer-authenticated.
 
-Query parameters: ``account`` or ``organization`` (a global ID, exactly one), and the filters of the
-GraphQL ``UsageFilter``: ``from``, ``to`` (ISO 8601 with a zone), ``agentId``, ``activity``, ``memberId``.
+Query parameters, exactly one of: ``account`` (a CreditAccount ID, or a User ID for their account or an
+Organization ID for its credit pool), ``external_user_id`` (that user's account by the platform's id),
+``organization`` or ``external_organization_id`` (all the organization's usage, whichever account paid); and the
+filters of the GraphQL ``UsageFilter``: ``from``, ``to`` (ISO 8601 with a zone), ``agentId``, ``activity``,
+``memberId`` or ``externalMemberId``. Each row carries the user's and the organization's ids of both kinds.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import TypeVar
 
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from tortoise.models import Model
@@ -25,17 +29,22 @@ from models.tables import (
     Invoice,
     MemberRole,
     Membership,
+    Organization,
     Transaction,
     TransactionStatus,
     TransactionType,
     UsageEvent,
+    User,
 )
 from models.tokens import BALANCE_READ, Principal
 from resolvers import boundary
+from resolvers.accounts import NO_POOL, NoPool, named_account, owners
 from resolvers.auth import Authenticator
 from resolvers.errors import ClientError
 from resolvers.permissions import can_read_account
+from resolvers.references import check_external_id, organization_pk
 from resolvers.usage import UsageCriteria, filtered
+from schema.errors import ValidationError
 
 M = TypeVar("M", bound=Model)
 PAGE = 1000
@@ -50,7 +59,10 @@ COLUMNS = (
     "credits",
     "free_credits",
     "paid_credits",
+    "user_external_id",
+    "organization_external_id",
 )
+"""Appended columns come last, so that a reader of the earlier columns by position keeps working."""
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -65,21 +77,36 @@ def _line(values: tuple[object, ...]) -> str:
     return buffer.getvalue()
 
 
-def _row(event: UsageEvent) -> str:
-    return _line(
-        (
-            encode_id("UsageEvent", event.id),
-            event.occurred_at.isoformat(),
-            encode_id("CreditAccount", event.account_id),
-            encode_id("User", event.user_id),
-            encode_id("Organization", event.organization_id) if event.organization_id else "",
-            _cell(event.agent_id),
-            _cell(event.activity),
-            format_credits(event.credits),
-            format_credits(event.free_credits),
-            format_credits(event.paid_credits),
+async def _usage_rows(events: list[UsageEvent]) -> str:
+    users = await _external_ids(User, {event.user_id for event in events})
+    orgs = await _external_ids(Organization, {event.organization_id for event in events if event.organization_id})
+    return "".join(
+        _line(
+            (
+                encode_id("UsageEvent", event.id),
+                event.occurred_at.isoformat(),
+                encode_id("CreditAccount", event.account_id),
+                encode_id("User", event.user_id),
+                encode_id("Organization", event.organization_id) if event.organization_id else "",
+                _cell(event.agent_id),
+                _cell(event.activity),
+                format_credits(event.credits),
+                format_credits(event.free_credits),
+                format_credits(event.paid_credits),
+                _cell(users.get(event.user_id) or ""),
+                _cell(orgs.get(event.organization_id) or "") if event.organization_id else "",
+            )
         )
+        for event in events
     )
+
+
+async def _external_ids(table: type[User] | type[Organization], ids: set[int]) -> dict[int, str | None]:
+    """The platform's ids of a page's users or organizations, in one query."""
+    if not ids:
+        return {}
+    rows = await table.filter(id__in=sorted(ids)).values_list("id", "external_id")
+    return {int(pk): external for pk, external in rows}
 
 
 def _time(value: str | None, name: str) -> datetime | None:
@@ -100,29 +127,73 @@ async def _billing_member(who: Principal, organization_id: int) -> bool:
     return membership is not None and bool(membership.role_set & {MemberRole.BILLING, MemberRole.OWNER})
 
 
+USAGE_SELECTORS = ("account", "organization", "external_user_id", "external_organization_id")
+TRANSACTION_SELECTORS = ("account", "external_user_id", "external_organization_id")
+
+
+def _one_of(params: QueryParams, names: tuple[str, ...]) -> tuple[str, str] | Response:
+    given = [(name, value) for name in names if (value := params.get(name)) is not None]
+    if len(given) != 1:
+        return PlainTextResponse(f"Give exactly one of {', '.join(names[:-1])} or {names[-1]}", 400)
+    return given[0]
+
+
+async def _account(
+    who: Principal, name: str, value: str, denied: str, scopes: tuple[str, ...]
+) -> CreditAccount | Response:
+    """The account named by ``account`` (a CreditAccount, User or Organization ID) or by ``external_user_id`` /
+    ``external_organization_id``, if ``who`` may export it. Unknown is refused as another's account is."""
+    if name != "account" and (invalid := check_external_id(value, name)):
+        return PlainTextResponse(invalid.message, 400)
+    named = await named_account(
+        value if name == "account" else None,
+        value if name == "external_user_id" else None,
+        value if name == "external_organization_id" else None,
+    )
+    if isinstance(named, ValidationError):
+        return PlainTextResponse(named.message, 400)
+    if not isinstance(named, CreditAccount | NoPool):
+        return PlainTextResponse(denied, 403)
+    user_id, organization_id = owners(named)
+    allowed = can_read_account(who, user_id, scopes)
+    if not allowed and organization_id is not None:
+        allowed = await _billing_member(who, organization_id)
+    if not allowed:
+        return PlainTextResponse(denied, 403)
+    return PlainTextResponse(NO_POOL, 404) if isinstance(named, NoPool) else named
+
+
+async def _organization(name: str, value: str) -> int | Response | None:
+    if name == "organization":
+        return decode_id(value, "Organization")
+    if invalid := check_external_id(value, name):
+        return PlainTextResponse(invalid.message, 400)
+    found = await organization_pk(None, value)
+    return found if isinstance(found, int) else None
+
+
 def usage_export(auth: Authenticator) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         who = await auth.authenticate(request.headers.get("authorization"))
         if who is None:
             return PlainTextResponse("Send a valid token as 'Authorization: Bearer <token>'", 401)
         params = request.query_params
-        account_param, org_param = params.get("account"), params.get("organization")
-        if (account_param is None) == (org_param is None):
-            return PlainTextResponse("Give exactly one of account or organization", 400)
-        if account_param is not None:
-            account_id = decode_id(account_param, "CreditAccount")
-            account = None if account_id is None else await CreditAccount.filter(id=account_id).first()
-            allowed = account is not None and can_read_account(who, account.user_id, (BALANCE_READ,))
-            if account is not None and account.organization_id is not None and not allowed:
-                allowed = await _billing_member(who, account.organization_id)
-            if account is None or not allowed:
-                return PlainTextResponse("You may not export this account's usage", 403)
-            base = UsageEvent.filter(account_id=account.id)
-        else:
-            org_id = decode_id(org_param or "", "Organization")
+        selector = _one_of(params, USAGE_SELECTORS)
+        if isinstance(selector, Response):
+            return selector
+        name, value = selector
+        if name in ("organization", "external_organization_id"):
+            org_id = await _organization(name, value)
+            if isinstance(org_id, Response):
+                return org_id
             if org_id is None or not await _billing_member(who, org_id):
                 return PlainTextResponse("Exporting organization usage needs the BILLING or OWNER role", 403)
             base = UsageEvent.filter(organization_id=org_id)
+        else:
+            account = await _account(who, name, value, "You may not export this account's usage", (BALANCE_READ,))
+            if isinstance(account, Response):
+                return account
+            base = UsageEvent.filter(account_id=account.id)
         try:
             query = filtered(
                 base,
@@ -132,29 +203,32 @@ def usage_export(auth: Authenticator) -> Callable[[Request], Awaitable[Response]
                     agent_id=params.get("agentId"),
                     activity=params.get("activity"),
                     member_id=params.get("memberId"),
+                    external_member_id=params.get("externalMemberId"),
                 ),
             )
         except ClientError as exc:
             return PlainTextResponse(exc.message, 400)
 
-        return await _csv(query, COLUMNS, _row, "usage.csv")
+        return await _csv(query, COLUMNS, _usage_rows, "usage.csv")
 
     return endpoint
 
 
-async def _csv(query: QuerySet[M], columns: tuple[str, ...], row: Callable[[M], str], filename: str) -> Response:
+async def _csv(
+    query: QuerySet[M], columns: tuple[str, ...], rows: Callable[[list[M]], Awaitable[str]], filename: str
+) -> Response:
     # The first page is read and written before the response starts: a failure there is a status of its own,
     # not a 200 whose body stops after the header line.
     first = await query.order_by("-id").limit(PAGE)
-    head = _line(columns) + "".join(row(item) for item in first)
+    head = _line(columns) + await rows(first)
 
     async def lines() -> AsyncIterator[str]:
         yield head
-        rows = first
-        while len(rows) == PAGE:
-            rows = await query.filter(id__lt=rows[-1].pk).order_by("-id").limit(PAGE)
-            for item in rows:
-                yield row(item)
+        page = first
+        while len(page) == PAGE:
+            page = await query.filter(id__lt=page[-1].pk).order_by("-id").limit(PAGE)
+            if page:
+                yield await rows(page)
 
     return StreamingResponse(
         lines(),
@@ -178,22 +252,20 @@ TRANSACTION_COLUMNS = (
 
 
 def transactions_export(auth: Authenticator) -> Callable[[Request], Awaitable[Response]]:
-    """``GET /exports/transactions.csv?account=<id>`` with optional ``status``, ``type``, ``from``, ``to``."""
+    """``GET /exports/transactions.csv?account=<id>`` (or ``external_user_id=``, ``external_organization_id=``:
+    the user's account, the organization's pool) with optional ``status``, ``type``, ``from``, ``to``."""
 
     async def endpoint(request: Request) -> Response:
         who = await auth.authenticate(request.headers.get("authorization"))
         if who is None:
             return PlainTextResponse("Send a valid token as 'Authorization: Bearer <token>'", 401)
         params = request.query_params
-        account_id = decode_id(params.get("account", ""), "CreditAccount")
-        account = None if account_id is None else await CreditAccount.filter(id=account_id).first()
-        allowed = account is not None and (
-            who.is_admin or (account.user_id is not None and account.user_id == who.user_id)
-        )
-        if account is not None and account.organization_id is not None and not allowed:
-            allowed = await _billing_member(who, account.organization_id)
-        if account is None or not allowed:
-            return PlainTextResponse("You may not export this account's transactions", 403)
+        selector = _one_of(params, TRANSACTION_SELECTORS)
+        if isinstance(selector, Response):
+            return selector
+        account = await _account(who, *selector, "You may not export this account's transactions", ())
+        if isinstance(account, Response):
+            return account
         query = Transaction.filter(account_id=account.id)
         try:
             for name, field, kinds in (("status", "status", TransactionStatus), ("type", "type", TransactionType)):
@@ -208,6 +280,9 @@ def transactions_export(auth: Authenticator) -> Callable[[Request], Awaitable[Re
         except ClientError as exc:
             return PlainTextResponse(exc.message, 400)
         numbers = {i.transaction_id: i.number for i in await Invoice.filter(account_id=account.id)}
+
+        async def rows(page: list[Transaction]) -> str:
+            return "".join(row(txn) for txn in page)
 
         def row(txn: Transaction) -> str:
             return _line(
@@ -225,6 +300,6 @@ def transactions_export(auth: Authenticator) -> Callable[[Request], Awaitable[Re
                 )
             )
 
-        return await _csv(query, TRANSACTION_COLUMNS, row, "transactions.csv")
+        return await _csv(query, TRANSACTION_COLUMNS, rows, "transactions.csv")
 
     return endpoint

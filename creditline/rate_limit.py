@@ -23,6 +23,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
@@ -185,8 +186,8 @@ class RateLimiter:
         self.local.refund(key, quota)
         return float(retry)
 
-    def authenticator(self, settings: Settings) -> Authenticator:
-        return RateLimitedAuthenticator(settings.token_cache_seconds, self)
+    def authenticator(self, settings: Settings, **options: Any) -> Authenticator:
+        return RateLimitedAuthenticator(settings.token_cache_seconds, self, **options)
 
     def verify(self, authorization: str) -> None:
         """The token of this header authenticated: from now on it counts against its own bucket only."""
@@ -206,8 +207,8 @@ class RateLimiter:
 class RateLimitedAuthenticator(Authenticator):
     """Tells the limiter which tokens are real, so that made-up ones count against their address."""
 
-    def __init__(self, cache_seconds: float, limiter: RateLimiter) -> None:
-        super().__init__(cache_seconds)
+    def __init__(self, cache_seconds: float, limiter: RateLimiter, **options: Any) -> None:
+        super().__init__(cache_seconds, **options)
         self.limiter = limiter
 
     async def authenticate(self, header: str | None) -> Principal | None:

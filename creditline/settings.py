@@ -127,6 +127,8 @@ class Settings:
     token_cache_seconds: int = 5
     token_recheck_seconds: int = 30
     """How often a live subscription re-checks that its token was not revoked."""
+    token_usage_flush_seconds: int = 60
+    """How often the tokens used since the last time get their ``last_used_at`` written (one statement)."""
     ws_init_timeout_seconds: int = 10
     max_subscriptions_per_connection: int = 20
     access_log: bool = False
@@ -292,6 +294,9 @@ class Settings:
             max_aliases=_int(env, "CREDITLINE_MAX_ALIASES", cls.max_aliases),
             token_cache_seconds=_int(env, "CREDITLINE_TOKEN_CACHE_SECONDS", cls.token_cache_seconds),
             token_recheck_seconds=_int(env, "CREDITLINE_TOKEN_RECHECK_SECONDS", cls.token_recheck_seconds),
+            token_usage_flush_seconds=_positive(
+                env, "CREDITLINE_TOKEN_USAGE_FLUSH_SECONDS", cls.token_usage_flush_seconds
+            ),
             ws_init_timeout_seconds=_int(env, "CREDITLINE_WS_INIT_TIMEOUT_SECONDS", cls.ws_init_timeout_seconds),
             access_log=_flag(env, "CREDITLINE_ACCESS_LOG", _log_format(env) == "json"),
             rate_card=env.get("CREDITLINE_RATE_CARD", ""),

@@ -67,6 +67,11 @@ class Sql:
         count, _ = await self.conn.execute_query(text, values)
         return count
 
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement once per row of arguments, as one batch (a single call to the driver)."""
+        prepared = [self._prepare(sql, row) for row in rows]
+        await self.conn.execute_many(prepared[0][0], [values for _, values in prepared])
+
     def for_update(self, of: str | None = None, *, skip_locked: bool = False) -> str:
         """Row lock clause: PostgreSQL locks the row (of table alias ``of``; with ``skip_locked``, passing over
         rows another transaction holds, as job queues do); SQLite has one writer already."""

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from tortoise.transactions import in_transaction
+
+from models.sql import Sql
 from models.tables import ApiToken, TokenKind
 
 _PREFIX = {TokenKind.USER: "clu_", TokenKind.SERVICE: "cls_", TokenKind.ADMIN: "cla_", TokenKind.PORTAL: "clp_"}
@@ -98,11 +101,36 @@ async def create_token(
     return secret
 
 
-async def principal_for(secret: str) -> Principal | None:
+@dataclass(frozen=True, slots=True)
+class StoredToken:
+    """What authenticating needs of a token row: its principal (``expires_at`` the fixed expiry, if any), its
+    sliding expiry and when it was last used by the time it was read (its creation if never)."""
+
+    principal: Principal
+    idle_timeout: timedelta | None
+    last_used_at: datetime
+
+    def expiry(self, last_use: datetime | None = None) -> datetime | None:
+        """When the token stops being valid if it was last used at ``last_use`` (or as read)."""
+        latest = self.last_used_at if last_use is None else max(self.last_used_at, last_use)
+        return expiry(self.principal.expires_at, self.idle_timeout, latest)
+
+
+def expiry(expires_at: datetime | None, idle_timeout: timedelta | None, last_use: datetime) -> datetime | None:
+    """When a token stops being valid: the sooner of its fixed expiry and, with an idle timeout, that long after
+    its last use (its creation if never used); ``None``: never."""
+    if idle_timeout is None:
+        return expires_at
+    idle = last_use + idle_timeout
+    return idle if expires_at is None else min(expires_at, idle)
+
+
+async def token_for(secret: str) -> StoredToken | None:
+    """The unrevoked token of this secret, expired or not (the caller checks expiry against its clock)."""
     token = await ApiToken.filter(token_hash=digest(secret), revoked_at=None).first()
     if token is None:
         return None
-    return Principal(
+    principal = Principal(
         token_id=token.id,
         kind=TokenKind(token.kind),
         name=token.name,
@@ -111,6 +139,22 @@ async def principal_for(secret: str) -> Principal | None:
         account_id=token.account_id,
         expires_at=token.expires_at,
     )
+    idle = None if token.idle_timeout_seconds is None else timedelta(seconds=token.idle_timeout_seconds)
+    return StoredToken(principal, idle, token.last_used_at or token.created_at)
+
+
+async def record_uses(uses: Mapping[int, datetime]) -> None:
+    """Write when each of these tokens was last used: one statement for all of them, in id order (so that
+    two processes flushing at once lock rows in the same order), and never moving a time backwards (another
+    process may have written a later use already)."""
+    if not uses:
+        return
+    async with in_transaction() as conn:
+        sql = Sql(conn)
+        await sql.execute_many(
+            "UPDATE api_tokens SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
+            [(at, token_id) for token_id, at in sorted(uses.items())],
+        )
 
 
 async def revoke_token(token_id: int, now: datetime) -> bool:

@@ -20,28 +20,40 @@ from models import ledger
 from models.balance import Balance
 from models.ids import decode_id
 from models.ledger import Event
+from models.tables import CreditAccount as CreditAccountRow
 from models.tables import CreditLot, LedgerEntry, LedgerEntryType, MemberRole, Membership
 from models.tokens import BALANCE_READ
+from resolvers.accounts import named_account
 from resolvers.context import Context
 from resolvers.errors import ClientError, ForbiddenError
 from resolvers.feeds import Feed
 from resolvers.permissions import can_read_account, may_read_account, principal
+from resolvers.references import organization_pk
+from schema.errors import ValidationError
 from schema.scalars import Credits
 from schema.types import BalanceEvent, CreditAccount, CreditBalance, UsageEvent
 
 T = TypeVar("T")
 
 
-async def _account_to_watch(info: Info[Context, None], account_id: strawberry.ID | None) -> BalanceFeed:
+async def _account_to_watch(
+    info: Info[Context, None],
+    account_id: strawberry.ID | None,
+    external_user_id: str | None = None,
+    external_organization_id: str | None = None,
+) -> BalanceFeed:
     who = principal(info)
     loaders = info.context.loaders
-    if account_id is None:
+    named = await named_account(account_id, external_user_id, external_organization_id)
+    if isinstance(named, ValidationError):
+        raise ClientError(named.message, "BAD_REQUEST")
+    if named is None:
         if who.user_id is None:
             raise ClientError("Give accountId: this token belongs to a service or an admin", "BAD_REQUEST")
         account = await loaders.account_of_user.load(who.user_id)
     else:
-        pk = decode_id(account_id, "CreditAccount")
-        account = None if pk is None else await loaders.account.load(pk)
+        # Unknown, or an organization without a pool: as unwatchable as another tenant's account.
+        account = named if isinstance(named, CreditAccountRow) else None
     # A service watches balances with balance:read (the events carry the balance).
     if account is None or not await may_read_account(info, account, (BALANCE_READ,)):
         raise ForbiddenError("You may not watch this account")
@@ -253,18 +265,34 @@ class UsageFeed:
 
 
 async def balance_changed(
-    info: Info[Context, None], account_id: strawberry.ID | None = None
+    info: Info[Context, None],
+    account_id: strawberry.ID | None = None,
+    external_user_id: str | None = None,
+    external_organization_id: str | None = None,
 ) -> AsyncGenerator[BalanceEvent, None]:
-    """The account's balance now (reason SNAPSHOT), then every committed change to it, in order."""
-    feed = await _account_to_watch(info, account_id)
+    """The account's balance now (reason SNAPSHOT), then every committed change to it, in order. ``accountId``
+    takes a CreditAccount, User or Organization ID; or name the account by ``externalUserId`` or
+    ``externalOrganizationId`` (at most one of the three)."""
+    feed = await _account_to_watch(info, account_id, external_user_id, external_organization_id)
     async for event in _follow(info.context, feed):
         yield event
 
 
-async def usage_recorded(info: Info[Context, None], organization_id: strawberry.ID) -> AsyncGenerator[UsageEvent, None]:
-    """Each usage event inside an organization as it happens. BILLING and OWNER members only."""
+async def usage_recorded(
+    info: Info[Context, None],
+    organization_id: strawberry.ID | None = None,
+    external_organization_id: str | None = None,
+) -> AsyncGenerator[UsageEvent, None]:
+    """Each usage event inside an organization as it happens. BILLING and OWNER members only. Exactly one of
+    ``organizationId`` or ``externalOrganizationId``."""
     who = principal(info)
-    org_id = decode_id(organization_id, "Organization")
+    if organization_id is not None and external_organization_id is None:
+        org_id = decode_id(organization_id, "Organization")
+    else:
+        found = await organization_pk(organization_id, external_organization_id)
+        if isinstance(found, ValidationError):
+            raise ClientError(found.message, "BAD_REQUEST")
+        org_id = found if isinstance(found, int) else None  # unknown: refused as any organization not yours
     allowed = who.is_admin
     if org_id is not None and who.user_id is not None and not allowed:
         membership = await Membership.filter(organization_id=org_id, user_id=who.user_id).first()

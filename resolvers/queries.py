@@ -98,6 +98,11 @@ async def node(info: Info[Context, None], id: strawberry.ID) -> relay.Node | Non
         if not who.is_admin and not any(m.organization_id == pk for m in await _memberships(info, who)):
             return None
         return types.Organization(id=org.id, name=org.name)
+    if type_name == "ApiToken":
+        token = await tables.ApiToken.filter(id=pk).first()
+        if token is None or not (who.is_admin or (token.user_id is not None and token.user_id == who.user_id)):
+            return None
+        return types.ApiToken.of(token, info.context.now())
     if type_name == "Invitation":
         invitation = await tables.Invitation.filter(id=pk).first()
         if invitation is None or not await _may_see_invitation(info, who, invitation):

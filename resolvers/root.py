@@ -9,10 +9,12 @@ from strawberry import relay
 from strawberry.permission import BasePermission
 
 from resolvers import queries
+from resolvers.api_tokens import api_tokens
 from resolvers.live import balance_changed, usage_recorded
 from resolvers.mutations import organizations as orgs
 from resolvers.mutations import payments
 from resolvers.mutations import subscriptions as subs
+from resolvers.mutations.api_tokens import create_api_token, revoke_api_token
 from resolvers.mutations.auto_top_up import configure_auto_top_up
 from resolvers.mutations.create_user import create_user
 from resolvers.mutations.customer_portal import create_customer_portal_session
@@ -24,6 +26,7 @@ from resolvers.mutations.update_organization import update_organization
 from resolvers.mutations.update_user import update_user
 from resolvers.permissions import IsAuthenticated
 from schema import types
+from schema.mutations.api_tokens import CreateApiTokenResult, RevokeApiTokenResult
 from schema.mutations.auto_top_up import ConfigureAutoTopUpResult
 from schema.mutations.create_user import CreateUserResult
 from schema.mutations.customer_portal import CreateCustomerPortalSessionResult
@@ -78,6 +81,9 @@ class Query:
     plans: list[Plan] = strawberry.field(resolver=queries.plans, description="Subscription plans on offer")
     rate_card: list[types.Rate] = strawberry.field(
         resolver=queries.rate_card, permission_classes=AUTH, description="What each activity costs per unit"
+    )
+    api_tokens: relay.Connection[types.ApiToken] = strawberry.field(
+        resolver=api_tokens, permission_classes=AUTH, description="Every token, newest first. Admins only"
     )
 
 
@@ -153,6 +159,12 @@ class Mutation:
     )
     set_member_budget: SetMemberBudgetResult = strawberry.mutation(
         resolver=orgs.set_member_budget, permission_classes=AUTH
+    )
+    create_api_token: CreateApiTokenResult = strawberry.mutation(
+        resolver=create_api_token, permission_classes=AUTH, description="Admins: any token; users: their own"
+    )
+    revoke_api_token: RevokeApiTokenResult = strawberry.mutation(
+        resolver=revoke_api_token, permission_classes=AUTH, description="Admins: any token; users: their own"
     )
 
 

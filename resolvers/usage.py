@@ -11,6 +11,7 @@ from models.ids import decode_id
 from models.tables import UsageEvent
 from resolvers import boundary
 from resolvers.errors import ClientError
+from resolvers.references import check_external_id
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,8 @@ class UsageCriteria:
     activity: str | None = None
     member_id: str | None = None
     organization_id: str | None = None
+    external_member_id: str | None = None
+    external_organization_id: str | None = None
 
 
 def filtered(query: QuerySet[UsageEvent], criteria: UsageCriteria) -> QuerySet[UsageEvent]:
@@ -55,4 +58,19 @@ def filtered(query: QuerySet[UsageEvent], criteria: UsageCriteria) -> QuerySet[U
         if org is None:
             raise ClientError("organizationId is not an organization ID", "BAD_FILTER")
         query = query.filter(organization_id=org)
+    # By the platform's id an unknown user or organization matches nothing, as an unknown global ID does.
+    if criteria.external_member_id is not None:
+        query = query.filter(user__external_id=_external(criteria.external_member_id, criteria.member_id, "Member"))
+    if criteria.external_organization_id is not None:
+        external = _external(criteria.external_organization_id, criteria.organization_id, "Organization")
+        query = query.filter(organization__external_id=external)
     return query
+
+
+def _external(value: str, own: str | None, name: str) -> str:
+    field = f"external{name}Id"
+    if own is not None:
+        raise ClientError(f"Give at most one of {name[0].lower()}{name[1:]}Id or {field}", "BAD_FILTER")
+    if invalid := check_external_id(value, field):
+        raise ClientError(invalid.message, "BAD_FILTER")
+    return value

@@ -21,6 +21,7 @@ from models.tokens import BILLING_READ
 from resolvers.context import Context
 from resolvers.errors import ClientError
 from resolvers.permissions import require_read_scope
+from schema import references
 from schema.errors import Error, Forbidden, IdempotencyConflict, NotFound, ValidationError
 from schema.scalars import Credits
 
@@ -284,7 +285,9 @@ def _plan(info: Info[Context, None], plan_id: str) -> Plan | None:
 
 @strawberry.input(description="Exactly one of paymentMethodId (a saved card) or paymentToken (a one-off card).")
 class TopUpInput:
-    account_id: strawberry.ID | None = strawberry.field(default=None, description="Default: your own account")
+    account_id: strawberry.ID | None = references.account_id()
+    external_user_id: str | None = references.account_of_external_user()
+    external_organization_id: str | None = references.pool_of_external_organization()
     credits: Credits
     payment_method_id: strawberry.ID | None = None
     payment_token: str | None = None
@@ -316,7 +319,9 @@ TopUpResult = Annotated[
 
 @strawberry.input(description="Save a card from a gateway token (sandbox: tok_visa, tok_mastercard, ...).")
 class AddPaymentMethodInput:
-    account_id: strawberry.ID | None = strawberry.field(default=None, description="Default: your own account")
+    account_id: strawberry.ID | None = references.account_id()
+    external_user_id: str | None = references.account_of_external_user()
+    external_organization_id: str | None = references.pool_of_external_organization()
     token: str
 
 
@@ -333,7 +338,9 @@ AddPaymentMethodResult = Annotated[
 
 @strawberry.input
 class PaymentMethodInput:
-    account_id: strawberry.ID | None = strawberry.field(default=None, description="Default: your own account")
+    account_id: strawberry.ID | None = references.account_id()
+    external_user_id: str | None = references.account_of_external_user()
+    external_organization_id: str | None = references.pool_of_external_organization()
     payment_method_id: strawberry.ID
 
 
@@ -348,6 +355,6 @@ class PaymentMethodInUse(Error):
 
 
 PaymentMethodResult = Annotated[
-    PaymentMethodsSuccess | PaymentMethodInUse | PaymentUnavailable | Forbidden | NotFound,
+    PaymentMethodsSuccess | PaymentMethodInUse | PaymentUnavailable | ValidationError | Forbidden | NotFound,
     strawberry.union("PaymentMethodResult"),
 ]

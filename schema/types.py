@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated, Any
 
 import strawberry
 from strawberry import relay
 from strawberry.types import Info
 from tortoise.expressions import Q
+from tortoise.queryset import QuerySet
 
 from models import tables
 from models.balance import Balance
 from models.ids import encode_id
 from models.ledger import UsageRecorded
-from models.tables import LIVE_SUBSCRIPTION, CreditKind, LedgerEntryType, LotSource, MemberRole
+from models.tables import LIVE_SUBSCRIPTION, CreditKind, LedgerEntryType, LotSource, MemberRole, TokenKind
 from models.tokens import BALANCE_READ, BILLING_READ
 from resolvers.context import Context
 from resolvers.errors import ForbiddenError
@@ -27,6 +29,7 @@ from schema.invitations import Invitation
 from schema.payments import Invoice, PaymentMethod, Subscription, Transaction, TransactionFilter
 from schema.reports import UsageReportInput, UsageReportResult
 from schema.scalars import Credits, Metadata
+from schema.tokens import ApiTokenStatus, status_of
 from schema.usage import UsageFilter
 
 # The tables' enums, exposed as GraphQL enums of the same names and values.
@@ -46,6 +49,8 @@ def criteria(given: UsageFilter | None) -> UsageCriteria:
         activity=given.activity,
         member_id=given.member_id,
         organization_id=given.organization_id,
+        external_member_id=given.external_member_id,
+        external_organization_id=given.external_organization_id,
     )
 
 
@@ -433,6 +438,81 @@ class User(relay.Node):
         )
         # Invitation.of reads the model's role_set.
         return await keyset_page(query, first, after, lambda row: Invitation.of(row, now), plain_rows=False)
+
+    @strawberry.field(description="This user's USER tokens, newest first. The user themselves and admins only")
+    async def api_tokens(
+        self,
+        info: Info[Context, None],
+        first: int | None = None,
+        after: str | None = None,
+        revoked: Annotated[
+            bool | None,
+            strawberry.argument(description="true: only revoked tokens; false: only tokens not revoked; null: both"),
+        ] = None,
+    ) -> relay.Connection[ApiToken]:
+        who = principal(info)
+        if not (who.is_admin or (who.kind is TokenKind.USER and who.user_id == self.id)):
+            raise ForbiddenError("Only the user themselves and admins see a user's tokens")
+        query = tables.ApiToken.filter(user_id=self.id)
+        if revoked is not None:
+            query = query.filter(revoked_at__isnull=not revoked)
+        return await token_page(info, query, first, after)
+
+
+@strawberry.type(description="A bearer token: its name, kind, scopes and lifetime. Its secret is shown once only.")
+class ApiToken(relay.Node):
+    id: relay.NodeID[int]
+    name: str
+    kind: TokenKind
+    scopes: list[str]
+    prefix: str | None = strawberry.field(
+        description="The first characters of the secret, to tell tokens apart; null for tokens older than prefixes"
+    )
+    created_at: datetime
+    last_used_at: datetime | None = strawberry.field(
+        description="When it last authenticated, written every CREDITLINE_TOKEN_USAGE_FLUSH_SECONDS (not per request)"
+    )
+    expires_at: datetime | None = strawberry.field(description="Its fixed expiry; null: none")
+    idle_timeout_seconds: int | None = strawberry.field(
+        description="Sliding expiry: it also expires this long after its last use (its creation if never used)"
+    )
+    revoked_at: datetime | None
+    status: ApiTokenStatus = strawberry.field(
+        description="ACTIVE, EXPIRED (past expiresAt, or idle for idleTimeoutSeconds by lastUsedAt) or REVOKED"
+    )
+    user_pk: strawberry.Private[int | None]
+
+    @classmethod
+    def of(cls, row: Any, now: datetime) -> ApiToken:
+        """From a row of ``api_tokens`` (a model, or an object of its ``values()``)."""
+        return cls(
+            id=row.id,
+            name=row.name,
+            kind=TokenKind(row.kind),
+            scopes=row.scopes.split(),
+            prefix=row.prefix,
+            created_at=row.created_at,
+            last_used_at=row.last_used_at,
+            expires_at=row.expires_at,
+            idle_timeout_seconds=row.idle_timeout_seconds,
+            revoked_at=row.revoked_at,
+            status=status_of(row, now),
+            user_pk=row.user_id,
+        )
+
+    @strawberry.field(description="The user a USER token belongs to; null for the other kinds")
+    async def user(self, info: Info[Context, None]) -> User | None:
+        if self.user_pk is None:
+            return None
+        row = await info.context.loaders.user.load(self.user_pk)
+        return None if row is None else User(id=row.id, email=row.email)
+
+
+async def token_page(
+    info: Info[Context, None], query: QuerySet[tables.ApiToken], first: int | None, after: str | None
+) -> relay.Connection[ApiToken]:
+    now = info.context.now()
+    return await keyset_page(query, first, after, lambda row: ApiToken.of(row, now))
 
 
 @strawberry.type(description="A committed change of an account's balance; the first one is a SNAPSHOT.")

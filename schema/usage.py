@@ -15,3 +15,9 @@ class UsageFilter:
     activity: str | None = None
     member_id: strawberry.ID | None = strawberry.field(default=None, description="A user ID")
     organization_id: strawberry.ID | None = None
+    external_member_id: str | None = strawberry.field(
+        default=None, description="Or the member by your platform's id (User.externalId); not with memberId"
+    )
+    external_organization_id: str | None = strawberry.field(
+        default=None, description="Or the organization by your platform's id; not with organizationId"
+    )

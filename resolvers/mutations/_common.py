@@ -8,7 +8,15 @@ from models import ledger
 from models.ids import decode_id
 from models.ledger import AccountSelector
 from models.tables import CreditAccount, Membership
-from schema.errors import BudgetExceeded, HoldNotActive, IdempotencyConflict, InsufficientCredits, NotFound
+from resolvers.references import organization_pk, user_pk
+from schema.errors import (
+    BudgetExceeded,
+    HoldNotActive,
+    IdempotencyConflict,
+    InsufficientCredits,
+    NotFound,
+    ValidationError,
+)
 from schema.scalars import Credits
 
 
@@ -22,17 +30,38 @@ class Spender:
     account: AccountSelector
 
 
-async def spender(user_id: str, organization_id: str | None) -> Spender | NotFound:
-    user_pk = decode_id(user_id, "User")
-    if user_pk is None:
-        return NotFound(message="User not found")
-    if organization_id is None:
-        return Spender(user_pk, None, ("user_id", user_pk))
-    org_pk = decode_id(organization_id, "Organization")
-    if org_pk is None or not await Membership.exists(user_id=user_pk, organization_id=org_pk):
+async def spender(
+    user_id: str | None,
+    organization_id: str | None,
+    external_user_id: str | None = None,
+    external_organization_id: str | None = None,
+) -> Spender | NotFound | ValidationError:
+    """The spender named by exactly one of ``userId``/``externalUserId`` and at most one of ``organizationId``/
+    ``externalOrganizationId``. By global ID it costs no query for the user (the ledger finds none: NotFound)."""
+    if user_id is not None and external_user_id is None:
+        user = decode_id(user_id, "User")
+        if user is None:
+            return NotFound(message="User not found")
+    else:
+        named = await user_pk(user_id, external_user_id)
+        if not isinstance(named, int):
+            return named
+        user = named
+    if organization_id is None and external_organization_id is None:
+        return Spender(user, None, ("user_id", user))
+    org: int | None
+    if external_organization_id is None:
+        org = decode_id(organization_id or "", "Organization")
+    else:
+        found = await organization_pk(organization_id, external_organization_id)
+        if isinstance(found, ValidationError):
+            return found
+        org = found if isinstance(found, int) else None
+    # Not a member and no such organization are one answer, by either form of id.
+    if org is None or not await Membership.exists(user_id=user, organization_id=org):
         return NotFound(message="Organization not found among the user's organizations")
-    pooled = await CreditAccount.exists(organization_id=org_pk)
-    return Spender(user_pk, org_pk, ("organization_id", org_pk) if pooled else ("user_id", user_pk))
+    pooled = await CreditAccount.exists(organization_id=org)
+    return Spender(user, org, ("organization_id", org) if pooled else ("user_id", user))
 
 
 def insufficient(exc: ledger.InsufficientCreditsError) -> InsufficientCredits:

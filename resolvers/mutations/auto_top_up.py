@@ -82,7 +82,7 @@ def _merge(
 async def configure_auto_top_up(info: Info[Context, None], input: ConfigureAutoTopUpInput) -> ConfigureAutoTopUpResult:
     """Set up, change, or switch auto top-up on or off. The account's owner, or BILLING/OWNER of a pool."""
     ctx = info.context
-    account = await billing_account(info, input.account_id)
+    account = await billing_account(info, input)
     if not isinstance(account, CreditAccountRow):
         return account
     existing = await AutoTopUpRow.filter(account_id=account.id).first()

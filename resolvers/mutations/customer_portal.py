@@ -21,7 +21,7 @@ async def create_customer_portal_session(
     info: Info[Context, None], input: CreateCustomerPortalSessionInput
 ) -> CreateCustomerPortalSessionResult:
     """A link to the processor's customer portal, where the account's cards are managed (stripe gateway)."""
-    account = await billing_account(info, input.account_id)
+    account = await billing_account(info, input)
     if not isinstance(account, CreditAccountRow):
         return account
     services = info.context.services

@@ -3,9 +3,10 @@ from __future__ import annotations
 from strawberry.types import Info
 
 from models import ledger
-from models.ids import decode_id
+from models.tables import CreditAccount as CreditAccountRow
 from models.tables import CreditKind, LotSource
 from models.tables import CreditLot as CreditLotRow
+from resolvers.accounts import NO_POOL, NoPool, named_account
 from resolvers.context import Context
 from resolvers.mutations._common import conflict
 from resolvers.permissions import principal, require_admin
@@ -27,9 +28,13 @@ async def grant_credits(info: Info[Context, None], input: GrantCreditsInput) -> 
         check_optional_text(input.reason, "reason", 500),
     ):
         return invalid
-    account_id = decode_id(input.account_id, "CreditAccount")
-    if account_id is None:
-        return NotFound(message="Credit account not found")
+    named = await named_account(input.account_id, input.external_user_id, input.external_organization_id, required=True)
+    if isinstance(named, NoPool):
+        return NotFound(message=NO_POOL)
+    if not isinstance(named, CreditAccountRow):
+        assert named is not None, "required: None is a ValidationError"
+        return named
+    account_id = int(named.id)
     kind = CreditKind(input.kind)
     idem = ledger.IdempotencyKey.for_request(
         principal(info).idempotency_scope,

@@ -10,7 +10,7 @@ from models.ids import decode_id
 from models.tables import Hold as HoldRow
 from models.tables import UsageEvent as UsageEventRow
 from resolvers.context import Context
-from resolvers.mutations._common import conflict, insufficient, not_active, over_budget, spender
+from resolvers.mutations._common import Spender, conflict, insufficient, not_active, over_budget, spender
 from resolvers.permissions import principal, require_scope
 from resolvers.validation import check_identifier, check_key, check_positive, first_error
 from schema.errors import NotFound, ValidationError
@@ -44,8 +44,8 @@ async def hold_credits(info: Info[Context, None], input: HoldCreditsInput) -> Ho
         else None,
     ):
         return invalid
-    who = await spender(input.user_id, input.organization_id)
-    if isinstance(who, NotFound):
+    who = await spender(input.user_id, input.organization_id, input.external_user_id, input.external_organization_id)
+    if not isinstance(who, Spender):
         return who
     user_id, organization_id = who.user_id, who.organization_id
     ctx = info.context

@@ -3,11 +3,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import timedelta
 
+import strawberry
 from strawberry.types import Info
 
 from creditline.events import MembershipChanged
 from models import organizations, provisioning
-from models.ids import decode_id
+from models.ids import decode_id, encode_id
 from models.ledger import IdempotencyKey
 from models.tables import Invitation as InvitationRow
 from models.tables import MemberRole
@@ -77,6 +78,19 @@ INVITATION_NOT_FOUND = "Invitation not found"
 async def _organization(organization_id: str) -> OrganizationRow | NotFound:
     pk = decode_id(organization_id, "Organization")
     org = None if pk is None else await OrganizationRow.filter(id=pk).first()
+    return NotFound(message=ORG_NOT_FOUND) if org is None else org
+
+
+async def _named_organization(
+    organization_id: str | None, external_organization_id: str | None
+) -> OrganizationRow | NotFound | ValidationError:
+    """The organization named by exactly one of ``organizationId`` or ``externalOrganizationId``."""
+    if organization_id is not None and external_organization_id is None:
+        return await _organization(organization_id)
+    pk = await organization_pk(organization_id, external_organization_id)
+    if not isinstance(pk, int):
+        return pk
+    org = await OrganizationRow.filter(id=pk).first()
     return NotFound(message=ORG_NOT_FOUND) if org is None else org
 
 
@@ -158,23 +172,29 @@ async def add_member(info: Info[Context, None], input: AddMemberInput) -> AddMem
     return AddMemberSuccess(membership=Membership.of(membership))
 
 
-async def _member(organization: OrganizationRow, user_id: str) -> int | NotFound:
-    pk = decode_id(user_id, "User")
-    if pk is None or not await MembershipRow.exists(organization_id=organization.id, user_id=pk):
+async def _member(
+    organization: OrganizationRow, user_id: str | None, external_user_id: str | None = None
+) -> int | NotFound | ValidationError:
+    """A member named by exactly one of ``userId`` or ``externalUserId``."""
+    named = await user_pk(user_id, external_user_id)
+    if isinstance(named, ValidationError):
+        return named
+    # No such user and a user who is not a member are one answer, by either form of id.
+    if isinstance(named, NotFound) or not await MembershipRow.exists(organization_id=organization.id, user_id=named):
         return NotFound(message="That user is not a member of this organization")
-    return pk
+    return named
 
 
 async def set_member_roles(info: Info[Context, None], input: SetMemberRolesInput) -> SetMemberRolesResult:
-    org = await _organization(input.organization_id)
-    if isinstance(org, NotFound):
+    org = await _named_organization(input.organization_id, input.external_organization_id)
+    if not isinstance(org, OrganizationRow):
         return org
     if denied := await _require(info, org, frozenset({MemberRole.OWNER})):
         return denied
     if invalid := _check_roles(input.roles):
         return invalid
-    member = await _member(org, input.user_id)
-    if isinstance(member, NotFound):
+    member = await _member(org, input.user_id, input.external_user_id)
+    if not isinstance(member, int):
         return member
     try:
         membership = await organizations.set_roles(org.id, member, input.roles, principal(info).user_id)
@@ -189,13 +209,13 @@ async def set_member_roles(info: Info[Context, None], input: SetMemberRolesInput
 
 
 async def remove_member(info: Info[Context, None], input: RemoveMemberInput) -> RemoveMemberResult:
-    org = await _organization(input.organization_id)
-    if isinstance(org, NotFound):
+    org = await _named_organization(input.organization_id, input.external_organization_id)
+    if not isinstance(org, OrganizationRow):
         return org
     if denied := await _require(info, org, frozenset({MemberRole.OWNER})):
         return denied
-    member = await _member(org, input.user_id)
-    if isinstance(member, NotFound):
+    member = await _member(org, input.user_id, input.external_user_id)
+    if not isinstance(member, int):
         return member
     try:
         await organizations.remove_member(org.id, member, principal(info).user_id)
@@ -213,8 +233,8 @@ async def leave_organization(info: Info[Context, None], input: LeaveOrganization
     who = principal(info)
     if who.user_id is None:
         return Forbidden(message="Leaving an organization needs a user token")
-    org = await _organization(input.organization_id)
-    if isinstance(org, NotFound):
+    org = await _named_organization(input.organization_id, input.external_organization_id)
+    if not isinstance(org, OrganizationRow):
         return org
     try:
         await organizations.remove_member(org.id, who.user_id, None)
@@ -223,12 +243,12 @@ async def leave_organization(info: Info[Context, None], input: LeaveOrganization
     except organizations.NotMemberError:
         return NotFound(message="You are not a member of this organization")
     info.context.services.bus.publish([MembershipChanged(org.id, who.user_id)])  # committed: subscriptions re-check
-    return LeaveOrganizationSuccess(organization_id=input.organization_id)
+    return LeaveOrganizationSuccess(organization_id=strawberry.ID(encode_id("Organization", org.id)))
 
 
 async def enable_credit_pool(info: Info[Context, None], input: EnableCreditPoolInput) -> EnableCreditPoolResult:
-    org = await _organization(input.organization_id)
-    if isinstance(org, NotFound):
+    org = await _named_organization(input.organization_id, input.external_organization_id)
+    if not isinstance(org, OrganizationRow):
         return org
     if denied := await _require(info, org, BILLING_ROLES):
         return denied
@@ -239,15 +259,15 @@ async def enable_credit_pool(info: Info[Context, None], input: EnableCreditPoolI
 
 
 async def set_member_budget(info: Info[Context, None], input: SetMemberBudgetInput) -> SetMemberBudgetResult:
-    org = await _organization(input.organization_id)
-    if isinstance(org, NotFound):
+    org = await _named_organization(input.organization_id, input.external_organization_id)
+    if not isinstance(org, OrganizationRow):
         return org
     if denied := await _require(info, org, BILLING_ROLES):
         return denied
     if invalid := check_positive(input.monthly_credits, "monthlyCredits"):
         return invalid
-    member = await _member(org, input.user_id)
-    if isinstance(member, NotFound):
+    member = await _member(org, input.user_id, input.external_user_id)
+    if not isinstance(member, int):
         return member
     try:
         await organizations.set_budget(
@@ -270,8 +290,8 @@ def _normalized_email(email: str) -> str | ValidationError:
 
 
 async def invite_member(info: Info[Context, None], input: InviteMemberInput) -> InviteMemberResult:
-    org = await _organization(input.organization_id)
-    if isinstance(org, NotFound):
+    org = await _named_organization(input.organization_id, input.external_organization_id)
+    if not isinstance(org, OrganizationRow):
         return org
     email = _normalized_email(input.email)
     if isinstance(email, ValidationError):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from strawberry.types import Info
 
@@ -15,6 +16,7 @@ from models.ledger import IdempotencyConflictError, IdempotencyKey
 from models.tables import CreditAccount as CreditAccountRow
 from models.tables import PaymentMethod as PaymentMethodRow
 from models.tables import TransactionStatus
+from resolvers.accounts import NO_POOL, NoPool, named_account, owners
 from resolvers.context import Context
 from resolvers.mutations._common import conflict
 from resolvers.permissions import BILLING_ROLES, principal, roles_in
@@ -40,33 +42,46 @@ from schema.payments import (
 PAYING_NEEDS_ROLE = "Paying for this account needs its owner, or the BILLING or OWNER role in its organization"
 
 
-async def billing_account(info: Info[Context, None], account_id: str | None) -> CreditAccountRow | Forbidden | NotFound:
-    """The account a payment is for: your own by default; an organization pool needs BILLING or OWNER."""
+class NamesAccount(Protocol):
+    """An input with ``accountId``, ``externalUserId`` and ``externalOrganizationId`` (resolvers/accounts.py)."""
+
+    @property
+    def account_id(self) -> str | None: ...
+
+    @property
+    def external_user_id(self) -> str | None: ...
+
+    @property
+    def external_organization_id(self) -> str | None: ...
+
+
+async def billing_account(
+    info: Info[Context, None], input: NamesAccount
+) -> CreditAccountRow | Forbidden | NotFound | ValidationError:
+    """The account a payment is for: your own by default; an organization pool needs BILLING or OWNER. Whether
+    an organization has a pool is told only to those who could pay for it."""
     who = principal(info)
-    if account_id is None:
+    named = await named_account(input.account_id, input.external_user_id, input.external_organization_id)
+    if named is None:
         if who.user_id is None:
             return Forbidden(message="Give accountId: this token belongs to a service or an admin")
         return await CreditAccountRow.get(user_id=who.user_id)
-    pk = decode_id(account_id, "CreditAccount")
-    account = None if pk is None else await CreditAccountRow.filter(id=pk).first()
-    if account is None:
-        return NotFound(message="Credit account not found")
-    if who.is_admin or (account.user_id is not None and account.user_id == who.user_id):
-        return account
-    if account.organization_id is not None and (await roles_in(info, account.organization_id) or frozenset()) & (
-        BILLING_ROLES
-    ):
-        return account
-    return Forbidden(
-        message="Paying for this account needs its owner, or the BILLING or OWNER role in its organization"
-    )
+    if isinstance(named, NotFound | ValidationError):
+        return named
+    user_id, organization_id = owners(named)
+    allowed = who.is_admin or (user_id is not None and user_id == who.user_id)
+    if not allowed and organization_id is not None:
+        allowed = bool((await roles_in(info, organization_id) or frozenset()) & BILLING_ROLES)
+    if not allowed:
+        return Forbidden(message=PAYING_NEEDS_ROLE)
+    return NotFound(message=NO_POOL) if isinstance(named, NoPool) else named
 
 
 async def top_up(info: Info[Context, None], input: TopUpInput) -> TopUpResult:
     """Buy PAID credit once, with a saved card or a one-off token. PENDING until the payment succeeds."""
     ctx = info.context
     settings = ctx.services.settings
-    account = await billing_account(info, input.account_id)
+    account = await billing_account(info, input)
     if not isinstance(account, CreditAccountRow):
         return account
     credits = int(input.credits)
@@ -129,7 +144,7 @@ async def top_up(info: Info[Context, None], input: TopUpInput) -> TopUpResult:
 
 async def add_payment_method(info: Info[Context, None], input: AddPaymentMethodInput) -> AddPaymentMethodResult:
     """Save a card on a card-on-file gateway; the account's first card becomes its default."""
-    account = await billing_account(info, input.account_id)
+    account = await billing_account(info, input)
     if not isinstance(account, CreditAccountRow):
         return account
     if invalid := check_identifier(input.token, "token", 255):
@@ -151,7 +166,7 @@ async def add_payment_method(info: Info[Context, None], input: AddPaymentMethodI
 async def _card_change(
     info: Info[Context, None], input: PaymentMethodInput, change: Callable[[int, int], Awaitable[object | None]]
 ) -> PaymentMethodResult:
-    account = await billing_account(info, input.account_id)
+    account = await billing_account(info, input)
     if not isinstance(account, CreditAccountRow):
         return account
     if not info.context.services.gateway.card_on_file:

@@ -6,7 +6,7 @@ from billing import auto_top_up as billing_auto_top_up
 from models import ledger
 from models.tables import UsageEvent as UsageEventRow
 from resolvers.context import Context
-from resolvers.mutations._common import conflict, insufficient, over_budget, spender
+from resolvers.mutations._common import Spender, conflict, insufficient, over_budget, spender
 from resolvers.permissions import principal, require_scope
 from resolvers.validation import check_identifier, check_key, check_positive, first_error
 from schema.errors import NotFound, ValidationError
@@ -40,8 +40,8 @@ async def spend_credits(info: Info[Context, None], input: SpendCreditsInput) -> 
                 field="activity",
             )
         credits = max(priced, 1)
-    who = await spender(input.user_id, input.organization_id)
-    if isinstance(who, NotFound):
+    who = await spender(input.user_id, input.organization_id, input.external_user_id, input.external_organization_id)
+    if not isinstance(who, Spender):
         return who
     user_id, organization_id = who.user_id, who.organization_id
     ctx = info.context

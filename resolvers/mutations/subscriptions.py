@@ -18,7 +18,7 @@ from models.tables import Subscription as SubscriptionRow
 from models.tables import TransactionStatus
 from resolvers.context import Context
 from resolvers.mutations._common import conflict
-from resolvers.mutations.payments import billing_account
+from resolvers.mutations.payments import NamesAccount, billing_account
 from resolvers.permissions import principal
 from resolvers.validation import check_identifier, check_key, first_error
 from schema.errors import NotFound, ValidationError
@@ -65,7 +65,7 @@ async def _card(
 async def subscribe(info: Info[Context, None], input: SubscribeInput) -> SubscribeResult:
     """Subscribe the account to a plan: the first period is charged now and its credit granted when paid."""
     ctx = info.context
-    account = await billing_account(info, input.account_id)
+    account = await billing_account(info, input)
     if not isinstance(account, CreditAccountRow):
         return account
     if invalid := first_error(
@@ -123,10 +123,10 @@ async def subscribe(info: Info[Context, None], input: SubscribeInput) -> Subscri
 
 
 async def _live(
-    info: Info[Context, None], account_id: str | None, plan_id: str | None = None
+    info: Info[Context, None], input: NamesAccount, plan_id: str | None = None
 ) -> SubscriptionRow | SubscriptionChangeResult:
     """The account's live subscription, once the caller may manage the account and the plan (if any) exists."""
-    account = await billing_account(info, account_id)
+    account = await billing_account(info, input)
     if not isinstance(account, CreditAccountRow):
         return account
     if plan_id is not None and (
@@ -159,7 +159,7 @@ REFUSALS = (SubscriptionNotChangeableError, PaymentMethodNotFoundError, PaymentU
 
 async def cancel_subscription(info: Info[Context, None], input: CancelSubscriptionInput) -> SubscriptionChangeResult:
     """Cancel at the end of the paid period (the credit granted for it stays), or now."""
-    live = await _live(info, input.account_id)
+    live = await _live(info, input)
     if not isinstance(live, SubscriptionRow):
         return live
     try:
@@ -171,7 +171,7 @@ async def cancel_subscription(info: Info[Context, None], input: CancelSubscripti
 
 async def resume_subscription(info: Info[Context, None], input: ResumeSubscriptionInput) -> SubscriptionChangeResult:
     """Keep a subscription that was set to cancel at period end."""
-    live = await _live(info, input.account_id)
+    live = await _live(info, input)
     if not isinstance(live, SubscriptionRow):
         return live
     try:
@@ -183,7 +183,7 @@ async def resume_subscription(info: Info[Context, None], input: ResumeSubscripti
 
 async def change_plan(info: Info[Context, None], input: ChangePlanInput) -> SubscriptionChangeResult:
     """Switch plans from the next renewal on: the period paid for keeps its plan and credit."""
-    live = await _live(info, input.account_id, input.plan_id)
+    live = await _live(info, input, input.plan_id)
     if not isinstance(live, SubscriptionRow):
         return live
     services = info.context.services
@@ -205,7 +205,7 @@ async def set_subscription_payment_method(
     info: Info[Context, None], input: SetSubscriptionPaymentMethodInput
 ) -> SubscriptionChangeResult:
     """Charge renewals to another saved card (so the old one can be removed)."""
-    live = await _live(info, input.account_id)
+    live = await _live(info, input)
     if not isinstance(live, SubscriptionRow):
         return live
     if not info.context.services.gateway.card_on_file:

@@ -4,6 +4,7 @@ from typing import Annotated
 
 import strawberry
 
+from schema import references
 from schema.auto_top_up import AutoTopUp
 from schema.errors import Forbidden, NotFound, ValidationError
 from schema.payments import PaymentUnavailable
@@ -16,7 +17,9 @@ from schema.scalars import Credits
     "already, the first top-up is charged at once."
 )
 class ConfigureAutoTopUpInput:
-    account_id: strawberry.ID | None = strawberry.field(default=None, description="Default: your own account")
+    account_id: strawberry.ID | None = references.account_id()
+    external_user_id: str | None = references.account_of_external_user()
+    external_organization_id: str | None = references.pool_of_external_organization()
     enabled: bool | None = strawberry.field(
         default=None, description="Default: on. Switching it on again clears the declines and their reason"
     )

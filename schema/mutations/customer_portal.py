@@ -4,13 +4,16 @@ from typing import Annotated
 
 import strawberry
 
-from schema.errors import Forbidden, NotFound
+from schema import references
+from schema.errors import Forbidden, NotFound, ValidationError
 from schema.payments import PaymentUnavailable
 
 
 @strawberry.input(description="On the stripe gateway, cards are managed in Stripe's customer portal.")
 class CreateCustomerPortalSessionInput:
-    account_id: strawberry.ID | None = strawberry.field(default=None, description="Default: your own account")
+    account_id: strawberry.ID | None = references.account_id()
+    external_user_id: str | None = references.account_of_external_user()
+    external_organization_id: str | None = references.pool_of_external_organization()
 
 
 @strawberry.type
@@ -19,6 +22,6 @@ class CreateCustomerPortalSessionSuccess:
 
 
 CreateCustomerPortalSessionResult = Annotated[
-    CreateCustomerPortalSessionSuccess | PaymentUnavailable | Forbidden | NotFound,
+    CreateCustomerPortalSessionSuccess | PaymentUnavailable | ValidationError | Forbidden | NotFound,
     strawberry.union("CreateCustomerPortalSessionResult"),
 ]

@@ -4,6 +4,7 @@ from typing import Annotated
 
 import strawberry
 
+from schema import references
 from schema.errors import (
     BudgetExceeded,
     Forbidden,
@@ -17,10 +18,15 @@ from schema.scalars import Credits
 from schema.types import CreditBalance, Hold, UsageEvent
 
 
-@strawberry.input(description="Set credit aside for a long-running agent task.")
+@strawberry.input(
+    description="Set credit aside for a long-running agent task. Exactly one of `userId` or `externalUserId`;"
+    " at most one of `organizationId` or `externalOrganizationId`."
+)
 class HoldCreditsInput:
-    user_id: strawberry.ID
+    user_id: strawberry.ID | None = references.user_id()
+    external_user_id: str | None = references.external_user_id()
     organization_id: strawberry.ID | None = None
+    external_organization_id: str | None = references.external_organization_id()
     agent_id: str
     activity: str
     credits: Credits

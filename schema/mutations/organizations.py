@@ -5,6 +5,7 @@ from typing import Annotated
 import strawberry
 
 from models.tables import MemberRole
+from schema import references
 from schema.errors import (
     AlreadyExists,
     AlreadyInvited,
@@ -79,7 +80,8 @@ AddMemberResult = Annotated[
     " or not someone has registered the email; the invitation waits for them until it expires."
 )
 class InviteMemberInput:
-    organization_id: strawberry.ID
+    organization_id: strawberry.ID | None = references.organization_id()
+    external_organization_id: str | None = references.external_organization_id()
     email: str
     roles: list[MemberRole]
     idempotency_key: str | None = strawberry.field(
@@ -149,8 +151,10 @@ RevokeInvitationResult = Annotated[
 
 @strawberry.input(description="Replace a member's roles. OWNER only; the last owner keeps OWNER.")
 class SetMemberRolesInput:
-    organization_id: strawberry.ID
-    user_id: strawberry.ID
+    organization_id: strawberry.ID | None = references.organization_id()
+    external_organization_id: str | None = references.external_organization_id()
+    user_id: strawberry.ID | None = references.user_id()
+    external_user_id: str | None = references.external_user_id()
     roles: list[MemberRole]
 
 
@@ -167,8 +171,10 @@ SetMemberRolesResult = Annotated[
 
 @strawberry.input(description="Remove a member. OWNER only; the last owner cannot be removed.")
 class RemoveMemberInput:
-    organization_id: strawberry.ID
-    user_id: strawberry.ID
+    organization_id: strawberry.ID | None = references.organization_id()
+    external_organization_id: str | None = references.external_organization_id()
+    user_id: strawberry.ID | None = references.user_id()
+    external_user_id: str | None = references.external_user_id()
 
 
 @strawberry.type
@@ -177,13 +183,14 @@ class RemoveMemberSuccess:
 
 
 RemoveMemberResult = Annotated[
-    RemoveMemberSuccess | LastOwner | Forbidden | NotFound, strawberry.union("RemoveMemberResult")
+    RemoveMemberSuccess | LastOwner | ValidationError | Forbidden | NotFound, strawberry.union("RemoveMemberResult")
 ]
 
 
 @strawberry.input(description="Leave an organization you belong to; the last owner cannot leave.")
 class LeaveOrganizationInput:
-    organization_id: strawberry.ID
+    organization_id: strawberry.ID | None = references.organization_id()
+    external_organization_id: str | None = references.external_organization_id()
 
 
 @strawberry.type
@@ -192,13 +199,15 @@ class LeaveOrganizationSuccess:
 
 
 LeaveOrganizationResult = Annotated[
-    LeaveOrganizationSuccess | LastOwner | Forbidden | NotFound, strawberry.union("LeaveOrganizationResult")
+    LeaveOrganizationSuccess | LastOwner | ValidationError | Forbidden | NotFound,
+    strawberry.union("LeaveOrganizationResult"),
 ]
 
 
 @strawberry.input(description="Give the organization a shared credit pool. BILLING or OWNER.")
 class EnableCreditPoolInput:
-    organization_id: strawberry.ID
+    organization_id: strawberry.ID | None = references.organization_id()
+    external_organization_id: str | None = references.external_organization_id()
 
 
 @strawberry.type
@@ -208,14 +217,16 @@ class EnableCreditPoolSuccess:
 
 
 EnableCreditPoolResult = Annotated[
-    EnableCreditPoolSuccess | Forbidden | NotFound, strawberry.union("EnableCreditPoolResult")
+    EnableCreditPoolSuccess | ValidationError | Forbidden | NotFound, strawberry.union("EnableCreditPoolResult")
 ]
 
 
 @strawberry.input(description="A member's monthly limit on the pool; monthlyCredits null lifts it. BILLING or OWNER.")
 class SetMemberBudgetInput:
-    organization_id: strawberry.ID
-    user_id: strawberry.ID
+    organization_id: strawberry.ID | None = references.organization_id()
+    external_organization_id: str | None = references.external_organization_id()
+    user_id: strawberry.ID | None = references.user_id()
+    external_user_id: str | None = references.external_user_id()
     monthly_credits: Credits | None = None
 
 

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import strawberry
 
+from schema import references
 from schema.errors import Error, Forbidden, IdempotencyConflict, NotFound, ValidationError
 from schema.payments import PaymentDeclined, PaymentUnavailable, Subscription, Transaction
 
@@ -15,7 +16,9 @@ from schema.payments import PaymentDeclined, PaymentUnavailable, Subscription, T
     " gateway, or on the checkout page returned (checkoutUrl) on a hosted gateway."
 )
 class SubscribeInput:
-    account_id: strawberry.ID | None = strawberry.field(default=None, description="Default: your own account")
+    account_id: strawberry.ID | None = references.account_id()
+    external_user_id: str | None = references.account_of_external_user()
+    external_organization_id: str | None = references.pool_of_external_organization()
     plan_id: str
     payment_method_id: strawberry.ID | None = None
     idempotency_key: str
@@ -53,24 +56,32 @@ SubscribeResult = Annotated[
 
 @strawberry.input(description="Cancel at the end of the paid period (default), or now.")
 class CancelSubscriptionInput:
-    account_id: strawberry.ID | None = strawberry.field(default=None, description="Default: your own account")
+    account_id: strawberry.ID | None = references.account_id()
+    external_user_id: str | None = references.account_of_external_user()
+    external_organization_id: str | None = references.pool_of_external_organization()
     at_period_end: bool = True
 
 
 @strawberry.input(description="Undo a cancellation at period end while the period lasts.")
 class ResumeSubscriptionInput:
-    account_id: strawberry.ID | None = strawberry.field(default=None, description="Default: your own account")
+    account_id: strawberry.ID | None = references.account_id()
+    external_user_id: str | None = references.account_of_external_user()
+    external_organization_id: str | None = references.pool_of_external_organization()
 
 
 @strawberry.input(description="Switch plans from the next renewal on; choosing the current plan undoes a change.")
 class ChangePlanInput:
-    account_id: strawberry.ID | None = strawberry.field(default=None, description="Default: your own account")
+    account_id: strawberry.ID | None = references.account_id()
+    external_user_id: str | None = references.account_of_external_user()
+    external_organization_id: str | None = references.pool_of_external_organization()
     plan_id: str
 
 
 @strawberry.input(description="Charge renewals to another saved card of the account.")
 class SetSubscriptionPaymentMethodInput:
-    account_id: strawberry.ID | None = strawberry.field(default=None, description="Default: your own account")
+    account_id: strawberry.ID | None = references.account_id()
+    external_user_id: str | None = references.account_of_external_user()
+    external_organization_id: str | None = references.pool_of_external_organization()
     payment_method_id: strawberry.ID
 
 

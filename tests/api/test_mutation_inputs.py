@@ -18,7 +18,7 @@ from unittest.mock import ANY
 import pytest
 
 from creditline.jobs import sweep_once
-from models.tables import Invitation, InvitationStatus, Membership, Organization
+from models.tables import Invitation, InvitationStatus, Membership, Organization, User
 from tests.support.helpers import Api, gid
 from tests.support.mutation_documents import REFUSAL, SELECTIONS, STATE, document
 
@@ -79,7 +79,7 @@ UNICODE_DIGITS = {"superscript-two": "²", "arabic-indic-one": "١"}
 @dataclass
 class World:
     """Ada (User 1) has 8 credits, 3 of them held by Hold 1; Hold 2 was released and Hold 3 captured.
-    Bob (User 2) belongs to Organization 1, Ada does not."""
+    Bob (User 2) belongs to Organization 1, Ada does not. Ada's externalId is "ada", Organization 1's "bobs"."""
 
     api: Api
     ada: str
@@ -109,6 +109,8 @@ async def world(api: Api) -> World:
     org = await Organization.create(name="Bob's org", created_at=api.clock.now())
     await Membership.create(organization=org, user_id=bob_id, roles="OWNER", created_at=api.clock.now())
     assert gid("Organization", org.id) == OTHER_ORG
+    await User.filter(id=ada_id).update(external_id="ada")
+    await Organization.filter(id=org.id).update(external_id="bobs")
     w = World(api, ada, bob, await api.service(), await api.admin())
 
     def hold_input(credits: str, key: str) -> dict[str, object]:
@@ -330,6 +332,11 @@ ORG_NOT_FOUND = not_found("Organization not found among the user's organizations
 ACCOUNT_NOT_FOUND = not_found("Credit account not found")
 HOLD_NOT_FOUND = not_found("Hold not found")
 TIMEOUT = validation("timeoutSeconds must be 1 to 604800", "timeoutSeconds")
+ONE_USER = validation("Give exactly one of userId or externalUserId", "userId")
+ONE_ORG = validation("Give exactly one of organizationId or externalOrganizationId", "organizationId")
+ONE_ACCOUNT = validation("Give exactly one of accountId, externalUserId, externalOrganizationId", "accountId")
+EXTERNAL_USER_NOT_FOUND = not_found("No user has externalId 'nobody'")
+NO_POOL = not_found("This organization has no credit pool: enableCreditPool gives it one")
 
 
 def case(mutation: str, changes: dict[str, object], expected: dict[str, object], id: str) -> Any:
@@ -391,6 +398,32 @@ def spender_cases(mutation: str) -> list[Any]:
         case(mutation, {"organizationId": MISSING_ORG}, ORG_NOT_FOUND, "unknown-org"),
         case(mutation, {"organizationId": "not-an-id"}, ORG_NOT_FOUND, "malformed-org"),
         case(mutation, {"organizationId": USER}, ORG_NOT_FOUND, "user-id-as-org"),
+        # The platform's ids (issue 11, point 1): exactly one form of each.
+        case(mutation, {"externalUserId": "ada"}, ONE_USER, "user-by-both-forms"),
+        case(mutation, {"userId": DROP}, ONE_USER, "user-by-neither-form"),
+        case(mutation, {"userId": None, "externalUserId": None}, ONE_USER, "user-by-two-nulls"),
+        case(mutation, {"userId": DROP, "externalUserId": "nobody"}, EXTERNAL_USER_NOT_FOUND, "unknown-external-user"),
+        case(
+            mutation,
+            {"userId": DROP, "externalUserId": ""},
+            validation("externalUserId must be 1 to 255 characters", "externalUserId"),
+            "empty-external-user",
+        ),
+        case(
+            mutation,
+            {"userId": DROP, "externalUserId": "x" * 256},
+            validation("externalUserId must be 1 to 255 characters", "externalUserId"),
+            "long-external-user",
+        ),
+        case(
+            mutation, {"userId": DROP, "externalUserId": "ada\x00"}, control("externalUserId"), "nul-in-external-user"
+        ),
+        case(mutation, {"organizationId": OTHER_ORG, "externalOrganizationId": "bobs"}, ONE_ORG, "org-by-both-forms"),
+        case(mutation, {"externalOrganizationId": "nowhere"}, ORG_NOT_FOUND, "unknown-external-org"),
+        case(mutation, {"externalOrganizationId": "bobs"}, ORG_NOT_FOUND, "other-users-org-by-external-id"),
+        case(
+            mutation, {"externalOrganizationId": "bobs\n"}, control("externalOrganizationId"), "newline-in-external-org"
+        ),
     ]
 
 
@@ -490,7 +523,37 @@ REFUSALS = [
     ),
     case("grantCredits", {"accountId": MISSING_ACCOUNT}, ACCOUNT_NOT_FOUND, "unknown-account"),
     *malformed_id_cases("grantCredits", "accountId", "CreditAccount", ACCOUNT_NOT_FOUND),
-    case("grantCredits", {"accountId": USER}, ACCOUNT_NOT_FOUND, "user-id-as-account"),
+    case("grantCredits", {"accountId": ACTIVE_HOLD}, ACCOUNT_NOT_FOUND, "hold-id-as-account"),
+    case("grantCredits", {"accountId": MISSING_USER}, USER_NOT_FOUND, "unknown-user-id-as-account"),
+    case("grantCredits", {"accountId": MISSING_ORG}, not_found("Organization not found"), "unknown-org-id-as-account"),
+    case("grantCredits", {"accountId": OTHER_ORG}, NO_POOL, "org-without-pool-as-account"),
+    case("grantCredits", {"accountId": DROP}, ONE_ACCOUNT, "no-account"),
+    case("grantCredits", {"externalUserId": "ada"}, ONE_ACCOUNT, "account-and-external-user"),
+    case(
+        "grantCredits",
+        {"accountId": DROP, "externalUserId": "ada", "externalOrganizationId": "bobs"},
+        ONE_ACCOUNT,
+        "external-user-and-external-org",
+    ),
+    case(
+        "grantCredits",
+        {"accountId": DROP, "externalUserId": "nobody"},
+        EXTERNAL_USER_NOT_FOUND,
+        "unknown-external-user",
+    ),
+    case(
+        "grantCredits",
+        {"accountId": DROP, "externalOrganizationId": "nowhere"},
+        not_found("No organization has externalId 'nowhere'"),
+        "unknown-external-org",
+    ),
+    case("grantCredits", {"accountId": DROP, "externalOrganizationId": "bobs"}, NO_POOL, "external-org-without-pool"),
+    case(
+        "grantCredits",
+        {"accountId": DROP, "externalUserId": " "},
+        validation("externalUserId must be 1 to 255 characters", "externalUserId"),
+        "blank-external-user",
+    ),
     # holdCredits
     *key_cases("holdCredits"),
     *amount_cases("holdCredits"),

@@ -7,10 +7,16 @@ from datetime import timedelta
 import pytest
 
 from creditline import exports
-from models.tables import Membership, Organization
+from models.tables import Membership, Organization, User
 from tests.support.backends import T0
 from tests.support.helpers import SPEND, Api, gid
 
+HEADER = (
+    "id,occurred_at,account_id,user_id,organization_id,agent_id,activity,credits,free_credits,paid_credits,"
+    "user_external_id,organization_external_id"
+)
+"""The columns before issue 11 in their order, then the platform's ids of the user and the organization."""
+ONE_SELECTOR = "Give exactly one of account, organization, external_user_id or external_organization_id"
 USAGE = """query($filter: UsageFilter) { me { credit { usage(first: 50, filter: $filter) {
   edges { node { credits activity agentId } } } } } }"""
 
@@ -73,16 +79,13 @@ async def test_csv_export_streams_every_page_and_defuses_formulas(api: Api, monk
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/csv; charset=utf-8"
     lines = response.text.split("\r\n")
-    assert (
-        lines[0]
-        == "id,occurred_at,account_id,user_id,organization_id,agent_id,activity,credits,free_credits,paid_credits"
-    )
+    assert lines[0] == HEADER
     user, account, org = gid("User", 1), gid("CreditAccount", 1), made["org"]
     assert lines[1:] == [
-        f"{gid('UsageEvent', 4)},2026-01-15T15:00:00+00:00,{account},{user},,bot,answer,4,4,0",
-        f"{gid('UsageEvent', 3)},2026-01-15T14:00:00+00:00,{account},{user},{org},'=HYPERLINK(),answer,3,3,0",
-        f"{gid('UsageEvent', 2)},2026-01-15T13:00:00+00:00,{account},{user},,bot,web_search,2,2,0",
-        f"{gid('UsageEvent', 1)},2026-01-15T12:00:00+00:00,{account},{user},{org},bot,answer,1,1,0",
+        f"{gid('UsageEvent', 4)},2026-01-15T15:00:00+00:00,{account},{user},,bot,answer,4,4,0,,",
+        f"{gid('UsageEvent', 3)},2026-01-15T14:00:00+00:00,{account},{user},{org},'=HYPERLINK(),answer,3,3,0,,",
+        f"{gid('UsageEvent', 2)},2026-01-15T13:00:00+00:00,{account},{user},,bot,web_search,2,2,0,,",
+        f"{gid('UsageEvent', 1)},2026-01-15T12:00:00+00:00,{account},{user},{org},bot,answer,1,1,0,,",
         "",
     ]
     filtered = await api.client.get(
@@ -98,7 +101,7 @@ async def test_csv_export_refusals(api: Api) -> None:
         ({"account": gid("CreditAccount", 1)}, {}, 401, "Send a valid token as 'Authorization: Bearer <token>'"),
         ({"account": gid("CreditAccount", 1)}, bob, 403, "You may not export this account's usage"),
         ({"organization": made["org"]}, bob, 403, "Exporting organization usage needs the BILLING or OWNER role"),
-        ({}, bob, 400, "Give exactly one of account or organization"),
+        ({}, bob, 400, ONE_SELECTOR),
         (
             {"account": gid("CreditAccount", 2), "from": "yesterday"},
             bob,
@@ -109,3 +112,145 @@ async def test_csv_export_refusals(api: Api) -> None:
     for params, headers, status, text in cases:
         response = await api.client.get("/exports/usage.csv", params=params, headers=headers)
         assert (response.status_code, response.text) == (status, text), params
+
+
+# ----------------------------------------------------------------- the platform's ids (issue 11, points 1, 8)
+
+
+async def export(api: Api, path: str, params: dict[str, str], token: str) -> tuple[int, str]:
+    response = await api.client.get(path, params=params, headers={"authorization": f"Bearer {token}"})
+    return response.status_code, response.text
+
+
+async def test_csv_rows_carry_the_platforms_ids_and_every_form_of_account_exports_the_same(api: Api) -> None:
+    made = await make_usage(api)
+    await User.filter(id=1).update(external_id="ada-1")
+    await Organization.filter(id=1).update(external_id="=acme")  # a formula, defused like any other cell
+    user, account, org = gid("User", 1), gid("CreditAccount", 1), made["org"]
+
+    status, text = await export(api, "/exports/usage.csv", {"account": account}, made["ada"])
+
+    assert status == 200
+    assert text.split("\r\n") == [
+        HEADER,
+        f"{gid('UsageEvent', 4)},2026-01-15T15:00:00+00:00,{account},{user},,bot,answer,4,4,0,ada-1,",
+        f"{gid('UsageEvent', 3)},2026-01-15T14:00:00+00:00,{account},{user},{org},'=HYPERLINK(),answer,3,3,0,"
+        "ada-1,'=acme",
+        f"{gid('UsageEvent', 2)},2026-01-15T13:00:00+00:00,{account},{user},,bot,web_search,2,2,0,ada-1,",
+        f"{gid('UsageEvent', 1)},2026-01-15T12:00:00+00:00,{account},{user},{org},bot,answer,1,1,0,ada-1,'=acme",
+        "",
+    ]
+    for params in ({"account": user}, {"external_user_id": "ada-1"}):
+        assert await export(api, "/exports/usage.csv", params, made["ada"]) == (200, text), params
+    by_org = await export(api, "/exports/usage.csv", {"organization": org, "activity": "answer"}, made["ada"])
+    assert by_org[0] == 200
+    assert len(by_org[1].split("\r\n")) == 4  # header, two rows, final newline
+    by_external_org = {"external_organization_id": "=acme", "activity": "answer"}
+    assert await export(api, "/exports/usage.csv", by_external_org, made["ada"]) == by_org
+    by_member = await export(api, "/exports/usage.csv", {"account": account, "memberId": user}, made["ada"])
+    assert by_member == (200, text)
+    assert await export(api, "/exports/usage.csv", {"account": account, "externalMemberId": "ada-1"}, made["ada"]) == (
+        200,
+        text,
+    )
+    nobody = await export(api, "/exports/usage.csv", {"account": account, "externalMemberId": "nobody"}, made["ada"])
+    assert nobody == (200, HEADER + "\r\n")
+
+
+async def test_transactions_export_takes_every_form_of_account(api: Api) -> None:
+    made = await make_usage(api)
+    admin = await api.admin()
+    await User.filter(id=1).update(external_id="ada-1")
+    await Organization.filter(id=1).update(external_id="acme")
+    path = "/exports/transactions.csv"
+    status, text = await export(api, path, {"account": gid("CreditAccount", 1)}, made["ada"])
+    assert (status, text.split("\r\n")[0]) == (
+        200,
+        "id,created_at,completed_at,type,status,credits,amount,currency,invoice,failure_reason",
+    )
+
+    for params in ({"account": gid("User", 1)}, {"external_user_id": "ada-1"}):
+        assert await export(api, path, params, made["ada"]) == (200, text), params
+        assert await export(api, path, params, made["bob"]) == (403, "You may not export this account's transactions")
+    # Acme has no pool: its BILLING member is told so; others learn nothing of it.
+    no_pool = (404, "This organization has no credit pool: enableCreditPool gives it one")
+    for params in ({"account": made["org"]}, {"external_organization_id": "acme"}):
+        assert await export(api, path, params, made["ada"]) == no_pool, params
+        assert await export(api, path, params, admin) == no_pool, params
+        assert await export(api, path, params, made["bob"]) == (403, "You may not export this account's transactions")
+    assert await export(api, "/exports/usage.csv", {"account": made["org"]}, made["ada"]) == no_pool
+
+
+async def test_csv_export_refusals_of_the_platforms_ids(api: Api) -> None:
+    made = await make_usage(api)
+    await User.filter(id=1).update(external_id="ada-1")
+    await User.filter(id=2).update(external_id="bob-2")
+    await Organization.filter(id=1).update(external_id="acme")
+    bob, ada = made["bob"], made["ada"]
+    usage_denied = (403, "You may not export this account's usage")
+    org_denied = (403, "Exporting organization usage needs the BILLING or OWNER role")
+    one_transaction_selector = (400, "Give exactly one of account, external_user_id or external_organization_id")
+    cases: list[tuple[str, dict[str, str], str, tuple[int, str]]] = [
+        # Another's account or organization by the platform's id is refused as by its global ID; unknown too.
+        ("/exports/usage.csv", {"account": gid("User", 1)}, bob, usage_denied),
+        ("/exports/usage.csv", {"external_user_id": "ada-1"}, bob, usage_denied),
+        ("/exports/usage.csv", {"external_user_id": "nobody"}, bob, usage_denied),
+        ("/exports/usage.csv", {"account": gid("User", 999)}, bob, usage_denied),
+        ("/exports/usage.csv", {"account": gid("Organization", 1)}, bob, usage_denied),
+        ("/exports/usage.csv", {"external_organization_id": "acme"}, bob, org_denied),
+        ("/exports/usage.csv", {"external_organization_id": "nowhere"}, bob, org_denied),
+        ("/exports/usage.csv", {"external_organization_id": "nowhere"}, ada, org_denied),
+        (
+            "/exports/transactions.csv",
+            {"external_user_id": "nobody"},
+            bob,
+            (403, "You may not export this account's transactions"),
+        ),
+        # Two selectors, or a malformed id, is a 400 before anything is read.
+        (
+            "/exports/usage.csv",
+            {"account": gid("CreditAccount", 1), "external_user_id": "ada-1"},
+            ada,
+            (400, ONE_SELECTOR),
+        ),
+        (
+            "/exports/usage.csv",
+            {"organization": made["org"], "external_organization_id": "acme"},
+            ada,
+            (400, ONE_SELECTOR),
+        ),
+        ("/exports/transactions.csv", {}, ada, one_transaction_selector),
+        (
+            "/exports/transactions.csv",
+            {"external_user_id": "ada-1", "external_organization_id": "acme"},
+            ada,
+            one_transaction_selector,
+        ),
+        ("/exports/usage.csv", {"external_user_id": ""}, ada, (400, "external_user_id must be 1 to 255 characters")),
+        (
+            "/exports/usage.csv",
+            {"external_organization_id": "a\x00"},
+            ada,
+            (400, "external_organization_id must not contain control characters"),
+        ),
+        (
+            "/exports/transactions.csv",
+            {"external_user_id": "x" * 256},
+            ada,
+            (400, "external_user_id must be 1 to 255 characters"),
+        ),
+        (
+            "/exports/usage.csv",
+            {"account": gid("CreditAccount", 1), "memberId": gid("User", 1), "externalMemberId": "ada-1"},
+            ada,
+            (400, "Give at most one of memberId or externalMemberId"),
+        ),
+        (
+            "/exports/usage.csv",
+            {"account": gid("CreditAccount", 1), "externalMemberId": "a\tb"},
+            ada,
+            (400, "externalMemberId must not contain control characters"),
+        ),
+    ]
+    for path, params, token, expected in cases:
+        assert await export(api, path, params, token) == expected, (path, params)

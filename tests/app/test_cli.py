@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -11,6 +12,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -191,3 +193,110 @@ def test_demo_creates_user_and_working_tokens_once(env: dict[str, str]) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+LIST_HEADER = ["id", "global id", "kind", "name", "scopes", "prefix", "created", "last used", "expires", "revoked"]
+INSTANT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+
+
+def token_table(env: dict[str, str]) -> list[list[str]]:
+    listed = cli(env, "token", "list")
+    assert (listed.returncode, listed.stderr) == (0, "")
+    return [re.split(r" {2,}", line) for line in listed.stdout.splitlines()]
+
+
+def test_token_list_revoke_and_expiry(env: dict[str, str]) -> None:
+    assert cli(env, "migrate").returncode == 0
+    assert cli(env, "user", "create", "ada@example.com").returncode == 0
+    made = [
+        cli(env, "token", "create", "--user", "ada@example.com", "--expires-in", "30"),
+        cli(env, "token", "create", "--service", "runner", "--scope", "usage:write", "--scope", "balance:read"),
+        cli(env, "token", "create", "--admin", "--name", "ops", "--expires-at", "2099-01-31T00:00:00+01:00"),
+    ]
+    assert [m.returncode for m in made] == [0, 0, 0], [m.stderr for m in made]
+    secrets = [m.stdout.splitlines()[-1] for m in made]
+    database = env["CREDITLINE_DATABASE_URL"].removeprefix("sqlite://")
+    count = "SELECT count(*) FROM api_tokens"
+    before = sqlite3.connect(database).execute(count).fetchone()
+    for args, message in (
+        (("--user", "ada@example.com", "--expires-in", "0"), "--expires-in must be a positive number of days, got 0"),
+        (
+            ("--admin", "--expires-at", "2020-01-01T00:00:00Z"),
+            "--expires-at must be in the future, got 2020-01-01T00:00:00Z",
+        ),
+        (
+            ("--admin", "--expires-at", "next week"),
+            "--expires-at must be a date and time like 2027-01-31T00:00:00Z, got 'next week'",
+        ),
+        (
+            ("--admin", "--expires-at", "2099-01-01T00:00:00"),
+            "--expires-at needs a time zone, e.g. 2099-01-01T00:00:00Z",
+        ),
+        (("--user", "ada@example.com", "--scope", "usage:write"), "--scope is for service tokens only"),
+    ):
+        refused = cli(env, "token", "create", *args)
+        assert (refused.returncode, refused.stdout, refused.stderr) == (2, "", f"creditline: {message}\n")
+    assert sqlite3.connect(database).execute(count).fetchone() == before
+
+    table = token_table(env)
+    listed = cli(env, "token", "list").stdout
+    for secret in secrets:
+        assert secret not in listed
+        assert secret[:13] not in listed
+    assert table[0] == LIST_HEADER
+    rows = [dict(zip(LIST_HEADER, row, strict=True)) for row in table[1:]]
+    created = [row.pop("created") for row in rows]
+    assert all(INSTANT.fullmatch(when) for when in created), created
+    user_expiry = datetime.fromisoformat(rows[0].pop("expires"))
+    assert user_expiry - datetime.fromisoformat(created[0]) == timedelta(days=30)
+    assert rows == [
+        {
+            "id": "1",
+            "global id": "QXBpVG9rZW46MQ==",
+            "kind": "USER",
+            "name": "ada@example.com",
+            "scopes": "-",
+            "prefix": secrets[0][:12],
+            "last used": "-",
+            "revoked": "-",
+        },
+        {
+            "id": "2",
+            "global id": "QXBpVG9rZW46Mg==",
+            "kind": "SERVICE",
+            "name": "runner",
+            "scopes": "balance:read,usage:write",
+            "prefix": secrets[1][:12],
+            "last used": "-",
+            "expires": "-",
+            "revoked": "-",
+        },
+        {
+            "id": "3",
+            "global id": "QXBpVG9rZW46Mw==",
+            "kind": "ADMIN",
+            "name": "ops",
+            "scopes": "-",
+            "prefix": secrets[2][:12],
+            "last used": "-",
+            "expires": "2099-01-30T23:00:00Z",
+            "revoked": "-",
+        },
+    ]
+
+    revoke = [
+        cli(env, "token", "revoke", "1"),
+        cli(env, "token", "revoke", "QXBpVG9rZW46Mg=="),
+        cli(env, "token", "revoke", "1"),
+    ]
+    assert [(r.returncode, r.stdout) for r in revoke] == [
+        (0, "token 1 (USER ada@example.com) revoked\n"),
+        (0, "token 2 (SERVICE runner) revoked\n"),
+        (0, "token 1 (USER ada@example.com) was revoked already\n"),
+    ]
+    for unknown in ("99", "garbage", "VXNlcjox"):
+        missing = cli(env, "token", "revoke", unknown)
+        assert (missing.returncode, missing.stderr) == (1, f"creditline: no token with id {unknown}\n")
+    revoked = [row[-1] for row in token_table(env)[1:]]
+    assert [bool(INSTANT.fullmatch(cell)) for cell in revoked] == [True, True, False]
+    assert revoked[2] == "-"

@@ -152,13 +152,13 @@ async def test_anonymous_requests_are_limited_per_address(local: Client) -> None
 
 async def test_a_refusal_needs_no_token_lookup(local: Client, monkeypatch: pytest.MonkeyPatch) -> None:
     looked_up: list[str] = []
-    real = models.tokens.principal_for
+    real = models.tokens.token_for
 
     async def counting(secret: str) -> Any:
         looked_up.append(secret)
         return await real(secret)
 
-    monkeypatch.setattr(resolvers.auth, "principal_for", counting)
+    monkeypatch.setattr(resolvers.auth, "token_for", counting)
     token = await service_token("c")
     http = local.at("10.0.0.4")
     statuses = [(await http.post("/graphql", json=QUERY, headers=bearer(token))).status_code for _ in range(6)]
