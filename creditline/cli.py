@@ -24,8 +24,9 @@ from creditline.serving import ServeConfig, connection_cap, guarded_protocol, ra
 from creditline.settings import Settings
 from models import ledger, portal
 from models.ids import decode_id, encode_id
-from models.tables import ApiToken, CreditAccount, TokenKind, User
+from models.tables import EXTERNAL_ID_MAX_LENGTH, ApiToken, CreditAccount, TokenKind, User
 from models.tokens import SCOPES, UnknownScopeError, create_token, revoke_token
+from resolvers import boundary
 
 DEMO_EMAIL = "demo@creditline.local"
 
@@ -43,7 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("audit", help="check every account's ledger invariant; exit 1 on drift")
     sub.add_parser("demo", help="create a demo user and tokens on first run (used by make run)")
     user = sub.add_parser("user", help="manage users").add_subparsers(dest="user_command", required=True)
-    user.add_parser("create", help="create a user").add_argument("email")
+    create_user = user.add_parser("create", help="create a user")
+    create_user.add_argument("email")
+    create_user.add_argument("--external-id", help="your platform's own id for the user (unique, immutable)")
     token = sub.add_parser("token", help="manage tokens").add_subparsers(dest="token_command", required=True)
     create = token.add_parser("create", help="create a token; prints it alone on the last line")
     who = create.add_mutually_exclusive_group(required=True)
@@ -239,12 +242,13 @@ async def _audit(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if findings else 0
 
 
-async def _new_user(settings: Settings, email: str) -> int:
+async def _new_user(settings: Settings, email: str, external_id: str | None = None) -> int:
     return await ledger.create_user(
         email,
         signup_bonus=settings.signup_bonus,
         bonus_lifetime=timedelta(days=settings.signup_bonus_days),
         now=Clock().now(),
+        external_id=external_id,
     )
 
 
@@ -253,10 +257,20 @@ async def _user(settings: Settings, args: argparse.Namespace) -> int:
     if "@" not in email:
         print(f"creditline: not an email address: {args.email!r}", file=sys.stderr)
         return 2
+    external_id = args.external_id
+    if external_id is not None:
+        try:
+            boundary.identifier(external_id, "--external-id", EXTERNAL_ID_MAX_LENGTH)
+        except boundary.InputError as exc:
+            print(f"creditline: {exc.message}", file=sys.stderr)
+            return 2
     if await User.exists(email=email):
         print(f"creditline: a user with email {email} exists already", file=sys.stderr)
         return 1
-    user_id = await _new_user(settings, email)
+    if external_id is not None and await User.exists(external_id=external_id):
+        print(f"creditline: a user with external id {external_id!r} exists already", file=sys.stderr)
+        return 1
+    user_id = await _new_user(settings, email, external_id)
     print(f"user {email} created: {encode_id('User', user_id)}")
     return 0
 

@@ -9,6 +9,8 @@ Standard library only: the shell, the resolvers and the schema's scalars all use
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from datetime import UTC, datetime
 
@@ -143,6 +145,58 @@ def email(value: object, field: str = "email") -> str:
     ):
         raise InputError(field, f"{field} must be an email address such as ada@example.com")
     return string.lower()
+
+
+METADATA_MAX_KEYS = 50
+METADATA_MAX_KEY = 40
+METADATA_MAX_STRING = 500
+METADATA_MAX_BYTES = 8 * 1024
+METADATA_MAX_INTEGER = 2**53 - 1
+"""Metadata limits (README, Provisioning): a flat JSON object of at most 50 keys of 1 to 40 printable
+characters; each value a string of at most 500 characters, a number (an integer within +-(2^53 - 1), which
+JavaScript holds exactly, or a finite float), a boolean or null; at most 8 KiB as compact UTF-8 JSON."""
+
+
+def metadata(value: object, field: str = "metadata") -> dict[str, object]:
+    """A platform's small JSON object (see the limits above), returned as given."""
+    if not isinstance(value, dict):
+        raise InputError(field, f"{field} must be a JSON object of keys to values")
+    if len(value) > METADATA_MAX_KEYS:
+        raise InputError(field, f"{field} must have at most {METADATA_MAX_KEYS} keys, got {len(value)}")
+    for name, item in value.items():
+        try:
+            identifier(name, field, METADATA_MAX_KEY)
+        except InputError as exc:
+            shown = name[:METADATA_MAX_KEY] + "..." if len(name) > METADATA_MAX_KEY else name
+            raise InputError(field, f"{field} key {shown!r}: {exc.message.removeprefix(field + ' ')}") from None
+        _metadata_value(item, name, field)
+    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    if size > METADATA_MAX_BYTES:
+        raise InputError(field, f"{field} must be at most {METADATA_MAX_BYTES} bytes as JSON, got {size}")
+    return value
+
+
+def _metadata_value(item: object, name: str, field: str) -> None:
+    where = f"{field} value of {name!r}"
+    if item is None or isinstance(item, bool):
+        return
+    if isinstance(item, int):
+        if abs(item) > METADATA_MAX_INTEGER:
+            raise InputError(field, f"{where} must be an integer within +-{METADATA_MAX_INTEGER}")
+        return
+    if isinstance(item, float):
+        if not math.isfinite(item):
+            raise InputError(field, f"{where} must be a finite number")
+        return
+    if isinstance(item, str):
+        if len(item) > METADATA_MAX_STRING:
+            raise InputError(field, f"{where} must be at most {METADATA_MAX_STRING} characters")
+        try:
+            storable(item, field)
+        except InputError as exc:
+            raise InputError(field, f"{where}: {exc.message.removeprefix(field + ' ')}") from None
+        return
+    raise InputError(field, f"{where} must be a string, a number, a boolean or null (no objects or lists)")
 
 
 def timestamp(value: object, field: str) -> datetime:

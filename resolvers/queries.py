@@ -13,10 +13,12 @@ from models.ids import decode_any
 from models.tables import MemberRole
 from models.tokens import BALANCE_READ, BILLING_READ, Principal
 from resolvers.context import Context
-from resolvers.errors import ForbiddenError
+from resolvers.errors import ClientError, ForbiddenError
 from resolvers.permissions import READ_SCOPES, may_read_account, portal_account, principal
+from resolvers.references import organization_pk, user_pk
 from schema import payments as payment_types
 from schema import types
+from schema.errors import NotFound, ValidationError
 from schema.invitations import Invitation
 from schema.payments import BillingConfig, DashboardTab, Money, Plan
 from schema.scalars import Credits
@@ -47,6 +49,43 @@ async def _is_portal_user(info: Info[Context, None], who: Principal, user_id: in
     bound = portal_account(who)
     account = None if bound is None else await info.context.loaders.account.load(bound)
     return account is not None and account.user_id == user_id
+
+
+LOOKUP_DENIED = "Looking up by id needs an admin token, or a service token with 'balance:read' or 'billing:read'"
+
+
+def _may_look_up(who: Principal) -> None:
+    if not (who.is_admin or any(who.has_scope(scope) for scope in READ_SCOPES)):
+        raise ForbiddenError(LOOKUP_DENIED)
+
+
+def _found(pk: int | NotFound | ValidationError) -> int | None:
+    """The primary key, ``None`` for an unknown id; a malformed request is a top-level error."""
+    if isinstance(pk, ValidationError):
+        raise ClientError(pk.message, "BAD_USER_INPUT")
+    return None if isinstance(pk, NotFound) else pk
+
+
+async def user(
+    info: Info[Context, None], external_id: str | None = None, id: strawberry.ID | None = None
+) -> types.User | None:
+    _may_look_up(principal(info))
+    pk = _found(await user_pk(id, external_id, own_field="id", external_field="externalId"))
+    if pk is None:
+        return None
+    row = await info.context.loaders.user.load(pk)
+    return None if row is None else types.User(id=row.id, email=row.email)
+
+
+async def organization(
+    info: Info[Context, None], external_id: str | None = None, id: strawberry.ID | None = None
+) -> types.Organization | None:
+    _may_look_up(principal(info))
+    pk = _found(await organization_pk(id, external_id, own_field="id", external_field="externalId"))
+    if pk is None:
+        return None
+    row = await info.context.loaders.organization.load(pk)
+    return None if row is None else types.Organization(id=row.id, name=row.name)
 
 
 async def _readable_account(

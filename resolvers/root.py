@@ -16,16 +16,20 @@ from resolvers.mutations import payments
 from resolvers.mutations import subscriptions as subs
 from resolvers.mutations.api_tokens import create_api_token, revoke_api_token
 from resolvers.mutations.auto_top_up import configure_auto_top_up
+from resolvers.mutations.create_user import create_user
 from resolvers.mutations.customer_portal import create_customer_portal_session
 from resolvers.mutations.grant_credits import grant_credits
 from resolvers.mutations.holds import capture_hold, hold_credits, release_hold
 from resolvers.mutations.portal_sessions import create_portal_session, revoke_portal_session
 from resolvers.mutations.refund_payment import refund_payment
 from resolvers.mutations.spend_credits import spend_credits
+from resolvers.mutations.update_organization import update_organization
+from resolvers.mutations.update_user import update_user
 from resolvers.permissions import IsAuthenticated
 from schema import types
 from schema.mutations.api_tokens import CreateApiTokenResult, RevokeApiTokenResult
 from schema.mutations.auto_top_up import ConfigureAutoTopUpResult
+from schema.mutations.create_user import CreateUserResult
 from schema.mutations.customer_portal import CreateCustomerPortalSessionResult
 from schema.mutations.grant_credits import GrantCreditsResult
 from schema.mutations.holds import CaptureHoldResult, HoldCreditsResult, ReleaseHoldResult
@@ -46,6 +50,8 @@ from schema.mutations.portal_sessions import CreatePortalSessionResult, RevokePo
 from schema.mutations.refund_payment import RefundPaymentResult
 from schema.mutations.spend_credits import SpendCreditsResult
 from schema.mutations.subscriptions import SubscribeResult, SubscriptionChangeResult
+from schema.mutations.update_organization import UpdateOrganizationResult
+from schema.mutations.update_user import UpdateUserResult
 from schema.payments import AddPaymentMethodResult, BillingConfig, PaymentMethodResult, Plan, TopUpResult
 
 AUTH: list[type[BasePermission]] = [IsAuthenticated]
@@ -58,6 +64,18 @@ class Query:
         resolver=queries.node,
         permission_classes=AUTH,
         description="Any object by its global ID; null if it does not exist or you may not see it",
+    )
+    user: types.User | None = strawberry.field(
+        resolver=queries.user,
+        permission_classes=AUTH,
+        description="A user by exactly one of externalId (yours) or id; null if none has it. Admin tokens, and"
+        " service tokens with balance:read or billing:read",
+    )
+    organization: types.Organization | None = strawberry.field(
+        resolver=queries.organization,
+        permission_classes=AUTH,
+        description="An organization by exactly one of externalId (yours) or id; null if none has it. Admin"
+        " tokens, and service tokens with balance:read or billing:read",
     )
     billing_config: BillingConfig = strawberry.field(
         resolver=queries.billing_config, description="Which gateway is active and which My Credit tabs to show"
@@ -120,6 +138,15 @@ class Mutation:
         resolver=revoke_portal_session,
         permission_classes=AUTH,
         description="End a portal session: itself (sign out), or any with an admin token or portal:write",
+    )
+    create_user: CreateUserResult = strawberry.mutation(
+        resolver=create_user, permission_classes=AUTH, description="Admins only: a user with the signup bonus"
+    )
+    update_user: UpdateUserResult = strawberry.mutation(
+        resolver=update_user, permission_classes=AUTH, description="Admins only"
+    )
+    update_organization: UpdateOrganizationResult = strawberry.mutation(
+        resolver=update_organization, permission_classes=AUTH, description="Admins only"
     )
     create_organization: CreateOrganizationResult = strawberry.mutation(
         resolver=orgs.create_organization, permission_classes=AUTH

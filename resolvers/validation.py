@@ -43,6 +43,13 @@ def check_email(value: str, field: str = "email") -> ValidationError | None:
     return _checked(lambda: boundary.email(value, field))
 
 
+def check_metadata(value: object, field: str = "metadata") -> ValidationError | None:
+    """``None`` (no metadata) or a small flat JSON object (boundary.metadata)."""
+    if value is None:
+        return None
+    return _checked(lambda: boundary.metadata(value, field))
+
+
 def check_future(value: datetime | None, field: str, now: datetime) -> ValidationError | None:
     if value is None:
         return None

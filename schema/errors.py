@@ -50,6 +50,15 @@ class LastOwner(Error):
     pass
 
 
+@strawberry.type(
+    description="Another user or organization has this email or externalId already; a create with an externalId"
+    " that exists with the same details answers the existing one instead"
+)
+class AlreadyExists(Error):
+    field: str | None = strawberry.field(description="The input field at fault, in camelCase: email or externalId")
+    existing_id: strawberry.ID = strawberry.field(description="The global ID of the one that has it")
+
+
 @strawberry.type
 class AlreadyMember(Error):
     pass

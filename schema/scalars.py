@@ -4,16 +4,20 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import NewType
+from typing import Any, NewType
 
 import strawberry
-from graphql import GraphQLError
+from graphql import GraphQLError, ValueNode, value_from_ast_untyped
 from strawberry.exceptions import StrawberryInputCoercionError
 from strawberry.schema.types.base_scalars import DateTimeDefinition
 from strawberry.types.scalar import ScalarDefinition
 
 from models.credits import format_credits, parse_credits
 from resolvers import boundary
+
+Metadata = NewType("Metadata", object)
+"""A platform's small JSON object; any JSON is parsed, and the resolver refuses what breaks the limits with a
+typed ``ValidationError`` (field ``metadata``)."""
 
 Credits = NewType("Credits", int)
 """Micro-credits (1 credit = 1 000 000)."""
@@ -75,6 +79,11 @@ def parse_datetime(value: object) -> datetime:
     return parsed
 
 
+def _metadata_literal(node: ValueNode, variables: dict[str, Any] | None = None) -> object:
+    """A metadata object written in the query itself: any GraphQL value, as JSON."""
+    return value_from_ast_untyped(node, variables)
+
+
 SCALAR_MAP: dict[object, ScalarDefinition] = {
     Credits: strawberry.scalar(
         name="Credits",
@@ -85,6 +94,17 @@ SCALAR_MAP: dict[object, ScalarDefinition] = {
         ),
         serialize=format_credits,
         parse_value=parse_credits_input,
+    ),
+    Metadata: strawberry.scalar(
+        name="Metadata",
+        description=(
+            "A flat JSON object the platform keeps on a user or an organization: at most 50 keys of 1 to 40"
+            " printable characters; each value a string of at most 500 characters, a number (integers within"
+            " +-(2^53 - 1)), a boolean or null; at most 8 KiB as compact JSON. Replaced wholesale on update."
+        ),
+        serialize=lambda value: value,
+        parse_value=lambda value: value,
+        parse_literal=_metadata_literal,
     ),
     datetime: ScalarDefinition(
         name=DateTimeDefinition.name,

@@ -37,7 +37,7 @@ from schema.errors import Forbidden
 from schema.invitations import Invitation
 from schema.payments import Invoice, PaymentMethod, Subscription, Transaction, TransactionFilter
 from schema.reports import UsageReportInput, UsageReportResult
-from schema.scalars import Credits
+from schema.scalars import Credits, Metadata
 from schema.tokens import ApiTokenStatus, status_of
 from schema.usage import UsageFilter
 
@@ -298,6 +298,16 @@ class Organization(relay.Node):
     id: relay.NodeID[int]
     name: str
 
+    @strawberry.field(description="The platform's own id for it (immutable once set); null if none")
+    async def external_id(self, info: Info[Context, None]) -> str | None:
+        org = await info.context.loaders.organization.load(self.id)
+        return None if org is None else org.external_id
+
+    @strawberry.field(description="The platform's small JSON object about it; null if none")
+    async def metadata(self, info: Info[Context, None]) -> Metadata | None:
+        org = await info.context.loaders.organization.load(self.id)
+        return None if org is None or org.metadata is None else Metadata(org.metadata)
+
     @strawberry.field(description="Everyone in the organization, with their roles")
     async def members(self, info: Info[Context, None]) -> list[Membership]:
         if await roles_in(info, self.id) is None:
@@ -407,6 +417,16 @@ class User(relay.Node):
     id: relay.NodeID[int]
     email: str
 
+    @strawberry.field(description="The platform's own id for the user (immutable once set); null if none")
+    async def external_id(self, info: Info[Context, None]) -> str | None:
+        user = await info.context.loaders.user.load(self.id)
+        return None if user is None else user.external_id
+
+    @strawberry.field(description="The platform's small JSON object about the user; null if none")
+    async def metadata(self, info: Info[Context, None]) -> Metadata | None:
+        user = await info.context.loaders.user.load(self.id)
+        return None if user is None or user.metadata is None else Metadata(user.metadata)
+
     @strawberry.field
     async def credit(self, info: Info[Context, None]) -> CreditAccount:
         account = await info.context.loaders.account_of_user.load(self.id)
@@ -426,6 +446,9 @@ class User(relay.Node):
         self, info: Info[Context, None], first: int | None = None, after: str | None = None
     ) -> relay.Connection[Invitation]:
         _refuse_portal(info)
+        who = principal(info)
+        if not who.is_admin and who.user_id != self.id:
+            raise ForbiddenError("A user's invitations are theirs to see (and admins')")
         now = info.context.now()
         query = tables.Invitation.filter(
             email=self.email.lower(), status=tables.InvitationStatus.PENDING, expires_at__gt=now

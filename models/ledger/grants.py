@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -158,11 +159,27 @@ async def void_lot_locked(
     return voided, _change(account, -voided, "REFUND", after, now)
 
 
-async def create_user(email: str, *, signup_bonus: int, bonus_lifetime: timedelta, now: datetime) -> int:
-    """Create a user with a credit account and, if configured, the signup bonus. Returns the user id."""
+async def create_user(
+    email: str,
+    *,
+    signup_bonus: int,
+    bonus_lifetime: timedelta,
+    now: datetime,
+    external_id: str | None = None,
+    metadata: dict[str, object] | None = None,
+) -> int:
+    """Create a user (with the platform's ``external_id`` and ``metadata``, if given) with a credit account
+    and, if configured, the signup bonus, in one transaction. Returns the user id. A taken email or
+    external_id raises Tortoise's ``IntegrityError`` and creates nothing."""
     async with in_transaction() as conn:
         sql = Sql(conn)
-        user = await sql.fetchrow("INSERT INTO users (email, created_at) VALUES ($1, $2) RETURNING id", email, now)
+        user = await sql.fetchrow(
+            "INSERT INTO users (email, external_id, metadata, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+            email,
+            external_id,
+            None if metadata is None else json.dumps(metadata, ensure_ascii=False, separators=(",", ":")),
+            now,
+        )
         assert user is not None
         account = await sql.fetchrow(
             "INSERT INTO credit_accounts (user_id, balance, held, version, created_at)"

@@ -7,7 +7,7 @@ import strawberry
 from strawberry.types import Info
 
 from creditline.events import MembershipChanged
-from models import organizations
+from models import organizations, provisioning
 from models.ids import decode_id, encode_id
 from models.ledger import IdempotencyKey
 from models.tables import Invitation as InvitationRow
@@ -17,9 +17,10 @@ from models.tables import Organization as OrganizationRow
 from models.tables import User as UserRow
 from resolvers.context import Context
 from resolvers.mutations._common import conflict
+from resolvers.mutations._provisioning import already_exists, checked_metadata
 from resolvers.permissions import BILLING_ROLES, principal, require_admin, roles_in
-from resolvers.references import organization_pk, user_pk
-from resolvers.validation import check_email, check_key, check_positive, check_text, first_error
+from resolvers.references import check_external_id, organization_pk, user_pk
+from resolvers.validation import check_email, check_key, check_metadata, check_positive, check_text, first_error
 from schema.errors import (
     AlreadyInvited,
     AlreadyMember,
@@ -108,30 +109,64 @@ def _check_roles(roles: Iterable[MemberRole]) -> ValidationError | None:
 
 
 async def create_organization(info: Info[Context, None], input: CreateOrganizationInput) -> CreateOrganizationResult:
-    """Create an organization; the caller becomes its first OWNER."""
+    """Create an organization: a user token's caller becomes its first OWNER; an admin names the owner and may
+    give the platform's externalId and metadata (idempotent by externalId)."""
     who = principal(info)
-    if who.user_id is None:
-        return Forbidden(message="Creating an organization needs a user token")
-    if invalid := check_text(input.name, "name", 200):
+    admin_only = (input.owner_id, input.external_owner_id, input.external_id, input.metadata)
+    if who.user_id is None and not who.is_admin:
+        return Forbidden(message="Creating an organization needs a user token, or an admin token naming the owner")
+    if who.user_id is not None and any(value is not None for value in admin_only):
+        return Forbidden(message="ownerId, externalOwnerId, externalId and metadata need an admin token")
+    if invalid := first_error(
+        check_text(input.name, "name", 200),
+        None if input.external_id is None else check_external_id(input.external_id),
+        check_metadata(input.metadata),
+    ):
         return invalid
-    org = await organizations.create(input.name.strip(), who.user_id, info.context.now())
+    if who.user_id is not None:
+        org = await organizations.create(input.name.strip(), who.user_id, info.context.now())
+        return CreateOrganizationSuccess(organization=Organization(id=org.id, name=org.name))
+    owner = await user_pk(
+        input.owner_id, input.external_owner_id, own_field="ownerId", external_field="externalOwnerId"
+    )
+    if not isinstance(owner, int):
+        return owner
+    try:
+        org = await provisioning.create_organization(
+            input.name.strip(), owner, input.external_id, checked_metadata(input.metadata), info.context.now()
+        )
+    except provisioning.AlreadyExistsError as exc:
+        return already_exists(exc, "Organization")
     return CreateOrganizationSuccess(organization=Organization(id=org.id, name=org.name))
+
+
+async def _new_member(input: AddMemberInput) -> int | NotFound | ValidationError:
+    """The user to add, named by exactly one of email, userId or externalUserId."""
+    given = [value for value in (input.email, input.user_id, input.external_user_id) if value is not None]
+    if len(given) != 1:
+        return ValidationError(message="Give exactly one of email, userId or externalUserId", field="email")
+    if input.email is None:
+        return await user_pk(input.user_id, input.external_user_id)
+    if invalid := check_email(input.email):
+        return invalid
+    user = await UserRow.filter(email=input.email.strip().lower()).only("id").first()
+    return NotFound(message="No user with that email") if user is None else int(user.id)
 
 
 async def add_member(info: Info[Context, None], input: AddMemberInput) -> AddMemberResult:
     """Add a user at once, without asking them: admins only (owners invite, and the invitee consents)."""
     if require_admin(info) is not None:
         return Forbidden(message=ADMINS_ONLY_ADD)
-    org = await _organization(input.organization_id)
-    if isinstance(org, NotFound):
-        return org
-    if invalid := first_error(_check_roles(input.roles), check_email(input.email)):
+    org_pk = await organization_pk(input.organization_id, input.external_organization_id)
+    if not isinstance(org_pk, int):
+        return org_pk
+    if invalid := _check_roles(input.roles):
         return invalid
-    user = await UserRow.filter(email=input.email.strip().lower()).first()
-    if user is None:
-        return NotFound(message="No user with that email")
+    user = await _new_member(input)
+    if not isinstance(user, int):
+        return user
     try:
-        membership = await organizations.add_member(org.id, user.id, input.roles, info.context.now())
+        membership = await organizations.add_member(org_pk, user, input.roles, info.context.now())
     except organizations.AlreadyMemberError as exc:
         return AlreadyMember(message=str(exc))
     return AddMemberSuccess(membership=Membership.of(membership))

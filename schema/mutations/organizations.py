@@ -7,6 +7,7 @@ import strawberry
 from models.tables import MemberRole
 from schema import references
 from schema.errors import (
+    AlreadyExists,
     AlreadyInvited,
     AlreadyMember,
     Forbidden,
@@ -18,13 +19,25 @@ from schema.errors import (
     ValidationError,
 )
 from schema.invitations import Invitation
-from schema.scalars import Credits
+from schema.scalars import Credits, Metadata
 from schema.types import CreditAccount, Membership, Organization
 
 
-@strawberry.input(description="You become the organization's first OWNER. User tokens only.")
+@strawberry.input(
+    description="With a user token you become the organization's first OWNER. An admin token names the owner"
+    " (exactly one of ownerId or externalOwnerId) and may give externalId and metadata; with an externalId it is"
+    " safe to retry: the same externalId with the same name, owner and metadata answers the same organization,"
+    " with other details it is AlreadyExists (field externalId)."
+)
 class CreateOrganizationInput:
     name: str
+    owner_id: strawberry.ID | None = strawberry.field(default=None, description="Admin tokens only")
+    external_owner_id: str | None = strawberry.field(default=None, description="Admin tokens only")
+    external_id: str | None = strawberry.field(
+        default=None,
+        description="Admin tokens only. Your own id for it: 1 to 255 printable characters, unique, immutable",
+    )
+    metadata: Metadata | None = strawberry.field(default=None, description="Admin tokens only")
 
 
 @strawberry.type
@@ -33,16 +46,22 @@ class CreateOrganizationSuccess:
 
 
 CreateOrganizationResult = Annotated[
-    CreateOrganizationSuccess | ValidationError | Forbidden, strawberry.union("CreateOrganizationResult")
+    CreateOrganizationSuccess | AlreadyExists | ValidationError | Forbidden | NotFound,
+    strawberry.union("CreateOrganizationResult"),
 ]
 
 
 @strawberry.input(
-    description="Add an existing user by email at once. Admin tokens only: owners invite with inviteMember."
+    description="Add an existing user at once, named by exactly one of email, userId or externalUserId, to the"
+    " organization named by exactly one of organizationId or externalOrganizationId. Admin tokens only: owners"
+    " invite with inviteMember."
 )
 class AddMemberInput:
-    organization_id: strawberry.ID
-    email: str
+    organization_id: strawberry.ID | None = None
+    external_organization_id: str | None = None
+    email: str | None = None
+    user_id: strawberry.ID | None = None
+    external_user_id: str | None = None
     roles: list[MemberRole]
 
 

@@ -49,12 +49,14 @@ from models.tables import (
     MemberBudget,
     MemberRole,
     Membership,
+    Organization,
     PaymentMethod,
     PortalCode,
     Subscription,
     SubscriptionStatus,
     Transaction,
     UsageEvent,
+    User,
 )
 from models.tokens import digest
 from tests.support.backends import T0, Backend, reset
@@ -70,6 +72,8 @@ EMAILS = {
     "outsider": "outsider@example.com",
 }
 NEWCOMER = "newcomer@example.com"
+NEWCOMER_EXTERNAL_ID = "cus_newcomer"
+"""The platform's id for the newcomer (added by ``addMember``, looked up by ``user(externalId:)``)."""
 PROSPECT = "prospect@nowhere.example"
 """Invited to Acme (and to each fresh organization) as BILLING; nobody has registered this email."""
 SECOND_PROSPECT = "second@nowhere.example"
@@ -127,7 +131,8 @@ async def build_world(api: Api) -> World:
     tokens: dict[str, str | None] = {}
     for principal, email in EMAILS.items():
         users[principal], tokens[principal] = await api.user(email, bonus=0)
-    await api.user(NEWCOMER, bonus=0)
+    newcomer, _ = await api.user(NEWCOMER, bonus=0)
+    await User.filter(id=newcomer).update(external_id=NEWCOMER_EXTERNAL_ID)
     tokens["service"] = await api.service(scopes=("usage:write",))
     for reader, scopes in READER_SCOPES.items():
         tokens[reader] = await api.service(reader, scopes=scopes)
@@ -309,6 +314,8 @@ async def state(org: Org) -> tuple[Any, ...]:
         sorted((a.id, a.balance, a.version) for a in await CreditAccount.filter(user_id__not_isnull=True)),
         sorted((i.id, i.email, i.roles, i.status) for i in await Invitation.filter(organization_id=org.pk)),
         await PortalCode.filter(account__organization_id=org.pk).count(),
+        sorted((u.id, u.email, u.external_id, repr(u.metadata)) for u in await User.all()),
+        sorted((o.id, o.name, o.external_id, repr(o.metadata)) for o in await Organization.all()),
     )
 
 
@@ -694,6 +701,87 @@ OPERATIONS: dict[str, Operation] = {
         },
         mutation=True,
     ),
+    "user(id)": Operation(
+        "query($id: ID!) { user(id: $id) { email externalId } }",
+        lambda w, o: {"id": w.member_user},
+        ("user",),
+        lambda w, o, who: {"email": EMAILS["member"], "externalId": None},
+    ),
+    "user(externalId)": Operation(
+        "query($ext: String!) { user(externalId: $ext) { email externalId } }",
+        lambda w, o: {"ext": NEWCOMER_EXTERNAL_ID},
+        ("user",),
+        lambda w, o, who: {"email": NEWCOMER, "externalId": NEWCOMER_EXTERNAL_ID},
+    ),
+    "organization(id)": Operation(
+        "query($org: ID!) { organization(id: $org) { name externalId } }",
+        lambda w, o: {"org": o.id},
+        ("organization",),
+        lambda w, o, who: {"name": "Acme", "externalId": None},
+    ),
+    "createUser": Operation(
+        _mutation(
+            "createUser",
+            "email: $email, externalId: $ext",
+            "user { email externalId }",
+            "$email: String!, $ext: String!",
+        ),
+        lambda w, o: {"email": f"provisioned-{o.pk}@example.com", "ext": f"cus_{o.pk}"},
+        ("createUser",),
+        lambda w, o, who: {
+            "__typename": "CreateUserSuccess",
+            "user": {"email": f"provisioned-{o.pk}@example.com", "externalId": f"cus_{o.pk}"},
+        },
+        mutation=True,
+        with_pool=False,
+    ),
+    "updateUser": Operation(
+        _mutation("updateUser", "userId: $user, metadata: $meta", "user { metadata }", "$user: ID!, $meta: Metadata"),
+        lambda w, o: {"user": w.member_user, "meta": {"cell": o.pk}},
+        ("updateUser",),
+        lambda w, o, who: {"__typename": "UpdateUserSuccess", "user": {"metadata": {"cell": o.pk}}},
+        mutation=True,
+        with_pool=False,
+    ),
+    "createOrganization(ownerId)": Operation(
+        _mutation(
+            "createOrganization", "name: $name, ownerId: $user", "organization { name }", "$name: String!, $user: ID!"
+        ),
+        lambda w, o: {"name": f"Initech {o.pk}", "user": w.member_user},
+        ("createOrganization",),
+        lambda w, o, who: {"__typename": "CreateOrganizationSuccess", "organization": {"name": f"Initech {o.pk}"}},
+        mutation=True,
+        with_pool=False,
+    ),
+    "updateOrganization": Operation(
+        _mutation(
+            "updateOrganization",
+            "organizationId: $org, externalId: $ext",
+            "organization { name externalId }",
+            "$org: ID!, $ext: String!",
+        ),
+        lambda w, o: {"org": o.id, "ext": f"org_{o.pk}"},
+        ("updateOrganization",),
+        lambda w, o, who: {
+            "__typename": "UpdateOrganizationSuccess",
+            "organization": {"name": o.name, "externalId": f"org_{o.pk}"},
+        },
+        mutation=True,
+        with_pool=False,
+    ),
+    "addMember(externalUserId)": Operation(
+        _mutation(
+            "addMember",
+            f'organizationId: $org, externalUserId: "{NEWCOMER_EXTERNAL_ID}", roles: [MEMBER]',
+            "membership { email roles }",
+            variables="$org: ID!",
+        ),
+        lambda w, o: {"org": o.id},
+        ("addMember",),
+        lambda w, o, who: {"__typename": "AddMemberSuccess", "membership": {"email": NEWCOMER, "roles": ["MEMBER"]}},
+        mutation=True,
+        with_pool=False,
+    ),
     "grantCredits(pool)": Operation(
         _mutation(
             "grantCredits",
@@ -798,6 +886,14 @@ MATRIX: dict[str, tuple[str, ...]] = {
     "topUp(pool)":                  (OK,       OK,        DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
     "addPaymentMethod(pool)":       (OK,       OK,        DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
     "createPortalSession(pool)":    (DENIED,   DENIED,    DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
+    "user(id)":                     (FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN, OK,     UNAUTH),
+    "user(externalId)":             (FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN, OK,     UNAUTH),
+    "organization(id)":             (FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN, OK,     UNAUTH),
+    "createUser":                   (DENIED,   DENIED,    DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
+    "updateUser":                   (DENIED,   DENIED,    DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
+    "createOrganization(ownerId)":  (DENIED,   DENIED,    DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
+    "updateOrganization":           (DENIED,   DENIED,    DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
+    "addMember(externalUserId)":    (DENIED,   DENIED,    DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
 }  # fmt: skip
 
 # What a service token with only ``balance:read`` or only ``billing:read`` gets (issue 9, point 9): balance and
@@ -825,6 +921,9 @@ SCOPE_MATRIX: dict[str, tuple[str, ...]] = {
     "node(member's Invoice)": (NULL, OK),
     "node(member's PaymentMethod)": (NULL, OK),
     "node(member's Subscription)": (NULL, OK),
+    "user(id)": (OK, OK),
+    "user(externalId)": (OK, OK),
+    "organization(id)": (OK, OK),
     **{
         operation: _NEITHER
         for operation in OPERATIONS

@@ -90,6 +90,12 @@ def test_migrate_user_token_audit(env: dict[str, str]) -> None:
         1,
         "creditline: a user with email ada@example.com exists already\n",
     )
+    with_id = cli(env, "user", "create", "bob@example.com", "--external-id", "cus_bob")
+    assert (with_id.returncode, with_id.stdout) == (0, "user bob@example.com created: VXNlcjoy\n")
+    taken = cli(env, "user", "create", "cy@example.com", "--external-id", "cus_bob")
+    assert (taken.returncode, taken.stderr) == (1, "creditline: a user with external id 'cus_bob' exists already\n")
+    blank = cli(env, "user", "create", "cy@example.com", "--external-id", " ")
+    assert (blank.returncode, blank.stderr) == (2, "creditline: --external-id must be 1 to 255 characters\n")
 
     for args, prefix in (
         (("--user", "ada@example.com"), "clu_"),
@@ -117,10 +123,12 @@ def test_migrate_user_token_audit(env: dict[str, str]) -> None:
         " usage:write\n",
     )
     assert sqlite3.connect(database).execute("SELECT count(*) FROM api_tokens").fetchone() == tokens_before
+    stored = sqlite3.connect(database).execute("SELECT email, external_id FROM users ORDER BY id").fetchall()
+    assert stored == [("ada@example.com", None), ("bob@example.com", "cus_bob")]
     readers = cli(env, "token", "create", "--service", "reader", "--scope", "balance:read", "--scope", "billing:read")
     assert readers.returncode == 0, readers.stderr
     audit = cli(env, "audit")
-    assert (audit.returncode, audit.stdout) == (0, "audit: 1 accounts checked, 0 problems\n")
+    assert (audit.returncode, audit.stdout) == (0, "audit: 2 accounts checked, 0 problems\n")
     sweep = cli(env, "sweep")
     assert (sweep.returncode, sweep.stdout) == (
         0,
