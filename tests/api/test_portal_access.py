@@ -125,6 +125,8 @@ ROOT_QUERIES: dict[str, tuple[str, tuple[str, str]]] = {
     "plans": ("{ plans { id } }", (OK, OK)),
     "rateCard": ("{ rateCard { activity } }", (OK, OK)),
     "apiTokens": ("{ apiTokens(first: 5) { edges { node { id } } } }", (FORBIDDEN, FORBIDDEN)),
+    "user": ('{ user(externalId: "someone") { id } }', (FORBIDDEN, FORBIDDEN)),
+    "organization": ('{ organization(externalId: "some-org") { id } }', (FORBIDDEN, FORBIDDEN)),
 }
 ACCOUNT_FIELDS: dict[str, str] = {
     "id": "id",
@@ -145,6 +147,8 @@ ACCOUNT_FIELDS: dict[str, str] = {
 USER_FIELDS: dict[str, tuple[str, str]] = {
     "id": ("id", OK),
     "email": ("email", OK),
+    "externalId": ("externalId", OK),
+    "metadata": ("metadata", OK),
     "credit": ("credit { id }", OK),
     "organizations": ("organizations { roles }", FORBIDDEN),
     "invitations": ("invitations(first: 5) { edges { node { id } } }", FORBIDDEN),
@@ -246,6 +250,9 @@ MUTATIONS: dict[str, tuple[str, dict[str, str], tuple[str, str]]] = {
     ),
     "createPortalSession": (("accountId: $a"), {"a": "own"}, ("Forbidden",) * 2),
     "createApiToken": (('kind: USER, name: "mine"'), {}, ("Forbidden",) * 2),
+    "createUser": (('email: "new@example.com", externalId: "new-1"'), {}, ("Forbidden",) * 2),
+    "updateUser": (("userId: $u, metadata: {}"), {"u": "ada"}, ("Forbidden",) * 2),
+    "updateOrganization": (('organizationId: $o, name: "Renamed"'), {"o": "acme"}, ("Forbidden",) * 2),
     "revokeApiToken": (("tokenId: $t"), {"t": "ada token"}, ("Forbidden",) * 2),
     "createOrganization": (('name: "Mine"'), {}, ("Forbidden",) * 2),
     "addMember": (
