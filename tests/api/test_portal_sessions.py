@@ -265,14 +265,35 @@ async def test_a_session_ends_at_its_absolute_expiry(api: Api) -> None:
     user_id, _ = await api.user("ada@example.com")
     session = (await open_session(api, await api.admin(), userId=gid("User", user_id)))["token"]
 
-    api.clock.advance(timedelta(hours=12) - timedelta(seconds=1))
+    # Used every 48 minutes, the session outlives its 1-hour idle timeout, up to its 12 hours.
+    for _ in range(14):
+        api.clock.advance(timedelta(minutes=48))
+        assert (await api.data(BALANCE, token=session))["me"]["email"] == "ada@example.com"
+    api.clock.advance(timedelta(minutes=48) - timedelta(seconds=1))  # 12 hours less a second since it opened
     assert (await api.data(BALANCE, token=session))["me"]["email"] == "ada@example.com"
     api.clock.advance(timedelta(seconds=1))
     expired = await api.post(BALANCE, token=session)
 
     assert expired["data"] is None
     assert [(e["message"], e["extensions"]) for e in expired["errors"]] == [
-        ("This token has expired", {"code": "UNAUTHENTICATED"})
+        ("Send a valid token as 'Authorization: Bearer <token>'", {"code": "UNAUTHENTICATED"})
+    ]
+
+
+async def test_a_session_unused_for_an_hour_ends(api: Api) -> None:
+    user_id, _ = await api.user("ada@example.com")
+    session = (await open_session(api, await api.admin(), userId=gid("User", user_id)))["token"]
+    api.clock.advance(timedelta(minutes=30))
+    assert (await api.data(BALANCE, token=session))["me"]["email"] == "ada@example.com"
+
+    api.clock.advance(timedelta(hours=1) - timedelta(seconds=1))  # idle for an hour less a second: still open
+    assert (await api.data(BALANCE, token=session))["me"]["email"] == "ada@example.com"
+    api.clock.advance(timedelta(hours=1))
+    idle = await api.post(BALANCE, token=session)
+
+    assert idle["data"] is None
+    assert [(e["message"], e["extensions"]) for e in idle["errors"]] == [
+        ("Send a valid token as 'Authorization: Bearer <token>'", {"code": "UNAUTHENTICATED"})
     ]
 
 
