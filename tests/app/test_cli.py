@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+
+from tests.support.live import free_port
+from tests.support.processes import cli, served
 
 
 @pytest.fixture
@@ -27,47 +28,11 @@ def env(tmp_path: Path) -> dict[str, str]:
     }
 
 
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "creditline", *args], env=env, capture_output=True, text=True, timeout=60
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def server(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     assert cli(env, "migrate").returncode == 0
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "creditline", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise AssertionError("server did not start")
-        yield url, proc
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        assert proc.stdout is not None
-        proc.stdout.close()
+    with served(env, output=subprocess.PIPE) as running:
+        yield running
 
 
 def graphql(url: str, token: str, query: str, variables: dict[str, object] | None = None) -> dict[str, object]:
@@ -170,21 +135,7 @@ def test_demo_creates_user_and_working_tokens_once(env: dict[str, str]) -> None:
     again = cli(env, "demo")
     assert again.stdout.startswith("demo data exists already")
 
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "creditline", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"{url}/healthz", timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+    with served(env) as (url, _):
         spent = graphql(
             url,
             tokens["agent"],
@@ -194,9 +145,6 @@ def test_demo_creates_user_and_working_tokens_once(env: dict[str, str]) -> None:
         assert spent == {"data": {"spendCredits": {"__typename": "SpendCreditsSuccess", "balance": {"total": "3.5"}}}}
         me = graphql(url, tokens["user"], "{ me { email credit { balance { free } } } }")
         assert me == {"data": {"me": {"email": "demo@creditline.local", "credit": {"balance": {"free": "3.5"}}}}}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 LIST_HEADER = ["id", "global id", "kind", "name", "scopes", "prefix", "created", "last used", "expires", "revoked"]

@@ -13,11 +13,9 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -31,6 +29,7 @@ import pytest
 
 from models.ids import encode_id
 from tests.support.backends import POSTGRES_URL, skip_or_fail
+from tests.support.processes import served
 
 SPENDS = 240
 CONCURRENCY = 24
@@ -52,13 +51,6 @@ class Done:
     returncode: int
     stdout: str
     stderr: str
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def cli(env: dict[str, str], *args: str) -> Done:
@@ -138,31 +130,8 @@ class Server:
 
 @contextlib.contextmanager
 def start_server(env: dict[str, str]) -> Iterator[Server]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "creditline", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None:
-                raise AssertionError(f"the server exited with {proc.returncode}")
-            time.sleep(0.1)
-        else:
-            raise AssertionError("server did not start")
+    with served(env, ready="/readyz") as (url, proc):
         yield Server(url, proc)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 def prepared(env: dict[str, str]) -> str:

@@ -3,50 +3,17 @@ its code is new each time, works once, and opens a portal session of the demo us
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from tests.support.live import free_port
+from tests.support.processes import cli, served
 
 LINK = re.compile(r"^  (http://127\.0\.0\.1:8000/my-credit/\?code=[A-Za-z0-9_-]{43})$", re.M)
-
-
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "creditline", *args], env=env, capture_output=True, text=True, timeout=60
-    )
-
-
-@contextlib.contextmanager
-def running_server(env: dict[str, str], port: int) -> Iterator[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "creditline", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"{url}/healthz", timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def exchange(url: str, code: str) -> tuple[int, dict[str, object]]:
@@ -78,7 +45,7 @@ def test_demo_prints_a_new_single_use_sign_in_link_on_every_run(tmp_path: Path) 
     codes = [parse_qs(urlsplit(found[0]).query)["code"][0] for found in links]
     assert codes[0] != codes[1]
 
-    with running_server(env, free_port()) as url:
+    with served(env) as (url, _):
         status, session = exchange(url, codes[1])
         assert status == 200, session
         reused, _ = exchange(url, codes[1])
