@@ -541,9 +541,9 @@ async def test_an_idle_timeout_counts_from_creation_and_the_fixed_expiry_bounds_
 
 
 async def test_a_token_made_by_an_expiring_user_token_expires_with_it_at_the_latest(world: World) -> None:
-    caller = (
-        await world.create(world.admin, userId=gid("User", world.ada_id), expiresAt="2026-01-15T13:00:00Z")
-    )["secret"]
+    caller = (await world.create(world.admin, userId=gid("User", world.ada_id), expiresAt="2026-01-15T13:00:00Z"))[
+        "secret"
+    ]
     before = await snapshot()
     assert await world.create(caller, name="later", expiresAt="2026-01-15T13:00:01Z") == {
         "__typename": "ValidationError",

@@ -187,8 +187,8 @@ async def test_a_cell_led_by_a_tab_or_a_line_break_is_defused_and_plain_text_is_
     assert data["spendCredits"]["__typename"] == "SpendCreditsSuccess"
     cells = {
         "\t=1+1": "'\t=1+1",
-        "\r=1+1": "\"'\r=1+1\"",
-        "\n=1+1": "\"'\n=1+1\"",
+        "\r=1+1": '"\'\r=1+1"',
+        "\n=1+1": '"\'\n=1+1"',
         "ada 1": "ada 1",
         "a=1": "a=1",
         "\u00a0ada": "\u00a0ada",
