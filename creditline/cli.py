@@ -275,6 +275,10 @@ async def _user(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+TOKEN_NAME_MAX_LENGTH = 200
+"""As createApiToken's ``name``."""
+
+
 async def _token(settings: Settings, args: argparse.Namespace) -> int:
     if args.token_command == "list":
         return await _token_list()
@@ -305,6 +309,13 @@ async def _token(settings: Settings, args: argparse.Namespace) -> int:
         kwargs |= {"kind": TokenKind.SERVICE, "name": args.service, "scopes": tuple(args.scope)}
     else:
         kwargs |= {"kind": TokenKind.ADMIN, "name": args.name or "admin"}
+    if not args.user:
+        option = "--service" if args.service else "--name"
+        try:
+            boundary.label(kwargs["name"], option, TOKEN_NAME_MAX_LENGTH)
+        except boundary.InputError as exc:
+            print(f"creditline: {exc.message}", file=sys.stderr)
+            return 2
     kind = kwargs.pop("kind")
     secret = await create_token(kind, now=now, **kwargs)
     print(f"{kind.value.lower()} token for {kwargs['name']} (shown once; store it now):")

@@ -63,12 +63,19 @@ COLUMNS = (
     "organization_external_id",
 )
 """Appended columns come last, so that a reader of the earlier columns by position keeps working."""
-_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA = ("=", "+", "-", "@", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+"""What starts a formula (OWASP, CSV injection), and the full-width forms some spreadsheets read as the same."""
+
+_LEADING_CONTROL = ("\t", "\r", "\n")
 
 
 def _cell(text: str) -> str:
-    # Agent ids and activities come from clients: never let a spreadsheet read one as a formula.
-    return "'" + text if text.startswith(_FORMULA) else text
+    """Agent ids, activities and external ids come from clients: never let a spreadsheet read one as a
+    formula. A leading quote defuses a cell whose first character other than whitespace starts a formula
+    (spreadsheets skip leading spaces: `` =1+1`` is a formula too), or that starts with a tab or line break."""
+    if text.startswith(_LEADING_CONTROL) or text.lstrip().startswith(_FORMULA):
+        return "'" + text
+    return text
 
 
 def _line(values: tuple[object, ...]) -> str:

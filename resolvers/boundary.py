@@ -116,6 +116,20 @@ def text(value: object, field: str, max_length: int) -> str:
     return string
 
 
+def label(value: object, field: str, max_length: int) -> str:
+    """A name shown in lists to tell things apart (a token's name): ``text``, and no zero-width or
+    bidirectional formatting characters (``INVISIBLE``), with which one name reads as another."""
+    string = text(value, field, max_length)
+    for char in string:
+        if ord(char) in INVISIBLE:
+            raise InputError(
+                field,
+                f"{field} must contain only printable characters: {_code(char)} is an invisible or bidirectional"
+                " formatting character",
+            )
+    return string
+
+
 def optional_text(value: object, field: str, max_length: int) -> str | None:
     """Free text that may be left out (a reason): ``None``, or at most ``max_length`` characters."""
     if value is None:

@@ -109,6 +109,13 @@ class Claims:
     email_verified: object
 
 
+def _verified(claim: object) -> bool:
+    """An ``email_verified`` claim that lets a user be created: absent (the provider does not say; the
+    email is then trusted as the provider's), ``true``, or the string "true" in any case. Anything else,
+    ``false``, "False", 0, 1, "yes", a list, is not verified."""
+    return claim is None or claim is True or (isinstance(claim, str) and claim.lower() == "true")
+
+
 class JwtSignIn:
     """Verifies the platform's JWTs and finds (or creates) their user; verified principals are cached for
     ``cache_seconds`` (by the token's digest), never past the token's expiry."""
@@ -239,7 +246,7 @@ class JwtSignIn:
         found = await _user_with_external_id(claims.sub)
         if found is not None or not self.settings.jwt_create_users:
             return found
-        if claims.email_verified in (False, "false"):
+        if not _verified(claims.email_verified):
             log.info("JWT sign-in: not creating a user for sub %r: its email is not verified", claims.sub)
             return None
         try:

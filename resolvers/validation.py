@@ -35,6 +35,11 @@ def check_text(value: str, field: str, max_length: int) -> ValidationError | Non
     return _checked(lambda: boundary.text(value, field, max_length))
 
 
+def check_label(value: str, field: str, max_length: int) -> ValidationError | None:
+    """A name shown in lists (a token's): free text without invisible or bidirectional formatting characters."""
+    return _checked(lambda: boundary.label(value, field, max_length))
+
+
 def check_optional_text(value: str | None, field: str, max_length: int) -> ValidationError | None:
     return _checked(lambda: boundary.optional_text(value, field, max_length))
 

@@ -13,7 +13,7 @@ from models.tokens import SCOPES, Principal, UnknownScopeError, create_token, di
 from resolvers.context import Context
 from resolvers.permissions import principal
 from resolvers.references import check_external_id, user_pk
-from resolvers.validation import check_future, check_text, first_error
+from resolvers.validation import check_future, check_label, first_error
 from schema.errors import Forbidden, NotFound, ValidationError
 from schema.mutations.api_tokens import (
     CreateApiTokenInput,
@@ -73,7 +73,7 @@ async def create_api_token(info: Info[Context, None], input: CreateApiTokenInput
         ValidationError(message="Portal sessions are opened with createPortalSession", field="kind")
         if kind is TokenKind.PORTAL
         else None,
-        check_text(input.name, "name", MAX_NAME),
+        check_label(input.name, "name", MAX_NAME),
         check_scopes(kind, input.scopes),
         check_future(input.expires_at, "expiresAt", now),
         check_idle(input.idle_timeout_seconds),
@@ -82,6 +82,17 @@ async def create_api_token(info: Info[Context, None], input: CreateApiTokenInput
         else None,
     ):
         return invalid
+    expires_at = None if input.expires_at is None else input.expires_at.astimezone(UTC)
+    if not who.is_admin and who.expires_at is not None:
+        # A JWT or an expiring user token makes no token that outlives it: none given is its own expiry.
+        if expires_at is None:
+            expires_at = who.expires_at
+        elif expires_at > who.expires_at:
+            return ValidationError(
+                message="A token cannot outlive the token that makes it: expiresAt must be at or before"
+                f" {who.expires_at.astimezone(UTC).isoformat().replace('+00:00', 'Z')}",
+                field="expiresAt",
+            )
     owner: int | None = None
     if kind is TokenKind.USER:
         found = await _owner(info, who, input)
@@ -94,7 +105,7 @@ async def create_api_token(info: Info[Context, None], input: CreateApiTokenInput
         now=now,
         user_id=owner,
         scopes=tuple(sorted(set(input.scopes))),
-        expires_at=None if input.expires_at is None else input.expires_at.astimezone(UTC),
+        expires_at=expires_at,
         idle_timeout_seconds=input.idle_timeout_seconds,
     )
     row = await ApiTokenRow.get(token_hash=digest(secret))

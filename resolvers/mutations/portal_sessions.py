@@ -74,9 +74,18 @@ def _check_return_url(value: str | None) -> ValidationError | None:
         boundary.identifier(value, "returnUrl", RETURN_URL_MAX_LENGTH)
     except boundary.InputError as exc:
         return ValidationError(message=exc.message, field=exc.field)
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc or " " in value:
-        return ValidationError(message="returnUrl must be an absolute http or https URL", field="returnUrl")
+    not_absolute = ValidationError(message="returnUrl must be an absolute http or https URL", field="returnUrl")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number from 0 to 65535
+    except ValueError:
+        # "http://[::1" (an unclosed IPv6 literal) or "https://x:99999999/"
+        return not_absolute
+    if parts.scheme not in ("http", "https") or not parts.hostname or " " in value:
+        return not_absolute
+    if "@" in parts.netloc:
+        # https://user:pass@evil.com reads as "user:pass" to a person and goes to evil.com
+        return ValidationError(message="returnUrl must not contain a user name or password", field="returnUrl")
     return None
 
 

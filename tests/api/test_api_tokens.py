@@ -226,6 +226,15 @@ BAD_INPUTS = [
     ({"name": "   "}, "name", "name must be 1 to 200 characters"),
     ({"name": "x" * 201}, "name", "name must be 1 to 200 characters"),
     ({"name": "bad\u0000name"}, "name", "name must not contain control characters"),
+    *[
+        (
+            {"name": f"laptop{char}pot", "userId": "ada"},
+            "name",
+            f"name must contain only printable characters: U+{ord(char):04X} is an invisible or bidirectional"
+            " formatting character",
+        )
+        for char in "\u202e\u202a\u2066\u2069\u200b\u200d\u200f\ufeff"
+    ],
     (
         {"kind": "SERVICE", "scopes": ["usage:wirte"]},
         "scopes",
@@ -529,6 +538,49 @@ async def test_an_idle_timeout_counts_from_creation_and_the_fixed_expiry_bounds_
     assert await world.api.post(ME, token=never_used) == {"data": None, "errors": [UNAUTHENTICATED]}
     world.api.clock.advance(timedelta(minutes=20))
     assert await world.api.post(ME, token=bounded) == {"data": None, "errors": [UNAUTHENTICATED]}
+
+
+async def test_a_token_made_by_an_expiring_user_token_expires_with_it_at_the_latest(world: World) -> None:
+    caller = (await world.create(world.admin, userId=gid("User", world.ada_id), expiresAt="2026-01-15T13:00:00Z"))[
+        "secret"
+    ]
+    before = await snapshot()
+    assert await world.create(caller, name="later", expiresAt="2026-01-15T13:00:01Z") == {
+        "__typename": "ValidationError",
+        "message": "A token cannot outlive the token that makes it: expiresAt must be at or before"
+        " 2026-01-15T13:00:00Z",
+        "field": "expiresAt",
+    }
+    assert changed(before, await snapshot()) == set()
+    unbounded = await world.create(caller, name="no expiry given")
+    sooner = await world.create(caller, name="sooner", expiresAt="2026-01-15T12:30:00Z")
+    same = await world.create(caller, name="same", expiresAt="2026-01-15T13:00:00Z")
+    made = [unbounded, sooner, same]
+    assert [(m["apiToken"]["name"], m["apiToken"]["expiresAt"]) for m in made] == [
+        ("no expiry given", "2026-01-15T13:00:00+00:00"),
+        ("sooner", "2026-01-15T12:30:00+00:00"),
+        ("same", "2026-01-15T13:00:00+00:00"),
+    ]
+    world.api.clock.advance(timedelta(hours=1))
+    for m in made:
+        assert await world.api.post(ME, token=m["secret"]) == {"data": None, "errors": [UNAUTHENTICATED]}
+
+
+async def test_an_idle_timeout_user_token_makes_tokens_bounded_by_its_current_expiry(world: World) -> None:
+    caller = (await world.create(world.admin, userId=gid("User", world.ada_id), idleTimeoutSeconds=600))["secret"]
+    made = await world.create(caller, name="child")
+    assert made["apiToken"]["expiresAt"] == "2026-01-15T12:10:00+00:00"
+
+
+async def test_an_admin_and_a_user_token_without_expiry_make_tokens_without_expiry(world: World) -> None:
+    for caller in (world.admin, world.ada):
+        made = await world.create(caller, userId=gid("User", world.ada_id), name="forever")
+        assert made["apiToken"]["expiresAt"] is None
+    admin_expiring = (await world.create(world.admin, kind="ADMIN", name="brief", expiresAt="2026-01-15T13:00:00Z"))[
+        "secret"
+    ]
+    made = await world.create(admin_expiring, userId=gid("User", world.ada_id), name="beyond")
+    assert made["apiToken"]["expiresAt"] is None
 
 
 # ------------------------------------------------------------------------------------------ who may

@@ -409,6 +409,30 @@ async def test_bad_input_to_create_portal_session_is_typed_and_changes_nothing(a
                 "field": "returnUrl",
             },
         ),
+        *[
+            (
+                admin,
+                {"userId": _user_gid(user_id), "returnUrl": url},
+                {
+                    "__typename": "ValidationError",
+                    "message": "returnUrl must be an absolute http or https URL",
+                    "field": "returnUrl",
+                },
+            )
+            for url in ("http://[::1", "https://x:99999999/", "https://x:port/", "https://:443/")
+        ],
+        *[
+            (
+                admin,
+                {"userId": _user_gid(user_id), "returnUrl": url},
+                {
+                    "__typename": "ValidationError",
+                    "message": "returnUrl must not contain a user name or password",
+                    "field": "returnUrl",
+                },
+            )
+            for url in ("https://user:pass@evil.com", "https://platform.example@evil.com/app")
+        ],
         (
             admin,
             {"userId": _user_gid(user_id), "returnUrl": "/relative"},

@@ -157,6 +157,49 @@ async def test_csv_rows_carry_the_platforms_ids_and_every_form_of_account_export
     assert nobody == (200, HEADER + "\r\n")
 
 
+DISGUISED_FORMULAS = [" =1+1", "  +1+1", " -1+1", " @SUM(A1)", "\uff1d1+1", "\uff0b1", "\uff0d1", "\uff20SUM(A1)"]
+"""Formulas a spreadsheet still reads as formulas: after leading spaces, or with full-width signs."""
+
+
+async def test_formulas_behind_spaces_or_in_full_width_are_defused_in_agent_and_external_ids(api: Api) -> None:
+    user_id, token = await api.user("ada@example.com", bonus=100)
+    service = await api.service()
+    account = gid("CreditAccount", 1)
+    for n, value in enumerate(DISGUISED_FORMULAS):
+        await User.filter(id=user_id).update(external_id=value)
+        api.clock.freeze(T0 + timedelta(hours=n))
+        spend = {"userId": gid("User", user_id), "agentId": value, "activity": "answer", "credits": "1"}
+        data = await api.data(SPEND, {"input": {**spend, "idempotencyKey": f"k{n}"}}, service)
+        assert data["spendCredits"]["__typename"] == "SpendCreditsSuccess"
+        status, text = await export(api, "/exports/usage.csv", {"account": account}, token)
+        assert status == 200
+        assert text.split("\r\n")[1] == (
+            f"{gid('UsageEvent', n + 1)},{(T0 + timedelta(hours=n)).isoformat()},{account},{gid('User', user_id)},,"
+            f"'{value},answer,1,1,0,'{value},"
+        ), value
+
+
+async def test_a_cell_led_by_a_tab_or_a_line_break_is_defused_and_plain_text_is_not(api: Api) -> None:
+    user_id, token = await api.user("ada@example.com", bonus=100)
+    service = await api.service()
+    spend = {"userId": gid("User", user_id), "agentId": "bot", "activity": "answer", "credits": "1"}
+    data = await api.data(SPEND, {"input": {**spend, "idempotencyKey": "k"}}, service)
+    assert data["spendCredits"]["__typename"] == "SpendCreditsSuccess"
+    cells = {
+        "\t=1+1": "'\t=1+1",
+        "\r=1+1": '"\'\r=1+1"',
+        "\n=1+1": '"\'\n=1+1"',
+        "ada 1": "ada 1",
+        "a=1": "a=1",
+        "\u00a0ada": "\u00a0ada",
+    }
+    for stored, shown in cells.items():  # external ids set in the database: the API accepts no control characters
+        await User.filter(id=user_id).update(external_id=stored)
+        status, text = await export(api, "/exports/usage.csv", {"account": gid("CreditAccount", 1)}, token)
+        assert status == 200
+        assert text.removesuffix("\r\n").endswith(f",bot,answer,1,1,0,{shown},"), repr(stored)
+
+
 async def test_transactions_export_takes_every_form_of_account(api: Api) -> None:
     made = await make_usage(api)
     admin = await api.admin()

@@ -185,6 +185,17 @@ def test_token_list_revoke_and_expiry(env: dict[str, str]) -> None:
             "--expires-at needs a time zone, e.g. 2099-01-01T00:00:00Z",
         ),
         (("--user", "ada@example.com", "--scope", "usage:write"), "--scope is for service tokens only"),
+        (
+            ("--service", "runner\u202egnp.exe", "--scope", "usage:write"),
+            "--service must contain only printable characters: U+202E is an invisible or bidirectional"
+            " formatting character",
+        ),
+        (
+            ("--admin", "--name", "ops\u200b"),
+            "--name must contain only printable characters: U+200B is an invisible or bidirectional"
+            " formatting character",
+        ),
+        (("--admin", "--name", "   "), "--name must be 1 to 200 characters"),
     ):
         refused = cli(env, "token", "create", *args)
         assert (refused.returncode, refused.stdout, refused.stderr) == (2, "", f"creditline: {message}\n")

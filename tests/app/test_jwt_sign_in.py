@@ -111,6 +111,18 @@ async def platform_user(clock: Clock, sub: str = "idp-user-1", email: str = "ada
     return user_id
 
 
+CREATE_TOKEN = """
+mutation Create($input: CreateApiTokenInput!) {
+  createApiToken(input: $input) {
+    __typename
+    ... on CreateApiTokenSuccess { apiToken { expiresAt } }
+    ... on ValidationError { message field }
+    ... on Error { message }
+  }
+}
+"""
+
+
 def b64(data: dict[str, Any] | bytes) -> str:
     raw = data if isinstance(data, bytes) else json.dumps(data).encode()
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
@@ -389,10 +401,48 @@ async def test_no_user_is_created_without_a_usable_email_nor_over_another_users_
     refused = [
         rsa.sign(claims(now, sub="idp-no-email", email=None)),
         rsa.sign(claims(now, sub="idp-bad-email", email="not an email")),
-        rsa.sign(claims(now, sub="idp-unverified", email="eve@example.com", email_verified=False)),
+        *[
+            rsa.sign(claims(now, sub=f"idp-unverified-{n}", email=f"eve{n}@example.com", email_verified=verified))
+            for n, verified in enumerate(
+                [False, "false", "False", "FALSE", 0, 1, 0.0, "", "yes", "1", " true", [True], {"v": True}]
+            )
+        ],
         rsa.sign(claims(now, sub="idp-takeover", email="ADA@example.com")),  # Ada's email, another sub
     ]
-    assert [await creating_api.post(ME, token=token) for token in refused] == [UNAUTHENTICATED] * 4
+    assert [await creating_api.post(ME, token=token) for token in refused] == [UNAUTHENTICATED] * 16
+    assert await snapshot() == before
+
+
+async def test_a_user_is_created_when_email_verified_is_absent_true_or_true_in_any_case(
+    creating_api: Api, idp: JwksServer
+) -> None:
+    now = creating_api.clock.now()
+    accepted: list[object] = [None, True, "true", "True", "TRUE"]  # None: claims() leaves the claim out
+    for n, verified in enumerate(accepted):
+        token = idp.keys[0].sign(claims(now, sub=f"idp-{n}", email=f"user{n}@example.com", email_verified=verified))
+        assert await creating_api.data(ME, token=token) == {
+            "me": {"email": f"user{n}@example.com", "credit": {"balance": {"total": "25"}}}
+        }
+    users = await User.all().order_by("id").values("external_id")
+    assert users == [{"external_id": f"idp-{n}"} for n in range(len(accepted))]
+
+
+async def test_a_jwt_makes_api_tokens_that_expire_with_it_at_the_latest(app_api: Api, idp: JwksServer) -> None:
+    await platform_user(app_api.clock)
+    now = app_api.clock.now()
+    token = idp.keys[0].sign(claims(now, lifetime=600))
+    latest = (now + timedelta(seconds=600 + 30)).isoformat()  # exp plus the 30-second leeway
+    body = await app_api.data(CREATE_TOKEN, {"input": {"kind": "USER", "name": "cli"}}, token)
+    assert body["createApiToken"]["apiToken"]["expiresAt"] == latest
+    before = await snapshot()
+    later = (now + timedelta(days=1)).isoformat()
+    body = await app_api.data(CREATE_TOKEN, {"input": {"kind": "USER", "name": "cli", "expiresAt": later}}, token)
+    assert body["createApiToken"] == {
+        "__typename": "ValidationError",
+        "message": "A token cannot outlive the token that makes it: expiresAt must be at or before"
+        f" {latest.replace('+00:00', 'Z')}",
+        "field": "expiresAt",
+    }
     assert await snapshot() == before
 
 
