@@ -43,7 +43,8 @@ async def named_account(
     required: bool = False,
 ) -> Named | None:
     """The account named by at most one of the three forms (exactly one if ``required``); ``None`` when none
-    is given (the caller's default). An unknown id of any form is ``NotFound``."""
+    is given (the caller's default). An unknown id of any form is ``NotFound`` (billing_account refuses an unknown
+    externalId to anyone but an admin as another's account is)."""
     given = sum(value is not None for value in (account_id, external_user_id, external_organization_id))
     if given > 1 or (required and given == 0):
         how = "exactly" if required else "at most"

@@ -1,7 +1,8 @@
 """Naming a user or an organization in an input: by our global ID or by the platform's own id (externalId).
 
 Every input that names one accepts exactly one of the two forms (``userId`` / ``externalUserId``,
-``organizationId`` / ``externalOrganizationId``). An unknown id of either form is ``NotFound``.
+``organizationId`` / ``externalOrganizationId``). An unknown id of either form is ``NotFound`` here; a caller who
+may not see every user or organization maps an unknown externalId to its refusal of another tenant's (README).
 """
 
 from __future__ import annotations

@@ -82,12 +82,18 @@ async def _organization(organization_id: str) -> OrganizationRow | NotFound:
 
 
 async def _named_organization(
-    organization_id: str | None, external_organization_id: str | None
+    info: Info[Context, None], organization_id: str | None, external_organization_id: str | None
 ) -> OrganizationRow | NotFound | ValidationError:
-    """The organization named by exactly one of ``organizationId`` or ``externalOrganizationId``."""
+    """The organization named by exactly one of ``organizationId`` or ``externalOrganizationId``.
+
+    Whether an externalId exists is told to admins only (the only callers who may act on any organization): for
+    anyone else an unknown one is an organization they have no role in (no row: id 0), so it is refused exactly
+    as another tenant's existing one is. An unknown global ID stays ``NotFound`` (our ids are not secrets)."""
     if organization_id is not None and external_organization_id is None:
         return await _organization(organization_id)
     pk = await organization_pk(organization_id, external_organization_id)
+    if isinstance(pk, NotFound) and not principal(info).is_admin:
+        return OrganizationRow(id=0, name="")
     if not isinstance(pk, int):
         return pk
     org = await OrganizationRow.filter(id=pk).first()
@@ -186,7 +192,7 @@ async def _member(
 
 
 async def set_member_roles(info: Info[Context, None], input: SetMemberRolesInput) -> SetMemberRolesResult:
-    org = await _named_organization(input.organization_id, input.external_organization_id)
+    org = await _named_organization(info, input.organization_id, input.external_organization_id)
     if not isinstance(org, OrganizationRow):
         return org
     if denied := await _require(info, org, frozenset({MemberRole.OWNER})):
@@ -209,7 +215,7 @@ async def set_member_roles(info: Info[Context, None], input: SetMemberRolesInput
 
 
 async def remove_member(info: Info[Context, None], input: RemoveMemberInput) -> RemoveMemberResult:
-    org = await _named_organization(input.organization_id, input.external_organization_id)
+    org = await _named_organization(info, input.organization_id, input.external_organization_id)
     if not isinstance(org, OrganizationRow):
         return org
     if denied := await _require(info, org, frozenset({MemberRole.OWNER})):
@@ -233,7 +239,7 @@ async def leave_organization(info: Info[Context, None], input: LeaveOrganization
     who = principal(info)
     if who.user_id is None:
         return Forbidden(message="Leaving an organization needs a user token")
-    org = await _named_organization(input.organization_id, input.external_organization_id)
+    org = await _named_organization(info, input.organization_id, input.external_organization_id)
     if not isinstance(org, OrganizationRow):
         return org
     try:
@@ -247,7 +253,7 @@ async def leave_organization(info: Info[Context, None], input: LeaveOrganization
 
 
 async def enable_credit_pool(info: Info[Context, None], input: EnableCreditPoolInput) -> EnableCreditPoolResult:
-    org = await _named_organization(input.organization_id, input.external_organization_id)
+    org = await _named_organization(info, input.organization_id, input.external_organization_id)
     if not isinstance(org, OrganizationRow):
         return org
     if denied := await _require(info, org, BILLING_ROLES):
@@ -259,7 +265,7 @@ async def enable_credit_pool(info: Info[Context, None], input: EnableCreditPoolI
 
 
 async def set_member_budget(info: Info[Context, None], input: SetMemberBudgetInput) -> SetMemberBudgetResult:
-    org = await _named_organization(input.organization_id, input.external_organization_id)
+    org = await _named_organization(info, input.organization_id, input.external_organization_id)
     if not isinstance(org, OrganizationRow):
         return org
     if denied := await _require(info, org, BILLING_ROLES):
@@ -290,7 +296,7 @@ def _normalized_email(email: str) -> str | ValidationError:
 
 
 async def invite_member(info: Info[Context, None], input: InviteMemberInput) -> InviteMemberResult:
-    org = await _named_organization(input.organization_id, input.external_organization_id)
+    org = await _named_organization(info, input.organization_id, input.external_organization_id)
     if not isinstance(org, OrganizationRow):
         return org
     email = _normalized_email(input.email)

@@ -40,6 +40,7 @@ from schema.payments import (
 )
 
 PAYING_NEEDS_ROLE = "Paying for this account needs its owner, or the BILLING or OWNER role in its organization"
+PORTAL_PAYS_OWN = f"{PORTAL_MESSAGE}: paying for another account needs its own session"
 
 
 class NamesAccount(Protocol):
@@ -60,9 +61,13 @@ async def billing_account(
 ) -> CreditAccountRow | Forbidden | NotFound | ValidationError:
     """The account a payment is for: your own by default (a portal session's: the one it is bound to, and no
     other); an organization pool needs BILLING or OWNER. Whether an organization has a pool is told only to
-    those who could pay for it."""
+    those who could pay for it, and whether an externalId exists to admins only (for anyone else an unknown one
+    is refused as another's account is; an unknown global ID stays ``NotFound``)."""
     who = principal(info)
     named = await named_account(input.account_id, input.external_user_id, input.external_organization_id)
+    external = input.external_user_id is not None or input.external_organization_id is not None
+    if isinstance(named, NotFound) and external and not who.is_admin:
+        return Forbidden(message=PORTAL_PAYS_OWN if portal_account(who) is not None else PAYING_NEEDS_ROLE)
     if (bound := portal_account(who)) is not None:
         return await _portal_account(bound, named)
     if named is None:
@@ -88,7 +93,7 @@ async def _portal_account(
     if isinstance(named, NotFound | ValidationError):
         return named
     if isinstance(named, NoPool) or named.id != bound:
-        return Forbidden(message=f"{PORTAL_MESSAGE}: paying for another account needs its own session")
+        return Forbidden(message=PORTAL_PAYS_OWN)
     return named
 
 

@@ -4,8 +4,10 @@ global ID, and ``accountId`` takes a User or Organization ID as well as a Credit
 
 By another form of id, a mutation does exactly what it does by global ID: the same answers and the same rows in
 every table (the whole flow is run once per form on a fresh database). Both forms or neither is a
-``ValidationError``, an unknown id ``NotFound``, and a refusal changes nothing. Access does not change: naming
-another tenant's user or organization by its externalId is answered as naming it by its global ID would be.
+``ValidationError``, an unknown id ``NotFound`` (an unknown externalId only for admins and the services that
+reach everything: to anyone else it is refused as another tenant's existing one is, so that no token learns
+which externalIds exist), and a refusal changes nothing. Access does not change: naming another tenant's user
+or organization by its externalId is answered as naming it by its global ID would be.
 The CSV exports are in test_usage_export.py.
 """
 
@@ -22,7 +24,18 @@ from creditline.clock import Clock
 from creditline.settings import Settings
 from models import ledger, organizations
 from models.credits import MICRO
-from models.tables import CreditAccount, CreditKind, CreditLot, LotSource, MemberRole, Membership, Organization, User
+from models.tables import (
+    CreditAccount,
+    CreditKind,
+    CreditLot,
+    LotSource,
+    MemberRole,
+    Membership,
+    Organization,
+    TokenKind,
+    User,
+)
+from models.tokens import create_token
 from tests.support.backends import Backend, reset
 from tests.support.helpers import Api, gid
 from tests.support.live import Live, connect, receive, serve
@@ -350,8 +363,16 @@ async def test_an_account_named_twice_unknown_or_poolless_is_refused_and_changes
         (owner, {"accountId": gid("CreditAccount", w.pool), "externalOrganizationId": "acme"}, twice),
         (owner, {"externalUserId": "u-owner", "externalOrganizationId": "acme"}, twice),
         (owner, {"accountId": w.user("owner"), "externalUserId": "u-owner"}, twice),
-        (owner, {"externalUserId": "nobody"}, refusal("NotFound", "No user has externalId 'nobody'")),
-        (owner, {"externalOrganizationId": "nowhere"}, refusal("NotFound", "No organization has externalId 'nowhere'")),
+        # Unknown externalIds are refused as another tenant's are (whether they exist is for admins to know).
+        (owner, {"externalUserId": "nobody"}, refusal("Forbidden", PAYING_NEEDS_ROLE)),
+        (owner, {"externalOrganizationId": "nowhere"}, refusal("Forbidden", PAYING_NEEDS_ROLE)),
+        (w.tokens["admin"], {"externalUserId": "nobody"}, refusal("NotFound", "No user has externalId 'nobody'")),
+        (
+            w.tokens["admin"],
+            {"externalOrganizationId": "nowhere"},
+            refusal("NotFound", "No organization has externalId 'nowhere'"),
+        ),
+        # An unknown global ID is still NotFound (our ids are sequential, not secrets).
         (owner, {"accountId": gid("User", 999)}, refusal("NotFound", "User not found")),
         (owner, {"accountId": gid("Organization", 999)}, refusal("NotFound", "Organization not found")),
         (owner, {"accountId": gid("Hold", 1)}, refusal("NotFound", "Credit account not found")),
@@ -438,10 +459,6 @@ async def test_an_organization_or_member_named_twice_or_unknown_is_refused_and_c
         ({**acme, "externalOrganizationId": "acme", **member}, one_org),
         (member, one_org),
         (
-            {"externalOrganizationId": "nowhere", **member},
-            refusal("NotFound", "No organization has externalId 'nowhere'"),
-        ),
-        (
             {"externalOrganizationId": "acme\x00", **member},
             refusal(
                 "ValidationError",
@@ -464,6 +481,15 @@ async def test_an_organization_or_member_named_twice_or_unknown_is_refused_and_c
         ]
     for naming, expected in cases:
         assert await unchanged(api, token, mutation, {**naming, **rest}) == expected, naming
+    # An unknown externalId is refused as Globex (not theirs) is; an admin is told it is unknown.
+    nowhere = await unchanged(api, token, mutation, {"externalOrganizationId": "nowhere", **member, **rest})
+    assert nowhere == await unchanged(api, token, mutation, {"externalOrganizationId": "globex", **member, **rest})
+    assert nowhere["__typename"] in {"Forbidden", "NotFound"}, nowhere
+    if mutation != "leaveOrganization":
+        told = await unchanged(
+            api, w.tokens["admin"], mutation, {"externalOrganizationId": "nowhere", **member, **rest}
+        )
+        assert told == refusal("NotFound", "No organization has externalId 'nowhere'")
 
 
 @pytest.mark.parametrize(("mutation", "who", "rest"), ORG_IDS)
@@ -482,6 +508,93 @@ async def test_another_tenants_organization_by_external_id_is_refused_as_by_glob
     ]
     assert answers[0]["__typename"] in {"Forbidden", "NotFound"}, answers
     assert answers == [answers[0]] * len(answers)
+
+
+# ------------------------------------------------------------------------------------------------ no oracle
+
+# Every mutation that takes externalUserId / externalOrganizationId (or externalOwnerId), with the rest of a
+# valid input: (mutation, its input type, the rest, which external fields it takes).
+UNKNOWN = {"externalUserId": "nobody", "externalOrganizationId": "nowhere", "externalOwnerId": "nobody"}
+FOREIGN = {"externalUserId": "u-owner", "externalOrganizationId": "acme", "externalOwnerId": "u-owner"}
+NOT_FOUND = {
+    "externalUserId": "No user has externalId 'nobody'",
+    "externalOwnerId": "No user has externalId 'nobody'",
+    "externalOrganizationId": "No organization has externalId 'nowhere'",
+}
+BOTH = ("externalUserId", "externalOrganizationId")
+SPEND_REST = {"agentId": "a", "activity": "answer", "credits": "1", "idempotencyKey": "k"}
+NAMING: list[tuple[str, str, dict[str, Any], tuple[str, ...]]] = [
+    *[(mutation, MUTATIONS[mutation][0], rest, BOTH) for mutation, rest in ACCOUNT_MUTATIONS],
+    ("grantCredits", "GrantCreditsInput", {"credits": "1", "kind": "FREE", "idempotencyKey": "k"}, BOTH),
+    ("spendCredits", "SpendCreditsInput", SPEND_REST, ("externalUserId",)),
+    ("holdCredits", "HoldCreditsInput", SPEND_REST, ("externalUserId",)),
+    *[
+        (mutation, MUTATIONS[mutation][0], rest, ("externalOrganizationId",))
+        for mutation, _, rest in ORG_MUTATIONS
+        if mutation not in NAMES_MEMBER
+    ],
+    *[
+        (mutation, MUTATIONS[mutation][0], {**rest, "externalUserId": "u-member"}, ("externalOrganizationId",))
+        for mutation, _, rest in ORG_MUTATIONS
+        if mutation in NAMES_MEMBER
+    ],
+    ("addMember", "AddMemberInput", {"email": "member@example.com", "roles": ["MEMBER"]}, ("externalOrganizationId",)),
+    ("addMember", "AddMemberInput", {"organizationId": "", "roles": ["MEMBER"]}, ("externalUserId",)),
+    ("createPortalSession", "CreatePortalSessionInput", {}, BOTH),
+    ("createApiToken", "CreateApiTokenInput", {"kind": "USER", "name": "t"}, ("externalUserId",)),
+    ("createOrganization", "CreateOrganizationInput", {"name": "New"}, ("externalOwnerId",)),
+    ("updateUser", "UpdateUserInput", {"metadata": {"a": 1}}, ("externalUserId",)),
+    ("updateOrganization", "UpdateOrganizationInput", {"metadata": {"a": 1}}, ("externalOrganizationId",)),
+]
+NAMING_IDS = [
+    pytest.param(mutation, input_type, rest, field, id=f"{mutation}-{field}")
+    for mutation, input_type, rest, fields in NAMING
+    for field in fields
+]
+
+
+async def answer(api: Api, token: str, mutation: str, input_type: str, input: dict[str, Any]) -> Any:
+    """The answer, once it is known that it changed nothing."""
+    query = f"mutation($input: {input_type}!) {{ {mutation}(input: $input) {{ __typename {TAIL} }} }}"
+    before = await snapshot()
+    body = await api.post(query, {"input": input}, token)
+    assert await snapshot() == before, body
+    return body
+
+
+def completed(w: World, rest: dict[str, Any]) -> dict[str, Any]:
+    """addMember by a user's externalId names Acme by global ID (the placeholder "")."""
+    if rest.get("organizationId") == "":
+        return {**rest, "organizationId": gid("Organization", w.acme)}
+    return rest
+
+
+async def portal_session(api: Api, w: World) -> str:
+    """A portal session of the outsider's own account."""
+    return await create_token(
+        TokenKind.PORTAL, name="portal", now=api.clock.now(), account_id=w.ids["outsider-account"]
+    )
+
+
+@pytest.mark.parametrize(("mutation", "input_type", "rest", "field"), NAMING_IDS)
+async def test_an_unknown_external_id_is_answered_as_another_tenants_existing_one(
+    api: Api, mutation: str, input_type: str, rest: dict[str, Any], field: str
+) -> None:
+    """Whether a platform's externalId exists (often an email or a username) is told only to those who may act
+    on any user or organization: an outsider's user token and a portal session get, for an unknown one, exactly
+    the answer they get for another tenant's. Admins are told it is unknown."""
+    w = await build(api)
+    rest = completed(w, rest)
+    for who, token in (("outsider", w.tokens["outsider"]), ("portal", await portal_session(api, w))):
+        foreign = await answer(api, token, mutation, input_type, {**rest, field: FOREIGN[field]})
+        unknown = await answer(api, token, mutation, input_type, {**rest, field: UNKNOWN[field]})
+        assert unknown == foreign, (who, unknown, foreign)
+        assert "has externalId" not in json.dumps(unknown), (who, unknown)
+    told = await answer(api, w.tokens["admin"], mutation, input_type, {**rest, field: UNKNOWN[field]})
+    if mutation == "leaveOrganization":  # an admin leaves nothing: refused before any organization is looked up
+        assert told == {"data": {mutation: refusal("Forbidden", "Leaving an organization needs a user token")}}
+    else:
+        assert told == {"data": {mutation: refusal("NotFound", NOT_FOUND[field])}}
 
 
 # ------------------------------------------------------------------------------------------- usage filters
@@ -602,6 +715,9 @@ async def test_balance_changed_by_every_form_of_id_watches_the_same_account(live
     for variables in [*pool_forms, {"user": "u-owner"}, {"user": "nobody"}, {"org": "nowhere"}, {"org": "globex"}]:
         # Another tenant's account, an unknown one and a pool that does not exist: one answer.
         assert await first_message(live, outsider, BALANCE_WATCH, variables) == refused, variables
+    session = await portal_session(live.api, w)
+    for variables in ({"user": "u-owner"}, {"user": "nobody"}, {"org": "acme"}, {"org": "nowhere"}):
+        assert await first_message(live, session, BALANCE_WATCH, variables) == refused, variables
     assert await first_message(live, owner, BALANCE_WATCH, {"org": "globex"}) == refused
     twice = top_level(ONE_ACCOUNT, "BAD_REQUEST")
     assert await first_message(live, owner, BALANCE_WATCH, {"id": w.user("owner"), "user": "u-owner"}) == twice
@@ -641,6 +757,9 @@ async def test_usage_recorded_by_external_id_streams_the_organizations_usage(liv
         {"id": gid("Organization", 999)},
     ):
         assert await first_message(live, outsider, USAGE_WATCH, variables) == refused, variables
+    session = await portal_session(live.api, w)
+    for variables in ({"org": "acme"}, {"org": "nowhere"}):
+        assert await first_message(live, session, USAGE_WATCH, variables) == refused, variables
     one = top_level("Give exactly one of organizationId or externalOrganizationId", "BAD_REQUEST")
     assert await first_message(live, owner, USAGE_WATCH, {}) == one
     assert await first_message(live, owner, USAGE_WATCH, {"id": gid("Organization", w.acme), "org": "acme"}) == one
