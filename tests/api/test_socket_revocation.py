@@ -15,11 +15,13 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection
 
+import resolvers.auth
 from creditline.clock import Clock
+from creditline.db_backends import SERVICE_UNAVAILABLE_MESSAGE, DatabaseUnavailable
 from creditline.live import EXPIRED, NO_LONGER_VALID
 from creditline.settings import Settings
 from models.tables import ApiToken, CreditAccount, TokenKind
-from models.tokens import create_token, token_for
+from models.tokens import StoredToken, create_token, token_for
 from tests.support.backends import Backend
 from tests.support.helpers import SPEND, gid
 from tests.support.live import Live, connect, receive, serve
@@ -211,5 +213,29 @@ async def test_a_valid_tokens_socket_keeps_working_across_the_recheck(rechecked:
             "type": "next",
             "payload": {"data": {"balanceChanged": {"reason": "SPEND", "balance": {"total": "9"}}}},
         }
+    finally:
+        await ws.close()
+
+
+async def test_a_token_that_cannot_be_checked_refuses_the_operation_as_unavailable_and_the_socket_stays(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ada_id, ada_token = await live.api.user("ada@example.com", bonus=10)
+    account = gid("CreditAccount", (await CreditAccount.get(user_id=ada_id)).id)
+    ws = await connect(live, ada_token)
+
+    async def down(secret: str) -> StoredToken | None:
+        raise DatabaseUnavailable("test")
+
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(resolvers.auth, "token_for", down)
+            await send(ws, "q1", LOOK, {"id": account})
+            assert await receive(ws) == {
+                "id": "q1",
+                "type": "error",
+                "payload": [{"message": SERVICE_UNAVAILABLE_MESSAGE, "extensions": {"code": "SERVICE_UNAVAILABLE"}}],
+            }
+        assert await run(ws, "q2", LOOK, {"id": account}) == {"node": {"id": account}}
     finally:
         await ws.close()
