@@ -50,7 +50,14 @@ from strawberry.utils.aio import aclosing
 
 from creditline.db_backends import SERVICE_UNAVAILABLE_MESSAGE, DatabaseUnavailable
 from creditline.execution import PlainLeafExecutionContext
-from creditline.live import EXPIRED, SLOW_SUBSCRIBER_CLOSE_CODE, LiveOperation, SlowSubscriberClosed, TokenWatch
+from creditline.live import (
+    EXPIRED,
+    NO_LONGER_VALID,
+    SLOW_SUBSCRIBER_CLOSE_CODE,
+    LiveOperation,
+    SlowSubscriberClosed,
+    TokenWatch,
+)
 from creditline.logs import LoggedSchema
 from creditline.query_limits import QueryLimits, QueryLimitsExtension, validation_rules
 from creditline.rate_limit import RateLimiter, rate_limited_error, secret_key
@@ -219,6 +226,12 @@ class LiveTransportHandler(BaseGraphQLTransportWSHandler[Context, None]):
         super().__init__(*args, **kwargs)
         self.live: dict[str, LiveOperation] = {}
         self.dropping = False
+        self.revoked = False
+        """Set by the token watch once it found this connection's token revoked: every later operation is
+        refused, whatever the authenticator's cache still says."""
+
+    def mark_revoked(self) -> None:
+        self.revoked = True
 
     @property
     def token_watch(self) -> TokenWatch:
@@ -281,12 +294,45 @@ class LiveTransportHandler(BaseGraphQLTransportWSHandler[Context, None]):
         self.connection_init_timeout_task = None
         self.context.connection_params = None
 
+    async def reauthenticated(self) -> GraphQLFormattedError | None:
+        """Check the connection's token again, as an HTTP request would (the same ``Authenticator``: a revoked
+        token stops within its cache window, an expired or idle one at once, and the use is recorded): the
+        error to refuse an operation with, or ``None`` (then ``context.principal`` is the fresh one, whose
+        idle expiry this use has slid). A JWT has no row to revoke: its expiry alone is checked.
+
+        The token's own answer comes first: the expiry the socket was given may be stale, an idle timeout
+        having been slid since by the token's uses elsewhere (HTTP, other sockets)."""
+        principal = self.context.principal
+        if principal is None:
+            return None
+        if not principal.revocable:
+            return expired_error(self.context)
+        if self.revoked or self.context.token is None:
+            return Unauthenticated(NO_LONGER_VALID).formatted
+        # Shielded, as in on_ws_connect: a client leaving meanwhile must not cut the lookup's query short.
+        fresh = await asyncio.shield(self.view.auth.authenticate(f"Bearer {self.context.token}"))
+        if fresh is None or fresh.token_id != principal.token_id:
+            return expired_error(self.context) or Unauthenticated(NO_LONGER_VALID).formatted
+        self.context.principal = fresh
+        return None
+
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
-        """Strawberry's, after the operation has taken one from its token's bucket: an empty bucket answers
-        an ``error`` for its id (RATE_LIMITED, retryAfter) and the connection stays open for a retry."""
-        if message["id"] not in self.operations and (expired := expired_error(self.context)) is not None:
-            await self.send_message(ErrorMessage(id=message["id"], type="error", payload=[expired]))
-            return
+        """Strawberry's, once the connection's token has been checked again (``reauthenticated``: a revoked,
+        expired or idle token answers an ``error`` for its id, UNAUTHENTICATED) and the operation has taken
+        one from its token's bucket: an empty bucket answers an ``error`` for its id (RATE_LIMITED,
+        retryAfter) and the connection stays open for a retry."""
+        if message["id"] not in self.operations:
+            try:
+                refused = await self.reauthenticated()
+            except DatabaseUnavailable:
+                unavailable = {"message": SERVICE_UNAVAILABLE_MESSAGE, "extensions": {"code": "SERVICE_UNAVAILABLE"}}
+                await self.send_message(
+                    ErrorMessage(id=message["id"], type="error", payload=[cast(GraphQLFormattedError, unavailable)])
+                )
+                return
+            if refused is not None:
+                await self.send_message(ErrorMessage(id=message["id"], type="error", payload=[refused]))
+                return
         limiter = self.view.limiter
         token = self.context.token  # set once the connection authenticated
         if limiter is not None and token is not None and message["id"] not in self.operations:

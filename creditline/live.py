@@ -52,6 +52,7 @@ SLOW_SUBSCRIBER_CLOSE_CODE = 4413
 SLOW_SUBSCRIBER_REASON = "Subscriber too slow: events dropped"
 REVOKED = "The token of this subscription was revoked"
 EXPIRED = "The token of this connection expired: connect again with a valid one"
+NO_LONGER_VALID = "The token of this connection was revoked or has expired: connect again with a valid one"
 ACCESS_LOST = "You may no longer watch this: your role in the organization changed"
 BILLING_ROLES = frozenset({MemberRole.BILLING, MemberRole.OWNER})
 
@@ -88,6 +89,9 @@ class Connection(Protocol):
     async def close(self, code: int, reason: str) -> None: ...
 
     def forget_live(self, operation_id: str) -> None: ...
+
+    def mark_revoked(self) -> None:
+        """Refuse every later operation of the connection: its token was revoked."""
 
     async def report(self, error: Exception) -> None: ...
 
@@ -285,7 +289,9 @@ class LiveOperation:
 class TokenWatch:
     """Ends live subscriptions whose viewer lost the right to them.
 
-    - A revoked token: every ``every_seconds``, one query checks the tokens of all of them at once.
+    - A revoked token: every ``every_seconds``, one query checks the tokens of all of them at once; the
+      connections of a revoked one are marked, so that they run nothing more (each operation sent on a socket
+      also checks its token again, through the authenticator: creditline/graphql.py).
     - A change of membership (``MembershipChanged`` on the bus, from any process): the subscriptions that
       depend on that member's role read it again before they send anything more, at once; and every
       ``every_seconds`` one query re-reads the roles of all of them, in case a message was lost (Redis
@@ -359,6 +365,7 @@ class TokenWatch:
             for key in hashes:
                 if key not in valid:
                     for live in list(self._by_token.pop(key, ())):
+                        live.connection.mark_revoked()
                         live.fail(ForbiddenError(REVOKED))
         pairs = list(self._by_access)
         if pairs:
