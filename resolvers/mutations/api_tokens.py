@@ -31,7 +31,7 @@ MAX_IDLE_SECONDS = 366 * 24 * 3600
 _LONGEST_SCOPE = max(len(scope) for scope in SCOPES)
 
 MANAGERS_ONLY = "Managing tokens needs an admin token, or a user token for its own tokens"
-OWN_ONLY = "A user token makes only USER tokens, without scopes, for its own user"
+OWN_ONLY = "Other tokens need an admin token: a user token makes only USER tokens, without scopes, for its own user"
 
 
 def _valid_scopes() -> str:

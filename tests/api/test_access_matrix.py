@@ -313,6 +313,7 @@ async def state(org: Org) -> tuple[Any, ...]:
         await Transaction.filter(account__organization_id=org.pk).count(),
         sorted((a.id, a.balance, a.version) for a in await CreditAccount.filter(user_id__not_isnull=True)),
         sorted((i.id, i.email, i.roles, i.status) for i in await Invitation.filter(organization_id=org.pk)),
+        await ApiToken.filter(name="matrix").count(),  # createApiToken's cells
         await PortalCode.filter(account__organization_id=org.pk).count(),
         sorted((u.id, u.email, u.external_id, repr(u.metadata)) for u in await User.all()),
         sorted((o.id, o.name, o.external_id, repr(o.metadata)) for o in await Organization.all()),
@@ -532,6 +533,18 @@ OPERATIONS: dict[str, Operation] = {
             else []
         },
     ),
+    "me.apiTokens": Operation(
+        "{ me { apiTokens(first: 1) { edges { node { kind } } } } }",
+        lambda w, o: {},
+        ("me", "apiTokens"),
+        lambda w, o, who: {"edges": [{"node": {"kind": "USER"}}]},
+    ),
+    "apiTokens": Operation(
+        "{ apiTokens(first: 1, filter: {kind: SERVICE}) { edges { node { kind } } } }",
+        lambda w, o: {},
+        ("apiTokens",),
+        lambda w, o, who: {"edges": [{"node": {"kind": "SERVICE"}}]},
+    ),
     "Organization.invitations": Operation(
         _org("invitations(first: 10) { edges { node { roles status } } }"),
         lambda w, o: {"org": o.id},
@@ -735,6 +748,16 @@ OPERATIONS: dict[str, Operation] = {
         mutation=True,
         with_pool=False,
     ),
+    "createApiToken(member)": Operation(
+        _mutation(
+            "createApiToken", 'kind: USER, name: "matrix", userId: $user', "apiToken { kind name }", "$user: ID!"
+        ),
+        lambda w, o: {"user": w.member_user},
+        ("createApiToken",),
+        lambda w, o, who: {"__typename": "CreateApiTokenSuccess", "apiToken": {"kind": "USER", "name": "matrix"}},
+        mutation=True,
+        with_pool=False,
+    ),
     "updateUser": Operation(
         _mutation("updateUser", "userId: $user, metadata: $meta", "user { metadata }", "$user: ID!, $meta: Metadata"),
         lambda w, o: {"user": w.member_user, "meta": {"cell": o.pk}},
@@ -891,6 +914,9 @@ MATRIX: dict[str, tuple[str, ...]] = {
     "organization(id)":             (FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN, OK,     UNAUTH),
     "createUser":                   (DENIED,   DENIED,    DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
     "updateUser":                   (DENIED,   DENIED,    DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
+    "me.apiTokens":                 (OK,       OK,        OK,        OK,      FORBIDDEN, FORBIDDEN, UNAUTH),
+    "apiTokens":                    (FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN, OK,     UNAUTH),
+    "createApiToken(member)":       (DENIED,   DENIED,    OK,        DENIED,  DENIED,    OK,        UNAUTH),
     "createOrganization(ownerId)":  (DENIED,   DENIED,    DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
     "updateOrganization":           (DENIED,   DENIED,    DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
     "addMember(externalUserId)":    (DENIED,   DENIED,    DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
@@ -903,6 +929,8 @@ _NEITHER, _NO_TOKEN_FOR_ME = (NULL, NULL), (FORBIDDEN, FORBIDDEN)
 SCOPE_MATRIX: dict[str, tuple[str, ...]] = {
     "me": _NO_TOKEN_FOR_ME,
     "me.invitations": _NO_TOKEN_FOR_ME,
+    "me.apiTokens": _NO_TOKEN_FOR_ME,
+    "apiTokens": (FORBIDDEN, FORBIDDEN),
     "node(pool CreditAccount)": _BALANCE,
     "node(member's CreditAccount)": _BALANCE,
     "node(pool UsageEvent)": (OK, NULL),
