@@ -38,7 +38,6 @@ from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PublicKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from tortoise.exceptions import IntegrityError
-from tortoise.transactions import in_transaction
 
 from creditline.settings import Settings
 from models import ledger
@@ -261,14 +260,13 @@ class JwtSignIn:
         first requests at once, one creates it and the other, refused by the unique email (or externalId),
         finds it. An email another user has already is never taken over: that sign-in is refused."""
         try:
-            async with in_transaction():
-                user_id = await ledger.create_user(
-                    email,
-                    signup_bonus=self.settings.signup_bonus,
-                    bonus_lifetime=timedelta(days=self.settings.signup_bonus_days),
-                    now=self.clock(),
-                )
-                await User.filter(id=user_id).update(external_id=sub)
+            user_id = await ledger.create_user(
+                email,
+                signup_bonus=self.settings.signup_bonus,
+                bonus_lifetime=timedelta(days=self.settings.signup_bonus_days),
+                now=self.clock(),
+                external_id=sub,
+            )
         except IntegrityError:
             found = await _user_with_external_id(sub)
             if found is None:
