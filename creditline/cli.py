@@ -409,4 +409,10 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
     minutes = max(1, settings.portal_code_seconds // 60)
     print(f"My Credit of {DEMO_EMAIL} (sign-in link, works once, for {minutes} min):")
     print(f"  {portal.portal_link(settings.public_url, code)}")
+    # The page at /my-credit/ is not served yet: say how to use the code without it.
+    print("The page itself is not served yet; open the session it would open with:")
+    print(
+        f"  curl -s -X POST {settings.public_url.rstrip('/')}/portal/session"
+        f" -H 'content-type: application/json' -d '{{\"code\": \"{code}\"}}'"
+    )
     return 0

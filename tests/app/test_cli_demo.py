@@ -44,6 +44,11 @@ def test_demo_prints_a_new_single_use_sign_in_link_on_every_run(tmp_path: Path) 
     assert [len(found) for found in links] == [1, 1]
     codes = [parse_qs(urlsplit(found[0]).query)["code"][0] for found in links]
     assert codes[0] != codes[1]
+    # Until the page is served, the line under the link exchanges the same code.
+    assert (
+        "  curl -s -X POST http://127.0.0.1:8000/portal/session -H 'content-type: application/json'"
+        f' -d \'{{"code": "{codes[1]}"}}\'\n'
+    ) in again.stdout
 
     with served(env) as (url, _):
         status, session = exchange(url, codes[1])
