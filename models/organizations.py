@@ -86,9 +86,18 @@ async def _owners(sql: Sql, organization_id: int, actor_id: int | None) -> list[
     return owners
 
 
-async def create(name: str, owner_id: int, now: datetime) -> Organization:
+async def create(
+    name: str,
+    owner_id: int,
+    now: datetime,
+    *,
+    external_id: str | None = None,
+    metadata: dict[str, object] | None = None,
+) -> Organization:
+    """A new organization with ``owner_id`` as its OWNER, in one transaction. A taken ``external_id`` raises
+    Tortoise's ``IntegrityError`` and creates nothing."""
     async with in_transaction():
-        org = await Organization.create(name=name, created_at=now)
+        org = await Organization.create(name=name, external_id=external_id, metadata=metadata, created_at=now)
         await Membership.create(organization_id=org.id, user_id=owner_id, roles=MemberRole.OWNER.value, created_at=now)
     return org
 

@@ -16,7 +16,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
-from models import ledger
+from models import ledger, organizations
 from models.sql import Sql
 from models.tables import MemberRole, Membership, Organization, User
 
@@ -181,11 +181,7 @@ async def create_organization(
     if existing is not None:
         return existing
     try:
-        async with in_transaction():
-            org = await Organization.create(name=name, external_id=external_id, metadata=metadata, created_at=now)
-            await Membership.create(
-                organization_id=org.id, user_id=owner_id, roles=MemberRole.OWNER.value, created_at=now
-            )
+        org = await organizations.create(name, owner_id, now, external_id=external_id, metadata=metadata)
     except IntegrityError:
         existing = await _existing_organization(name, owner_id, external_id, metadata)
         if existing is None:
