@@ -188,6 +188,14 @@ class CreditAccount(Model):
     balance = fields.BigIntField(default=0)
     held = fields.BigIntField(default=0)
     version = fields.BigIntField(default=0)
+    overdraft = fields.BigIntField(
+        default=0, db_default=0, description="How far below zero available may go, in micro-credits"
+    )
+    owed = fields.BigIntField(
+        default=0, db_default=0, description="Credit spent beyond the lots, to be paid back by grants"
+    )
+    spend_limits = fields.IntField(default=0, db_default=0, description="How many spend limits the account has")
+    """Read with the account lock, so a spend on an account without limits costs no extra statement."""
     created_at = fields.DatetimeField()
 
     user_id: int | None
@@ -231,6 +239,9 @@ class Hold(Model):
     )
     agent_id = fields.CharField(max_length=200)
     activity = fields.CharField(max_length=100)
+    run_id = fields.CharField(max_length=200, null=True, description="The agent run it belongs to")
+    token_id = fields.BigIntField(null=True, description="The API token that placed it")
+    quantity = fields.BigIntField(null=True, description="Units priced by the rate card, in millionths")
     amount = fields.BigIntField()
     captured = fields.BigIntField(default=0)
     status = fields.CharEnumField(HoldStatus, max_length=10, default=HoldStatus.ACTIVE)
@@ -265,10 +276,15 @@ class UsageEvent(Model):
     )
     agent_id = fields.CharField(max_length=200)
     activity = fields.CharField(max_length=100)
+    run_id = fields.CharField(max_length=200, null=True, description="The agent run it belongs to")
+    token_id = fields.BigIntField(null=True, description="The API token that spent it")
     quantity = fields.BigIntField(null=True, description="Units priced by the rate card, in millionths")
     credits = fields.BigIntField()
     free_credits = fields.BigIntField()
     paid_credits = fields.BigIntField()
+    owed_credits = fields.BigIntField(
+        default=0, db_default=0, description="The part spent on overdraft, owed by the account"
+    )
     occurred_at = fields.DatetimeField()
 
     account_id: int
@@ -318,6 +334,8 @@ class LedgerEntry(Model):
     free_amount = fields.BigIntField(default=0)
     paid_amount = fields.BigIntField(default=0)
     held_delta = fields.BigIntField(default=0)
+    owed_delta = fields.BigIntField(default=0, db_default=0)
+    """The change to what the account owes: plus for an overdraft spend, minus for a repayment."""
     balance_after = fields.BigIntField()
     held_after = fields.BigIntField()
     version = fields.BigIntField()
@@ -386,6 +404,10 @@ class ApiToken(Model):
     last_used_at = fields.DatetimeField(null=True)
     """Written in batches, not on every request."""
     revoked_at = fields.DatetimeField(null=True)
+    agent_id = fields.CharField(max_length=200, null=True)
+    """A delegated agent token: the one agent it spends as (with ``account``)."""
+    activities = fields.CharField(max_length=2000, null=True, description="Space-separated allowed activities")
+    """A delegated agent token: the activities it may spend on (null: any)."""
 
     user_id: int | None
     account_id: int | None
@@ -458,10 +480,106 @@ class BudgetUsage(Model):
         unique_together = (("organization", "user", "month"),)
 
 
+class LimitScope(StrEnum):
+    ACCOUNT = "ACCOUNT"
+    MEMBER = "MEMBER"
+    AGENT = "AGENT"
+    TOKEN = "TOKEN"
+
+
+class LimitKind(StrEnum):
+    CAP = "CAP"
+    """At most ``amount`` per window."""
+    VELOCITY = "VELOCITY"
+    """A breaker: more than ``amount`` within ``window_length`` minutes pauses the subject's spending."""
+
+
+class LimitWindow(StrEnum):
+    DAY = "DAY"
+    WEEK = "WEEK"
+    MONTH = "MONTH"
+    ROLLING_HOURS = "ROLLING_HOURS"
+    TOTAL = "TOTAL"
+    ROLLING_MINUTES = "ROLLING_MINUTES"
+    """Velocity breakers only."""
+
+
+class LimitAction(StrEnum):
+    BLOCK = "BLOCK"
+    NOTIFY = "NOTIFY"
+
+
+class SpendLimit(Model):
+    """A limit on spending from one account by a subject: the whole account, a member, an agent or a token.
+
+    ``subject`` is the scope and its key in one string (``account``, ``member:<user id>``, ``agent:<agent id>``,
+    ``token:<token id>``), so that one subject has one limit per kind and window. Amounts in micro-credits.
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    account: fields.ForeignKeyRelation[CreditAccount] = fields.ForeignKeyField(
+        "models.CreditAccount", related_name="spend_limits_set", on_delete=fields.CASCADE
+    )
+    scope = fields.CharEnumField(LimitScope, max_length=8)
+    subject = fields.CharField(max_length=220)
+    user: fields.ForeignKeyNullableRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="spend_limits", null=True, on_delete=fields.CASCADE
+    )
+    agent_id = fields.CharField(max_length=200, null=True)
+    token: fields.ForeignKeyNullableRelation[ApiToken] = fields.ForeignKeyField(
+        "models.ApiToken", related_name="spend_limits", null=True, on_delete=fields.CASCADE
+    )
+    kind = fields.CharEnumField(LimitKind, max_length=8, default=LimitKind.CAP)
+    window = fields.CharEnumField(LimitWindow, max_length=16)
+    window_length = fields.IntField(default=1, description="Hours of ROLLING_HOURS, minutes of ROLLING_MINUTES")
+    time_zone = fields.CharField(max_length=64, default="UTC", description="IANA zone of DAY, WEEK and MONTH")
+    amount = fields.BigIntField()
+    action = fields.CharEnumField(LimitAction, max_length=8, default=LimitAction.BLOCK)
+    warn_percent = fields.IntField(null=True, description="Warn once usage reaches this percent of amount")
+    max_credits_per_run = fields.BigIntField(null=True)
+    cooldown_seconds = fields.IntField(null=True, description="Velocity: pause length (null: until resumed)")
+    tripped_at = fields.DatetimeField(null=True, description="Velocity: when it last tripped")
+    paused_until = fields.DatetimeField(null=True, description="Velocity: the pause ends (null: until resumed)")
+    paused = fields.BooleanField(default=False, db_default=False, description="Velocity: the subject is paused")
+    created_at = fields.DatetimeField()
+    updated_at = fields.DatetimeField()
+
+    account_id: int
+    user_id: int | None
+    token_id: int | None
+
+    class Meta:
+        table = "spend_limits"
+        unique_together = (("account_id", "subject", "kind", "window", "window_length"),)
+
+
+class SpendLimitUsage(Model):
+    """What was spent against one limit in one period, kept in the spend transaction.
+
+    ``period`` is the start of the period in Unix seconds (0 for TOTAL). ``run_id`` is empty, or a run's id for the
+    run's own count under ``max_credits_per_run`` (with ``period`` 0).
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    limit: fields.ForeignKeyRelation[SpendLimit] = fields.ForeignKeyField(
+        "models.SpendLimit", related_name="usage", on_delete=fields.CASCADE
+    )
+    run_id = fields.CharField(max_length=200, default="")
+    period = fields.BigIntField()
+    spent = fields.BigIntField(default=0)
+
+    limit_id: int
+
+    class Meta:
+        table = "spend_limit_usage"
+        unique_together = (("limit_id", "run_id", "period"),)
+
+
 class RollupDimension(StrEnum):
     ACTIVITY = "ACTIVITY"
     AGENT = "AGENT"
     MEMBER = "MEMBER"
+    RUN = "RUN"
 
 
 class UsageRollup(Model):

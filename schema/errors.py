@@ -6,6 +6,7 @@ from datetime import datetime
 
 import strawberry
 
+from schema.limits import SpendLimit
 from schema.scalars import Credits
 
 
@@ -91,3 +92,26 @@ class BudgetExceeded(Error):
         " the hold is captured (then the capture counts as spent), released or timed out"
     )
     required: Credits
+
+
+@strawberry.type(
+    description="A BLOCK spend limit would be passed: spent + held + required > limit.amount (or, with agentRunId,"
+    " the run's spent + held + required > limit.maxCreditsPerRun). Nothing changed."
+)
+class SpendLimitExceeded(Error):
+    limit: SpendLimit
+    spent: Credits = strawberry.field(description="Spent in the current window (or by the run)")
+    held: Credits = strawberry.field(description="Set aside by active holds that count against the limit")
+    required: Credits
+    resets_at: datetime | None = strawberry.field(description="When the window's usage next drops; null: never")
+    agent_run_id: str | None = strawberry.field(description="The run whose maxCreditsPerRun it is, if that refused")
+
+
+@strawberry.type(
+    description="A velocity limit tripped: spending by its subject is paused until resumeAgent, or until pausedUntil"
+    " if the limit has a cool-down. Nothing changed."
+)
+class SpendPaused(Error):
+    limit: SpendLimit
+    tripped_at: datetime
+    paused_until: datetime | None = strawberry.field(description="null: until a person resumes it")

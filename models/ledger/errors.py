@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from models.balance import Balance
+from models.limit_rules import LimitView
 
 
 class LedgerError(Exception):
@@ -44,6 +45,42 @@ class BudgetExceededError(LedgerError):
         self.spent = spent
         self.required = required
         self.held = held
+
+
+class SpendLimitExceededError(LedgerError):
+    """A spend or hold would take a BLOCK limit past its amount (or a run past the limit's
+    ``max_credits_per_run``, then ``run_id`` names the run and ``spent``/``held`` are the run's): ``spent`` in the
+    window, plus ``held`` by active holds that count against it, plus ``required`` > the amount.
+
+    ``limit``: the limit as it was when it refused."""
+
+    def __init__(
+        self,
+        limit: LimitView,
+        spent: int,
+        held: int,
+        required: int,
+        resets_at: datetime | None,
+        run_id: str | None = None,
+    ) -> None:
+        super().__init__("This would exceed a spend limit")
+        self.limit = limit
+        self.spent = spent
+        self.held = held
+        self.required = required
+        self.resets_at = resets_at
+        self.run_id = run_id
+
+
+class SpendPausedError(LedgerError):
+    """A velocity limit tripped: the subject's spending is paused until a person resumes it or, with a
+    cool-down, until ``paused_until``."""
+
+    def __init__(self, limit: LimitView, tripped_at: datetime, paused_until: datetime | None) -> None:
+        super().__init__("Spending is paused: a velocity limit tripped")
+        self.limit = limit
+        self.tripped_at = tripped_at
+        self.paused_until = paused_until
 
 
 class HoldNotActiveError(LedgerError):
@@ -116,6 +153,16 @@ class IdempotencyKey:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitWarning:
+    """A limit at or past its warning threshold (or a NOTIFY limit past its amount) after an operation."""
+
+    limit: LimitView
+    spent: int
+    held: int
+    resets_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class SpendResult:
     usage_event_id: int
     credits: int
@@ -126,6 +173,8 @@ class SpendResult:
     changes: tuple[Event, ...] = ()
     queued_top_up: int | None = None
     """The auto top-up transaction this spend queued, for the caller to charge after commit."""
+    warnings: tuple[LimitWarning, ...] = ()
+    """Limits this spend took to or past their warning threshold, or past a NOTIFY limit's amount."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +194,7 @@ class HoldResult:
     changes: tuple[Event, ...] = ()
     queued_top_up: int | None = None
     """The auto top-up transaction this hold queued, for the caller to charge after commit."""
+    warnings: tuple[LimitWarning, ...] = ()
 
 
 @dataclass(slots=True)

@@ -52,9 +52,13 @@ async def hold(
     idem: IdempotencyKey,
     now: datetime,
     auto_top_up: Terms | None = None,
+    run_id: str | None = None,
+    token_id: int | None = None,
+    quantity: int | None = None,
 ) -> HoldResult:
     """Set ``credits`` aside for a long-running task: lowers ``available``, not ``total`` (and, like a
-    spend, may queue an auto top-up)."""
+    spend, may queue an auto top-up). ``run_id``, ``token_id`` and ``quantity`` (the rate card's units it was
+    priced from) are kept on the hold and carried to its capture's usage event."""
     assert credits > 0
     try:
         async with in_transaction() as conn:
@@ -64,8 +68,8 @@ async def hold(
             if refusal is None:
                 created = await sql.fetchrow(
                     "INSERT INTO holds (account_id, user_id, organization_id, agent_id, activity, amount,"
-                    " captured, status, created_at, expires_at)"
-                    " VALUES ($1, $2, $3, $4, $5, $6, 0, 'ACTIVE', $7, $8) RETURNING id",
+                    " captured, status, created_at, expires_at, run_id, token_id, quantity)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, 0, 'ACTIVE', $7, $8, $9, $10, $11) RETURNING id",
                     row["id"],
                     user_id,
                     organization_id,
@@ -74,6 +78,9 @@ async def hold(
                     credits,
                     now,
                     expires_at,
+                    run_id,
+                    token_id,
+                    quantity,
                 )
                 assert created is not None
                 hold_id = int(created["id"])
@@ -133,6 +140,8 @@ async def capture_hold(hold_id: int, *, credits: int | None, idem: IdempotencyKe
                         paid=paid,
                         allocations=allocations,
                         now=now,
+                        run_id=held["run_id"],
+                        token_id=None if held["token_id"] is None else int(held["token_id"]),
                     )
                 await sql.execute(
                     "UPDATE holds SET status = 'CAPTURED', captured = $1, settled_at = $2 WHERE id = $3",
@@ -227,6 +236,7 @@ async def release_hold(hold_id: int, *, idem: IdempotencyKey, now: datetime) -> 
 async def _active_hold(sql: Sql, hold_id: int, now: datetime) -> dict[str, Any]:
     held = await sql.fetchrow(
         "SELECT h.id, h.user_id, h.organization_id, h.agent_id, h.activity, h.amount, h.status, h.expires_at,"
+        " h.run_id, h.token_id, h.quantity,"
         " a.organization_id AS pool_of FROM holds h JOIN credit_accounts a ON a.id = h.account_id WHERE h.id = $1",
         hold_id,
     )

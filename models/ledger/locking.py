@@ -22,7 +22,10 @@ from models.ledger.errors import (
     InsufficientCreditsError,
     LedgerError,
     NotFoundError,
+    SpendLimitExceededError,
+    SpendPausedError,
 )
+from models.limit_rules import LimitView
 from models.sql import Sql
 
 
@@ -152,6 +155,8 @@ STORED_REFUSALS: tuple[type[LedgerError], ...] = (
     HoldNotActiveError,
     ExceedsHoldError,
     BalanceLimitError,
+    SpendLimitExceededError,
+    SpendPausedError,
 )
 """Refusals that depend on the state at the time of the call: stored under the key and replayed as such."""
 
@@ -167,6 +172,23 @@ def _refusal_json(refusal: LedgerError) -> dict[str, Any]:
         return {"refused": "exceeds_hold", "amount": refusal.amount}
     if isinstance(refusal, BalanceLimitError):
         return {"refused": "balance_limit", "limit": refusal.limit}
+    if isinstance(refusal, SpendLimitExceededError):
+        return {
+            "refused": "spend_limit",
+            "limit": refusal.limit.to_json(),
+            "spent": refusal.spent,
+            "held": refusal.held,
+            "required": refusal.required,
+            "resets_at": None if refusal.resets_at is None else refusal.resets_at.isoformat(),
+            "run_id": refusal.run_id,
+        }
+    if isinstance(refusal, SpendPausedError):
+        return {
+            "refused": "spend_paused",
+            "limit": refusal.limit.to_json(),
+            "tripped_at": refusal.tripped_at.isoformat(),
+            "paused_until": None if refusal.paused_until is None else refusal.paused_until.isoformat(),
+        }
     raise TypeError(f"{type(refusal).__name__} is not stored under an idempotency key")
 
 
@@ -186,6 +208,19 @@ def _raise_if_refused(stored: dict[str, Any]) -> None:
         raise ExceedsHoldError(int(stored["amount"])) from None
     if refused == "balance_limit":
         raise BalanceLimitError(int(stored["limit"])) from None
+    if refused == "spend_limit":
+        raise SpendLimitExceededError(
+            LimitView.of(stored["limit"]),
+            int(stored["spent"]),
+            int(stored["held"]),
+            int(stored["required"]),
+            _instant(stored["resets_at"]),
+            stored.get("run_id"),
+        ) from None
+    if refused == "spend_paused":
+        tripped_at = _instant(stored["tripped_at"])
+        assert tripped_at is not None
+        raise SpendPausedError(LimitView.of(stored["limit"]), tripped_at, _instant(stored["paused_until"])) from None
     raise ValueError(f"unknown stored refusal {refused!r}")
 
 
@@ -194,6 +229,10 @@ async def _refuse(sql: Sql, idem: IdempotencyKey, refusal: LedgerError, now: dat
     concurrent request with the key stored its answer first, that answer is replayed instead (``_Replay``)."""
     await _store_response(sql, idem, _refusal_json(refusal), now)
     return refusal
+
+
+def _instant(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
 
 
 def _budget_json(refusal: BudgetExceededError) -> dict[str, Any]:

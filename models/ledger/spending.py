@@ -54,11 +54,13 @@ async def _insert_usage(
     paid: int,
     allocations: list[tuple[dict[str, Any], int]],
     now: datetime,
+    run_id: str | None = None,
+    token_id: int | None = None,
 ) -> int:
     row = await sql.fetchrow(
         "INSERT INTO usage_events (account_id, user_id, organization_id, hold_id, agent_id, activity,"
-        " quantity, credits, free_credits, paid_credits, occurred_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+        " quantity, credits, free_credits, paid_credits, occurred_at, run_id, token_id)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
         account_id,
         user_id,
         organization_id,
@@ -70,6 +72,8 @@ async def _insert_usage(
         free,
         paid,
         now,
+        run_id,
+        token_id,
     )
     assert row is not None
     usage_event_id = int(row["id"])
@@ -137,8 +141,12 @@ async def spend(
     idem: IdempotencyKey,
     now: datetime,
     auto_top_up: Terms | None = None,
+    run_id: str | None = None,
+    token_id: int | None = None,
 ) -> SpendResult:
     """Spend ``credits`` micro-credits from an account, FREE first. Refuses an overspend whole.
+
+    ``run_id`` is the agent run the spend belongs to, ``token_id`` the API token spending (None: no token row).
 
     With ``auto_top_up`` terms, a spend that leaves the available balance below the account's auto top-up
     threshold queues the top-up in its own transaction (``queued_top_up``)."""
@@ -166,6 +174,8 @@ async def spend(
                     paid=paid,
                     allocations=allocations,
                     now=now,
+                    run_id=run_id,
+                    token_id=token_id,
                 )
                 await _append(
                     sql,

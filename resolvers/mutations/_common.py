@@ -15,8 +15,11 @@ from schema.errors import (
     IdempotencyConflict,
     InsufficientCredits,
     NotFound,
+    SpendLimitExceeded,
+    SpendPaused,
     ValidationError,
 )
+from schema.limits import SpendLimit
 from schema.scalars import Credits
 
 
@@ -90,3 +93,25 @@ def conflict(key: str) -> IdempotencyConflict:
 
 def not_active(exc: ledger.HoldNotActiveError) -> HoldNotActive:
     return HoldNotActive(message=str(exc), status=exc.status)
+
+
+def over_limit(exc: ledger.SpendLimitExceededError, operation: str = "spend") -> SpendLimitExceeded:
+    run = f" for run {exc.run_id!r}" if exc.run_id is not None else ""
+    return SpendLimitExceeded(
+        message=f"This {operation} would exceed a spend limit{run}",
+        limit=SpendLimit.of(exc.limit),
+        spent=Credits(exc.spent),
+        held=Credits(exc.held),
+        required=Credits(exc.required),
+        resets_at=exc.resets_at,
+        agent_run_id=exc.run_id,
+    )
+
+
+def paused(exc: ledger.SpendPausedError) -> SpendPaused:
+    return SpendPaused(
+        message="Spending is paused: a velocity limit tripped",
+        limit=SpendLimit.of(exc.limit),
+        tripped_at=exc.tripped_at,
+        paused_until=exc.paused_until,
+    )

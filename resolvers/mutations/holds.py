@@ -10,7 +10,16 @@ from models.ids import decode_id
 from models.tables import Hold as HoldRow
 from models.tables import UsageEvent as UsageEventRow
 from resolvers.context import Context
-from resolvers.mutations._common import Spender, conflict, insufficient, not_active, over_budget, spender
+from resolvers.mutations._common import (
+    Spender,
+    conflict,
+    insufficient,
+    not_active,
+    over_budget,
+    over_limit,
+    paused,
+    spender,
+)
 from resolvers.permissions import principal, require_scope
 from resolvers.validation import check_identifier, check_key, check_positive, first_error
 from schema.errors import NotFound, ValidationError
@@ -81,6 +90,10 @@ async def hold_credits(info: Info[Context, None], input: HoldCreditsInput) -> Ho
         return insufficient(exc)
     except ledger.BudgetExceededError as exc:
         return over_budget(exc, "hold")
+    except ledger.SpendLimitExceededError as exc:
+        return over_limit(exc, "hold")
+    except ledger.SpendPausedError as exc:
+        return paused(exc)
     except ledger.IdempotencyConflictError:
         return conflict(input.idempotency_key)
     except ledger.NotFoundError:

@@ -6,7 +6,7 @@ from billing import auto_top_up as billing_auto_top_up
 from models import ledger
 from models.tables import UsageEvent as UsageEventRow
 from resolvers.context import Context
-from resolvers.mutations._common import Spender, conflict, insufficient, over_budget, spender
+from resolvers.mutations._common import Spender, conflict, insufficient, over_budget, over_limit, paused, spender
 from resolvers.permissions import principal, require_scope
 from resolvers.validation import check_identifier, check_key, check_positive, first_error
 from schema.errors import NotFound, ValidationError
@@ -76,6 +76,10 @@ async def spend_credits(info: Info[Context, None], input: SpendCreditsInput) -> 
         return insufficient(exc)
     except ledger.BudgetExceededError as exc:
         return over_budget(exc)
+    except ledger.SpendLimitExceededError as exc:
+        return over_limit(exc)
+    except ledger.SpendPausedError as exc:
+        return paused(exc)
     except ledger.IdempotencyConflictError:
         return conflict(input.idempotency_key)
     except ledger.NotFoundError:

@@ -12,8 +12,11 @@ from schema.errors import (
     IdempotencyConflict,
     InsufficientCredits,
     NotFound,
+    SpendLimitExceeded,
+    SpendPaused,
     ValidationError,
 )
+from schema.limits import SpendLimitWarning
 from schema.scalars import Credits
 from schema.types import CreditBalance, Hold, UsageEvent
 
@@ -40,6 +43,10 @@ class HoldCreditsInput:
 class HoldCreditsSuccess:
     hold: Hold
     balance: CreditBalance
+    limit_warnings: list[SpendLimitWarning] = strawberry.field(
+        default_factory=list,
+        description="Limits at or past their warning threshold after this hold, and NOTIFY limits past their amount",
+    )
 
 
 HoldCreditsResult = Annotated[
@@ -49,7 +56,9 @@ HoldCreditsResult = Annotated[
     | ValidationError
     | Forbidden
     | NotFound
-    | BudgetExceeded,
+    | BudgetExceeded
+    | SpendLimitExceeded
+    | SpendPaused,
     strawberry.union("HoldCreditsResult"),
 ]
 

@@ -5,7 +5,17 @@ from typing import Annotated
 import strawberry
 
 from schema import references
-from schema.errors import BudgetExceeded, Forbidden, IdempotencyConflict, InsufficientCredits, NotFound, ValidationError
+from schema.errors import (
+    BudgetExceeded,
+    Forbidden,
+    IdempotencyConflict,
+    InsufficientCredits,
+    NotFound,
+    SpendLimitExceeded,
+    SpendPaused,
+    ValidationError,
+)
+from schema.limits import SpendLimitWarning
 from schema.scalars import Credits
 from schema.types import CreditBalance, UsageEvent
 
@@ -30,6 +40,10 @@ class SpendCreditsInput:
 class SpendCreditsSuccess:
     usage_event: UsageEvent
     balance: CreditBalance
+    limit_warnings: list[SpendLimitWarning] = strawberry.field(
+        default_factory=list,
+        description="Limits at or past their warning threshold after this spend, and NOTIFY limits past their amount",
+    )
 
 
 SpendCreditsResult = Annotated[
@@ -39,6 +53,8 @@ SpendCreditsResult = Annotated[
     | ValidationError
     | Forbidden
     | NotFound
-    | BudgetExceeded,
+    | BudgetExceeded
+    | SpendLimitExceeded
+    | SpendPaused,
     strawberry.union("SpendCreditsResult"),
 ]

@@ -1,0 +1,188 @@
+"""What a spend limit is (``LimitSpec`` as set, ``LimitView`` as shown and stored in refusals) and its periods:
+which counter a spend adds to, which counters count now, and when a window
+resets (see docs/rules.md, "Spend limits").
+
+Counters are keyed by the start of their period in Unix seconds. A calendar window (DAY, WEEK from Monday,
+MONTH) has one counter per period, its start at local midnight in the limit's time zone; TOTAL has one, at 0.
+A rolling window counts whole buckets: ROLLING_HOURS n the current UTC hour and the n - 1 before it,
+ROLLING_MINUTES n the current minute and the n - 1 before it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from models.tables import LimitAction, LimitKind, LimitScope, LimitWindow
+
+MAX_ROLLING_HOURS = 24 * 31
+MAX_ROLLING_MINUTES = 24 * 60
+
+
+@lru_cache(maxsize=256)
+def zone(name: str) -> ZoneInfo | None:
+    """The IANA time zone ``name``, or None if there is no such zone."""
+    if not name or len(name) > 64 or name.startswith(("/", ".")) or ".." in name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """Where one limit stands at an instant.
+
+    ``bucket``: the counter a spend now adds to. ``since``: the oldest counter that counts now (the counters
+    from ``since`` to ``bucket`` sum to the usage). ``resets_at``: when usage next drops, the end of a calendar
+    period or, for a rolling window, the end of the current bucket (when the oldest bucket stops counting);
+    None for TOTAL."""
+
+    bucket: int
+    since: int
+    resets_at: datetime | None
+
+
+def _local_midnight(day: date, tz: ZoneInfo) -> datetime:
+    # A midnight that a daylight-saving change skips resolves to the first instant of that day.
+    return datetime(day.year, day.month, day.day, tzinfo=tz).astimezone(UTC)
+
+
+def _epoch(instant: datetime) -> int:
+    return int(instant.timestamp())
+
+
+def period(window: LimitWindow, length: int, time_zone: str, now: datetime) -> Period:
+    """The period of a limit with ``window`` (and ``length`` hours or minutes for a rolling one) at ``now``."""
+    if window is LimitWindow.TOTAL:
+        return Period(0, 0, None)
+    if window in (LimitWindow.ROLLING_HOURS, LimitWindow.ROLLING_MINUTES):
+        size = 3600 if window is LimitWindow.ROLLING_HOURS else 60
+        bucket = _epoch(now) // size * size
+        return Period(bucket, bucket - (length - 1) * size, datetime.fromtimestamp(bucket + size, UTC))
+    tz = zone(time_zone)
+    assert tz is not None, f"unknown time zone {time_zone!r}"
+    today = now.astimezone(tz).date()
+    if window is LimitWindow.DAY:
+        first, following = today, today + timedelta(days=1)
+    elif window is LimitWindow.WEEK:
+        first = today - timedelta(days=today.weekday())
+        following = first + timedelta(days=7)
+    else:
+        first = today.replace(day=1)
+        following = (first + timedelta(days=32)).replace(day=1)
+    start = _epoch(_local_midnight(first, tz))
+    return Period(start, start, _local_midnight(following, tz))
+
+
+def subject_of(scope: LimitScope, *, user_id: int | None, agent_id: str | None, token_id: int | None) -> str:
+    """The one string that names a limit's subject within its account."""
+    if scope is LimitScope.ACCOUNT:
+        return "account"
+    if scope is LimitScope.MEMBER:
+        assert user_id is not None
+        return f"member:{user_id}"
+    if scope is LimitScope.AGENT:
+        assert agent_id is not None
+        return f"agent:{agent_id}"
+    assert token_id is not None
+    return f"token:{token_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSpec:
+    """A limit as it is set. ``amount`` and ``max_credits_per_run`` in micro-credits; ``window_length`` in
+    hours (ROLLING_HOURS) or minutes (ROLLING_MINUTES), else 1."""
+
+    scope: LimitScope
+    amount: int
+    window: LimitWindow
+    window_length: int = 1
+    time_zone: str = "UTC"
+    kind: LimitKind = LimitKind.CAP
+    action: LimitAction = LimitAction.BLOCK
+    warn_percent: int | None = None
+    max_credits_per_run: int | None = None
+    cooldown_seconds: int | None = None
+    user_id: int | None = None
+    agent_id: str | None = None
+    token_id: int | None = None
+
+    @property
+    def subject(self) -> str:
+        return subject_of(self.scope, user_id=self.user_id, agent_id=self.agent_id, token_id=self.token_id)
+
+
+_VIEW_COLUMNS = (
+    "id",
+    "account_id",
+    "scope",
+    "subject",
+    "user_id",
+    "agent_id",
+    "token_id",
+    "kind",
+    "window",
+    "window_length",
+    "time_zone",
+    "amount",
+    "action",
+    "warn_percent",
+    "max_credits_per_run",
+    "cooldown_seconds",
+)
+VIEW_COLUMNS_SQL = ", ".join(f'l."{c}"' if c == "window" else f"l.{c}" for c in _VIEW_COLUMNS)
+"""The columns a ``LimitView`` is made of, from ``spend_limits l`` (``window`` is a keyword: quoted)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LimitView:
+    """A limit as a listing or a refusal shows it (a refusal stores it, so a replay shows the limit as it was)."""
+
+    id: int
+    account_id: int
+    scope: LimitScope
+    subject: str
+    user_id: int | None
+    agent_id: str | None
+    token_id: int | None
+    kind: LimitKind
+    window: LimitWindow
+    window_length: int
+    time_zone: str
+    amount: int
+    action: LimitAction
+    warn_percent: int | None
+    max_credits_per_run: int | None
+    cooldown_seconds: int | None
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> LimitView:
+        def maybe(name: str) -> int | None:
+            return None if row.get(name) is None else int(row[name])
+
+        return cls(
+            id=int(row["id"]),
+            account_id=int(row["account_id"]),
+            scope=LimitScope(row["scope"]),
+            subject=str(row["subject"]),
+            user_id=maybe("user_id"),
+            agent_id=row.get("agent_id"),
+            token_id=maybe("token_id"),
+            kind=LimitKind(row["kind"]),
+            window=LimitWindow(row["window"]),
+            window_length=int(row["window_length"]),
+            time_zone=str(row["time_zone"]),
+            amount=int(row["amount"]),
+            action=LimitAction(row["action"]),
+            warn_percent=maybe("warn_percent"),
+            max_credits_per_run=maybe("max_credits_per_run"),
+            cooldown_seconds=maybe("cooldown_seconds"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _VIEW_COLUMNS}

@@ -1,0 +1,63 @@
+"""Window edges of spend limits, in several time zones."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from models.limit_rules import Period, period, zone
+from models.tables import LimitWindow
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+def _ts(text: str) -> int:
+    return int(_at(text).timestamp())
+
+
+@pytest.mark.parametrize(
+    ("tz", "now", "start", "ends"),
+    [
+        ("UTC", "2026-12-01T23:59:59+00:00", "2026-12-01T00:00:00+00:00", "2026-12-02T00:00:00+00:00"),
+        ("UTC", "2026-12-02T00:00:00+00:00", "2026-12-02T00:00:00+00:00", "2026-12-03T00:00:00+00:00"),
+        ("Asia/Kolkata", "2026-12-01T18:29:59+00:00", "2026-11-30T18:30:00+00:00", "2026-12-01T18:30:00+00:00"),
+        ("Asia/Kolkata", "2026-12-01T18:30:00+00:00", "2026-12-01T18:30:00+00:00", "2026-12-02T18:30:00+00:00"),
+        ("Pacific/Kiritimati", "2026-12-01T09:59:59+00:00", "2026-11-30T10:00:00+00:00", "2026-12-01T10:00:00+00:00"),
+        ("America/New_York", "2026-03-08T12:00:00-04:00", "2026-03-08T00:00:00-05:00", "2026-03-09T00:00:00-04:00"),
+        ("America/New_York", "2026-11-01T23:30:00-05:00", "2026-11-01T00:00:00-04:00", "2026-11-02T00:00:00-05:00"),
+    ],
+)
+def test_a_day_runs_from_local_midnight_to_the_next_across_offsets_and_daylight_saving(
+    tz: str, now: str, start: str, ends: str
+) -> None:
+    assert period(LimitWindow.DAY, 1, tz, _at(now)) == Period(_ts(start), _ts(start), _at(ends))
+
+
+def test_a_week_starts_on_monday_and_a_month_on_the_first_in_the_limits_zone() -> None:
+    # 2026-12-06 is a Sunday; in Tokyo, 2026-12-06T15:00Z is already Monday the 7th.
+    assert period(LimitWindow.WEEK, 1, "UTC", _at("2026-12-06T15:00:00+00:00")).bucket == _ts("2026-11-30T00:00:00Z")
+    tokyo = period(LimitWindow.WEEK, 1, "Asia/Tokyo", _at("2026-12-06T15:00:00+00:00"))
+    assert tokyo.bucket == _ts("2026-12-07T00:00:00+09:00")
+    assert tokyo.resets_at == _at("2026-12-14T00:00:00+09:00")
+    month = period(LimitWindow.MONTH, 1, "America/Los_Angeles", _at("2027-01-01T07:59:59+00:00"))
+    assert month.bucket == _ts("2026-12-01T00:00:00-08:00")
+    assert month.resets_at == _at("2027-01-01T00:00:00-08:00")
+    february = period(LimitWindow.MONTH, 1, "UTC", _at("2028-02-29T12:00:00+00:00"))
+    assert february.resets_at == _at("2028-03-01T00:00:00+00:00")
+
+
+def test_rolling_windows_count_whole_buckets_and_total_never_resets() -> None:
+    now = _at("2026-12-01T10:42:10+00:00")
+    hours = period(LimitWindow.ROLLING_HOURS, 3, "UTC", now)
+    assert hours == Period(_ts("2026-12-01T10:00:00Z"), _ts("2026-12-01T08:00:00Z"), _at("2026-12-01T11:00:00Z"))
+    minutes = period(LimitWindow.ROLLING_MINUTES, 5, "UTC", now)
+    assert minutes == Period(_ts("2026-12-01T10:42:00Z"), _ts("2026-12-01T10:38:00Z"), _at("2026-12-01T10:43:00Z"))
+    assert period(LimitWindow.TOTAL, 1, "UTC", now) == Period(0, 0, None)
+
+
+@pytest.mark.parametrize("name", ["Mars/Olympus", "", "../etc/passwd", "/etc/localtime", "UTC" * 30])
+def test_an_unknown_zone_is_none(name: str) -> None:
+    assert zone(name) is None
