@@ -8,6 +8,7 @@ from models import ledger
 from models.ids import decode_id
 from models.ledger import AccountSelector
 from models.tables import CreditAccount, Membership
+from models.tokens import NO_TOKEN_ROW
 from resolvers.references import organization_pk, user_pk
 from schema.errors import (
     BudgetExceeded,
@@ -19,7 +20,7 @@ from schema.errors import (
     SpendPaused,
     ValidationError,
 )
-from schema.limits import SpendLimit
+from schema.limits import SpendLimit, SpendLimitWarning
 from schema.scalars import Credits
 
 
@@ -115,3 +116,17 @@ def paused(exc: ledger.SpendPausedError) -> SpendPaused:
         tripped_at=exc.tripped_at,
         paused_until=exc.paused_until,
     )
+
+
+def limit_warnings(warnings: tuple[ledger.LimitWarning, ...]) -> list[SpendLimitWarning]:
+    return [
+        SpendLimitWarning(
+            limit=SpendLimit.of(w.limit), spent=Credits(w.spent), held=Credits(w.held), resets_at=w.resets_at
+        )
+        for w in warnings
+    ]
+
+
+def token_row(token_id: int) -> int | None:
+    """The ``api_tokens`` id a spend is recorded under: None for a principal no row stands for (a JWT)."""
+    return None if token_id == NO_TOKEN_ROW else token_id

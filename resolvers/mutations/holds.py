@@ -14,11 +14,13 @@ from resolvers.mutations._common import (
     Spender,
     conflict,
     insufficient,
+    limit_warnings,
     not_active,
     over_budget,
     over_limit,
     paused,
     spender,
+    token_row,
 )
 from resolvers.permissions import principal, require_scope
 from resolvers.validation import check_identifier, check_key, check_positive, first_error
@@ -46,6 +48,7 @@ async def hold_credits(info: Info[Context, None], input: HoldCreditsInput) -> Ho
     if invalid := first_error(
         check_key(input.idempotency_key),
         check_identifier(input.agent_id, "agentId", 200),
+        check_identifier(input.agent_run_id, "agentRunId", 200) if input.agent_run_id is not None else None,
         check_identifier(input.activity, "activity", 100),
         check_positive(input.credits, "credits"),
         ValidationError(message=f"timeoutSeconds must be 1 to {MAX_HOLD_SECONDS}", field="timeoutSeconds")
@@ -68,6 +71,8 @@ async def hold_credits(info: Info[Context, None], input: HoldCreditsInput) -> Ho
             "user": user_id,
             "organization": organization_id,
             "agent": input.agent_id,
+            # Only when given: a key stored before runs existed replays as the same request.
+            **({"run": input.agent_run_id} if input.agent_run_id is not None else {}),
             "activity": input.activity,
             "credits": input.credits,
             "timeout": input.timeout_seconds,
@@ -85,6 +90,8 @@ async def hold_credits(info: Info[Context, None], input: HoldCreditsInput) -> Ho
             idem=idem,
             now=now,
             auto_top_up=billing_auto_top_up.terms(ctx.services),
+            run_id=input.agent_run_id,
+            token_id=token_row(principal(info).token_id),
         )
     except ledger.InsufficientCreditsError as exc:
         return insufficient(exc)
@@ -101,7 +108,9 @@ async def hold_credits(info: Info[Context, None], input: HoldCreditsInput) -> Ho
     ctx.services.bus.publish(result.changes)
     billing_auto_top_up.kick(ctx.services, result.queued_top_up)
     return HoldCreditsSuccess(
-        hold=Hold.of(await HoldRow.get(id=result.hold_id)), balance=CreditBalance.of(result.balance)
+        hold=Hold.of(await HoldRow.get(id=result.hold_id)),
+        balance=CreditBalance.of(result.balance),
+        limit_warnings=limit_warnings(result.warnings),
     )
 
 

@@ -6,7 +6,17 @@ from billing import auto_top_up as billing_auto_top_up
 from models import ledger
 from models.tables import UsageEvent as UsageEventRow
 from resolvers.context import Context
-from resolvers.mutations._common import Spender, conflict, insufficient, over_budget, over_limit, paused, spender
+from resolvers.mutations._common import (
+    Spender,
+    conflict,
+    insufficient,
+    limit_warnings,
+    over_budget,
+    over_limit,
+    paused,
+    spender,
+    token_row,
+)
 from resolvers.permissions import principal, require_scope
 from resolvers.validation import check_identifier, check_key, check_positive, first_error
 from schema.errors import NotFound, ValidationError
@@ -24,6 +34,7 @@ async def spend_credits(info: Info[Context, None], input: SpendCreditsInput) -> 
     if invalid := first_error(
         check_key(input.idempotency_key),
         check_identifier(input.agent_id, "agentId", 200),
+        check_identifier(input.agent_run_id, "agentRunId", 200) if input.agent_run_id is not None else None,
         check_identifier(input.activity, "activity", 100),
         check_positive(input.credits, "credits"),
         check_positive(input.quantity, "quantity"),
@@ -54,6 +65,8 @@ async def spend_credits(info: Info[Context, None], input: SpendCreditsInput) -> 
             "user": user_id,
             "organization": organization_id,
             "agent": input.agent_id,
+            # Only when given: a key stored before runs existed replays as the same request.
+            **({"run": input.agent_run_id} if input.agent_run_id is not None else {}),
             "activity": input.activity,
             "credits": input.credits,
             "quantity": input.quantity,
@@ -71,6 +84,8 @@ async def spend_credits(info: Info[Context, None], input: SpendCreditsInput) -> 
             idem=idem,
             now=now,
             auto_top_up=billing_auto_top_up.terms(ctx.services),
+            run_id=input.agent_run_id,
+            token_id=token_row(principal(info).token_id),
         )
     except ledger.InsufficientCreditsError as exc:
         return insufficient(exc)
@@ -98,4 +113,8 @@ async def spend_credits(info: Info[Context, None], input: SpendCreditsInput) -> 
             agent_id=input.agent_id,
             occurred_at=now,
         )
-    return SpendCreditsSuccess(usage_event=usage_event, balance=CreditBalance.of(result.balance))
+    return SpendCreditsSuccess(
+        usage_event=usage_event,
+        balance=CreditBalance.of(result.balance),
+        limit_warnings=limit_warnings(result.warnings),
+    )

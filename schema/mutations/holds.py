@@ -31,6 +31,9 @@ class HoldCreditsInput:
     organization_id: strawberry.ID | None = None
     external_organization_id: str | None = references.external_organization_id()
     agent_id: str
+    agent_run_id: str | None = strawberry.field(
+        default=None, description="The agent run this belongs to: usage and reports group by it, and limits cap it"
+    )
     activity: str
     credits: Credits
     timeout_seconds: int | None = strawberry.field(
