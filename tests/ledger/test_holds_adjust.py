@@ -89,7 +89,7 @@ async def test_an_extended_hold_outlives_its_old_timeout_and_ends_at_its_new_one
 
     assert extended.balance == Balance(0, 10 * MICRO, 4 * MICRO)
     assert (await Hold.get(id=hold_id)).expires_at == T0 + 14 * MINUTE
-    assert [(c.delta, c.reason, c.version) for c in extended.changes] == [(0, "EXTEND", 3)]
+    assert extended.changes == (ledger.BalanceChange(account_id, 3, 0, "EXTEND", extended.balance, T0 + 4 * MINUTE),)
     assert await ledger_rows(account_id) == [
         ("GRANT", 10 * MICRO, 0, None),
         ("HOLD", 0, 4 * MICRO, None),
@@ -187,7 +187,7 @@ async def test_an_increase_sets_exactly_the_extra_aside_and_a_full_capture_spend
     increased = await ledger.increase_hold(hold_id, credits=1_500_001, quantity=None, idem=key("more"), now=T0 + MINUTE)
 
     assert increased.balance == Balance(0, 10 * MICRO, 3_500_001)
-    assert [(c.delta, c.reason, c.version) for c in increased.changes] == [(0, "INCREASE", 3)]
+    assert increased.changes == (ledger.BalanceChange(account_id, 3, 0, "INCREASE", increased.balance, T0 + MINUTE),)
     held = await Hold.get(id=hold_id)
     assert (held.amount, held.status, held.expires_at) == (3_500_001, "ACTIVE", T0 + 5 * MINUTE)
     assert await ledger_rows(account_id) == [
