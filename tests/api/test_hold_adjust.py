@@ -7,8 +7,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from billing import auto_top_up as billing_auto_top_up
 from models import ledger
-from models.tables import CreditAccount, Hold, IdempotencyRecord, LedgerEntry, UsageEvent
+from models.credits import MICRO
+from models.tables import CreditAccount, Hold, IdempotencyRecord, LedgerEntry, Transaction, UsageEvent
 from tests.support.helpers import Api, gid
 from tests.support.organizations import BUDGET, GRANT, POOL, setup_org
 from tests.support.snapshots import changed, snapshot
@@ -311,3 +313,43 @@ async def test_an_increase_past_the_members_budget_is_refused_and_changes_nothin
     fits = await caller.increase(placed["hold"]["id"], "i2", credits="0.4")
     assert (fits["hold"]["amount"], fits["balance"]) == ("1", {"total": "10", "held": "1", "available": "9"})
     assert (await Hold.get(id=1)).amount == 1_000_000
+
+
+async def test_an_increase_by_quantity_of_an_activity_not_on_the_rate_card_is_a_validation_error(api: Api) -> None:
+    caller, user, _ = await ada(api)
+    placed = await caller.hold(userId=user, activity="juggling", credits="1", idempotencyKey="h1")
+    before = await snapshot()
+
+    refused = await caller.increase(placed["hold"]["id"], "i1", quantity="2")
+
+    assert refused == {
+        "__typename": "ValidationError",
+        "field": "quantity",
+        "message": "Activity 'juggling' is not on the rate card: give credits instead",
+    }
+    assert changed(before, await snapshot()) == set()
+    assert (await caller.increase(placed["hold"]["id"], "i2", credits="2"))["hold"]["amount"] == "3"
+
+
+async def test_an_increase_below_the_auto_top_up_threshold_queues_a_top_up(api: Api) -> None:
+    caller, user, token = await ada(api, bonus=100)
+    await api.data('mutation { addPaymentMethod(input: {token: "tok_visa"}) { __typename } }', token=token)
+    configured = await api.data(
+        'mutation { configureAutoTopUp(input: {threshold: "50", amount: "100", monthlyCap: "1000"}) { __typename } }',
+        token=token,
+    )
+    assert configured == {"configureAutoTopUp": {"__typename": "ConfigureAutoTopUpSuccess"}}
+    placed = await caller.hold(userId=user, activity="answer", credits="40", idempotencyKey="h1")
+    await billing_auto_top_up.idle()
+    assert await Transaction.all().count() == 0  # 60 available: above the threshold
+
+    increased = await caller.increase(placed["hold"]["id"], "i1", credits="20")
+    await billing_auto_top_up.idle()
+
+    assert increased["balance"] == {"total": "100", "held": "60", "available": "40"}
+    assert (await api.data(BALANCE, token=token))["me"]["credit"]["balance"] == {
+        "total": "200",
+        "held": "60",
+        "available": "140",
+    }
+    assert await Transaction.all().values_list("status", "credits") == [("SUCCEEDED", 100 * MICRO)]
