@@ -282,7 +282,7 @@ class HoldLifeExceededError(LedgerError):
     and time only moves on, so a replay is refused the same way)."""
 
     def __init__(self, latest: datetime) -> None:
-        super().__init__("A hold may not last past 30 days after it was placed")
+        super().__init__(f"A hold may not last past {MAX_HOLD_LIFE.days} days after it was placed")
         self.latest = latest
 
 

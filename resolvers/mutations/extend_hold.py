@@ -38,8 +38,8 @@ async def extend_hold(info: Info[Context, None], input: ExtendHoldInput) -> Exte
         )
     except ledger.HoldLifeExceededError as exc:
         return ValidationError(
-            message="A hold lasts at most 30 days after it was placed: this one may be extended to"
-            f" {exc.latest.isoformat()} at the latest",
+            message=f"A hold lasts at most {ledger.MAX_HOLD_LIFE.days} days after it was placed: this one may be"
+            f" extended to {exc.latest.isoformat()} at the latest",
             field="timeoutSeconds",
         )
     except ledger.HoldNotActiveError as exc:
