@@ -11,6 +11,7 @@ from billing import auto_top_up as billing_auto_top_up
 from models import ledger
 from models.credits import MICRO
 from models.tables import CreditAccount, Hold, IdempotencyRecord, LedgerEntry, Transaction, UsageEvent
+from resolvers.live import _reason_of
 from tests.support.helpers import Api, gid
 from tests.support.organizations import BUDGET, GRANT, POOL, setup_org
 from tests.support.snapshots import changed, snapshot
@@ -353,3 +354,15 @@ async def test_an_increase_below_the_auto_top_up_threshold_queues_a_top_up(api: 
         "available": "140",
     }
     assert await Transaction.all().values_list("status", "credits") == [("SUCCEEDED", 100 * MICRO)]
+
+
+async def test_an_adjustment_read_back_from_the_ledger_keeps_the_reason_it_was_published_with(api: Api) -> None:
+    """A subscriber that missed the events gets them from the ledger (resolvers/live.py): with the same reasons."""
+    caller, user, _ = await ada(api)
+    placed = await caller.hold(userId=user, activity="answer", credits="1", idempotencyKey="h1")
+    await caller.extend(placed["hold"]["id"], 600, "e1")
+    await caller.increase(placed["hold"]["id"], "i1", credits="1")
+
+    entries = await LedgerEntry.filter(hold_id=1).order_by("version")
+
+    assert [_reason_of(entry, {}) for entry in entries] == ["HOLD", "EXTEND", "INCREASE"]
