@@ -219,6 +219,8 @@ def _reason_of(entry: LedgerEntry, lot_sources: dict[int, str]) -> str:
         return source if source in GRANT_REASONS else "GRANT"
     if entry.entry_type == LedgerEntryType.RELEASE and entry.reason in ("RELEASE", "HOLD_TIMEOUT"):
         return entry.reason
+    if entry.entry_type == LedgerEntryType.HOLD and entry.reason in ("EXTEND", "INCREASE"):
+        return entry.reason  # an adjusted hold, as extend_hold and increase_hold publish it
     return str(entry.entry_type.value)
 
 

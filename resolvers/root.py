@@ -18,8 +18,10 @@ from resolvers.mutations.api_tokens import create_api_token, revoke_api_token
 from resolvers.mutations.auto_top_up import configure_auto_top_up
 from resolvers.mutations.create_user import create_user
 from resolvers.mutations.customer_portal import create_customer_portal_session
+from resolvers.mutations.extend_hold import extend_hold
 from resolvers.mutations.grant_credits import grant_credits
 from resolvers.mutations.holds import capture_hold, hold_credits, release_hold
+from resolvers.mutations.increase_hold import increase_hold
 from resolvers.mutations.portal_sessions import create_portal_session, revoke_portal_session
 from resolvers.mutations.refund_payment import refund_payment
 from resolvers.mutations.spend_credits import spend_credits
@@ -31,8 +33,10 @@ from schema.mutations.api_tokens import CreateApiTokenResult, RevokeApiTokenResu
 from schema.mutations.auto_top_up import ConfigureAutoTopUpResult
 from schema.mutations.create_user import CreateUserResult
 from schema.mutations.customer_portal import CreateCustomerPortalSessionResult
+from schema.mutations.extend_hold import ExtendHoldResult
 from schema.mutations.grant_credits import GrantCreditsResult
 from schema.mutations.holds import CaptureHoldResult, HoldCreditsResult, ReleaseHoldResult
+from schema.mutations.increase_hold import IncreaseHoldResult
 from schema.mutations.organizations import (
     AcceptInvitationResult,
     AddMemberResult,
@@ -96,6 +100,8 @@ class Mutation:
     hold_credits: HoldCreditsResult = strawberry.mutation(resolver=hold_credits, permission_classes=AUTH)
     capture_hold: CaptureHoldResult = strawberry.mutation(resolver=capture_hold, permission_classes=AUTH)
     release_hold: ReleaseHoldResult = strawberry.mutation(resolver=release_hold, permission_classes=AUTH)
+    extend_hold: ExtendHoldResult = strawberry.mutation(resolver=extend_hold, permission_classes=AUTH)
+    increase_hold: IncreaseHoldResult = strawberry.mutation(resolver=increase_hold, permission_classes=AUTH)
     top_up: TopUpResult = strawberry.mutation(resolver=payments.top_up, permission_classes=AUTH)
     add_payment_method: AddPaymentMethodResult = strawberry.mutation(
         resolver=payments.add_payment_method, permission_classes=AUTH

@@ -184,6 +184,10 @@ class Hold(relay.Node):
     captured: Credits
     agent_id: str
     activity: str
+    quantity: Credits | None = strawberry.field(
+        description="The units of `activity` the amount was priced from by the rate card; null when any of it"
+        " was given in credits"
+    )
     created_at: datetime
     expires_at: datetime
 
@@ -196,6 +200,7 @@ class Hold(relay.Node):
             captured=Credits(hold.captured),
             agent_id=hold.agent_id,
             activity=hold.activity,
+            quantity=None if hold.quantity is None else Credits(hold.quantity),
             created_at=hold.created_at,
             expires_at=hold.expires_at,
         )

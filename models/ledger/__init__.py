@@ -47,7 +47,15 @@ from models.ledger.errors import (
     UsageRecorded,
 )
 from models.ledger.grants import MAX_BALANCE, create_user, grant, grant_locked, void_lot_locked
-from models.ledger.holds import capture_hold, hold, release_hold
+from models.ledger.holds import (
+    MAX_HOLD_LIFE,
+    HoldLifeExceededError,
+    capture_hold,
+    extend_hold,
+    hold,
+    increase_hold,
+    release_hold,
+)
 from models.ledger.locking import STORED_REFUSALS, AccountSelector, lock_account, store_refusal, stored_refusal
 from models.ledger.lots import account_state, allocate, balance_locked, read_balances
 from models.ledger.spending import ROLL_UP_USAGE, PoolBudget, spend
@@ -55,6 +63,7 @@ from models.ledger.sweeping import sweep
 
 __all__ = [
     "MAX_BALANCE",
+    "MAX_HOLD_LIFE",
     "ROLL_UP_USAGE",
     "STORED_REFUSALS",
     "AccountSelector",
@@ -65,6 +74,7 @@ __all__ = [
     "Event",
     "ExceedsHoldError",
     "GrantResult",
+    "HoldLifeExceededError",
     "HoldNotActiveError",
     "HoldResult",
     "IdempotencyConflictError",
@@ -85,9 +95,11 @@ __all__ = [
     "balance_locked",
     "capture_hold",
     "create_user",
+    "extend_hold",
     "grant",
     "grant_locked",
     "hold",
+    "increase_hold",
     "lock_account",
     "read_balances",
     "release_hold",

@@ -4,7 +4,7 @@ not ``total``; captured (fully or partly, the rest returned), released, or timed
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from tortoise import connections
@@ -134,7 +134,8 @@ async def capture_hold(hold_id: int, *, credits: int | None, idem: IdempotencyKe
                         hold_id=hold_id,
                         agent_id=held["agent_id"],
                         activity=held["activity"],
-                        quantity=None,
+                        # The units priced describe the whole hold: a part of it is not a known number of them.
+                        quantity=held["quantity"] if amount == int(held["amount"]) else None,
                         credits=amount,
                         free=free,
                         paid=paid,
@@ -269,3 +270,114 @@ async def _release_locked(
         now,
     )
     return _change(account, 0, reason, balance, now)
+
+
+MAX_HOLD_LIFE = timedelta(days=30)
+"""How long after it was placed a hold may last, however often it is extended: an agent that keeps extending
+a hold after its task died cannot park credit for ever."""
+
+
+class HoldLifeExceededError(LedgerError):
+    """An extension would take the hold past ``MAX_HOLD_LIFE`` after it was placed (bad input: not stored,
+    and time only moves on, so a replay is refused the same way)."""
+
+    def __init__(self, latest: datetime) -> None:
+        super().__init__(f"A hold may not last past {MAX_HOLD_LIFE.days} days after it was placed")
+        self.latest = latest
+
+
+async def extend_hold(hold_id: int, *, lasting: timedelta, idem: IdempotencyKey, now: datetime) -> HoldResult:
+    """Give an active hold a new timeout, ``now + lasting`` (shorter or longer than the one it had). No amount
+    changes; the ledger still gets a HOLD row (held delta 0, reason EXTEND), so every change of a hold is a
+    ledger row and the account's version, which the live stream follows, moves with it."""
+    account_id = await _hold_account(hold_id)
+    refusal: LedgerError | None = None
+    try:
+        async with in_transaction() as conn:
+            sql = Sql(conn)
+            row, stored = await _lock_account(sql, "id", account_id, idem)
+            if stored is not None:
+                raise _Replay(stored)
+            try:
+                held = await _active_hold(sql, hold_id, now)
+            except HoldNotActiveError as exc:
+                refusal = await _refuse(sql, idem, exc, now)
+            else:
+                expires_at = now + lasting
+                created = await sql.fetchrow("SELECT created_at FROM holds WHERE id = $1", hold_id)
+                assert created is not None
+                latest = as_datetime(created["created_at"])
+                assert latest is not None
+                latest += MAX_HOLD_LIFE
+                if expires_at > latest:
+                    raise HoldLifeExceededError(latest)
+                await sql.execute("UPDATE holds SET expires_at = $1 WHERE id = $2", expires_at, held["id"])
+                await _append(sql, row, LedgerEntryType.HOLD, now=now, hold_id=hold_id, reason="EXTEND")
+                await _save_account(sql, row)
+                after = balance_from_lots(
+                    await _live_lots(sql, account_id), await _held_now(sql, account_id, int(row["held"]), now), now
+                )
+                await _store_response(sql, idem, {"hold_id": hold_id, "balance": after.to_json()}, now)
+    except _Replay as replay:
+        stored = replay.response or await _read_stored(idem)
+        _raise_if_refused(stored)
+        return HoldResult(hold_id, Balance.from_json(stored["balance"]), replayed=True)
+    if refusal is not None:
+        raise refusal
+    return HoldResult(hold_id, after, changes=(_change(row, 0, "EXTEND", after, now),))
+
+
+async def increase_hold(
+    hold_id: int,
+    *,
+    credits: int,
+    quantity: int | None,
+    idem: IdempotencyKey,
+    now: datetime,
+    auto_top_up: Terms | None = None,
+) -> HoldResult:
+    """Set ``credits`` more aside on an active hold, refused as a new hold of ``credits`` by the hold's
+    member, agent and run would be (the member's budget, the spend limits, the available credit), since the
+    hold already counts as held. ``quantity``: the rate card's units ``credits`` was priced from; the hold
+    keeps a quantity only while all of its amount was priced from units. Like a hold, it may queue an auto
+    top-up."""
+    assert credits > 0
+    account_id = await _hold_account(hold_id)
+    refusal: LedgerError | None = None
+    try:
+        async with in_transaction() as conn:
+            sql = Sql(conn)
+            row, _, before = await _open(sql, ("id", account_id), idem, now)
+            try:
+                held = await _active_hold(sql, hold_id, now)
+            except HoldNotActiveError as exc:
+                refusal = await _refuse(sql, idem, exc, now)
+            else:
+                # The pool's selector makes _refusal apply the member's budget, as it does to a hold on the pool.
+                account: AccountSelector = (
+                    ("organization_id", int(held["pool_of"])) if held["pool_of"] is not None else ("id", account_id)
+                )
+                _, refusal = await _refusal(
+                    sql, row, account, before, held["organization_id"], int(held["user_id"]), credits, idem, now
+                )
+            if refusal is None:
+                kept = (
+                    int(held["quantity"]) + quantity if held["quantity"] is not None and quantity is not None else None
+                )
+                await sql.execute(
+                    "UPDATE holds SET amount = amount + $1, quantity = $2 WHERE id = $3", credits, kept, hold_id
+                )
+                await _append(
+                    sql, row, LedgerEntryType.HOLD, held_delta=credits, now=now, hold_id=hold_id, reason="INCREASE"
+                )
+                await _save_account(sql, row)
+                after = Balance(free=before.free, paid=before.paid, held=before.held + credits)
+                await _store_response(sql, idem, {"hold_id": hold_id, "balance": after.to_json()}, now)
+                queued = await _queue_auto_top_up(sql, row, after, auto_top_up, now)
+    except _Replay as replay:
+        stored = replay.response or await _read_stored(idem)
+        _raise_if_refused(stored)
+        return HoldResult(hold_id, Balance.from_json(stored["balance"]), replayed=True)
+    if refusal is not None:
+        raise refusal
+    return HoldResult(hold_id, after, changes=(_change(row, 0, "INCREASE", after, now),), queued_top_up=queued)

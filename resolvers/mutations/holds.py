@@ -41,21 +41,49 @@ from schema.types import CreditBalance, Hold, UsageEvent
 MAX_HOLD_SECONDS = 7 * 24 * 3600
 
 
+def check_timeout(seconds: int | None) -> ValidationError | None:
+    """A hold's timeout, when given (holdCredits, extendHold)."""
+    if seconds is None or 1 <= seconds <= MAX_HOLD_SECONDS:
+        return None
+    return ValidationError(message=f"timeoutSeconds must be 1 to {MAX_HOLD_SECONDS}", field="timeoutSeconds")
+
+
+def priced(
+    info: Info[Context, None], activity: str, credits: int | None, quantity: int | None, field: str
+) -> int | ValidationError:
+    """The micro-credits to set aside: ``credits``, or ``quantity`` units of ``activity`` priced by the rate card
+    as spendCredits prices them. Exactly one of the two is given (checked by the caller); ``field`` names the
+    input an unpriced activity is blamed on."""
+    if credits is not None:
+        return int(credits)
+    assert quantity is not None
+    price = info.context.services.rate_card.price(activity, int(quantity))
+    if price is None:
+        return ValidationError(
+            message=f"Activity {activity!r} is not on the rate card: give credits instead", field=field
+        )
+    return max(price, 1)
+
+
 async def hold_credits(info: Info[Context, None], input: HoldCreditsInput) -> HoldCreditsResult:
     """Reserve credit for a long-running task. Service tokens with ``usage:write`` and admins only."""
     if denied := require_scope(info, "usage:write"):
         return denied
+    if (input.quantity is None) == (input.credits is None):
+        return ValidationError(message="Give exactly one of quantity or credits", field=None)
     if invalid := first_error(
         check_key(input.idempotency_key),
         check_identifier(input.agent_id, "agentId", 200),
         check_identifier(input.agent_run_id, "agentRunId", 200) if input.agent_run_id is not None else None,
         check_identifier(input.activity, "activity", 100),
         check_positive(input.credits, "credits"),
-        ValidationError(message=f"timeoutSeconds must be 1 to {MAX_HOLD_SECONDS}", field="timeoutSeconds")
-        if input.timeout_seconds is not None and not 1 <= input.timeout_seconds <= MAX_HOLD_SECONDS
-        else None,
+        check_positive(input.quantity, "quantity"),
+        check_timeout(input.timeout_seconds),
     ):
         return invalid
+    credits = priced(info, input.activity, input.credits, input.quantity, "activity")
+    if isinstance(credits, ValidationError):
+        return credits
     who = await spender(input.user_id, input.organization_id, input.external_user_id, input.external_organization_id)
     if not isinstance(who, Spender):
         return who
@@ -75,6 +103,8 @@ async def hold_credits(info: Info[Context, None], input: HoldCreditsInput) -> Ho
             **({"run": input.agent_run_id} if input.agent_run_id is not None else {}),
             "activity": input.activity,
             "credits": input.credits,
+            # Only when given, as the run: a key stored before holds took a quantity replays as before.
+            **({"quantity": input.quantity} if input.quantity is not None else {}),
             "timeout": input.timeout_seconds,
         },
     )
@@ -85,13 +115,14 @@ async def hold_credits(info: Info[Context, None], input: HoldCreditsInput) -> Ho
             organization_id=organization_id,
             agent_id=input.agent_id,
             activity=input.activity,
-            credits=int(input.credits),
+            credits=credits,
             expires_at=now + timedelta(seconds=timeout),
             idem=idem,
             now=now,
             auto_top_up=billing_auto_top_up.terms(ctx.services),
             run_id=input.agent_run_id,
             token_id=token_row(principal(info).token_id),
+            quantity=None if input.quantity is None else int(input.quantity),
         )
     except ledger.InsufficientCreditsError as exc:
         return insufficient(exc)

@@ -22,8 +22,9 @@ from schema.types import CreditBalance, Hold, UsageEvent
 
 
 @strawberry.input(
-    description="Set credit aside for a long-running agent task. Exactly one of `userId` or `externalUserId`;"
-    " at most one of `organizationId` or `externalOrganizationId`."
+    description="Set credit aside for a long-running agent task. Exactly one of `quantity` (priced by the rate"
+    " card) or `credits`; exactly one of `userId` or `externalUserId`; at most one of `organizationId` or"
+    " `externalOrganizationId`."
 )
 class HoldCreditsInput:
     user_id: strawberry.ID | None = references.user_id()
@@ -35,7 +36,10 @@ class HoldCreditsInput:
         default=None, description="The agent run this belongs to: usage and reports group by it, and limits cap it"
     )
     activity: str
-    credits: Credits
+    quantity: Credits | None = strawberry.field(
+        default=None, description="Units of `activity`, priced by the rate card as a spend of them would be"
+    )
+    credits: Credits | None = None
     timeout_seconds: int | None = strawberry.field(
         default=None, description="Released by itself after this long; default from settings"
     )

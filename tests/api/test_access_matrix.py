@@ -24,7 +24,7 @@ of its own (same people, same roles), so that the cells do not depend on one ano
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -43,6 +43,7 @@ from models.tables import (
     ApiToken,
     CreditAccount,
     CreditKind,
+    Hold,
     Invitation,
     Invoice,
     LotSource,
@@ -315,6 +316,7 @@ async def state(org: Org) -> tuple[Any, ...]:
         sorted((i.id, i.email, i.roles, i.status) for i in await Invitation.filter(organization_id=org.pk)),
         await ApiToken.filter(name="matrix").count(),  # createApiToken's cells
         await PortalCode.filter(account__organization_id=org.pk).count(),
+        sorted((h.id, h.amount, h.status, h.expires_at) for h in await Hold.filter(account__organization_id=org.pk)),
         sorted((u.id, u.email, u.external_id, repr(u.metadata)) for u in await User.all()),
         sorted((o.id, o.name, o.external_id, repr(o.metadata)) for o in await Organization.all()),
     )
@@ -362,6 +364,8 @@ class Operation:
     """The value at ``path`` for a caller whose cell is OK."""
     mutation: bool = False
     with_pool: bool = True
+    prepare: Callable[[World, Org], Awaitable[dict[str, Any]]] | None = None
+    """Makes what the cell acts on (in the cell's own organization) and returns more variables."""
 
 
 def _node(selection: str) -> str:
@@ -427,6 +431,24 @@ def _invitation_cell(mutation: str, selection: str, status: str, invitation: Cal
 
 
 INVITATION_NODE = "... on Invitation { id roles status organizationName }"
+HOLD_AMOUNT = "1.125"
+
+
+async def _member_hold(world: World, org: Org) -> dict[str, Any]:
+    """The member's agent sets HOLD_AMOUNT of the cell's pool aside for an hour: the hold a cell adjusts."""
+    placed = await ledger.hold(
+        ("organization_id", org.pk),
+        user_id=world.users["member"],
+        organization_id=org.pk,
+        agent_id="agent-1",
+        activity="answer",
+        credits=credits(HOLD_AMOUNT),
+        expires_at=T0 + timedelta(hours=1),
+        idem=ledger.IdempotencyKey.for_request("service:setup", f"hold-{org.pk}", "holdCredits", {}),
+        now=T0,
+    )
+    return {"hold": gid("Hold", placed.hold_id)}
+
 
 OPERATIONS: dict[str, Operation] = {
     "me": Operation(
@@ -861,6 +883,40 @@ OPERATIONS: dict[str, Operation] = {
         },
         mutation=True,
     ),
+    "extendHold": Operation(
+        _mutation(
+            "extendHold",
+            "holdId: $hold, timeoutSeconds: 7200, idempotencyKey: $key",
+            "hold { status amount expiresAt } balance { total held }",
+            "$hold: ID!, $key: String!",
+        ),
+        lambda w, o: {"key": f"extend-{o.pk}"},
+        ("extendHold",),
+        lambda w, o, who: {
+            "__typename": "ExtendHoldSuccess",
+            "hold": {"status": "ACTIVE", "amount": HOLD_AMOUNT, "expiresAt": (T0 + timedelta(hours=2)).isoformat()},
+            "balance": {"total": POOL_LEFT, "held": HOLD_AMOUNT},
+        },
+        mutation=True,
+        prepare=_member_hold,
+    ),
+    "increaseHold": Operation(
+        _mutation(
+            "increaseHold",
+            'holdId: $hold, credits: "2", idempotencyKey: $key',
+            "hold { status amount } balance { total held }",
+            "$hold: ID!, $key: String!",
+        ),
+        lambda w, o: {"key": f"increase-{o.pk}"},
+        ("increaseHold",),
+        lambda w, o, who: {
+            "__typename": "IncreaseHoldSuccess",
+            "hold": {"status": "ACTIVE", "amount": "3.125"},
+            "balance": {"total": POOL_LEFT, "held": "3.125"},
+        },
+        mutation=True,
+        prepare=_member_hold,
+    ),
 }
 
 # What the rules say each caller gets (columns in the order of PRINCIPALS).
@@ -920,6 +976,8 @@ MATRIX: dict[str, tuple[str, ...]] = {
     "createOrganization(ownerId)":  (DENIED,   DENIED,    DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
     "updateOrganization":           (DENIED,   DENIED,    DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
     "addMember(externalUserId)":    (DENIED,   DENIED,    DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
+    "extendHold":                   (DENIED,   DENIED,    DENIED,    DENIED,  OK,        OK,        UNAUTH),
+    "increaseHold":                 (DENIED,   DENIED,    DENIED,    DENIED,  OK,        OK,        UNAUTH),
 }  # fmt: skip
 
 # What a service token with only ``balance:read`` or only ``billing:read`` gets (issue 9, point 9): balance and
@@ -1014,11 +1072,12 @@ def outcome(body: dict[str, Any], path: tuple[str, ...]) -> tuple[str, Any]:
 async def run_cell(api: Api, world: World, org: Org, operation: str, principal: str, expected: str) -> None:
     op = OPERATIONS[operation]
     token = world.tokens[principal]
+    variables = {**op.variables(world, org), **(await op.prepare(world, org) if op.prepare else {})}
     before = await state(org)
 
     response = await api.client.post(
         "/graphql",
-        json={"query": op.document, "variables": op.variables(world, org)},
+        json={"query": op.document, "variables": variables},
         headers={"authorization": f"Bearer {token}"} if token else {},
     )
 

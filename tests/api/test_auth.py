@@ -54,6 +54,8 @@ VALID: dict[str, dict[str, object]] = {
     "holdCredits": {"userId": ADA, "agentId": "agent-1", "activity": "answer", "credits": "1", "idempotencyKey": "k"},
     "captureHold": {"holdId": ADA_HOLD, "idempotencyKey": "k"},
     "releaseHold": {"holdId": ADA_HOLD, "idempotencyKey": "k"},
+    "extendHold": {"holdId": ADA_HOLD, "timeoutSeconds": 60, "idempotencyKey": "k"},
+    "increaseHold": {"holdId": ADA_HOLD, "credits": "1", "idempotencyKey": "k"},
 }
 MUTATIONS = list(VALID)
 USAGE_WRITE = "This needs a service token with the 'usage:write' scope, or an admin token"
@@ -217,7 +219,7 @@ FORBIDDEN_CASES = [
     *(
         pytest.param(who, m, USAGE_WRITE, id=f"{who}-{m}")
         for who in ("service-without-scopes", "service-with-balance-read")
-        for m in ("spendCredits", "holdCredits", "captureHold", "releaseHold")
+        for m in ("spendCredits", "holdCredits", "captureHold", "releaseHold", "extendHold", "increaseHold")
     ),
     *(
         pytest.param(who, "grantCredits", ADMIN_ONLY, id=f"{who}-grantCredits")

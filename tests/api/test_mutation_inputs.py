@@ -155,6 +155,8 @@ VALID: dict[str, dict[str, object]] = {
     },
     "captureHold": {"holdId": ACTIVE_HOLD, "credits": "1", "idempotencyKey": "key-1"},
     "releaseHold": {"holdId": ACTIVE_HOLD, "idempotencyKey": "key-1"},
+    "extendHold": {"holdId": ACTIVE_HOLD, "timeoutSeconds": 600, "idempotencyKey": "key-1"},
+    "increaseHold": {"holdId": ACTIVE_HOLD, "credits": "1", "idempotencyKey": "key-1"},
 }
 
 
@@ -191,6 +193,16 @@ VALID_RESULTS = {
         "hold": {"status": "RELEASED"},
         "balance": {"total": "8", "held": "0"},
     },
+    "extendHold": {
+        "__typename": "ExtendHoldSuccess",
+        "hold": {"status": "ACTIVE", "amount": "3", "expiresAt": "2026-01-15T12:10:00+00:00"},
+        "balance": {"total": "8", "held": "3"},
+    },
+    "increaseHold": {
+        "__typename": "IncreaseHoldSuccess",
+        "hold": {"status": "ACTIVE", "amount": "4", "quantity": None},
+        "balance": {"total": "8", "held": "4"},
+    },
 }
 
 
@@ -212,6 +224,13 @@ BOUNDARIES = [
     pytest.param("holdCredits", {"timeoutSeconds": 7 * 24 * 3600}, id="hold-longest-timeout"),
     pytest.param("captureHold", {"credits": "3"}, id="capture-all-of-the-hold"),
     pytest.param("captureHold", {"credits": DROP}, id="capture-without-credits"),
+    pytest.param("holdCredits", {"credits": DROP, "quantity": "0.000001"}, id="hold-smallest-quantity"),
+    pytest.param("holdCredits", {"credits": DROP, "quantity": "2500"}, id="hold-all-available-by-quantity"),
+    pytest.param("extendHold", {"timeoutSeconds": 1}, id="extend-shortest-timeout"),
+    pytest.param("extendHold", {"timeoutSeconds": 7 * 24 * 3600}, id="extend-longest-timeout"),
+    pytest.param("increaseHold", {"credits": "0.000001"}, id="increase-one-micro-credit"),
+    pytest.param("increaseHold", {"credits": "5"}, id="increase-by-all-available"),
+    pytest.param("increaseHold", {"credits": DROP, "quantity": "0.000001"}, id="increase-smallest-quantity"),
 ]
 
 
@@ -231,6 +250,9 @@ CREDITS_FIELDS = [
     pytest.param("grantCredits", "credits", id="grant-credits"),
     pytest.param("holdCredits", "credits", id="hold-credits"),
     pytest.param("captureHold", "credits", id="capture-credits"),
+    pytest.param("holdCredits", "quantity", id="hold-quantity"),
+    pytest.param("increaseHold", "credits", id="increase-credits"),
+    pytest.param("increaseHold", "quantity", id="increase-quantity"),
 ]
 FLOAT = "Credits must be a decimal string or an integer, got float"
 NOT_PLAIN = 'Credits must be a plain decimal such as "12.5", got {!r}'
@@ -437,6 +459,27 @@ def hold_id_cases(mutation: str) -> list[Any]:
     ]
 
 
+def one_of_cases(mutation: str) -> list[Any]:
+    """Exactly one of quantity or credits (holdCredits, increaseHold; spendCredits has its own below)."""
+    return [
+        case(mutation, {"quantity": "1"}, ONE_OF, "quantity-and-credits"),
+        case(mutation, {"credits": DROP}, ONE_OF, "neither-quantity-nor-credits"),
+        case(mutation, {"credits": None, "quantity": None}, ONE_OF, "both-null"),
+        case(
+            mutation,
+            {"credits": DROP, "quantity": "0"},
+            validation("quantity must be positive", "quantity"),
+            "zero-quantity",
+        ),
+        case(
+            mutation,
+            {"credits": DROP, "quantity": "-2"},
+            validation("quantity must be positive", "quantity"),
+            "negative-quantity",
+        ),
+    ]
+
+
 REFUSALS = [
     # spendCredits
     *key_cases("spendCredits"),
@@ -572,6 +615,24 @@ REFUSALS = [
         },
         "more-than-available",
     ),
+    *one_of_cases("holdCredits"),
+    case(
+        "holdCredits",
+        {"credits": DROP, "quantity": "1", "activity": "juggling"},
+        validation("Activity 'juggling' is not on the rate card: give credits instead", "activity"),
+        "unknown-activity-with-quantity",
+    ),
+    case(
+        "holdCredits",
+        {"credits": DROP, "quantity": "2500.0005"},
+        {
+            "__typename": "InsufficientCredits",
+            "message": "Not enough credit available",
+            "available": "5",
+            "required": "5.000001",
+        },
+        "more-than-available-by-quantity",
+    ),
     # captureHold
     *key_cases("captureHold"),
     case("captureHold", {"idempotencyKey": "key\x001"}, control("idempotencyKey"), "nul-in-key"),
@@ -587,6 +648,30 @@ REFUSALS = [
     *key_cases("releaseHold"),
     case("releaseHold", {"idempotencyKey": "key\x001"}, control("idempotencyKey"), "nul-in-key"),
     *hold_id_cases("releaseHold"),
+    # extendHold
+    *key_cases("extendHold"),
+    case("extendHold", {"idempotencyKey": "key\x001"}, control("idempotencyKey"), "nul-in-key"),
+    *hold_id_cases("extendHold"),
+    case("extendHold", {"timeoutSeconds": 0}, TIMEOUT, "zero-timeout"),
+    case("extendHold", {"timeoutSeconds": -1}, TIMEOUT, "negative-timeout"),
+    case("extendHold", {"timeoutSeconds": 7 * 24 * 3600 + 1}, TIMEOUT, "timeout-over-a-week"),
+    # increaseHold
+    *key_cases("increaseHold"),
+    case("increaseHold", {"idempotencyKey": "key\x001"}, control("idempotencyKey"), "nul-in-key"),
+    *amount_cases("increaseHold"),
+    *hold_id_cases("increaseHold"),
+    *one_of_cases("increaseHold"),
+    case(
+        "increaseHold",
+        {"credits": "5.000001"},
+        {
+            "__typename": "InsufficientCredits",
+            "message": "Not enough credit available",
+            "available": "5",
+            "required": "5.000001",
+        },
+        "more-than-available",
+    ),
 ]
 
 
@@ -659,7 +744,7 @@ async def test_an_unknown_kind_is_a_top_level_error(world: World) -> None:
 
 
 @pytest.mark.parametrize("swept", [False, True], ids=["before-the-sweep", "after-the-sweep"])
-@pytest.mark.parametrize("mutation", ["captureHold", "releaseHold"])
+@pytest.mark.parametrize("mutation", ["captureHold", "releaseHold", "extendHold", "increaseHold"])
 async def test_a_timed_out_hold_is_not_active_whether_or_not_the_sweep_ran(
     world: World, mutation: str, swept: bool
 ) -> None:

@@ -243,6 +243,16 @@ MUTATIONS: dict[str, tuple[str, dict[str, str], tuple[str, str]]] = {
         {"h": "own"},
         ("Forbidden",) * 2,
     ),
+    "extendHold": (
+        ('holdId: $h, timeoutSeconds: 60, idempotencyKey: "k"'),
+        {"h": "own"},
+        ("Forbidden",) * 2,
+    ),
+    "increaseHold": (
+        ('holdId: $h, credits: "1", idempotencyKey: "k"'),
+        {"h": "own"},
+        ("Forbidden",) * 2,
+    ),
     "refundPayment": (
         ('transactionId: $t, idempotencyKey: "k"'),
         {"t": "eve transaction"},

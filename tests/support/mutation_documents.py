@@ -19,6 +19,8 @@ SELECTIONS = {
     "holdCredits": "... on HoldCreditsSuccess { hold { status amount } balance { total held } }",
     "captureHold": "... on CaptureHoldSuccess { hold { status captured } balance { total held } }",
     "releaseHold": "... on ReleaseHoldSuccess { hold { status } balance { total held } }",
+    "extendHold": "... on ExtendHoldSuccess { hold { status amount expiresAt } balance { total held } }",
+    "increaseHold": "... on IncreaseHoldSuccess { hold { status amount quantity } balance { total held } }",
 }
 INPUT_TYPES = {
     "spendCredits": "SpendCreditsInput",
@@ -26,6 +28,8 @@ INPUT_TYPES = {
     "holdCredits": "HoldCreditsInput",
     "captureHold": "CaptureHoldInput",
     "releaseHold": "ReleaseHoldInput",
+    "extendHold": "ExtendHoldInput",
+    "increaseHold": "IncreaseHoldInput",
 }
 
 
@@ -45,7 +49,7 @@ query State {
       balance { total free paid held available }
       ledger(first: 100) { edges { node { type delta } } }
       lots(first: 100) { edges { node { remaining status } } }
-      holds(first: 100) { edges { node { status captured } } }
+      holds(first: 100) { edges { node { status captured amount quantity expiresAt } } }
       usage(first: 100) { edges { node { id } } }
     }
   }
