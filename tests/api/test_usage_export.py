@@ -13,9 +13,10 @@ from tests.support.helpers import SPEND, Api, gid
 
 HEADER = (
     "id,occurred_at,account_id,user_id,organization_id,agent_id,activity,credits,free_credits,paid_credits,"
-    "user_external_id,organization_external_id"
+    "user_external_id,organization_external_id,agent_run_id"
 )
-"""The columns before issue 11 in their order, then the platform's ids of the user and the organization."""
+"""The columns before issue 11 in their order, then the platform's ids of the user and the organization, then
+the agent run (issue 12)."""
 ONE_SELECTOR = "Give exactly one of account, organization, external_user_id or external_organization_id"
 USAGE = """query($filter: UsageFilter) { me { credit { usage(first: 50, filter: $filter) {
   edges { node { credits activity agentId } } } } } }"""
@@ -82,10 +83,10 @@ async def test_csv_export_streams_every_page_and_defuses_formulas(api: Api, monk
     assert lines[0] == HEADER
     user, account, org = gid("User", 1), gid("CreditAccount", 1), made["org"]
     assert lines[1:] == [
-        f"{gid('UsageEvent', 4)},2026-01-15T15:00:00+00:00,{account},{user},,bot,answer,4,4,0,,",
-        f"{gid('UsageEvent', 3)},2026-01-15T14:00:00+00:00,{account},{user},{org},'=HYPERLINK(),answer,3,3,0,,",
-        f"{gid('UsageEvent', 2)},2026-01-15T13:00:00+00:00,{account},{user},,bot,web_search,2,2,0,,",
-        f"{gid('UsageEvent', 1)},2026-01-15T12:00:00+00:00,{account},{user},{org},bot,answer,1,1,0,,",
+        f"{gid('UsageEvent', 4)},2026-01-15T15:00:00+00:00,{account},{user},,bot,answer,4,4,0,,,",
+        f"{gid('UsageEvent', 3)},2026-01-15T14:00:00+00:00,{account},{user},{org},'=HYPERLINK(),answer,3,3,0,,,",
+        f"{gid('UsageEvent', 2)},2026-01-15T13:00:00+00:00,{account},{user},,bot,web_search,2,2,0,,,",
+        f"{gid('UsageEvent', 1)},2026-01-15T12:00:00+00:00,{account},{user},{org},bot,answer,1,1,0,,,",
         "",
     ]
     filtered = await api.client.get(
@@ -133,11 +134,11 @@ async def test_csv_rows_carry_the_platforms_ids_and_every_form_of_account_export
     assert status == 200
     assert text.split("\r\n") == [
         HEADER,
-        f"{gid('UsageEvent', 4)},2026-01-15T15:00:00+00:00,{account},{user},,bot,answer,4,4,0,ada-1,",
+        f"{gid('UsageEvent', 4)},2026-01-15T15:00:00+00:00,{account},{user},,bot,answer,4,4,0,ada-1,,",
         f"{gid('UsageEvent', 3)},2026-01-15T14:00:00+00:00,{account},{user},{org},'=HYPERLINK(),answer,3,3,0,"
-        "ada-1,'=acme",
-        f"{gid('UsageEvent', 2)},2026-01-15T13:00:00+00:00,{account},{user},,bot,web_search,2,2,0,ada-1,",
-        f"{gid('UsageEvent', 1)},2026-01-15T12:00:00+00:00,{account},{user},{org},bot,answer,1,1,0,ada-1,'=acme",
+        "ada-1,'=acme,",
+        f"{gid('UsageEvent', 2)},2026-01-15T13:00:00+00:00,{account},{user},,bot,web_search,2,2,0,ada-1,,",
+        f"{gid('UsageEvent', 1)},2026-01-15T12:00:00+00:00,{account},{user},{org},bot,answer,1,1,0,ada-1,'=acme,",
         "",
     ]
     for params in ({"account": user}, {"external_user_id": "ada-1"}):
@@ -175,7 +176,7 @@ async def test_formulas_behind_spaces_or_in_full_width_are_defused_in_agent_and_
         assert status == 200
         assert text.split("\r\n")[1] == (
             f"{gid('UsageEvent', n + 1)},{(T0 + timedelta(hours=n)).isoformat()},{account},{gid('User', user_id)},,"
-            f"'{value},answer,1,1,0,'{value},"
+            f"'{value},answer,1,1,0,'{value},,"
         ), value
 
 
@@ -197,7 +198,7 @@ async def test_a_cell_led_by_a_tab_or_a_line_break_is_defused_and_plain_text_is_
         await User.filter(id=user_id).update(external_id=stored)
         status, text = await export(api, "/exports/usage.csv", {"account": gid("CreditAccount", 1)}, token)
         assert status == 200
-        assert text.removesuffix("\r\n").endswith(f",bot,answer,1,1,0,{shown},"), repr(stored)
+        assert text.removesuffix("\r\n").endswith(f",bot,answer,1,1,0,{shown},,"), repr(stored)
 
 
 async def test_transactions_export_takes_every_form_of_account(api: Api) -> None:
