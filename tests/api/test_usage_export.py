@@ -10,6 +10,7 @@ from creditline import exports
 from models.tables import Membership, Organization, User
 from tests.support.backends import T0
 from tests.support.helpers import SPEND, Api, gid
+from tests.support.runs import make_runs
 
 HEADER = (
     "id,occurred_at,account_id,user_id,organization_id,agent_id,activity,credits,free_credits,paid_credits,"
@@ -298,3 +299,101 @@ async def test_csv_export_refusals_of_the_platforms_ids(api: Api) -> None:
     ]
     for path, params, token, expected in cases:
         assert await export(api, path, params, token) == expected, (path, params)
+
+
+# -------------------------------------------------------------------------------------- agent runs (issue 12)
+
+RUN_USAGE = """query($org: ID!, $filter: UsageFilter) {
+  me { credit { usage(first: 50, filter: $filter) { edges { node { occurredAt credits agentRunId } } }
+                holds(first: 5) { edges { node { status captured agentRunId } } } } }
+  node(id: $org) { ... on Organization { usage(first: 50, filter: $filter) { edges { node { credits agentRunId } } } } }
+}"""
+
+
+async def test_usage_shows_each_events_run_and_filters_by_it(api: Api) -> None:
+    made = await make_runs(api)
+
+    async def usage(filter: dict[str, object]) -> dict[str, list[dict[str, object]]]:
+        data = await api.data(RUN_USAGE, {"org": made.org, "filter": filter}, made.ada)
+        return {
+            "mine": [edge["node"] for edge in data["me"]["credit"]["usage"]["edges"]],
+            "holds": [edge["node"] for edge in data["me"]["credit"]["holds"]["edges"]],
+            "acme": [edge["node"] for edge in data["node"]["usage"]["edges"]],
+        }
+
+    everything = await usage({})
+    assert everything["mine"] == [
+        {"occurredAt": "2026-01-15T14:05:00+00:00", "credits": "1.5", "agentRunId": "run-2"},  # the capture
+        {"occurredAt": "2026-01-15T13:30:00+00:00", "credits": "8", "agentRunId": "run-1"},
+        {"occurredAt": "2026-01-15T13:20:00+00:00", "credits": "0.25", "agentRunId": None},
+        {"occurredAt": "2026-01-15T12:30:00+00:00", "credits": "2", "agentRunId": "run-1"},
+        {"occurredAt": "2026-01-15T12:00:00+00:00", "credits": "1", "agentRunId": "run-1"},
+    ]
+    assert everything["holds"] == [{"status": "CAPTURED", "captured": "1.5", "agentRunId": "run-2"}]
+    by_run_1 = await usage({"agentRunId": "run-1"})
+    assert [e["credits"] for e in by_run_1["mine"]] == ["8", "2", "1"]
+    assert by_run_1["acme"] == [  # Bob's spend of run-1 in Acme too
+        {"credits": "4", "agentRunId": "run-1"},
+        {"credits": "2", "agentRunId": "run-1"},
+        {"credits": "1", "agentRunId": "run-1"},
+    ]
+    by_run_2 = await usage({"agentRunId": "run-2", "from": "2026-01-15T14:00:00Z"})
+    assert (by_run_2["mine"], by_run_2["acme"]) == (
+        [{"occurredAt": "2026-01-15T14:05:00+00:00", "credits": "1.5", "agentRunId": "run-2"}],
+        [{"credits": "1.5", "agentRunId": "run-2"}],
+    )
+    assert (await usage({"agentRunId": "run-3"}))["mine"] == []
+
+
+async def test_a_malformed_run_filter_is_refused(api: Api) -> None:
+    made = await make_runs(api)
+    cases = [
+        ("", "agentRunId must be 1 to 200 characters"),
+        ("r" * 201, "agentRunId must be 1 to 200 characters"),
+        ("run\x001", "agentRunId must not contain control characters"),
+        (
+            "run\u202e1",
+            "agentRunId must contain only printable characters: U+202E is an invisible or bidirectional"
+            " formatting character",
+        ),
+    ]
+    for value, message in cases:
+        body = await api.post(RUN_USAGE, {"org": made.org, "filter": {"agentRunId": value}}, made.ada)
+        assert [(e["message"], e["extensions"]["code"]) for e in body["errors"]] == [(message, "BAD_FILTER")] * 2, value
+        status, text = await export(
+            api, "/exports/usage.csv", {"account": gid("User", 1), "agentRunId": value}, made.ada
+        )
+        assert (status, text) == (400, message), value
+
+
+async def test_the_csv_ends_each_row_with_its_run_and_filters_by_it(api: Api) -> None:
+    made = await make_runs(api)
+    user, account = gid("User", 1), gid("CreditAccount", 1)
+
+    status, text = await export(api, "/exports/usage.csv", {"account": account}, made.ada)
+
+    assert status == 200
+    org = made.org
+    assert text.split("\r\n") == [
+        HEADER,
+        f"{gid('UsageEvent', 7)},2026-01-15T14:05:00+00:00,{account},{user},{org},bot,answer,1.5,1.5,0,,,run-2",
+        f"{gid('UsageEvent', 6)},2026-01-15T13:30:00+00:00,{account},{user},,bot,answer,8,8,0,,,run-1",
+        f"{gid('UsageEvent', 5)},2026-01-15T13:20:00+00:00,{account},{user},{org},bot,answer,0.25,0.25,0,,,",
+        f"{gid('UsageEvent', 2)},2026-01-15T12:30:00+00:00,{account},{user},{org},bot,answer,2,2,0,,,run-1",
+        f"{gid('UsageEvent', 1)},2026-01-15T12:00:00+00:00,{account},{user},{org},bot,answer,1,1,0,,,run-1",
+        "",
+    ]
+    by_run = await export(api, "/exports/usage.csv", {"organization": org, "agentRunId": "run-2"}, made.ada)
+    bob, bobs_account = gid("User", 2), gid("CreditAccount", 2)
+    assert by_run == (
+        200,
+        "\r\n".join(
+            [
+                HEADER,
+                f"{gid('UsageEvent', 7)},2026-01-15T14:05:00+00:00,{account},{user},{org},bot,answer,1.5,1.5,0,,,run-2",
+                f"{gid('UsageEvent', 4)},2026-01-15T13:10:00+00:00,{bobs_account},{bob},{org},bot,answer,0.5,0.5,0,,,"
+                "run-2",
+                "",
+            ]
+        ),
+    )
