@@ -397,3 +397,17 @@ async def test_the_csv_ends_each_row_with_its_run_and_filters_by_it(api: Api) ->
             ]
         ),
     )
+
+
+async def test_a_run_id_read_as_a_formula_is_defused_in_the_csv(api: Api) -> None:
+    user_id, token = await api.user("ada@example.com", bonus=100)
+    spend = {"userId": gid("User", user_id), "agentId": "bot", "activity": "answer", "credits": "1"}
+    data = await api.data(
+        SPEND, {"input": {**spend, "agentRunId": " =1+1", "idempotencyKey": "k"}}, await api.service()
+    )
+    assert data["spendCredits"]["__typename"] == "SpendCreditsSuccess"
+
+    status, text = await export(api, "/exports/usage.csv", {"account": gid("CreditAccount", 1)}, token)
+
+    assert status == 200
+    assert text.removesuffix("\r\n").endswith(",bot,answer,1,1,0,,,' =1+1")
