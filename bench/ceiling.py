@@ -10,7 +10,8 @@ time, one transaction per spend, with the statement sequence of ``models.ledger.
     UPDATE the lot taken from
     INSERT usage_events RETURNING id
     INSERT usage_allocations
-    INSERT ... ON CONFLICT DO UPDATE usage_rollups (the hour's report rollups: activity, agent, member)
+    INSERT ... ON CONFLICT DO UPDATE usage_rollups (the hour's report rollups: activity, agent, member;
+        a spend with an agent run adds the run's row to the same statement, and the bench's have none)
     INSERT ledger_entries
     UPDATE credit_accounts (balance, held, version)
     INSERT idempotency_records ... ON CONFLICT DO NOTHING RETURNING id
@@ -72,7 +73,7 @@ INSERT_LEDGER = (
     " balance_after, held_after, version, lot_id, usage_event_id, hold_id, reason, created_at)"
     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
 )
-ROLL_UP = ROLL_UP_USAGE  # the very statement the ledger runs: one row per report dimension
+ROLL_UP = ROLL_UP_USAGE  # the very statement the ledger runs for a spend without a run: one row per dimension
 SAVE_ACCOUNT = "UPDATE credit_accounts SET balance = $1, held = $2, version = $3 WHERE id = $4"
 STORE_KEY = (
     "INSERT INTO idempotency_records (scope, key, operation, request_hash, response, created_at)"

@@ -225,6 +225,8 @@ def encode(event: BusEvent) -> str:
             event.credits,
             event.free_credits,
             event.paid_credits,
+            # Only with a run: a usage event without one is sent as before, which every process reads.
+            *(() if event.run_id is None else (event.run_id,)),
         ]
     return json.dumps([*body, event.occurred_at.isoformat()], separators=(",", ":"))
 
@@ -238,9 +240,19 @@ def decode(data: str | bytes) -> BusEvent:
     if kind == "b":
         account_id, version, delta, reason, free, paid, held = fields
         return BalanceChange(account_id, version, delta, reason, Balance(free, paid, held), occurred_at)
-    organization_id, usage_event_id, account_id, user_id, agent_id, activity, credits, free, paid = fields
+    organization_id, usage_event_id, account_id, user_id, agent_id, activity, credits, free, paid, *run = fields
     return UsageRecorded(
-        organization_id, usage_event_id, account_id, user_id, agent_id, activity, credits, free, paid, occurred_at
+        organization_id,
+        usage_event_id,
+        account_id,
+        user_id,
+        agent_id,
+        activity,
+        credits,
+        free,
+        paid,
+        occurred_at,
+        run[0] if run else None,
     )
 
 

@@ -4,7 +4,8 @@ Query parameters, exactly one of: ``account`` (a CreditAccount ID, or a User ID 
 Organization ID for its credit pool), ``external_user_id`` (that user's account by the platform's id),
 ``organization`` or ``external_organization_id`` (all the organization's usage, whichever account paid); and the
 filters of the GraphQL ``UsageFilter``: ``from``, ``to`` (ISO 8601 with a zone), ``agentId``, ``activity``,
-``memberId`` or ``externalMemberId``. Each row carries the user's and the organization's ids of both kinds.
+``memberId`` or ``externalMemberId``, ``agentRunId``. Each row carries the user's and the organization's ids of
+both kinds, and last the agent run (``agent_run_id``, empty for none).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ COLUMNS = (
     "paid_credits",
     "user_external_id",
     "organization_external_id",
+    "agent_run_id",
 )
 """Appended columns come last, so that a reader of the earlier columns by position keeps working."""
 _FORMULA = ("=", "+", "-", "@", "\uff1d", "\uff0b", "\uff0d", "\uff20")
@@ -102,6 +104,7 @@ async def _usage_rows(events: list[UsageEvent]) -> str:
                 format_credits(event.paid_credits),
                 _cell(users.get(event.user_id) or ""),
                 _cell(orgs.get(event.organization_id) or "") if event.organization_id else "",
+                _cell(event.run_id or ""),
             )
         )
         for event in events
@@ -209,6 +212,7 @@ def usage_export(auth: Authenticator) -> Callable[[Request], Awaitable[Response]
                     start=_time(params.get("from"), "from"),
                     end=_time(params.get("to"), "to"),
                     agent_id=params.get("agentId"),
+                    agent_run_id=params.get("agentRunId"),
                     activity=params.get("activity"),
                     member_id=params.get("memberId"),
                     external_member_id=params.get("externalMemberId"),

@@ -1,7 +1,10 @@
 """Usage reports, read from the hourly rollups that every spend keeps up to date (docs/rules.md, Report cost).
 
-A report reads the rollup rows of the one dimension it groups by (activity, agent or member): at most the
-hours in its range times that dimension's keys, whatever the number of raw usage events. Buckets are hours,
+A report reads the rollup rows of the one dimension it groups by (activity, agent, member or run): at most the
+hours in its range times that dimension's keys, whatever the number of raw usage events. Usage without a run
+has no RUN rollup (a spend without one writes none), so a report by run also reads the hour's ACTIVITY rows:
+what they total beyond the hour's runs is the usage without a run (key None), and the report's totals are
+every event once, as with any other grouping. Buckets are hours,
 days, ISO weeks (from Monday) or months in the report's time zone; since the rollups are whole UTC hours,
 zones whose offset is not a whole number of hours are refused.
 """
@@ -35,6 +38,7 @@ class GroupBy(StrEnum):
     ACTIVITY = "ACTIVITY"
     AGENT = "AGENT"
     MEMBER = "MEMBER"
+    RUN = "RUN"
 
 
 # The rollup rows a report reads; with no grouping, any one dimension has every event once.
@@ -43,7 +47,13 @@ _DIMENSION = {
     GroupBy.ACTIVITY: RollupDimension.ACTIVITY,
     GroupBy.AGENT: RollupDimension.AGENT,
     GroupBy.MEMBER: RollupDimension.MEMBER,
+    GroupBy.RUN: RollupDimension.RUN,
 }
+_SUMS = (
+    # PostgreSQL sums bigints as numeric, which the driver decodes slowly into Decimal: cast back.
+    "CAST(SUM(events) AS BIGINT) AS events, CAST(SUM(credits) AS BIGINT) AS credits,"
+    " CAST(SUM(free_credits) AS BIGINT) AS free, CAST(SUM(paid_credits) AS BIGINT) AS paid FROM usage_rollups"
+)
 
 
 class ReportInputError(ValueError):
@@ -131,21 +141,21 @@ async def usage_report(
     zone: ZoneInfo,
 ) -> Report:
     check_range(start, end, granularity, zone)
-    keyed = group_by is not GroupBy.NONE
-    rows = await Sql(connections.get("default")).fetch_values(
-        # PostgreSQL sums bigints as numeric, which the driver decodes slowly into Decimal: cast back.
-        f"SELECT bucket, {'key' if keyed else 'NULL'} AS key, CAST(SUM(events) AS BIGINT) AS events,"
-        " CAST(SUM(credits) AS BIGINT) AS credits, CAST(SUM(free_credits) AS BIGINT) AS free,"
-        f" CAST(SUM(paid_credits) AS BIGINT) AS paid FROM usage_rollups WHERE {scope[0]} = $1"
-        f" AND dimension = $2 AND bucket >= $3 AND bucket < $4 GROUP BY bucket{', key' if keyed else ''}",
-        scope[1],
-        _DIMENSION[group_by].value,
-        start.astimezone(UTC),
-        end.astimezone(UTC),
-    )
+    keyed, by_run = group_by is not GroupBy.NONE, group_by is GroupBy.RUN
+    where = f"WHERE {scope[0]} = $1 AND dimension = $2 AND bucket >= $3 AND bucket < $4"
+    group = "GROUP BY bucket, key" if keyed else "GROUP BY bucket"
+    text = f"SELECT bucket, {'key' if keyed else 'NULL'} AS key, {_SUMS} {where} {group}"
+    args: list[object] = [scope[1], _DIMENSION[group_by].value, start.astimezone(UTC), end.astimezone(UTC)]
+    if by_run:
+        # And each hour's total, from its ACTIVITY rows (key NULL): the runs' rows are taken out of it below.
+        total_where = where.replace("$2", "$5")
+        text = f"{text} UNION ALL SELECT bucket, NULL AS key, {_SUMS} {total_where} GROUP BY bucket"
+        args.append(RollupDimension.ACTIVITY.value)
+    rows = await Sql(connections.get("default")).fetch_values(text, *args)
     # The rows are hours x keys: keep the work per row to a few dictionary look-ups and additions.
     buckets: dict[tuple[datetime, str | None], list[int]] = {}
     starts: dict[object, datetime] = {}  # one conversion per distinct hour, not per row
+    with_run: dict[datetime, list[int]] = {}
     for hour_value, key, events, credits, free, paid in rows:
         start_at = starts.get(hour_value)
         if start_at is None:
@@ -161,8 +171,20 @@ async def usage_report(
             sums[1] += int(credits)
             sums[2] += int(free)
             sums[3] += int(paid)
+        if by_run and key is not None:
+            ran = with_run.setdefault(start_at, [0, 0, 0, 0])
+            ran[0] += int(events)
+            ran[1] += int(credits)
+            ran[2] += int(free)
+            ran[3] += int(paid)
+    for start_at, ran in with_run.items():  # by run: what the bucket's runs spent is not usage without a run
+        rest = buckets.setdefault((start_at, None), [0, 0, 0, 0])
+        for i, value in enumerate(ran):
+            rest[i] -= value
     report = Report()
     for (start_at, key), sums in sorted(buckets.items(), key=lambda item: (item[0][0], item[0][1] or "")):
+        if by_run and key is None and not any(sums):  # every event of the bucket had a run
+            continue
         report.rows.append(ReportRow(start_at, key, Totals(*sums)))
         report.totals.add(*sums)
     return report

@@ -19,6 +19,7 @@ class UsageCriteria:
     start: datetime | None = None
     end: datetime | None = None
     agent_id: str | None = None
+    agent_run_id: str | None = None
     activity: str | None = None
     member_id: str | None = None
     organization_id: str | None = None
@@ -34,6 +35,8 @@ def filtered(query: QuerySet[UsageEvent], criteria: UsageCriteria) -> QuerySet[U
                 boundary.timestamp(value, name)
         if criteria.agent_id is not None:
             boundary.identifier(criteria.agent_id, "agentId", 200)
+        if criteria.agent_run_id is not None:
+            boundary.identifier(criteria.agent_run_id, "agentRunId", 200)
         if criteria.activity is not None:
             boundary.identifier(criteria.activity, "activity", 100)
     except boundary.InputError as exc:
@@ -46,6 +49,8 @@ def filtered(query: QuerySet[UsageEvent], criteria: UsageCriteria) -> QuerySet[U
         query = query.filter(occurred_at__lt=criteria.end)
     if criteria.agent_id is not None:
         query = query.filter(agent_id=criteria.agent_id)
+    if criteria.agent_run_id is not None:
+        query = query.filter(run_id=criteria.agent_run_id)
     if criteria.activity is not None:
         query = query.filter(activity=criteria.activity)
     if criteria.member_id is not None:

@@ -44,7 +44,10 @@ class UsageTotals:
 @strawberry.type
 class UsageReportRow:
     bucket_start: datetime
-    key: str | None = strawberry.field(description="The activity, agent or member's user ID; null for NONE")
+    key: str | None = strawberry.field(
+        description="The activity, agent, member's user ID or agentRunId; null for NONE, and by RUN for the usage"
+        " without a run"
+    )
     totals: UsageTotals
 
 

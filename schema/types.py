@@ -55,6 +55,7 @@ def criteria(given: UsageFilter | None) -> UsageCriteria:
         start=given.from_,
         end=given.to,
         agent_id=given.agent_id,
+        agent_run_id=given.agent_run_id,
         activity=given.activity,
         member_id=given.member_id,
         organization_id=given.organization_id,
@@ -149,6 +150,9 @@ class UsageEvent(relay.Node):
     activity: str
     agent_id: str
     occurred_at: datetime
+    agent_run_id: str | None = strawberry.field(
+        default=None, description="The agent run it belongs to (spendCredits' or the captured hold's agentRunId)"
+    )
 
     @classmethod
     def recorded(cls, event: UsageRecorded) -> UsageEvent:
@@ -161,6 +165,7 @@ class UsageEvent(relay.Node):
             activity=event.activity,
             agent_id=event.agent_id,
             occurred_at=event.occurred_at,
+            agent_run_id=event.run_id,
         )
 
     @classmethod
@@ -173,6 +178,7 @@ class UsageEvent(relay.Node):
             activity=event.activity,
             agent_id=event.agent_id,
             occurred_at=event.occurred_at,
+            agent_run_id=event.run_id,
         )
 
 
@@ -190,6 +196,7 @@ class Hold(relay.Node):
     )
     created_at: datetime
     expires_at: datetime
+    agent_run_id: str | None = strawberry.field(default=None, description="The agent run it belongs to")
 
     @classmethod
     def of(cls, hold: tables.Hold) -> Hold:
@@ -203,6 +210,7 @@ class Hold(relay.Node):
             quantity=None if hold.quantity is None else Credits(hold.quantity),
             created_at=hold.created_at,
             expires_at=hold.expires_at,
+            agent_run_id=hold.run_id,
         )
 
 

@@ -12,6 +12,7 @@ class UsageFilter:
     from_: datetime | None = strawberry.field(default=None, name="from")
     to: datetime | None = None
     agent_id: str | None = None
+    agent_run_id: str | None = strawberry.field(default=None, description="Usage of this agent run only")
     activity: str | None = None
     member_id: strawberry.ID | None = strawberry.field(default=None, description="A user ID")
     organization_id: strawberry.ID | None = None

@@ -131,6 +131,7 @@ class UsageRecorded:
     free_credits: int
     paid_credits: int
     occurred_at: datetime
+    run_id: str | None = None
 
 
 Event = BalanceChange | UsageRecorded

@@ -27,16 +27,23 @@ from models.ledger.lots import _open, _take_from_lots
 from models.sql import Sql, as_datetime
 from models.tables import LedgerEntryType
 
-ROLL_UP_USAGE = (
+_ROLL_UP_ROWS = (
     "INSERT INTO usage_rollups (account_id, organization_key, dimension, key, bucket, events, credits,"
     " free_credits, paid_credits) VALUES ($1, $2, 'ACTIVITY', $3, $6, 1, $7, $8, $9),"
     " ($1, $2, 'AGENT', $4, $6, 1, $7, $8, $9), ($1, $2, 'MEMBER', $5, $6, 1, $7, $8, $9)"
+)
+_ROLL_UP_SUMS = (
     " ON CONFLICT (account_id, dimension, bucket, key, organization_key) DO UPDATE SET"
     " events = usage_rollups.events + 1, credits = usage_rollups.credits + excluded.credits,"
     " free_credits = usage_rollups.free_credits + excluded.free_credits,"
     " paid_credits = usage_rollups.paid_credits + excluded.paid_credits"
 )
-"""The hour's rollups of one usage event (``bench/ceiling.py`` runs the same statement)."""
+ROLL_UP_USAGE = _ROLL_UP_ROWS + _ROLL_UP_SUMS
+"""The hour's rollups of one usage event without a run (``bench/ceiling.py`` runs the same statement)."""
+ROLL_UP_RUN_USAGE = _ROLL_UP_ROWS + ", ($1, $2, 'RUN', $10, $6, 1, $7, $8, $9)" + _ROLL_UP_SUMS
+"""The same with a fourth row, the run's (``$10``). Usage without a run has no RUN row: a report by run
+counts it as the hour's ACTIVITY total less its runs' (models/reports.py), so a spend without a run costs what
+it did, and the events recorded before runs existed need no backfill."""
 
 
 async def _insert_usage(
@@ -90,7 +97,7 @@ async def _insert_usage(
         )
     # Reports read these hourly rollups, never the raw events: one row per dimension, in one round trip.
     await sql.execute(
-        ROLL_UP_USAGE,
+        ROLL_UP_USAGE if run_id is None else ROLL_UP_RUN_USAGE,
         account_id,
         organization_id or 0,
         activity,
@@ -100,6 +107,7 @@ async def _insert_usage(
         credits,
         free,
         paid,
+        *(() if run_id is None else (run_id,)),
     )
     return usage_event_id
 
@@ -204,7 +212,9 @@ async def spend(
         result.balance,
         changes=(
             _change(row, -credits, "SPEND", result.balance, now),
-            *_usage(organization_id, result.usage_event_id, row, user_id, agent_id, activity, credits, result, now),
+            *_usage(
+                organization_id, result.usage_event_id, row, user_id, agent_id, activity, credits, result, now, run_id
+            ),
         ),
         queued_top_up=queued,
     )
@@ -220,6 +230,7 @@ def _usage(
     credits: int,
     split: SpendResult,
     now: datetime,
+    run_id: str | None = None,
 ) -> tuple[UsageRecorded, ...]:
     if organization_id is None or usage_event_id is None:
         return ()
@@ -235,6 +246,7 @@ def _usage(
             split.free_credits,
             split.paid_credits,
             now,
+            run_id,
         ),
     )
 

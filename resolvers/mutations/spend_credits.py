@@ -112,6 +112,7 @@ async def spend_credits(info: Info[Context, None], input: SpendCreditsInput) -> 
             activity=input.activity,
             agent_id=input.agent_id,
             occurred_at=now,
+            agent_run_id=input.agent_run_id,
         )
     return SpendCreditsSuccess(
         usage_event=usage_event,

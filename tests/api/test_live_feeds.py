@@ -285,7 +285,8 @@ async def test_disconnects_leave_no_subscriber_or_task_behind(live: Live) -> Non
     assert len(asyncio.all_tasks()) <= tasks_before
 
 
-USAGE = "subscription($org: ID!) { usageRecorded(organizationId: $org) { id credits activity agentId freeCredits } }"
+USAGE = """subscription($org: ID!) {
+  usageRecorded(organizationId: $org) { id credits activity agentId freeCredits agentRunId } }"""
 
 
 async def test_billing_members_watch_usage_in_their_organization(live: Live) -> None:
@@ -322,6 +323,7 @@ async def test_billing_members_watch_usage_in_their_organization(live: Live) -> 
                     "userId": gid("User", worker_id),
                     "organizationId": gid("Organization", org.id),
                     "agentId": "org-agent",
+                    "agentRunId": "run-1",
                     "activity": "answer",
                     "credits": "0.5",
                     "idempotencyKey": "inside",
@@ -341,6 +343,7 @@ async def test_billing_members_watch_usage_in_their_organization(live: Live) -> 
                         "activity": "answer",
                         "agentId": "org-agent",
                         "freeCredits": "0.5",
+                        "agentRunId": "run-1",  # carried on the bus, not read back
                     }
                 }
             },

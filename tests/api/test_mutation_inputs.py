@@ -216,6 +216,8 @@ BOUNDARIES = [
     pytest.param("spendCredits", {"idempotencyKey": "k" * 255}, id="spend-255-char-key"),
     pytest.param("spendCredits", {"agentId": "a" * 200, "activity": "b" * 100}, id="spend-longest-agent-and-activity"),
     pytest.param("spendCredits", {"credits": "0.000001"}, id="spend-one-micro-credit"),
+    pytest.param("spendCredits", {"agentRunId": "r" * 200}, id="spend-longest-run"),
+    pytest.param("holdCredits", {"agentRunId": "r" * 200}, id="hold-longest-run"),
     pytest.param("spendCredits", {"credits": 1}, id="spend-integer-credits"),
     pytest.param("spendCredits", {"credits": DROP, "quantity": "0.000001"}, id="spend-smallest-quantity"),
     pytest.param("grantCredits", {"reason": "r" * 500, "idempotencyKey": "k" * 255}, id="grant-longest-reason-and-key"),
@@ -445,6 +447,28 @@ def spender_cases(mutation: str) -> list[Any]:
         case(mutation, {"externalOrganizationId": "bobs"}, ORG_NOT_FOUND, "other-users-org-by-external-id"),
         case(
             mutation, {"externalOrganizationId": "bobs\n"}, control("externalOrganizationId"), "newline-in-external-org"
+        ),
+        # The agent run (issue 12, point 4): an identifier like agentId.
+        *(
+            case(
+                mutation, {"agentRunId": value}, validation("agentRunId must be 1 to 200 characters", "agentRunId"), id
+            )
+            for value, id in (("", "empty-run"), ("   ", "blank-run"), ("r" * 201, "long-run"))
+        ),
+        case(mutation, {"agentRunId": "run\x00-1"}, control("agentRunId"), "nul-in-run"),
+        case(mutation, {"agentRunId": "run\n1"}, control("agentRunId"), "newline-in-run"),
+        *(
+            case(
+                mutation,
+                {"agentRunId": f"run{char}1"},
+                validation(
+                    f"agentRunId must contain only printable characters: {code} is an invisible or bidirectional"
+                    " formatting character",
+                    "agentRunId",
+                ),
+                f"{code}-in-run",
+            )
+            for char, code in (("\u202e", "U+202E"), ("\u2066", "U+2066"), ("\u200b", "U+200B"))
         ),
     ]
 

@@ -362,3 +362,35 @@ async def test_members_page_runs_the_same_statements_for_5_members_as_for_100(
     assert len(counted[SMALL]) > 0
     assert len(counted[SMALL]) == len(counted[LARGE]) == len(MEMBERS_TABLES) == 11
     assert tables_read(counted[SMALL]) == tables_read(counted[LARGE]) == MEMBERS_TABLES
+
+
+# ------------------------------------------------------------------------------------------ spends with a run
+
+
+async def test_a_spend_with_a_run_sends_the_statements_of_one_without(api: Api, counter: StatementCounter) -> None:
+    """The run's rollup row rides in the rollup statement every spend sends: no extra round trip."""
+    user_id, _ = await api.user("ada@example.com", bonus=10)
+
+    async def spend(n: int, run_id: str | None) -> list[str]:
+        await counter.during(
+            ledger.spend(
+                ("user_id", user_id),
+                user_id=user_id,
+                organization_id=None,
+                agent_id="bot",
+                activity="answer",
+                credits=MICRO,
+                quantity=None,
+                idem=_key("runs", n),
+                now=api.clock.now(),
+                run_id=run_id,
+            )
+        )
+        return list(counter.statements)
+
+    without, with_run = await spend(1, None), await spend(2, "run-1")
+
+    assert len(with_run) == len(without)
+    assert [s for s in with_run if "usage_rollups" not in s] == [s for s in without if "usage_rollups" not in s]
+    assert [s.count("), (") for s in with_run if "usage_rollups" in s] == [3]  # four rows, one statement
+    assert [s.count("), (") for s in without if "usage_rollups" in s] == [2]

@@ -10,10 +10,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from models import ledger, reports
+from models.ids import decode_id
 from models.reports import Granularity, GroupBy
 from models.tables import CreditAccount, Membership, Organization, UsageEvent
 from tests.support.backends import T0, Backend, reset
 from tests.support.helpers import Api, gid
+from tests.support.runs import make_runs
+from tests.support.statements import StatementCounter, tables_read
+from tests.support.statements import counter as counter
 
 ZONES = ["UTC", "Europe/Paris", "America/New_York", "Asia/Tokyo"]
 event_strategy = st.tuples(
@@ -21,6 +25,7 @@ event_strategy = st.tuples(
     st.sampled_from(["answer", "web_search", "transcription"]),
     st.sampled_from(["bot-a", "bot-b"]),
     st.integers(min_value=1, max_value=900_000),
+    st.sampled_from([None, "run-1", "run-2"]),  # the agent run, or none
 )
 
 
@@ -47,7 +52,7 @@ def reference_bucket(at: datetime, granularity: Granularity, zone: ZoneInfo) -> 
 )
 async def test_reports_match_the_raw_events(
     db: Backend,
-    events: list[tuple[int, str, str, int]],
+    events: list[tuple[int, str, str, int, str | None]],
     granularity: Granularity,
     group_by: GroupBy,
     zone_name: str,
@@ -60,7 +65,7 @@ async def test_reports_match_the_raw_events(
         for email in ("a@example.com", "b@example.com")
     ]
     account = await CreditAccount.get(user_id=users[0])
-    for n, (minute, activity, agent, credits) in enumerate(events):
+    for n, (minute, activity, agent, credits, run) in enumerate(events):
         await ledger.spend(
             ("id", account.id),
             user_id=users[n % 2],
@@ -71,6 +76,7 @@ async def test_reports_match_the_raw_events(
             quantity=None,
             idem=ledger.IdempotencyKey.for_request("service:r", f"e{n}", "spend", {}),
             now=T0 + timedelta(minutes=minute),
+            run_id=run,
         )
     zone = ZoneInfo(zone_name)
     start = T0 + timedelta(hours=start_hour)
@@ -89,6 +95,7 @@ async def test_reports_match_the_raw_events(
             GroupBy.ACTIVITY: event.activity,
             GroupBy.AGENT: event.agent_id,
             GroupBy.MEMBER: str(event.user_id),
+            GroupBy.RUN: event.run_id,  # None: the usage without a run
         }[group_by]
         sums = expected[(reference_bucket(event.occurred_at, granularity, zone), key)]
         for i, value in enumerate((1, event.credits, event.free_credits, event.paid_credits)):
@@ -251,3 +258,98 @@ async def test_billing_members_see_organization_usage_by_member_plain_members_do
         "__typename": "Forbidden",
         "message": "Usage reports need the BILLING or OWNER role",
     }
+
+
+# ------------------------------------------------------------------------------------- by agent run (issue 12)
+
+RUN_REPORT = """query($org: ID!, $input: UsageReportInput!) {
+  me { credit { usageReport(input: $input) { ...report } } }
+  node(id: $org) { ... on Organization { usageReport(input: $input) { ...report } } } }
+fragment report on UsageReportResult {
+  __typename
+  ... on UsageReport { groupBy totals { events credits freeCredits paidCredits }
+                       rows { bucketStart key totals { events credits } } }
+  ... on Error { message } }"""
+
+
+def run_row(hour: int, key: str | None, events: int, credits: str) -> dict[str, object]:
+    totals = {"events": events, "credits": credits}
+    return {"bucketStart": f"2026-01-15T{hour}:00:00+00:00", "key": key, "totals": totals}
+
+
+async def test_a_report_by_run_sums_each_run_across_hours_accounts_and_a_captured_hold(api: Api) -> None:
+    made = await make_runs(api)
+    hourly = {"from": "2026-01-15T12:00:00Z", "to": "2026-01-15T15:00:00Z", "granularity": "HOUR", "groupBy": "RUN"}
+
+    data = await api.data(RUN_REPORT, {"org": made.org, "input": hourly}, made.ada)
+
+    # Ada's account: her spends in and out of Acme, and the capture of her run-2 hold at 14:05; key null is
+    # the usage without a run.
+    assert data["me"]["credit"]["usageReport"] == {
+        "__typename": "UsageReport",
+        "groupBy": "RUN",
+        "totals": {"events": 5, "credits": "12.75", "freeCredits": "12.75", "paidCredits": "0"},
+        "rows": [
+            run_row(12, "run-1", 2, "3"),
+            run_row(13, None, 1, "0.25"),
+            run_row(13, "run-1", 1, "8"),
+            run_row(14, "run-2", 1, "1.5"),
+        ],
+    }
+    # Acme: Ada's and Bob's usage inside it, whichever account paid; run-1 is one key across both accounts.
+    assert data["node"]["usageReport"] == {
+        "__typename": "UsageReport",
+        "groupBy": "RUN",
+        "totals": {"events": 6, "credits": "9.25", "freeCredits": "9.25", "paidCredits": "0"},
+        "rows": [
+            run_row(12, "run-1", 3, "7"),
+            run_row(13, None, 1, "0.25"),
+            run_row(13, "run-2", 1, "0.5"),
+            run_row(14, "run-2", 1, "1.5"),
+        ],
+    }
+    daily = await api.data(RUN_REPORT, {"org": made.org, "input": {**hourly, "granularity": "DAY"}}, made.ada)
+    day = "2026-01-15T00:00:00+00:00"
+    assert daily["node"]["usageReport"]["rows"] == [
+        {"bucketStart": day, "key": None, "totals": {"events": 1, "credits": "0.25"}},
+        {"bucketStart": day, "key": "run-1", "totals": {"events": 3, "credits": "7"}},
+        {"bucketStart": day, "key": "run-2", "totals": {"events": 2, "credits": "2"}},
+    ]
+    # The same totals as any other grouping: every event once.
+    by_activity = await api.data(RUN_REPORT, {"org": made.org, "input": {**hourly, "groupBy": "ACTIVITY"}}, made.ada)
+    assert by_activity["node"]["usageReport"]["totals"] == daily["node"]["usageReport"]["totals"]
+    assert by_activity["me"]["credit"]["usageReport"]["totals"] == data["me"]["credit"]["usageReport"]["totals"]
+
+
+async def test_a_bucket_whose_usage_all_had_a_run_has_no_row_without_one(api: Api) -> None:
+    made = await make_runs(api)
+    only_runs = {"from": "2026-01-15T12:00:00Z", "to": "2026-01-15T13:00:00Z", "granularity": "HOUR", "groupBy": "RUN"}
+
+    data = await api.data(RUN_REPORT, {"org": made.org, "input": only_runs}, made.bob)
+
+    assert data["me"]["credit"]["usageReport"]["rows"] == [run_row(12, "run-1", 1, "4")]
+    assert data["node"]["usageReport"] == {
+        "__typename": "Forbidden",
+        "message": "Usage reports need the BILLING or OWNER role",
+    }
+
+
+async def test_a_report_by_run_reads_rollups_in_one_statement(api: Api, counter: StatementCounter) -> None:
+    made = await make_runs(api)
+    org_id = decode_id(made.org, "Organization")
+    assert org_id is not None
+
+    report = await counter.during(
+        reports.usage_report(
+            ("organization_key", org_id),
+            start=T0,
+            end=T0 + timedelta(hours=3),
+            granularity=Granularity.HOUR,
+            group_by=GroupBy.RUN,
+            zone=ZoneInfo("UTC"),
+        )
+    )
+
+    assert tables_read(counter.statements) == ["usage_rollups"]
+    assert "usage_events" not in counter.statements[0]
+    assert (report.totals.events, report.totals.credits) == (6, 9_250_000)

@@ -10,12 +10,14 @@ from creditline import exports
 from models.tables import Membership, Organization, User
 from tests.support.backends import T0
 from tests.support.helpers import SPEND, Api, gid
+from tests.support.runs import make_runs
 
 HEADER = (
     "id,occurred_at,account_id,user_id,organization_id,agent_id,activity,credits,free_credits,paid_credits,"
-    "user_external_id,organization_external_id"
+    "user_external_id,organization_external_id,agent_run_id"
 )
-"""The columns before issue 11 in their order, then the platform's ids of the user and the organization."""
+"""The columns before issue 11 in their order, then the platform's ids of the user and the organization, then
+the agent run (issue 12)."""
 ONE_SELECTOR = "Give exactly one of account, organization, external_user_id or external_organization_id"
 USAGE = """query($filter: UsageFilter) { me { credit { usage(first: 50, filter: $filter) {
   edges { node { credits activity agentId } } } } } }"""
@@ -82,10 +84,10 @@ async def test_csv_export_streams_every_page_and_defuses_formulas(api: Api, monk
     assert lines[0] == HEADER
     user, account, org = gid("User", 1), gid("CreditAccount", 1), made["org"]
     assert lines[1:] == [
-        f"{gid('UsageEvent', 4)},2026-01-15T15:00:00+00:00,{account},{user},,bot,answer,4,4,0,,",
-        f"{gid('UsageEvent', 3)},2026-01-15T14:00:00+00:00,{account},{user},{org},'=HYPERLINK(),answer,3,3,0,,",
-        f"{gid('UsageEvent', 2)},2026-01-15T13:00:00+00:00,{account},{user},,bot,web_search,2,2,0,,",
-        f"{gid('UsageEvent', 1)},2026-01-15T12:00:00+00:00,{account},{user},{org},bot,answer,1,1,0,,",
+        f"{gid('UsageEvent', 4)},2026-01-15T15:00:00+00:00,{account},{user},,bot,answer,4,4,0,,,",
+        f"{gid('UsageEvent', 3)},2026-01-15T14:00:00+00:00,{account},{user},{org},'=HYPERLINK(),answer,3,3,0,,,",
+        f"{gid('UsageEvent', 2)},2026-01-15T13:00:00+00:00,{account},{user},,bot,web_search,2,2,0,,,",
+        f"{gid('UsageEvent', 1)},2026-01-15T12:00:00+00:00,{account},{user},{org},bot,answer,1,1,0,,,",
         "",
     ]
     filtered = await api.client.get(
@@ -133,11 +135,11 @@ async def test_csv_rows_carry_the_platforms_ids_and_every_form_of_account_export
     assert status == 200
     assert text.split("\r\n") == [
         HEADER,
-        f"{gid('UsageEvent', 4)},2026-01-15T15:00:00+00:00,{account},{user},,bot,answer,4,4,0,ada-1,",
+        f"{gid('UsageEvent', 4)},2026-01-15T15:00:00+00:00,{account},{user},,bot,answer,4,4,0,ada-1,,",
         f"{gid('UsageEvent', 3)},2026-01-15T14:00:00+00:00,{account},{user},{org},'=HYPERLINK(),answer,3,3,0,"
-        "ada-1,'=acme",
-        f"{gid('UsageEvent', 2)},2026-01-15T13:00:00+00:00,{account},{user},,bot,web_search,2,2,0,ada-1,",
-        f"{gid('UsageEvent', 1)},2026-01-15T12:00:00+00:00,{account},{user},{org},bot,answer,1,1,0,ada-1,'=acme",
+        "ada-1,'=acme,",
+        f"{gid('UsageEvent', 2)},2026-01-15T13:00:00+00:00,{account},{user},,bot,web_search,2,2,0,ada-1,,",
+        f"{gid('UsageEvent', 1)},2026-01-15T12:00:00+00:00,{account},{user},{org},bot,answer,1,1,0,ada-1,'=acme,",
         "",
     ]
     for params in ({"account": user}, {"external_user_id": "ada-1"}):
@@ -175,7 +177,7 @@ async def test_formulas_behind_spaces_or_in_full_width_are_defused_in_agent_and_
         assert status == 200
         assert text.split("\r\n")[1] == (
             f"{gid('UsageEvent', n + 1)},{(T0 + timedelta(hours=n)).isoformat()},{account},{gid('User', user_id)},,"
-            f"'{value},answer,1,1,0,'{value},"
+            f"'{value},answer,1,1,0,'{value},,"
         ), value
 
 
@@ -197,7 +199,7 @@ async def test_a_cell_led_by_a_tab_or_a_line_break_is_defused_and_plain_text_is_
         await User.filter(id=user_id).update(external_id=stored)
         status, text = await export(api, "/exports/usage.csv", {"account": gid("CreditAccount", 1)}, token)
         assert status == 200
-        assert text.removesuffix("\r\n").endswith(f",bot,answer,1,1,0,{shown},"), repr(stored)
+        assert text.removesuffix("\r\n").endswith(f",bot,answer,1,1,0,{shown},,"), repr(stored)
 
 
 async def test_transactions_export_takes_every_form_of_account(api: Api) -> None:
@@ -297,3 +299,115 @@ async def test_csv_export_refusals_of_the_platforms_ids(api: Api) -> None:
     ]
     for path, params, token, expected in cases:
         assert await export(api, path, params, token) == expected, (path, params)
+
+
+# -------------------------------------------------------------------------------------- agent runs (issue 12)
+
+RUN_USAGE = """query($org: ID!, $filter: UsageFilter) {
+  me { credit { usage(first: 50, filter: $filter) { edges { node { occurredAt credits agentRunId } } }
+                holds(first: 5) { edges { node { status captured agentRunId } } } } }
+  node(id: $org) { ... on Organization { usage(first: 50, filter: $filter) { edges { node { credits agentRunId } } } } }
+}"""
+
+
+async def test_usage_shows_each_events_run_and_filters_by_it(api: Api) -> None:
+    made = await make_runs(api)
+
+    async def usage(filter: dict[str, object]) -> dict[str, list[dict[str, object]]]:
+        data = await api.data(RUN_USAGE, {"org": made.org, "filter": filter}, made.ada)
+        return {
+            "mine": [edge["node"] for edge in data["me"]["credit"]["usage"]["edges"]],
+            "holds": [edge["node"] for edge in data["me"]["credit"]["holds"]["edges"]],
+            "acme": [edge["node"] for edge in data["node"]["usage"]["edges"]],
+        }
+
+    everything = await usage({})
+    assert everything["mine"] == [
+        {"occurredAt": "2026-01-15T14:05:00+00:00", "credits": "1.5", "agentRunId": "run-2"},  # the capture
+        {"occurredAt": "2026-01-15T13:30:00+00:00", "credits": "8", "agentRunId": "run-1"},
+        {"occurredAt": "2026-01-15T13:20:00+00:00", "credits": "0.25", "agentRunId": None},
+        {"occurredAt": "2026-01-15T12:30:00+00:00", "credits": "2", "agentRunId": "run-1"},
+        {"occurredAt": "2026-01-15T12:00:00+00:00", "credits": "1", "agentRunId": "run-1"},
+    ]
+    assert everything["holds"] == [{"status": "CAPTURED", "captured": "1.5", "agentRunId": "run-2"}]
+    by_run_1 = await usage({"agentRunId": "run-1"})
+    assert [e["credits"] for e in by_run_1["mine"]] == ["8", "2", "1"]
+    assert by_run_1["acme"] == [  # Bob's spend of run-1 in Acme too
+        {"credits": "4", "agentRunId": "run-1"},
+        {"credits": "2", "agentRunId": "run-1"},
+        {"credits": "1", "agentRunId": "run-1"},
+    ]
+    by_run_2 = await usage({"agentRunId": "run-2", "from": "2026-01-15T14:00:00Z"})
+    assert (by_run_2["mine"], by_run_2["acme"]) == (
+        [{"occurredAt": "2026-01-15T14:05:00+00:00", "credits": "1.5", "agentRunId": "run-2"}],
+        [{"credits": "1.5", "agentRunId": "run-2"}],
+    )
+    assert (await usage({"agentRunId": "run-3"}))["mine"] == []
+
+
+async def test_a_malformed_run_filter_is_refused(api: Api) -> None:
+    made = await make_runs(api)
+    cases = [
+        ("", "agentRunId must be 1 to 200 characters"),
+        ("r" * 201, "agentRunId must be 1 to 200 characters"),
+        ("run\x001", "agentRunId must not contain control characters"),
+        (
+            "run\u202e1",
+            "agentRunId must contain only printable characters: U+202E is an invisible or bidirectional"
+            " formatting character",
+        ),
+    ]
+    for value, message in cases:
+        body = await api.post(RUN_USAGE, {"org": made.org, "filter": {"agentRunId": value}}, made.ada)
+        assert [(e["message"], e["extensions"]["code"]) for e in body["errors"]] == [(message, "BAD_FILTER")] * 2, value
+        status, text = await export(
+            api, "/exports/usage.csv", {"account": gid("User", 1), "agentRunId": value}, made.ada
+        )
+        assert (status, text) == (400, message), value
+
+
+async def test_the_csv_ends_each_row_with_its_run_and_filters_by_it(api: Api) -> None:
+    made = await make_runs(api)
+    user, account = gid("User", 1), gid("CreditAccount", 1)
+
+    status, text = await export(api, "/exports/usage.csv", {"account": account}, made.ada)
+
+    assert status == 200
+    org = made.org
+    assert text.split("\r\n") == [
+        HEADER,
+        f"{gid('UsageEvent', 7)},2026-01-15T14:05:00+00:00,{account},{user},{org},bot,answer,1.5,1.5,0,,,run-2",
+        f"{gid('UsageEvent', 6)},2026-01-15T13:30:00+00:00,{account},{user},,bot,answer,8,8,0,,,run-1",
+        f"{gid('UsageEvent', 5)},2026-01-15T13:20:00+00:00,{account},{user},{org},bot,answer,0.25,0.25,0,,,",
+        f"{gid('UsageEvent', 2)},2026-01-15T12:30:00+00:00,{account},{user},{org},bot,answer,2,2,0,,,run-1",
+        f"{gid('UsageEvent', 1)},2026-01-15T12:00:00+00:00,{account},{user},{org},bot,answer,1,1,0,,,run-1",
+        "",
+    ]
+    by_run = await export(api, "/exports/usage.csv", {"organization": org, "agentRunId": "run-2"}, made.ada)
+    bob, bobs_account = gid("User", 2), gid("CreditAccount", 2)
+    assert by_run == (
+        200,
+        "\r\n".join(
+            [
+                HEADER,
+                f"{gid('UsageEvent', 7)},2026-01-15T14:05:00+00:00,{account},{user},{org},bot,answer,1.5,1.5,0,,,run-2",
+                f"{gid('UsageEvent', 4)},2026-01-15T13:10:00+00:00,{bobs_account},{bob},{org},bot,answer,0.5,0.5,0,,,"
+                "run-2",
+                "",
+            ]
+        ),
+    )
+
+
+async def test_a_run_id_read_as_a_formula_is_defused_in_the_csv(api: Api) -> None:
+    user_id, token = await api.user("ada@example.com", bonus=100)
+    spend = {"userId": gid("User", user_id), "agentId": "bot", "activity": "answer", "credits": "1"}
+    data = await api.data(
+        SPEND, {"input": {**spend, "agentRunId": " =1+1", "idempotencyKey": "k"}}, await api.service()
+    )
+    assert data["spendCredits"]["__typename"] == "SpendCreditsSuccess"
+
+    status, text = await export(api, "/exports/usage.csv", {"account": gid("CreditAccount", 1)}, token)
+
+    assert status == 200
+    assert text.removesuffix("\r\n").endswith(",bot,answer,1,1,0,,,' =1+1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -78,3 +79,13 @@ def test_wire_format_round_trips_both_kinds() -> None:
     recorded = UsageRecorded(3, 10, 1, 7, "agent", "web_search", 3_000_000, 2_000_000, 1_000_000, AT)
     for event in (change(4, 9), recorded):
         assert decode(encode(event)) == event
+
+
+def test_a_usage_events_run_crosses_the_wire_and_one_without_a_run_is_sent_as_before() -> None:
+    with_run = UsageRecorded(3, 10, 1, 7, "agent", "answer", 3, 2, 1, AT, "run-1")
+    without = UsageRecorded(3, 11, 1, 7, "agent", "answer", 3, 2, 1, AT)
+
+    assert decode(encode(with_run)) == with_run
+    assert decode(encode(without)) == without
+    assert json.loads(encode(without)) == ["u", 3, 11, 1, 7, "agent", "answer", 3, 2, 1, AT.isoformat()]
+    assert json.loads(encode(with_run))[-2:] == ["run-1", AT.isoformat()]
