@@ -104,9 +104,12 @@ class Principal:
 
     @property
     def idempotency_scope(self) -> str:
-        """Idempotency keys are scoped to the caller: a user, a named service, or a named admin."""
+        """Idempotency keys are scoped to the caller: a user, a named service, or a named admin; an agent token
+        to itself (its name is its minter's choice: sharing a service's would let it pre-empt that service's keys)."""
         if self.kind is TokenKind.USER:
             return f"user:{self.user_id}"
+        if self.delegated:
+            return f"agent-token:{self.token_id}"
         return f"{self.kind.value.lower()}:{self.name}"
 
 

@@ -629,3 +629,14 @@ async def test_a_service_revokes_agent_tokens_only(world: World) -> None:
         "message": "Managing tokens needs an admin token, or a user token for its own tokens",
     }
     assert changed(before, await snapshot()) == set()
+
+
+async def test_an_agent_token_named_like_a_service_does_not_share_its_idempotency_keys(world: World) -> None:
+    # The service "agent-runtime" spends for the owner on the pool with key k-shared; an agent token that its
+    # minter named "agent-runtime" sending the same request must spend anew, not replay the service's answer.
+    first = await world.spend(world.tokens["service"], "owner", key="shared")
+    assert first["data"]["spendCredits"]["balance"] == {"total": "49"}, first
+    secret, _ = await world.minted("owner", accountId=world.gid("org"), name="agent-runtime")
+    second = await world.spend(secret, "owner", key="shared")
+    assert second["data"]["spendCredits"]["balance"] == {"total": "48"}, second
+    assert await UsageEvent.filter(account_id=world.ids["pool"]).count() == 2
