@@ -30,59 +30,64 @@ async def set_limit(account_id: int, spec: LimitSpec, now: datetime) -> tuple[Li
     """Create the limit, or replace the one its subject has of that kind and window (keeping what was counted
     against it). Returns the limit and whether it is new."""
     async with in_transaction() as conn:
-        sql = Sql(conn)
-        await lock_account(sql, account_id)
-        values = (
-            spec.scope.value,
-            spec.user_id,
-            spec.agent_id,
-            spec.token_id,
-            spec.time_zone,
-            spec.amount,
-            spec.action.value,
-            spec.warn_percent,
-            spec.max_credits_per_run,
-            spec.cooldown_seconds,
-            now,
-        )
-        updated = await sql.fetch(
-            "UPDATE spend_limits SET scope = $1, user_id = $2, agent_id = $3, token_id = $4, time_zone = $5,"
-            " amount = $6, action = $7, warn_percent = $8, max_credits_per_run = $9, cooldown_seconds = $10,"
-            ' updated_at = $11 WHERE account_id = $12 AND subject = $13 AND kind = $14 AND "window" = $15'
-            " AND window_length = $16 RETURNING id",
+        return await set_limit_in(Sql(conn), account_id, spec, now)
+
+
+async def set_limit_in(sql: Sql, account_id: int, spec: LimitSpec, now: datetime) -> tuple[LimitView, bool]:
+    """``set_limit`` inside the caller's transaction (``sql``), so that what makes the limit's subject (an
+    agent token) and its limit commit together or not at all."""
+    await lock_account(sql, account_id)
+    values = (
+        spec.scope.value,
+        spec.user_id,
+        spec.agent_id,
+        spec.token_id,
+        spec.time_zone,
+        spec.amount,
+        spec.action.value,
+        spec.warn_percent,
+        spec.max_credits_per_run,
+        spec.cooldown_seconds,
+        now,
+    )
+    updated = await sql.fetch(
+        "UPDATE spend_limits SET scope = $1, user_id = $2, agent_id = $3, token_id = $4, time_zone = $5,"
+        " amount = $6, action = $7, warn_percent = $8, max_credits_per_run = $9, cooldown_seconds = $10,"
+        ' updated_at = $11 WHERE account_id = $12 AND subject = $13 AND kind = $14 AND "window" = $15'
+        " AND window_length = $16 RETURNING id",
+        *values,
+        account_id,
+        spec.subject,
+        spec.kind.value,
+        spec.window.value,
+        spec.window_length,
+    )
+    created = not updated
+    if created:
+        await sql.execute(
+            "INSERT INTO spend_limits (scope, user_id, agent_id, token_id, time_zone, amount, action,"
+            ' warn_percent, max_credits_per_run, cooldown_seconds, updated_at, account_id, subject, kind, "window",'
+            " window_length, created_at, paused)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
             *values,
             account_id,
             spec.subject,
             spec.kind.value,
             spec.window.value,
             spec.window_length,
+            now,
+            False,
         )
-        created = not updated
-        if created:
-            await sql.execute(
-                "INSERT INTO spend_limits (scope, user_id, agent_id, token_id, time_zone, amount, action,"
-                ' warn_percent, max_credits_per_run, cooldown_seconds, updated_at, account_id, subject, kind, "window",'
-                " window_length, created_at, paused)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
-                *values,
-                account_id,
-                spec.subject,
-                spec.kind.value,
-                spec.window.value,
-                spec.window_length,
-                now,
-                False,
-            )
-            await _recount(sql, account_id)
-        row = await sql.fetchrow(
-            f"SELECT {VIEW_COLUMNS_SQL} FROM spend_limits l WHERE l.account_id = $1 AND l.subject = $2"
-            ' AND l.kind = $3 AND l."window" = $4 AND l.window_length = $5',
-            account_id,
-            spec.subject,
-            spec.kind.value,
-            spec.window.value,
-            spec.window_length,
-        )
+        await _recount(sql, account_id)
+    row = await sql.fetchrow(
+        f"SELECT {VIEW_COLUMNS_SQL} FROM spend_limits l WHERE l.account_id = $1 AND l.subject = $2"
+        ' AND l.kind = $3 AND l."window" = $4 AND l.window_length = $5',
+        account_id,
+        spec.subject,
+        spec.kind.value,
+        spec.window.value,
+        spec.window_length,
+    )
     assert row is not None
     return LimitView.of(row), created
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from tortoise import connections
 from tortoise.transactions import in_transaction
 
+from models.ledger.locking import lock_account
+from models.limit_rules import VIEW_COLUMNS_SQL, LimitSpec, LimitView
+from models.limits import set_limit_in
 from models.sql import Sql
-from models.tables import ApiToken, TokenKind
+from models.tables import ApiToken, CreditAccount, LimitScope, TokenKind
 
 _PREFIX = {TokenKind.USER: "clu_", TokenKind.SERVICE: "cls_", TokenKind.ADMIN: "cla_", TokenKind.PORTAL: "clp_"}
 PREFIX_LENGTH = 12
@@ -47,10 +52,19 @@ def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+AccountOwner = tuple[str, int]
+"""Whose account it is, as the ledger selects it: ``("user_id", user)`` or ``("organization_id", organization)``."""
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """Who is calling: the token's kind, its user (for user tokens), its name and scopes; the one account it is
-    bound to, if any (portal sessions), and when it stops being valid, if ever."""
+    bound to, if any (portal sessions, delegated agent tokens), and when it stops being valid, if ever.
+
+    A delegated agent token (a SERVICE token with ``account_id``, docs/rules.md "Delegated tokens") also
+    carries whose account that is (``account_owner``), the user its spends must name when a user minted it
+    (``spends_as``), its one agent (``agent_id``) and the activities it may spend on (``activities``; None:
+    any). Its scopes hold for that account only: ``has_scope`` (any account's) is false for it."""
 
     token_id: int
     kind: TokenKind
@@ -59,6 +73,10 @@ class Principal:
     scopes: frozenset[str]
     account_id: int | None = None
     expires_at: datetime | None = None
+    account_owner: AccountOwner | None = None
+    spends_as: int | None = None
+    agent_id: str | None = None
+    activities: frozenset[str] | None = None
 
     @property
     def revocable(self) -> bool:
@@ -69,14 +87,29 @@ class Principal:
     def is_admin(self) -> bool:
         return self.kind is TokenKind.ADMIN
 
+    @property
+    def delegated(self) -> bool:
+        """A SERVICE token bound to one account: an agent's token (see ``create_agent_token``)."""
+        return self.kind is TokenKind.SERVICE and self.account_id is not None
+
     def has_scope(self, scope: str) -> bool:
-        return self.kind is TokenKind.ADMIN or (self.kind is TokenKind.SERVICE and scope in self.scopes)
+        """Whether it may do what ``scope`` allows for any account: admins, and unbound services with it."""
+        return self.kind is TokenKind.ADMIN or (
+            self.kind is TokenKind.SERVICE and scope in self.scopes and self.account_id is None
+        )
+
+    def holds_scope(self, scope: str) -> bool:
+        """``has_scope``, or a delegated token that has ``scope`` for its own account."""
+        return self.has_scope(scope) or (self.delegated and scope in self.scopes)
 
     @property
     def idempotency_scope(self) -> str:
-        """Idempotency keys are scoped to the caller: a user, a named service, or a named admin."""
+        """Idempotency keys are scoped to the caller: a user, a named service, or a named admin; an agent token
+        to itself (its name is its minter's choice: sharing a service's would let it pre-empt that service's keys)."""
         if self.kind is TokenKind.USER:
             return f"user:{self.user_id}"
+        if self.delegated:
+            return f"agent-token:{self.token_id}"
         return f"{self.kind.value.lower()}:{self.name}"
 
 
@@ -93,7 +126,7 @@ async def create_token(
 ) -> str:
     """Create a token and return its secret. The secret is not stored and cannot be shown again."""
     if (kind is TokenKind.USER) != (user_id is not None):
-        raise ValueError("user tokens, and only they, belong to a user")
+        raise ValueError("user tokens, and only they, belong to a user (agent tokens: create_agent_token)")
     if kind is TokenKind.PORTAL and account_id is None:
         raise ValueError("a portal session is bound to one account")
     if unknown := sorted(set(scopes) - set(SCOPES)):
@@ -112,6 +145,67 @@ async def create_token(
         idle_timeout_seconds=idle_timeout_seconds,
     )
     return secret
+
+
+MAX_ACTIVITIES = 50
+ACTIVITIES_LENGTH = 2000
+"""What ``api_tokens.activities`` holds: the allowed activities, space-separated."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentToken:
+    """A new delegated agent token: its secret (shown once), its row's id, and its cap if one was set."""
+
+    secret: str
+    token_id: int
+    limit: LimitView | None
+
+
+async def create_agent_token(
+    *,
+    name: str,
+    account_id: int,
+    now: datetime,
+    scopes: tuple[str, ...],
+    spends_as: int | None = None,
+    agent_id: str | None = None,
+    activities: tuple[str, ...] | None = None,
+    expires_at: datetime | None = None,
+    idle_timeout_seconds: int | None = None,
+    limit: LimitSpec | None = None,
+) -> AgentToken:
+    """A SERVICE token bound to ``account_id`` (and, when given, to the user its spends name, one agent and
+    some activities) and its TOKEN-scope limit, in one transaction: the account row is locked first (the limit
+    is set under that lock), so a token never exists without the cap it was minted with."""
+    if unknown := sorted(set(scopes) - set(SCOPES)):
+        raise UnknownScopeError(unknown)
+    listed = None if activities is None else " ".join(sorted(set(activities)))
+    if listed is not None and (any(not a or " " in a for a in activities or ()) or len(listed) > ACTIVITIES_LENGTH):
+        raise ValueError("activities are stored space-separated: none may be empty or hold a space")
+    secret = _PREFIX[TokenKind.SERVICE] + secrets.token_urlsafe(32)
+    async with in_transaction() as conn:
+        sql = Sql(conn)
+        await lock_account(sql, account_id)
+        row = await ApiToken.create(
+            kind=TokenKind.SERVICE,
+            name=name,
+            user_id=spends_as,
+            scopes=" ".join(sorted(set(scopes))),
+            token_hash=digest(secret),
+            prefix=secret[:PREFIX_LENGTH],
+            account_id=account_id,
+            created_at=now,
+            expires_at=expires_at,
+            idle_timeout_seconds=idle_timeout_seconds,
+            agent_id=agent_id,
+            activities=listed,
+            using_db=conn,
+        )
+        view = None
+        if limit is not None:
+            spec = dataclasses.replace(limit, scope=LimitScope.TOKEN, token_id=row.id, user_id=None, agent_id=None)
+            view, _ = await set_limit_in(sql, account_id, spec, now)
+    return AgentToken(secret, int(row.id), view)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,14 +237,32 @@ async def token_for(secret: str) -> StoredToken | None:
     token = await ApiToken.filter(token_hash=digest(secret), revoked_at=None).first()
     if token is None:
         return None
+    kind = TokenKind(token.kind)
+    delegated = kind is TokenKind.SERVICE and token.account_id is not None
+    owner: AccountOwner | None = None
+    if delegated:
+        # An account's owner never changes, so the cached principal stays right for the token's life.
+        account = await CreditAccount.filter(id=token.account_id).only("id", "user_id", "organization_id").first()
+        if account is None:
+            return None
+        if account.user_id is not None:
+            owner = ("user_id", int(account.user_id))
+        else:
+            assert account.organization_id is not None
+            owner = ("organization_id", int(account.organization_id))
     principal = Principal(
         token_id=token.id,
-        kind=TokenKind(token.kind),
+        kind=kind,
         name=token.name,
-        user_id=token.user_id,
+        # A delegated token's row names the user its spends must name, not a user it acts as everywhere.
+        user_id=None if delegated else token.user_id,
         scopes=frozenset(token.scopes.split()),
         account_id=token.account_id,
         expires_at=token.expires_at,
+        account_owner=owner,
+        spends_as=token.user_id if delegated else None,
+        agent_id=token.agent_id if delegated else None,
+        activities=frozenset(token.activities.split()) if delegated and token.activities is not None else None,
     )
     idle = None if token.idle_timeout_seconds is None else timedelta(seconds=token.idle_timeout_seconds)
     return StoredToken(principal, idle, token.last_used_at or token.created_at)
@@ -183,3 +295,13 @@ async def unrevoked(token_hashes: Iterable[str]) -> set[str]:
         rows = await ApiToken.filter(token_hash__in=chunk, revoked_at=None).values("token_hash")
         found.update(str(row["token_hash"]) for row in rows)
     return found
+
+
+async def token_limits(token_id: int) -> list[LimitView]:
+    """The limits of scope TOKEN on this token (its cap, and any set later with setSpendLimit), oldest first."""
+    rows = await Sql(connections.get("default")).fetch(
+        f"SELECT {VIEW_COLUMNS_SQL} FROM spend_limits l WHERE l.token_id = $1 AND l.scope = $2 ORDER BY l.id",
+        token_id,
+        LimitScope.TOKEN.value,
+    )
+    return [LimitView.of(row) for row in rows]

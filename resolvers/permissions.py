@@ -2,7 +2,9 @@
 
 Root fields require a token; mutations check the token's kind here. A portal session (``TokenKind.PORTAL``)
 is bound to one account (``Principal.account_id``): it reads that account and pays for it, nothing else
-(docs/rules.md, Portal sessions)."""
+(docs/rules.md, Portal sessions). A delegated agent token (a SERVICE token bound to one account) has its scopes
+for that account only: it reads it with ``balance:read`` and spends from it (resolvers/delegation.py), nothing
+else (docs/rules.md, Delegated tokens)."""
 
 from __future__ import annotations
 
@@ -35,8 +37,9 @@ def principal(info: Info[Context, None]) -> Principal:
 
 
 def require_scope(info: Info[Context, None], scope: str) -> Forbidden | None:
-    """Services with ``scope`` and admins pass; anyone else gets a typed ``Forbidden``."""
-    if principal(info).has_scope(scope):
+    """Services with ``scope`` and admins pass (a delegated token with ``scope`` too: the mutation then checks
+    its binding, resolvers/delegation.py); anyone else gets a typed ``Forbidden``."""
+    if principal(info).holds_scope(scope):
         return None
     return Forbidden(message=f"This needs a service token with the '{scope}' scope, or an admin token")
 
@@ -93,11 +96,14 @@ def can_read_account(
     who: Principal, user_id: int | None, scopes: tuple[str, ...] = READ_SCOPES, *, account_id: int | None = None
 ) -> bool:
     """A user reads their own account (``user_id``: the account's user); a portal session the account it is
-    bound to (when ``account_id`` is given); admins, and services with one of ``scopes``, read any."""
+    bound to (when ``account_id`` is given), a delegated agent token that account with one of ``scopes``;
+    admins, and unbound services with one of ``scopes``, read any."""
     if who.is_admin or any(who.has_scope(scope) for scope in scopes):
         return True
     if who.kind is TokenKind.PORTAL:
         return account_id is not None and account_id == who.account_id
+    if who.delegated:
+        return account_id is not None and account_id == who.account_id and any(s in who.scopes for s in scopes)
     return user_id is not None and who.user_id == user_id
 
 

@@ -14,6 +14,7 @@ from resolvers.live import balance_changed, usage_recorded
 from resolvers.mutations import organizations as orgs
 from resolvers.mutations import payments
 from resolvers.mutations import subscriptions as subs
+from resolvers.mutations.agent_tokens import create_agent_token
 from resolvers.mutations.api_tokens import create_api_token, revoke_api_token
 from resolvers.mutations.auto_top_up import configure_auto_top_up
 from resolvers.mutations.create_user import create_user
@@ -29,6 +30,7 @@ from resolvers.mutations.update_organization import update_organization
 from resolvers.mutations.update_user import update_user
 from resolvers.permissions import IsAuthenticated
 from schema import types
+from schema.mutations.agent_tokens import CreateAgentTokenResult
 from schema.mutations.api_tokens import CreateApiTokenResult, RevokeApiTokenResult
 from schema.mutations.auto_top_up import ConfigureAutoTopUpResult
 from schema.mutations.create_user import CreateUserResult
@@ -187,7 +189,15 @@ class Mutation:
         resolver=create_api_token, permission_classes=AUTH, description="Admins: any token; users: their own"
     )
     revoke_api_token: RevokeApiTokenResult = strawberry.mutation(
-        resolver=revoke_api_token, permission_classes=AUTH, description="Admins: any token; users: their own"
+        resolver=revoke_api_token,
+        permission_classes=AUTH,
+        description="Admins: any token; users: their own, and agent tokens of their account and of pools they are"
+        " OWNER or BILLING of; services with usage:write: agent tokens",
+    )
+    create_agent_token: CreateAgentTokenResult = strawberry.mutation(
+        resolver=create_agent_token,
+        permission_classes=AUTH,
+        description="A service token bound to one account (and optionally one agent, some activities, a cap)",
     )
 
 

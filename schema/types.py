@@ -16,7 +16,7 @@ from models.balance import Balance
 from models.ids import encode_id
 from models.ledger import UsageRecorded
 from models.tables import LIVE_SUBSCRIPTION, CreditKind, LedgerEntryType, LotSource, MemberRole, TokenKind
-from models.tokens import BALANCE_READ, BILLING_READ
+from models.tokens import BALANCE_READ, BILLING_READ, USAGE_WRITE, token_limits
 from resolvers.context import Context
 from resolvers.errors import ForbiddenError
 from resolvers.pagination import keyset_page
@@ -35,6 +35,7 @@ from resolvers.usage import UsageCriteria, filtered
 from schema.auto_top_up import AutoTopUp
 from schema.errors import Forbidden
 from schema.invitations import Invitation
+from schema.limits import SpendLimit
 from schema.payments import Invoice, PaymentMethod, Subscription, Transaction, TransactionFilter
 from schema.reports import UsageReportInput, UsageReportResult
 from schema.scalars import Credits, Metadata
@@ -305,6 +306,21 @@ class CreditAccount(relay.Node):
             return Forbidden(message=scope_message(BALANCE_READ))
         return await usage_report(("account_id", self.id), input)
 
+    @strawberry.field(
+        description="The agent tokens bound to this account (createAgentToken), newest first: for its user, its"
+        " organization's OWNER and BILLING members, its portal sessions, admins and services with usage:write"
+    )
+    async def agent_tokens(
+        self, info: Info[Context, None], first: int | None = None, after: str | None = None
+    ) -> relay.Connection[ApiToken]:
+        who = principal(info)
+        if who.delegated:
+            raise ForbiddenError("An agent token does not see the account's other tokens")
+        if who.kind is TokenKind.SERVICE and not who.has_scope(USAGE_WRITE):
+            raise ForbiddenError(scope_message(USAGE_WRITE))
+        query = tables.ApiToken.filter(account_id=self.id, kind=TokenKind.SERVICE)
+        return await token_page(info, query, first, after)
+
 
 @strawberry.type(description="A group of users. Members see it and its members; BILLING and OWNER its billing.")
 class Organization(relay.Node):
@@ -469,7 +485,10 @@ class User(relay.Node):
         # Invitation.of reads the model's role_set.
         return await keyset_page(query, first, after, lambda row: Invitation.of(row, now), plain_rows=False)
 
-    @strawberry.field(description="This user's USER tokens, newest first. The user themselves and admins only")
+    @strawberry.field(
+        description="This user's USER tokens and the agent tokens they minted, newest first. The user themselves and"
+        " admins only"
+    )
     async def api_tokens(
         self,
         info: Info[Context, None],
@@ -510,6 +529,13 @@ class ApiToken(relay.Node):
     status: ApiTokenStatus = strawberry.field(
         description="ACTIVE, EXPIRED (past expiresAt, or idle for idleTimeoutSeconds by lastUsedAt) or REVOKED"
     )
+    account_id: strawberry.ID | None = strawberry.field(
+        description="The one CreditAccount it is bound to (portal sessions and agent tokens); null: none"
+    )
+    agent_id: str | None = strawberry.field(description="An agent token: the one agentId it spends as; null: any")
+    activities: list[str] | None = strawberry.field(
+        description="An agent token: the activities it may spend on; null: any"
+    )
     user_pk: strawberry.Private[int | None]
 
     @classmethod
@@ -527,10 +553,20 @@ class ApiToken(relay.Node):
             idle_timeout_seconds=row.idle_timeout_seconds,
             revoked_at=row.revoked_at,
             status=status_of(row, now),
+            account_id=None if row.account_id is None else strawberry.ID(encode_id("CreditAccount", row.account_id)),
+            agent_id=row.agent_id,
+            activities=None if row.activities is None else row.activities.split(),
             user_pk=row.user_id,
         )
 
-    @strawberry.field(description="The user a USER token belongs to; null for the other kinds")
+    @strawberry.field(description="An agent token's own caps (scope TOKEN): the one it was minted with, if any")
+    async def spend_limits(self) -> list[SpendLimit]:
+        return [SpendLimit.of(view) for view in await token_limits(self.id)]
+
+    @strawberry.field(
+        description="The user a USER token belongs to; of an agent token a user minted, that user (its spends name"
+        " them); null otherwise"
+    )
     async def user(self, info: Info[Context, None]) -> User | None:
         if self.user_pk is None:
             return None

@@ -9,9 +9,9 @@ from strawberry.types import Info
 from models.ids import decode_id
 from models.tables import ApiToken as ApiTokenRow
 from models.tables import TokenKind
-from models.tokens import SCOPES, Principal, UnknownScopeError, create_token, digest, revoke_token
+from models.tokens import SCOPES, USAGE_WRITE, Principal, UnknownScopeError, create_token, digest, revoke_token
 from resolvers.context import Context
-from resolvers.permissions import principal
+from resolvers.permissions import BILLING_ROLES, principal, roles_in
 from resolvers.references import check_external_id, user_pk
 from resolvers.validation import check_future, check_label, first_error
 from schema.errors import Forbidden, NotFound, ValidationError
@@ -137,11 +137,14 @@ async def _owner(
 
 async def revoke_api_token(info: Info[Context, None], input: RevokeApiTokenInput) -> RevokeApiTokenResult:
     who = principal(info)
-    if who.kind not in (TokenKind.ADMIN, TokenKind.USER):
+    # A service that may mint agent tokens (usage:write, unbound) may also end them.
+    if who.kind not in (TokenKind.ADMIN, TokenKind.USER) and not who.has_scope(USAGE_WRITE):
         return Forbidden(message=MANAGERS_ONLY)
     pk = decode_id(input.token_id, "ApiToken")
     row = None if pk is None else await ApiTokenRow.filter(id=pk).first()
-    if row is None or not (who.is_admin or (row.user_id is not None and row.user_id == who.user_id)):
+    if who.kind is TokenKind.SERVICE and (row is None or not _is_agent_token(row)):
+        return Forbidden(message=MANAGERS_ONLY)  # a service ends agent tokens, nothing else
+    if row is None or not await _may_revoke(info, who, row):
         return NotFound(message="Token not found")
     now = info.context.now()
     if row.revoked_at is None:
@@ -150,3 +153,26 @@ async def revoke_api_token(info: Info[Context, None], input: RevokeApiTokenInput
         else:  # revoked meanwhile by another request: show that revocation
             row = await ApiTokenRow.get(id=row.id)
     return RevokeApiTokenSuccess(api_token=ApiToken.of(row, now))
+
+
+async def _may_revoke(info: Info[Context, None], who: Principal, row: ApiTokenRow) -> bool:
+    """Admins any token; a user their own (USER tokens, and agent tokens they minted) and the agent tokens of
+    their own account and of pools where they are OWNER or BILLING; a service with usage:write agent tokens."""
+    if who.is_admin or (who.kind is TokenKind.USER and row.user_id is not None and row.user_id == who.user_id):
+        return True
+    if not _is_agent_token(row) or row.account_id is None:
+        return False
+    if who.kind is TokenKind.SERVICE:
+        return True
+    account = await info.context.loaders.account.load(row.account_id)
+    if account is None or who.user_id is None:
+        return False
+    if account.user_id is not None:
+        return bool(account.user_id == who.user_id)
+    return account.organization_id is not None and bool(
+        (await roles_in(info, account.organization_id) or frozenset()) & BILLING_ROLES
+    )
+
+
+def _is_agent_token(row: ApiTokenRow) -> bool:
+    return row.kind == TokenKind.SERVICE and row.account_id is not None

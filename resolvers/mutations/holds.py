@@ -9,6 +9,7 @@ from models import ledger
 from models.ids import decode_id
 from models.tables import Hold as HoldRow
 from models.tables import UsageEvent as UsageEventRow
+from resolvers import delegation
 from resolvers.context import Context
 from resolvers.mutations._common import (
     Spender,
@@ -85,6 +86,8 @@ async def hold_credits(info: Info[Context, None], input: HoldCreditsInput) -> Ho
     if isinstance(credits, ValidationError):
         return credits
     who = await spender(input.user_id, input.organization_id, input.external_user_id, input.external_organization_id)
+    if denied := delegation.spend_refusal(principal(info), who, input.agent_id, input.activity):
+        return denied
     if not isinstance(who, Spender):
         return who
     user_id, organization_id = who.user_id, who.organization_id
@@ -154,6 +157,8 @@ async def capture_hold(info: Info[Context, None], input: CaptureHoldInput) -> Ca
     hold_id = decode_id(input.hold_id, "Hold")
     if hold_id is None:
         return NotFound(message="Hold not found")
+    if refused := await delegation.hold_refusal(principal(info), hold_id):
+        return refused
     idem = ledger.IdempotencyKey.for_request(
         principal(info).idempotency_scope,
         input.idempotency_key,
@@ -197,6 +202,8 @@ async def release_hold(info: Info[Context, None], input: ReleaseHoldInput) -> Re
     hold_id = decode_id(input.hold_id, "Hold")
     if hold_id is None:
         return NotFound(message="Hold not found")
+    if refused := await delegation.hold_refusal(principal(info), hold_id):
+        return refused
     idem = ledger.IdempotencyKey.for_request(
         principal(info).idempotency_scope, input.idempotency_key, "releaseHold", {"hold": hold_id}
     )

@@ -5,6 +5,7 @@ from strawberry.types import Info
 from billing import auto_top_up as billing_auto_top_up
 from models import ledger
 from models.tables import UsageEvent as UsageEventRow
+from resolvers import delegation
 from resolvers.context import Context
 from resolvers.mutations._common import (
     Spender,
@@ -52,6 +53,8 @@ async def spend_credits(info: Info[Context, None], input: SpendCreditsInput) -> 
             )
         credits = max(priced, 1)
     who = await spender(input.user_id, input.organization_id, input.external_user_id, input.external_organization_id)
+    if denied := delegation.spend_refusal(principal(info), who, input.agent_id, input.activity):
+        return denied
     if not isinstance(who, Spender):
         return who
     user_id, organization_id = who.user_id, who.organization_id

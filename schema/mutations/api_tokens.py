@@ -45,8 +45,9 @@ CreateApiTokenResult = Annotated[
 
 @strawberry.input(
     description="Stop a token from working: at once for new lookups, within CREDITLINE_TOKEN_CACHE_SECONDS"
-    " everywhere. An admin revokes any token, a user their own. Revoking a revoked token succeeds and changes"
-    " nothing (revokedAt stays the first revocation)."
+    " everywhere. An admin revokes any token, a user their own (and the agent tokens of their account and of pools"
+    " where they are OWNER or BILLING), a service with usage:write agent tokens. Revoking a revoked token succeeds"
+    " and changes nothing (revokedAt stays the first revocation)."
 )
 class RevokeApiTokenInput:
     token_id: strawberry.ID

@@ -860,6 +860,34 @@ OPERATIONS: dict[str, Operation] = {
         lambda w, o, who: {"__typename": "AddPaymentMethodSuccess", "paymentMethod": {"last4": "4242"}},
         mutation=True,
     ),
+    "createAgentToken(pool)": Operation(
+        _mutation(
+            "createAgentToken",
+            'name: "matrix", accountId: $org, agentId: "bot"',
+            "apiToken { kind name agentId scopes accountId }",
+            "$org: ID!",
+        ),
+        lambda w, o: {"org": o.id},
+        ("createAgentToken",),
+        lambda w, o, who: {
+            "__typename": "CreateAgentTokenSuccess",
+            "apiToken": {
+                "kind": "SERVICE",
+                "name": "matrix",
+                "agentId": "bot",
+                # The token reads the pool's balance only if its minter may: not a MEMBER, not this service.
+                "scopes": ["usage:write"] if who in ("member", "service") else ["balance:read", "usage:write"],
+                "accountId": o.pool,
+            },
+        },
+        mutation=True,
+    ),
+    "CreditAccount.agentTokens(pool)": Operation(
+        _node("... on CreditAccount { agentTokens(first: 5) { edges { node { id } } } }"),
+        lambda w, o: {"id": o.pool},
+        ("node", "agentTokens"),
+        lambda w, o, who: {"edges": []},
+    ),
     "createPortalSession(pool)": Operation(
         _mutation("createPortalSession", "organizationId: $org", "accountId", "$org: ID!"),
         lambda w, o: {"org": o.id},
@@ -965,6 +993,8 @@ MATRIX: dict[str, tuple[str, ...]] = {
     "topUp(pool)":                  (OK,       OK,        DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
     "addPaymentMethod(pool)":       (OK,       OK,        DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
     "createPortalSession(pool)":    (DENIED,   DENIED,    DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
+    "createAgentToken(pool)":       (OK,       OK,        OK,        DENIED,  OK,        OK,        UNAUTH),
+    "CreditAccount.agentTokens(pool)": (OK,    OK,        NULL,      NULL,    NULL,      OK,        UNAUTH),
     "user(id)":                     (FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN, OK,     UNAUTH),
     "user(externalId)":             (FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN, OK,     UNAUTH),
     "organization(id)":             (FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN, OK,     UNAUTH),
@@ -1010,6 +1040,7 @@ SCOPE_MATRIX: dict[str, tuple[str, ...]] = {
     "user(id)": (OK, OK),
     "user(externalId)": (OK, OK),
     "organization(id)": (OK, OK),
+    "CreditAccount.agentTokens(pool)": (FORBIDDEN, FORBIDDEN),  # listing agent tokens needs usage:write
     **{
         operation: _NEITHER
         for operation in OPERATIONS

@@ -21,6 +21,7 @@ from creditline.jobs import sweep_once
 from models.tables import Invitation, InvitationStatus, Membership, Organization, User
 from tests.support.helpers import Api, gid
 from tests.support.mutation_documents import REFUSAL, SELECTIONS, STATE, document
+from tests.support.snapshots import changed, snapshot
 
 # ---------------------------------------------------------------------------------------------- documents
 
@@ -1023,3 +1024,125 @@ async def test_an_invitation_replayed_with_its_key_is_the_same_invitation(invita
         "invitation": {"email": "carol@example.com", "roles": ["MEMBER"], "status": "PENDING"},
     }
     assert await invitations.state() == before
+
+
+# ------------------------------------------------------------------------------------- createAgentToken
+
+AGENT_TOKEN = """
+mutation Mint($input: CreateAgentTokenInput!) {
+  createAgentToken(input: $input) {
+    __typename ... on CreateAgentTokenSuccess { apiToken { kind agentId } } ... on Error { message }
+    ... on ValidationError { field }
+  }
+}
+"""
+VALID_AGENT_TOKEN: dict[str, object] = {
+    "name": "bot key",
+    "agentId": "bot",
+    "activities": ["answer"],
+    "spendLimit": {"amount": "2", "window": "DAY"},
+}
+
+
+@pytest.fixture
+async def agent_minter(api: Api) -> str:
+    _, token = await api.user("minter@example.com")
+    return token
+
+
+async def test_the_valid_agent_token_input_succeeds(api: Api, agent_minter: str) -> None:
+    body = await api.data(AGENT_TOKEN, {"input": VALID_AGENT_TOKEN}, agent_minter)
+    assert body["createAgentToken"] == {
+        "__typename": "CreateAgentTokenSuccess",
+        "apiToken": {"kind": "SERVICE", "agentId": "bot"},
+    }
+
+
+def _cap(**changes: object) -> dict[str, object]:
+    return {"spendLimit": {"amount": "2", "window": "DAY", **changes}}
+
+
+BAD_AGENT_TOKENS = [
+    pytest.param({"name": ""}, "name must be 1 to 200 characters", "name", id="name-empty"),
+    pytest.param({"agentId": "a\u200bb"}, ANY, "agentId", id="agent-invisible"),
+    pytest.param({"agentId": "x" * 201}, "agentId must be 1 to 200 characters", "agentId", id="agent-long"),
+    pytest.param({"activities": []}, "activities: 1 to 50, or null for any", "activities", id="activities-none"),
+    pytest.param(
+        {"activities": [f"a{n}" for n in range(51)]}, "activities: 1 to 50, or null for any", "activities", id="51"
+    ),
+    pytest.param(
+        {"activities": ["web search"]},
+        "activities: 'web search' has a space; activities have none",
+        "activities",
+        id="activity-space",
+    ),
+    pytest.param(
+        {"activities": ["x" * 101]}, "activities must be 1 to 100 characters", "activities", id="activity-long"
+    ),
+    pytest.param(
+        {"activities": [f"{n:02d}" + "x" * 98 for n in range(21)]},
+        "activities: at most 2000 characters in all",
+        "activities",
+        id="activities-long",
+    ),
+    pytest.param(_cap(amount="0"), "spendLimit.amount must be positive", "spendLimit.amount", id="cap-zero"),
+    pytest.param(
+        _cap(window="ROLLING_MINUTES"),
+        "spendLimit.window: ROLLING_MINUTES is for velocity breakers; a cap takes DAY, WEEK, MONTH,"
+        " ROLLING_HOURS or TOTAL",
+        "spendLimit.window",
+        id="cap-velocity-window",
+    ),
+    pytest.param(
+        _cap(windowLength=2),
+        "spendLimit.windowLength must be 1 to 744 hours for ROLLING_HOURS, else 1",
+        "spendLimit.windowLength",
+        id="cap-day-length",
+    ),
+    pytest.param(
+        _cap(window="ROLLING_HOURS", windowLength=745),
+        "spendLimit.windowLength must be 1 to 744 hours for ROLLING_HOURS, else 1",
+        "spendLimit.windowLength",
+        id="cap-rolling-long",
+    ),
+    pytest.param(
+        _cap(timeZone="Mars/Olympus"),
+        "spendLimit.timeZone: unknown time zone 'Mars/Olympus'",
+        "spendLimit.timeZone",
+        id="cap-zone",
+    ),
+    pytest.param(
+        _cap(warnAtPercent=101), "spendLimit.warnAtPercent must be 1 to 100", "spendLimit.warnAtPercent", id="warn"
+    ),
+    pytest.param(
+        _cap(maxCreditsPerRun="0"),
+        "spendLimit.maxCreditsPerRun must be positive",
+        "spendLimit.maxCreditsPerRun",
+        id="cap-run-zero",
+    ),
+    pytest.param({"expiresAt": "2026-01-01T00:00:00Z"}, "expiresAt must be in the future", "expiresAt", id="expired"),
+    pytest.param(
+        {"idleTimeoutSeconds": 10},
+        "idleTimeoutSeconds must be between 60 and 31622400",
+        "idleTimeoutSeconds",
+        id="idle-short",
+    ),
+    pytest.param(
+        {"accountId": ACCOUNT, "externalUserId": "x"},
+        "Give at most one of accountId, externalUserId, externalOrganizationId",
+        "accountId",
+        id="two-accounts",
+    ),
+]
+
+
+@pytest.mark.parametrize(("changes", "message", "field"), BAD_AGENT_TOKENS)
+async def test_bad_agent_token_input_is_refused_and_changes_nothing(
+    api: Api, agent_minter: str, changes: dict[str, object], message: object, field: str
+) -> None:
+    before = await snapshot()
+
+    body = await api.data(AGENT_TOKEN, {"input": {**VALID_AGENT_TOKEN, **changes}}, agent_minter)
+
+    assert body["createAgentToken"] == {"__typename": "ValidationError", "message": message, "field": field}
+    assert changed(before, await snapshot()) == set()

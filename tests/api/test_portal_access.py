@@ -142,6 +142,7 @@ ACCOUNT_FIELDS: dict[str, str] = {
     "autoTopUp": "autoTopUp { enabled }",
     "usageReport": 'usageReport(input: {from: "2026-01-01T00:00:00Z", to: "2026-01-02T00:00:00Z", granularity: DAY})'
     " { __typename }",
+    "agentTokens": "agentTokens(first: 5) { edges { node { id } } }",
 }
 """Every field of CreditAccount, read on the session's own account: all OK for both sessions."""
 USER_FIELDS: dict[str, tuple[str, str]] = {
@@ -260,6 +261,7 @@ MUTATIONS: dict[str, tuple[str, dict[str, str], tuple[str, str]]] = {
     ),
     "createPortalSession": (("accountId: $a"), {"a": "own"}, ("Forbidden",) * 2),
     "createApiToken": (('kind: USER, name: "mine"'), {}, ("Forbidden",) * 2),
+    "createAgentToken": (('name: "bot", agentId: "bot"'), {}, ("Forbidden",) * 2),
     "createUser": (('email: "new@example.com", externalId: "new-1"'), {}, ("Forbidden",) * 2),
     "updateUser": (("userId: $u, metadata: {}"), {"u": "ada"}, ("Forbidden",) * 2),
     "updateOrganization": (('organizationId: $o, name: "Renamed"'), {"o": "acme"}, ("Forbidden",) * 2),
