@@ -7,6 +7,7 @@ from strawberry.types import Info
 from models import ledger
 from models.ids import decode_id
 from models.tables import Hold as HoldRow
+from resolvers import delegation
 from resolvers.context import Context
 from resolvers.mutations._common import conflict, not_active
 from resolvers.mutations.holds import check_timeout
@@ -26,6 +27,8 @@ async def extend_hold(info: Info[Context, None], input: ExtendHoldInput) -> Exte
     hold_id = decode_id(input.hold_id, "Hold")
     if hold_id is None:
         return NotFound(message="Hold not found")
+    if refused := await delegation.hold_refusal(principal(info), hold_id):
+        return refused
     idem = ledger.IdempotencyKey.for_request(
         principal(info).idempotency_scope,
         input.idempotency_key,

@@ -6,6 +6,7 @@ from billing import auto_top_up as billing_auto_top_up
 from models import ledger
 from models.ids import decode_id
 from models.tables import Hold as HoldRow
+from resolvers import delegation
 from resolvers.context import Context
 from resolvers.mutations._common import (
     conflict,
@@ -42,6 +43,8 @@ async def increase_hold(info: Info[Context, None], input: IncreaseHoldInput) -> 
     held = None if hold_id is None else await HoldRow.get_or_none(id=hold_id).only("id", "activity")
     if hold_id is None or held is None:
         return NotFound(message="Hold not found")
+    if refused := await delegation.hold_refusal(principal(info), hold_id):
+        return refused
     credits = priced(info, held.activity, input.credits, input.quantity, "quantity")
     if isinstance(credits, ValidationError):
         return credits

@@ -76,6 +76,22 @@ mutation Capture($hold: ID!, $key: String!) {
   }
 }
 """
+EXTEND = """
+mutation Extend($hold: ID!, $key: String!) {
+  extendHold(input: {holdId: $hold, timeoutSeconds: 600, idempotencyKey: $key}) {
+    __typename ... on ExtendHoldSuccess { hold { status } } ... on Error { message }
+  }
+}
+"""
+
+INCREASE = """
+mutation Increase($hold: ID!, $key: String!) {
+  increaseHold(input: {holdId: $hold, credits: "1", idempotencyKey: $key}) {
+    __typename ... on IncreaseHoldSuccess { hold { status amount } } ... on Error { message }
+  }
+}
+"""
+
 RELEASE = """
 mutation Release($hold: ID!, $key: String!) {
   releaseHold(input: {holdId: $hold, idempotencyKey: $key}) {
@@ -553,6 +569,28 @@ async def test_a_bound_token_reads_its_account_and_nothing_else(world: World, bo
     ):
         body = await world.api.post(query, token=bot)
         assert [e["extensions"]["code"] for e in body["errors"]] == ["FORBIDDEN"], (query, body)
+
+
+async def test_a_bound_token_extends_and_increases_its_own_holds_only(world: World, bot: str) -> None:
+    own = (await world.hold(bot, "owner"))["data"]["holdCredits"]["hold"]["id"]
+    theirs = await world.hold(world.tokens["service"], "outsider", org="globex", key="theirs")
+    other_agent = await world.hold(world.tokens["service"], "owner", agentId="other-bot", key="other")
+    theirs_id = theirs["data"]["holdCredits"]["hold"]["id"]
+    other_id = other_agent["data"]["holdCredits"]["hold"]["id"]
+    before = await snapshot()
+    for document, name in ((EXTEND, "extendHold"), (INCREASE, "increaseHold")):
+        answer = await world.api.data(document, {"hold": theirs_id, "key": f"{name}-1"}, bot)
+        assert answer[name] == {"__typename": "NotFound", "message": "Hold not found"}
+        answer = await world.api.data(document, {"hold": other_id, "key": f"{name}-2"}, bot)
+        assert answer[name] == {"__typename": "Forbidden", "message": "This agent token spends only as agent 'bot'"}
+    assert changed(before, await snapshot()) == set()
+    extended = await world.api.data(EXTEND, {"hold": own, "key": "e1"}, bot)
+    assert extended["extendHold"] == {"__typename": "ExtendHoldSuccess", "hold": {"status": "ACTIVE"}}
+    increased = await world.api.data(INCREASE, {"hold": own, "key": "i1"}, bot)
+    assert increased["increaseHold"] == {
+        "__typename": "IncreaseHoldSuccess",
+        "hold": {"status": "ACTIVE", "amount": "3"},
+    }
 
 
 # ------------------------------------------------------------------------------------------------ list, revoke
