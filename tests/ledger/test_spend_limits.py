@@ -4,6 +4,7 @@ windows across a period boundary, per-run caps and the velocity breaker."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -23,6 +24,8 @@ from models.tables import (
 )
 from tests.support.backends import T0, Backend
 from tests.support.snapshots import changed, snapshot
+from tests.support.statements import StatementCounter
+from tests.support.statements import counter as counter
 
 HOUR = timedelta(hours=1)
 
@@ -281,3 +284,53 @@ async def test_a_token_limit_applies_to_that_token_only(db: Backend) -> None:
     assert isinstance(refused.value.limit, LimitView)
     assert refused.value.limit == view
     assert (await _spend(user_id, account_id, 2, "s2")).credits == 2 * MICRO
+
+
+def _of_limits(statement: str) -> bool:
+    return "FROM spend_limits" in statement or "INTO spend_limit_usage" in statement
+
+
+async def test_statements_no_extra_without_limits_one_read_and_one_write_with_them(
+    db: Backend, counter: StatementCounter
+) -> None:
+    user_id, account_id = await _account()
+    await _spend(user_id, account_id, 1, "warm")
+    plain = await counter.during(_spend(user_id, account_id, 1, "plain"))
+    assert plain.credits == MICRO
+    without = list(counter.statements)
+    assert not [s for s in without if _of_limits(s)]
+    token = await ApiToken.create(
+        name="t", kind=TokenKind.SERVICE, token_hash="k" * 64, scopes="usage:write", created_at=T0, user_id=user_id
+    )
+    for spec in (
+        LimitSpec(LimitScope.ACCOUNT, 50 * MICRO, LimitWindow.MONTH),
+        LimitSpec(LimitScope.AGENT, 20 * MICRO, LimitWindow.DAY, agent_id="bot", warn_percent=80),
+        LimitSpec(LimitScope.TOKEN, 10 * MICRO, LimitWindow.ROLLING_HOURS, 3, token_id=token.id),
+    ):
+        await limits.set_limit(account_id, spec, T0)
+    await counter.during(_spend(user_id, account_id, 1, "limited", token=token.id))
+    limited = list(counter.statements)
+    extra = [s for s in limited if _of_limits(s)]
+    assert len(limited) == len(without) + 2
+    assert [s.lstrip().split()[0].upper() for s in extra] == ["SELECT", "INSERT"]
+    assert [s for s in limited if not _of_limits(s)] == without
+
+
+async def test_concurrent_spends_of_five_agents_pass_no_cap(db: Backend) -> None:
+    if db.name != "postgres":
+        pytest.skip("concurrent transactions need PostgreSQL (SQLite has one writer)")
+    user_id, account_id = await _account(1000 * MICRO)
+    await limits.set_limit(account_id, LimitSpec(LimitScope.ACCOUNT, 25 * MICRO, LimitWindow.DAY), T0)
+    caps = {f"agent-{n}": (4 + n) * MICRO for n in range(5)}  # 4 + 5 + 6 + 7 + 8 = 30 > 25
+    for agent, cap in caps.items():
+        await limits.set_limit(account_id, LimitSpec(LimitScope.AGENT, cap, LimitWindow.DAY, agent_id=agent), T0)
+    outcomes = await asyncio.gather(
+        *(_spend(user_id, account_id, 1, f"c{n}", agent=f"agent-{n % 5}") for n in range(50)), return_exceptions=True
+    )
+    won = [n for n, o in enumerate(outcomes) if isinstance(o, ledger.SpendResult)]
+    assert all(isinstance(o, ledger.SpendResult | ledger.SpendLimitExceededError) for o in outcomes), outcomes
+    # Serially: every agent may spend its cap (30 in all) but the account only 25.
+    assert len(won) == 25
+    for n, agent in enumerate(caps):
+        assert len([w for w in won if w % 5 == n]) <= caps[agent] // MICRO
+    assert (await ledger.read_balances([account_id], T0))[account_id].total == 975 * MICRO
