@@ -40,35 +40,45 @@ _SCOPE_ORDER = {LimitScope.ACCOUNT: 0, LimitScope.MEMBER: 1, LimitScope.AGENT: 2
 # The holds that count against a limit: active, not past their timeout, and of the limit's subject.
 _HOLDS_OF = (
     "SELECT COALESCE(SUM(h.amount), 0) FROM holds h WHERE h.account_id = l.account_id AND h.status = 'ACTIVE'"
-    " AND h.expires_at > $2 AND (l.scope = 'ACCOUNT' OR (l.scope = 'MEMBER' AND h.user_id = l.user_id)"
+    " AND h.expires_at > {at} AND (l.scope = 'ACCOUNT' OR (l.scope = 'MEMBER' AND h.user_id = l.user_id)"
     " OR (l.scope = 'AGENT' AND h.agent_id = l.agent_id) OR (l.scope = 'TOKEN' AND h.token_id = l.token_id))"
 )
 # The newest counter that can count now. A calendar counter is keyed by its period's start, and only the
 # current period's counts: Python compares this with the period it computes in the limit's time zone.
-_LATEST = "(SELECT MAX(v.period) FROM spend_limit_usage v WHERE v.limit_id = l.id AND v.run_id = '' AND v.period <= $3)"
+_LATEST = "(SELECT MAX(v.period) FROM spend_limit_usage v WHERE v.limit_id = l.id AND v.run_id = '' AND v.period <= $2)"
 # A rolling window's oldest bucket, in whole hours or minutes (integer arithmetic on Unix seconds); a calendar
 # window or TOTAL counts its one newest counter.
 _SINCE = (
-    "CASE l.\"window\" WHEN 'ROLLING_HOURS' THEN CAST($3 AS BIGINT) / 3600 * 3600 - (l.window_length - 1) * 3600"
-    " WHEN 'ROLLING_MINUTES' THEN CAST($3 AS BIGINT) / 60 * 60 - (l.window_length - 1) * 60"
+    "CASE l.\"window\" WHEN 'ROLLING_HOURS' THEN CAST($2 AS BIGINT) / 3600 * 3600 - (l.window_length - 1) * 3600"
+    " WHEN 'ROLLING_MINUTES' THEN CAST($2 AS BIGINT) / 60 * 60 - (l.window_length - 1) * 60"
     f" ELSE {_LATEST} END"
 )
 
 
-@lru_cache(maxsize=4)
-def _standing_sql(subjects: int, with_run: bool) -> str:
-    run = (
-        ", (SELECT COALESCE(SUM(r.spent), 0) FROM spend_limit_usage r WHERE r.limit_id = l.id AND r.run_id = $4"
-        f" AND r.period = 0) AS run_spent, ({_HOLDS_OF} AND h.run_id = $4) AS run_held"
+@lru_cache(maxsize=8)
+def _standing_sql(subjects: int, with_run: bool, with_holds: bool) -> str:
+    """The one read: $1 the account, $2 now in Unix seconds, then now (with holds), the run (with a run), and
+    the subjects. An account holding nothing (its cached held credit is 0) has no active hold to sum."""
+    n = 3
+    at = run = ""
+    if with_holds:
+        at, n = f"${n}", n + 1
+    if with_run:
+        run, n = f"${n}", n + 1
+    holds_of = _HOLDS_OF.format(at=at)
+    held = f"({holds_of})" if with_holds else "0"
+    runs = (
+        ", (SELECT COALESCE(SUM(r.spent), 0) FROM spend_limit_usage r WHERE r.limit_id = l.id"
+        f" AND r.run_id = {run} AND r.period = 0) AS run_spent,"
+        + (f" ({holds_of} AND h.run_id = {run}) AS run_held" if with_holds else " 0 AS run_held")
         if with_run
         else ""
     )
-    first = 5 if with_run else 4
-    placeholders = ", ".join(f"${first + n}" for n in range(subjects))
+    placeholders = ", ".join(f"${n + k}" for k in range(subjects))
     return (
         f"SELECT {VIEW_COLUMNS_SQL}, l.paused, l.tripped_at, l.paused_until, {_LATEST} AS latest,"
         " (SELECT COALESCE(SUM(u.spent), 0) FROM spend_limit_usage u WHERE u.limit_id = l.id AND u.run_id = ''"
-        f" AND u.period <= $3 AND u.period >= {_SINCE}) AS spent, ({_HOLDS_OF}) AS held{run}"
+        f" AND u.period <= $2 AND u.period >= {_SINCE}) AS spent, {held} AS held{runs}"
         f" FROM spend_limits l WHERE l.account_id = $1 AND l.subject IN ({placeholders})"
     )
 
@@ -141,11 +151,14 @@ async def standing(sql: Sql, account: dict[str, Any], who: Who, now: datetime) -
     if not int(account.get("spend_limits") or 0):
         return ()
     subjects = who.subjects()
+    holds = int(account["held"]) != 0
     at = now.astimezone(UTC)
-    args: list[Any] = [int(account["id"]), at, _epoch(at)]
+    args: list[Any] = [int(account["id"]), _epoch(at)]
+    if holds:
+        args.append(at)
     if who.run_id is not None:
         args.append(who.run_id)
-    rows = await sql.fetch(_standing_sql(len(subjects), who.run_id is not None), *args, *subjects)
+    rows = await sql.fetch(_standing_sql(len(subjects), who.run_id is not None, holds), *args, *subjects)
     found = [_standing_of(row, now) for row in rows]
     found.sort(key=lambda s: (_SCOPE_ORDER[s.limit.scope], s.limit.kind != LimitKind.CAP, s.limit.id))
     return tuple(found)

@@ -334,3 +334,29 @@ async def test_concurrent_spends_of_five_agents_pass_no_cap(db: Backend) -> None
     for n, agent in enumerate(caps):
         assert len([w for w in won if w % 5 == n]) <= caps[agent] // MICRO
     assert (await ledger.read_balances([account_id], T0))[account_id].total == 975 * MICRO
+
+
+async def test_a_runs_active_holds_count_against_its_cap(db: Backend) -> None:
+    user_id, account_id = await _account()
+    await limits.set_limit(
+        account_id,
+        LimitSpec(LimitScope.ACCOUNT, 50 * MICRO, LimitWindow.DAY, max_credits_per_run=4 * MICRO),
+        T0,
+    )
+    await ledger.hold(
+        ("id", account_id),
+        user_id=user_id,
+        organization_id=None,
+        agent_id="bot",
+        activity="answer",
+        credits=3 * MICRO,
+        expires_at=T0 + HOUR,
+        idem=_key("h-run"),
+        now=T0,
+        run_id="r1",
+    )
+    await _hold(user_id, account_id, 5, "h-other")  # no run: held against the day, not the run
+    with pytest.raises(ledger.SpendLimitExceededError) as refused:
+        await _spend(user_id, account_id, 2, "s1", run="r1")
+    assert (refused.value.spent, refused.value.held, refused.value.run_id) == (0, 3 * MICRO, "r1")
+    assert (await _spend(user_id, account_id, 1, "s2", run="r1")).credits == MICRO
