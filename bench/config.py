@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from creditline.settings import MICRO
 
 TARGET_RATIO = 0.5
+LIMITED_TARGET_RATIO = 0.9
+"""The spend with three limits applying, against the plain spend of the same run: within 10%."""
 SPEND_CREDITS = "0.001"
 SPEND_MICRO = 1_000
 """``SPEND_CREDITS`` in micro-credits."""

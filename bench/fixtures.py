@@ -13,12 +13,13 @@ from tortoise import connections
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.transactions import in_transaction
 
-from bench.config import SERVICE_NAME, SIGNUP_BONUS
+from bench.config import AGENT_ID, SERVICE_NAME, SIGNUP_BONUS
 from creditline import db
 from creditline.clock import Clock
-from models import ledger
+from models import ledger, limits
+from models.limit_rules import LimitSpec
 from models.sql import Sql
-from models.tables import TokenKind
+from models.tables import ApiToken, LimitScope, LimitWindow, TokenKind
 from models.tokens import create_token
 
 
@@ -132,6 +133,30 @@ async def seed_subscribers(url: str, users: int) -> SeededSubscribers:
     finally:
         await db.close_db()
     return SeededSubscribers(seeded.user_ids, tokens, [account_of[u] for u in seeded.user_ids], seeded.token)
+
+
+async def set_three_limits(url: str) -> int:
+    """Give every bench account three limits that apply to every bench spend and never refuse one: the
+    account's month, the bench agent's day, and the bench token's last 24 hours (each with a warning
+    threshold, so the warnings are computed too). Returns how many were set."""
+    await _init(url)
+    try:
+        now = Clock().now()
+        token = await ApiToken.get(name=SERVICE_NAME)
+        specs = (
+            LimitSpec(LimitScope.ACCOUNT, SIGNUP_BONUS, LimitWindow.MONTH, warn_percent=80),
+            LimitSpec(LimitScope.AGENT, SIGNUP_BONUS, LimitWindow.DAY, agent_id=AGENT_ID, warn_percent=80),
+            LimitSpec(
+                LimitScope.TOKEN, SIGNUP_BONUS, LimitWindow.ROLLING_HOURS, 24, token_id=token.id, warn_percent=80
+            ),
+        )
+        rows = await Sql(connections.get("default")).fetch("SELECT id FROM credit_accounts")
+        for row in rows:
+            for spec in specs:
+                await limits.set_limit(int(row["id"]), spec, now)
+        return len(rows) * len(specs)
+    finally:
+        await db.close_db()
 
 
 async def count_usage_events(url: str) -> int:

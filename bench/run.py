@@ -14,7 +14,7 @@ from pathlib import Path
 import bench
 from bench import fixtures
 from bench.ceiling import CeilingRun, run_postgres, run_sqlite
-from bench.config import SPEND_CREDITS, TARGET_RATIO, BenchConfig, LiveConfig
+from bench.config import LIMITED_TARGET_RATIO, SPEND_CREDITS, TARGET_RATIO, BenchConfig, LiveConfig
 from bench.http_run import BenchError, NoopRun, SpendRun, run_noop, run_spends, server, wrk_binary, wrk_version
 from bench.live import report as live_report
 from bench.live import run_live
@@ -37,6 +37,10 @@ class BackendResult:
     http: SpendRun | None = None
     events_after_http: int | None = None
     audit_after_http: fixtures.AuditOutcome | None = None
+    limited: SpendRun | None = None
+    """The same spends with three limits applying to each (account, agent, token)."""
+    events_after_limited: int | None = None
+    audit_after_limited: fixtures.AuditOutcome | None = None
     ceiling: CeilingRun | None = None
     events_after_ceiling: int | None = None
     audit_after_ceiling: fixtures.AuditOutcome | None = None
@@ -49,26 +53,35 @@ class BackendResult:
             return None
         return self.http.requests_per_second / self.ceiling.spends_per_second
 
+    @property
+    def limited_ratio(self) -> float | None:
+        if self.http is None or self.limited is None or not self.http.requests_per_second:
+            return None
+        return self.limited.requests_per_second / self.http.requests_per_second
+
 
 async def _count_and_audit(url: str) -> tuple[int, fixtures.AuditOutcome]:
     return await fixtures.count_usage_events(url), await fixtures.run_audit(url)
 
 
 def _check_http(result: BackendResult, connections: int) -> None:
-    # wrk stops with requests in flight: the server may commit up to one per connection that wrk never counts.
-    http = result.http
-    assert http is not None
+    assert result.http is not None
     assert result.events_after_http is not None
+    _check_run(result, result.http, result.events_after_http, connections)
+
+
+def _check_run(result: BackendResult, http: SpendRun, events: int, connections: int) -> None:
+    # wrk stops with requests in flight: the server may commit up to one per connection that wrk never counts.
     if http.failures:
         result.failures.append(
             f"{http.failures} of {http.requests} requests FAILED: {http.non2xx} non-2xx, {http.not_success} not"
             f" SpendCreditsSuccess, {http.socket_errors} socket errors/timeouts"
             + (f"\n      first bad response: {http.sample}" if http.sample else "")
         )
-    drift = result.events_after_http - http.successes
+    drift = events - http.successes
     if not 0 <= drift <= connections:
         result.failures.append(
-            f"usage_events has {result.events_after_http} rows but wrk counted {http.successes} successful spends"
+            f"usage_events has {events} rows but wrk counted {http.successes} successful spends"
             f" (allowed: up to {connections} more rows, for requests in flight when wrk stopped)"
         )
 
@@ -122,9 +135,21 @@ def _measure(result: BackendResult, url: str, work: Path, config: BenchConfig) -
         result.http = run_spends(
             base, config.seconds, config.connections, seeded.token, ids_file, "http-" + secrets.token_hex(4)
         )
-    result.events_after_http, result.audit_after_http = arun(_count_and_audit(url))
-    _check_http(result, config.connections)
-    _check_audit(result, result.audit_after_http, "after the HTTP run")
+        result.events_after_http, result.audit_after_http = arun(_count_and_audit(url))
+        _check_http(result, config.connections)
+        _check_audit(result, result.audit_after_http, "after the HTTP run")
+
+        limits_set = arun(fixtures.set_three_limits(url))
+        say(f"set {limits_set:,} limits; wrk spendCredits with 3 limits applying for {config.seconds} s")
+        result.limited = run_spends(
+            base, config.seconds, config.connections, seeded.token, ids_file, "limited-" + secrets.token_hex(4)
+        )
+    events, result.audit_after_limited = arun(_count_and_audit(url))
+    assert result.events_after_http is not None
+    # Counted while the server ran on: the plain run's requests in flight may have landed after its count.
+    _check_run(result, result.limited, events - result.events_after_http, 2 * config.connections)
+    _check_audit(result, result.audit_after_limited, "after the run with limits")
+    result.events_after_limited = events
 
     say(f"raw-SQL ceiling for {config.seconds} s, {config.connections} workers")
     if result.name == "sqlite":
@@ -135,7 +160,7 @@ def _measure(result: BackendResult, url: str, work: Path, config: BenchConfig) -
         run = run_postgres(url, seeded.user_ids, config.seconds, config.connections)
     result.ceiling = arun(run)
     result.events_after_ceiling, result.audit_after_ceiling = arun(_count_and_audit(url))
-    written = result.events_after_ceiling - result.events_after_http
+    written = result.events_after_ceiling - events
     if written != result.ceiling.spends:
         result.failures.append(f"the ceiling committed {result.ceiling.spends} spends but wrote {written} usage events")
     _check_audit(result, result.audit_after_ceiling, "after the ceiling run")
@@ -181,6 +206,22 @@ def table(results: list[BackendResult]) -> str:
             "  latency p50 / p99 (ms)",
             [f"{r.http.p50_ms:.1f} / {r.http.p99_ms:.1f}" if r.http else "-" for r in shown],
         ),
+        (
+            "spendCredits, 3 limits applying (req/s)",
+            [_rate(r.limited.requests_per_second if r.limited else None) for r in shown],
+        ),
+        (
+            "  latency p50 / p99 (ms)",
+            [f"{r.limited.p50_ms:.1f} / {r.limited.p99_ms:.1f}" if r.limited else "-" for r in shown],
+        ),
+        ("ratio 3 limits / plain", ["-" if r.limited_ratio is None else f"{r.limited_ratio:.2f}" for r in shown]),
+        (
+            f"  target >= {LIMITED_TARGET_RATIO}",
+            [
+                "-" if r.limited_ratio is None else ("met" if r.limited_ratio >= LIMITED_TARGET_RATIO else "not met")
+                for r in shown
+            ],
+        ),
         ("raw-SQL ceiling (spends/s)", [_rate(r.ceiling.spends_per_second if r.ceiling else None) for r in shown]),
         ("ratio HTTP / ceiling", ["-" if r.ratio is None else f"{r.ratio:.2f}" for r in shown]),
         (
@@ -203,6 +244,7 @@ def table(results: list[BackendResult]) -> str:
             ],
         ),
         ("audit after HTTP run", [_audit(r.audit_after_http) for r in shown]),
+        ("audit after run with limits", [_audit(r.audit_after_limited) for r in shown]),
         ("audit after ceiling run", [_audit(r.audit_after_ceiling) for r in shown]),
     ]
     label_width = max(len(label) for label, _ in rows) + 2

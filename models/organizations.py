@@ -7,20 +7,25 @@ two owners demoting each other at once cannot leave an organization without an o
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
+from tortoise import connections
 from tortoise.transactions import in_transaction
 
-from models import ledger
+from models import ledger, limits
+from models.limit_rules import LimitSpec
 from models.sql import Sql
 from models.tables import (
     CreditAccount,
     Invitation,
     InvitationStatus,
-    MemberBudget,
+    LimitKind,
+    LimitScope,
+    LimitWindow,
     MemberRole,
     Membership,
     Organization,
+    SpendLimit,
 )
 
 
@@ -51,6 +56,11 @@ class NotMemberError(OrganizationError):
 class AlreadyInvitedError(OrganizationError):
     def __init__(self) -> None:
         super().__init__("That email has a pending invitation to this organization: revoke it to invite again")
+
+
+class NoPoolError(OrganizationError):
+    def __init__(self) -> None:
+        super().__init__("The organization has no credit pool: enable it first (a budget limits spending from it)")
 
 
 class InvitationConflictError(OrganizationError):
@@ -141,7 +151,7 @@ async def remove_member(organization_id: int, user_id: int, actor_id: int | None
         if owners == [user_id]:
             raise LastOwnerError()
         await Membership.filter(organization_id=organization_id, user_id=user_id).delete()
-        await MemberBudget.filter(organization_id=organization_id, user_id=user_id).delete()
+    await _remove_member_limits(organization_id, user_id)
 
 
 async def enable_pool(organization_id: int, now: datetime) -> CreditAccount:
@@ -154,20 +164,118 @@ async def enable_pool(organization_id: int, now: datetime) -> CreditAccount:
     return pool
 
 
-async def set_budget(organization_id: int, user_id: int, monthly_limit: int | None) -> None:
-    """Set (or, with ``None``, lift) a member's monthly budget on the pool."""
+# Budgets (docs/rules.md, "Budgets"): a member's monthly budget is their spend limit on the pool (scope
+# MEMBER, kind CAP, window MONTH in UTC, action BLOCK), enforced by the ledger like any limit and refused as
+# ``BudgetExceeded``. What a member spent from the pool this month is read from the usage rollups, so it is
+# shown for members without a budget too.
+
+
+def budget_spec(user_id: int, monthly_limit: int) -> LimitSpec:
+    return LimitSpec(LimitScope.MEMBER, monthly_limit, LimitWindow.MONTH, user_id=user_id)
+
+
+def _month_start(now: datetime) -> datetime:
+    return now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+async def set_budget(
+    organization_id: int, user_id: int, monthly_limit: int | None, now: datetime | None = None
+) -> None:
+    """Set (or, with ``None``, lift) a member's monthly budget on the pool. An organization without a pool
+    has nothing to budget: ``NoPoolError`` (lifting is then a no-op)."""
+    now = now or datetime.now(UTC)
     async with in_transaction() as conn:
         await _lock(Sql(conn), organization_id)
         if not await Membership.filter(organization_id=organization_id, user_id=user_id).exists():
             raise NotMemberError()
-        if monthly_limit is None:
-            await MemberBudget.filter(organization_id=organization_id, user_id=user_id).delete()
+        pool = await CreditAccount.filter(organization_id=organization_id).first()
+    if monthly_limit is None:
+        if pool is not None:
+            for found in await _budget_limits(pool.id, user_id):
+                await limits.remove_limit(found)
+        return
+    if pool is None:
+        raise NoPoolError()
+    _, created = await limits.set_limit(pool.id, budget_spec(user_id, monthly_limit), now)
+    if created:
+        await _count_month_so_far(pool.id, organization_id, user_id, now)
+
+
+async def _budget_limits(pool_id: int, user_id: int) -> list[int]:
+    found = await SpendLimit.filter(
+        account_id=pool_id, subject=f"member:{user_id}", kind=LimitKind.CAP, window=LimitWindow.MONTH, window_length=1
+    ).only("id")
+    return [int(limit.id) for limit in found]
+
+
+async def _count_month_so_far(pool_id: int, organization_id: int, user_id: int, now: datetime) -> None:
+    """A new budget counts what the member spent from the pool since the month began, as budgets always did.
+
+    Under the pool's lock, the counter is set to the month's rollups of the member: every spend since the
+    limit was created is in both, every spend before it in the rollups only."""
+    async with in_transaction() as conn:
+        sql = Sql(conn)
+        await ledger.lock_account(sql, pool_id)
+        found = await _budget_limits(pool_id, user_id)
+        if not found:  # lifted again meanwhile
             return
-        updated = await MemberBudget.filter(organization_id=organization_id, user_id=user_id).update(
-            monthly_limit=monthly_limit
+        limit_id = found[0]
+        month = _month_start(now)
+        await sql.execute(
+            "INSERT INTO spend_limit_usage (limit_id, run_id, period, spent)"
+            " SELECT $1, '', $2, COALESCE(SUM(credits), 0) FROM usage_rollups WHERE account_id = $3"
+            " AND organization_key = $4 AND dimension = 'MEMBER' AND key = $5 AND bucket >= $6"
+            " ON CONFLICT (limit_id, run_id, period) DO UPDATE SET spent = excluded.spent",
+            limit_id,
+            int(month.timestamp()),
+            pool_id,
+            organization_id,
+            str(user_id),
+            month,
         )
-        if not updated:
-            await MemberBudget.create(organization_id=organization_id, user_id=user_id, monthly_limit=monthly_limit)
+
+
+async def _remove_member_limits(organization_id: int, user_id: int) -> None:
+    """A member who leaves takes their limits on the pool with them (a budget, as always, and any other)."""
+    pool = await CreditAccount.filter(organization_id=organization_id).first()
+    if pool is None:
+        return
+    for limit in await SpendLimit.filter(account_id=pool.id, subject=f"member:{user_id}").only("id"):
+        await limits.remove_limit(int(limit.id))
+
+
+async def budgets(organization_ids: list[int]) -> dict[int, dict[int, int]]:
+    """The members' monthly budgets (micro-credits) of each organization, by user id."""
+    found: dict[int, dict[int, int]] = {k: {} for k in organization_ids}
+    rows = await SpendLimit.filter(
+        account__organization_id__in=organization_ids,
+        scope=LimitScope.MEMBER,
+        kind=LimitKind.CAP,
+        window=LimitWindow.MONTH,
+        window_length=1,
+    ).values_list("account__organization_id", "user_id", "amount")
+    for organization_id, user_id, amount in rows:
+        found[int(organization_id)][int(user_id)] = int(amount)
+    return found
+
+
+async def spent_this_month(organization_ids: list[int], now: datetime) -> dict[int, dict[int, int]]:
+    """What each member spent from each organization's pool this calendar month (UTC), by user id."""
+    found: dict[int, dict[int, int]] = {k: {} for k in organization_ids}
+    if not organization_ids:
+        return found
+    placeholders = ", ".join(f"${n + 2}" for n in range(len(organization_ids)))
+    rows = await Sql(connections.get("default")).fetch(
+        "SELECT r.organization_key, r.key, CAST(SUM(r.credits) AS BIGINT) AS spent FROM usage_rollups r"
+        " JOIN credit_accounts a ON a.id = r.account_id AND a.organization_id = r.organization_key"
+        f" WHERE r.dimension = 'MEMBER' AND r.bucket >= $1 AND r.organization_key IN ({placeholders})"
+        " GROUP BY r.organization_key, r.key",
+        _month_start(now),
+        *organization_ids,
+    )
+    for row in rows:
+        found[int(row["organization_key"])][int(row["key"])] = int(row["spent"])
+    return found
 
 
 # Invitations (issue 9, point 8): joining an organization needs the invitee's consent. Each change locks the

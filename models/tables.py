@@ -439,47 +439,6 @@ class PortalCode(Model):
         table = "portal_codes"
 
 
-class MemberBudget(Model):
-    """The monthly limit of a member on spending from the shared pool of an organization, in micro-credits."""
-
-    id = fields.BigIntField(primary_key=True)
-    organization: fields.ForeignKeyRelation[Organization] = fields.ForeignKeyField(
-        "models.Organization", related_name="budgets", on_delete=fields.CASCADE
-    )
-    user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
-        "models.User", related_name="budgets", on_delete=fields.CASCADE
-    )
-    monthly_limit = fields.BigIntField()
-
-    organization_id: int
-    user_id: int
-
-    class Meta:
-        table = "member_budgets"
-        unique_together = (("organization", "user"),)
-
-
-class BudgetUsage(Model):
-    """What a member spent from a shared pool in one calendar month (UTC), kept in the spend transaction."""
-
-    id = fields.BigIntField(primary_key=True)
-    organization: fields.ForeignKeyRelation[Organization] = fields.ForeignKeyField(
-        "models.Organization", related_name="budget_usage", on_delete=fields.CASCADE
-    )
-    user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
-        "models.User", related_name="budget_usage", on_delete=fields.CASCADE
-    )
-    month = fields.CharField(max_length=7, description="YYYY-MM in UTC")
-    spent = fields.BigIntField(default=0)
-
-    organization_id: int
-    user_id: int
-
-    class Meta:
-        table = "budget_usage"
-        unique_together = (("organization", "user", "month"),)
-
-
 class LimitScope(StrEnum):
     ACCOUNT = "ACCOUNT"
     MEMBER = "MEMBER"

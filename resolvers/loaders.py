@@ -13,13 +13,12 @@ from typing import TypeVar
 
 from strawberry.dataloader import DataLoader
 
+from models import organizations
 from models.balance import Balance
 from models.ledger import read_balances
 from models.tables import (
-    BudgetUsage,
     CreditAccount,
     Invoice,
-    MemberBudget,
     Membership,
     Organization,
     PaymentMethod,
@@ -129,16 +128,12 @@ class Loaders:
         return _by_id(await CreditAccount.filter(organization_id__in=keys), keys, lambda a: a.organization_id)
 
     async def _budgets(self, keys: list[int]) -> list[dict[int, int]]:
-        grouped: dict[int, dict[int, int]] = {k: {} for k in keys}
-        for budget in await MemberBudget.filter(organization_id__in=keys):
-            grouped[budget.organization_id][budget.user_id] = budget.monthly_limit
-        return [grouped[k] for k in keys]
+        found = await organizations.budgets(list(keys))
+        return [found[k] for k in keys]
 
     async def _spent_this_month(self, keys: list[int]) -> list[dict[int, int]]:
-        grouped: dict[int, dict[int, int]] = {k: {} for k in keys}
-        for usage in await BudgetUsage.filter(organization_id__in=keys, month=self._now().strftime("%Y-%m")):
-            grouped[usage.organization_id][usage.user_id] = usage.spent
-        return [grouped[k] for k in keys]
+        found = await organizations.spent_this_month(list(keys), self._now())
+        return [found[k] for k in keys]
 
     async def _memberships_of_users(self, keys: list[int]) -> list[list[Membership]]:
         grouped: dict[int, list[Membership]] = {k: [] for k in keys}

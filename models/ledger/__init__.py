@@ -20,7 +20,8 @@ Rules (see docs/rules.md, "Spend order", "Refusal whole" and "Idempotency"):
 The package, by family (callers use the names below, ``from models import ledger; ledger.spend(...)``):
 ``errors`` (refusals and results), ``locking`` (the account lock, idempotency records, stored refusals),
 ``lots`` (live lots, the spend order, balances), ``entries`` (ledger rows), ``spending`` (spends, usage and
-its rollups, pool budgets), ``grants`` (grants, voids, new users), ``holds``, ``sweeping``, ``auditing``, and
+its rollups), ``limits`` (spend limits in the spend's and the hold's transaction), ``grants`` (grants, voids,
+new users), ``holds``, ``sweeping``, ``auditing``, and
 ``auto_top_up`` (the top-up a spend queues, and its configuration, claims and outcomes).
 """
 
@@ -58,7 +59,7 @@ from models.ledger.holds import (
 )
 from models.ledger.locking import STORED_REFUSALS, AccountSelector, lock_account, store_refusal, stored_refusal
 from models.ledger.lots import account_state, allocate, balance_locked, read_balances
-from models.ledger.spending import ROLL_UP_USAGE, PoolBudget, spend
+from models.ledger.spending import ROLL_UP_USAGE, spend
 from models.ledger.sweeping import sweep
 
 __all__ = [
@@ -83,7 +84,6 @@ __all__ = [
     "LedgerError",
     "LimitWarning",
     "NotFoundError",
-    "PoolBudget",
     "SpendLimitExceededError",
     "SpendPausedError",
     "SpendResult",

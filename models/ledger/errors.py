@@ -81,6 +81,8 @@ class SpendPausedError(LedgerError):
         self.limit = limit
         self.tripped_at = tripped_at
         self.paused_until = paused_until
+        self.changes: tuple[BalanceChange, ...] = ()
+        """The trip's balance event, when this refusal tripped the limit: published after the commit."""
 
 
 class HoldNotActiveError(LedgerError):

@@ -11,6 +11,7 @@ from tortoise import connections
 from tortoise.transactions import in_transaction
 
 from models.balance import Balance, balance_from_lots, is_live
+from models.ledger import limits
 from models.ledger.auto_top_up import Terms, _queue_auto_top_up
 from models.ledger.entries import _append, _change, _save_account
 from models.ledger.errors import (
@@ -35,7 +36,7 @@ from models.ledger.locking import (
     _store_response,
 )
 from models.ledger.lots import _held_now, _live_lots, _open, _take_from_lots
-from models.ledger.spending import _count_pool_spend, _insert_usage, _refusal, _usage
+from models.ledger.spending import _insert_usage, _refusal, _usage
 from models.sql import Sql, as_datetime
 from models.tables import HoldStatus, LedgerEntryType
 
@@ -64,7 +65,21 @@ async def hold(
         async with in_transaction() as conn:
             sql = Sql(conn)
             row, lots, before = await _open(sql, account, idem, now)
-            _, refusal = await _refusal(sql, row, account, before, organization_id, user_id, credits, idem, now)
+            applied, refusal = await _refusal(
+                sql,
+                row,
+                account,
+                before,
+                organization_id,
+                user_id,
+                credits,
+                idem,
+                now,
+                agent_id=agent_id,
+                run_id=run_id,
+                token_id=token_id,
+                hold=True,
+            )
             if refusal is None:
                 created = await sql.fetchrow(
                     "INSERT INTO holds (account_id, user_id, organization_id, agent_id, activity, amount,"
@@ -87,15 +102,36 @@ async def hold(
                 await _append(sql, row, LedgerEntryType.HOLD, held_delta=credits, now=now, hold_id=hold_id)
                 await _save_account(sql, row)
                 after = Balance(free=before.free, paid=before.paid, held=before.held + credits)
-                await _store_response(sql, idem, {"hold_id": hold_id, "balance": after.to_json()}, now)
+                stored_warnings = limits.warnings_json(applied.warnings)
+                await _store_response(
+                    sql,
+                    idem,
+                    {
+                        "hold_id": hold_id,
+                        "balance": after.to_json(),
+                        **({"warnings": stored_warnings} if stored_warnings else {}),
+                    },
+                    now,
+                )
                 queued = await _queue_auto_top_up(sql, row, after, auto_top_up, now)
     except _Replay as replay:
         stored = replay.response or await _read_stored(idem)
         _raise_if_refused(stored)
-        return HoldResult(int(stored["hold_id"]), Balance.from_json(stored["balance"]), replayed=True)
+        return HoldResult(
+            int(stored["hold_id"]),
+            Balance.from_json(stored["balance"]),
+            replayed=True,
+            warnings=limits.warnings_of(stored.get("warnings", [])),
+        )
     if refusal is not None:
         raise refusal
-    return HoldResult(hold_id, after, changes=(_change(row, 0, "HOLD", after, now),), queued_top_up=queued)
+    return HoldResult(
+        hold_id,
+        after,
+        changes=(_change(row, 0, "HOLD", after, now),),
+        queued_top_up=queued,
+        warnings=applied.warnings,
+    )
 
 
 async def _hold_account(hold_id: int) -> int:
@@ -123,8 +159,7 @@ async def capture_hold(hold_id: int, *, credits: int | None, idem: IdempotencyKe
                 usage_event_id = None
                 free = paid = 0
                 if amount > 0:
-                    if held["pool_of"] is not None:  # a pool's hold: the capture counts as the member's spend
-                        await _count_pool_spend(sql, int(held["pool_of"]), int(held["user_id"]), amount, now)
+                    await _count_capture(sql, row, held, amount, now)
                     allocations, free, paid = await _take_from_lots(sql, lots, amount, now)
                     usage_event_id = await _insert_usage(
                         sql,
@@ -189,6 +224,19 @@ async def capture_hold(hold_id: int, *, credits: int | None, idem: IdempotencyKe
         now,
     )
     return HoldResult(hold_id, after, usage_event_id, changes=(_change(row, -amount, "CAPTURE", after, now), *usage))
+
+
+async def _count_capture(sql: Sql, account: dict[str, Any], held: dict[str, Any], amount: int, now: datetime) -> None:
+    """A capture counts as spent against the limits of the hold's member, agent, token and run (read under
+    the lock, as a spend reads them); the hold itself stopped counting as held."""
+    run_id = held["run_id"]
+    who = limits.Who(
+        int(held["user_id"]),
+        held["agent_id"],
+        None if held["token_id"] is None else int(held["token_id"]),
+        run_id,
+    )
+    await limits.count(sql, await limits.standing(sql, account, who, now), run_id, amount)
 
 
 async def _capturable(
@@ -357,8 +405,20 @@ async def increase_hold(
                 account: AccountSelector = (
                     ("organization_id", int(held["pool_of"])) if held["pool_of"] is not None else ("id", account_id)
                 )
-                _, refusal = await _refusal(
-                    sql, row, account, before, held["organization_id"], int(held["user_id"]), credits, idem, now
+                applied, refusal = await _refusal(
+                    sql,
+                    row,
+                    account,
+                    before,
+                    held["organization_id"],
+                    int(held["user_id"]),
+                    credits,
+                    idem,
+                    now,
+                    agent_id=held["agent_id"],
+                    run_id=held["run_id"],
+                    token_id=None if held["token_id"] is None else int(held["token_id"]),
+                    hold=True,
                 )
             if refusal is None:
                 kept = (
@@ -372,12 +432,33 @@ async def increase_hold(
                 )
                 await _save_account(sql, row)
                 after = Balance(free=before.free, paid=before.paid, held=before.held + credits)
-                await _store_response(sql, idem, {"hold_id": hold_id, "balance": after.to_json()}, now)
+                stored_warnings = limits.warnings_json(applied.warnings)
+                await _store_response(
+                    sql,
+                    idem,
+                    {
+                        "hold_id": hold_id,
+                        "balance": after.to_json(),
+                        **({"warnings": stored_warnings} if stored_warnings else {}),
+                    },
+                    now,
+                )
                 queued = await _queue_auto_top_up(sql, row, after, auto_top_up, now)
     except _Replay as replay:
         stored = replay.response or await _read_stored(idem)
         _raise_if_refused(stored)
-        return HoldResult(hold_id, Balance.from_json(stored["balance"]), replayed=True)
+        return HoldResult(
+            hold_id,
+            Balance.from_json(stored["balance"]),
+            replayed=True,
+            warnings=limits.warnings_of(stored.get("warnings", [])),
+        )
     if refusal is not None:
         raise refusal
-    return HoldResult(hold_id, after, changes=(_change(row, 0, "INCREASE", after, now),), queued_top_up=queued)
+    return HoldResult(
+        hold_id,
+        after,
+        changes=(_change(row, 0, "INCREASE", after, now),),
+        queued_top_up=queued,
+        warnings=applied.warnings,
+    )

@@ -1,30 +1,31 @@
-"""Spends: take credit from the lots in the spend order, record the usage and its rollups, keep a pool
-member's monthly budget (see docs/rules.md, "Spend order", "Refusal whole" and "Budgets"), and queue an auto
+"""Spends: take credit from the lots in the spend order, record the usage and its rollups, keep the spend
+limits (see docs/rules.md, "Spend order", "Refusal whole", "Spend limits" and "Budgets"), and queue an auto
 top-up when the spend leaves the available balance below the threshold ("Auto top-up queueing").
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from tortoise.transactions import in_transaction
 
-from models.balance import Balance, is_live
+from models.balance import Balance
+from models.ledger import limits
 from models.ledger.auto_top_up import Terms, _queue_auto_top_up
 from models.ledger.entries import _append, _change, _save_account
 from models.ledger.errors import (
-    BudgetExceededError,
     IdempotencyKey,
     InsufficientCreditsError,
     LedgerError,
+    SpendPausedError,
     SpendResult,
     UsageRecorded,
 )
 from models.ledger.locking import AccountSelector, _raise_if_refused, _read_stored, _refuse, _Replay, _store_response
 from models.ledger.lots import _open, _take_from_lots
-from models.sql import Sql, as_datetime
+from models.sql import Sql
 from models.tables import LedgerEntryType
 
 _ROLL_UP_ROWS = (
@@ -122,19 +123,30 @@ async def _refusal(
     credits: int,
     idem: IdempotencyKey,
     now: datetime,
-) -> tuple[PoolBudget | None, LedgerError | None]:
-    """Why a spend or hold of ``credits`` is refused (a pool member's budget, then the available credit),
-    stored under the caller's key so a replay is refused the same way; and the member's budget, if any."""
-    budget = (
-        await _pool_budget(sql, int(row["id"]), organization_id, user_id, now)
-        if account[0] == "organization_id"
-        else None
-    )
-    if budget is not None and (over := _over_budget(budget, credits)) is not None:
-        return budget, await _refuse(sql, idem, over, now)
+    *,
+    agent_id: str | None = None,
+    run_id: str | None = None,
+    token_id: int | None = None,
+    hold: bool = False,
+) -> tuple[limits.Applied, LedgerError | None]:
+    """Why a new spend or hold (``hold``) of ``credits`` is refused (the spend limits that apply, a pool
+    member's budget among them, then the available credit), stored under the caller's key so a replay is
+    refused the same way; and the limits it passed, for its success to count and report.
+
+    ``row`` is the locked account. A velocity breaker the operation would take past its amount trips here, in
+    the transaction that stores the refusal; the refusal carries the trip's balance event (``changes``)."""
+    who = limits.Who(user_id, agent_id, token_id, run_id)
+    standing = await limits.standing(sql, row, who, now)
+    verdict = limits.judge(standing, credits, who, hold=hold, pool=row.get("organization_id") is not None, now=now)
+    applied = limits.Applied(standing, who, verdict.warnings)
+    if verdict.refusal is not None:
+        if verdict.trips is not None:
+            assert isinstance(verdict.refusal, SpendPausedError)
+            await limits.trip(sql, row, verdict.refusal, before, now)
+        return applied, await _refuse(sql, idem, verdict.refusal, now)
     if credits > before.available:
-        return budget, await _refuse(sql, idem, InsufficientCreditsError(before.available, credits), now)
-    return budget, None
+        return applied, await _refuse(sql, idem, InsufficientCreditsError(before.available, credits), now)
+    return applied, None
 
 
 async def spend(
@@ -163,10 +175,22 @@ async def spend(
         async with in_transaction() as conn:
             sql = Sql(conn)
             row, lots, before = await _open(sql, account, idem, now)
-            budget, refusal = await _refusal(sql, row, account, before, organization_id, user_id, credits, idem, now)
+            applied, refusal = await _refusal(
+                sql,
+                row,
+                account,
+                before,
+                organization_id,
+                user_id,
+                credits,
+                idem,
+                now,
+                agent_id=agent_id,
+                run_id=run_id,
+                token_id=token_id,
+            )
             if refusal is None:
-                if budget is not None:
-                    await _count_pool_spend(sql, organization_id, user_id, credits, now)
+                await limits.count(sql, applied.standing, run_id, credits)
                 allocations, free, paid = await _take_from_lots(sql, lots, credits, now)
                 usage_event_id = await _insert_usage(
                     sql,
@@ -198,6 +222,7 @@ async def spend(
                 await _save_account(sql, row)
                 after = Balance(free=before.free - free, paid=before.paid - paid, held=before.held)
                 result = SpendResult(usage_event_id, credits, free, paid, after)
+                result = replace(result, warnings=applied.warnings)
                 await _store_response(sql, idem, _spend_json(result), now)
                 queued = await _queue_auto_top_up(sql, row, after, auto_top_up, now)
     except _Replay as replay:
@@ -217,6 +242,7 @@ async def spend(
             ),
         ),
         queued_top_up=queued,
+        warnings=result.warnings,
     )
 
 
@@ -251,62 +277,6 @@ def _usage(
     )
 
 
-@dataclass(frozen=True, slots=True)
-class PoolBudget:
-    """A member's monthly budget in a pool (``None``: no limit), what they spent from it this month (UTC),
-    and what their active holds on it set aside (read only under a limit)."""
-
-    limit: int | None
-    spent: int
-    held: int
-
-
-async def _pool_budget(
-    sql: Sql, pool_account_id: int, organization_id: int | None, user_id: int, now: datetime
-) -> PoolBudget:
-    """Read under the pool account's lock, so concurrent spends, holds and captures of one member see each
-    other's counts and holds."""
-    assert organization_id is not None
-    row = await sql.fetchrow(
-        "SELECT (SELECT monthly_limit FROM member_budgets WHERE organization_id = $1 AND user_id = $2) AS lim,"
-        " (SELECT spent FROM budget_usage WHERE organization_id = $3 AND user_id = $4 AND month = $5) AS spent",
-        organization_id,
-        user_id,
-        organization_id,
-        user_id,
-        now.strftime("%Y-%m"),
-    )
-    assert row is not None
-    if row["lim"] is None:
-        return PoolBudget(None, int(row["spent"] or 0), 0)
-    # An active hold counts against the budget until it is captured (then its capture counts as spent),
-    # released or timed out; a hold past its timeout stops counting at that instant, swept or not.
-    holds = await sql.fetch(
-        "SELECT amount, expires_at FROM holds WHERE account_id = $1 AND status = 'ACTIVE' AND user_id = $2",
-        pool_account_id,
-        user_id,
-    )
-    held = sum(int(h["amount"]) for h in holds if is_live(as_datetime(h["expires_at"]), now))
-    return PoolBudget(int(row["lim"]), int(row["spent"] or 0), held)
-
-
-def _over_budget(budget: PoolBudget, credits: int) -> BudgetExceededError | None:
-    if budget.limit is None or budget.spent + budget.held + credits <= budget.limit:
-        return None
-    return BudgetExceededError(budget.limit, budget.spent, credits, budget.held)
-
-
-async def _count_pool_spend(sql: Sql, organization_id: int | None, user_id: int, credits: int, now: datetime) -> None:
-    await sql.execute(
-        "INSERT INTO budget_usage (organization_id, user_id, month, spent) VALUES ($1, $2, $3, $4)"
-        " ON CONFLICT (organization_id, user_id, month) DO UPDATE SET spent = budget_usage.spent + excluded.spent",
-        organization_id,
-        user_id,
-        now.strftime("%Y-%m"),
-        credits,
-    )
-
-
 def _spend_json(result: SpendResult) -> dict[str, Any]:
     return {
         "usage_event_id": result.usage_event_id,
@@ -314,6 +284,7 @@ def _spend_json(result: SpendResult) -> dict[str, Any]:
         "free": result.free_credits,
         "paid": result.paid_credits,
         "balance": result.balance.to_json(),
+        **({"warnings": limits.warnings_json(result.warnings)} if result.warnings else {}),
     }
 
 
@@ -326,4 +297,5 @@ def _spend_replay(stored: dict[str, Any]) -> SpendResult:
         int(stored["paid"]),
         Balance.from_json(stored["balance"]),
         replayed=True,
+        warnings=limits.warnings_of(stored.get("warnings", [])),
     )

@@ -134,6 +134,7 @@ async def hold_credits(info: Info[Context, None], input: HoldCreditsInput) -> Ho
     except ledger.SpendLimitExceededError as exc:
         return over_limit(exc, "hold")
     except ledger.SpendPausedError as exc:
+        ctx.services.bus.publish(exc.changes)  # the trip's event, if this refusal tripped the breaker (committed)
         return paused(exc)
     except ledger.IdempotencyConflictError:
         return conflict(input.idempotency_key)

@@ -71,6 +71,7 @@ async def increase_hold(info: Info[Context, None], input: IncreaseHoldInput) -> 
     except ledger.SpendLimitExceededError as exc:
         return over_limit(exc, "increase")
     except ledger.SpendPausedError as exc:
+        ctx.services.bus.publish(exc.changes)  # the trip's event, if this refusal tripped the breaker (committed)
         return paused(exc)
     except ledger.HoldNotActiveError as exc:
         return not_active(exc)

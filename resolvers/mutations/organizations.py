@@ -277,10 +277,12 @@ async def set_member_budget(info: Info[Context, None], input: SetMemberBudgetInp
         return member
     try:
         await organizations.set_budget(
-            org.id, member, None if input.monthly_credits is None else int(input.monthly_credits)
+            org.id, member, None if input.monthly_credits is None else int(input.monthly_credits), info.context.now()
         )
     except organizations.NotMemberError as exc:
         return NotFound(message=str(exc))
+    except organizations.NoPoolError as exc:
+        return ValidationError(message=str(exc), field="organizationId")
     membership = await MembershipRow.get(organization_id=org.id, user_id=member)
     return SetMemberBudgetSuccess(membership=Membership.of(membership))
 

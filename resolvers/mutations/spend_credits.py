@@ -97,6 +97,7 @@ async def spend_credits(info: Info[Context, None], input: SpendCreditsInput) -> 
     except ledger.SpendLimitExceededError as exc:
         return over_limit(exc)
     except ledger.SpendPausedError as exc:
+        ctx.services.bus.publish(exc.changes)  # the trip's event, if this refusal tripped the breaker (committed)
         return paused(exc)
     except ledger.IdempotencyConflictError:
         return conflict(input.idempotency_key)

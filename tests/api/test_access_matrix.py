@@ -47,7 +47,6 @@ from models.tables import (
     Invitation,
     Invoice,
     LotSource,
-    MemberBudget,
     MemberRole,
     Membership,
     Organization,
@@ -150,6 +149,7 @@ async def build_world(api: Api) -> World:
     )
     pool_id = enabled["enableCreditPool"]["creditPool"]["id"]
     pool = await CreditAccount.get(organization_id=acme.id)
+    await organizations.set_budget(acme.id, users["member"], credits(BUDGET), now)  # a budget limits the pool
     assert pool_id == gid("CreditAccount", pool.id)
     await _grant(pool.id, POOL_FUNDS, now)
     pool_usage = await _spend(users["member"], ("organization_id", acme.id), acme.id, POOL_SPEND, "web_search", now)
@@ -253,6 +253,7 @@ async def fresh_org(api: Api, world: World, *, with_pool: bool) -> Org:
     pool = None
     if with_pool:
         account = await organizations.enable_pool(org.id, now)
+        await organizations.set_budget(org.id, world.users["member"], credits(BUDGET), now)
         await _grant(account.id, POOL_LEFT, now)
         pool = gid("CreditAccount", account.id)
     invitation, outsider_invitation = await _invite(org.id, world.users, now)
@@ -262,7 +263,6 @@ async def fresh_org(api: Api, world: World, *, with_pool: bool) -> Org:
 async def _add_members(organization_id: int, users: dict[str, int], now: datetime) -> None:
     await organizations.add_member(organization_id, users["billing"], [MemberRole.BILLING], now)
     await organizations.add_member(organization_id, users["member"], [MemberRole.MEMBER], now)
-    await organizations.set_budget(organization_id, users["member"], credits(BUDGET))
 
 
 async def _grant(account_id: int, amount: str, now: datetime, kind: CreditKind = CreditKind.PAID) -> int:
@@ -307,7 +307,7 @@ async def state(org: Org) -> tuple[Any, ...]:
     pool = await CreditAccount.filter(organization_id=org.pk).first()
     return (
         sorted((m.user_id, m.roles) for m in await Membership.filter(organization_id=org.pk)),
-        sorted((b.user_id, b.monthly_limit) for b in await MemberBudget.filter(organization_id=org.pk)),
+        sorted((await organizations.budgets([org.pk]))[org.pk].items()),
         None if pool is None else (pool.id, pool.balance, pool.version),
         await UsageEvent.filter(organization_id=org.pk).count(),
         await PaymentMethod.filter(account__organization_id=org.pk).count(),

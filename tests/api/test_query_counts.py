@@ -17,18 +17,18 @@ from models.credits import MICRO
 from models.sql import Sql
 from models.tables import (
     AutoTopUp,
-    BudgetUsage,
     CreditAccount,
     CreditKind,
     LotSource,
-    MemberBudget,
     MemberRole,
     Membership,
     Organization,
     PaymentMethod,
+    RollupDimension,
     Subscription,
     SubscriptionStatus,
     TransactionType,
+    UsageRollup,
     User,
 )
 from tests.support.helpers import Api, gid
@@ -101,8 +101,8 @@ MEMBERS_TABLES = sorted(
         "memberships",  # the caller's roles (myRoles, members, creditPool, budgets share one load)
         "memberships",  # members
         "users",  # members.email, batched
-        "member_budgets",  # members.monthlyBudget, batched
-        "budget_usage",  # members.spentThisMonth, batched
+        "spend_limits",  # members.monthlyBudget (the members' limits on the pool), batched
+        "usage_rollups",  # members.spentThisMonth, batched
         "credit_accounts",  # creditPool
         "credit_accounts",  # creditPool.balance: held
         "credit_lots",  # creditPool.balance: live lots
@@ -282,14 +282,24 @@ async def _organization_with_members(api: Api, name: str, rows: int) -> tuple[st
         idem=_key(name, -1),
         now=now,
     )
-    month = now.strftime("%Y-%m")
+    hour = now.replace(minute=0, second=0, microsecond=0)
     for n in range(rows):
         member_id = await ledger.create_user(
             f"member-{n}@{name}.example", signup_bonus=0, bonus_lifetime=timedelta(days=1), now=now
         )
         await organizations.add_member(org.id, member_id, [MemberRole.MEMBER], now)
-        await MemberBudget.create(organization_id=org.id, user_id=member_id, monthly_limit=(n + 1) * MICRO)
-        await BudgetUsage.create(organization_id=org.id, user_id=member_id, month=month, spent=MICRO // 4)
+        await organizations.set_budget(org.id, member_id, (n + 1) * MICRO, now)
+        # What the member spent from the pool this month, as the spends' rollups record it.
+        await UsageRollup.create(
+            account_id=pool.id,
+            organization_key=org.id,
+            dimension=RollupDimension.MEMBER,
+            key=str(member_id),
+            bucket=hour,
+            events=1,
+            credits=MICRO // 4,
+            paid_credits=MICRO // 4,
+        )
     return gid("Organization", org.id), owner
 
 

@@ -1,0 +1,300 @@
+"""Spend limits in the spend's and the hold's transaction (see docs/rules.md, "Spend limits"): which limits
+apply, where each stands, what refuses, what warns, and what a spend counts.
+
+An account without limits (``credit_accounts.spend_limits`` = 0, read with the lock) costs no statement here.
+With limits: one read after the lock (``_standing``: every limit that applies, with its counters in its window
+and the live holds that count against it) and, for a spend or a capture, one write (``count``).
+
+The usage contract: for a limit L at ``now`` with period p, spent = Σ counters (L, '', p.since..p.bucket);
+held = Σ active live holds of L's subject; a spend adds to counter (L, '', p.bucket) and, under a per-run cap,
+to (L, run, 0); a hold adds nothing (it counts as held while it is active).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+from models.balance import Balance
+from models.ledger.entries import _append, _change, _save_account
+from models.ledger.errors import (
+    BalanceChange,
+    BudgetExceededError,
+    LedgerError,
+    LimitWarning,
+    SpendLimitExceededError,
+    SpendPausedError,
+)
+from models.limit_rules import VIEW_COLUMNS_SQL, LimitView, Period, period
+from models.limits import paused_now
+from models.sql import Sql, as_datetime
+from models.tables import LedgerEntryType, LimitAction, LimitKind, LimitScope, LimitWindow
+
+TRIPPED = "LIMIT_TRIPPED"
+"""The reason of the balance event (and ledger row) a velocity breaker's trip is reported with."""
+
+_SCOPE_ORDER = {LimitScope.ACCOUNT: 0, LimitScope.MEMBER: 1, LimitScope.AGENT: 2, LimitScope.TOKEN: 3}
+
+# The holds that count against a limit: active, not past their timeout, and of the limit's subject.
+_HOLDS_OF = (
+    "SELECT COALESCE(SUM(h.amount), 0) FROM holds h WHERE h.account_id = l.account_id AND h.status = 'ACTIVE'"
+    " AND h.expires_at > {at} AND (l.scope = 'ACCOUNT' OR (l.scope = 'MEMBER' AND h.user_id = l.user_id)"
+    " OR (l.scope = 'AGENT' AND h.agent_id = l.agent_id) OR (l.scope = 'TOKEN' AND h.token_id = l.token_id))"
+)
+# The newest counter that can count now. A calendar counter is keyed by its period's start, and only the
+# current period's counts: Python compares this with the period it computes in the limit's time zone.
+_LATEST = "(SELECT MAX(v.period) FROM spend_limit_usage v WHERE v.limit_id = l.id AND v.run_id = '' AND v.period <= $2)"
+# A rolling window's oldest bucket, in whole hours or minutes (integer arithmetic on Unix seconds); a calendar
+# window or TOTAL counts its one newest counter.
+_SINCE = (
+    "CASE l.\"window\" WHEN 'ROLLING_HOURS' THEN CAST($2 AS BIGINT) / 3600 * 3600 - (l.window_length - 1) * 3600"
+    " WHEN 'ROLLING_MINUTES' THEN CAST($2 AS BIGINT) / 60 * 60 - (l.window_length - 1) * 60"
+    f" ELSE {_LATEST} END"
+)
+
+
+@lru_cache(maxsize=8)
+def _standing_sql(subjects: int, with_run: bool, with_holds: bool) -> str:
+    """The one read: $1 the account, $2 now in Unix seconds, then now (with holds), the run (with a run), and
+    the subjects. An account holding nothing (its cached held credit is 0) has no active hold to sum."""
+    n = 3
+    at = run = ""
+    if with_holds:
+        at, n = f"${n}", n + 1
+    if with_run:
+        run, n = f"${n}", n + 1
+    holds_of = _HOLDS_OF.format(at=at)
+    held = f"({holds_of})" if with_holds else "0"
+    runs = (
+        ", (SELECT COALESCE(SUM(r.spent), 0) FROM spend_limit_usage r WHERE r.limit_id = l.id"
+        f" AND r.run_id = {run} AND r.period = 0) AS run_spent,"
+        + (f" ({holds_of} AND h.run_id = {run}) AS run_held" if with_holds else " 0 AS run_held")
+        if with_run
+        else ""
+    )
+    placeholders = ", ".join(f"${n + k}" for k in range(subjects))
+    return (
+        f"SELECT {VIEW_COLUMNS_SQL}, l.paused, l.tripped_at, l.paused_until, {_LATEST} AS latest,"
+        " (SELECT COALESCE(SUM(u.spent), 0) FROM spend_limit_usage u WHERE u.limit_id = l.id AND u.run_id = ''"
+        f" AND u.period <= $2 AND u.period >= {_SINCE}) AS spent, {held} AS held{runs}"
+        f" FROM spend_limits l WHERE l.account_id = $1 AND l.subject IN ({placeholders})"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Who:
+    """What an operation is, for the limits: who spends, through which agent and token, in which run."""
+
+    user_id: int
+    agent_id: str | None
+    token_id: int | None
+    run_id: str | None
+
+    def subjects(self) -> list[str]:
+        found = ["account", f"member:{self.user_id}"]
+        if self.agent_id is not None:
+            found.append(f"agent:{self.agent_id}")
+        if self.token_id is not None:
+            found.append(f"token:{self.token_id}")
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """One limit that applies to an operation, and where it stands before it."""
+
+    limit: LimitView
+    period: Period
+    spent: int
+    held: int
+    run_spent: int
+    run_held: int
+    paused: bool
+    tripped_at: datetime | None
+    paused_until: datetime | None
+
+    @property
+    def blocks(self) -> bool:
+        return self.limit.action is LimitAction.BLOCK
+
+    def is_budget(self, pool: bool) -> bool:
+        """A pool member's monthly budget (``setMemberBudget``): refused as ``BudgetExceeded``, as always."""
+        lim = self.limit
+        return (
+            pool
+            and lim.scope is LimitScope.MEMBER
+            and lim.kind is LimitKind.CAP
+            and lim.window is LimitWindow.MONTH
+            and lim.time_zone == "UTC"
+            and lim.max_credits_per_run is None
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """The limits a spend or hold passed: what its success counts (``count``) and reports (``warnings``)."""
+
+    standing: tuple[Standing, ...]
+    who: Who
+    warnings: tuple[LimitWarning, ...]
+
+
+def _epoch(now: datetime) -> int:
+    return int(now.timestamp())
+
+
+async def standing(sql: Sql, account: dict[str, Any], who: Who, now: datetime) -> tuple[Standing, ...]:
+    """Every limit of the locked ``account`` that applies to ``who``, in the order they are checked (account,
+    member, agent, token). No statement when the account has none."""
+    if not int(account.get("spend_limits") or 0):
+        return ()
+    subjects = who.subjects()
+    holds = int(account["held"]) != 0
+    at = now.astimezone(UTC)
+    args: list[Any] = [int(account["id"]), _epoch(at)]
+    if holds:
+        args.append(at)
+    if who.run_id is not None:
+        args.append(who.run_id)
+    rows = await sql.fetch(_standing_sql(len(subjects), who.run_id is not None, holds), *args, *subjects)
+    found = [_standing_of(row, now) for row in rows]
+    found.sort(key=lambda s: (_SCOPE_ORDER[s.limit.scope], s.limit.kind != LimitKind.CAP, s.limit.id))
+    return tuple(found)
+
+
+def _standing_of(row: dict[str, Any], now: datetime) -> Standing:
+    limit = LimitView.of(row)
+    p = period(limit.window, limit.window_length, limit.time_zone, now)
+    spent = int(row["spent"] or 0)
+    if limit.window not in (LimitWindow.ROLLING_HOURS, LimitWindow.ROLLING_MINUTES) and row["latest"] != p.bucket:
+        spent = 0  # the newest counter is an earlier period's
+    return Standing(
+        limit=limit,
+        period=p,
+        spent=spent,
+        held=int(row["held"] or 0),
+        run_spent=int(row.get("run_spent") or 0),
+        run_held=int(row.get("run_held") or 0),
+        paused=bool(row["paused"]),
+        tripped_at=as_datetime(row["tripped_at"]),
+        paused_until=as_datetime(row["paused_until"]),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the limits say about an operation: its refusal (None: it may go on), a velocity limit it trips, and
+    the warnings of its success."""
+
+    refusal: LedgerError | None
+    trips: Standing | None
+    warnings: tuple[LimitWarning, ...]
+
+
+def judge(limits: tuple[Standing, ...], credits: int, who: Who, *, hold: bool, pool: bool, now: datetime) -> Verdict:
+    """Decide on a spend (or, with ``hold``, a hold) of ``credits``: a paused breaker refuses first, then the
+    first BLOCK cap (account, member, agent, token) it would take past its amount or its per-run cap, then a
+    BLOCK breaker it would take past its amount (and trips)."""
+    for s in limits:
+        if s.limit.kind is LimitKind.VELOCITY and paused_now(s.paused, s.paused_until, now):
+            assert s.tripped_at is not None
+            return Verdict(SpendPausedError(s.limit, s.tripped_at, s.paused_until), None, ())
+    for s in limits:
+        if s.limit.kind is not LimitKind.CAP or not s.blocks:
+            continue
+        if s.spent + s.held + credits > s.limit.amount:
+            if s.is_budget(pool):
+                return Verdict(BudgetExceededError(s.limit.amount, s.spent, credits, s.held), None, ())
+            return Verdict(SpendLimitExceededError(s.limit, s.spent, s.held, credits, s.period.resets_at), None, ())
+        cap = s.limit.max_credits_per_run
+        if cap is not None and who.run_id is not None and s.run_spent + s.run_held + credits > cap:
+            return Verdict(
+                SpendLimitExceededError(s.limit, s.run_spent, s.run_held, credits, None, who.run_id), None, ()
+            )
+    for s in limits:
+        if s.limit.kind is LimitKind.VELOCITY and s.blocks and s.spent + s.held + credits > s.limit.amount:
+            cooldown = s.limit.cooldown_seconds
+            until = None if cooldown is None else now + timedelta(seconds=cooldown)
+            return Verdict(SpendPausedError(s.limit, now, until), s, ())
+    return Verdict(None, None, tuple(w for s in limits if (w := _warning(s, credits, hold)) is not None))
+
+
+def _warning(s: Standing, credits: int, hold: bool) -> LimitWarning | None:
+    """At or past the warning threshold after the operation (or, for a NOTIFY limit, past its amount)."""
+    spent, held = (s.spent, s.held + credits) if hold else (s.spent + credits, s.held)
+    used = spent + held
+    threshold = s.limit.warn_percent is not None and used * 100 >= s.limit.amount * s.limit.warn_percent
+    over = s.limit.action is LimitAction.NOTIFY and used > s.limit.amount
+    if not (threshold or over):
+        return None
+    return LimitWarning(s.limit, spent, held, s.period.resets_at)
+
+
+async def trip(sql: Sql, account: dict[str, Any], tripped: SpendPausedError, balance: Balance, now: datetime) -> None:
+    """Pause a velocity limit's subject, in the transaction that stores the refusal (so the trip commits with
+    it), and record it on the ledger: a row of no amount whose new version puts the balance event, with the
+    reason ``LIMIT_TRIPPED``, in order in the live balance stream. The event rides on the refusal
+    (``tripped.changes``) for the caller to publish after commit."""
+    await sql.execute(
+        "UPDATE spend_limits SET paused = $1, tripped_at = $2, paused_until = $3 WHERE id = $4",
+        True,
+        now,
+        tripped.paused_until,
+        tripped.limit.id,
+    )
+    await _append(sql, account, LedgerEntryType.ADJUSTMENT, now=now, reason=TRIPPED)
+    await _save_account(sql, account)
+    tripped.changes = (_change(account, 0, TRIPPED, balance, now),)
+
+
+async def count(sql: Sql, limits: tuple[Standing, ...], run_id: str | None, credits: int) -> None:
+    """Add a spend's (or a capture's) ``credits`` to every limit it applies to, in one statement: the window's
+    counter and, under a per-run cap, the run's."""
+    rows: list[tuple[int, str, int]] = []
+    for s in limits:
+        rows.append((s.limit.id, "", s.period.bucket))
+        if run_id is not None and s.limit.max_credits_per_run is not None:
+            rows.append((s.limit.id, run_id, 0))
+    if not rows:
+        return
+    values: list[Any] = []
+    for limit_id, run, bucket in rows:
+        values += [limit_id, run, bucket, credits]
+    placeholders = ", ".join(f"(${4 * n + 1}, ${4 * n + 2}, ${4 * n + 3}, ${4 * n + 4})" for n in range(len(rows)))
+    await sql.execute(
+        f"INSERT INTO spend_limit_usage (limit_id, run_id, period, spent) VALUES {placeholders}"
+        " ON CONFLICT (limit_id, run_id, period) DO UPDATE SET spent = spend_limit_usage.spent + excluded.spent",
+        *values,
+    )
+
+
+def changes_of(refusal: LedgerError) -> tuple[BalanceChange, ...]:
+    """The events a refusal carries for publishing after its commit (a velocity trip's)."""
+    return refusal.changes if isinstance(refusal, SpendPausedError) else ()
+
+
+def warnings_json(warnings: tuple[LimitWarning, ...]) -> list[dict[str, Any]]:
+    """Warnings as a success stores them under its key, so that a replay reports the same ones."""
+    return [
+        {
+            "limit": w.limit.to_json(),
+            "spent": w.spent,
+            "held": w.held,
+            "resets_at": None if w.resets_at is None else w.resets_at.isoformat(),
+        }
+        for w in warnings
+    ]
+
+
+def warnings_of(stored: list[dict[str, Any]]) -> tuple[LimitWarning, ...]:
+    return tuple(
+        LimitWarning(
+            LimitView.of(w["limit"]),
+            int(w["spent"]),
+            int(w["held"]),
+            None if w["resets_at"] is None else datetime.fromisoformat(w["resets_at"]),
+        )
+        for w in stored
+    )

@@ -1,0 +1,362 @@
+"""Spend limits enforced by the ledger (models/ledger/limits.py) on both databases: exact refusals that change
+nothing and replay the same, warnings, holds counting as held, captures as spent, releases giving back,
+windows across a period boundary, per-run caps and the velocity breaker."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from models import ledger, limits
+from models.credits import MICRO
+from models.limit_rules import LimitSpec, LimitView
+from models.tables import (
+    ApiToken,
+    CreditAccount,
+    LimitAction,
+    LimitKind,
+    LimitScope,
+    LimitWindow,
+    SpendLimit,
+    TokenKind,
+)
+from tests.support.backends import T0, Backend
+from tests.support.snapshots import changed, snapshot
+from tests.support.statements import StatementCounter
+from tests.support.statements import counter as counter
+
+HOUR = timedelta(hours=1)
+
+
+async def _account(credit: int = 100 * MICRO) -> tuple[int, int]:
+    user_id = await ledger.create_user(
+        "ada@example.com", signup_bonus=credit, bonus_lifetime=timedelta(days=90), now=T0
+    )
+    return user_id, int((await CreditAccount.get(user_id=user_id)).id)
+
+
+def _key(name: str) -> ledger.IdempotencyKey:
+    return ledger.IdempotencyKey.for_request("service:t", name, "spendCredits", {"n": name})
+
+
+async def _spend(
+    user_id: int,
+    account_id: int,
+    credits: float,
+    key: str,
+    now: datetime = T0,
+    *,
+    agent: str = "bot",
+    run: str | None = None,
+    token: int | None = None,
+) -> ledger.SpendResult:
+    return await ledger.spend(
+        ("id", account_id),
+        user_id=user_id,
+        organization_id=None,
+        agent_id=agent,
+        activity="answer",
+        credits=int(credits * MICRO),
+        quantity=None,
+        idem=_key(key),
+        now=now,
+        run_id=run,
+        token_id=token,
+    )
+
+
+async def _hold(user_id: int, account_id: int, credits: float, key: str, now: datetime = T0) -> ledger.HoldResult:
+    return await ledger.hold(
+        ("id", account_id),
+        user_id=user_id,
+        organization_id=None,
+        agent_id="bot",
+        activity="answer",
+        credits=int(credits * MICRO),
+        expires_at=now + HOUR,
+        idem=ledger.IdempotencyKey.for_request("service:t", key, "holdCredits", {"n": key}),
+        now=now,
+    )
+
+
+async def test_a_block_cap_refuses_exactly_changes_nothing_and_replays_the_same(db: Backend) -> None:
+    user_id, account_id = await _account()
+    daily, _ = await limits.set_limit(
+        account_id, LimitSpec(LimitScope.AGENT, 5 * MICRO, LimitWindow.DAY, agent_id="bot"), T0
+    )
+    await _spend(user_id, account_id, 3, "s1")
+    await _hold(user_id, account_id, 1.5, "h1")
+    before = await snapshot()
+    with pytest.raises(ledger.SpendLimitExceededError) as refused:
+        await _spend(user_id, account_id, 1, "s2")
+    over = refused.value
+    assert (over.limit, over.spent, over.held, over.required, over.resets_at, over.run_id) == (
+        daily,
+        3 * MICRO,
+        int(1.5 * MICRO),
+        MICRO,
+        datetime(2026, 1, 16, tzinfo=UTC),
+        None,
+    )
+    assert changed(before, await snapshot()) == {"idempotency_records"}  # only the refusal, stored under its key
+    # Replayed after the limit is lifted: refused the same way, from the stored answer.
+    await limits.remove_limit(daily.id)
+    with pytest.raises(ledger.SpendLimitExceededError) as again:
+        await _spend(user_id, account_id, 1, "s2")
+    assert (again.value.limit, again.value.spent, again.value.held) == (daily, 3 * MICRO, int(1.5 * MICRO))
+    # Another agent is not limited by the bot's cap.
+    await limits.set_limit(account_id, LimitSpec(LimitScope.AGENT, 5 * MICRO, LimitWindow.DAY, agent_id="bot"), T0)
+    assert (await _spend(user_id, account_id, 10, "s3", agent="other")).credits == 10 * MICRO
+
+
+async def test_holds_count_captures_count_as_spent_and_releases_give_back(db: Backend) -> None:
+    user_id, account_id = await _account()
+    await limits.set_limit(account_id, LimitSpec(LimitScope.ACCOUNT, 10 * MICRO, LimitWindow.TOTAL), T0)
+    first = await _hold(user_id, account_id, 6, "h1")
+    with pytest.raises(ledger.SpendLimitExceededError) as refused:
+        await _hold(user_id, account_id, 5, "h2")
+    assert (refused.value.spent, refused.value.held, refused.value.required) == (0, 6 * MICRO, 5 * MICRO)
+    captured = await ledger.capture_hold(
+        first.hold_id, credits=4 * MICRO, idem=_key("c1"), now=T0 + timedelta(minutes=1)
+    )
+    assert captured.usage_event_id is not None
+    # 4 spent, the hold's 6 no longer held: 6 left.
+    with pytest.raises(ledger.SpendLimitExceededError) as after_capture:
+        await _spend(user_id, account_id, 7, "s1")
+    assert (after_capture.value.spent, after_capture.value.held) == (4 * MICRO, 0)
+    second = await _hold(user_id, account_id, 6, "h3")
+    with pytest.raises(ledger.SpendLimitExceededError):
+        await _spend(user_id, account_id, 1, "s2")
+    await ledger.release_hold(second.hold_id, idem=_key("r1"), now=T0)
+    assert (await _spend(user_id, account_id, 6, "s3")).credits == 6 * MICRO
+
+
+async def test_a_hold_past_its_timeout_stops_counting_at_that_instant(db: Backend) -> None:
+    user_id, account_id = await _account()
+    await limits.set_limit(account_id, LimitSpec(LimitScope.ACCOUNT, 10 * MICRO, LimitWindow.TOTAL), T0)
+    await _hold(user_id, account_id, 8, "h1")
+    with pytest.raises(ledger.SpendLimitExceededError):
+        await _spend(user_id, account_id, 3, "s1", T0 + HOUR - timedelta(seconds=1))
+    assert (await _spend(user_id, account_id, 3, "s2", T0 + HOUR)).credits == 3 * MICRO
+
+
+async def test_a_day_window_resets_at_local_midnight(db: Backend) -> None:
+    user_id, account_id = await _account()
+    paris, _ = await limits.set_limit(
+        account_id, LimitSpec(LimitScope.ACCOUNT, 2 * MICRO, LimitWindow.DAY, time_zone="Europe/Paris"), T0
+    )
+    before_midnight = datetime(2026, 1, 15, 22, 59, 59, tzinfo=UTC)  # 23:59:59 in Paris
+    await _spend(user_id, account_id, 2, "s1", before_midnight)
+    with pytest.raises(ledger.SpendLimitExceededError) as refused:
+        await _spend(user_id, account_id, 1, "s2", before_midnight)
+    assert refused.value.resets_at == datetime(2026, 1, 15, 23, tzinfo=UTC)
+    assert (await _spend(user_id, account_id, 2, "s3", datetime(2026, 1, 15, 23, tzinfo=UTC))).credits == 2 * MICRO
+    with pytest.raises(ledger.SpendLimitExceededError) as next_day:
+        await _spend(user_id, account_id, 1, "s4", datetime(2026, 1, 16, 12, tzinfo=UTC))
+    assert (next_day.value.limit, next_day.value.spent) == (paris, 2 * MICRO)
+
+
+async def test_a_rolling_window_lets_the_oldest_hour_go(db: Backend) -> None:
+    user_id, account_id = await _account()
+    await limits.set_limit(account_id, LimitSpec(LimitScope.ACCOUNT, 3 * MICRO, LimitWindow.ROLLING_HOURS, 2), T0)
+    await _spend(user_id, account_id, 2, "s1", T0)
+    await _spend(user_id, account_id, 1, "s2", T0 + HOUR)
+    with pytest.raises(ledger.SpendLimitExceededError) as refused:
+        await _spend(user_id, account_id, 1, "s3", T0 + 2 * HOUR - timedelta(seconds=1))
+    assert refused.value.spent == 3 * MICRO
+    assert refused.value.resets_at == T0 + 2 * HOUR
+    assert (await _spend(user_id, account_id, 2, "s4", T0 + 2 * HOUR)).credits == 2 * MICRO
+
+
+async def test_a_run_over_its_cap_is_refused_while_other_runs_go_on(db: Backend) -> None:
+    user_id, account_id = await _account()
+    capped, _ = await limits.set_limit(
+        account_id,
+        LimitSpec(LimitScope.AGENT, 50 * MICRO, LimitWindow.DAY, agent_id="bot", max_credits_per_run=3 * MICRO),
+        T0,
+    )
+    await _spend(user_id, account_id, 2, "s1", run="r1")
+    with pytest.raises(ledger.SpendLimitExceededError) as refused:
+        await _spend(user_id, account_id, 2, "s2", run="r1")
+    over = refused.value
+    assert (over.limit, over.spent, over.held, over.required, over.resets_at, over.run_id) == (
+        capped,
+        2 * MICRO,
+        0,
+        2 * MICRO,
+        None,
+        "r1",
+    )
+    assert (await _spend(user_id, account_id, 3, "s3", run="r2")).credits == 3 * MICRO
+    assert (await _spend(user_id, account_id, 5, "s4")).credits == 5 * MICRO  # no run: the run cap is not asked
+
+
+async def test_warnings_at_the_threshold_and_past_a_notify_limit_are_stored_for_replays(db: Backend) -> None:
+    user_id, account_id = await _account()
+    warned, _ = await limits.set_limit(
+        account_id, LimitSpec(LimitScope.ACCOUNT, 10 * MICRO, LimitWindow.MONTH, warn_percent=80), T0
+    )
+    noted, _ = await limits.set_limit(
+        account_id,
+        LimitSpec(LimitScope.AGENT, 2 * MICRO, LimitWindow.DAY, agent_id="bot", action=LimitAction.NOTIFY),
+        T0,
+    )
+    assert (await _spend(user_id, account_id, 2, "s1")).warnings == ()
+    result = await _spend(user_id, account_id, 6, "s2")
+    expected = (
+        ledger.LimitWarning(warned, 8 * MICRO, 0, datetime(2026, 2, 1, tzinfo=UTC)),
+        ledger.LimitWarning(noted, 8 * MICRO, 0, datetime(2026, 1, 16, tzinfo=UTC)),
+    )
+    assert result.warnings == expected
+    replayed = await _spend(user_id, account_id, 6, "s2")
+    assert replayed.replayed
+    assert replayed.warnings == expected
+
+
+async def test_a_velocity_breaker_trips_pauses_and_cools_down(db: Backend) -> None:
+    user_id, account_id = await _account()
+    breaker, _ = await limits.set_limit(
+        account_id,
+        LimitSpec(
+            LimitScope.AGENT,
+            5 * MICRO,
+            LimitWindow.ROLLING_MINUTES,
+            1,
+            kind=LimitKind.VELOCITY,
+            agent_id="bot",
+            cooldown_seconds=600,
+        ),
+        T0,
+    )
+    await _spend(user_id, account_id, 4, "s1")
+    before = await snapshot()
+    with pytest.raises(ledger.SpendPausedError) as tripped:
+        await _spend(user_id, account_id, 2, "s2", T0 + timedelta(seconds=10))
+    trip_at = T0 + timedelta(seconds=10)
+    assert (tripped.value.limit, tripped.value.tripped_at, tripped.value.paused_until) == (
+        breaker,
+        trip_at,
+        trip_at + timedelta(minutes=10),
+    )
+    # The trip committed with the refusal, and its event (delta 0, the balance, a version of its own) rides on it.
+    assert changed(before, await snapshot()) == {
+        "idempotency_records",
+        "spend_limits",
+        "ledger_entries",
+        "credit_accounts",
+    }
+    row = await SpendLimit.get(id=breaker.id)
+    assert (row.paused, row.tripped_at, row.paused_until) == (True, trip_at, trip_at + timedelta(minutes=10))
+    (event,) = tripped.value.changes
+    account = await CreditAccount.get(id=account_id)
+    assert (event.reason, event.delta, event.version, event.balance.available) == (
+        "LIMIT_TRIPPED",
+        0,
+        account.version,
+        96 * MICRO,
+    )
+    # Paused: even a small spend, a minute later, is refused; another agent is not.
+    with pytest.raises(ledger.SpendPausedError) as paused:
+        await _spend(user_id, account_id, 0.5, "s3", T0 + timedelta(minutes=5))
+    assert paused.value.tripped_at == trip_at
+    assert paused.value.changes == ()
+    assert (await _spend(user_id, account_id, 9, "s4", T0 + timedelta(minutes=5), agent="other")).credits == 9 * MICRO
+    # Replay of the tripping request: refused the same, nothing tripped again.
+    with pytest.raises(ledger.SpendPausedError) as replay:
+        await _spend(user_id, account_id, 2, "s2", T0 + timedelta(minutes=5))
+    assert (replay.value.tripped_at, replay.value.changes) == (trip_at, ())
+    # The cool-down over: spending goes on.
+    assert (await _spend(user_id, account_id, 1, "s5", trip_at + timedelta(minutes=10))).credits == MICRO
+
+
+async def test_a_token_limit_applies_to_that_token_only(db: Backend) -> None:
+    user_id, account_id = await _account()
+    token = await ApiToken.create(
+        name="t", kind=TokenKind.SERVICE, token_hash="h" * 64, scopes="usage:write", created_at=T0, user_id=user_id
+    )
+    view, _ = await limits.set_limit(
+        account_id, LimitSpec(LimitScope.TOKEN, MICRO, LimitWindow.DAY, token_id=token.id), T0
+    )
+    with pytest.raises(ledger.SpendLimitExceededError) as refused:
+        await _spend(user_id, account_id, 2, "s1", token=token.id)
+    assert isinstance(refused.value.limit, LimitView)
+    assert refused.value.limit == view
+    assert (await _spend(user_id, account_id, 2, "s2")).credits == 2 * MICRO
+
+
+def _of_limits(statement: str) -> bool:
+    return "FROM spend_limits" in statement or "INTO spend_limit_usage" in statement
+
+
+async def test_statements_no_extra_without_limits_one_read_and_one_write_with_them(
+    db: Backend, counter: StatementCounter
+) -> None:
+    user_id, account_id = await _account()
+    await _spend(user_id, account_id, 1, "warm")
+    plain = await counter.during(_spend(user_id, account_id, 1, "plain"))
+    assert plain.credits == MICRO
+    without = list(counter.statements)
+    assert not [s for s in without if _of_limits(s)]
+    token = await ApiToken.create(
+        name="t", kind=TokenKind.SERVICE, token_hash="k" * 64, scopes="usage:write", created_at=T0, user_id=user_id
+    )
+    for spec in (
+        LimitSpec(LimitScope.ACCOUNT, 50 * MICRO, LimitWindow.MONTH),
+        LimitSpec(LimitScope.AGENT, 20 * MICRO, LimitWindow.DAY, agent_id="bot", warn_percent=80),
+        LimitSpec(LimitScope.TOKEN, 10 * MICRO, LimitWindow.ROLLING_HOURS, 3, token_id=token.id),
+    ):
+        await limits.set_limit(account_id, spec, T0)
+    await counter.during(_spend(user_id, account_id, 1, "limited", token=token.id))
+    limited = list(counter.statements)
+    extra = [s for s in limited if _of_limits(s)]
+    assert len(limited) == len(without) + 2
+    assert [s.lstrip().split()[0].upper() for s in extra] == ["SELECT", "INSERT"]
+    assert [s for s in limited if not _of_limits(s)] == without
+
+
+async def test_concurrent_spends_of_five_agents_pass_no_cap(db: Backend) -> None:
+    if db.name != "postgres":
+        pytest.skip("concurrent transactions need PostgreSQL (SQLite has one writer)")
+    user_id, account_id = await _account(1000 * MICRO)
+    await limits.set_limit(account_id, LimitSpec(LimitScope.ACCOUNT, 25 * MICRO, LimitWindow.DAY), T0)
+    caps = {f"agent-{n}": (4 + n) * MICRO for n in range(5)}  # 4 + 5 + 6 + 7 + 8 = 30 > 25
+    for agent, cap in caps.items():
+        await limits.set_limit(account_id, LimitSpec(LimitScope.AGENT, cap, LimitWindow.DAY, agent_id=agent), T0)
+    outcomes = await asyncio.gather(
+        *(_spend(user_id, account_id, 1, f"c{n}", agent=f"agent-{n % 5}") for n in range(50)), return_exceptions=True
+    )
+    won = [n for n, o in enumerate(outcomes) if isinstance(o, ledger.SpendResult)]
+    assert all(isinstance(o, ledger.SpendResult | ledger.SpendLimitExceededError) for o in outcomes), outcomes
+    # Serially: every agent may spend its cap (30 in all) but the account only 25.
+    assert len(won) == 25
+    for n, agent in enumerate(caps):
+        assert len([w for w in won if w % 5 == n]) <= caps[agent] // MICRO
+    assert (await ledger.read_balances([account_id], T0))[account_id].total == 975 * MICRO
+
+
+async def test_a_runs_active_holds_count_against_its_cap(db: Backend) -> None:
+    user_id, account_id = await _account()
+    await limits.set_limit(
+        account_id,
+        LimitSpec(LimitScope.ACCOUNT, 50 * MICRO, LimitWindow.DAY, max_credits_per_run=4 * MICRO),
+        T0,
+    )
+    await ledger.hold(
+        ("id", account_id),
+        user_id=user_id,
+        organization_id=None,
+        agent_id="bot",
+        activity="answer",
+        credits=3 * MICRO,
+        expires_at=T0 + HOUR,
+        idem=_key("h-run"),
+        now=T0,
+        run_id="r1",
+    )
+    await _hold(user_id, account_id, 5, "h-other")  # no run: held against the day, not the run
+    with pytest.raises(ledger.SpendLimitExceededError) as refused:
+        await _spend(user_id, account_id, 2, "s1", run="r1")
+    assert (refused.value.spent, refused.value.held, refused.value.run_id) == (0, 3 * MICRO, "r1")
+    assert (await _spend(user_id, account_id, 1, "s2", run="r1")).credits == MICRO
