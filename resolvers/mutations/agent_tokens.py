@@ -16,7 +16,7 @@ from models import tokens
 from models.limit_rules import MAX_ROLLING_HOURS, LimitSpec, zone
 from models.tables import ApiToken as ApiTokenRow
 from models.tables import CreditAccount as CreditAccountRow
-from models.tables import LimitAction, LimitKind, LimitScope, LimitWindow, MemberBudget, TokenKind
+from models.tables import LimitAction, LimitKind, LimitScope, LimitWindow, TokenKind
 from models.tables import SpendLimit as SpendLimitRow
 from models.tokens import ACTIVITIES_LENGTH, BALANCE_READ, MAX_ACTIVITIES, USAGE_WRITE, Principal
 from resolvers.accounts import NO_POOL, NoPool, named_account, owners
@@ -210,7 +210,7 @@ async def _account(
         return named, True
     # A MEMBER's token spends as them, so it can spend only what their own budget lets them: one is needed.
     assert who.user_id is not None
-    if not await _has_budget(organization_id, int(named.id), who.user_id):
+    if not await _has_budget(int(named.id), who.user_id):
         return Forbidden(message=MEMBER_NEEDS_BUDGET)
     return named, False
 
@@ -219,10 +219,8 @@ def _refused() -> Forbidden:
     return Forbidden(message=MINTING_NEEDS_ROLE)
 
 
-async def _has_budget(organization_id: int, account_id: int, user_id: int) -> bool:
-    """A monthly budget, or a BLOCK cap on the member (scope MEMBER), on the member in this pool."""
-    if await MemberBudget.exists(organization_id=organization_id, user_id=user_id):
-        return True
+async def _has_budget(account_id: int, user_id: int) -> bool:
+    """A BLOCK cap on the member (scope MEMBER) in this pool: their monthly budget is one."""
     return await SpendLimitRow.exists(
         account_id=account_id,
         subject=f"member:{user_id}",

@@ -26,7 +26,6 @@ from models.tables import (
     LimitScope,
     LimitWindow,
     LotSource,
-    MemberBudget,
     MemberRole,
     SpendLimit,
     TokenKind,
@@ -203,8 +202,8 @@ async def world(api: Api) -> World:
     acme = await organizations.create("Acme", ids["owner"], now)
     await organizations.add_member(acme.id, ids["billing"], [MemberRole.BILLING], now)
     await organizations.add_member(acme.id, ids["member"], [MemberRole.MEMBER], now)
-    await organizations.set_budget(acme.id, ids["member"], 10 * MICRO)
     pool = await organizations.enable_pool(acme.id, now)
+    await organizations.set_budget(acme.id, ids["member"], 10 * MICRO, now)
     await _grant(pool.id, 50, now)
     globex = await organizations.create("Globex", ids["outsider"], now)
     globex_pool = await organizations.enable_pool(globex.id, now)
@@ -284,9 +283,10 @@ async def test_a_pool_owner_hands_an_agent_a_capped_budget_and_the_agent_spends_
     )
     assert [
         (s.account_id, s.scope.value, s.subject, s.token_id, s.amount, s.window.value, s.action.value)
-        for s in await SpendLimit.all()
+        for s in await SpendLimit.filter(scope="TOKEN")
     ] == [(world.ids["pool"], "TOKEN", f"token:{row.id}", row.id, 2 * MICRO, "DAY", "BLOCK")]
-    assert (await CreditAccount.get(id=world.ids["pool"])).spend_limits == 1
+    # The token's cap, and the member's monthly budget (a limit on the pool too).
+    assert (await CreditAccount.get(id=world.ids["pool"])).spend_limits == 2
 
     bot = made["secret"]
     spent = await world.spend(bot, "owner", credits="1.5")
@@ -388,7 +388,7 @@ async def test_minting_for_an_account_one_may_not_hand_out_is_refused_and_change
 
 
 async def test_a_member_without_a_budget_may_not_mint_for_the_pool(world: World) -> None:
-    await MemberBudget.filter(user_id=world.ids["member"]).delete()
+    await organizations.set_budget(world.ids["org"], world.ids["member"], None, world.api.clock.now())
     before = await snapshot()
     assert await world.mint("member", accountId=world.gid("org")) == {
         "__typename": "Forbidden",
