@@ -25,6 +25,8 @@ TABLES = (
     "gateway_customers",
     "payment_methods",
     "usage_rollups",
+    "spend_limit_usage",
+    "spend_limits",
     "budget_usage",
     "member_budgets",
     "ledger_entries",
