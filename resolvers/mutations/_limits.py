@@ -22,7 +22,7 @@ MANAGING_NEEDS = (
     "Managing this account's spend limits needs its owner, the BILLING or OWNER role in its organization, an admin"
     f" token or a service token with the '{LIMITS_WRITE}' scope"
 )
-PORTAL_REFUSED = f"{PORTAL_MESSAGE}: spend limits need the account owner's token"
+PORTAL_REFUSED = f"{PORTAL_MESSAGE}: managing its spend limits needs a user, admin or '{LIMITS_WRITE}' token"
 LIMIT_NOT_FOUND = "Spend limit not found"
 
 
