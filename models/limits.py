@@ -248,15 +248,16 @@ async def resume(
     """End the pause of the account's velocity limits: the one ``limit_id``, or every one on ``agent_id``.
     Returns them as they are after (none: no such velocity limit). ``tripped_at`` stays, as the last trip.
 
-    Their current counters go too: a breaker counts afresh from the resume, or the burst that tripped it would
-    trip it again at the next spend of the same window."""
+    The current counters of those that were paused go too: a breaker counts afresh from the resume, or the
+    burst that tripped it would trip it again at the next spend of the same window."""
     assert (limit_id is None) != (agent_id is None)
     where, key = ("id = $2", limit_id) if limit_id is not None else ("subject = $2", subject_of_agent(agent_id))
     async with in_transaction() as conn:
         sql = Sql(conn)
         await lock_account(sql, account_id)
         found = await sql.fetch(
-            f"SELECT id, paused FROM spend_limits WHERE account_id = $1 AND kind = $3 AND {where} ORDER BY id",
+            "SELECT id, paused, paused_until FROM spend_limits WHERE account_id = $1 AND kind = $3"
+            f" AND {where} ORDER BY id",
             account_id,
             key,
             LimitKind.VELOCITY.value,
@@ -264,16 +265,19 @@ async def resume(
         ids = [int(row["id"]) for row in found]
         if not ids:
             return []
+        # Only those with a pause to end change: resuming what is not paused changes nothing.
+        pausing = [int(row["id"]) for row in found if row["paused"] or row["paused_until"] is not None]
+        if pausing:
+            marks = ", ".join(f"${n + 1}" for n in range(len(pausing)))
+            shifted = ", ".join(f"${n + 3}" for n in range(len(pausing)))
+            await sql.execute(
+                f"UPDATE spend_limits SET paused = $1, paused_until = NULL, updated_at = $2 WHERE id IN ({shifted})",
+                False,
+                now,
+                *pausing,
+            )
+            await sql.execute(f"DELETE FROM spend_limit_usage WHERE run_id = '' AND limit_id IN ({marks})", *pausing)
         marks = ", ".join(f"${n + 1}" for n in range(len(ids)))
-        shifted = ", ".join(f"${n + 3}" for n in range(len(ids)))
-        await sql.execute(
-            f"UPDATE spend_limits SET paused = $1, paused_until = NULL, updated_at = $2 WHERE id IN ({shifted})"
-            " AND (paused OR paused_until IS NOT NULL)",
-            False,
-            now,
-            *ids,
-        )
-        await sql.execute(f"DELETE FROM spend_limit_usage WHERE run_id = '' AND limit_id IN ({marks})", *ids)
         rows = await sql.fetch(
             f"SELECT {VIEW_COLUMNS_SQL}, {STATE_COLUMNS_SQL} FROM spend_limits l WHERE l.id IN ({marks}) ORDER BY l.id",
             *ids,

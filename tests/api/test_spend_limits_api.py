@@ -442,6 +442,8 @@ async def test_a_tripped_breaker_shows_until_resume_agent_ends_the_pause(world: 
     by_limit = await world.api.data(RESUME, {"input": {"limitId": cap["limit"]["id"]}}, world.tokens["ada"])
     resumed = await world.api.data(RESUME, {"input": {"agentId": "support-bot"}}, world.tokens["ada"])
     after = await world.mine()
+    await count(1, epoch("2026-01-15T12:00:00+00:00"), MICRO)  # spent after the resume
+    unchanged = await snapshot()
     replay = await world.api.data(RESUME, {"input": {"limitId": first["limit"]["id"]}}, world.tokens["ada"])
 
     assert before["limitTripped"] == [{"id": first["limit"]["id"]}]
@@ -466,7 +468,11 @@ async def test_a_tripped_breaker_shows_until_resume_agent_ends_the_pause(world: 
     assert resumed == {"resumeAgent": {"__typename": "ResumeAgentSuccess", "limits": [after_first, after_cooled]}}
     assert after["limitTripped"] == []
     assert after["spendLimits"] == [after_first, after_cooled, cap["limit"]]
-    assert replay == {"resumeAgent": {"__typename": "ResumeAgentSuccess", "limits": [after_first]}}
+    # Resuming what is not paused changes nothing: what was spent since still counts.
+    assert replay == {
+        "resumeAgent": {"__typename": "ResumeAgentSuccess", "limits": [{**after_first, "spent": "1", "remaining": "4"}]}
+    }
+    assert changed(unchanged, await snapshot()) == set()
     assert cooled["limit"]["cooldownSeconds"] == 60
 
 
