@@ -7,14 +7,19 @@ lock, and reads the limits only when there are some.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from tortoise import connections
 from tortoise.transactions import in_transaction
 
+from models.balance import is_live
 from models.ledger.locking import lock_account
-from models.limit_rules import VIEW_COLUMNS_SQL, LimitSpec, LimitView
+from models.limit_rules import VIEW_COLUMNS_SQL, LimitSpec, LimitView, period, subject_of
 from models.sql import Sql, as_datetime
+from models.tables import LimitKind, LimitScope
 
 
 async def _recount(sql: Sql, account_id: int) -> None:
@@ -116,3 +121,175 @@ def paused_now(paused: Any, paused_until: Any, now: datetime) -> bool:
         return False
     until = as_datetime(paused_until)
     return until is None or until > now
+
+
+# Reading limits with their usage, for display (the API). The enforcement reads the same numbers inside the
+# spend's transaction, under the lock; these reads take no lock and show the state as of their statements.
+
+STATE_COLUMNS_SQL = "l.tripped_at, l.paused_until, l.paused"
+"""A velocity limit's state, beside ``VIEW_COLUMNS_SQL``: when it last tripped and whether it pauses now."""
+
+_CHUNK = 300
+"""Limits per statement (three arguments each: within SQLite's 999)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LimitRow:
+    """A limit as stored now: what it is, and its velocity state (``paused`` the stored flag: a pause with an end
+    is over at that instant, see ``paused_at``)."""
+
+    view: LimitView
+    tripped_at: datetime | None
+    paused_until: datetime | None
+    paused: bool
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> LimitRow:
+        return cls(
+            LimitView.of(row), as_datetime(row["tripped_at"]), as_datetime(row["paused_until"]), bool(row["paused"])
+        )
+
+    def paused_at(self, now: datetime) -> bool:
+        return paused_now(self.paused, self.paused_until, now)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What counts against a limit now (docs/rules.md, "Spend limits"): ``spent`` in its current window,
+    ``held`` by its subject's active holds, both in micro-credits."""
+
+    spent: int
+    held: int
+
+
+def _conn() -> Sql:
+    return Sql(connections.get("default"))
+
+
+async def limits_of(account_ids: Sequence[int]) -> list[LimitRow]:
+    """Every limit of these accounts, in one statement, in the order they were made."""
+    if not account_ids:
+        return []
+    marks = ", ".join(f"${n + 1}" for n in range(len(account_ids)))
+    rows = await _conn().fetch(
+        f"SELECT {VIEW_COLUMNS_SQL}, {STATE_COLUMNS_SQL} FROM spend_limits l WHERE l.account_id IN ({marks})"
+        " ORDER BY l.id",
+        *account_ids,
+    )
+    return [LimitRow.of(row) for row in rows]
+
+
+async def limits_by_id(limit_ids: Sequence[int]) -> dict[int, LimitRow]:
+    """These limits as stored now (absent: removed), in one statement."""
+    if not limit_ids:
+        return {}
+    marks = ", ".join(f"${n + 1}" for n in range(len(limit_ids)))
+    rows = await _conn().fetch(
+        f"SELECT {VIEW_COLUMNS_SQL}, {STATE_COLUMNS_SQL} FROM spend_limits l WHERE l.id IN ({marks})", *limit_ids
+    )
+    return {int(row["id"]): LimitRow.of(row) for row in rows}
+
+
+def _holds_subject(view: LimitView, hold: dict[str, Any]) -> bool:
+    if view.scope is LimitScope.ACCOUNT:
+        return True
+    if view.scope is LimitScope.MEMBER:
+        return hold["user_id"] is not None and int(hold["user_id"]) == view.user_id
+    if view.scope is LimitScope.AGENT:
+        return bool(hold["agent_id"] == view.agent_id)
+    return hold["token_id"] is not None and int(hold["token_id"]) == view.token_id
+
+
+async def usage(views: Sequence[LimitView], now: datetime) -> dict[int, Usage]:
+    """What counts against each limit at ``now``, by limit id: two statements for any number of limits (one
+    more per ``_CHUNK`` limits). spent: the limit's counters with run_id '' from its period's ``since`` to its
+    ``bucket``; held: the active holds, not timed out, on its account by its subject."""
+    if not views:
+        return {}
+    sql = _conn()
+    spent: dict[int, int] = {}
+    unique = list({view.id: view for view in views}.values())
+    for start in range(0, len(unique), _CHUNK):
+        chunk = unique[start : start + _CHUNK]
+        ranges: list[str] = []
+        args: list[int] = []
+        for view in chunk:
+            p = period(view.window, view.window_length, view.time_zone, now)
+            n = len(args)
+            ranges.append(f"(limit_id = ${n + 1} AND period >= ${n + 2} AND period <= ${n + 3})")
+            args += [view.id, p.since, p.bucket]
+        for row in await sql.fetch(
+            "SELECT limit_id, SUM(spent) AS spent FROM spend_limit_usage WHERE run_id = ''"
+            f" AND ({' OR '.join(ranges)}) GROUP BY limit_id",
+            *args,
+        ):
+            spent[int(row["limit_id"])] = int(row["spent"])
+    accounts = sorted({view.account_id for view in unique})
+    marks = ", ".join(f"${n + 1}" for n in range(len(accounts)))
+    holds = [
+        row
+        for row in await sql.fetch(
+            "SELECT account_id, user_id, agent_id, token_id, amount, expires_at FROM holds"
+            f" WHERE status = 'ACTIVE' AND account_id IN ({marks})",
+            *accounts,
+        )
+        if is_live(as_datetime(row["expires_at"]), now)
+    ]
+    by_account: dict[int, list[dict[str, Any]]] = {}
+    for hold in holds:
+        by_account.setdefault(int(hold["account_id"]), []).append(hold)
+    return {
+        view.id: Usage(
+            spent.get(view.id, 0),
+            sum(int(h["amount"]) for h in by_account.get(view.account_id, []) if _holds_subject(view, h)),
+        )
+        for view in unique
+    }
+
+
+async def resume(
+    account_id: int, now: datetime, *, limit_id: int | None = None, agent_id: str | None = None
+) -> list[LimitRow]:
+    """End the pause of the account's velocity limits: the one ``limit_id``, or every one on ``agent_id``.
+    Returns them as they are after (none: no such velocity limit). ``tripped_at`` stays, as the last trip.
+
+    The current counters of those that were paused go too: a breaker counts afresh from the resume, or the
+    burst that tripped it would trip it again at the next spend of the same window."""
+    assert (limit_id is None) != (agent_id is None)
+    where, key = ("id = $2", limit_id) if limit_id is not None else ("subject = $2", subject_of_agent(agent_id))
+    async with in_transaction() as conn:
+        sql = Sql(conn)
+        await lock_account(sql, account_id)
+        found = await sql.fetch(
+            "SELECT id, paused, paused_until FROM spend_limits WHERE account_id = $1 AND kind = $3"
+            f" AND {where} ORDER BY id",
+            account_id,
+            key,
+            LimitKind.VELOCITY.value,
+        )
+        ids = [int(row["id"]) for row in found]
+        if not ids:
+            return []
+        # Only those with a pause to end change: resuming what is not paused changes nothing.
+        pausing = [int(row["id"]) for row in found if row["paused"] or row["paused_until"] is not None]
+        if pausing:
+            marks = ", ".join(f"${n + 1}" for n in range(len(pausing)))
+            shifted = ", ".join(f"${n + 3}" for n in range(len(pausing)))
+            await sql.execute(
+                f"UPDATE spend_limits SET paused = $1, paused_until = NULL, updated_at = $2 WHERE id IN ({shifted})",
+                False,
+                now,
+                *pausing,
+            )
+            await sql.execute(f"DELETE FROM spend_limit_usage WHERE run_id = '' AND limit_id IN ({marks})", *pausing)
+        marks = ", ".join(f"${n + 1}" for n in range(len(ids)))
+        rows = await sql.fetch(
+            f"SELECT {VIEW_COLUMNS_SQL}, {STATE_COLUMNS_SQL} FROM spend_limits l WHERE l.id IN ({marks}) ORDER BY l.id",
+            *ids,
+        )
+    return [LimitRow.of(row) for row in rows]
+
+
+def subject_of_agent(agent_id: str | None) -> str:
+    assert agent_id is not None
+    return subject_of(LimitScope.AGENT, user_id=None, agent_id=agent_id, token_id=None)

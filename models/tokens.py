@@ -26,6 +26,7 @@ USAGE_WRITE = "usage:write"
 BALANCE_READ = "balance:read"
 BILLING_READ = "billing:read"
 PORTAL_WRITE = "portal:write"
+LIMITS_WRITE = "limits:write"
 SCOPES: dict[str, str] = {
     USAGE_WRITE: "spend, hold, capture and release credit for any user",
     BALANCE_READ: "read any account's balance, lots, ledger, holds, usage and usage reports, and watch its balance",
@@ -33,6 +34,8 @@ SCOPES: dict[str, str] = {
     " subscription and auto top-up",
     PORTAL_WRITE: "open portal sessions (createPortalSession: sign-in links to the My Credit page) for any user"
     " or organization, and end them (revokePortalSession)",
+    LIMITS_WRITE: "set, remove and resume the spend limits of any account (setSpendLimit, removeSpendLimit,"
+    " resumeAgent)",
 }
 """What a service token may be given; user and admin tokens have no scopes (issue 9, point 9)."""
 

@@ -13,9 +13,11 @@ from typing import TypeVar
 
 from strawberry.dataloader import DataLoader
 
-from models import organizations
+from models import limits, organizations
 from models.balance import Balance
 from models.ledger import read_balances
+from models.limit_rules import LimitView
+from models.limits import LimitRow, Usage
 from models.tables import (
     CreditAccount,
     Invoice,
@@ -89,6 +91,33 @@ class Loaders:
     @cached_property
     def payment_method(self) -> DataLoader[int, PaymentMethod | None]:
         return DataLoader(self._payment_methods)
+
+    @cached_property
+    def limits_of_account(self) -> DataLoader[int, list[LimitRow]]:
+        return DataLoader(self._limits_of_accounts)
+
+    @cached_property
+    def limit_row(self) -> DataLoader[int, LimitRow | None]:
+        return DataLoader(self._limit_rows)
+
+    @cached_property
+    def limit_usage(self) -> DataLoader[LimitView, Usage]:
+        return DataLoader(self._limit_usage)
+
+    async def _limits_of_accounts(self, keys: list[int]) -> list[list[LimitRow]]:
+        grouped: dict[int, list[LimitRow]] = {k: [] for k in keys}
+        for row in await limits.limits_of(keys):
+            grouped[row.view.account_id].append(row)
+            self.limit_row.prime(row.view.id, row)  # their velocity state costs no second read
+        return [grouped[k] for k in keys]
+
+    async def _limit_rows(self, keys: list[int]) -> list[LimitRow | None]:
+        found = await limits.limits_by_id(keys)
+        return [found.get(k) for k in keys]
+
+    async def _limit_usage(self, keys: list[LimitView]) -> list[Usage]:
+        found = await limits.usage(keys, self._now())
+        return [found[k.id] for k in keys]
 
     async def _invoices_of_transactions(self, keys: list[int]) -> list[Invoice | None]:
         return _by_id(await Invoice.filter(transaction_id__in=keys), keys, lambda i: i.transaction_id)

@@ -25,6 +25,9 @@ from resolvers.mutations.holds import capture_hold, hold_credits, release_hold
 from resolvers.mutations.increase_hold import increase_hold
 from resolvers.mutations.portal_sessions import create_portal_session, revoke_portal_session
 from resolvers.mutations.refund_payment import refund_payment
+from resolvers.mutations.remove_spend_limit import remove_spend_limit
+from resolvers.mutations.resume_agent import resume_agent
+from resolvers.mutations.set_spend_limit import set_spend_limit
 from resolvers.mutations.spend_credits import spend_credits
 from resolvers.mutations.update_organization import update_organization
 from resolvers.mutations.update_user import update_user
@@ -54,6 +57,9 @@ from schema.mutations.organizations import (
 )
 from schema.mutations.portal_sessions import CreatePortalSessionResult, RevokePortalSessionResult
 from schema.mutations.refund_payment import RefundPaymentResult
+from schema.mutations.remove_spend_limit import RemoveSpendLimitResult
+from schema.mutations.resume_agent import ResumeAgentResult
+from schema.mutations.set_spend_limit import SetSpendLimitResult
 from schema.mutations.spend_credits import SpendCreditsResult
 from schema.mutations.subscriptions import SubscribeResult, SubscriptionChangeResult
 from schema.mutations.update_organization import UpdateOrganizationResult
@@ -184,6 +190,20 @@ class Mutation:
     )
     set_member_budget: SetMemberBudgetResult = strawberry.mutation(
         resolver=orgs.set_member_budget, permission_classes=AUTH
+    )
+    set_spend_limit: SetSpendLimitResult = strawberry.mutation(
+        resolver=set_spend_limit,
+        permission_classes=AUTH,
+        description="Create or replace a spend limit (safe to retry: the same input leaves one limit, created:"
+        " false). The account's owner, its organization's BILLING or OWNER members, admins, limits:write services",
+    )
+    remove_spend_limit: RemoveSpendLimitResult = strawberry.mutation(
+        resolver=remove_spend_limit, permission_classes=AUTH, description="Who may set a spend limit may remove it"
+    )
+    resume_agent: ResumeAgentResult = strawberry.mutation(
+        resolver=resume_agent,
+        permission_classes=AUTH,
+        description="End the pause of tripped velocity limits; who may set them may resume them",
     )
     create_api_token: CreateApiTokenResult = strawberry.mutation(
         resolver=create_api_token, permission_classes=AUTH, description="Admins: any token; users: their own"

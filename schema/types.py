@@ -321,6 +321,24 @@ class CreditAccount(relay.Node):
         query = tables.ApiToken.filter(account_id=self.id, kind=TokenKind.SERVICE)
         return await token_page(info, query, first, after)
 
+    @strawberry.field(
+        description="Its spend limits, in the order they were set, with what counts against each now (setSpendLimit)"
+    )
+    async def spend_limits(self, info: Info[Context, None]) -> list[SpendLimit]:
+        require_read_scope(info, BALANCE_READ)
+        return [SpendLimit.of(row.view) for row in await info.context.loaders.limits_of_account.load(self.id)]
+
+    @strawberry.field(
+        description="The velocity limits that tripped and pause their subject's spending now (resumeAgent ends a pause)"
+    )
+    async def limit_tripped(self, info: Info[Context, None]) -> list[SpendLimit]:
+        require_read_scope(info, BALANCE_READ)
+        now = info.context.now()
+        rows = await info.context.loaders.limits_of_account.load(self.id)
+        return [
+            SpendLimit.of(row.view) for row in rows if row.view.kind is tables.LimitKind.VELOCITY and row.paused_at(now)
+        ]
+
 
 @strawberry.type(description="A group of users. Members see it and its members; BILLING and OWNER its billing.")
 class Organization(relay.Node):
@@ -428,6 +446,22 @@ class Membership:
         await _require_billing(info, self.organization_id)
         spent = await info.context.loaders.spent_this_month.load(self.organization_id)
         return Credits(spent.get(self.member_id, 0))
+
+    @strawberry.field(
+        description="The member's own spend limits on the pool (scope MEMBER), with their usage; empty without a"
+        " pool. BILLING/OWNER only"
+    )
+    async def spend_limits(self, info: Info[Context, None]) -> list[SpendLimit]:
+        await _require_billing(info, self.organization_id)
+        pool = await info.context.loaders.pool_of_organization.load(self.organization_id)
+        if pool is None:
+            return []
+        rows = await info.context.loaders.limits_of_account.load(pool.id)
+        return [
+            SpendLimit.of(row.view)
+            for row in rows
+            if row.view.scope is tables.LimitScope.MEMBER and row.view.user_id == self.member_id
+        ]
 
 
 async def _require_billing(info: Info[Context, None], organization_id: int) -> None:

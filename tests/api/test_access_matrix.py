@@ -36,8 +36,9 @@ from billing.invoices import signed_link
 from creditline.app import create_app
 from creditline.clock import Clock
 from creditline.settings import Settings
-from models import ledger, organizations
+from models import ledger, limits, organizations
 from models.credits import MICRO
+from models.limit_rules import LimitSpec
 from models.payments import invoice_number
 from models.tables import (
     ApiToken,
@@ -46,12 +47,16 @@ from models.tables import (
     Hold,
     Invitation,
     Invoice,
+    LimitKind,
+    LimitScope,
+    LimitWindow,
     LotSource,
     MemberRole,
     Membership,
     Organization,
     PaymentMethod,
     PortalCode,
+    SpendLimit,
     Subscription,
     SubscriptionStatus,
     Transaction,
@@ -86,8 +91,13 @@ MEMBER_TOTAL = "39.915"
 """The member's lot, less the spend, plus a 10-credit top-up."""
 POOL_FUNDS, POOL_LEFT, POOL_SPEND = "12.5", "10.375", "2.125"
 BUDGET = "7.25"
+MEMBER_CAP, MEMBER_WEEKLY = "6.5", "3.75"
+"""A daily limit on the member's own account; the member's weekly limit on Acme's pool."""
 GLOBEX_FUNDS, GLOBEX_SPEND = "20", "4.75"
-GUARDED = (MEMBER_LOT, MEMBER_LEFT, MEMBER_TOTAL, MEMBER_SPEND, POOL_FUNDS, POOL_LEFT, POOL_SPEND, BUDGET, GLOBEX_SPEND)
+GUARDED = (
+    MEMBER_LOT, MEMBER_LEFT, MEMBER_TOTAL, MEMBER_SPEND, POOL_FUNDS, POOL_LEFT, POOL_SPEND, BUDGET, GLOBEX_SPEND,
+    MEMBER_CAP, MEMBER_WEEKLY,
+)  # fmt: skip
 
 
 def credits(text: str) -> int:
@@ -108,6 +118,10 @@ class Org:
     """The PROSPECT's pending invitation."""
     outsider_invitation: str
     """The outsider's pending invitation (MEMBER)."""
+    limit: str | None = None
+    """A fresh pool's daily cap on agent matrix-bot (removeSpendLimit's cells)."""
+    breaker: str | None = None
+    """A fresh pool's tripped velocity limit on agent matrix-bot (resumeAgent's cells)."""
 
 
 @dataclass
@@ -166,6 +180,12 @@ async def build_world(api: Api) -> World:
     await _grant(globex_pool.id, GLOBEX_FUNDS, now)
     await _spend(users["outsider"], ("organization_id", globex.id), globex.id, GLOBEX_SPEND, "answer", now)
     invitation, outsider_invitation = await _invite(acme.id, users, now)
+    await limits.set_limit(member_account.id, LimitSpec(LimitScope.ACCOUNT, credits(MEMBER_CAP), LimitWindow.DAY), now)
+    await limits.set_limit(
+        pool.id,
+        LimitSpec(LimitScope.MEMBER, credits(MEMBER_WEEKLY), LimitWindow.WEEK, user_id=users["member"]),
+        now,
+    )
     return World(
         tokens=tokens,
         users=users,
@@ -250,14 +270,23 @@ async def fresh_org(api: Api, world: World, *, with_pool: bool) -> Org:
     name = f"Acme {next(world.orgs)}"
     org = await organizations.create(name, world.users["owner"], now)
     await _add_members(org.id, world.users, now)
-    pool = None
+    pool = limit = breaker = None
     if with_pool:
         account = await organizations.enable_pool(org.id, now)
         await organizations.set_budget(org.id, world.users["member"], credits(BUDGET), now)
         await _grant(account.id, POOL_LEFT, now)
         pool = gid("CreditAccount", account.id)
+        cap, _ = await limits.set_limit(
+            account.id, LimitSpec(LimitScope.AGENT, 100 * MICRO, LimitWindow.DAY, agent_id="matrix-bot"), now
+        )
+        velocity = LimitSpec(
+            LimitScope.AGENT, 5 * MICRO, LimitWindow.ROLLING_MINUTES, kind=LimitKind.VELOCITY, agent_id="matrix-bot"
+        )
+        tripped, _ = await limits.set_limit(account.id, velocity, now)
+        await SpendLimit.filter(id=tripped.id).update(paused=True, tripped_at=now)
+        limit, breaker = gid("SpendLimit", cap.id), gid("SpendLimit", tripped.id)
     invitation, outsider_invitation = await _invite(org.id, world.users, now)
-    return Org(org.id, gid("Organization", org.id), name, pool, invitation, outsider_invitation)
+    return Org(org.id, gid("Organization", org.id), name, pool, invitation, outsider_invitation, limit, breaker)
 
 
 async def _add_members(organization_id: int, users: dict[str, int], now: datetime) -> None:
@@ -319,6 +348,10 @@ async def state(org: Org) -> tuple[Any, ...]:
         sorted((h.id, h.amount, h.status, h.expires_at) for h in await Hold.filter(account__organization_id=org.pk)),
         sorted((u.id, u.email, u.external_id, repr(u.metadata)) for u in await User.all()),
         sorted((o.id, o.name, o.external_id, repr(o.metadata)) for o in await Organization.all()),
+        sorted(
+            (x.id, x.subject, x.kind, x.window, x.amount, x.paused, x.paused_until)
+            for x in await SpendLimit.filter(account__organization_id=org.pk)
+        ),
     )
 
 
@@ -545,6 +578,20 @@ OPERATIONS: dict[str, Operation] = {
         ("node", "members"),
         lambda w, o, who: _members(budgets=True),
     ),
+    "Membership.spendLimits": Operation(
+        _org("members { email spendLimits { scope window amount } }"),
+        lambda w, o: {"org": o.id},
+        ("node", "members"),
+        lambda w, o, who: [
+            {
+                "email": EMAILS[member],
+                "spendLimits": [{"scope": "MEMBER", "window": "WEEK", "amount": MEMBER_WEEKLY}]
+                if member == "member"
+                else [],
+            }
+            for member in ("owner", "billing", "member")
+        ],
+    ),
     "me.invitations": Operation(
         "{ me { invitations(first: 10) { edges { node { organizationName roles status } } } } }",
         lambda w, o: {},
@@ -613,6 +660,12 @@ OPERATIONS: dict[str, Operation] = {
     "CreditAccount.holds": _member_account(
         "holds(first: 5) { edges { node { status } } }", "holds", lambda w: {"edges": []}
     ),
+    "CreditAccount.spendLimits": _member_account(
+        "spendLimits { scope window amount spent }",
+        "spendLimits",
+        lambda w: [{"scope": "ACCOUNT", "window": "DAY", "amount": MEMBER_CAP, "spent": "0"}],
+    ),
+    "CreditAccount.limitTripped": _member_account("limitTripped { id }", "limitTripped", lambda w: []),
     "CreditAccount.usageReport": _member_account(
         "usageReport(input: {from: $from, to: $to, granularity: DAY}) { __typename"
         " ... on UsageReport { totals { events credits } } ... on Error { message } }",
@@ -734,6 +787,41 @@ OPERATIONS: dict[str, Operation] = {
             "__typename": "SetMemberBudgetSuccess",
             "membership": {"email": EMAILS["member"], "monthlyBudget": "3"},
         },
+        mutation=True,
+    ),
+    "setSpendLimit(pool)": Operation(
+        _mutation(
+            "setSpendLimit",
+            'accountId: $account, scope: ACCOUNT, window: DAY, amount: "3"',
+            "created limit { scope amount }",
+            "$account: ID!",
+        ),
+        lambda w, o: {"account": o.pool},
+        ("setSpendLimit",),
+        lambda w, o, who: {
+            "__typename": "SetSpendLimitSuccess",
+            "created": True,
+            "limit": {"scope": "ACCOUNT", "amount": "3"},
+        },
+        mutation=True,
+    ),
+    "removeSpendLimit(pool)": Operation(
+        _mutation("removeSpendLimit", "limitId: $limit", "limit { agentId amount }", "$limit: ID!"),
+        lambda w, o: {"limit": o.limit},
+        ("removeSpendLimit",),
+        lambda w, o, who: {
+            "__typename": "RemoveSpendLimitSuccess",
+            "limit": {"agentId": "matrix-bot", "amount": "100"},
+        },
+        mutation=True,
+    ),
+    "resumeAgent(pool)": Operation(
+        _mutation(
+            "resumeAgent", 'accountId: $account, agentId: "matrix-bot"', "limits { kind paused }", "$account: ID!"
+        ),
+        lambda w, o: {"account": o.pool},
+        ("resumeAgent",),
+        lambda w, o, who: {"__typename": "ResumeAgentSuccess", "limits": [{"kind": "VELOCITY", "paused": False}]},
         mutation=True,
     ),
     "user(id)": Operation(
@@ -970,6 +1058,9 @@ MATRIX: dict[str, tuple[str, ...]] = {
     "CreditAccount.usage":          (NULL,     NULL,      OK,        NULL,    NULL,      OK,        UNAUTH),
     "CreditAccount.holds":          (NULL,     NULL,      OK,        NULL,    NULL,      OK,        UNAUTH),
     "CreditAccount.usageReport":    (NULL,     NULL,      OK,        NULL,    NULL,      OK,        UNAUTH),
+    "CreditAccount.spendLimits":    (NULL,     NULL,      OK,        NULL,    NULL,      OK,        UNAUTH),
+    "CreditAccount.limitTripped":   (NULL,     NULL,      OK,        NULL,    NULL,      OK,        UNAUTH),
+    "Membership.spendLimits":       (OK,       OK,        FORBIDDEN, NULL,    NULL,      OK,        UNAUTH),
     "CreditAccount.transactions":   (NULL,     NULL,      OK,        NULL,    NULL,      OK,        UNAUTH),
     "CreditAccount.invoices":       (NULL,     NULL,      OK,        NULL,    NULL,      OK,        UNAUTH),
     "CreditAccount.paymentMethods": (NULL,     NULL,      OK,        NULL,    NULL,      OK,        UNAUTH),
@@ -1008,6 +1099,9 @@ MATRIX: dict[str, tuple[str, ...]] = {
     "addMember(externalUserId)":    (DENIED,   DENIED,    DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
     "extendHold":                   (DENIED,   DENIED,    DENIED,    DENIED,  OK,        OK,        UNAUTH),
     "increaseHold":                 (DENIED,   DENIED,    DENIED,    DENIED,  OK,        OK,        UNAUTH),
+    "setSpendLimit(pool)":          (OK,       OK,        DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
+    "removeSpendLimit(pool)":       (OK,       OK,        DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
+    "resumeAgent(pool)":            (OK,       OK,        DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
 }  # fmt: skip
 
 # What a service token with only ``balance:read`` or only ``billing:read`` gets (issue 9, point 9): balance and
@@ -1028,6 +1122,8 @@ SCOPE_MATRIX: dict[str, tuple[str, ...]] = {
     "CreditAccount.usage": _BALANCE,
     "CreditAccount.holds": _BALANCE,
     "CreditAccount.usageReport": (OK, DENIED),
+    "CreditAccount.spendLimits": _BALANCE,
+    "CreditAccount.limitTripped": _BALANCE,
     "CreditAccount.transactions": _BILLING,
     "CreditAccount.invoices": _BILLING,
     "CreditAccount.paymentMethods": _BILLING,
@@ -1126,7 +1222,7 @@ async def run_cell(api: Api, world: World, org: Org, operation: str, principal: 
     else:
         assert [amount for amount in GUARDED if amount in response.text] == [], body
     if got == FORBIDDEN:
-        assert value is None or all(member["monthlyBudget"] is None for member in value), body
+        assert value is None or all(member.get("monthlyBudget") is None for member in value), body
     if got == DENIED:
         assert " need" in value["message"], body
     changed = await state(org) != before

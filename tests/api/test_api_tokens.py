@@ -58,7 +58,7 @@ UNAUTHENTICATED = {
 }
 OWN_ONLY = "Other tokens need an admin token: a user token makes only USER tokens, without scopes, for its own user"
 MANAGERS_ONLY = "Managing tokens needs an admin token, or a user token for its own tokens"
-VALID_SCOPES = "balance:read, billing:read, portal:write, usage:write"
+VALID_SCOPES = "balance:read, billing:read, limits:write, portal:write, usage:write"
 CREATED = "2026-01-15T12:00:00+00:00"
 
 

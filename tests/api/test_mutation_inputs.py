@@ -1,7 +1,8 @@
 """Bad input to every ledger mutation, as a client sends it: each is refused with a typed error (or, when a
 value does not even parse, a top-level GraphQL error that names the problem), and nothing changes.
 
-The invitation mutations (issue 9, point 8) have theirs at the end of this file. The other mutations have theirs
+The invitation mutations (issue 9, point 8) and the spend-limit mutations (issue 12) have theirs at the end of
+this file. The other mutations have theirs
 beside their flows: organizations (test_organizations), payments and cards
 (test_payments, test_gateway_*), subscriptions (test_subscriptions), auto top-up (test_auto_top_up),
 refunds (test_refunds)."""
@@ -18,7 +19,9 @@ from unittest.mock import ANY
 import pytest
 
 from creditline.jobs import sweep_once
+from models import organizations
 from models.tables import Invitation, InvitationStatus, Membership, Organization, User
+from models.tables import SpendLimit as SpendLimitRow
 from tests.support.helpers import Api, gid
 from tests.support.mutation_documents import REFUSAL, SELECTIONS, STATE, document
 from tests.support.snapshots import changed, snapshot
@@ -1145,4 +1148,295 @@ async def test_bad_agent_token_input_is_refused_and_changes_nothing(
     body = await api.data(AGENT_TOKEN, {"input": {**VALID_AGENT_TOKEN, **changes}}, agent_minter)
 
     assert body["createAgentToken"] == {"__typename": "ValidationError", "message": message, "field": field}
+    assert changed(before, await snapshot()) == set()
+
+
+# ------------------------------------------------------------------------------------------- spend limits
+
+LIMIT_DOCUMENTS = {
+    "setSpendLimit": ("SetSpendLimitInput", "created limit { scope kind window windowLength timeZone amount agentId }"),
+    "removeSpendLimit": ("RemoveSpendLimitInput", "limit { agentId amount }"),
+    "resumeAgent": ("ResumeAgentInput", "limits { agentId kind paused }"),
+}
+POOL = gid("Organization", 1)
+"""Bob's organization, given a pool by the ``spend_limits`` fixture: accountId takes an Organization ID."""
+DAILY_CAP = gid("SpendLimit", 1)
+"""A daily cap of 10 on agent-9 in the pool."""
+BREAKER = gid("SpendLimit", 2)
+"""A tripped velocity limit of 5 a minute on agent-1 in the pool."""
+
+
+def limit_document(mutation: str) -> str:
+    input_type, selection = LIMIT_DOCUMENTS[mutation]
+    success = f"{mutation[0].upper()}{mutation[1:]}Success"
+    return (
+        f"mutation Run($input: {input_type}!) {{\n"
+        f"  {mutation}(input: $input) {{ __typename ... on {success} {{ {selection} }} ...Refusal }}\n}}\n" + REFUSAL
+    )
+
+
+@dataclass
+class SpendLimits:
+    world: World
+
+    async def run(self, mutation: str, input: dict[str, object], token: str | None = None) -> Any:
+        body = await self.world.api.post(limit_document(mutation), {"input": input}, token or self.world.admin)
+        assert "errors" not in body, body
+        return body["data"][mutation]
+
+
+@pytest.fixture
+async def spend_limits(world: World) -> SpendLimits:
+    w = SpendLimits(world)
+    await organizations.enable_pool(1, world.api.clock.now())
+    daily = await w.run(
+        "setSpendLimit", {"accountId": POOL, "scope": "AGENT", "agentId": "agent-9", "window": "DAY", "amount": "10"}
+    )
+    breaker = await w.run(
+        "setSpendLimit",
+        {"accountId": POOL, "scope": "AGENT", "agentId": "agent-1", "kind": "VELOCITY", "window": "ROLLING_MINUTES",
+         "windowLength": 1, "amount": "5"},
+    )  # fmt: skip
+    assert (daily["created"], breaker["created"]) == (True, True)
+    await SpendLimitRow.filter(id=2).update(paused=True, tripped_at=world.api.clock.now())
+    return w
+
+
+VALID_LIMITS: dict[str, dict[str, object]] = {
+    "setSpendLimit": {"accountId": POOL, "scope": "AGENT", "agentId": "agent-1", "window": "DAY", "amount": "5"},
+    "removeSpendLimit": {"limitId": DAILY_CAP},
+    "resumeAgent": {"accountId": POOL, "agentId": "agent-1"},
+}
+VALID_LIMIT_RESULTS = {
+    "setSpendLimit": {
+        "__typename": "SetSpendLimitSuccess",
+        "created": True,
+        "limit": {
+            "scope": "AGENT",
+            "kind": "CAP",
+            "window": "DAY",
+            "windowLength": 1,
+            "timeZone": "UTC",
+            "amount": "5",
+            "agentId": "agent-1",
+        },
+    },
+    "removeSpendLimit": {"__typename": "RemoveSpendLimitSuccess", "limit": {"agentId": "agent-9", "amount": "10"}},
+    "resumeAgent": {
+        "__typename": "ResumeAgentSuccess",
+        "limits": [{"agentId": "agent-1", "kind": "VELOCITY", "paused": False}],
+    },
+}
+
+
+@pytest.mark.parametrize("mutation", list(VALID_LIMITS))
+async def test_the_valid_spend_limit_input_that_the_refusals_start_from_succeeds(
+    spend_limits: SpendLimits, mutation: str
+) -> None:
+    assert await spend_limits.run(mutation, VALID_LIMITS[mutation]) == VALID_LIMIT_RESULTS[mutation]
+
+
+LIMIT_BOUNDARIES = [
+    pytest.param({"window": "ROLLING_HOURS", "windowLength": 744}, id="744-hours"),
+    pytest.param({"window": "ROLLING_HOURS", "windowLength": 1}, id="1-hour"),
+    pytest.param({"kind": "VELOCITY", "window": "ROLLING_MINUTES", "windowLength": 1440}, id="1440-minutes"),
+    pytest.param({"kind": "VELOCITY", "window": "ROLLING_MINUTES", "windowLength": 2, "cooldownSeconds": 2678400},
+                 id="31-day-cooldown"),
+    pytest.param({"windowLength": 1, "timeZone": "Pacific/Chatham"}, id="day-of-length-1-in-chatham"),
+    pytest.param({"warnAtPercent": 100, "maxCreditsPerRun": "0.000001", "amount": "0.000001"}, id="smallest"),
+    pytest.param({"warnAtPercent": 1, "action": "NOTIFY", "window": "TOTAL"}, id="total-notify-warn-at-1"),
+    pytest.param({"agentId": "a" * 200}, id="200-char-agent"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("changes", LIMIT_BOUNDARIES)
+async def test_spend_limit_inputs_at_the_limits_are_accepted(
+    spend_limits: SpendLimits, changes: dict[str, object]
+) -> None:
+    result = await spend_limits.run("setSpendLimit", {**VALID_LIMITS["setSpendLimit"], **changes})
+
+    assert result["__typename"] == "SetSpendLimitSuccess", result
+
+
+HOURS = validation("ROLLING_HOURS needs windowLength: 1 to 744 hours", "windowLength")
+MINUTES = validation("ROLLING_MINUTES needs windowLength: 1 to 1440 minutes", "windowLength")
+ZONE = validation("timeZone must be an IANA time zone such as Europe/Paris", "timeZone")
+WARN = validation("warnAtPercent must be 1 to 100", "warnAtPercent")
+COOLDOWN = validation("cooldownSeconds must be 1 to 2678400", "cooldownSeconds")
+LIMIT_NOT_FOUND = not_found("Spend limit not found")
+VELOCITY = {"kind": "VELOCITY", "window": "ROLLING_MINUTES", "windowLength": 1}
+RESUME_ONE_OF = validation("Give limitId, or agentId (with the account unless it is your own)", "limitId")
+
+
+def limit_id_cases(mutation: str) -> list[Any]:
+    alone = {"accountId": None, "agentId": None} if mutation == "resumeAgent" else {}
+    return [
+        *(
+            pytest.param(*param.values[:1], {**alone, **param.values[1]}, *param.values[2:], id=param.id)
+            for param in malformed_id_cases(mutation, "limitId", "SpendLimit", LIMIT_NOT_FOUND)
+        ),
+        case(mutation, {**alone, "limitId": gid("SpendLimit", 999)}, LIMIT_NOT_FOUND, "unknown-limit"),
+        case(mutation, {**alone, "limitId": gid("Hold", 1)}, LIMIT_NOT_FOUND, "hold-id-as-limit"),
+    ]
+
+
+LIMIT_REFUSALS = [
+    case("setSpendLimit", {"amount": "0"}, validation("amount must be positive", "amount"), "zero-amount"),
+    case("setSpendLimit", {"amount": "-1"}, validation("amount must be positive", "amount"), "negative-amount"),
+    case("setSpendLimit", {"window": "ROLLING_HOURS"}, HOURS, "rolling-hours-without-length"),
+    case("setSpendLimit", {"window": "ROLLING_HOURS", "windowLength": 0}, HOURS, "0-hours"),
+    case("setSpendLimit", {"window": "ROLLING_HOURS", "windowLength": 745}, HOURS, "745-hours"),
+    case("setSpendLimit", {**VELOCITY, "windowLength": 1441}, MINUTES, "1441-minutes"),
+    case("setSpendLimit", {**VELOCITY, "windowLength": None}, MINUTES, "rolling-minutes-without-length"),
+    case(
+        "setSpendLimit",
+        {"window": "ROLLING_MINUTES", "windowLength": 5},
+        validation("ROLLING_MINUTES is for VELOCITY limits: a CAP counts hours or more", "window"),
+        "cap-by-the-minute",
+    ),
+    case(
+        "setSpendLimit",
+        {"kind": "VELOCITY"},
+        validation("A VELOCITY limit's window is ROLLING_MINUTES", "window"),
+        "velocity-by-the-day",
+    ),
+    case(
+        "setSpendLimit",
+        {"windowLength": 2},
+        validation("windowLength is for rolling windows only: DAY has none", "windowLength"),
+        "day-of-length-2",
+    ),
+    case("setSpendLimit", {"timeZone": "Mars/Olympus_Mons"}, ZONE, "unknown-zone"),
+    case("setSpendLimit", {"timeZone": ""}, ZONE, "empty-zone"),
+    case("setSpendLimit", {"timeZone": "../../etc/passwd"}, ZONE, "path-as-zone"),
+    case("setSpendLimit", {"timeZone": "Europe/Paris\x00"}, ZONE, "nul-in-zone"),
+    case(
+        "setSpendLimit",
+        {"window": "TOTAL", "timeZone": "UTC"},
+        validation("timeZone is for DAY, WEEK and MONTH only", "timeZone"),
+        "zone-of-total",
+    ),
+    case("setSpendLimit", {"warnAtPercent": 0}, WARN, "warn-at-0"),
+    case("setSpendLimit", {"warnAtPercent": 101}, WARN, "warn-at-101"),
+    case(
+        "setSpendLimit",
+        {"maxCreditsPerRun": "0"},
+        validation("maxCreditsPerRun must be positive", "maxCreditsPerRun"),
+        "zero-per-run",
+    ),
+    case(
+        "setSpendLimit",
+        {**VELOCITY, "maxCreditsPerRun": "1"},
+        validation("maxCreditsPerRun is for CAP limits only", "maxCreditsPerRun"),
+        "per-run-on-velocity",
+    ),
+    case(
+        "setSpendLimit",
+        {"cooldownSeconds": 60},
+        validation("cooldownSeconds is for VELOCITY limits only", "cooldownSeconds"),
+        "cooldown-on-cap",
+    ),
+    case("setSpendLimit", {**VELOCITY, "cooldownSeconds": 0}, COOLDOWN, "0-second-cooldown"),
+    case("setSpendLimit", {**VELOCITY, "cooldownSeconds": 2678401}, COOLDOWN, "cooldown-past-31-days"),
+    case("setSpendLimit", {"agentId": None}, validation("Scope AGENT needs agentId", "agentId"), "agent-without-id"),
+    case("setSpendLimit", {"agentId": ""}, validation("agentId must be 1 to 200 characters", "agentId"), "empty-agent"),
+    case("setSpendLimit", {"agentId": "a\nb"}, control("agentId"), "newline-in-agent"),
+    case(
+        "setSpendLimit",
+        {"scope": "ACCOUNT"},
+        validation("agentId is for scope AGENT only", "agentId"),
+        "agent-id-on-account-scope",
+    ),
+    case(
+        "setSpendLimit",
+        {"scope": "AGENT", "tokenId": gid("ApiToken", 1)},
+        validation("tokenId is for scope TOKEN only", "tokenId"),
+        "token-id-on-agent-scope",
+    ),
+    case(
+        "setSpendLimit",
+        {"scope": "MEMBER", "agentId": None},
+        validation("Scope MEMBER needs memberId or externalMemberId", "memberId"),
+        "member-without-id",
+    ),
+    case(
+        "setSpendLimit",
+        {"scope": "MEMBER", "agentId": None, "memberId": USER},
+        not_found("Member not found in the pool's organization"),
+        "not-a-member",
+    ),
+    case(
+        "setSpendLimit",
+        {"scope": "MEMBER", "agentId": None, "externalMemberId": "nobody"},
+        not_found("Member not found in the pool's organization"),
+        "unknown-external-member",
+    ),
+    case(
+        "setSpendLimit",
+        {"scope": "MEMBER", "agentId": None, "memberId": OTHER_USER, "externalMemberId": "ada"},
+        validation("Give exactly one of memberId or externalMemberId", "memberId"),
+        "both-member-forms",
+    ),
+    case(
+        "setSpendLimit",
+        {"scope": "MEMBER", "agentId": None, "memberId": OTHER_USER, "accountId": USER},
+        validation("Scope MEMBER is for an organization's pool: a user's own account takes scope ACCOUNT", "scope"),
+        "member-scope-on-a-users-account",
+    ),
+    case(
+        "setSpendLimit",
+        {"scope": "TOKEN", "agentId": None},
+        validation("Scope TOKEN needs tokenId", "tokenId"),
+        "token-without-id",
+    ),
+    case(
+        "setSpendLimit",
+        {"scope": "TOKEN", "agentId": None, "tokenId": gid("ApiToken", 999)},
+        not_found("Token not found"),
+        "unknown-token",
+    ),
+    case("setSpendLimit", {"accountId": MISSING_ACCOUNT}, ACCOUNT_NOT_FOUND, "unknown-account"),
+    case("setSpendLimit", {"accountId": "not-an-id"}, ACCOUNT_NOT_FOUND, "malformed-account"),
+    case("setSpendLimit", {"accountId": MISSING_ORG}, not_found("Organization not found"), "unknown-organization"),
+    case(
+        "setSpendLimit",
+        {"externalUserId": "ada"},
+        validation("Give at most one of accountId, externalUserId, externalOrganizationId", "accountId"),
+        "two-account-forms",
+    ),
+    case("setSpendLimit", {"accountId": None, "externalUserId": "nobody"}, EXTERNAL_USER_NOT_FOUND, "unknown-external"),
+    case(
+        "setSpendLimit",
+        {"accountId": None},
+        validation("Give accountId, externalUserId or externalOrganizationId: this token has no account", "accountId"),
+        "admin-without-account",
+    ),
+    *limit_id_cases("removeSpendLimit"),
+    *limit_id_cases("resumeAgent"),
+    case("resumeAgent", {"accountId": None, "agentId": None, "limitId": DAILY_CAP},
+         validation("Only a VELOCITY limit pauses: this one is a CAP", "limitId"), "cap-limit"),
+    case("resumeAgent", {"agentId": None}, RESUME_ONE_OF, "neither-limit-nor-agent"),
+    case("resumeAgent", {"limitId": BREAKER}, RESUME_ONE_OF, "limit-and-agent"),
+    case("resumeAgent", {"agentId": None, "limitId": BREAKER}, RESUME_ONE_OF, "limit-and-account"),
+    case("resumeAgent", {"agentId": ""}, validation("agentId must be 1 to 200 characters", "agentId"), "empty-agent"),
+    case(
+        "resumeAgent",
+        {"agentId": "agent-9"},
+        not_found("Agent 'agent-9' has no velocity limit on this account"),
+        "agent-without-breaker",
+    ),
+    case("resumeAgent", {"accountId": MISSING_ACCOUNT}, ACCOUNT_NOT_FOUND, "unknown-account"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("mutation", "changes", "expected"), LIMIT_REFUSALS)
+async def test_bad_spend_limit_input_is_refused_with_a_typed_error_and_changes_nothing(
+    spend_limits: SpendLimits, mutation: str, changes: dict[str, object], expected: dict[str, object]
+) -> None:
+    before = await snapshot()
+
+    # A null is sent as such: to these inputs it is the same as leaving the field out.
+    result = await spend_limits.run(mutation, {**VALID_LIMITS[mutation], **changes})
+
+    assert result == expected
     assert changed(before, await snapshot()) == set()

@@ -104,6 +104,14 @@ async def build_world(api: Api, *, subscribed: bool) -> World:
         admin,
     )
     ids["eve transaction"] = topped["topUp"]["transaction"]["id"]
+    for name in ("ada account", "pool"):
+        made = await api.data(
+            """mutation($a: ID!) { setSpendLimit(input: {accountId: $a, scope: AGENT, agentId: "bot", window: DAY,
+                 amount: "2"}) { ... on SetSpendLimitSuccess { limit { id } } } }""",
+            {"a": ids[name]},
+            admin,
+        )
+        ids[f"{name} limit"] = made["setSpendLimit"]["limit"]["id"]
     sessions = {}
     for session, account in (("user", accounts["ada account"]), ("pool", accounts["pool"])):
         code, _ = await portal.mint_code(account, created_by="test", now=now, lifetime=timedelta(minutes=10))
@@ -143,8 +151,11 @@ ACCOUNT_FIELDS: dict[str, str] = {
     "usageReport": 'usageReport(input: {from: "2026-01-01T00:00:00Z", to: "2026-01-02T00:00:00Z", granularity: DAY})'
     " { __typename }",
     "agentTokens": "agentTokens(first: 5) { edges { node { id } } }",
+    "spendLimits": "spendLimits { id spent }",
+    "limitTripped": "limitTripped { id }",
 }
-"""Every field of CreditAccount, read on the session's own account: all OK for both sessions."""
+"""Every field of CreditAccount, read on the session's own account: all OK for both sessions (its spend limits
+too: the page shows what caps the account, as the balance does; setting them is not the page's)."""
 USER_FIELDS: dict[str, tuple[str, str]] = {
     "id": ("id", OK),
     "email": ("email", OK),
@@ -313,6 +324,10 @@ MUTATIONS: dict[str, tuple[str, dict[str, str], tuple[str, str]]] = {
         {"o": "acme", "u": "bob"},
         ("Forbidden",) * 2,
     ),
+    # Spend limits are the account holder's or the platform's decision, not the page's.
+    "setSpendLimit": (('accountId: $a, scope: ACCOUNT, window: DAY, amount: "1"'), {"a": "own"}, ("Forbidden",) * 2),
+    "removeSpendLimit": (("limitId: $l"), {"l": "own limit"}, ("Forbidden",) * 2),
+    "resumeAgent": (('accountId: $a, agentId: "bot"'), {"a": "own"}, ("Forbidden",) * 2),
 }
 PAYING = [name for name, (_, _, outcome) in MUTATIONS.items() if outcome[0] != "Forbidden"]
 """The mutations a session may run on its own account; all but revokePortalSession take an accountId."""
@@ -343,7 +358,7 @@ def test_every_field_of_the_schema_has_a_decision() -> None:
 
 def _variables(world: World, session: str, wanted: dict[str, str]) -> dict[str, str]:
     own = _own(session)
-    names = {"own": own, "own card": f"{own} card"}
+    names = {"own": own, "own card": f"{own} card", "own limit": f"{own} limit"}
     return {variable: world.ids[names.get(name, name)] for variable, name in wanted.items()}
 
 
@@ -391,6 +406,8 @@ async def test_every_account_field_of_its_own_account(api: Api, session: str) ->
     assert node["subscription"] == {"status": "ACTIVE"}
     assert node["usageReport"] == {"__typename": "UsageReport"}
     assert len(node["transactions"]["edges"]) == 1  # the subscription's first period
+    assert node["spendLimits"] == [{"id": world.ids[f"{_own(session)} limit"], "spent": "0"}]
+    assert node["limitTripped"] == []
 
 
 async def test_the_fields_of_me_for_a_user_account_session(api: Api) -> None:

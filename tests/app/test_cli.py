@@ -84,8 +84,8 @@ def test_migrate_user_token_audit(env: dict[str, str]) -> None:
     assert (unknown.returncode, unknown.stdout, unknown.stderr) == (
         2,
         "",
-        "creditline: unknown scope 'billing': the valid scopes are balance:read, billing:read, portal:write,"
-        " usage:write\n",
+        "creditline: unknown scope 'billing': the valid scopes are balance:read, billing:read, limits:write,"
+        " portal:write, usage:write\n",
     )
     assert sqlite3.connect(database).execute("SELECT count(*) FROM api_tokens").fetchone() == tokens_before
     stored = sqlite3.connect(database).execute("SELECT email, external_id FROM users ORDER BY id").fetchall()
