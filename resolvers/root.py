@@ -22,6 +22,7 @@ from resolvers.mutations.grant_credits import grant_credits
 from resolvers.mutations.holds import capture_hold, hold_credits, release_hold
 from resolvers.mutations.portal_sessions import create_portal_session, revoke_portal_session
 from resolvers.mutations.refund_payment import refund_payment
+from resolvers.mutations.set_overdraft import set_overdraft
 from resolvers.mutations.spend_credits import spend_credits
 from resolvers.mutations.update_organization import update_organization
 from resolvers.mutations.update_user import update_user
@@ -48,6 +49,7 @@ from schema.mutations.organizations import (
 )
 from schema.mutations.portal_sessions import CreatePortalSessionResult, RevokePortalSessionResult
 from schema.mutations.refund_payment import RefundPaymentResult
+from schema.mutations.set_overdraft import SetOverdraftResult
 from schema.mutations.spend_credits import SpendCreditsResult
 from schema.mutations.subscriptions import SubscribeResult, SubscriptionChangeResult
 from schema.mutations.update_organization import UpdateOrganizationResult
@@ -93,6 +95,11 @@ class Query:
 class Mutation:
     spend_credits: SpendCreditsResult = strawberry.mutation(resolver=spend_credits, permission_classes=AUTH)
     grant_credits: GrantCreditsResult = strawberry.mutation(resolver=grant_credits, permission_classes=AUTH)
+    set_overdraft: SetOverdraftResult = strawberry.mutation(
+        resolver=set_overdraft,
+        permission_classes=AUTH,
+        description="Admins only: how far below zero an account's available credit may go (0: not at all)",
+    )
     hold_credits: HoldCreditsResult = strawberry.mutation(resolver=hold_credits, permission_classes=AUTH)
     capture_hold: CaptureHoldResult = strawberry.mutation(resolver=capture_hold, permission_classes=AUTH)
     release_hold: ReleaseHoldResult = strawberry.mutation(resolver=release_hold, permission_classes=AUTH)

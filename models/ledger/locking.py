@@ -39,7 +39,7 @@ class _Replay(Exception):
 AccountSelector = tuple[Literal["id", "user_id", "organization_id"], int]
 
 
-_ACCOUNT_COLUMNS = "a.id, a.balance, a.held, a.version"
+_ACCOUNT_COLUMNS = "a.id, a.balance, a.held, a.version, a.overdraft, a.owed"
 # What a spend needs to know whether it must queue an auto top-up, read in the round trip of the lock.
 _AUTO_TOP_UP_COLUMNS = (
     "t.enabled AS atu_enabled, t.threshold AS atu_threshold, t.pending_transaction_id AS atu_pending,"
