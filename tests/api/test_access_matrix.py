@@ -817,6 +817,15 @@ OPERATIONS: dict[str, Operation] = {
         lambda w, o, who: {"__typename": "GrantCreditsSuccess", "balance": {"total": "15.375"}},
         mutation=True,
     ),
+    "setOverdraft(pool)": Operation(
+        _mutation(
+            "setOverdraft", 'accountId: $account, overdraft: "3"', "balance { overdraft available }", "$account: ID!"
+        ),
+        lambda w, o: {"account": o.pool},
+        ("setOverdraft",),
+        lambda w, o, who: {"__typename": "SetOverdraftSuccess", "balance": {"overdraft": "3", "available": POOL_LEFT}},
+        mutation=True,
+    ),
     "topUp(pool)": Operation(
         _mutation(
             "topUp",
@@ -905,6 +914,7 @@ MATRIX: dict[str, tuple[str, ...]] = {
     "enableCreditPool":             (OK,       OK,        DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
     "setMemberBudget":              (OK,       OK,        DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
     "grantCredits(pool)":           (DENIED,   DENIED,    DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
+    "setOverdraft(pool)":           (DENIED,   DENIED,    DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
     "spendCredits(organizationId)": (DENIED,   DENIED,    DENIED,    DENIED,  OK,        OK,        UNAUTH),
     "topUp(pool)":                  (OK,       OK,        DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
     "addPaymentMethod(pool)":       (OK,       OK,        DENIED,    DENIED,  DENIED,    OK,        UNAUTH),

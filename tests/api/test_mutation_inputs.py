@@ -4,7 +4,7 @@ value does not even parse, a top-level GraphQL error that names the problem), an
 The invitation mutations (issue 9, point 8) have theirs at the end of this file. The other mutations have theirs
 beside their flows: organizations (test_organizations), payments and cards
 (test_payments, test_gateway_*), subscriptions (test_subscriptions), auto top-up (test_auto_top_up),
-refunds (test_refunds)."""
+refunds (test_refunds), overdraft (test_overdraft)."""
 
 from __future__ import annotations
 
