@@ -125,7 +125,7 @@ async def capture_hold(hold_id: int, *, credits: int | None, idem: IdempotencyKe
                 if amount > 0:
                     if held["pool_of"] is not None:  # a pool's hold: the capture counts as the member's spend
                         await _count_pool_spend(sql, int(held["pool_of"]), int(held["user_id"]), amount, now)
-                    allocations, free, paid, owed = await _take_from_lots(sql, lots, amount, now)
+                    allocations, free, paid, owed = await _take_from_lots(sql, lots, amount, now, live)
                     usage_event_id = await _insert_usage(
                         sql,
                         account_id=account_id,

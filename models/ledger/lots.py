@@ -63,10 +63,10 @@ def _spend_order(lot: Mapping[str, Any]) -> tuple[int, int, datetime, datetime, 
 
 
 def allocate(
-    lots: list[dict[str, Any]], amount: int, now: datetime, *, short: bool = False
+    lots: list[dict[str, Any]], amount: int, now: datetime, *, may_owe: int = 0
 ) -> list[tuple[dict[str, Any], int]]:
-    """Split ``amount`` over live lots in spending order. The caller has checked that enough is live, or
-    (``short``: an overdraft spend) takes what the live lots have and owes the rest."""
+    """Split ``amount`` over live lots in spending order. The caller has checked that enough is live, up to
+    ``may_owe`` (what an overdraft still covers) short of it."""
     allocations: list[tuple[dict[str, Any], int]] = []
     left = amount
     for lot in sorted((lot for lot in lots if is_live(as_datetime(lot["expires_at"]), now)), key=_spend_order):
@@ -75,16 +75,17 @@ def allocate(
         take = min(left, int(lot["remaining"]))
         allocations.append((lot, take))
         left -= take
-    assert short or left == 0, "allocate() called for more than the live balance"
+    assert left <= may_owe, "allocate() called for more than the live balance and the overdraft"
     return allocations
 
 
 async def _take_from_lots(
-    sql: Sql, lots: list[dict[str, Any]], amount: int, now: datetime
+    sql: Sql, lots: list[dict[str, Any]], amount: int, now: datetime, before: Balance
 ) -> tuple[list[tuple[dict[str, Any], int]], int, int, int]:
     """Decrement lots for ``amount`` in the spend order, as far as the live lots go; return the allocations,
-    the free/paid split and the rest, owed (0 unless the caller let an overdraft cover it)."""
-    allocations = allocate(lots, amount, now, short=True)
+    the free/paid split and the rest, owed: at most what the overdraft of ``before`` still covers, which the
+    caller has checked (0 without an overdraft)."""
+    allocations = allocate(lots, amount, now, may_owe=max(0, before.overdraft - before.owed))
     free = paid = 0
     for lot, take in allocations:
         await sql.execute(

@@ -162,7 +162,7 @@ async def spend(
             if refusal is None:
                 if budget is not None:
                     await _count_pool_spend(sql, organization_id, user_id, credits, now)
-                allocations, free, paid, owed = await _take_from_lots(sql, lots, credits, now)
+                allocations, free, paid, owed = await _take_from_lots(sql, lots, credits, now, before)
                 usage_event_id = await _insert_usage(
                     sql,
                     account_id=int(row["id"]),

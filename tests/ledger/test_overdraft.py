@@ -94,7 +94,7 @@ async def entries(account_id: int) -> list[tuple[str, int, int, int, int, int]]:
 
 
 async def owed(account_id: int) -> int:
-    return (await CreditAccount.get(id=account_id)).owed
+    return int((await CreditAccount.get(id=account_id)).owed)
 
 
 async def execute(db: Backend, statement: str, *args: object) -> None:
