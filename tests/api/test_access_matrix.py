@@ -307,11 +307,11 @@ async def state(org: Org) -> tuple[Any, ...]:
     return (
         sorted((m.user_id, m.roles) for m in await Membership.filter(organization_id=org.pk)),
         sorted((b.user_id, b.monthly_limit) for b in await MemberBudget.filter(organization_id=org.pk)),
-        None if pool is None else (pool.id, pool.balance, pool.version),
+        None if pool is None else (pool.id, pool.balance, pool.version, pool.overdraft),
         await UsageEvent.filter(organization_id=org.pk).count(),
         await PaymentMethod.filter(account__organization_id=org.pk).count(),
         await Transaction.filter(account__organization_id=org.pk).count(),
-        sorted((a.id, a.balance, a.version) for a in await CreditAccount.filter(user_id__not_isnull=True)),
+        sorted((a.id, a.balance, a.version, a.overdraft) for a in await CreditAccount.filter(user_id__not_isnull=True)),
         sorted((i.id, i.email, i.roles, i.status) for i in await Invitation.filter(organization_id=org.pk)),
         await ApiToken.filter(name="matrix").count(),  # createApiToken's cells
         await PortalCode.filter(account__organization_id=org.pk).count(),
