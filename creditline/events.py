@@ -213,6 +213,8 @@ def encode(event: BusEvent) -> str:
     if isinstance(event, BalanceChange):
         b = event.balance
         body: list[Any] = ["b", event.account_id, event.version, event.delta, event.reason, b.free, b.paid, b.held]
+        if b.owed or b.overdraft:  # without an overdraft, the message other processes already read
+            body += [b.owed, b.overdraft]
     else:
         body = [
             "u",
@@ -238,8 +240,8 @@ def decode(data: str | bytes) -> BusEvent:
     kind, *fields, at = message
     occurred_at = datetime.fromisoformat(at)
     if kind == "b":
-        account_id, version, delta, reason, free, paid, held = fields
-        return BalanceChange(account_id, version, delta, reason, Balance(free, paid, held), occurred_at)
+        account_id, version, delta, reason, *balance = fields
+        return BalanceChange(account_id, version, delta, reason, Balance(*balance), occurred_at)
     organization_id, usage_event_id, account_id, user_id, agent_id, activity, credits, free, paid, *run = fields
     return UsageRecorded(
         organization_id,

@@ -199,7 +199,11 @@ class BalanceFeed:
                 reason, at = _reason_of(entry, sources), entry.created_at
             out.append(_balance_event(self.account_id, balance, entry.amount, reason, entry.version, at))
             balance = Balance(
-                balance.free - entry.free_amount, balance.paid - entry.paid_amount, balance.held - entry.held_delta
+                balance.free - entry.free_amount,
+                balance.paid - entry.paid_amount,
+                balance.held - entry.held_delta,
+                balance.owed - entry.owed_delta,
+                balance.overdraft,  # not on the ledger: the anchor's, as the snapshot after these shows it
             )
         out.reverse()
         return out

@@ -27,6 +27,7 @@ from resolvers.mutations.portal_sessions import create_portal_session, revoke_po
 from resolvers.mutations.refund_payment import refund_payment
 from resolvers.mutations.remove_spend_limit import remove_spend_limit
 from resolvers.mutations.resume_agent import resume_agent
+from resolvers.mutations.set_overdraft import set_overdraft
 from resolvers.mutations.set_spend_limit import set_spend_limit
 from resolvers.mutations.spend_credits import spend_credits
 from resolvers.mutations.update_organization import update_organization
@@ -59,6 +60,7 @@ from schema.mutations.portal_sessions import CreatePortalSessionResult, RevokePo
 from schema.mutations.refund_payment import RefundPaymentResult
 from schema.mutations.remove_spend_limit import RemoveSpendLimitResult
 from schema.mutations.resume_agent import ResumeAgentResult
+from schema.mutations.set_overdraft import SetOverdraftResult
 from schema.mutations.set_spend_limit import SetSpendLimitResult
 from schema.mutations.spend_credits import SpendCreditsResult
 from schema.mutations.subscriptions import SubscribeResult, SubscriptionChangeResult
@@ -105,6 +107,11 @@ class Query:
 class Mutation:
     spend_credits: SpendCreditsResult = strawberry.mutation(resolver=spend_credits, permission_classes=AUTH)
     grant_credits: GrantCreditsResult = strawberry.mutation(resolver=grant_credits, permission_classes=AUTH)
+    set_overdraft: SetOverdraftResult = strawberry.mutation(
+        resolver=set_overdraft,
+        permission_classes=AUTH,
+        description="Admins only: how far below zero an account's available credit may go (0: not at all)",
+    )
     hold_credits: HoldCreditsResult = strawberry.mutation(resolver=hold_credits, permission_classes=AUTH)
     capture_hold: CaptureHoldResult = strawberry.mutation(resolver=capture_hold, permission_classes=AUTH)
     release_hold: ReleaseHoldResult = strawberry.mutation(resolver=release_hold, permission_classes=AUTH)

@@ -65,13 +65,21 @@ def criteria(given: UsageFilter | None) -> UsageCriteria:
     )
 
 
-@strawberry.type(description="Credit of one account. `available` = `total` - `held`, never below zero.")
+@strawberry.type(
+    description="Credit of one account. `available` = `total` - `held` - `owed`, never below -`overdraft` (zero"
+    " without an overdraft): a spend or hold may take it down to -`overdraft`, not below."
+)
 class CreditBalance:
     total: Credits
     free: Credits
     paid: Credits
     held: Credits
     available: Credits
+    overdraft: Credits = strawberry.field(description="How far below zero `available` may go (0: not at all)")
+    owed: Credits = strawberry.field(
+        description="What spends on the overdraft borrowed and no grant or top-up has paid back yet; the next"
+        " grant or top-up pays it back first"
+    )
 
     @classmethod
     def of(cls, balance: Balance) -> CreditBalance:
@@ -81,6 +89,8 @@ class CreditBalance:
             paid=Credits(balance.paid),
             held=Credits(balance.held),
             available=Credits(balance.available),
+            overdraft=Credits(balance.overdraft),
+            owed=Credits(balance.owed),
         )
 
 
@@ -119,6 +129,10 @@ class LedgerEntry(relay.Node):
     free_delta: Credits
     paid_delta: Credits
     held_delta: Credits
+    owed_delta: Credits = strawberry.field(
+        description="Change to what the account owes: plus for the part of a spend its overdraft covered,"
+        " minus for what a grant paid back"
+    )
     balance_after: Credits
     held_after: Credits
     version: int
@@ -134,6 +148,7 @@ class LedgerEntry(relay.Node):
             free_delta=Credits(entry.free_amount),
             paid_delta=Credits(entry.paid_amount),
             held_delta=Credits(entry.held_delta),
+            owed_delta=Credits(entry.owed_delta),
             balance_after=Credits(entry.balance_after),
             held_after=Credits(entry.held_after),
             version=entry.version,
@@ -154,6 +169,12 @@ class UsageEvent(relay.Node):
     agent_run_id: str | None = strawberry.field(
         default=None, description="The agent run it belongs to (spendCredits' or the captured hold's agentRunId)"
     )
+
+    @strawberry.field(
+        description="The part of `credits` an overdraft covered: `credits` - `freeCredits` - `paidCredits`"
+    )
+    def owed_credits(self) -> Credits:
+        return Credits(self.credits - self.free_credits - self.paid_credits)
 
     @classmethod
     def recorded(cls, event: UsageRecorded) -> UsageEvent:

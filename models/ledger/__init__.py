@@ -2,7 +2,8 @@
 
 Rules (see docs/rules.md, "Spend order", "Refusal whole" and "Idempotency"):
 - A spend takes FREE before PAID; within a kind the soonest expiry first (no expiry last), then the oldest
-  grant, then the lowest id. A spend larger than the available balance is refused whole.
+  grant, then the lowest id. A spend larger than the available balance is refused whole; with an overdraft,
+  available may go down to -overdraft, and what the lots could not give is owed until a grant pays it back.
 - An account's row is locked (PostgreSQL ``FOR UPDATE``; SQLite has a single writer) before anything of it
   is read, so concurrent operations on one account behave as some serial order.
 - The idempotency record is written in the same transaction as the effect, so a replayed key returns the
@@ -21,7 +22,7 @@ The package, by family (callers use the names below, ``from models import ledger
 ``errors`` (refusals and results), ``locking`` (the account lock, idempotency records, stored refusals),
 ``lots`` (live lots, the spend order, balances), ``entries`` (ledger rows), ``spending`` (spends, usage and
 its rollups), ``limits`` (spend limits in the spend's and the hold's transaction), ``grants`` (grants, voids,
-new users), ``holds``, ``sweeping``, ``auditing``, and
+new users), ``holds``, ``sweeping``, ``auditing``, ``overdraft`` (an account's overdraft limit), and
 ``auto_top_up`` (the top-up a spend queues, and its configuration, claims and outcomes).
 """
 
@@ -59,6 +60,7 @@ from models.ledger.holds import (
 )
 from models.ledger.locking import STORED_REFUSALS, AccountSelector, lock_account, store_refusal, stored_refusal
 from models.ledger.lots import account_state, allocate, balance_locked, read_balances
+from models.ledger.overdraft import set_overdraft
 from models.ledger.spending import ROLL_UP_USAGE, spend
 from models.ledger.sweeping import sweep
 
@@ -103,6 +105,7 @@ __all__ = [
     "lock_account",
     "read_balances",
     "release_hold",
+    "set_overdraft",
     "spend",
     "store_refusal",
     "stored_refusal",

@@ -1,4 +1,6 @@
-"""Ledger rows: appended, never updated; each moves the account's cached balance, held credit and version."""
+"""Ledger rows: appended, never updated; each moves the account's cached balance, held credit, what it owes
+(``owed_delta``: plus for the part of a spend an overdraft covered, minus for what a grant paid back) and
+version."""
 
 from __future__ import annotations
 
@@ -20,26 +22,29 @@ async def _append(
     free_amount: int = 0,
     paid_amount: int = 0,
     held_delta: int = 0,
+    owed_delta: int = 0,
     now: datetime,
     lot_id: int | None = None,
     usage_event_id: int | None = None,
     hold_id: int | None = None,
     reason: str | None = None,
 ) -> None:
-    """Append one ledger row and move the account's cached balance, held credit and version with it."""
+    """Append one ledger row and move the account's cached balance, held credit, owed and version with it."""
     account["balance"] = int(account["balance"]) + amount
     account["held"] = int(account["held"]) + held_delta
+    account["owed"] = int(account["owed"]) + owed_delta
     account["version"] = int(account["version"]) + 1
     await sql.execute(
         "INSERT INTO ledger_entries (account_id, entry_type, amount, free_amount, paid_amount, held_delta,"
-        " balance_after, held_after, version, lot_id, usage_event_id, hold_id, reason, created_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        " owed_delta, balance_after, held_after, version, lot_id, usage_event_id, hold_id, reason, created_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         account["id"],
         entry_type.value,
         amount,
         free_amount,
         paid_amount,
         held_delta,
+        owed_delta,
         account["balance"],
         account["held"],
         account["version"],
@@ -53,9 +58,10 @@ async def _append(
 
 async def _save_account(sql: Sql, account: dict[str, Any]) -> None:
     await sql.execute(
-        "UPDATE credit_accounts SET balance = $1, held = $2, version = $3 WHERE id = $4",
+        "UPDATE credit_accounts SET balance = $1, held = $2, owed = $3, version = $4 WHERE id = $5",
         account["balance"],
         account["held"],
+        account["owed"],
         account["version"],
         account["id"],
     )

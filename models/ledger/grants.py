@@ -1,4 +1,7 @@
-"""Grants (a lot added to an account), voids of a refunded lot, and new users with their signup bonus."""
+"""Grants (a lot added to an account), voids of a refunded lot, and new users with their signup bonus.
+
+A grant pays back what the account owes first (docs/rules.md, "Overdraft"): its lot keeps the rest.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from typing import Any
 
 from tortoise.transactions import in_transaction
 
-from models.balance import Balance, balance_from_lots
+from models.balance import Balance, account_balance
 from models.credits import MAX_MICRO
 from models.ledger.entries import _append, _change, _save_account
 from models.ledger.errors import BalanceChange, BalanceLimitError, GrantResult, IdempotencyKey, LedgerError
@@ -74,49 +77,61 @@ async def grant_locked(
     reason: str | None,
     now: datetime,
 ) -> GrantResult:
-    if int(account["balance"]) + credits > MAX_BALANCE:
+    """Add a lot of ``credits`` to an account whose row ``sql``'s transaction has locked. What the account
+    owes is paid back first: the lot's ``amount`` is ``credits``, its ``remaining`` what is left after that."""
+    repaid = min(credits, int(account["owed"]))
+    kept = credits - repaid
+    if int(account["balance"]) + kept > MAX_BALANCE:
         raise BalanceLimitError(MAX_BALANCE)
     lot = await sql.fetchrow(
         "INSERT INTO credit_lots (account_id, kind, source, amount, remaining, status, granted_at,"
-        " expires_at, reason) VALUES ($1, $2, $3, $4, $5, 'ACTIVE', $6, $7, $8) RETURNING id",
+        " expires_at, reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
         account["id"],
         kind.value,
         source.value,
         credits,
-        credits,
+        kept,
+        "ACTIVE" if kept else "DEPLETED",  # all of it paid back a debt: nothing left to spend or expire
         now,
         expires_at,
         reason,
     )
     assert lot is not None
     lot_id = int(lot["id"])
+    # The entry's amount is what the lots gained (the cached balance stays the sum of lot remaining); the
+    # repayment is its owed_delta.
     await _append(
         sql,
         account,
         LedgerEntryType.GRANT,
-        amount=credits,
-        free_amount=credits if kind is CreditKind.FREE else 0,
-        paid_amount=credits if kind is CreditKind.PAID else 0,
+        amount=kept,
+        free_amount=kept if kind is CreditKind.FREE else 0,
+        paid_amount=kept if kind is CreditKind.PAID else 0,
+        owed_delta=-repaid,
         now=now,
         lot_id=lot_id,
         reason=reason,
     )
     await _save_account(sql, account)
-    balance = balance_from_lots(
+    balance = account_balance(
         await _live_lots(sql, int(account["id"])),
         await _held_now(sql, int(account["id"]), int(account["held"]), now),
+        account,
         now,
     )
     # Subscribers see why credit arrived: a top-up, an auto top-up, a subscription period, or another grant.
     reason = source.value if source in (LotSource.TOP_UP, LotSource.AUTO_TOP_UP, LotSource.SUBSCRIPTION) else "GRANT"
-    return GrantResult(lot_id, balance, changes=(_change(account, credits, reason, balance, now),))
+    return GrantResult(lot_id, balance, changes=(_change(account, kept, reason, balance, now),))
 
 
 async def void_lot_locked(
     sql: Sql, account: dict[str, Any], lot_id: int, credits: int, reason: str, now: datetime
 ) -> tuple[int, BalanceChange | None]:
     """Take back up to ``credits`` of a lot (a refunded payment), as far as it is unspent and not held.
-    Returns the micro-credits voided and the change to publish (``None`` if nothing was left to void)."""
+    Returns the micro-credits voided and the change to publish (``None`` if nothing was left to void).
+
+    What the lot paid back of a debt when it was granted counts as spent: it is not in ``remaining``, so it
+    is never voided, and a void never makes the account owe (it stops at ``available`` 0)."""
     lot = await sql.fetchrow(
         "SELECT kind, remaining, expires_at FROM credit_lots WHERE id = $1 AND account_id = $2", lot_id, account["id"]
     )
@@ -124,9 +139,10 @@ async def void_lot_locked(
     expires = as_datetime(lot["expires_at"])
     if expires is not None and expires <= now:
         return 0, None  # expired credit is gone already, whether or not the sweep has recorded it
-    before = balance_from_lots(
+    before = account_balance(
         await _live_lots(sql, int(account["id"])),
         await _held_now(sql, int(account["id"]), int(account["held"]), now),
+        account,
         now,
     )
     voided = min(credits, int(lot["remaining"]), before.available)
@@ -151,9 +167,10 @@ async def void_lot_locked(
         reason=reason,
     )
     await _save_account(sql, account)
-    after = balance_from_lots(
+    after = account_balance(
         await _live_lots(sql, int(account["id"])),
         await _held_now(sql, int(account["id"]), int(account["held"]), now),
+        account,
         now,
     )
     return voided, _change(account, -voided, "REFUND", after, now)
@@ -183,7 +200,7 @@ async def create_user(
         assert user is not None
         account = await sql.fetchrow(
             "INSERT INTO credit_accounts (user_id, balance, held, version, created_at)"
-            " VALUES ($1, 0, 0, 0, $2) RETURNING id, balance, held, version",
+            " VALUES ($1, 0, 0, 0, $2) RETURNING id, balance, held, version, overdraft, owed",
             user["id"],
             now,
         )

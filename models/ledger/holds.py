@@ -10,7 +10,7 @@ from typing import Any
 from tortoise import connections
 from tortoise.transactions import in_transaction
 
-from models.balance import Balance, balance_from_lots, is_live
+from models.balance import Balance, account_balance, is_live
 from models.ledger import limits
 from models.ledger.auto_top_up import Terms, _queue_auto_top_up
 from models.ledger.entries import _append, _change, _save_account
@@ -101,7 +101,7 @@ async def hold(
                 hold_id = int(created["id"])
                 await _append(sql, row, LedgerEntryType.HOLD, held_delta=credits, now=now, hold_id=hold_id)
                 await _save_account(sql, row)
-                after = Balance(free=before.free, paid=before.paid, held=before.held + credits)
+                after = Balance(before.free, before.paid, before.held + credits, before.owed, before.overdraft)
                 stored_warnings = limits.warnings_json(applied.warnings)
                 await _store_response(
                     sql,
@@ -157,10 +157,10 @@ async def capture_hold(hold_id: int, *, credits: int | None, idem: IdempotencyKe
                 refusal = await _refuse(sql, idem, exc, now)
             else:
                 usage_event_id = None
-                free = paid = 0
+                free = paid = owed = 0
                 if amount > 0:
                     await _count_capture(sql, row, held, amount, now)
-                    allocations, free, paid = await _take_from_lots(sql, lots, amount, now)
+                    allocations, free, paid, owed = await _take_from_lots(sql, lots, amount, now, live)
                     usage_event_id = await _insert_usage(
                         sql,
                         account_id=account_id,
@@ -189,16 +189,23 @@ async def capture_hold(hold_id: int, *, credits: int | None, idem: IdempotencyKe
                     sql,
                     row,
                     LedgerEntryType.CAPTURE,
-                    amount=-amount,
+                    amount=-(free + paid),
                     free_amount=-free,
                     paid_amount=-paid,
                     held_delta=-int(held["amount"]),
+                    owed_delta=owed,
                     now=now,
                     usage_event_id=usage_event_id,
                     hold_id=hold_id,
                 )
                 await _save_account(sql, row)
-                after = Balance(free=live.free - free, paid=live.paid - paid, held=live.held - int(held["amount"]))
+                after = Balance(
+                    live.free - free,
+                    live.paid - paid,
+                    live.held - int(held["amount"]),
+                    live.owed + owed,
+                    live.overdraft,
+                )
                 await _store_response(
                     sql,
                     idem,
@@ -223,7 +230,8 @@ async def capture_hold(hold_id: int, *, credits: int | None, idem: IdempotencyKe
         split,
         now,
     )
-    return HoldResult(hold_id, after, usage_event_id, changes=(_change(row, -amount, "CAPTURE", after, now), *usage))
+    change = _change(row, -(free + paid), "CAPTURE", after, now)
+    return HoldResult(hold_id, after, usage_event_id, changes=(change, *usage))
 
 
 async def _count_capture(sql: Sql, account: dict[str, Any], held: dict[str, Any], amount: int, now: datetime) -> None:
@@ -249,10 +257,13 @@ async def _capturable(
         raise ExceedsHoldError(int(held["amount"]))
     account_id = int(account["id"])
     lots = await _live_lots(sql, account_id)
-    live = balance_from_lots(lots, await _held_now(sql, account_id, int(account["held"]), now), now)
-    if amount > live.total:
-        # Free lots counted when the hold was placed expired since: refuse, keep the hold.
-        raise InsufficientCreditsError(live.total, amount)
+    live = account_balance(lots, await _held_now(sql, account_id, int(account["held"]), now), account, now)
+    # What the lots have, and an overdraft as far as it is not owed yet (a capture never lowers available,
+    # but free lots counted when the hold was placed may have expired since): beyond that, refuse and keep
+    # the hold.
+    capturable = live.total + max(0, live.overdraft - live.owed)
+    if amount > capturable:
+        raise InsufficientCreditsError(capturable, amount)
     return held, amount, lots, live
 
 
@@ -312,9 +323,10 @@ async def _release_locked(
         reason=reason,
     )
     await _save_account(sql, account)
-    balance = balance_from_lots(
+    balance = account_balance(
         await _live_lots(sql, int(account["id"])),
         await _held_now(sql, int(account["id"]), int(account["held"]), now),
+        account,
         now,
     )
     return _change(account, 0, reason, balance, now)
@@ -362,8 +374,8 @@ async def extend_hold(hold_id: int, *, lasting: timedelta, idem: IdempotencyKey,
                 await sql.execute("UPDATE holds SET expires_at = $1 WHERE id = $2", expires_at, held["id"])
                 await _append(sql, row, LedgerEntryType.HOLD, now=now, hold_id=hold_id, reason="EXTEND")
                 await _save_account(sql, row)
-                after = balance_from_lots(
-                    await _live_lots(sql, account_id), await _held_now(sql, account_id, int(row["held"]), now), now
+                after = account_balance(
+                    await _live_lots(sql, account_id), await _held_now(sql, account_id, int(row["held"]), now), row, now
                 )
                 await _store_response(sql, idem, {"hold_id": hold_id, "balance": after.to_json()}, now)
     except _Replay as replay:
@@ -431,7 +443,7 @@ async def increase_hold(
                     sql, row, LedgerEntryType.HOLD, held_delta=credits, now=now, hold_id=hold_id, reason="INCREASE"
                 )
                 await _save_account(sql, row)
-                after = Balance(free=before.free, paid=before.paid, held=before.held + credits)
+                after = Balance(before.free, before.paid, before.held + credits, before.owed, before.overdraft)
                 stored_warnings = limits.warnings_json(applied.warnings)
                 await _store_response(
                     sql,

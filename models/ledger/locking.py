@@ -40,8 +40,9 @@ AccountSelector = tuple[Literal["id", "user_id", "organization_id"], int]
 
 
 # ``spend_limits`` (how many limits the account has) and ``organization_id`` (a pool's) tell the spend whether
-# it has limits to read, and whether a member's monthly limit is their pool budget, without a statement more.
-_ACCOUNT_COLUMNS = "a.id, a.balance, a.held, a.version, a.spend_limits, a.organization_id"
+# it has limits to read, and whether a member's monthly limit is their pool budget, without a statement more;
+# ``overdraft`` and ``owed`` how far below zero it may go.
+_ACCOUNT_COLUMNS = "a.id, a.balance, a.held, a.version, a.spend_limits, a.organization_id, a.overdraft, a.owed"
 # What a spend needs to know whether it must queue an auto top-up, read in the round trip of the lock.
 _AUTO_TOP_UP_COLUMNS = (
     "t.enabled AS atu_enabled, t.threshold AS atu_threshold, t.pending_transaction_id AS atu_pending,"

@@ -12,7 +12,7 @@ from typing import Any
 
 from tortoise import connections
 
-from models.balance import Balance, balance_from_lots, is_live
+from models.balance import Balance, account_balance, is_live
 from models.ledger.errors import IdempotencyKey
 from models.ledger.locking import AccountSelector, _lock_account, _Replay
 from models.sql import Sql, as_datetime
@@ -45,7 +45,7 @@ async def _open(
     if stored is not None:
         raise _Replay(stored)
     lots = await _live_lots(sql, int(row["id"]))
-    return row, lots, balance_from_lots(lots, await _held_now(sql, int(row["id"]), int(row["held"]), now), now)
+    return row, lots, account_balance(lots, await _held_now(sql, int(row["id"]), int(row["held"]), now), row, now)
 
 
 def _spend_order(lot: Mapping[str, Any]) -> tuple[int, int, datetime, datetime, int]:
@@ -62,8 +62,11 @@ def _spend_order(lot: Mapping[str, Any]) -> tuple[int, int, datetime, datetime, 
     )
 
 
-def allocate(lots: list[dict[str, Any]], amount: int, now: datetime) -> list[tuple[dict[str, Any], int]]:
-    """Split ``amount`` over live lots in spending order. The caller has checked that enough is live."""
+def allocate(
+    lots: list[dict[str, Any]], amount: int, now: datetime, *, may_owe: int = 0
+) -> list[tuple[dict[str, Any], int]]:
+    """Split ``amount`` over live lots in spending order. The caller has checked that enough is live, up to
+    ``may_owe`` (what an overdraft still covers) short of it."""
     allocations: list[tuple[dict[str, Any], int]] = []
     left = amount
     for lot in sorted((lot for lot in lots if is_live(as_datetime(lot["expires_at"]), now)), key=_spend_order):
@@ -72,15 +75,17 @@ def allocate(lots: list[dict[str, Any]], amount: int, now: datetime) -> list[tup
         take = min(left, int(lot["remaining"]))
         allocations.append((lot, take))
         left -= take
-    assert left == 0, "allocate() called for more than the live balance"
+    assert left <= may_owe, "allocate() called for more than the live balance and the overdraft"
     return allocations
 
 
 async def _take_from_lots(
-    sql: Sql, lots: list[dict[str, Any]], amount: int, now: datetime
-) -> tuple[list[tuple[dict[str, Any], int]], int, int]:
-    """Decrement lots for ``amount``; return the allocations and the free/paid split."""
-    allocations = allocate(lots, amount, now)
+    sql: Sql, lots: list[dict[str, Any]], amount: int, now: datetime, before: Balance
+) -> tuple[list[tuple[dict[str, Any], int]], int, int, int]:
+    """Decrement lots for ``amount`` in the spend order, as far as the live lots go; return the allocations,
+    the free/paid split and the rest, owed: at most what the overdraft of ``before`` still covers, which the
+    caller has checked (0 without an overdraft)."""
+    allocations = allocate(lots, amount, now, may_owe=max(0, before.overdraft - before.owed))
     free = paid = 0
     for lot, take in allocations:
         await sql.execute(
@@ -95,14 +100,14 @@ async def _take_from_lots(
             free += take
         else:
             paid += take
-    return allocations, free, paid
+    return allocations, free, paid, amount - free - paid
 
 
 async def balance_locked(sql: Sql, account: dict[str, Any], now: datetime) -> Balance:
     """The live balance of an account that ``sql``'s transaction has locked."""
     account_id = int(account["id"])
-    return balance_from_lots(
-        await _live_lots(sql, account_id), await _held_now(sql, account_id, int(account["held"]), now), now
+    return account_balance(
+        await _live_lots(sql, account_id), await _held_now(sql, account_id, int(account["held"]), now), account, now
     )
 
 
@@ -112,7 +117,9 @@ async def read_balances(account_ids: list[int], now: datetime) -> dict[int, Bala
         return {}
     sql = Sql(connections.get("default"))
     marks = ", ".join(f"${n + 1}" for n in range(len(account_ids)))
-    held_rows = await sql.fetch(f"SELECT id, held FROM credit_accounts WHERE id IN ({marks})", *account_ids)
+    held_rows = await sql.fetch(
+        f"SELECT id, held, owed, overdraft FROM credit_accounts WHERE id IN ({marks})", *account_ids
+    )
     lot_rows = await sql.fetch(
         "SELECT account_id, kind, remaining, expires_at FROM credit_lots"
         f" WHERE status = 'ACTIVE' AND remaining > 0 AND account_id IN ({marks})",
@@ -132,7 +139,7 @@ async def read_balances(account_ids: list[int], now: datetime) -> dict[int, Bala
             if is_live(as_datetime(hold_row["expires_at"]), now):
                 held[int(hold_row["account_id"])] += int(hold_row["amount"])
     return {
-        int(row["id"]): balance_from_lots(by_account.get(int(row["id"]), []), held[int(row["id"])], now)
+        int(row["id"]): account_balance(by_account.get(int(row["id"]), []), held[int(row["id"])], row, now)
         for row in held_rows
     }
 
@@ -140,7 +147,7 @@ async def read_balances(account_ids: list[int], now: datetime) -> dict[int, Bala
 async def account_state(account_id: int, now: datetime) -> tuple[Balance, int] | None:
     """An account's balance and ledger version, read in one statement so that they agree."""
     rows = await Sql(connections.get("default")).fetch(
-        "SELECT a.held, a.version, l.kind, l.remaining, l.expires_at FROM credit_accounts a"
+        "SELECT a.held, a.version, a.owed, a.overdraft, l.kind, l.remaining, l.expires_at FROM credit_accounts a"
         " LEFT JOIN credit_lots l ON l.account_id = a.id AND l.status = 'ACTIVE' AND l.remaining > 0"
         " WHERE a.id = $1",
         account_id,
@@ -149,4 +156,4 @@ async def account_state(account_id: int, now: datetime) -> tuple[Balance, int] |
         return None
     lots = [row for row in rows if row["kind"] is not None]
     held = (await read_balances([account_id], now))[account_id].held if int(rows[0]["held"]) else 0
-    return balance_from_lots(lots, held, now), int(rows[0]["version"])
+    return account_balance(lots, held, rows[0], now), int(rows[0]["version"])

@@ -1,6 +1,7 @@
-"""Spends: take credit from the lots in the spend order, record the usage and its rollups, keep the spend
-limits (see docs/rules.md, "Spend order", "Refusal whole", "Spend limits" and "Budgets"), and queue an auto
-top-up when the spend leaves the available balance below the threshold ("Auto top-up queueing").
+"""Spends: take credit from the lots in the spend order (the part an overdraft covers beyond them is owed),
+record the usage and its rollups, keep the spend limits (see docs/rules.md, "Spend order", "Refusal whole",
+"Spend limits", "Overdraft" and "Budgets"), and queue an auto top-up when the spend leaves the available
+balance below the threshold ("Auto top-up queueing").
 """
 
 from __future__ import annotations
@@ -65,10 +66,11 @@ async def _insert_usage(
     run_id: str | None = None,
     token_id: int | None = None,
 ) -> int:
+    """Record a usage event of ``credits``: ``free`` and ``paid`` from the lots, the rest owed (overdraft)."""
     row = await sql.fetchrow(
         "INSERT INTO usage_events (account_id, user_id, organization_id, hold_id, agent_id, activity,"
-        " quantity, credits, free_credits, paid_credits, occurred_at, run_id, token_id)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+        " quantity, credits, free_credits, paid_credits, owed_credits, occurred_at, run_id, token_id)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
         account_id,
         user_id,
         organization_id,
@@ -79,6 +81,7 @@ async def _insert_usage(
         credits,
         free,
         paid,
+        credits - free - paid,
         now,
         run_id,
         token_id,
@@ -144,7 +147,7 @@ async def _refusal(
             assert isinstance(verdict.refusal, SpendPausedError)
             await limits.trip(sql, row, verdict.refusal, before, now)
         return applied, await _refuse(sql, idem, verdict.refusal, now)
-    if credits > before.available:
+    if credits > before.spendable:  # may take available down to -overdraft, not below
         return applied, await _refuse(sql, idem, InsufficientCreditsError(before.available, credits), now)
     return applied, None
 
@@ -191,7 +194,7 @@ async def spend(
             )
             if refusal is None:
                 await limits.count(sql, applied.standing, run_id, credits)
-                allocations, free, paid = await _take_from_lots(sql, lots, credits, now)
+                allocations, free, paid, owed = await _take_from_lots(sql, lots, credits, now, before)
                 usage_event_id = await _insert_usage(
                     sql,
                     account_id=int(row["id"]),
@@ -213,14 +216,21 @@ async def spend(
                     sql,
                     row,
                     LedgerEntryType.SPEND,
-                    amount=-credits,
+                    amount=-(free + paid),
                     free_amount=-free,
                     paid_amount=-paid,
+                    owed_delta=owed,
                     now=now,
                     usage_event_id=usage_event_id,
                 )
                 await _save_account(sql, row)
-                after = Balance(free=before.free - free, paid=before.paid - paid, held=before.held)
+                after = Balance(
+                    free=before.free - free,
+                    paid=before.paid - paid,
+                    held=before.held,
+                    owed=before.owed + owed,
+                    overdraft=before.overdraft,
+                )
                 result = SpendResult(usage_event_id, credits, free, paid, after)
                 result = replace(result, warnings=applied.warnings)
                 await _store_response(sql, idem, _spend_json(result), now)
@@ -236,7 +246,7 @@ async def spend(
         result.paid_credits,
         result.balance,
         changes=(
-            _change(row, -credits, "SPEND", result.balance, now),
+            _change(row, -(result.free_credits + result.paid_credits), "SPEND", result.balance, now),
             *_usage(
                 organization_id, result.usage_event_id, row, user_id, agent_id, activity, credits, result, now, run_id
             ),

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from tortoise.transactions import in_transaction
 
-from models.balance import balance_from_lots, is_live
+from models.balance import account_balance, is_live
 from models.ledger.entries import _append, _change, _save_account
 from models.ledger.errors import BalanceChange, SweepReport
 from models.ledger.holds import _release_locked
@@ -61,8 +61,8 @@ async def sweep(now: datetime) -> SweepReport:
                 await _save_account(sql, row)
             changes: list[BalanceChange] = []
             if expired_delta:
-                balance = balance_from_lots(
-                    await _live_lots(sql, account_id), await _held_now(sql, account_id, int(row["held"]), now), now
+                balance = account_balance(
+                    await _live_lots(sql, account_id), await _held_now(sql, account_id, int(row["held"]), now), row, now
                 )
                 changes.append(_change(row, expired_delta, "EXPIRE", balance, now))
             for held in await sql.fetch(

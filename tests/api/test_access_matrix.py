@@ -337,11 +337,11 @@ async def state(org: Org) -> tuple[Any, ...]:
     return (
         sorted((m.user_id, m.roles) for m in await Membership.filter(organization_id=org.pk)),
         sorted((await organizations.budgets([org.pk]))[org.pk].items()),
-        None if pool is None else (pool.id, pool.balance, pool.version),
+        None if pool is None else (pool.id, pool.balance, pool.version, pool.overdraft),
         await UsageEvent.filter(organization_id=org.pk).count(),
         await PaymentMethod.filter(account__organization_id=org.pk).count(),
         await Transaction.filter(account__organization_id=org.pk).count(),
-        sorted((a.id, a.balance, a.version) for a in await CreditAccount.filter(user_id__not_isnull=True)),
+        sorted((a.id, a.balance, a.version, a.overdraft) for a in await CreditAccount.filter(user_id__not_isnull=True)),
         sorted((i.id, i.email, i.roles, i.status) for i in await Invitation.filter(organization_id=org.pk)),
         await ApiToken.filter(name="matrix").count(),  # createApiToken's cells
         await PortalCode.filter(account__organization_id=org.pk).count(),
@@ -927,6 +927,15 @@ OPERATIONS: dict[str, Operation] = {
         lambda w, o, who: {"__typename": "GrantCreditsSuccess", "balance": {"total": "15.375"}},
         mutation=True,
     ),
+    "setOverdraft(pool)": Operation(
+        _mutation(
+            "setOverdraft", 'accountId: $account, overdraft: "3"', "balance { overdraft available }", "$account: ID!"
+        ),
+        lambda w, o: {"account": o.pool},
+        ("setOverdraft",),
+        lambda w, o, who: {"__typename": "SetOverdraftSuccess", "balance": {"overdraft": "3", "available": POOL_LEFT}},
+        mutation=True,
+    ),
     "topUp(pool)": Operation(
         _mutation(
             "topUp",
@@ -1080,6 +1089,7 @@ MATRIX: dict[str, tuple[str, ...]] = {
     "enableCreditPool":             (OK,       OK,        DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
     "setMemberBudget":              (OK,       OK,        DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
     "grantCredits(pool)":           (DENIED,   DENIED,    DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
+    "setOverdraft(pool)":           (DENIED,   DENIED,    DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
     "spendCredits(organizationId)": (DENIED,   DENIED,    DENIED,    DENIED,  OK,        OK,        UNAUTH),
     "topUp(pool)":                  (OK,       OK,        DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
     "addPaymentMethod(pool)":       (OK,       OK,        DENIED,    DENIED,  DENIED,    OK,        UNAUTH),

@@ -5,7 +5,7 @@ The invitation mutations (issue 9, point 8) and the spend-limit mutations (issue
 this file. The other mutations have theirs
 beside their flows: organizations (test_organizations), payments and cards
 (test_payments, test_gateway_*), subscriptions (test_subscriptions), auto top-up (test_auto_top_up),
-refunds (test_refunds)."""
+refunds (test_refunds), overdraft (test_overdraft)."""
 
 from __future__ import annotations
 

@@ -240,6 +240,7 @@ MUTATIONS: dict[str, tuple[str, dict[str, str], tuple[str, str]]] = {
         {"a": "own"},
         ("Forbidden",) * 2,
     ),
+    "setOverdraft": (('accountId: $a, overdraft: "5"'), {"a": "own"}, ("Forbidden",) * 2),
     "holdCredits": (
         ('userId: $u, agentId: "a", activity: "answer", credits: "1", idempotencyKey: "k"'),
         {"u": "ada"},
