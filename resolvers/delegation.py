@@ -1,7 +1,7 @@
 """What a delegated agent token may spend (docs/rules.md, "Delegated tokens"): from its one account only, as
-its agent only, on its activities only, and naming its user when a user minted it. spendCredits, holdCredits,
-captureHold and releaseHold call one of these right after resolving what the input names; any other token is
-let through unchanged (None), at no cost.
+its agent only, on its activities only, and naming its user when a user minted it; and only the holds it placed.
+spendCredits, holdCredits, captureHold, releaseHold, extendHold and increaseHold call one of these right after
+resolving what the input names; any other token is let through unchanged (None), at no cost.
 
 Naming another account is ``Forbidden`` whether that account, user or organization exists or not (as a portal
 session paying for another account is refused), so a bound token learns nothing of other tenants. A hold is
@@ -17,6 +17,7 @@ from schema.errors import Forbidden, NotFound, ValidationError
 
 OWN_ACCOUNT_ONLY = "This agent token spends only from the account it is bound to"
 HOLD_NOT_FOUND = "Hold not found"
+OWN_HOLDS_ONLY = "This agent token captures, releases, extends and increases only the holds it placed"
 
 
 def _as_agent(who: Principal, user_id: int | None, agent_id: str | None, activity: str) -> Forbidden | None:
@@ -43,11 +44,17 @@ def spend_refusal(
 
 
 async def hold_refusal(who: Principal, hold_id: int) -> Forbidden | NotFound | None:
-    """Whether a delegated token may capture or release this hold: one of its account's, placed for its user,
-    agent and an allowed activity. Costs one query, for delegated tokens only."""
+    """Whether a delegated token may capture, release, extend or increase this hold: one of its account's,
+    placed for its user, agent and an allowed activity, and placed by this token. A hold another token placed
+    counts against that token's limits, so growing or capturing it would spend past this token's own cap.
+    Costs one query, for delegated tokens only."""
     if not who.delegated:
         return None
-    hold = await Hold.filter(id=hold_id).only("id", "account_id", "user_id", "agent_id", "activity").first()
+    hold = await Hold.filter(id=hold_id).only("id", "account_id", "user_id", "agent_id", "activity", "token_id").first()
     if hold is None or hold.account_id != who.account_id:
         return NotFound(message=HOLD_NOT_FOUND)
-    return _as_agent(who, hold.user_id, hold.agent_id, hold.activity)
+    if refused := _as_agent(who, hold.user_id, hold.agent_id, hold.activity):
+        return refused
+    if hold.token_id != who.token_id:
+        return Forbidden(message=OWN_HOLDS_ONLY)
+    return None

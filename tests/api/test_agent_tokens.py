@@ -33,6 +33,7 @@ from models.tables import (
     User,
 )
 from models.tokens import create_token, digest
+from resolvers.delegation import OWN_HOLDS_ONLY
 from tests.support.helpers import Api, gid
 from tests.support.snapshots import changed, snapshot
 
@@ -569,6 +570,24 @@ async def test_a_bound_token_reads_its_account_and_nothing_else(world: World, bo
     ):
         body = await world.api.post(query, token=bot)
         assert [e["extensions"]["code"] for e in body["errors"]] == ["FORBIDDEN"], (query, body)
+
+
+async def test_a_capped_token_cannot_spend_past_its_cap_through_a_hold_another_token_placed(world: World) -> None:
+    capped, _ = await world.minted(
+        "owner", accountId=world.gid("org"), agentId="bot", spendLimit={"amount": "2", "window": "TOTAL"}
+    )
+    # The platform reserves a little for the bot's task, under its own token (not the bot's cap).
+    placed = await world.hold(world.tokens["platform"], "owner", credits="1", key="platform")
+    hold_id = placed["data"]["holdCredits"]["hold"]["id"]
+    over = await world.hold(capped, "owner", credits="3", key="own")
+    assert over["data"]["holdCredits"]["__typename"] == "SpendLimitExceeded"
+    before = await snapshot()
+    refused = {"__typename": "Forbidden", "message": OWN_HOLDS_ONLY}
+    increased = await world.api.data(INCREASE, {"hold": hold_id, "key": "grow"}, capped)
+    assert increased["increaseHold"] == refused
+    for document, name in ((CAPTURE, "captureHold"), (EXTEND, "extendHold"), (RELEASE, "releaseHold")):
+        assert (await world.api.data(document, {"hold": hold_id, "key": name}, capped))[name] == refused
+    assert changed(before, await snapshot()) == set()
 
 
 async def test_a_bound_token_extends_and_increases_its_own_holds_only(world: World, bot: str) -> None:
