@@ -585,7 +585,11 @@ OPERATIONS: dict[str, Operation] = {
         lambda w, o, who: [
             {
                 "email": EMAILS[member],
-                "spendLimits": [{"scope": "MEMBER", "window": "WEEK", "amount": MEMBER_WEEKLY}]
+                # The member's monthly budget is their MONTH limit on the pool, listed with the others.
+                "spendLimits": [
+                    {"scope": "MEMBER", "window": "MONTH", "amount": BUDGET},
+                    {"scope": "MEMBER", "window": "WEEK", "amount": MEMBER_WEEKLY},
+                ]
                 if member == "member"
                 else [],
             }
