@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from creditline.events import EventBus
 from models import ledger
 from models.ids import decode_id
 from models.ledger import AccountSelector
@@ -130,3 +131,28 @@ def limit_warnings(warnings: tuple[ledger.LimitWarning, ...]) -> list[SpendLimit
 def token_row(token_id: int) -> int | None:
     """The ``api_tokens`` id a spend is recorded under: None for a principal no row stands for (a JWT)."""
     return None if token_id == NO_TOKEN_ROW else token_id
+
+
+CREDIT_REFUSALS = (
+    ledger.InsufficientCreditsError,
+    ledger.BudgetExceededError,
+    ledger.SpendLimitExceededError,
+    ledger.SpendPausedError,
+)
+"""What a new spend, hold or increase of a hold may be refused with for lack of credit or over a limit."""
+
+
+def credit_refusal(
+    exc: ledger.LedgerError, operation: str, bus: EventBus
+) -> InsufficientCredits | BudgetExceeded | SpendLimitExceeded | SpendPaused:
+    """The typed error of one of ``CREDIT_REFUSALS``. A refusal that tripped a velocity breaker committed the
+    trip: its event is published here, after that commit."""
+    if isinstance(exc, ledger.InsufficientCreditsError):
+        return insufficient(exc)
+    if isinstance(exc, ledger.BudgetExceededError):
+        return over_budget(exc, operation)
+    if isinstance(exc, ledger.SpendLimitExceededError):
+        return over_limit(exc, operation)
+    assert isinstance(exc, ledger.SpendPausedError), exc
+    bus.publish(exc.changes)
+    return paused(exc)

@@ -12,14 +12,13 @@ from models.tables import UsageEvent as UsageEventRow
 from resolvers import delegation
 from resolvers.context import Context
 from resolvers.mutations._common import (
+    CREDIT_REFUSALS,
     Spender,
     conflict,
+    credit_refusal,
     insufficient,
     limit_warnings,
     not_active,
-    over_budget,
-    over_limit,
-    paused,
     spender,
     token_row,
 )
@@ -127,15 +126,8 @@ async def hold_credits(info: Info[Context, None], input: HoldCreditsInput) -> Ho
             token_id=token_row(principal(info).token_id),
             quantity=None if input.quantity is None else int(input.quantity),
         )
-    except ledger.InsufficientCreditsError as exc:
-        return insufficient(exc)
-    except ledger.BudgetExceededError as exc:
-        return over_budget(exc, "hold")
-    except ledger.SpendLimitExceededError as exc:
-        return over_limit(exc, "hold")
-    except ledger.SpendPausedError as exc:
-        ctx.services.bus.publish(exc.changes)  # the trip's event, if this refusal tripped the breaker (committed)
-        return paused(exc)
+    except CREDIT_REFUSALS as exc:
+        return credit_refusal(exc, "hold", ctx.services.bus)
     except ledger.IdempotencyConflictError:
         return conflict(input.idempotency_key)
     except ledger.NotFoundError:

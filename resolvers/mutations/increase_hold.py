@@ -9,13 +9,11 @@ from models.tables import Hold as HoldRow
 from resolvers import delegation
 from resolvers.context import Context
 from resolvers.mutations._common import (
+    CREDIT_REFUSALS,
     conflict,
-    insufficient,
+    credit_refusal,
     limit_warnings,
     not_active,
-    over_budget,
-    over_limit,
-    paused,
 )
 from resolvers.mutations.holds import priced
 from resolvers.permissions import principal, require_scope
@@ -64,15 +62,8 @@ async def increase_hold(info: Info[Context, None], input: IncreaseHoldInput) -> 
             now=ctx.now(),
             auto_top_up=billing_auto_top_up.terms(ctx.services),
         )
-    except ledger.InsufficientCreditsError as exc:
-        return insufficient(exc)
-    except ledger.BudgetExceededError as exc:
-        return over_budget(exc, "increase")
-    except ledger.SpendLimitExceededError as exc:
-        return over_limit(exc, "increase")
-    except ledger.SpendPausedError as exc:
-        ctx.services.bus.publish(exc.changes)  # the trip's event, if this refusal tripped the breaker (committed)
-        return paused(exc)
+    except CREDIT_REFUSALS as exc:
+        return credit_refusal(exc, "increase", ctx.services.bus)
     except ledger.HoldNotActiveError as exc:
         return not_active(exc)
     except ledger.IdempotencyConflictError:

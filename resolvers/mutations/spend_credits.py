@@ -8,13 +8,11 @@ from models.tables import UsageEvent as UsageEventRow
 from resolvers import delegation
 from resolvers.context import Context
 from resolvers.mutations._common import (
+    CREDIT_REFUSALS,
     Spender,
     conflict,
-    insufficient,
+    credit_refusal,
     limit_warnings,
-    over_budget,
-    over_limit,
-    paused,
     spender,
     token_row,
 )
@@ -90,15 +88,8 @@ async def spend_credits(info: Info[Context, None], input: SpendCreditsInput) -> 
             run_id=input.agent_run_id,
             token_id=token_row(principal(info).token_id),
         )
-    except ledger.InsufficientCreditsError as exc:
-        return insufficient(exc)
-    except ledger.BudgetExceededError as exc:
-        return over_budget(exc)
-    except ledger.SpendLimitExceededError as exc:
-        return over_limit(exc)
-    except ledger.SpendPausedError as exc:
-        ctx.services.bus.publish(exc.changes)  # the trip's event, if this refusal tripped the breaker (committed)
-        return paused(exc)
+    except CREDIT_REFUSALS as exc:
+        return credit_refusal(exc, "spend", ctx.services.bus)
     except ledger.IdempotencyConflictError:
         return conflict(input.idempotency_key)
     except ledger.NotFoundError:
