@@ -27,7 +27,7 @@ from models.ledger.errors import (
     SpendLimitExceededError,
     SpendPausedError,
 )
-from models.limit_rules import VIEW_COLUMNS_SQL, LimitView, Period, period
+from models.limit_rules import ROLLING_BUCKETS, VIEW_COLUMNS_SQL, LimitView, Period, period
 from models.limits import paused_now
 from models.sql import Sql, as_datetime
 from models.tables import LedgerEntryType, LimitAction, LimitKind, LimitScope, LimitWindow
@@ -46,11 +46,15 @@ _HOLDS_OF = (
 # The newest counter that can count now. A calendar counter is keyed by its period's start, and only the
 # current period's counts: Python compares this with the period it computes in the limit's time zone.
 _LATEST = "(SELECT MAX(v.period) FROM spend_limit_usage v WHERE v.limit_id = l.id AND v.run_id = '' AND v.period <= $2)"
-# A rolling window's oldest bucket, in whole hours or minutes (integer arithmetic on Unix seconds); a calendar
-# window or TOTAL counts its one newest counter.
+# A rolling window's oldest bucket, as models/limit_rules.py ``period`` computes it: 60 buckets of window_length
+# minutes (ROLLING_HOURS) or seconds (ROLLING_MINUTES), integer arithmetic on Unix seconds (both databases
+# divide integers as integers); a calendar window or TOTAL counts its one newest counter.
 _SINCE = (
-    "CASE l.\"window\" WHEN 'ROLLING_HOURS' THEN CAST($2 AS BIGINT) / 3600 * 3600 - (l.window_length - 1) * 3600"
-    " WHEN 'ROLLING_MINUTES' THEN CAST($2 AS BIGINT) / 60 * 60 - (l.window_length - 1) * 60"
+    "CASE l.\"window\" WHEN 'ROLLING_HOURS'"
+    " THEN CAST($2 AS BIGINT) / (l.window_length * 60) * (l.window_length * 60)"
+    f" - {ROLLING_BUCKETS - 1} * l.window_length * 60"
+    " WHEN 'ROLLING_MINUTES' THEN CAST($2 AS BIGINT) / l.window_length * l.window_length"
+    f" - {ROLLING_BUCKETS - 1} * l.window_length"
     f" ELSE {_LATEST} END"
 )
 
