@@ -6,8 +6,12 @@ With limits: one read after the lock (``_standing``: every limit that applies, w
 and the live holds that count against it) and, for a spend or a capture, one write (``count``).
 
 The usage contract: for a limit L at ``now`` with period p, spent = Σ counters (L, '', p.since..p.bucket);
-held = Σ active live holds of L's subject; a spend adds to counter (L, '', p.bucket) and, under a per-run cap,
-to (L, run, 0); a hold adds nothing (it counts as held while it is active).
+a spend adds to counter (L, '', p.bucket) and, under a per-run cap, to (L, run, 0). Holds differ by kind:
+- a CAP counts held = Σ active live holds of L's subject; a hold adds nothing to its counters (it counts as held
+  while it is active), its capture adds the captured credits, its release or timeout gives back by leaving;
+- a VELOCITY breaker measures a burn rate, what is committed in its window: a hold (and an increase of one)
+  adds its credits to (L, '', p.bucket) when placed, as a spend does; its capture adds nothing more, its
+  release gives nothing back; held is 0. So an old hold never trips a breaker, and a burst of holds does.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 from models.balance import Balance
 from models.ledger.entries import _append, _change, _save_account
@@ -70,7 +74,8 @@ def _standing_sql(subjects: int, with_run: bool, with_holds: bool) -> str:
     if with_run:
         run, n = f"${n}", n + 1
     holds_of = _HOLDS_OF.format(at=at)
-    held = f"({holds_of})" if with_holds else "0"
+    # A breaker counted its holds when they were placed: none is held against it.
+    held = f"CASE WHEN l.kind = 'VELOCITY' THEN 0 ELSE ({holds_of}) END" if with_holds else "0"
     runs = (
         ", (SELECT COALESCE(SUM(r.spent), 0) FROM spend_limit_usage r WHERE r.limit_id = l.id"
         f" AND r.run_id = {run} AND r.period = 0) AS run_spent,"
@@ -227,7 +232,9 @@ def judge(limits: tuple[Standing, ...], credits: int, who: Who, *, hold: bool, p
 
 def _warning(s: Standing, credits: int, hold: bool) -> LimitWarning | None:
     """At or past the warning threshold after the operation (or, for a NOTIFY limit, past its amount)."""
-    spent, held = (s.spent, s.held + credits) if hold else (s.spent + credits, s.held)
+    # A hold is held against a cap, and committed (counted as spent) to a breaker.
+    held_here = hold and s.limit.kind is LimitKind.CAP
+    spent, held = (s.spent, s.held + credits) if held_here else (s.spent + credits, s.held)
     used = spent + held
     threshold = s.limit.warn_percent is not None and used * 100 >= s.limit.amount * s.limit.warn_percent
     over = s.limit.action is LimitAction.NOTIFY and used > s.limit.amount
@@ -253,11 +260,27 @@ async def trip(sql: Sql, account: dict[str, Any], tripped: SpendPausedError, bal
     tripped.changes = (_change(account, 0, TRIPPED, balance, now),)
 
 
-async def count(sql: Sql, limits: tuple[Standing, ...], run_id: str | None, credits: int) -> None:
-    """Add a spend's (or a capture's) ``credits`` to every limit it applies to, in one statement: the window's
-    counter and, under a per-run cap, the run's."""
+Counted = Literal["spend", "hold", "capture"]
+"""What ``count`` counts: a spend counts against every limit, a hold (or an increase of one) against the
+breakers only, a capture against the caps only (its breakers counted the hold when it was placed)."""
+
+_COUNTED: dict[str, frozenset[LimitKind]] = {
+    "spend": frozenset({LimitKind.CAP, LimitKind.VELOCITY}),
+    "hold": frozenset({LimitKind.VELOCITY}),
+    "capture": frozenset({LimitKind.CAP}),
+}
+
+
+async def count(
+    sql: Sql, limits: tuple[Standing, ...], run_id: str | None, credits: int, what: Counted = "spend"
+) -> None:
+    """Add the ``credits`` of a spend, a hold or a capture (``what``) to every limit it counts against, in one
+    statement (none when there is none): the window's counter and, under a per-run cap, the run's."""
+    kinds = _COUNTED[what]
     rows: list[tuple[int, str, int]] = []
     for s in limits:
+        if s.limit.kind not in kinds:
+            continue
         rows.append((s.limit.id, "", s.period.bucket))
         if run_id is not None and s.limit.max_credits_per_run is not None:
             rows.append((s.limit.id, run_id, 0))
