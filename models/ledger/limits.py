@@ -3,7 +3,8 @@ apply, where each stands, what refuses, what warns, and what a spend counts.
 
 An account without limits (``credit_accounts.spend_limits`` = 0, read with the lock) costs no statement here.
 With limits: one read after the lock (``_standing``: every limit that applies, with its counters in its window
-and the live holds that count against it) and, for a spend or a capture, one write (``count``).
+and the live holds that count against it) and, for a spend, a capture or a hold under a velocity breaker, one
+write (``count``).
 
 The usage contract: for a limit L at ``now`` with period p, spent = Σ counters (L, '', p.since..p.bucket);
 a spend adds to counter (L, '', p.bucket) and, under a per-run cap, to (L, run, 0). Holds differ by kind:

@@ -1,6 +1,7 @@
 """Spend limits enforced by the ledger (models/ledger/limits.py) on both databases: exact refusals that change
 nothing and replay the same, warnings, holds counting as held, captures as spent, releases giving back,
-windows across a period boundary, per-run caps and the velocity breaker."""
+windows across a period boundary, per-run caps and the velocity breaker (which counts a hold when it is placed,
+and a burst across a minute's edge whole)."""
 
 from __future__ import annotations
 
