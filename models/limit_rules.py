@@ -4,8 +4,10 @@ resets (see docs/rules.md, "Spend limits").
 
 Counters are keyed by the start of their period in Unix seconds. A calendar window (DAY, WEEK from Monday,
 MONTH) has one counter per period, its start at local midnight in the limit's time zone; TOTAL has one, at 0.
-A rolling window counts whole buckets: ROLLING_HOURS n the current UTC hour and the n - 1 before it,
-ROLLING_MINUTES n the current minute and the n - 1 before it.
+A rolling window slides over 60 buckets, the current one and the 59 before it, aligned to Unix time:
+ROLLING_MINUTES n counts buckets of n seconds, ROLLING_HOURS n buckets of n minutes. So a window of one minute is
+exact to the second, and any window is exact to a sixtieth of its length: a burst split across a minute's edge
+counts whole.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from models.tables import LimitAction, LimitKind, LimitScope, LimitWindow
 
 MAX_ROLLING_HOURS = 24 * 31
 MAX_ROLLING_MINUTES = 24 * 60
+ROLLING_BUCKETS = 60
+"""How many buckets a rolling window counts (models/ledger/limits.py ``_SINCE`` computes the same in SQL)."""
 
 
 @lru_cache(maxsize=256)
@@ -38,9 +42,9 @@ class Period:
     """Where one limit stands at an instant.
 
     ``bucket``: the counter a spend now adds to. ``since``: the oldest counter that counts now (the counters
-    from ``since`` to ``bucket`` sum to the usage). ``resets_at``: when usage next drops, the end of a calendar
-    period or, for a rolling window, the end of the current bucket (when the oldest bucket stops counting);
-    None for TOTAL."""
+    from ``since`` to ``bucket`` sum to the usage; a rolling window's ``since`` is 59 buckets before ``bucket``).
+    ``resets_at``: when usage next drops, the end of a calendar period or, for a rolling window, the end of the
+    current bucket (when the oldest bucket stops counting); None for TOTAL."""
 
     bucket: int
     since: int
@@ -57,13 +61,16 @@ def _epoch(instant: datetime) -> int:
 
 
 def period(window: LimitWindow, length: int, time_zone: str, now: datetime) -> Period:
-    """The period of a limit with ``window`` (and ``length`` hours or minutes for a rolling one) at ``now``."""
+    """The period of a limit with ``window`` (and ``length`` hours or minutes for a rolling one) at ``now``.
+
+    A rolling window of ``length`` hours (minutes) is ``ROLLING_BUCKETS`` buckets of ``length`` minutes
+    (seconds): the current one and the 59 before it."""
     if window is LimitWindow.TOTAL:
         return Period(0, 0, None)
     if window in (LimitWindow.ROLLING_HOURS, LimitWindow.ROLLING_MINUTES):
-        size = 3600 if window is LimitWindow.ROLLING_HOURS else 60
+        size = length * (60 if window is LimitWindow.ROLLING_HOURS else 1)
         bucket = _epoch(now) // size * size
-        return Period(bucket, bucket - (length - 1) * size, datetime.fromtimestamp(bucket + size, UTC))
+        return Period(bucket, bucket - (ROLLING_BUCKETS - 1) * size, datetime.fromtimestamp(bucket + size, UTC))
     tz = zone(time_zone)
     assert tz is not None, f"unknown time zone {time_zone!r}"
     today = now.astimezone(tz).date()

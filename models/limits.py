@@ -156,7 +156,8 @@ class LimitRow:
 @dataclass(frozen=True, slots=True)
 class Usage:
     """What counts against a limit now (docs/rules.md, "Spend limits"): ``spent`` in its current window,
-    ``held`` by its subject's active holds, both in micro-credits."""
+    ``held`` by its subject's active holds (a CAP's; 0 for a VELOCITY breaker, whose counters took its holds
+    when they were placed), both in micro-credits."""
 
     spent: int
     held: int
@@ -203,7 +204,8 @@ def _holds_subject(view: LimitView, hold: dict[str, Any]) -> bool:
 async def usage(views: Sequence[LimitView], now: datetime) -> dict[int, Usage]:
     """What counts against each limit at ``now``, by limit id: two statements for any number of limits (one
     more per ``_CHUNK`` limits). spent: the limit's counters with run_id '' from its period's ``since`` to its
-    ``bucket``; held: the active holds, not timed out, on its account by its subject."""
+    ``bucket``; held: the active holds, not timed out, on its account by its subject (a CAP's; a VELOCITY
+    breaker's is 0: its holds are in its counters, as the ledger counts them)."""
     if not views:
         return {}
     sql = _conn()
@@ -241,7 +243,9 @@ async def usage(views: Sequence[LimitView], now: datetime) -> dict[int, Usage]:
     return {
         view.id: Usage(
             spent.get(view.id, 0),
-            sum(int(h["amount"]) for h in by_account.get(view.account_id, []) if _holds_subject(view, h)),
+            0
+            if view.kind is LimitKind.VELOCITY
+            else sum(int(h["amount"]) for h in by_account.get(view.account_id, []) if _holds_subject(view, h)),
         )
         for view in unique
     }

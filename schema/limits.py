@@ -23,8 +23,8 @@ strawberry.enum(
 strawberry.enum(
     tables.LimitWindow,
     description="DAY, WEEK (from Monday) and MONTH are calendar periods in the limit's time zone; ROLLING_HOURS"
-    " counts the current UTC hour and the windowLength - 1 before it; TOTAL never resets; ROLLING_MINUTES"
-    " (velocity breakers) counts the current minute and the windowLength - 1 before it",
+    " and ROLLING_MINUTES (velocity breakers) count 60 buckets of windowLength minutes or seconds, the current"
+    " one and the 59 before it; TOTAL never resets",
 )
 strawberry.enum(tables.LimitAction, description="BLOCK refuses what would pass the amount; NOTIFY only reports it")
 
@@ -79,7 +79,10 @@ class SpendLimit:
     async def spent(self, info: Info[Context, None]) -> Credits:
         return Credits((await info.context.loaders.limit_usage.load(self.view)).spent)
 
-    @strawberry.field(description="Set aside now by the subject's active holds: it counts until captured or released")
+    @strawberry.field(
+        description="Set aside now by the subject's active holds: it counts until captured or released. Always 0"
+        " for a VELOCITY limit, which counts a hold as spent when it is placed"
+    )
     async def held(self, info: Info[Context, None]) -> Credits:
         return Credits((await info.context.loaders.limit_usage.load(self.view)).held)
 
@@ -89,7 +92,7 @@ class SpendLimit:
         return Credits(max(0, self.view.amount - used.spent - used.held))
 
     @strawberry.field(
-        description="When usage next drops: the end of the calendar period, or of the current hour or minute of a"
+        description="When usage next drops: the end of the calendar period, or of the current bucket of a"
         " rolling window (when its oldest one stops counting); null for TOTAL"
     )
     def resets_at(self, info: Info[Context, None]) -> datetime | None:
@@ -97,7 +100,7 @@ class SpendLimit:
 
     @strawberry.field(
         description="The start of what counts now: the calendar period's start in the limit's time zone, or the"
-        " oldest hour or minute of a rolling window; null for TOTAL"
+        " oldest bucket of a rolling window; null for TOTAL"
     )
     def window_starts_at(self, info: Info[Context, None]) -> datetime | None:
         if self.view.window is tables.LimitWindow.TOTAL:

@@ -99,6 +99,8 @@ async def hold(
                 )
                 assert created is not None
                 hold_id = int(created["id"])
+                # A breaker counts the hold now, in the bucket it is placed in (a cap counts it as held).
+                await limits.count(sql, applied.standing, run_id, credits, "hold")
                 await _append(sql, row, LedgerEntryType.HOLD, held_delta=credits, now=now, hold_id=hold_id)
                 await _save_account(sql, row)
                 after = Balance(before.free, before.paid, before.held + credits, before.owed, before.overdraft)
@@ -235,8 +237,9 @@ async def capture_hold(hold_id: int, *, credits: int | None, idem: IdempotencyKe
 
 
 async def _count_capture(sql: Sql, account: dict[str, Any], held: dict[str, Any], amount: int, now: datetime) -> None:
-    """A capture counts as spent against the limits of the hold's member, agent, token and run (read under
-    the lock, as a spend reads them); the hold itself stopped counting as held."""
+    """A capture counts as spent against the caps of the hold's member, agent, token and run (read under the
+    lock, as a spend reads them); the hold itself stopped counting as held. Not against the breakers: they
+    counted the hold when it was placed."""
     run_id = held["run_id"]
     who = limits.Who(
         int(held["user_id"]),
@@ -244,7 +247,7 @@ async def _count_capture(sql: Sql, account: dict[str, Any], held: dict[str, Any]
         None if held["token_id"] is None else int(held["token_id"]),
         run_id,
     )
-    await limits.count(sql, await limits.standing(sql, account, who, now), run_id, amount)
+    await limits.count(sql, await limits.standing(sql, account, who, now), run_id, amount, "capture")
 
 
 async def _capturable(
@@ -398,7 +401,8 @@ async def increase_hold(
 ) -> HoldResult:
     """Set ``credits`` more aside on an active hold, refused as a new hold of ``credits`` by the hold's
     member, agent and run would be (the member's budget, the spend limits, the available credit), since the
-    hold already counts as held. ``quantity``: the rate card's units ``credits`` was priced from; the hold
+    hold already counts as held (a velocity breaker counts the increase as committed now, as it counted the
+    hold when it was placed). ``quantity``: the rate card's units ``credits`` was priced from; the hold
     keeps a quantity only while all of its amount was priced from units. Like a hold, it may queue an auto
     top-up."""
     assert credits > 0
@@ -439,6 +443,7 @@ async def increase_hold(
                 await sql.execute(
                     "UPDATE holds SET amount = amount + $1, quantity = $2 WHERE id = $3", credits, kept, hold_id
                 )
+                await limits.count(sql, applied.standing, held["run_id"], credits, "hold")
                 await _append(
                     sql, row, LedgerEntryType.HOLD, held_delta=credits, now=now, hold_id=hold_id, reason="INCREASE"
                 )

@@ -3,11 +3,16 @@ apply, where each stands, what refuses, what warns, and what a spend counts.
 
 An account without limits (``credit_accounts.spend_limits`` = 0, read with the lock) costs no statement here.
 With limits: one read after the lock (``_standing``: every limit that applies, with its counters in its window
-and the live holds that count against it) and, for a spend or a capture, one write (``count``).
+and the live holds that count against it) and, for a spend, a capture or a hold under a velocity breaker, one
+write (``count``).
 
 The usage contract: for a limit L at ``now`` with period p, spent = Σ counters (L, '', p.since..p.bucket);
-held = Σ active live holds of L's subject; a spend adds to counter (L, '', p.bucket) and, under a per-run cap,
-to (L, run, 0); a hold adds nothing (it counts as held while it is active).
+a spend adds to counter (L, '', p.bucket) and, under a per-run cap, to (L, run, 0). Holds differ by kind:
+- a CAP counts held = Σ active live holds of L's subject; a hold adds nothing to its counters (it counts as held
+  while it is active), its capture adds the captured credits, its release or timeout gives back by leaving;
+- a VELOCITY breaker measures a burn rate, what is committed in its window: a hold (and an increase of one)
+  adds its credits to (L, '', p.bucket) when placed, as a spend does; its capture adds nothing more, its
+  release gives nothing back; held is 0. So an old hold never trips a breaker, and a burst of holds does.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 from models.balance import Balance
 from models.ledger.entries import _append, _change, _save_account
@@ -27,7 +32,7 @@ from models.ledger.errors import (
     SpendLimitExceededError,
     SpendPausedError,
 )
-from models.limit_rules import VIEW_COLUMNS_SQL, LimitView, Period, period
+from models.limit_rules import ROLLING_BUCKETS, VIEW_COLUMNS_SQL, LimitView, Period, period
 from models.limits import paused_now
 from models.sql import Sql, as_datetime
 from models.tables import LedgerEntryType, LimitAction, LimitKind, LimitScope, LimitWindow
@@ -46,11 +51,15 @@ _HOLDS_OF = (
 # The newest counter that can count now. A calendar counter is keyed by its period's start, and only the
 # current period's counts: Python compares this with the period it computes in the limit's time zone.
 _LATEST = "(SELECT MAX(v.period) FROM spend_limit_usage v WHERE v.limit_id = l.id AND v.run_id = '' AND v.period <= $2)"
-# A rolling window's oldest bucket, in whole hours or minutes (integer arithmetic on Unix seconds); a calendar
-# window or TOTAL counts its one newest counter.
+# A rolling window's oldest bucket, as models/limit_rules.py ``period`` computes it: 60 buckets of window_length
+# minutes (ROLLING_HOURS) or seconds (ROLLING_MINUTES), integer arithmetic on Unix seconds (both databases
+# divide integers as integers); a calendar window or TOTAL counts its one newest counter.
 _SINCE = (
-    "CASE l.\"window\" WHEN 'ROLLING_HOURS' THEN CAST($2 AS BIGINT) / 3600 * 3600 - (l.window_length - 1) * 3600"
-    " WHEN 'ROLLING_MINUTES' THEN CAST($2 AS BIGINT) / 60 * 60 - (l.window_length - 1) * 60"
+    "CASE l.\"window\" WHEN 'ROLLING_HOURS'"
+    " THEN CAST($2 AS BIGINT) / (l.window_length * 60) * (l.window_length * 60)"
+    f" - {ROLLING_BUCKETS - 1} * l.window_length * 60"
+    " WHEN 'ROLLING_MINUTES' THEN CAST($2 AS BIGINT) / l.window_length * l.window_length"
+    f" - {ROLLING_BUCKETS - 1} * l.window_length"
     f" ELSE {_LATEST} END"
 )
 
@@ -66,7 +75,8 @@ def _standing_sql(subjects: int, with_run: bool, with_holds: bool) -> str:
     if with_run:
         run, n = f"${n}", n + 1
     holds_of = _HOLDS_OF.format(at=at)
-    held = f"({holds_of})" if with_holds else "0"
+    # A breaker counted its holds when they were placed: none is held against it.
+    held = f"CASE WHEN l.kind = 'VELOCITY' THEN 0 ELSE ({holds_of}) END" if with_holds else "0"
     runs = (
         ", (SELECT COALESCE(SUM(r.spent), 0) FROM spend_limit_usage r WHERE r.limit_id = l.id"
         f" AND r.run_id = {run} AND r.period = 0) AS run_spent,"
@@ -223,7 +233,9 @@ def judge(limits: tuple[Standing, ...], credits: int, who: Who, *, hold: bool, p
 
 def _warning(s: Standing, credits: int, hold: bool) -> LimitWarning | None:
     """At or past the warning threshold after the operation (or, for a NOTIFY limit, past its amount)."""
-    spent, held = (s.spent, s.held + credits) if hold else (s.spent + credits, s.held)
+    # A hold is held against a cap, and committed (counted as spent) to a breaker.
+    held_here = hold and s.limit.kind is LimitKind.CAP
+    spent, held = (s.spent, s.held + credits) if held_here else (s.spent + credits, s.held)
     used = spent + held
     threshold = s.limit.warn_percent is not None and used * 100 >= s.limit.amount * s.limit.warn_percent
     over = s.limit.action is LimitAction.NOTIFY and used > s.limit.amount
@@ -249,11 +261,27 @@ async def trip(sql: Sql, account: dict[str, Any], tripped: SpendPausedError, bal
     tripped.changes = (_change(account, 0, TRIPPED, balance, now),)
 
 
-async def count(sql: Sql, limits: tuple[Standing, ...], run_id: str | None, credits: int) -> None:
-    """Add a spend's (or a capture's) ``credits`` to every limit it applies to, in one statement: the window's
-    counter and, under a per-run cap, the run's."""
+Counted = Literal["spend", "hold", "capture"]
+"""What ``count`` counts: a spend counts against every limit, a hold (or an increase of one) against the
+breakers only, a capture against the caps only (its breakers counted the hold when it was placed)."""
+
+_COUNTED: dict[str, frozenset[LimitKind]] = {
+    "spend": frozenset({LimitKind.CAP, LimitKind.VELOCITY}),
+    "hold": frozenset({LimitKind.VELOCITY}),
+    "capture": frozenset({LimitKind.CAP}),
+}
+
+
+async def count(
+    sql: Sql, limits: tuple[Standing, ...], run_id: str | None, credits: int, what: Counted = "spend"
+) -> None:
+    """Add the ``credits`` of a spend, a hold or a capture (``what``) to every limit it counts against, in one
+    statement (none when there is none): the window's counter and, under a per-run cap, the run's."""
+    kinds = _COUNTED[what]
     rows: list[tuple[int, str, int]] = []
     for s in limits:
+        if s.limit.kind not in kinds:
+            continue
         rows.append((s.limit.id, "", s.period.bucket))
         if run_id is not None and s.limit.max_credits_per_run is not None:
             rows.append((s.limit.id, run_id, 0))

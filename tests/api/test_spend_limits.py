@@ -152,6 +152,57 @@ async def test_a_velocity_trip_pauses_spending_and_is_on_the_balance_stream(api:
         watcher.close()
 
 
+BREAKER = {
+    "scope": "AGENT",
+    "agentId": "bot",
+    "kind": "VELOCITY",
+    "window": "ROLLING_MINUTES",
+    "windowLength": 1,
+    "amount": "5",
+}
+SET = """mutation($input: SetSpendLimitInput!) { setSpendLimit(input: $input) { __typename } }"""
+SHOWN = "{ me { credit { spendLimits { spent held remaining windowStartsAt resetsAt } } } }"
+
+
+async def test_ten_credits_within_one_second_trip_a_breaker_of_five_a_minute(api: Api) -> None:
+    """A burst split across a minute's edge: 4.9 credits at 12:00:59 and 4.9 at 12:01:00."""
+    user_id, token = await api.user("ada@example.com", bonus=100)
+    service = await api.service()
+    assert (await api.data(SET, {"input": BREAKER}, token))["setSpendLimit"]["__typename"] == "SetSpendLimitSuccess"
+    api.clock.advance(timedelta(seconds=59))
+    a = await api.data(SPEND, {"input": _input(user_id, "4.9", "a")}, service)
+    api.clock.advance(timedelta(seconds=1))
+    shown = (await api.data(SHOWN, {}, token))["me"]["credit"]["spendLimits"]
+    b = await api.data(SPEND, {"input": _input(user_id, "4.9", "b")}, service)
+    assert [a["spendCredits"]["__typename"], b["spendCredits"]["__typename"]] == ["SpendCreditsSuccess", "SpendPaused"]
+    # What the API shows agrees: the 4.9 of a second ago is in the window, a minute of one-second buckets.
+    assert shown == [
+        {
+            "spent": "4.9",
+            "held": "0",
+            "remaining": "0.1",
+            "windowStartsAt": "2026-01-15T12:00:01+00:00",
+            "resetsAt": "2026-01-15T12:01:01+00:00",
+        }
+    ]
+
+
+async def test_a_hold_placed_an_hour_ago_does_not_trip_the_breaker_on_a_small_spend(api: Api) -> None:
+    """A breaker counts a hold when it is placed, not while it lives: the 4 credits set aside an hour ago are
+    not in this minute's burn."""
+    user_id, token = await api.user("ada@example.com", bonus=100)
+    service = await api.service()
+    assert (await api.data(SET, {"input": BREAKER}, token))["setSpendLimit"]["__typename"] == "SetSpendLimitSuccess"
+    held = await api.data(HOLD, {"input": _input(user_id, "4", "task", timeoutSeconds=86400)}, service)
+    assert held["holdCredits"]["__typename"] == "HoldCreditsSuccess"
+    placed = (await api.data(SHOWN, {}, token))["me"]["credit"]["spendLimits"][0]
+    api.clock.advance(timedelta(hours=1))
+    later = (await api.data(SHOWN, {}, token))["me"]["credit"]["spendLimits"][0]
+    small = await api.data(SPEND, {"input": _input(user_id, "1.5", "small")}, service)
+    assert small["spendCredits"]["__typename"] == "SpendCreditsSuccess"
+    assert [(x["spent"], x["held"], x["remaining"]) for x in (placed, later)] == [("4", "0", "1"), ("0", "0", "5")]
+
+
 async def test_a_budget_needs_the_organizations_pool(api: Api) -> None:
     owner_id, owner = await api.user("owner@example.com")
     member_id, _ = await api.user("member@example.com")

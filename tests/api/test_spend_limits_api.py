@@ -199,8 +199,9 @@ async def test_the_operators_sentence_is_two_set_spend_limit_calls(world: World)
             window="ROLLING_MINUTES",
             amount="5",
             agentId="support-bot",
-            starts="2026-01-15T12:00:00+00:00",
-            resets="2026-01-15T12:01:00+00:00",
+            # A minute of 60 one-second buckets: the current second and the 59 before it.
+            starts="2026-01-15T11:59:01+00:00",
+            resets="2026-01-15T12:00:01+00:00",
         ),
     }
     assert await world.mine() == {"spendLimits": [daily["limit"], breaker["limit"]], "limitTripped": []}
@@ -249,12 +250,12 @@ async def test_a_limit_of_another_window_length_is_another_limit_and_removing_on
             "__typename": "RemoveSpendLimitSuccess",
             # As it was; what was counted against it went with it.
             "limit": shown(world, 1, window="ROLLING_HOURS", windowLength=3, amount="3", agentId="bot",
-                           starts="2026-01-15T10:00:00+00:00", resets="2026-01-15T13:00:00+00:00"),
+                           starts="2026-01-15T09:03:00+00:00", resets="2026-01-15T12:03:00+00:00"),
         }
     }  # fmt: skip
     assert again == {"removeSpendLimit": {"__typename": "NotFound", "message": "Spend limit not found"}}
     assert (await world.mine())["spendLimits"] == [six["limit"]]
-    assert six["limit"]["windowStartsAt"] == "2026-01-15T07:00:00+00:00"
+    assert six["limit"]["windowStartsAt"] == "2026-01-15T06:06:00+00:00"  # 60 buckets of 6 minutes
     assert (await CreditAccount.get(id=world.ada_account)).spend_limits == 1
     rows = await Sql(connections.get("default")).fetch("SELECT COUNT(*) AS n FROM spend_limit_usage")
     assert int(rows[0]["n"]) == 0
@@ -344,7 +345,8 @@ async def test_the_same_limit_read_later_shows_the_next_window(world: World) -> 
         limit = (await world.mine())["spendLimits"][0]
         seen.append((limit["windowStartsAt"][11:16], limit["resetsAt"][11:16], limit["spent"]))
 
-    assert seen == [("11:00", "13:00", "3"), ("11:00", "13:00", "3"), ("12:00", "14:00", "2"), ("13:00", "15:00", "0")]
+    # Two hours are 60 buckets of 2 minutes: what was spent at 11:00 counts until 13:00, by the bucket.
+    assert seen == [("10:02", "12:02", "3"), ("11:00", "13:00", "3"), ("11:02", "13:02", "2"), ("12:02", "14:02", "0")]
 
 
 # -------------------------------------------------------------------------------- members and tokens
@@ -461,10 +463,10 @@ async def test_a_tripped_breaker_shows_until_resume_agent_ends_the_pause(world: 
     # Not paused, counting afresh (the 4.9 credits of the burst went), the last trip kept.
     after_first = shown(world, 1, kind="VELOCITY", window="ROLLING_MINUTES", windowLength=5, amount="5",
                         agentId="support-bot", trippedAt="2026-01-15T11:59:00+00:00",
-                        starts="2026-01-15T11:56:00+00:00", resets="2026-01-15T12:01:00+00:00")  # fmt: skip
+                        starts="2026-01-15T11:55:05+00:00", resets="2026-01-15T12:00:05+00:00")  # fmt: skip
     after_cooled = shown(world, 2, kind="VELOCITY", window="ROLLING_MINUTES", windowLength=10, amount="5",
                          agentId="support-bot", cooldownSeconds=60, trippedAt="2026-01-15T11:59:00+00:00",
-                         starts="2026-01-15T11:51:00+00:00", resets="2026-01-15T12:01:00+00:00")  # fmt: skip
+                         starts="2026-01-15T11:50:10+00:00", resets="2026-01-15T12:00:10+00:00")  # fmt: skip
     assert resumed == {"resumeAgent": {"__typename": "ResumeAgentSuccess", "limits": [after_first, after_cooled]}}
     assert after["limitTripped"] == []
     assert after["spendLimits"] == [after_first, after_cooled, cap["limit"]]

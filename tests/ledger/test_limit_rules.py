@@ -49,13 +49,29 @@ def test_a_week_starts_on_monday_and_a_month_on_the_first_in_the_limits_zone() -
     assert february.resets_at == _at("2028-03-01T00:00:00+00:00")
 
 
-def test_rolling_windows_count_whole_buckets_and_total_never_resets() -> None:
+def test_rolling_windows_count_sixty_buckets_of_a_sixtieth_of_their_length_and_total_never_resets() -> None:
     now = _at("2026-12-01T10:42:10+00:00")
+    # 3 hours: buckets of 3 minutes, aligned to Unix time; the current one (10:42-10:45) and the 59 before it.
     hours = period(LimitWindow.ROLLING_HOURS, 3, "UTC", now)
-    assert hours == Period(_ts("2026-12-01T10:00:00Z"), _ts("2026-12-01T08:00:00Z"), _at("2026-12-01T11:00:00Z"))
+    assert hours == Period(_ts("2026-12-01T10:42:00Z"), _ts("2026-12-01T07:45:00Z"), _at("2026-12-01T10:45:00Z"))
+    one_hour = period(LimitWindow.ROLLING_HOURS, 1, "UTC", now)
+    assert one_hour == Period(_ts("2026-12-01T10:42:00Z"), _ts("2026-12-01T09:43:00Z"), _at("2026-12-01T10:43:00Z"))
+    # 5 minutes: buckets of 5 seconds.
     minutes = period(LimitWindow.ROLLING_MINUTES, 5, "UTC", now)
-    assert minutes == Period(_ts("2026-12-01T10:42:00Z"), _ts("2026-12-01T10:38:00Z"), _at("2026-12-01T10:43:00Z"))
+    assert minutes == Period(_ts("2026-12-01T10:42:10Z"), _ts("2026-12-01T10:37:15Z"), _at("2026-12-01T10:42:15Z"))
+    assert period(LimitWindow.ROLLING_MINUTES, 5, "UTC", _at("2026-12-01T10:42:14.9+00:00")) == minutes
     assert period(LimitWindow.TOTAL, 1, "UTC", now) == Period(0, 0, None)
+
+
+def test_a_one_minute_window_slides_by_the_second() -> None:
+    """12:00:59 still counts at 12:01:00 and at 12:01:58, and stops counting at 12:01:59."""
+    spent_at = period(LimitWindow.ROLLING_MINUTES, 1, "UTC", _at("2026-12-01T12:00:59.5+00:00")).bucket
+    assert spent_at == _ts("2026-12-01T12:00:59Z")
+    for now, counts in [("12:01:00", True), ("12:01:58.999", True), ("12:01:59", False)]:
+        p = period(LimitWindow.ROLLING_MINUTES, 1, "UTC", _at(f"2026-12-01T{now}+00:00"))
+        assert (p.since <= spent_at <= p.bucket) is counts, now
+    edge = period(LimitWindow.ROLLING_MINUTES, 1, "UTC", _at("2026-12-01T12:01:00+00:00"))
+    assert edge == Period(_ts("2026-12-01T12:01:00Z"), _ts("2026-12-01T12:00:01Z"), _at("2026-12-01T12:01:01Z"))
 
 
 @pytest.mark.parametrize("name", ["Mars/Olympus", "", "../etc/passwd", "/etc/localtime", "UTC" * 30])

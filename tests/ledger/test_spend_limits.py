@@ -1,6 +1,7 @@
 """Spend limits enforced by the ledger (models/ledger/limits.py) on both databases: exact refusals that change
 nothing and replay the same, warnings, holds counting as held, captures as spent, releases giving back,
-windows across a period boundary, per-run caps and the velocity breaker."""
+windows across a period boundary, per-run caps and the velocity breaker (which counts a hold when it is placed,
+and a burst across a minute's edge whole)."""
 
 from __future__ import annotations
 
@@ -67,7 +68,9 @@ async def _spend(
     )
 
 
-async def _hold(user_id: int, account_id: int, credits: float, key: str, now: datetime = T0) -> ledger.HoldResult:
+async def _hold(
+    user_id: int, account_id: int, credits: float, key: str, now: datetime = T0, lasting: timedelta = HOUR
+) -> ledger.HoldResult:
     return await ledger.hold(
         ("id", account_id),
         user_id=user_id,
@@ -75,7 +78,7 @@ async def _hold(user_id: int, account_id: int, credits: float, key: str, now: da
         agent_id="bot",
         activity="answer",
         credits=int(credits * MICRO),
-        expires_at=now + HOUR,
+        expires_at=now + lasting,
         idem=ledger.IdempotencyKey.for_request("service:t", key, "holdCredits", {"n": key}),
         now=now,
     )
@@ -269,6 +272,118 @@ async def test_a_velocity_breaker_trips_pauses_and_cools_down(db: Backend) -> No
     assert (replay.value.tripped_at, replay.value.changes) == (trip_at, ())
     # The cool-down over: spending goes on.
     assert (await _spend(user_id, account_id, 1, "s5", trip_at + timedelta(minutes=10))).credits == MICRO
+
+
+async def _breaker(account_id: int) -> LimitView:
+    """ "Stop if it burns 5 credits in a minute": the agent bot's, paused until resumed."""
+    view, _ = await limits.set_limit(
+        account_id,
+        LimitSpec(LimitScope.AGENT, 5 * MICRO, LimitWindow.ROLLING_MINUTES, 1, kind=LimitKind.VELOCITY, agent_id="bot"),
+        T0,
+    )
+    return view
+
+
+async def _breaker_usage(view: LimitView, now: datetime) -> tuple[int, int]:
+    """The breaker's (spent, held) as the limits API shows them."""
+    shown = (await limits.usage([view], now))[view.id]
+    return shown.spent, shown.held
+
+
+async def test_a_burst_split_across_a_minutes_edge_trips_the_breaker(db: Backend) -> None:
+    """A minute is 60 one-second buckets: 4.9 credits at 12:00:59 still count at 12:01:00, and stop counting a
+    minute after they were spent."""
+    user_id, account_id = await _account()
+    breaker = await _breaker(account_id)
+    await _spend(user_id, account_id, 4.9, "s1", T0 + timedelta(seconds=59))
+    before = await snapshot()
+    with pytest.raises(ledger.SpendPausedError) as tripped:
+        await _spend(user_id, account_id, 4.9, "s2", T0 + timedelta(seconds=60))
+    assert (tripped.value.limit, tripped.value.tripped_at) == (breaker, T0 + timedelta(seconds=60))
+    assert changed(before, await snapshot()) == {
+        "idempotency_records",
+        "spend_limits",
+        "ledger_entries",
+        "credit_accounts",
+    }
+    # Another agent's breaker, the same burst a minute apart: the first spend has left the window.
+    other, _ = await limits.set_limit(
+        account_id,
+        LimitSpec(LimitScope.AGENT, 5 * MICRO, LimitWindow.ROLLING_MINUTES, 1, kind=LimitKind.VELOCITY, agent_id="b2"),
+        T0,
+    )
+    await _spend(user_id, account_id, 4.9, "o1", T0 + timedelta(minutes=2, seconds=59), agent="b2")
+    assert await _breaker_usage(other, T0 + timedelta(minutes=3, seconds=58)) == (4_900_000, 0)
+    assert await _breaker_usage(other, T0 + timedelta(minutes=3, seconds=59)) == (0, 0)
+    assert (await _spend(user_id, account_id, 4.9, "o2", T0 + timedelta(minutes=3, seconds=59), agent="b2")).credits
+
+
+async def test_a_hold_counts_against_a_breaker_when_placed_not_for_its_life(db: Backend) -> None:
+    """An agent that set 4 credits aside an hour ago may spend 1.5 now: the burn rate is about what is committed
+    in the window, and the hold was committed an hour ago."""
+    user_id, account_id = await _account()
+    breaker = await _breaker(account_id)
+    await _hold(user_id, account_id, 4, "h1", lasting=timedelta(days=1))
+    assert await _breaker_usage(breaker, T0) == (4 * MICRO, 0)
+    later = T0 + HOUR
+    assert await _breaker_usage(breaker, later) == (0, 0)
+    assert (await _spend(user_id, account_id, 1.5, "s1", later)).credits == 1_500_000
+    assert not (await SpendLimit.get(id=breaker.id)).paused
+
+
+async def test_a_hold_then_a_spend_in_the_same_minute_trips_the_breaker(db: Backend) -> None:
+    user_id, account_id = await _account()
+    breaker = await _breaker(account_id)
+    await _hold(user_id, account_id, 4, "h1")
+    with pytest.raises(ledger.SpendPausedError) as tripped:
+        await _spend(user_id, account_id, 1.5, "s1", T0 + timedelta(seconds=30))
+    assert tripped.value.limit == breaker
+    assert (await SpendLimit.get(id=breaker.id)).paused
+
+
+async def test_a_hold_captured_within_the_minute_is_counted_once_and_does_not_trip(db: Backend) -> None:
+    user_id, account_id = await _account()
+    breaker = await _breaker(account_id)
+    placed = await _hold(user_id, account_id, 4, "h1")
+    captured = await ledger.capture_hold(
+        placed.hold_id, credits=4 * MICRO, idem=_key("c1"), now=T0 + timedelta(seconds=20)
+    )
+    assert captured.usage_event_id is not None
+    assert not (await SpendLimit.get(id=breaker.id)).paused
+    # Counted once, when placed: 1 more within the minute reaches 5 and passes; anything past it trips.
+    assert await _breaker_usage(breaker, T0 + timedelta(seconds=30)) == (4 * MICRO, 0)
+    assert (await _spend(user_id, account_id, 1, "s1", T0 + timedelta(seconds=30))).credits == MICRO
+    with pytest.raises(ledger.SpendPausedError):
+        await _spend(user_id, account_id, 0.1, "s2", T0 + timedelta(seconds=40))
+
+
+async def test_a_released_hold_stays_committed_and_an_increase_commits_more(db: Backend) -> None:
+    user_id, account_id = await _account()
+    breaker = await _breaker(account_id)
+    placed = await _hold(user_id, account_id, 2, "h1")
+    increased = await ledger.increase_hold(
+        placed.hold_id, credits=2 * MICRO, quantity=None, idem=_key("i1"), now=T0 + timedelta(seconds=5)
+    )
+    assert increased.warnings == ()
+    await ledger.release_hold(placed.hold_id, idem=_key("r1"), now=T0 + timedelta(seconds=10))
+    # The release gives nothing back: 4 committed within the minute, so 1.5 more trips.
+    assert await _breaker_usage(breaker, T0 + timedelta(seconds=10)) == (4 * MICRO, 0)
+    with pytest.raises(ledger.SpendPausedError):
+        await _spend(user_id, account_id, 1.5, "s1", T0 + timedelta(seconds=20))
+
+
+async def test_an_increase_past_a_breaker_trips_it_and_a_cap_still_counts_holds_as_held(db: Backend) -> None:
+    user_id, account_id = await _account()
+    breaker = await _breaker(account_id)
+    cap, _ = await limits.set_limit(account_id, LimitSpec(LimitScope.ACCOUNT, 50 * MICRO, LimitWindow.DAY), T0)
+    placed = await _hold(user_id, account_id, 3, "h1")
+    assert (await limits.usage([cap], T0))[cap.id] == limits.Usage(0, 3 * MICRO)
+    with pytest.raises(ledger.SpendPausedError) as tripped:
+        await ledger.increase_hold(
+            placed.hold_id, credits=2_500_000, quantity=None, idem=_key("i1"), now=T0 + timedelta(seconds=5)
+        )
+    assert tripped.value.limit == breaker
+    assert (await limits.usage([cap], T0 + timedelta(seconds=5)))[cap.id] == limits.Usage(0, 3 * MICRO)
 
 
 async def test_a_token_limit_applies_to_that_token_only(db: Backend) -> None:
