@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from models.tables import LimitAction, LimitKind, LimitScope, LimitWindow
 
@@ -22,10 +22,21 @@ MAX_ROLLING_HOURS = 24 * 31
 MAX_ROLLING_MINUTES = 24 * 60
 
 
+@lru_cache(maxsize=1)
+def _zone_names() -> frozenset[str]:
+    # The host's zoneinfo also has files that are no IANA zone: "localtime" (the host's own setting, which can
+    # change under a limit), "posixrules", "Factory" and the "posix/" and "right/" copies.
+    return frozenset(
+        name
+        for name in available_timezones()
+        if name not in ("localtime", "posixrules", "Factory") and not name.startswith(("posix/", "right/"))
+    )
+
+
 @lru_cache(maxsize=256)
 def zone(name: str) -> ZoneInfo | None:
     """The IANA time zone ``name``, or None if there is no such zone."""
-    if not name or len(name) > 64 or name.startswith(("/", ".")) or ".." in name:
+    if name not in _zone_names():
         return None
     try:
         return ZoneInfo(name)
@@ -57,15 +68,17 @@ def _epoch(instant: datetime) -> int:
 
 
 def period(window: LimitWindow, length: int, time_zone: str, now: datetime) -> Period:
-    """The period of a limit with ``window`` (and ``length`` hours or minutes for a rolling one) at ``now``."""
+    """The period of a limit with ``window`` (and ``length`` hours or minutes for a rolling one) at ``now``.
+
+    A calendar limit whose stored zone this host does not know (its zoneinfo lacks it) counts in UTC: its spends
+    go on, rather than fail."""
     if window is LimitWindow.TOTAL:
         return Period(0, 0, None)
     if window in (LimitWindow.ROLLING_HOURS, LimitWindow.ROLLING_MINUTES):
         size = 3600 if window is LimitWindow.ROLLING_HOURS else 60
         bucket = _epoch(now) // size * size
         return Period(bucket, bucket - (length - 1) * size, datetime.fromtimestamp(bucket + size, UTC))
-    tz = zone(time_zone)
-    assert tz is not None, f"unknown time zone {time_zone!r}"
+    tz = zone(time_zone) or ZoneInfo("UTC")
     today = now.astimezone(tz).date()
     if window is LimitWindow.DAY:
         first, following = today, today + timedelta(days=1)
