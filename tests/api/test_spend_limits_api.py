@@ -241,7 +241,7 @@ async def test_a_notify_limit_beside_a_block_limit_of_the_same_window_is_another
     notifies_again = await world.set("bob", {**block, "amount": "16", "action": "NOTIFY"})
 
     day = {"starts": "2026-01-15T00:00:00+00:00", "resets": "2026-01-16T00:00:00+00:00"}
-    member = {"account": world.pool, "scope": "MEMBER", "memberId": gid("User", world.carol), **day}
+    member: dict[str, Any] = {"account": world.pool, "scope": "MEMBER", "memberId": gid("User", world.carol), **day}
     assert blocks == {"__typename": "SetSpendLimitSuccess", "created": True,
                       "limit": shown(world, 1, amount="20", **member)}  # fmt: skip
     assert notifies == {"__typename": "SetSpendLimitSuccess", "created": True,
