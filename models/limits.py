@@ -234,21 +234,31 @@ async def usage(views: Sequence[LimitView], now: datetime) -> dict[int, Usage]:
     sql = _conn()
     spent: dict[int, int] = {}
     unique = list({view.id: view for view in views}.values())
+    # A calendar limit counts its current period's counter only while it is its newest (as the enforcement
+    # does, models/ledger/limits.py): the counters up to now are read, and one after the period's start
+    # (which set_limit's move to another zone leaves none of) means the period counts nothing.
+    current: dict[int, int] = {}
+    at = int(now.timestamp())
     for start in range(0, len(unique), _CHUNK):
         chunk = unique[start : start + _CHUNK]
         ranges: list[str] = []
         args: list[int] = []
         for view in chunk:
             p = period(view.window, view.window_length, view.time_zone, now)
+            upto = p.bucket
+            if view.window in _CALENDAR:
+                current[view.id], upto = p.bucket, at
             n = len(args)
             ranges.append(f"(limit_id = ${n + 1} AND period >= ${n + 2} AND period <= ${n + 3})")
-            args += [view.id, p.since, p.bucket]
+            args += [view.id, p.since, upto]
         for row in await sql.fetch(
-            "SELECT limit_id, SUM(spent) AS spent FROM spend_limit_usage WHERE run_id = ''"
+            "SELECT limit_id, SUM(spent) AS spent, MAX(period) AS latest FROM spend_limit_usage WHERE run_id = ''"
             f" AND ({' OR '.join(ranges)}) GROUP BY limit_id",
             *args,
         ):
-            spent[int(row["limit_id"])] = int(row["spent"])
+            limit_id = int(row["limit_id"])
+            if current.get(limit_id, int(row["latest"])) == int(row["latest"]):
+                spent[limit_id] = int(row["spent"])
     accounts = sorted({view.account_id for view in unique})
     marks = ", ".join(f"${n + 1}" for n in range(len(accounts)))
     holds = [

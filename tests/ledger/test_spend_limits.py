@@ -416,3 +416,21 @@ async def test_moving_a_day_limit_east_and_back_west_keeps_one_counter_of_the_cu
     with pytest.raises(ledger.SpendLimitExceededError) as refused:
         await _spend(user_id, account_id, 6, "over")
     assert refused.value.spent == 5 * MICRO
+
+
+async def test_the_listing_counts_a_calendar_period_as_the_enforcement_does_with_a_later_counter(db: Backend) -> None:
+    # A counter after the current period's start (none is written since set_limit moves a zone's counters)
+    # makes the period count nothing, in the listing as in the spend.
+    user_id, account_id = await _account()
+    daily, _ = await limits.set_limit(account_id, LimitSpec(LimitScope.ACCOUNT, 10 * MICRO, LimitWindow.DAY), T0)
+    day = int(datetime(2026, 1, 15, tzinfo=UTC).timestamp())
+    await SpendLimitUsage.create(limit_id=daily.id, run_id="", period=day, spent=4 * MICRO)
+    assert (await limits.usage([daily], T0))[daily.id].spent == 4 * MICRO
+    with pytest.raises(ledger.SpendLimitExceededError) as refused:
+        await _spend(user_id, account_id, 7, "over")
+    assert refused.value.spent == 4 * MICRO
+    await SpendLimitUsage.create(limit_id=daily.id, run_id="", period=day + 3600, spent=1 * MICRO)
+    assert (await limits.usage([daily], T0))[daily.id].spent == 0
+    with pytest.raises(ledger.SpendLimitExceededError) as alone:
+        await _spend(user_id, account_id, 11, "alone")
+    assert alone.value.spent == 0
