@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from models.tables import LimitAction, LimitKind, LimitScope, LimitWindow
 
@@ -26,10 +26,21 @@ ROLLING_BUCKETS = 60
 """How many buckets a rolling window counts (models/ledger/limits.py ``_SINCE`` computes the same in SQL)."""
 
 
+@lru_cache(maxsize=1)
+def _zone_names() -> frozenset[str]:
+    # The host's zoneinfo also has files that are no IANA zone: "localtime" (the host's own setting, which can
+    # change under a limit), "posixrules", "Factory" and the "posix/" and "right/" copies.
+    return frozenset(
+        name
+        for name in available_timezones()
+        if name not in ("localtime", "posixrules", "Factory") and not name.startswith(("posix/", "right/"))
+    )
+
+
 @lru_cache(maxsize=256)
 def zone(name: str) -> ZoneInfo | None:
     """The IANA time zone ``name``, or None if there is no such zone."""
-    if not name or len(name) > 64 or name.startswith(("/", ".")) or ".." in name:
+    if name not in _zone_names():
         return None
     try:
         return ZoneInfo(name)
@@ -64,15 +75,17 @@ def period(window: LimitWindow, length: int, time_zone: str, now: datetime) -> P
     """The period of a limit with ``window`` (and ``length`` hours or minutes for a rolling one) at ``now``.
 
     A rolling window of ``length`` hours (minutes) is ``ROLLING_BUCKETS`` buckets of ``length`` minutes
-    (seconds): the current one and the 59 before it."""
+    (seconds): the current one and the 59 before it.
+
+    A calendar limit whose stored zone this host does not know (its zoneinfo lacks it) counts in UTC: its spends
+    go on, rather than fail."""
     if window is LimitWindow.TOTAL:
         return Period(0, 0, None)
     if window in (LimitWindow.ROLLING_HOURS, LimitWindow.ROLLING_MINUTES):
         size = length * (60 if window is LimitWindow.ROLLING_HOURS else 1)
         bucket = _epoch(now) // size * size
         return Period(bucket, bucket - (ROLLING_BUCKETS - 1) * size, datetime.fromtimestamp(bucket + size, UTC))
-    tz = zone(time_zone)
-    assert tz is not None, f"unknown time zone {time_zone!r}"
+    tz = zone(time_zone) or ZoneInfo("UTC")
     today = now.astimezone(tz).date()
     if window is LimitWindow.DAY:
         first, following = today, today + timedelta(days=1)

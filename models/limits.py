@@ -19,7 +19,7 @@ from models.balance import is_live
 from models.ledger.locking import lock_account
 from models.limit_rules import VIEW_COLUMNS_SQL, LimitSpec, LimitView, period, subject_of
 from models.sql import Sql, as_datetime
-from models.tables import LimitKind, LimitScope
+from models.tables import LimitKind, LimitScope, LimitWindow
 
 
 async def _recount(sql: Sql, account_id: int) -> None:
@@ -32,16 +32,22 @@ async def _recount(sql: Sql, account_id: int) -> None:
 
 
 async def set_limit(account_id: int, spec: LimitSpec, now: datetime) -> tuple[LimitView, bool]:
-    """Create the limit, or replace the one its subject has of that kind and window (keeping what was counted
-    against it). Returns the limit and whether it is new."""
+    """Create the limit, or replace the one its subject has of that kind, window and action (keeping what was
+    counted against it, also across a change of time zone). Returns the limit and whether it is new."""
     async with in_transaction() as conn:
         return await set_limit_in(Sql(conn), account_id, spec, now)
+
+
+_CALENDAR = (LimitWindow.DAY, LimitWindow.WEEK, LimitWindow.MONTH)
 
 
 async def set_limit_in(sql: Sql, account_id: int, spec: LimitSpec, now: datetime) -> tuple[LimitView, bool]:
     """``set_limit`` inside the caller's transaction (``sql``), so that what makes the limit's subject (an
     agent token) and its limit commit together or not at all."""
     await lock_account(sql, account_id)
+    key = (account_id, spec.subject, spec.kind.value, spec.window.value, spec.window_length, spec.action.value)
+    where = 'account_id = $1 AND subject = $2 AND kind = $3 AND "window" = $4 AND window_length = $5 AND action = $6'
+    found = await sql.fetchrow(f"SELECT id, time_zone FROM spend_limits WHERE {where}", *key)
     values = (
         spec.scope.value,
         spec.user_id,
@@ -49,52 +55,71 @@ async def set_limit_in(sql: Sql, account_id: int, spec: LimitSpec, now: datetime
         spec.token_id,
         spec.time_zone,
         spec.amount,
-        spec.action.value,
         spec.warn_percent,
         spec.max_credits_per_run,
         spec.cooldown_seconds,
         now,
     )
-    updated = await sql.fetch(
-        "UPDATE spend_limits SET scope = $1, user_id = $2, agent_id = $3, token_id = $4, time_zone = $5,"
-        " amount = $6, action = $7, warn_percent = $8, max_credits_per_run = $9, cooldown_seconds = $10,"
-        ' updated_at = $11 WHERE account_id = $12 AND subject = $13 AND kind = $14 AND "window" = $15'
-        " AND window_length = $16 RETURNING id",
-        *values,
-        account_id,
-        spec.subject,
-        spec.kind.value,
-        spec.window.value,
-        spec.window_length,
-    )
-    created = not updated
-    if created:
-        await sql.execute(
-            "INSERT INTO spend_limits (scope, user_id, agent_id, token_id, time_zone, amount, action,"
-            ' warn_percent, max_credits_per_run, cooldown_seconds, updated_at, account_id, subject, kind, "window",'
-            " window_length, created_at, paused)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+    created = found is None
+    if found is None:
+        inserted = await sql.fetchrow(
+            "INSERT INTO spend_limits (scope, user_id, agent_id, token_id, time_zone, amount,"
+            " warn_percent, max_credits_per_run, cooldown_seconds, updated_at, account_id, subject, kind,"
+            ' "window", window_length, action, created_at, paused)'
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) RETURNING id",
             *values,
-            account_id,
-            spec.subject,
-            spec.kind.value,
-            spec.window.value,
-            spec.window_length,
+            *key,
             now,
             False,
         )
+        assert inserted is not None
+        limit_id = int(inserted["id"])
         await _recount(sql, account_id)
-    row = await sql.fetchrow(
-        f"SELECT {VIEW_COLUMNS_SQL} FROM spend_limits l WHERE l.account_id = $1 AND l.subject = $2"
-        ' AND l.kind = $3 AND l."window" = $4 AND l.window_length = $5',
-        account_id,
-        spec.subject,
-        spec.kind.value,
-        spec.window.value,
-        spec.window_length,
-    )
+    else:
+        limit_id = int(found["id"])
+        await sql.execute(
+            "UPDATE spend_limits SET scope = $1, user_id = $2, agent_id = $3, token_id = $4, time_zone = $5,"
+            " amount = $6, warn_percent = $7, max_credits_per_run = $8, cooldown_seconds = $9, updated_at = $10"
+            " WHERE id = $11",
+            *values,
+            limit_id,
+        )
+        if spec.window in _CALENDAR and str(found["time_zone"]) != spec.time_zone:
+            await _move_period(sql, limit_id, spec.window, str(found["time_zone"]), spec.time_zone, now)
+    row = await sql.fetchrow(f"SELECT {VIEW_COLUMNS_SQL} FROM spend_limits l WHERE l.id = $1", limit_id)
     assert row is not None
     return LimitView.of(row), created
+
+
+async def _move_period(sql: Sql, limit_id: int, window: LimitWindow, old: str, new: str, now: datetime) -> None:
+    """A calendar limit moved to another time zone keeps what was counted in its current period: the counter
+    of the old zone's current period (and any already at the new one's) becomes one counter at the new zone's
+    current period start. Left at its old key, a counter of a zone to the west would start after the new
+    period and count as a later period's (docs/rules.md, "Spend limits")."""
+    before = period(window, 1, old, now).bucket
+    after = period(window, 1, new, now).bucket
+    if before == after:
+        return
+    rows = await sql.fetch(
+        "SELECT spent FROM spend_limit_usage WHERE limit_id = $1 AND run_id = '' AND period IN ($2, $3)",
+        limit_id,
+        before,
+        after,
+    )
+    total = sum(int(row["spent"]) for row in rows)
+    await sql.execute(
+        "DELETE FROM spend_limit_usage WHERE limit_id = $1 AND run_id = '' AND period IN ($2, $3)",
+        limit_id,
+        before,
+        after,
+    )
+    if total:
+        await sql.execute(
+            "INSERT INTO spend_limit_usage (limit_id, run_id, period, spent) VALUES ($1, '', $2, $3)",
+            limit_id,
+            after,
+            total,
+        )
 
 
 async def remove_limit(limit_id: int) -> LimitView | None:
@@ -211,21 +236,31 @@ async def usage(views: Sequence[LimitView], now: datetime) -> dict[int, Usage]:
     sql = _conn()
     spent: dict[int, int] = {}
     unique = list({view.id: view for view in views}.values())
+    # A calendar limit counts its current period's counter only while it is its newest (as the enforcement
+    # does, models/ledger/limits.py): the counters up to now are read, and one after the period's start
+    # (which set_limit's move to another zone leaves none of) means the period counts nothing.
+    current: dict[int, int] = {}
+    at = int(now.timestamp())
     for start in range(0, len(unique), _CHUNK):
         chunk = unique[start : start + _CHUNK]
         ranges: list[str] = []
         args: list[int] = []
         for view in chunk:
             p = period(view.window, view.window_length, view.time_zone, now)
+            upto = p.bucket
+            if view.window in _CALENDAR:
+                current[view.id], upto = p.bucket, at
             n = len(args)
             ranges.append(f"(limit_id = ${n + 1} AND period >= ${n + 2} AND period <= ${n + 3})")
-            args += [view.id, p.since, p.bucket]
+            args += [view.id, p.since, upto]
         for row in await sql.fetch(
-            "SELECT limit_id, SUM(spent) AS spent FROM spend_limit_usage WHERE run_id = ''"
+            "SELECT limit_id, SUM(spent) AS spent, MAX(period) AS latest FROM spend_limit_usage WHERE run_id = ''"
             f" AND ({' OR '.join(ranges)}) GROUP BY limit_id",
             *args,
         ):
-            spent[int(row["limit_id"])] = int(row["spent"])
+            limit_id = int(row["limit_id"])
+            if current.get(limit_id, int(row["latest"])) == int(row["latest"]):
+                spent[limit_id] = int(row["spent"])
     accounts = sorted({view.account_id for view in unique})
     marks = ", ".join(f"${n + 1}" for n in range(len(accounts)))
     holds = [

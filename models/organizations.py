@@ -19,6 +19,7 @@ from models.tables import (
     CreditAccount,
     Invitation,
     InvitationStatus,
+    LimitAction,
     LimitKind,
     LimitScope,
     LimitWindow,
@@ -201,10 +202,20 @@ async def set_budget(
         await _count_month_so_far(pool.id, organization_id, user_id, now)
 
 
+# A member's budget is their BLOCK cap of the month in UTC without a per-run cap (what ``setMemberBudget``
+# sets): a NOTIFY limit, or one in another zone or with a per-run cap, is some other limit on the member.
+_BUDGET = {
+    "kind": LimitKind.CAP,
+    "window": LimitWindow.MONTH,
+    "window_length": 1,
+    "action": LimitAction.BLOCK,
+    "time_zone": "UTC",
+    "max_credits_per_run__isnull": True,
+}
+
+
 async def _budget_limits(pool_id: int, user_id: int) -> list[int]:
-    found = await SpendLimit.filter(
-        account_id=pool_id, subject=f"member:{user_id}", kind=LimitKind.CAP, window=LimitWindow.MONTH, window_length=1
-    ).only("id")
+    found = await SpendLimit.filter(account_id=pool_id, subject=f"member:{user_id}", **_BUDGET).only("id")
     return [int(limit.id) for limit in found]
 
 
@@ -250,9 +261,7 @@ async def budgets(organization_ids: list[int]) -> dict[int, dict[int, int]]:
     rows = await SpendLimit.filter(
         account__organization_id__in=organization_ids,
         scope=LimitScope.MEMBER,
-        kind=LimitKind.CAP,
-        window=LimitWindow.MONTH,
-        window_length=1,
+        **_BUDGET,
     ).values_list("account__organization_id", "user_id", "amount")
     for organization_id, user_id, amount in rows:
         found[int(organization_id)][int(user_id)] = int(amount)

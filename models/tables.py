@@ -509,7 +509,7 @@ class SpendLimit(Model):
 
     class Meta:
         table = "spend_limits"
-        unique_together = (("account_id", "subject", "kind", "window", "window_length"),)
+        unique_together = (("account_id", "subject", "kind", "window", "window_length", "action"),)
 
 
 class SpendLimitUsage(Model):

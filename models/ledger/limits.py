@@ -136,6 +136,7 @@ class Standing:
             pool
             and lim.scope is LimitScope.MEMBER
             and lim.kind is LimitKind.CAP
+            and lim.action is LimitAction.BLOCK
             and lim.window is LimitWindow.MONTH
             and lim.time_zone == "UTC"
             and lim.max_credits_per_run is None

@@ -43,7 +43,7 @@ class Migration(migrations.Migration):
                 ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
                 ('updated_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
             ],
-            options={'table': 'spend_limits', 'app': 'models', 'unique_together': (('account_id', 'subject', 'kind', 'window', 'window_length'),), 'pk_attr': 'id', 'table_description': 'A limit on spending from one account by a subject: the whole account, a member, an agent or a token.'},
+            options={'table': 'spend_limits', 'app': 'models', 'unique_together': (('account_id', 'subject', 'kind', 'window', 'window_length', 'action'),), 'pk_attr': 'id', 'table_description': 'A limit on spending from one account by a subject: the whole account, a member, an agent or a token.'},
             bases=['Model'],
         ),
         ops.CreateModel(

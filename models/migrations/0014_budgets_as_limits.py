@@ -16,7 +16,7 @@ BUDGETS_TO_LIMITS = [
     " SELECT a.id, 'MEMBER', 'member:' || CAST(b.user_id AS TEXT), b.user_id, 'CAP', 'MONTH', 1, 'UTC',"
     " b.monthly_limit, 'BLOCK', FALSE, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP"
     ' FROM member_budgets b JOIN credit_accounts a ON a.organization_id = b.organization_id WHERE TRUE'
-    ' ON CONFLICT (account_id, subject, kind, "window", window_length) DO NOTHING',
+    ' ON CONFLICT (account_id, subject, kind, "window", window_length, action) DO NOTHING',
     'INSERT INTO spend_limit_usage (limit_id, run_id, period, spent)'
     " SELECT l.id, '', 86400 * CAST((u.y / 400) * 146097 + (u.y % 400) * 365 + (u.y % 400) / 4"
     ' - (u.y % 400) / 100 + (153 * u.mp + 2) / 5 - 719468 AS BIGINT), u.spent'
@@ -25,7 +25,8 @@ BUDGETS_TO_LIMITS = [
     ' AS y, (CAST(SUBSTR(month, 6, 2) AS INTEGER) + 9) % 12 AS mp FROM budget_usage) u'
     ' JOIN credit_accounts a ON a.organization_id = u.organization_id'
     " JOIN spend_limits l ON l.account_id = a.id AND l.subject = 'member:' || CAST(u.user_id AS TEXT)"
-    " AND l.kind = 'CAP' AND l.\"window\" = 'MONTH' AND l.window_length = 1 WHERE TRUE"
+    " AND l.kind = 'CAP' AND l.\"window\" = 'MONTH' AND l.window_length = 1"
+    " AND l.action = 'BLOCK' WHERE TRUE"
     ' ON CONFLICT (limit_id, run_id, period) DO NOTHING',
     'UPDATE credit_accounts SET spend_limits ='
     ' (SELECT COUNT(*) FROM spend_limits l WHERE l.account_id = credit_accounts.id)',

@@ -14,7 +14,7 @@ from creditline.settings import Settings
 from models import organizations
 from models.credits import MICRO
 from models.ids import decode_id
-from models.tables import CreditAccount, Invitation, LedgerEntry, MemberRole, Membership
+from models.tables import CreditAccount, Invitation, LedgerEntry, LimitAction, MemberRole, Membership, SpendLimit
 from tests.support.backends import T0
 from tests.support.helpers import BALANCE, SPEND, Api, gid
 from tests.support.organizations import (
@@ -27,6 +27,7 @@ from tests.support.organizations import (
     setup_org,
     spend_input,
 )
+from tests.support.snapshots import changed, snapshot
 
 ADD = """mutation($org: ID!, $email: String!, $roles: [MemberRole!]!) {
   addMember(input: {organizationId: $org, email: $email, roles: $roles}) {
@@ -190,6 +191,52 @@ async def test_member_budget_caps_pool_spending_under_concurrency(api: Api) -> N
     assert lifted["setMemberBudget"]["membership"]["monthlyBudget"] is None
     after = await api.data(SPEND, spend_input(s, "0.5", "after-lift"), service)
     assert after["spendCredits"]["__typename"] == "SpendCreditsSuccess"
+
+
+SET_LIMIT = """mutation($input: SetSpendLimitInput!) { setSpendLimit(input: $input) { __typename
+  ... on SetSpendLimitSuccess { created limit { amount action } } } }"""
+BUDGETS = """query($org: ID!) { node(id: $org) { ... on Organization { members { email monthlyBudget } } } }"""
+
+
+async def test_a_notify_limit_on_a_member_is_no_budget_and_leaves_the_budget_capping(api: Api) -> None:
+    s = await setup_org(api)
+    service = await api.service()
+    pool_id = (await api.data(POOL, {"org": s["org"]}, s["owner"]))["enableCreditPool"]["creditPool"]["id"]
+    await api.data(GRANT, {"account": pool_id, "key": "fund"}, await api.admin())
+    member_gid = gid("User", s["member_id"])
+    member = {"accountId": pool_id, "scope": "MEMBER", "memberId": member_gid, "window": "MONTH"}
+    warn = {"input": {**member, "amount": "0.5", "action": "NOTIFY"}}
+    # A heads-up set before the budget is no budget; the budget set after it does not replace it.
+    assert (await api.data(SET_LIMIT, warn, s["owner"]))["setSpendLimit"] == {
+        "__typename": "SetSpendLimitSuccess", "created": True, "limit": {"amount": "0.5", "action": "NOTIFY"}
+    }  # fmt: skip
+    budgets = {m["email"]: m["monthlyBudget"] for m in (await api.data(BUDGETS, {"org": s["org"]}, s["owner"]))[
+        "node"]["members"]}  # fmt: skip
+    assert budgets["member@example.com"] is None
+    budget = await api.data(BUDGET, {"org": s["org"], "user": member_gid, "credits": "1"}, s["billing"])
+    assert budget["setMemberBudget"]["membership"]["monthlyBudget"] == "1"
+    # The heads-up set again after the budget replaces the heads-up only.
+    again = await api.data(SET_LIMIT, {"input": {**warn["input"], "amount": "0.8"}}, s["owner"])
+    assert again["setSpendLimit"]["created"] is False
+    budgets = {m["email"]: m["monthlyBudget"] for m in (await api.data(BUDGETS, {"org": s["org"]}, s["owner"]))[
+        "node"]["members"]}  # fmt: skip
+    assert budgets["member@example.com"] == "1"
+
+    before = await snapshot()
+    refused = await api.data(SPEND, spend_input(s, "5", "big"), service)
+    assert refused["spendCredits"]["__typename"] == "BudgetExceeded"
+    assert changed(before, await snapshot()) == {"idempotency_records"}  # the refusal, stored under its key
+    assert (await api.data(SPEND, spend_input(s, "0.9", "fits"), service))["spendCredits"]["__typename"] == (
+        "SpendCreditsSuccess"
+    )
+
+    # Lifting the budget keeps the heads-up.
+    lifted = await api.data(BUDGET, {"org": s["org"], "user": member_gid, "credits": None}, s["billing"])
+    assert lifted["setMemberBudget"]["membership"]["monthlyBudget"] is None
+    pool = await CreditAccount.get(organization_id__not_isnull=True)
+    kept = await SpendLimit.filter(account_id=pool.id).values_list("action", "amount")
+    assert kept == [(LimitAction.NOTIFY, 800_000)]
+    assert pool.spend_limits == 1
 
 
 # ------------------------------------------------------------------------------------------ invitations

@@ -216,7 +216,7 @@ async def test_setting_a_limit_again_replaces_it_and_the_same_input_twice_leaves
     base = {"accountId": pool, "scope": "ACCOUNT", "window": "MONTH", "amount": "30", "timeZone": "Europe/Paris"}
     first = await world.set("bob", base)
     again = await world.set("bob", base)
-    replaced = await world.set("bob", {**base, "amount": "25", "action": "NOTIFY", "timeZone": "Asia/Tokyo"})
+    replaced = await world.set("bob", {**base, "amount": "25", "timeZone": "Asia/Tokyo"})
 
     month = {"starts": "2025-12-31T23:00:00+00:00", "resets": "2026-01-31T23:00:00+00:00"}
     expected = shown(world, 1, account=world.pool, scope="ACCOUNT", window="MONTH", amount="30",
@@ -227,11 +227,43 @@ async def test_setting_a_limit_again_replaces_it_and_the_same_input_twice_leaves
         "__typename": "SetSpendLimitSuccess",
         "created": False,
         "limit": shown(world, 1, account=world.pool, scope="ACCOUNT", window="MONTH", amount="25",
-                       action="NOTIFY", timeZone="Asia/Tokyo", starts="2025-12-31T15:00:00+00:00",
+                       timeZone="Asia/Tokyo", starts="2025-12-31T15:00:00+00:00",
                        resets="2026-01-31T15:00:00+00:00"),
     }  # fmt: skip
     assert await SpendLimit.filter(account_id=world.pool).count() == 1
     assert (await CreditAccount.get(id=world.pool)).spend_limits == 1
+
+
+async def test_a_notify_limit_beside_a_block_limit_of_the_same_window_is_another_limit(world: World) -> None:
+    pool = gid("CreditAccount", world.pool)
+    block = {"accountId": pool, "scope": "MEMBER", "memberId": gid("User", world.carol), "window": "DAY"}
+    blocks = await world.set("bob", {**block, "amount": "20"})
+    notifies = await world.set("bob", {**block, "amount": "15", "action": "NOTIFY"})
+    notifies_again = await world.set("bob", {**block, "amount": "16", "action": "NOTIFY"})
+
+    day = {"starts": "2026-01-15T00:00:00+00:00", "resets": "2026-01-16T00:00:00+00:00"}
+    member: dict[str, Any] = {"account": world.pool, "scope": "MEMBER", "memberId": gid("User", world.carol), **day}
+    assert blocks == {"__typename": "SetSpendLimitSuccess", "created": True,
+                      "limit": shown(world, 1, amount="20", **member)}  # fmt: skip
+    assert notifies == {"__typename": "SetSpendLimitSuccess", "created": True,
+                        "limit": shown(world, 2, amount="15", action="NOTIFY", **member)}  # fmt: skip
+    assert notifies_again == {"__typename": "SetSpendLimitSuccess", "created": False,
+                              "limit": shown(world, 2, amount="16", action="NOTIFY", **member)}  # fmt: skip
+    assert (await CreditAccount.get(id=world.pool)).spend_limits == 2
+    # Carol may spend 16 with a warning; the BLOCK limit of 20 still refuses past it.
+    spend = {"userId": gid("User", world.carol), "organizationId": gid("Organization", world.acme),
+             "agentId": "bot", "activity": "answer"}  # fmt: skip
+    warned = await world.api.data(LIMITED_SPEND, {"input": {**spend, "credits": "17", "idempotencyKey": "a"}},
+                                  world.tokens["runtime"])  # fmt: skip
+    notified = [{"limit": {"id": gid("SpendLimit", 2)}}]
+    assert warned["spendCredits"] == {"__typename": "SpendCreditsSuccess", "limitWarnings": notified}
+    refused = await world.api.data(LIMITED_SPEND, {"input": {**spend, "credits": "4", "idempotencyKey": "b"}},
+                                   world.tokens["runtime"])  # fmt: skip
+    assert refused["spendCredits"] == {"__typename": "SpendLimitExceeded", "limit": {"id": gid("SpendLimit", 1)}}
+
+
+LIMITED_SPEND = """mutation($input: SpendCreditsInput!) { spendCredits(input: $input) { __typename
+  ... on SpendCreditsSuccess { limitWarnings { limit { id } } } ... on SpendLimitExceeded { limit { id } } } }"""
 
 
 async def test_a_limit_of_another_window_length_is_another_limit_and_removing_one_keeps_the_other(
@@ -578,3 +610,54 @@ async def test_member_limits_cost_the_same_statements_for_3_members_as_for_30(
     assert {(m["spendLimits"][0]["spent"], m["spendLimits"][0]["remaining"]) for m in limited} == {("1", "1")}
     # token, organization, roles, members, users, pool, limits, counters, holds, whatever the number of members
     assert len(counter.statements) == 9, counter.statements
+
+
+# ---------------------------------------------------------------------------------- a limit's time zone
+
+
+ZONED_SPEND = """mutation($input: SpendCreditsInput!) { spendCredits(input: $input) { __typename
+  ... on SpendLimitExceeded { spent required } } }"""
+
+
+async def test_a_day_limit_moved_east_keeps_what_it_counted_and_keeps_blocking(world: World) -> None:
+    daily = {"scope": "AGENT", "agentId": "bot", "window": "DAY", "amount": "10"}
+    assert (await world.set("ada", daily))["created"] is True
+    spend = {"userId": gid("User", world.ada), "agentId": "bot", "activity": "answer", "credits": "4"}
+    first = await world.api.data(ZONED_SPEND, {"input": {**spend, "idempotencyKey": "s0"}}, world.tokens["runtime"])
+    assert first["spendCredits"] == {"__typename": "SpendCreditsSuccess"}
+    # At 12:00 UTC Tokyo's day began at 15:00 UTC the day before, before the counter of the UTC day.
+    moved = await world.set("ada", {**daily, "timeZone": "Asia/Tokyo"})
+    assert (moved["created"], moved["limit"]["spent"], moved["limit"]["timeZone"]) == (False, "4", "Asia/Tokyo")
+
+    outcomes = [
+        (await world.api.data(ZONED_SPEND, {"input": {**spend, "idempotencyKey": f"s{n}"}}, world.tokens["runtime"]))[
+            "spendCredits"
+        ]
+        for n in range(1, 4)
+    ]
+    refused = {"__typename": "SpendLimitExceeded", "spent": "8", "required": "4"}
+    assert outcomes == [{"__typename": "SpendCreditsSuccess"}, refused, refused]
+    assert (await world.mine())["spendLimits"][0]["spent"] == "8"
+
+
+async def test_a_member_budget_moved_to_tokyo_time_still_caps_the_month(world: World) -> None:
+    await organizations.set_budget(world.acme, world.carol, 10 * MICRO, world.api.clock.now())
+    spend = {"userId": gid("User", world.carol), "organizationId": gid("Organization", world.acme),
+             "agentId": "bot", "activity": "answer", "credits": "8"}  # fmt: skip
+    runtime = world.tokens["runtime"]
+    first = await world.api.data(ZONED_SPEND, {"input": {**spend, "idempotencyKey": "s0"}}, runtime)
+    assert first["spendCredits"] == {"__typename": "SpendCreditsSuccess"}
+    member = {"accountId": gid("CreditAccount", world.pool), "scope": "MEMBER", "memberId": gid("User", world.carol)}
+    moved = await world.set("ada", {**member, "window": "MONTH", "amount": "10", "timeZone": "Asia/Tokyo"})
+    assert (moved["created"], moved["limit"]["spent"]) == (False, "8")
+    again = await world.api.data(ZONED_SPEND, {"input": {**spend, "idempotencyKey": "s1"}}, runtime)
+    assert again["spendCredits"] == {"__typename": "SpendLimitExceeded", "spent": "8", "required": "8"}
+
+
+@pytest.mark.parametrize("name", ["localtime", "posixrules", "Factory", "posix/Europe/Paris", "right/UTC"])
+async def test_a_zone_name_that_is_not_an_iana_zone_is_refused_and_changes_nothing(world: World, name: str) -> None:
+    before = await snapshot()
+    answer = await world.set("ada", {"scope": "ACCOUNT", "window": "DAY", "amount": "10", "timeZone": name})
+    assert answer["__typename"] == "ValidationError"
+    assert answer["field"] == "timeZone"
+    assert changed(before, await snapshot()) == set()

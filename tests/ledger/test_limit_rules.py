@@ -74,6 +74,32 @@ def test_a_one_minute_window_slides_by_the_second() -> None:
     assert edge == Period(_ts("2026-12-01T12:01:00Z"), _ts("2026-12-01T12:00:01Z"), _at("2026-12-01T12:01:01Z"))
 
 
-@pytest.mark.parametrize("name", ["Mars/Olympus", "", "../etc/passwd", "/etc/localtime", "UTC" * 30])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Mars/Olympus",
+        "",
+        "../etc/passwd",
+        "/etc/localtime",
+        "UTC" * 30,
+        # Files of the host's zoneinfo that are no IANA zone: the host's own setting and its copies.
+        "localtime",
+        "posixrules",
+        "Factory",
+        "posix/Europe/Paris",
+        "right/UTC",
+    ],
+)
 def test_an_unknown_zone_is_none(name: str) -> None:
     assert zone(name) is None
+
+
+def test_an_iana_zone_is_a_zone() -> None:
+    assert zone("Europe/Paris") is not None
+    assert zone("Etc/UTC") is not None
+
+
+def test_a_calendar_limit_whose_stored_zone_is_unknown_counts_in_utc() -> None:
+    now = _at("2026-12-01T10:42:10+00:00")
+    for window in (LimitWindow.DAY, LimitWindow.WEEK, LimitWindow.MONTH):
+        assert period(window, 1, "Mars/Olympus", now) == period(window, 1, "UTC", now)

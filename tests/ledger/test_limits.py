@@ -29,12 +29,12 @@ async def test_setting_a_limit_again_replaces_it_and_the_count_follows(db: Backe
     assert (first.subject, first.amount, first.warn_percent) == ("agent:bot", 20 * MICRO, 80)
     again, created = await limits.set_limit(
         account_id,
-        LimitSpec(LimitScope.AGENT, 30 * MICRO, LimitWindow.DAY, agent_id="bot", action=LimitAction.NOTIFY),
+        LimitSpec(LimitScope.AGENT, 30 * MICRO, LimitWindow.DAY, agent_id="bot"),
         T0 + timedelta(hours=1),
     )
     assert not created
     assert again.id == first.id
-    assert (again.amount, again.action, again.warn_percent) == (30 * MICRO, LimitAction.NOTIFY, None)
+    assert (again.amount, again.action, again.warn_percent) == (30 * MICRO, LimitAction.BLOCK, None)
     hourly, created = await limits.set_limit(
         account_id, LimitSpec(LimitScope.AGENT, MICRO, LimitWindow.ROLLING_HOURS, 3, agent_id="bot"), T0
     )

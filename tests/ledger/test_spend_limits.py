@@ -6,6 +6,7 @@ and a burst across a minute's edge whole)."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -21,6 +22,7 @@ from models.tables import (
     LimitScope,
     LimitWindow,
     SpendLimit,
+    SpendLimitUsage,
     TokenKind,
 )
 from tests.support.backends import T0, Backend
@@ -475,3 +477,75 @@ async def test_a_runs_active_holds_count_against_its_cap(db: Backend) -> None:
         await _spend(user_id, account_id, 2, "s1", run="r1")
     assert (refused.value.spent, refused.value.held, refused.value.run_id) == (0, 3 * MICRO, "r1")
     assert (await _spend(user_id, account_id, 1, "s2", run="r1")).credits == MICRO
+
+
+# ------------------------------------------------------------------------ a calendar limit moved to another zone
+
+
+@pytest.mark.parametrize(
+    ("zone", "later"),
+    [
+        # East: Tokyo's day began at 15:00 UTC the day before, before the UTC day's counter.
+        ("Asia/Tokyo", T0 + 2 * HOUR),
+        # West: Los Angeles' day began at 08:00 UTC, after the UTC day's counter; past midnight UTC too.
+        ("America/Los_Angeles", T0 + 13 * HOUR),
+    ],
+)
+async def test_a_day_limit_moved_to_another_zone_keeps_counting_and_shows_what_it_enforces(
+    db: Backend, zone: str, later: datetime
+) -> None:
+    user_id, account_id = await _account()
+    spec = LimitSpec(LimitScope.AGENT, 10 * MICRO, LimitWindow.DAY, agent_id="bot")
+    daily, _ = await limits.set_limit(account_id, spec, T0)
+    await _spend(user_id, account_id, 4, "s0")
+
+    moved, created = await limits.set_limit(account_id, replace(spec, time_zone=zone), T0)
+    assert (moved.id, moved.time_zone, created) == (daily.id, zone, False)
+    assert (await limits.usage([moved], T0))[moved.id].spent == 4 * MICRO
+
+    for now in (T0, later):
+        shown = (await limits.usage([moved], now))[moved.id].spent
+        with pytest.raises(ledger.SpendLimitExceededError) as refused:
+            await _spend(user_id, account_id, 7, f"over {now}", now)
+        # What the refusal counted is what the listing shows.
+        assert refused.value.spent == shown
+    assert shown == 4 * MICRO
+    await _spend(user_id, account_id, 6, "fits", later)
+    assert (await limits.usage([moved], later))[moved.id].spent == 10 * MICRO
+    with pytest.raises(ledger.SpendLimitExceededError) as full:
+        await _spend(user_id, account_id, 0.000001, "full", later)
+    assert full.value.spent == 10 * MICRO
+
+
+async def test_moving_a_day_limit_east_and_back_west_keeps_one_counter_of_the_current_day(db: Backend) -> None:
+    user_id, account_id = await _account()
+    spec = LimitSpec(LimitScope.ACCOUNT, 10 * MICRO, LimitWindow.DAY)
+    daily, _ = await limits.set_limit(account_id, spec, T0)
+    await _spend(user_id, account_id, 3, "s0")
+    await limits.set_limit(account_id, replace(spec, time_zone="Asia/Tokyo"), T0)
+    await _spend(user_id, account_id, 2, "s1")
+    back, _ = await limits.set_limit(account_id, spec, T0)
+    rows = await SpendLimitUsage.filter(limit_id=daily.id).values_list("run_id", "period", "spent")
+    assert rows == [("", int(datetime(2026, 1, 15, tzinfo=UTC).timestamp()), 5 * MICRO)]
+    assert (await limits.usage([back], T0))[back.id].spent == 5 * MICRO
+    with pytest.raises(ledger.SpendLimitExceededError) as refused:
+        await _spend(user_id, account_id, 6, "over")
+    assert refused.value.spent == 5 * MICRO
+
+
+async def test_the_listing_counts_a_calendar_period_as_the_enforcement_does_with_a_later_counter(db: Backend) -> None:
+    # A counter after the current period's start (none is written since set_limit moves a zone's counters)
+    # makes the period count nothing, in the listing as in the spend.
+    user_id, account_id = await _account()
+    daily, _ = await limits.set_limit(account_id, LimitSpec(LimitScope.ACCOUNT, 10 * MICRO, LimitWindow.DAY), T0)
+    day = int(datetime(2026, 1, 15, tzinfo=UTC).timestamp())
+    await SpendLimitUsage.create(limit_id=daily.id, run_id="", period=day, spent=4 * MICRO)
+    assert (await limits.usage([daily], T0))[daily.id].spent == 4 * MICRO
+    with pytest.raises(ledger.SpendLimitExceededError) as refused:
+        await _spend(user_id, account_id, 7, "over")
+    assert refused.value.spent == 4 * MICRO
+    await SpendLimitUsage.create(limit_id=daily.id, run_id="", period=day + 3600, spent=1 * MICRO)
+    assert (await limits.usage([daily], T0))[daily.id].spent == 0
+    with pytest.raises(ledger.SpendLimitExceededError) as alone:
+        await _spend(user_id, account_id, 11, "alone")
+    assert alone.value.spent == 0
