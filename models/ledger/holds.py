@@ -22,6 +22,7 @@ from models.ledger.errors import (
     IdempotencyKey,
     InsufficientCreditsError,
     LedgerError,
+    LimitWarning,
     NotFoundError,
     SpendResult,
 )
@@ -104,27 +105,10 @@ async def hold(
                 await _append(sql, row, LedgerEntryType.HOLD, held_delta=credits, now=now, hold_id=hold_id)
                 await _save_account(sql, row)
                 after = Balance(before.free, before.paid, before.held + credits, before.owed, before.overdraft)
-                stored_warnings = limits.warnings_json(applied.warnings)
-                await _store_response(
-                    sql,
-                    idem,
-                    {
-                        "hold_id": hold_id,
-                        "balance": after.to_json(),
-                        **({"warnings": stored_warnings} if stored_warnings else {}),
-                    },
-                    now,
-                )
+                await _store_response(sql, idem, _held_json(hold_id, after, applied.warnings), now)
                 queued = await _queue_auto_top_up(sql, row, after, auto_top_up, now)
     except _Replay as replay:
-        stored = replay.response or await _read_stored(idem)
-        _raise_if_refused(stored)
-        return HoldResult(
-            int(stored["hold_id"]),
-            Balance.from_json(stored["balance"]),
-            replayed=True,
-            warnings=limits.warnings_of(stored.get("warnings", [])),
-        )
+        return _held_replay(replay.response or await _read_stored(idem))
     if refusal is not None:
         raise refusal
     return HoldResult(
@@ -133,6 +117,26 @@ async def hold(
         changes=(_change(row, 0, "HOLD", after, now),),
         queued_top_up=queued,
         warnings=applied.warnings,
+    )
+
+
+def _held_json(hold_id: int, balance: Balance, warnings: tuple[LimitWarning, ...]) -> dict[str, Any]:
+    """The stored answer of a hold or an increase of one (warnings only when there are some)."""
+    stored_warnings = limits.warnings_json(warnings)
+    return {
+        "hold_id": hold_id,
+        "balance": balance.to_json(),
+        **({"warnings": stored_warnings} if stored_warnings else {}),
+    }
+
+
+def _held_replay(stored: dict[str, Any]) -> HoldResult:
+    _raise_if_refused(stored)
+    return HoldResult(
+        int(stored["hold_id"]),
+        Balance.from_json(stored["balance"]),
+        replayed=True,
+        warnings=limits.warnings_of(stored.get("warnings", [])),
     )
 
 
@@ -288,9 +292,7 @@ async def release_hold(hold_id: int, *, idem: IdempotencyKey, now: datetime) -> 
                 change = await _release_locked(sql, row, held, HoldStatus.RELEASED, "RELEASE", now)
                 await _store_response(sql, idem, {"hold_id": hold_id, "balance": change.balance.to_json()}, now)
     except _Replay as replay:
-        stored = replay.response or await _read_stored(idem)
-        _raise_if_refused(stored)
-        return HoldResult(hold_id, Balance.from_json(stored["balance"]), replayed=True)
+        return _held_replay(replay.response or await _read_stored(idem))
     if refusal is not None:
         raise refusal
     return HoldResult(hold_id, change.balance, changes=(change,))
@@ -382,9 +384,7 @@ async def extend_hold(hold_id: int, *, lasting: timedelta, idem: IdempotencyKey,
                 )
                 await _store_response(sql, idem, {"hold_id": hold_id, "balance": after.to_json()}, now)
     except _Replay as replay:
-        stored = replay.response or await _read_stored(idem)
-        _raise_if_refused(stored)
-        return HoldResult(hold_id, Balance.from_json(stored["balance"]), replayed=True)
+        return _held_replay(replay.response or await _read_stored(idem))
     if refusal is not None:
         raise refusal
     return HoldResult(hold_id, after, changes=(_change(row, 0, "EXTEND", after, now),))
@@ -449,27 +449,10 @@ async def increase_hold(
                 )
                 await _save_account(sql, row)
                 after = Balance(before.free, before.paid, before.held + credits, before.owed, before.overdraft)
-                stored_warnings = limits.warnings_json(applied.warnings)
-                await _store_response(
-                    sql,
-                    idem,
-                    {
-                        "hold_id": hold_id,
-                        "balance": after.to_json(),
-                        **({"warnings": stored_warnings} if stored_warnings else {}),
-                    },
-                    now,
-                )
+                await _store_response(sql, idem, _held_json(hold_id, after, applied.warnings), now)
                 queued = await _queue_auto_top_up(sql, row, after, auto_top_up, now)
     except _Replay as replay:
-        stored = replay.response or await _read_stored(idem)
-        _raise_if_refused(stored)
-        return HoldResult(
-            hold_id,
-            Balance.from_json(stored["balance"]),
-            replayed=True,
-            warnings=limits.warnings_of(stored.get("warnings", [])),
-        )
+        return _held_replay(replay.response or await _read_stored(idem))
     if refusal is not None:
         raise refusal
     return HoldResult(
