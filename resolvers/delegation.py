@@ -10,6 +10,7 @@ read."""
 
 from __future__ import annotations
 
+from models.ids import decode_id
 from models.tables import Hold
 from models.tokens import Principal
 from resolvers.mutations._common import Spender
@@ -58,3 +59,13 @@ async def hold_refusal(who: Principal, hold_id: int) -> Forbidden | NotFound | N
     if hold.token_id != who.token_id:
         return Forbidden(message=OWN_HOLDS_ONLY)
     return None
+
+
+async def named_hold(who: Principal, hold_id: str) -> int | Forbidden | NotFound:
+    """The hold a captureHold, releaseHold or extendHold input names, if ``who`` may act on it: its key, or the
+    typed error (a malformed id is not found)."""
+    key = decode_id(hold_id, "Hold")
+    if key is None:
+        return NotFound(message=HOLD_NOT_FOUND)
+    refused = await hold_refusal(who, key)
+    return key if refused is None else refused

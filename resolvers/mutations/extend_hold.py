@@ -5,7 +5,6 @@ from datetime import timedelta
 from strawberry.types import Info
 
 from models import ledger
-from models.ids import decode_id
 from models.tables import Hold as HoldRow
 from resolvers import delegation
 from resolvers.context import Context
@@ -24,11 +23,9 @@ async def extend_hold(info: Info[Context, None], input: ExtendHoldInput) -> Exte
         return denied
     if invalid := first_error(check_key(input.idempotency_key), check_timeout(input.timeout_seconds)):
         return invalid
-    hold_id = decode_id(input.hold_id, "Hold")
-    if hold_id is None:
-        return NotFound(message="Hold not found")
-    if refused := await delegation.hold_refusal(principal(info), hold_id):
-        return refused
+    hold_id = await delegation.named_hold(principal(info), input.hold_id)
+    if not isinstance(hold_id, int):
+        return hold_id
     idem = ledger.IdempotencyKey.for_request(
         principal(info).idempotency_scope,
         input.idempotency_key,

@@ -6,7 +6,6 @@ from strawberry.types import Info
 
 from billing import auto_top_up as billing_auto_top_up
 from models import ledger
-from models.ids import decode_id
 from models.tables import Hold as HoldRow
 from models.tables import UsageEvent as UsageEventRow
 from resolvers import delegation
@@ -147,11 +146,9 @@ async def capture_hold(info: Info[Context, None], input: CaptureHoldInput) -> Ca
         return denied
     if invalid := first_error(check_key(input.idempotency_key), check_positive(input.credits, "credits")):
         return invalid
-    hold_id = decode_id(input.hold_id, "Hold")
-    if hold_id is None:
-        return NotFound(message="Hold not found")
-    if refused := await delegation.hold_refusal(principal(info), hold_id):
-        return refused
+    hold_id = await delegation.named_hold(principal(info), input.hold_id)
+    if not isinstance(hold_id, int):
+        return hold_id
     idem = ledger.IdempotencyKey.for_request(
         principal(info).idempotency_scope,
         input.idempotency_key,
@@ -192,11 +189,9 @@ async def release_hold(info: Info[Context, None], input: ReleaseHoldInput) -> Re
         return denied
     if invalid := check_key(input.idempotency_key):
         return invalid
-    hold_id = decode_id(input.hold_id, "Hold")
-    if hold_id is None:
-        return NotFound(message="Hold not found")
-    if refused := await delegation.hold_refusal(principal(info), hold_id):
-        return refused
+    hold_id = await delegation.named_hold(principal(info), input.hold_id)
+    if not isinstance(hold_id, int):
+        return hold_id
     idem = ledger.IdempotencyKey.for_request(
         principal(info).idempotency_scope, input.idempotency_key, "releaseHold", {"hold": hold_id}
     )
