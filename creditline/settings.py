@@ -283,6 +283,27 @@ class Settings:
     jwt_jwks_max_age_seconds: int = 3600
     """Keys older than this are fetched again on the next token (a key the provider removed stops working)."""
 
+    # Issue 13: events for the platform (models/outbox.py), alerts, webhook delivery (creditline/webhooks/).
+    default_low_balance_credits: int = 0
+    """The low-balance alert level, in micro-credits, of an account that set none (``setBalanceAlerts``); 0: none."""
+    credit_expiring_days: int = 7
+    """``credit.expiring`` is emitted once per lot when it will expire within this many days."""
+    runs_out_soon_days: int = 3
+    """``balance.runs_out_soon`` is emitted when the forecast says the credit runs out within this many days."""
+    event_retention_days: int = 30
+    """Events (and their delivery log) older than this are pruned by the sweep."""
+    webhook_allow_private: bool = False
+    """Allow webhook URLs that resolve to private, loopback or link-local addresses (tests, local development)."""
+    webhook_timeout_seconds: float = 10.0
+    """A delivery not answered within this is a failed attempt."""
+    webhook_retry_hours: int = 72
+    """How long a failing delivery is retried (exponential back-off with jitter); an endpoint failing this long
+    is disabled."""
+    webhook_secret_grace_seconds: int = 86_400
+    """After ``rotateWebhookSecret``, deliveries are signed with the old secret too for this long."""
+    webhook_poll_seconds: float = 1.0
+    """How often the delivery worker looks for due deliveries when nothing woke it sooner."""
+
     @property
     def production(self) -> bool:
         return self.env == "production"
@@ -490,4 +511,16 @@ class Settings:
             jwt_jwks_max_age_seconds=_positive(
                 env, "CREDITLINE_JWT_JWKS_MAX_AGE_SECONDS", cls.jwt_jwks_max_age_seconds
             ),
+            # Issue 13.
+            default_low_balance_credits=_credits(env, "CREDITLINE_DEFAULT_LOW_BALANCE_CREDITS", "0"),
+            credit_expiring_days=_positive(env, "CREDITLINE_CREDIT_EXPIRING_DAYS", cls.credit_expiring_days),
+            runs_out_soon_days=_positive(env, "CREDITLINE_RUNS_OUT_SOON_DAYS", cls.runs_out_soon_days),
+            event_retention_days=_positive(env, "CREDITLINE_EVENT_RETENTION_DAYS", cls.event_retention_days),
+            webhook_allow_private=_flag(env, "CREDITLINE_WEBHOOK_ALLOW_PRIVATE", cls.webhook_allow_private),
+            webhook_timeout_seconds=_float(env, "CREDITLINE_WEBHOOK_TIMEOUT_SECONDS", cls.webhook_timeout_seconds),
+            webhook_retry_hours=_positive(env, "CREDITLINE_WEBHOOK_RETRY_HOURS", cls.webhook_retry_hours),
+            webhook_secret_grace_seconds=_non_negative(
+                env, "CREDITLINE_WEBHOOK_SECRET_GRACE_SECONDS", cls.webhook_secret_grace_seconds
+            ),
+            webhook_poll_seconds=_float(env, "CREDITLINE_WEBHOOK_POLL_SECONDS", cls.webhook_poll_seconds),
         )

@@ -196,6 +196,11 @@ class CreditAccount(Model):
     )
     spend_limits = fields.IntField(default=0, db_default=0, description="How many spend limits the account has")
     """Read with the account lock, so a spend on an account without limits costs no extra statement."""
+    alert_levels = fields.CharField(
+        max_length=500, null=True, description="Low-balance alert levels, micro-credits, comma-separated"
+    )
+    """Read with the account lock: a spend learns whether it crosses one without a statement more. NULL: the
+    deployment's default level (``CREDITLINE_DEFAULT_LOW_BALANCE_CREDITS``); empty: no alerts."""
     created_at = fields.DatetimeField()
 
     user_id: int | None
@@ -218,6 +223,7 @@ class CreditLot(Model):
     granted_at = fields.DatetimeField()
     expires_at = fields.DatetimeField(null=True)
     reason = fields.CharField(max_length=500, null=True)
+    expiring_notified_at = fields.DatetimeField(null=True, description="When credit.expiring was emitted for it")
 
     account_id: int
 
@@ -849,3 +855,139 @@ class GatewayCustomer(Model):
     class Meta:
         table = "gateway_customers"
         unique_together = (("account_id", "gateway"), ("gateway", "reference"))
+
+
+class OutboxEvent(Model):
+    """An event for the platform (``models/outbox.py``), written in the transaction of the change it reports.
+
+    ``public_id`` is the ``webhook-id`` of every delivery of it; ``sequence`` counts an account's events from 1
+    (written under the account's lock, so it has no gaps); ``dispatched_at`` is set once deliveries to the
+    endpoints that want it are made."""
+
+    id = fields.BigIntField(primary_key=True)
+    public_id = fields.CharField(max_length=40, unique=True)
+    type = fields.CharField(max_length=64)
+    account_id = fields.BigIntField(null=True, description="The account it is about (none: the deployment)")
+    organization_id = fields.BigIntField(null=True, description="The organization of a pool's event")
+    sequence = fields.BigIntField(null=True, description="The account's count of events, from 1")
+    data = fields.TextField(description="The payload, JSON")
+    created_at = fields.DatetimeField()
+    dispatched_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "events"
+        unique_together = (("account_id", "sequence"),)
+        indexes = (("dispatched_at", "id"), ("created_at",), ("account_id", "type", "id"))
+
+
+class AlertStatus(StrEnum):
+    OPEN = "OPEN"
+    RESOLVED = "RESOLVED"
+
+
+class Alert(Model):
+    """A condition of an account that a person should know of (low balance, depleted, runs out soon), open
+    from the event that raised it until the one that resolved it."""
+
+    id = fields.BigIntField(primary_key=True)
+    account: fields.ForeignKeyRelation[CreditAccount] = fields.ForeignKeyField(
+        "models.CreditAccount", related_name="alerts", on_delete=fields.CASCADE
+    )
+    kind = fields.CharField(max_length=64, description="The type of the event that raised it")
+    level = fields.BigIntField(null=True, description="The threshold crossed, in micro-credits")
+    status = fields.CharEnumField(AlertStatus, max_length=8, default=AlertStatus.OPEN)
+    raised_event_id = fields.BigIntField(null=True)
+    resolved_event_id = fields.BigIntField(null=True)
+    opened_at = fields.DatetimeField()
+    resolved_at = fields.DatetimeField(null=True)
+
+    account_id: int
+
+    class Meta:
+        table = "alerts"
+        indexes = (("account_id", "status", "kind"),)
+
+
+class WebhookEndpointStatus(StrEnum):
+    ENABLED = "ENABLED"
+    DISABLED = "DISABLED"
+
+
+class WebhookEndpoint(Model):
+    """A URL of the platform's that is sent the events it asks for, signed as Standard Webhooks."""
+
+    id = fields.BigIntField(primary_key=True)
+    url = fields.CharField(max_length=2000)
+    description = fields.CharField(max_length=500, null=True)
+    event_types = fields.CharField(max_length=2000, default="", description="Space-separated, empty: every type")
+    organization_id = fields.BigIntField(null=True, description="Only this organization's events (none: all)")
+    secret = fields.CharField(max_length=200, description="whsec_..., signs deliveries")
+    previous_secret = fields.CharField(max_length=200, null=True, description="Also signs, until it expires")
+    previous_secret_expires_at = fields.DatetimeField(null=True)
+    status = fields.CharEnumField(WebhookEndpointStatus, max_length=8, default=WebhookEndpointStatus.ENABLED)
+    disabled_reason = fields.CharField(max_length=500, null=True)
+    disabled_at = fields.DatetimeField(null=True)
+    failing_since = fields.DatetimeField(null=True, description="First failure since the last success")
+    created_at = fields.DatetimeField()
+    updated_at = fields.DatetimeField()
+
+    class Meta:
+        table = "webhook_endpoints"
+
+
+class WebhookDeliveryStatus(StrEnum):
+    PENDING = "PENDING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    """Given up: retried for the retry period, or its endpoint was disabled or deleted."""
+
+
+class WebhookDelivery(Model):
+    """One event to one endpoint: due at ``next_attempt_at``, claimed by a worker by moving that forward."""
+
+    id = fields.BigIntField(primary_key=True)
+    endpoint: fields.ForeignKeyRelation[WebhookEndpoint] = fields.ForeignKeyField(
+        "models.WebhookEndpoint", related_name="deliveries", on_delete=fields.CASCADE
+    )
+    event: fields.ForeignKeyRelation[OutboxEvent] = fields.ForeignKeyField(
+        "models.OutboxEvent", related_name="deliveries", on_delete=fields.CASCADE
+    )
+    status = fields.CharEnumField(WebhookDeliveryStatus, max_length=10, default=WebhookDeliveryStatus.PENDING)
+    attempts = fields.IntField(default=0)
+    next_attempt_at = fields.DatetimeField(null=True)
+    last_attempt_at = fields.DatetimeField(null=True)
+    last_status_code = fields.IntField(null=True)
+    last_latency_ms = fields.IntField(null=True)
+    last_response = fields.CharField(max_length=1024, null=True, description="The start of the response body")
+    last_error = fields.CharField(max_length=500, null=True)
+    delivered_at = fields.DatetimeField(null=True)
+    created_at = fields.DatetimeField()
+
+    endpoint_id: int
+    event_id: int
+
+    class Meta:
+        table = "webhook_deliveries"
+        unique_together = (("endpoint_id", "event_id"),)
+        indexes = (("status", "next_attempt_at"), ("endpoint_id", "id"))
+
+
+class WebhookAttempt(Model):
+    """One try of a delivery, for the delivery log."""
+
+    id = fields.BigIntField(primary_key=True)
+    delivery: fields.ForeignKeyRelation[WebhookDelivery] = fields.ForeignKeyField(
+        "models.WebhookDelivery", related_name="attempt_log", on_delete=fields.CASCADE
+    )
+    attempt = fields.IntField()
+    status_code = fields.IntField(null=True)
+    latency_ms = fields.IntField(null=True)
+    response_body = fields.CharField(max_length=1024, null=True)
+    error = fields.CharField(max_length=500, null=True)
+    started_at = fields.DatetimeField()
+
+    delivery_id: int
+
+    class Meta:
+        table = "webhook_attempts"
+        indexes = (("delivery_id", "attempt"),)

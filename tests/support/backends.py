@@ -15,6 +15,11 @@ from tortoise import connections
 REQUIRE_SERVICES = os.environ.get("CREDITLINE_REQUIRE_SERVICES") == "1"
 POSTGRES_URL = os.environ.get("CREDITLINE_TEST_POSTGRES_URL", "")
 TABLES = (
+    "webhook_attempts",
+    "webhook_deliveries",
+    "webhook_endpoints",
+    "events",
+    "alerts",
     "auto_top_ups",
     "webhook_events",
     "refunds",
