@@ -41,8 +41,12 @@ AccountSelector = tuple[Literal["id", "user_id", "organization_id"], int]
 
 # ``spend_limits`` (how many limits the account has) and ``organization_id`` (a pool's) tell the spend whether
 # it has limits to read, and whether a member's monthly limit is their pool budget, without a statement more;
-# ``overdraft`` and ``owed`` how far below zero it may go.
-_ACCOUNT_COLUMNS = "a.id, a.balance, a.held, a.version, a.spend_limits, a.organization_id, a.overdraft, a.owed"
+# ``overdraft`` and ``owed`` how far below zero it may go; ``alert_levels`` whether it crosses a low-balance
+# alert level (models/outbox.py), and ``user_id`` whose account an event is about.
+_ACCOUNT_COLUMNS = (
+    "a.id, a.balance, a.held, a.version, a.spend_limits, a.organization_id, a.overdraft, a.owed, a.user_id,"
+    " a.alert_levels"
+)
 # What a spend needs to know whether it must queue an auto top-up, read in the round trip of the lock.
 _AUTO_TOP_UP_COLUMNS = (
     "t.enabled AS atu_enabled, t.threshold AS atu_threshold, t.pending_transaction_id AS atu_pending,"
