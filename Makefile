@@ -28,8 +28,11 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# One test process per core (pytest-xdist); each makes its own databases and Redis channel. PYTEST_WORKERS=0
+# runs the suite in this process.
+PYTEST_WORKERS ?= auto
 pytest: install
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS)
 
 test: lint typecheck pytest
 

@@ -7,6 +7,7 @@ missing or unreachable service fails instead. After every test the ledger audit 
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
@@ -25,6 +26,13 @@ from models import ledger
 from tests.support.backends import POSTGRES_URL, T0, Backend, reset, skip_or_fail
 from tests.support.helpers import Api
 from tests.support.stripe_standin import StripeStandIn, running
+
+# The suite runs in parallel processes (pytest-xdist), each with its own databases. Redis is shared: each
+# process gets its own channel and rate-limit prefix, which the server processes the tests start inherit, so
+# one process's balance events never reach another's subscribers.
+RUN_ID = f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-{uuid.uuid4().hex[:8]}"
+os.environ["CREDITLINE_REDIS_CHANNEL"] = f"creditline:test:{RUN_ID}"
+os.environ["CREDITLINE_RATE_LIMIT_PREFIX"] = f"creditline-test:{RUN_ID}"
 
 
 async def _fresh_postgres() -> tuple[str, str]:
@@ -92,7 +100,13 @@ def clock() -> Clock:
 def settings() -> Settings:
     # Every test client comes from one address: rate limits (tests/app/test_rate_limit.py) would throttle the
     # anonymous requests of fuzzing and loops, and a 429 would pass for a client error.
-    return Settings(database_url="unused", token_cache_seconds=0, rate_limit=False)
+    return Settings(
+        database_url="unused",
+        token_cache_seconds=0,
+        rate_limit=False,
+        redis_channel=os.environ["CREDITLINE_REDIS_CHANNEL"],
+        rate_limit_prefix=os.environ["CREDITLINE_RATE_LIMIT_PREFIX"],
+    )
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -218,7 +219,7 @@ async def test_a_change_on_another_process_ends_the_live_subscriptions_here(
     if db.name != "postgres":
         pytest.skip("two server processes share a database only on PostgreSQL (SQLite is one process)")
     redis_url = await reachable_redis()
-    channel = f"creditline:test-access:{id(clock)}"
+    channel = f"creditline:test-access:{uuid.uuid4().hex}"
     settings = replace(settings, redis_url=redis_url, redis_channel=channel, token_recheck_seconds=3600)
     async with (
         serve(settings, clock) as live,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import replace
 from datetime import timedelta
@@ -209,7 +210,7 @@ async def test_concurrent_writers_on_two_processes_miss_no_version(
     if db.name != "postgres":
         pytest.skip("two server processes share a database only on PostgreSQL (SQLite is one process)")
     redis_url = await reachable_redis()
-    channel = f"creditline:test-order:{id(clock)}"
+    channel = f"creditline:test-order:{uuid.uuid4().hex}"
     settings = replace(settings, redis_url=redis_url, redis_channel=channel)
     async with (
         serve(settings, clock) as live,
