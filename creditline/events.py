@@ -233,11 +233,27 @@ def encode(event: BusEvent) -> str:
     return json.dumps([*body, event.occurred_at.isoformat()], separators=(",", ":"))
 
 
+class UnreadableMessage(ValueError):
+    """A message on the channel this version cannot read: another version's kind (a rolling deploy), or not ours."""
+
+
 def decode(data: str | bytes) -> BusEvent:
+    """One message of the channel; ``UnreadableMessage`` for one this version cannot read."""
+    try:
+        return _decode(data)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        raise UnreadableMessage(f"{exc.__class__.__name__}: {exc}") from None
+
+
+def _decode(data: str | bytes) -> BusEvent:
     message = json.loads(data)
+    if not isinstance(message, list) or not message:
+        raise ValueError("not a list")
     if message[0] == "m":
-        return MembershipChanged(message[1], message[2])
+        return MembershipChanged(int(message[1]), int(message[2]))
     kind, *fields, at = message
+    if kind not in ("b", "u"):
+        raise ValueError(f"unknown kind {kind!r}")
     occurred_at = datetime.fromisoformat(at)
     if kind == "b":
         account_id, version, delta, reason, *balance = fields
@@ -351,7 +367,13 @@ class RedisBus:
                 while True:
                     message: dict[str, Any] | None = await pubsub.get_message(timeout=1.0)
                     if message is not None and message.get("type") == "message":
-                        self.local.deliver(decode(message["data"]))
+                        try:
+                            event = decode(message["data"])
+                        except UnreadableMessage as exc:
+                            # Skipped, never fatal: a listener that died here would end fan-out for good.
+                            log.warning("ignoring a message on %s this version cannot read (%s)", self.channel, exc)
+                            continue
+                        self.local.deliver(event)
             except (RedisError, OSError) as exc:
                 self.connected.clear()
                 log.warning("Redis subscription lost (%s); reconnecting in %.2fs", exc, delay)

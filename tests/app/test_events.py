@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from creditline.events import BALANCE, QUEUE_LIMIT, RESYNC, USAGE, InProcessBus, decode, encode
+from creditline.events import BALANCE, QUEUE_LIMIT, RESYNC, USAGE, InProcessBus, UnreadableMessage, decode, encode
 from models.balance import Balance
 from models.ledger import BalanceChange, UsageRecorded
 
@@ -89,3 +89,12 @@ def test_a_usage_events_run_crosses_the_wire_and_one_without_a_run_is_sent_as_be
     assert decode(encode(without)) == without
     assert json.loads(encode(without)) == ["u", 3, 11, 1, 7, "agent", "answer", 3, 2, 1, AT.isoformat()]
     assert json.loads(encode(with_run))[-2:] == ["run-1", AT.isoformat()]
+
+
+@pytest.mark.parametrize(
+    "message",
+    ["not json", "[]", "{}", "7", '["z", 1, "2026-01-15T12:00:00+00:00"]', '["b", 1]', '["m"]', '["u", "x"]'],
+)
+def test_a_message_this_version_cannot_read_is_one_typed_error(message: str) -> None:
+    with pytest.raises(UnreadableMessage):
+        decode(message)

@@ -151,6 +151,34 @@ async def test_a_spend_on_another_process_reaches_this_ones_subscribers(
         other.wait(timeout=10)
 
 
+async def test_messages_this_version_cannot_read_are_skipped_and_fan_out_goes_on(
+    db: Backend, redis_live: Live, redis_url: str
+) -> None:
+    """Another version's message kinds (a rolling deploy) or anything else on the channel: skipped, and the
+    events after them still arrive (a listener that raised on one would end fan-out for the process)."""
+    user_id, user_token = await redis_live.api.user("ada@example.com", bonus=10)
+    service = await redis_live.api.service()
+    bus = redis_live.api.app.state.services.bus
+    assert isinstance(bus, RedisBus)
+    ws = await connect(redis_live, user_token)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": WATCH}}))
+        assert (await receive(ws))["payload"]["data"]["balanceChanged"]["reason"] == "SNAPSHOT"
+        for junk in ("not json", "[]", "{}", '["z", 1, 2, "2026-01-15T12:00:00+00:00"]', '["b", 1]', '["m"]'):
+            await client.publish(bus.channel, junk)
+        await spend(redis_live, service, user_id, "1.5", "after-junk")
+        assert (await receive(ws))["payload"]["data"]["balanceChanged"] == {
+            "delta": "-1.5",
+            "reason": "SPEND",
+            "version": 2,
+            "balance": {"total": "8.5"},
+        }
+    finally:
+        await client.aclose()
+        await ws.close()
+
+
 async def test_redis_restart_gives_a_fresh_snapshot_then_later_events(
     db: Backend, clock: Clock, settings: Settings, own_redis: tuple[str, list[str]]
 ) -> None:
