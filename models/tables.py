@@ -300,7 +300,8 @@ class UsageEvent(Model):
 
     class Meta:
         table = "usage_events"
-        indexes = (("account_id", "id"),)
+        # A run's events (usage filtered by agentRunId) are found without reading the account's others.
+        indexes = (("account_id", "id"), ("account_id", "run_id", "id"))
 
 
 class UsageAllocation(Model):
