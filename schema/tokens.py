@@ -34,7 +34,9 @@ def status_of(row: Any, now: datetime) -> ApiTokenStatus:
 @strawberry.input(description="Narrow the list of tokens; every criterion given must hold")
 class ApiTokenFilter:
     kind: TokenKind | None = None
-    user_id: strawberry.ID | None = strawberry.field(default=None, description="Only this user's USER tokens")
+    user_id: strawberry.ID | None = strawberry.field(
+        default=None, description="Only this user's tokens: their USER tokens and the agent tokens they minted"
+    )
     revoked: bool | None = strawberry.field(
         default=None, description="true: only revoked tokens; false: only tokens not revoked; null: both"
     )
