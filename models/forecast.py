@@ -224,8 +224,9 @@ async def _settle_account(account_id: int, now: datetime, days: int) -> EmittedE
 
 
 async def sweep_runs_out_soon(now: datetime, days: int) -> list[EmittedEvent]:
-    """Raise and resolve ``balance.runs_out_soon`` alerts: one statement finds the candidates with their burn,
-    and only an account whose state looks changed is locked and decided again (once per crossing)."""
+    """Raise and resolve ``balance.runs_out_soon`` alerts (docs/rules.md, "Runs out soon once per crossing"):
+    one statement finds the candidates with their burn, and only an account whose state looks changed is
+    locked and decided again."""
     hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     sql = Sql(connections.get("default"))
     emitted: list[EmittedEvent] = []
