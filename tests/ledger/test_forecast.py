@@ -4,6 +4,7 @@ crossing by the sweep, on both databases."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -13,6 +14,8 @@ from models.forecast import Forecast, forecasts, sweep_runs_out_soon
 from models.ids import encode_id
 from models.tables import Alert, AlertStatus, CreditAccount, CreditKind, LotSource, OutboxEvent
 from tests.support.backends import T0, Backend
+from tests.support.statements import StatementCounter, tables_read
+from tests.support.statements import counter as counter
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
@@ -48,7 +51,7 @@ async def spend(user_id: int, credits: int, at: datetime) -> None:
         activity="answer",
         credits=credits * MICRO,
         quantity=None,
-        idem=key(f"spend-{at.isoformat()}-{credits}"),
+        idem=key(f"spend-{user_id}-{at.isoformat()}-{credits}"),
         now=at,
     )
     assert result.usage_event_id
@@ -211,3 +214,46 @@ async def test_runs_out_soon_means_strictly_within_the_settings_days(db: Backend
         2,
         (T0 + 2 * DAY).isoformat(),
     )
+
+
+async def new_user(n: int, credits: int) -> tuple[int, int]:
+    user_id = await ledger.create_user(f"u{n}@example.com", signup_bonus=0, bonus_lifetime=DAY, now=T0)
+    account_id = (await CreditAccount.get(user_id=user_id)).id
+    await ledger.grant(
+        account_id,
+        credits=credits * MICRO,
+        kind=CreditKind.PAID,
+        source=LotSource.TOP_UP,
+        expires_at=None,
+        reason=None,
+        idem=None,
+        now=T0,
+    )
+    return user_id, account_id
+
+
+async def test_a_sweep_that_changes_nothing_is_one_statement(db: Backend, counter: StatementCounter) -> None:
+    soon, later = [], []
+    for n in range(6):
+        user_id, account_id = await new_user(n, 100)
+        await spend(user_id, 60 if n % 2 else 10, T0)  # 60 a day, 40 left: soon; 10 a day, 90 left: not
+        (soon if n % 2 else later).append(account_id)
+    raised = await counter.during(sweep_runs_out_soon(T0 + DAY, 3))
+    assert sorted(event.account_id for event in raised) == soon
+    # The candidates, then for each account that crosses: lock, burn, live lots, its alert, the event, the alert.
+    assert len(counter.statements) == 1 + 6 * len(soon), counter.statements
+    assert await counter.during(sweep_runs_out_soon(T0 + DAY + HOUR, 3)) == []
+    assert len(counter.statements) == 1, counter.statements
+    assert tables_read(counter.statements) == ["credit_accounts"]
+
+
+async def test_concurrent_sweeps_raise_each_crossing_once(db: Backend) -> None:
+    accounts = []
+    for n in range(4):
+        user_id, account_id = await new_user(n, 100)
+        await spend(user_id, 80, T0)
+        accounts.append(account_id)
+    results = await asyncio.gather(*(sweep_runs_out_soon(T0 + DAY, 3) for _ in range(3)))
+    assert sorted(event.account_id for result in results for event in result) == accounts
+    assert sorted((e.account_id, e.sequence) for e in await OutboxEvent.all()) == [(a, 1) for a in accounts]
+    assert await Alert.filter(status=AlertStatus.OPEN).count() == 4
