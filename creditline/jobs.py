@@ -10,7 +10,7 @@ import logging
 from billing.reconcile import reconcile_pending, renew_subscriptions
 from creditline import auto_top_up_worker
 from creditline.services import Services
-from models import ledger
+from models import forecast, ledger
 
 log = logging.getLogger("creditline.jobs")
 
@@ -18,6 +18,10 @@ log = logging.getLogger("creditline.jobs")
 async def sweep_once(services: Services) -> ledger.SweepReport:
     report = await ledger.sweep(services.clock.now())
     services.bus.publish(report.changes)  # after each account's transaction has committed
+    # After the expiries and timed-out holds are recorded: the candidates' cached balances are then live.
+    raised = await forecast.sweep_runs_out_soon(services.clock.now(), services.settings.runs_out_soon_days)
+    if raised:
+        log.info("balance.runs_out_soon for %d accounts", len(raised))
     return report
 
 

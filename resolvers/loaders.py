@@ -15,6 +15,7 @@ from strawberry.dataloader import DataLoader
 
 from models import limits, organizations
 from models.balance import Balance
+from models.forecast import Forecast, forecasts
 from models.ledger import read_balances
 from models.limit_rules import LimitView
 from models.limits import LimitRow, Usage
@@ -103,6 +104,16 @@ class Loaders:
     @cached_property
     def limit_usage(self) -> DataLoader[LimitView, Usage]:
         return DataLoader(self._limit_usage)
+
+    @cached_property
+    def forecast(self) -> DataLoader[int, Forecast | None]:
+        return DataLoader(self._forecasts)
+
+    async def _forecasts(self, keys: list[int]) -> list[Forecast | None]:
+        # The balances through their own loader: a query that also asks for them reads them once.
+        balances = dict(zip(keys, await self.balance.load_many(keys), strict=True))
+        found = await forecasts(keys, balances, self._now())
+        return [found.get(k) for k in keys]
 
     async def _limits_of_accounts(self, keys: list[int]) -> list[list[LimitRow]]:
         grouped: dict[int, list[LimitRow]] = {k: [] for k in keys}

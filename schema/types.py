@@ -34,6 +34,7 @@ from resolvers.reports import usage_report
 from resolvers.usage import UsageCriteria, filtered
 from schema.auto_top_up import AutoTopUp
 from schema.errors import Forbidden
+from schema.forecast import CreditForecast
 from schema.invitations import Invitation
 from schema.limits import SpendLimit
 from schema.payments import Invoice, PaymentMethod, Subscription, Transaction, TransactionFilter
@@ -359,6 +360,15 @@ class CreditAccount(relay.Node):
         return [
             SpendLimit.of(row.view) for row in rows if row.view.kind is tables.LimitKind.VELOCITY and row.paused_at(now)
         ]
+
+    @strawberry.field(
+        description="When the available credit runs out at the rate of the last 7 days' usage (active holds"
+        " counted against it); null when the account has no usage in that window"
+    )
+    async def forecast(self, info: Info[Context, None]) -> CreditForecast | None:
+        require_read_scope(info, BALANCE_READ)
+        found = await info.context.loaders.forecast.load(self.id)
+        return None if found is None else CreditForecast.of(found)
 
 
 @strawberry.type(description="A group of users. Members see it and its members; BILLING and OWNER its billing.")

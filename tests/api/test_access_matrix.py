@@ -670,6 +670,9 @@ OPERATIONS: dict[str, Operation] = {
         lambda w: [{"scope": "ACCOUNT", "window": "DAY", "amount": MEMBER_CAP, "spent": "0"}],
     ),
     "CreditAccount.limitTripped": _member_account("limitTripped { id }", "limitTripped", lambda w: []),
+    "CreditAccount.forecast": _member_account(
+        "forecast { basis { spent } }", "forecast", lambda w: {"basis": {"spent": MEMBER_SPEND}}
+    ),
     "CreditAccount.usageReport": _member_account(
         "usageReport(input: {from: $from, to: $to, granularity: DAY}) { __typename"
         " ... on UsageReport { totals { events credits } } ... on Error { message } }",
@@ -1073,6 +1076,7 @@ MATRIX: dict[str, tuple[str, ...]] = {
     "CreditAccount.usageReport":    (NULL,     NULL,      OK,        NULL,    NULL,      OK,        UNAUTH),
     "CreditAccount.spendLimits":    (NULL,     NULL,      OK,        NULL,    NULL,      OK,        UNAUTH),
     "CreditAccount.limitTripped":   (NULL,     NULL,      OK,        NULL,    NULL,      OK,        UNAUTH),
+    "CreditAccount.forecast":       (NULL,     NULL,      OK,        NULL,    NULL,      OK,        UNAUTH),
     "Membership.spendLimits":       (OK,       OK,        FORBIDDEN, NULL,    NULL,      OK,        UNAUTH),
     "CreditAccount.transactions":   (NULL,     NULL,      OK,        NULL,    NULL,      OK,        UNAUTH),
     "CreditAccount.invoices":       (NULL,     NULL,      OK,        NULL,    NULL,      OK,        UNAUTH),
@@ -1138,6 +1142,7 @@ SCOPE_MATRIX: dict[str, tuple[str, ...]] = {
     "CreditAccount.usageReport": (OK, DENIED),
     "CreditAccount.spendLimits": _BALANCE,
     "CreditAccount.limitTripped": _BALANCE,
+    "CreditAccount.forecast": _BALANCE,
     "CreditAccount.transactions": _BILLING,
     "CreditAccount.invoices": _BILLING,
     "CreditAccount.paymentMethods": _BILLING,

@@ -404,3 +404,84 @@ async def test_a_spend_with_a_run_sends_the_statements_of_one_without(api: Api, 
     assert [s for s in with_run if "usage_rollups" not in s] == [s for s in without if "usage_rollups" not in s]
     assert [s.count("), (") for s in with_run if "usage_rollups" in s] == [3]  # four rows, one statement
     assert [s.count("), (") for s in without if "usage_rollups" in s] == [2]
+
+
+# --------------------------------------------------------------------------------------- forecasts of pools
+
+POOLS_PAGE = """
+query Pools {
+  me {
+    organizations {
+      organization { name creditPool { balance { available } forecast { burnPerDay runsOutAt basis { spent } } } }
+    }
+  }
+}
+"""
+POOLS_TABLES = sorted(
+    [
+        "api_tokens",  # the bearer token
+        "users",  # me
+        "memberships",  # organizations (and the caller's roles for creditPool: the same rows)
+        "organizations",  # organizations.organization, batched
+        "credit_accounts",  # creditPool, batched
+        "credit_accounts",  # balance: held (forecast's balances share the balance loader)
+        "credit_lots",  # balance: live lots
+        "usage_rollups",  # forecast: the burn of every pool in the window, batched
+    ]
+)
+
+
+async def test_forecasts_of_5_pools_run_the_statements_of_100(api: Api, counter: StatementCounter) -> None:
+    now = api.clock.now()
+    counted: dict[int, list[str]] = {}
+    for rows in (SMALL, LARGE):
+        user_id, token = await api.user(f"owner-{rows}@example.com", bonus=0)
+        for n in range(rows):
+            org = await organizations.create(f"org {rows}-{n}", user_id, now)
+            pool = await organizations.enable_pool(org.id, now)
+            await ledger.grant(
+                pool.id,
+                credits=10 * MICRO,
+                kind=CreditKind.PAID,
+                source=LotSource.ADJUSTMENT,
+                expires_at=None,
+                reason=None,
+                idem=None,
+                now=now,
+            )
+            # A quarter credit spent in the current hour, as a spend's rollup records it (no lot taken).
+            await UsageRollup.create(
+                account_id=pool.id,
+                organization_key=org.id,
+                dimension=RollupDimension.ACTIVITY,
+                key="answer",
+                bucket=now.replace(minute=0, second=0, microsecond=0),
+                events=1,
+                credits=MICRO // 4,
+                paid_credits=MICRO // 4,
+            )
+
+        body = await counter.during(api.post(POOLS_PAGE, token=token))
+
+        assert "errors" not in body, body
+        pools = [m["organization"]["creditPool"] for m in body["data"]["me"]["organizations"]]
+        # A quarter credit over the minimum of an hour: 6 a day; 10 left last 40 hours.
+        assert (
+            pools
+            == [
+                {
+                    "balance": {"available": "10"},
+                    "forecast": {
+                        "burnPerDay": "6",
+                        "runsOutAt": "2026-01-17T04:00:00+00:00",
+                        "basis": {"spent": "0.25"},
+                    },
+                }
+            ]
+            * rows
+        )
+        counted[rows] = list(counter.statements)
+        print(f"\npools page, {rows} pools: {len(counted[rows])} statements", *counted[rows], sep="\n  ")
+
+    assert len(counted[SMALL]) == len(counted[LARGE]) == len(POOLS_TABLES) == 8
+    assert tables_read(counted[SMALL]) == tables_read(counted[LARGE]) == POOLS_TABLES

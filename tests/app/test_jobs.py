@@ -10,7 +10,7 @@ from creditline.services import Services
 from models.balance import Balance
 from models.credits import MICRO
 from models.ledger import BalanceChange
-from models.tables import LedgerEntry
+from models.tables import Alert, AlertStatus, LedgerEntry, OutboxEvent
 from tests.support.helpers import SPEND, Api, gid
 
 
@@ -76,3 +76,27 @@ async def test_a_spend_publishes_one_change_and_its_replay_none(api: Api) -> Non
         assert subscription.queue.empty()
     finally:
         subscription.close()
+
+
+async def test_the_sweep_raises_runs_out_soon_at_the_settings_days_once(api: Api) -> None:
+    user_id, _ = await api.user("ada@example.com", bonus=10)
+    service = await api.service()
+    services: Services = api.app.state.services
+    assert services.settings.runs_out_soon_days == 3
+
+    async def spend(credits: str, key: str) -> None:
+        variables = {
+            "input": {"userId": gid("User", user_id), "agentId": "a", "activity": "answer", "credits": credits}
+        }
+        variables["input"]["idempotencyKey"] = key
+        assert (await api.data(SPEND, variables, service))["spendCredits"]["__typename"] == "SpendCreditsSuccess"
+
+    await spend("1", "first")
+    api.clock.advance(timedelta(days=1))
+    await sweep_once(services)  # 1 a day, 9 left: 9 days
+    assert await OutboxEvent.all().count() == 0
+    await spend("5", "second")  # 6 a day, 4 left: 16 hours
+    await sweep_once(services)
+    await sweep_once(services)
+    assert [(e.type, e.account_id, e.sequence) for e in await OutboxEvent.all()] == [("balance.runs_out_soon", 1, 1)]
+    assert [(a.kind, a.status) for a in await Alert.all()] == [("balance.runs_out_soon", AlertStatus.OPEN)]
