@@ -74,7 +74,9 @@ def levels_of(account: dict[str, Any]) -> tuple[int, ...]:
 
 def available_of(account: dict[str, Any]) -> int:
     """The account's recorded available credit, from its row."""
-    return max(-int(account["overdraft"] or 0), int(account["balance"]) - int(account["held"]) - int(account["owed"]))
+    return max(
+        -int(account.get("overdraft") or 0), int(account["balance"]) - int(account["held"]) - int(account["owed"])
+    )
 
 
 @dataclass(frozen=True, slots=True)
