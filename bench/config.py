@@ -9,6 +9,10 @@ from creditline.settings import MICRO
 
 TARGET_RATIO = 0.5
 LIMITED_TARGET_RATIO = 0.9
+ALERTED_TARGET_RATIO = 0.95
+"""Spends on accounts with balance-alert levels they do not cross, against plain spends (issue 13)."""
+ALERT_LEVELS = "2000000,1000000"
+"""1 and 2 credits: far below what a bench account holds, so no bench spend crosses them."""
 """The spend with three limits applying, against the plain spend of the same run: within 10%."""
 SPEND_CREDITS = "0.001"
 SPEND_MICRO = 1_000

@@ -159,6 +159,26 @@ async def set_three_limits(url: str) -> int:
         await db.close_db()
 
 
+async def set_alert_levels(url: str, levels: str | None) -> int:
+    """Give every bench account the balance-alert levels ``levels`` (stored form: comma-separated
+    micro-credits; ``None``: none, the deployment default of 0). Returns how many accounts."""
+    await _init(url)
+    try:
+        return await Sql(connections.get("default")).execute("UPDATE credit_accounts SET alert_levels = $1", levels)
+    finally:
+        await db.close_db()
+
+
+async def count_alert_events(url: str) -> int:
+    await _init(url)
+    try:
+        row = await Sql(connections.get("default")).fetchrow("SELECT COUNT(*) AS n FROM events")
+        assert row is not None
+        return int(row["n"])
+    finally:
+        await db.close_db()
+
+
 async def count_usage_events(url: str) -> int:
     await _init(url)
     try:

@@ -14,7 +14,15 @@ from pathlib import Path
 import bench
 from bench import fixtures
 from bench.ceiling import CeilingRun, run_postgres, run_sqlite
-from bench.config import LIMITED_TARGET_RATIO, SPEND_CREDITS, TARGET_RATIO, BenchConfig, LiveConfig
+from bench.config import (
+    ALERT_LEVELS,
+    ALERTED_TARGET_RATIO,
+    LIMITED_TARGET_RATIO,
+    SPEND_CREDITS,
+    TARGET_RATIO,
+    BenchConfig,
+    LiveConfig,
+)
 from bench.http_run import BenchError, NoopRun, SpendRun, run_noop, run_spends, server, wrk_binary, wrk_version
 from bench.live import report as live_report
 from bench.live import run_live
@@ -37,6 +45,8 @@ class BackendResult:
     http: SpendRun | None = None
     events_after_http: int | None = None
     audit_after_http: fixtures.AuditOutcome | None = None
+    alerted: SpendRun | None = None
+    """The same spends on accounts with two balance-alert levels that they do not cross."""
     limited: SpendRun | None = None
     """The same spends with three limits applying to each (account, agent, token)."""
     events_after_limited: int | None = None
@@ -52,6 +62,12 @@ class BackendResult:
         if self.http is None or self.ceiling is None or not self.ceiling.spends_per_second:
             return None
         return self.http.requests_per_second / self.ceiling.spends_per_second
+
+    @property
+    def alerted_ratio(self) -> float | None:
+        if self.http is None or self.alerted is None or not self.http.requests_per_second:
+            return None
+        return self.alerted.requests_per_second / self.http.requests_per_second
 
     @property
     def limited_ratio(self) -> float | None:
@@ -139,6 +155,16 @@ def _measure(result: BackendResult, url: str, work: Path, config: BenchConfig) -
         _check_http(result, config.connections)
         _check_audit(result, result.audit_after_http, "after the HTTP run")
 
+        levelled = arun(fixtures.set_alert_levels(url, ALERT_LEVELS))
+        say(f"set alert levels on {levelled:,} accounts; wrk spendCredits for {config.seconds} s")
+        result.alerted = run_spends(
+            base, config.seconds, config.connections, seeded.token, ids_file, "alerted-" + secrets.token_hex(4)
+        )
+        arun(fixtures.set_alert_levels(url, None))  # the run with limits compares with the plain one
+        if result.alerted.failures:
+            result.failures.append(f"{result.alerted.failures} spends with alert levels FAILED")
+        if fired := arun(fixtures.count_alert_events(url)):
+            result.failures.append(f"the run with alert levels crossed one: {fired} events")
         limits_set = arun(fixtures.set_three_limits(url))
         say(f"set {limits_set:,} limits; wrk spendCredits with 3 limits applying for {config.seconds} s")
         result.limited = run_spends(
@@ -147,7 +173,8 @@ def _measure(result: BackendResult, url: str, work: Path, config: BenchConfig) -
     events, result.audit_after_limited = arun(_count_and_audit(url))
     assert result.events_after_http is not None
     # Counted while the server ran on: the plain run's requests in flight may have landed after its count.
-    _check_run(result, result.limited, events - result.events_after_http, 2 * config.connections)
+    alerted = result.alerted.successes if result.alerted else 0
+    _check_run(result, result.limited, events - result.events_after_http - alerted, 3 * config.connections)
     _check_audit(result, result.audit_after_limited, "after the run with limits")
     result.events_after_limited = events
 
@@ -205,6 +232,18 @@ def table(results: list[BackendResult]) -> str:
         (
             "  latency p50 / p99 (ms)",
             [f"{r.http.p50_ms:.1f} / {r.http.p99_ms:.1f}" if r.http else "-" for r in shown],
+        ),
+        (
+            "spendCredits, 2 alert levels (req/s)",
+            [_rate(r.alerted.requests_per_second if r.alerted else None) for r in shown],
+        ),
+        ("ratio alert levels / plain", ["-" if r.alerted_ratio is None else f"{r.alerted_ratio:.2f}" for r in shown]),
+        (
+            f"  target >= {ALERTED_TARGET_RATIO}",
+            [
+                "-" if r.alerted_ratio is None else ("met" if r.alerted_ratio >= ALERTED_TARGET_RATIO else "not met")
+                for r in shown
+            ],
         ),
         (
             "spendCredits, 3 limits applying (req/s)",

@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 
 from models.balance import Balance
 from models.ledger import BalanceChange, Event, UsageRecorded
+from models.ledger.alerts import AlertChanged
 
 log = logging.getLogger("creditline.events")
 
@@ -34,6 +35,7 @@ QUEUE_LIMIT = 256
 BALANCE = "balance"
 USAGE = "usage"
 MEMBERSHIP = "membership"
+ALERT = "alert"
 RESYNC = "RESYNC"
 """Reason of the marker a subscriber gets when events may have been lost: it should send a fresh snapshot."""
 
@@ -59,6 +61,8 @@ def route(event: BusEvent) -> tuple[str, int]:
         return BALANCE, event.account_id
     if isinstance(event, MembershipChanged):
         return MEMBERSHIP, event.organization_id
+    if isinstance(event, AlertChanged):
+        return ALERT, event.account_id
     return USAGE, event.organization_id
 
 
@@ -140,7 +144,7 @@ class InProcessBus:
 
     def __init__(self) -> None:
         self._by_key: dict[tuple[str, int], set[BusSubscription]] = {}
-        self._all: dict[str, set[BusSubscription]] = {BALANCE: set(), USAGE: set(), MEMBERSHIP: set()}
+        self._all: dict[str, set[BusSubscription]] = {BALANCE: set(), USAGE: set(), MEMBERSHIP: set(), ALERT: set()}
 
     def publish(self, events: Iterable[BusEvent]) -> None:
         for event in events:
@@ -210,6 +214,8 @@ class InProcessBus:
 def encode(event: BusEvent) -> str:
     if isinstance(event, MembershipChanged):
         return json.dumps(["m", event.organization_id, event.user_id], separators=(",", ":"))
+    if isinstance(event, AlertChanged):
+        return json.dumps(["a", *_alert_fields(event), event.occurred_at.isoformat()], separators=(",", ":"))
     if isinstance(event, BalanceChange):
         b = event.balance
         body: list[Any] = ["b", event.account_id, event.version, event.delta, event.reason, b.free, b.paid, b.held]
@@ -251,6 +257,20 @@ def _decode(data: str | bytes) -> BusEvent:
         raise ValueError("not a list")
     if message[0] == "m":
         return MembershipChanged(int(message[1]), int(message[2]))
+    if message[0] == "a":
+        _, account_id, alert_id, event_type, event_id, sequence, level, available, previous, resolved, at = message
+        return AlertChanged(
+            account_id,
+            alert_id,
+            event_type,
+            event_id,
+            sequence,
+            level,
+            available,
+            previous,
+            datetime.fromisoformat(at),
+            resolved,
+        )
     kind, *fields, at = message
     if kind not in ("b", "u"):
         raise ValueError(f"unknown kind {kind!r}")
@@ -272,6 +292,21 @@ def _decode(data: str | bytes) -> BusEvent:
         occurred_at,
         run[0] if run else None,
     )
+
+
+def _alert_fields(event: AlertChanged) -> list[Any]:
+    """An alert on the wire, in ``AlertChanged``'s field order (``occurred_at`` last, as the others send it)."""
+    return [
+        event.account_id,
+        event.alert_id,
+        event.event_type,
+        event.event_id,
+        event.sequence,
+        event.level,
+        event.available,
+        event.previous,
+        event.resolved_kind,
+    ]
 
 
 class RedisBus:

@@ -11,6 +11,7 @@ from creditline.events import EventBus
 from creditline.settings import Settings
 from gateway.base import Gateway
 from gateway.sandbox import SandboxGateway
+from models.ledger import alerts
 from models.plans import PlanCatalog
 from models.rate_card import RateCard
 
@@ -27,3 +28,7 @@ class Services:
     link_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     """Signs invoice links (CREDITLINE_SECRET_KEY, else random per process)."""
     gateway: Gateway = field(default_factory=SandboxGateway)
+
+    def __post_init__(self) -> None:
+        # The ledger reads the deployment's alert level for accounts that set none (models/ledger/alerts.py).
+        alerts.set_default_level(self.settings.default_low_balance_credits)

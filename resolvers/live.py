@@ -15,11 +15,12 @@ from typing import TypeVar
 import strawberry
 from strawberry.types import Info
 
-from creditline.events import BALANCE, QUEUE_LIMIT, RESYNC, USAGE
+from creditline.events import ALERT, BALANCE, QUEUE_LIMIT, RESYNC, USAGE
 from models import ledger
 from models.balance import Balance
 from models.ids import decode_id
 from models.ledger import Event
+from models.ledger.alerts import AlertChanged
 from models.tables import CreditAccount as CreditAccountRow
 from models.tables import CreditLot, LedgerEntry, LedgerEntryType, MemberRole, Membership
 from models.tokens import BALANCE_READ
@@ -29,6 +30,7 @@ from resolvers.errors import ClientError, ForbiddenError
 from resolvers.feeds import Feed
 from resolvers.permissions import can_read_account, may_read_account, portal_account, principal
 from resolvers.references import organization_pk
+from schema.alert_events import AlertEvent
 from schema.errors import ValidationError
 from schema.scalars import Credits
 from schema.types import BalanceEvent, CreditAccount, CreditBalance, UsageEvent
@@ -311,4 +313,43 @@ async def usage_recorded(
     # An admin watches for as long as the token lasts; a member for as long as the role does.
     access = None if who.is_admin or who.user_id is None else (org_id, who.user_id)
     async for event in _follow(info.context, UsageFeed(org_id, access)):
+        yield event
+
+
+class AlertFeed:
+    """An account's alerts as they are raised and resolved (nothing first: ``CreditAccount.alerts`` has them)."""
+
+    __slots__ = ("access", "account_id")
+    topic = ALERT
+    waiting = False
+
+    def __init__(self, account_id: int, access: tuple[int, int] | None) -> None:
+        self.account_id = account_id
+        self.access = access
+
+    @property
+    def keys(self) -> frozenset[int]:
+        return frozenset({self.account_id})
+
+    async def first(self, ctx: Context) -> AlertEvent | None:
+        return None
+
+    async def payloads(self, event: Event, ctx: Context) -> list[AlertEvent]:
+        assert isinstance(event, AlertChanged)
+        return [AlertEvent.of(event)]
+
+    async def fill(self, ctx: Context) -> list[AlertEvent]:
+        return []
+
+
+async def alert_raised(
+    info: Info[Context, None],
+    account_id: strawberry.ID | None = None,
+    external_user_id: str | None = None,
+    external_organization_id: str | None = None,
+) -> AsyncGenerator[AlertEvent, None]:
+    """Each balance alert of the account raised or resolved, after its change commits. Who may watch: as for
+    ``balanceChanged``."""
+    watched = await _account_to_watch(info, account_id, external_user_id, external_organization_id)
+    async for event in _follow(info.context, AlertFeed(watched.account_id, watched.access)):
         yield event

@@ -10,7 +10,7 @@ from strawberry.permission import BasePermission
 
 from resolvers import queries
 from resolvers.api_tokens import api_tokens
-from resolvers.live import balance_changed, usage_recorded
+from resolvers.live import alert_raised, balance_changed, usage_recorded
 from resolvers.mutations import organizations as orgs
 from resolvers.mutations import payments
 from resolvers.mutations import subscriptions as subs
@@ -27,6 +27,7 @@ from resolvers.mutations.portal_sessions import create_portal_session, revoke_po
 from resolvers.mutations.refund_payment import refund_payment
 from resolvers.mutations.remove_spend_limit import remove_spend_limit
 from resolvers.mutations.resume_agent import resume_agent
+from resolvers.mutations.set_balance_alerts import set_balance_alerts
 from resolvers.mutations.set_overdraft import set_overdraft
 from resolvers.mutations.set_spend_limit import set_spend_limit
 from resolvers.mutations.spend_credits import spend_credits
@@ -34,6 +35,7 @@ from resolvers.mutations.update_organization import update_organization
 from resolvers.mutations.update_user import update_user
 from resolvers.permissions import IsAuthenticated
 from schema import types
+from schema.alert_events import AlertEvent
 from schema.mutations.agent_tokens import CreateAgentTokenResult
 from schema.mutations.api_tokens import CreateApiTokenResult, RevokeApiTokenResult
 from schema.mutations.auto_top_up import ConfigureAutoTopUpResult
@@ -60,6 +62,7 @@ from schema.mutations.portal_sessions import CreatePortalSessionResult, RevokePo
 from schema.mutations.refund_payment import RefundPaymentResult
 from schema.mutations.remove_spend_limit import RemoveSpendLimitResult
 from schema.mutations.resume_agent import ResumeAgentResult
+from schema.mutations.set_balance_alerts import SetBalanceAlertsResult
 from schema.mutations.set_overdraft import SetOverdraftResult
 from schema.mutations.set_spend_limit import SetSpendLimitResult
 from schema.mutations.spend_credits import SpendCreditsResult
@@ -111,6 +114,11 @@ class Mutation:
         resolver=set_overdraft,
         permission_classes=AUTH,
         description="Admins only: how far below zero an account's available credit may go (0: not at all)",
+    )
+    set_balance_alerts: SetBalanceAlertsResult = strawberry.mutation(
+        resolver=set_balance_alerts,
+        permission_classes=AUTH,
+        description="An account's balance-alert levels (balance.low/depleted/recovered), or back to the default",
     )
     hold_credits: HoldCreditsResult = strawberry.mutation(resolver=hold_credits, permission_classes=AUTH)
     capture_hold: CaptureHoldResult = strawberry.mutation(resolver=capture_hold, permission_classes=AUTH)
@@ -239,4 +247,9 @@ class RootSubscription:
         resolver=usage_recorded,
         permission_classes=AUTH,
         description="Each usage event in an organization as it happens; BILLING or OWNER members only",
+    )
+    alert_raised: AsyncGenerator[AlertEvent, None] = strawberry.subscription(
+        resolver=alert_raised,
+        permission_classes=AUTH,
+        description="Each balance alert raised or resolved, after commit. Default: your own account",
     )

@@ -15,6 +15,7 @@ from models import tables
 from models.balance import Balance
 from models.ids import encode_id
 from models.ledger import UsageRecorded
+from models.ledger import alerts as ledger_alerts
 from models.tables import LIVE_SUBSCRIPTION, CreditKind, LedgerEntryType, LotSource, MemberRole, TokenKind
 from models.tokens import BALANCE_READ, BILLING_READ, USAGE_WRITE, token_limits
 from resolvers.context import Context
@@ -32,6 +33,7 @@ from resolvers.permissions import (
 )
 from resolvers.reports import usage_report
 from resolvers.usage import UsageCriteria, filtered
+from schema.alerts import Alert, AlertLevels, AlertStatus, with_event_ids
 from schema.auto_top_up import AutoTopUp
 from schema.errors import Forbidden
 from schema.forecast import CreditForecast
@@ -292,6 +294,28 @@ class CreditAccount(relay.Node):
         if filter is not None:
             query = filter.apply(query)
         return await keyset_page(query, first, after, Transaction.of)
+
+    @strawberry.field(description="Balance alerts (balance.low, balance.depleted), open and resolved, newest first")
+    async def alerts(
+        self,
+        info: Info[Context, None],
+        first: int | None = None,
+        after: str | None = None,
+        status: AlertStatus | None = None,
+    ) -> relay.Connection[Alert]:
+        require_read_scope(info, BALANCE_READ)
+        query = tables.Alert.filter(account_id=self.id)
+        if status is not None:
+            query = query.filter(status=status.value)
+        return await with_event_ids(await keyset_page(query, first, after, Alert.of))
+
+    @strawberry.field(description="The balance-alert levels in force (setBalanceAlerts), or the deployment's default")
+    async def alert_levels(self, info: Info[Context, None]) -> AlertLevels:
+        require_read_scope(info, BALANCE_READ)
+        text = await tables.CreditAccount.filter(id=self.id).values_list("alert_levels", flat=True)
+        stored = text[0] if text else None
+        levels = ledger_alerts.default_levels() if stored is None else ledger_alerts.parse_levels(str(stored))
+        return AlertLevels(levels=[Credits(level) for level in levels], is_default=stored is None)
 
     @strawberry.field(description="Invoices of successful payments, newest first")
     async def invoices(

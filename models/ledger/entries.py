@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from models.balance import Balance
+from models.ledger import alerts
 from models.ledger.errors import BalanceChange
 from models.sql import Sql
 from models.tables import LedgerEntryType
@@ -30,6 +31,7 @@ async def _append(
     reason: str | None = None,
 ) -> None:
     """Append one ledger row and move the account's cached balance, held credit, owed and version with it."""
+    alerts.remember(account, now)  # the available before the change, for the alerts it crosses
     account["balance"] = int(account["balance"]) + amount
     account["held"] = int(account["held"]) + held_delta
     account["owed"] = int(account["owed"]) + owed_delta
@@ -65,6 +67,7 @@ async def _save_account(sql: Sql, account: dict[str, Any]) -> None:
         account["version"],
         account["id"],
     )
+    await alerts.saved(sql, account)  # balance.low/depleted/recovered: no statement unless a level is crossed
 
 
 def _change(account: dict[str, Any], delta: int, reason: str, balance: Balance, now: datetime) -> BalanceChange:

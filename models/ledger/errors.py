@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from models.balance import Balance
+from models.ledger.alerts import AlertChanged
 from models.limit_rules import LimitView
 
 
@@ -136,7 +137,7 @@ class UsageRecorded:
     run_id: str | None = None
 
 
-Event = BalanceChange | UsageRecorded
+Event = BalanceChange | UsageRecorded | AlertChanged
 """What ledger operations hand back for publishing once they have committed."""
 
 
@@ -185,7 +186,7 @@ class GrantResult:
     lot_id: int
     balance: Balance
     replayed: bool = False
-    changes: tuple[BalanceChange, ...] = ()
+    changes: tuple[Event, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,4 +205,4 @@ class HoldResult:
 class SweepReport:
     expired_lots: int = 0
     released_holds: int = 0
-    changes: list[BalanceChange] = field(default_factory=list)
+    changes: list[Event] = field(default_factory=list)

@@ -13,6 +13,7 @@ from tortoise.transactions import in_transaction
 
 from models.balance import Balance, account_balance
 from models.credits import MAX_MICRO
+from models.ledger import alerts
 from models.ledger.entries import _append, _change, _save_account
 from models.ledger.errors import BalanceChange, BalanceLimitError, GrantResult, IdempotencyKey, LedgerError
 from models.ledger.locking import _lock_account, _raise_if_refused, _read_stored, _refuse, _Replay, _store_response
@@ -121,7 +122,7 @@ async def grant_locked(
     )
     # Subscribers see why credit arrived: a top-up, an auto top-up, a subscription period, or another grant.
     reason = source.value if source in (LotSource.TOP_UP, LotSource.AUTO_TOP_UP, LotSource.SUBSCRIPTION) else "GRANT"
-    return GrantResult(lot_id, balance, changes=(_change(account, kept, reason, balance, now),))
+    return GrantResult(lot_id, balance, changes=(_change(account, kept, reason, balance, now), *alerts.taken(account)))
 
 
 async def void_lot_locked(

@@ -11,7 +11,7 @@ from tortoise import connections
 from tortoise.transactions import in_transaction
 
 from models.balance import Balance, account_balance, is_live
-from models.ledger import limits
+from models.ledger import alerts, limits
 from models.ledger.auto_top_up import Terms, _queue_auto_top_up
 from models.ledger.entries import _append, _change, _save_account
 from models.ledger.errors import (
@@ -114,7 +114,7 @@ async def hold(
     return HoldResult(
         hold_id,
         after,
-        changes=(_change(row, 0, "HOLD", after, now),),
+        changes=(_change(row, 0, "HOLD", after, now), *alerts.taken(row)),
         queued_top_up=queued,
         warnings=applied.warnings,
     )
@@ -237,7 +237,7 @@ async def capture_hold(hold_id: int, *, credits: int | None, idem: IdempotencyKe
         now,
     )
     change = _change(row, -(free + paid), "CAPTURE", after, now)
-    return HoldResult(hold_id, after, usage_event_id, changes=(change, *usage))
+    return HoldResult(hold_id, after, usage_event_id, changes=(change, *usage, *alerts.taken(row)))
 
 
 async def _count_capture(sql: Sql, account: dict[str, Any], held: dict[str, Any], amount: int, now: datetime) -> None:
@@ -295,7 +295,7 @@ async def release_hold(hold_id: int, *, idem: IdempotencyKey, now: datetime) -> 
         return _held_replay(replay.response or await _read_stored(idem))
     if refusal is not None:
         raise refusal
-    return HoldResult(hold_id, change.balance, changes=(change,))
+    return HoldResult(hold_id, change.balance, changes=(change, *alerts.taken(row)))
 
 
 async def _active_hold(sql: Sql, hold_id: int, now: datetime) -> dict[str, Any]:
@@ -458,7 +458,7 @@ async def increase_hold(
     return HoldResult(
         hold_id,
         after,
-        changes=(_change(row, 0, "INCREASE", after, now),),
+        changes=(_change(row, 0, "INCREASE", after, now), *alerts.taken(row)),
         queued_top_up=queued,
         warnings=applied.warnings,
     )

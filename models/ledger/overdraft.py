@@ -12,6 +12,7 @@ from datetime import datetime
 from tortoise.transactions import in_transaction
 
 from models.balance import Balance
+from models.ledger import alerts
 from models.ledger.locking import lock_account
 from models.ledger.lots import balance_locked
 from models.sql import Sql
@@ -25,6 +26,8 @@ async def set_overdraft(account_id: int, overdraft: int, now: datetime) -> Balan
         sql = Sql(conn)
         # Under the lock, so a spend deciding at the same time sees the old limit or the new one, whole.
         account = await lock_account(sql, account_id)
+        was = alerts.available_of(account)
         await sql.execute("UPDATE credit_accounts SET overdraft = $1 WHERE id = $2", overdraft, account_id)
         account["overdraft"] = overdraft
+        await alerts.check(sql, account, was, now)  # a lower limit can take available below a level (events only)
         return await balance_locked(sql, account, now)

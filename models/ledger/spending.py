@@ -13,7 +13,7 @@ from typing import Any
 from tortoise.transactions import in_transaction
 
 from models.balance import Balance
-from models.ledger import limits
+from models.ledger import alerts, limits
 from models.ledger.auto_top_up import Terms, _queue_auto_top_up
 from models.ledger.entries import _append, _change, _save_account
 from models.ledger.errors import (
@@ -250,6 +250,7 @@ async def spend(
             *_usage(
                 organization_id, result.usage_event_id, row, user_id, agent_id, activity, credits, result, now, run_id
             ),
+            *alerts.taken(row),
         ),
         queued_top_up=queued,
         warnings=result.warnings,

@@ -7,8 +7,9 @@ from datetime import datetime
 from tortoise.transactions import in_transaction
 
 from models.balance import account_balance, is_live
+from models.ledger import alerts
 from models.ledger.entries import _append, _change, _save_account
-from models.ledger.errors import BalanceChange, SweepReport
+from models.ledger.errors import Event, SweepReport
 from models.ledger.holds import _release_locked
 from models.ledger.locking import _lock_account
 from models.ledger.lots import _held_now, _live_lots
@@ -59,7 +60,7 @@ async def sweep(now: datetime) -> SweepReport:
                 report.expired_lots += 1
             if touched:
                 await _save_account(sql, row)
-            changes: list[BalanceChange] = []
+            changes: list[Event] = []
             if expired_delta:
                 balance = account_balance(
                     await _live_lots(sql, account_id), await _held_now(sql, account_id, int(row["held"]), now), row, now
@@ -73,5 +74,6 @@ async def sweep(now: datetime) -> SweepReport:
                     continue
                 changes.append(await _release_locked(sql, row, held, HoldStatus.EXPIRED, "HOLD_TIMEOUT", now))
                 report.released_holds += 1
+            changes.extend(alerts.taken(row))
         report.changes.extend(changes)
     return report

@@ -337,7 +337,7 @@ async def state(org: Org) -> tuple[Any, ...]:
     return (
         sorted((m.user_id, m.roles) for m in await Membership.filter(organization_id=org.pk)),
         sorted((await organizations.budgets([org.pk]))[org.pk].items()),
-        None if pool is None else (pool.id, pool.balance, pool.version, pool.overdraft),
+        None if pool is None else (pool.id, pool.balance, pool.version, pool.overdraft, pool.alert_levels),
         await UsageEvent.filter(organization_id=org.pk).count(),
         await PaymentMethod.filter(account__organization_id=org.pk).count(),
         await Transaction.filter(account__organization_id=org.pk).count(),
@@ -1049,6 +1049,25 @@ OPERATIONS: dict[str, Operation] = {
         mutation=True,
         prepare=_member_hold,
     ),
+    "CreditAccount.alerts": _member_account("alerts { edges { node { kind } } }", "alerts", lambda w: {"edges": []}),
+    "CreditAccount.alertLevels": _member_account(
+        "alertLevels { levels isDefault }", "alertLevels", lambda w: {"levels": [], "isDefault": True}
+    ),
+    "setBalanceAlerts(pool)": Operation(
+        _mutation(
+            "setBalanceAlerts",
+            'accountId: $account, levels: ["3"]',
+            "alertLevels { levels isDefault }",
+            "$account: ID!",
+        ),
+        lambda w, o: {"account": o.pool},
+        ("setBalanceAlerts",),
+        lambda w, o, who: {
+            "__typename": "SetBalanceAlertsSuccess",
+            "alertLevels": {"levels": ["3"], "isDefault": False},
+        },
+        mutation=True,
+    ),
 }
 
 # What the rules say each caller gets (columns in the order of PRINCIPALS).
@@ -1098,6 +1117,9 @@ MATRIX: dict[str, tuple[str, ...]] = {
     "setMemberBudget":              (OK,       OK,        DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
     "grantCredits(pool)":           (DENIED,   DENIED,    DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
     "setOverdraft(pool)":           (DENIED,   DENIED,    DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
+    "setBalanceAlerts(pool)":       (OK,       OK,        DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
+    "CreditAccount.alerts":         (NULL,     NULL,      OK,        NULL,    NULL,      OK,        UNAUTH),
+    "CreditAccount.alertLevels":    (NULL,     NULL,      OK,        NULL,    NULL,      OK,        UNAUTH),
     "spendCredits(organizationId)": (DENIED,   DENIED,    DENIED,    DENIED,  OK,        OK,        UNAUTH),
     "topUp(pool)":                  (OK,       OK,        DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
     "addPaymentMethod(pool)":       (OK,       OK,        DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
@@ -1143,6 +1165,8 @@ SCOPE_MATRIX: dict[str, tuple[str, ...]] = {
     "CreditAccount.spendLimits": _BALANCE,
     "CreditAccount.limitTripped": _BALANCE,
     "CreditAccount.forecast": _BALANCE,
+    "CreditAccount.alerts": _BALANCE,
+    "CreditAccount.alertLevels": _BALANCE,
     "CreditAccount.transactions": _BILLING,
     "CreditAccount.invoices": _BILLING,
     "CreditAccount.paymentMethods": _BILLING,

@@ -1157,6 +1157,7 @@ LIMIT_DOCUMENTS = {
     "setSpendLimit": ("SetSpendLimitInput", "created limit { scope kind window windowLength timeZone amount agentId }"),
     "removeSpendLimit": ("RemoveSpendLimitInput", "limit { agentId amount }"),
     "resumeAgent": ("ResumeAgentInput", "limits { agentId kind paused }"),
+    "setBalanceAlerts": ("SetBalanceAlertsInput", "alertLevels { levels isDefault }"),
 }
 POOL = gid("Organization", 1)
 """Bob's organization, given a pool by the ``spend_limits`` fixture: accountId takes an Organization ID."""
@@ -1437,6 +1438,56 @@ async def test_bad_spend_limit_input_is_refused_with_a_typed_error_and_changes_n
 
     # A null is sent as such: to these inputs it is the same as leaving the field out.
     result = await spend_limits.run(mutation, {**VALID_LIMITS[mutation], **changes})
+
+    assert result == expected
+    assert changed(before, await snapshot()) == set()
+
+
+# ------------------------------------------------------------------------------------------- balance alerts
+
+VALID_ALERTS: dict[str, object] = {"accountId": POOL, "levels": ["5", "0.5"]}
+LEVELS_NEEDED = validation("Give levels (an empty list: none) or useDefault: true", "levels")
+POSITIVE_LEVELS = validation("Every alert level must be more than 0", "levels")
+ALERT_REFUSALS = [
+    case("setBalanceAlerts", {"levels": None}, LEVELS_NEEDED, "no-levels"),
+    case("setBalanceAlerts", {"useDefault": True},
+         validation("Give either levels or useDefault: true, not both", "levels"), "levels-and-default"),
+    case("setBalanceAlerts", {"levels": ["0"]}, POSITIVE_LEVELS, "zero-level"),
+    case("setBalanceAlerts", {"levels": ["5", "-0.000001"]}, POSITIVE_LEVELS, "negative-level"),
+    case("setBalanceAlerts", {"levels": ["5", "5.000000"]}, validation("Alert levels must be distinct", "levels"),
+         "same-level-twice"),
+    case("setBalanceAlerts", {"levels": ["1", "2", "3", "4", "5", "6"]}, validation("At most 5 alert levels", "levels"),
+         "six-levels"),
+    case("setBalanceAlerts", {"accountId": MISSING_ACCOUNT}, ACCOUNT_NOT_FOUND, "unknown-account"),
+    case("setBalanceAlerts", {"accountId": "not-an-id"}, ACCOUNT_NOT_FOUND, "malformed-account"),
+    case("setBalanceAlerts", {"accountId": MISSING_ORG}, not_found("Organization not found"), "unknown-organization"),
+    case("setBalanceAlerts", {"externalUserId": "ada"},
+         validation("Give at most one of accountId, externalUserId, externalOrganizationId", "accountId"),
+         "two-account-forms"),
+    case("setBalanceAlerts", {"accountId": None},
+         validation("Give accountId, externalUserId or externalOrganizationId: this token has no account", "accountId"),
+         "admin-without-account"),
+]  # fmt: skip
+
+
+async def test_the_valid_alert_levels_that_the_refusals_start_from_succeed(spend_limits: SpendLimits) -> None:
+    assert await spend_limits.run("setBalanceAlerts", VALID_ALERTS) == {
+        "__typename": "SetBalanceAlertsSuccess",
+        "alertLevels": {"levels": ["5", "0.5"], "isDefault": False},
+    }
+    assert await spend_limits.run("setBalanceAlerts", {"accountId": POOL, "levels": []}) == {
+        "__typename": "SetBalanceAlertsSuccess",
+        "alertLevels": {"levels": [], "isDefault": False},
+    }
+
+
+@pytest.mark.parametrize(("mutation", "changes", "expected"), ALERT_REFUSALS)
+async def test_bad_alert_levels_are_refused_with_a_typed_error_and_change_nothing(
+    spend_limits: SpendLimits, mutation: str, changes: dict[str, object], expected: dict[str, object]
+) -> None:
+    before = await snapshot()
+
+    result = await spend_limits.run(mutation, {**VALID_ALERTS, **changes})
 
     assert result == expected
     assert changed(before, await snapshot()) == set()

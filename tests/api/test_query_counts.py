@@ -14,6 +14,7 @@ from tortoise.transactions import in_transaction
 
 from models import ledger, money, organizations, payments
 from models.credits import MICRO
+from models.ledger import alerts
 from models.sql import Sql
 from models.tables import (
     AutoTopUp,
@@ -485,3 +486,46 @@ async def test_forecasts_of_5_pools_run_the_statements_of_100(api: Api, counter:
 
     assert len(counted[SMALL]) == len(counted[LARGE]) == len(POOLS_TABLES) == 8
     assert tables_read(counted[SMALL]) == tables_read(counted[LARGE]) == POOLS_TABLES
+
+
+# ------------------------------------------------------------------------------------------ balance alerts
+
+
+async def test_alert_levels_cost_a_spend_nothing_until_it_crosses_one(api: Api, counter: StatementCounter) -> None:
+    """The levels come with the lock's row: a spend that crosses none sends the statements of a spend on an
+    account without levels; one that crosses adds the event and the alert (one statement on PostgreSQL, a
+    data-modifying CTE; two on SQLite, which has none)."""
+    plain_user, _ = await api.user("plain@example.com", bonus=10)
+    alerted_user, _ = await api.user("alerted@example.com", bonus=10)
+    alerted = int((await CreditAccount.get(user_id=alerted_user)).id)
+    await alerts.configure(alerted, (2 * MICRO,), api.clock.now())
+
+    async def spend(user_id: int, n: int, credits: int) -> list[str]:
+        await counter.during(
+            ledger.spend(
+                ("user_id", user_id),
+                user_id=user_id,
+                organization_id=None,
+                agent_id="bot",
+                activity="answer",
+                credits=credits,
+                quantity=None,
+                idem=_key("alerts", n),
+                now=api.clock.now(),
+            )
+        )
+        return list(counter.statements)
+
+    plain = await spend(plain_user, 1, MICRO)
+    above = await spend(alerted_user, 2, MICRO)  # 10 -> 9: above the level of 2
+    crossing = await spend(alerted_user, 3, 8 * MICRO)  # 9 -> 1: crosses it
+
+    assert above == plain
+    added = [s for s in crossing if s not in plain]
+    if connections.get("default").capabilities.dialect == "postgres":
+        assert len(crossing) == len(plain) + 1
+        assert [s.split(" AS (")[0] for s in added] == ["WITH e"]
+        assert "INSERT INTO alerts" in added[0]
+    else:
+        assert len(crossing) == len(plain) + 2
+        assert [s.split(" (")[0] for s in added] == ["INSERT INTO events", "INSERT INTO alerts"]

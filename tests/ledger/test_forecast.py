@@ -233,7 +233,8 @@ async def new_user(n: int, credits: int) -> tuple[int, int]:
 
 
 async def test_a_sweep_that_changes_nothing_is_one_statement(db: Backend, counter: StatementCounter) -> None:
-    soon, later = [], []
+    soon: list[int] = []
+    later: list[int] = []
     for n in range(6):
         user_id, account_id = await new_user(n, 100)
         await spend(user_id, 60 if n % 2 else 10, T0)  # 60 a day, 40 left: soon; 10 a day, 90 left: not
@@ -254,6 +255,6 @@ async def test_concurrent_sweeps_raise_each_crossing_once(db: Backend) -> None:
         await spend(user_id, 80, T0)
         accounts.append(account_id)
     results = await asyncio.gather(*(sweep_runs_out_soon(T0 + DAY, 3) for _ in range(3)))
-    assert sorted(event.account_id for result in results for event in result) == accounts
+    assert sorted(event.account_id or 0 for result in results for event in result) == accounts
     assert sorted((e.account_id, e.sequence) for e in await OutboxEvent.all()) == [(a, 1) for a in accounts]
     assert await Alert.filter(status=AlertStatus.OPEN).count() == 4

@@ -241,7 +241,10 @@ async def test_a_grant_pays_back_what_is_owed_first(db: Backend) -> None:
         ("GRANT", 0, 0, 0, -3 * MICRO, 0),
         ("GRANT", 8 * MICRO, 0, 8 * MICRO, -2 * MICRO, 8 * MICRO),
     ]
-    assert [(c.delta, c.reason) for c in (*small.changes, *large.changes)] == [(0, "GRANT"), (8 * MICRO, "GRANT")]
+    assert [(c.delta, c.reason) for c in (*small.changes, *large.changes) if isinstance(c, ledger.BalanceChange)] == [
+        (0, "GRANT"),
+        (8 * MICRO, "GRANT"),
+    ]
     # What is left spends as usual, within the limit again.
     assert (await spend(user_id, 13 * MICRO, "again")).balance.owed == 5 * MICRO
 

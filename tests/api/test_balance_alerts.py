@@ -1,0 +1,239 @@
+"""Balance alerts through the API: setBalanceAlerts, CreditAccount.alerts and alertLevels, and alertRaised
+over graphql-transport-ws (in-process bus and Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from creditline.clock import Clock
+from creditline.settings import Settings
+from models.credits import MICRO
+from models.tables import CreditAccount, OutboxEvent
+from tests.support.backends import Backend, row_counts
+from tests.support.helpers import SPEND, Api, gid
+from tests.support.live import Live, connect, reachable_redis, receive, serve
+
+SET = """
+mutation($input: SetBalanceAlertsInput!) {
+  setBalanceAlerts(input: $input) {
+    __typename
+    ... on SetBalanceAlertsSuccess { account { id } alertLevels { levels isDefault } }
+    ... on ValidationError { message field }
+    ... on Forbidden { message }
+  }
+}
+"""
+
+ALERTS = """
+query($id: ID!, $status: AlertStatus) {
+  node(id: $id) {
+    ... on CreditAccount {
+      alertLevels { levels isDefault }
+      alerts(status: $status) { edges { node { id kind level status raisedEventId resolvedEventId } } }
+    }
+  }
+}
+"""
+
+WATCH = """
+subscription($id: ID) {
+  alertRaised(accountId: $id) {
+    type eventId sequence level available previous account { id }
+    alert { id kind level status raisedEventId resolvedEventId }
+  }
+}
+"""
+
+
+async def spend(api: Api, service: str, user_id: int, credits: str, key: str) -> None:
+    data = await api.data(
+        SPEND,
+        {
+            "input": {
+                "userId": gid("User", user_id),
+                "agentId": "a",
+                "activity": "answer",
+                "credits": credits,
+                "idempotencyKey": key,
+            }
+        },
+        service,
+    )
+    assert data["spendCredits"]["__typename"] == "SpendCreditsSuccess"
+
+
+async def account_of(user_id: int) -> int:
+    return int((await CreditAccount.get(user_id=user_id)).id)
+
+
+async def test_set_levels_then_a_crossing_spend_opens_an_alert_the_account_lists(api: Api) -> None:
+    user_id, token = await api.user("ada@example.com", bonus=20)
+    account = gid("CreditAccount", await account_of(user_id))
+    service = await api.service()
+    result = await api.data(SET, {"input": {"levels": ["5", "12.5"]}}, token)
+    assert result["setBalanceAlerts"] == {
+        "__typename": "SetBalanceAlertsSuccess",
+        "account": {"id": account},
+        "alertLevels": {"levels": ["12.5", "5"], "isDefault": False},
+    }
+    await spend(api, service, user_id, "10", "k1")  # 20 -> 10: crosses 12.5
+    await spend(api, service, user_id, "1", "k2")  # 10 -> 9: nothing more
+    event = await OutboxEvent.get(type="balance.low")
+    data = (await api.data(ALERTS, {"id": account}, token))["node"]
+    assert data["alertLevels"] == {"levels": ["12.5", "5"], "isDefault": False}
+    assert [e["node"] for e in data["alerts"]["edges"]] == [
+        {
+            "id": data["alerts"]["edges"][0]["node"]["id"],
+            "kind": "balance.low",
+            "level": "12.5",
+            "status": "OPEN",
+            "raisedEventId": event.public_id,
+            "resolvedEventId": None,
+        }
+    ]
+    assert json.loads(event.data) == {
+        "account": {"id": account, "userId": gid("User", user_id), "organizationId": None},
+        "level": "12.5",
+        "previous": "20",
+        "available": "10",
+    }
+    resolved = (await api.data(ALERTS, {"id": account, "status": "RESOLVED"}, token))["node"]["alerts"]
+    assert resolved == {"edges": []}
+    back = await api.data(SET, {"input": {"useDefault": True}}, token)
+    assert back["setBalanceAlerts"]["alertLevels"] == {"levels": [], "isDefault": True}
+    after = (await api.data(ALERTS, {"id": account}, token))["node"]
+    assert [e["node"]["status"] for e in after["alerts"]["edges"]] == ["RESOLVED"]  # its level was removed
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({}, "Give levels (an empty list: none) or useDefault: true"),
+        ({"levels": ["1"], "useDefault": True}, "Give either levels or useDefault: true, not both"),
+        ({"levels": ["0"]}, "Every alert level must be more than 0"),
+        ({"levels": ["-1"]}, "Every alert level must be more than 0"),
+        ({"levels": ["1", "1.0"]}, "Alert levels must be distinct"),
+        ({"levels": ["1", "2", "3", "4", "5", "6"]}, "At most 5 alert levels"),
+    ],
+)
+async def test_bad_levels_are_refused_and_change_nothing(api: Api, given: dict[str, Any], message: str) -> None:
+    user_id, token = await api.user("ada@example.com", bonus=20)
+    before = await row_counts()
+    result = await api.data(SET, {"input": given}, token)
+    assert result["setBalanceAlerts"] == {"__typename": "ValidationError", "message": message, "field": "levels"}
+    assert await row_counts() == before
+    assert (await CreditAccount.get(user_id=user_id)).alert_levels is None
+
+
+async def test_another_users_account_is_refused(api: Api) -> None:
+    ada_id, _ = await api.user("ada@example.com", bonus=20)
+    _, mallory = await api.user("mallory@example.com", bonus=20)
+    account = gid("CreditAccount", await account_of(ada_id))
+    result = await api.data(SET, {"input": {"accountId": account, "levels": ["5"]}}, mallory)
+    assert result["setBalanceAlerts"]["__typename"] == "Forbidden"
+    assert (await CreditAccount.get(user_id=ada_id)).alert_levels is None
+
+
+async def test_the_deployment_default_shows_as_default(db: Backend, clock: Clock, settings: Settings) -> None:
+    async with serve(replace(settings, default_low_balance_credits=7 * MICRO), clock) as live:
+        user_id, token = await live.api.user("ada@example.com", bonus=20)
+        account = gid("CreditAccount", await account_of(user_id))
+        data = (await live.api.data(ALERTS, {"id": account}, token))["node"]
+        assert data["alertLevels"] == {"levels": ["7"], "isDefault": True}
+        await spend(live.api, await live.api.service(), user_id, "14", "k1")  # 20 -> 6: crosses the default
+        assert [(e.type, json.loads(e.data)["level"]) for e in await OutboxEvent.all()] == [("balance.low", "7")]
+
+
+async def watch_alerts(live: Live) -> None:
+    user_id, token = await live.api.user("ada@example.com", bonus=20)
+    service = await live.api.service()
+    account = gid("CreditAccount", await account_of(user_id))
+    await live.api.data(SET, {"input": {"levels": ["10"]}}, token)
+    ws = await connect(live, token)
+    try:
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": WATCH}}))
+        await asyncio.sleep(0.2)  # subscribed (nothing is sent first)
+        await spend(live.api, service, user_id, "5", "k1")  # 20 -> 15: nothing
+        await spend(live.api, service, user_id, "6", "k2")  # 15 -> 9: low
+        raised = (await receive(ws))["payload"]["data"]["alertRaised"]
+        low = await OutboxEvent.get(type="balance.low")
+        assert raised == {
+            "type": "balance.low",
+            "eventId": low.public_id,
+            "sequence": 1,
+            "level": "10",
+            "available": "9",
+            "previous": "15",
+            "account": {"id": account},
+            "alert": {
+                "id": raised["alert"]["id"],
+                "kind": "balance.low",
+                "level": "10",
+                "status": "OPEN",
+                "raisedEventId": low.public_id,
+                "resolvedEventId": None,
+            },
+        }
+        admin = await live.api.admin()
+        granted = await live.api.data(
+            "mutation($input: GrantCreditsInput!) { grantCredits(input: $input) { __typename } }",
+            {"input": {"accountId": account, "credits": "5", "kind": "PAID", "idempotencyKey": "g1"}},
+            admin,
+        )
+        assert granted["grantCredits"]["__typename"] == "GrantCreditsSuccess"
+        recovered = (await receive(ws))["payload"]["data"]["alertRaised"]
+        event = await OutboxEvent.get(type="balance.recovered")
+        assert (recovered["type"], recovered["eventId"], recovered["sequence"], recovered["available"]) == (
+            "balance.recovered",
+            event.public_id,
+            2,
+            "14",
+        )
+        assert recovered["alert"] == {
+            "id": raised["alert"]["id"],
+            "kind": "balance.low",
+            "level": "10",
+            "status": "RESOLVED",
+            "raisedEventId": None,
+            "resolvedEventId": event.public_id,
+        }
+    finally:
+        await ws.close()
+
+
+@pytest.fixture
+async def live(db: Backend, clock: Clock, settings: Settings) -> AsyncIterator[Live]:
+    async with serve(settings, clock) as server:
+        yield server
+
+
+async def test_alert_raised_is_pushed_after_commit(live: Live) -> None:
+    await watch_alerts(live)
+
+
+async def test_alert_raised_goes_through_redis(db: Backend, clock: Clock, settings: Settings) -> None:
+    url = await reachable_redis()
+    async with serve(replace(settings, redis_url=url), clock) as live:
+        await watch_alerts(live)
+
+
+async def test_watching_another_tenants_alerts_is_forbidden(live: Live) -> None:
+    ada_id, _ = await live.api.user("ada@example.com", bonus=10)
+    _, mallory = await live.api.user("mallory@example.com", bonus=10)
+    ws = await connect(live, mallory)
+    try:
+        variables = {"id": gid("CreditAccount", await account_of(ada_id))}
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": WATCH, "variables": variables}}))
+        message = await receive(ws)
+        assert [(e["message"], e["extensions"]["code"]) for e in message["payload"]["errors"]] == [
+            ("You may not watch this account", "FORBIDDEN")
+        ]
+        assert await receive(ws) == {"id": "1", "type": "complete"}
+    finally:
+        await ws.close()
