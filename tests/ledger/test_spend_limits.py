@@ -442,8 +442,8 @@ async def test_statements_no_extra_without_limits_and_one_write_with_them_the_re
     assert len(upserts) == 1
     assert upserts[0].lstrip().upper().startswith("INSERT")
     assert [s for s in limited if s not in upserts] == without
-    counted = await SpendLimitUsage.filter(limit__account_id=account_id).values_list("spent", flat=True)
-    assert sorted(counted) == [MICRO, MICRO, MICRO]
+    counted = await SpendLimitUsage.filter(limit__account_id=account_id)
+    assert sorted(usage.spent for usage in counted) == [MICRO, MICRO, MICRO]
 
 
 async def test_concurrent_spends_of_five_agents_pass_no_cap(db: Backend) -> None:
