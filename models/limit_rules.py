@@ -155,6 +155,8 @@ _VIEW_COLUMNS = (
     "max_credits_per_run",
     "cooldown_seconds",
 )
+VIEW_COLUMN_NAMES = _VIEW_COLUMNS
+"""The names of those columns (the keys of a stored ``LimitView``)."""
 VIEW_COLUMNS_SQL = ", ".join(f'l."{c}"' if c == "window" else f"l.{c}" for c in _VIEW_COLUMNS)
 """The columns a ``LimitView`` is made of, from ``spend_limits l`` (``window`` is a keyword: quoted)."""
 

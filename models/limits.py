@@ -2,7 +2,10 @@
 docs/rules.md, "Spend limits"). The ledger enforces them in the spend's and the hold's transaction.
 
 Every change recounts ``credit_accounts.spend_limits`` under the lock: a spend reads that count with the
-lock, and reads the limits only when there are some.
+lock, and reads the limits only when there are some (in the lock's statement). The recount also writes the
+account's row, which is how a spend that waited for the lock on PostgreSQL learns that the limits it read
+in that statement may be stale (``models/ledger/limits.py`` ``_folded_sql``): so does every change of limits
+or counters, the new limit's, a replaced one's, a resume's and a member budget's first count alike.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from models.sql import Sql, as_datetime
 from models.tables import LimitKind, LimitScope, LimitWindow
 
 
-async def _recount(sql: Sql, account_id: int) -> None:
+async def recount(sql: Sql, account_id: int) -> None:
+    """Recount the limits of the account that ``sql``'s transaction has locked, after changing its limits or
+    counters: this writes its row, even when the count stays."""
     await sql.execute(
         "UPDATE credit_accounts SET spend_limits = (SELECT COUNT(*) FROM spend_limits WHERE account_id = $1)"
         " WHERE id = $2",
@@ -74,7 +79,6 @@ async def set_limit_in(sql: Sql, account_id: int, spec: LimitSpec, now: datetime
         )
         assert inserted is not None
         limit_id = int(inserted["id"])
-        await _recount(sql, account_id)
     else:
         limit_id = int(found["id"])
         await sql.execute(
@@ -86,6 +90,7 @@ async def set_limit_in(sql: Sql, account_id: int, spec: LimitSpec, now: datetime
         )
         if spec.window in _CALENDAR and str(found["time_zone"]) != spec.time_zone:
             await _move_period(sql, limit_id, spec.window, str(found["time_zone"]), spec.time_zone, now)
+    await recount(sql, account_id)
     row = await sql.fetchrow(f"SELECT {VIEW_COLUMNS_SQL} FROM spend_limits l WHERE l.id = $1", limit_id)
     assert row is not None
     return LimitView.of(row), created
@@ -136,7 +141,7 @@ async def remove_limit(limit_id: int) -> LimitView | None:
             return None
         await sql.execute("DELETE FROM spend_limit_usage WHERE limit_id = $1", limit_id)
         await sql.execute("DELETE FROM spend_limits WHERE id = $1", limit_id)
-        await _recount(sql, account_id)
+        await recount(sql, account_id)
     return LimitView.of(row)
 
 
@@ -321,6 +326,7 @@ async def resume(
                 *pausing,
             )
             await sql.execute(f"DELETE FROM spend_limit_usage WHERE run_id = '' AND limit_id IN ({marks})", *pausing)
+            await recount(sql, account_id)
         marks = ", ".join(f"${n + 1}" for n in range(len(ids)))
         rows = await sql.fetch(
             f"SELECT {VIEW_COLUMNS_SQL}, {STATE_COLUMNS_SQL} FROM spend_limits l WHERE l.id IN ({marks}) ORDER BY l.id",

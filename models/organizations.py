@@ -244,6 +244,7 @@ async def _count_month_so_far(pool_id: int, organization_id: int, user_id: int, 
             str(user_id),
             month,
         )
+        await limits.recount(sql, pool_id)
 
 
 async def _remove_member_limits(organization_id: int, user_id: int) -> None:

@@ -65,7 +65,8 @@ async def hold(
     try:
         async with in_transaction() as conn:
             sql = Sql(conn)
-            row, lots, before = await _open(sql, account, idem, now)
+            fold = limits.Fold(limits.Who(user_id, agent_id, token_id, run_id), now)
+            row, lots, before = await _open(sql, account, idem, now, fold)
             applied, refusal = await _refusal(
                 sql,
                 row,
@@ -147,14 +148,30 @@ async def _hold_account(hold_id: int) -> int:
     return int(row["account_id"])
 
 
+async def _hold_subjects(hold_id: int) -> tuple[int, limits.Who]:
+    """The hold's account, and who it is for the limits (its member, agent, token and run: never changed
+    after it is placed, so read before the lock, for the lock's statement to read the limits with)."""
+    row = await Sql(connections.get("default")).fetchrow(
+        "SELECT account_id, user_id, agent_id, token_id, run_id FROM holds WHERE id = $1", hold_id
+    )
+    if row is None:
+        raise NotFoundError("Hold")
+    return int(row["account_id"]), _who(row)
+
+
+def _who(held: dict[str, Any]) -> limits.Who:
+    token_id = None if held["token_id"] is None else int(held["token_id"])
+    return limits.Who(int(held["user_id"]), held["agent_id"], token_id, held["run_id"])
+
+
 async def capture_hold(hold_id: int, *, credits: int | None, idem: IdempotencyKey, now: datetime) -> HoldResult:
     """Spend ``credits`` (default: all) of an active hold; the rest of it is returned to ``available``."""
-    account_id = await _hold_account(hold_id)
+    account_id, who = await _hold_subjects(hold_id)
     refusal: LedgerError | None = None
     try:
         async with in_transaction() as conn:
             sql = Sql(conn)
-            row, stored = await _lock_account(sql, "id", account_id, idem)
+            row, stored = await _lock_account(sql, "id", account_id, idem, limits.Fold(who, now))
             if stored is not None:
                 raise _Replay(stored)
             try:
@@ -244,14 +261,8 @@ async def _count_capture(sql: Sql, account: dict[str, Any], held: dict[str, Any]
     """A capture counts as spent against the caps of the hold's member, agent, token and run (read under the
     lock, as a spend reads them); the hold itself stopped counting as held. Not against the breakers: they
     counted the hold when it was placed."""
-    run_id = held["run_id"]
-    who = limits.Who(
-        int(held["user_id"]),
-        held["agent_id"],
-        None if held["token_id"] is None else int(held["token_id"]),
-        run_id,
-    )
-    await limits.count(sql, await limits.standing(sql, account, who, now), run_id, amount, "capture")
+    who = _who(held)
+    await limits.count(sql, await limits.standing(sql, account, who, now), who.run_id, amount, "capture")
 
 
 async def _capturable(
@@ -406,12 +417,12 @@ async def increase_hold(
     keeps a quantity only while all of its amount was priced from units. Like a hold, it may queue an auto
     top-up."""
     assert credits > 0
-    account_id = await _hold_account(hold_id)
+    account_id, who = await _hold_subjects(hold_id)
     refusal: LedgerError | None = None
     try:
         async with in_transaction() as conn:
             sql = Sql(conn)
-            row, _, before = await _open(sql, ("id", account_id), idem, now)
+            row, _, before = await _open(sql, ("id", account_id), idem, now, limits.Fold(who, now))
             try:
                 held = await _active_hold(sql, hold_id, now)
             except HoldNotActiveError as exc:

@@ -17,6 +17,7 @@ a spend adds to counter (L, '', p.bucket) and, under a per-run cap, to (L, run, 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -32,7 +33,8 @@ from models.ledger.errors import (
     SpendLimitExceededError,
     SpendPausedError,
 )
-from models.limit_rules import ROLLING_BUCKETS, VIEW_COLUMNS_SQL, LimitView, Period, period
+from models.ledger.locking import READ_WITH_LOCK
+from models.limit_rules import ROLLING_BUCKETS, VIEW_COLUMN_NAMES, VIEW_COLUMNS_SQL, LimitView, Period, period
 from models.limits import paused_now
 from models.sql import Sql, as_datetime
 from models.tables import LedgerEntryType, LimitAction, LimitKind, LimitScope, LimitWindow
@@ -50,46 +52,113 @@ _HOLDS_OF = (
 )
 # The newest counter that can count now. A calendar counter is keyed by its period's start, and only the
 # current period's counts: Python compares this with the period it computes in the limit's time zone.
-_LATEST = "(SELECT MAX(v.period) FROM spend_limit_usage v WHERE v.limit_id = l.id AND v.run_id = '' AND v.period <= $2)"
+_LATEST = (
+    "(SELECT MAX(v.period) FROM spend_limit_usage v WHERE v.limit_id = l.id AND v.run_id = '' AND v.period <= {now})"
+)
 # A rolling window's oldest bucket, as models/limit_rules.py ``period`` computes it: 60 buckets of window_length
 # minutes (ROLLING_HOURS) or seconds (ROLLING_MINUTES), integer arithmetic on Unix seconds (both databases
 # divide integers as integers); a calendar window or TOTAL counts its one newest counter.
 _SINCE = (
     "CASE l.\"window\" WHEN 'ROLLING_HOURS'"
-    " THEN CAST($2 AS BIGINT) / (l.window_length * 60) * (l.window_length * 60)"
+    " THEN CAST({now} AS BIGINT) / (l.window_length * 60) * (l.window_length * 60)"
     f" - {ROLLING_BUCKETS - 1} * l.window_length * 60"
-    " WHEN 'ROLLING_MINUTES' THEN CAST($2 AS BIGINT) / l.window_length * l.window_length"
+    " WHEN 'ROLLING_MINUTES' THEN CAST({now} AS BIGINT) / l.window_length * l.window_length"
     f" - {ROLLING_BUCKETS - 1} * l.window_length"
     f" ELSE {_LATEST} END"
 )
+_STATE_COLUMNS = ("paused", "tripped_at", "paused_until")
 
 
-@lru_cache(maxsize=8)
-def _standing_sql(subjects: int, with_run: bool, with_holds: bool) -> str:
-    """The one read: $1 the account, $2 now in Unix seconds, then now (with holds), the run (with a run), and
-    the subjects. An account holding nothing (its cached held credit is 0) has no active hold to sum."""
-    n = 3
-    at = run = ""
+def _measures(now: str, at: str | None, run: str | None, holding: str | None) -> list[tuple[str, str]]:
+    """What is read of each limit ``l`` besides its columns, as (name, expression): ``now`` the placeholder of
+    now in Unix seconds, ``at`` of now as an instant (None: the account holds nothing, held is 0), ``run`` of
+    the run (None: no run), ``holding`` a condition that the account holds anything (None: it does)."""
+    holds_of = "" if at is None else _HOLDS_OF.format(at=at)
+    # A breaker counted its holds when they were placed: none is held against it.
+    if at is None:
+        held = "0"
+    elif holding is None:
+        held = f"CASE WHEN l.kind = 'VELOCITY' THEN 0 ELSE ({holds_of}) END"
+    else:
+        held = f"CASE WHEN l.kind = 'VELOCITY' OR NOT ({holding}) THEN 0 ELSE ({holds_of}) END"
+    found = [
+        ("latest", _LATEST.format(now=now)),
+        (
+            "spent",
+            "(SELECT COALESCE(SUM(u.spent), 0) FROM spend_limit_usage u WHERE u.limit_id = l.id AND u.run_id = ''"
+            f" AND u.period <= {now} AND u.period >= {_SINCE.format(now=now)})",
+        ),
+        ("held", held),
+    ]
+    if run is not None:
+        found.append(
+            (
+                "run_spent",
+                "(SELECT COALESCE(SUM(r.spent), 0) FROM spend_limit_usage r WHERE r.limit_id = l.id"
+                f" AND r.run_id = {run} AND r.period = 0)",
+            )
+        )
+        if at is None:
+            run_held = "0"
+        elif holding is None:
+            run_held = f"({holds_of} AND h.run_id = {run})"
+        else:
+            run_held = f"CASE WHEN NOT ({holding}) THEN 0 ELSE ({holds_of} AND h.run_id = {run}) END"
+        found.append(("run_held", run_held))
+    return found
+
+
+def _placeholders(first: int, with_run: bool, with_holds: bool) -> tuple[str, str | None, str | None, int]:
+    """The placeholders of now (Unix seconds), now (an instant, with holds) and the run (with a run), numbered
+    from ``first``, and the number of the first subject's."""
+    now, n = f"${first}", first + 1
+    at = run = None
     if with_holds:
         at, n = f"${n}", n + 1
     if with_run:
         run, n = f"${n}", n + 1
-    holds_of = _HOLDS_OF.format(at=at)
-    # A breaker counted its holds when they were placed: none is held against it.
-    held = f"CASE WHEN l.kind = 'VELOCITY' THEN 0 ELSE ({holds_of}) END" if with_holds else "0"
-    runs = (
-        ", (SELECT COALESCE(SUM(r.spent), 0) FROM spend_limit_usage r WHERE r.limit_id = l.id"
-        f" AND r.run_id = {run} AND r.period = 0) AS run_spent,"
-        + (f" ({holds_of} AND h.run_id = {run}) AS run_held" if with_holds else " 0 AS run_held")
-        if with_run
-        else ""
-    )
+    return now, at, run, n
+
+
+@lru_cache(maxsize=8)
+def _standing_sql(subjects: int, with_run: bool, with_holds: bool) -> str:
+    """The read of its own (when the lock's could not be used): $1 the account, $2 now in Unix seconds, then
+    now (with holds), the run (with a run), and the subjects. An account holding nothing (its cached held
+    credit is 0) has no active hold to sum."""
+    now, at, run, n = _placeholders(2, with_run, with_holds)
+    measures = ", ".join(f"{expr} AS {name}" for name, expr in _measures(now, at, run, None))
     placeholders = ", ".join(f"${n + k}" for k in range(subjects))
     return (
-        f"SELECT {VIEW_COLUMNS_SQL}, l.paused, l.tripped_at, l.paused_until, {_LATEST} AS latest,"
-        " (SELECT COALESCE(SUM(u.spent), 0) FROM spend_limit_usage u WHERE u.limit_id = l.id AND u.run_id = ''"
-        f" AND u.period <= $2 AND u.period >= {_SINCE}) AS spent, {held} AS held{runs}"
+        f"SELECT {VIEW_COLUMNS_SQL}, l.paused, l.tripped_at, l.paused_until, {measures}"
         f" FROM spend_limits l WHERE l.account_id = $1 AND l.subject IN ({placeholders})"
+    )
+
+
+@lru_cache(maxsize=16)
+def _folded_sql(first: int, subjects: int, with_run: bool, postgres: bool) -> str:
+    """The columns the lock's statement reads the limits with (``Fold``), from ``credit_accounts a`` locked:
+    every limit that applies, with its measures, as one JSON array (``limits_read``), only when the account
+    has limits; on PostgreSQL also whether that read is fresh (``limits_fresh``). Placeholders from ``first``:
+    now in Unix seconds, now as an instant, the run (with a run), the subjects."""
+    now, at, run, n = _placeholders(first, with_run, True)
+    fields = [(name, f'l."{name}"' if name == "window" else f"l.{name}") for name in VIEW_COLUMN_NAMES]
+    fields += [(name, f"l.{name}") for name in _STATE_COLUMNS]
+    fields += _measures(now, at, run, "a.held <> 0")
+    pairs = ", ".join(f"'{name}', {expr}" for name, expr in fields)
+    placeholders = ", ".join(f"${n + k}" for k in range(subjects))
+    where = f"FROM spend_limits l WHERE l.account_id = a.id AND l.subject IN ({placeholders})"
+    if not postgres:
+        read = f"SELECT json_group_array(json_object({pairs})) {where}"
+        return f", CASE WHEN a.spend_limits > 0 THEN ({read}) END AS limits_read"
+    # A statement that waited for the lock sees the locked row as its holder left it, but every other row
+    # (the limits, counters and holds read here) as it was when the statement began: the row seen then
+    # differing from the row locked (xmin: the transaction that wrote that version) says the read may be
+    # stale. Whatever changes limits, counters or holds under the lock also writes the account row.
+    return (
+        f", CASE WHEN a.spend_limits > 0 THEN (SELECT json_agg(json_build_object({pairs})) {where})"
+        " END AS limits_read,"
+        " CASE WHEN a.spend_limits > 0 THEN a.xmin = (SELECT s.xmin FROM credit_accounts s WHERE s.id = a.id)"
+        " END AS limits_fresh"
     )
 
 
@@ -156,11 +225,43 @@ def _epoch(now: datetime) -> int:
     return int(now.timestamp())
 
 
+@dataclass(frozen=True, slots=True)
+class Fold:
+    """The limits of ``who`` at ``now``, read in the statement that takes the account's lock (passed to
+    ``models/ledger/locking.py`` ``_lock_account``): a spend, a hold, an increase or a capture then runs no
+    statement of its own to read them."""
+
+    who: Who
+    now: datetime
+
+    def columns(self, first: int, postgres: bool) -> tuple[str, list[Any]]:
+        """The lock statement's extra columns, with their arguments numbered from ``first``."""
+        subjects = self.who.subjects()
+        at = self.now.astimezone(UTC)
+        args: list[Any] = [_epoch(at), at]
+        if self.who.run_id is not None:
+            args.append(self.who.run_id)
+        return _folded_sql(first, len(subjects), self.who.run_id is not None, postgres), [*args, *subjects]
+
+
 async def standing(sql: Sql, account: dict[str, Any], who: Who, now: datetime) -> tuple[Standing, ...]:
     """Every limit of the locked ``account`` that applies to ``who``, in the order they are checked (account,
-    member, agent, token). No statement when the account has none."""
+    member, agent, token). No statement when the account has none, nor when the lock's statement read them
+    (``Fold``) and saw them fresh; otherwise one."""
     if not int(account.get("spend_limits") or 0):
         return ()
+    folded = account.get(READ_WITH_LOCK)
+    if folded == Fold(who, now) and (not sql.postgres or account.get("limits_fresh")):
+        read = account["limits_read"]
+        rows = (json.loads(read) if isinstance(read, str) else read) or []
+    else:
+        rows = await _read_standing(sql, account, who, now)
+    found = [_standing_of(row, now) for row in rows]
+    found.sort(key=lambda s: (_SCOPE_ORDER[s.limit.scope], s.limit.kind != LimitKind.CAP, s.limit.id))
+    return tuple(found)
+
+
+async def _read_standing(sql: Sql, account: dict[str, Any], who: Who, now: datetime) -> list[dict[str, Any]]:
     subjects = who.subjects()
     holds = int(account["held"]) != 0
     at = now.astimezone(UTC)
@@ -169,10 +270,7 @@ async def standing(sql: Sql, account: dict[str, Any], who: Who, now: datetime) -
         args.append(at)
     if who.run_id is not None:
         args.append(who.run_id)
-    rows = await sql.fetch(_standing_sql(len(subjects), who.run_id is not None, holds), *args, *subjects)
-    found = [_standing_of(row, now) for row in rows]
-    found.sort(key=lambda s: (_SCOPE_ORDER[s.limit.scope], s.limit.kind != LimitKind.CAP, s.limit.id))
-    return tuple(found)
+    return await sql.fetch(_standing_sql(len(subjects), who.run_id is not None, holds), *args, *subjects)
 
 
 def _standing_of(row: dict[str, Any], now: datetime) -> Standing:

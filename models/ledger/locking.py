@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from tortoise.transactions import in_transaction
 
@@ -54,10 +54,24 @@ _AUTO_TOP_UP_COLUMNS = (
 )
 
 
+class ReadWithLock(Protocol):
+    """More the lock's statement reads (``models/ledger/limits.py`` ``Fold``: the spend limits)."""
+
+    def columns(self, first: int, postgres: bool) -> tuple[str, list[Any]]:
+        """Columns to add to the statement (from ``credit_accounts a``), with their arguments numbered from
+        ``first``."""
+        ...
+
+
+READ_WITH_LOCK = "read_with_lock"
+"""The key of the locked row that keeps the ``also`` its statement read (absent: none)."""
+
+
 async def _lock_account(
-    sql: Sql, where: str, arg: int, idem: IdempotencyKey | None
+    sql: Sql, where: str, arg: int, idem: IdempotencyKey | None, also: ReadWithLock | None = None
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Lock one account row and, in the same round trip, read any record stored under ``idem``.
+    """Lock one account row and, in the same round trip, read any record stored under ``idem`` (and, with
+    ``also``, what it reads: kept in the row under ``READ_WITH_LOCK``, for its reader to know what it read).
 
     A record found is the answer. None found is not final on PostgreSQL (see the package's notes, in
     ``models/ledger/__init__.py``): the operation goes on, and its ``_store_response`` finds the record a
@@ -70,18 +84,22 @@ async def _lock_account(
         if row is None:
             raise NotFoundError("Credit account")
         return row, None
+    extra, extra_args = ("", []) if also is None else also.columns(4, sql.postgres)
     row = await sql.fetchrow(
         f"SELECT {_ACCOUNT_COLUMNS}, i.operation AS idem_operation, i.request_hash AS idem_hash,"
-        f" i.response AS idem_response, {_AUTO_TOP_UP_COLUMNS} FROM credit_accounts a"
+        f" i.response AS idem_response, {_AUTO_TOP_UP_COLUMNS}{extra} FROM credit_accounts a"
         " LEFT JOIN idempotency_records i ON i.scope = $2 AND i.key = $3"
         " LEFT JOIN auto_top_ups t ON t.account_id = a.id"
         f" WHERE a.{where} = $1" + sql.for_update(of="a"),
         arg,
         idem.scope,
         idem.key,
+        *extra_args,
     )
     if row is None:
         raise NotFoundError("Credit account")
+    if also is not None:
+        row[READ_WITH_LOCK] = also
     if row["idem_hash"] is None:
         return row, None
     return row, _stored_response(idem, row["idem_operation"], row["idem_hash"], row["idem_response"])

@@ -14,7 +14,7 @@ from tortoise import connections
 
 from models.balance import Balance, account_balance, is_live
 from models.ledger.errors import IdempotencyKey
-from models.ledger.locking import AccountSelector, _lock_account, _Replay
+from models.ledger.locking import AccountSelector, ReadWithLock, _lock_account, _Replay
 from models.sql import Sql, as_datetime
 from models.tables import CreditKind
 
@@ -38,10 +38,11 @@ async def _live_lots(sql: Sql, account_id: int) -> list[dict[str, Any]]:
 
 
 async def _open(
-    sql: Sql, account: AccountSelector, idem: IdempotencyKey, now: datetime
+    sql: Sql, account: AccountSelector, idem: IdempotencyKey, now: datetime, also: ReadWithLock | None = None
 ) -> tuple[dict[str, Any], list[dict[str, Any]], Balance]:
-    """Lock the account, answer a replayed key with its stored response, and read the live balance."""
-    row, stored = await _lock_account(sql, account[0], account[1], idem)
+    """Lock the account (reading ``also`` with it), answer a replayed key with its stored response, and read
+    the live balance."""
+    row, stored = await _lock_account(sql, account[0], account[1], idem, also)
     if stored is not None:
         raise _Replay(stored)
     lots = await _live_lots(sql, int(row["id"]))

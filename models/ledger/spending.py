@@ -177,7 +177,8 @@ async def spend(
     try:
         async with in_transaction() as conn:
             sql = Sql(conn)
-            row, lots, before = await _open(sql, account, idem, now)
+            fold = limits.Fold(limits.Who(user_id, agent_id, token_id, run_id), now)
+            row, lots, before = await _open(sql, account, idem, now, fold)
             applied, refusal = await _refusal(
                 sql,
                 row,

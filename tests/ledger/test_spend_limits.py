@@ -6,10 +6,13 @@ and a burst across a minute's edge whole)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 import pytest
+from tortoise.transactions import in_transaction
 
 from models import ledger, limits
 from models.credits import MICRO
@@ -31,6 +34,7 @@ from tests.support.statements import StatementCounter
 from tests.support.statements import counter as counter
 
 HOUR = timedelta(hours=1)
+T = TypeVar("T")
 
 
 async def _account(credit: int = 100 * MICRO) -> tuple[int, int]:
@@ -407,30 +411,39 @@ def _of_limits(statement: str) -> bool:
     return "FROM spend_limits" in statement or "INTO spend_limit_usage" in statement
 
 
-async def test_statements_no_extra_without_limits_one_read_and_one_write_with_them(
+async def test_statements_no_extra_without_limits_and_one_write_with_them_the_read_rides_on_the_lock(
     db: Backend, counter: StatementCounter
 ) -> None:
     user_id, account_id = await _account()
-    await _spend(user_id, account_id, 1, "warm")
-    plain = await counter.during(_spend(user_id, account_id, 1, "plain"))
-    assert plain.credits == MICRO
-    without = list(counter.statements)
-    assert not [s for s in without if _of_limits(s)]
     token = await ApiToken.create(
         name="t", kind=TokenKind.SERVICE, token_hash="k" * 64, scopes="usage:write", created_at=T0, user_id=user_id
     )
+    await _spend(user_id, account_id, 1, "warm", token=token.id)
+    plain = await counter.during(_spend(user_id, account_id, 1, "plain", token=token.id))
+    assert plain.credits == MICRO
+    without = list(counter.statements)
+    # The lock's statement (the first) reads the limits when the account has some (CASE on spend_limits):
+    # no other statement touches them.
+    assert [n for n, s in enumerate(without) if _of_limits(s)] == [0]
+    assert "FOR UPDATE OF a" in without[0] or db.name == "sqlite"
     for spec in (
         LimitSpec(LimitScope.ACCOUNT, 50 * MICRO, LimitWindow.MONTH),
         LimitSpec(LimitScope.AGENT, 20 * MICRO, LimitWindow.DAY, agent_id="bot", warn_percent=80),
         LimitSpec(LimitScope.TOKEN, 10 * MICRO, LimitWindow.ROLLING_HOURS, 3, token_id=token.id),
     ):
         await limits.set_limit(account_id, spec, T0)
-    await counter.during(_spend(user_id, account_id, 1, "limited", token=token.id))
+    limited_spend = await counter.during(_spend(user_id, account_id, 1, "limited", token=token.id))
+    assert [(w.limit.scope, w.spent) for w in limited_spend.warnings] == []
     limited = list(counter.statements)
-    extra = [s for s in limited if _of_limits(s)]
-    assert len(limited) == len(without) + 2
-    assert [s.lstrip().split()[0].upper() for s in extra] == ["SELECT", "INSERT"]
-    assert [s for s in limited if not _of_limits(s)] == without
+    # Uncontended, the spend with three limits runs the statements of the plain one (the same lock statement,
+    # which now reads the limits) and one more: the counters' upsert.
+    assert len(limited) == len(without) + 1
+    upserts = [s for s in limited if "INTO spend_limit_usage" in s]
+    assert len(upserts) == 1
+    assert upserts[0].lstrip().upper().startswith("INSERT")
+    assert [s for s in limited if s not in upserts] == without
+    counted = await SpendLimitUsage.filter(limit__account_id=account_id)
+    assert sorted(usage.spent for usage in counted) == [MICRO, MICRO, MICRO]
 
 
 async def test_concurrent_spends_of_five_agents_pass_no_cap(db: Backend) -> None:
@@ -451,6 +464,48 @@ async def test_concurrent_spends_of_five_agents_pass_no_cap(db: Backend) -> None
     for n, agent in enumerate(caps):
         assert len([w for w in won if w % 5 == n]) <= caps[agent] // MICRO
     assert (await ledger.read_balances([account_id], T0))[account_id].total == 975 * MICRO
+
+
+async def _while_a_spend_waits(change: Coroutine[Any, Any, object], spend: Callable[[], Awaitable[T]]) -> T:
+    """Run ``change`` in a transaction that keeps the account's lock while ``spend`` begins and waits for it:
+    the spend's lock statement starts before the change commits (its snapshot does not see the change)."""
+    locked = asyncio.Event()
+
+    async def spend_once_locked() -> T:
+        await locked.wait()
+        return await spend()
+
+    waiting = asyncio.create_task(spend_once_locked())  # made outside the transaction: a connection of its own
+    async with in_transaction():
+        await change  # its own transaction nests in this one: the lock is kept until this one commits
+        locked.set()
+        await asyncio.sleep(0.5)
+        assert not waiting.done()
+    return await waiting
+
+
+async def test_a_spend_that_waited_for_the_lock_sees_the_limit_lowered_meanwhile(db: Backend) -> None:
+    if db.name != "postgres":
+        pytest.skip("concurrent transactions need PostgreSQL (SQLite has one writer)")
+    user_id, account_id = await _account()
+    await limits.set_limit(account_id, LimitSpec(LimitScope.ACCOUNT, 10 * MICRO, LimitWindow.DAY), T0)
+    lowered = limits.set_limit(account_id, LimitSpec(LimitScope.ACCOUNT, MICRO, LimitWindow.DAY), T0)
+    with pytest.raises(ledger.SpendLimitExceededError) as refused:
+        await _while_a_spend_waits(lowered, lambda: _spend(user_id, account_id, 2, "s1"))
+    assert (refused.value.limit.amount, refused.value.spent, refused.value.required) == (MICRO, 0, 2 * MICRO)
+    assert (await ledger.read_balances([account_id], T0))[account_id].total == 100 * MICRO
+
+
+async def test_a_spend_that_waited_for_the_lock_sees_the_agent_resumed_meanwhile(db: Backend) -> None:
+    if db.name != "postgres":
+        pytest.skip("concurrent transactions need PostgreSQL (SQLite has one writer)")
+    user_id, account_id = await _account()
+    breaker = await _breaker(account_id)
+    with pytest.raises(ledger.SpendPausedError):
+        await _spend(user_id, account_id, 6, "s1")
+    resumed = limits.resume(account_id, T0, limit_id=breaker.id)
+    spent = await _while_a_spend_waits(resumed, lambda: _spend(user_id, account_id, 2, "s2"))
+    assert (spent.credits, spent.balance.total) == (2 * MICRO, 98 * MICRO)
 
 
 async def test_a_runs_active_holds_count_against_its_cap(db: Backend) -> None:
