@@ -121,8 +121,9 @@ async def test_an_event_before_our_rows_is_deferred_then_processed_by_the_sweep(
     assert processed == 1
     assert [(c.account_id, c.delta) for c in changes] == [(account, 50 * MICRO)]
     after = await snapshot()
-    # The top-up completed (its lot, ledger entry, invoice and balance) and the event is done; nothing else.
+    # The top-up completed (its lot, ledger entry, invoice, balance and events) and the event is done; nothing else.
     assert changed(before, after) == {
+        "events",
         "webhook_events",
         "transactions",
         "credit_lots",
