@@ -436,6 +436,15 @@ async def test_a_completed_checkout_links_ours_and_an_expired_one_fails_the_firs
     failed = await Transaction.get(id=bobs_first.id)
     assert (failed.status, failed.failure_reason) == (TransactionStatus.FAILED, reason)
     assert await paid_credit(services, ada) == await paid_credit(services, bob) == 0
+    # Bob's payment failed and his subscription ended, each told once; Ada's linking tells nothing.
+    told = await emitted()
+    assert [kind for kind, _ in told] == ["payment.failed", "subscription.canceled"]
+    assert told[0][1]["transaction"]["id"] == encode_id("Transaction", bobs_first.id)
+    assert (told[1][1]["subscription"]["id"], told[1][1]["subscription"]["status"]) == (
+        encode_id("Subscription", bobs.id),
+        "CANCELED",
+    )
+    assert told[1][1]["account"]["id"] == encode_id("CreditAccount", bob)
 
 
 async def test_a_page_we_did_not_open_expiring_changes_nothing(services: Services) -> None:
