@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 
 from billing.reconcile import reconcile_pending, renew_subscriptions
 from creditline import auto_top_up_worker
@@ -16,7 +17,8 @@ log = logging.getLogger("creditline.jobs")
 
 
 async def sweep_once(services: Services) -> ledger.SweepReport:
-    report = await ledger.sweep(services.clock.now())
+    expiring = timedelta(days=services.settings.credit_expiring_days)
+    report = await ledger.sweep(services.clock.now(), expiring)
     services.bus.publish(report.changes)  # after each account's transaction has committed
     # After the expiries and timed-out holds are recorded: the candidates' cached balances are then live.
     raised = await forecast.sweep_runs_out_soon(services.clock.now(), services.settings.runs_out_soon_days)

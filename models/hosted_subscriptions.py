@@ -14,8 +14,9 @@ from typing import Any
 
 from tortoise.transactions import in_transaction
 
-from models import ledger, payments
+from models import event_data, ledger, payments
 from models.ledger import BalanceChange
+from models.outbox import EventType
 from models.plans import PlanCatalog, PlanSpec
 from models.sql import Sql, as_datetime
 from models.subscriptions import SubscriptionStateError, grant_period, mark_canceled, subscription_row
@@ -175,7 +176,10 @@ async def record_invoice_failed(
             f"{invoice.invoice}/attempt-{invoice.attempt}",
             now,
         )
-        if not rows or sub["status"] not in (SubscriptionStatus.ACTIVE, SubscriptionStatus.PAST_DUE):
+        if not rows:  # this attempt was recorded before
+            return
+        await event_data.payment_settled(sql, account, int(rows[0]["id"]), now)
+        if sub["status"] not in (SubscriptionStatus.ACTIVE, SubscriptionStatus.PAST_DUE):
             return
         paid = await sql.fetchrow(
             "SELECT id FROM transactions WHERE idempotency_scope = $1 AND idempotency_key = $2",
@@ -192,6 +196,10 @@ async def record_invoice_failed(
             f"The renewal payment failed: {reason}",
             subscription_id,
         )
+        if sub["status"] != SubscriptionStatus.PAST_DUE:  # once per lapse, as models/subscriptions.py
+            await event_data.subscription_event(
+                sql, EventType.SUBSCRIPTION_PAST_DUE, account, subscription_id, now, int(rows[0]["id"])
+            )
 
 
 async def sync(subscription_id: int, hosted: ProcessorState, now: datetime) -> None:
@@ -200,7 +208,7 @@ async def sync(subscription_id: int, hosted: ProcessorState, now: datetime) -> N
     when its first invoice is recorded as paid; a CANCELED one stays canceled."""
     async with in_transaction() as conn:
         sql = Sql(conn)
-        _, sub = await _lock_subscription(sql, subscription_id)
+        account, sub = await _lock_subscription(sql, subscription_id)
         await _link(sql, sub, hosted.reference)
         target = hosted.status
         if sub["status"] == SubscriptionStatus.CANCELED or target is None:
@@ -229,6 +237,8 @@ async def sync(subscription_id: int, hosted: ProcessorState, now: datetime) -> N
             end,
             subscription_id,
         )
+        if target == SubscriptionStatus.PAST_DUE and sub["status"] != SubscriptionStatus.PAST_DUE:
+            await event_data.subscription_event(sql, EventType.SUBSCRIPTION_PAST_DUE, account, subscription_id, now)
         if target == SubscriptionStatus.ACTIVE:  # paid again: nothing is past due any more
             await sql.execute(
                 "UPDATE subscriptions SET failed_attempts = 0, next_attempt_at = NULL, status_reason = NULL"
@@ -238,13 +248,17 @@ async def sync(subscription_id: int, hosted: ProcessorState, now: datetime) -> N
 
 
 async def _fail_pending(sql: Sql, subscription_id: int, reason: str, now: datetime) -> None:
-    await sql.execute(
+    """Fail the subscription's PENDING payments (under the account lock), each with its ``payment.failed``."""
+    failed = await sql.fetch(
         "UPDATE transactions SET status = 'FAILED', failure_reason = $1, completed_at = $2"
-        " WHERE subscription_id = $3 AND status = 'PENDING'",
+        " WHERE subscription_id = $3 AND status = 'PENDING' RETURNING id, account_id",
         reason,
         now,
         subscription_id,
     )
+    for row in sorted(failed, key=lambda r: int(r["id"])):
+        account = await event_data.account_row(sql, int(row["account_id"]))
+        await event_data.payment_settled(sql, account, int(row["id"]), now)
 
 
 async def cancel_unpaid(subscription: Subscription, now: datetime) -> Subscription:

@@ -18,7 +18,7 @@ from typing import Any
 from tortoise import connections
 from tortoise.transactions import in_transaction
 
-from models import ledger
+from models import event_data, ledger
 from models.credits import format_credits
 from models.ledger import BalanceChange, IdempotencyConflictError, IdempotencyKey, LedgerError
 from models.money import Price
@@ -151,7 +151,7 @@ async def complete(
                 lot_reason = "Auto top-up" if source is LotSource.AUTO_TOP_UP else "Top-up"
                 changes = await record_success(sql, account, row, source, None, lot_reason, line, reference, now)
             else:
-                await record_failure(sql, transaction_id, failure_reason, reference, now)
+                await record_failure(sql, account, transaction_id, failure_reason, reference, now)
     return await Transaction.get(id=transaction_id), changes
 
 
@@ -190,12 +190,19 @@ async def record_success(
         row["id"],
     )
     await _issue_invoice(sql, row, int(account["id"]), invoice_line, now)
+    await event_data.payment_settled(sql, account, int(row["id"]), now)
     return tuple(c for c in granted.changes if isinstance(c, BalanceChange))
 
 
 async def record_failure(
-    sql: Sql, transaction_id: int, failure_reason: str | None, reference: str | None, now: datetime
+    sql: Sql,
+    account: dict[str, Any],
+    transaction_id: int,
+    failure_reason: str | None,
+    reference: str | None,
+    now: datetime,
 ) -> None:
+    """Mark the PENDING payment FAILED (under the account lock) and emit its ``payment.failed``."""
     await sql.execute(
         "UPDATE transactions SET status = 'FAILED', failure_reason = $1, gateway_reference = $2, completed_at = $3"
         " WHERE id = $4",
@@ -204,6 +211,7 @@ async def record_failure(
         now,
         transaction_id,
     )
+    await event_data.payment_settled(sql, account, transaction_id, now)
 
 
 async def _issue_invoice(sql: Sql, row: dict[str, Any], account_id: int, description: str, now: datetime) -> None:

@@ -11,7 +11,7 @@ from datetime import datetime
 
 from tortoise.transactions import in_transaction
 
-from models import ledger
+from models import event_data, ledger
 from models.ledger import BalanceChange, IdempotencyConflictError, IdempotencyKey
 from models.sql import Sql
 from models.tables import Refund, RefundStatus, Transaction, TransactionStatus
@@ -135,4 +135,5 @@ async def complete(
             now,
             refund_id,
         )
+        await event_data.refund_created(sql, account, refund_id, now)
     return await Refund.get(id=refund_id), changes

@@ -22,9 +22,10 @@ from typing import Any
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
-from models import ledger, payments
+from models import event_data, ledger, payments
 from models.credits import format_credits
 from models.ledger import BalanceChange, IdempotencyConflictError, IdempotencyKey
+from models.outbox import EventType
 from models.plans import PlanCatalog, PlanSpec
 from models.sql import Sql, as_datetime
 from models.tables import LIVE_SUBSCRIPTION, LotSource, Subscription, SubscriptionStatus, Transaction
@@ -179,7 +180,7 @@ async def complete(
             if succeeded:
                 changes = await grant_period(sql, account, row, sub, plans, reference, now)
             else:
-                await payments.record_failure(sql, transaction_id, failure_reason, reference, now)
+                await payments.record_failure(sql, account, transaction_id, failure_reason, reference, now)
                 await _unpaid(sql, row, sub, failure_reason or "Payment failed", billing, now)
     return await Transaction.get(id=transaction_id), changes
 
@@ -227,6 +228,10 @@ async def grant_period(
             end,
             sub["id"],
         )
+        if sub["status"] in (SubscriptionStatus.ACTIVE, SubscriptionStatus.PAST_DUE):  # not the first period
+            await event_data.subscription_event(
+                sql, EventType.SUBSCRIPTION_RENEWED, account, int(sub["id"]), now, int(row["id"])
+            )
     return changes
 
 
@@ -252,10 +257,16 @@ async def _unpaid(
         f"The renewal payment failed: {reason}",
         sub["id"],
     )
+    if sub["status"] != SubscriptionStatus.PAST_DUE:  # once per lapse: a failed retry is a payment.failed only
+        account = await event_data.account_row(sql, int(sub["account_id"]))
+        await event_data.subscription_event(
+            sql, EventType.SUBSCRIPTION_PAST_DUE, account, int(sub["id"]), now, int(row["id"])
+        )
 
 
 async def mark_canceled(sql: Sql, subscription_id: int, reason: str, now: datetime) -> None:
-    """End the subscription now, for ``reason`` (under the caller's account lock)."""
+    """End the subscription now, for ``reason`` (under the caller's account lock), and emit its
+    ``subscription.canceled``: every caller checks first that it is not canceled already."""
     await sql.execute(
         "UPDATE subscriptions SET status = 'CANCELED', canceled_at = $1, status_reason = $2,"
         " cancel_at_period_end = $3, next_attempt_at = NULL WHERE id = $4",
@@ -264,6 +275,10 @@ async def mark_canceled(sql: Sql, subscription_id: int, reason: str, now: dateti
         False,
         subscription_id,
     )
+    found = await sql.fetchrow("SELECT account_id FROM subscriptions WHERE id = $1", subscription_id)
+    assert found is not None
+    account = await event_data.account_row(sql, int(found["account_id"]))
+    await event_data.subscription_event(sql, EventType.SUBSCRIPTION_CANCELED, account, subscription_id, now)
 
 
 async def due_payments(

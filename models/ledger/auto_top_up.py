@@ -29,10 +29,12 @@ from tortoise.transactions import in_transaction
 
 from models.balance import Balance
 from models.credits import MICRO, format_credits
+from models.event_data import emit_for, instant, transaction_data
 from models.ledger.errors import LedgerError
 from models.ledger.locking import lock_account
 from models.ledger.lots import balance_locked
 from models.money import Price
+from models.outbox import EventType
 from models.sql import Sql, as_datetime
 from models.tables import AutoTopUp, Transaction, TransactionStatus
 
@@ -291,7 +293,7 @@ async def settle(transaction_id: int, now: datetime) -> None:
     account_id = (await Transaction.get(id=transaction_id)).account_id
     async with in_transaction() as conn:
         sql = Sql(conn)
-        await lock_account(sql, account_id)
+        account = await lock_account(sql, account_id)
         row = await sql.fetchrow(
             "SELECT t.declines, x.status, x.failure_reason FROM auto_top_ups t"
             " JOIN transactions x ON x.id = t.pending_transaction_id"
@@ -310,6 +312,7 @@ async def settle(transaction_id: int, now: datetime) -> None:
                 now,
                 account_id,
             )
+            await _settled_event(sql, EventType.AUTO_TOP_UP_SUCCEEDED, account, transaction_id, {}, now)
             return
         declines = int(row["declines"]) + 1
         if declines >= MAX_DECLINES:
@@ -323,15 +326,29 @@ async def settle(transaction_id: int, now: datetime) -> None:
                 now,
                 account_id,
             )
+            failed: dict[str, Any] = {"declines": declines, "nextAttemptAt": None}
+            await _settled_event(sql, EventType.AUTO_TOP_UP_FAILED, account, transaction_id, failed, now)
+            disabled: dict[str, Any] = {"declines": declines, "reason": reason[:500]}
+            await _settled_event(sql, EventType.AUTO_TOP_UP_DISABLED, account, transaction_id, disabled, now)
             return
+        retry_at = now + RETRY_AFTER[min(declines, len(RETRY_AFTER)) - 1]
         await sql.execute(
             "UPDATE auto_top_ups SET pending_transaction_id = NULL, declines = $1, next_attempt_at = $2,"
             " updated_at = $3 WHERE account_id = $4",
             declines,
-            now + RETRY_AFTER[min(declines, len(RETRY_AFTER)) - 1],
+            retry_at,
             now,
             account_id,
         )
+        retried: dict[str, Any] = {"declines": declines, "nextAttemptAt": instant(retry_at)}
+        await _settled_event(sql, EventType.AUTO_TOP_UP_FAILED, account, transaction_id, retried, now)
+
+
+async def _settled_event(
+    sql: Sql, event_type: EventType, account: dict[str, Any], transaction_id: int, data: dict[str, Any], now: datetime
+) -> None:
+    """An ``auto_top_up.*`` event, written where ``settle`` records the outcome (once per top-up)."""
+    await emit_for(sql, event_type, account, {"transaction": await transaction_data(sql, transaction_id), **data}, now)
 
 
 # ------------------------------------------------------------------------------------------ reading

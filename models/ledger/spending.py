@@ -13,7 +13,7 @@ from typing import Any
 from tortoise.transactions import in_transaction
 
 from models.balance import Balance
-from models.ledger import alerts, limits
+from models.ledger import alerts, limit_events, limits
 from models.ledger.auto_top_up import Terms, _queue_auto_top_up
 from models.ledger.entries import _append, _change, _save_account
 from models.ledger.errors import (
@@ -140,15 +140,18 @@ async def _refusal(
     the transaction that stores the refusal; the refusal carries the trip's balance event (``changes``)."""
     who = limits.Who(user_id, agent_id, token_id, run_id)
     standing = await limits.standing(sql, row, who, now)
-    verdict = limits.judge(standing, credits, who, hold=hold, pool=row.get("organization_id") is not None, now=now)
+    pool = row.get("organization_id") is not None
+    verdict = limits.judge(standing, credits, who, hold=hold, pool=pool, now=now)
     applied = limits.Applied(standing, who, verdict.warnings)
     if verdict.refusal is not None:
         if verdict.trips is not None:
             assert isinstance(verdict.refusal, SpendPausedError)
             await limits.trip(sql, row, verdict.refusal, before, now)
+        await limit_events.refused(sql, row, standing, verdict.refusal, credits, pool=pool, now=now)
         return applied, await _refuse(sql, idem, verdict.refusal, now)
     if credits > before.spendable:  # may take available down to -overdraft, not below
         return applied, await _refuse(sql, idem, InsufficientCreditsError(before.available, credits), now)
+    await limit_events.crossed(sql, row, standing, credits, pool=pool, now=now)  # no statement if none crossed
     return applied, None
 
 

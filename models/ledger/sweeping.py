@@ -1,8 +1,10 @@
-"""The sweep: records the expiry of lots past their ``expiresAt`` and releases holds past their timeout."""
+"""The sweep: records the expiry of lots past their ``expiresAt`` and releases holds past their timeout, and
+tells the platform of both ends of a lot's life (``credit.expiring`` once per lot, ``credit.expired``) in the
+transaction that records them."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from tortoise.transactions import in_transaction
 
@@ -12,16 +14,18 @@ from models.ledger.entries import _append, _change, _save_account
 from models.ledger.errors import Event, SweepReport
 from models.ledger.holds import _release_locked
 from models.ledger.locking import _lock_account
+from models.ledger.lot_events import credit_expired, credit_expiring, expiring_lots
 from models.ledger.lots import _held_now, _live_lots
 from models.sql import Sql, as_datetime
 from models.tables import CreditKind, CreditLot, Hold, HoldStatus, LedgerEntryType, LotStatus
 
 
-async def sweep(now: datetime) -> SweepReport:
-    """Record expiries of lots past their ``expiresAt`` and release holds past their timeout.
+async def sweep(now: datetime, expiring_within: timedelta | None = None) -> SweepReport:
+    """Record expiries of lots past their ``expiresAt`` and release holds past their timeout; with
+    ``expiring_within``, emit ``credit.expiring`` for the lots that expire within it (once per lot).
 
     Each account is swept in its own transaction under its row lock, and every row is re-read under that
-    lock, so sweeps running in several processes never record the same expiry twice.
+    lock, so sweeps running in several processes never record the same expiry (or warn of one) twice.
     """
     report = SweepReport()
     due: set[int] = set()
@@ -29,6 +33,9 @@ async def sweep(now: datetime) -> SweepReport:
         due.add(due_lot.account_id)
     for due_hold in await Hold.filter(status=HoldStatus.ACTIVE, expires_at__lte=now).only("id", "account_id"):
         due.add(due_hold.account_id)
+    if expiring_within is not None:
+        for expiring in await expiring_lots(now, now + expiring_within):
+            due.add(expiring)
     for account_id in sorted(due):
         async with in_transaction() as conn:
             sql = Sql(conn)
@@ -44,6 +51,8 @@ async def sweep(now: datetime) -> SweepReport:
                     continue
                 remaining = int(lot["remaining"])
                 await sql.execute("UPDATE credit_lots SET status = 'EXPIRED', remaining = 0 WHERE id = $1", lot["id"])
+                if remaining:
+                    await credit_expired(sql, row, lot, now)
                 await _append(
                     sql,
                     row,
@@ -58,6 +67,8 @@ async def sweep(now: datetime) -> SweepReport:
                 expired_delta -= remaining
                 touched = True
                 report.expired_lots += 1
+            if expiring_within is not None:
+                await credit_expiring(sql, row, now, now + expiring_within)
             if touched:
                 await _save_account(sql, row)
             changes: list[Event] = []

@@ -269,6 +269,8 @@ async def run_flow(api: Api, form: str) -> tuple[list[Any], Snapshot]:
     for token, mutation, what, rest, _ in FLOW:
         answers.append(await run(api, w.tokens[token], mutation, {**named(w, form, what), **rest}))
     state = {table: rows for table, rows in (await snapshot()).items() if table not in RANDOM_COLUMNS}
+    # An event's webhook-id is random too (the rest of the event is compared).
+    state["events"] = [tuple(pair for pair in row if pair[0] != "public_id") for row in state["events"]]
     return answers, state
 
 

@@ -309,7 +309,8 @@ async def test_an_increase_past_the_members_budget_is_refused_and_changes_nothin
         "held": "0.6",
         "required": "0.5",
     }
-    assert changed(before, await snapshot()) == {"idempotency_records"}
+    # The refusal under its key, and the budget's first refusal this month: its budget.reached.
+    assert changed(before, await snapshot()) == {"idempotency_records", "events"}
     assert await caller.increase(placed["hold"]["id"], "i1", credits="0.5") == refused  # replayed
     fits = await caller.increase(placed["hold"]["id"], "i2", credits="0.4")
     assert (fits["hold"]["amount"], fits["balance"]) == ("1", {"total": "10", "held": "1", "available": "9"})

@@ -91,7 +91,8 @@ async def test_a_hold_past_a_daily_cap_is_refused_typed(api: Api) -> None:
         "resetsAt": "2026-01-16T00:00:00+00:00",
         "agentRunId": None,
     }
-    assert changed(before, await snapshot()) == {"idempotency_records"}
+    # The refusal under its key, and the cap's first refusal today: its spend_limit.reached.
+    assert changed(before, await snapshot()) == {"idempotency_records", "events"}
 
 
 async def test_warnings_are_reported_and_replayed(api: Api) -> None:

@@ -25,6 +25,7 @@ from creditline.settings import Settings
 from gateway.base import GatewayEvent
 from models import ledger, payments, subscriptions
 from models.credits import MICRO
+from models.ids import encode_id
 from models.ledger import IdempotencyKey
 from models.tables import (
     CreditAccount,
@@ -37,6 +38,7 @@ from models.tables import (
     WebhookEvent,
 )
 from tests.support.backends import T0, Backend
+from tests.support.events import emitted
 from tests.support.snapshots import changed, snapshot
 from tests.support.stripe_standin import StripeStandIn, stripe_settings
 from tests.support.stripe_subscriptions import PLANS
@@ -238,6 +240,9 @@ async def test_invoice_paid_grants_each_renewal_once_under_its_invoice(services:
     )
     assert await paid_credit(services, account) == 12_000 * MICRO
     assert await Invoice.all().count() == 2
+    ((_, renewed_event),) = await emitted("subscription.renewed")
+    assert renewed_event["transactionId"] == encode_id("Transaction", txn.id)
+    assert renewed_event["subscription"]["currentPeriodEnd"] == PERIOD_2[1].isoformat().replace("+00:00", "Z")
 
 
 async def test_a_renewal_at_another_plans_price_grants_that_plan_and_one_no_plan_has_waits(
@@ -305,6 +310,11 @@ async def test_invoice_payment_failed_makes_it_past_due_once_per_attempt(service
     assert (again.status, again.failed_attempts, again.next_attempt_at) == (SubscriptionStatus.PAST_DUE, 2, None)
     assert await paid_credit(services, account) == 6_000 * MICRO  # the first period alone
     assert await Invoice.all().count() == 1
+    lapsed = await emitted("payment.failed", "subscription.past_due")
+    assert [kind for kind, _ in lapsed] == ["payment.failed", "subscription.past_due", "payment.failed"]
+    assert [data["transaction"]["id"] for kind, data in lapsed if kind == "payment.failed"] == [
+        encode_id("Transaction", t.id) for t in attempts
+    ]
 
 
 async def test_a_failed_attempt_told_after_the_invoice_was_paid_leaves_it_active(services: Services) -> None:
@@ -426,6 +436,15 @@ async def test_a_completed_checkout_links_ours_and_an_expired_one_fails_the_firs
     failed = await Transaction.get(id=bobs_first.id)
     assert (failed.status, failed.failure_reason) == (TransactionStatus.FAILED, reason)
     assert await paid_credit(services, ada) == await paid_credit(services, bob) == 0
+    # Bob's payment failed and his subscription ended, each told once; Ada's linking tells nothing.
+    told = await emitted()
+    assert [kind for kind, _ in told] == ["payment.failed", "subscription.canceled"]
+    assert told[0][1]["transaction"]["id"] == encode_id("Transaction", bobs_first.id)
+    assert (told[1][1]["subscription"]["id"], told[1][1]["subscription"]["status"]) == (
+        encode_id("Subscription", bobs.id),
+        "CANCELED",
+    )
+    assert told[1][1]["account"]["id"] == encode_id("CreditAccount", bob)
 
 
 async def test_a_page_we_did_not_open_expiring_changes_nothing(services: Services) -> None:

@@ -23,6 +23,7 @@ from models.plans import PlanCatalog
 from models.subscriptions import Billing
 from models.tables import CreditAccount, CreditLot, Transaction, TransactionType, WebhookEvent
 from tests.support.backends import T0, Backend
+from tests.support.events import emitted
 from tests.support.snapshots import changed, snapshot
 
 
@@ -98,6 +99,11 @@ async def test_a_redelivered_event_is_processed_once(ctx: WebhookContext) -> Non
     lots = await CreditLot.filter(account_id=account).values_list("kind", "amount", "remaining")
     assert lots == [("PAID", 50 * MICRO, 50 * MICRO)]
     assert await paid_credit(account, later.now) == 50 * MICRO
+    # Another event about the same session (async_payment_succeeded after completed): settled, nothing more.
+    await receive(later, event("evt_2", "checkout.session.async_payment_succeeded", paid_session(txn.id)))
+    found = await emitted()
+    assert [kind for kind, _ in found] == ["payment.succeeded", "invoice.created"]
+    assert found[0][1]["transaction"]["status"] == "SUCCEEDED"
 
 
 async def test_an_event_before_our_rows_is_deferred_then_processed_by_the_sweep(ctx: WebhookContext) -> None:
@@ -121,8 +127,9 @@ async def test_an_event_before_our_rows_is_deferred_then_processed_by_the_sweep(
     assert processed == 1
     assert [(c.account_id, c.delta) for c in changes] == [(account, 50 * MICRO)]
     after = await snapshot()
-    # The top-up completed (its lot, ledger entry, invoice and balance) and the event is done; nothing else.
+    # The top-up completed (its lot, ledger entry, invoice, balance and events) and the event is done; nothing else.
     assert changed(before, after) == {
+        "events",
         "webhook_events",
         "transactions",
         "credit_lots",

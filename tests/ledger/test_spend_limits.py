@@ -109,7 +109,8 @@ async def test_a_block_cap_refuses_exactly_changes_nothing_and_replays_the_same(
         datetime(2026, 1, 16, tzinfo=UTC),
         None,
     )
-    assert changed(before, await snapshot()) == {"idempotency_records"}  # only the refusal, stored under its key
+    # Only the refusal, stored under its key, and its spend_limit.reached (the cap's first refusal today).
+    assert changed(before, await snapshot()) == {"idempotency_records", "events"}
     # Replayed after the limit is lifted: refused the same way, from the stored answer.
     await limits.remove_limit(daily.id)
     with pytest.raises(ledger.SpendLimitExceededError) as again:
@@ -255,6 +256,7 @@ async def test_a_velocity_breaker_trips_pauses_and_cools_down(db: Backend) -> No
         "spend_limits",
         "ledger_entries",
         "credit_accounts",
+        "events",  # its agent.paused
     }
     row = await SpendLimit.get(id=breaker.id)
     assert (row.paused, row.tripped_at, row.paused_until) == (True, trip_at, trip_at + timedelta(minutes=10))
@@ -311,6 +313,7 @@ async def test_a_burst_split_across_a_minutes_edge_trips_the_breaker(db: Backend
         "spend_limits",
         "ledger_entries",
         "credit_accounts",
+        "events",  # its agent.paused
     }
     # Another agent's breaker, the same burst a minute apart: the first spend has left the window.
     other, _ = await limits.set_limit(

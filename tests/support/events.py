@@ -1,0 +1,24 @@
+"""Reading the outbox in tests: the events written, as (type, data) in the order they were written."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from models.ids import encode_id
+from models.tables import OutboxEvent
+
+
+async def emitted(*types: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every event of ``types`` (all when none is given), oldest first."""
+    query = OutboxEvent.all() if not types else OutboxEvent.filter(type__in=list(types))
+    return [(row.type, json.loads(row.data)) for row in await query.order_by("id")]
+
+
+def account_data(account_id: int, user_id: int | None, organization_id: int | None = None) -> dict[str, Any]:
+    """``data.account`` as the README documents it."""
+    return {
+        "id": encode_id("CreditAccount", account_id),
+        "userId": None if user_id is None else encode_id("User", user_id),
+        "organizationId": None if organization_id is None else encode_id("Organization", organization_id),
+    }
