@@ -4,6 +4,7 @@ again to every address a host resolves to."""
 
 from __future__ import annotations
 
+import strawberry
 from strawberry import relay
 from strawberry.types import Info
 
@@ -94,7 +95,7 @@ async def webhook_events(
     first: int | None = None,
     after: str | None = None,
     type: str | None = None,
-    account_id: str | None = None,
+    account_id: strawberry.ID | None = None,
 ) -> WebhookEventConnection:
     """Events still kept (CREDITLINE_EVENT_RETENTION_DAYS), newest first: what a platform may have missed and
     redeliver with redeliverWebhookEvent."""
