@@ -1513,14 +1513,15 @@ async def webhooks(world: World) -> Webhooks:
 
 
 def valid_webhook_input(mutation: str, hooks: Webhooks) -> dict[str, object]:
-    return {
+    inputs: dict[str, dict[str, object]] = {
         "createWebhookEndpoint": {"url": HOOK_URL, "eventTypes": ["balance.low"], "organizationId": OTHER_ORG},
         "updateWebhookEndpoint": {"endpointId": ENDPOINT, "url": HOOK_URL, "eventTypes": []},
         "rotateWebhookSecret": {"endpointId": ENDPOINT},
         "disableWebhookEndpoint": {"endpointId": ENDPOINT},
         "deleteWebhookEndpoint": {"endpointId": ENDPOINT},
         "redeliverWebhookEvent": {"endpointId": ENDPOINT, "eventId": hooks.low_event},
-    }[mutation]
+    }
+    return inputs[mutation]
 
 
 VALID_WEBHOOK_RESULTS = {
