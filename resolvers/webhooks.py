@@ -81,7 +81,7 @@ async def webhook_endpoints(
     )
 
 
-async def webhook_endpoint(info: Info[Context, None], id: str) -> WebhookEndpoint | None:
+async def webhook_endpoint(info: Info[Context, None], id: strawberry.ID) -> WebhookEndpoint | None:
     _require_admin(info)
     decoded = decode_any(id)
     if decoded is None or decoded[0] != "WebhookEndpoint":

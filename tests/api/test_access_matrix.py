@@ -1102,7 +1102,7 @@ OPERATIONS |= {
         lambda w, o, who: {"pageInfo": {"hasPreviousPage": False}},
     ),
     "webhookEndpoint(id)": Operation(
-        "query($endpoint: String!) { webhookEndpoint(id: $endpoint) { url"
+        "query($endpoint: ID!) { webhookEndpoint(id: $endpoint) { url"
         " deliveries(first: 1) { edges { node { status event { id } } } } } }",
         lambda w, o: {},
         ("webhookEndpoint",),

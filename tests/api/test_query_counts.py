@@ -414,7 +414,7 @@ async def test_a_spend_with_a_run_sends_the_statements_of_one_without(api: Api, 
 # ------------------------------------------------------------------------------- webhook delivery log (issue 13)
 
 DELIVERY_LOG = """
-query Log($id: String!) {
+query Log($id: ID!) {
   webhookEndpoint(id: $id) {
     url
     deliveries(first: 100) {

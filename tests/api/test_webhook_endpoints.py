@@ -78,7 +78,7 @@ mutation($input: RedeliverWebhookEventInput!) {{
 """
 ENDPOINTS = f"{{ webhookEndpoints(first: 10) {{ edges {{ node {{ {ENDPOINT_FIELDS} }} }} }} }}"
 LOG = f"""
-query($id: String!, $status: WebhookDeliveryStatus) {{
+query($id: ID!, $status: WebhookDeliveryStatus) {{
   webhookEndpoint(id: $id) {{
     url deliveries(first: 10, status: $status) {{ edges {{ node {{ {DELIVERY_FIELDS} }} }} pageInfo {{ hasNextPage }} }}
   }}
