@@ -35,6 +35,7 @@ SECRET_BYTES = 32
 """Standard Webhooks secrets are ``whsec_`` and the base64 of 24 to 64 random bytes; 32 is 256 bits."""
 HINT_LENGTH = len(SECRET_PREFIX) + 4
 ADMIN_DISABLED = "Disabled by an admin"
+_CREATE_LOCK = 0x7765_6268_6F6F_6B73  # "webhooks": the transaction lock that serializes createWebhookEndpoint
 
 
 class TooManyEndpointsError(Exception):
@@ -114,6 +115,9 @@ async def create_endpoint(
     secret = new_secret()
     try:
         async with in_transaction() as conn:
+            sql = Sql(conn)
+            if sql.postgres:  # creates one at a time, so that two at once cannot pass the limit together
+                await sql.execute("SELECT pg_advisory_xact_lock($1)", _CREATE_LOCK)
             if await WebhookEndpoint.all().using_db(conn).count() >= MAX_ENDPOINTS:
                 raise TooManyEndpointsError()
             row = await WebhookEndpoint.create(

@@ -4,6 +4,7 @@ Bad input is in test_mutation_inputs, who may call what in test_access_matrix.""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -435,3 +436,15 @@ async def test_webhook_events_lists_newest_first_by_type_and_by_account(api: Api
     }
     assert ids(lows) == [low.public_id]
     assert ids(of_account) == [depleted.public_id, low.public_id]
+
+
+async def test_creates_at_once_never_pass_the_limit_together(api: Api, admin: str) -> None:
+    for n in range(18):
+        await endpoint(T0, url=f"https://hooks.example.com/{n}")
+
+    results = await asyncio.gather(
+        *(run(api, CREATE, {"url": f"https://hooks.example.com/new-{n}"}, admin) for n in range(6))
+    )
+
+    assert sorted(r["__typename"] for r in results) == ["CreateWebhookEndpointSuccess"] * 2 + ["ValidationError"] * 4
+    assert await WebhookEndpoint.all().count() == 20
