@@ -448,3 +448,13 @@ async def test_creates_at_once_never_pass_the_limit_together(api: Api, admin: st
 
     assert sorted(r["__typename"] for r in results) == ["CreateWebhookEndpointSuccess"] * 2 + ["ValidationError"] * 4
     assert await WebhookEndpoint.all().count() == 20
+
+
+async def test_creates_at_once_with_one_key_make_one_endpoint_and_answer_it_to_all(api: Api, admin: str) -> None:
+    input = {"url": "https://hooks.example.com/in", "idempotencyKey": "hook-at-once"}
+
+    results = await asyncio.gather(*(run(api, CREATE, input, admin) for _ in range(4)))
+
+    row = await WebhookEndpoint.get()
+    assert [r["secret"] for r in results] == [row.secret] * 4
+    assert [r["endpoint"]["id"] for r in results] == [encode_id("WebhookEndpoint", row.id)] * 4
