@@ -67,6 +67,7 @@ LIST_BOUNDS = {
     "Transaction.refunds": 2,  # refunds are made by admins, not by the caller
     "Query.plans": 10,  # the operator's configuration
     "Query.rateCard": 10,
+    "WebhookDelivery.attemptLog": 10,  # the worker's tries of one delivery, about a dozen over its retry period
 }
 """Items counted for unpaginated lists whose length the caller cannot grow; every other list without
 ``first`` counts ``QueryLimits.list_size``."""

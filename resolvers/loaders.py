@@ -24,9 +24,11 @@ from models.tables import (
     Invoice,
     Membership,
     Organization,
+    OutboxEvent,
     PaymentMethod,
     Refund,
     User,
+    WebhookAttempt,
 )
 
 T = TypeVar("T")
@@ -179,4 +181,23 @@ class Loaders:
         grouped: dict[int, list[Membership]] = {k: [] for k in keys}
         for membership in await Membership.filter(user_id__in=keys).order_by("id"):
             grouped[membership.user_id].append(membership)
+        return [grouped[k] for k in keys]
+
+    # Issue 13: the webhook delivery log (schema/webhooks.py): a page of deliveries reads its events and its
+    # attempts in one statement each, whatever its length.
+    @cached_property
+    def webhook_event(self) -> DataLoader[int, OutboxEvent | None]:
+        return DataLoader(self._webhook_events)
+
+    @cached_property
+    def webhook_attempts(self) -> DataLoader[int, list[WebhookAttempt]]:
+        return DataLoader(self._webhook_attempts)
+
+    async def _webhook_events(self, keys: list[int]) -> list[OutboxEvent | None]:
+        return _by_id(await OutboxEvent.filter(id__in=keys), keys, lambda e: e.id)
+
+    async def _webhook_attempts(self, keys: list[int]) -> list[list[WebhookAttempt]]:
+        grouped: dict[int, list[WebhookAttempt]] = {k: [] for k in keys}
+        for attempt in await WebhookAttempt.filter(delivery_id__in=keys).order_by("attempt", "id"):
+            grouped[attempt.delivery_id].append(attempt)
         return [grouped[k] for k in keys]

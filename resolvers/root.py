@@ -8,7 +8,7 @@ import strawberry
 from strawberry import relay
 from strawberry.permission import BasePermission
 
-from resolvers import queries
+from resolvers import queries, webhooks
 from resolvers.api_tokens import api_tokens
 from resolvers.live import alert_raised, balance_changed, usage_recorded
 from resolvers.mutations import organizations as orgs
@@ -18,21 +18,27 @@ from resolvers.mutations.agent_tokens import create_agent_token
 from resolvers.mutations.api_tokens import create_api_token, revoke_api_token
 from resolvers.mutations.auto_top_up import configure_auto_top_up
 from resolvers.mutations.create_user import create_user
+from resolvers.mutations.create_webhook_endpoint import create_webhook_endpoint
 from resolvers.mutations.customer_portal import create_customer_portal_session
+from resolvers.mutations.delete_webhook_endpoint import delete_webhook_endpoint
+from resolvers.mutations.disable_webhook_endpoint import disable_webhook_endpoint
 from resolvers.mutations.extend_hold import extend_hold
 from resolvers.mutations.grant_credits import grant_credits
 from resolvers.mutations.holds import capture_hold, hold_credits, release_hold
 from resolvers.mutations.increase_hold import increase_hold
 from resolvers.mutations.portal_sessions import create_portal_session, revoke_portal_session
+from resolvers.mutations.redeliver_webhook_event import redeliver_webhook_event
 from resolvers.mutations.refund_payment import refund_payment
 from resolvers.mutations.remove_spend_limit import remove_spend_limit
 from resolvers.mutations.resume_agent import resume_agent
+from resolvers.mutations.rotate_webhook_secret import rotate_webhook_secret
 from resolvers.mutations.set_balance_alerts import set_balance_alerts
 from resolvers.mutations.set_overdraft import set_overdraft
 from resolvers.mutations.set_spend_limit import set_spend_limit
 from resolvers.mutations.spend_credits import spend_credits
 from resolvers.mutations.update_organization import update_organization
 from resolvers.mutations.update_user import update_user
+from resolvers.mutations.update_webhook_endpoint import update_webhook_endpoint
 from resolvers.permissions import IsAuthenticated
 from schema import types
 from schema.alert_events import AlertEvent
@@ -40,7 +46,10 @@ from schema.mutations.agent_tokens import CreateAgentTokenResult
 from schema.mutations.api_tokens import CreateApiTokenResult, RevokeApiTokenResult
 from schema.mutations.auto_top_up import ConfigureAutoTopUpResult
 from schema.mutations.create_user import CreateUserResult
+from schema.mutations.create_webhook_endpoint import CreateWebhookEndpointResult
 from schema.mutations.customer_portal import CreateCustomerPortalSessionResult
+from schema.mutations.delete_webhook_endpoint import DeleteWebhookEndpointResult
+from schema.mutations.disable_webhook_endpoint import DisableWebhookEndpointResult
 from schema.mutations.extend_hold import ExtendHoldResult
 from schema.mutations.grant_credits import GrantCreditsResult
 from schema.mutations.holds import CaptureHoldResult, HoldCreditsResult, ReleaseHoldResult
@@ -59,9 +68,11 @@ from schema.mutations.organizations import (
     SetMemberRolesResult,
 )
 from schema.mutations.portal_sessions import CreatePortalSessionResult, RevokePortalSessionResult
+from schema.mutations.redeliver_webhook_event import RedeliverWebhookEventResult
 from schema.mutations.refund_payment import RefundPaymentResult
 from schema.mutations.remove_spend_limit import RemoveSpendLimitResult
 from schema.mutations.resume_agent import ResumeAgentResult
+from schema.mutations.rotate_webhook_secret import RotateWebhookSecretResult
 from schema.mutations.set_balance_alerts import SetBalanceAlertsResult
 from schema.mutations.set_overdraft import SetOverdraftResult
 from schema.mutations.set_spend_limit import SetSpendLimitResult
@@ -69,7 +80,9 @@ from schema.mutations.spend_credits import SpendCreditsResult
 from schema.mutations.subscriptions import SubscribeResult, SubscriptionChangeResult
 from schema.mutations.update_organization import UpdateOrganizationResult
 from schema.mutations.update_user import UpdateUserResult
+from schema.mutations.update_webhook_endpoint import UpdateWebhookEndpointResult
 from schema.payments import AddPaymentMethodResult, BillingConfig, PaymentMethodResult, Plan, TopUpResult
+from schema.webhooks import WebhookEndpoint, WebhookEventConnection
 
 AUTH: list[type[BasePermission]] = [IsAuthenticated]
 
@@ -103,6 +116,22 @@ class Query:
     )
     api_tokens: relay.Connection[types.ApiToken] = strawberry.field(
         resolver=api_tokens, permission_classes=AUTH, description="Every token, newest first. Admins only"
+    )
+    webhook_endpoints: relay.Connection[WebhookEndpoint] = strawberry.field(
+        resolver=webhooks.webhook_endpoints,
+        permission_classes=AUTH,
+        description="Every webhook endpoint, newest first. Admins only",
+    )
+    webhook_endpoint: WebhookEndpoint | None = strawberry.field(
+        resolver=webhooks.webhook_endpoint,
+        permission_classes=AUTH,
+        description="A webhook endpoint by its ID, with its delivery log; null if none has it. Admins only",
+    )
+    webhook_events: WebhookEventConnection = strawberry.field(
+        resolver=webhooks.webhook_events,
+        permission_classes=AUTH,
+        description="Events still kept, newest first (by type, by account): what a platform may have missed, to"
+        " redeliver with redeliverWebhookEvent. Admins only",
     )
 
 
@@ -233,6 +262,32 @@ class Mutation:
         resolver=create_agent_token,
         permission_classes=AUTH,
         description="A service token bound to one account (and optionally one agent, some activities, a cap)",
+    )
+    create_webhook_endpoint: CreateWebhookEndpointResult = strawberry.mutation(
+        resolver=create_webhook_endpoint,
+        permission_classes=AUTH,
+        description="Admins only: a URL sent signed events; answers its signing secret once",
+    )
+    update_webhook_endpoint: UpdateWebhookEndpointResult = strawberry.mutation(
+        resolver=update_webhook_endpoint, permission_classes=AUTH, description="Admins only"
+    )
+    rotate_webhook_secret: RotateWebhookSecretResult = strawberry.mutation(
+        resolver=rotate_webhook_secret,
+        permission_classes=AUTH,
+        description="Admins only: a new signing secret, answered once; the old one signs too for a grace period",
+    )
+    disable_webhook_endpoint: DisableWebhookEndpointResult = strawberry.mutation(
+        resolver=disable_webhook_endpoint, permission_classes=AUTH, description="Admins only"
+    )
+    delete_webhook_endpoint: DeleteWebhookEndpointResult = strawberry.mutation(
+        resolver=delete_webhook_endpoint,
+        permission_classes=AUTH,
+        description="Admins only: with its deliveries (a pending one is never sent)",
+    )
+    redeliver_webhook_event: RedeliverWebhookEventResult = strawberry.mutation(
+        resolver=redeliver_webhook_event,
+        permission_classes=AUTH,
+        description="Admins only: an event's delivery to an endpoint back to PENDING, same webhook-id",
     )
 
 

@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+from unittest.mock import ANY
 
 import httpx
 import pytest
@@ -62,10 +63,16 @@ from models.tables import (
     Transaction,
     UsageEvent,
     User,
+    WebhookDelivery,
+    WebhookDeliveryStatus,
+    WebhookEndpoint,
 )
 from models.tokens import digest
 from tests.support.backends import T0, Backend, reset
 from tests.support.helpers import Api, gid
+from tests.support.webhooks import delivery as webhook_delivery
+from tests.support.webhooks import endpoint as webhook_endpoint
+from tests.support.webhooks import event as webhook_event
 
 PRINCIPALS = ("owner", "billing", "member", "outsider", "service", "admin", "anonymous")
 SCOPE_PRINCIPALS = ("balance-reader", "billing-reader")
@@ -352,6 +359,8 @@ async def state(org: Org) -> tuple[Any, ...]:
             (x.id, x.subject, x.kind, x.window, x.amount, x.paused, x.paused_until)
             for x in await SpendLimit.filter(account__organization_id=org.pk)
         ),
+        sorted((e.id, e.url, e.description, e.status, e.secret) for e in await WebhookEndpoint.all()),
+        sorted((d.id, d.status, d.next_attempt_at) for d in await WebhookDelivery.all()),
     )
 
 
@@ -1070,6 +1079,89 @@ OPERATIONS: dict[str, Operation] = {
     ),
 }
 
+
+# Webhook endpoints (issue 13): admins only. Each cell starts from one endpoint of its own (the deployment's
+# others deleted, so that the cells never reach the limit of 20) and one event it has delivered.
+async def _only_endpoint(world: World, org: Org) -> dict[str, Any]:
+    await WebhookEndpoint.all().delete()
+    hook = await webhook_endpoint(T0, url=f"https://hooks.example.com/matrix-{org.pk}")
+    sent = await webhook_event(T0)
+    await webhook_delivery(hook, sent, T0, WebhookDeliveryStatus.SUCCEEDED, answers=(200,))
+    return {"endpoint": gid("WebhookEndpoint", hook.id), "event": sent.public_id}
+
+
+def _hook_ok(name: str, org: Org) -> dict[str, Any]:
+    if name == "redeliverWebhookEvent":
+        return {"delivery": {"status": "PENDING"}}
+    status = "DISABLED" if name == "disableWebhookEndpoint" else "ENABLED"
+    return {"endpoint": {"url": f"https://hooks.example.com/matrix-{org.pk}", "status": status}}
+
+
+async def _no_endpoint(world: World, org: Org) -> dict[str, Any]:
+    await WebhookEndpoint.all().delete()
+    return {}
+
+
+def _hook_mutation(name: str, arguments: str, selection: str) -> Operation:
+    variables = "$endpoint: ID!, $event: String!" if "$event" in arguments else "$endpoint: ID!"
+    return Operation(
+        _mutation(name, arguments, selection, variables),
+        lambda w, o: {},
+        (name,),
+        lambda w, o, who: {"__typename": f"{name[0].upper()}{name[1:]}Success", **_hook_ok(name, o)},
+        mutation=True,
+        with_pool=False,
+        prepare=_only_endpoint,
+    )
+
+
+_HOOK = "endpoint { url status }"
+OPERATIONS |= {
+    "webhookEndpoints": Operation(
+        "{ webhookEndpoints(first: 1) { pageInfo { hasPreviousPage } } }",
+        lambda w, o: {},
+        ("webhookEndpoints",),
+        lambda w, o, who: {"pageInfo": {"hasPreviousPage": False}},
+    ),
+    "webhookEndpoint(id)": Operation(
+        "query($endpoint: ID!) { webhookEndpoint(id: $endpoint) { url"
+        " deliveries(first: 1) { edges { node { status event { id } } } } } }",
+        lambda w, o: {},
+        ("webhookEndpoint",),
+        lambda w, o, who: {
+            "url": f"https://hooks.example.com/matrix-{o.pk}",
+            "deliveries": {"edges": [{"node": {"status": "SUCCEEDED", "event": {"id": ANY}}}]},
+        },
+        prepare=_only_endpoint,
+    ),
+    "webhookEvents": Operation(
+        "{ webhookEvents(first: 1) { pageInfo { hasPreviousPage } } }",
+        lambda w, o: {},
+        ("webhookEvents",),
+        lambda w, o, who: {"pageInfo": {"hasPreviousPage": False}},
+    ),
+    "createWebhookEndpoint": Operation(
+        _mutation("createWebhookEndpoint", "url: $url", "endpoint { url status } secret", "$url: String!"),
+        lambda w, o: {"url": f"https://hooks.example.com/matrix-{o.pk}"},
+        ("createWebhookEndpoint",),
+        lambda w, o, who: {
+            "__typename": "CreateWebhookEndpointSuccess",
+            "endpoint": {"url": f"https://hooks.example.com/matrix-{o.pk}", "status": "ENABLED"},
+            "secret": ANY,
+        },
+        mutation=True,
+        with_pool=False,
+        prepare=_no_endpoint,
+    ),
+    "updateWebhookEndpoint": _hook_mutation("updateWebhookEndpoint", 'endpointId: $endpoint, description: "m"', _HOOK),
+    "rotateWebhookSecret": _hook_mutation("rotateWebhookSecret", "endpointId: $endpoint", _HOOK),
+    "disableWebhookEndpoint": _hook_mutation("disableWebhookEndpoint", "endpointId: $endpoint", _HOOK),
+    "deleteWebhookEndpoint": _hook_mutation("deleteWebhookEndpoint", "endpointId: $endpoint", _HOOK),
+    "redeliverWebhookEvent": _hook_mutation(
+        "redeliverWebhookEvent", "endpointId: $endpoint, eventId: $event", "delivery { status }"
+    ),
+}
+
 # What the rules say each caller gets (columns in the order of PRINCIPALS).
 #                                    owner     billing    member     outsider service    admin      anonymous
 MATRIX: dict[str, tuple[str, ...]] = {
@@ -1142,6 +1234,15 @@ MATRIX: dict[str, tuple[str, ...]] = {
     "setSpendLimit(pool)":          (OK,       OK,        DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
     "removeSpendLimit(pool)":       (OK,       OK,        DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
     "resumeAgent(pool)":            (OK,       OK,        DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
+    "webhookEndpoints":             (FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN, OK,     UNAUTH),
+    "webhookEndpoint(id)":          (FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN, OK,     UNAUTH),
+    "webhookEvents":                (FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN, OK,     UNAUTH),
+    "createWebhookEndpoint":        (DENIED,   DENIED,    DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
+    "updateWebhookEndpoint":        (DENIED,   DENIED,    DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
+    "rotateWebhookSecret":          (DENIED,   DENIED,    DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
+    "disableWebhookEndpoint":       (DENIED,   DENIED,    DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
+    "deleteWebhookEndpoint":        (DENIED,   DENIED,    DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
+    "redeliverWebhookEvent":        (DENIED,   DENIED,    DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
 }  # fmt: skip
 
 # What a service token with only ``balance:read`` or only ``billing:read`` gets (issue 9, point 9): balance and
@@ -1180,6 +1281,7 @@ SCOPE_MATRIX: dict[str, tuple[str, ...]] = {
     "user(externalId)": (OK, OK),
     "organization(id)": (OK, OK),
     "CreditAccount.agentTokens(pool)": (FORBIDDEN, FORBIDDEN),  # listing agent tokens needs usage:write
+    **dict.fromkeys(("webhookEndpoints", "webhookEndpoint(id)", "webhookEvents"), (FORBIDDEN, FORBIDDEN)),
     **{
         operation: _NEITHER
         for operation in OPERATIONS

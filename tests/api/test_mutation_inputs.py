@@ -5,7 +5,8 @@ The invitation mutations (issue 9, point 8) and the spend-limit mutations (issue
 this file. The other mutations have theirs
 beside their flows: organizations (test_organizations), payments and cards
 (test_payments, test_gateway_*), subscriptions (test_subscriptions), auto top-up (test_auto_top_up),
-refunds (test_refunds), overdraft (test_overdraft)."""
+refunds (test_refunds), overdraft (test_overdraft). The webhook endpoint mutations (issue 13) have theirs at
+the very end."""
 
 from __future__ import annotations
 
@@ -20,11 +21,22 @@ import pytest
 
 from creditline.jobs import sweep_once
 from models import organizations
-from models.tables import Invitation, InvitationStatus, Membership, Organization, User
+from models.outbox import EventType
+from models.tables import (
+    Invitation,
+    InvitationStatus,
+    Membership,
+    Organization,
+    User,
+    WebhookEndpoint,
+    WebhookEndpointStatus,
+)
 from models.tables import SpendLimit as SpendLimitRow
+from models.webhooks import new_secret
 from tests.support.helpers import Api, gid
 from tests.support.mutation_documents import REFUSAL, SELECTIONS, STATE, document
 from tests.support.snapshots import changed, snapshot
+from tests.support.webhooks import event as webhook_event
 
 # ---------------------------------------------------------------------------------------------- documents
 
@@ -1488,6 +1500,194 @@ async def test_bad_alert_levels_are_refused_with_a_typed_error_and_change_nothin
     before = await snapshot()
 
     result = await spend_limits.run(mutation, {**VALID_ALERTS, **changes})
+
+    assert result == expected
+    assert changed(before, await snapshot()) == set()
+
+
+# --------------------------------------------------------------------------------- webhook endpoints (issue 13)
+
+WEBHOOK_DOCUMENTS = {
+    "createWebhookEndpoint": ("CreateWebhookEndpointInput", "secret endpoint { url eventTypes organizationId }"),
+    "updateWebhookEndpoint": ("UpdateWebhookEndpointInput", "endpoint { url eventTypes status }"),
+    "rotateWebhookSecret": ("RotateWebhookSecretInput", "endpoint { url }"),
+    "disableWebhookEndpoint": ("DisableWebhookEndpointInput", "endpoint { status }"),
+    "deleteWebhookEndpoint": ("DeleteWebhookEndpointInput", "endpoint { url }"),
+    "redeliverWebhookEvent": ("RedeliverWebhookEventInput", "delivery { status }"),
+}
+ENDPOINT = gid("WebhookEndpoint", 1)
+"""https://hooks.example.com/low, for balance.low only; the world's payment.succeeded event is not for it."""
+OPEN_ENDPOINT = gid("WebhookEndpoint", 2)
+"""https://hooks.example.com/all, DISABLED by an admin."""
+HOOK_URL = "https://hooks.example.com/in"
+
+
+def webhook_document(mutation: str) -> str:
+    input_type, selection = WEBHOOK_DOCUMENTS[mutation]
+    success = f"{mutation[0].upper()}{mutation[1:]}Success"
+    return (
+        f"mutation Run($input: {input_type}!) {{\n"
+        f"  {mutation}(input: $input) {{ __typename ... on {success} {{ {selection} }} ...Refusal }}\n}}\n" + REFUSAL
+    )
+
+
+@dataclass
+class Webhooks:
+    world: World
+    low_event: str
+    paid_event: str
+
+    async def run(self, mutation: str, input: dict[str, object]) -> Any:
+        body = await self.world.api.post(webhook_document(mutation), {"input": input}, self.world.admin)
+        assert "errors" not in body, body
+        return body["data"][mutation]
+
+
+@pytest.fixture
+async def webhooks(world: World) -> Webhooks:
+    now = world.api.clock.now()
+    low = await WebhookEndpoint.create(
+        url="https://hooks.example.com/low",
+        event_types="balance.low",
+        secret=new_secret(),
+        created_at=now,
+        updated_at=now,
+    )
+    off = await WebhookEndpoint.create(
+        url="https://hooks.example.com/all", secret=new_secret(), status=WebhookEndpointStatus.DISABLED,
+        disabled_reason="Disabled by an admin", disabled_at=now, created_at=now, updated_at=now,
+    )  # fmt: skip
+    assert (gid("WebhookEndpoint", low.id), gid("WebhookEndpoint", off.id)) == (ENDPOINT, OPEN_ENDPOINT)
+    low_event = await webhook_event(now, type=EventType.BALANCE_LOW)
+    paid = await webhook_event(now, type=EventType.PAYMENT_SUCCEEDED)
+    return Webhooks(world, low_event.public_id, paid.public_id)
+
+
+def valid_webhook_input(mutation: str, hooks: Webhooks) -> dict[str, object]:
+    inputs: dict[str, dict[str, object]] = {
+        "createWebhookEndpoint": {"url": HOOK_URL, "eventTypes": ["balance.low"], "organizationId": OTHER_ORG},
+        "updateWebhookEndpoint": {"endpointId": ENDPOINT, "url": HOOK_URL, "eventTypes": []},
+        "rotateWebhookSecret": {"endpointId": ENDPOINT},
+        "disableWebhookEndpoint": {"endpointId": ENDPOINT},
+        "deleteWebhookEndpoint": {"endpointId": ENDPOINT},
+        "redeliverWebhookEvent": {"endpointId": ENDPOINT, "eventId": hooks.low_event},
+    }
+    return inputs[mutation]
+
+
+VALID_WEBHOOK_RESULTS = {
+    "createWebhookEndpoint": {
+        "__typename": "CreateWebhookEndpointSuccess",
+        "secret": ANY,
+        "endpoint": {"url": HOOK_URL, "eventTypes": ["balance.low"], "organizationId": OTHER_ORG},
+    },
+    "updateWebhookEndpoint": {
+        "__typename": "UpdateWebhookEndpointSuccess",
+        "endpoint": {"url": HOOK_URL, "eventTypes": [], "status": "ENABLED"},
+    },
+    "rotateWebhookSecret": {
+        "__typename": "RotateWebhookSecretSuccess",
+        "endpoint": {"url": "https://hooks.example.com/low"},
+    },
+    "disableWebhookEndpoint": {"__typename": "DisableWebhookEndpointSuccess", "endpoint": {"status": "DISABLED"}},
+    "deleteWebhookEndpoint": {
+        "__typename": "DeleteWebhookEndpointSuccess",
+        "endpoint": {"url": "https://hooks.example.com/low"},
+    },
+    "redeliverWebhookEvent": {"__typename": "RedeliverWebhookEventSuccess", "delivery": {"status": "PENDING"}},
+}
+
+
+@pytest.mark.parametrize("mutation", list(WEBHOOK_DOCUMENTS))
+async def test_the_valid_webhook_input_that_the_refusals_start_from_succeeds(webhooks: Webhooks, mutation: str) -> None:
+    result = await webhooks.run(mutation, valid_webhook_input(mutation, webhooks))
+
+    assert result == VALID_WEBHOOK_RESULTS[mutation]
+
+
+PRIVATE = validation("url must not point to a private, loopback or link-local address", "url")
+NOT_HTTP = validation("url must be an absolute http:// or https:// URL with a host", "url")
+CREDENTIALS = validation("url must not contain credentials (user:password@)", "url")
+ENDPOINT_NOT_FOUND = not_found("Webhook endpoint not found")
+UNKNOWN_TYPES = (
+    "Unknown event types {}: give some of balance.low, balance.depleted, balance.recovered, balance.runs_out_soon,"
+    " credit.expiring, credit.expired, spend_limit.warning, spend_limit.reached, agent.paused, budget.warning,"
+    " budget.reached, payment.succeeded, payment.failed, auto_top_up.succeeded, auto_top_up.failed,"
+    " auto_top_up.disabled, subscription.renewed, subscription.past_due, subscription.canceled, invoice.created,"
+    " refund.created, webhook_endpoint.disabled"
+)
+NO_ORG = validation("organizationId names no organization", "organizationId")
+
+
+def url_cases(mutation: str) -> list[Any]:
+    return [
+        case(mutation, {"url": "http://127.0.0.1:8080/hook"}, PRIVATE, "loopback"),
+        case(mutation, {"url": "https://10.1.2.3/hook"}, PRIVATE, "private"),
+        case(mutation, {"url": "https://169.254.169.254/latest"}, PRIVATE, "link-local-metadata"),
+        case(mutation, {"url": "https://[::1]/hook"}, PRIVATE, "ipv6-loopback"),
+        case(mutation, {"url": "https://[::ffff:192.168.0.1]/hook"}, PRIVATE, "ipv4-mapped-private"),
+        case(mutation, {"url": "https://localhost/hook"}, PRIVATE, "localhost"),
+        case(mutation, {"url": "https://0.0.0.0/hook"}, PRIVATE, "unspecified"),
+        case(mutation, {"url": "ftp://hooks.example.com/x"}, NOT_HTTP, "ftp"),
+        case(mutation, {"url": "/relative/hook"}, NOT_HTTP, "relative"),
+        case(mutation, {"url": "https:///no-host"}, NOT_HTTP, "no-host"),
+        case(mutation, {"url": ""}, NOT_HTTP, "empty"),
+        case(mutation, {"url": "https://user:pw@hooks.example.com/x"}, CREDENTIALS, "credentials"),
+        case(mutation, {"url": "https://hooks.example.com:port/x"}, validation("url is not a valid URL", "url"),
+             "bad-port"),
+        case(mutation, {"url": "https://hooks.example.com/a b"},
+             validation("url must not contain spaces or control characters", "url"), "space"),
+        case(mutation, {"url": "https://hooks.example.com/" + "x" * 1980},
+             validation("url must be at most 2000 characters", "url"), "2001-chars"),
+        case(mutation, {"url": "https://hooks.example.com/x#frag"},
+             validation("url must not have a #fragment", "url"), "fragment"),
+        case(mutation, {"eventTypes": ["balance.low", "balance.lo"]},
+             validation(UNKNOWN_TYPES.format("'balance.lo'"), "eventTypes"), "unknown-type"),
+        case(mutation, {"eventTypes": ["BALANCE.LOW"]},
+             validation(UNKNOWN_TYPES.format("'BALANCE.LOW'"), "eventTypes"), "type-in-capitals"),
+        case(mutation, {"organizationId": MISSING_ORG}, NO_ORG, "unknown-organization"),
+        case(mutation, {"organizationId": USER}, NO_ORG, "user-id-as-organization"),
+        case(mutation, {"description": "x" * 501},
+             validation("description must be at most 500 characters", "description"), "long-description"),
+    ]  # fmt: skip
+
+
+def endpoint_id_cases(mutation: str) -> list[Any]:
+    return [
+        case(mutation, {"endpointId": gid("WebhookEndpoint", 999)}, ENDPOINT_NOT_FOUND, "unknown-endpoint"),
+        case(mutation, {"endpointId": gid("User", 1)}, ENDPOINT_NOT_FOUND, "user-id-as-endpoint"),
+        case(mutation, {"endpointId": "not-an-id"}, ENDPOINT_NOT_FOUND, "malformed-endpoint"),
+    ]
+
+
+WEBHOOK_REFUSALS = [
+    *url_cases("createWebhookEndpoint"),
+    *url_cases("updateWebhookEndpoint"),
+    case("createWebhookEndpoint", {"idempotencyKey": ""}, KEY_ERROR, "empty-key"),
+    case("rotateWebhookSecret", {"idempotencyKey": "k" * 256}, KEY_ERROR, "long-key"),
+    *(cell for mutation in list(WEBHOOK_DOCUMENTS)[1:] for cell in endpoint_id_cases(mutation)),
+    case("redeliverWebhookEvent", {"eventId": "evt_missing"},
+         not_found("Event not found (events are kept for CREDITLINE_EVENT_RETENTION_DAYS)"), "unknown-event"),
+    case("redeliverWebhookEvent", {"eventId": "e" * 5000},
+         not_found("Event not found (events are kept for CREDITLINE_EVENT_RETENTION_DAYS)"), "huge-event-id"),
+    case("redeliverWebhookEvent", {"eventId": "PAID"},
+         validation("The endpoint does not take this event (payment.succeeded, or another organization's)",
+                    "eventId"), "event-the-endpoint-does-not-take"),
+    case("redeliverWebhookEvent", {"endpointId": OPEN_ENDPOINT},
+         validation("The endpoint is DISABLED: enable it with updateWebhookEndpoint first", "endpointId"),
+         "disabled-endpoint"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("mutation", "changes", "expected"), WEBHOOK_REFUSALS)
+async def test_bad_webhook_input_is_refused_with_a_typed_error_and_changes_nothing(
+    webhooks: Webhooks, mutation: str, changes: dict[str, object], expected: dict[str, object]
+) -> None:
+    if changes.get("eventId") == "PAID":
+        changes = {**changes, "eventId": webhooks.paid_event}
+    before = await snapshot()
+
+    result = await webhooks.run(mutation, {**valid_webhook_input(mutation, webhooks), **changes})
 
     assert result == expected
     assert changed(before, await snapshot()) == set()

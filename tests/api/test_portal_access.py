@@ -135,6 +135,9 @@ ROOT_QUERIES: dict[str, tuple[str, tuple[str, str]]] = {
     "apiTokens": ("{ apiTokens(first: 5) { edges { node { id } } } }", (FORBIDDEN, FORBIDDEN)),
     "user": ('{ user(externalId: "someone") { id } }', (FORBIDDEN, FORBIDDEN)),
     "organization": ('{ organization(externalId: "some-org") { id } }', (FORBIDDEN, FORBIDDEN)),
+    "webhookEndpoints": ("{ webhookEndpoints(first: 5) { edges { node { id } } } }", (FORBIDDEN, FORBIDDEN)),
+    "webhookEndpoint": ('{ webhookEndpoint(id: "V2ViaG9va0VuZHBvaW50OjE=") { url } }', (FORBIDDEN, FORBIDDEN)),
+    "webhookEvents": ("{ webhookEvents(first: 5) { edges { node { id } } } }", (FORBIDDEN, FORBIDDEN)),
 }
 ACCOUNT_FIELDS: dict[str, str] = {
     "id": "id",
@@ -329,6 +332,12 @@ MUTATIONS: dict[str, tuple[str, dict[str, str], tuple[str, str]]] = {
     "setSpendLimit": (('accountId: $a, scope: ACCOUNT, window: DAY, amount: "1"'), {"a": "own"}, ("Forbidden",) * 2),
     "removeSpendLimit": (("limitId: $l"), {"l": "own limit"}, ("Forbidden",) * 2),
     "resumeAgent": (('accountId: $a, agentId: "bot"'), {"a": "own"}, ("Forbidden",) * 2),
+    "createWebhookEndpoint": (('url: "https://hooks.example.com/in"'), {}, ("Forbidden",) * 2),
+    "updateWebhookEndpoint": (('endpointId: "V2ViaG9va0VuZHBvaW50OjE=", enabled: true'), {}, ("Forbidden",) * 2),
+    "rotateWebhookSecret": (('endpointId: "V2ViaG9va0VuZHBvaW50OjE="'), {}, ("Forbidden",) * 2),
+    "disableWebhookEndpoint": (('endpointId: "V2ViaG9va0VuZHBvaW50OjE="'), {}, ("Forbidden",) * 2),
+    "deleteWebhookEndpoint": (('endpointId: "V2ViaG9va0VuZHBvaW50OjE="'), {}, ("Forbidden",) * 2),
+    "redeliverWebhookEvent": (('endpointId: "V2ViaG9va0VuZHBvaW50OjE=", eventId: "evt_1"'), {}, ("Forbidden",) * 2),
 }
 PAYING = [name for name, (_, _, outcome) in MUTATIONS.items() if outcome[0] != "Forbidden"]
 """The mutations a session may run on its own account; all but revokePortalSession take an accountId."""

@@ -15,6 +15,7 @@ from tortoise.transactions import in_transaction
 from models import ledger, money, organizations, payments
 from models.credits import MICRO
 from models.ledger import alerts
+from models.outbox import EventType
 from models.sql import Sql
 from models.tables import (
     AutoTopUp,
@@ -31,10 +32,14 @@ from models.tables import (
     TransactionType,
     UsageRollup,
     User,
+    WebhookDeliveryStatus,
 )
 from tests.support.helpers import Api, gid
 from tests.support.statements import StatementCounter, tables_read
 from tests.support.statements import counter as counter
+from tests.support.webhooks import delivery as webhook_delivery
+from tests.support.webhooks import endpoint as webhook_endpoint
+from tests.support.webhooks import event as webhook_event
 
 SMALL, LARGE = 5, 100
 
@@ -532,3 +537,45 @@ async def test_alert_levels_cost_a_spend_nothing_until_it_crosses_one(api: Api, 
     else:
         assert len(crossing) == len(plain) + 2
         assert [s.split(" (")[0] for s in added] == ["INSERT INTO events", "INSERT INTO alerts"]
+
+
+# ------------------------------------------------------------------------------- webhook delivery log (issue 13)
+
+DELIVERY_LOG = """
+query Log($id: ID!) {
+  webhookEndpoint(id: $id) {
+    url
+    deliveries(first: 100) {
+      edges { node { status attempts lastStatusCode event { id type sequence accountId }
+                     attemptLog { attempt statusCode latencyMs responseBody error startedAt } } }
+    }
+  }
+}
+"""
+DELIVERY_LOG_TABLES = ["api_tokens", "events", "webhook_attempts", "webhook_deliveries", "webhook_endpoints"]
+
+
+async def test_the_delivery_log_runs_the_same_statements_for_5_deliveries_as_for_100(
+    api: Api, counter: StatementCounter
+) -> None:
+    admin = await api.admin()
+    now = api.clock.now()
+    counted: dict[int, list[str]] = {}
+    for rows in (SMALL, LARGE):
+        hook = await webhook_endpoint(now, url=f"https://hooks.example.com/{rows}")
+        for _ in range(rows):
+            sent = await webhook_event(now, account_id=None, type=EventType.BALANCE_LOW)
+            await webhook_delivery(hook, sent, now, WebhookDeliveryStatus.FAILED, answers=(500, None))
+
+        body = await counter.during(api.post(DELIVERY_LOG, {"id": gid("WebhookEndpoint", hook.id)}, admin))
+
+        assert "errors" not in body, body
+        edges = body["data"]["webhookEndpoint"]["deliveries"]["edges"]
+        assert len(edges) == rows
+        assert all([a["statusCode"] for a in e["node"]["attemptLog"]] == [500, None] for e in edges)
+        assert all(e["node"]["event"]["type"] == "balance.low" for e in edges)
+        counted[rows] = list(counter.statements)
+        print(f"\ndelivery log, {rows} rows: {len(counted[rows])} statements", *counted[rows], sep="\n  ")
+
+    assert len(counted[SMALL]) == len(counted[LARGE]) == len(DELIVERY_LOG_TABLES)
+    assert tables_read(counted[SMALL]) == tables_read(counted[LARGE]) == DELIVERY_LOG_TABLES
