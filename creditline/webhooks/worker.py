@@ -22,12 +22,12 @@ from creditline.events import BusSubscription
 from creditline.services import Services
 from creditline.webhooks.sending import Resolver, Sender, resolve
 from models import webhook_deliveries
-from models.webhook_deliveries import Claimed
+from models.webhook_deliveries import Claimed, Outcome, Recorded
 
 log = logging.getLogger("creditline.webhooks")
 
-CONCURRENCY = 16
-PER_ENDPOINT = 4
+CONCURRENCY = 64
+PER_ENDPOINT = 16
 LEASE_MARGIN = timedelta(seconds=5)
 """A claim outlives the send's timeout by this much, so only a worker that died lets another send again."""
 WAKE_COALESCE_SECONDS = 0.01
@@ -56,6 +56,9 @@ class DeliveryWorker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._woken = asyncio.Event()
         self._subscription: BusSubscription | None = None
+        self._outcomes: list[tuple[Claimed, Outcome, asyncio.Future[Recorded]]] = []
+        self._recording = False
+        self._recorder: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
         """Run a pass soon (an event may have been committed)."""
@@ -89,9 +92,7 @@ class DeliveryWorker:
     async def _deliver(self, claimed: Claimed) -> None:
         try:
             outcome = await self.sender.send(claimed, self.services.clock.now())
-            recorded = await webhook_deliveries.record_outcome(
-                claimed, outcome, self.services.clock.now(), self.retry_period, self.rng
-            )
+            recorded = await self._record(claimed, outcome)
             if recorded.disabled_event_id is not None:
                 log.warning("webhook endpoint %d disabled: it failed for the whole retry period", claimed.endpoint_id)
         except asyncio.CancelledError:
@@ -109,6 +110,34 @@ class DeliveryWorker:
             if task is not None:
                 self._tasks.discard(task)
             self._woken.set()  # a slot is free (and a disabled endpoint's event is due)
+
+    async def _record(self, claimed: Claimed, outcome: Outcome) -> Recorded:
+        """Record through the next batch: sends finishing together share one transaction (one commit)."""
+        future: asyncio.Future[Recorded] = asyncio.get_running_loop().create_future()
+        self._outcomes.append((claimed, outcome, future))
+        if not self._recording:
+            self._recording = True
+            self._recorder = asyncio.create_task(self._record_batches())
+        return await future
+
+    async def _record_batches(self) -> None:
+        try:
+            while self._outcomes:
+                batch, self._outcomes = self._outcomes, []
+                try:
+                    results = await webhook_deliveries.record_outcomes(
+                        [(c, o) for c, o, _ in batch], self.services.clock.now(), self.retry_period, self.rng
+                    )
+                except Exception as exc:
+                    for _, _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, _, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+        finally:
+            self._recording = False
 
     async def run_once(self) -> int:
         """One pass to the end, for the CLI and tests: fan out, then send what is due until nothing is (retries
@@ -136,6 +165,8 @@ class DeliveryWorker:
                 except asyncio.CancelledError:
                     raise
                 except Exception:
+                    if _cancelling():  # the database layer reports a cancelled query as unavailable
+                        raise asyncio.CancelledError() from None
                     log.exception("webhook delivery pass failed; retrying")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._woken.wait(), poll)
@@ -153,6 +184,11 @@ class DeliveryWorker:
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=self.lease.total_seconds())
         await self.sender.aclose()
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def deliver_once(services: Services) -> int:
