@@ -26,7 +26,7 @@ from models.ids import encode_id
 from models.outbox import EmittedEvent, EventType, emit
 from models.sql import Sql
 from models.tables import OutboxEvent, WebhookAttempt, WebhookDelivery, WebhookEndpoint
-from models.webhook_deliveries import backoff_ceiling
+from models.webhook_deliveries import backoff_ceiling, next_attempt_at
 from tests.support.backends import T0, Backend
 from tests.support.webhook_receiver import Receiver, receiving
 
@@ -246,10 +246,13 @@ async def test_back_off_doubles_with_jitter_then_fails_after_the_retry_period(db
     assert [b.total_seconds() for b in map(backoff_ceiling, [1, 2, 12, 13, 40])] == [10, 20, 20480, 21600, 21600]
 
 
-def test_full_jitter_draws_between_a_second_and_the_ceiling() -> None:
+def test_full_jitter_draws_between_a_second_and_the_ceiling_and_never_past_the_deadline() -> None:
     rng = random.Random(7)
-    draws = [rng.uniform(0, 40) for _ in range(3)]
-    assert all(0 <= d <= 40 for d in draws)
+    waits = [next_attempt_at(T0, 3, T0 + timedelta(days=3), rng) - T0 for _ in range(200)]
+    assert min(waits) >= timedelta(seconds=1)
+    assert max(waits) <= timedelta(seconds=40)
+    assert len(set(waits)) > 100  # jittered, not one value
+    assert next_attempt_at(T0, 30, T0 + timedelta(minutes=5), Highest()) == T0 + timedelta(minutes=5)
 
 
 async def test_an_endpoint_failing_for_the_retry_period_is_disabled_and_the_others_hear_of_it(
