@@ -141,7 +141,8 @@ async def claim_due(
         sql = Sql(conn)
         rows = await sql.fetch(
             "SELECT d.id, d.attempts, d.endpoint_id FROM webhook_deliveries d"
-            " WHERE d.status = 'PENDING' AND d.next_attempt_at <= $1"
+            " WHERE d.status = 'PENDING' AND d.next_attempt_at <= $1 AND EXISTS (SELECT 1 FROM webhook_endpoints w"
+            " WHERE w.id = d.endpoint_id AND w.status = 'ENABLED')"  # a disabled endpoint is sent nothing
             f" ORDER BY d.next_attempt_at, d.id LIMIT {int(limit) * 4}" + sql.for_update(skip_locked=True),
             now,
         )
