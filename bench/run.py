@@ -29,6 +29,7 @@ from bench.live import run_live
 from bench.loop import arun
 from bench.query_cost import main as run_query_cost_bench
 from bench.reports import run_reports_bench
+from bench.webhooks import run_webhooks_bench
 from creditline.db import sqlite_path
 from models.ids import encode_id
 
@@ -327,7 +328,11 @@ def main() -> None:
     if "queries" in config.parts:
         print()
         queries_ok = run_query_cost_bench()
-    if spend == "failed" or (live is not None and live.failures) or not reports_ok or not queries_ok:
+    webhooks_ok = True
+    if "webhooks" in config.parts:
+        print()
+        webhooks_ok = arun(run_webhooks_bench())
+    if spend == "failed" or (live is not None and live.failures) or not reports_ok or not queries_ok or not webhooks_ok:
         print("\nbench: FAILED", flush=True)
         sys.exit(1)
     print()

@@ -36,6 +36,7 @@ from creditline.rate_limit import RateLimiter, RateLimitMiddleware, limiter_for,
 from creditline.services import Services
 from creditline.settings import Settings
 from creditline.stripe_webhook_endpoint import stripe_webhook
+from creditline.webhooks.worker import DeliveryWorker
 from models.plans import PlanCatalog
 from models.rate_card import RateCard
 from resolvers.auth import Authenticator
@@ -239,6 +240,7 @@ def create_app(
         gc.freeze()
         gc.set_threshold(10_000, 20, 20)
         sweeper = asyncio.create_task(run_sweeper(services)) if run_jobs else None
+        webhook_worker = asyncio.create_task(DeliveryWorker(services).run()) if run_jobs else None
         token_watch = asyncio.create_task(graphql.token_watch.run())
         usage_flush = asyncio.create_task(usage.run(settings.token_usage_flush_seconds))
         try:
@@ -251,6 +253,10 @@ def create_app(
                 sweeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sweeper
+            if webhook_worker is not None:  # sends under way finish (within their timeout) and are recorded
+                webhook_worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await webhook_worker
             await auto_top_up.idle()  # let top-ups being charged finish and publish
             await services.bus.stop()
             await services.gateway.close()

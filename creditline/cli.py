@@ -18,10 +18,11 @@ from creditline.app import build_services, create_app
 from creditline.auto_top_up_worker import run_due
 from creditline.clock import Clock
 from creditline.db_backends import DatabaseBusy, is_connection_failure, is_sqlite_busy, unavailable
-from creditline.jobs import sweep_once
+from creditline.jobs import prune_events, sweep_once
 from creditline.logs import log_config
 from creditline.serving import ServeConfig, connection_cap, guarded_protocol, raise_file_limit
 from creditline.settings import Settings
+from creditline.webhooks.worker import deliver_once
 from models import ledger, portal
 from models.ids import decode_id, encode_id
 from models.tables import EXTERNAL_ID_MAX_LENGTH, ApiToken, CreditAccount, TokenKind, User
@@ -60,6 +61,10 @@ def _parser() -> argparse.ArgumentParser:
     expiry = create.add_mutually_exclusive_group()
     expiry.add_argument("--expires-in", metavar="DAYS", type=int, help="the token stops working after DAYS days")
     expiry.add_argument("--expires-at", metavar="WHEN", help="the token stops working then (ISO 8601 with a zone)")
+    webhooks = sub.add_parser("webhooks", help="outbound webhooks").add_subparsers(
+        dest="webhooks_command", required=True
+    )
+    webhooks.add_parser("deliver", help="fan events out and send the deliveries due, once")
     token.add_parser("list", help="list every token (never their secrets)")
     token.add_parser("revoke", help="revoke a token (by the id `token list` shows, or its global ID)").add_argument(
         "id"
@@ -90,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
         "demo": _demo,
         "user": _user,
         "token": _token,
+        "webhooks": _webhooks,
     }
     try:
         status = asyncio.run(_with_database(settings, args, commands[args.command]))
@@ -222,6 +228,7 @@ async def _sweep(settings: Settings, args: argparse.Namespace) -> int:
         reconciled = await reconcile_pending(services)
         renewed = await renew_subscriptions(services)
         topped_up = await run_due(services)
+        await prune_events(services)
     finally:
         await services.bus.stop()
         await services.gateway.close()
@@ -230,6 +237,16 @@ async def _sweep(settings: Settings, args: argparse.Namespace) -> int:
         f" {reconciled} pending payments reconciled, {renewed} subscription payments charged,"
         f" {topped_up} auto top-ups charged"
     )
+    return 0
+
+
+async def _webhooks(settings: Settings, args: argparse.Namespace) -> int:
+    services = build_services(settings, Clock())
+    try:
+        attempts = await deliver_once(services)
+    finally:
+        await services.gateway.close()
+    print(f"webhooks: {attempts} deliveries attempted")
     return 0
 
 

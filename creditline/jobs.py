@@ -11,7 +11,7 @@ from datetime import timedelta
 from billing.reconcile import reconcile_pending, renew_subscriptions
 from creditline import auto_top_up_worker
 from creditline.services import Services
-from models import forecast, ledger
+from models import forecast, ledger, webhook_deliveries
 
 log = logging.getLogger("creditline.jobs")
 
@@ -41,6 +41,9 @@ async def run_sweeper(services: Services) -> None:
             topped_up = await auto_top_up_worker.run_due(services)
             if topped_up:
                 log.info("charged %d auto top-ups", topped_up)
+            pruned = await prune_events(services)
+            if pruned:
+                log.info("pruned %d events past their retention", pruned)
             if report.expired_lots or report.released_holds:
                 log.info("sweep: %d lots expired, %d holds released", report.expired_lots, report.released_holds)
         except asyncio.CancelledError:
@@ -48,3 +51,10 @@ async def run_sweeper(services: Services) -> None:
         except Exception:
             log.exception("sweep failed; retrying next interval")
         await asyncio.sleep(interval)
+
+
+async def prune_events(services: Services) -> int:
+    """Delete events older than ``event_retention_days`` with their deliveries and attempts (each account's
+    newest is kept: ``models.outbox.prune``)."""
+    before = services.clock.now() - timedelta(days=services.settings.event_retention_days)
+    return await webhook_deliveries.prune_before(before)

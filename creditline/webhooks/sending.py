@@ -1,0 +1,191 @@
+"""Sending one webhook: the body, the Standard Webhooks signature, the address check, and the HTTP request.
+
+The address rule (SSRF): the host is resolved once, every address it resolves to must be public (not private,
+loopback, link-local, multicast, reserved or unspecified, IPv4-mapped IPv6 judged as the IPv4 inside) unless
+``webhook_allow_private``, and the request connects to one of those checked addresses, with the ``Host``
+header and the TLS server name (SNI, and so the certificate check) set to the URL's host. Resolving again to
+connect would let a name that answers differently the second time (DNS rebinding) reach an internal address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from standardwebhooks import Webhook
+
+from models.webhook_deliveries import RESPONSE_LIMIT, Claimed, Outcome
+
+USER_AGENT = "Creditline-Webhooks/1.0"
+READ_LIMIT = 4 * RESPONSE_LIMIT
+"""Bytes of a response read at most: the log keeps 1,024 characters, and a huge body must not cost memory."""
+
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+class Refused(Exception):
+    """The URL may not be sent to; the message says why (it becomes the attempt's error)."""
+
+
+async def resolve(host: str, port: int) -> list[str]:
+    """Every address ``host`` resolves to (the system resolver, without blocking the event loop)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    found: list[str] = []
+    for info in infos:
+        address = str(info[4][0])
+        if address not in found:
+            found.append(address)
+    return found
+
+
+def refusal(address: str) -> str | None:
+    """Why an address is refused without ``webhook_allow_private`` (``None``: it is public)."""
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    for kind, flag in (
+        ("a link-local", ip.is_link_local),
+        ("a loopback", ip.is_loopback),
+        ("a multicast", ip.is_multicast),
+        ("an unspecified", ip.is_unspecified),
+        ("a reserved", ip.is_reserved),
+        ("a private", ip.is_private),
+    ):
+        if flag:
+            return f"{address} is {kind} address"
+    if not ip.is_global:  # shared (100.64.0.0/10) and other special ranges
+        return f"{address} is not a public address"
+    return None
+
+
+async def checked_addresses(url: httpx.URL, allow_private: bool, resolver: Resolver) -> list[str]:
+    """The addresses to connect to for ``url``, each checked; raises ``Refused`` when any is refused."""
+    if url.scheme not in ("http", "https") or not url.host:
+        raise Refused(f"not an http(s) URL: {url}")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        ipaddress.ip_address(url.host)
+        addresses = [url.host]
+    except ValueError:
+        try:
+            addresses = await resolver(url.host, port)
+        except OSError as exc:
+            raise Refused(f"cannot resolve {url.host}: {exc}") from exc
+    if not addresses:
+        raise Refused(f"{url.host} resolves to no address")
+    if not allow_private:
+        for address in addresses:
+            why = refusal(address)
+            if why is not None:
+                raise Refused(f"refused: {url.host} resolves to {why} (CREDITLINE_WEBHOOK_ALLOW_PRIVATE is off)")
+    return addresses
+
+
+def body_of(claimed: Claimed) -> str:
+    """The JSON body: ``{"type", "timestamp", "data"}``, data being the stored payload plus ``sequence``."""
+    data: dict[str, Any] = {**claimed.data, "sequence": claimed.sequence}
+    message = {
+        "type": claimed.event_type,
+        "timestamp": claimed.event_created_at.astimezone(UTC).isoformat(),
+        "data": data,
+    }
+    return json.dumps(message, separators=(",", ":"))
+
+
+def signed_headers(claimed: Claimed, body: str, at: datetime) -> dict[str, str]:
+    """The Standard Webhooks headers: one ``v1,`` signature per valid secret, space-separated."""
+    signatures = " ".join(Webhook(secret).sign(claimed.event_public_id, at, body) for secret in claimed.secrets)
+    return {
+        "webhook-id": claimed.event_public_id,
+        "webhook-timestamp": str(int(at.timestamp())),
+        "webhook-signature": signatures,
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+    }
+
+
+class Sender:
+    """Sends claimed deliveries over one pooled ``httpx.AsyncClient`` (redirects are not followed: a 3xx is a
+    failure, so a receiver cannot point deliveries elsewhere)."""
+
+    def __init__(self, timeout: float, allow_private: bool, resolver: Resolver = resolve) -> None:
+        self.timeout = timeout
+        self.allow_private = allow_private
+        self.resolver = resolver
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout),
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+            trust_env=False,
+        )
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def send(self, claimed: Claimed, started_at: datetime) -> Outcome:
+        """One attempt; never raises for what the network or the receiver does (that is the outcome)."""
+        began = time.monotonic()
+
+        def latency() -> int:
+            return round((time.monotonic() - began) * 1000)
+
+        url = httpx.URL(claimed.url)
+        try:
+            async with asyncio.timeout(self.timeout):
+                addresses = await checked_addresses(url, self.allow_private, self.resolver)
+                body = body_of(claimed)
+                headers = signed_headers(claimed, body, datetime.now(UTC))  # receivers check it against now
+                headers["host"] = url.netloc.decode("ascii")
+                extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
+                last_error: Exception | None = None
+                for address in addresses:
+                    try:
+                        return await self._request(
+                            url.copy_with(host=address), headers, body, extensions, started_at, latency
+                        )
+                    except httpx.ConnectError as exc:  # the next address of the name, as a browser would
+                        last_error = exc
+                assert last_error is not None
+                raise last_error
+        except Refused as exc:
+            return Outcome(None, None, None, str(exc), started_at)
+        except TimeoutError:
+            return Outcome(None, latency(), None, f"timed out after {self.timeout:g} s", started_at)
+        except httpx.TimeoutException:
+            return Outcome(None, latency(), None, f"timed out after {self.timeout:g} s", started_at)
+        except httpx.HTTPError as exc:
+            return Outcome(None, latency(), None, f"{type(exc).__name__}: {exc}", started_at)
+        except OSError as exc:
+            return Outcome(None, latency(), None, f"{type(exc).__name__}: {exc}", started_at)
+
+    async def _request(
+        self,
+        url: httpx.URL,
+        headers: dict[str, str],
+        body: str,
+        extensions: dict[str, Any],
+        started_at: datetime,
+        latency: Callable[[], int],
+    ) -> Outcome:
+        request = self.client.build_request("POST", url, headers=headers, content=body.encode(), extensions=extensions)
+        response = await self.client.send(request, stream=True)
+        try:
+            read = bytearray()
+            async for chunk in response.aiter_bytes():
+                read += chunk
+                if len(read) >= READ_LIMIT:
+                    break
+        finally:
+            await response.aclose()
+        text = bytes(read).decode("utf-8", errors="replace")[:RESPONSE_LIMIT]
+        error = None
+        if 300 <= response.status_code < 400:
+            error = f"redirect not followed (to {response.headers.get('location', 'nowhere')})"
+        return Outcome(response.status_code, latency(), text, error, started_at)

@@ -1,0 +1,200 @@
+"""The delivery worker: fans events out to endpoints, claims due deliveries and sends them, in every server.
+
+A pass: fan out every undispatched event (``models.webhook_deliveries.fan_out``), claim what is due and has a
+free slot (``claim_due``: committed before any request), start one task per claimed delivery, which sends
+outside any transaction and records the outcome. Passes run every ``webhook_poll_seconds``, and sooner after
+a committed balance change (the bus's wake: a spend that crossed a threshold emitted its event in that
+commit), after a send finishes (a slot is free) and after an endpoint was disabled (its event is due).
+
+At most ``concurrency`` sends at once in a process, at most ``per_endpoint`` of them to one endpoint: one slow
+endpoint (its requests each take the whole timeout) leaves the other slots to the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from datetime import timedelta
+
+from creditline.events import BusSubscription
+from creditline.services import Services
+from creditline.webhooks.sending import Resolver, Sender, resolve
+from models import webhook_deliveries
+from models.webhook_deliveries import Claimed, Outcome, Recorded
+
+log = logging.getLogger("creditline.webhooks")
+
+CONCURRENCY = 64
+PER_ENDPOINT = 16
+LEASE_MARGIN = timedelta(seconds=5)
+"""A claim outlives the send's timeout by this much, so only a worker that died lets another send again."""
+WAKE_COALESCE_SECONDS = 0.01
+"""After a wake, wait this long first: a burst of commits is handled in one pass."""
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        services: Services,
+        *,
+        concurrency: int = CONCURRENCY,
+        per_endpoint: int = PER_ENDPOINT,
+        rng: random.Random | None = None,
+        resolver: Resolver = resolve,
+    ) -> None:
+        self.services = services
+        settings = services.settings
+        self.concurrency = concurrency
+        self.per_endpoint = per_endpoint
+        self.rng = rng or random.Random()
+        self.retry_period = timedelta(hours=settings.webhook_retry_hours)
+        self.lease = timedelta(seconds=settings.webhook_timeout_seconds) + LEASE_MARGIN
+        self.sender = Sender(settings.webhook_timeout_seconds, settings.webhook_allow_private, resolver)
+        self._in_flight: dict[int, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._woken = asyncio.Event()
+        self._subscription: BusSubscription | None = None
+        self._outcomes: list[tuple[Claimed, Outcome, asyncio.Future[Recorded]]] = []
+        self._recording = False
+        self._recorder: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        """Run a pass soon (an event may have been committed)."""
+        self._woken.set()
+
+    @property
+    def sending(self) -> int:
+        return len(self._tasks)
+
+    async def fan_out(self) -> int:
+        now = self.services.clock.now()
+        total = 0
+        while True:
+            count = await webhook_deliveries.fan_out(now)
+            total += count
+            if count < webhook_deliveries.FAN_OUT_BATCH:
+                return total
+
+    async def start_due(self) -> int:
+        """Claim what is due and fits the free slots, and start sending it. Returns how many it started."""
+        free = self.concurrency - len(self._tasks)
+        claimed = await webhook_deliveries.claim_due(
+            self.services.clock.now(), self.lease, free, self.per_endpoint, self._in_flight
+        )
+        for delivery in claimed:
+            self._in_flight[delivery.endpoint_id] = self._in_flight.get(delivery.endpoint_id, 0) + 1
+            task = asyncio.create_task(self._deliver(delivery))
+            self._tasks.add(task)
+        return len(claimed)
+
+    async def _deliver(self, claimed: Claimed) -> None:
+        try:
+            outcome = await self.sender.send(claimed, self.services.clock.now())
+            recorded = await self._record(claimed, outcome)
+            if recorded.disabled_event_id is not None:
+                log.warning("webhook endpoint %d disabled: it failed for the whole retry period", claimed.endpoint_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The claim's lease runs out and the delivery is sent again: at least once.
+            log.exception("webhook delivery %d failed to record", claimed.delivery_id)
+        finally:
+            left = self._in_flight.get(claimed.endpoint_id, 1) - 1
+            if left:
+                self._in_flight[claimed.endpoint_id] = left
+            else:
+                self._in_flight.pop(claimed.endpoint_id, None)
+            task = asyncio.current_task()
+            if task is not None:
+                self._tasks.discard(task)
+            self._woken.set()  # a slot is free (and a disabled endpoint's event is due)
+
+    async def _record(self, claimed: Claimed, outcome: Outcome) -> Recorded:
+        """Record through the next batch: sends finishing together share one transaction (one commit)."""
+        future: asyncio.Future[Recorded] = asyncio.get_running_loop().create_future()
+        self._outcomes.append((claimed, outcome, future))
+        if not self._recording:
+            self._recording = True
+            self._recorder = asyncio.create_task(self._record_batches())
+        return await future
+
+    async def _record_batches(self) -> None:
+        try:
+            while self._outcomes:
+                batch, self._outcomes = self._outcomes, []
+                try:
+                    results = await webhook_deliveries.record_outcomes(
+                        [(c, o) for c, o, _ in batch], self.services.clock.now(), self.retry_period, self.rng
+                    )
+                except Exception as exc:
+                    for _, _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, _, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+        finally:
+            self._recording = False
+
+    async def run_once(self) -> int:
+        """One pass to the end, for the CLI and tests: fan out, then send what is due until nothing is (retries
+        scheduled later are left for later). Returns how many attempts it made."""
+        attempts = 0
+        await self.fan_out()
+        while True:
+            attempts += await self.start_due()
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
+            elif not await self.fan_out():  # nothing due, and no event (a disabled endpoint's) left to fan out
+                return attempts
+
+    async def run(self) -> None:
+        """Passes until cancelled; then the sends under way finish (each within its timeout) and record."""
+        poll = self.services.settings.webhook_poll_seconds
+        subscription = self.services.bus.subscribe(None, wake=self._on_balance_change)
+        self._subscription = subscription
+        try:
+            while True:
+                self._woken.clear()
+                try:
+                    await self.fan_out()
+                    await self.start_due()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    if _cancelling():  # the database layer reports a cancelled query as unavailable
+                        raise asyncio.CancelledError() from None
+                    log.exception("webhook delivery pass failed; retrying")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._woken.wait(), poll)
+                await asyncio.sleep(WAKE_COALESCE_SECONDS)
+        finally:
+            subscription.close()
+            await self.close()
+
+    def _on_balance_change(self) -> None:
+        if self._subscription is not None:
+            self._subscription.queue.clear()  # only the wake matters: the events are read from the table
+        self._woken.set()
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=self.lease.total_seconds())
+        await self.sender.aclose()
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+async def deliver_once(services: Services) -> int:
+    """``creditline webhooks deliver``: one pass (``DeliveryWorker.run_once``)."""
+    worker = DeliveryWorker(services)
+    try:
+        return await worker.run_once()
+    finally:
+        await worker.close()

@@ -1,0 +1,350 @@
+"""Webhook deliveries: the statements of the delivery worker (``creditline/webhooks``), which does the network.
+
+The life of a delivery:
+
+1. ``fan_out``: an event not dispatched yet gets one PENDING delivery per enabled endpoint that wants it (its
+   types, its organization, created no later than the event), due at once; then the event is dispatched.
+2. ``claim_due``: a worker takes due deliveries by moving ``next_attempt_at`` a lease into the future and
+   counting the attempt, and commits; it sends outside any transaction. A worker killed mid-send leaves the
+   delivery due again once the lease runs out (at least once, always with the same ``webhook-id``).
+3. ``record_outcome``: the attempt is logged; a 2xx makes the delivery SUCCEEDED; anything else schedules the
+   next attempt (exponential back-off, full jitter) until ``retry_period`` after the first attempt of the
+   series, then FAILED. An endpoint failing without a success for ``retry_period`` is disabled, its pending
+   deliveries FAILED, and a ``webhook_endpoint.disabled`` event emitted, in the same transaction.
+
+Rows another process is claiming are skipped (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite has one writer),
+so any number of processes share the work and none sends the same delivery twice at once. Redelivery (the
+admin API) puts a delivery back as PENDING with ``next_attempt_at`` = now and ``attempts`` = 0: a new series.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from tortoise.transactions import in_transaction
+
+from models.ids import encode_id
+from models.outbox import EventType, emit, prune
+from models.sql import Sql, as_datetime
+
+FAN_OUT_BATCH = 500
+BACKOFF_BASE = timedelta(seconds=10)
+BACKOFF_CAP = timedelta(hours=6)
+BACKOFF_FLOOR = timedelta(seconds=1)
+"""Full jitter draws from [0, ceiling]: a retry sooner than a second would only hammer a receiver that is down."""
+RESPONSE_LIMIT = 1024
+ERROR_LIMIT = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A delivery claimed for one attempt, with what sending it needs."""
+
+    delivery_id: int
+    attempt: int
+    endpoint_id: int
+    url: str
+    secrets: tuple[str, ...]
+    """The endpoint's secret, and its previous one while that is still valid: each signs."""
+    event_public_id: str
+    event_type: str
+    event_created_at: datetime
+    sequence: int | None
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one attempt got: ``status_code`` when the receiver answered, ``error`` when it did not (or the URL
+    was refused before any request)."""
+
+    status_code: int | None
+    latency_ms: int | None
+    response_body: str | None
+    error: str | None
+    started_at: datetime
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What ``record_outcome`` decided (``disabled_event_id``: it disabled the endpoint and emitted this)."""
+
+    status: str
+    next_attempt_at: datetime | None
+    disabled_event_id: int | None
+
+
+def wants(event_types: str, organization_id: int | None, event_type: str, event_organization_id: int | None) -> bool:
+    """Whether an endpoint with these filters is sent an event: every type when ``event_types`` is empty, else
+    the listed ones; an endpoint of an organization only hears that organization's events."""
+    if event_types.strip() and event_type not in event_types.split():
+        return False
+    return organization_id is None or organization_id == event_organization_id
+
+
+async def fan_out(now: datetime, batch: int = FAN_OUT_BATCH) -> int:
+    """Make the deliveries of up to ``batch`` undispatched events, oldest first, in one transaction; returns
+    how many events it dispatched (call again while it returns ``batch``). Events another process is fanning
+    out are skipped; the unique ``(endpoint_id, event_id)`` makes any overlap harmless."""
+    async with in_transaction() as conn:
+        sql = Sql(conn)
+        events = await sql.fetch(
+            "SELECT id, type, organization_id, created_at FROM events WHERE dispatched_at IS NULL"
+            f" ORDER BY id LIMIT {int(batch)}" + sql.for_update(skip_locked=True)
+        )
+        if not events:
+            return 0
+        endpoints = await sql.fetch(
+            "SELECT id, event_types, organization_id, created_at FROM webhook_endpoints WHERE status = 'ENABLED'"
+        )
+        rows: list[tuple[Any, ...]] = []
+        for event in events:
+            created_at = as_datetime(event["created_at"])
+            assert created_at is not None
+            for endpoint in endpoints:
+                endpoint_created = as_datetime(endpoint["created_at"])
+                if endpoint_created is not None and endpoint_created > created_at:
+                    continue  # an endpoint hears what happens from its creation on
+                if wants(
+                    endpoint["event_types"] or "", endpoint["organization_id"], event["type"], event["organization_id"]
+                ):
+                    rows.append((int(endpoint["id"]), int(event["id"]), now))
+        if rows:
+            await sql.execute_many(
+                "INSERT INTO webhook_deliveries (endpoint_id, event_id, status, attempts, next_attempt_at, created_at)"
+                " VALUES ($1, $2, 'PENDING', 0, $3, $3) ON CONFLICT (endpoint_id, event_id) DO NOTHING",
+                rows,
+            )
+        ids = [int(e["id"]) for e in events]
+        marks = ", ".join(f"${n}" for n in range(2, len(ids) + 2))
+        await sql.execute(f"UPDATE events SET dispatched_at = $1 WHERE id IN ({marks})", now, *ids)
+    return len(events)
+
+
+async def claim_due(
+    now: datetime, lease: timedelta, limit: int, per_endpoint: int, busy: dict[int, int]
+) -> list[Claimed]:
+    """Claim up to ``limit`` due deliveries, at most ``per_endpoint`` in flight per endpoint counting the
+    ``busy`` ones (endpoint id: deliveries this worker is sending now), so that one slow endpoint cannot take
+    every slot. Each claimed delivery is due again only after ``lease``, and its attempt is counted."""
+    if limit <= 0:
+        return []
+    async with in_transaction() as conn:
+        sql = Sql(conn)
+        rows = await sql.fetch(
+            "SELECT d.id, d.attempts, d.endpoint_id FROM webhook_deliveries d"
+            " WHERE d.status = 'PENDING' AND d.next_attempt_at <= $1 AND EXISTS (SELECT 1 FROM webhook_endpoints w"
+            " WHERE w.id = d.endpoint_id AND w.status = 'ENABLED')"  # a disabled endpoint is sent nothing
+            f" ORDER BY d.next_attempt_at, d.id LIMIT {int(limit) * 4}" + sql.for_update(skip_locked=True),
+            now,
+        )
+        taken: dict[int, int] = dict(busy)
+        chosen: list[int] = []
+        for row in rows:
+            endpoint_id = int(row["endpoint_id"])
+            if taken.get(endpoint_id, 0) >= per_endpoint:
+                continue  # left due (only row-locked until this commit), for a later pass or another process
+            taken[endpoint_id] = taken.get(endpoint_id, 0) + 1
+            chosen.append(int(row["id"]))
+            if len(chosen) >= limit:
+                break
+        if not chosen:
+            return []
+        marks = ", ".join(f"${n}" for n in range(2, len(chosen) + 2))
+        claimed = await sql.fetch(
+            f"UPDATE webhook_deliveries SET next_attempt_at = $1, attempts = attempts + 1 WHERE id IN ({marks})"
+            " RETURNING id, attempts, endpoint_id, event_id",
+            now + lease,
+            *chosen,
+        )
+        details = await sql.fetch(
+            "SELECT d.id, e.public_id, e.type, e.created_at, e.sequence, e.data, w.url, w.secret,"
+            " w.previous_secret, w.previous_secret_expires_at FROM webhook_deliveries d"
+            " JOIN events e ON e.id = d.event_id JOIN webhook_endpoints w ON w.id = d.endpoint_id"
+            f" WHERE d.id IN ({', '.join(f'${n}' for n in range(1, len(chosen) + 1))})",
+            *chosen,
+        )
+    by_id = {int(d["id"]): d for d in details}
+    result: list[Claimed] = []
+    for row in claimed:
+        d = by_id[int(row["id"])]
+        secrets = [str(d["secret"])]
+        previous_expires = as_datetime(d["previous_secret_expires_at"])
+        if d["previous_secret"] and (previous_expires is None or previous_expires > now):
+            secrets.append(str(d["previous_secret"]))
+        created_at = as_datetime(d["created_at"])
+        assert created_at is not None
+        result.append(
+            Claimed(
+                delivery_id=int(row["id"]),
+                attempt=int(row["attempts"]),
+                endpoint_id=int(row["endpoint_id"]),
+                url=str(d["url"]),
+                secrets=tuple(secrets),
+                event_public_id=str(d["public_id"]),
+                event_type=str(d["type"]),
+                event_created_at=created_at,
+                sequence=None if d["sequence"] is None else int(d["sequence"]),
+                data=json.loads(d["data"]),
+            )
+        )
+    result.sort(key=lambda c: c.delivery_id)
+    return result
+
+
+def backoff_ceiling(attempt: int) -> timedelta:
+    """The longest wait after the ``attempt``-th failure: 10 s, 20 s, 40 s... doubling up to 6 hours."""
+    doubled: timedelta = BACKOFF_BASE * (2 ** min(max(attempt - 1, 0), 20))
+    return min(BACKOFF_CAP, doubled)
+
+
+def next_attempt_at(now: datetime, attempt: int, deadline: datetime, rng: random.Random) -> datetime:
+    """When to try again after the ``attempt``-th failure: a wait drawn uniformly from [0, ceiling] (full
+    jitter, so that receivers coming back are not hit by every sender at once), at least a second, and never
+    past ``deadline`` (the last try is at the end of the retry period)."""
+    ceiling = backoff_ceiling(attempt).total_seconds()
+    wait = max(BACKOFF_FLOOR, timedelta(seconds=rng.uniform(0.0, ceiling)))
+    return min(now + wait, deadline)
+
+
+async def record_outcome(
+    claimed: Claimed, outcome: Outcome, now: datetime, retry_period: timedelta, rng: random.Random
+) -> Recorded:
+    """Log the attempt and decide the delivery's state (and, after ``retry_period`` of failures without a
+    success, the endpoint's), in one transaction. An attempt whose lease ran out while it was sending (another
+    claim counted a later attempt) is logged but decides nothing: the later attempt will."""
+    return (await record_outcomes([(claimed, outcome)], now, retry_period, rng))[0]
+
+
+async def record_outcomes(
+    outcomes: list[tuple[Claimed, Outcome]], now: datetime, retry_period: timedelta, rng: random.Random
+) -> list[Recorded]:
+    """``record_outcome`` for several attempts in one transaction: one commit for a batch of sends, which is
+    what lets one process deliver hundreds a second (a commit waits for the disk)."""
+    async with in_transaction() as conn:
+        sql = Sql(conn)
+        return [await _record(sql, claimed, outcome, now, retry_period, rng) for claimed, outcome in outcomes]
+
+
+async def _record(
+    sql: Sql, claimed: Claimed, outcome: Outcome, now: datetime, retry_period: timedelta, rng: random.Random
+) -> Recorded:
+    body = None if outcome.response_body is None else outcome.response_body[:RESPONSE_LIMIT]
+    error = None if outcome.error is None else outcome.error[:ERROR_LIMIT]
+    await sql.execute(
+        "INSERT INTO webhook_attempts (delivery_id, attempt, status_code, latency_ms, response_body, error,"
+        " started_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        claimed.delivery_id,
+        claimed.attempt,
+        outcome.status_code,
+        outcome.latency_ms,
+        body,
+        error,
+        outcome.started_at,
+    )
+    last = (outcome.started_at, outcome.status_code, outcome.latency_ms, body, error)
+    if outcome.succeeded:
+        changed = await sql.execute(
+            "UPDATE webhook_deliveries SET status = 'SUCCEEDED', next_attempt_at = NULL, last_attempt_at = $1,"
+            " last_status_code = $2, last_latency_ms = $3, last_response = $4, last_error = $5,"
+            " delivered_at = $6 WHERE id = $7 AND status = 'PENDING' AND attempts = $8",
+            *last,
+            now,
+            claimed.delivery_id,
+            claimed.attempt,
+        )
+        await sql.execute(
+            "UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL",
+            claimed.endpoint_id,
+        )
+        return Recorded("SUCCEEDED" if changed else "STALE", None, None)
+    first = await sql.fetchrow(
+        "SELECT MAX(started_at) AS started_at FROM webhook_attempts WHERE delivery_id = $1 AND attempt = 1",
+        claimed.delivery_id,
+    )
+    series_start = as_datetime(first["started_at"] if first else None) or outcome.started_at
+    deadline = series_start + retry_period
+    if now >= deadline:
+        status, next_at = "FAILED", None
+    else:
+        status, next_at = "PENDING", next_attempt_at(now, claimed.attempt, deadline, rng)
+    changed = await sql.execute(
+        "UPDATE webhook_deliveries SET status = $1, next_attempt_at = $2, last_attempt_at = $3,"
+        " last_status_code = $4, last_latency_ms = $5, last_response = $6, last_error = $7"
+        " WHERE id = $8 AND status = 'PENDING' AND attempts = $9",
+        status,
+        next_at,
+        *last,
+        claimed.delivery_id,
+        claimed.attempt,
+    )
+    await sql.execute(
+        "UPDATE webhook_endpoints SET failing_since = $1 WHERE id = $2 AND failing_since IS NULL",
+        outcome.started_at,
+        claimed.endpoint_id,
+    )
+    disabled = await _disable_if_failing(sql, claimed.endpoint_id, now, retry_period)
+    if not changed:
+        return Recorded("STALE", None, disabled)
+    if disabled is not None:
+        return Recorded("FAILED", None, disabled)
+    return Recorded(status, next_at, None)
+
+
+async def _disable_if_failing(sql: Sql, endpoint_id: int, now: datetime, retry_period: timedelta) -> int | None:
+    """Disable the endpoint if it has failed without a success since ``retry_period`` ago: its pending
+    deliveries fail, and the other endpoints hear of it. The guarded UPDATE disables it once, whichever
+    process gets there first. Returns the emitted event's id."""
+    hours = retry_period.total_seconds() / 3600
+    reason = f"Every delivery failed for {hours:g} hours"
+    row = await sql.fetchrow(
+        "UPDATE webhook_endpoints SET status = 'DISABLED', disabled_reason = $1, disabled_at = $2, updated_at = $2"
+        " WHERE id = $3 AND status = 'ENABLED' AND failing_since IS NOT NULL AND failing_since <= $4"
+        " RETURNING id, url, organization_id",
+        reason,
+        now,
+        endpoint_id,
+        now - retry_period,
+    )
+    if row is None:
+        return None
+    await sql.execute(
+        "UPDATE webhook_deliveries SET status = 'FAILED', next_attempt_at = NULL WHERE endpoint_id = $1"
+        " AND status = 'PENDING'",
+        endpoint_id,
+    )
+    event = await emit(
+        sql,
+        EventType.WEBHOOK_ENDPOINT_DISABLED,
+        {"endpoint": {"id": encode_id("WebhookEndpoint", endpoint_id), "url": str(row["url"])}, "reason": reason},
+        now,
+        account_id=None,
+        organization_id=row["organization_id"],
+    )
+    return event.id
+
+
+async def prune_before(before: datetime) -> int:
+    """Delete events older than ``before`` (``models.outbox.prune``) and, by cascade, their deliveries and
+    attempts (both databases enforce the foreign keys: SQLite with ``PRAGMA foreign_keys=ON``, which Tortoise
+    sets). Returns how many events went."""
+    async with in_transaction() as conn:
+        sql = Sql(conn)
+        if sql.postgres:
+            return await prune(sql, before)
+        # SQLite's count of changes includes the rows the cascade deleted: count the events themselves first.
+        row = await sql.fetchrow(
+            "SELECT COUNT(*) AS n FROM events WHERE created_at < $1 AND (account_id IS NULL OR sequence <"
+            " (SELECT MAX(n.sequence) FROM events n WHERE n.account_id = events.account_id))",
+            before,
+        )
+        await prune(sql, before)
+        return int(row["n"]) if row else 0

@@ -1,0 +1,457 @@
+"""Webhook delivery (creditline/webhooks, models/webhook_deliveries.py) to a receiver started by the test, which
+verifies every signature with the standardwebhooks library, as a platform would."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import random
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
+from tortoise.transactions import in_transaction
+
+from creditline.app import build_services
+from creditline.clock import Clock
+from creditline.jobs import prune_events
+from creditline.settings import Settings
+from creditline.webhooks.sending import refusal
+from creditline.webhooks.worker import DeliveryWorker
+from models.ids import encode_id
+from models.outbox import EmittedEvent, EventType, emit
+from models.sql import Sql
+from models.tables import OutboxEvent, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from models.webhook_deliveries import backoff_ceiling, next_attempt_at
+from tests.support.backends import T0, Backend
+from tests.support.webhook_receiver import Receiver, receiving
+
+SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()
+OLD_SECRET = "whsec_" + base64.b64encode(b"o" * 32).decode()
+OTHER_SECRET = "whsec_" + base64.b64encode(b"x" * 32).decode()
+
+
+class Highest(random.Random):
+    """Full jitter drawing its upper bound every time: the schedule's ceilings, exactly."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+def webhook_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": "unused",
+        "webhook_allow_private": True,
+        "webhook_timeout_seconds": 0.5,
+        **overrides,
+    }
+    return Settings(**values)
+
+
+def worker_for(clock: Clock, *, rng: random.Random | None = None, **overrides: Any) -> DeliveryWorker:
+    return DeliveryWorker(build_services(webhook_settings(**overrides), clock), rng=rng or Highest())
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    async with receiving() as running:
+        yield running
+
+
+async def endpoint(
+    url: str,
+    *,
+    event_types: str = "",
+    organization_id: int | None = None,
+    secret: str = SECRET,
+    created_at: datetime = T0,
+    **extra: Any,
+) -> WebhookEndpoint:
+    return await WebhookEndpoint.create(
+        url=url,
+        event_types=event_types,
+        organization_id=organization_id,
+        secret=secret,
+        created_at=created_at,
+        updated_at=created_at,
+        **extra,
+    )
+
+
+async def emitted(
+    event_type: EventType,
+    data: dict[str, Any],
+    now: datetime = T0,
+    *,
+    account_id: int | None = None,
+    organization_id: int | None = None,
+) -> EmittedEvent:
+    async with in_transaction() as conn:
+        return await emit(Sql(conn), event_type, data, now, account_id=account_id, organization_id=organization_id)
+
+
+async def delivery_states() -> list[tuple[int, str, int]]:
+    return [(d.endpoint_id, d.status.value, d.attempts) for d in await WebhookDelivery.all().order_by("id")]
+
+
+async def test_a_delivery_is_signed_standard_webhooks_with_the_documented_body(
+    db: Backend, clock: Clock, receiver: Receiver
+) -> None:
+    hook = await endpoint(receiver.url)
+    first = await emitted(EventType.BALANCE_LOW, {"available": "4.5"}, account_id=7)
+    second = await emitted(EventType.BALANCE_DEPLETED, {"available": "0"}, T0 + timedelta(seconds=1), account_id=7)
+    deployment = await emitted(EventType.INVOICE_CREATED, {"invoice": {"id": "x"}})
+    worker = worker_for(clock)
+    try:
+        assert await worker.run_once() == 3
+    finally:
+        await worker.close()
+
+    assert receiver.ids() == [first.public_id, second.public_id, deployment.public_id]
+    assert [r.verified(SECRET) for r in receiver.received] == [
+        {"type": "balance.low", "timestamp": "2026-01-15T12:00:00+00:00", "data": {"available": "4.5", "sequence": 1}},
+        {
+            "type": "balance.depleted",
+            "timestamp": "2026-01-15T12:00:01+00:00",
+            "data": {"available": "0", "sequence": 2},
+        },
+        {
+            "type": "invoice.created",
+            "timestamp": "2026-01-15T12:00:00+00:00",
+            "data": {"invoice": {"id": "x"}, "sequence": None},
+        },
+    ]
+    headers = receiver.received[0].headers
+    assert headers["content-type"] == "application/json"
+    assert headers["user-agent"] == "Creditline-Webhooks/1.0"
+    assert headers["webhook-signature"].startswith("v1,")
+    assert " " not in headers["webhook-signature"]
+    with pytest.raises(WebhookVerificationError):
+        receiver.received[0].verified(OTHER_SECRET)
+    delivery = await WebhookDelivery.get(event_id=first.id)
+    assert (delivery.status.value, delivery.attempts, delivery.last_status_code, delivery.last_response) == (
+        "SUCCEEDED",
+        1,
+        200,
+        "ok",
+    )
+    assert (delivery.delivered_at, delivery.next_attempt_at, delivery.endpoint_id) == (T0, None, hook.id)
+    assert [(a.attempt, a.status_code, a.response_body, a.error) for a in await WebhookAttempt.all()] == [
+        (1, 200, "ok", None)
+    ] * 3
+    assert await OutboxEvent.filter(dispatched_at=None).count() == 0
+
+
+async def test_endpoints_get_the_types_and_organization_they_ask_for_and_nothing_from_before(
+    db: Backend, clock: Clock, receiver: Receiver
+) -> None:
+    every = await endpoint(receiver.url)
+    lows = await endpoint(receiver.url, event_types="balance.low balance.recovered")
+    pool = await endpoint(receiver.url, organization_id=5)
+    disabled = await endpoint(receiver.url, status="DISABLED")
+    low = await emitted(EventType.BALANCE_LOW, {}, account_id=1, organization_id=5)
+    paid = await emitted(EventType.PAYMENT_SUCCEEDED, {}, account_id=2, organization_id=6)
+    later = await endpoint(receiver.url, created_at=T0 + timedelta(seconds=1))
+    worker = worker_for(clock)
+    try:
+        await worker.run_once()
+    finally:
+        await worker.close()
+
+    sent = sorted((d.event_id, d.endpoint_id) for d in await WebhookDelivery.all())
+    assert sent == [(low.id, every.id), (low.id, lows.id), (low.id, pool.id), (paid.id, every.id)]
+    assert disabled.id not in {e for _, e in sent}
+    assert later.id not in {e for _, e in sent}
+    assert sorted(receiver.ids()) == sorted([low.public_id] * 3 + [paid.public_id])
+
+
+async def test_down_500_and_slow_receivers_get_every_event_once_with_the_same_id(
+    db: Backend, clock: Clock, receiver: Receiver
+) -> None:
+    await endpoint(receiver.url)
+    events = [await emitted(EventType.BALANCE_LOW, {"n": n}, account_id=3) for n in range(3)]
+    worker = worker_for(clock)
+    try:
+        await receiver.stop()  # down: the connection is refused
+        assert await worker.run_once() == 3
+        assert await delivery_states() == [(1, "PENDING", 1)] * 3
+        first = await WebhookDelivery.first()
+        assert first is not None
+        assert first.last_error is not None
+        assert "ConnectError" in first.last_error
+        assert first.next_attempt_at == T0 + timedelta(seconds=10)
+
+        await receiver.start()
+        receiver.status = 500
+        receiver.answer = "x" * 5000
+        clock.advance(timedelta(seconds=10))
+        assert await worker.run_once() == 3
+        failed = await WebhookDelivery.first()
+        assert failed is not None
+        assert (failed.last_status_code, failed.last_response, failed.attempts) == (500, "x" * 1024, 2)
+        assert failed.next_attempt_at == clock.now() + timedelta(seconds=20)
+
+        receiver.status, receiver.answer, receiver.delay = 200, "ok", 2.0  # past the 0.5 s timeout
+        clock.advance(timedelta(seconds=20))
+        assert await worker.run_once() == 3
+        slow = await WebhookDelivery.first()
+        assert slow is not None
+        assert (slow.last_status_code, slow.last_error) == (None, "timed out after 0.5 s")
+
+        receiver.delay = 0.0
+        clock.advance(timedelta(seconds=40))
+        assert await worker.run_once() == 3
+        assert await worker.run_once() == 0  # nothing left
+    finally:
+        await worker.close()
+
+    assert await delivery_states() == [(1, "SUCCEEDED", 4)] * 3
+    ids = receiver.ids()
+    assert sorted(set(ids)) == sorted(e.public_id for e in events)
+    assert all(ids.count(e.public_id) == 3 for e in events)  # 500, slow, then 200: never another id
+    for received in receiver.received:
+        received.verified(SECRET)
+    attempts = [(a.attempt, a.status_code) for a in await WebhookAttempt.filter(delivery_id=1).order_by("attempt")]
+    assert attempts == [(1, None), (2, 500), (3, None), (4, 200)]
+    hook = await WebhookEndpoint.get()
+    assert hook.failing_since is None  # a success resets it
+
+
+async def test_back_off_doubles_with_jitter_then_fails_after_the_retry_period(db: Backend, clock: Clock) -> None:
+    await endpoint("http://127.0.0.1:9/never")  # discard port: nothing listens
+    await endpoint("http://127.0.0.1:9/again")
+    await emitted(EventType.PAYMENT_FAILED, {})
+    worker = worker_for(clock, webhook_retry_hours=1)
+    started = clock.now()
+    waits: list[timedelta] = []
+    try:
+        while True:
+            await worker.run_once()
+            delivery = await WebhookDelivery.get(endpoint_id=1)
+            if delivery.status.value != "PENDING":
+                break
+            assert delivery.next_attempt_at is not None
+            waits.append(delivery.next_attempt_at - clock.now())
+            clock.freeze(delivery.next_attempt_at)
+    finally:
+        await worker.close()
+
+    assert [w.total_seconds() for w in waits] == [10, 20, 40, 80, 160, 320, 640, 1280, 1050]  # the last: the end
+    assert clock.now() == started + timedelta(hours=1)
+    assert (delivery.status.value, delivery.attempts, delivery.next_attempt_at) == ("FAILED", 10, None)
+    assert [b.total_seconds() for b in map(backoff_ceiling, [1, 2, 12, 13, 40])] == [10, 20, 20480, 21600, 21600]
+
+
+def test_full_jitter_draws_between_a_second_and_the_ceiling_and_never_past_the_deadline() -> None:
+    rng = random.Random(7)
+    waits = [next_attempt_at(T0, 3, T0 + timedelta(days=3), rng) - T0 for _ in range(200)]
+    assert min(waits) >= timedelta(seconds=1)
+    assert max(waits) <= timedelta(seconds=40)
+    assert len(set(waits)) > 100  # jittered, not one value
+    assert next_attempt_at(T0, 30, T0 + timedelta(minutes=5), Highest()) == T0 + timedelta(minutes=5)
+
+
+async def test_an_endpoint_failing_for_the_retry_period_is_disabled_and_the_others_hear_of_it(
+    db: Backend, clock: Clock, receiver: Receiver
+) -> None:
+    failing = await endpoint("http://127.0.0.1:9/down")
+    listener = await endpoint(receiver.url, event_types="webhook_endpoint.disabled", secret=OTHER_SECRET)
+    await emitted(EventType.BALANCE_LOW, {}, account_id=1)
+    worker = worker_for(clock, webhook_retry_hours=1)
+    try:
+        await worker.run_once()
+        await emitted(EventType.BALANCE_DEPLETED, {}, clock.now() + timedelta(minutes=59), account_id=1)
+        clock.advance(timedelta(minutes=59))
+        await worker.run_once()
+        assert (await WebhookEndpoint.get(id=failing.id)).status.value == "ENABLED"
+        clock.advance(timedelta(minutes=1))
+        await worker.run_once()
+    finally:
+        await worker.close()
+
+    hook = await WebhookEndpoint.get(id=failing.id)
+    assert (hook.status.value, hook.disabled_reason, hook.disabled_at) == (
+        "DISABLED",
+        "Every delivery failed for 1 hours",
+        T0 + timedelta(hours=1),
+    )
+    assert [(d.endpoint_id, d.status.value) for d in await WebhookDelivery.all().order_by("id")] == [
+        (failing.id, "FAILED"),
+        (failing.id, "FAILED"),
+        (listener.id, "SUCCEEDED"),
+    ]
+    assert [r.verified(OTHER_SECRET) for r in receiver.received] == [
+        {
+            "type": "webhook_endpoint.disabled",
+            "timestamp": "2026-01-15T13:00:00+00:00",
+            "data": {
+                "endpoint": {"id": encode_id("WebhookEndpoint", failing.id), "url": "http://127.0.0.1:9/down"},
+                "reason": "Every delivery failed for 1 hours",
+                "sequence": None,
+            },
+        }
+    ]
+
+
+async def test_a_redirect_is_a_failure_and_not_followed(db: Backend, clock: Clock) -> None:
+    async with receiving(status=302, location="http://127.0.0.1:9/elsewhere") as redirecting:
+        await endpoint(redirecting.url)
+        await emitted(EventType.REFUND_CREATED, {})
+        worker = worker_for(clock)
+        try:
+            await worker.run_once()
+        finally:
+            await worker.close()
+    assert len(redirecting.received) == 1
+    delivery = await WebhookDelivery.get()
+    assert (delivery.status.value, delivery.last_status_code, delivery.last_error) == (
+        "PENDING",
+        302,
+        "redirect not followed (to http://127.0.0.1:9/elsewhere)",
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://127.0.0.1:{port}/h", "127.0.0.1 is a loopback address"),
+        ("http://10.1.2.3:{port}/h", "10.1.2.3 is a private address"),
+        ("http://169.254.169.254:{port}/h", "169.254.169.254 is a link-local address"),
+        ("http://[::1]:{port}/h", "::1 is a loopback address"),
+        ("http://[::ffff:127.0.0.1]:{port}/h", "::ffff:127.0.0.1 is a loopback address"),
+        ("http://0.0.0.0:{port}/h", "0.0.0.0 is an unspecified address"),
+        ("http://localhost:{port}/h", "is a loopback address"),
+    ],
+)
+async def test_private_addresses_are_refused_without_the_setting(
+    db: Backend, clock: Clock, receiver: Receiver, url: str, why: str
+) -> None:
+    await endpoint(url.format(port=receiver.port))
+    await emitted(EventType.BALANCE_LOW, {}, account_id=1)
+    worker = worker_for(clock, webhook_allow_private=False)
+    try:
+        await worker.run_once()
+    finally:
+        await worker.close()
+    assert receiver.received == []
+    delivery = await WebhookDelivery.get()
+    assert delivery.status.value == "PENDING"
+    assert delivery.last_status_code is None
+    assert delivery.last_error is not None
+    assert why in delivery.last_error
+    assert "CREDITLINE_WEBHOOK_ALLOW_PRIVATE is off" in delivery.last_error
+
+
+async def test_a_name_is_checked_by_every_address_it_resolves_to_and_connected_to_the_checked_one(
+    db: Backend, clock: Clock, receiver: Receiver
+) -> None:
+    async def rebinding(host: str, port: int) -> list[str]:
+        # One resolution only: a second one (a rebinding DNS answer) would say 93.184.216.34.
+        assert host == "hooks.example.com"
+        resolved.append(host)
+        return ["127.0.0.1"]
+
+    resolved: list[str] = []
+    await endpoint(f"http://hooks.example.com:{receiver.port}/hooks")
+    await emitted(EventType.BALANCE_LOW, {}, account_id=1)
+    refused = DeliveryWorker(build_services(webhook_settings(webhook_allow_private=False), clock), resolver=rebinding)
+    try:
+        await refused.run_once()
+    finally:
+        await refused.close()
+    delivery = await WebhookDelivery.get()
+    assert delivery.last_error == (
+        "refused: hooks.example.com resolves to 127.0.0.1 is a loopback address"
+        " (CREDITLINE_WEBHOOK_ALLOW_PRIVATE is off)"
+    )
+    assert receiver.received == []
+
+    clock.advance(timedelta(seconds=10))
+    allowed = DeliveryWorker(build_services(webhook_settings(), clock), resolver=rebinding)
+    try:
+        await allowed.run_once()
+    finally:
+        await allowed.close()
+    assert len(receiver.received) == 1
+    assert receiver.received[0].headers["host"] == f"hooks.example.com:{receiver.port}"
+    assert resolved == ["hooks.example.com", "hooks.example.com"]  # once per attempt
+    assert (await WebhookDelivery.get()).status.value == "SUCCEEDED"
+
+
+def test_the_address_rule() -> None:
+    assert [refusal(a) for a in ("93.184.216.34", "2606:4700::1111", "::ffff:93.184.216.34")] == [None] * 3
+    assert refusal("192.168.0.1") == "192.168.0.1 is a private address"
+    assert refusal("fe80::1") == "fe80::1 is a link-local address"
+    assert refusal("fc00::1") == "fc00::1 is a private address"
+    assert refusal("224.0.0.1") == "224.0.0.1 is a multicast address"
+    assert refusal("100.64.0.1") == "100.64.0.1 is not a public address"
+    assert refusal("::") == ":: is an unspecified address"
+    assert refusal("240.0.0.1") == "240.0.0.1 is a reserved address"
+
+
+async def test_during_a_rotation_both_secrets_sign_and_after_it_only_the_new(
+    db: Backend, clock: Clock, receiver: Receiver
+) -> None:
+    await endpoint(receiver.url, previous_secret=OLD_SECRET, previous_secret_expires_at=T0 + timedelta(hours=1))
+    await emitted(EventType.BALANCE_LOW, {}, account_id=1)
+    worker = worker_for(clock)
+    try:
+        await worker.run_once()
+        clock.advance(timedelta(hours=1))
+        await emitted(EventType.BALANCE_RECOVERED, {}, clock.now(), account_id=1)
+        await worker.run_once()
+    finally:
+        await worker.close()
+    during, after = receiver.received
+    assert during.verified(SECRET) == during.verified(OLD_SECRET)
+    assert len(during.headers["webhook-signature"].split(" ")) == 2
+    assert after.verified(SECRET)["type"] == "balance.recovered"
+    with pytest.raises(WebhookVerificationError):
+        after.verified(OLD_SECRET)
+    assert Webhook(SECRET).verify(after.body, after.headers) == json.loads(after.body)
+
+
+async def test_the_sweep_prunes_events_past_retention_with_their_deliveries(db: Backend, clock: Clock) -> None:
+    hook = await endpoint("http://127.0.0.1:9/x")
+    old = [await emitted(EventType.BALANCE_LOW, {}, T0, account_id=a) for a in (1, 1, 2)]
+    await emitted(EventType.INVOICE_CREATED, {}, T0)
+    worker = worker_for(clock)
+    try:
+        await worker.run_once()
+    finally:
+        await worker.close()
+    assert await WebhookAttempt.all().count() == 4
+    clock.advance(timedelta(days=31))
+    recent = await emitted(EventType.BALANCE_LOW, {}, clock.now(), account_id=1)
+    services = build_services(webhook_settings(), clock)
+
+    assert await prune_events(services) == 3  # account 1's older two, the deployment's; 2's newest stays
+    assert sorted(e.id for e in await OutboxEvent.all()) == sorted([old[2].id, recent.id])
+    assert [d.event_id for d in await WebhookDelivery.all()] == [old[2].id]
+    assert await WebhookAttempt.all().count() == 1
+    assert await WebhookEndpoint.filter(id=hook.id).exists()
+
+
+async def test_one_slow_endpoint_does_not_hold_back_the_others(db: Backend, clock: Clock) -> None:
+    async with receiving(delay=0.4) as slow, receiving() as fast:
+        await endpoint(slow.url, event_types="balance.low")
+        await endpoint(fast.url, event_types="balance.depleted")
+        for n in range(8):
+            await emitted(EventType.BALANCE_LOW, {"n": n}, account_id=1)
+        for n in range(8):
+            await emitted(EventType.BALANCE_DEPLETED, {"n": n}, account_id=2)
+        worker = DeliveryWorker(
+            build_services(webhook_settings(webhook_timeout_seconds=5), clock), concurrency=6, per_endpoint=2
+        )
+        try:
+            run = asyncio.create_task(worker.run_once())
+            await fast.wait_for(8, within=3)
+            assert len(slow.received) <= 4  # two at a time, 0.4 s each: the fast ones did not wait for them
+            await run
+        finally:
+            await worker.close()
+        assert len(slow.received) == 8
