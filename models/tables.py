@@ -507,6 +507,8 @@ class SpendLimit(Model):
     tripped_at = fields.DatetimeField(null=True, description="Velocity: when it last tripped")
     paused_until = fields.DatetimeField(null=True, description="Velocity: the pause ends (null: until resumed)")
     paused = fields.BooleanField(default=False, db_default=False, description="Velocity: the subject is paused")
+    reached_period = fields.BigIntField(null=True, description="The period whose reached event was emitted")
+    """So that a BLOCK limit's refusals emit spend_limit.reached (or budget.reached) once per period."""
     created_at = fields.DatetimeField()
     updated_at = fields.DatetimeField()
 
