@@ -4,6 +4,7 @@ tests' clock is frozen at."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import pytest
 from tortoise import connections
+
+from creditline.db_backends import DatabaseUnavailable
 
 REQUIRE_SERVICES = os.environ.get("CREDITLINE_REQUIRE_SERVICES") == "1"
 POSTGRES_URL = os.environ.get("CREDITLINE_TEST_POSTGRES_URL", "")
@@ -68,7 +71,16 @@ async def reset(backend: Backend) -> None:
     """Empty every table (the per-test fixture and property tests that need a clean slate per example)."""
     conn = connections.get("default")
     if backend.name == "postgres":
-        await conn.execute_script(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+        # TRUNCATE takes every table's exclusive lock: on a loaded machine (the suite runs in parallel processes)
+        # it can outlast the pool's bounds once, while a previous test's connection is still being let go.
+        for attempt in range(3):
+            try:
+                await conn.execute_script(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+                return
+            except DatabaseUnavailable:
+                if attempt == 2:
+                    raise
+                await asyncio.sleep(0.5)
     else:
         await conn.execute_script("".join(f"DELETE FROM {table};" for table in TABLES) + "DELETE FROM sqlite_sequence;")
 
