@@ -16,19 +16,16 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import httpx
 import pytest
 
 from models.ids import encode_id
-from tests.support.backends import POSTGRES_URL, skip_or_fail
+from tests.support.backends import scratch_postgres
 from tests.support.processes import served
 
 SPENDS = 240
@@ -84,23 +81,9 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     if request.param == "sqlite":
         yield f"sqlite://{tmp_path}/beside.sqlite3"
         return
-    if not POSTGRES_URL:
-        skip_or_fail("PostgreSQL half skipped: set CREDITLINE_TEST_POSTGRES_URL to run it")
-    name = f"creditline_cli_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(POSTGRES_URL, timeout=5)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    try:
-        # Small pools: a server and nine commands at once, on a PostgreSQL other test runs share.
-        yield urlunsplit(urlsplit(POSTGRES_URL)._replace(path=f"/{name}", query="minsize=1&maxsize=5"))
-    finally:
-        conn = await asyncpg.connect(POSTGRES_URL, timeout=5)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
+    # Small pools: a server and nine commands at once, on a PostgreSQL other test runs share.
+    async with scratch_postgres("creditline_cli", "minsize=1&maxsize=5") as url:
+        yield url
 
 
 def environment(database_url: str, **extra: str) -> dict[str, str]:

@@ -11,7 +11,6 @@ import os
 import signal
 import sqlite3
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +20,7 @@ import asyncpg
 import pytest
 
 from models.outbox import new_public_id
-from tests.support.backends import POSTGRES_URL, skip_or_fail
+from tests.support.backends import scratch_postgres
 from tests.support.processes import cli, served
 from tests.support.webhook_receiver import Receiver, receiving
 
@@ -43,24 +42,8 @@ async def postgres_url() -> AsyncIterator[str]:
         yield url
 
 
-@contextlib.asynccontextmanager
-async def fresh_postgres() -> AsyncIterator[str]:
-    if not POSTGRES_URL:
-        skip_or_fail("PostgreSQL half skipped: set CREDITLINE_TEST_POSTGRES_URL to run it")
-    name = f"creditline_hooks_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(POSTGRES_URL, timeout=5)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    try:
-        yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        conn = await asyncpg.connect(POSTGRES_URL, timeout=5)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
+def fresh_postgres() -> contextlib.AbstractAsyncContextManager[str]:
+    return scratch_postgres("creditline_hooks")
 
 
 def environment(database_url: str, **extra: str) -> dict[str, str]:

@@ -5,11 +5,15 @@ tests' clock is frozen at."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
 import pytest
 from tortoise import connections
 
@@ -65,6 +69,28 @@ def skip_or_fail(reason: str) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(f"{reason} (CREDITLINE_REQUIRE_SERVICES=1)")
     pytest.skip(reason)
+
+
+@contextlib.asynccontextmanager
+async def scratch_postgres(prefix: str, query: str = "") -> AsyncIterator[str]:
+    """A PostgreSQL database of its own for a test that starts server or CLI processes on it (the URL, with
+    ``query`` appended), dropped after; skipped (or failed, with CREDITLINE_REQUIRE_SERVICES=1) without one."""
+    if not POSTGRES_URL:
+        skip_or_fail("PostgreSQL half skipped: set CREDITLINE_TEST_POSTGRES_URL to run it")
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(POSTGRES_URL, timeout=5)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    try:
+        yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}" + (f"?{query}" if query else "")
+    finally:
+        conn = await asyncpg.connect(POSTGRES_URL, timeout=5)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
 
 
 async def reset(backend: Backend) -> None:
