@@ -15,10 +15,11 @@ from tortoise.transactions import in_transaction
 from models import ledger
 from models.balance import Balance
 from models.credits import MICRO
+from models.ledger import BalanceChange
+from models.ledger.alerts import AlertChanged
 from models.sql import Sql
 from models.tables import CreditAccount, CreditKind, CreditLot, LedgerEntry, LotSource, UsageEvent
 from tests.support.backends import T0, Backend
-from tests.support.events import balance_changes
 from tests.support.snapshots import changed, snapshot
 
 HOUR = timedelta(hours=1)
@@ -275,8 +276,17 @@ async def test_a_refund_voids_only_what_the_lot_kept_after_paying_the_debt(db: B
         voided, changes = await ledger.void_lot_locked(sql, row, topped.lot_id, 5 * MICRO, "Refund", T0)
 
     assert voided == 2 * MICRO
-    (change,) = balance_changes(changes)
+    change, depleted = changes
+    assert isinstance(change, BalanceChange)
     assert change.balance == Balance(0, 0, 0, owed=0, overdraft=5 * MICRO)
+    # 2 -> 0: the void depleted the account, and hands its alert back with its balance change, to publish.
+    assert isinstance(depleted, AlertChanged)
+    assert (depleted.event_type, depleted.level, depleted.previous, depleted.available) == (
+        "balance.depleted",
+        0,
+        2 * MICRO,
+        0,
+    )
     assert await owed(account_id) == 0  # the repaid part was spent credit: a refund does not bring the debt back
     assert (await entries(account_id))[-1] == ("REFUND", -2 * MICRO, 0, -2 * MICRO, 0, 0)
 
