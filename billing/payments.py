@@ -16,7 +16,7 @@ from creditline.services import Services
 from gateway.base import Gateway, GatewayError, GatewayUnavailable, InvalidPaymentToken
 from models import money, payments, subscriptions
 from models.credits import MICRO
-from models.ledger import BalanceChange, IdempotencyKey
+from models.ledger import Event, IdempotencyKey
 from models.tables import PaymentMethod as PaymentMethodRow
 from models.tables import Transaction as TransactionRow
 from models.tables import TransactionStatus, TransactionType
@@ -67,7 +67,7 @@ def subscription_billing(services: Services) -> subscriptions.Billing:
 
 async def record_answer(
     services: Services, txn: TransactionRow, *, succeeded: bool, reference: str | None, failure_reason: str | None
-) -> tuple[TransactionRow, tuple[BalanceChange, ...]]:
+) -> tuple[TransactionRow, tuple[Event, ...]]:
     """Record a gateway's answer to a PENDING payment: a subscription period moves its subscription too.
     The caller publishes the returned changes (after commit, which has happened on return)."""
     if txn.subscription_id is not None:

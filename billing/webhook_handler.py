@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from gateway.base import Gateway, GatewayEvent
-from models.ledger import BalanceChange
+from models.ledger import Event
 from models.plans import PlanCatalog
 from models.subscriptions import Billing
 
@@ -27,7 +27,7 @@ class WebhookContext:
     now: datetime
 
 
-Changes = tuple[BalanceChange, ...]
+Changes = tuple[Event, ...]
 """The balance changes a handler committed; the caller publishes them (after commit)."""
 
 Handler = Callable[[GatewayEvent, WebhookContext], Awaitable[Changes | None]]

@@ -15,7 +15,7 @@ from typing import Any
 from tortoise.transactions import in_transaction
 
 from models import event_data, ledger, payments
-from models.ledger import BalanceChange
+from models.ledger import Event
 from models.outbox import EventType
 from models.plans import PlanCatalog, PlanSpec
 from models.sql import Sql, as_datetime
@@ -90,7 +90,7 @@ async def link(subscription_id: int, reference: str) -> None:
 
 async def record_invoice_paid(
     subscription_id: int, invoice: BilledPeriod, plan: PlanSpec | None, plans: PlanCatalog, now: datetime
-) -> tuple[BalanceChange, ...]:
+) -> tuple[Event, ...]:
     """Grant and invoice the period a processor invoice paid for, once per invoice: the first period completes
     the PENDING transaction ``start`` wrote; a renewal writes its own (idempotency key: the invoice id). The plan
     is the one billed (``plan``, from the invoice's price): a plan change takes effect with this period."""

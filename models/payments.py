@@ -20,7 +20,7 @@ from tortoise.transactions import in_transaction
 
 from models import event_data, ledger
 from models.credits import format_credits
-from models.ledger import BalanceChange, IdempotencyConflictError, IdempotencyKey, LedgerError
+from models.ledger import Event, IdempotencyConflictError, IdempotencyKey, LedgerError
 from models.money import Price
 from models.sql import Sql
 from models.tables import (
@@ -134,11 +134,11 @@ async def settled(transaction: Transaction, *, wait_seconds: float, now: datetim
 
 async def complete(
     transaction_id: int, *, succeeded: bool, reference: str | None, failure_reason: str | None, now: datetime
-) -> tuple[Transaction, tuple[BalanceChange, ...]]:
+) -> tuple[Transaction, tuple[Event, ...]]:
     """Record the gateway's answer to a top-up. Success grants a PAID lot and issues the invoice, in one
     transaction; only a PENDING transaction changes, so completing twice grants once."""
     account_id = (await Transaction.get(id=transaction_id)).account_id
-    changes: tuple[BalanceChange, ...] = ()
+    changes: tuple[Event, ...] = ()
     async with in_transaction() as conn:
         sql = Sql(conn)
         account = await ledger.lock_account(sql, account_id)
@@ -176,7 +176,7 @@ async def record_success(
     invoice_line: str,
     reference: str | None,
     now: datetime,
-) -> tuple[BalanceChange, ...]:
+) -> tuple[Event, ...]:
     """Grant the paid credit, mark the transaction SUCCEEDED and issue its invoice (under the account lock)."""
     granted = await ledger.grant_locked(
         sql, account, int(row["credits"]), CreditKind.PAID, source, expires_at, lot_reason, now
@@ -191,7 +191,7 @@ async def record_success(
     )
     await _issue_invoice(sql, row, int(account["id"]), invoice_line, now)
     await event_data.payment_settled(sql, account, int(row["id"]), now)
-    return tuple(c for c in granted.changes if isinstance(c, BalanceChange))
+    return granted.changes  # the balance change and the alerts it resolved (a top-up's balance.recovered)
 
 
 async def record_failure(

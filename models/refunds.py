@@ -12,7 +12,7 @@ from datetime import datetime
 from tortoise.transactions import in_transaction
 
 from models import event_data, ledger
-from models.ledger import BalanceChange, IdempotencyConflictError, IdempotencyKey
+from models.ledger import Event, IdempotencyConflictError, IdempotencyKey
 from models.sql import Sql
 from models.tables import Refund, RefundStatus, Transaction, TransactionStatus
 
@@ -92,11 +92,11 @@ async def _refusal(sql: Sql, transaction_id: int, amount: int | None) -> tuple[i
 
 async def complete(
     refund_id: int, *, succeeded: bool, reference: str | None, failure_reason: str | None, now: datetime
-) -> tuple[Refund, tuple[BalanceChange, ...]]:
+) -> tuple[Refund, tuple[Event, ...]]:
     """Record the gateway's answer. Success voids the credit in proportion to the money returned: refunds
     that add up to the whole payment void all of its credit, as far as it is unspent."""
     refund = await Refund.get(id=refund_id)
-    changes: tuple[BalanceChange, ...] = ()
+    changes: tuple[Event, ...] = ()
     async with in_transaction() as conn:
         sql = Sql(conn)
         account = await ledger.lock_account(sql, refund.account_id)
@@ -123,10 +123,9 @@ async def complete(
         assert txn is not None
         credits, paid, before = int(txn["credits"]), int(txn["amount"]), int(txn["refunded_before"])
         share = credits * (before + refund.amount) // paid - credits * before // paid
-        voided, change = await ledger.void_lot_locked(
+        voided, changes = await ledger.void_lot_locked(
             sql, account, int(txn["lot_id"]), share, refund.reason or "Refund", now
         )
-        changes = () if change is None else (change,)
         await sql.execute(
             "UPDATE refunds SET status = 'SUCCEEDED', credits = $1, gateway_reference = $2, completed_at = $3"
             " WHERE id = $4",

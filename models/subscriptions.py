@@ -24,7 +24,7 @@ from tortoise.transactions import in_transaction
 
 from models import event_data, ledger, payments
 from models.credits import format_credits
-from models.ledger import BalanceChange, IdempotencyConflictError, IdempotencyKey
+from models.ledger import Event, IdempotencyConflictError, IdempotencyKey
 from models.outbox import EventType
 from models.plans import PlanCatalog, PlanSpec
 from models.sql import Sql, as_datetime
@@ -167,10 +167,10 @@ async def complete(
     plans: PlanCatalog,
     billing: Billing,
     now: datetime,
-) -> tuple[Transaction, tuple[BalanceChange, ...]]:
+) -> tuple[Transaction, tuple[Event, ...]]:
     """Record the gateway's answer to a subscription payment and move the subscription, in one transaction."""
     txn = await Transaction.get(id=transaction_id)
-    changes: tuple[BalanceChange, ...] = ()
+    changes: tuple[Event, ...] = ()
     async with in_transaction() as conn:
         sql = Sql(conn)
         account = await ledger.lock_account(sql, txn.account_id)
@@ -204,7 +204,7 @@ async def grant_period(
     plans: PlanCatalog,
     reference: str | None,
     now: datetime,
-) -> tuple[BalanceChange, ...]:
+) -> tuple[Event, ...]:
     """Complete the PENDING payment ``row`` of a period (its lot and invoice) and make the subscription ACTIVE
     for that period, unless it is an earlier period than the one known or the subscription was canceled."""
     start, end = as_datetime(row["period_start"]), as_datetime(row["period_end"])

@@ -261,14 +261,17 @@ async def rotate_secret(
 _UPSERT_DELIVERY = (
     "INSERT INTO webhook_deliveries (endpoint_id, event_id, status, attempts, next_attempt_at, created_at)"
     " VALUES ($1, $2, 'PENDING', 0, $3, $3) ON CONFLICT (endpoint_id, event_id)"
-    " DO UPDATE SET status = 'PENDING', next_attempt_at = $3, delivered_at = NULL RETURNING id"
+    " DO UPDATE SET status = 'PENDING', attempts = 0, next_attempt_at = $3, delivered_at = NULL RETURNING id"
 )
 
 
 async def redeliver(endpoint: WebhookEndpoint, event: OutboxEvent, now: datetime) -> WebhookDelivery:
-    """The event's delivery to the endpoint, back to PENDING and due now (its attempts and their log stay:
-    the log keeps counting). An endpoint that never had a delivery of it gets one if it takes the event
-    (``wants``), else ``EventNotWantedError``. The ``webhook-id`` stays the event's ``public_id``. One upsert:
+    """The event's delivery to the endpoint, back to PENDING and due now, as a new retry series: ``attempts``
+    goes back to 0, so the next attempt is logged as attempt 1 and the worker measures the retry period from
+    it (not from the first attempt of the old series, days ago, which would fail it after one try). The old
+    series' attempts stay in the log, before the new ones (it is in the order they were made). An endpoint
+    that never had a delivery of it gets one if it takes the event (``wants``), else ``EventNotWantedError``.
+    The ``webhook-id`` stays the event's ``public_id``. One upsert:
     a delivery the worker's fan-out makes meanwhile is the one reset."""
     had = await WebhookDelivery.exists(endpoint_id=endpoint.id, event_id=event.id)
     if not had and not wants(endpoint, event):

@@ -198,6 +198,6 @@ class Loaders:
 
     async def _webhook_attempts(self, keys: list[int]) -> list[list[WebhookAttempt]]:
         grouped: dict[int, list[WebhookAttempt]] = {k: [] for k in keys}
-        for attempt in await WebhookAttempt.filter(delivery_id__in=keys).order_by("attempt", "id"):
+        for attempt in await WebhookAttempt.filter(delivery_id__in=keys).order_by("id"):
             grouped[attempt.delivery_id].append(attempt)
         return [grouped[k] for k in keys]

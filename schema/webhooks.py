@@ -64,7 +64,7 @@ class WebhookEventConnection:
 
 @strawberry.type(description="One try of a delivery: what the endpoint answered, or why there was no answer.")
 class WebhookAttempt:
-    attempt: int = strawberry.field(description="1 for the first try")
+    attempt: int = strawberry.field(description="1 for the first try of a series (a redelivery starts one)")
     status_code: int | None = strawberry.field(description="The HTTP status answered; null: no answer")
     latency_ms: int | None
     response_body: str | None = strawberry.field(description="The start of the answer's body (1024 characters)")
@@ -78,7 +78,7 @@ class WebhookDelivery(relay.Node):
     status: WebhookDeliveryStatus = strawberry.field(
         description="PENDING (due at nextAttemptAt), SUCCEEDED, or FAILED (given up)"
     )
-    attempts: int = strawberry.field(description="How many tries so far")
+    attempts: int = strawberry.field(description="How many tries so far in this series (a redelivery restarts it at 0)")
     last_status_code: int | None
     last_latency_ms: int | None
     last_attempt_at: datetime | None
@@ -95,7 +95,7 @@ class WebhookDelivery(relay.Node):
         assert row is not None, "a delivery goes with its event (ON DELETE CASCADE)"
         return WebhookEvent.of(row)
 
-    @strawberry.field(description="Every try, first first")
+    @strawberry.field(description="Every try, first first; a redelivery starts a new series at attempt 1")
     async def attempt_log(self, info: Info[Context, None]) -> list[WebhookAttempt]:
         return [
             WebhookAttempt(

@@ -22,6 +22,7 @@ import httpx
 from standardwebhooks import Webhook
 
 from models.webhook_deliveries import RESPONSE_LIMIT, Claimed, Outcome
+from models.webhook_urls import is_public_address, literal_address
 
 USER_AGENT = "Creditline-Webhooks/1.0"
 READ_LIMIT = 4 * RESPONSE_LIMIT
@@ -46,8 +47,12 @@ async def resolve(host: str, port: int) -> list[str]:
 
 
 def refusal(address: str) -> str | None:
-    """Why an address is refused without ``webhook_allow_private`` (``None``: it is public)."""
-    ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(address.split("%", 1)[0])
+    """Why an address is refused without ``webhook_allow_private`` (``None``: it is public). The decision is
+    ``models.webhook_urls.is_public_address``, the rule the admin API checks a registered URL's host by; this
+    only names the kind of address for the attempt's error."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])  # an IPv6 zone (``fe80::1%eth0``) names no address
+    if is_public_address(ip):
+        return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     for kind, flag in (
@@ -60,9 +65,7 @@ def refusal(address: str) -> str | None:
     ):
         if flag:
             return f"{address} is {kind} address"
-    if not ip.is_global:  # shared (100.64.0.0/10) and other special ranges
-        return f"{address} is not a public address"
-    return None
+    return f"{address} is not a public address"  # shared (100.64.0.0/10) and other special ranges
 
 
 async def checked_addresses(url: httpx.URL, allow_private: bool, resolver: Resolver) -> list[str]:
@@ -70,10 +73,9 @@ async def checked_addresses(url: httpx.URL, allow_private: bool, resolver: Resol
     if url.scheme not in ("http", "https") or not url.host:
         raise Refused(f"not an http(s) URL: {url}")
     port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        ipaddress.ip_address(url.host)
+    if literal_address(url.host) is not None:
         addresses = [url.host]
-    except ValueError:
+    else:
         try:
             addresses = await resolver(url.host, port)
         except OSError as exc:

@@ -15,7 +15,7 @@ from models.balance import Balance, account_balance
 from models.credits import MAX_MICRO
 from models.ledger import alerts
 from models.ledger.entries import _append, _change, _save_account
-from models.ledger.errors import BalanceChange, BalanceLimitError, GrantResult, IdempotencyKey, LedgerError
+from models.ledger.errors import BalanceLimitError, Event, GrantResult, IdempotencyKey, LedgerError
 from models.ledger.locking import _lock_account, _raise_if_refused, _read_stored, _refuse, _Replay, _store_response
 from models.ledger.lots import _held_now, _live_lots
 from models.sql import Sql, as_datetime
@@ -127,9 +127,10 @@ async def grant_locked(
 
 async def void_lot_locked(
     sql: Sql, account: dict[str, Any], lot_id: int, credits: int, reason: str, now: datetime
-) -> tuple[int, BalanceChange | None]:
+) -> tuple[int, tuple[Event, ...]]:
     """Take back up to ``credits`` of a lot (a refunded payment), as far as it is unspent and not held.
-    Returns the micro-credits voided and the change to publish (``None`` if nothing was left to void).
+    Returns the micro-credits voided and what to publish: its balance change and the alerts it raised (none
+    if nothing was left to void).
 
     What the lot paid back of a debt when it was granted counts as spent: it is not in ``remaining``, so it
     is never voided, and a void never makes the account owe (it stops at ``available`` 0)."""
@@ -139,7 +140,7 @@ async def void_lot_locked(
     assert lot is not None
     expires = as_datetime(lot["expires_at"])
     if expires is not None and expires <= now:
-        return 0, None  # expired credit is gone already, whether or not the sweep has recorded it
+        return 0, ()  # expired credit is gone already, whether or not the sweep has recorded it
     before = account_balance(
         await _live_lots(sql, int(account["id"])),
         await _held_now(sql, int(account["id"]), int(account["held"]), now),
@@ -148,7 +149,7 @@ async def void_lot_locked(
     )
     voided = min(credits, int(lot["remaining"]), before.available)
     if voided <= 0:
-        return 0, None
+        return 0, ()
     await sql.execute(
         "UPDATE credit_lots SET remaining = remaining - $1,"
         " status = CASE WHEN remaining - $1 = 0 THEN 'VOIDED' ELSE status END WHERE id = $2",
@@ -174,7 +175,7 @@ async def void_lot_locked(
         account,
         now,
     )
-    return voided, _change(account, -voided, "REFUND", after, now)
+    return voided, (_change(account, -voided, "REFUND", after, now), *alerts.taken(account))
 
 
 async def create_user(

@@ -11,8 +11,15 @@ applies by its credits, so a crossing is derived from ``before`` (the standing r
 - reached, by a success: ``before < amount <= after`` (a BLOCK cap let it reach its amount exactly, a NOTIFY
   limit or breaker reached or passed it);
 - reached, by a refusal: the first refusal of a BLOCK cap (over its amount, not a per-run cap) in its period.
-  A refusal changes no usage, so its once-ness is read from the outbox: one statement, on the refused path
-  only, looks for this limit's ``reached`` of this period (``data.periodStart``).
+  A refusal changes no usage, so its once-ness is kept on the limit's row: ``spend_limits.reached_period`` is
+  the bucket (``Period.bucket``) in which the cap was last reached, set under the lock by a passing spend that
+  reaches the amount and by a refusal that emits. A refusal emits only if that bucket no longer counts
+  (``reached_period < Period.since``), in one conditional UPDATE, on the refused path only. For a calendar
+  window (and TOTAL) bucket = since: once per period. For a rolling window this is once per breach episode,
+  an episode lasting until the bucket it was reached in has left the window (one window length at most): the
+  usage that reached the amount is no longer all counted. ``reached_period`` decides events only, never
+  whether a spend passes, so it need not be read in the lock's statement (the spend-limit fold's rule that
+  state deciding a spend is written on the account row does not apply).
 - ``agent.paused``: a BLOCK breaker trips (``limits.trip``), once: while paused, spends are refused before it.
 
 A member's budget (``Standing.is_budget``: the BLOCK CAP MONTH UTC limit of a member on a pool) emits
@@ -85,6 +92,8 @@ async def crossed(
         if before < amount <= after:
             kind = EventType.BUDGET_REACHED if budget else EventType.SPEND_LIMIT_REACHED
             await emit_for(sql, kind, account, _data(s, after, credits), now)
+            if s.limit.kind is LimitKind.CAP and s.blocks:  # the refusals after it are the same episode
+                await _mark_reached(sql, s)
 
 
 def _refused_by(limits: tuple[Standing, ...], refusal: LedgerError, credits: int, pool: bool) -> Standing | None:
@@ -119,18 +128,20 @@ async def refused(
     if s is None:
         return
     kind = EventType.BUDGET_REACHED if s.is_budget(pool) else EventType.SPEND_LIMIT_REACHED
-    start = _period_start(s)
-    limit_id = encode_id("SpendLimit", s.limit.id)
-    found = await sql.fetchrow(
-        "SELECT id FROM events WHERE account_id = $1 AND type = $2 AND data LIKE $3 AND data LIKE $4 LIMIT 1",
-        int(account["id"]),
-        kind.value,
-        f'%"id":"{limit_id}"%',
-        f'%"periodStart":{"null" if start is None else chr(34) + start + chr(34)}%',
+    first = await sql.fetchrow(
+        "UPDATE spend_limits SET reached_period = $1 WHERE id = $2"
+        " AND (reached_period IS NULL OR reached_period < $3) RETURNING id",
+        s.period.bucket,
+        s.limit.id,
+        s.period.since,
     )
-    if found is not None:  # reached already in this period (by a success or an earlier refusal)
+    if first is None:  # reached already in this period or episode (by a success or an earlier refusal)
         return
     await emit_for(sql, kind, account, _data(s, s.spent + s.held, credits), now)
+
+
+async def _mark_reached(sql: Sql, s: Standing) -> None:
+    await sql.execute("UPDATE spend_limits SET reached_period = $1 WHERE id = $2", s.period.bucket, s.limit.id)
 
 
 async def _paused(

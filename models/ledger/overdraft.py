@@ -13,14 +13,16 @@ from tortoise.transactions import in_transaction
 
 from models.balance import Balance
 from models.ledger import alerts
+from models.ledger.alerts import AlertChanged
 from models.ledger.locking import lock_account
 from models.ledger.lots import balance_locked
 from models.sql import Sql
 
 
-async def set_overdraft(account_id: int, overdraft: int, now: datetime) -> Balance:
-    """Set the account's overdraft limit (micro-credits, >= 0) under its lock; the balance it leaves.
-    Raises ``NotFoundError`` for an unknown account."""
+async def set_overdraft(account_id: int, overdraft: int, now: datetime) -> tuple[Balance, tuple[AlertChanged, ...]]:
+    """Set the account's overdraft limit (micro-credits, >= 0) under its lock; the balance it leaves and the
+    alerts it raised or resolved (the caller publishes them after commit). Raises ``NotFoundError`` for an
+    unknown account."""
     assert overdraft >= 0
     async with in_transaction() as conn:
         sql = Sql(conn)
@@ -30,4 +32,4 @@ async def set_overdraft(account_id: int, overdraft: int, now: datetime) -> Balan
         await sql.execute("UPDATE credit_accounts SET overdraft = $1 WHERE id = $2", overdraft, account_id)
         account["overdraft"] = overdraft
         await alerts.check(sql, account, was, now)  # a lower limit can take available below a level (events only)
-        return await balance_locked(sql, account, now)
+        return await balance_locked(sql, account, now), alerts.taken(account)

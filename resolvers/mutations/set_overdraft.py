@@ -15,8 +15,9 @@ from schema.types import CreditAccount, CreditBalance
 async def set_overdraft(info: Info[Context, None], input: SetOverdraftInput) -> SetOverdraftResult:
     """Set an account's overdraft limit. Admin tokens only: an overdraft is credit the platform extends.
 
-    Nothing is published: no credit moves, so no ledger version is taken; subscribers see the new limit with
-    the account's next change (or a snapshot)."""
+    No balance change is published: no credit moves, so no ledger version is taken; subscribers see the new
+    limit with the account's next change (or a snapshot). The alerts the new limit raised or resolved are
+    (alertRaised), after the commit."""
     if denied := require_admin(info):
         return denied
     if input.overdraft < 0:
@@ -28,7 +29,8 @@ async def set_overdraft(info: Info[Context, None], input: SetOverdraftInput) -> 
         assert named is not None, "required: None is a ValidationError"
         return named
     try:
-        balance = await ledger.set_overdraft(int(named.id), int(input.overdraft), info.context.now())
+        balance, alerts = await ledger.set_overdraft(int(named.id), int(input.overdraft), info.context.now())
     except ledger.NotFoundError:
         return NotFound(message="Credit account not found")
+    info.context.services.bus.publish(alerts)
     return SetOverdraftSuccess(account=CreditAccount(id=int(named.id)), balance=CreditBalance.of(balance))

@@ -18,6 +18,7 @@ from models.tables import CreditAccount, OutboxEvent
 from tests.support.backends import Backend, row_counts
 from tests.support.helpers import SPEND, Api, gid
 from tests.support.live import Live, connect, reachable_redis, receive, serve
+from tests.support.payments import TOP_UP, top_up
 
 SET = """
 mutation($input: SetBalanceAlertsInput!) {
@@ -221,6 +222,42 @@ async def test_alert_raised_goes_through_redis(db: Backend, clock: Clock, settin
     url = await reachable_redis()
     async with serve(replace(settings, redis_url=url), clock) as live:
         await watch_alerts(live)
+
+
+async def test_a_top_up_over_an_open_low_alert_pushes_its_recovery(live: Live) -> None:
+    """A paid grant's alert changes reach alertRaised, not only its balance change."""
+    user_id, token = await live.api.user("ada@example.com", bonus=20)
+    await live.api.data(SET, {"input": {"levels": ["10"]}}, token)
+    await spend(live.api, await live.api.service(), user_id, "12", "k1")  # 20 -> 8: low, before watching
+    ws = await connect(live, token)
+    try:
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": WATCH}}))
+        await asyncio.sleep(0.2)  # subscribed (nothing is sent first)
+        paid = await live.api.data(TOP_UP, top_up("10", "t1", paymentToken="tok_visa"), token)
+        assert paid["topUp"]["transaction"]["status"] == "SUCCEEDED"
+        recovered = (await receive(ws))["payload"]["data"]["alertRaised"]
+    finally:
+        await ws.close()
+    low = await OutboxEvent.get(type="balance.low")
+    event = await OutboxEvent.get(type="balance.recovered")
+    assert recovered == {
+        "type": "balance.recovered",
+        "eventId": event.public_id,
+        "sequence": event.sequence,
+        "level": "10",
+        "available": "18",
+        "previous": "8",
+        "account": {"id": gid("CreditAccount", await account_of(user_id))},
+        "alert": {
+            "id": recovered["alert"]["id"],
+            "kind": "balance.low",
+            "level": "10",
+            "status": "RESOLVED",
+            "raisedEventId": None,
+            "resolvedEventId": event.public_id,
+        },
+    }
+    assert (low.sequence, low.account_id) == (1, event.account_id)
 
 
 async def test_watching_another_tenants_alerts_is_forbidden(live: Live) -> None:

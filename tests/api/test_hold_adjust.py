@@ -310,7 +310,11 @@ async def test_an_increase_past_the_members_budget_is_refused_and_changes_nothin
         "required": "0.5",
     }
     # The refusal under its key, and the budget's first refusal this month: its budget.reached.
-    assert changed(before, await snapshot()) == {"idempotency_records", "events"}
+    assert changed(before, await snapshot()) == {
+        "idempotency_records",
+        "events",
+        "spend_limits",
+    }  # reached_period: told once
     assert await caller.increase(placed["hold"]["id"], "i1", credits="0.5") == refused  # replayed
     fits = await caller.increase(placed["hold"]["id"], "i2", credits="0.4")
     assert (fits["hold"]["amount"], fits["balance"]) == ("1", {"total": "10", "held": "1", "available": "9"})

@@ -226,7 +226,11 @@ async def test_a_notify_limit_on_a_member_is_no_budget_and_leaves_the_budget_cap
     refused = await api.data(SPEND, spend_input(s, "5", "big"), service)
     assert refused["spendCredits"]["__typename"] == "BudgetExceeded"
     # The refusal, stored under its key, and the budget's first refusal this month: its budget.reached.
-    assert changed(before, await snapshot()) == {"idempotency_records", "events"}
+    assert changed(before, await snapshot()) == {
+        "idempotency_records",
+        "events",
+        "spend_limits",
+    }  # reached_period: told once
     assert (await api.data(SPEND, spend_input(s, "0.9", "fits"), service))["spendCredits"]["__typename"] == (
         "SpendCreditsSuccess"
     )

@@ -92,7 +92,11 @@ async def test_a_hold_past_a_daily_cap_is_refused_typed(api: Api) -> None:
         "agentRunId": None,
     }
     # The refusal under its key, and the cap's first refusal today: its spend_limit.reached.
-    assert changed(before, await snapshot()) == {"idempotency_records", "events"}
+    assert changed(before, await snapshot()) == {
+        "idempotency_records",
+        "events",
+        "spend_limits",
+    }  # reached_period: told once
 
 
 async def test_warnings_are_reported_and_replayed(api: Api) -> None:

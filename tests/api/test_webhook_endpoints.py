@@ -5,14 +5,18 @@ Bad input is in test_mutation_inputs, who may call what in test_access_matrix.""
 from __future__ import annotations
 
 import asyncio
+import random
 import re
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from standardwebhooks import Webhook
 
+from creditline.app import build_services
 from creditline.settings import Settings
+from creditline.webhooks.worker import DeliveryWorker
 from models.ids import encode_id
 from models.outbox import EventType
 from models.tables import (
@@ -27,6 +31,7 @@ from models.tables import (
 from tests.support.backends import T0, row_counts
 from tests.support.helpers import Api
 from tests.support.snapshots import changed, snapshot
+from tests.support.webhook_receiver import Receiver, receiving
 from tests.support.webhooks import DELIVERY_FIELDS, ENDPOINT_FIELDS, delivery, endpoint, event
 
 ISO = "2026-01-15T12:00:00+00:00"
@@ -117,6 +122,19 @@ def shown(row: WebhookEndpoint, **changes: Any) -> dict[str, Any]:
 @pytest.fixture
 async def admin(api: Api) -> str:
     return await api.admin()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    async with receiving() as running:
+        yield running
+
+
+class Highest(random.Random):
+    """Full jitter drawing its upper bound every time: the schedule's ceilings, exactly."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
 
 
 async def run(api: Api, document: str, input: dict[str, Any], token: str) -> Any:
@@ -295,7 +313,7 @@ async def test_delete_removes_the_endpoint_with_its_deliveries_and_their_attempt
 
 
 @pytest.mark.parametrize("status", [WebhookDeliveryStatus.SUCCEEDED, WebhookDeliveryStatus.FAILED])
-async def test_redeliver_puts_the_delivery_back_to_pending_now_under_the_same_event_id(
+async def test_redeliver_puts_the_delivery_back_to_pending_now_as_a_new_series_under_the_same_event_id(
     api: Api, admin: str, status: WebhookDeliveryStatus
 ) -> None:
     row = await endpoint(T0)
@@ -311,7 +329,7 @@ async def test_redeliver_puts_the_delivery_back_to_pending_now_under_the_same_ev
 
     before = {
         "status": status.value,
-        "attempts": len(answers),
+        "attempts": 0,  # a new retry series: the next try is attempt 1 again
         "lastStatusCode": answers[-1],
         "lastLatencyMs": 40,
         "lastAttemptAt": f"2026-01-15T12:00:0{len(answers) - 1}+00:00",
@@ -348,6 +366,47 @@ async def test_redeliver_puts_the_delivery_back_to_pending_now_under_the_same_ev
         },
     }
     assert await WebhookDelivery.all().count() == 1
+
+
+async def test_a_redelivered_old_event_is_retried_from_the_redelivery_until_it_arrives(
+    api: Api, admin: str, receiver: Receiver
+) -> None:
+    """Its first series began 4 days ago, past the 72 h retry period: the new series counts from the redelivery,
+    so one failure schedules a retry instead of failing it."""
+    row = await endpoint(T0, url=receiver.url)
+    user_id, _ = await api.user("ada@example.com")
+    sent = await event(T0, account_id=user_id, sequence=1)
+    await delivery(row, sent, T0, WebhookDeliveryStatus.FAILED, answers=(500, None))
+    api.clock.freeze(T0 + timedelta(days=4))
+    gid = encode_id("WebhookEndpoint", row.id)
+    worker = DeliveryWorker(
+        build_services(Settings(database_url="unused", webhook_allow_private=True), api.clock), rng=Highest()
+    )
+    try:
+        redelivered = await run(api, REDELIVER, {"endpointId": gid, "eventId": sent.public_id}, admin)
+        assert redelivered["delivery"]["attempts"] == 0
+        receiver.status = 503
+        assert await worker.run_once() == 1
+        retried = await WebhookDelivery.get(id=row.id)
+        assert (retried.status, retried.attempts) == (WebhookDeliveryStatus.PENDING, 1)
+        assert retried.next_attempt_at == api.clock.now() + timedelta(seconds=10)
+
+        receiver.status = 200
+        api.clock.advance(timedelta(seconds=10))
+        assert await worker.run_once() == 1
+    finally:
+        await worker.close()
+
+    log = await api.data(LOG, {"id": gid}, admin)
+    (node,) = [edge["node"] for edge in log["webhookEndpoint"]["deliveries"]["edges"]]
+    assert (node["status"], node["attempts"], node["deliveredAt"]) == ("SUCCEEDED", 2, "2026-01-19T12:00:10+00:00")
+    assert [(a["attempt"], a["statusCode"], a["startedAt"]) for a in node["attemptLog"]] == [
+        (1, 500, "2026-01-15T12:00:00+00:00"),
+        (2, None, "2026-01-15T12:00:01+00:00"),
+        (1, 503, "2026-01-19T12:00:00+00:00"),
+        (2, 200, "2026-01-19T12:00:10+00:00"),
+    ]
+    assert receiver.ids() == [sent.public_id, sent.public_id]
 
 
 async def test_redeliver_makes_the_delivery_an_endpoint_never_had_only_if_it_takes_the_event(

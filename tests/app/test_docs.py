@@ -4,8 +4,14 @@ comment points to has its heading in docs/rules.md, and no comment cites a docum
 from __future__ import annotations
 
 import ast
+import json
 import re
+from datetime import datetime
 from pathlib import Path
+
+from creditline.webhooks.sending import body_of
+from models.outbox import EventType
+from models.webhook_deliveries import Claimed
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ("docs/architecture.md", "docs/rules.md")
@@ -92,3 +98,29 @@ def test_no_comment_cites_a_document_outside_the_repository() -> None:
         if re.search(r"\bDESIGN(\.md| \d)", line)
     ]
     assert cited == []
+
+
+def _events_section() -> str:
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("\n## Events and webhooks\n")
+    end = readme.index("\n## ", start + 1)
+    return readme[start:end]
+
+
+def test_every_event_type_has_its_row_and_an_example_payload_in_the_readme() -> None:
+    section = _events_section()
+    rows = re.findall(r"^\| `([a-z_.]+)` \|", section, re.MULTILINE)
+    types = [t.value for t in EventType]
+    assert sorted(rows) == sorted(types)  # each once, none unknown
+    examples = section[section.index("### Example payloads") :]
+    assert [t for t in types if f"`{t}`" not in examples] == []
+
+
+def test_the_readmes_body_timestamps_are_written_as_the_sender_writes_them() -> None:
+    readme = (ROOT / "README.md").read_text()
+    stamps = re.findall(r'"timestamp": "([0-9][^"]*)"', readme)  # the examples, not the placeholder
+    assert len(stamps) >= 4
+    for stamp in stamps:
+        at = datetime.fromisoformat(stamp)
+        claimed = Claimed(1, 1, 1, "https://hooks.example.com/in", (), "evt_x", "balance.low", at, 1, {})
+        assert json.loads(body_of(claimed))["timestamp"] == stamp

@@ -27,6 +27,7 @@ from models.outbox import EmittedEvent, EventType, emit
 from models.sql import Sql
 from models.tables import OutboxEvent, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from models.webhook_deliveries import backoff_ceiling, next_attempt_at
+from models.webhook_urls import is_public_address
 from tests.support.backends import T0, Backend
 from tests.support.webhook_receiver import Receiver, receiving
 
@@ -391,6 +392,12 @@ def test_the_address_rule() -> None:
     assert refusal("100.64.0.1") == "100.64.0.1 is not a public address"
     assert refusal("::") == ":: is an unspecified address"
     assert refusal("240.0.0.1") == "240.0.0.1 is a reserved address"
+    # One rule: the sender refuses exactly what the admin API's check (models/webhook_urls) calls not public.
+    addresses = ["93.184.216.34", "10.0.0.1", "127.0.0.1", "169.254.169.254", "100.64.0.1", "224.0.1.1",
+                 "240.0.0.1", "0.0.0.0", "::1", "fe80::1", "fc00::1", "ff0e::1", "::ffff:10.0.0.1",
+                 "::ffff:93.184.216.34", "2606:4700::1111", "2001:db8::1"]  # fmt: skip
+    assert [refusal(a) is None for a in addresses] == [is_public_address(a) for a in addresses]
+    assert [a for a in addresses if refusal(a) is None] == ["93.184.216.34", "::ffff:93.184.216.34", "2606:4700::1111"]
 
 
 async def test_during_a_rotation_both_secrets_sign_and_after_it_only_the_new(

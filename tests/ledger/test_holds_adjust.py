@@ -239,7 +239,11 @@ async def test_an_increase_past_the_members_budget_is_refused_and_changes_nothin
     exc = refused.value
     assert (exc.limit, exc.spent, exc.held, exc.required) == (3 * MICRO, 0, 2 * MICRO, MICRO + 1)
     # The refusal under its key, and the budget's first refusal this month: its budget.reached.
-    assert changed(before, await snapshot()) == {"idempotency_records", "events"}
+    assert changed(before, await snapshot()) == {
+        "idempotency_records",
+        "events",
+        "spend_limits",
+    }  # reached_period: told once
     exactly = await ledger.increase_hold(hold_id, credits=MICRO, quantity=None, idem=key("fits"), now=T0)
     assert exactly.balance == Balance(0, 10 * MICRO, 3 * MICRO)
     # The owner has no budget: the same pool, the same extra, granted.

@@ -25,6 +25,8 @@ from models.tables import (
     LimitWindow,
     LotSource,
     MemberRole,
+    OutboxEvent,
+    SpendLimit,
 )
 from tests.support.backends import T0, Backend
 from tests.support.events import account_data, emitted
@@ -129,6 +131,61 @@ async def test_a_block_caps_first_refusal_in_its_period_is_its_reached_and_the_n
         await _spend(user_id, account_id, 3, "s3")  # a second refusal: its key only
     assert changed(before, await snapshot()) == {"idempotency_records"}
     assert await emitted() == [("spend_limit.reached", _data(account_data(account_id, user_id), daily, "4", "2"))]
+
+
+async def reached_period(limit: LimitView) -> int | None:
+    row = await SpendLimit.get(id=limit.id)
+    return None if row.reached_period is None else int(row.reached_period)
+
+
+async def test_a_caps_reached_is_told_once_a_period_even_after_the_outbox_is_pruned(db: Backend) -> None:
+    """The once-ness is the limit's ``reached_period``, not a search of the events (which pruning forgets)."""
+    user_id, account_id = await _account()
+    daily, _ = await limits.set_limit(
+        account_id, LimitSpec(LimitScope.AGENT, 5 * MICRO, LimitWindow.DAY, agent_id="bot"), T0
+    )
+    await _spend(user_id, account_id, 5, "s1")  # reaches the amount: told, and marked for the day
+    assert await reached_period(daily) == int(datetime.fromisoformat(DAY_START).timestamp())
+    await OutboxEvent.all().delete()  # as the sweep prunes events past retention
+    with pytest.raises(ledger.SpendLimitExceededError):
+        await _spend(user_id, account_id, 1, "s2")  # refused the same day: not told again
+    assert await emitted() == []
+
+    tomorrow = T0 + timedelta(days=1)
+    await _spend(user_id, account_id, 4, "s3", tomorrow)
+    with pytest.raises(ledger.SpendLimitExceededError):
+        await _spend(user_id, account_id, 2, "s4", tomorrow)  # the next day's first refusal: told
+    with pytest.raises(ledger.SpendLimitExceededError):
+        await _spend(user_id, account_id, 2, "s5", tomorrow)
+    assert [(kind, data["used"], data["periodStart"]) for kind, data in await emitted()] == [
+        ("spend_limit.reached", "4", "2026-01-16T00:00:00Z")
+    ]
+
+
+async def test_a_rolling_caps_refusals_tell_reached_once_per_breach_episode(db: Backend) -> None:
+    """A rolling window's period moves every bucket: an episode lasts until the bucket the cap was reached in
+    has left the window (here an hour of 60 one-minute buckets)."""
+    user_id, account_id = await _account()
+    hourly, _ = await limits.set_limit(
+        account_id, LimitSpec(LimitScope.AGENT, 5 * MICRO, LimitWindow.ROLLING_HOURS, agent_id="bot"), T0
+    )
+    await _spend(user_id, account_id, 4, "s1")
+    for n, minutes in enumerate((0, 1, 30, 59)):  # the T0 bucket still counts at T0 + 59 min
+        with pytest.raises(ledger.SpendLimitExceededError):
+            await _spend(user_id, account_id, 2, f"r{n}", T0 + timedelta(minutes=minutes))
+    assert [(kind, data["used"]) for kind, data in await emitted()] == [("spend_limit.reached", "4")]
+
+    later = T0 + timedelta(minutes=60)  # the T0 bucket has left the window: usage 0, a new episode
+    await _spend(user_id, account_id, 4, "s2", later)
+    with pytest.raises(ledger.SpendLimitExceededError):
+        await _spend(user_id, account_id, 2, "r4", later)
+    with pytest.raises(ledger.SpendLimitExceededError):
+        await _spend(user_id, account_id, 2, "r5", later + timedelta(minutes=1))
+    assert [(kind, data["used"], data["periodStart"]) for kind, data in await emitted()] == [
+        ("spend_limit.reached", "4", "2026-01-15T11:01:00Z"),
+        ("spend_limit.reached", "4", "2026-01-15T12:01:00Z"),
+    ]
+    assert await reached_period(hourly) == int(later.timestamp())
 
 
 async def test_a_notify_limit_reaches_its_amount_once_and_spends_go_on(db: Backend) -> None:

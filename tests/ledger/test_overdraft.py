@@ -15,6 +15,8 @@ from tortoise.transactions import in_transaction
 from models import ledger
 from models.balance import Balance
 from models.credits import MICRO
+from models.ledger import BalanceChange
+from models.ledger.alerts import AlertChanged
 from models.sql import Sql
 from models.tables import CreditAccount, CreditKind, CreditLot, LedgerEntry, LotSource, UsageEvent
 from tests.support.backends import T0, Backend
@@ -271,11 +273,20 @@ async def test_a_refund_voids_only_what_the_lot_kept_after_paying_the_debt(db: B
     async with in_transaction() as conn:
         sql = Sql(conn)
         row = await ledger.lock_account(sql, account_id)
-        voided, change = await ledger.void_lot_locked(sql, row, topped.lot_id, 5 * MICRO, "Refund", T0)
+        voided, changes = await ledger.void_lot_locked(sql, row, topped.lot_id, 5 * MICRO, "Refund", T0)
 
     assert voided == 2 * MICRO
-    assert change is not None
+    change, depleted = changes
+    assert isinstance(change, BalanceChange)
     assert change.balance == Balance(0, 0, 0, owed=0, overdraft=5 * MICRO)
+    # 2 -> 0: the void depleted the account, and hands its alert back with its balance change, to publish.
+    assert isinstance(depleted, AlertChanged)
+    assert (depleted.event_type, depleted.level, depleted.previous, depleted.available) == (
+        "balance.depleted",
+        0,
+        2 * MICRO,
+        0,
+    )
     assert await owed(account_id) == 0  # the repaid part was spent credit: a refund does not bring the debt back
     assert (await entries(account_id))[-1] == ("REFUND", -2 * MICRO, 0, -2 * MICRO, 0, 0)
 
@@ -298,10 +309,11 @@ async def test_lowering_the_overdraft_below_what_is_owed_keeps_the_debt_and_stop
     user_id, account_id = await account(overdraft=5 * MICRO)
     await spend(user_id, 5 * MICRO, "borrow")
 
-    lowered = await ledger.set_overdraft(account_id, 2 * MICRO, T0)
+    lowered, alerts = await ledger.set_overdraft(account_id, 2 * MICRO, T0)
 
     assert lowered == Balance(0, 0, 0, owed=5 * MICRO, overdraft=2 * MICRO)
     assert lowered.available == -2 * MICRO  # never shown below -overdraft; `owed` says the rest
+    assert alerts == ()  # available was -5 and is -2: still depleted, nothing crossed
     with pytest.raises(ledger.InsufficientCreditsError) as refused:
         await spend(user_id, 1, "more")
     assert (refused.value.available, refused.value.required) == (-2 * MICRO, 1)
@@ -316,9 +328,10 @@ async def test_setting_the_overdraft_moves_no_credit(db: Backend) -> None:
     _user_id, account_id = await account(bonus=2 * MICRO)
     before = await snapshot()
 
-    result = await ledger.set_overdraft(account_id, 7 * MICRO, T0)
+    result, alerts = await ledger.set_overdraft(account_id, 7 * MICRO, T0)
 
     assert result == Balance(2 * MICRO, 0, 0, owed=0, overdraft=7 * MICRO)
+    assert alerts == ()
     assert changed(before, await snapshot()) == {"credit_accounts"}
     assert (await CreditAccount.get(id=account_id)).overdraft == 7 * MICRO
     assert await LedgerEntry.filter(account_id=account_id).count() == 1

@@ -110,7 +110,11 @@ async def test_a_block_cap_refuses_exactly_changes_nothing_and_replays_the_same(
         None,
     )
     # Only the refusal, stored under its key, and its spend_limit.reached (the cap's first refusal today).
-    assert changed(before, await snapshot()) == {"idempotency_records", "events"}
+    assert changed(before, await snapshot()) == {
+        "idempotency_records",
+        "events",
+        "spend_limits",
+    }  # reached_period: told once
     # Replayed after the limit is lifted: refused the same way, from the stored answer.
     await limits.remove_limit(daily.id)
     with pytest.raises(ledger.SpendLimitExceededError) as again:

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from models.ids import encode_id
+from models.ledger import BalanceChange, Event
 from models.tables import OutboxEvent
 
 
@@ -22,3 +23,9 @@ def account_data(account_id: int, user_id: int | None, organization_id: int | No
         "userId": None if user_id is None else encode_id("User", user_id),
         "organizationId": None if organization_id is None else encode_id("Organization", organization_id),
     }
+
+
+def balance_changes(changes: tuple[Event, ...]) -> list[BalanceChange]:
+    """``changes`` when they are all balance changes (no alert, no usage), as such; fails otherwise."""
+    assert all(isinstance(c, BalanceChange) for c in changes), changes
+    return [c for c in changes if isinstance(c, BalanceChange)]
