@@ -7,6 +7,7 @@ and by the delivery worker (every address the host resolves to is checked again 
 from __future__ import annotations
 
 import ipaddress
+import re
 from urllib.parse import urlsplit
 
 MAX_URL = 2000
@@ -36,6 +37,28 @@ def is_loopback_host(host: str) -> bool:
     return host.lower().rstrip(".") == "localhost" or host.lower().endswith(".localhost")
 
 
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+def is_host_name(host: str) -> bool:
+    """A DNS name every HTTP client sends the same way: valid IDNA, labels of letters, digits and hyphens, and
+    a last label that is not a number. ``0177.0.0.1``, ``256.1.1.1``, ``2130706433`` and ``0x7f.1`` are
+    refused: clients and resolvers read such hosts differently (some as an address), and a bad ``xn--`` label
+    would fail the sender on every attempt."""
+    try:
+        ascii_host = host.rstrip(".").encode("idna").decode("ascii").lower()
+        labels = ascii_host.split(".")
+        for label in labels:
+            if label.startswith("xn--"):
+                label.encode("ascii").decode("idna")  # the punycode must decode
+    except UnicodeError:
+        return False
+    if len(ascii_host) > 253 or not all(_LABEL.match(label) for label in labels):
+        return False
+    last = labels[-1]
+    return not (last.isdigit() or last.startswith("0x"))
+
+
 def check_url(url: str, *, production: bool, allow_private: bool) -> str | None:
     """Why ``url`` may not be a webhook endpoint's, or ``None`` if it may: absolute http(s) with a host, at
     most 2000 characters, no credentials; https in production (http to loopback too with ``allow_private``);
@@ -59,6 +82,8 @@ def check_url(url: str, *, production: bool, allow_private: bool) -> str | None:
     if production and parts.scheme != "https" and not (allow_private and is_loopback_host(host)):
         return "url must use https in production"
     address = literal_address(host)
+    if address is None and not is_host_name(host):
+        return "url's host must be an IP address or a host name (letters, digits and hyphens, labels of 1-63)"
     if address is not None and not is_public_address(address) and not allow_private:
         return "url must not point to a private, loopback or link-local address"
     if address is None and is_loopback_host(host) and not allow_private:

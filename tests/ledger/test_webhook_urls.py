@@ -57,3 +57,27 @@ def test_a_url_is_checked_for_the_deployment_it_is_registered_with(
     url: str, production: bool, allow_private: bool, problem: str | None
 ) -> None:
     assert check_url(url, production=production, allow_private=allow_private) == problem
+
+
+HOST = "url's host must be an IP address or a host name (letters, digits and hyphens, labels of 1-63)"
+
+
+@pytest.mark.parametrize(
+    ("url", "refusal"),
+    [
+        ("https://0177.0.0.1/h", HOST),  # octal: some clients read 127.0.0.1
+        ("https://256.1.1.1/h", HOST),
+        ("https://1.2.3.04/h", HOST),
+        ("https://2130706433/h", HOST),  # 127.0.0.1 as one number
+        ("https://0x7f.1/h", HOST),
+        ("https://xn--/h", HOST),  # punycode that does not decode: the sender failed on it every attempt
+        ("https://-hooks.example.com/h", HOST),
+        ("https://hooks_1.example.com/h", HOST),
+        (f"https://{'a' * 64}.example.com/h", HOST),
+        ("https://hooks.example.com/h", None),
+        ("https://bücher.example/h", None),  # IDNA, sent as xn--bcher-kva.example
+        ("https://8.8.8.8/h", None),
+    ],
+)
+def test_a_host_every_client_reads_the_same_way_is_required(url: str, refusal: str | None) -> None:
+    assert check_url(url, production=True, allow_private=False) == refusal
