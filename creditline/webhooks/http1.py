@@ -200,10 +200,9 @@ def _request_head(method: str, target: str, headers: list[tuple[str, str]], leng
     for name, value in headers:
         lines.append(f"{name}: {value}")
     lines.append(f"content-length: {length}")
-    text = "\r\n".join(lines)
-    if "\n" in text.replace("\r\n", "") or "\r" in text.replace("\r\n", "") or "\x00" in text:
+    if any("\r" in line or "\n" in line or "\x00" in line for line in lines):
         raise ValueError("a header or the target holds a line break")  # a header injection would split the request
-    return (text + "\r\n\r\n").encode("latin-1")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
 def _failure(exc: BaseException) -> HttpError:
