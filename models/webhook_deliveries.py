@@ -229,13 +229,22 @@ async def record_outcomes(
 ) -> list[Recorded]:
     """``record_outcome`` for several attempts in one transaction: one commit for a batch of sends, which is
     what lets one process deliver hundreds a second (a commit waits for the disk)."""
+    cleared: set[int] = set()
+    """Endpoints whose ``failing_since`` a success in this transaction cleared and no failure since set again:
+    a batch of successes to one endpoint clears it once, not once per delivery."""
     async with in_transaction() as conn:
         sql = Sql(conn)
-        return [await _record(sql, claimed, outcome, now, retry_period, rng) for claimed, outcome in outcomes]
+        return [await _record(sql, claimed, outcome, now, retry_period, rng, cleared) for claimed, outcome in outcomes]
 
 
 async def _record(
-    sql: Sql, claimed: Claimed, outcome: Outcome, now: datetime, retry_period: timedelta, rng: random.Random
+    sql: Sql,
+    claimed: Claimed,
+    outcome: Outcome,
+    now: datetime,
+    retry_period: timedelta,
+    rng: random.Random,
+    cleared: set[int],
 ) -> Recorded:
     body = None if outcome.response_body is None else outcome.response_body[:RESPONSE_LIMIT]
     error = None if outcome.error is None else outcome.error[:ERROR_LIMIT]
@@ -261,11 +270,14 @@ async def _record(
             claimed.delivery_id,
             claimed.attempt,
         )
-        await sql.execute(
-            "UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL",
-            claimed.endpoint_id,
-        )
+        if claimed.endpoint_id not in cleared:
+            await sql.execute(
+                "UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL",
+                claimed.endpoint_id,
+            )
+            cleared.add(claimed.endpoint_id)
         return Recorded("SUCCEEDED" if changed else "STALE", None, None)
+    cleared.discard(claimed.endpoint_id)
     first = await sql.fetchrow(
         "SELECT MAX(started_at) AS started_at FROM webhook_attempts WHERE delivery_id = $1 AND attempt = 1",
         claimed.delivery_id,

@@ -137,7 +137,9 @@ async def test_two_processes_share_the_deliveries_and_never_send_one_twice_at_on
     env = environment(postgres_url)
     assert cli(env, "migrate").returncode == 0
     receiver: Receiver
-    async with receiving(delay=0.1) as receiver:
+    # Each answer takes 0.3 s: at 16 sends at once a process needs ~6 s for all 300, longer than the other takes
+    # to start on a loaded machine, so both take part (at 0.1 s the faster sender could finish alone).
+    async with receiving(delay=0.3) as receiver:
         ids = [new_public_id() for _ in range(300)]
         await write(postgres_url, [an_endpoint(receiver.url), *(an_event(i) for i in ids)])
         outputs = await asyncio.gather(deliver(env), deliver(env))
