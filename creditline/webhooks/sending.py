@@ -149,7 +149,7 @@ class Sender:
         if url is None:
             try:
                 url = httpx.URL(claimed.url)
-            except httpx.InvalidURL as exc:
+            except (httpx.InvalidURL, UnicodeError, ValueError) as exc:  # a stored URL no client can send to
                 return Outcome(None, None, None, f"not an http(s) URL: {exc}", started_at)
             if len(self._urls) >= URL_CACHE_SIZE:
                 self._urls.clear()
@@ -180,7 +180,7 @@ class Sender:
             return Outcome(None, None, None, str(exc), started_at)
         except TimeoutError:
             return Outcome(None, latency(), None, f"timed out after {self.timeout:g} s", started_at)
-        except (http1.HttpError, OSError) as exc:
+        except (http1.HttpError, OSError, UnicodeError, ValueError) as exc:
             return Outcome(None, latency(), None, f"{type(exc).__name__}: {exc}", started_at)
 
 

@@ -462,3 +462,27 @@ async def test_one_slow_endpoint_does_not_hold_back_the_others(db: Backend, cloc
         finally:
             await worker.close()
         assert len(slow.received) == 8
+
+
+@pytest.mark.parametrize("url", ["https://0177.0.0.1/h", "https://256.1.1.1/h", "https://xn--/h"])
+async def test_a_stored_url_no_client_can_send_to_is_a_failed_attempt_with_its_reason(
+    db: Backend, clock: Clock, url: str
+) -> None:
+    """The API refuses such URLs now; one stored before is an attempt like any failure (logged, retried, given
+    up on), not an error before the attempt that left the delivery claimed again every lease, unlogged."""
+    await endpoint(url)
+    async with in_transaction() as conn:
+        await emit(Sql(conn), EventType.REFUND_CREATED, {}, T0, account_id=None)
+    worker = worker_for(clock, webhook_allow_private=False)
+    try:
+        await worker.run_once()
+    finally:
+        await worker.close()
+    delivery = await WebhookDelivery.get()
+    [attempt] = await WebhookAttempt.all()
+    assert (delivery.status.value, delivery.attempts, delivery.last_status_code) == ("PENDING", 1, None)
+    assert delivery.next_attempt_at is not None
+    assert delivery.next_attempt_at > T0
+    assert attempt.error is not None  # what the URL's parser or the IDNA codec said of it
+    assert ("Invalid IPv4 address" in attempt.error) != ("A-label" in attempt.error)
+    assert delivery.last_error == attempt.error
