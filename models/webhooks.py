@@ -90,12 +90,14 @@ async def _replay(idem: IdempotencyKey) -> dict[str, Any] | None:
 
 
 async def _replayed(idem: IdempotencyKey | None) -> Created | None:
-    """The answer stored under ``idem``; ``None`` if it has none, or its endpoint was deleted since."""
+    """The answer stored under ``idem``; ``None`` if it has none, or its endpoint was deleted since. The secret
+    answered is the endpoint's current one: the record keeps no secret (a copy that would outlive a rotation,
+    readable by anyone who can read the table)."""
     stored = None if idem is None else await _replay(idem)
     if stored is None:
         return None
     row = await WebhookEndpoint.filter(id=stored["endpoint"]).first()
-    return None if row is None else Created(row, stored["secret"], replayed=True)
+    return None if row is None else Created(row, row.secret, replayed=True)
 
 
 async def create_endpoint(
@@ -132,7 +134,7 @@ async def create_endpoint(
                 using_db=conn,
             )
             if idem is not None:
-                await _store(conn, idem, {"endpoint": row.id, "secret": secret}, now)
+                await _store(conn, idem, {"endpoint": row.id}, now)
     except IntegrityError:  # a concurrent request with the same key stored its answer first
         assert idem is not None
         if (replayed := await _replayed(idem)) is None:
@@ -249,7 +251,7 @@ async def rotate_secret(
             row.updated_at = now
             await row.save(using_db=conn)
             if idem is not None:
-                await _store(conn, idem, {"endpoint": row.id, "secret": secret}, now)
+                await _store(conn, idem, {"endpoint": row.id}, now)
     except IntegrityError:
         assert idem is not None
         if (replayed := await _replayed(idem)) is None:

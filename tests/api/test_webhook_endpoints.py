@@ -20,6 +20,7 @@ from creditline.webhooks.worker import DeliveryWorker
 from models.ids import encode_id
 from models.outbox import EventType
 from models.tables import (
+    IdempotencyRecord,
     Organization,
     OutboxEvent,
     WebhookAttempt,
@@ -198,6 +199,21 @@ async def test_a_replayed_create_answers_the_same_and_a_different_one_under_the_
         "idempotencyKey": "hook-1",
     }
     assert changed(before, await snapshot()) == set()
+
+
+async def test_a_create_replayed_after_a_rotation_answers_the_secret_that_signs_now(api: Api, admin: str) -> None:
+    """The key's record keeps no secret: a replay answers the endpoint's current one, never a dead copy."""
+    input = {"url": "https://hooks.example.com/in", "idempotencyKey": "hook-1"}
+    first = await run(api, CREATE, input, admin)
+    row = await WebhookEndpoint.get()
+    rotated = await run(api, ROTATE, {"endpointId": encode_id("WebhookEndpoint", row.id)}, admin)
+
+    again = await run(api, CREATE, input, admin)
+
+    assert rotated["secret"] != first["secret"]
+    assert again == {**first, "secret": rotated["secret"], "endpoint": again["endpoint"]}
+    assert again["secret"] == (await WebhookEndpoint.get()).secret
+    assert all(first["secret"] not in (r.response or "") for r in await IdempotencyRecord.all())
 
 
 async def test_a_deployment_has_at_most_20_endpoints(api: Api, admin: str) -> None:
