@@ -156,6 +156,9 @@ ACCOUNT_FIELDS: dict[str, str] = {
     "agentTokens": "agentTokens(first: 5) { edges { node { id } } }",
     "spendLimits": "spendLimits { id spent }",
     "limitTripped": "limitTripped { id }",
+    "alerts": "alerts(first: 5) { edges { node { id } } }",
+    "alertLevels": "alertLevels { levels isDefault }",
+    "forecast": "forecast { burnPerDay }",
 }
 """Every field of CreditAccount, read on the session's own account: all OK for both sessions (its spend limits
 too: the page shows what caps the account, as the balance does; setting them is not the page's)."""
@@ -332,6 +335,8 @@ MUTATIONS: dict[str, tuple[str, dict[str, str], tuple[str, str]]] = {
     "setSpendLimit": (('accountId: $a, scope: ACCOUNT, window: DAY, amount: "1"'), {"a": "own"}, ("Forbidden",) * 2),
     "removeSpendLimit": (("limitId: $l"), {"l": "own limit"}, ("Forbidden",) * 2),
     "resumeAgent": (('accountId: $a, agentId: "bot"'), {"a": "own"}, ("Forbidden",) * 2),
+    # Alert levels are managed as spend limits are (they decide what the platform is told).
+    "setBalanceAlerts": (('accountId: $a, levels: ["5"]'), {"a": "own"}, ("Forbidden",) * 2),
     "createWebhookEndpoint": (('url: "https://hooks.example.com/in"'), {}, ("Forbidden",) * 2),
     "updateWebhookEndpoint": (('endpointId: "V2ViaG9va0VuZHBvaW50OjE=", enabled: true'), {}, ("Forbidden",) * 2),
     "rotateWebhookSecret": (('endpointId: "V2ViaG9va0VuZHBvaW50OjE="'), {}, ("Forbidden",) * 2),
@@ -350,6 +355,9 @@ SUBSCRIPTIONS: dict[str, tuple[str, dict[str, str], str]] = {
         FORBIDDEN,
     ),
 }
+WATCHED_ELSEWHERE = {"alertRaised"}
+"""Sends nothing until an alert is raised, so it cannot answer beside the others here: its access (its own
+account, never another's) is tests/api/test_balance_alerts.py's."""
 NEEDS_SUBSCRIPTION = {"cancelSubscription", "resumeSubscription", "changePlan", "setSubscriptionPaymentMethod"}
 
 
@@ -363,7 +371,7 @@ def test_every_field_of_the_schema_has_a_decision() -> None:
     assert _fields("CreditAccount") == set(ACCOUNT_FIELDS)
     assert _fields("User") == set(USER_FIELDS)
     assert _fields("Mutation") == set(MUTATIONS)
-    assert _fields("RootSubscription") == set(SUBSCRIPTIONS)
+    assert _fields("RootSubscription") == set(SUBSCRIPTIONS) | WATCHED_ELSEWHERE
 
 
 def _variables(world: World, session: str, wanted: dict[str, str]) -> dict[str, str]:
