@@ -24,7 +24,7 @@ from tortoise.queryset import QuerySet
 
 from models.credits import format_credits
 from models.ids import decode_id, encode_id
-from models.payments import invoice_number
+from models.money import invoice_number
 from models.tables import (
     CreditAccount,
     Invoice,

@@ -13,7 +13,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from billing.invoices import SIGNATURE_LENGTH, valid_link
 from creditline.services import Services
 from models.ids import decode_id
-from models.payments import invoice_number
+from models.money import invoice_number
 from models.tables import CreditAccount, Invoice, MemberRole, Membership
 from resolvers import boundary
 from resolvers.auth import Authenticator

@@ -13,6 +13,7 @@ from typing import Any
 
 from models.credits import format_credits
 from models.ids import encode_id
+from models.money import invoice_number
 from models.outbox import EventType, emit
 from models.sql import Sql, as_datetime
 
@@ -111,7 +112,7 @@ async def invoice_data(sql: Sql, transaction_id: int) -> dict[str, Any]:
     assert row is not None
     return {
         "id": encode_id("Invoice", int(row["id"])),
-        "number": f"INV-{int(row['number']):06d}",
+        "number": invoice_number(int(row["number"])),
         "status": str(row["status"]),
         "total": int(row["total"]),
         "currency": str(row["currency"]),

@@ -17,3 +17,8 @@ class Price:
     def of(self, credits: int) -> int:
         """The price of ``credits`` micro-credits in minor units, rounded up."""
         return -(-credits * self.minor_per_100 // (100 * MICRO))
+
+
+def invoice_number(number: int) -> str:
+    """An invoice's number as people read it: INV-000123."""
+    return f"INV-{number:06d}"

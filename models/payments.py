@@ -36,10 +36,6 @@ from models.tables import (
 )
 
 
-def invoice_number(number: int) -> str:
-    return f"INV-{number:06d}"
-
-
 async def start_top_up(
     account_id: int,
     *,

@@ -15,7 +15,7 @@ from tortoise.queryset import QuerySet
 from billing.invoices import signed_link
 from models import tables
 from models.ids import encode_id
-from models.payments import invoice_number
+from models.money import invoice_number
 from models.plans import PlanSpec
 from models.tokens import BILLING_READ
 from resolvers.context import Context

@@ -40,7 +40,7 @@ from creditline.settings import Settings
 from models import ledger, limits, organizations
 from models.credits import MICRO
 from models.limit_rules import LimitSpec
-from models.payments import invoice_number
+from models.money import invoice_number
 from models.tables import (
     ApiToken,
     CreditAccount,
