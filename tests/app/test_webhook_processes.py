@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from creditline.webhooks.worker import PER_ENDPOINT
 from models.outbox import new_public_id
 from tests.support.backends import scratch_postgres
 from tests.support.processes import cli, served
@@ -134,12 +135,12 @@ async def deliver(env: dict[str, str]) -> str:
 
 
 async def test_two_processes_share_the_deliveries_and_never_send_one_twice_at_once(postgres_url: str) -> None:
-    env = environment(postgres_url)
+    env = environment(postgres_url, CREDITLINE_WEBHOOK_TIMEOUT_SECONDS="60")
     assert cli(env, "migrate").returncode == 0
     receiver: Receiver
-    # Each answer takes 0.3 s: at 16 sends at once a process needs ~6 s for all 300, longer than the other takes
-    # to start on a loaded machine, so both take part (at 0.1 s the faster sender could finish alone).
-    async with receiving(delay=0.3) as receiver:
+    # No answer until more requests are in flight than one process sends to an endpoint at once: both processes
+    # are then sending, however late the second one starts (racing them, the first could finish alone).
+    async with receiving(gate=PER_ENDPOINT + 1, delay=0.02) as receiver:
         ids = [new_public_id() for _ in range(300)]
         await write(postgres_url, [an_endpoint(receiver.url), *(an_event(i) for i in ids)])
         outputs = await asyncio.gather(deliver(env), deliver(env))

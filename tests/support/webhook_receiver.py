@@ -1,6 +1,6 @@
 """A platform's webhook receiver for the tests: a small HTTP/1.1 server on a free local port that records what
-it is sent and answers as told (a status, after a delay, with a ``Location``), and can go down and come back
-on the same port."""
+it is sent and answers as told (a status, after a delay, with a ``Location``, once enough requests are in
+flight), and can go down and come back on the same port."""
 
 from __future__ import annotations
 
@@ -42,11 +42,14 @@ class Receiver:
     delay: float = 0.0
     location: str | None = None
     answer: str = "ok"
+    gate: int = 0
+    """Hold every answer until this many requests are in flight at once (then answer as told from then on)."""
     received: list[Received] = field(default_factory=list)
     in_flight: dict[str, int] = field(default_factory=dict)
     overlaps: list[str] = field(default_factory=list)
     """``webhook-id``s that arrived while a request with the same id was still being answered."""
     _server: asyncio.Server | None = None
+    _gate_open: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def url(self) -> str:
@@ -88,6 +91,9 @@ class Receiver:
             self.in_flight[webhook_id] = self.in_flight.get(webhook_id, 0) + 1
             try:
                 self.received.append(Received(headers, body.decode(), time.monotonic()))
+                if sum(self.in_flight.values()) >= self.gate:
+                    self._gate_open.set()
+                await self._gate_open.wait()
                 if self.delay:
                     await asyncio.sleep(self.delay)
                 extra = f"location: {self.location}\r\n" if self.location else ""
