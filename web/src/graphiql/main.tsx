@@ -1,0 +1,33 @@
+import { StrictMode } from "react";
+import { createRoot } from "react-dom/client";
+import { GraphiQL } from "graphiql";
+import "graphiql/graphiql.css";
+import "./graphiql.css";
+import { createFetcher } from "./fetcher";
+
+// GraphiQL bundled from the graphiql package: no CDN, nothing leaves the machine. Served at GET /graphql.
+const DEFAULT_QUERY = `# Creditline GraphiQL
+#
+# Set the header {"Authorization": "Bearer <token>"} under Headers below, then run a query:
+#
+#   { me { email credit { balance { total free paid held available } } } }
+#
+# Subscriptions run over graphql-transport-ws on /graphql with the same header:
+#
+#   subscription { balanceChanged { reason delta version balance { total available } } }
+
+{
+  billingConfig {
+    gateway
+    dashboardTabs
+    creditPrice { amount currency }
+  }
+  plans { id name price { amount currency } creditsPerPeriod }
+}
+`;
+
+createRoot(document.getElementById("graphiql")!).render(
+  <StrictMode>
+    <GraphiQL fetcher={createFetcher("/graphql")} defaultQuery={DEFAULT_QUERY} defaultHeaders={'{\n  "Authorization": "Bearer "\n}'} shouldPersistHeaders={false} />
+  </StrictMode>,
+);
