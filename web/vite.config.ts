@@ -24,6 +24,14 @@ export default defineConfig({
       },
     },
   },
+  // `vite preview` serves dist/ with the server's strict policy, to check nothing inline or foreign is needed.
+  preview: {
+    port: 4173,
+    headers: {
+      "Content-Security-Policy":
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'",
+    },
+  },
   server: {
     port: 5173,
     proxy: {

@@ -3,11 +3,11 @@ import { useMutation, useQuery, useSubscription } from "urql";
 import type { Session } from "./lib/auth";
 import type { Api, LiveState } from "./lib/client";
 import { DashboardContext, type BillingConfig, type Dashboard } from "./lib/context";
-import { BalanceSubscription, OverviewQuery, SignOutMutation } from "./lib/documents";
+import { BalanceSubscription, OverviewMeQuery, OverviewNodeQuery, SignOutMutation } from "./lib/documents";
 import { describeCombinedError, errorCode } from "./lib/errors";
 import { humanize, last30Days } from "./lib/format";
 import { TAB_PATHS, useRoute } from "./lib/router";
-import type { BalanceChangedSubscription, OverviewQuery as OverviewData } from "./gql/graphql";
+import type { AccountOverviewFieldsFragment, BalanceChangedSubscription, OverviewMeQuery as OverviewMeData } from "./gql/graphql";
 import { LiveIndicator } from "./components/LiveIndicator";
 import { Loading, Notice, Tabs } from "./components/ui";
 import { Overview } from "./pages/Overview";
@@ -18,8 +18,8 @@ import { TopUpDialog } from "./pages/TopUp";
 import { OrganizationPanel } from "./pages/Organization";
 
 export type Balance = NonNullable<BalanceChangedSubscription["balanceChanged"]>["balance"];
-export type AccountData = Extract<NonNullable<OverviewData["node"]>, { __typename: "CreditAccount" }>;
-export type Memberships = NonNullable<OverviewData["me"]>["organizations"];
+export type AccountData = AccountOverviewFieldsFragment;
+export type Memberships = OverviewMeData["me"]["organizations"];
 
 export function Shell({ session, api, onSignOut }: { session: Session; api: Api; onSignOut: (error?: string) => void }) {
   const [route, navigate] = useRoute();
@@ -29,20 +29,25 @@ export function Shell({ session, api, onSignOut }: { session: Session; api: Api;
   const poolId = isUser ? route.params.get("account") : null;
   const nodeAccount = session.kind === "portal" ? session.accountId : poolId;
 
-  const [overview, refetchOverview] = useQuery({
-    query: OverviewQuery,
-    variables: {
-      accountId: nodeAccount ?? "",
-      useNode: !!nodeAccount,
-      withMe: isUser,
-      from: range.from,
-      to: range.to,
-    },
+  const [meResult, refetchMe] = useQuery({
+    query: OverviewMeQuery,
+    variables: { from: range.from, to: range.to },
+    pause: !!nodeAccount,
   });
-
-  const data = overview.data;
-  const account: AccountData | null =
-    data?.node?.__typename === "CreditAccount" ? data.node : !nodeAccount && data?.me ? (data.me.credit as AccountData) : null;
+  const [nodeResult, refetchNode] = useQuery({
+    query: OverviewNodeQuery,
+    variables: { accountId: nodeAccount ?? "", withMe: isUser, from: range.from, to: range.to },
+    pause: !nodeAccount,
+  });
+  const overview = nodeAccount ? nodeResult : meResult;
+  const refetchOverview = nodeAccount ? refetchNode : refetchMe;
+  const data = nodeAccount ? nodeResult.data : meResult.data;
+  const me = data?.me ?? null;
+  const account: AccountData | null = nodeAccount
+    ? nodeResult.data?.node?.__typename === "CreditAccount"
+      ? nodeResult.data.node
+      : null
+    : (meResult.data?.me.credit ?? null);
   const accountId = account?.id ?? null;
   const config = data?.billingConfig as BillingConfig | undefined;
 
@@ -105,7 +110,7 @@ export function Shell({ session, api, onSignOut }: { session: Session; api: Api;
     [accountId, config, liveTick, navigate, session],
   );
 
-  const memberships = data?.me?.organizations ?? [];
+  const memberships = me?.organizations ?? [];
   const selectedMembership = orgId ? memberships.find((m) => m.organization.id === orgId) : undefined;
   const poolAccess = selectedMembership ? selectedMembership.roles.some((r) => r === "OWNER" || r === "BILLING") : false;
 
@@ -144,7 +149,7 @@ export function Shell({ session, api, onSignOut }: { session: Session; api: Api;
                     });
                   }}
                 >
-                  <option value="">Personal{data?.me?.email ? ` (${data.me.email})` : ""}</option>
+                  <option value="">Personal{me?.email ? ` (${me.email})` : ""}</option>
                   {memberships.map((m) => (
                     <option key={m.organization.id} value={m.organization.id}>
                       {m.organization.name} · {m.roles.map(humanize).join(", ")}
@@ -152,8 +157,8 @@ export function Shell({ session, api, onSignOut }: { session: Session; api: Api;
                   ))}
                 </select>
               </label>
-            ) : data?.me?.email ? (
-              <span className="muted account-email">{data.me.email}</span>
+            ) : me?.email ? (
+              <span className="muted account-email">{me.email}</span>
             ) : null}
             <button type="button" className="button button-ghost" onClick={doSignOut}>
               Sign out

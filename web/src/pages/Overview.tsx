@@ -45,10 +45,6 @@ export function Overview({ account, balance, range }: { account: AccountData; ba
             <dt>Held</dt>
             <dd>{formatCredits(balance.held)}</dd>
           </div>
-          <div>
-            <dt>Available</dt>
-            <dd>{formatCredits(balance.available)}</dd>
-          </div>
           {owed ? (
             <div>
               <dt>Owed</dt>
@@ -74,7 +70,7 @@ export function Overview({ account, balance, range }: { account: AccountData; ba
             <p className="forecast-line">{forecastSentence(account.forecast.runsOutAt)}</p>
             <p className="muted">
               Spending about {formatCreditsShort(account.forecast.burnPerDay)} credits a day over the last{" "}
-              {account.forecast.basis.hours >= 48 ? `${Math.floor(account.forecast.basis.hours / 24)} days` : `${account.forecast.basis.hours} hours`}
+              {windowWords(account.forecast.basis.hours)}
               {account.forecast.runsOutAt ? `; runs out around ${formatDate(account.forecast.runsOutAt)}` : ""}.
             </p>
           </>
@@ -94,15 +90,13 @@ export function Overview({ account, balance, range }: { account: AccountData; ba
           </p>
         ) : null}
         {account.autoTopUp?.enabled ? <p className="muted">Auto top-up: {account.autoTopUp.statusMessage}</p> : null}
-      </Section>
-
-      <Section title="Alerts">
+        <h3 className="subheading">Open alerts</h3>
         {alerts.length === 0 ? (
           <p className="muted">No open alerts.</p>
         ) : (
           <ul className="list">
             {alerts.map((a) => (
-              <li key={a.id} className="list-row">
+              <li key={a.id}>
                 <Notice tone={a.kind === "balance.depleted" ? "error" : "warn"}>
                   {a.kind === "balance.depleted"
                     ? "Your available credit has run out."
@@ -115,7 +109,7 @@ export function Overview({ account, balance, range }: { account: AccountData; ba
         )}
       </Section>
 
-      <Section title="Credit lots" className="span-2">
+      <Section title="Credit lots" className="span-3">
         {expiring.length > 0 ? (
           <ul className="expiring" aria-label="Expiring credit">
             {expiring.slice(0, 3).map((lot) => (
@@ -230,4 +224,9 @@ function UsageSection({ account, range }: { account: AccountData; range: { from:
       ) : null}
     </Section>
   );
+}
+
+function windowWords(hours: number): string {
+  if (hours >= 48) return `${Math.floor(hours / 24)} days`;
+  return hours === 1 ? "hour" : `${hours} hours`;
 }
