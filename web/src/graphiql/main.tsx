@@ -8,13 +8,12 @@ import { createFetcher } from "./fetcher";
 // GraphiQL bundled from the graphiql package: no CDN, nothing leaves the machine. Served at GET /graphql.
 const DEFAULT_QUERY = `# Creditline GraphiQL
 #
-# Set the header {"Authorization": "Bearer <token>"} under Headers below, then run a query:
-#
-#   { me { email credit { balance { total free paid held available } } } }
-#
-# Subscriptions run over graphql-transport-ws on /graphql with the same header:
-#
-#   subscription { balanceChanged { reason delta version balance { total available } } }
+# Put your token in Headers below:
+#   {"Authorization": "Bearer <token>"}
+# then try
+#   { me { email credit { balance { total available } } } }
+# Subscriptions (graphql-transport-ws, same header):
+#   subscription { balanceChanged { reason balance { total } } }
 
 {
   billingConfig {

@@ -89,7 +89,7 @@ function TotalsTable({ caption, keyLabel, rows }: { caption: string; keyLabel: s
   const top = rows[0]?.credits ?? "0";
   return (
     <div className="table-wrap">
-      <table className="table">
+      <table className="table table-responsive">
         <caption className="visually-hidden">{caption}</caption>
         <thead>
           <tr>

@@ -127,7 +127,7 @@ export function Overview({ account, balance, range }: { account: AccountData; ba
           <Empty title="No credit yet">Top up to add credit.</Empty>
         ) : (
           <div className="table-wrap">
-            <table className="table">
+            <table className="table table-responsive">
               <caption className="visually-hidden">Credit lots</caption>
               <thead>
                 <tr>
