@@ -62,7 +62,7 @@ typecheck: install
 PYTEST_WORKERS ?= auto
 pytest: install
 	@$(MAKE) --no-print-directory web-if-node
-	$(BIN)/pytest -n $(PYTEST_WORKERS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 # The page's unit tests (Vitest); its browser tests are in pytest (tests/web/), against the build.
 # Without Node.js they are skipped, saying so, except where CREDITLINE_REQUIRE_SERVICES=1 (CI) fails instead.

@@ -11,6 +11,7 @@ import sys
 import urllib.request
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -137,19 +138,20 @@ def test_demo_creates_user_and_working_tokens_once(env: dict[str, str]) -> None:
     assert again.stdout.startswith("demo data exists already")
 
     with served(env) as (url, _):
-        # The demo data spent the 5 Free credits of the signup bonus, and more (tests/app/test_cli_demo.py).
+        # The demo data spent from the signup bonus (tests/app/test_cli_demo.py).
         before: Any = graphql(url, tokens["user"], "{ me { email credit { balance { free paid } } } }")
         balance = before["data"]["me"]["credit"]["balance"]
-        assert (before["data"]["me"]["email"], balance["free"]) == ("demo@creditline.local", "20")
+        assert before["data"]["me"]["email"] == "demo@creditline.local"
+        free = str(Decimal(balance["free"]) - Decimal("1.5"))
         spent = graphql(
             url,
             tokens["agent"],
             'mutation { spendCredits(input: {userId: "VXNlcjox", agentId: "demo", activity: "answer",'
             ' credits: "1.5", idempotencyKey: "k"}) { __typename ... on SpendCreditsSuccess { balance { free } } } }',
         )
-        assert spent == {"data": {"spendCredits": {"__typename": "SpendCreditsSuccess", "balance": {"free": "18.5"}}}}
+        assert spent == {"data": {"spendCredits": {"__typename": "SpendCreditsSuccess", "balance": {"free": free}}}}
         me = graphql(url, tokens["user"], "{ me { credit { balance { free paid } } } }")
-        assert me == {"data": {"me": {"credit": {"balance": {"free": "18.5", "paid": balance["paid"]}}}}}
+        assert me == {"data": {"me": {"credit": {"balance": {"free": free, "paid": balance["paid"]}}}}}
 
 
 LIST_HEADER = ["id", "global id", "kind", "name", "scopes", "prefix", "created", "last used", "expires", "revoked"]
