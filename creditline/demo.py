@@ -28,6 +28,8 @@ DAILY = (
 PLAN = "starter-monthly"
 TOP_UP_CREDITS = 500
 EXPIRING_CREDITS = 20
+EXPIRING_IN = timedelta(days=3, hours=1)
+"""Reads "expire in 3 days" for the next hour (a page rounds the time left down)."""
 SCOPE = "cli:demo"
 
 
@@ -125,7 +127,7 @@ async def make(settings: Settings, user_id: int, account_id: int, now: datetime)
             credits=EXPIRING_CREDITS * MICRO,
             kind=CreditKind.FREE,
             source=LotSource.PROMOTION,
-            expires_at=now + timedelta(days=3),
+            expires_at=now + EXPIRING_IN,
             reason="Welcome offer",
             idem=_key("grant-welcome"),
             now=now,
