@@ -99,6 +99,7 @@ class WebPage:
     def routes(self) -> list[BaseRoute]:
         return [
             Route("/my-credit", self.redirect),
+            Route("/billing", self.billing_return),
             Route("/my-credit/assets/{path:path}", self.asset),
             Route("/my-credit/{path:path}", self.page),
         ]
@@ -106,6 +107,12 @@ class WebPage:
     async def redirect(self, request: Request) -> Response:
         query = f"?{request.url.query}" if request.url.query else ""
         return RedirectResponse(f"{request.scope.get('root_path', '')}{PAGE_PATH}{query}", status_code=308)
+
+    async def billing_return(self, request: Request) -> Response:
+        """Where Stripe sends people back after Checkout and its customer portal (``CREDITLINE_PUBLIC_URL/billing``,
+        billing/checkout.py): the page's Billing tab, which shows the payment until its webhook completes it."""
+        query = f"?{request.url.query}" if request.url.query else ""
+        return RedirectResponse(f"{request.scope.get('root_path', '')}{PAGE_PATH}billing{query}", status_code=307)
 
     async def asset(self, request: Request) -> Response:
         """A hashed file of the build; a missing one is 404, never the page (a script tag would run HTML)."""

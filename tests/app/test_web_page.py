@@ -88,6 +88,15 @@ async def test_without_the_trailing_slash_it_redirects_keeping_the_query(page: h
     assert (response.status_code, response.headers["location"]) == (308, "/my-credit/?code=abc")
 
 
+async def test_the_return_from_stripe_lands_on_the_billing_tab(page: httpx.AsyncClient) -> None:
+    response = await page.get("/billing", params={"checkout": "success", "transaction": "VHJhbnNhY3Rpb246Nw"})
+
+    assert (response.status_code, response.headers["location"]) == (
+        307,
+        "/my-credit/billing?checkout=success&transaction=VHJhbnNhY3Rpb246Nw",
+    )
+
+
 async def test_hashed_assets_are_cached_for_a_year(page: httpx.AsyncClient) -> None:
     script = await page.get("/my-credit/assets/index-abc123.js")
     style = await page.get("/my-credit/assets/index-abc123.css")
