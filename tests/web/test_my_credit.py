@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import Page, Route, expect
 
-from tests.web.conftest import ROOT, Server, Watched, screenshot, start_server
+from tests.support.browser import ROOT, Server, Watched, screenshot, start_server
 
 pytestmark = pytest.mark.xdist_group("web")  # one server and one browser for the module (make pytest: loadgroup)
 
