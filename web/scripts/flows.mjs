@@ -94,7 +94,7 @@ await step("cards: add, make default, in-use refusal", async () => {
   await page.getByLabel("Test card").selectOption("tok_mastercard");
   await page.getByRole("button", { name: "Add card" }).click();
   await page.getByText("Mastercard ending in 4444 was added.").waitFor();
-  await page.getByRole("button", { name: "Make Mastercard ending in 4444 the default" }).first().click();
+  await page.getByRole("button", { name: "Make default: Mastercard ending in 4444" }).first().click();
   await page.getByText("is now your default card").waitFor();
   await page.getByLabel("Card for auto top-up").selectOption({ index: 1 });
   await page.getByRole("button", { name: "Save auto top-up" }).click();

@@ -251,9 +251,8 @@ export function Billing() {
                       className="button"
                       onClick={() => doChange(plan.id, plan.name)}
                       disabled={busy !== null}
-                      aria-label={`Switch to ${plan.name}`}
                     >
-                      Switch to this plan
+                      Switch to {plan.name}
                     </button>
                   ) : (
                     <button

@@ -71,7 +71,7 @@ export function PaymentMethods() {
                   </div>
                   <div className="card-actions">
                     {!card.isDefault ? (
-                      <button type="button" className="button button-small" onClick={() => act("default", card.id, name)} aria-label={`Make ${name} the default`}>
+                      <button type="button" className="button button-small" onClick={() => act("default", card.id, name)} aria-label={`Make default: ${name}`}>
                         Make default
                       </button>
                     ) : null}
