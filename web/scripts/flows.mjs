@@ -44,6 +44,12 @@ await step("the Overview's first render sends one query", async () => {
   if (queries.length !== 1) throw new Error(`queries: ${queries.join(", ")}`);
   console.log(`     (${queries[0]})`);
 });
+await step("usage switches to agents", async () => {
+  await page.getByRole("button", { name: "By agent" }).click();
+  await page.getByRole("img", { name: /^Daily usage by agent: .*support-bot/ }).waitFor();
+  await page.getByRole("button", { name: "By activity" }).click();
+  await page.getByRole("img", { name: /^Daily usage by activity: / }).waitFor();
+});
 await step("sign in strips the code", async () => {
   await page.getByRole("tab", { name: "Overview" }).waitFor();
   if (page.url().includes("code=")) throw new Error(`url still has the code: ${page.url()}`);
