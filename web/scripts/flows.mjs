@@ -44,6 +44,12 @@ await step("the Overview's first render sends one query", async () => {
   if (queries.length !== 1) throw new Error(`queries: ${queries.join(", ")}`);
   console.log(`     (${queries[0]})`);
 });
+await step("usage switches to agents", async () => {
+  await page.getByRole("button", { name: "By agent" }).click();
+  await page.getByRole("img", { name: /^Daily usage by agent: .*support-bot/ }).waitFor();
+  await page.getByRole("button", { name: "By activity" }).click();
+  await page.getByRole("img", { name: /^Daily usage by activity: / }).waitFor();
+});
 await step("sign in strips the code", async () => {
   await page.getByRole("tab", { name: "Overview" }).waitFor();
   if (page.url().includes("code=")) throw new Error(`url still has the code: ${page.url()}`);
@@ -94,7 +100,7 @@ await step("cards: add, make default, in-use refusal", async () => {
   await page.getByLabel("Test card").selectOption("tok_mastercard");
   await page.getByRole("button", { name: "Add card" }).click();
   await page.getByText("Mastercard ending in 4444 was added.").waitFor();
-  await page.getByRole("button", { name: "Make Mastercard ending in 4444 the default" }).first().click();
+  await page.getByRole("button", { name: "Make default: Mastercard ending in 4444" }).first().click();
   await page.getByText("is now your default card").waitFor();
   await page.getByLabel("Card for auto top-up").selectOption({ index: 1 });
   await page.getByRole("button", { name: "Save auto top-up" }).click();

@@ -2,7 +2,8 @@
 //   node scripts/screenshots.mjs --page http://127.0.0.1:4173 --api http://127.0.0.1:8100 --admin <adminToken> [--user <userToken>] [--out dir]
 // Signs in with a portal link (createPortalSession, admin token) and, with --user, as the user (#token=) to show
 // the organization view. Uses Debian's Chromium at /usr/bin/chromium (CHROMIUM to override).
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { chromium } from "playwright-core";
 
 const args = Object.fromEntries(
@@ -28,6 +29,17 @@ const browser = await chromium.launch({
   args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
 });
 const problems = [];
+const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
+async function axe(page, label) {
+  // The CSP blocks an injected inline script, so axe runs in the page through evaluate (CDP, not a <script>).
+  await page.evaluate(axeSource);
+  const result = await page.evaluate(async () => await window.axe.run(document, { resultTypes: ["violations"] }));
+  for (const v of result.violations) {
+    if (v.impact === "serious" || v.impact === "critical") {
+      problems.push(`${label}: axe ${v.impact} ${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(" ")).slice(0, 3).join(", ")})`);
+    }
+  }
+}
 const TABS = ["Overview", "Transaction", "Billing", "Payment Method"];
 async function shoot(label, url, width, extra) {
   const context = await browser.newContext({ viewport: { width, height: 900 }, deviceScaleFactor: 1 });
@@ -54,6 +66,7 @@ async function shoot(label, url, width, extra) {
     if ((await t.count()) === 0) continue;
     await t.click();
     await page.waitForTimeout(900);
+    await axe(page, `${label} ${tab} ${width}`);
     const name = `${out}/${label}-${tab.toLowerCase().replace(/ /g, "-")}-${width}.png`;
     await page.screenshot({ path: name, fullPage: true });
     console.log(name);
@@ -86,6 +99,7 @@ for (const width of [1280, 360]) {
     }
     await page.getByRole("button", { name: "Top up" }).first().click();
     await page.waitForTimeout(500);
+    await axe(page, `top-up dialog ${w}`);
     await page.screenshot({ path: `${out}/portal-topup-${w}.png` });
     console.log(`${out}/portal-topup-${w}.png`);
   });
@@ -99,6 +113,7 @@ for (const width of [1280, 360]) {
       await select.selectOption({ label: org });
       await page.getByRole("heading", { name: "Member budgets" }).waitFor({ timeout: 15000 });
       await page.waitForTimeout(800);
+      await axe(page, `organization ${w}`);
       await page.screenshot({ path: `${out}/user-org-${w}.png`, fullPage: true });
       console.log(`${out}/user-org-${w}.png`);
     });

@@ -3,6 +3,7 @@ import { useMutation, useQuery } from "urql";
 import { idempotencyKey, useDashboard } from "../lib/context";
 import {
   BillingQuery,
+  TransactionNodeQuery,
   CancelSubscriptionMutation,
   ChangePlanMutation,
   CustomerPortalMutation,
@@ -35,7 +36,9 @@ export function Billing() {
   const [, changePlan] = useMutation(ChangePlanMutation);
   const [, customerPortal] = useMutation(CustomerPortalMutation);
 
-  const returned = new URLSearchParams(window.location.search).get("checkout");
+  const returnParams = new URLSearchParams(window.location.search);
+  const returned = returnParams.get("checkout");
+  const returnedTransaction = returnParams.get("transaction");
   const data = result.data;
   const account = data?.node?.__typename === "CreditAccount" ? data.node : null;
   // The subscription's transaction may still be waiting for the gateway (Stripe's webhook): re-read until done.
@@ -130,11 +133,13 @@ export function Billing() {
 
   return (
     <div className="stack">
-      {returned === "success" ? (
+      {returned === "success" && returnedTransaction ? (
+        <ReturnedPayment id={returnedTransaction} />
+      ) : returned === "success" ? (
         <Notice tone="info" title="Thanks, your payment is being confirmed">
           It can take a few seconds; this page updates by itself.
         </Notice>
-      ) : returned === "cancel" ? (
+      ) : returned === "canceled" || returned === "cancel" ? (
         <Notice tone="warn">The checkout was canceled: nothing was charged.</Notice>
       ) : null}
       {pending.map((t) => (
@@ -246,9 +251,8 @@ export function Billing() {
                       className="button"
                       onClick={() => doChange(plan.id, plan.name)}
                       disabled={busy !== null}
-                      aria-label={`Switch to ${plan.name}`}
                     >
-                      Switch to this plan
+                      Switch to {plan.name}
                     </button>
                   ) : (
                     <button
@@ -277,5 +281,40 @@ export function Billing() {
         ) : null}
       </Section>
     </div>
+  );
+}
+
+/** Back from a hosted checkout page: that payment, pending until the gateway's webhook completes it. */
+function ReturnedPayment({ id }: { id: string }) {
+  const [result, refetch] = useQuery({ query: TransactionNodeQuery, variables: { id }, requestPolicy: "network-only" });
+  const t = result.data?.node?.__typename === "Transaction" ? result.data.node : null;
+  const pending = !t || t.status === "PENDING";
+  useEffect(() => {
+    if (!pending) return;
+    const timer = setInterval(() => refetch({ requestPolicy: "network-only" }), 2000);
+    return () => clearInterval(timer);
+  }, [pending, refetch]);
+  if (!t || t.status === "PENDING") {
+    return (
+      <Notice tone="info" title="Payment pending">
+        Thanks, your payment is being confirmed. It can take a few seconds; this page updates by itself.
+      </Notice>
+    );
+  }
+  if (t.status === "FAILED") {
+    return <Notice tone="error">Payment failed{t.failureReason ? `: ${t.failureReason}` : "."}</Notice>;
+  }
+  return (
+    <Notice tone="success" title="Payment succeeded">
+      {formatCredits(t.credits)} credits were added ({formatMoney(t.amount.amount, t.amount.currency)}).
+      {t.invoice ? (
+        <>
+          {" "}
+          <a href={t.invoice.signedUrl} target="_blank" rel="noopener noreferrer">
+            Invoice {t.invoice.number}
+          </a>
+        </>
+      ) : null}
+    </Notice>
   );
 }

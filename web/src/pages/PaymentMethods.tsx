@@ -59,7 +59,7 @@ export function PaymentMethods() {
               return (
                 <li key={card.id} className="card-row" aria-label={name}>
                   <div className={`card-brand brand-${card.brand.toLowerCase()}`} aria-hidden="true">
-                    {brandName(card.brand).slice(0, 4).toUpperCase()}
+                    {brandMark(card.brand)}
                   </div>
                   <div className="card-info">
                     <div>
@@ -71,7 +71,7 @@ export function PaymentMethods() {
                   </div>
                   <div className="card-actions">
                     {!card.isDefault ? (
-                      <button type="button" className="button button-small" onClick={() => act("default", card.id, name)} aria-label={`Make ${name} the default`}>
+                      <button type="button" className="button button-small" onClick={() => act("default", card.id, name)} aria-label={`Make default: ${name}`}>
                         Make default
                       </button>
                     ) : null}
@@ -253,4 +253,9 @@ function AutoTopUpSection({ account, onSaved }: { account: Account; onSaved: () 
       </form>
     </Section>
   );
+}
+
+function brandMark(brand: string): string {
+  const marks: Record<string, string> = { visa: "VISA", mastercard: "MC", amex: "AMEX", discover: "DISC" };
+  return marks[brand.toLowerCase()] ?? brand.slice(0, 4).toUpperCase();
 }
