@@ -187,7 +187,8 @@ def check_document_size(document: DocumentNode, limits: QueryLimits) -> GraphQLE
 
 
 def too_many_aliases(found: int, limit: int) -> GraphQLError:
-    return GraphQLError(f"{found} aliases found. Allowed: {limit}")
+    # The message strawberry's own alias limiter gives, with the code and figures the other limits carry.
+    return QueryLimitError(f"{found} aliases found. Allowed: {limit}", "TOO_MANY_ALIASES", found, limit)
 
 
 # ------------------------------------------------------------------------------------- 2. validation
