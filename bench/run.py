@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 import secrets
 import signal
+import statistics
 import sys
 import traceback
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import bench
 from bench import fixtures
-from bench.ceiling import CeilingRun, run_postgres, run_sqlite
+from bench.ceiling import Ceiling, postgres_ceiling, sqlite_ceiling
 from bench.config import (
     ALERT_LEVELS,
     ALERTED_TARGET_RATIO,
@@ -24,6 +27,7 @@ from bench.config import (
     LiveConfig,
 )
 from bench.http_run import BenchError, NoopRun, SpendRun, run_noop, run_spends, server, wrk_binary, wrk_version
+from bench.interleave import Spread, rate_spread, ratio_spread, rotated
 from bench.live import report as live_report
 from bench.live import run_live
 from bench.loop import arun
@@ -38,75 +42,53 @@ def say(message: str) -> None:
     print(f"  · {message}", flush=True)
 
 
+HTTP_SEGMENTS = ("plain", "control", "alerted", "limited", "hot")
+"""wrk segments: plain accounts, a second identical set (the control), accounts with two alert levels not
+crossed, accounts with three limits applying (account, agent, token), and one hot account."""
+CEILING_SEGMENTS = ("ceiling", "minimal", "hot_minimal")
+"""Raw-SQL segments: the app's statements and the minimal spend on the plain accounts, the minimal spend on
+the hot account."""
+SETTLE_SECONDS = 0.3
+"""After each wrk segment, untimed: the requests wrk left in flight commit before the next segment starts."""
+SEGMENTS = (*HTTP_SEGMENTS, *CEILING_SEGMENTS)
+WARM_UP_SECONDS = 1
+"""An untimed wrk run before each round's wrk segments: the first HTTP segment after the ceilings (new wrk
+connections, the server's idle pool) would otherwise start cold, and always the same variant would pay."""
+
+
 @dataclass
 class BackendResult:
     name: str
     skipped: str = ""
     noop: NoopRun | None = None
-    http: SpendRun | None = None
-    events_after_http: int | None = None
-    audit_after_http: fixtures.AuditOutcome | None = None
-    alerted: SpendRun | None = None
-    """The same spends on accounts with two balance-alert levels that they do not cross."""
-    limited: SpendRun | None = None
-    """The same spends with three limits applying to each (account, agent, token)."""
-    events_after_limited: int | None = None
-    audit_after_limited: fixtures.AuditOutcome | None = None
-    ceiling: CeilingRun | None = None
-    events_after_ceiling: int | None = None
-    audit_after_ceiling: fixtures.AuditOutcome | None = None
+    rates: list[dict[str, float]] = field(default_factory=list)
+    """Per round: each segment's spends per second."""
+    runs: dict[str, list[SpendRun]] = field(default_factory=dict)
+    """Each wrk segment's runs, in round order."""
+    ceiling_spends: int = 0
+    events: int | None = None
+    audit: fixtures.AuditOutcome | None = None
+    alert_events: int | None = None
+    load_after: tuple[float, float, float] | None = None
     failures: list[str] = field(default_factory=list)
     """What went wrong, each one a reason to exit non-zero."""
 
-    @property
-    def ratio(self) -> float | None:
-        if self.http is None or self.ceiling is None or not self.ceiling.spends_per_second:
+    def rate(self, segment: str) -> Spread | None:
+        return rate_spread(self.rates, segment)
+
+    def ratio(self, variant: str, base: str) -> Spread | None:
+        return ratio_spread(self.rates, variant, base)
+
+    def latency(self, segment: str) -> tuple[float, float] | None:
+        """The median over the rounds of the segment's p50 and p99 (ms)."""
+        runs = self.runs.get(segment, [])
+        if not runs:
             return None
-        return self.http.requests_per_second / self.ceiling.spends_per_second
+        return statistics.median(r.p50_ms for r in runs), statistics.median(r.p99_ms for r in runs)
 
     @property
-    def alerted_ratio(self) -> float | None:
-        if self.http is None or self.alerted is None or not self.http.requests_per_second:
-            return None
-        return self.alerted.requests_per_second / self.http.requests_per_second
-
-    @property
-    def limited_ratio(self) -> float | None:
-        if self.http is None or self.limited is None or not self.http.requests_per_second:
-            return None
-        return self.limited.requests_per_second / self.http.requests_per_second
-
-
-async def _count_and_audit(url: str) -> tuple[int, fixtures.AuditOutcome]:
-    return await fixtures.count_usage_events(url), await fixtures.run_audit(url)
-
-
-def _check_http(result: BackendResult, connections: int) -> None:
-    assert result.http is not None
-    assert result.events_after_http is not None
-    _check_run(result, result.http, result.events_after_http, connections)
-
-
-def _check_run(result: BackendResult, http: SpendRun, events: int, connections: int) -> None:
-    # wrk stops with requests in flight: the server may commit up to one per connection that wrk never counts.
-    if http.failures:
-        result.failures.append(
-            f"{http.failures} of {http.requests} requests FAILED: {http.non2xx} non-2xx, {http.not_success} not"
-            f" SpendCreditsSuccess, {http.socket_errors} socket errors/timeouts"
-            + (f"\n      first bad response: {http.sample}" if http.sample else "")
-        )
-    drift = events - http.successes
-    if not 0 <= drift <= connections:
-        result.failures.append(
-            f"usage_events has {events} rows but wrk counted {http.successes} successful spends"
-            f" (allowed: up to {connections} more rows, for requests in flight when wrk stopped)"
-        )
-
-
-def _check_audit(result: BackendResult, audit: fixtures.AuditOutcome, when: str) -> None:
-    if not audit.passed:
-        shown = "\n      ".join(audit.problems[:10])
-        result.failures.append(f"AUDIT FAILED {when}: {len(audit.problems)} problems\n      {shown}")
+    def http_runs(self) -> list[SpendRun]:
+        return [run for runs in self.runs.values() for run in runs]
 
 
 def run_backend(name: str, config: BenchConfig) -> BackendResult:
@@ -137,61 +119,123 @@ def run_backend(name: str, config: BenchConfig) -> BackendResult:
     return result
 
 
+def round_order(round_no: int) -> list[str]:
+    """The segments of round ``round_no``: the wrk ones, then the raw-SQL ones, each group rotated."""
+    return [*rotated(HTTP_SEGMENTS, round_no), *rotated(CEILING_SEGMENTS, round_no)]
+
+
+def _ids_file(work: Path, name: str, user_ids: list[int]) -> Path:
+    path = work / f"user_ids_{name}.txt"
+    path.write_text("".join(encode_id("User", pk) + "\n" for pk in user_ids))
+    return path
+
+
+def _ceiling(name: str, url: str, connections: int) -> AbstractAsyncContextManager[Ceiling]:
+    if name == "sqlite":
+        path = sqlite_path(url)
+        assert path is not None
+        return sqlite_ceiling(path, connections)
+    return postgres_ceiling(url, connections)
+
+
 def _measure(result: BackendResult, url: str, work: Path, config: BenchConfig) -> None:
-    say(f"migrating and seeding {config.accounts:,} accounts")
-    seeded = arun(fixtures.migrate_and_seed(url, config.accounts))
-    ids_file = work / "user_ids.txt"
-    ids_file.write_text("".join(encode_id("User", pk) + "\n" for pk in seeded.user_ids))
+    n = config.accounts
+    say(f"migrating and seeding 4 x {n:,} accounts (plain, control, alerted, limited) and one hot account")
+    seeded = arun(fixtures.migrate_and_seed(url, 4 * n + 1))
+    ids = seeded.user_ids
+    sets = {"plain": ids[:n], "control": ids[n : 2 * n], "alerted": ids[2 * n : 3 * n]}
+    sets |= {"limited": ids[3 * n : 4 * n], "hot": ids[4 * n :]}
+    levelled = arun(fixtures.set_alert_levels(url, ALERT_LEVELS, sets["alerted"]))
+    limits_set = arun(fixtures.set_three_limits(url, sets["limited"]))
+    say(f"set alert levels on {levelled:,} accounts and {limits_set:,} limits")
+    files = {segment: _ids_file(work, segment, sets[segment]) for segment in HTTP_SEGMENTS}
+    ceiling_ids = {"ceiling": sets["plain"], "minimal": sets["plain"], "hot_minimal": sets["hot"]}
 
     with server(url, work) as base:
         say(f"server up at {base}; wrk no-op /livez for {config.health_seconds} s")
         result.noop = run_noop(base, config.health_seconds, config.connections)
         if result.noop.non2xx:
             result.failures.append(f"/livez answered {result.noop.non2xx} non-2xx responses")
-        say(f"wrk spendCredits for {config.seconds} s, {config.connections} connections")
-        result.http = run_spends(
-            base, config.seconds, config.connections, seeded.token, ids_file, "http-" + secrets.token_hex(4)
+        say(
+            f"{config.rounds} rounds of {len(SEGMENTS)} segments of {config.seconds} s, each round a 1 s wrk"
+            f" warm-up, then {', '.join(HTTP_SEGMENTS)} (wrk), then {', '.join(CEILING_SEGMENTS)} (raw SQL),"
+            " each group's order rotating"
         )
-        result.events_after_http, result.audit_after_http = arun(_count_and_audit(url))
-        _check_http(result, config.connections)
-        _check_audit(result, result.audit_after_http, "after the HTTP run")
+        arun(_rounds(result, url, base, seeded.token, files, ceiling_ids, config))
+    result.load_after = os.getloadavg()
+    result.events, result.audit = arun(_count_and_audit(url))
+    result.alert_events = arun(fixtures.count_alert_events(url))
+    _check(result, config.connections)
 
-        levelled = arun(fixtures.set_alert_levels(url, ALERT_LEVELS))
-        say(f"set alert levels on {levelled:,} accounts; wrk spendCredits for {config.seconds} s")
-        result.alerted = run_spends(
-            base, config.seconds, config.connections, seeded.token, ids_file, "alerted-" + secrets.token_hex(4)
-        )
-        arun(fixtures.set_alert_levels(url, None))  # the run with limits compares with the plain one
-        if result.alerted.failures:
-            result.failures.append(f"{result.alerted.failures} spends with alert levels FAILED")
-        if fired := arun(fixtures.count_alert_events(url)):
-            result.failures.append(f"the run with alert levels crossed one: {fired} events")
-        limits_set = arun(fixtures.set_three_limits(url))
-        say(f"set {limits_set:,} limits; wrk spendCredits with 3 limits applying for {config.seconds} s")
-        result.limited = run_spends(
-            base, config.seconds, config.connections, seeded.token, ids_file, "limited-" + secrets.token_hex(4)
-        )
-    events, result.audit_after_limited = arun(_count_and_audit(url))
-    assert result.events_after_http is not None
-    # Counted while the server ran on: the plain run's requests in flight may have landed after its count.
-    alerted = result.alerted.successes if result.alerted else 0
-    _check_run(result, result.limited, events - result.events_after_http - alerted, 3 * config.connections)
-    _check_audit(result, result.audit_after_limited, "after the run with limits")
-    result.events_after_limited = events
 
-    say(f"raw-SQL ceiling for {config.seconds} s, {config.connections} workers")
-    if result.name == "sqlite":
-        path = sqlite_path(url)
-        assert path is not None
-        run = run_sqlite(path, seeded.user_ids, config.seconds, config.connections)
-    else:
-        run = run_postgres(url, seeded.user_ids, config.seconds, config.connections)
-    result.ceiling = arun(run)
-    result.events_after_ceiling, result.audit_after_ceiling = arun(_count_and_audit(url))
-    written = result.events_after_ceiling - events
-    if written != result.ceiling.spends:
-        result.failures.append(f"the ceiling committed {result.ceiling.spends} spends but wrote {written} usage events")
-    _check_audit(result, result.audit_after_ceiling, "after the ceiling run")
+async def _rounds(
+    result: BackendResult,
+    url: str,
+    base: str,
+    token: str,
+    files: dict[str, Path],
+    ceiling_ids: dict[str, list[int]],
+    config: BenchConfig,
+) -> None:
+    """Every round, in one event loop: the raw-SQL connections stay open across the rounds, wrk runs in a
+    thread while the loop waits for it."""
+    async with _ceiling(result.name, url, config.connections) as ceiling:
+        for round_no in range(config.rounds):
+            rates: dict[str, float] = {}
+            warm_up = await asyncio.to_thread(
+                run_spends, base, WARM_UP_SECONDS, config.connections, token, files["control"], f"warm-{round_no}"
+            )
+            result.runs.setdefault("warm-up", []).append(warm_up)
+            for segment in round_order(round_no):
+                if segment in HTTP_SEGMENTS:
+                    tag = f"{segment}-{round_no}-{secrets.token_hex(4)}"
+                    run = await asyncio.to_thread(
+                        run_spends, base, config.seconds, config.connections, token, files[segment], tag
+                    )
+                    result.runs.setdefault(segment, []).append(run)
+                    rates[segment] = run.requests_per_second
+                    await asyncio.sleep(SETTLE_SECONDS)  # let the requests wrk left in flight commit, untimed
+                else:
+                    spent = await ceiling(ceiling_ids[segment], config.seconds, segment != "ceiling")
+                    result.ceiling_spends += spent.spends
+                    rates[segment] = spent.spends_per_second
+            result.rates.append(rates)
+            say(f"round {round_no + 1}: " + ", ".join(f"{k} {rates[k]:,.0f}" for k in SEGMENTS))
+
+
+async def _count_and_audit(url: str) -> tuple[int, fixtures.AuditOutcome]:
+    return await fixtures.count_usage_events(url), await fixtures.run_audit(url)
+
+
+def _check(result: BackendResult, connections: int) -> None:
+    runs = result.http_runs
+    for segment, seg_runs in result.runs.items():
+        failed = [run for run in seg_runs if run.failures]
+        if failed:
+            total = sum(run.failures for run in failed)
+            sample = next((run.sample for run in failed if run.sample), "")
+            result.failures.append(
+                f"{segment}: {total} requests FAILED: {sum(r.non2xx for r in failed)} non-2xx,"
+                f" {sum(r.not_success for r in failed)} not SpendCreditsSuccess,"
+                f" {sum(r.socket_errors for r in failed)} socket errors/timeouts"
+                + (f"\n      first bad response: {sample}" if sample else "")
+            )
+    # wrk stops with requests in flight: the server may commit up to one per connection that wrk never
+    # counted, after each wrk segment.
+    assert result.events is not None
+    expected = sum(run.successes for run in runs) + result.ceiling_spends
+    drift = result.events - expected
+    if not 0 <= drift <= connections * len(runs):
+        result.failures.append(
+            f"usage_events has {result.events:,} rows but wrk counted {expected - result.ceiling_spends:,} successful"
+            f" spends and the ceilings {result.ceiling_spends:,} (allowed: up to {connections} more rows per wrk"
+            " segment, for requests in flight when wrk stopped)"
+        )
+    if result.alert_events:
+        result.failures.append(f"the spends on accounts with alert levels crossed one: {result.alert_events} events")
+    if result.audit is not None and not result.audit.passed:
+        shown = "\n      ".join(result.audit.problems[:10])
+        result.failures.append(f"AUDIT FAILED after the runs: {len(result.audit.problems)} problems\n      {shown}")
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -215,8 +259,20 @@ def machine(with_wrk: bool = True) -> str:
     )
 
 
-def _rate(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f}"
+def _spread(value: Spread | None, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    return str(value) if digits == 2 else value.short(digits)
+
+
+def _target(value: Spread | None, target: float) -> str:
+    if value is None:
+        return "-"
+    return "met" if value.median >= target else "not met"
+
+
+def _latency(value: tuple[float, float] | None) -> str:
+    return "-" if value is None else f"{value[0]:.1f} / {value[1]:.1f}"
 
 
 def _audit(outcome: fixtures.AuditOutcome | None) -> str:
@@ -227,65 +283,50 @@ def _audit(outcome: fixtures.AuditOutcome | None) -> str:
 
 def table(results: list[BackendResult]) -> str:
     shown = [r for r in results if not r.skipped]
+
+    def rates(segment: str) -> list[str]:
+        return [_spread(r.rate(segment), 0) for r in shown]
+
+    def ratios(variant: str, base: str) -> list[str]:
+        return [_spread(r.ratio(variant, base)) for r in shown]
+
+    def targets(variant: str, base: str, target: float) -> list[str]:
+        return [_target(r.ratio(variant, base), target) for r in shown]
+
     rows: list[tuple[str, list[str]]] = [
-        ("wrk no-op /livez (req/s)", [_rate(r.noop.requests_per_second if r.noop else None) for r in shown]),
-        ("spendCredits over HTTP (req/s)", [_rate(r.http.requests_per_second if r.http else None) for r in shown]),
+        ("wrk no-op /livez (req/s)", [f"{r.noop.requests_per_second:,.0f}" if r.noop else "-" for r in shown]),
+        ("spends/s, median (min-max) over rounds", ["" for _ in shown]),
+        ("  plain spendCredits over HTTP", rates("plain")),
+        ("    latency p50 / p99 (ms)", [_latency(r.latency("plain")) for r in shown]),
+        ("  control: a second set of plain accounts", rates("control")),
+        ("  2 alert levels, not crossed", rates("alerted")),
+        ("  3 limits applying", rates("limited")),
+        ("    latency p50 / p99 (ms)", [_latency(r.latency("limited")) for r in shown]),
+        ("  raw-SQL ceiling, app's statements", rates("ceiling")),
+        ("  raw-SQL ceiling, minimal spend", rates("minimal")),
+        ("  hot account: spendCredits over HTTP", rates("hot")),
+        ("    latency p50 / p99 (ms)", [_latency(r.latency("hot")) for r in shown]),
+        ("  hot account: minimal raw-SQL spend", rates("hot_minimal")),
+        ("ratios within a round, median (min-max)", ["" for _ in shown]),
+        ("  control / plain (the method's noise)", ratios("control", "plain")),
+        ("  alert levels / plain", ratios("alerted", "plain")),
+        (f"    target >= {ALERTED_TARGET_RATIO}", targets("alerted", "plain", ALERTED_TARGET_RATIO)),
+        ("  3 limits / plain", ratios("limited", "plain")),
+        (f"    target >= {LIMITED_TARGET_RATIO}", targets("limited", "plain", LIMITED_TARGET_RATIO)),
+        ("  HTTP / ceiling (app's statements)", ratios("plain", "ceiling")),
+        ("  HTTP / minimal ceiling", ratios("plain", "minimal")),
+        (f"    target >= {TARGET_RATIO}", targets("plain", "minimal", TARGET_RATIO)),
+        ("  hot account: HTTP / minimal ceiling", ratios("hot", "hot_minimal")),
+        (f"    target >= {TARGET_RATIO}", targets("hot", "hot_minimal", TARGET_RATIO)),
+        ("rounds", [str(len(r.rates)) for r in shown]),
+        ("requests (all wrk segments)", [f"{sum(x.requests for x in r.http_runs):,}" for r in shown]),
+        ("failed (non-2xx/not success/socket)", [_failed(r.http_runs) for r in shown]),
+        ("usage events / counted spends", [_counted(r) for r in shown]),
+        ("audit after the runs", [_audit(r.audit) for r in shown]),
         (
-            "  latency p50 / p99 (ms)",
-            [f"{r.http.p50_ms:.1f} / {r.http.p99_ms:.1f}" if r.http else "-" for r in shown],
+            "load average after the runs",
+            ["-" if r.load_after is None else ", ".join(f"{x:.2f}" for x in r.load_after) for r in shown],
         ),
-        (
-            "spendCredits, 2 alert levels (req/s)",
-            [_rate(r.alerted.requests_per_second if r.alerted else None) for r in shown],
-        ),
-        ("ratio alert levels / plain", ["-" if r.alerted_ratio is None else f"{r.alerted_ratio:.2f}" for r in shown]),
-        (
-            f"  target >= {ALERTED_TARGET_RATIO}",
-            [
-                "-" if r.alerted_ratio is None else ("met" if r.alerted_ratio >= ALERTED_TARGET_RATIO else "not met")
-                for r in shown
-            ],
-        ),
-        (
-            "spendCredits, 3 limits applying (req/s)",
-            [_rate(r.limited.requests_per_second if r.limited else None) for r in shown],
-        ),
-        (
-            "  latency p50 / p99 (ms)",
-            [f"{r.limited.p50_ms:.1f} / {r.limited.p99_ms:.1f}" if r.limited else "-" for r in shown],
-        ),
-        ("ratio 3 limits / plain", ["-" if r.limited_ratio is None else f"{r.limited_ratio:.2f}" for r in shown]),
-        (
-            f"  target >= {LIMITED_TARGET_RATIO}",
-            [
-                "-" if r.limited_ratio is None else ("met" if r.limited_ratio >= LIMITED_TARGET_RATIO else "not met")
-                for r in shown
-            ],
-        ),
-        ("raw-SQL ceiling (spends/s)", [_rate(r.ceiling.spends_per_second if r.ceiling else None) for r in shown]),
-        ("ratio HTTP / ceiling", ["-" if r.ratio is None else f"{r.ratio:.2f}" for r in shown]),
-        (
-            f"  target >= {TARGET_RATIO}",
-            ["-" if r.ratio is None else ("met" if r.ratio >= TARGET_RATIO else "not met") for r in shown],
-        ),
-        ("requests (HTTP run)", [f"{r.http.requests:,}" if r.http else "-" for r in shown]),
-        (
-            "failed (non-2xx/not success/socket)",
-            [
-                f"{r.http.failures:,} ({r.http.non2xx}/{r.http.not_success}/{r.http.socket_errors})" if r.http else "-"
-                for r in shown
-            ],
-        ),
-        (
-            "usage events / successes",
-            [
-                f"{r.events_after_http:,} / {r.http.successes:,}" if r.http and r.events_after_http is not None else "-"
-                for r in shown
-            ],
-        ),
-        ("audit after HTTP run", [_audit(r.audit_after_http) for r in shown]),
-        ("audit after run with limits", [_audit(r.audit_after_limited) for r in shown]),
-        ("audit after ceiling run", [_audit(r.audit_after_ceiling) for r in shown]),
     ]
     label_width = max(len(label) for label, _ in rows) + 2
     widths = [max(len(r.name), *(len(values[i]) for _, values in rows)) + 2 for i, r in enumerate(shown)]
@@ -295,6 +336,19 @@ def table(results: list[BackendResult]) -> str:
         for label, values in rows
     ]
     return "\n".join(lines)
+
+
+def _failed(runs: list[SpendRun]) -> str:
+    non2xx = sum(r.non2xx for r in runs)
+    not_success = sum(r.not_success for r in runs)
+    socket_errors = sum(r.socket_errors for r in runs)
+    return f"{non2xx + not_success + socket_errors:,} ({non2xx}/{not_success}/{socket_errors})"
+
+
+def _counted(result: BackendResult) -> str:
+    if result.events is None:
+        return "-"
+    return f"{result.events:,} / {sum(r.successes for r in result.http_runs) + result.ceiling_spends:,}"
 
 
 def _terminated(signum: int, frame: object) -> None:
@@ -350,11 +404,11 @@ def main() -> None:
 def _spend_part(config: BenchConfig) -> str:
     """The spend benchmark and its table: "passed", "failed" or "skipped" (every backend was)."""
     wrk_binary()  # fail early, with the hint, when wrk is missing
-    print("Creditline benchmark: spendCredits over HTTP vs. the raw-SQL ceiling of the same writes")
+    print("Creditline benchmark: spendCredits over HTTP vs. the raw-SQL ceilings of the same writes")
     print(machine())
     print(
-        f"runs:    {config.seconds} s each, {config.connections} connections (HTTP) / workers (ceiling),"
-        f" {config.accounts:,} accounts, {SPEND_CREDITS} credit per spend"
+        f"runs:    {config.rounds} rounds, each segment {config.seconds} s, {config.connections} connections (HTTP)"
+        f" / workers (ceiling), {config.accounts:,} accounts per set, {SPEND_CREDITS} credit per spend"
     )
     results = [run_backend(name, config) for name in config.backends]
 
