@@ -40,9 +40,13 @@ def _number(name: str, default: float) -> float:
 @dataclass(frozen=True)
 class BenchConfig:
     seconds: int
-    """Each measured segment (one wrk run or one ceiling run) of a round."""
+    """Each raw-SQL segment of a round."""
     rounds: int
-    """How many rounds of interleaved segments (plain, control, alerted, limited, ceilings, hot account)."""
+    """How many rounds: a slotted wrk run, then the raw-SQL segments."""
+    cycles: int
+    """Cycles per round's wrk run: one slot per HTTP variant each."""
+    slot_ms: int
+    """One variant's slot in the wrk run (its first quarter not counted)."""
     health_seconds: int
     connections: int
     accounts: int
@@ -69,6 +73,8 @@ class BenchConfig:
             parts=parts,
             seconds=max(1, round(_number("BENCH_SECONDS", 3))),
             rounds=max(1, round(_number("BENCH_ROUNDS", 6))),
+            cycles=max(1, round(_number("BENCH_CYCLES", 2))),
+            slot_ms=max(200, round(_number("BENCH_SLOT_MS", 1000))),
             health_seconds=max(1, round(_number("BENCH_HEALTH_SECONDS", 3))),
             connections=int(_number("BENCH_CONNECTIONS", 16)),
             accounts=int(_number("BENCH_ACCOUNTS", 1000)),

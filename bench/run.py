@@ -9,10 +9,14 @@ import secrets
 import signal
 import statistics
 import sys
+import time
 import traceback
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import asyncpg
 
 import bench
 from bench import fixtures
@@ -26,8 +30,20 @@ from bench.config import (
     BenchConfig,
     LiveConfig,
 )
-from bench.http_run import BenchError, NoopRun, SpendRun, run_noop, run_spends, server, wrk_binary, wrk_version
-from bench.interleave import Spread, rate_spread, ratio_spread, rotated
+from bench.cpu import Pids, sample_slots
+from bench.http_run import (
+    BenchError,
+    NoopRun,
+    Server,
+    SlotPlan,
+    SpendRun,
+    run_noop,
+    run_slots,
+    server_process,
+    wrk_binary,
+    wrk_version,
+)
+from bench.interleave import Spread, rate_spread, ratio_spread, rotated, slot_cpu, slot_rates, spread
 from bench.live import report as live_report
 from bench.live import run_live
 from bench.loop import arun
@@ -37,23 +53,26 @@ from bench.webhooks import run_webhooks_bench
 from creditline.db import sqlite_path
 from models.ids import encode_id
 
+_STARTED = time.monotonic()
+
 
 def say(message: str) -> None:
-    print(f"  · {message}", flush=True)
+    elapsed = int(time.monotonic() - _STARTED)
+    print(f"  · [{elapsed // 60}:{elapsed % 60:02d}] {message}", flush=True)
 
 
 HTTP_SEGMENTS = ("plain", "control", "alerted", "limited", "hot")
-"""wrk segments: plain accounts, a second identical set (the control), accounts with two alert levels not
-crossed, accounts with three limits applying (account, agent, token), and one hot account."""
+"""The variants of the slotted wrk run (slots.lua): plain accounts, a second identical set (the control),
+accounts with two alert levels not crossed, accounts with three limits applying (account, agent, token), and
+one hot account."""
 CEILING_SEGMENTS = ("ceiling", "minimal", "hot_minimal")
 """Raw-SQL segments: the app's statements and the minimal spend on the plain accounts, the minimal spend on
 the hot account."""
-SETTLE_SECONDS = 0.3
-"""After each wrk segment, untimed: the requests wrk left in flight commit before the next segment starts."""
 SEGMENTS = (*HTTP_SEGMENTS, *CEILING_SEGMENTS)
-WARM_UP_SECONDS = 1
-"""An untimed wrk run before each round's wrk segments: the first HTTP segment after the ceilings (new wrk
-connections, the server's idle pool) would otherwise start cold, and always the same variant would pay."""
+LEAD_MS = 800
+"""From starting wrk to its first slot: wrk's threads connect and warm up on the control accounts."""
+SETTLE_SECONDS = 0.3
+"""After each wrk run, untimed: the requests wrk left in flight commit before the ceilings start."""
 
 
 @dataclass
@@ -61,10 +80,15 @@ class BackendResult:
     name: str
     skipped: str = ""
     noop: NoopRun | None = None
+    cycles: list[dict[str, float]] = field(default_factory=list)
+    """Per cycle of the slotted wrk runs: each HTTP variant's spends per second."""
     rates: list[dict[str, float]] = field(default_factory=list)
-    """Per round: each segment's spends per second."""
-    runs: dict[str, list[SpendRun]] = field(default_factory=dict)
-    """Each wrk segment's runs, in round order."""
+    """Per round: each raw-SQL segment's spends per second, and the median over the round's cycles of the
+    plain and hot HTTP variants (what the ceilings of the round are compared with)."""
+    runs: list[SpendRun] = field(default_factory=list)
+    """The wrk runs, one per round."""
+    cpu_cycles: list[dict[str, tuple[float, float]]] = field(default_factory=list)
+    """Per cycle of the slotted wrk runs: each HTTP variant's CPU ms per counted spend, (server, database)."""
     ceiling_spends: int = 0
     events: int | None = None
     audit: fixtures.AuditOutcome | None = None
@@ -74,21 +98,34 @@ class BackendResult:
     """What went wrong, each one a reason to exit non-zero."""
 
     def rate(self, segment: str) -> Spread | None:
-        return rate_spread(self.rates, segment)
+        return rate_spread(self.cycles if segment in HTTP_SEGMENTS else self.rates, segment)
 
     def ratio(self, variant: str, base: str) -> Spread | None:
-        return ratio_spread(self.rates, variant, base)
+        """Two HTTP variants: within each cycle; otherwise within each round."""
+        both_http = variant in HTTP_SEGMENTS and base in HTTP_SEGMENTS
+        return ratio_spread(self.cycles if both_http else self.rates, variant, base)
 
-    def latency(self, segment: str) -> tuple[float, float] | None:
-        """The median over the rounds of the segment's p50 and p99 (ms)."""
-        runs = self.runs.get(segment, [])
-        if not runs:
+    def cpu(self, segment: str) -> tuple[Spread | None, Spread | None]:
+        """CPU ms per spend of an HTTP variant over the cycles: (server, database)."""
+        server = spread([c[segment][0] for c in self.cpu_cycles if segment in c])
+        database = spread([c[segment][1] for c in self.cpu_cycles if segment in c])
+        return server, database
+
+    def cpu_ratio(self, variant: str, base: str) -> Spread | None:
+        """Within each cycle: ``base``'s CPU per spend (server + database) over ``variant``'s, the throughput
+        ratio of a CPU-bound machine (higher is better, as for the rates)."""
+        totals = [{k: sum(v) for k, v in c.items()} for c in self.cpu_cycles]
+        return spread([c[base] / c[variant] for c in totals if c.get(variant) and base in c])
+
+    def latency(self) -> tuple[float, float] | None:
+        """The median over the rounds of the wrk run's p50 and p99 (ms), every variant together."""
+        if not self.runs:
             return None
-        return statistics.median(r.p50_ms for r in runs), statistics.median(r.p99_ms for r in runs)
+        return statistics.median(r.p50_ms for r in self.runs), statistics.median(r.p99_ms for r in self.runs)
 
     @property
     def http_runs(self) -> list[SpendRun]:
-        return [run for runs in self.runs.values() for run in runs]
+        return self.runs
 
 
 def run_backend(name: str, config: BenchConfig) -> BackendResult:
@@ -119,11 +156,6 @@ def run_backend(name: str, config: BenchConfig) -> BackendResult:
     return result
 
 
-def round_order(round_no: int) -> list[str]:
-    """The segments of round ``round_no``: the wrk ones, then the raw-SQL ones, each group rotated."""
-    return [*rotated(HTTP_SEGMENTS, round_no), *rotated(CEILING_SEGMENTS, round_no)]
-
-
 def _ids_file(work: Path, name: str, user_ids: list[int]) -> Path:
     path = work / f"user_ids_{name}.txt"
     path.write_text("".join(encode_id("User", pk) + "\n" for pk in user_ids))
@@ -151,17 +183,18 @@ def _measure(result: BackendResult, url: str, work: Path, config: BenchConfig) -
     files = {segment: _ids_file(work, segment, sets[segment]) for segment in HTTP_SEGMENTS}
     ceiling_ids = {"ceiling": sets["plain"], "minimal": sets["plain"], "hot_minimal": sets["hot"]}
 
-    with server(url, work) as base:
+    with server_process(url, work) as running:
+        base = running.base
         say(f"server up at {base}; wrk no-op /livez for {config.health_seconds} s")
         result.noop = run_noop(base, config.health_seconds, config.connections)
         if result.noop.non2xx:
             result.failures.append(f"/livez answered {result.noop.non2xx} non-2xx responses")
         say(
-            f"{config.rounds} rounds of {len(SEGMENTS)} segments of {config.seconds} s, each round a 1 s wrk"
-            f" warm-up, then {', '.join(HTTP_SEGMENTS)} (wrk), then {', '.join(CEILING_SEGMENTS)} (raw SQL),"
-            " each group's order rotating"
+            f"{config.rounds} rounds: one wrk run of {config.cycles} cycles of {config.slot_ms} ms slots, one"
+            f" per variant ({', '.join(HTTP_SEGMENTS)}; the first {config.slot_ms // 4} ms of each slot not"
+            f" counted), then {', '.join(CEILING_SEGMENTS)} (raw SQL, {config.seconds} s each); orders rotating"
         )
-        arun(_rounds(result, url, base, seeded.token, files, ceiling_ids, config))
+        arun(_rounds(result, url, running, seeded.token, files, ceiling_ids, config))
     result.load_after = os.getloadavg()
     result.events, result.audit = arun(_count_and_audit(url))
     result.alert_events = arun(fixtures.count_alert_events(url))
@@ -171,36 +204,70 @@ def _measure(result: BackendResult, url: str, work: Path, config: BenchConfig) -
 async def _rounds(
     result: BackendResult,
     url: str,
-    base: str,
+    running: Server,
     token: str,
     files: dict[str, Path],
     ceiling_ids: dict[str, list[int]],
     config: BenchConfig,
 ) -> None:
-    """Every round, in one event loop: the raw-SQL connections stay open across the rounds, wrk runs in a
-    thread while the loop waits for it."""
-    async with _ceiling(result.name, url, config.connections) as ceiling:
+    """Every round, in one event loop: a slotted wrk run (in a thread while the loop waits for it), then the
+    raw-SQL segments, whose connections stay open across the rounds."""
+    guard = config.slot_ms // 4
+    counted_seconds = (config.slot_ms - guard) / 1000
+    n = len(HTTP_SEGMENTS)
+    async with _ceiling(result.name, url, config.connections) as ceiling, _database_pids(url) as pids:
         for round_no in range(config.rounds):
-            rates: dict[str, float] = {}
-            warm_up = await asyncio.to_thread(
-                run_spends, base, WARM_UP_SECONDS, config.connections, token, files["control"], f"warm-{round_no}"
+            plan = SlotPlan(time.monotonic() * 1000 + LEAD_MS, config.slot_ms, guard, config.cycles, round_no)
+            sampling = asyncio.create_task(
+                sample_slots(running.pid, pids, plan.t0_ms, plan.slot_ms, guard, plan.cycles * n)
             )
-            result.runs.setdefault("warm-up", []).append(warm_up)
-            for segment in round_order(round_no):
-                if segment in HTTP_SEGMENTS:
-                    tag = f"{segment}-{round_no}-{secrets.token_hex(4)}"
-                    run = await asyncio.to_thread(
-                        run_spends, base, config.seconds, config.connections, token, files[segment], tag
-                    )
-                    result.runs.setdefault(segment, []).append(run)
-                    rates[segment] = run.requests_per_second
-                    await asyncio.sleep(SETTLE_SECONDS)  # let the requests wrk left in flight commit, untimed
-                else:
-                    spent = await ceiling(ceiling_ids[segment], config.seconds, segment != "ceiling")
-                    result.ceiling_spends += spent.spends
-                    rates[segment] = spent.spends_per_second
+            run, slots = await asyncio.to_thread(
+                run_slots,
+                running.base,
+                config.connections,
+                token,
+                f"r{round_no}-{secrets.token_hex(4)}",
+                plan,
+                files["control"],
+                [files[v] for v in HTTP_SEGMENTS],
+            )
+            result.runs.append(run)
+            cycles = slot_rates(slots, HTTP_SEGMENTS, config.cycles, counted_seconds)
+            result.cycles += cycles
+            result.cpu_cycles += slot_cpu(await sampling, slots, HTTP_SEGMENTS, plan.cycles, round_no)
+            rates = {v: statistics.median(c[v] for c in cycles) for v in ("plain", "hot")}
+            await asyncio.sleep(SETTLE_SECONDS)  # let the requests wrk left in flight commit, untimed
+            for segment in rotated(CEILING_SEGMENTS, round_no):
+                spent = await ceiling(ceiling_ids[segment], config.seconds, segment != "ceiling")
+                result.ceiling_spends += spent.spends
+                rates[segment] = spent.spends_per_second
             result.rates.append(rates)
-            say(f"round {round_no + 1}: " + ", ".join(f"{k} {rates[k]:,.0f}" for k in SEGMENTS))
+            shown = " | ".join(", ".join(f"{k} {c[k]:,.0f}" for k in HTTP_SEGMENTS) for c in cycles)
+            say(f"round {round_no + 1}: {shown} | " + ", ".join(f"{k} {rates[k]:,.0f}" for k in CEILING_SEGMENTS))
+
+
+@asynccontextmanager
+async def _database_pids(url: str) -> AsyncIterator[Pids]:
+    """The backends of the bench database (its PostgreSQL processes); none for SQLite."""
+    if not url.startswith("postgres"):
+
+        async def none() -> Sequence[int]:
+            return ()
+
+        yield none
+        return
+    conn = await asyncpg.connect(url)
+    try:
+
+        async def backends() -> Sequence[int]:
+            rows = await conn.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            return [int(row["pid"]) for row in rows]
+
+        yield backends
+    finally:
+        await conn.close()
 
 
 async def _count_and_audit(url: str) -> tuple[int, fixtures.AuditOutcome]:
@@ -209,17 +276,16 @@ async def _count_and_audit(url: str) -> tuple[int, fixtures.AuditOutcome]:
 
 def _check(result: BackendResult, connections: int) -> None:
     runs = result.http_runs
-    for segment, seg_runs in result.runs.items():
-        failed = [run for run in seg_runs if run.failures]
-        if failed:
-            total = sum(run.failures for run in failed)
-            sample = next((run.sample for run in failed if run.sample), "")
-            result.failures.append(
-                f"{segment}: {total} requests FAILED: {sum(r.non2xx for r in failed)} non-2xx,"
-                f" {sum(r.not_success for r in failed)} not SpendCreditsSuccess,"
-                f" {sum(r.socket_errors for r in failed)} socket errors/timeouts"
-                + (f"\n      first bad response: {sample}" if sample else "")
-            )
+    failed = [run for run in runs if run.failures]
+    if failed:
+        total = sum(run.failures for run in failed)
+        sample = next((run.sample for run in failed if run.sample), "")
+        result.failures.append(
+            f"{total} requests FAILED: {sum(r.non2xx for r in failed)} non-2xx,"
+            f" {sum(r.not_success for r in failed)} not SpendCreditsSuccess,"
+            f" {sum(r.socket_errors for r in failed)} socket errors/timeouts"
+            + (f"\n      first bad response: {sample}" if sample else "")
+        )
     # wrk stops with requests in flight: the server may commit up to one per connection that wrk never
     # counted, after each wrk segment.
     assert result.events is not None
@@ -271,6 +337,22 @@ def _target(value: Spread | None, target: float) -> str:
     return "met" if value.median >= target else "not met"
 
 
+CPU_LABELS = (
+    ("plain", "plain"),
+    ("control", "control"),
+    ("alerted", "2 alert levels"),
+    ("limited", "3 limits"),
+    ("hot", "hot account"),
+)
+
+
+def _cpu(result: BackendResult, segment: str) -> str:
+    server, database = result.cpu(segment)
+    if server is None or database is None:
+        return "-"
+    return f"{server.median:.2f} + {database.median:.2f}"
+
+
 def _latency(value: tuple[float, float] | None) -> str:
     return "-" if value is None else f"{value[0]:.1f} / {value[1]:.1f}"
 
@@ -290,35 +372,41 @@ def table(results: list[BackendResult]) -> str:
     def ratios(variant: str, base: str) -> list[str]:
         return [_spread(r.ratio(variant, base)) for r in shown]
 
+    def cpu_ratios(variant: str, base: str) -> list[str]:
+        return [_spread(r.cpu_ratio(variant, base)) for r in shown]
+
     def targets(variant: str, base: str, target: float) -> list[str]:
         return [_target(r.ratio(variant, base), target) for r in shown]
 
     rows: list[tuple[str, list[str]]] = [
         ("wrk no-op /livez (req/s)", [f"{r.noop.requests_per_second:,.0f}" if r.noop else "-" for r in shown]),
-        ("spends/s, median (min-max) over rounds", ["" for _ in shown]),
+        ("wrk latency p50 / p99 (ms), all variants", [_latency(r.latency()) for r in shown]),
+        ("spends/s, median (min-max) over cycles/rounds", ["" for _ in shown]),
         ("  plain spendCredits over HTTP", rates("plain")),
-        ("    latency p50 / p99 (ms)", [_latency(r.latency("plain")) for r in shown]),
         ("  control: a second set of plain accounts", rates("control")),
         ("  2 alert levels, not crossed", rates("alerted")),
         ("  3 limits applying", rates("limited")),
-        ("    latency p50 / p99 (ms)", [_latency(r.latency("limited")) for r in shown]),
         ("  raw-SQL ceiling, app's statements", rates("ceiling")),
         ("  raw-SQL ceiling, minimal spend", rates("minimal")),
         ("  hot account: spendCredits over HTTP", rates("hot")),
-        ("    latency p50 / p99 (ms)", [_latency(r.latency("hot")) for r in shown]),
         ("  hot account: minimal raw-SQL spend", rates("hot_minimal")),
-        ("ratios within a round, median (min-max)", ["" for _ in shown]),
+        ("CPU ms per spend, server + database, median", ["" for _ in shown]),
+        *[(f"  {label}", [_cpu(r, segment) for r in shown]) for segment, label in CPU_LABELS],
+        ("ratios within a cycle/round, median (min-max)", ["" for _ in shown]),
         ("  control / plain (the method's noise)", ratios("control", "plain")),
+        ("    the same from CPU per spend", cpu_ratios("control", "plain")),
         ("  alert levels / plain", ratios("alerted", "plain")),
+        ("    the same from CPU per spend", cpu_ratios("alerted", "plain")),
         (f"    target >= {ALERTED_TARGET_RATIO}", targets("alerted", "plain", ALERTED_TARGET_RATIO)),
         ("  3 limits / plain", ratios("limited", "plain")),
+        ("    the same from CPU per spend", cpu_ratios("limited", "plain")),
         (f"    target >= {LIMITED_TARGET_RATIO}", targets("limited", "plain", LIMITED_TARGET_RATIO)),
         ("  HTTP / ceiling (app's statements)", ratios("plain", "ceiling")),
         ("  HTTP / minimal ceiling", ratios("plain", "minimal")),
         (f"    target >= {TARGET_RATIO}", targets("plain", "minimal", TARGET_RATIO)),
         ("  hot account: HTTP / minimal ceiling", ratios("hot", "hot_minimal")),
         (f"    target >= {TARGET_RATIO}", targets("hot", "hot_minimal", TARGET_RATIO)),
-        ("rounds", [str(len(r.rates)) for r in shown]),
+        ("rounds / cycles", [f"{len(r.rates)} / {len(r.cycles)}" for r in shown]),
         ("requests (all wrk segments)", [f"{sum(x.requests for x in r.http_runs):,}" for r in shown]),
         ("failed (non-2xx/not success/socket)", [_failed(r.http_runs) for r in shown]),
         ("usage events / counted spends", [_counted(r) for r in shown]),
@@ -407,8 +495,9 @@ def _spend_part(config: BenchConfig) -> str:
     print("Creditline benchmark: spendCredits over HTTP vs. the raw-SQL ceilings of the same writes")
     print(machine())
     print(
-        f"runs:    {config.rounds} rounds, each segment {config.seconds} s, {config.connections} connections (HTTP)"
-        f" / workers (ceiling), {config.accounts:,} accounts per set, {SPEND_CREDITS} credit per spend"
+        f"runs:    {config.rounds} rounds of {config.cycles} cycles of {config.slot_ms} ms slots, raw-SQL segments"
+        f" {config.seconds} s, {config.connections} connections (HTTP) / workers (ceiling), {config.accounts:,}"
+        f" accounts per set, {SPEND_CREDITS} credit per spend"
     )
     results = [run_backend(name, config) for name in config.backends]
 

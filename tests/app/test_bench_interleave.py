@@ -1,10 +1,10 @@
-"""The spend benchmark's interleaved rounds (bench/interleave.py): the order of each round, and the ratios and
-spreads it reports from the rates of the rounds."""
+"""The spend benchmark's interleaved rounds (bench/interleave.py, bench/slots.lua): which variant each time slot
+belongs to, how slots.lua's counts are read, and the ratios and spreads reported from them."""
 
 from __future__ import annotations
 
-from bench.interleave import Spread, rate_spread, ratio_spread, rotated, round_ratios, spread
-from bench.run import CEILING_SEGMENTS, HTTP_SEGMENTS, round_order
+from bench.http_run import parse_slots
+from bench.interleave import Spread, rate_spread, ratio_spread, rotated, round_ratios, slot_rates, slot_variant, spread
 
 
 def test_each_segment_takes_each_position_once_over_as_many_rounds() -> None:
@@ -15,12 +15,30 @@ def test_each_segment_takes_each_position_once_over_as_many_rounds() -> None:
     assert rotated([], 2) == []
 
 
-def test_a_round_runs_every_wrk_segment_then_every_raw_sql_one() -> None:
-    for n in range(7):
-        order = round_order(n)
-        assert sorted(order[: len(HTTP_SEGMENTS)]) == sorted(HTTP_SEGMENTS)
-        assert sorted(order[len(HTTP_SEGMENTS) :]) == sorted(CEILING_SEGMENTS)
-    assert round_order(1)[0] == HTTP_SEGMENTS[1]
+def test_every_variant_takes_every_position_of_a_cycle_in_turn() -> None:
+    slots = [slot_variant(k, 3, 0) for k in range(9)]
+    assert slots == [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (1, 0), (2, 2), (2, 0), (2, 1)]
+    for cycle in range(3):
+        assert sorted(v for c, v in slots if c == cycle) == [0, 1, 2]
+    # The next round starts where the cycle after the last one would have.
+    assert [slot_variant(k, 3, 1)[1] for k in range(3)] == [1, 2, 0]
+
+
+def test_slot_counts_are_read_per_cycle_and_variant() -> None:
+    out = (
+        "Running 12s test @ http://127.0.0.1:1/graphql\n"
+        "BENCH requests=900 duration_us=12000000 non2xx=0 not_success=0 connect=0 read=0 write=0 timeout=0"
+        " p50_us=1 p90_us=2 p99_us=3\n"
+        "BENCH_SLOT cycle=0 variant=1 sent=75\n"
+        "BENCH_SLOT cycle=0 variant=2 sent=60\n"
+        "BENCH_SLOT cycle=1 variant=1 sent=30\n"
+    )
+    counted = parse_slots(out)
+    assert counted == {(0, 0): 75, (0, 1): 60, (1, 0): 30}
+    assert slot_rates(counted, ["plain", "limited"], 2, 0.75) == [
+        {"plain": 100.0, "limited": 80.0},
+        {"plain": 40.0, "limited": 0.0},  # a slot where nothing was counted shows as such, not as missing
+    ]
 
 
 def test_ratios_are_taken_within_each_round() -> None:
