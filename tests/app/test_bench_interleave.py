@@ -3,8 +3,21 @@ belongs to, how slots.lua's counts are read, and the ratios and spreads reported
 
 from __future__ import annotations
 
+import os
+
+from bench.cpu import SlotCpu, cpu_ms, spent_between
 from bench.http_run import parse_slots
-from bench.interleave import Spread, rate_spread, ratio_spread, rotated, round_ratios, slot_rates, slot_variant, spread
+from bench.interleave import (
+    Spread,
+    rate_spread,
+    ratio_spread,
+    rotated,
+    round_ratios,
+    slot_cpu,
+    slot_rates,
+    slot_variant,
+    spread,
+)
 
 
 def test_each_segment_takes_each_position_once_over_as_many_rounds() -> None:
@@ -66,3 +79,22 @@ def test_spread_is_median_min_and_max() -> None:
 def test_spreads_print_as_median_then_range() -> None:
     assert str(Spread(0.934, 0.871, 1.026, 6)) == "0.93 (0.87-1.03)"
     assert Spread(1234.4, 1100.0, 1300.6, 6).short() == "1,234 (1,100-1,301)"
+
+
+def test_cpu_per_spend_is_given_to_the_variant_of_each_slot() -> None:
+    # Round 1, two variants: slot 0 is cycle 0's variant 1, slot 1 its variant 0, slot 2 cycle 1's variant 0.
+    sampled = {0: SlotCpu(30.0, 10.0), 1: SlotCpu(20.0, 5.0), 2: SlotCpu(8.0, 2.0)}
+    counted = {(0, 1): 10, (0, 0): 10, (1, 0): 4}
+    assert slot_cpu(sampled, counted, ["plain", "limited"], 2, 1) == [
+        {"limited": (3.0, 1.0), "plain": (2.0, 0.5)},
+        {"plain": (2.0, 0.5)},
+    ]
+    assert slot_cpu({0: SlotCpu(5.0, 0.0)}, {}, ["plain"], 1, 0) == [{}]  # nothing counted: nothing to divide
+
+
+def test_cpu_between_samples_counts_processes_that_started_in_between() -> None:
+    assert spent_between({1: 100.0, 2: 50.0}, {1: 130.0, 3: 20.0}) == 50.0
+    own = cpu_ms(os.getpid())
+    assert own is not None
+    assert own > 0
+    assert cpu_ms(2**22 + 12345) is None
