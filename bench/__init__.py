@@ -12,7 +12,7 @@ ratio is taken within a cycle or a round and reported as median (min-max); targe
 hot one.
 
 Settings (environment): ``BENCH_ROUNDS`` (6), ``BENCH_CYCLES`` (2 per round), ``BENCH_SLOT_MS`` (1000),
-``BENCH_SECONDS`` (3, each raw-SQL run), ``BENCH_HEALTH_SECONDS`` (3, the wrk no-op check),
+``BENCH_SECONDS`` (2, each raw-SQL run), ``BENCH_HEALTH_SECONDS`` (3, the wrk no-op check),
 ``BENCH_CONNECTIONS`` (16), ``BENCH_ACCOUNTS`` (1000 per set), ``BENCH_BACKENDS`` ("sqlite,postgres"),
 ``BENCH_POSTGRES_URL`` (postgresql://postgres@127.0.0.1:5432/test, where the scratch database is created).
 

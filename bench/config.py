@@ -71,7 +71,7 @@ class BenchConfig:
             )
         return cls(
             parts=parts,
-            seconds=max(1, round(_number("BENCH_SECONDS", 3))),
+            seconds=max(1, round(_number("BENCH_SECONDS", 2))),
             rounds=max(1, round(_number("BENCH_ROUNDS", 6))),
             cycles=max(1, round(_number("BENCH_CYCLES", 2))),
             slot_ms=max(200, round(_number("BENCH_SLOT_MS", 1000))),
