@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -44,6 +45,10 @@ from resolvers.jwt_sign_in import JwtSignIn
 from resolvers.token_usage import TokenUsage
 
 log = logging.getLogger(__name__)
+
+
+WORKER_HEADER = "x-creditline-worker"
+"""On ``/livez`` and ``/readyz``: the id of the process that answered."""
 
 
 def build_services(settings: Settings, clock: Clock) -> Services:
@@ -268,15 +273,21 @@ def create_app(
             if manage_database:
                 await db.close_db()
 
+    # Each process answers its own probes (its own pool and bus): the header says which one answered, so that
+    # an operator running `creditline serve --workers N` can tell the workers apart.
+    worker = {WORKER_HEADER: str(os.getpid())}
+
     async def livez(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "ok"}, headers=worker)
 
     async def readyz(request: Request) -> Response:
         checks = await readiness.checks()
         failed = [name for name, result in checks.items() if result != "ok"]
         if failed:
-            return JSONResponse({"status": "unavailable", "failed": failed, "checks": checks}, status_code=503)
-        return JSONResponse({"status": "ready", "checks": checks})
+            return JSONResponse(
+                {"status": "unavailable", "failed": failed, "checks": checks}, status_code=503, headers=worker
+            )
+        return JSONResponse({"status": "ready", "checks": checks}, headers=worker)
 
     # Outermost first: the request's log line, CORS (a preflight is answered there, and refusals below carry
     # its headers, so that a page can read a 429), then the cheapest refusals (rate, then body) before any work.
