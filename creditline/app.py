@@ -32,6 +32,7 @@ from creditline.invoices import invoice_page
 from creditline.jobs import run_sweeper
 from creditline.jwt_keys import key_source
 from creditline.logs import RequestLogMiddleware
+from creditline.persisted import persisted_documents
 from creditline.portal import portal_session
 from creditline.rate_limit import RateLimiter, RateLimitMiddleware, limiter_for, refuse_websocket
 from creditline.services import Services
@@ -228,7 +229,8 @@ def create_app(
         if limiter is None
         else limiter.authenticator(settings, clock=services.clock, usage=usage, jwt=jwt)
     )
-    graphql = GraphQLEndpoint(build_schema(settings), services, auth, limiter)
+    documents = persisted_documents(settings.persisted_documents, settings.documents_file)
+    graphql = GraphQLEndpoint(build_schema(settings, documents), services, auth, limiter, documents)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

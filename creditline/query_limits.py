@@ -40,7 +40,9 @@ from graphql import (
     GraphQLSchema,
     InlineFragmentNode,
     IntValueNode,
+    ListValueNode,
     NoSchemaIntrospectionCustomRule,
+    ObjectValueNode,
     OperationDefinitionNode,
     OverlappingFieldsCanBeMergedRule,
     SelectionSetNode,
@@ -475,16 +477,69 @@ class QueryLimitsExtension(SchemaExtension):
         document = context.graphql_document
         assert document is not None
         schema = context.schema._schema
-        errors: list[GraphQLError] = []
-        if size_error := check_document_size(document, self.limits):
-            errors = [size_error]
-        else:
-            errors = list(_validate(schema, document, self.rules))
-        if not errors and (
-            analysis_error := analyze_operation(
-                schema, document, context.operation_name, context.variables, self.limits
-            )
-        ):
-            errors = [analysis_error]
+        # The same text is the same document (the parser cache): what depends on the document alone is
+        # checked once for it, and the analysis too when no variable can change it (a spend's).
+        errors = list(_checked(schema, document, self.rules, self.limits))
+        if not errors:
+            if measure_reads_variables(document):
+                analysis_error = analyze_operation(
+                    schema, document, context.operation_name, context.variables, self.limits
+                )
+            else:
+                analysis_error = _static_analysis(schema, document, context.operation_name, self.limits)
+            if analysis_error:
+                errors = [analysis_error]
         context.pre_execution_errors = errors
         yield
+
+
+@lru_cache(maxsize=512)
+def _checked(
+    schema: GraphQLSchema, document: DocumentNode, rules: tuple[type[ASTValidationRule], ...], limits: QueryLimits
+) -> tuple[GraphQLError, ...]:
+    """The size limits, then the standard rules: what a document is refused for whatever its variables."""
+    if size_error := check_document_size(document, limits):
+        return (size_error,)
+    return tuple(_validate(schema, document, rules))
+
+
+@lru_cache(maxsize=1024)
+def _static_analysis(
+    schema: GraphQLSchema, document: DocumentNode, operation_name: str | None, limits: QueryLimits
+) -> GraphQLError | None:
+    return analyze_operation(schema, document, operation_name, None, limits)
+
+
+def _holds_variable(value: object) -> bool:
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, VariableNode):
+            return True
+        if isinstance(node, ObjectValueNode):
+            stack.extend(field.value for field in node.fields)
+        elif isinstance(node, ListValueNode):
+            stack.extend(node.values)
+    return False
+
+
+@lru_cache(maxsize=512)
+def measure_reads_variables(document: DocumentNode) -> bool:
+    """Whether ``analyze_operation`` reads the request's variables for this document: a page size (``first``)
+    given by one, or a usage report's arguments holding one. Every other measure is the document's own."""
+    stack = [
+        d.selection_set for d in document.definitions if isinstance(d, OperationDefinitionNode | FragmentDefinitionNode)
+    ]
+    while stack:
+        selection_set = stack.pop()
+        for selection in selection_set.selections:
+            if isinstance(selection, FieldNode):
+                for argument in selection.arguments or ():
+                    counted = argument.name.value == "first" or selection.name.value == "usageReport"
+                    if counted and _holds_variable(argument.value):
+                        return True
+                if selection.selection_set is not None:
+                    stack.append(selection.selection_set)
+            elif isinstance(selection, InlineFragmentNode):
+                stack.append(selection.selection_set)
+    return False
