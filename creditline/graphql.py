@@ -465,6 +465,12 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             raise HTTPException(400, "Subscriptions need a websocket: connect with the graphql-transport-ws protocol")
         return await super().execute_single(request, request_adapter, sub_response, context, root_value, request_data)
 
+    def should_render_graphql_ide(self, request: Any) -> bool:
+        # A GET naming a persisted document by its id has no ``query`` either: it is a request, not the IDE.
+        params = request.query_params
+        named = params.get("documentId") is not None or params.get("extensions") is not None
+        return not named and super().should_render_graphql_ide(request)
+
     def parse_json(self, data: str | bytes) -> Any:
         return with_document_id(super().parse_json(data))
 

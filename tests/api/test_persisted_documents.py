@@ -107,6 +107,10 @@ async def test_allow_runs_registered_documents_by_id_and_any_text(db: Backend, a
         assert by_hash.json()["data"]["spendCredits"]["balance"]["total"] == "7"
         named = await send(allow, {"documentId": "balance-v1"}, user_token)
         assert named.json() == {"data": {"me": {"credit": {"balance": await_balance(7)}}}}
+        by_get = await allow.client.get(
+            "/graphql", params={"documentId": "balance-v1"}, headers={"authorization": f"Bearer {user_token}"}
+        )
+        assert by_get.json() == {"data": {"me": {"credit": {"balance": await_balance(7)}}}}
         text = await send(allow, {"query": UNREGISTERED_SPEND, "variables": spend_input(user_id, "c")}, service)
         assert text.json()["data"]["spendCredits"]["balance"]["total"] == "5.5"
         # A replayed key through an id moves nothing, as through the text.
