@@ -21,7 +21,8 @@ In order:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -493,21 +494,58 @@ class QueryLimitsExtension(SchemaExtension):
         yield
 
 
-@lru_cache(maxsize=512)
+class _ByIdentity:
+    """Results per parsed document, by identity: graphql-core's nodes are frozen dataclasses whose hash walks
+    the whole tree on every call (about 40 us for a spend's document, each request, under ``lru_cache``).
+    The parser cache hands back the same document for the same text, so its identity is key enough; each
+    entry keeps what its key names alive, so an id is not reused while it is here."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self.entries: OrderedDict[tuple[Any, ...], tuple[tuple[object, ...], Any]] = OrderedDict()
+
+    def get(self, key: tuple[Any, ...], keep: tuple[object, ...], compute: Callable[[], Any]) -> Any:
+        entry = self.entries.get(key)
+        if entry is not None:
+            self.entries.move_to_end(key)
+            return entry[1]
+        value = compute()
+        self.entries[key] = (keep, value)
+        if len(self.entries) > self.maxsize:
+            self.entries.popitem(last=False)
+        return value
+
+
+_CHECKED = _ByIdentity(512)
+_ANALYSED = _ByIdentity(1024)
+_READS_VARIABLES = _ByIdentity(512)
+
+
 def _checked(
     schema: GraphQLSchema, document: DocumentNode, rules: tuple[type[ASTValidationRule], ...], limits: QueryLimits
 ) -> tuple[GraphQLError, ...]:
     """The size limits, then the standard rules: what a document is refused for whatever its variables."""
-    if size_error := check_document_size(document, limits):
-        return (size_error,)
-    return tuple(_validate(schema, document, rules))
+
+    def check() -> tuple[GraphQLError, ...]:
+        if size_error := check_document_size(document, limits):
+            return (size_error,)
+        return tuple(_validate(schema, document, rules))
+
+    result: tuple[GraphQLError, ...] = _CHECKED.get(
+        (id(schema), id(document), id(rules), limits), (schema, document, rules), check
+    )
+    return result
 
 
-@lru_cache(maxsize=1024)
 def _static_analysis(
     schema: GraphQLSchema, document: DocumentNode, operation_name: str | None, limits: QueryLimits
 ) -> GraphQLError | None:
-    return analyze_operation(schema, document, operation_name, None, limits)
+    result: GraphQLError | None = _ANALYSED.get(
+        (id(schema), id(document), operation_name, limits),
+        (schema, document),
+        lambda: analyze_operation(schema, document, operation_name, None, limits),
+    )
+    return result
 
 
 def _holds_variable(value: object) -> bool:
@@ -523,8 +561,12 @@ def _holds_variable(value: object) -> bool:
     return False
 
 
-@lru_cache(maxsize=512)
 def measure_reads_variables(document: DocumentNode) -> bool:
+    reads: bool = _READS_VARIABLES.get((id(document),), (document,), lambda: _reads_variables(document))
+    return reads
+
+
+def _reads_variables(document: DocumentNode) -> bool:
     """Whether ``analyze_operation`` reads the request's variables for this document: a page size (``first``)
     given by one, or a usage report's arguments holding one. Every other measure is the document's own."""
     stack = [
