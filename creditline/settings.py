@@ -162,6 +162,10 @@ class Settings:
     sweep_interval_seconds: int = 30
     max_query_depth: int = 12
     max_query_tokens: int = 2000
+    persisted_documents: str = "off"
+    """``off``, ``allow`` or ``only`` (creditline/persisted.py)."""
+    documents_file: str = ""
+    """The registered documents: a JSON file or a directory of ``.graphql`` files."""
     max_aliases: int = 15
     token_cache_seconds: int = 5
     token_recheck_seconds: int = 30
@@ -415,6 +419,8 @@ class Settings:
             sweep_interval_seconds=_int(env, "CREDITLINE_SWEEP_INTERVAL_SECONDS", cls.sweep_interval_seconds),
             max_query_depth=_int(env, "CREDITLINE_MAX_QUERY_DEPTH", cls.max_query_depth),
             max_query_tokens=_int(env, "CREDITLINE_MAX_QUERY_TOKENS", cls.max_query_tokens),
+            persisted_documents=env.get("CREDITLINE_PERSISTED_DOCUMENTS", "").strip().lower() or "off",
+            documents_file=env.get("CREDITLINE_DOCUMENTS_FILE", "").strip(),
             max_aliases=_int(env, "CREDITLINE_MAX_ALIASES", cls.max_aliases),
             token_cache_seconds=_int(env, "CREDITLINE_TOKEN_CACHE_SECONDS", cls.token_cache_seconds),
             token_recheck_seconds=_int(env, "CREDITLINE_TOKEN_RECHECK_SECONDS", cls.token_recheck_seconds),
