@@ -27,6 +27,7 @@ new users), ``holds``, ``sweeping``, ``auditing``, ``overdraft`` (an account's o
 """
 
 from models.ledger.auditing import AuditFinding, audit
+from models.ledger.batch import BatchResult, BatchSpend, spend_batch
 from models.ledger.errors import (
     BalanceChange,
     BalanceLimitError,
@@ -73,6 +74,8 @@ __all__ = [
     "AuditFinding",
     "BalanceChange",
     "BalanceLimitError",
+    "BatchResult",
+    "BatchSpend",
     "BudgetExceededError",
     "Event",
     "ExceedsHoldError",
@@ -107,6 +110,7 @@ __all__ = [
     "release_hold",
     "set_overdraft",
     "spend",
+    "spend_batch",
     "store_refusal",
     "stored_refusal",
     "sweep",
