@@ -6,7 +6,7 @@ from typing import Any
 
 from models.tables import IdempotencyRecord, LedgerEntry, UsageEvent
 from tests.support.backends import row_counts
-from tests.support.helpers import BALANCE, Api, gid
+from tests.support.helpers import BALANCE, SPEND, Api, gid
 
 BATCH = """
 mutation Batch($input: SpendCreditsBatchInput!) {
@@ -162,8 +162,6 @@ async def test_a_key_twice_in_one_batch_is_spent_once(api: Api) -> None:
 
 
 async def test_a_batch_event_and_a_single_spend_share_their_keys(api: Api) -> None:
-    from tests.support.helpers import SPEND
-
     ada, _ = await api.user("ada@example.com", bonus=10)
     service = await api.service()
     single = (await api.data(SPEND, {"input": event(ada, "1", "k")}, service))["spendCredits"]
