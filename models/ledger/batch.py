@@ -286,10 +286,11 @@ async def _decide(
         if verdict.trips is not None:
             assert isinstance(refusal, SpendPausedError)
             await limits.trip(sql, row, refusal, before, now)
-            refusal.changes = ()  # the batch's balance event of the account covers it
             account.tripped[refusal.limit.id] = refusal
         if not isinstance(refusal, InsufficientCreditsError):
             await limit_events.refused(sql, row, standing, refusal, s.credits, pool=pool, now=now)
+        if isinstance(refusal, SpendPausedError):
+            refusal.changes = ()  # the trip's: the batch's balance event of the account covers it
         writes.records.append((s.idem, _refusal_json(refusal)))
         return refusal
     await limit_events.crossed(sql, row, standing, s.credits, pool=pool, now=now)  # no statement if none crossed
