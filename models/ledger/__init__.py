@@ -21,9 +21,10 @@ Rules (see docs/rules.md, "Spend order", "Refusal whole" and "Idempotency"):
 The package, by family (callers use the names below, ``from models import ledger; ledger.spend(...)``):
 ``errors`` (refusals and results), ``locking`` (the account lock, idempotency records, stored refusals),
 ``lots`` (live lots, the spend order, balances), ``entries`` (ledger rows), ``spending`` (spends, usage and
-its rollups), ``limits`` (spend limits in the spend's and the hold's transaction), ``grants`` (grants, voids,
-new users), ``holds``, ``sweeping``, ``auditing``, ``overdraft`` (an account's overdraft limit), and
-``auto_top_up`` (the top-up a spend queues, and its configuration, claims and outcomes).
+its rollups), ``batch`` (many spends in one transaction), ``limits`` (spend limits in the spend's and the
+hold's transaction), ``grants`` (grants, voids, new users), ``holds``, ``sweeping``, ``auditing``,
+``overdraft`` (an account's overdraft limit), and ``auto_top_up`` (the top-up a spend queues, and its
+configuration, claims and outcomes).
 """
 
 from models.ledger.auditing import AuditFinding, audit

@@ -266,7 +266,7 @@ async def test_a_replayed_batch_costs_two_statements(db: Backend, counter: State
 
     again = await counter.during(ledger.spend_batch(spends, now=T0))
 
-    assert [o.replayed for o in again.outcomes] == [True] * 100  # type: ignore[union-attr]
+    assert [o.replayed for o in again.outcomes] == [True] * 100
     assert [o.usage_event_id for o in again.outcomes] == [o.usage_event_id for o in first.outcomes]  # type: ignore[union-attr]
     assert len(counter.statements) == 3  # the locks, the records, the lots
     assert again.changes == ()
