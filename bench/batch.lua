@@ -1,8 +1,10 @@
 -- wrk script for `python -m bench` (BENCH_PARTS=batch): POST spendCreditsBatch with EVENTS spends per request,
 -- each for a random user and with a fresh idempotencyKey.
 --
---   wrk -t2 -c16 -d10s -s bench/batch.lua http://127.0.0.1:PORT/graphql -- TOKEN IDS_FILE TAG EVENTS
+--   wrk -t2 -c16 -d10s -s bench/batch.lua http://127.0.0.1:PORT/graphql -- TOKEN IDS_FILE TAG EVENTS ACCOUNTS
 --
+-- Each request's events go to ACCOUNTS users picked at random (a runtime reporting a burst for the customers it
+-- serves), in turn.
 -- done() prints "BENCH key=value ..." (events_ok: the events answered SpendCreditsSuccess) and "BENCH_SAMPLE
 -- <body>" with the first response that was not a batch of successes.
 
@@ -19,9 +21,9 @@ function setup(thread)
 end
 
 function init(args)
-  local token, ids_path, tag, events = args[1], args[2], args[3], args[4]
-  if token == nil or ids_path == nil or tag == nil or events == nil then
-    error("usage: wrk ... -s batch.lua URL -- TOKEN IDS_FILE TAG EVENTS")
+  local token, ids_path, tag, events, accounts = args[1], args[2], args[3], args[4], args[5]
+  if token == nil or ids_path == nil or tag == nil or events == nil or accounts == nil then
+    error("usage: wrk ... -s batch.lua URL -- TOKEN IDS_FILE TAG EVENTS ACCOUNTS")
   end
   ids = {}
   for line in io.lines(ids_path) do
@@ -30,6 +32,7 @@ function init(args)
     end
   end
   per_request = tonumber(events)
+  per_batch = tonumber(accounts)
   math.randomseed(os.time() + 7919 * thread_no)
   headers = { ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. token }
   prefix = tag .. "-" .. thread_no .. "-"
@@ -41,10 +44,13 @@ function init(args)
 end
 
 function request()
-  local parts = {}
+  local parts, chosen = {}, {}
+  for k = 1, per_batch do
+    chosen[k] = ids[math.random(#ids)]
+  end
   for n = 1, per_request do
     sent = sent + 1
-    parts[n] = string.format(EVENT, ids[math.random(#ids)], prefix .. sent)
+    parts[n] = string.format(EVENT, chosen[(n - 1) % per_batch + 1], prefix .. sent)
   end
   return wrk.format("POST", nil, headers, HEAD .. table.concat(parts, ",") .. TAIL)
 end

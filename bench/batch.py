@@ -1,8 +1,10 @@
 """Batch spends over HTTP (``BENCH_PARTS=batch``): wrk POSTing ``spendCreditsBatch`` with ``BENCH_BATCH_EVENTS``
-(100) spends per request over ``BENCH_CONNECTIONS`` connections, each event for a random one of
-``BENCH_ACCOUNTS`` accounts; events per second beside the raw-SQL ceiling's spends per second (bench/ceiling.py),
-measured in the same run on the same database. Every event must succeed, the usage events written must
-match what wrk counted, and the audit must pass."""
+(100) spends per request over ``BENCH_CONNECTIONS`` connections, the events of a request spread over
+``BENCH_BATCH_ACCOUNTS`` (10) of ``BENCH_ACCOUNTS`` accounts picked at random (a batch locks all of its
+accounts until it commits: batches spread over many accounts of few wait for each other). Events per second
+beside the raw-SQL ceiling's spends per second (bench/ceiling.py), measured in the same run on the same
+database. Every event must succeed, the usage events written must match what wrk counted, and the audit must
+pass."""
 
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ class BatchRun:
 class BatchResult:
     name: str
     per_request: int
+    accounts: int
     skipped: str = ""
     run: BatchRun | None = None
     ceiling: CeilingRun | None = None
@@ -57,10 +60,12 @@ class BatchResult:
         return self.run.events_per_second / self.ceiling.spends_per_second
 
 
-def run_wrk(base: str, config: BenchConfig, token: str, ids_file: Path, per_request: int) -> BatchRun:
+def run_wrk(base: str, config: BenchConfig, token: str, ids_file: Path, per_request: int, accounts: int) -> BatchRun:
     args = ["-t2", f"-c{config.connections}", f"-d{config.seconds}s", "--timeout", "20s", "-s", str(LUA_SCRIPT)]
     tag = "batch-" + secrets.token_hex(4)
-    out = _run_wrk([*args, base + "/graphql", "--", token, str(ids_file), tag, str(per_request)], config.seconds)
+    out = _run_wrk(
+        [*args, base + "/graphql", "--", token, str(ids_file), tag, str(per_request), str(accounts)], config.seconds
+    )
     line = next((ln for ln in out.splitlines() if ln.startswith("BENCH ")), None)
     if line is None:
         raise BenchError(f"batch.lua printed no BENCH line; wrk said:\n{out}")
@@ -83,7 +88,7 @@ def _measure(result: BatchResult, url: str, work: Path, config: BenchConfig) -> 
     ids_file.write_text("".join(encode_id("User", pk) + "\n" for pk in seeded.user_ids))
     with server(url, work) as base:
         print(f"  · wrk spendCreditsBatch ({result.per_request} events) for {config.seconds} s", flush=True)
-        run = result.run = run_wrk(base, config, seeded.token, ids_file, result.per_request)
+        run = result.run = run_wrk(base, config, seeded.token, ids_file, result.per_request, result.accounts)
     if run.failures:
         result.failures.append(f"{run.failures} of {run.requests} batches FAILED; first: {run.sample}")
     written = arun(fixtures.count_usage_events(url))
@@ -102,8 +107,8 @@ def _measure(result: BatchResult, url: str, work: Path, config: BenchConfig) -> 
         result.ceiling = arun(run_postgres(url, seeded.user_ids, config.seconds, config.connections))
 
 
-def run_backend(name: str, config: BenchConfig, per_request: int) -> BatchResult:
-    result = BatchResult(name, per_request)
+def run_backend(name: str, config: BenchConfig, per_request: int, accounts: int) -> BatchResult:
+    result = BatchResult(name, per_request, accounts)
     print(f"\n[{name}: batches]", flush=True)
     with fixtures.workdir() as tmp:
         work = Path(tmp)
@@ -135,11 +140,12 @@ def run_batch_bench(config: BenchConfig | None = None) -> bool:
     """Measure and print the table; whether every run succeeded."""
     config = config or BenchConfig.from_env()
     per_request = int(os.environ.get("BENCH_BATCH_EVENTS", "100"))
+    accounts = int(os.environ.get("BENCH_BATCH_ACCOUNTS", "10"))
     print(
-        f"Creditline benchmark: spendCreditsBatch, {per_request} events per request, {config.connections}"
-        f" connections, {config.accounts:,} accounts, {os.cpu_count()} CPUs"
+        f"Creditline benchmark: spendCreditsBatch, {per_request} events per request over {accounts} accounts,"
+        f" {config.connections} connections, {config.accounts:,} accounts, {os.cpu_count()} CPUs"
     )
-    results = [run_backend(name, config, per_request) for name in config.backends]
+    results = [run_backend(name, config, per_request, accounts) for name in config.backends]
     shown = [r for r in results if not r.skipped]
     rows = [
         ("batches/s", [_cell(r.run.requests / r.run.seconds if r.run and r.run.seconds else None) for r in shown]),
