@@ -17,7 +17,7 @@ from pathlib import Path
 from bench import fixtures
 from bench.ceiling import CeilingRun, run_postgres, run_sqlite
 from bench.config import BenchConfig
-from bench.http_run import BenchError, _run_wrk, server
+from bench.http_run import BenchError, _run_wrk, bench_lines, server
 from bench.loop import arun
 from creditline.db import sqlite_path
 from models.ids import encode_id
@@ -66,11 +66,7 @@ def run_wrk(base: str, config: BenchConfig, token: str, ids_file: Path, per_requ
     out = _run_wrk(
         [*args, base + "/graphql", "--", token, str(ids_file), tag, str(per_request), str(accounts)], config.seconds
     )
-    line = next((ln for ln in out.splitlines() if ln.startswith("BENCH ")), None)
-    if line is None:
-        raise BenchError(f"batch.lua printed no BENCH line; wrk said:\n{out}")
-    f = {key: int(value) for key, value in (item.split("=", 1) for item in line.split()[1:])}
-    sample = next((ln[len("BENCH_SAMPLE ") :] for ln in out.splitlines() if ln.startswith("BENCH_SAMPLE ")), "")
+    f, sample = bench_lines(out, "batch.lua")
     return BatchRun(
         requests=f["requests"],
         seconds=f["duration_us"] / 1e6,
