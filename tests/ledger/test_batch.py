@@ -162,6 +162,64 @@ async def test_a_batch_decides_every_spend_as_the_same_spends_one_by_one(db: Bac
     assert await ledger.audit() == []
 
 
+async def test_holds_and_an_overdraft_bound_a_batch_as_they_bound_the_same_spends_one_by_one(db: Backend) -> None:
+    twins = [await _account(f"{name}@example.com", 10 * MICRO) for name in ("serial", "batch")]
+    for user_id, account_id in twins:  # 5 of the 10 held, 2 to borrow
+        await ledger.hold(
+            ("id", account_id),
+            user_id=user_id,
+            organization_id=None,
+            agent_id="bot",
+            activity="answer",
+            credits=5 * MICRO,
+            expires_at=T0 + timedelta(hours=1),
+            idem=_key("h", account_id),
+            now=T0,
+        )
+        await ledger.set_overdraft(account_id, 2 * MICRO, T0)
+    credits = [3, 3, 2, 1, 1]
+
+    (serial_user, serial_account), (batch_user, batch_account) = twins
+    serial = await _serially([_spend(serial_user, serial_account, c * MICRO, f"s{n}") for n, c in enumerate(credits)])
+    done = await ledger.spend_batch(
+        [_spend(batch_user, batch_account, c * MICRO, f"s{n}") for n, c in enumerate(credits)], now=T0
+    )
+
+    assert [_seen(o) for o in done.outcomes] == [_seen(o) for o in serial]
+    refused = "InsufficientCreditsError"
+    assert [type(o).__name__ for o in serial] == ["SpendResult", "SpendResult", refused, "SpendResult", refused]
+    last = done.outcomes[3]
+    assert isinstance(last, ledger.SpendResult)
+    assert (last.balance.available, last.balance.total, last.balance.held) == (-2 * MICRO, 3 * MICRO, 5 * MICRO)
+    serial_row, batch_row = await CreditAccount.get(id=serial_account), await CreditAccount.get(id=batch_account)
+    assert (batch_row.balance, batch_row.owed, batch_row.version) == (
+        serial_row.balance,
+        serial_row.owed,
+        serial_row.version,
+    )
+
+
+async def test_what_the_lots_cannot_give_is_owed_in_a_batch_as_one_by_one(db: Backend) -> None:
+    twins = [await _account(f"{name}@example.com", 2 * MICRO) for name in ("serial", "batch")]
+    for _, account_id in twins:
+        await ledger.set_overdraft(account_id, 3 * MICRO, T0)
+    credits = [1, 2, 1, 2]
+    (serial_user, serial_account), (batch_user, batch_account) = twins
+
+    serial = await _serially([_spend(serial_user, serial_account, c * MICRO, f"s{n}") for n, c in enumerate(credits)])
+    done = await ledger.spend_batch(
+        [_spend(batch_user, batch_account, c * MICRO, f"s{n}") for n, c in enumerate(credits)], now=T0
+    )
+
+    assert [_seen(o) for o in done.outcomes] == [_seen(o) for o in serial]
+    third = done.outcomes[2]
+    assert isinstance(third, ledger.SpendResult)
+    assert (third.balance.available, third.balance.owed) == (-2 * MICRO, 2 * MICRO)
+    assert isinstance(done.outcomes[3], ledger.InsufficientCreditsError)
+    owed = [e.owed_credits for e in await UsageEvent.filter(account_id=batch_account).order_by("id")]
+    assert owed == [0, MICRO, MICRO]
+
+
 async def test_events_written_by_a_batch_are_those_of_the_same_spends_one_by_one(db: Backend) -> None:
     serial_user, serial_account = await _account("serial@example.com", 40 * MICRO)
     batch_user, batch_account = await _account("batch@example.com", 40 * MICRO)
