@@ -151,6 +151,8 @@ class _Writes:
 
 async def spend_batch(spends: Sequence[BatchSpend], *, now: datetime, auto_top_up: Terms | None = None) -> BatchResult:
     """Apply ``spends`` in input order (each refused, replayed or applied on its own), in one transaction."""
+    if not spends:
+        return BatchResult((), ())
     for attempt in range(_RETRIES):
         try:
             return await _run(spends, now, auto_top_up)

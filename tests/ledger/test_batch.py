@@ -317,7 +317,13 @@ async def test_a_hundred_spends_cost_the_same_handful_of_statements_on_one_accou
     assert await UsageEvent.all().count() == 100
 
 
-async def test_a_replayed_batch_costs_two_statements(db: Backend, counter: StatementCounter) -> None:
+async def test_an_empty_batch_runs_no_statement(db: Backend, counter: StatementCounter) -> None:
+    done = await counter.during(ledger.spend_batch([], now=T0))
+
+    assert (done.outcomes, done.changes, counter.statements) == ((), (), [])
+
+
+async def test_a_replayed_batch_costs_three_statements(db: Backend, counter: StatementCounter) -> None:
     user_id, account_id = await _account("ada@example.com", 100 * MICRO)
     spends = [_spend(user_id, account_id, MICRO, f"s{n}") for n in range(100)]
     first = await ledger.spend_batch(spends, now=T0)
