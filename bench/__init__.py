@@ -20,7 +20,7 @@ Then live balance subscriptions (see ``bench/live.py``): 1,000 ``balanceChanged`
 server process, resident memory per idle subscriber (target at most 40 KB), p50/p99 from commit to receipt
 for a steady stream of spends (target p99 at most 50 ms), and the same across two processes through Redis.
 Settings: ``BENCH_SUBSCRIBERS`` (1000), ``BENCH_SUB_SPENDS`` (2000), ``BENCH_SUB_RATE`` (200 spends/s),
-``BENCH_REDIS_URL`` (redis://127.0.0.1:6379/0). ``BENCH_PARTS`` ("spend,live,reports,queries,webhooks") picks
+``BENCH_REDIS_URL`` (redis://127.0.0.1:6379/0). ``BENCH_PARTS`` ("spend,batch,live,reports,queries,webhooks") picks
 the parts.
 
 Then the usage reports (``bench/reports.py``) and the costliest document the query limits admit

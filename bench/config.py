@@ -62,12 +62,13 @@ class BenchConfig:
             raise SystemExit(f"BENCH_BACKENDS: choose from sqlite,postgres (got {os.environ.get('BENCH_BACKENDS')!r})")
         parts = tuple(
             p.strip()
-            for p in os.environ.get("BENCH_PARTS", "spend,live,reports,queries,webhooks").split(",")
+            for p in os.environ.get("BENCH_PARTS", "spend,batch,live,reports,queries,webhooks").split(",")
             if p.strip()
         )
-        if set(parts) - {"spend", "live", "reports", "queries", "webhooks"} or not parts:
+        if set(parts) - {"spend", "batch", "live", "reports", "queries", "webhooks"} or not parts:
             raise SystemExit(
-                f"BENCH_PARTS: choose from spend,live,reports,queries,webhooks (got {os.environ.get('BENCH_PARTS')!r})"
+                "BENCH_PARTS: choose from spend,batch,live,reports,queries,webhooks"
+                f" (got {os.environ.get('BENCH_PARTS')!r})"
             )
         return cls(
             parts=parts,

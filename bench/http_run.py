@@ -183,12 +183,18 @@ def run_noop(base: str, seconds: int, connections: int) -> NoopRun:
     return NoopRun(float(rate.group(1)), int(non2xx.group(1)) if non2xx else 0)
 
 
-def _spend_run(out: str) -> SpendRun:
+def bench_lines(out: str, script: str) -> tuple[dict[str, int], str]:
+    """What a wrk script's ``done()`` printed: its "BENCH key=value ..." line, and its "BENCH_SAMPLE" (or "")."""
     line = next((ln for ln in out.splitlines() if ln.startswith("BENCH ")), None)
     if line is None:
-        raise BenchError(f"the wrk script printed no BENCH line; wrk said:\n{out}")
+        raise BenchError(f"{script} printed no BENCH line; wrk said:\n{out}")
     fields = {key: int(value) for key, value in (item.split("=", 1) for item in line.split()[1:])}
     sample = next((ln[len("BENCH_SAMPLE ") :] for ln in out.splitlines() if ln.startswith("BENCH_SAMPLE ")), "")
+    return fields, sample
+
+
+def _spend_run(out: str) -> SpendRun:
+    fields, sample = bench_lines(out, "the wrk script")
     return SpendRun(
         requests=fields["requests"],
         seconds=fields["duration_us"] / 1e6,

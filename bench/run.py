@@ -20,6 +20,7 @@ import asyncpg
 
 import bench
 from bench import fixtures
+from bench.batch import run_batch_bench
 from bench.ceiling import Ceiling, postgres_ceiling, sqlite_ceiling
 from bench.config import (
     ALERT_LEVELS,
@@ -462,6 +463,8 @@ def main() -> None:
             print("\n!!! LIVE SUBSCRIPTIONS: THE RUN HAD ERRORS")
             for failure in live.failures:
                 print(f"!!!   {failure}")
+    if "batch" in config.parts and not run_batch_bench(config):
+        spend = "failed"  # bench/batch.py printed what failed
     reports_ok = True
     if "reports" in config.parts:
         print()

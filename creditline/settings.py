@@ -207,6 +207,8 @@ class Settings:
     """How long a resent topUp or subscribe waits for the first call with its key to learn the payment's
     outcome; past it, while that call may still be running, the resend is told to send again."""
     # Issue 9, points 4, 10, 11 and 18: the HTTP/ASGI transport (bodies, connections, logs, rate limits).
+    batch_max_events: int = 1_000
+    """Most events one ``spendCreditsBatch`` may carry."""
     max_body_bytes: int = 1 << 20
     """Largest request body, on every route; a larger one gets 413 before it is read."""
     ws_max_message_bytes: int = 64 << 10
@@ -444,6 +446,7 @@ class Settings:
             price_per_100_credits=_int(env, "CREDITLINE_PRICE_PER_100_CREDITS", cls.price_per_100_credits),
             top_up_min_credits=_int(env, "CREDITLINE_TOP_UP_MIN_CREDITS", cls.top_up_min_credits),
             top_up_max_credits=_int(env, "CREDITLINE_TOP_UP_MAX_CREDITS", cls.top_up_max_credits),
+            batch_max_events=_int(env, "CREDITLINE_BATCH_MAX_EVENTS", cls.batch_max_events),
             max_subscriptions_per_connection=_int(
                 env, "CREDITLINE_MAX_SUBSCRIPTIONS_PER_CONNECTION", cls.max_subscriptions_per_connection
             ),

@@ -696,6 +696,11 @@ class BalanceEvent:
     reason: str = strawberry.field(description="SNAPSHOT, SPEND, GRANT, EXPIRE, HOLD, CAPTURE, RELEASE, ...")
     version: int = strawberry.field(description="Goes up by one per change of this account: a gap means a miss")
     occurred_at: datetime
+    changes: int = strawberry.field(
+        default=1,
+        description="How many changes this event covers: 1, or a spendCreditsBatch's changes of the account (its"
+        " version went up by that many; delta and balance are the batch's)",
+    )
 
 
 @strawberry.type(description="The price of one unit of an activity.")
