@@ -17,10 +17,24 @@ time, one transaction per spend, with the statement sequence of ``models.ledger.
     INSERT idempotency_records ... ON CONFLICT DO NOTHING RETURNING id
     COMMIT
 
+Beside it the *minimal* ceiling (``minimal=True``), the least a spend can be and still keep the books:
+
+    BEGIN
+    lock the account row (SELECT ... FOR UPDATE on PostgreSQL)
+    SELECT its live lots
+    UPDATE the one lot taken from
+    INSERT usage_events RETURNING id
+    INSERT ledger_entries
+    UPDATE credit_accounts (balance, version)
+    COMMIT
+
+(no idempotency record, no allocations, no rollups, no auto top-up or limits read with the lock).
+
 Balances move exactly as the ledger moves them (lot remaining, account balance and version, the ledger
 row's balance_after and version), so ``creditline audit`` still passes afterwards. PostgreSQL uses an
-asyncpg pool sized like the app's (2..20 connections); SQLite one aiosqlite connection serialized by a
-lock, with the pragmas Tortoise sets (WAL journal, foreign keys on, default synchronous).
+asyncpg pool of one connection per worker, opened before the timed runs; SQLite one aiosqlite connection serialized by a
+lock, with the pragmas the app sets (WAL journal, foreign keys on, default synchronous, a busy timeout) and
+its ``BEGIN IMMEDIATE``.
 """
 
 from __future__ import annotations
@@ -33,7 +47,8 @@ import re
 import secrets
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -81,6 +96,12 @@ STORE_KEY = (
 )
 
 
+MINIMAL_LOCK = "SELECT id, balance, held, version FROM credit_accounts WHERE user_id = $1"
+MINIMAL_LOTS = LIVE_LOTS
+MINIMAL_TAKE = "UPDATE credit_lots SET remaining = remaining - $1 WHERE id = $2"
+MINIMAL_SAVE = "UPDATE credit_accounts SET balance = $1, version = $2 WHERE id = $3"
+MINIMAL_STATEMENTS = (MINIMAL_LOCK, MINIMAL_LOTS, MINIMAL_TAKE, INSERT_USAGE, INSERT_LEDGER, MINIMAL_SAVE)
+
 STATEMENTS = (
     LOCK_ACCOUNT,
     LIVE_LOTS,
@@ -123,6 +144,27 @@ class Statements:
     def sqlite(cls) -> Statements:
         """No row lock: SQLite has one writer at a time already."""
         return cls(*(qmark(sql)[0] for sql in STATEMENTS))
+
+
+@dataclass(frozen=True)
+class MinimalStatements:
+    """The statements of the minimal spend in one dialect."""
+
+    lock_account: str
+    live_lots: str
+    take_from_lot: str
+    insert_usage: str
+    insert_ledger: str
+    save_account: str
+
+    @classmethod
+    def postgres(cls) -> MinimalStatements:
+        lock_account, *rest = MINIMAL_STATEMENTS
+        return cls(lock_account + " FOR UPDATE", *rest)
+
+    @classmethod
+    def sqlite(cls) -> MinimalStatements:
+        return cls(*(qmark(sql)[0] for sql in MINIMAL_STATEMENTS))
 
 
 Fetch = Callable[..., Awaitable[Sequence[Any]]]
@@ -227,6 +269,47 @@ async def spend_once(fetch: Fetch, sql: Statements, user_id: int, key: str) -> N
         raise RuntimeError(f"idempotency key {key} stored twice")
 
 
+async def minimal_spend_once(fetch: Fetch, sql: MinimalStatements, user_id: int) -> None:
+    """The minimal spend of ``SPEND_MICRO`` for ``user_id`` (see the module's docstring), inside the caller's
+    transaction: lock, lots, take from the first lot that covers it, usage event, ledger row, balance."""
+    now = datetime.now(UTC)
+    rows = await fetch(sql.lock_account, user_id)
+    if not rows:
+        raise RuntimeError(f"no account for user {user_id}")
+    account = rows[0]
+    account_id = account["id"]
+    lots = await fetch(sql.live_lots, account_id)
+    lot = next((lot for lot in sorted(lots, key=_order) if int(lot["remaining"]) >= SPEND_MICRO), None)
+    if lot is None:
+        raise RuntimeError(f"the account of user {user_id} has no lot covering a spend")
+    await fetch(sql.take_from_lot, SPEND_MICRO, lot["id"])
+    free, paid = (SPEND_MICRO, 0) if lot["kind"] == CreditKind.FREE else (0, SPEND_MICRO)
+    inserted = await fetch(
+        sql.insert_usage, account_id, user_id, None, None, AGENT_ID, ACTIVITY, None, SPEND_MICRO, free, paid, now
+    )
+    balance = int(account["balance"]) - SPEND_MICRO
+    held = int(account["held"])
+    version = int(account["version"]) + 1
+    await fetch(
+        sql.insert_ledger,
+        account_id,
+        LedgerEntryType.SPEND.value,
+        -SPEND_MICRO,
+        -free,
+        -paid,
+        0,
+        balance,
+        held,
+        version,
+        None,
+        inserted[0]["id"],
+        None,
+        None,
+        now,
+    )
+    await fetch(sql.save_account, balance, version, account_id)
+
+
 async def _drive(
     concurrency: int, seconds: float, user_ids: list[int], one: Callable[[int, str], Awaitable[None]]
 ) -> CeilingRun:
@@ -251,39 +334,65 @@ async def _drive(
 # -------------------------------------------------------------------------------------------- PostgreSQL
 
 
-async def run_postgres(url: str, user_ids: list[int], seconds: float, concurrency: int) -> CeilingRun:
-    """asyncpg, a pool sized like the app's; ``fetch`` for row-returning statements, ``execute`` for the rest
-    (as Tortoise does)."""
+Ceiling = Callable[[list[int], float, bool], Awaitable[CeilingRun]]
+"""``ceiling(user_ids, seconds, minimal)``: one timed run of spends for random users of ``user_ids``, the minimal
+spend with ``minimal``, the app's statements without."""
+
+
+@asynccontextmanager
+async def postgres_ceiling(url: str, concurrency: int) -> AsyncIterator[Ceiling]:
+    """asyncpg, a pool of ``concurrency`` connections opened once for every run the block makes (so a run
+    never waits for connections, and the bench holds no more than it drives); ``fetch`` for row-returning
+    statements, ``execute`` for the rest (as Tortoise does)."""
     sql = Statements.postgres()
+    small = MinimalStatements.postgres()
     no_rows = {sql.take_from_lot, sql.insert_allocation, sql.insert_ledger, sql.save_account}
-    pool = await asyncpg.create_pool(url, min_size=2, max_size=20)
+    no_rows |= {small.take_from_lot, small.insert_ledger, small.save_account}
+    pool = await asyncpg.create_pool(url, min_size=concurrency, max_size=concurrency)
     try:
 
-        async def one(user_id: int, key: str) -> None:
-            async with pool.acquire() as conn, conn.transaction():
+        async def ceiling(user_ids: list[int], seconds: float, minimal: bool) -> CeilingRun:
+            async def one(user_id: int, key: str) -> None:
+                async with pool.acquire() as conn, conn.transaction():
 
-                async def fetch(statement: str, *args: Any) -> Sequence[Any]:
-                    if statement in no_rows:
-                        await conn.execute(statement, *args)
-                        return ()
-                    rows: Sequence[Any] = await conn.fetch(statement, *args)
-                    return rows
+                    async def fetch(statement: str, *args: Any) -> Sequence[Any]:
+                        if statement in no_rows:
+                            await conn.execute(statement, *args)
+                            return ()
+                        rows: Sequence[Any] = await conn.fetch(statement, *args)
+                        return rows
 
-                await spend_once(fetch, sql, user_id, key)
+                    if minimal:
+                        await minimal_spend_once(fetch, small, user_id)
+                    else:
+                        await spend_once(fetch, sql, user_id, key)
 
-        return await _drive(concurrency, seconds, user_ids, one)
+            return await _drive(concurrency, seconds, user_ids, one)
+
+        yield ceiling
     finally:
         await pool.close()
 
 
+async def run_postgres(
+    url: str, user_ids: list[int], seconds: float, concurrency: int, *, minimal: bool = False
+) -> CeilingRun:
+    """One run of ``postgres_ceiling``."""
+    async with postgres_ceiling(url, concurrency) as ceiling:
+        return await ceiling(user_ids, seconds, minimal)
+
+
 # ------------------------------------------------------------------------------------------------ SQLite
 
-SQLITE_PRAGMAS = {"journal_mode": "WAL", "journal_size_limit": 16384, "foreign_keys": "ON"}
+SQLITE_PRAGMAS = {"journal_mode": "WAL", "journal_size_limit": 16384, "foreign_keys": "ON", "busy_timeout": 5000}
 
 
-async def run_sqlite(path: str, user_ids: list[int], seconds: float, concurrency: int) -> CeilingRun:
-    """One aiosqlite connection (autocommit mode, explicit BEGIN/COMMIT) serialized by a lock, as in the app."""
+@asynccontextmanager
+async def sqlite_ceiling(path: str, concurrency: int) -> AsyncIterator[Ceiling]:
+    """One aiosqlite connection (autocommit mode, explicit BEGIN IMMEDIATE/COMMIT) serialized by a lock, as in
+    the app, opened once for every run the block makes."""
     sql = Statements.sqlite()
+    small = MinimalStatements.sqlite()
     conn = await aiosqlite.connect(path, isolation_level=None)
     try:
         conn.row_factory = sqlite3.Row
@@ -291,21 +400,35 @@ async def run_sqlite(path: str, user_ids: list[int], seconds: float, concurrency
             await conn.execute_fetchall(f"PRAGMA {pragma}={value}")
         lock = asyncio.Lock()
 
-        order = dict(qmark(sql) for sql in STATEMENTS)
+        order = dict(qmark(sql) for sql in (*STATEMENTS, *MINIMAL_STATEMENTS))
 
         async def fetch(statement: str, *args: Any) -> Sequence[Any]:
             return list(await conn.execute_fetchall(statement, [args[i] for i in order[statement]]))
 
-        async def one(user_id: int, key: str) -> None:
-            async with lock:
-                await conn.execute_fetchall("BEGIN")
-                try:
-                    await spend_once(fetch, sql, user_id, key)
-                except BaseException:
-                    await conn.rollback()
-                    raise
-                await conn.commit()
+        async def ceiling(user_ids: list[int], seconds: float, minimal: bool) -> CeilingRun:
+            async def one(user_id: int, key: str) -> None:
+                async with lock:
+                    await conn.execute_fetchall("BEGIN IMMEDIATE")  # as the app's transactions begin
+                    try:
+                        if minimal:
+                            await minimal_spend_once(fetch, small, user_id)
+                        else:
+                            await spend_once(fetch, sql, user_id, key)
+                    except BaseException:
+                        await conn.rollback()
+                        raise
+                    await conn.commit()
 
-        return await _drive(concurrency, seconds, user_ids, one)
+            return await _drive(concurrency, seconds, user_ids, one)
+
+        yield ceiling
     finally:
         await conn.close()
+
+
+async def run_sqlite(
+    path: str, user_ids: list[int], seconds: float, concurrency: int, *, minimal: bool = False
+) -> CeilingRun:
+    """One run of ``sqlite_ceiling``."""
+    async with sqlite_ceiling(path, concurrency) as ceiling:
+        return await ceiling(user_ids, seconds, minimal)

@@ -11,9 +11,9 @@ TARGET_RATIO = 0.5
 LIMITED_TARGET_RATIO = 0.9
 ALERTED_TARGET_RATIO = 0.95
 """Spends on accounts with balance-alert levels they do not cross, against plain spends (issue 13)."""
+"""The spend with three limits applying, against the plain spend of the same run: within 10% (issue 12)."""
 ALERT_LEVELS = "2000000,1000000"
 """1 and 2 credits: far below what a bench account holds, so no bench spend crosses them."""
-"""The spend with three limits applying, against the plain spend of the same run: within 10%."""
 SPEND_CREDITS = "0.001"
 SPEND_MICRO = 1_000
 """``SPEND_CREDITS`` in micro-credits."""
@@ -40,6 +40,13 @@ def _number(name: str, default: float) -> float:
 @dataclass(frozen=True)
 class BenchConfig:
     seconds: int
+    """Each raw-SQL segment of a round."""
+    rounds: int
+    """How many rounds: a slotted wrk run, then the raw-SQL segments."""
+    cycles: int
+    """Cycles per round's wrk run: one slot per HTTP variant each."""
+    slot_ms: int
+    """One variant's slot in the wrk run (its first quarter not counted)."""
     health_seconds: int
     connections: int
     accounts: int
@@ -55,16 +62,20 @@ class BenchConfig:
             raise SystemExit(f"BENCH_BACKENDS: choose from sqlite,postgres (got {os.environ.get('BENCH_BACKENDS')!r})")
         parts = tuple(
             p.strip()
-            for p in os.environ.get("BENCH_PARTS", "spend,live,reports,queries,webhooks").split(",")
+            for p in os.environ.get("BENCH_PARTS", "spend,batch,live,reports,queries,webhooks").split(",")
             if p.strip()
         )
-        if set(parts) - {"spend", "live", "reports", "queries", "webhooks"} or not parts:
+        if set(parts) - {"spend", "batch", "live", "reports", "queries", "webhooks"} or not parts:
             raise SystemExit(
-                f"BENCH_PARTS: choose from spend,live,reports,queries,webhooks (got {os.environ.get('BENCH_PARTS')!r})"
+                "BENCH_PARTS: choose from spend,batch,live,reports,queries,webhooks"
+                f" (got {os.environ.get('BENCH_PARTS')!r})"
             )
         return cls(
             parts=parts,
-            seconds=max(1, round(_number("BENCH_SECONDS", 10))),
+            seconds=max(1, round(_number("BENCH_SECONDS", 2))),
+            rounds=max(1, round(_number("BENCH_ROUNDS", 6))),
+            cycles=max(1, round(_number("BENCH_CYCLES", 2))),
+            slot_ms=max(200, round(_number("BENCH_SLOT_MS", 1000))),
             health_seconds=max(1, round(_number("BENCH_HEALTH_SECONDS", 3))),
             connections=int(_number("BENCH_CONNECTIONS", 16)),
             accounts=int(_number("BENCH_ACCOUNTS", 1000)),

@@ -135,10 +135,10 @@ async def seed_subscribers(url: str, users: int) -> SeededSubscribers:
     return SeededSubscribers(seeded.user_ids, tokens, [account_of[u] for u in seeded.user_ids], seeded.token)
 
 
-async def set_three_limits(url: str) -> int:
-    """Give every bench account three limits that apply to every bench spend and never refuse one: the
-    account's month, the bench agent's day, and the bench token's last 24 hours (each with a warning
-    threshold, so the warnings are computed too). Returns how many were set."""
+async def set_three_limits(url: str, user_ids: list[int] | None = None) -> int:
+    """Give every bench account (or only those of ``user_ids``) three limits that apply to every bench spend
+    and never refuse one: the account's month, the bench agent's day, and the bench token's last 24 hours
+    (each with a warning threshold, so the warnings are computed too). Returns how many were set."""
     await _init(url)
     try:
         now = Clock().now()
@@ -150,7 +150,10 @@ async def set_three_limits(url: str) -> int:
                 LimitScope.TOKEN, SIGNUP_BONUS, LimitWindow.ROLLING_HOURS, 24, token_id=token.id, warn_percent=80
             ),
         )
-        rows = await Sql(connections.get("default")).fetch("SELECT id FROM credit_accounts")
+        rows = await Sql(connections.get("default")).fetch("SELECT id, user_id FROM credit_accounts")
+        if user_ids is not None:
+            wanted = set(user_ids)
+            rows = [row for row in rows if int(row["user_id"]) in wanted]
         for row in rows:
             for spec in specs:
                 await limits.set_limit(int(row["id"]), spec, now)
@@ -159,12 +162,21 @@ async def set_three_limits(url: str) -> int:
         await db.close_db()
 
 
-async def set_alert_levels(url: str, levels: str | None) -> int:
-    """Give every bench account the balance-alert levels ``levels`` (stored form: comma-separated
-    micro-credits; ``None``: none, the deployment default of 0). Returns how many accounts."""
+async def set_alert_levels(url: str, levels: str | None, user_ids: list[int] | None = None) -> int:
+    """Give every bench account (or only those of ``user_ids``) the balance-alert levels ``levels`` (stored
+    form: comma-separated micro-credits; ``None``: none, the deployment default of 0). Returns how many
+    accounts."""
     await _init(url)
     try:
-        return await Sql(connections.get("default")).execute("UPDATE credit_accounts SET alert_levels = $1", levels)
+        sql = Sql(connections.get("default"))
+        if user_ids is None:
+            return await sql.execute("UPDATE credit_accounts SET alert_levels = $1", levels)
+        changed = 0
+        for user_id in user_ids:
+            changed += await sql.execute(
+                "UPDATE credit_accounts SET alert_levels = $1 WHERE user_id = $2", levels, user_id
+            )
+        return changed
     finally:
         await db.close_db()
 

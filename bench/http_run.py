@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LUA_SCRIPT = Path(__file__).resolve().parent / "spend.lua"
+SLOTS_SCRIPT = Path(__file__).resolve().parent / "slots.lua"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT = 60.0
 
@@ -181,15 +183,18 @@ def run_noop(base: str, seconds: int, connections: int) -> NoopRun:
     return NoopRun(float(rate.group(1)), int(non2xx.group(1)) if non2xx else 0)
 
 
-def run_spends(base: str, seconds: int, connections: int, token: str, ids_file: Path, tag: str) -> SpendRun:
-    """wrk POSTing spendCredits (see spend.lua) for ``seconds``."""
-    args = ["-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(LUA_SCRIPT)]
-    out = _run_wrk([*args, base + "/graphql", "--", token, str(ids_file), tag], seconds)
+def bench_lines(out: str, script: str) -> tuple[dict[str, int], str]:
+    """What a wrk script's ``done()`` printed: its "BENCH key=value ..." line, and its "BENCH_SAMPLE" (or "")."""
     line = next((ln for ln in out.splitlines() if ln.startswith("BENCH ")), None)
     if line is None:
-        raise BenchError(f"spend.lua printed no BENCH line; wrk said:\n{out}")
+        raise BenchError(f"{script} printed no BENCH line; wrk said:\n{out}")
     fields = {key: int(value) for key, value in (item.split("=", 1) for item in line.split()[1:])}
     sample = next((ln[len("BENCH_SAMPLE ") :] for ln in out.splitlines() if ln.startswith("BENCH_SAMPLE ")), "")
+    return fields, sample
+
+
+def _spend_run(out: str) -> SpendRun:
+    fields, sample = bench_lines(out, "the wrk script")
     return SpendRun(
         requests=fields["requests"],
         seconds=fields["duration_us"] / 1e6,
@@ -201,3 +206,48 @@ def run_spends(base: str, seconds: int, connections: int, token: str, ids_file: 
         p99_ms=fields["p99_us"] / 1000,
         sample=sample,
     )
+
+
+def parse_slots(out: str) -> dict[tuple[int, int], int]:
+    """slots.lua's ``BENCH_SLOT cycle=c variant=v sent=n`` lines: counted requests by (cycle, variant index
+    from 0)."""
+    found: dict[tuple[int, int], int] = {}
+    for line in out.splitlines():
+        if not line.startswith("BENCH_SLOT "):
+            continue
+        fields = {key: int(value) for key, value in (item.split("=", 1) for item in line.split()[1:])}
+        found[fields["cycle"], fields["variant"] - 1] = (
+            found.get((fields["cycle"], fields["variant"] - 1), 0) + (fields["sent"])
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class SlotPlan:
+    """One slotted wrk run (slots.lua): ``cycles`` cycles of one ``slot_ms`` slot per variant, from ``t0_ms``
+    on CLOCK_MONOTONIC (``time.monotonic()``), the first ``guard_ms`` of each slot not counted."""
+
+    t0_ms: float
+    slot_ms: int
+    guard_ms: int
+    cycles: int
+    round_no: int
+
+
+def run_slots(
+    base: str, connections: int, token: str, tag: str, plan: SlotPlan, warm_file: Path, files: list[Path]
+) -> tuple[SpendRun, dict[tuple[int, int], int]]:
+    """wrk through slots.lua until the plan's last cycle has ended: the whole run, and the requests counted
+    in each (cycle, variant index) slot."""
+    end = plan.t0_ms + plan.cycles * len(files) * plan.slot_ms
+    seconds = max(1, math.ceil((end - time.monotonic() * 1000) / 1000 + 0.2))
+    args = ["-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(SLOTS_SCRIPT)]
+    plan_args = [f"{plan.t0_ms:.0f}", str(plan.slot_ms), str(plan.guard_ms), str(plan.cycles), str(plan.round_no)]
+    out = _run_wrk([*args, base + "/graphql", "--", token, tag, *plan_args, str(warm_file), *map(str, files)], seconds)
+    return _spend_run(out), parse_slots(out)
+
+
+def run_spends(base: str, seconds: int, connections: int, token: str, ids_file: Path, tag: str) -> SpendRun:
+    """wrk POSTing spendCredits (see spend.lua) for ``seconds``."""
+    args = ["-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(LUA_SCRIPT)]
+    return _spend_run(_run_wrk([*args, base + "/graphql", "--", token, str(ids_file), tag], seconds))

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 import secrets
 import signal
+import statistics
 import sys
+import time
 import traceback
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
+
 import bench
 from bench import fixtures
-from bench.ceiling import CeilingRun, run_postgres, run_sqlite
+from bench.batch import run_batch_bench
+from bench.ceiling import Ceiling, postgres_ceiling, sqlite_ceiling
 from bench.config import (
     ALERT_LEVELS,
     ALERTED_TARGET_RATIO,
@@ -23,7 +31,20 @@ from bench.config import (
     BenchConfig,
     LiveConfig,
 )
-from bench.http_run import BenchError, NoopRun, SpendRun, run_noop, run_spends, server, wrk_binary, wrk_version
+from bench.cpu import Pids, sample_slots
+from bench.http_run import (
+    BenchError,
+    NoopRun,
+    Server,
+    SlotPlan,
+    SpendRun,
+    run_noop,
+    run_slots,
+    server_process,
+    wrk_binary,
+    wrk_version,
+)
+from bench.interleave import Spread, rate_spread, ratio_spread, rotated, slot_cpu, slot_rates, spread
 from bench.live import report as live_report
 from bench.live import run_live
 from bench.loop import arun
@@ -33,9 +54,26 @@ from bench.webhooks import run_webhooks_bench
 from creditline.db import sqlite_path
 from models.ids import encode_id
 
+_STARTED = time.monotonic()
+
 
 def say(message: str) -> None:
-    print(f"  · {message}", flush=True)
+    elapsed = int(time.monotonic() - _STARTED)
+    print(f"  · [{elapsed // 60}:{elapsed % 60:02d}] {message}", flush=True)
+
+
+HTTP_SEGMENTS = ("plain", "control", "alerted", "limited", "hot")
+"""The variants of the slotted wrk run (slots.lua): plain accounts, a second identical set (the control),
+accounts with two alert levels not crossed, accounts with three limits applying (account, agent, token), and
+one hot account."""
+CEILING_SEGMENTS = ("ceiling", "minimal", "hot_minimal")
+"""Raw-SQL segments: the app's statements and the minimal spend on the plain accounts, the minimal spend on
+the hot account."""
+SEGMENTS = (*HTTP_SEGMENTS, *CEILING_SEGMENTS)
+LEAD_MS = 800
+"""From starting wrk to its first slot: wrk's threads connect and warm up on the control accounts."""
+SETTLE_SECONDS = 0.3
+"""After each wrk run, untimed: the requests wrk left in flight commit before the ceilings start."""
 
 
 @dataclass
@@ -43,70 +81,52 @@ class BackendResult:
     name: str
     skipped: str = ""
     noop: NoopRun | None = None
-    http: SpendRun | None = None
-    events_after_http: int | None = None
-    audit_after_http: fixtures.AuditOutcome | None = None
-    alerted: SpendRun | None = None
-    """The same spends on accounts with two balance-alert levels that they do not cross."""
-    limited: SpendRun | None = None
-    """The same spends with three limits applying to each (account, agent, token)."""
-    events_after_limited: int | None = None
-    audit_after_limited: fixtures.AuditOutcome | None = None
-    ceiling: CeilingRun | None = None
-    events_after_ceiling: int | None = None
-    audit_after_ceiling: fixtures.AuditOutcome | None = None
+    cycles: list[dict[str, float]] = field(default_factory=list)
+    """Per cycle of the slotted wrk runs: each HTTP variant's spends per second."""
+    rates: list[dict[str, float]] = field(default_factory=list)
+    """Per round: each raw-SQL segment's spends per second, and the median over the round's cycles of the
+    plain and hot HTTP variants (what the ceilings of the round are compared with)."""
+    runs: list[SpendRun] = field(default_factory=list)
+    """The wrk runs, one per round."""
+    cpu_cycles: list[dict[str, tuple[float, float]]] = field(default_factory=list)
+    """Per cycle of the slotted wrk runs: each HTTP variant's CPU ms per counted spend, (server, database)."""
+    ceiling_spends: int = 0
+    events: int | None = None
+    audit: fixtures.AuditOutcome | None = None
+    alert_events: int | None = None
+    load_after: tuple[float, float, float] | None = None
     failures: list[str] = field(default_factory=list)
     """What went wrong, each one a reason to exit non-zero."""
 
-    @property
-    def ratio(self) -> float | None:
-        if self.http is None or self.ceiling is None or not self.ceiling.spends_per_second:
+    def rate(self, segment: str) -> Spread | None:
+        return rate_spread(self.cycles if segment in HTTP_SEGMENTS else self.rates, segment)
+
+    def ratio(self, variant: str, base: str) -> Spread | None:
+        """Two HTTP variants: within each cycle; otherwise within each round."""
+        both_http = variant in HTTP_SEGMENTS and base in HTTP_SEGMENTS
+        return ratio_spread(self.cycles if both_http else self.rates, variant, base)
+
+    def cpu(self, segment: str) -> tuple[Spread | None, Spread | None]:
+        """CPU ms per spend of an HTTP variant over the cycles: (server, database)."""
+        server = spread([c[segment][0] for c in self.cpu_cycles if segment in c])
+        database = spread([c[segment][1] for c in self.cpu_cycles if segment in c])
+        return server, database
+
+    def cpu_ratio(self, variant: str, base: str) -> Spread | None:
+        """Within each cycle: ``base``'s CPU per spend (server + database) over ``variant``'s, the throughput
+        ratio of a CPU-bound machine (higher is better, as for the rates)."""
+        totals = [{k: sum(v) for k, v in c.items()} for c in self.cpu_cycles]
+        return spread([c[base] / c[variant] for c in totals if c.get(variant) and base in c])
+
+    def latency(self) -> tuple[float, float] | None:
+        """The median over the rounds of the wrk run's p50 and p99 (ms), every variant together."""
+        if not self.runs:
             return None
-        return self.http.requests_per_second / self.ceiling.spends_per_second
+        return statistics.median(r.p50_ms for r in self.runs), statistics.median(r.p99_ms for r in self.runs)
 
     @property
-    def alerted_ratio(self) -> float | None:
-        if self.http is None or self.alerted is None or not self.http.requests_per_second:
-            return None
-        return self.alerted.requests_per_second / self.http.requests_per_second
-
-    @property
-    def limited_ratio(self) -> float | None:
-        if self.http is None or self.limited is None or not self.http.requests_per_second:
-            return None
-        return self.limited.requests_per_second / self.http.requests_per_second
-
-
-async def _count_and_audit(url: str) -> tuple[int, fixtures.AuditOutcome]:
-    return await fixtures.count_usage_events(url), await fixtures.run_audit(url)
-
-
-def _check_http(result: BackendResult, connections: int) -> None:
-    assert result.http is not None
-    assert result.events_after_http is not None
-    _check_run(result, result.http, result.events_after_http, connections)
-
-
-def _check_run(result: BackendResult, http: SpendRun, events: int, connections: int) -> None:
-    # wrk stops with requests in flight: the server may commit up to one per connection that wrk never counts.
-    if http.failures:
-        result.failures.append(
-            f"{http.failures} of {http.requests} requests FAILED: {http.non2xx} non-2xx, {http.not_success} not"
-            f" SpendCreditsSuccess, {http.socket_errors} socket errors/timeouts"
-            + (f"\n      first bad response: {http.sample}" if http.sample else "")
-        )
-    drift = events - http.successes
-    if not 0 <= drift <= connections:
-        result.failures.append(
-            f"usage_events has {events} rows but wrk counted {http.successes} successful spends"
-            f" (allowed: up to {connections} more rows, for requests in flight when wrk stopped)"
-        )
-
-
-def _check_audit(result: BackendResult, audit: fixtures.AuditOutcome, when: str) -> None:
-    if not audit.passed:
-        shown = "\n      ".join(audit.problems[:10])
-        result.failures.append(f"AUDIT FAILED {when}: {len(audit.problems)} problems\n      {shown}")
+    def http_runs(self) -> list[SpendRun]:
+        return self.runs
 
 
 def run_backend(name: str, config: BenchConfig) -> BackendResult:
@@ -137,61 +157,152 @@ def run_backend(name: str, config: BenchConfig) -> BackendResult:
     return result
 
 
-def _measure(result: BackendResult, url: str, work: Path, config: BenchConfig) -> None:
-    say(f"migrating and seeding {config.accounts:,} accounts")
-    seeded = arun(fixtures.migrate_and_seed(url, config.accounts))
-    ids_file = work / "user_ids.txt"
-    ids_file.write_text("".join(encode_id("User", pk) + "\n" for pk in seeded.user_ids))
+def _ids_file(work: Path, name: str, user_ids: list[int]) -> Path:
+    path = work / f"user_ids_{name}.txt"
+    path.write_text("".join(encode_id("User", pk) + "\n" for pk in user_ids))
+    return path
 
-    with server(url, work) as base:
+
+def _ceiling(name: str, url: str, connections: int) -> AbstractAsyncContextManager[Ceiling]:
+    if name == "sqlite":
+        path = sqlite_path(url)
+        assert path is not None
+        return sqlite_ceiling(path, connections)
+    return postgres_ceiling(url, connections)
+
+
+def _measure(result: BackendResult, url: str, work: Path, config: BenchConfig) -> None:
+    n = config.accounts
+    say(f"migrating and seeding 4 x {n:,} accounts (plain, control, alerted, limited) and one hot account")
+    seeded = arun(fixtures.migrate_and_seed(url, 4 * n + 1))
+    ids = seeded.user_ids
+    sets = {"plain": ids[:n], "control": ids[n : 2 * n], "alerted": ids[2 * n : 3 * n]}
+    sets |= {"limited": ids[3 * n : 4 * n], "hot": ids[4 * n :]}
+    levelled = arun(fixtures.set_alert_levels(url, ALERT_LEVELS, sets["alerted"]))
+    limits_set = arun(fixtures.set_three_limits(url, sets["limited"]))
+    say(f"set alert levels on {levelled:,} accounts and {limits_set:,} limits")
+    files = {segment: _ids_file(work, segment, sets[segment]) for segment in HTTP_SEGMENTS}
+    ceiling_ids = {"ceiling": sets["plain"], "minimal": sets["plain"], "hot_minimal": sets["hot"]}
+
+    with server_process(url, work) as running:
+        base = running.base
         say(f"server up at {base}; wrk no-op /livez for {config.health_seconds} s")
         result.noop = run_noop(base, config.health_seconds, config.connections)
         if result.noop.non2xx:
             result.failures.append(f"/livez answered {result.noop.non2xx} non-2xx responses")
-        say(f"wrk spendCredits for {config.seconds} s, {config.connections} connections")
-        result.http = run_spends(
-            base, config.seconds, config.connections, seeded.token, ids_file, "http-" + secrets.token_hex(4)
+        say(
+            f"{config.rounds} rounds: one wrk run of {config.cycles} cycles of {config.slot_ms} ms slots, one"
+            f" per variant ({', '.join(HTTP_SEGMENTS)}; the first {config.slot_ms // 4} ms of each slot not"
+            f" counted), then {', '.join(CEILING_SEGMENTS)} (raw SQL, {config.seconds} s each); orders rotating"
         )
-        result.events_after_http, result.audit_after_http = arun(_count_and_audit(url))
-        _check_http(result, config.connections)
-        _check_audit(result, result.audit_after_http, "after the HTTP run")
+        arun(_rounds(result, url, running, seeded.token, files, ceiling_ids, config))
+    result.load_after = os.getloadavg()
+    result.events, result.audit = arun(_count_and_audit(url))
+    result.alert_events = arun(fixtures.count_alert_events(url))
+    _check(result, config.connections)
 
-        levelled = arun(fixtures.set_alert_levels(url, ALERT_LEVELS))
-        say(f"set alert levels on {levelled:,} accounts; wrk spendCredits for {config.seconds} s")
-        result.alerted = run_spends(
-            base, config.seconds, config.connections, seeded.token, ids_file, "alerted-" + secrets.token_hex(4)
-        )
-        arun(fixtures.set_alert_levels(url, None))  # the run with limits compares with the plain one
-        if result.alerted.failures:
-            result.failures.append(f"{result.alerted.failures} spends with alert levels FAILED")
-        if fired := arun(fixtures.count_alert_events(url)):
-            result.failures.append(f"the run with alert levels crossed one: {fired} events")
-        limits_set = arun(fixtures.set_three_limits(url))
-        say(f"set {limits_set:,} limits; wrk spendCredits with 3 limits applying for {config.seconds} s")
-        result.limited = run_spends(
-            base, config.seconds, config.connections, seeded.token, ids_file, "limited-" + secrets.token_hex(4)
-        )
-    events, result.audit_after_limited = arun(_count_and_audit(url))
-    assert result.events_after_http is not None
-    # Counted while the server ran on: the plain run's requests in flight may have landed after its count.
-    alerted = result.alerted.successes if result.alerted else 0
-    _check_run(result, result.limited, events - result.events_after_http - alerted, 3 * config.connections)
-    _check_audit(result, result.audit_after_limited, "after the run with limits")
-    result.events_after_limited = events
 
-    say(f"raw-SQL ceiling for {config.seconds} s, {config.connections} workers")
-    if result.name == "sqlite":
-        path = sqlite_path(url)
-        assert path is not None
-        run = run_sqlite(path, seeded.user_ids, config.seconds, config.connections)
-    else:
-        run = run_postgres(url, seeded.user_ids, config.seconds, config.connections)
-    result.ceiling = arun(run)
-    result.events_after_ceiling, result.audit_after_ceiling = arun(_count_and_audit(url))
-    written = result.events_after_ceiling - events
-    if written != result.ceiling.spends:
-        result.failures.append(f"the ceiling committed {result.ceiling.spends} spends but wrote {written} usage events")
-    _check_audit(result, result.audit_after_ceiling, "after the ceiling run")
+async def _rounds(
+    result: BackendResult,
+    url: str,
+    running: Server,
+    token: str,
+    files: dict[str, Path],
+    ceiling_ids: dict[str, list[int]],
+    config: BenchConfig,
+) -> None:
+    """Every round, in one event loop: a slotted wrk run (in a thread while the loop waits for it), then the
+    raw-SQL segments, whose connections stay open across the rounds."""
+    guard = config.slot_ms // 4
+    counted_seconds = (config.slot_ms - guard) / 1000
+    n = len(HTTP_SEGMENTS)
+    async with _ceiling(result.name, url, config.connections) as ceiling, _database_pids(url) as pids:
+        for round_no in range(config.rounds):
+            plan = SlotPlan(time.monotonic() * 1000 + LEAD_MS, config.slot_ms, guard, config.cycles, round_no)
+            sampling = asyncio.create_task(
+                sample_slots(running.pid, pids, plan.t0_ms, plan.slot_ms, guard, plan.cycles * n)
+            )
+            run, slots = await asyncio.to_thread(
+                run_slots,
+                running.base,
+                config.connections,
+                token,
+                f"r{round_no}-{secrets.token_hex(4)}",
+                plan,
+                files["control"],
+                [files[v] for v in HTTP_SEGMENTS],
+            )
+            result.runs.append(run)
+            cycles = slot_rates(slots, HTTP_SEGMENTS, config.cycles, counted_seconds)
+            result.cycles += cycles
+            result.cpu_cycles += slot_cpu(await sampling, slots, HTTP_SEGMENTS, plan.cycles, round_no)
+            rates = {v: statistics.median(c[v] for c in cycles) for v in ("plain", "hot")}
+            await asyncio.sleep(SETTLE_SECONDS)  # let the requests wrk left in flight commit, untimed
+            for segment in rotated(CEILING_SEGMENTS, round_no):
+                spent = await ceiling(ceiling_ids[segment], config.seconds, segment != "ceiling")
+                result.ceiling_spends += spent.spends
+                rates[segment] = spent.spends_per_second
+            result.rates.append(rates)
+            shown = " | ".join(", ".join(f"{k} {c[k]:,.0f}" for k in HTTP_SEGMENTS) for c in cycles)
+            say(f"round {round_no + 1}: {shown} | " + ", ".join(f"{k} {rates[k]:,.0f}" for k in CEILING_SEGMENTS))
+
+
+@asynccontextmanager
+async def _database_pids(url: str) -> AsyncIterator[Pids]:
+    """The backends of the bench database (its PostgreSQL processes); none for SQLite."""
+    if not url.startswith("postgres"):
+
+        async def none() -> Sequence[int]:
+            return ()
+
+        yield none
+        return
+    conn = await asyncpg.connect(url)
+    try:
+
+        async def backends() -> Sequence[int]:
+            rows = await conn.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            return [int(row["pid"]) for row in rows]
+
+        yield backends
+    finally:
+        await conn.close()
+
+
+async def _count_and_audit(url: str) -> tuple[int, fixtures.AuditOutcome]:
+    return await fixtures.count_usage_events(url), await fixtures.run_audit(url)
+
+
+def _check(result: BackendResult, connections: int) -> None:
+    runs = result.http_runs
+    failed = [run for run in runs if run.failures]
+    if failed:
+        total = sum(run.failures for run in failed)
+        sample = next((run.sample for run in failed if run.sample), "")
+        result.failures.append(
+            f"{total} requests FAILED: {sum(r.non2xx for r in failed)} non-2xx,"
+            f" {sum(r.not_success for r in failed)} not SpendCreditsSuccess,"
+            f" {sum(r.socket_errors for r in failed)} socket errors/timeouts"
+            + (f"\n      first bad response: {sample}" if sample else "")
+        )
+    # wrk stops with requests in flight: the server may commit up to one per connection that wrk never
+    # counted, after each wrk segment.
+    assert result.events is not None
+    expected = sum(run.successes for run in runs) + result.ceiling_spends
+    drift = result.events - expected
+    if not 0 <= drift <= connections * len(runs):
+        result.failures.append(
+            f"usage_events has {result.events:,} rows but wrk counted {expected - result.ceiling_spends:,} successful"
+            f" spends and the ceilings {result.ceiling_spends:,} (allowed: up to {connections} more rows per wrk"
+            " segment, for requests in flight when wrk stopped)"
+        )
+    if result.alert_events:
+        result.failures.append(f"the spends on accounts with alert levels crossed one: {result.alert_events} events")
+    if result.audit is not None and not result.audit.passed:
+        shown = "\n      ".join(result.audit.problems[:10])
+        result.failures.append(f"AUDIT FAILED after the runs: {len(result.audit.problems)} problems\n      {shown}")
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -215,8 +326,36 @@ def machine(with_wrk: bool = True) -> str:
     )
 
 
-def _rate(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f}"
+def _spread(value: Spread | None, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    return str(value) if digits == 2 else value.short(digits)
+
+
+def _target(value: Spread | None, target: float) -> str:
+    if value is None:
+        return "-"
+    return "met" if value.median >= target else "not met"
+
+
+CPU_LABELS = (
+    ("plain", "plain"),
+    ("control", "control"),
+    ("alerted", "2 alert levels"),
+    ("limited", "3 limits"),
+    ("hot", "hot account"),
+)
+
+
+def _cpu(result: BackendResult, segment: str) -> str:
+    server, database = result.cpu(segment)
+    if server is None or database is None:
+        return "-"
+    return f"{server.median:.2f} + {database.median:.2f}"
+
+
+def _latency(value: tuple[float, float] | None) -> str:
+    return "-" if value is None else f"{value[0]:.1f} / {value[1]:.1f}"
 
 
 def _audit(outcome: fixtures.AuditOutcome | None) -> str:
@@ -227,65 +366,56 @@ def _audit(outcome: fixtures.AuditOutcome | None) -> str:
 
 def table(results: list[BackendResult]) -> str:
     shown = [r for r in results if not r.skipped]
+
+    def rates(segment: str) -> list[str]:
+        return [_spread(r.rate(segment), 0) for r in shown]
+
+    def ratios(variant: str, base: str) -> list[str]:
+        return [_spread(r.ratio(variant, base)) for r in shown]
+
+    def cpu_ratios(variant: str, base: str) -> list[str]:
+        return [_spread(r.cpu_ratio(variant, base)) for r in shown]
+
+    def targets(variant: str, base: str, target: float) -> list[str]:
+        return [_target(r.ratio(variant, base), target) for r in shown]
+
     rows: list[tuple[str, list[str]]] = [
-        ("wrk no-op /livez (req/s)", [_rate(r.noop.requests_per_second if r.noop else None) for r in shown]),
-        ("spendCredits over HTTP (req/s)", [_rate(r.http.requests_per_second if r.http else None) for r in shown]),
+        ("wrk no-op /livez (req/s)", [f"{r.noop.requests_per_second:,.0f}" if r.noop else "-" for r in shown]),
+        ("wrk latency p50 / p99 (ms), all variants", [_latency(r.latency()) for r in shown]),
+        ("spends/s, median (min-max) over cycles/rounds", ["" for _ in shown]),
+        ("  plain spendCredits over HTTP", rates("plain")),
+        ("  control: a second set of plain accounts", rates("control")),
+        ("  2 alert levels, not crossed", rates("alerted")),
+        ("  3 limits applying", rates("limited")),
+        ("  raw-SQL ceiling, app's statements", rates("ceiling")),
+        ("  raw-SQL ceiling, minimal spend", rates("minimal")),
+        ("  hot account: spendCredits over HTTP", rates("hot")),
+        ("  hot account: minimal raw-SQL spend", rates("hot_minimal")),
+        ("CPU ms per spend, server + database, median", ["" for _ in shown]),
+        *[(f"  {label}", [_cpu(r, segment) for r in shown]) for segment, label in CPU_LABELS],
+        ("ratios within a cycle/round, median (min-max)", ["" for _ in shown]),
+        ("  control / plain (the method's noise)", ratios("control", "plain")),
+        ("    the same from CPU per spend", cpu_ratios("control", "plain")),
+        ("  alert levels / plain", ratios("alerted", "plain")),
+        ("    the same from CPU per spend", cpu_ratios("alerted", "plain")),
+        (f"    target >= {ALERTED_TARGET_RATIO}", targets("alerted", "plain", ALERTED_TARGET_RATIO)),
+        ("  3 limits / plain", ratios("limited", "plain")),
+        ("    the same from CPU per spend", cpu_ratios("limited", "plain")),
+        (f"    target >= {LIMITED_TARGET_RATIO}", targets("limited", "plain", LIMITED_TARGET_RATIO)),
+        ("  HTTP / ceiling (app's statements)", ratios("plain", "ceiling")),
+        ("  HTTP / minimal ceiling", ratios("plain", "minimal")),
+        (f"    target >= {TARGET_RATIO}", targets("plain", "minimal", TARGET_RATIO)),
+        ("  hot account: HTTP / minimal ceiling", ratios("hot", "hot_minimal")),
+        (f"    target >= {TARGET_RATIO}", targets("hot", "hot_minimal", TARGET_RATIO)),
+        ("rounds / cycles", [f"{len(r.rates)} / {len(r.cycles)}" for r in shown]),
+        ("requests (all wrk segments)", [f"{sum(x.requests for x in r.http_runs):,}" for r in shown]),
+        ("failed (non-2xx/not success/socket)", [_failed(r.http_runs) for r in shown]),
+        ("usage events / counted spends", [_counted(r) for r in shown]),
+        ("audit after the runs", [_audit(r.audit) for r in shown]),
         (
-            "  latency p50 / p99 (ms)",
-            [f"{r.http.p50_ms:.1f} / {r.http.p99_ms:.1f}" if r.http else "-" for r in shown],
+            "load average after the runs",
+            ["-" if r.load_after is None else ", ".join(f"{x:.2f}" for x in r.load_after) for r in shown],
         ),
-        (
-            "spendCredits, 2 alert levels (req/s)",
-            [_rate(r.alerted.requests_per_second if r.alerted else None) for r in shown],
-        ),
-        ("ratio alert levels / plain", ["-" if r.alerted_ratio is None else f"{r.alerted_ratio:.2f}" for r in shown]),
-        (
-            f"  target >= {ALERTED_TARGET_RATIO}",
-            [
-                "-" if r.alerted_ratio is None else ("met" if r.alerted_ratio >= ALERTED_TARGET_RATIO else "not met")
-                for r in shown
-            ],
-        ),
-        (
-            "spendCredits, 3 limits applying (req/s)",
-            [_rate(r.limited.requests_per_second if r.limited else None) for r in shown],
-        ),
-        (
-            "  latency p50 / p99 (ms)",
-            [f"{r.limited.p50_ms:.1f} / {r.limited.p99_ms:.1f}" if r.limited else "-" for r in shown],
-        ),
-        ("ratio 3 limits / plain", ["-" if r.limited_ratio is None else f"{r.limited_ratio:.2f}" for r in shown]),
-        (
-            f"  target >= {LIMITED_TARGET_RATIO}",
-            [
-                "-" if r.limited_ratio is None else ("met" if r.limited_ratio >= LIMITED_TARGET_RATIO else "not met")
-                for r in shown
-            ],
-        ),
-        ("raw-SQL ceiling (spends/s)", [_rate(r.ceiling.spends_per_second if r.ceiling else None) for r in shown]),
-        ("ratio HTTP / ceiling", ["-" if r.ratio is None else f"{r.ratio:.2f}" for r in shown]),
-        (
-            f"  target >= {TARGET_RATIO}",
-            ["-" if r.ratio is None else ("met" if r.ratio >= TARGET_RATIO else "not met") for r in shown],
-        ),
-        ("requests (HTTP run)", [f"{r.http.requests:,}" if r.http else "-" for r in shown]),
-        (
-            "failed (non-2xx/not success/socket)",
-            [
-                f"{r.http.failures:,} ({r.http.non2xx}/{r.http.not_success}/{r.http.socket_errors})" if r.http else "-"
-                for r in shown
-            ],
-        ),
-        (
-            "usage events / successes",
-            [
-                f"{r.events_after_http:,} / {r.http.successes:,}" if r.http and r.events_after_http is not None else "-"
-                for r in shown
-            ],
-        ),
-        ("audit after HTTP run", [_audit(r.audit_after_http) for r in shown]),
-        ("audit after run with limits", [_audit(r.audit_after_limited) for r in shown]),
-        ("audit after ceiling run", [_audit(r.audit_after_ceiling) for r in shown]),
     ]
     label_width = max(len(label) for label, _ in rows) + 2
     widths = [max(len(r.name), *(len(values[i]) for _, values in rows)) + 2 for i, r in enumerate(shown)]
@@ -295,6 +425,19 @@ def table(results: list[BackendResult]) -> str:
         for label, values in rows
     ]
     return "\n".join(lines)
+
+
+def _failed(runs: list[SpendRun]) -> str:
+    non2xx = sum(r.non2xx for r in runs)
+    not_success = sum(r.not_success for r in runs)
+    socket_errors = sum(r.socket_errors for r in runs)
+    return f"{non2xx + not_success + socket_errors:,} ({non2xx}/{not_success}/{socket_errors})"
+
+
+def _counted(result: BackendResult) -> str:
+    if result.events is None:
+        return "-"
+    return f"{result.events:,} / {sum(r.successes for r in result.http_runs) + result.ceiling_spends:,}"
 
 
 def _terminated(signum: int, frame: object) -> None:
@@ -320,6 +463,8 @@ def main() -> None:
             print("\n!!! LIVE SUBSCRIPTIONS: THE RUN HAD ERRORS")
             for failure in live.failures:
                 print(f"!!!   {failure}")
+    if "batch" in config.parts and not run_batch_bench(config):
+        spend = "failed"  # bench/batch.py printed what failed
     reports_ok = True
     if "reports" in config.parts:
         print()
@@ -350,11 +495,12 @@ def main() -> None:
 def _spend_part(config: BenchConfig) -> str:
     """The spend benchmark and its table: "passed", "failed" or "skipped" (every backend was)."""
     wrk_binary()  # fail early, with the hint, when wrk is missing
-    print("Creditline benchmark: spendCredits over HTTP vs. the raw-SQL ceiling of the same writes")
+    print("Creditline benchmark: spendCredits over HTTP vs. the raw-SQL ceilings of the same writes")
     print(machine())
     print(
-        f"runs:    {config.seconds} s each, {config.connections} connections (HTTP) / workers (ceiling),"
-        f" {config.accounts:,} accounts, {SPEND_CREDITS} credit per spend"
+        f"runs:    {config.rounds} rounds of {config.cycles} cycles of {config.slot_ms} ms slots, raw-SQL segments"
+        f" {config.seconds} s, {config.connections} connections (HTTP) / workers (ceiling), {config.accounts:,}"
+        f" accounts per set, {SPEND_CREDITS} credit per spend"
     )
     results = [run_backend(name, config) for name in config.backends]
 

@@ -74,8 +74,9 @@ async def opened(opening: Awaitable[TransactionRow]) -> TransactionRow:
 
 
 def return_url(services: Services, **query: str) -> str:
-    """A page of the web app that Stripe sends the customer back to."""
-    return f"{services.settings.public_url}/billing" + (f"?{urlencode(query)}" if query else "")
+    """The My Credit page's Billing tab, where Stripe sends the customer back to (it follows the payment from
+    pending to done)."""
+    return f"{services.settings.public_url}/my-credit/billing" + (f"?{urlencode(query)}" if query else "")
 
 
 async def store_page(txn: TransactionRow, session: CheckoutSession) -> TransactionRow:

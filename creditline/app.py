@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -32,6 +33,7 @@ from creditline.invoices import invoice_page
 from creditline.jobs import run_sweeper
 from creditline.jwt_keys import key_source
 from creditline.logs import RequestLogMiddleware
+from creditline.persisted import persisted_documents
 from creditline.portal import portal_session
 from creditline.rate_limit import RateLimiter, RateLimitMiddleware, limiter_for, refuse_websocket
 from creditline.services import Services
@@ -46,6 +48,10 @@ from resolvers.jwt_sign_in import JwtSignIn
 from resolvers.token_usage import TokenUsage
 
 log = logging.getLogger(__name__)
+
+
+WORKER_HEADER = "x-creditline-worker"
+"""On ``/livez`` and ``/readyz``: the id of the process that answered."""
 
 
 def build_services(settings: Settings, clock: Clock) -> Services:
@@ -225,8 +231,11 @@ def create_app(
         if limiter is None
         else limiter.authenticator(settings, clock=services.clock, usage=usage, jwt=jwt)
     )
+    documents = persisted_documents(settings.persisted_documents, settings.documents_file)
     web_page = WebPage(settings)
-    graphql = GraphQLEndpoint(build_schema(settings), services, auth, limiter, ide=web_page.graphiql)
+    graphql = GraphQLEndpoint(
+        build_schema(settings, documents), services, auth, limiter, documents, ide=web_page.graphiql
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -271,15 +280,21 @@ def create_app(
             if manage_database:
                 await db.close_db()
 
+    # Each process answers its own probes (its own pool and bus): the header says which one answered, so that
+    # an operator running `creditline serve --workers N` can tell the workers apart.
+    worker = {WORKER_HEADER: str(os.getpid())}
+
     async def livez(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "ok"}, headers=worker)
 
     async def readyz(request: Request) -> Response:
         checks = await readiness.checks()
         failed = [name for name, result in checks.items() if result != "ok"]
         if failed:
-            return JSONResponse({"status": "unavailable", "failed": failed, "checks": checks}, status_code=503)
-        return JSONResponse({"status": "ready", "checks": checks})
+            return JSONResponse(
+                {"status": "unavailable", "failed": failed, "checks": checks}, status_code=503, headers=worker
+            )
+        return JSONResponse({"status": "ready", "checks": checks}, headers=worker)
 
     # Outermost first: the request's log line, CORS (a preflight is answered there, and refusals below carry
     # its headers, so that a page can read a 429), then the cheapest refusals (rate, then body) before any work.

@@ -12,6 +12,8 @@ from typing import Any
 
 import uvicorn
 from tortoise.exceptions import IntegrityError
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors.multiprocess import Multiprocess
 
 from billing.reconcile import reconcile_pending, renew_subscriptions
 from creditline import db, demo
@@ -39,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve the GraphQL API")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument(
+        "--workers",
+        type=_worker_count,
+        default=1,
+        help="worker processes on the one port (PostgreSQL only; default 1)",
+    )
     sub.add_parser("migrate", help="apply database migrations")
     sub.add_parser(
         "sweep", help="record expiries, release timed-out holds, reconcile payments, charge auto top-ups due, once"
@@ -80,6 +88,9 @@ def main(argv: list[str] | None = None) -> None:
         refusal = settings.refusal()
         if refusal:
             sys.exit(refusal)
+        if args.workers > 1 and settings.is_sqlite:
+            print(f"creditline: {SQLITE_WORKERS_REFUSAL}", file=sys.stderr)
+            sys.exit(USAGE_STATUS)
     # Every command needs the database: say in one line what to fix rather than a traceback (and, for
     # serve, rather than a server that answers 500s). Only migrate runs on a database not migrated yet.
     try:
@@ -87,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     except db.DatabaseNotReady as exc:
         sys.exit(f"creditline: {exc}")
     if args.command == "serve":
-        _serve(settings, args.host or settings.host, args.port or settings.port)
+        _serve(settings, args.host or settings.host, args.port or settings.port, args.workers)
         return
     commands: dict[str, Callable[[Settings, argparse.Namespace], Awaitable[int]]] = {
         "migrate": _migrate,
@@ -126,7 +137,32 @@ def _busy_message(settings: Settings) -> str:
     )
 
 
-def _serve(settings: Settings, host: str, port: int) -> None:
+USAGE_STATUS = 2
+"""Exit status of ``serve --workers N`` refused on SQLite (as argparse's for a bad argument)."""
+SQLITE_WORKERS_REFUSAL = (
+    "--workers needs PostgreSQL: a SQLite database has one writer, so one server process serves it"
+    " (set CREDITLINE_DATABASE_URL=postgresql://... to run several workers)"
+)
+MAX_WORKERS = 64
+
+
+def _worker_count(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if not 1 <= count <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"between 1 and {MAX_WORKERS}, not {count}")
+    return count
+
+
+def worker_app() -> Any:
+    """The application of one worker of ``serve --workers N`` (uvicorn's factory, called in each worker
+    process): built from the same environment as the supervisor's, with its own pool and bus subscription."""
+    return create_app(Settings.from_env(), ws_message_limit=False)
+
+
+def _serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
     lock = db.SqliteServerLock(settings.database_url)  # one server per SQLite file, for its whole life
     try:
         lock.acquire()
@@ -144,8 +180,11 @@ def _serve(settings: Settings, host: str, port: int) -> None:
         )
     try:
         config = ServeConfig(
-            # uvicorn enforces the websocket message size itself (ws_max_size): no check in the app.
-            create_app(settings, ws_message_limit=False),
+            # uvicorn enforces the websocket message size itself (ws_max_size): no check in the app. Several
+            # workers are spawned processes: each imports and builds its own app (``worker_app``).
+            create_app(settings, ws_message_limit=False) if workers == 1 else "creditline.cli:worker_app",
+            factory=workers > 1,
+            workers=workers,
             host=host,
             port=port,
             log_config=log_config(settings.log_format),
@@ -162,12 +201,26 @@ def _serve(settings: Settings, host: str, port: int) -> None:
             header_timeout_seconds=settings.header_timeout_seconds,
             max_header_bytes=settings.max_header_bytes,
         )
+        if workers > 1:
+            _supervise(config)
+            return
         server = uvicorn.Server(config)
         server.run()
         if not server.started:
-            sys.exit(3)  # uvicorn.run's STARTUP_FAILURE: the lifespan or the bind failed, and said why
+            sys.exit(STARTUP_FAILURE)  # the lifespan or the bind failed, and said why
     finally:
         lock.release()
+
+
+def _supervise(config: ServeConfig) -> None:
+    """uvicorn's supervisor: it binds the port once and hands the socket to ``config.workers`` spawned
+    processes. SIGTERM or SIGINT stops them all (each finishes its requests and lifespan, as one server
+    does); a worker that dies or stops answering the supervisor's health check is replaced; one that fails
+    to start (the lifespan or the database) stops the whole server, which then exits 3."""
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    supervisor.run()
+    if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
+        sys.exit(STARTUP_FAILURE)
 
 
 async def _with_database(

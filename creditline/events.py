@@ -219,8 +219,10 @@ def encode(event: BusEvent) -> str:
     if isinstance(event, BalanceChange):
         b = event.balance
         body: list[Any] = ["b", event.account_id, event.version, event.delta, event.reason, b.free, b.paid, b.held]
-        if b.owed or b.overdraft:  # without an overdraft, the message other processes already read
+        if b.owed or b.overdraft or event.changes != 1:  # without these, what other processes already read
             body += [b.owed, b.overdraft]
+        if event.changes != 1:  # a batch's (read since batches exist)
+            body.append(event.changes)
     else:
         body = [
             "u",
@@ -277,7 +279,8 @@ def _decode(data: str | bytes) -> BusEvent:
     occurred_at = datetime.fromisoformat(at)
     if kind == "b":
         account_id, version, delta, reason, *balance = fields
-        return BalanceChange(account_id, version, delta, reason, Balance(*balance), occurred_at)
+        changes = balance.pop() if len(balance) == 6 else 1
+        return BalanceChange(account_id, version, delta, reason, Balance(*balance), occurred_at, changes)
     organization_id, usage_event_id, account_id, user_id, agent_id, activity, credits, free, paid, *run = fields
     return UsageRecorded(
         organization_id,

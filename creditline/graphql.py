@@ -59,6 +59,7 @@ from creditline.live import (
     TokenWatch,
 )
 from creditline.logs import LoggedSchema
+from creditline.persisted import PersistedDocuments, PersistedDocumentsExtension, persisted_documents
 from creditline.query_limits import QueryLimits, QueryLimitsExtension, validation_rules
 from creditline.rate_limit import RateLimiter, rate_limited_error, secret_key
 from creditline.services import Services
@@ -122,13 +123,15 @@ class MaskUnexpectedErrors(MaskErrors):
         return super().anonymise_error(error)
 
 
-def build_schema(settings: Settings) -> strawberry.Schema:
+def build_schema(settings: Settings, documents: PersistedDocuments | None = None) -> strawberry.Schema:
     # Validation is ours (creditline/query_limits.py): strawberry's depth and alias limiters re-walk every
     # fragment spread, which is exponential in nested spreads. Its rules are built once, so that its
     # validation cache (keyed by the rule classes) hits.
     limits = query_limits(settings)
     rules = validation_rules(limits)
+    persisted = documents or persisted_documents(settings.persisted_documents, settings.documents_file)
     extensions: list[Any] = [
+        lambda: PersistedDocumentsExtension(persisted),
         lambda: ParserCache(maxsize=512),
         lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
         lambda: QueryLimitsExtension(limits, rules),
@@ -160,6 +163,16 @@ def _is_subscription(query: str, operation_name: str | None, max_tokens: int) ->
     operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
     chosen = [op for op in operations if operation_name is None or (op.name and op.name.value == operation_name)]
     return any(op.operation is OperationType.SUBSCRIPTION for op in chosen[:1])
+
+
+def with_document_id(data: Any) -> Any:
+    """A request's top-level ``documentId`` (the GraphQL-over-HTTP persisted documents proposal), moved into its
+    ``extensions``, where strawberry hands it to the persisted documents extension."""
+    if isinstance(data, dict) and "documentId" in data:
+        extensions = data.get("extensions")
+        if extensions is None or isinstance(extensions, dict):
+            data["extensions"] = {**(extensions or {}), "documentId": data.pop("documentId")}
+    return data
 
 
 _OUTQ: int | None = getattr(termios, "TIOCOUTQ", None)
@@ -342,6 +355,17 @@ class LiveTransportHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 error = cast(GraphQLFormattedError, rate_limited_error(wait))
                 await self.send_message(ErrorMessage(id=message["id"], type="error", payload=[error]))
                 return
+        documents = self.view.documents
+        if documents.mode != "off":
+            payload: dict[str, Any] = with_document_id(cast(dict[str, Any], message.get("payload")))
+            if isinstance(payload, dict):
+                try:
+                    text = documents.resolve(payload.get("query"), payload.get("extensions"))
+                except GraphQLError as error:
+                    await self.send_message(ErrorMessage(id=message["id"], type="error", payload=[error.formatted]))
+                    return
+                if text is not None:
+                    payload["query"] = text
         await super().handle_subscribe(message)
 
     async def run_operation(self, operation: Operation[Context, None]) -> None:
@@ -398,6 +422,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         services: Services,
         auth: Authenticator,
         limiter: RateLimiter | None = None,
+        documents: PersistedDocuments | None = None,
         ide: Callable[[Request], Response | None] | None = None,
     ) -> None:
         super().__init__(
@@ -416,6 +441,8 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         self.auth = auth
         self.limiter = limiter
         """Counts the operations sent on websockets (their handshakes are counted in creditline/app.py)."""
+        self.documents = documents or PersistedDocuments()
+        """The persisted documents the schema's extension resolves (creditline/persisted.py)."""
         self.ide = ide
         """The offline GraphiQL of the web build (creditline/web_page.py), when there is one."""
         self.token_watch = TokenWatch(services.settings.token_recheck_seconds, services.clock.now)
@@ -437,11 +464,27 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         request_data: GraphQLRequestData,
     ) -> ExecutionResult:
         # Strawberry would run a subscription sent over HTTP as a query and fail inside; refuse it plainly.
-        query = request_data.query or ""
+        query = request_data.query
+        if query is None and self.documents.mode != "off":
+            query = self.documents.peek(None, request_data.extensions)  # a document sent by its id
+        query = query or ""
         max_tokens = self.services.settings.max_query_tokens
         if "subscription" in query and _is_subscription(query, request_data.operation_name, max_tokens):
             raise HTTPException(400, "Subscriptions need a websocket: connect with the graphql-transport-ws protocol")
         return await super().execute_single(request, request_adapter, sub_response, context, root_value, request_data)
+
+    def should_render_graphql_ide(self, request: Any) -> bool:
+        # A GET naming a persisted document by its id has no ``query`` either: it is a request, not the IDE.
+        params = request.query_params
+        named = params.get("documentId") is not None or params.get("extensions") is not None
+        return not named and super().should_render_graphql_ide(request)
+
+    def parse_json(self, data: str | bytes) -> Any:
+        return with_document_id(super().parse_json(data))
+
+    def parse_query_params(self, params: Any) -> dict[str, Any]:
+        parsed: dict[str, Any] = with_document_id(super().parse_query_params(params))
+        return parsed
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         if isinstance(request, WebSocket):

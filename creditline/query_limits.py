@@ -21,7 +21,8 @@ In order:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -40,7 +41,9 @@ from graphql import (
     GraphQLSchema,
     InlineFragmentNode,
     IntValueNode,
+    ListValueNode,
     NoSchemaIntrospectionCustomRule,
+    ObjectValueNode,
     OperationDefinitionNode,
     OverlappingFieldsCanBeMergedRule,
     SelectionSetNode,
@@ -187,7 +190,8 @@ def check_document_size(document: DocumentNode, limits: QueryLimits) -> GraphQLE
 
 
 def too_many_aliases(found: int, limit: int) -> GraphQLError:
-    return GraphQLError(f"{found} aliases found. Allowed: {limit}")
+    # The message strawberry's own alias limiter gives, with the code and figures the other limits carry.
+    return QueryLimitError(f"{found} aliases found. Allowed: {limit}", "TOO_MANY_ALIASES", found, limit)
 
 
 # ------------------------------------------------------------------------------------- 2. validation
@@ -475,16 +479,110 @@ class QueryLimitsExtension(SchemaExtension):
         document = context.graphql_document
         assert document is not None
         schema = context.schema._schema
-        errors: list[GraphQLError] = []
-        if size_error := check_document_size(document, self.limits):
-            errors = [size_error]
-        else:
-            errors = list(_validate(schema, document, self.rules))
-        if not errors and (
-            analysis_error := analyze_operation(
-                schema, document, context.operation_name, context.variables, self.limits
-            )
-        ):
-            errors = [analysis_error]
+        # The same text is the same document (the parser cache): what depends on the document alone is
+        # checked once for it, and the analysis too when no variable can change it (a spend's).
+        errors = list(_checked(schema, document, self.rules, self.limits))
+        if not errors:
+            if measure_reads_variables(document):
+                analysis_error = analyze_operation(
+                    schema, document, context.operation_name, context.variables, self.limits
+                )
+            else:
+                analysis_error = _static_analysis(schema, document, context.operation_name, self.limits)
+            if analysis_error:
+                errors = [analysis_error]
         context.pre_execution_errors = errors
         yield
+
+
+class _ByIdentity:
+    """Results per parsed document, by identity: graphql-core's nodes are frozen dataclasses whose hash walks
+    the whole tree on every call (about 40 us for a spend's document, each request, under ``lru_cache``).
+    The parser cache hands back the same document for the same text, so its identity is key enough; each
+    entry keeps what its key names alive, so an id is not reused while it is here."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self.entries: OrderedDict[tuple[Any, ...], tuple[tuple[object, ...], Any]] = OrderedDict()
+
+    def get(self, key: tuple[Any, ...], keep: tuple[object, ...], compute: Callable[[], Any]) -> Any:
+        entry = self.entries.get(key)
+        if entry is not None:
+            self.entries.move_to_end(key)
+            return entry[1]
+        value = compute()
+        self.entries[key] = (keep, value)
+        if len(self.entries) > self.maxsize:
+            self.entries.popitem(last=False)
+        return value
+
+
+_CHECKED = _ByIdentity(512)
+_ANALYSED = _ByIdentity(1024)
+_READS_VARIABLES = _ByIdentity(512)
+
+
+def _checked(
+    schema: GraphQLSchema, document: DocumentNode, rules: tuple[type[ASTValidationRule], ...], limits: QueryLimits
+) -> tuple[GraphQLError, ...]:
+    """The size limits, then the standard rules: what a document is refused for whatever its variables."""
+
+    def check() -> tuple[GraphQLError, ...]:
+        if size_error := check_document_size(document, limits):
+            return (size_error,)
+        return tuple(_validate(schema, document, rules))
+
+    result: tuple[GraphQLError, ...] = _CHECKED.get(
+        (id(schema), id(document), id(rules), limits), (schema, document, rules), check
+    )
+    return result
+
+
+def _static_analysis(
+    schema: GraphQLSchema, document: DocumentNode, operation_name: str | None, limits: QueryLimits
+) -> GraphQLError | None:
+    result: GraphQLError | None = _ANALYSED.get(
+        (id(schema), id(document), operation_name, limits),
+        (schema, document),
+        lambda: analyze_operation(schema, document, operation_name, None, limits),
+    )
+    return result
+
+
+def _holds_variable(value: object) -> bool:
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, VariableNode):
+            return True
+        if isinstance(node, ObjectValueNode):
+            stack.extend(field.value for field in node.fields)
+        elif isinstance(node, ListValueNode):
+            stack.extend(node.values)
+    return False
+
+
+def measure_reads_variables(document: DocumentNode) -> bool:
+    reads: bool = _READS_VARIABLES.get((id(document),), (document,), lambda: _reads_variables(document))
+    return reads
+
+
+def _reads_variables(document: DocumentNode) -> bool:
+    """Whether ``analyze_operation`` reads the request's variables for this document: a page size (``first``)
+    given by one, or a usage report's arguments holding one. Every other measure is the document's own."""
+    stack = [
+        d.selection_set for d in document.definitions if isinstance(d, OperationDefinitionNode | FragmentDefinitionNode)
+    ]
+    while stack:
+        selection_set = stack.pop()
+        for selection in selection_set.selections:
+            if isinstance(selection, FieldNode):
+                for argument in selection.arguments or ():
+                    counted = argument.name.value == "first" or selection.name.value == "usageReport"
+                    if counted and _holds_variable(argument.value):
+                        return True
+                if selection.selection_set is not None:
+                    stack.append(selection.selection_set)
+            elif isinstance(selection, InlineFragmentNode):
+                stack.append(selection.selection_set)
+    return False

@@ -184,6 +184,10 @@ class Settings:
     sweep_interval_seconds: int = 30
     max_query_depth: int = 12
     max_query_tokens: int = 2000
+    persisted_documents: str = "off"
+    """``off``, ``allow`` or ``only`` (creditline/persisted.py)."""
+    documents_file: str = ""
+    """The registered documents: a JSON file or a directory of ``.graphql`` files."""
     max_aliases: int = 15
     token_cache_seconds: int = 5
     token_recheck_seconds: int = 30
@@ -225,6 +229,8 @@ class Settings:
     """How long a resent topUp or subscribe waits for the first call with its key to learn the payment's
     outcome; past it, while that call may still be running, the resend is told to send again."""
     # Issue 9, points 4, 10, 11 and 18: the HTTP/ASGI transport (bodies, connections, logs, rate limits).
+    batch_max_events: int = 1_000
+    """Most events one ``spendCreditsBatch`` may carry."""
     max_body_bytes: int = 1 << 20
     """Largest request body, on every route; a larger one gets 413 before it is read."""
     ws_max_message_bytes: int = 64 << 10
@@ -442,6 +448,8 @@ class Settings:
             sweep_interval_seconds=_int(env, "CREDITLINE_SWEEP_INTERVAL_SECONDS", cls.sweep_interval_seconds),
             max_query_depth=_int(env, "CREDITLINE_MAX_QUERY_DEPTH", cls.max_query_depth),
             max_query_tokens=_int(env, "CREDITLINE_MAX_QUERY_TOKENS", cls.max_query_tokens),
+            persisted_documents=env.get("CREDITLINE_PERSISTED_DOCUMENTS", "").strip().lower() or "off",
+            documents_file=env.get("CREDITLINE_DOCUMENTS_FILE", "").strip(),
             max_aliases=_int(env, "CREDITLINE_MAX_ALIASES", cls.max_aliases),
             token_cache_seconds=_int(env, "CREDITLINE_TOKEN_CACHE_SECONDS", cls.token_cache_seconds),
             token_recheck_seconds=_int(env, "CREDITLINE_TOKEN_RECHECK_SECONDS", cls.token_recheck_seconds),
@@ -465,6 +473,7 @@ class Settings:
             price_per_100_credits=_int(env, "CREDITLINE_PRICE_PER_100_CREDITS", cls.price_per_100_credits),
             top_up_min_credits=_int(env, "CREDITLINE_TOP_UP_MIN_CREDITS", cls.top_up_min_credits),
             top_up_max_credits=_int(env, "CREDITLINE_TOP_UP_MAX_CREDITS", cls.top_up_max_credits),
+            batch_max_events=_int(env, "CREDITLINE_BATCH_MAX_EVENTS", cls.batch_max_events),
             max_subscriptions_per_connection=_int(
                 env, "CREDITLINE_MAX_SUBSCRIPTIONS_PER_CONNECTION", cls.max_subscriptions_per_connection
             ),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import unicodedata
 from datetime import UTC, datetime
 
 INVISIBLE = frozenset(
@@ -142,12 +143,20 @@ def optional_text(value: object, field: str, max_length: int) -> str | None:
 
 
 def email(value: object, field: str = "email") -> str:
-    """An email address, normalized (trimmed, lower case): at most 254 characters, ``local@domain`` with a
-    local part of at most 64 and a dotted domain, printable, no spaces."""
+    """An email address, normalized (trimmed, lower case): at most 254 characters,
+    ``local@domain`` with a local part of at most 64 and a dotted domain, printable, no spaces, and unchanged
+    by Unicode compatibility normalization (NFKC)."""
     string = _string(value, field).strip()
     if not string or len(string) > MAX_EMAIL:
         raise InputError(field, f"{field} must be 1 to {MAX_EMAIL} characters")
     _refuse_unstorable(string, field)
+    # A look-alike must never become another person's address: lower() maps the Kelvin sign to "k" (and
+    # "İ" to "i" and a combining dot), NFKC maps fullwidth letters to ASCII; either would let a new sign-in
+    # take over kate@... and her invitations. Such characters are refused, not folded.
+    if unicodedata.normalize("NFKC", string) != string or any(
+        not char.isascii() and any(lowered.isascii() for lowered in char.lower()) for char in string
+    ):
+        raise InputError(field, f"{field} must not contain characters that read as others (such as fullwidth letters)")
     local, at, domain = string.rpartition("@")
     if (
         not at

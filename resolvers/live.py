@@ -128,9 +128,9 @@ class BalanceFeed:
             return await self._resync(ctx)
         if event.version <= self.seen:
             return []
-        if event.version > self.seen + 1:
+        if event.version - event.changes > self.seen:  # a batch's event follows on from its first version
             early = self.early if self.early is not None else {}
-            early.setdefault(event.version, event)
+            early.setdefault(event.version - event.changes + 1, event)
             self.early = early
             if len(early) >= QUEUE_LIMIT:  # no more waiting than a subscriber's queue would hold
                 return await self.fill(ctx)
@@ -159,10 +159,9 @@ class BalanceFeed:
         what follows on."""
         if not self.early:
             return []
-        target = min(self.early)
-        anchor = self.early.pop(target)
+        anchor = self.early.pop(min(self.early))
         missed = await self._from_ledger(anchor)
-        self.seen = target
+        self.seen = anchor.version
         return (missed or [_event_of(anchor)]) + self._release()
 
     async def _resync(self, ctx: Context) -> list[BalanceEvent]:
@@ -232,12 +231,18 @@ def _reason_of(entry: LedgerEntry, lot_sources: dict[int, str]) -> str:
 
 def _event_of(change: ledger.BalanceChange) -> BalanceEvent:
     return _balance_event(
-        change.account_id, change.balance, change.delta, change.reason, change.version, change.occurred_at
+        change.account_id,
+        change.balance,
+        change.delta,
+        change.reason,
+        change.version,
+        change.occurred_at,
+        change.changes,
     )
 
 
 def _balance_event(
-    account_id: int, balance: Balance, delta: int, reason: str, version: int, at: datetime
+    account_id: int, balance: Balance, delta: int, reason: str, version: int, at: datetime, changes: int = 1
 ) -> BalanceEvent:
     return BalanceEvent(
         account=CreditAccount(id=account_id),
@@ -246,6 +251,7 @@ def _balance_event(
         reason=reason,
         version=version,
         occurred_at=at,
+        changes=changes,
     )
 
 

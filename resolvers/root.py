@@ -36,6 +36,7 @@ from resolvers.mutations.set_balance_alerts import set_balance_alerts
 from resolvers.mutations.set_overdraft import set_overdraft
 from resolvers.mutations.set_spend_limit import set_spend_limit
 from resolvers.mutations.spend_credits import spend_credits
+from resolvers.mutations.spend_credits_batch import spend_credits_batch
 from resolvers.mutations.update_organization import update_organization
 from resolvers.mutations.update_user import update_user
 from resolvers.mutations.update_webhook_endpoint import update_webhook_endpoint
@@ -76,7 +77,7 @@ from schema.mutations.rotate_webhook_secret import RotateWebhookSecretResult
 from schema.mutations.set_balance_alerts import SetBalanceAlertsResult
 from schema.mutations.set_overdraft import SetOverdraftResult
 from schema.mutations.set_spend_limit import SetSpendLimitResult
-from schema.mutations.spend_credits import SpendCreditsResult
+from schema.mutations.spend_credits import SpendCreditsBatchResult, SpendCreditsResult
 from schema.mutations.subscriptions import SubscribeResult, SubscriptionChangeResult
 from schema.mutations.update_organization import UpdateOrganizationResult
 from schema.mutations.update_user import UpdateUserResult
@@ -138,6 +139,9 @@ class Query:
 @strawberry.type
 class Mutation:
     spend_credits: SpendCreditsResult = strawberry.mutation(resolver=spend_credits, permission_classes=AUTH)
+    spend_credits_batch: SpendCreditsBatchResult = strawberry.mutation(
+        resolver=spend_credits_batch, permission_classes=AUTH
+    )
     grant_credits: GrantCreditsResult = strawberry.mutation(resolver=grant_credits, permission_classes=AUTH)
     set_overdraft: SetOverdraftResult = strawberry.mutation(
         resolver=set_overdraft,

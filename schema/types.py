@@ -12,7 +12,7 @@ from tortoise.expressions import Q
 from tortoise.queryset import QuerySet
 
 from models import tables
-from models.balance import Balance
+from models.balance import Balance, is_live
 from models.ids import encode_id
 from models.ledger import UsageRecorded
 from models.ledger import alerts as ledger_alerts
@@ -106,8 +106,17 @@ class CreditLot(relay.Node):
     remaining: Credits
     granted_at: datetime
     expires_at: datetime | None
-    status: str
+    stored_status: strawberry.Private[str]
     reason: str | None
+
+    @strawberry.field(
+        description="ACTIVE, DEPLETED, EXPIRED or VOIDED; EXPIRED from `expiresAt` on, also before"
+        " the sweep has written the expiry"
+    )
+    def status(self, info: Info[Context, None]) -> str:
+        if self.stored_status == tables.LotStatus.ACTIVE and not is_live(self.expires_at, info.context.now()):
+            return str(tables.LotStatus.EXPIRED)
+        return self.stored_status
 
     @classmethod
     def of(cls, lot: tables.CreditLot) -> CreditLot:
@@ -119,7 +128,7 @@ class CreditLot(relay.Node):
             remaining=Credits(lot.remaining),
             granted_at=lot.granted_at,
             expires_at=lot.expires_at,
-            status=str(lot.status),
+            stored_status=str(lot.status),
             reason=lot.reason,
         )
 
@@ -210,7 +219,7 @@ class UsageEvent(relay.Node):
 @strawberry.type(description="Credit set aside for a long-running task: lowers `available`, not `total`.")
 class Hold(relay.Node):
     id: relay.NodeID[int]
-    status: str
+    stored_status: strawberry.Private[str]
     amount: Credits
     captured: Credits
     agent_id: str
@@ -223,11 +232,20 @@ class Hold(relay.Node):
     expires_at: datetime
     agent_run_id: str | None = strawberry.field(default=None, description="The agent run it belongs to")
 
+    @strawberry.field(
+        description="ACTIVE, CAPTURED, RELEASED or EXPIRED; EXPIRED from `expiresAt` on, also"
+        " before the sweep has released it"
+    )
+    def status(self, info: Info[Context, None]) -> str:
+        if self.stored_status == tables.HoldStatus.ACTIVE and not is_live(self.expires_at, info.context.now()):
+            return str(tables.HoldStatus.EXPIRED)
+        return self.stored_status
+
     @classmethod
     def of(cls, hold: tables.Hold) -> Hold:
         return cls(
             id=hold.id,
-            status=str(hold.status),
+            stored_status=str(hold.status),
             amount=Credits(hold.amount),
             captured=Credits(hold.captured),
             agent_id=hold.agent_id,
@@ -678,6 +696,11 @@ class BalanceEvent:
     reason: str = strawberry.field(description="SNAPSHOT, SPEND, GRANT, EXPIRE, HOLD, CAPTURE, RELEASE, ...")
     version: int = strawberry.field(description="Goes up by one per change of this account: a gap means a miss")
     occurred_at: datetime
+    changes: int = strawberry.field(
+        default=1,
+        description="How many changes this event covers: 1, or a spendCreditsBatch's changes of the account (its"
+        " version went up by that many; delta and balance are the batch's)",
+    )
 
 
 @strawberry.type(description="The price of one unit of an activity.")

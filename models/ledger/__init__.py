@@ -21,12 +21,14 @@ Rules (see docs/rules.md, "Spend order", "Refusal whole" and "Idempotency"):
 The package, by family (callers use the names below, ``from models import ledger; ledger.spend(...)``):
 ``errors`` (refusals and results), ``locking`` (the account lock, idempotency records, stored refusals),
 ``lots`` (live lots, the spend order, balances), ``entries`` (ledger rows), ``spending`` (spends, usage and
-its rollups), ``limits`` (spend limits in the spend's and the hold's transaction), ``grants`` (grants, voids,
-new users), ``holds``, ``sweeping``, ``auditing``, ``overdraft`` (an account's overdraft limit), and
-``auto_top_up`` (the top-up a spend queues, and its configuration, claims and outcomes).
+its rollups), ``batch`` (many spends in one transaction), ``limits`` (spend limits in the spend's and the
+hold's transaction), ``grants`` (grants, voids, new users), ``holds``, ``sweeping``, ``auditing``,
+``overdraft`` (an account's overdraft limit), and ``auto_top_up`` (the top-up a spend queues, and its
+configuration, claims and outcomes).
 """
 
 from models.ledger.auditing import AuditFinding, audit
+from models.ledger.batch import BatchResult, BatchSpend, spend_batch
 from models.ledger.errors import (
     BalanceChange,
     BalanceLimitError,
@@ -73,6 +75,8 @@ __all__ = [
     "AuditFinding",
     "BalanceChange",
     "BalanceLimitError",
+    "BatchResult",
+    "BatchSpend",
     "BudgetExceededError",
     "Event",
     "ExceedsHoldError",
@@ -107,6 +111,7 @@ __all__ = [
     "release_hold",
     "set_overdraft",
     "spend",
+    "spend_batch",
     "store_refusal",
     "stored_refusal",
     "sweep",

@@ -13,6 +13,14 @@ from models.ledger.errors import BalanceChange
 from models.sql import Sql
 from models.tables import LedgerEntryType
 
+LEDGER_INTO = (
+    "INSERT INTO ledger_entries (account_id, entry_type, amount, free_amount, paid_amount, held_delta,"
+    " owed_delta, balance_after, held_after, version, lot_id, usage_event_id, hold_id, reason, created_at)"
+)
+"""The columns of a ledger row, in the order ``_append`` gives them (models/ledger/batch.py inserts many)."""
+
+SAVE_ACCOUNT = "UPDATE credit_accounts SET balance = $1, held = $2, owed = $3, version = $4 WHERE id = $5"
+
 
 async def _append(
     sql: Sql,
@@ -37,9 +45,7 @@ async def _append(
     account["owed"] = int(account["owed"]) + owed_delta
     account["version"] = int(account["version"]) + 1
     await sql.execute(
-        "INSERT INTO ledger_entries (account_id, entry_type, amount, free_amount, paid_amount, held_delta,"
-        " owed_delta, balance_after, held_after, version, lot_id, usage_event_id, hold_id, reason, created_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+        LEDGER_INTO + " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         account["id"],
         entry_type.value,
         amount,
@@ -60,7 +66,7 @@ async def _append(
 
 async def _save_account(sql: Sql, account: dict[str, Any]) -> None:
     await sql.execute(
-        "UPDATE credit_accounts SET balance = $1, held = $2, owed = $3, version = $4 WHERE id = $5",
+        SAVE_ACCOUNT,
         account["balance"],
         account["held"],
         account["owed"],

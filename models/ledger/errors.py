@@ -118,6 +118,9 @@ class BalanceChange:
     reason: str
     balance: Balance
     occurred_at: datetime
+    changes: int = 1
+    """How many changes (versions) it covers: more than one for a batch of spends, published once per account
+    (``version`` is the last; the versions before it, down to ``version - changes + 1``, are in the ledger)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -371,11 +371,11 @@ _COUNTED: dict[str, frozenset[LimitKind]] = {
 }
 
 
-async def count(
-    sql: Sql, limits: tuple[Standing, ...], run_id: str | None, credits: int, what: Counted = "spend"
-) -> None:
-    """Add the ``credits`` of a spend, a hold or a capture (``what``) to every limit it counts against, in one
-    statement (none when there is none): the window's counter and, under a per-run cap, the run's."""
+def counted_rows(
+    limits: tuple[Standing, ...], run_id: str | None, what: Counted = "spend"
+) -> list[tuple[int, str, int]]:
+    """The counters a spend, a hold or a capture (``what``) adds its credits to: (limit id, run or '', bucket),
+    the window's counter of every limit it counts against and, under a per-run cap, the run's."""
     kinds = _COUNTED[what]
     rows: list[tuple[int, str, int]] = []
     for s in limits:
@@ -384,12 +384,25 @@ async def count(
         rows.append((s.limit.id, "", s.period.bucket))
         if run_id is not None and s.limit.max_credits_per_run is not None:
             rows.append((s.limit.id, run_id, 0))
-    if not rows:
+    return rows
+
+
+async def count(
+    sql: Sql, limits: tuple[Standing, ...], run_id: str | None, credits: int, what: Counted = "spend"
+) -> None:
+    """Add the ``credits`` of a spend, a hold or a capture (``what``) to every limit it counts against, in one
+    statement (none when there is none): the window's counter and, under a per-run cap, the run's."""
+    await add_counts(sql, {row: credits for row in counted_rows(limits, run_id, what)})
+
+
+async def add_counts(sql: Sql, counts: dict[tuple[int, str, int], int]) -> None:
+    """Add credits to counters ((limit id, run or '', bucket) -> credits), in one statement (none if none)."""
+    if not counts:
         return
     values: list[Any] = []
-    for limit_id, run, bucket in rows:
+    for (limit_id, run, bucket), credits in counts.items():
         values += [limit_id, run, bucket, credits]
-    placeholders = ", ".join(f"(${4 * n + 1}, ${4 * n + 2}, ${4 * n + 3}, ${4 * n + 4})" for n in range(len(rows)))
+    placeholders = ", ".join(f"(${4 * n + 1}, ${4 * n + 2}, ${4 * n + 3}, ${4 * n + 4})" for n in range(len(counts)))
     await sql.execute(
         f"INSERT INTO spend_limit_usage (limit_id, run_id, period, spent) VALUES {placeholders}"
         " ON CONFLICT (limit_id, run_id, period) DO UPDATE SET spent = spend_limit_usage.spent + excluded.spent",

@@ -80,28 +80,39 @@ def allocate(
     return allocations
 
 
+def take(
+    lots: list[dict[str, Any]], amount: int, now: datetime, before: Balance
+) -> tuple[list[tuple[dict[str, Any], int]], int, int, int]:
+    """Allocate ``amount`` in the spend order over the lots with credit left, as far as they go, and take it
+    from their ``remaining`` (in the rows only: the caller writes them); return the allocations, the free/paid
+    split and the rest, owed: at most what the overdraft of ``before`` still covers, which the caller has
+    checked (0 without an overdraft)."""
+    left = [lot for lot in lots if int(lot["remaining"]) > 0]
+    allocations = allocate(left, amount, now, may_owe=max(0, before.overdraft - before.owed))
+    free = paid = 0
+    for lot, taken in allocations:
+        lot["remaining"] = int(lot["remaining"]) - taken
+        if lot["kind"] == CreditKind.FREE:
+            free += taken
+        else:
+            paid += taken
+    return allocations, free, paid, amount - free - paid
+
+
 async def _take_from_lots(
     sql: Sql, lots: list[dict[str, Any]], amount: int, now: datetime, before: Balance
 ) -> tuple[list[tuple[dict[str, Any], int]], int, int, int]:
-    """Decrement lots for ``amount`` in the spend order, as far as the live lots go; return the allocations,
-    the free/paid split and the rest, owed: at most what the overdraft of ``before`` still covers, which the
-    caller has checked (0 without an overdraft)."""
-    allocations = allocate(lots, amount, now, may_owe=max(0, before.overdraft - before.owed))
-    free = paid = 0
-    for lot, take in allocations:
+    """``take``, and decrement the lots' rows."""
+    allocations, free, paid, owed = take(lots, amount, now, before)
+    for lot, taken in allocations:
         await sql.execute(
             "UPDATE credit_lots SET remaining = remaining - $1,"
             " status = CASE WHEN remaining - $2 = 0 THEN 'DEPLETED' ELSE status END WHERE id = $3",
-            take,
-            take,
+            taken,
+            taken,
             lot["id"],
         )
-        lot["remaining"] = int(lot["remaining"]) - take
-        if lot["kind"] == CreditKind.FREE:
-            free += take
-        else:
-            paid += take
-    return allocations, free, paid, amount - free - paid
+    return allocations, free, paid, owed
 
 
 async def balance_locked(sql: Sql, account: dict[str, Any], now: datetime) -> Balance:

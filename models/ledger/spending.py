@@ -29,23 +29,38 @@ from models.ledger.lots import _open, _take_from_lots
 from models.sql import Sql
 from models.tables import LedgerEntryType
 
-_ROLL_UP_ROWS = (
+ROLL_UP_INTO = (
     "INSERT INTO usage_rollups (account_id, organization_key, dimension, key, bucket, events, credits,"
-    " free_credits, paid_credits) VALUES ($1, $2, 'ACTIVITY', $3, $6, 1, $7, $8, $9),"
+    " free_credits, paid_credits)"
+)
+_ROLL_UP_ROWS = (
+    ROLL_UP_INTO + " VALUES ($1, $2, 'ACTIVITY', $3, $6, 1, $7, $8, $9),"
     " ($1, $2, 'AGENT', $4, $6, 1, $7, $8, $9), ($1, $2, 'MEMBER', $5, $6, 1, $7, $8, $9)"
 )
-_ROLL_UP_SUMS = (
+ROLL_UP_SUMS = (
     " ON CONFLICT (account_id, dimension, bucket, key, organization_key) DO UPDATE SET"
-    " events = usage_rollups.events + 1, credits = usage_rollups.credits + excluded.credits,"
+    " events = usage_rollups.events + excluded.events, credits = usage_rollups.credits + excluded.credits,"
     " free_credits = usage_rollups.free_credits + excluded.free_credits,"
     " paid_credits = usage_rollups.paid_credits + excluded.paid_credits"
 )
-ROLL_UP_USAGE = _ROLL_UP_ROWS + _ROLL_UP_SUMS
+ROLL_UP_USAGE = _ROLL_UP_ROWS + ROLL_UP_SUMS
 """The hour's rollups of one usage event without a run (``bench/ceiling.py`` runs the same statement)."""
-ROLL_UP_RUN_USAGE = _ROLL_UP_ROWS + ", ($1, $2, 'RUN', $10, $6, 1, $7, $8, $9)" + _ROLL_UP_SUMS
+ROLL_UP_RUN_USAGE = _ROLL_UP_ROWS + ", ($1, $2, 'RUN', $10, $6, 1, $7, $8, $9)" + ROLL_UP_SUMS
 """The same with a fourth row, the run's (``$10``). Usage without a run has no RUN row: a report by run
 counts it as the hour's ACTIVITY total less its runs' (models/reports.py), so a spend without a run costs what
 it did, and the events recorded before runs existed need no backfill."""
+
+
+USAGE_INTO = (
+    "INSERT INTO usage_events (account_id, user_id, organization_id, hold_id, agent_id, activity,"
+    " quantity, credits, free_credits, paid_credits, owed_credits, occurred_at, run_id, token_id)"
+)
+ALLOCATIONS_INTO = "INSERT INTO usage_allocations (usage_event_id, lot_id, kind, amount)"
+
+
+def rollup_hour(now: datetime) -> datetime:
+    """The hourly bucket of the rollups a usage event at ``now`` counts in."""
+    return now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 async def _insert_usage(
@@ -68,9 +83,7 @@ async def _insert_usage(
 ) -> int:
     """Record a usage event of ``credits``: ``free`` and ``paid`` from the lots, the rest owed (overdraft)."""
     row = await sql.fetchrow(
-        "INSERT INTO usage_events (account_id, user_id, organization_id, hold_id, agent_id, activity,"
-        " quantity, credits, free_credits, paid_credits, owed_credits, occurred_at, run_id, token_id)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
+        USAGE_INTO + " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
         account_id,
         user_id,
         organization_id,
@@ -96,7 +109,7 @@ async def _insert_usage(
         values += [usage_event_id, lot["id"], lot["kind"], take]
     if placeholders:
         await sql.execute(
-            "INSERT INTO usage_allocations (usage_event_id, lot_id, kind, amount) VALUES " + ", ".join(placeholders),
+            ALLOCATIONS_INTO + " VALUES " + ", ".join(placeholders),
             *values,
         )
     # Reports read these hourly rollups, never the raw events: one row per dimension, in one round trip.
@@ -107,7 +120,7 @@ async def _insert_usage(
         activity,
         agent_id,
         str(user_id),
-        now.astimezone(UTC).replace(minute=0, second=0, microsecond=0),
+        rollup_hour(now),
         credits,
         free,
         paid,
@@ -141,18 +154,49 @@ async def _refusal(
     who = limits.Who(user_id, agent_id, token_id, run_id)
     standing = await limits.standing(sql, row, who, now)
     pool = row.get("organization_id") is not None
-    verdict = limits.judge(standing, credits, who, hold=hold, pool=pool, now=now)
+    verdict = decide(standing, who, before, credits, hold=hold, pool=pool, now=now)
     applied = limits.Applied(standing, who, verdict.warnings)
+    if isinstance(verdict.refusal, InsufficientCreditsError):
+        return applied, await _refuse(sql, idem, verdict.refusal, now)
     if verdict.refusal is not None:
         if verdict.trips is not None:
             assert isinstance(verdict.refusal, SpendPausedError)
             await limits.trip(sql, row, verdict.refusal, before, now)
         await limit_events.refused(sql, row, standing, verdict.refusal, credits, pool=pool, now=now)
         return applied, await _refuse(sql, idem, verdict.refusal, now)
-    if credits > before.spendable:  # may take available down to -overdraft, not below
-        return applied, await _refuse(sql, idem, InsufficientCreditsError(before.available, credits), now)
     await limit_events.crossed(sql, row, standing, credits, pool=pool, now=now)  # no statement if none crossed
     return applied, None
+
+
+def decide(
+    standing: tuple[limits.Standing, ...],
+    who: limits.Who,
+    before: Balance,
+    credits: int,
+    *,
+    hold: bool,
+    pool: bool,
+    now: datetime,
+) -> limits.Verdict:
+    """Whether a new spend or hold of ``credits`` may go on (no statement): the spend limits that apply, a
+    pool member's budget among them, then the available credit (``before``), which may go down to
+    -overdraft, not below. A batch decides each of its spends with this, over the state its earlier ones
+    left (models/ledger/batch.py)."""
+    verdict = limits.judge(standing, credits, who, hold=hold, pool=pool, now=now)
+    if verdict.refusal is None and credits > before.spendable:
+        return limits.Verdict(InsufficientCreditsError(before.available, credits), None, verdict.warnings)
+    return verdict
+
+
+def spent_from(before: Balance, free: int, paid: int, owed: int) -> Balance:
+    """The balance a spend leaves: ``free`` and ``paid`` taken from the lots, ``owed`` borrowed."""
+    return Balance(
+        free=before.free - free,
+        paid=before.paid - paid,
+        held=before.held,
+        owed=before.owed + owed,
+        overdraft=before.overdraft,
+    )
 
 
 async def spend(
@@ -228,13 +272,7 @@ async def spend(
                     usage_event_id=usage_event_id,
                 )
                 await _save_account(sql, row)
-                after = Balance(
-                    free=before.free - free,
-                    paid=before.paid - paid,
-                    held=before.held,
-                    owed=before.owed + owed,
-                    overdraft=before.overdraft,
-                )
+                after = spent_from(before, free, paid, owed)
                 result = SpendResult(usage_event_id, credits, free, paid, after)
                 result = replace(result, warnings=applied.warnings)
                 await _store_response(sql, idem, _spend_json(result), now)

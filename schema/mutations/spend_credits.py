@@ -61,3 +61,22 @@ SpendCreditsResult = Annotated[
     | SpendPaused,
     strawberry.union("SpendCreditsResult"),
 ]
+
+
+@strawberry.input(description="Spends to apply in one request, each what `spendCredits` makes of it.")
+class SpendCreditsBatchInput:
+    events: list[SpendCreditsInput] = strawberry.field(
+        description="1 to CREDITLINE_BATCH_MAX_EVENTS (1,000) spends, each with its own idempotencyKey: applied"
+        " in this order within an account, each refused or replayed on its own"
+    )
+
+
+@strawberry.type(description="One result per event, in the order of the input's events.")
+class SpendCreditsBatchSuccess:
+    results: list[SpendCreditsResult]
+
+
+SpendCreditsBatchResult = Annotated[
+    SpendCreditsBatchSuccess | ValidationError | Forbidden,
+    strawberry.union("SpendCreditsBatchResult"),
+]

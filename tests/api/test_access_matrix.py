@@ -1024,6 +1024,28 @@ OPERATIONS: dict[str, Operation] = {
         },
         mutation=True,
     ),
+    "spendCreditsBatch(organizationId)": Operation(
+        _mutation(
+            "spendCreditsBatch",
+            f'events: [{{{MEMBER_IN_ORG}, agentId: "agent-1", activity: "answer", credits: "1",'
+            " idempotencyKey: $key}]",
+            "results { __typename ... on SpendCreditsSuccess { usageEvent { credits activity } balance { total } } }",
+            "$org: ID!, $user: ID!, $key: String!",
+        ),
+        lambda w, o: {"org": o.id, "user": w.member_user, "key": f"batch-{o.pk}"},
+        ("spendCreditsBatch",),
+        lambda w, o, who: {
+            "__typename": "SpendCreditsBatchSuccess",
+            "results": [
+                {
+                    "__typename": "SpendCreditsSuccess",
+                    "usageEvent": {"credits": "1", "activity": "answer"},
+                    "balance": {"total": "9.375"},
+                }
+            ],
+        },
+        mutation=True,
+    ),
     "extendHold": Operation(
         _mutation(
             "extendHold",
@@ -1213,6 +1235,7 @@ MATRIX: dict[str, tuple[str, ...]] = {
     "CreditAccount.alerts":         (NULL,     NULL,      OK,        NULL,    NULL,      OK,        UNAUTH),
     "CreditAccount.alertLevels":    (NULL,     NULL,      OK,        NULL,    NULL,      OK,        UNAUTH),
     "spendCredits(organizationId)": (DENIED,   DENIED,    DENIED,    DENIED,  OK,        OK,        UNAUTH),
+    "spendCreditsBatch(organizationId)": (DENIED, DENIED,  DENIED,    DENIED,  OK,        OK,        UNAUTH),
     "topUp(pool)":                  (OK,       OK,        DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
     "addPaymentMethod(pool)":       (OK,       OK,        DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
     "createPortalSession(pool)":    (DENIED,   DENIED,    DENIED,    DENIED,  DENIED,    OK,        UNAUTH),

@@ -697,3 +697,82 @@ async def test_an_agent_token_named_like_a_service_does_not_share_its_idempotenc
     second = await world.spend(secret, "owner", key="shared")
     assert second["data"]["spendCredits"]["balance"] == {"total": "48"}, second
     assert await UsageEvent.filter(account_id=world.ids["pool"]).count() == 2
+
+
+BATCH = """mutation($input: SpendCreditsBatchInput!) { spendCreditsBatch(input: $input) { __typename
+  ... on SpendCreditsBatchSuccess { results { __typename ... on SpendCreditsSuccess { balance { total } }
+    ... on BudgetExceeded { monthlyBudget spentThisMonth required } ... on Error { message } } } } }"""
+
+
+def _event(world: World, user: str, key: str, org: str | None = "org", **changes: Any) -> dict[str, Any]:
+    return {
+        "userId": world.gid(user),
+        "organizationId": None if org is None else world.gid(org),
+        "agentId": "bot",
+        "activity": "answer",
+        "credits": "1",
+        "idempotencyKey": key,
+        **changes,
+    }
+
+
+async def test_a_bound_token_spends_in_a_batch_only_within_its_binding_event_by_event(world: World, bot: str) -> None:
+    body = await world.api.data(
+        BATCH,
+        {
+            "input": {
+                "events": [
+                    _event(world, "owner", "b1"),
+                    _event(world, "owner", "b2", agentId="other-bot"),
+                    _event(world, "member", "b3"),
+                    _event(world, "outsider", "b4", org=None),
+                    _event(world, "owner", "b5", activity="search"),
+                    _event(world, "owner", "b6", credits="2"),
+                ]
+            }
+        },
+        bot,
+    )
+
+    assert body["spendCreditsBatch"]["results"] == [
+        {"__typename": "SpendCreditsSuccess", "balance": {"total": "49"}},
+        {"__typename": "Forbidden", "message": "This agent token spends only as agent 'bot'"},
+        {"__typename": "Forbidden", "message": SPENDS_AS},
+        {"__typename": "Forbidden", "message": OWN_ACCOUNT_ONLY},
+        {"__typename": "Forbidden", "message": "This agent token may not spend on activity 'search'"},
+        {"__typename": "SpendCreditsSuccess", "balance": {"total": "47"}},
+    ]
+    assert (await CreditAccount.get(user_id=world.ids["outsider"])).balance == 5 * MICRO
+
+
+async def test_a_members_budget_refuses_the_events_of_a_batch_that_would_pass_it(world: World) -> None:
+    events = [
+        _event(world, "member", "m1", credits="6"),
+        _event(world, "member", "m2", credits="6"),
+        _event(world, "member", "m3", credits="4"),
+        _event(world, "member", "m4", credits="0.000001"),
+        _event(world, "member", "m5", org=None, credits="1"),  # their own account: no budget there
+    ]
+
+    body = await world.api.data(BATCH, {"input": {"events": events}}, world.tokens["service"])
+
+    over = "This spend would exceed the member's monthly budget in this organization"
+    assert body["spendCreditsBatch"]["results"] == [
+        {"__typename": "SpendCreditsSuccess", "balance": {"total": "44"}},
+        {
+            "__typename": "BudgetExceeded",
+            "message": over,
+            "monthlyBudget": "10",
+            "spentThisMonth": "6",
+            "required": "6",
+        },
+        {"__typename": "SpendCreditsSuccess", "balance": {"total": "40"}},
+        {
+            "__typename": "BudgetExceeded",
+            "message": over,
+            "monthlyBudget": "10",
+            "spentThisMonth": "10",
+            "required": "0.000001",
+        },
+        {"__typename": "SpendCreditsSuccess", "balance": {"total": "4"}},
+    ]

@@ -23,6 +23,11 @@ from models.tokens import create_token, digest, revoke_token
 from tests.support.helpers import Api, gid
 from tests.support.mutation_documents import STATE, document
 
+
+def alias_limit(found: int) -> dict[str, object]:
+    return {"code": "TOO_MANY_ALIASES", "found": found, "limit": 15}
+
+
 # ---------------------------------------------------------------------------------------------- documents
 
 
@@ -557,7 +562,10 @@ async def test_more_aliases_than_the_limit_are_refused_before_anything_runs(worl
 
     body = await world.post(aliased_spends(16), token=world.admin)
 
-    assert body == {"data": None, "errors": [{"message": "16 aliases found. Allowed: 15"}]}
+    assert body == {
+        "data": None,
+        "errors": [{"message": "16 aliases found. Allowed: 15", "extensions": alias_limit(16)}],
+    }
     assert await world.state() == before
 
 

@@ -126,6 +126,9 @@ def test_an_email_of_the_usual_shape_is_accepted_lower_cased(email: str, shout: 
         assert boundary.email(f"  {given_email} ") == email
 
 
+LOOK_ALIKE = "email must not contain characters that read as others (such as fullwidth letters)"
+
+
 @pytest.mark.parametrize(
     ("email", "message"),
     [
@@ -138,6 +141,11 @@ def test_an_email_of_the_usual_shape_is_accepted_lower_cased(email: str, shout: 
         ("ada\x00@example.com", "email must not contain control characters"),
         ("\ud800@example.com", "email must be valid Unicode: it contains a lone surrogate (U+D800)"),
         ("", "email must be 1 to 254 characters"),
+        # Characters that lower() or NFKC turn into ASCII letters: kate@... must stay Kate's alone.
+        ("\u212aate@x.io", LOOK_ALIKE),  # KELVIN SIGN: lower() is "k"
+        ("\uff4bate@x.io", LOOK_ALIKE),  # FULLWIDTH K
+        ("\u0130nfo@x.io", LOOK_ALIKE),  # I WITH DOT ABOVE: lower() is "i" and a combining dot
+        ("kate@x.\u2139o", LOOK_ALIKE),  # INFORMATION SOURCE: NFKC is "i"
     ],
 )
 def test_malformed_emails_are_refused_with_the_reason(email: str, message: str) -> None:
@@ -145,6 +153,11 @@ def test_malformed_emails_are_refused_with_the_reason(email: str, message: str) 
 
     assert error is not None
     assert error.message == message
+
+
+def test_letters_beyond_ascii_are_lower_cased_as_themselves() -> None:
+    assert boundary.email("\u00c9mile@Exemple.fr") == "\u00e9mile@exemple.fr"
+    assert boundary.email("\u0391da@example.com") == "\u03b1da@example.com"  # Greek, not Latin "a"
 
 
 offsets = st.integers(min_value=-(24 * 60 - 1), max_value=24 * 60 - 1).map(

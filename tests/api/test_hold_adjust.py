@@ -371,3 +371,27 @@ async def test_an_adjustment_read_back_from_the_ledger_keeps_the_reason_it_was_p
     entries = await LedgerEntry.filter(hold_id=1).order_by("version")
 
     assert [_reason_of(entry, {}) for entry in entries] == ["HOLD", "EXTEND", "INCREASE"]
+
+
+async def test_a_hold_and_a_lot_read_expired_from_their_expiry_on_before_the_sweep_writes_it(api: Api) -> None:
+    user_id, token = await api.user("ada@example.com", bonus=10, bonus_days=1)
+    caller = Caller(api, await api.service())
+    placed = await caller.hold(
+        userId=gid("User", user_id), activity="answer", credits="4", timeoutSeconds=60, idempotencyKey="h1"
+    )
+    status = "query($id: ID!) { node(id: $id) { ... on Hold { status } } }"
+    lots = "{ me { credit { lots(first: 5) { edges { node { status remaining } } } } } }"
+
+    async def read() -> tuple[str, list[dict[str, str]]]:
+        hold = (await api.data(status, {"id": placed["hold"]["id"]}, token))["node"]["status"]
+        edges = (await api.data(lots, token=token))["me"]["credit"]["lots"]["edges"]
+        return hold, [edge["node"] for edge in edges]
+
+    api.clock.advance(timedelta(seconds=59))
+    assert await read() == ("ACTIVE", [{"status": "ACTIVE", "remaining": "10"}])
+    api.clock.advance(timedelta(seconds=1))  # the hold's timeout: over, as the balance and captureHold say
+    assert await read() == ("EXPIRED", [{"status": "ACTIVE", "remaining": "10"}])
+    assert (await api.data(BALANCE, token=token))["me"]["credit"]["balance"]["held"] == "0"
+    api.clock.advance(timedelta(days=1))  # the lot's expiry, with no sweep run
+    assert await read() == ("EXPIRED", [{"status": "EXPIRED", "remaining": "10"}])
+    assert await Hold.filter(status="ACTIVE").count() == 1  # the stored rows wait for the sweep

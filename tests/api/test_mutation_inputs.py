@@ -34,7 +34,7 @@ from models.tables import (
 from models.tables import SpendLimit as SpendLimitRow
 from models.webhooks import new_secret
 from tests.support.helpers import Api, gid
-from tests.support.mutation_documents import REFUSAL, SELECTIONS, STATE, document
+from tests.support.mutation_documents import REFUSAL, SELECTIONS, STATE, batch_document, document
 from tests.support.snapshots import changed, snapshot
 from tests.support.webhooks import event as webhook_event
 
@@ -724,6 +724,31 @@ async def test_bad_input_is_refused_with_a_typed_error_and_changes_nothing(
     result = await world.run(mutation, input_for(mutation, changes))
 
     assert result == expected
+    assert await world.state() == before
+
+
+def at_event(expected: dict[str, object], index: int) -> dict[str, object]:
+    """A single spend's answer as the batch event ``index`` gets it: a field's path starts at the event."""
+    if expected.get("__typename") != "ValidationError":
+        return expected
+    field = expected.get("field")
+    return {**expected, "field": f"events.{index}" + ("" if field is None else f".{field}")}
+
+
+@pytest.mark.parametrize(("mutation", "changes", "expected"), [c for c in REFUSALS if c.values[0] == "spendCredits"])
+async def test_bad_input_of_a_batch_event_is_its_typed_error_and_changes_nothing(
+    world: World, mutation: str, changes: dict[str, object], expected: dict[str, object]
+) -> None:
+    """Every refusal of spendCredits, as the second event of a batch whose first is bad too: each event gets
+    what spendCredits would answer it, at its own index, and nothing changes."""
+    before = await world.state()
+    events = [input_for(mutation, {"credits": "0"}), input_for(mutation, changes)]
+
+    body = await world.api.post(batch_document(), {"input": {"events": events}}, world.service)
+
+    assert "errors" not in body, body
+    results = body["data"]["spendCreditsBatch"]["results"]
+    assert results == [at_event(POSITIVE, 0), at_event(expected, 1)]
     assert await world.state() == before
 
 

@@ -35,6 +35,11 @@ from tests.support.helpers import Api, gid
 from tests.support.live import connect, receive, serve
 from tests.support.statements import StatementCounter, counter, tables_read  # noqa: F401
 
+
+def alias_limit(found: int) -> dict[str, object]:
+    return {"code": "TOO_MANY_ALIASES", "found": found, "limit": 15}
+
+
 FAST = 0.5
 """Seconds a refused or answered hostile document may take: generous for a loaded machine (the exponential
 validators took 6 s at 20 levels)."""
@@ -125,7 +130,10 @@ async def test_aliases_are_counted_with_fragments_expanded_without_expanding_the
         response, took = await timed(client.post("/graphql", json={"query": query}))
 
     assert took < FAST
-    assert response.json() == {"data": None, "errors": [{"message": f"{2**40} aliases found. Allowed: 15"}]}
+    assert response.json() == {
+        "data": None,
+        "errors": [{"message": f"{2**40} aliases found. Allowed: 15", "extensions": alias_limit(2**40)}],
+    }
 
 
 @pytest.mark.parametrize("levels", [20, 40, 80, 160])
@@ -232,7 +240,10 @@ async def test_alias_overloading_is_refused(api: Api) -> None:
 
     body = (await api.client.post("/graphql", json={"query": query})).json()
 
-    assert body == {"data": None, "errors": [{"message": "101 aliases found. Allowed: 15"}]}
+    assert body == {
+        "data": None,
+        "errors": [{"message": "101 aliases found. Allowed: 15", "extensions": alias_limit(101)}],
+    }
 
 
 async def test_circular_introspection_is_refused_in_development(api: Api) -> None:

@@ -98,3 +98,15 @@ def test_a_usage_events_run_crosses_the_wire_and_one_without_a_run_is_sent_as_be
 def test_a_message_this_version_cannot_read_is_one_typed_error(message: str) -> None:
     with pytest.raises(UnreadableMessage):
         decode(message)
+
+
+def test_a_batchs_balance_event_carries_how_many_changes_it_covers_and_others_read_as_before() -> None:
+    at = datetime(2026, 1, 15, 12, tzinfo=UTC)
+    batch = BalanceChange(1, 12, -5_000_000, "SPEND", Balance(3, 4, 0), at, changes=5)
+    single = BalanceChange(1, 13, -1, "SPEND", Balance(3, 3, 0), at)
+
+    assert decode(encode(batch)) == batch
+    assert decode(encode(single)) == single
+    # One change: the message of before batches existed, which every process of a rolling deploy reads.
+    assert json.loads(encode(single)) == ["b", 1, 13, -1, "SPEND", 3, 3, 0, at.isoformat()]
+    assert json.loads(encode(batch)) == ["b", 1, 12, -5_000_000, "SPEND", 3, 4, 0, 0, 0, 5, at.isoformat()]

@@ -78,6 +78,37 @@ async def test_a_spend_publishes_one_change_and_its_replay_none(api: Api) -> Non
         subscription.close()
 
 
+BATCH = """mutation($input: SpendCreditsBatchInput!) { spendCreditsBatch(input: $input) { __typename } }"""
+
+
+async def test_a_batch_publishes_one_change_per_account_after_commit_and_its_replay_none(api: Api) -> None:
+    ada, _ = await api.user("ada@example.com", bonus=10)
+    bob, _ = await api.user("bob@example.com", bonus=10)
+    service = await api.service()
+    services: Services = api.app.state.services
+    subscription = services.bus.subscribe(frozenset({1, 2}))
+
+    def event(user_id: int, credits: str, key: str) -> dict[str, str]:
+        return {"userId": gid("User", user_id), "agentId": "a", "activity": "answer", "credits": credits,
+                "idempotencyKey": key}  # fmt: skip
+
+    events = [event(ada, "1", "a1"), event(bob, "2", "b1"), event(ada, "20", "a2"), event(ada, "3", "a3")]
+    try:
+        await api.data(BATCH, {"input": {"events": events}}, service)
+        await api.data(BATCH, {"input": {"events": events}}, service)
+        published = []
+        while not subscription.queue.empty():
+            published.append(subscription.queue.get_nowait())
+        # Ada's two spends (the refused one changes nothing) in one event: version 1 (the bonus) + 2.
+        assert published == [
+            BalanceChange(1, 3, -4 * MICRO, "SPEND", Balance(6 * MICRO, 0, 0), api.clock.now(), changes=2),
+            BalanceChange(2, 2, -2 * MICRO, "SPEND", Balance(8 * MICRO, 0, 0), api.clock.now(), changes=1),
+        ]
+        assert [e.version for e in await LedgerEntry.filter(account_id=1).order_by("version")] == [1, 2, 3]
+    finally:
+        subscription.close()
+
+
 async def test_the_sweep_raises_runs_out_soon_at_the_settings_days_once(api: Api) -> None:
     user_id, _ = await api.user("ada@example.com", bonus=10)
     service = await api.service()

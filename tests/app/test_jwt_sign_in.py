@@ -408,8 +408,12 @@ async def test_no_user_is_created_without_a_usable_email_nor_over_another_users_
             )
         ],
         rsa.sign(claims(now, sub="idp-takeover", email="ADA@example.com")),  # Ada's email, another sub
+        # Look-alikes that lower() or NFKC would fold into ASCII letters (one of them into Ada's address).
+        rsa.sign(claims(now, sub="idp-fullwidth", email="\uff41da@example.com")),
+        rsa.sign(claims(now, sub="idp-ligature", email="ada@exam\ufb01le.com")),
+        rsa.sign(claims(now, sub="idp-kelvin", email="\u212aate@example.com")),
     ]
-    assert [await creating_api.post(ME, token=token) for token in refused] == [UNAUTHENTICATED] * 16
+    assert [await creating_api.post(ME, token=token) for token in refused] == [UNAUTHENTICATED] * 19
     assert await snapshot() == before
 
 

@@ -64,7 +64,7 @@ async def test_a_hosted_top_up_opens_one_page_and_its_payment_is_granted_once(
     assert session.idempotency_key == f"creditline-transaction-{txn.id}"
     assert (
         session.params["success_url"]
-        == "https://app.example/billing?checkout=success&transaction=VHJhbnNhY3Rpb246MQ%3D%3D"
+        == "https://app.example/my-credit/billing?checkout=success&transaction=VHJhbnNhY3Rpb246MQ%3D%3D"
     )
     assert await paid(services) == 0
 

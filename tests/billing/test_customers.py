@@ -201,11 +201,11 @@ async def test_the_portal_link_is_the_processors_for_the_accounts_customer(
     account = await account_of("ada@example.com")
     services = Services(settings=stripe_settings(settings, standin, "stripe"), clock=clock, bus=InProcessBus())
 
-    url = await portal_url(services, stripe, account, "https://app.example/billing")
+    url = await portal_url(services, stripe, account, "https://app.example/my-credit/billing")
 
     assert url == f"{standin.url}/portal/cus_test0001"
     (portal,) = standin.calls("POST", "/v1/billing_portal/sessions")
-    assert portal.params == {"customer": "cus_test0001", "return_url": "https://app.example/billing"}
+    assert portal.params == {"customer": "cus_test0001", "return_url": "https://app.example/my-credit/billing"}
 
 
 @pytest.mark.parametrize("down", ["/v1/customers", "/v1/billing_portal/sessions"])
@@ -217,7 +217,7 @@ async def test_a_portal_link_the_processor_cannot_make_is_unavailable(
     standin.outage[down] = 1
 
     with pytest.raises(PaymentUnavailableError, match="Stripe could not be reached"):
-        await portal_url(services, stripe, account, "https://app.example/billing")
+        await portal_url(services, stripe, account, "https://app.example/my-credit/billing")
 
     assert standin.portals == []
     customers = [c.reference for c in await GatewayCustomer.all()]

@@ -41,7 +41,7 @@ from tests.support.stripe_standin import StripeStandIn, stripe_settings
 from tests.support.stripe_subscriptions import PLANS
 
 PERIOD = (T0, datetime(2026, 2, 15, 12, tzinfo=T0.tzinfo))
-SUCCESS = "https://app.example/billing?checkout=success&subscription=U3Vic2NyaXB0aW9uOjE%3D"
+SUCCESS = "https://app.example/my-credit/billing?checkout=success&subscription=U3Vic2NyaXB0aW9uOjE%3D"
 
 
 @dataclass

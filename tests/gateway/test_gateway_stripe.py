@@ -30,7 +30,7 @@ from tests.support.stripe_standin import StripeStandIn, deliver, stripe_api, str
 PORTAL = """mutation($input: CreateCustomerPortalSessionInput!) { createCustomerPortalSession(input: $input) {
   __typename ... on CreateCustomerPortalSessionSuccess { url } ... on Error { message } } }"""
 TRANSACTIONS = "{ me { credit { transactions { edges { node { status checkoutUrl failureReason } } } } } }"
-SUCCESS = "https://app.example/billing?checkout=success&transaction=VHJhbnNhY3Rpb246MQ%3D%3D"
+SUCCESS = "https://app.example/my-credit/billing?checkout=success&transaction=VHJhbnNhY3Rpb246MQ%3D%3D"
 
 
 @pytest.fixture
@@ -381,7 +381,7 @@ async def test_cards_are_managed_in_the_customer_portal_of_the_accounts_one_cust
     assert second == first
     assert len(stripe_standin.calls("POST", "/v1/customers")) == 1
     assert [r.params for r in stripe_standin.calls("POST", "/v1/billing_portal/sessions")] == [
-        {"customer": "cus_test0001", "return_url": "https://app.example/billing"}
+        {"customer": "cus_test0001", "return_url": "https://app.example/my-credit/billing"}
     ] * 2
     before = await state(api, bob)
     others = await api.data(PORTAL, {"input": {"accountId": gid("CreditAccount", 1)}}, bob)

@@ -38,7 +38,7 @@ ACCOUNT = f"""{{ me {{ credit {{ balance {{ total paid }} subscription {{ {FIELD
 
 PERIOD_1 = ("2026-01-15T12:00:00+00:00", "2026-02-15T12:00:00+00:00")
 PERIOD_2 = ("2026-02-15T12:00:00+00:00", "2026-03-15T12:00:00+00:00")
-SUCCESS = "https://app.example/billing?checkout=success&subscription=U3Vic2NyaXB0aW9uOjE%3D"
+SUCCESS = "https://app.example/my-credit/billing?checkout=success&subscription=U3Vic2NyaXB0aW9uOjE%3D"
 
 
 async def account(api: Api, token: str) -> Any:

@@ -42,6 +42,16 @@ def document(mutation: str) -> str:
     )
 
 
+def batch_document() -> str:
+    """``spendCreditsBatch`` with its input as ``$input``, each result selected as ``spendCredits``'s."""
+    return (
+        "mutation Run($input: SpendCreditsBatchInput!) {\n"
+        "  spendCreditsBatch(input: $input) { __typename ... on SpendCreditsBatchSuccess { results {"
+        f" __typename {SELECTIONS['spendCredits']} ...Refusal }} }} ...Refusal }}\n"
+        "}\n" + REFUSAL
+    )
+
+
 STATE = """
 query State {
   me {
