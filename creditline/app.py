@@ -1,4 +1,5 @@
-"""The ASGI application: GraphQL at /graphql, liveness and readiness checks, and the background sweeper."""
+"""The ASGI application: GraphQL at /graphql, the My Credit page at /my-credit/, liveness and readiness checks, and
+the background sweeper."""
 
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from creditline.rate_limit import RateLimiter, RateLimitMiddleware, limiter_for,
 from creditline.services import Services
 from creditline.settings import Settings
 from creditline.stripe_webhook_endpoint import stripe_webhook
+from creditline.web_page import WebPage
 from creditline.webhooks.worker import DeliveryWorker
 from models.plans import PlanCatalog
 from models.rate_card import RateCard
@@ -230,7 +232,10 @@ def create_app(
         else limiter.authenticator(settings, clock=services.clock, usage=usage, jwt=jwt)
     )
     documents = persisted_documents(settings.persisted_documents, settings.documents_file)
-    graphql = GraphQLEndpoint(build_schema(settings, documents), services, auth, limiter, documents)
+    web_page = WebPage(settings)
+    graphql = GraphQLEndpoint(
+        build_schema(settings, documents), services, auth, limiter, documents, ide=web_page.graphiql
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -320,6 +325,7 @@ def create_app(
             Route("/invoices/{invoice_id}", invoice_page(auth, services)),
             Route("/webhooks/stripe", stripe_webhook(services), methods=["POST"]),
             Route("/portal/session", portal_session(services), methods=["POST"]),
+            *web_page.routes(),
         ],
         lifespan=lifespan,
         exception_handlers={DatabaseUnavailable: database_unavailable},

@@ -7,6 +7,7 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -15,7 +16,7 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors.multiprocess import Multiprocess
 
 from billing.reconcile import reconcile_pending, renew_subscriptions
-from creditline import db
+from creditline import db, demo
 from creditline.app import build_services, create_app
 from creditline.auto_top_up_worker import run_due
 from creditline.clock import Clock
@@ -461,7 +462,13 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
         print("Make new ones with: .venv/bin/creditline token create --user " + DEMO_EMAIL)
         user_id = int(existing.id)
     else:
-        user_id = await _new_user(settings, DEMO_EMAIL)
+        user_id = await ledger.create_user(
+            DEMO_EMAIL,
+            signup_bonus=settings.signup_bonus,
+            bonus_lifetime=timedelta(days=settings.signup_bonus_days),
+            now=demo.start(now),  # signed up before the usage demo.make writes
+        )
+        made = await demo.make(settings, user_id, (await CreditAccount.get(user_id=user_id)).id, now)
         user_token = await create_token(TokenKind.USER, name=DEMO_EMAIL, user_id=user_id, now=now)
         agent_token = await create_token(TokenKind.SERVICE, name="demo-agent", scopes=("usage:write",), now=now)
         admin_token = await create_token(TokenKind.ADMIN, name="demo-admin", now=now)
@@ -471,6 +478,10 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
             f"  user token     {user_token}\n"
             f"  agent token    {agent_token}   (service 'demo-agent', scope usage:write)\n"
             f"  admin token    {admin_token}\n"
+            f"  usage          {made.spends} spends over {demo.DAYS} days by {', '.join(demo.AGENTS)}"
+            " (answer, web_search, transcription)\n"
+            f"  payments       {made.payments}\n"
+            f"  expiring       {demo.EXPIRING_CREDITS} Free credits expire in 3 days\n"
         )
     # A new sign-in link on every run: its code works once, for CREDITLINE_PORTAL_CODE_SECONDS.
     account = await CreditAccount.get(user_id=user_id)
@@ -479,10 +490,6 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
     minutes = max(1, settings.portal_code_seconds // 60)
     print(f"My Credit of {DEMO_EMAIL} (sign-in link, works once, for {minutes} min):")
     print(f"  {portal.portal_link(settings.public_url, code)}")
-    # The page at /my-credit/ is not served yet: say how to use the code without it.
-    print("The page itself is not served yet; open the session it would open with:")
-    print(
-        f"  curl -s -X POST {settings.public_url.rstrip('/')}/portal/session"
-        f" -H 'content-type: application/json' -d '{{\"code\": \"{code}\"}}'"
-    )
+    if not (Path(settings.web_dist) / "index.html").is_file():
+        print("The page is not built yet: `make web` builds it (Node.js 20 or newer); `make run` does when it can.")
     return 0

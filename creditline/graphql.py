@@ -8,7 +8,7 @@ import fcntl
 import socket
 import struct
 import termios
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -423,6 +423,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         auth: Authenticator,
         limiter: RateLimiter | None = None,
         documents: PersistedDocuments | None = None,
+        ide: Callable[[Request], Response | None] | None = None,
     ) -> None:
         super().__init__(
             schema,
@@ -439,12 +440,19 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         self.services = services
         self.auth = auth
         self.limiter = limiter
+        """Counts the operations sent on websockets (their handshakes are counted in creditline/app.py)."""
         self.documents = documents or PersistedDocuments()
         """The persisted documents the schema's extension resolves (creditline/persisted.py)."""
-        """Counts the operations sent on websockets (their handshakes are counted in creditline/app.py)."""
+        self.ide = ide
+        """The offline GraphiQL of the web build (creditline/web_page.py), when there is one."""
         self.token_watch = TokenWatch(services.settings.token_recheck_seconds, services.clock.now)
         """Started with the application (creditline/app.py): ends the live subscriptions of revoked and expired
         tokens."""
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        """The GraphiQL built into web/dist (no request leaves the machine); strawberry's loads from a CDN."""
+        page = self.ide(request) if self.ide is not None else None
+        return page if page is not None else await super().render_graphql_ide(request)
 
     async def execute_single(
         self,

@@ -6,8 +6,10 @@ Every setting is listed, with its default, in the README.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from models.credits import parse_credits
@@ -27,6 +29,9 @@ JWT_ALGORITHMS = (
 """What ``CREDITLINE_JWT_ALGORITHMS`` may name: signatures by a key pair only. ``none`` is no signature, and
 with an HS* algorithm the "secret" would be the identity provider's public key, which anyone can fetch."""
 _LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+DEFAULT_WEB_DIST = Path(__file__).resolve().parent.parent / "web" / "dist"
+"""Where ``npm --prefix web run build`` writes the My Credit page, next to the package in a checkout."""
+_FRAME_SOURCE = re.compile(r"^(https?://(\*\.)?[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?:|'self')$")
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -136,6 +141,23 @@ def _names(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple
     raw = env.get(name, "")
     names = tuple(part.strip() for part in raw.split(",") if part.strip())
     return names or default
+
+
+def _frame_ancestors(env: Mapping[str, str]) -> tuple[str, ...]:
+    """``CREDITLINE_FRAME_ANCESTORS``: origins (``https://app.example.com``, ``https://*.example.com``),
+    ``'self'``, or ``'none'`` alone, separated by spaces or commas; anything else could inject a directive."""
+    raw = env.get("CREDITLINE_FRAME_ANCESTORS", "")
+    sources = tuple(part for part in re.split(r"[\s,]+", raw) if part)
+    if not sources:
+        return ("'none'",)
+    if sources == ("'none'",):
+        return sources
+    if bad := [source for source in sources if not _FRAME_SOURCE.match(source)]:
+        raise SystemExit(
+            "CREDITLINE_FRAME_ANCESTORS must be 'none', or origins such as https://app.example.com"
+            f" (https://*.example.com for its subdomains) and 'self', got {' '.join(bad)!r}"
+        )
+    return sources
 
 
 def _log_format(env: Mapping[str, str]) -> str:
@@ -309,6 +331,11 @@ class Settings:
     """After ``rotateWebhookSecret``, deliveries are signed with the old secret too for this long."""
     webhook_poll_seconds: float = 1.0
     """How often the delivery worker looks for due deliveries when nothing woke it sooner."""
+    # Issue 14: the My Credit page (creditline/web_page.py).
+    web_dist: str = str(DEFAULT_WEB_DIST)
+    """The page's build output (``npm --prefix web run build``): index.html, graphiql.html and assets/."""
+    frame_ancestors: tuple[str, ...] = ("'none'",)
+    """Which pages may embed /my-credit/ in a frame (the CSP's frame-ancestors); ``'none'``: no page may."""
 
     @property
     def production(self) -> bool:
@@ -532,4 +559,7 @@ class Settings:
                 env, "CREDITLINE_WEBHOOK_SECRET_GRACE_SECONDS", cls.webhook_secret_grace_seconds
             ),
             webhook_poll_seconds=_float(env, "CREDITLINE_WEBHOOK_POLL_SECONDS", cls.webhook_poll_seconds),
+            # Issue 14.
+            web_dist=env.get("CREDITLINE_WEB_DIST") or cls.web_dist,
+            frame_ancestors=_frame_ancestors(env),
         )

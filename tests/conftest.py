@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -96,6 +97,9 @@ def clock() -> Clock:
     return clock
 
 
+NO_WEB_BUILD = str(Path(__file__).resolve().parent / "no-web-build")
+
+
 @pytest.fixture
 def settings() -> Settings:
     # Every test client comes from one address: rate limits (tests/app/test_rate_limit.py) would throttle the
@@ -106,6 +110,9 @@ def settings() -> Settings:
         rate_limit=False,
         redis_channel=os.environ["CREDITLINE_REDIS_CHANNEL"],
         rate_limit_prefix=os.environ["CREDITLINE_RATE_LIMIT_PREFIX"],
+        # The same GraphiQL (strawberry's) whether or not this checkout built web/: tests/app/test_web_page.py
+        # serves builds of its own.
+        web_dist=NO_WEB_BUILD,
     )
 
 

@@ -11,7 +11,9 @@ import sys
 import urllib.request
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -136,15 +138,20 @@ def test_demo_creates_user_and_working_tokens_once(env: dict[str, str]) -> None:
     assert again.stdout.startswith("demo data exists already")
 
     with served(env) as (url, _):
+        # The demo data spent from the signup bonus (tests/app/test_cli_demo.py).
+        before: Any = graphql(url, tokens["user"], "{ me { email credit { balance { free paid } } } }")
+        balance = before["data"]["me"]["credit"]["balance"]
+        assert before["data"]["me"]["email"] == "demo@creditline.local"
+        free = str(Decimal(balance["free"]) - Decimal("1.5"))
         spent = graphql(
             url,
             tokens["agent"],
             'mutation { spendCredits(input: {userId: "VXNlcjox", agentId: "demo", activity: "answer",'
-            ' credits: "1.5", idempotencyKey: "k"}) { __typename ... on SpendCreditsSuccess { balance { total } } } }',
+            ' credits: "1.5", idempotencyKey: "k"}) { __typename ... on SpendCreditsSuccess { balance { free } } } }',
         )
-        assert spent == {"data": {"spendCredits": {"__typename": "SpendCreditsSuccess", "balance": {"total": "3.5"}}}}
-        me = graphql(url, tokens["user"], "{ me { email credit { balance { free } } } }")
-        assert me == {"data": {"me": {"email": "demo@creditline.local", "credit": {"balance": {"free": "3.5"}}}}}
+        assert spent == {"data": {"spendCredits": {"__typename": "SpendCreditsSuccess", "balance": {"free": free}}}}
+        me = graphql(url, tokens["user"], "{ me { credit { balance { free paid } } } }")
+        assert me == {"data": {"me": {"credit": {"balance": {"free": free, "paid": balance["paid"]}}}}}
 
 
 LIST_HEADER = ["id", "global id", "kind", "name", "scopes", "prefix", "created", "last used", "expires", "revoked"]

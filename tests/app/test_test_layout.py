@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parents[1]
-LAYERS = {"ledger", "billing", "api", "gateway", "app"}
+LAYERS = {"ledger", "billing", "api", "gateway", "app", "web"}  # web: the My Credit page (web/), in a browser
 
 
 def suite_modules() -> list[Path]:
