@@ -26,9 +26,19 @@ from models.ids import encode_id
 from models.outbox import EmittedEvent, EventType, emit
 from models.sql import Sql
 from models.tables import OutboxEvent, WebhookAttempt, WebhookDelivery, WebhookEndpoint
-from models.webhook_deliveries import backoff_ceiling, next_attempt_at
+from models.webhook_deliveries import (
+    Claimed,
+    Outcome,
+    backoff_ceiling,
+    claim_due,
+    fan_out,
+    next_attempt_at,
+    record_outcomes,
+)
 from models.webhook_urls import is_public_address
 from tests.support.backends import T0, Backend
+from tests.support.statements import StatementCounter
+from tests.support.statements import counter as counter
 from tests.support.webhook_receiver import Receiver, receiving
 
 SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()
@@ -486,3 +496,55 @@ async def test_a_stored_url_no_client_can_send_to_is_a_failed_attempt_with_its_r
     assert attempt.error is not None  # what the URL's parser or the IDNA codec said of it
     assert ("Invalid IPv4 address" in attempt.error) != ("A-label" in attempt.error)
     assert delivery.last_error == attempt.error
+
+
+async def _claim_all(clock: Clock) -> list[Claimed]:
+    await fan_out(clock.now())
+    return await claim_due(clock.now(), timedelta(seconds=15), 1000, 1000, {})
+
+
+def _answered(status: int | None, at: datetime) -> Outcome:
+    return Outcome(status, 3, "ok" if status else None, None if status else "ConnectionRefusedError", at)
+
+
+@pytest.mark.parametrize("events", [6, 60])
+async def test_a_batch_of_outcomes_is_recorded_in_the_same_few_statements_whatever_its_size(
+    db: Backend, clock: Clock, counter: StatementCounter, events: int
+) -> None:
+    succeeding = await endpoint("http://127.0.0.1:9/a")
+    relapsing = await endpoint("http://127.0.0.1:9/b", failing_since=T0 - timedelta(hours=2))
+    failing = await endpoint("http://127.0.0.1:9/c", failing_since=T0 - timedelta(hours=1))
+    for n in range(events):
+        await emitted(EventType.BALANCE_LOW, {"n": n}, account_id=n + 1)
+    claimed = await _claim_all(clock)
+    assert len(claimed) == 3 * events
+    later = T0 + timedelta(seconds=5)
+    by_endpoint: dict[int, list[Claimed]] = {}
+    for c in claimed:
+        by_endpoint.setdefault(c.endpoint_id, []).append(c)
+    outcomes: list[tuple[Claimed, Outcome]] = [(c, _answered(200, T0)) for c in by_endpoint[succeeding.id]]
+    # relapsing: its successes first (clearing failing_since), then one failure at ``later``: failing since then
+    *ok, last = by_endpoint[relapsing.id]
+    outcomes += [(c, _answered(204, T0)) for c in ok] + [(last, _answered(None, later))]
+    outcomes += [(c, _answered(500, later)) for c in by_endpoint[failing.id]]
+
+    recorded = await counter.during(record_outcomes(outcomes, T0, timedelta(hours=72), Highest()))
+
+    # attempts, deliveries, series starts, failing_since cleared, set after a success, set when unset, and one
+    # disable check per endpoint that failed: the same 8 for 6 events as for 60
+    assert len([s for s in counter.statements if not s.startswith(("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE"))]) == 8
+    assert [r.status for r in recorded] == ["SUCCEEDED"] * (2 * events - 1) + ["PENDING"] * (events + 1)
+    assert {r.next_attempt_at for r in recorded if r.status == "PENDING"} == {T0 + timedelta(seconds=10)}
+    hooks = {h.id: h.failing_since for h in await WebhookEndpoint.all()}
+    assert hooks == {succeeding.id: None, relapsing.id: later, failing.id: T0 - timedelta(hours=1)}
+    states = {(d.endpoint_id, d.status.value, d.attempts, d.last_status_code) for d in await WebhookDelivery.all()}
+    assert states == {
+        (succeeding.id, "SUCCEEDED", 1, 200),
+        (relapsing.id, "SUCCEEDED", 1, 204),
+        (relapsing.id, "PENDING", 1, None),
+        (failing.id, "PENDING", 1, 500),
+    }
+    assert await WebhookAttempt.all().count() == 3 * events
+    # recorded again (a lease that ran out, another claim counted a later attempt): logged, decides nothing
+    again = await record_outcomes(outcomes[:1], T0, timedelta(hours=72), Highest())
+    assert [r.status for r in again] == ["STALE"]
