@@ -399,7 +399,9 @@ def test_the_address_rule() -> None:
     assert refusal("fe80::1") == "fe80::1 is a link-local address"
     assert refusal("fc00::1") == "fc00::1 is a private address"
     assert refusal("224.0.0.1") == "224.0.0.1 is a multicast address"
-    assert refusal("100.64.0.1") == "100.64.0.1 is not a public address"
+    assert refusal("100.64.0.1") == "100.64.0.1 is a shared (carrier-grade NAT) address"
+    assert refusal("::ffff:10.1.2.3") == "::ffff:10.1.2.3 carries 10.1.2.3, a private address"
+    assert refusal("fe80::1%eth0") == "fe80::1 is a link-local address"
     assert refusal("::") == ":: is an unspecified address"
     assert refusal("240.0.0.1") == "240.0.0.1 is a reserved address"
     # One rule: the sender refuses exactly what the admin API's check (models/webhook_urls) calls not public.
