@@ -28,7 +28,7 @@ from typing import Any
 from tortoise.transactions import in_transaction
 
 from models.ids import encode_id
-from models.outbox import EventType, emit, prune
+from models.outbox import PRUNABLE, EventType, emit, prune
 from models.sql import Sql, as_datetime
 
 FAN_OUT_BATCH = 500
@@ -453,10 +453,6 @@ async def prune_before(before: datetime) -> int:
         if sql.postgres:
             return await prune(sql, before)
         # SQLite's count of changes includes the rows the cascade deleted: count the events themselves first.
-        row = await sql.fetchrow(
-            "SELECT COUNT(*) AS n FROM events WHERE created_at < $1 AND (account_id IS NULL OR sequence <"
-            " (SELECT MAX(n.sequence) FROM events n WHERE n.account_id = events.account_id))",
-            before,
-        )
+        row = await sql.fetchrow("SELECT COUNT(*) AS n FROM events WHERE " + PRUNABLE, before)
         await prune(sql, before)
         return int(row["n"]) if row else 0

@@ -448,11 +448,48 @@ async def test_the_sweep_prunes_events_past_retention_with_their_deliveries(db: 
     recent = await emitted(EventType.BALANCE_LOW, {}, clock.now(), account_id=1)
     services = build_services(webhook_settings(), clock)
 
+    # the deliveries are still PENDING (their last try, at the retry period's end, has not run): nothing goes
+    assert await delivery_states() == [(hook.id, "PENDING", 1)] * 4
+    assert await prune_events(services) == 0
+    assert await OutboxEvent.all().count() == 5
+    worker = worker_for(clock)
+    try:
+        await worker.run_once()  # the last try: FAILED
+    finally:
+        await worker.close()
+    assert await delivery_states() == [(hook.id, "FAILED", 2)] * 4 + [(hook.id, "FAILED", 1)]
+
     assert await prune_events(services) == 3  # account 1's older two, the deployment's; 2's newest stays
-    assert sorted(e.id for e in await OutboxEvent.all()) == sorted([old[2].id, recent.id])
-    assert [d.event_id for d in await WebhookDelivery.all()] == [old[2].id]
-    assert await WebhookAttempt.all().count() == 1
+    # and the endpoint, failing for the whole retry period, was disabled: its event is recent
+    left = [(e.id, e.type) for e in await OutboxEvent.all().order_by("id")]
+    assert left == [
+        (old[2].id, "balance.low"),
+        (recent.id, "balance.low"),
+        (recent.id + 1, "webhook_endpoint.disabled"),
+    ]
+    assert [d.event_id for d in await WebhookDelivery.all().order_by("id")] == [old[2].id, recent.id]
+    assert await WebhookAttempt.all().count() == 3
     assert await WebhookEndpoint.filter(id=hook.id).exists()
+
+
+async def test_a_retention_shorter_than_the_retry_period_never_prunes_a_pending_delivery(
+    db: Backend, clock: Clock, receiver: Receiver
+) -> None:
+    hook = await endpoint("http://127.0.0.1:9/down")
+    kept = [await emitted(EventType.BALANCE_LOW, {"n": n}, T0, account_id=1) for n in range(3)]
+    worker = worker_for(clock, event_retention_days=1)
+    try:
+        await worker.run_once()  # refused: PENDING, retried for 72 hours
+        clock.advance(timedelta(days=2))
+        assert await prune_events(worker.services) == 0
+        assert await delivery_states() == [(hook.id, "PENDING", 1)] * 3
+        await WebhookEndpoint.filter(id=hook.id).update(url=receiver.url)  # the receiver is back
+        await worker.run_once()
+    finally:
+        await worker.close()
+    assert receiver.ids() == [e.public_id for e in kept]
+    assert await prune_events(worker.services) == 2  # delivered: the older two go, the account's newest stays
+    assert [e.id for e in await OutboxEvent.all()] == [kept[2].id]
 
 
 async def test_one_slow_endpoint_does_not_hold_back_the_others(db: Backend, clock: Clock) -> None:
