@@ -123,8 +123,12 @@ def _bus(redis_url: str, channel: str) -> EventBus:
     return RedisBus(redis_url, channel) if redis_url else InProcessBus()
 
 
-async def _emit_one(bus: EventBus, account_id: int) -> tuple[str, float]:
-    async with in_transaction() as conn:
+PRODUCER_CONNECTIONS = 16
+"""Transactions the producer has open at once (the pool holds 20): a spend's server runs about as many."""
+
+
+async def _emit_one(bus: EventBus, account_id: int, slots: asyncio.Semaphore) -> tuple[str, float]:
+    async with slots, in_transaction() as conn:
         event = await emit(
             Sql(conn), EventType.BALANCE_LOW, {"available": "1.5"}, datetime.now(UTC), account_id=account_id
         )
@@ -143,13 +147,14 @@ async def produce(url: str, rate: int, seconds: int, out: Path, redis_url: str, 
     tick = 0.01
     per_tick = max(1, round(rate * tick))
     pending: set[asyncio.Task[tuple[str, float]]] = set()
+    slots = asyncio.Semaphore(PRODUCER_CONNECTIONS)
     began = time.monotonic()
     n = 0
     try:
         while time.monotonic() - began < seconds:
             for _ in range(per_tick):
                 n += 1
-                pending.add(asyncio.create_task(_emit_one(bus, n)))
+                pending.add(asyncio.create_task(_emit_one(bus, n, slots)))
             done = {t for t in pending if t.done()}
             committed.extend(t.result() for t in done)
             pending -= done

@@ -974,7 +974,7 @@ class WebhookDelivery(Model):
     class Meta:
         table = "webhook_deliveries"
         unique_together = (("endpoint_id", "event_id"),)
-        indexes = (("status", "next_attempt_at"), ("endpoint_id", "id"))
+        indexes = (("status", "next_attempt_at"), ("endpoint_id", "id"), ("event_id", "status"))
 
 
 class WebhookAttempt(Model):
