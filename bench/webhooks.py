@@ -45,6 +45,7 @@ from tortoise.transactions import in_transaction
 
 from bench import fixtures
 from bench.http_run import REPO_ROOT, BenchError, free_port, server_process
+from bench.live import cpu_seconds
 from bench.loop import arun
 from creditline import db
 from creditline.events import EventBus, InProcessBus, RedisBus
@@ -202,6 +203,9 @@ class Result:
     stream_per_second: float = 0.0
     backlog: int = 0
     backlog_per_second: float = 0.0
+    server_cpu_ms: float = 0.0
+    """The server's CPU time per event delivered while streaming (what the machine's other work does not move)."""
+    load: str = ""
     failures: list[str] = field(default_factory=list)
 
 
@@ -286,8 +290,9 @@ async def _stream(result: Result, url: str, work: Path, arrivals: Path, redis_ur
     env.update(CREDITLINE_REDIS_CHANNEL=channel, CREDITLINE_WEBHOOK_POLL_SECONDS="1" if redis_url else "0.1")
     say(f"{result.backend}: {rate:,} events/s for {seconds} s from a producer process, each in its own transaction")
     commits = work / f"commits-{result.backend}.txt"
-    with server_process(url, work, env):
+    with server_process(url, work, env) as running:
         await asyncio.sleep(1.0)  # the worker's first pass and the Redis subscription
+        cpu_before = cpu_seconds(running.pid)
         args = ("produce", url, str(rate), str(seconds), str(commits), redis_url, channel)
         producer = await asyncio.create_subprocess_exec(sys.executable, "-m", "bench.webhooks", *args, cwd=REPO_ROOT)
         if await producer.wait() != 0:
@@ -301,9 +306,12 @@ async def _stream(result: Result, url: str, work: Path, arrivals: Path, redis_ur
             else:
                 committed[key] = float(value)
         await wait_for_arrivals(arrivals, len(committed), ARRIVAL_WAIT_SECONDS)
+        server_cpu = cpu_seconds(running.pid) - cpu_before
     arrived, again = read_arrivals(arrivals)
     result.duplicates = again
     measure(result, arrived, committed, emitted_for)
+    if result.delivered:
+        result.server_cpu_ms = server_cpu * 1000 / result.delivered
 
 
 async def _backlog(result: Result, url: str, work: Path, arrivals: Path) -> None:
@@ -324,7 +332,7 @@ async def _backlog(result: Result, url: str, work: Path, arrivals: Path) -> None
 
 
 async def _run_backend(backend: str, admin_url: str, redis_url: str, work: Path) -> Result:
-    result = Result(backend, woken_by="Redis" if redis_url else "polling")
+    result = Result(backend, woken_by="Redis" if redis_url else "polling", load=f"{os.getloadavg()[0]:.1f}")
     url = f"sqlite://{work}/webhooks.sqlite3" if backend == "sqlite" else ""
     try:
         if backend == "postgres":
@@ -368,6 +376,8 @@ def table(results: list[Result]) -> str:
         "max ms",
         "stream/s",
         "backlog/s",
+        "server CPU ms/event",
+        "load",
     )
     rows = [
         (
@@ -381,6 +391,8 @@ def table(results: list[Result]) -> str:
             f"{r.max_ms:.1f}",
             f"{r.stream_per_second:,.0f}",
             f"{r.backlog_per_second:,.0f}",
+            f"{r.server_cpu_ms:.2f}",
+            r.load,
         )
         for r in results
     ]

@@ -12,6 +12,9 @@ The life of a delivery:
    series, then FAILED. An endpoint failing without a success for ``retry_period`` is disabled, its pending
    deliveries FAILED, and a ``webhook_endpoint.disabled`` event emitted, in the same transaction.
 
+``leased_until`` is set by the claim and cleared by the recording: while it is in the future an attempt is under
+way, and a redelivery (``models.webhooks.redeliver``) waits for it instead of sending the event again at once.
+
 Rows another process is claiming are skipped (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite has one writer),
 so any number of processes share the work and none sends the same delivery twice at once. Redelivery (the
 admin API) puts a delivery back as PENDING with ``next_attempt_at`` = now and ``attempts`` = 0: a new series.
@@ -162,7 +165,8 @@ async def claim_due(
             return []
         marks = ", ".join(f"${n}" for n in range(2, len(chosen) + 2))
         claimed = await sql.fetch(
-            f"UPDATE webhook_deliveries SET next_attempt_at = $1, attempts = attempts + 1 WHERE id IN ({marks})"
+            "UPDATE webhook_deliveries SET next_attempt_at = $1, leased_until = $1, attempts = attempts + 1"
+            f" WHERE id IN ({marks})"
             " RETURNING id, attempts, endpoint_id, event_id",
             now + lease,
             *chosen,
@@ -333,7 +337,8 @@ async def _record_chunk(
         (int(row["id"]), int(row["attempts"]))
         for row in await sql.fetch(
             f"WITH v({_LAST_COLUMNS}) AS (VALUES {values}) UPDATE webhook_deliveries SET status = v.status,"
-            " next_attempt_at = v.next_at, last_attempt_at = v.started_at, last_status_code = v.status_code,"
+            " next_attempt_at = v.next_at, leased_until = NULL, last_attempt_at = v.started_at,"
+            " last_status_code = v.status_code,"
             " last_latency_ms = v.latency_ms, last_response = v.body, last_error = v.error,"
             f" delivered_at = CASE WHEN v.status = 'SUCCEEDED' THEN {delivered_at}"
             " ELSE webhook_deliveries.delivered_at END"

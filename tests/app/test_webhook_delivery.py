@@ -36,6 +36,7 @@ from models.webhook_deliveries import (
     record_outcomes,
 )
 from models.webhook_urls import is_public_address
+from models.webhooks import redeliver
 from tests.support.backends import T0, Backend
 from tests.support.statements import StatementCounter
 from tests.support.statements import counter as counter
@@ -333,7 +334,7 @@ async def test_a_redirect_is_a_failure_and_not_followed(db: Backend, clock: Cloc
         ("http://10.1.2.3:{port}/h", "10.1.2.3 is a private address"),
         ("http://169.254.169.254:{port}/h", "169.254.169.254 is a link-local address"),
         ("http://[::1]:{port}/h", "::1 is a loopback address"),
-        ("http://[::ffff:127.0.0.1]:{port}/h", "::ffff:127.0.0.1 is a loopback address"),
+        ("http://[::ffff:127.0.0.1]:{port}/h", "::ffff:127.0.0.1 carries 127.0.0.1, a loopback address"),
         ("http://0.0.0.0:{port}/h", "0.0.0.0 is an unspecified address"),
         ("http://localhost:{port}/h", "is a loopback address"),
     ],
@@ -587,3 +588,40 @@ async def test_a_batch_of_outcomes_is_recorded_in_the_same_few_statements_whatev
     # recorded again (a lease that ran out, another claim counted a later attempt): logged, decides nothing
     again = await record_outcomes(outcomes[:1], T0, timedelta(hours=72), Highest())
     assert [r.status for r in again] == ["STALE"]
+
+
+async def test_a_redelivery_while_an_attempt_is_under_way_waits_for_its_lease_instead_of_sending_twice(
+    db: Backend, clock: Clock
+) -> None:
+    async with receiving(gate=1000) as receiver:  # holds every answer until the test opens the gate
+        hook = await endpoint(receiver.url)
+        sent = await emitted(EventType.BALANCE_LOW, {"available": "4.5"}, account_id=7)
+        worker = worker_for(clock, webhook_timeout_seconds=5)  # a lease of 10 s
+        try:
+            running = asyncio.create_task(worker.run_once())
+            await receiver.wait_for(1)  # the attempt is under way: claimed, not recorded
+            row = await OutboxEvent.get(id=sent.id)
+            redelivered = await redeliver(hook, row, clock.now())
+            assert (redelivered.status.value, redelivered.attempts) == ("PENDING", 0)
+            assert redelivered.next_attempt_at == T0 + timedelta(seconds=10)  # when the claim runs out
+            receiver._gate_open.set()
+            assert await running == 1  # the new series is not due yet: nothing more was sent
+            assert receiver.ids() == [sent.public_id]
+            after = await WebhookDelivery.get(id=redelivered.id)
+            # the attempt's outcome belonged to the old series: logged, and it decided nothing
+            assert (after.status.value, after.attempts, after.next_attempt_at, after.delivered_at) == (
+                "PENDING",
+                0,
+                T0 + timedelta(seconds=10),
+                None,
+            )
+            assert [(a.attempt, a.status_code) for a in await WebhookAttempt.all()] == [(1, 200)]
+
+            clock.advance(timedelta(seconds=10))
+            assert await worker.run_once() == 1
+        finally:
+            await worker.close()
+        assert receiver.ids() == [sent.public_id, sent.public_id]  # once more, later, with the same webhook-id
+        assert receiver.overlaps == []
+        done = await WebhookDelivery.get(id=redelivered.id)
+        assert (done.status.value, done.attempts, done.leased_until) == ("SUCCEEDED", 1, None)
