@@ -112,6 +112,36 @@ async def test_set_levels_then_a_crossing_spend_opens_an_alert_the_account_lists
     assert [e["node"]["status"] for e in after["alerts"]["edges"]] == ["RESOLVED"]  # its level was removed
 
 
+ALERT_NODE = "query($id: ID!) { node(id: $id) { __typename ... on Alert { id kind level status raisedEventId } } }"
+
+
+async def test_node_reads_an_alert_for_whoever_may_read_its_account(api: Api) -> None:
+    user_id, token = await api.user("ada@example.com", bonus=20)
+    _, mallory = await api.user("mallory@example.com", bonus=20)
+    admin = await api.admin()
+    service = await api.service()
+    reader = await api.service("dashboard", scopes=("balance:read",))
+    await api.data(SET, {"input": {"levels": ["12.5"]}}, token)
+    await spend(api, service, user_id, "10", "k1")  # 20 -> 10: crosses 12.5
+    event = await OutboxEvent.get(type="balance.low")
+    listed = (await api.data(ALERTS, {"id": gid("CreditAccount", await account_of(user_id))}, token))["node"]
+    [edge] = listed["alerts"]["edges"]
+    alert_id = edge["node"]["id"]
+    shown = {
+        "__typename": "Alert",
+        "id": alert_id,
+        "kind": "balance.low",
+        "level": "12.5",
+        "status": "OPEN",
+        "raisedEventId": event.public_id,
+    }
+    for who in (token, admin, reader):  # the account's user, an admin, a service with balance:read
+        assert (await api.data(ALERT_NODE, {"id": alert_id}, who))["node"] == shown
+    for who in (mallory, service):  # another user; a service without balance:read: as for the account
+        assert (await api.data(ALERT_NODE, {"id": alert_id}, who))["node"] is None
+    assert (await api.data(ALERT_NODE, {"id": gid("Alert", 999)}, admin))["node"] is None
+
+
 @pytest.mark.parametrize(
     ("given", "message"),
     [
