@@ -60,6 +60,8 @@ class Claimed:
     event_created_at: datetime
     sequence: int | None
     data: dict[str, Any]
+    leased_until: datetime | None = None
+    """When the claim runs out: a worker that could not start the request by then less its timeout leaves it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +202,7 @@ async def claim_due(
                 event_created_at=created_at,
                 sequence=None if d["sequence"] is None else int(d["sequence"]),
                 data=json.loads(d["data"]),
+                leased_until=now + lease,
             )
         )
     result.sort(key=lambda c: c.delivery_id)
