@@ -278,7 +278,7 @@ async def redeliver(endpoint: WebhookEndpoint, event: OutboxEvent, now: datetime
     a delivery the worker's fan-out makes meanwhile is the one reset.
 
     An attempt under way (claimed, ``leased_until`` still ahead, not recorded yet) is not doubled: the new series
-    is due when that claim runs out (at most the send timeout + 5 s), and the attempt's own outcome, recorded
+    is due when that claim runs out (at most 4 × the send timeout + 5 s), and the attempt's own outcome, recorded
     for an older series, is logged and decides nothing. Sending the event again at once would put two requests
     with the same ``webhook-id`` in flight together, which receivers that dedupe after processing cannot
     tell apart."""

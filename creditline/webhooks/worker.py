@@ -59,7 +59,8 @@ class DeliveryWorker:
         self.per_endpoint = per_endpoint
         self.rng = rng or random.Random()
         self.retry_period = timedelta(hours=settings.webhook_retry_hours)
-        self.lease = timedelta(seconds=settings.webhook_timeout_seconds) + LEASE_MARGIN
+        # Long enough for a claimed delivery to wait for its endpoint slot behind PREFETCH - 1 others, then send.
+        self.lease = timedelta(seconds=settings.webhook_timeout_seconds) * PREFETCH + LEASE_MARGIN
         self.sender = Sender(settings.webhook_timeout_seconds, settings.webhook_allow_private, resolver)
         self._in_flight: dict[int, int] = {}
         """Endpoint id: requests to it under way (not the outcomes waiting to be recorded)."""

@@ -596,14 +596,14 @@ async def test_a_redelivery_while_an_attempt_is_under_way_waits_for_its_lease_in
     async with receiving(gate=1000) as receiver:  # holds every answer until the test opens the gate
         hook = await endpoint(receiver.url)
         sent = await emitted(EventType.BALANCE_LOW, {"available": "4.5"}, account_id=7)
-        worker = worker_for(clock, webhook_timeout_seconds=5)  # a lease of 10 s
+        worker = worker_for(clock, webhook_timeout_seconds=5)  # a lease of 4 × 5 + 5 = 25 s
         try:
             running = asyncio.create_task(worker.run_once())
             await receiver.wait_for(1)  # the attempt is under way: claimed, not recorded
             row = await OutboxEvent.get(id=sent.id)
             redelivered = await redeliver(hook, row, clock.now())
             assert (redelivered.status.value, redelivered.attempts) == ("PENDING", 0)
-            assert redelivered.next_attempt_at == T0 + timedelta(seconds=10)  # when the claim runs out
+            assert redelivered.next_attempt_at == T0 + timedelta(seconds=25)  # when the claim runs out
             receiver._gate_open.set()
             assert await running == 1  # the new series is not due yet: nothing more was sent
             assert receiver.ids() == [sent.public_id]
@@ -612,12 +612,12 @@ async def test_a_redelivery_while_an_attempt_is_under_way_waits_for_its_lease_in
             assert (after.status.value, after.attempts, after.next_attempt_at, after.delivered_at) == (
                 "PENDING",
                 0,
-                T0 + timedelta(seconds=10),
+                T0 + timedelta(seconds=25),
                 None,
             )
             assert [(a.attempt, a.status_code) for a in await WebhookAttempt.all()] == [(1, 200)]
 
-            clock.advance(timedelta(seconds=10))
+            clock.advance(timedelta(seconds=25))
             assert await worker.run_once() == 1
         finally:
             await worker.close()
