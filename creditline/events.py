@@ -162,6 +162,9 @@ class InProcessBus:
             sub.put(marker)
         for sub in self._subscribers(MEMBERSHIP):  # a change of membership may have been lost too
             sub.put(EVERY_MEMBERSHIP)
+        alert_marker = AlertChanged(0, 0, RESYNC, "", 0, 0, 0, 0, marker.occurred_at)
+        for sub in self._subscribers(ALERT):  # and alerts raised or resolved: alertRaised reads them back
+            sub.put(alert_marker)
 
     def _subscribers(self, topic: str) -> list[BusSubscription]:
         subs = [sub for (t, _), group in self._by_key.items() if t == topic for sub in group]

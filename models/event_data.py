@@ -8,20 +8,22 @@ transaction, after the change, so the event says what committed.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from models.credits import format_credits
 from models.ids import encode_id
+from models.instants import iso_z
 from models.money import invoice_number
 from models.outbox import EventType, emit
 from models.sql import Sql, as_datetime
 
 
 def instant(value: Any) -> str | None:
-    """An instant as ISO-8601 UTC (``None`` stays ``None``)."""
+    """An instant read from a row (a ``datetime``, or SQLite's text) as ``iso_z`` writes it (``None`` stays
+    ``None``)."""
     moment = as_datetime(value)
-    return None if moment is None else moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return None if moment is None else iso_z(moment)
 
 
 def account_ref(account: dict[str, Any]) -> dict[str, Any]:

@@ -32,7 +32,8 @@ from tortoise.transactions import in_transaction
 
 from models.balance import Balance
 from models.credits import format_credits
-from models.ids import encode_id
+from models.event_data import account_ref
+from models.instants import iso_z
 from models.ledger import balance_locked, lock_account
 from models.outbox import EmittedEvent, EventType, emit
 from models.sql import Sql, as_datetime
@@ -169,16 +170,11 @@ _CANDIDATES = (
 
 
 def _event_data(row: dict[str, object], forecast: Forecast, days: int) -> dict[str, object]:
-    user_id, organization_id = row["user_id"], row["organization_id"]
     return {
-        "account": {
-            "id": encode_id("CreditAccount", int(str(row["id"]))),
-            "userId": None if user_id is None else encode_id("User", int(str(user_id))),
-            "organizationId": None if organization_id is None else encode_id("Organization", int(str(organization_id))),
-        },
+        "account": account_ref(row),
         "burnPerDay": format_credits(forecast.burn_per_day),
         "available": format_credits(forecast.available),
-        "runsOutAt": None if forecast.runs_out_at is None else forecast.runs_out_at.isoformat(),
+        "runsOutAt": None if forecast.runs_out_at is None else iso_z(forecast.runs_out_at),
         "days": forecast.whole_days_left(),
         "thresholdDays": days,
     }

@@ -108,9 +108,16 @@ async def emit(
 
 async def prune(sql: Sql, before: datetime) -> int:
     """Delete events created before ``before`` (their deliveries go with them), except each account's newest,
-    which keeps its ``sequence`` counting on. Returns how many were deleted."""
-    return await sql.execute(
-        "DELETE FROM events WHERE created_at < $1 AND (account_id IS NULL OR sequence <"
-        " (SELECT MAX(n.sequence) FROM events n WHERE n.account_id = events.account_id))",
-        before,
-    )
+    which keeps its ``sequence`` counting on, and those with a delivery still PENDING (sent, or failed, first:
+    a retention shorter than the retry period never loses a retry). Returns how many were deleted."""
+    return await sql.execute("DELETE FROM events WHERE " + PRUNABLE, before)
+
+
+PRUNABLE = (
+    "created_at < $1 AND (account_id IS NULL OR sequence <"
+    " (SELECT MAX(n.sequence) FROM events n WHERE n.account_id = events.account_id))"
+    # a delivery still being retried keeps its event, whatever the retention (shorter than the retry period)
+    " AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = events.id AND d.status = 'PENDING')"
+)
+"""Which events ``prune`` deletes (``$1``: the cut-off): older than it, not an account's newest, and without a
+PENDING delivery."""

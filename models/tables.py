@@ -960,6 +960,9 @@ class WebhookDelivery(Model):
     status = fields.CharEnumField(WebhookDeliveryStatus, max_length=10, default=WebhookDeliveryStatus.PENDING)
     attempts = fields.IntField(default=0)
     next_attempt_at = fields.DatetimeField(null=True)
+    leased_until = fields.DatetimeField(
+        null=True, description="While an attempt is under way: when its claim runs out (NULL once recorded)"
+    )
     last_attempt_at = fields.DatetimeField(null=True)
     last_status_code = fields.IntField(null=True)
     last_latency_ms = fields.IntField(null=True)
@@ -974,7 +977,7 @@ class WebhookDelivery(Model):
     class Meta:
         table = "webhook_deliveries"
         unique_together = (("endpoint_id", "event_id"),)
-        indexes = (("status", "next_attempt_at"), ("endpoint_id", "id"))
+        indexes = (("status", "next_attempt_at"), ("endpoint_id", "id"), ("event_id", "status"))
 
 
 class WebhookAttempt(Model):

@@ -12,6 +12,9 @@ The life of a delivery:
    series, then FAILED. An endpoint failing without a success for ``retry_period`` is disabled, its pending
    deliveries FAILED, and a ``webhook_endpoint.disabled`` event emitted, in the same transaction.
 
+``leased_until`` is set by the claim and cleared by the recording: while it is in the future an attempt is under
+way, and a redelivery (``models.webhooks.redeliver``) waits for it instead of sending the event again at once.
+
 Rows another process is claiming are skipped (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite has one writer),
 so any number of processes share the work and none sends the same delivery twice at once. Redelivery (the
 admin API) puts a delivery back as PENDING with ``next_attempt_at`` = now and ``attempts`` = 0: a new series.
@@ -28,10 +31,12 @@ from typing import Any
 from tortoise.transactions import in_transaction
 
 from models.ids import encode_id
-from models.outbox import EventType, emit, prune
+from models.outbox import PRUNABLE, EventType, emit, prune
 from models.sql import Sql, as_datetime
 
 FAN_OUT_BATCH = 500
+RECORD_BATCH = 500
+"""Outcomes recorded per statement (7 to 9 parameters each: far under either database's limit)."""
 BACKOFF_BASE = timedelta(seconds=10)
 BACKOFF_CAP = timedelta(hours=6)
 BACKOFF_FLOOR = timedelta(seconds=1)
@@ -55,6 +60,8 @@ class Claimed:
     event_created_at: datetime
     sequence: int | None
     data: dict[str, Any]
+    leased_until: datetime | None = None
+    """When the claim runs out: a worker that could not start the request by then less its timeout leaves it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +167,8 @@ async def claim_due(
             return []
         marks = ", ".join(f"${n}" for n in range(2, len(chosen) + 2))
         claimed = await sql.fetch(
-            f"UPDATE webhook_deliveries SET next_attempt_at = $1, attempts = attempts + 1 WHERE id IN ({marks})"
+            "UPDATE webhook_deliveries SET next_attempt_at = $1, leased_until = $1, attempts = attempts + 1"
+            f" WHERE id IN ({marks})"
             " RETURNING id, attempts, endpoint_id, event_id",
             now + lease,
             *chosen,
@@ -194,6 +202,7 @@ async def claim_due(
                 event_created_at=created_at,
                 sequence=None if d["sequence"] is None else int(d["sequence"]),
                 data=json.loads(d["data"]),
+                leased_until=now + lease,
             )
         )
     result.sort(key=lambda c: c.delivery_id)
@@ -227,88 +236,187 @@ async def record_outcome(
 async def record_outcomes(
     outcomes: list[tuple[Claimed, Outcome]], now: datetime, retry_period: timedelta, rng: random.Random
 ) -> list[Recorded]:
-    """``record_outcome`` for several attempts in one transaction: one commit for a batch of sends, which is
-    what lets one process deliver hundreds a second (a commit waits for the disk)."""
-    cleared: set[int] = set()
-    """Endpoints whose ``failing_since`` a success in this transaction cleared and no failure since set again:
-    a batch of successes to one endpoint clears it once, not once per delivery."""
+    """``record_outcome`` for several attempts in one transaction, set-based: one multi-row INSERT of the
+    attempts, one UPDATE of the delivered ones, and for failures one read of their series' starts and one
+    UPDATE; then one UPDATE of the endpoints' ``failing_since`` per kind of change. A batch costs the same
+    few statements whatever its size, which is what lets one process deliver a thousand a second."""
+    if not outcomes:
+        return []
     async with in_transaction() as conn:
         sql = Sql(conn)
-        return [await _record(sql, claimed, outcome, now, retry_period, rng, cleared) for claimed, outcome in outcomes]
+        results: list[Recorded | None] = [None] * len(outcomes)
+        for start in range(0, len(outcomes), RECORD_BATCH):
+            chunk = outcomes[start : start + RECORD_BATCH]
+            for n, recorded in enumerate(await _record_chunk(sql, chunk, now, retry_period, rng)):
+                results[start + n] = recorded
+    return [r for r in results if r is not None]
 
 
-async def _record(
-    sql: Sql,
-    claimed: Claimed,
-    outcome: Outcome,
-    now: datetime,
-    retry_period: timedelta,
-    rng: random.Random,
-    cleared: set[int],
-) -> Recorded:
-    body = None if outcome.response_body is None else outcome.response_body[:RESPONSE_LIMIT]
-    error = None if outcome.error is None else outcome.error[:ERROR_LIMIT]
+def _values(sql: Sql, rows: list[tuple[Any, ...]], types: tuple[str, ...], first: int = 1) -> tuple[str, list[Any]]:
+    """``(VALUES ...)`` rows of ``$n`` placeholders from ``first`` on, cast on PostgreSQL (whose parameters in a
+    VALUES list have no type otherwise), with their arguments flattened."""
+    parts: list[str] = []
+    args: list[Any] = []
+    n = first
+    for row in rows:
+        marks = []
+        for value, kind in zip(row, types, strict=True):
+            marks.append(f"${n}::{kind}" if sql.postgres else f"${n}")
+            args.append(value)
+            n += 1
+        parts.append("(" + ", ".join(marks) + ")")
+    return ", ".join(parts), args
+
+
+_ATTEMPT_TYPES = ("bigint", "int", "int", "int", "text", "text", "timestamptz")
+_LAST_TYPES = ("bigint", "int", "text", "timestamptz", "timestamptz", "int", "int", "text", "text")
+_LAST_COLUMNS = "id, attempts, status, next_at, started_at, status_code, latency_ms, body, error"
+
+
+async def _record_chunk(
+    sql: Sql, outcomes: list[tuple[Claimed, Outcome]], now: datetime, retry_period: timedelta, rng: random.Random
+) -> list[Recorded]:
+    trimmed = [
+        (
+            None if o.response_body is None else o.response_body[:RESPONSE_LIMIT],
+            None if o.error is None else o.error[:ERROR_LIMIT],
+        )
+        for _, o in outcomes
+    ]
+    values, args = _values(
+        sql,
+        [
+            (c.delivery_id, c.attempt, o.status_code, o.latency_ms, body, error, o.started_at)
+            for (c, o), (body, error) in zip(outcomes, trimmed, strict=True)
+        ],
+        _ATTEMPT_TYPES,
+    )
     await sql.execute(
         "INSERT INTO webhook_attempts (delivery_id, attempt, status_code, latency_ms, response_body, error,"
-        " started_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        claimed.delivery_id,
-        claimed.attempt,
-        outcome.status_code,
-        outcome.latency_ms,
-        body,
-        error,
-        outcome.started_at,
+        f" started_at) VALUES {values}",
+        *args,
     )
-    last = (outcome.started_at, outcome.status_code, outcome.latency_ms, body, error)
-    if outcome.succeeded:
-        changed = await sql.execute(
-            "UPDATE webhook_deliveries SET status = 'SUCCEEDED', next_attempt_at = NULL, last_attempt_at = $1,"
-            " last_status_code = $2, last_latency_ms = $3, last_response = $4, last_error = $5,"
-            " delivered_at = $6 WHERE id = $7 AND status = 'PENDING' AND attempts = $8",
-            *last,
-            now,
-            claimed.delivery_id,
-            claimed.attempt,
-        )
-        if claimed.endpoint_id not in cleared:
-            await sql.execute(
-                "UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL",
-                claimed.endpoint_id,
+    failed = [n for n, (_, o) in enumerate(outcomes) if not o.succeeded]
+    series_start: dict[int, datetime] = {}
+    if failed:
+        ids = sorted({outcomes[n][0].delivery_id for n in failed})
+        marks = ", ".join(f"${n}" for n in range(1, len(ids) + 1))
+        for row in await sql.fetch(
+            "SELECT delivery_id, MAX(started_at) AS started_at FROM webhook_attempts WHERE attempt = 1"
+            f" AND delivery_id IN ({marks}) GROUP BY delivery_id",
+            *ids,
+        ):
+            started = as_datetime(row["started_at"])
+            if started is not None:
+                series_start[int(row["delivery_id"])] = started
+    decided: list[tuple[str, datetime | None]] = []
+    rows: list[tuple[Any, ...]] = []
+    for (claimed, outcome), (body, error) in zip(outcomes, trimmed, strict=True):
+        if outcome.succeeded:
+            status, next_at = "SUCCEEDED", None
+        else:
+            deadline = series_start.get(claimed.delivery_id, outcome.started_at) + retry_period
+            if now >= deadline:
+                status, next_at = "FAILED", None
+            else:
+                status, next_at = "PENDING", next_attempt_at(now, claimed.attempt, deadline, rng)
+        decided.append((status, next_at))
+        rows.append(
+            (
+                claimed.delivery_id,
+                claimed.attempt,
+                status,
+                next_at,
+                outcome.started_at,
+                outcome.status_code,
+                outcome.latency_ms,
+                body,
+                error,
             )
-            cleared.add(claimed.endpoint_id)
-        return Recorded("SUCCEEDED" if changed else "STALE", None, None)
-    cleared.discard(claimed.endpoint_id)
-    first = await sql.fetchrow(
-        "SELECT MAX(started_at) AS started_at FROM webhook_attempts WHERE delivery_id = $1 AND attempt = 1",
-        claimed.delivery_id,
-    )
-    series_start = as_datetime(first["started_at"] if first else None) or outcome.started_at
-    deadline = series_start + retry_period
-    if now >= deadline:
-        status, next_at = "FAILED", None
-    else:
-        status, next_at = "PENDING", next_attempt_at(now, claimed.attempt, deadline, rng)
-    changed = await sql.execute(
-        "UPDATE webhook_deliveries SET status = $1, next_attempt_at = $2, last_attempt_at = $3,"
-        " last_status_code = $4, last_latency_ms = $5, last_response = $6, last_error = $7"
-        " WHERE id = $8 AND status = 'PENDING' AND attempts = $9",
-        status,
-        next_at,
-        *last,
-        claimed.delivery_id,
-        claimed.attempt,
-    )
-    await sql.execute(
-        "UPDATE webhook_endpoints SET failing_since = $1 WHERE id = $2 AND failing_since IS NULL",
-        outcome.started_at,
-        claimed.endpoint_id,
-    )
-    disabled = await _disable_if_failing(sql, claimed.endpoint_id, now, retry_period)
-    if not changed:
-        return Recorded("STALE", None, disabled)
-    if disabled is not None:
-        return Recorded("FAILED", None, disabled)
-    return Recorded(status, next_at, None)
+        )
+    values, args = _values(sql, rows, _LAST_TYPES, first=2)
+    delivered_at = "$1::timestamptz" if sql.postgres else "$1"
+    changed = {
+        (int(row["id"]), int(row["attempts"]))
+        for row in await sql.fetch(
+            f"WITH v({_LAST_COLUMNS}) AS (VALUES {values}) UPDATE webhook_deliveries SET status = v.status,"
+            " next_attempt_at = v.next_at, leased_until = NULL, last_attempt_at = v.started_at,"
+            " last_status_code = v.status_code,"
+            " last_latency_ms = v.latency_ms, last_response = v.body, last_error = v.error,"
+            f" delivered_at = CASE WHEN v.status = 'SUCCEEDED' THEN {delivered_at}"
+            " ELSE webhook_deliveries.delivered_at END"
+            " FROM v WHERE webhook_deliveries.id = v.id AND webhook_deliveries.status = 'PENDING'"
+            " AND webhook_deliveries.attempts = v.attempts"
+            " RETURNING webhook_deliveries.id, webhook_deliveries.attempts",
+            now,
+            *args,
+        )
+    }
+    disabled = await _failing_since(sql, outcomes, now, retry_period)
+    results: list[Recorded] = []
+    told: set[int] = set()
+    for (claimed, _), (status, next_at) in zip(outcomes, decided, strict=True):
+        fresh = (claimed.delivery_id, claimed.attempt) in changed
+        if status == "SUCCEEDED":
+            results.append(Recorded("SUCCEEDED" if fresh else "STALE", None, None))
+            continue
+        disabled_event = None
+        if claimed.endpoint_id in disabled and claimed.endpoint_id not in told:
+            told.add(claimed.endpoint_id)  # the event's id goes to the first of its failures
+            disabled_event = disabled[claimed.endpoint_id]
+        if not fresh:
+            results.append(Recorded("STALE", None, disabled_event))
+        elif claimed.endpoint_id in disabled:
+            results.append(Recorded("FAILED", None, disabled_event))
+        else:
+            results.append(Recorded(status, next_at, None))
+    return results
+
+
+async def _failing_since(
+    sql: Sql, outcomes: list[tuple[Claimed, Outcome]], now: datetime, retry_period: timedelta
+) -> dict[int, int]:
+    """Set each endpoint's ``failing_since`` as recording the outcomes one after another would have: a
+    success clears it, a failure sets it when it is not set. Then disable the endpoints that failed for the
+    whole retry period (``_disable_if_failing``); returns, for each endpoint it disabled, the emitted event's
+    id."""
+    restarted: dict[int, datetime] = {}
+    """Endpoints whose last success in the batch was followed by a failure: failing since that failure."""
+    started: dict[int, datetime] = {}
+    """Endpoints with failures and no success in the batch: failing since the first, unless already failing."""
+    last_success: dict[int, int] = {}
+    for n, (claimed, outcome) in enumerate(outcomes):
+        if outcome.succeeded:
+            last_success[claimed.endpoint_id] = n
+    for n, (claimed, outcome) in enumerate(outcomes):
+        endpoint = claimed.endpoint_id
+        if outcome.succeeded:
+            continue
+        if endpoint not in last_success:
+            started.setdefault(endpoint, outcome.started_at)
+        elif n > last_success[endpoint]:
+            restarted.setdefault(endpoint, outcome.started_at)
+    cleared = [e for e in last_success if e not in restarted]
+    if cleared:
+        marks = ", ".join(f"${n}" for n in range(1, len(cleared) + 1))
+        await sql.execute(
+            f"UPDATE webhook_endpoints SET failing_since = NULL WHERE id IN ({marks}) AND failing_since IS NOT NULL",
+            *cleared,
+        )
+    for guard, changes in (("", restarted), (" AND failing_since IS NULL", started)):
+        if changes:
+            values, args = _values(sql, list(changes.items()), ("bigint", "timestamptz"))
+            await sql.execute(
+                f"WITH v(id, at) AS (VALUES {values}) UPDATE webhook_endpoints SET failing_since = v.at FROM v"
+                f" WHERE webhook_endpoints.id = v.id{guard}",
+                *args,
+            )
+    disabled: dict[int, int] = {}
+    for endpoint in sorted({*restarted, *started}):
+        event_id = await _disable_if_failing(sql, endpoint, now, retry_period)
+        if event_id is not None:
+            disabled[endpoint] = event_id
+    return disabled
 
 
 async def _disable_if_failing(sql: Sql, endpoint_id: int, now: datetime, retry_period: timedelta) -> int | None:
@@ -353,10 +461,6 @@ async def prune_before(before: datetime) -> int:
         if sql.postgres:
             return await prune(sql, before)
         # SQLite's count of changes includes the rows the cascade deleted: count the events themselves first.
-        row = await sql.fetchrow(
-            "SELECT COUNT(*) AS n FROM events WHERE created_at < $1 AND (account_id IS NULL OR sequence <"
-            " (SELECT MAX(n.sequence) FROM events n WHERE n.account_id = events.account_id))",
-            before,
-        )
+        row = await sql.fetchrow("SELECT COUNT(*) AS n FROM events WHERE " + PRUNABLE, before)
         await prune(sql, before)
         return int(row["n"]) if row else 0

@@ -13,16 +13,91 @@ from urllib.parse import urlsplit
 MAX_URL = 2000
 
 
-def is_public_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | str) -> bool:
-    """False for private, loopback, link-local, multicast, reserved and unspecified addresses (an IPv4 address
-    inside IPv6, ``::ffff:10.0.0.1``, is judged as the IPv4 address it carries)."""
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_REFUSED_V4 = tuple(
+    (ipaddress.IPv4Network(net), kind)
+    for net, kind in (
+        ("0.0.0.0/8", "an unspecified"),  # "this network": 0.0.0.0 reaches the host itself on Linux
+        ("10.0.0.0/8", "a private"),
+        ("100.64.0.0/10", "a shared (carrier-grade NAT)"),
+        ("127.0.0.0/8", "a loopback"),
+        ("169.254.0.0/16", "a link-local"),
+        ("172.16.0.0/12", "a private"),
+        ("192.0.0.0/24", "a reserved"),  # IETF protocol assignments
+        ("192.0.2.0/24", "a reserved"),  # documentation
+        ("192.88.99.0/24", "a reserved"),  # 6to4 relay anycast
+        ("192.168.0.0/16", "a private"),
+        ("198.18.0.0/15", "a reserved"),  # benchmarking
+        ("198.51.100.0/24", "a reserved"),
+        ("203.0.113.0/24", "a reserved"),
+        ("224.0.0.0/4", "a multicast"),
+        ("240.0.0.0/4", "a reserved"),  # and 255.255.255.255
+    )
+)
+_REFUSED_V6 = tuple(
+    (ipaddress.IPv6Network(net), kind)
+    for net, kind in (
+        ("::/128", "an unspecified"),
+        ("::1/128", "a loopback"),
+        ("64:ff9b:1::/48", "a local-use NAT64"),  # RFC 8215: translated to whatever the local network chose
+        ("100::/64", "a reserved"),  # discard
+        ("2001::/32", "a Teredo"),  # a tunnel to an IPv4 host the address only obfuscates
+        ("2001:db8::/32", "a reserved"),  # documentation
+        ("fc00::/7", "a private"),
+        ("fe80::/10", "a link-local"),
+        ("fec0::/10", "a site-local"),
+        ("ff00::/8", "a multicast"),
+    )
+)
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries to an IPv4 host: IPv4-mapped (``::ffff:a.b.c.d``),
+    IPv4-compatible (``::a.b.c.d``, deprecated), 6to4 (``2002:AABB:CCDD::/48``) and NAT64's well-known prefix
+    (``64:ff9b::a.b.c.d``); a request to it reaches that IPv4 host."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in _NAT64 or (address in _IPV4_COMPATIBLE and int(address) > 1):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def address_refusal(ip: IPAddress | str) -> str | None:
+    """Why an address may not be sent to, as ``"<address> is a private address"`` (an IPv6 address carrying an
+    IPv4 one: ``"<address> carries 127.0.0.1, a loopback address"``), or ``None`` when it is public. Refused:
+    private, shared (100.64.0.0/10), loopback, link-local, multicast, reserved (documentation, benchmarking
+    198.18.0.0/15, 240.0.0.0/4...), unspecified (0.0.0.0/8, ``::``), site-local, Teredo and local-use NAT64,
+    and everything Python does not count as global; the ranges are listed here so that the rule does not move
+    with the Python version."""
     address = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_global and not address.is_multicast
+    label = ip if isinstance(ip, str) else str(address)  # as the caller wrote it (``::ffff:10.0.0.1``)
+    if isinstance(address, ipaddress.IPv6Address):
+        inner = embedded_ipv4(address)
+        if inner is not None:
+            why = address_refusal(inner)
+            return None if why is None else f"{label} carries {why.replace(' is ', ', ', 1)}"
+        table: tuple[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str], ...] = _REFUSED_V6
+    else:
+        table = _REFUSED_V4
+    for network, kind in table:
+        if address in network:
+            return f"{label} is {kind} address"
+    if not address.is_global:
+        return f"{label} is not a public address"
+    return None
 
 
-def literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def is_public_address(ip: IPAddress | str) -> bool:
+    """Whether Creditline may send to ``ip`` without ``webhook_allow_private`` (``address_refusal``)."""
+    return address_refusal(ip) is None
+
+
+def literal_address(host: str) -> IPAddress | None:
     """The IP address a URL's host is written as, if it is one (``[::1]`` loses its brackets first)."""
     try:
         return ipaddress.ip_address(host.strip("[]"))

@@ -263,7 +263,8 @@ async def rotate_secret(
 _UPSERT_DELIVERY = (
     "INSERT INTO webhook_deliveries (endpoint_id, event_id, status, attempts, next_attempt_at, created_at)"
     " VALUES ($1, $2, 'PENDING', 0, $3, $3) ON CONFLICT (endpoint_id, event_id)"
-    " DO UPDATE SET status = 'PENDING', attempts = 0, next_attempt_at = $3, delivered_at = NULL RETURNING id"
+    " DO UPDATE SET status = 'PENDING', attempts = 0, delivered_at = NULL, next_attempt_at = CASE WHEN"
+    " webhook_deliveries.leased_until > $3 THEN webhook_deliveries.leased_until ELSE $3 END RETURNING id"
 )
 
 
@@ -274,7 +275,13 @@ async def redeliver(endpoint: WebhookEndpoint, event: OutboxEvent, now: datetime
     series' attempts stay in the log, before the new ones (it is in the order they were made). An endpoint
     that never had a delivery of it gets one if it takes the event (``wants``), else ``EventNotWantedError``.
     The ``webhook-id`` stays the event's ``public_id``. One upsert:
-    a delivery the worker's fan-out makes meanwhile is the one reset."""
+    a delivery the worker's fan-out makes meanwhile is the one reset.
+
+    An attempt under way (claimed, ``leased_until`` still ahead, not recorded yet) is not doubled: the new series
+    is due when that claim runs out (at most 4 × the send timeout + 5 s), and the attempt's own outcome, recorded
+    for an older series, is logged and decides nothing. Sending the event again at once would put two requests
+    with the same ``webhook-id`` in flight together, which receivers that dedupe after processing cannot
+    tell apart."""
     had = await WebhookDelivery.exists(endpoint_id=endpoint.id, event_id=event.id)
     if not had and not wants(endpoint, event):
         raise EventNotWantedError()

@@ -15,6 +15,8 @@ import re
 import unicodedata
 from datetime import UTC, datetime
 
+from models.instants import iso_z
+
 INVISIBLE = frozenset(
     [*range(0x200B, 0x2010), *range(0x202A, 0x202F), *range(0x2066, 0x206A), 0xFEFF],
 )
@@ -233,7 +235,7 @@ def timestamp(value: object, field: str) -> datetime:
     except (OverflowError, ValueError):
         in_utc = None  # year 1 ahead of UTC, or 9999 behind it: not an instant Python can hold
     if in_utc is None or not EARLIEST <= in_utc <= LATEST:
-        raise InputError(field, f"{field} must be between {_iso(EARLIEST)} and {_iso(LATEST)}")
+        raise InputError(field, f"{field} must be between {iso_z(EARLIEST)} and {iso_z(LATEST)}")
     return value
 
 
@@ -282,7 +284,3 @@ def utf8(body: bytes, field: str = "body") -> str:
         return body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(field, f"{field} is not UTF-8 (invalid byte at offset {exc.start})") from None
-
-
-def _iso(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")

@@ -16,7 +16,7 @@ import strawberry
 from strawberry.types import Info
 
 from creditline.events import ALERT, BALANCE, QUEUE_LIMIT, RESYNC, USAGE
-from models import ledger
+from models import alert_replay, ledger
 from models.balance import Balance
 from models.ids import decode_id
 from models.ledger import Event
@@ -323,25 +323,46 @@ async def usage_recorded(
 
 
 class AlertFeed:
-    """An account's alerts as they are raised and resolved (nothing first: ``CreditAccount.alerts`` has them)."""
+    """An account's alerts as they are raised and resolved (nothing first: ``CreditAccount.alerts`` has them).
 
-    __slots__ = ("access", "account_id")
+    ``seen`` is the ``sequence`` of the account's newest event when the watch began, then the newest one a
+    resync read; ``sent`` the alert events sent since (as they arrived, in any order when several processes
+    write the account) and those the last resync sent. A RESYNC marker (events may have been lost while Redis
+    was away) sends the alert events numbered after ``seen`` not sent yet, read back from the outbox, in order:
+    none is missed, none sent twice."""
+
+    __slots__ = ("access", "account_id", "seen", "sent")
     topic = ALERT
     waiting = False
 
     def __init__(self, account_id: int, access: tuple[int, int] | None) -> None:
         self.account_id = account_id
         self.access = access
+        self.seen = 0
+        self.sent: set[int] = set()
 
     @property
     def keys(self) -> frozenset[int]:
         return frozenset({self.account_id})
 
     async def first(self, ctx: Context) -> AlertEvent | None:
+        self.seen = await alert_replay.last_sequence(self.account_id)
         return None
 
     async def payloads(self, event: Event, ctx: Context) -> list[AlertEvent]:
         assert isinstance(event, AlertChanged)
+        if event.event_type == RESYNC:
+            missed = [
+                change
+                for change in await alert_replay.alert_changes_after(self.account_id, self.seen)
+                if change.sequence not in self.sent
+            ]
+            self.seen = max([self.seen, *(c.sequence for c in missed), *self.sent])
+            self.sent = {c.sequence for c in missed}  # one of them may still arrive, late
+            return [AlertEvent.of(change) for change in missed]
+        if event.sequence in self.sent:
+            return []  # read back by a resync already
+        self.sent.add(event.sequence)
         return [AlertEvent.of(event)]
 
     async def fill(self, ctx: Context) -> list[AlertEvent]:

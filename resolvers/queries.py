@@ -18,10 +18,12 @@ from resolvers.permissions import READ_SCOPES, may_read_account, portal_account,
 from resolvers.references import organization_pk, user_pk
 from schema import payments as payment_types
 from schema import types
+from schema.alerts import Alert, fill_event_ids
 from schema.errors import NotFound, ValidationError
 from schema.invitations import Invitation
 from schema.payments import BillingConfig, DashboardTab, Money, Plan
 from schema.scalars import Credits
+from schema.webhooks import WebhookDelivery, WebhookEndpoint
 
 
 async def me(info: Info[Context, None]) -> types.User:
@@ -137,6 +139,21 @@ async def node(info: Info[Context, None], id: strawberry.ID) -> relay.Node | Non
         "PaymentMethod": (tables.PaymentMethod, payment_types.PaymentMethod.of, BILLING_READ),
         "Subscription": (tables.Subscription, payment_types.Subscription.of, BILLING_READ),
     }
+    if type_name == "Alert":  # as CreditAccount.alerts: whoever may read the account's balance
+        alert = await tables.Alert.filter(id=pk).first()
+        if alert is None or not await _readable_account(info, who, alert.account_id, (BALANCE_READ,)):
+            return None
+        node = Alert.of(alert)
+        await fill_event_ids([node])
+        return node
+    if type_name in ("WebhookEndpoint", "WebhookDelivery"):  # as webhookEndpoints and their deliveries: admins
+        if not who.is_admin:
+            return None
+        if type_name == "WebhookEndpoint":
+            hook = await tables.WebhookEndpoint.filter(id=pk).first()
+            return None if hook is None else WebhookEndpoint.of(hook, info.context.now())
+        sent = await tables.WebhookDelivery.filter(id=pk).first()
+        return None if sent is None else WebhookDelivery.of(sent)
     if type_name == "Refund":
         refund = await tables.Refund.filter(id=pk).first()
         if refund is None or not await _readable_account(info, who, refund.account_id, (BILLING_READ,)):

@@ -56,14 +56,18 @@ class Alert(relay.Node):
 
 async def with_event_ids(page: relay.Connection[Alert]) -> relay.Connection[Alert]:
     """Fill in the webhook-ids of the events a page of alerts names, in one query."""
-    nodes = [edge.node for edge in page.edges]
+    await fill_event_ids([edge.node for edge in page.edges])
+    return page
+
+
+async def fill_event_ids(nodes: list[Alert]) -> None:
+    """Fill in the webhook-ids of the events these alerts name, in one query (none when they name none)."""
     pks = {pk for node in nodes for pk in (node.raised_pk, node.resolved_pk) if pk is not None}
     if pks:
         found = dict(await tables.OutboxEvent.filter(id__in=pks).values_list("id", "public_id"))
         for node in nodes:
             node.raised_event_id = found.get(node.raised_pk or 0)
             node.resolved_event_id = found.get(node.resolved_pk or 0)
-    return page
 
 
 @strawberry.type(description="The balance-alert levels in force for an account")

@@ -10,7 +10,6 @@ connect would let a name that answers differently the second time (DNS rebinding
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import socket
 import ssl
@@ -24,7 +23,7 @@ from standardwebhooks import Webhook
 
 from creditline.webhooks import http1
 from models.webhook_deliveries import RESPONSE_LIMIT, Claimed, Outcome
-from models.webhook_urls import is_public_address, literal_address
+from models.webhook_urls import address_refusal, literal_address
 
 USER_AGENT = "Creditline-Webhooks/1.0"
 READ_LIMIT = 4 * RESPONSE_LIMIT
@@ -52,25 +51,9 @@ async def resolve(host: str, port: int) -> list[str]:
 
 
 def refusal(address: str) -> str | None:
-    """Why an address is refused without ``webhook_allow_private`` (``None``: it is public). The decision is
-    ``models.webhook_urls.is_public_address``, the rule the admin API checks a registered URL's host by; this
-    only names the kind of address for the attempt's error."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])  # an IPv6 zone (``fe80::1%eth0``) names no address
-    if is_public_address(ip):
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    for kind, flag in (
-        ("a link-local", ip.is_link_local),
-        ("a loopback", ip.is_loopback),
-        ("a multicast", ip.is_multicast),
-        ("an unspecified", ip.is_unspecified),
-        ("a reserved", ip.is_reserved),
-        ("a private", ip.is_private),
-    ):
-        if flag:
-            return f"{address} is {kind} address"
-    return f"{address} is not a public address"  # shared (100.64.0.0/10) and other special ranges
+    """Why an address is refused without ``webhook_allow_private`` (``None``: it is public): the rule the admin
+    API checks a registered URL's host by (``models.webhook_urls.address_refusal``)."""
+    return address_refusal(address.split("%", 1)[0])  # an IPv6 zone (``fe80::1%eth0``) names no address
 
 
 async def checked_addresses(url: httpx.URL, allow_private: bool, resolver: Resolver) -> list[str]:

@@ -6,8 +6,10 @@ outside any transaction and records the outcome. Passes run every ``webhook_poll
 a committed balance change (the bus's wake: a spend that crossed a threshold emitted its event in that
 commit), after a send finishes (a slot is free) and after an endpoint was disabled (its event is due).
 
-At most ``concurrency`` sends at once in a process, at most ``per_endpoint`` of them to one endpoint: one slow
-endpoint (its requests each take the whole timeout) leaves the other slots to the rest.
+At most ``concurrency`` requests at once in a process, at most ``per_endpoint`` of them to one endpoint: one slow
+endpoint (its requests each take the whole timeout) leaves the other slots to the rest. A pass claims up to
+``PREFETCH`` times that, waiting locally for slots. A slot is free once its
+response is read; the outcome is recorded with the others that finished meanwhile (one transaction a batch).
 """
 
 from __future__ import annotations
@@ -30,6 +32,13 @@ CONCURRENCY = 64
 PER_ENDPOINT = 16
 LEASE_MARGIN = timedelta(seconds=5)
 """A claim outlives the send's timeout by this much, so only a worker that died lets another send again."""
+PREFETCH = 4
+"""A pass claims up to this many times the free request slots (of the process, of an endpoint): the claimed wait
+for a slot locally, so that one endpoint is sent per_endpoint requests at once with the next ones already
+claimed, instead of per_endpoint a pass (which capped it at per_endpoint / pass time). One that cannot start
+before its claim's end less the timeout is left, unsent, for the next claim."""
+RECORDING_FACTOR = 4 * PREFETCH
+"""Deliveries sent and waiting for their outcome's batch are at most this many times ``concurrency``."""
 WAKE_COALESCE_SECONDS = 0.01
 """After a wake, wait this long first: a burst of commits is handled in one pass."""
 
@@ -50,9 +59,17 @@ class DeliveryWorker:
         self.per_endpoint = per_endpoint
         self.rng = rng or random.Random()
         self.retry_period = timedelta(hours=settings.webhook_retry_hours)
-        self.lease = timedelta(seconds=settings.webhook_timeout_seconds) + LEASE_MARGIN
+        # Long enough for a claimed delivery to wait for its endpoint slot behind PREFETCH - 1 others, then send.
+        self.lease = timedelta(seconds=settings.webhook_timeout_seconds) * PREFETCH + LEASE_MARGIN
         self.sender = Sender(settings.webhook_timeout_seconds, settings.webhook_allow_private, resolver)
         self._in_flight: dict[int, int] = {}
+        """Endpoint id: requests to it under way (not the outcomes waiting to be recorded)."""
+        self._sending = 0
+        """Deliveries claimed whose request has not finished (waiting for a slot, or under way)."""
+        self._requests = asyncio.Semaphore(concurrency)
+        self._slots: dict[int, asyncio.Semaphore] = {}
+        """Endpoint id: its ``per_endpoint`` request slots (endpoints are few: at most 20)."""
+        self.timeout = timedelta(seconds=settings.webhook_timeout_seconds)
         self._tasks: set[asyncio.Task[None]] = set()
         self._woken = asyncio.Event()
         self._subscription: BusSubscription | None = None
@@ -79,19 +96,34 @@ class DeliveryWorker:
 
     async def start_due(self) -> int:
         """Claim what is due and fits the free slots, and start sending it. Returns how many it started."""
-        free = self.concurrency - len(self._tasks)
+        free = min(PREFETCH * self.concurrency - self._sending, RECORDING_FACTOR * self.concurrency - len(self._tasks))
         claimed = await webhook_deliveries.claim_due(
-            self.services.clock.now(), self.lease, free, self.per_endpoint, self._in_flight
+            self.services.clock.now(), self.lease, free, PREFETCH * self.per_endpoint, self._in_flight
         )
         for delivery in claimed:
+            self._sending += 1
             self._in_flight[delivery.endpoint_id] = self._in_flight.get(delivery.endpoint_id, 0) + 1
             task = asyncio.create_task(self._deliver(delivery))
             self._tasks.add(task)
         return len(claimed)
 
     async def _deliver(self, claimed: Claimed) -> None:
+        released = False
         try:
-            outcome = await self.sender.send(claimed, self.services.clock.now())
+            slot = self._slots.get(claimed.endpoint_id)
+            if slot is None:
+                slot = self._slots[claimed.endpoint_id] = asyncio.Semaphore(self.per_endpoint)
+            async with slot, self._requests:  # an endpoint slot first: waiting for it holds no other
+                now = self.services.clock.now()
+                if claimed.leased_until is not None and now + self.timeout > claimed.leased_until:
+                    log.info("webhook delivery %d waited past its claim: left for the next", claimed.delivery_id)
+                    return  # it could not finish within its lease: due again when the lease runs out
+                outcome = await self.sender.send(claimed, now)
+            # The request is over: its slot is free while the outcome waits for the next batch to record (the
+            # delivery stays leased until then, so nobody sends it again meanwhile). Holding the slot through
+            # the recording capped one endpoint at per_endpoint / (exchange + commit) deliveries a second.
+            released = True
+            self._release(claimed.endpoint_id)
             recorded = await self._record(claimed, outcome)
             if recorded.disabled_event_id is not None:
                 log.warning("webhook endpoint %d disabled: it failed for the whole retry period", claimed.endpoint_id)
@@ -101,15 +133,21 @@ class DeliveryWorker:
             # The claim's lease runs out and the delivery is sent again: at least once.
             log.exception("webhook delivery %d failed to record", claimed.delivery_id)
         finally:
-            left = self._in_flight.get(claimed.endpoint_id, 1) - 1
-            if left:
-                self._in_flight[claimed.endpoint_id] = left
-            else:
-                self._in_flight.pop(claimed.endpoint_id, None)
+            if not released:
+                self._release(claimed.endpoint_id)
             task = asyncio.current_task()
             if task is not None:
                 self._tasks.discard(task)
             self._woken.set()  # a slot is free (and a disabled endpoint's event is due)
+
+    def _release(self, endpoint_id: int) -> None:
+        self._sending -= 1
+        left = self._in_flight.get(endpoint_id, 1) - 1
+        if left:
+            self._in_flight[endpoint_id] = left
+        else:
+            self._in_flight.pop(endpoint_id, None)
+        self._woken.set()
 
     async def _record(self, claimed: Claimed, outcome: Outcome) -> Recorded:
         """Record through the next batch: sends finishing together share one transaction (one commit)."""

@@ -8,11 +8,12 @@ kind of token asked for."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC
 
 from strawberry.types import Info
 
 from models import tokens
+from models.instants import iso_z
 from models.limit_rules import MAX_ROLLING_HOURS, LimitSpec, zone
 from models.tables import ApiToken as ApiTokenRow
 from models.tables import CreditAccount as CreditAccountRow
@@ -117,10 +118,6 @@ def limit_spec(cap: AgentTokenLimitInput) -> LimitSpec | ValidationError:
     )
 
 
-def _iso(instant: datetime) -> str:
-    return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 async def create_agent_token(info: Info[Context, None], input: CreateAgentTokenInput) -> CreateAgentTokenResult:
     who = principal(info)
     if who.delegated:
@@ -150,7 +147,7 @@ async def create_agent_token(info: Info[Context, None], input: CreateAgentTokenI
         elif expires_at > who.expires_at:
             return ValidationError(
                 message="A token cannot outlive the token that makes it: expiresAt must be at or before"
-                f" {_iso(who.expires_at)}",
+                f" {iso_z(who.expires_at)}",
                 field="expiresAt",
             )
     account = await _account(info, who, input)

@@ -7,6 +7,7 @@ from datetime import UTC
 from strawberry.types import Info
 
 from models.ids import decode_id
+from models.instants import iso_z
 from models.tables import ApiToken as ApiTokenRow
 from models.tables import TokenKind
 from models.tokens import SCOPES, USAGE_WRITE, Principal, UnknownScopeError, create_token, digest, revoke_token
@@ -90,7 +91,7 @@ async def create_api_token(info: Info[Context, None], input: CreateApiTokenInput
         elif expires_at > who.expires_at:
             return ValidationError(
                 message="A token cannot outlive the token that makes it: expiresAt must be at or before"
-                f" {who.expires_at.astimezone(UTC).isoformat().replace('+00:00', 'Z')}",
+                f" {iso_z(who.expires_at)}",
                 field="expiresAt",
             )
     owner: int | None = None

@@ -12,7 +12,8 @@ from schema.webhooks import WebhookDelivery
 
 @strawberry.input(
     description="Send an event to an endpoint again: its delivery goes back to PENDING, due now, with the same"
-    " webhook-id (the event's id), so a receiver that had it dedupes it. An endpoint that never had the event"
+    " webhook-id (the event's id), so a receiver that had it dedupes it; while an attempt is under way, due when"
+    " that attempt's claim runs out (nextAttemptAt), never sent beside it. An endpoint that never had the event"
     " is given a delivery if it takes the event's type (and organization). Admin tokens only."
 )
 class RedeliverWebhookEventInput:

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from creditline.clock import Clock
+from creditline.events import BusEvent, InProcessBus
 from creditline.settings import Settings
 from models.credits import MICRO
+from models.ledger.alerts import AlertChanged
 from models.tables import CreditAccount, OutboxEvent
 from tests.support.backends import Backend, row_counts
 from tests.support.helpers import SPEND, Api, gid
@@ -110,6 +112,36 @@ async def test_set_levels_then_a_crossing_spend_opens_an_alert_the_account_lists
     assert back["setBalanceAlerts"]["alertLevels"] == {"levels": [], "isDefault": True}
     after = (await api.data(ALERTS, {"id": account}, token))["node"]
     assert [e["node"]["status"] for e in after["alerts"]["edges"]] == ["RESOLVED"]  # its level was removed
+
+
+ALERT_NODE = "query($id: ID!) { node(id: $id) { __typename ... on Alert { id kind level status raisedEventId } } }"
+
+
+async def test_node_reads_an_alert_for_whoever_may_read_its_account(api: Api) -> None:
+    user_id, token = await api.user("ada@example.com", bonus=20)
+    _, mallory = await api.user("mallory@example.com", bonus=20)
+    admin = await api.admin()
+    service = await api.service()
+    reader = await api.service("dashboard", scopes=("balance:read",))
+    await api.data(SET, {"input": {"levels": ["12.5"]}}, token)
+    await spend(api, service, user_id, "10", "k1")  # 20 -> 10: crosses 12.5
+    event = await OutboxEvent.get(type="balance.low")
+    listed = (await api.data(ALERTS, {"id": gid("CreditAccount", await account_of(user_id))}, token))["node"]
+    [edge] = listed["alerts"]["edges"]
+    alert_id = edge["node"]["id"]
+    shown = {
+        "__typename": "Alert",
+        "id": alert_id,
+        "kind": "balance.low",
+        "level": "12.5",
+        "status": "OPEN",
+        "raisedEventId": event.public_id,
+    }
+    for who in (token, admin, reader):  # the account's user, an admin, a service with balance:read
+        assert (await api.data(ALERT_NODE, {"id": alert_id}, who))["node"] == shown
+    for who in (mallory, service):  # another user; a service without balance:read: as for the account
+        assert (await api.data(ALERT_NODE, {"id": alert_id}, who))["node"] is None
+    assert (await api.data(ALERT_NODE, {"id": gid("Alert", 999)}, admin))["node"] is None
 
 
 @pytest.mark.parametrize(
@@ -258,6 +290,73 @@ async def test_a_top_up_over_an_open_low_alert_pushes_its_recovery(live: Live) -
         },
     }
     assert (low.sequence, low.account_id) == (1, event.account_id)
+
+
+async def test_after_a_reconnect_the_alert_changes_missed_are_sent_from_the_outbox(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a Redis reconnect does: alert changes published meanwhile were lost, then every subscriber is told.
+    user_id, token = await live.api.user("ada@example.com", bonus=20)
+    service = await live.api.service()
+    await live.api.data(SET, {"input": {"levels": ["10", "5"]}}, token)
+    bus = live.api.app.state.services.bus
+    assert isinstance(bus, InProcessBus)
+    ws = await connect(live, token)
+    try:
+        watchers = bus.subscriber_count
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": WATCH}}))
+        for _ in range(1000):  # until subscribed
+            if bus.subscriber_count > watchers:
+                break
+            await asyncio.sleep(0.01)
+        await spend(live.api, service, user_id, "11", "k1")  # 20 -> 9: low at 10, delivered as it happens
+        first = (await receive(ws))["payload"]["data"]["alertRaised"]
+        assert (first["type"], first["sequence"], first["level"]) == ("balance.low", 1, "10")
+        lost: list[BusEvent] = []
+
+        def losing(events: Iterable[BusEvent]) -> None:
+            batch = list(events)
+            lost.extend(e for e in batch if isinstance(e, AlertChanged))
+            InProcessBus.publish(bus, [e for e in batch if not isinstance(e, AlertChanged)])
+
+        monkeypatch.setattr(bus, "publish", losing)
+        await spend(live.api, service, user_id, "5", "k2")  # 9 -> 4: low at 5, lost
+        await spend(live.api, service, user_id, "4", "k3")  # 4 -> 0: depleted, lost
+        monkeypatch.undo()
+        assert [(e.event_type, e.sequence) for e in lost if isinstance(e, AlertChanged)] == [
+            ("balance.low", 2),
+            ("balance.depleted", 3),
+        ]
+        bus.resync()
+        missed = [(await receive(ws))["payload"]["data"]["alertRaised"] for _ in range(2)]
+        events = await OutboxEvent.filter(sequence__in=[2, 3]).order_by("sequence")
+        told = [(m["type"], m["eventId"], m["sequence"], m["level"], m["available"], m["previous"]) for m in missed]
+        assert told == [
+            ("balance.low", events[0].public_id, 2, "5", "4", "9"),
+            ("balance.depleted", events[1].public_id, 3, "0", "0", "4"),
+        ]
+        assert [m["alert"]["status"] for m in missed] == ["OPEN", "OPEN"]
+        for late in lost:  # the lost messages turning up after all: sent once already
+            InProcessBus.publish(bus, [late])
+        bus.resync()  # nothing more was missed
+        admin = await live.api.admin()
+        granted = await live.api.data(
+            "mutation($input: GrantCreditsInput!) { grantCredits(input: $input) { __typename } }",
+            {
+                "input": {
+                    "accountId": gid("CreditAccount", await account_of(user_id)),
+                    "credits": "6",
+                    "kind": "PAID",
+                    "idempotencyKey": "g1",
+                }
+            },
+            admin,
+        )
+        assert granted["grantCredits"]["__typename"] == "GrantCreditsSuccess"  # 0 -> 6: depleted and 5 recover
+        after = [(await receive(ws))["payload"]["data"]["alertRaised"] for _ in range(2)]
+        assert sorted((a["type"], a["sequence"]) for a in after) == [("balance.recovered", 4), ("balance.recovered", 5)]
+    finally:
+        await ws.close()
 
 
 async def test_watching_another_tenants_alerts_is_forbidden(live: Live) -> None:

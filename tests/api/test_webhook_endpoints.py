@@ -533,3 +533,37 @@ async def test_creates_at_once_with_one_key_make_one_endpoint_and_answer_it_to_a
     row = await WebhookEndpoint.get()
     assert [r["secret"] for r in results] == [row.secret] * 4
     assert [r["endpoint"]["id"] for r in results] == [encode_id("WebhookEndpoint", row.id)] * 4
+
+
+WEBHOOK_NODE = (
+    "query($id: ID!) { node(id: $id) { __typename ... on WebhookEndpoint { id url status }"
+    " ... on WebhookDelivery { id deliveryStatus: status attempts event { id type } } } }"
+)
+
+
+async def test_node_reads_endpoints_and_deliveries_for_admins_only(api: Api, admin: str) -> None:
+    row = await endpoint(T0)
+    user_id, user_token = await api.user("ada@example.com")
+    service = await api.service()
+    sent = await event(T0, account_id=user_id, sequence=1)
+    made = await delivery(row, sent, T0, WebhookDeliveryStatus.SUCCEEDED, answers=(200,))
+    endpoint_id, delivery_id = encode_id("WebhookEndpoint", row.id), encode_id("WebhookDelivery", made.id)
+
+    assert (await api.data(WEBHOOK_NODE, {"id": endpoint_id}, admin))["node"] == {
+        "__typename": "WebhookEndpoint",
+        "id": endpoint_id,
+        "url": "https://hooks.example.com/in",
+        "status": "ENABLED",
+    }
+    assert (await api.data(WEBHOOK_NODE, {"id": delivery_id}, admin))["node"] == {
+        "__typename": "WebhookDelivery",
+        "id": delivery_id,
+        "deliveryStatus": "SUCCEEDED",
+        "attempts": 1,
+        "event": {"id": sent.public_id, "type": "balance.low"},
+    }
+    for other in (user_token, service):  # webhookEndpoints is FORBIDDEN to them; node answers null
+        for gid_ in (endpoint_id, delivery_id):
+            assert (await api.data(WEBHOOK_NODE, {"id": gid_}, other))["node"] is None
+    for missing in (encode_id("WebhookEndpoint", 999), encode_id("WebhookDelivery", 999)):
+        assert (await api.data(WEBHOOK_NODE, {"id": missing}, admin))["node"] is None

@@ -26,9 +26,20 @@ from models.ids import encode_id
 from models.outbox import EmittedEvent, EventType, emit
 from models.sql import Sql
 from models.tables import OutboxEvent, WebhookAttempt, WebhookDelivery, WebhookEndpoint
-from models.webhook_deliveries import backoff_ceiling, next_attempt_at
+from models.webhook_deliveries import (
+    Claimed,
+    Outcome,
+    backoff_ceiling,
+    claim_due,
+    fan_out,
+    next_attempt_at,
+    record_outcomes,
+)
 from models.webhook_urls import is_public_address
+from models.webhooks import redeliver
 from tests.support.backends import T0, Backend
+from tests.support.statements import StatementCounter
+from tests.support.statements import counter as counter
 from tests.support.webhook_receiver import Receiver, receiving
 
 SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()
@@ -323,7 +334,7 @@ async def test_a_redirect_is_a_failure_and_not_followed(db: Backend, clock: Cloc
         ("http://10.1.2.3:{port}/h", "10.1.2.3 is a private address"),
         ("http://169.254.169.254:{port}/h", "169.254.169.254 is a link-local address"),
         ("http://[::1]:{port}/h", "::1 is a loopback address"),
-        ("http://[::ffff:127.0.0.1]:{port}/h", "::ffff:127.0.0.1 is a loopback address"),
+        ("http://[::ffff:127.0.0.1]:{port}/h", "::ffff:127.0.0.1 carries 127.0.0.1, a loopback address"),
         ("http://0.0.0.0:{port}/h", "0.0.0.0 is an unspecified address"),
         ("http://localhost:{port}/h", "is a loopback address"),
     ],
@@ -389,7 +400,9 @@ def test_the_address_rule() -> None:
     assert refusal("fe80::1") == "fe80::1 is a link-local address"
     assert refusal("fc00::1") == "fc00::1 is a private address"
     assert refusal("224.0.0.1") == "224.0.0.1 is a multicast address"
-    assert refusal("100.64.0.1") == "100.64.0.1 is not a public address"
+    assert refusal("100.64.0.1") == "100.64.0.1 is a shared (carrier-grade NAT) address"
+    assert refusal("::ffff:10.1.2.3") == "::ffff:10.1.2.3 carries 10.1.2.3, a private address"
+    assert refusal("fe80::1%eth0") == "fe80::1 is a link-local address"
     assert refusal("::") == ":: is an unspecified address"
     assert refusal("240.0.0.1") == "240.0.0.1 is a reserved address"
     # One rule: the sender refuses exactly what the admin API's check (models/webhook_urls) calls not public.
@@ -436,11 +449,48 @@ async def test_the_sweep_prunes_events_past_retention_with_their_deliveries(db: 
     recent = await emitted(EventType.BALANCE_LOW, {}, clock.now(), account_id=1)
     services = build_services(webhook_settings(), clock)
 
+    # the deliveries are still PENDING (their last try, at the retry period's end, has not run): nothing goes
+    assert await delivery_states() == [(hook.id, "PENDING", 1)] * 4
+    assert await prune_events(services) == 0
+    assert await OutboxEvent.all().count() == 5
+    worker = worker_for(clock)
+    try:
+        await worker.run_once()  # the last try: FAILED
+    finally:
+        await worker.close()
+    assert await delivery_states() == [(hook.id, "FAILED", 2)] * 4 + [(hook.id, "FAILED", 1)]
+
     assert await prune_events(services) == 3  # account 1's older two, the deployment's; 2's newest stays
-    assert sorted(e.id for e in await OutboxEvent.all()) == sorted([old[2].id, recent.id])
-    assert [d.event_id for d in await WebhookDelivery.all()] == [old[2].id]
-    assert await WebhookAttempt.all().count() == 1
+    # and the endpoint, failing for the whole retry period, was disabled: its event is recent
+    left = [(e.id, e.type) for e in await OutboxEvent.all().order_by("id")]
+    assert left == [
+        (old[2].id, "balance.low"),
+        (recent.id, "balance.low"),
+        (recent.id + 1, "webhook_endpoint.disabled"),
+    ]
+    assert [d.event_id for d in await WebhookDelivery.all().order_by("id")] == [old[2].id, recent.id]
+    assert await WebhookAttempt.all().count() == 3
     assert await WebhookEndpoint.filter(id=hook.id).exists()
+
+
+async def test_a_retention_shorter_than_the_retry_period_never_prunes_a_pending_delivery(
+    db: Backend, clock: Clock, receiver: Receiver
+) -> None:
+    hook = await endpoint("http://127.0.0.1:9/down")
+    kept = [await emitted(EventType.BALANCE_LOW, {"n": n}, T0, account_id=1) for n in range(3)]
+    worker = worker_for(clock, event_retention_days=1)
+    try:
+        await worker.run_once()  # refused: PENDING, retried for 72 hours
+        clock.advance(timedelta(days=2))
+        assert await prune_events(worker.services) == 0
+        assert await delivery_states() == [(hook.id, "PENDING", 1)] * 3
+        await WebhookEndpoint.filter(id=hook.id).update(url=receiver.url)  # the receiver is back
+        await worker.run_once()
+    finally:
+        await worker.close()
+    assert receiver.ids() == [e.public_id for e in kept]
+    assert await prune_events(worker.services) == 2  # delivered: the older two go, the account's newest stays
+    assert [e.id for e in await OutboxEvent.all()] == [kept[2].id]
 
 
 async def test_one_slow_endpoint_does_not_hold_back_the_others(db: Backend, clock: Clock) -> None:
@@ -486,3 +536,92 @@ async def test_a_stored_url_no_client_can_send_to_is_a_failed_attempt_with_its_r
     assert attempt.error is not None  # what the URL's parser or the IDNA codec said of it
     assert ("Invalid IPv4 address" in attempt.error) != ("A-label" in attempt.error)
     assert delivery.last_error == attempt.error
+
+
+async def _claim_all(clock: Clock) -> list[Claimed]:
+    await fan_out(clock.now())
+    return await claim_due(clock.now(), timedelta(seconds=15), 1000, 1000, {})
+
+
+def _answered(status: int | None, at: datetime) -> Outcome:
+    return Outcome(status, 3, "ok" if status else None, None if status else "ConnectionRefusedError", at)
+
+
+@pytest.mark.parametrize("events", [6, 60])
+async def test_a_batch_of_outcomes_is_recorded_in_the_same_few_statements_whatever_its_size(
+    db: Backend, clock: Clock, counter: StatementCounter, events: int
+) -> None:
+    succeeding = await endpoint("http://127.0.0.1:9/a")
+    relapsing = await endpoint("http://127.0.0.1:9/b", failing_since=T0 - timedelta(hours=2))
+    failing = await endpoint("http://127.0.0.1:9/c", failing_since=T0 - timedelta(hours=1))
+    for n in range(events):
+        await emitted(EventType.BALANCE_LOW, {"n": n}, account_id=n + 1)
+    claimed = await _claim_all(clock)
+    assert len(claimed) == 3 * events
+    later = T0 + timedelta(seconds=5)
+    by_endpoint: dict[int, list[Claimed]] = {}
+    for c in claimed:
+        by_endpoint.setdefault(c.endpoint_id, []).append(c)
+    outcomes: list[tuple[Claimed, Outcome]] = [(c, _answered(200, T0)) for c in by_endpoint[succeeding.id]]
+    # relapsing: its successes first (clearing failing_since), then one failure at ``later``: failing since then
+    *ok, last = by_endpoint[relapsing.id]
+    outcomes += [(c, _answered(204, T0)) for c in ok] + [(last, _answered(None, later))]
+    outcomes += [(c, _answered(500, later)) for c in by_endpoint[failing.id]]
+
+    recorded = await counter.during(record_outcomes(outcomes, T0, timedelta(hours=72), Highest()))
+
+    # attempts, deliveries, series starts, failing_since cleared, set after a success, set when unset, and one
+    # disable check per endpoint that failed: the same 8 for 6 events as for 60
+    assert len([s for s in counter.statements if not s.startswith(("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE"))]) == 8
+    assert [r.status for r in recorded] == ["SUCCEEDED"] * (2 * events - 1) + ["PENDING"] * (events + 1)
+    assert {r.next_attempt_at for r in recorded if r.status == "PENDING"} == {T0 + timedelta(seconds=10)}
+    hooks = {h.id: h.failing_since for h in await WebhookEndpoint.all()}
+    assert hooks == {succeeding.id: None, relapsing.id: later, failing.id: T0 - timedelta(hours=1)}
+    states = {(d.endpoint_id, d.status.value, d.attempts, d.last_status_code) for d in await WebhookDelivery.all()}
+    assert states == {
+        (succeeding.id, "SUCCEEDED", 1, 200),
+        (relapsing.id, "SUCCEEDED", 1, 204),
+        (relapsing.id, "PENDING", 1, None),
+        (failing.id, "PENDING", 1, 500),
+    }
+    assert await WebhookAttempt.all().count() == 3 * events
+    # recorded again (a lease that ran out, another claim counted a later attempt): logged, decides nothing
+    again = await record_outcomes(outcomes[:1], T0, timedelta(hours=72), Highest())
+    assert [r.status for r in again] == ["STALE"]
+
+
+async def test_a_redelivery_while_an_attempt_is_under_way_waits_for_its_lease_instead_of_sending_twice(
+    db: Backend, clock: Clock
+) -> None:
+    async with receiving(gate=1000) as receiver:  # holds every answer until the test opens the gate
+        hook = await endpoint(receiver.url)
+        sent = await emitted(EventType.BALANCE_LOW, {"available": "4.5"}, account_id=7)
+        worker = worker_for(clock, webhook_timeout_seconds=5)  # a lease of 4 × 5 + 5 = 25 s
+        try:
+            running = asyncio.create_task(worker.run_once())
+            await receiver.wait_for(1)  # the attempt is under way: claimed, not recorded
+            row = await OutboxEvent.get(id=sent.id)
+            redelivered = await redeliver(hook, row, clock.now())
+            assert (redelivered.status.value, redelivered.attempts) == ("PENDING", 0)
+            assert redelivered.next_attempt_at == T0 + timedelta(seconds=25)  # when the claim runs out
+            receiver._gate_open.set()
+            assert await running == 1  # the new series is not due yet: nothing more was sent
+            assert receiver.ids() == [sent.public_id]
+            after = await WebhookDelivery.get(id=redelivered.id)
+            # the attempt's outcome belonged to the old series: logged, and it decided nothing
+            assert (after.status.value, after.attempts, after.next_attempt_at, after.delivered_at) == (
+                "PENDING",
+                0,
+                T0 + timedelta(seconds=25),
+                None,
+            )
+            assert [(a.attempt, a.status_code) for a in await WebhookAttempt.all()] == [(1, 200)]
+
+            clock.advance(timedelta(seconds=25))
+            assert await worker.run_once() == 1
+        finally:
+            await worker.close()
+        assert receiver.ids() == [sent.public_id, sent.public_id]  # once more, later, with the same webhook-id
+        assert receiver.overlaps == []
+        done = await WebhookDelivery.get(id=redelivered.id)
+        assert (done.status.value, done.attempts, done.leased_until) == ("SUCCEEDED", 1, None)

@@ -114,7 +114,7 @@ async def test_a_server_killed_while_sending_delivers_after_its_restart(database
         assert await rows(database_url, "SELECT status, attempts FROM webhook_deliveries") == [("PENDING", 1)]
         receiver.delay = 0
         with served(env, ready="/readyz"):
-            await receiver.wait_for(2, within=30)  # once the dead server's lease (timeout + 5 s) ran out
+            await receiver.wait_for(2, within=30)  # once the dead server's lease (4 × timeout + 5 s) ran out
             for _ in range(100):
                 done = await rows(database_url, "SELECT status, attempts FROM webhook_deliveries")
                 if done == [("SUCCEEDED", 2)]:

@@ -159,7 +159,7 @@ async def test_runs_out_soon_fires_once_per_crossing_and_resolves_when_back_abov
         "burnPerDay": "70",
         "available": "30",
         # 30 / 70 of a day = 37,028.571428 s
-        "runsOutAt": "2026-01-16T22:17:08.571428+00:00",
+        "runsOutAt": "2026-01-16T22:17:08.571428Z",
         "days": 0,
         "thresholdDays": 3,
     }
@@ -212,7 +212,7 @@ async def test_runs_out_soon_means_strictly_within_the_settings_days(db: Backend
     assert (event.data["days"], event.data["thresholdDays"], event.data["runsOutAt"]) == (
         1,
         2,
-        (T0 + 2 * DAY).isoformat(),
+        "2026-01-17T12:00:00Z",
     )
 
 

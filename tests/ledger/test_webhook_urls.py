@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.webhook_urls import check_url, is_public_address
+from models.webhook_urls import address_refusal, check_url, is_public_address
 
 PRIVATE = "url must not point to a private, loopback or link-local address"
 HTTPS = "url must use https in production"
@@ -34,6 +34,54 @@ HTTPS = "url must use https in production"
 )
 def test_only_global_unicast_addresses_are_public(address: str, public: bool) -> None:
     assert is_public_address(address) is public
+
+
+@pytest.mark.parametrize(
+    ("address", "refused"),
+    [
+        # IPv6 addresses that carry an IPv4 one reach that IPv4 host: judged by it
+        ("2002:7f00:1::", "2002:7f00:1:: carries 127.0.0.1, a loopback address"),  # 6to4
+        ("2002:a00:1::5", "2002:a00:1::5 carries 10.0.0.1, a private address"),
+        ("2002:808:808::1", None),  # 6to4 of 8.8.8.8
+        ("64:ff9b::7f00:1", "64:ff9b::7f00:1 carries 127.0.0.1, a loopback address"),  # NAT64
+        ("64:ff9b::a9fe:a9fe", "64:ff9b::a9fe:a9fe carries 169.254.169.254, a link-local address"),
+        ("64:ff9b::808:808", None),
+        ("64:ff9b:1::808:808", "64:ff9b:1::808:808 is a local-use NAT64 address"),
+        ("::ffff:192.168.0.1", "::ffff:192.168.0.1 carries 192.168.0.1, a private address"),  # IPv4-mapped
+        ("::127.0.0.1", "::127.0.0.1 carries 127.0.0.1, a loopback address"),  # IPv4-compatible
+        ("::8.8.8.8", None),
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "2001:0:4136:e378:8000:63bf:3fff:fdd2 is a Teredo address"),
+        ("0.0.0.0", "0.0.0.0 is an unspecified address"),
+        ("0.1.2.3", "0.1.2.3 is an unspecified address"),  # 0.0.0.0/8
+        ("100.64.0.1", "100.64.0.1 is a shared (carrier-grade NAT) address"),
+        ("100.127.255.254", "100.127.255.254 is a shared (carrier-grade NAT) address"),
+        ("100.128.0.1", None),
+        ("198.18.0.1", "198.18.0.1 is a reserved address"),  # benchmarking, 198.18.0.0/15
+        ("198.19.255.254", "198.19.255.254 is a reserved address"),
+        ("198.20.0.1", None),
+        ("224.0.0.1", "224.0.0.1 is a multicast address"),
+        ("233.252.0.1", "233.252.0.1 is a multicast address"),  # Python counts this one global
+        ("ff0e::1", "ff0e::1 is a multicast address"),  # and this one
+        ("240.0.0.1", "240.0.0.1 is a reserved address"),
+        ("255.255.255.255", "255.255.255.255 is a reserved address"),
+        ("192.0.2.10", "192.0.2.10 is a reserved address"),
+        ("2001:db8::1", "2001:db8::1 is a reserved address"),
+        ("fec0::1", "fec0::1 is a site-local address"),  # deprecated, and global to Python 3.11
+        ("::", ":: is an unspecified address"),
+        ("::1", "::1 is a loopback address"),
+    ],
+)
+def test_every_special_range_is_refused_with_its_kind(address: str, refused: str | None) -> None:
+    assert address_refusal(address) == refused
+    assert is_public_address(address) is (refused is None)
+    assert (
+        check_url(
+            f"https://[{address}]/in" if ":" in address else f"https://{address}/in",
+            production=True,
+            allow_private=False,
+        )
+        is None
+    ) is (refused is None)
 
 
 @pytest.mark.parametrize(
