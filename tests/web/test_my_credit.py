@@ -201,8 +201,11 @@ def test_every_tab_at_1280_and_360_px_has_no_serious_accessibility_violation(bro
                 )
                 if found:
                     violations[f"{name} at {width}px"] = found
-        # No horizontal scrolling at 360 px.
+        # No horizontal scrolling at 360 px; the tabs keep to one row (it scrolls sideways instead of wrapping).
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), width
+        tops = page.get_by_role("tab").evaluate_all("tabs => tabs.map(t => Math.round(t.getBoundingClientRect().top))")
+        assert len(tops) == len(TABS), (width, tops)
+        assert len(set(tops)) == 1, (width, tops)
     context.close()
     assert violations == {}
     assert errors == []
@@ -322,6 +325,46 @@ def test_a_billing_member_sees_the_organizations_usage_and_a_member_does_not(
             expect(page.page.get_by_role("tabpanel")).to_contain_text("member@example.com")
         page.page.evaluate("sessionStorage.clear()")
     assert seen == {"billing": [1, 1, 0], "member": [0, 0, 1]}
+    page.assert_no_console_errors()
+
+
+def test_auto_top_up_not_set_up_is_off_until_saved_and_then_the_page_agrees_with_the_api(
+    page: Watched, server: Server
+) -> None:
+    made = server.gql(
+        "admin",
+        'mutation { createUser(input: {email: "auto@example.com", externalId: "auto-web"}) {'
+        " __typename ... on CreateUserSuccess { user { id } } } }",
+    )["createUser"]
+    assert made["__typename"] == "CreateUserSuccess", made
+    user_id = made["user"]["id"]
+    auto_top_up = "query($id: ID!) { node(id: $id) { ... on User { credit { autoTopUp {"
+    auto_top_up += " enabled threshold amount monthlyCap } } } } }"
+    sign_in(page.page, server.portal_link(userId=user_id))
+    tab(page.page, "Payment Method")
+    panel = page.page.get_by_role("tabpanel", name="Payment Method")
+    section = panel.get_by_role("region", name="Auto top-up")
+    expect(section).to_contain_text("Not set up")
+    switch = section.get_by_role("checkbox", name="Auto top-up on")
+    expect(switch).not_to_be_checked()
+    threshold = section.get_by_role("textbox", name="When available credit falls below", exact=True)
+    expect(threshold).to_have_value("")
+    expect(threshold).to_have_attribute("placeholder", "50")
+    expect(section).to_contain_text("Suggested: 50")
+    assert server.gql("admin", auto_top_up, {"id": user_id})["node"]["credit"]["autoTopUp"] is None
+
+    panel.get_by_role("button", name="Add card").click()
+    expect(panel.get_by_role("listitem", name="Visa ending in 4242")).to_be_visible()
+    switch.check()
+    threshold.fill("50")
+    section.get_by_role("textbox", name="Credits to buy", exact=True).fill("100")
+    section.get_by_role("textbox", name="Monthly cap (credits)", exact=True).fill("1000")
+    section.get_by_role("button", name="Save auto top-up").click()
+    expect(section.get_by_role("status").filter(has_text="Auto top-up saved")).to_be_visible()
+    expect(section).not_to_contain_text("Not set up")
+    expect(switch).to_be_checked()
+    saved = server.gql("admin", auto_top_up, {"id": user_id})["node"]["credit"]["autoTopUp"]
+    assert saved == {"enabled": True, "threshold": "50", "amount": "100", "monthlyCap": "1000"}
     page.assert_no_console_errors()
 
 

@@ -2,6 +2,7 @@ import { useEffect, useMemo, useRef } from "react";
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
 import { addCredits, compareCredits, creditsToNumber, formatCredits } from "../lib/credits";
+import { PALETTE, colorSlots } from "../lib/colors";
 import { formatDay } from "../lib/format";
 
 export interface ReportRow {
@@ -10,7 +11,6 @@ export interface ReportRow {
   totals: { credits: string };
 }
 
-export const PALETTE = ["#4f46e5", "#0ea5e9", "#f59e0b", "#10b981", "#ec4899", "#8b5cf6", "#64748b", "#ef4444"];
 
 export interface Stacked {
   days: string[];
@@ -43,6 +43,7 @@ export function stackRows(rows: ReportRow[], from: string, days = 30, label: (ke
 /** Stacked daily bars (uPlot): each series is drawn as the running sum up to it, the tallest first. */
 export function UsageChart({ data, label }: { data: Stacked; label: string }) {
   const host = useRef<HTMLDivElement>(null);
+  const slots = useMemo(() => colorSlots(data.keys), [data.keys]);
   const aligned = useMemo(() => {
     const xs = data.days.map((d) => Date.parse(d) / 1000);
     const running = data.days.map(() => 0);
@@ -78,7 +79,7 @@ export function UsageChart({ data, label }: { data: Stacked; label: string }) {
       series: [
         {},
         ...keysTopFirst.map((key) => {
-          const color = PALETTE[data.keys.indexOf(key) % PALETTE.length];
+          const color = PALETTE[slots[key]];
           return { label: key, stroke: color, fill: color, width: 0, paths: bars, points: { show: false } };
         }),
       ],
@@ -90,16 +91,16 @@ export function UsageChart({ data, label }: { data: Stacked; label: string }) {
       resize.disconnect();
       plot.destroy();
     };
-  }, [aligned, data.keys]);
+  }, [aligned, data.keys, slots]);
 
   return (
     <figure className="chart">
       <div ref={host} className="chart-canvas" role="img" aria-label={label} />
       <figcaption className="legend">
         <ul>
-          {data.keys.map((key, i) => (
+          {data.keys.map((key) => (
             <li key={key}>
-              <span className={`swatch swatch-${i % PALETTE.length}`} aria-hidden="true" />
+              <span className={`swatch swatch-${slots[key]}`} aria-hidden="true" />
               <span className="legend-key">{key}</span>
               <span className="legend-value">{formatCredits(data.totals[key], { maxDecimals: 3 })}</span>
             </li>

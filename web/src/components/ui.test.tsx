@@ -54,6 +54,25 @@ describe("Tabs", () => {
   });
 });
 
+describe("Tabs on a narrow screen", () => {
+  it("scroll the row, not the page, to bring the selected tab into view", () => {
+    const rect = (left: number, width: number) => ({ left, right: left + width, top: 0, bottom: 40, width, height: 40, x: left, y: 0, toJSON: () => ({}) });
+    const spy = vi.spyOn(HTMLElement.prototype, "getBoundingClientRect").mockImplementation(function (this: HTMLElement) {
+      if (this.getAttribute("role") === "tablist") return rect(0, 200) as DOMRect;
+      const index = ["Overview", "Transaction", "Billing"].indexOf(this.textContent ?? "");
+      return rect(index * 120 - (this.parentElement?.scrollLeft ?? 0), 110) as DOMRect;
+    });
+    render(<TabsHarness />);
+    const list = screen.getByRole("tablist");
+    expect(list.scrollLeft).toBe(0);
+    fireEvent.keyDown(list, { key: "End" }); // Billing: 240..350, past the row's right edge at 200
+    expect(list.scrollLeft).toBe(350 - 200 + 16);
+    fireEvent.keyDown(list, { key: "Home" });
+    expect(list.scrollLeft).toBe(0);
+    spy.mockRestore();
+  });
+});
+
 describe("small components", () => {
   it("names statuses as people read them", () => {
     render(<StatusBadge status="PAST_DUE" />);

@@ -11,6 +11,17 @@ export function Tabs(props: { label: string; tabs: TabItem[]; selected: string; 
   const { label, tabs, selected, onSelect, children } = props;
   const base = useId();
   const refs = useRef<Record<string, HTMLButtonElement | null>>({});
+  const list = useRef<HTMLDivElement>(null);
+  // The row scrolls sideways on a narrow screen: bring the selected tab into it (never scrolling the page).
+  useEffect(() => {
+    const row = list.current;
+    const tab = refs.current[selected];
+    if (!row || !tab) return;
+    const outer = row.getBoundingClientRect();
+    const inner = tab.getBoundingClientRect();
+    if (inner.left < outer.left) row.scrollLeft = Math.max(0, row.scrollLeft - (outer.left - inner.left + 16));
+    else if (inner.right > outer.right) row.scrollLeft += inner.right - outer.right + 16;
+  }, [selected]);
   const onKeyDown = (event: KeyboardEvent<HTMLDivElement>) => {
     const index = tabs.findIndex((t) => t.id === selected);
     let next = -1;
@@ -26,7 +37,7 @@ export function Tabs(props: { label: string; tabs: TabItem[]; selected: string; 
   };
   return (
     <>
-      <div className="tabs" role="tablist" aria-label={label} onKeyDown={onKeyDown}>
+      <div className="tabs" role="tablist" aria-label={label} onKeyDown={onKeyDown} ref={list}>
         {tabs.map((tab) => (
           <button
             key={tab.id}

@@ -26,17 +26,28 @@ export function formatDay(iso: string): string {
   return dayFmt.format(new Date(iso));
 }
 
-/** "in 3 days", "tomorrow", "in 5 hours", "today": how far off an instant is, as a person says it. */
+/**
+ * How far off an instant is, as a person says it: to the nearest day from a day on ("in 3 days" for 2 days
+ * 23 hours), to the nearest hour below a day ("in 5 hours"), "in less than an hour" below an hour.
+ */
 export function relativeFromNow(iso: string, now: number = Date.now()): string {
   const ms = Date.parse(iso) - now;
   if (ms <= 0) return "now";
-  if (ms < HOUR_MS) return "within the hour";
+  if (ms < HOUR_MS) return "in less than an hour";
   if (ms < DAY_MS) {
-    const hours = Math.floor(ms / HOUR_MS);
+    const hours = Math.round(ms / HOUR_MS);
     return `in ${hours} ${hours === 1 ? "hour" : "hours"}`;
   }
-  const days = Math.floor(ms / DAY_MS);
-  return days === 1 ? "tomorrow" : `in ${days} days`;
+  const days = Math.round(ms / DAY_MS);
+  return `in ${days} ${days === 1 ? "day" : "days"}`;
+}
+
+/** Hours of usage a run-out forecast needs before the page shows it: less than a day is too little to go on. */
+export const FORECAST_MIN_HOURS = 24;
+
+/** Whether a forecast's basis (`basis.hours`: whole hours of usage the rate is taken over) is enough to show it. */
+export function forecastHasEnoughHistory(basis: { hours: number }): boolean {
+  return basis.hours >= FORECAST_MIN_HOURS;
 }
 
 /** The forecast's sentence: "lasts about 12 days at the current rate". */

@@ -38,7 +38,7 @@ const account = {
   },
 } as unknown as AccountData;
 
-function renderOverview() {
+function renderOverview(shown: AccountData = account) {
   const client = { executeQuery: vi.fn(() => never), executeMutation: vi.fn(), executeSubscription: vi.fn(() => never) } as unknown as Client;
   const openTopUp = vi.fn();
   const goTo = vi.fn();
@@ -60,7 +60,7 @@ function renderOverview() {
   render(
     <Provider value={client}>
       <DashboardContext.Provider value={dashboard}>
-        <Overview account={account} balance={account.balance} range={range} />
+        <Overview account={shown} balance={shown.balance} range={range} />
       </DashboardContext.Provider>
     </Provider>,
   );
@@ -84,6 +84,23 @@ describe("Overview", () => {
     expect(screen.getByText("Lasts about 12 days at the current rate.")).toBeTruthy();
     expect(screen.getByText(/Spending about 9.5 credits a day over the last 7 days/)).toBeTruthy();
     expect(screen.getByText(/Available credit fell below 150 credits\./)).toBeTruthy();
+  });
+
+  it("does not extrapolate a forecast from less than a day of usage", () => {
+    const young = { ...account, forecast: { ...account.forecast!, burnPerDay: "576", basis: { ...account.forecast!.basis, hours: 1 } } };
+    renderOverview(young as AccountData);
+    expect(screen.getByText("Not enough usage yet to forecast.")).toBeTruthy();
+    expect(screen.getByText("Usage in the last 7 days began an hour ago; a forecast needs at least a day of it.")).toBeTruthy();
+    expect(screen.queryByText(/Lasts about/)).toBeNull();
+    expect(screen.queryByText(/576/)).toBeNull();
+  });
+
+  it("shows the forecast from a day of usage on", () => {
+    const day = { ...account, forecast: { ...account.forecast!, basis: { ...account.forecast!.basis, hours: 24 } } };
+    renderOverview(day as AccountData);
+    expect(screen.getByText("Lasts about 12 days at the current rate.")).toBeTruthy();
+    expect(screen.getByText(/Spending about 9.5 credits a day over the last 24 hours/)).toBeTruthy();
+    expect(screen.queryByText(/Not enough usage/)).toBeNull();
   });
 
   it("charts usage by activity and offers the quick actions", () => {

@@ -4,7 +4,7 @@ import type { AccountData, Balance } from "../Shell";
 import { useDashboard } from "../lib/context";
 import { UsageByAgentQuery } from "../lib/documents";
 import { formatCredits, formatCreditsShort, toMicro } from "../lib/credits";
-import { activityName, forecastSentence, formatDate, formatDateTime, humanize, relativeFromNow } from "../lib/format";
+import { activityName, forecastHasEnoughHistory, forecastSentence, formatDate, formatDateTime, humanize, relativeFromNow } from "../lib/format";
 import { Empty, Loading, Notice, Section, StatusBadge } from "../components/ui";
 import { UsageChart, stackRows, type ReportRow } from "../components/UsageChart";
 
@@ -65,13 +65,20 @@ export function Overview({ account, balance, range }: { account: AccountData; ba
       </Section>
 
       <Section title="Forecast">
-        {account.forecast ? (
+        {account.forecast && forecastHasEnoughHistory(account.forecast.basis) ? (
           <>
             <p className="forecast-line">{forecastSentence(account.forecast.runsOutAt)}</p>
             <p className="muted">
               Spending about {formatCreditsShort(account.forecast.burnPerDay)} credits a day over the last{" "}
               {windowWords(account.forecast.basis.hours)}
               {account.forecast.runsOutAt ? `; runs out around ${formatDate(account.forecast.runsOutAt)}` : ""}.
+            </p>
+          </>
+        ) : account.forecast ? (
+          <>
+            <p className="forecast-line">Not enough usage yet to forecast.</p>
+            <p className="muted">
+              Usage in the last 7 days began {windowWords(account.forecast.basis.hours)} ago; a forecast needs at least a day of it.
             </p>
           </>
         ) : (
@@ -228,5 +235,5 @@ function UsageSection({ account, range }: { account: AccountData; range: { from:
 
 function windowWords(hours: number): string {
   if (hours >= 48) return `${Math.floor(hours / 24)} days`;
-  return hours === 1 ? "hour" : `${hours} hours`;
+  return hours === 1 ? "an hour" : `${hours} hours`;
 }

@@ -1,4 +1,4 @@
-import { useEffect, useState, type FormEvent } from "react";
+import { useEffect, useId, useState, type FormEvent } from "react";
 import { useMutation, useQuery } from "urql";
 import { useDashboard } from "../lib/context";
 import {
@@ -142,14 +142,29 @@ function AddCard({ legacy, onAdded }: { legacy: boolean; onAdded: () => void }) 
   );
 }
 
+/** What the form suggests before auto top-up is set up (placeholders, never pre-filled values). */
+const SUGGESTED = { threshold: "50", amount: "100", target: "200", cap: "1000" } as const;
+
 function AutoTopUpSection({ account, onSaved }: { account: Account; onSaved: () => void }) {
   const { accountId } = useDashboard();
   const auto = account.autoTopUp;
-  const [enabled, setEnabled] = useState(auto?.enabled ?? true);
+  // Not set up: the form is off and empty, and shows the suggested values as placeholders and hints, so the
+  // checkbox and the fields agree with the "Not set up" status until the person saves settings of their own.
+  const [enabled, setEnabled] = useState(auto?.enabled ?? false);
   const [mode, setMode] = useState<"amount" | "target">(auto?.target ? "target" : "amount");
-  const [threshold, setThreshold] = useState(auto?.threshold ?? "50");
-  const [amount, setAmount] = useState(auto?.amount ?? auto?.target ?? "100");
-  const [cap, setCap] = useState(auto?.monthlyCap ?? "1000");
+  const [threshold, setThreshold] = useState(auto?.threshold ?? "");
+  const [amount, setAmount] = useState(auto?.amount ?? auto?.target ?? "");
+  const [cap, setCap] = useState(auto?.monthlyCap ?? "");
+  const ids = useId();
+  // The hint describes the field without becoming part of its name ("When available credit falls below").
+  const suggest = (field: string, value: string) =>
+    auto ? { "aria-labelledby": `${ids}-${field}` } : { placeholder: value, "aria-labelledby": `${ids}-${field}`, "aria-describedby": `${ids}-${field}-hint` };
+  const hint = (field: string, value: string) =>
+    auto ? null : (
+      <span className="field-hint" id={`${ids}-${field}-hint`}>
+        Suggested: {formatCredits(value)}
+      </span>
+    );
   const [card, setCard] = useState(auto?.paymentMethod?.id ?? "");
   const [message, setMessage] = useState<Message>(null);
   const [busy, setBusy] = useState(false);
@@ -200,7 +215,10 @@ function AutoTopUpSection({ account, onSaved }: { account: Account; onSaved: () 
           {auto.disabledReason ? <Notice tone="warn">Switched off: {auto.disabledReason}</Notice> : null}
         </div>
       ) : (
-        <p className="muted">Buy credit by itself when your available balance runs low, on a saved card, within a monthly cap.</p>
+        <p className="muted">
+          Buy credit by itself when your available balance runs low, on a saved card, within a monthly cap. It is not set
+          up: tick Auto top-up on, enter the amounts (suggestions are shown) and save.
+        </p>
       )}
       <form className="form auto-form" onSubmit={submit} aria-label="Auto top-up settings">
         <label className="checkbox">
@@ -209,8 +227,11 @@ function AutoTopUpSection({ account, onSaved }: { account: Account; onSaved: () 
         </label>
         <div className="form-row">
           <label className="field">
-            <span className="field-label">When available credit falls below</span>
-            <input inputMode="decimal" value={threshold} onChange={(e) => setThreshold(e.target.value)} />
+            <span className="field-label" id={`${ids}-threshold`}>
+              When available credit falls below
+            </span>
+            <input inputMode="decimal" value={threshold} onChange={(e) => setThreshold(e.target.value)} {...suggest("threshold", SUGGESTED.threshold)} />
+            {hint("threshold", SUGGESTED.threshold)}
           </label>
           <fieldset className="field radio-group">
             <legend className="field-label">How much to buy</legend>
@@ -224,12 +245,18 @@ function AutoTopUpSection({ account, onSaved }: { account: Account; onSaved: () 
             </label>
           </fieldset>
           <label className="field">
-            <span className="field-label">{mode === "amount" ? "Credits to buy" : "Target balance"}</span>
-            <input inputMode="decimal" value={amount} onChange={(e) => setAmount(e.target.value)} />
+            <span className="field-label" id={`${ids}-amount`}>
+              {mode === "amount" ? "Credits to buy" : "Target balance"}
+            </span>
+            <input inputMode="decimal" value={amount} onChange={(e) => setAmount(e.target.value)} {...suggest("amount", SUGGESTED[mode])} />
+            {hint("amount", SUGGESTED[mode])}
           </label>
           <label className="field">
-            <span className="field-label">Monthly cap (credits)</span>
-            <input inputMode="decimal" value={cap} onChange={(e) => setCap(e.target.value)} />
+            <span className="field-label" id={`${ids}-cap`}>
+              Monthly cap (credits)
+            </span>
+            <input inputMode="decimal" value={cap} onChange={(e) => setCap(e.target.value)} {...suggest("cap", SUGGESTED.cap)} />
+            {hint("cap", SUGGESTED.cap)}
           </label>
           <label className="field">
             <span className="field-label">Card for auto top-up</span>
