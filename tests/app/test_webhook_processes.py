@@ -139,11 +139,15 @@ async def test_two_processes_share_the_deliveries_and_never_send_one_twice_at_on
     assert cli(env, "migrate").returncode == 0
     receiver: Receiver
     # No answer until more requests are in flight than one process sends to an endpoint at once: both processes
-    # are then sending, however late the second one starts (racing them, the first could finish alone).
+    # are then sending (racing them, the first could finish alone). The second starts once the first sends, so
+    # the deliveries exist: started beside the first, it found nothing due while the first was making them
+    # (their events locked, SKIP LOCKED) and ended its one pass with nothing to do.
     async with receiving(gate=PER_ENDPOINT + 1, delay=0.02) as receiver:
         ids = [new_public_id() for _ in range(300)]
         await write(postgres_url, [an_endpoint(receiver.url), *(an_event(i) for i in ids)])
-        outputs = await asyncio.gather(deliver(env), deliver(env))
+        first = asyncio.ensure_future(deliver(env))
+        await receiver.wait_for(1, within=60)
+        outputs = await asyncio.gather(first, deliver(env))
 
     counts = [int(out.split()[1]) for out in outputs]
     assert sum(counts) == 300
