@@ -7,7 +7,9 @@ its subclasses (the transaction wrappers), and counts a call made inside another
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
+from pathlib import Path
 
 from tortoise import connections
 from tortoise.transactions import in_transaction
@@ -579,3 +581,55 @@ async def test_the_delivery_log_runs_the_same_statements_for_5_deliveries_as_for
 
     assert len(counted[SMALL]) == len(counted[LARGE]) == len(DELIVERY_LOG_TABLES)
     assert tables_read(counted[SMALL]) == tables_read(counted[LARGE]) == DELIVERY_LOG_TABLES
+
+
+# ------------------------------------------------------------------------- the My Credit page's own documents
+
+PAGE_DOCUMENTS = Path(__file__).resolve().parents[2] / "web" / "src" / "lib" / "documents.ts"
+
+
+def page_document(name: str) -> str:
+    """The operation ``name`` as the page sends it (web/src/lib/documents.ts), with the fragments it spreads."""
+    texts = re.findall(r"graphql\(`(.*?)`\)", PAGE_DOCUMENTS.read_text(), re.DOTALL)
+    defined = {re.search(r"(?:query|fragment|mutation|subscription) (\w+)", text).group(1): text for text in texts}  # type: ignore[union-attr]
+    wanted, seen = [name], []
+    while wanted:
+        current = wanted.pop()
+        if current not in seen:
+            seen.append(current)
+            wanted += re.findall(r"\.\.\.(\w+)", re.sub(r"\.\.\. on \w+", "", defined[current]))
+    return "\n".join(defined[n] for n in seen)
+
+
+async def test_the_pages_own_documents_run_the_same_statements_for_5_rows_as_for_100(
+    api: Api, counter: StatementCounter
+) -> None:
+    """The Overview (its one query), Transaction, Billing and Payment Method tabs, with the page's variables."""
+    pages = {
+        "OverviewMe": lambda account: {
+            "from": (api.clock.now() - timedelta(days=30)).isoformat(),
+            "to": api.clock.now().isoformat(),
+        },
+        "Transactions": lambda account: {"accountId": account, "first": 25},
+        "Billing": lambda account: {"accountId": account},
+        "PaymentMethods": lambda account: {"accountId": account},
+    }
+    counted: dict[str, dict[int, int]] = {name: {} for name in pages}
+    for rows in (SMALL, LARGE):
+        token = await _user_with_history(api, f"page-{rows}@example.com", rows)
+        account = gid("CreditAccount", (await CreditAccount.get(user__email=f"page-{rows}@example.com")).id)
+        for name, variables in pages.items():
+            body = await counter.during(api.post(page_document(name), variables(account), token=token))
+
+            assert "errors" not in body, (name, body)
+            counted[name][rows] = len(counter.statements)
+            if name == "Transactions":
+                assert len(body["data"]["node"]["transactions"]["edges"]) == min(rows, 25)
+            if name == "OverviewMe":
+                assert len(body["data"]["me"]["organizations"]) == rows
+                assert body["data"]["me"]["credit"]["balance"]["total"] == MY_BALANCE[rows]["total"]
+    print("\nstatements per page document (5 rows, 100 rows):", counted)
+    assert all(by_rows[SMALL] > 0 for by_rows in counted.values())
+    assert {name: by_rows[SMALL] for name, by_rows in counted.items()} == {
+        name: by_rows[LARGE] for name, by_rows in counted.items()
+    }
