@@ -18,7 +18,7 @@ from models.credits import MICRO
 from models.ledger.alerts import AlertChanged
 from models.tables import CreditAccount, OutboxEvent
 from tests.support.backends import Backend, row_counts
-from tests.support.helpers import SPEND, Api, gid
+from tests.support.helpers import SPEND, Api, gid, spend_variables
 from tests.support.live import Live, connect, reachable_redis, receive, serve
 from tests.support.payments import TOP_UP, top_up
 
@@ -57,15 +57,7 @@ subscription($id: ID) {
 async def spend(api: Api, service: str, user_id: int, credits: str, key: str) -> None:
     data = await api.data(
         SPEND,
-        {
-            "input": {
-                "userId": gid("User", user_id),
-                "agentId": "a",
-                "activity": "answer",
-                "credits": credits,
-                "idempotencyKey": key,
-            }
-        },
+        spend_variables(user_id, credits, key),
         service,
     )
     assert data["spendCredits"]["__typename"] == "SpendCreditsSuccess"

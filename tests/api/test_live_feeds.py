@@ -22,7 +22,7 @@ from models.tables import ApiToken, Membership, Organization
 from models.tokens import Principal, revoke_token
 from resolvers.context import Context
 from tests.support.backends import Backend
-from tests.support.helpers import SPEND, gid
+from tests.support.helpers import SPEND, gid, spend_variables
 from tests.support.live import Live, connect, receive, serve
 
 WATCH = """
@@ -45,15 +45,7 @@ async def live(db: Backend, clock: Clock, settings: Settings) -> AsyncIterator[L
 async def spend(live: Live, service: str, user_id: int, credits: str, key: str) -> None:
     data = await live.api.data(
         SPEND,
-        {
-            "input": {
-                "userId": gid("User", user_id),
-                "agentId": "a",
-                "activity": "answer",
-                "credits": credits,
-                "idempotencyKey": key,
-            }
-        },
+        spend_variables(user_id, credits, key),
         service,
     )
     assert data["spendCredits"]["__typename"] == "SpendCreditsSuccess"

@@ -21,7 +21,7 @@ from creditline.clock import Clock
 from creditline.persisted import LEARNED_MAX, PersistedDocuments, load_registry, persisted_documents
 from creditline.settings import Settings
 from tests.support.backends import Backend
-from tests.support.helpers import BALANCE, SPEND, Api, gid
+from tests.support.helpers import BALANCE, SPEND, Api, spend_variables
 from tests.support.live import PROTOCOL, receive, serve
 
 WATCH = "subscription { balanceChanged { delta reason version balance { total } } }"
@@ -57,15 +57,7 @@ async def send(api: Api, body: dict[str, Any], token: str | None = None) -> http
 
 
 def spend_input(user_id: int, key: str, credits: str = "1.5") -> dict[str, Any]:
-    return {
-        "input": {
-            "userId": gid("User", user_id),
-            "agentId": "a",
-            "activity": "answer",
-            "credits": credits,
-            "idempotencyKey": key,
-        }
-    }
+    return spend_variables(user_id, credits, key)
 
 
 async def total(api: Api, user_token: str) -> str:

@@ -23,7 +23,7 @@ from creditline.clock import Clock
 from creditline.events import RedisBus
 from creditline.settings import Settings
 from tests.support.backends import REQUIRE_SERVICES, Backend
-from tests.support.helpers import SPEND, gid
+from tests.support.helpers import SPEND, spend_variables
 from tests.support.live import Live, connect, free_port, receive, serve
 
 REDIS_URL = os.environ.get("CREDITLINE_TEST_REDIS_URL", "")
@@ -78,15 +78,7 @@ def _start_redis(command: list[str]) -> subprocess.Popen[bytes]:
 
 
 async def spend(live_or_url: Live | str, service: str, user_id: int, credits: str, key: str) -> None:
-    variables = {
-        "input": {
-            "userId": gid("User", user_id),
-            "agentId": "a",
-            "activity": "answer",
-            "credits": credits,
-            "idempotencyKey": key,
-        }
-    }
+    variables = spend_variables(user_id, credits, key)
     if isinstance(live_or_url, Live):
         data = await live_or_url.api.data(SPEND, variables, service)
     else:

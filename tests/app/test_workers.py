@@ -22,7 +22,7 @@ import websockets
 from creditline.app import WORKER_HEADER
 from creditline.cli import SQLITE_WORKERS_REFUSAL, USAGE_STATUS
 from tests.support.backends import Backend
-from tests.support.helpers import SPEND, Api, gid
+from tests.support.helpers import SPEND, Api, spend_variables
 from tests.support.live import PROTOCOL, free_port, reachable_redis
 
 WATCH = "subscription { balanceChanged { delta reason version balance { total } } }"
@@ -94,18 +94,6 @@ async def pinned_clients(url: str, wanted: int) -> dict[int, httpx.AsyncClient]:
 
 async def worker_of(client: httpx.AsyncClient) -> int:
     return int((await client.get("/readyz", timeout=10)).headers[WORKER_HEADER])
-
-
-def spend_variables(user_id: int, credits: str, key: str) -> dict[str, Any]:
-    return {
-        "input": {
-            "userId": gid("User", user_id),
-            "agentId": "a",
-            "activity": "answer",
-            "credits": credits,
-            "idempotencyKey": key,
-        }
-    }
 
 
 async def spend_on(client: httpx.AsyncClient, token: str, user_id: int, credits: str, key: str) -> dict[str, Any]:

@@ -62,6 +62,19 @@ def gid(type_name: str, pk: int) -> str:
     return encode_id(type_name, pk)
 
 
+def spend_variables(user_id: int, credits: str, key: str) -> dict[str, Any]:
+    """``SPEND``'s variables: ``credits`` for the user's agent "a" answering, under ``key``."""
+    return {
+        "input": {
+            "userId": gid("User", user_id),
+            "agentId": "a",
+            "activity": "answer",
+            "credits": credits,
+            "idempotencyKey": key,
+        }
+    }
+
+
 SPEND = """
 mutation Spend($input: SpendCreditsInput!) {
   spendCredits(input: $input) {
