@@ -208,3 +208,18 @@ class LimitView:
 
     def to_json(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _VIEW_COLUMNS}
+
+
+def counter_upsert(counts: dict[tuple[int, str, int], int], first: int = 1) -> tuple[str, list[Any]]:
+    """The statement adding credits to limit counters ((limit id, run or '', bucket) -> credits), with its
+    arguments numbered from ``$first`` (so that it can lead another statement as a CTE on PostgreSQL)."""
+    values: list[Any] = []
+    for (limit_id, run, bucket), credits in counts.items():
+        values += [limit_id, run, bucket, credits]
+    at = range(first, first + 4 * len(counts), 4)
+    placeholders = ", ".join(f"(${n}, ${n + 1}, ${n + 2}, ${n + 3})" for n in at)
+    return (
+        f"INSERT INTO spend_limit_usage (limit_id, run_id, period, spent) VALUES {placeholders}"
+        " ON CONFLICT (limit_id, run_id, period) DO UPDATE SET spent = spend_limit_usage.spent + excluded.spent",
+        values,
+    )

@@ -10,6 +10,7 @@ from typing import Any
 from models.balance import Balance
 from models.ledger import alerts
 from models.ledger.errors import BalanceChange
+from models.limit_rules import counter_upsert
 from models.sql import Sql
 from models.tables import LedgerEntryType
 
@@ -64,15 +65,29 @@ async def _append(
     )
 
 
+PENDING_COUNTS = "_pending_limit_counts"
+"""The key of a locked account's row under which limit counters wait for ``_save_account``."""
+
+
+def defer_counts(account: dict[str, Any], counts: dict[tuple[int, str, int], int]) -> None:
+    """Have ``_save_account`` add these credits to limit counters ((limit id, run or '', bucket) -> credits)."""
+    if counts:
+        pending: dict[tuple[int, str, int], int] = account.setdefault(PENDING_COUNTS, {})
+        for key, credits in counts.items():
+            pending[key] = pending.get(key, 0) + credits
+
+
 async def _save_account(sql: Sql, account: dict[str, Any]) -> None:
-    await sql.execute(
-        SAVE_ACCOUNT,
-        account["balance"],
-        account["held"],
-        account["owed"],
-        account["version"],
-        account["id"],
-    )
+    saved = [account["balance"], account["held"], account["owed"], account["version"], account["id"]]
+    counts: dict[tuple[int, str, int], int] = account.pop(PENDING_COUNTS, {})
+    if counts and sql.postgres:  # one round trip: the counters' upsert as a data-modifying CTE of the update
+        upsert, values = counter_upsert(counts, first=len(saved) + 1)
+        await sql.execute(f"WITH counted AS ({upsert}) {SAVE_ACCOUNT}", *saved, *values)
+    else:  # SQLite has no data-modifying CTE (and its round trips stay in the process)
+        if counts:
+            upsert, values = counter_upsert(counts)
+            await sql.execute(upsert, *values)
+        await sql.execute(SAVE_ACCOUNT, *saved)
     await alerts.saved(sql, account)  # balance.low/depleted/recovered: no statement unless a level is crossed
 
 

@@ -241,7 +241,7 @@ async def spend(
                 token_id=token_id,
             )
             if refusal is None:
-                await limits.count(sql, applied.standing, run_id, credits)
+                limits.count_with_save(row, applied.standing, run_id, credits)
                 allocations, free, paid, owed = await _take_from_lots(sql, lots, credits, now, before)
                 usage_event_id = await _insert_usage(
                     sql,
