@@ -102,7 +102,7 @@ async def hold(
                 assert created is not None
                 hold_id = int(created["id"])
                 # A breaker counts the hold now, in the bucket it is placed in (a cap counts it as held).
-                await limits.count(sql, applied.standing, run_id, credits, "hold")
+                limits.count_with_save(row, applied.standing, run_id, credits, "hold")
                 await _append(sql, row, LedgerEntryType.HOLD, held_delta=credits, now=now, hold_id=hold_id)
                 await _save_account(sql, row)
                 after = Balance(before.free, before.paid, before.held + credits, before.owed, before.overdraft)
@@ -454,7 +454,7 @@ async def increase_hold(
                 await sql.execute(
                     "UPDATE holds SET amount = amount + $1, quantity = $2 WHERE id = $3", credits, kept, hold_id
                 )
-                await limits.count(sql, applied.standing, held["run_id"], credits, "hold")
+                limits.count_with_save(row, applied.standing, held["run_id"], credits, "hold")
                 await _append(
                     sql, row, LedgerEntryType.HOLD, held_delta=credits, now=now, hold_id=hold_id, reason="INCREASE"
                 )
