@@ -36,7 +36,7 @@ from models.webhook_deliveries import (
     record_outcomes,
 )
 from models.webhook_urls import is_public_address
-from models.webhooks import redeliver
+from models.webhooks import delete_endpoint, redeliver
 from tests.support.backends import T0, Backend
 from tests.support.statements import StatementCounter
 from tests.support.statements import counter as counter
@@ -570,9 +570,9 @@ async def test_a_batch_of_outcomes_is_recorded_in_the_same_few_statements_whatev
 
     recorded = await counter.during(record_outcomes(outcomes, T0, timedelta(hours=72), Highest()))
 
-    # attempts, deliveries, series starts, failing_since cleared, set after a success, set when unset, and one
-    # disable check per endpoint that failed: the same 8 for 6 events as for 60
-    assert len([s for s in counter.statements if not s.startswith(("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE"))]) == 8
+    # endpoints still there, attempts, deliveries, series starts, failing_since cleared, set after a success, set
+    # when unset, and one disable check per endpoint that failed: the same 9 for 6 events as for 60
+    assert len([s for s in counter.statements if not s.startswith(("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE"))]) == 9
     assert [r.status for r in recorded] == ["SUCCEEDED"] * (2 * events - 1) + ["PENDING"] * (events + 1)
     assert {r.next_attempt_at for r in recorded if r.status == "PENDING"} == {T0 + timedelta(seconds=10)}
     hooks = {h.id: h.failing_since for h in await WebhookEndpoint.all()}
@@ -625,3 +625,50 @@ async def test_a_redelivery_while_an_attempt_is_under_way_waits_for_its_lease_in
         assert receiver.overlaps == []
         done = await WebhookDelivery.get(id=redelivered.id)
         assert (done.status.value, done.attempts, done.leased_until) == ("SUCCEEDED", 1, None)
+
+
+async def test_an_endpoint_deleted_while_its_outcome_waits_loses_only_its_own_outcome(
+    db: Backend, clock: Clock
+) -> None:
+    kept = await endpoint("http://127.0.0.1:9/kept")
+    deleted = await endpoint("http://127.0.0.1:9/deleted")
+    await emitted(EventType.BALANCE_LOW, {"n": 1}, account_id=1)
+    claimed = await _claim_all(clock)
+    assert sorted(c.endpoint_id for c in claimed) == [kept.id, deleted.id]
+    assert await delete_endpoint(deleted.id) is not None
+
+    recorded = await record_outcomes([(c, _answered(200, T0)) for c in claimed], T0, timedelta(hours=72), Highest())
+
+    assert {c.endpoint_id: r.status for c, r in zip(claimed, recorded, strict=True)} == {
+        kept.id: "SUCCEEDED",
+        deleted.id: "GONE",
+    }
+    assert await delivery_states() == [(kept.id, "SUCCEEDED", 1)]
+    assert [
+        (a.delivery.endpoint_id, a.status_code) for a in await WebhookAttempt.all().prefetch_related("delivery")
+    ] == [(kept.id, 200)]
+
+
+async def test_deleting_an_endpoint_mid_send_leaves_the_other_endpoints_delivered_once(
+    db: Backend, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with receiving(gate=1000) as held, receiving(gate=1000) as doomed:  # both answer when the test says
+        kept = await endpoint(held.url)
+        deleted = await endpoint(doomed.url)
+        await emitted(EventType.BALANCE_LOW, {"n": 1}, account_id=1)
+        worker = worker_for(clock, webhook_timeout_seconds=5)
+        try:
+            run = asyncio.create_task(worker.run_once())
+            await held.wait_for(1)
+            await doomed.wait_for(1)
+            assert await delete_endpoint(deleted.id) is not None
+            with caplog.at_level("INFO", logger="creditline.webhooks"):
+                held._gate_open.set()  # answered together: their outcomes share a batch
+                doomed._gate_open.set()
+                await asyncio.wait_for(run, 10)
+        finally:
+            await worker.close()
+        assert await delivery_states() == [(kept.id, "SUCCEEDED", 1)]
+        assert await WebhookAttempt.all().count() == 1
+        assert len(held.received) == 1
+        assert [r for r in caplog.records if r.levelno >= 30] == []
