@@ -672,3 +672,31 @@ async def test_deleting_an_endpoint_mid_send_leaves_the_other_endpoints_delivere
         assert await WebhookAttempt.all().count() == 1
         assert len(held.received) == 1
         assert [r for r in caplog.records if r.levelno >= 30] == []
+
+
+async def test_endpoints_that_never_answer_leave_request_slots_to_a_healthy_one(db: Backend, clock: Clock) -> None:
+    """Two stuck endpoints held 4 + 4 = all 8 slots until their timeout; with three endpoints active each gets
+    8 // 3 = 2, so the healthy one's deliveries go out at once."""
+    async with receiving(gate=1000) as stuck_a, receiving(gate=1000) as stuck_b, receiving() as healthy:
+        a = await endpoint(stuck_a.url, event_types="balance.low")
+        b = await endpoint(stuck_b.url, event_types="balance.low")
+        await endpoint(healthy.url, event_types="balance.depleted")
+        for n in range(6):  # first: their deliveries are started first
+            await emitted(EventType.BALANCE_LOW, {"n": n}, account_id=1)
+        for n in range(6):
+            await emitted(EventType.BALANCE_DEPLETED, {"n": n}, account_id=2)
+        worker = DeliveryWorker(
+            build_services(webhook_settings(webhook_timeout_seconds=30), clock), concurrency=8, per_endpoint=4
+        )
+        try:
+            run = asyncio.create_task(worker.run_once())
+            await healthy.wait_for(6, within=20)  # well within the stuck ones' 30 s timeout
+            # two each while the healthy one was active, four each once it had nothing left
+            assert max(len(stuck_a.received), len(stuck_b.received)) <= 4
+            assert await WebhookAttempt.filter(delivery__endpoint_id__in=[a.id, b.id]).count() == 0  # none timed out
+            stuck_a._gate_open.set()
+            stuck_b._gate_open.set()
+            await asyncio.wait_for(run, 20)
+        finally:
+            await worker.close()
+        assert (len(stuck_a.received), len(stuck_b.received), len(healthy.received)) == (6, 6, 6)
