@@ -586,3 +586,19 @@ async def test_node_reads_endpoints_and_deliveries_for_admins_only(api: Api, adm
             assert (await api.data(WEBHOOK_NODE, {"id": gid_}, other))["node"] is None
     for missing in (encode_id("WebhookEndpoint", 999), encode_id("WebhookDelivery", 999)):
         assert (await api.data(WEBHOOK_NODE, {"id": missing}, admin))["node"] is None
+
+
+@pytest.mark.parametrize(
+    "url", ["http://\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54:8391/ok", "http://\u2113ocalhost/"]
+)
+async def test_a_host_the_sender_cannot_encode_is_refused_at_registration(api: Api, admin: str, url: str) -> None:
+    before = await snapshot()
+
+    result = await run(api, CREATE, {"url": url}, admin)
+
+    assert result == {
+        "__typename": "ValidationError",
+        "message": "url's host is not a valid IDNA 2008 host name (the form webhooks are sent to)",
+        "field": "url",
+    }
+    assert changed(before, await snapshot()) == set()
