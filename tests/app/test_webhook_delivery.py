@@ -21,7 +21,7 @@ from creditline.clock import Clock
 from creditline.jobs import prune_events
 from creditline.settings import Settings
 from creditline.webhooks.sending import refusal
-from creditline.webhooks.worker import DeliveryWorker
+from creditline.webhooks.worker import CONCURRENCY, PER_ENDPOINT, DeliveryWorker
 from models.ids import encode_id
 from models.outbox import EmittedEvent, EventType, emit
 from models.sql import Sql
@@ -64,8 +64,16 @@ def webhook_settings(**overrides: Any) -> Settings:
     return Settings(**values)
 
 
-def worker_for(clock: Clock, *, rng: random.Random | None = None, **overrides: Any) -> DeliveryWorker:
-    return DeliveryWorker(build_services(webhook_settings(**overrides), clock), rng=rng or Highest())
+def worker_for(
+    clock: Clock,
+    *,
+    rng: random.Random | None = None,
+    concurrency: int = CONCURRENCY,
+    per_endpoint: int = PER_ENDPOINT,
+    **overrides: Any,
+) -> DeliveryWorker:
+    services = build_services(webhook_settings(**overrides), clock)
+    return DeliveryWorker(services, rng=rng or Highest(), concurrency=concurrency, per_endpoint=per_endpoint)
 
 
 @pytest.fixture
@@ -104,6 +112,13 @@ async def emitted(
 ) -> EmittedEvent:
     async with in_transaction() as conn:
         return await emit(Sql(conn), event_type, data, now, account_id=account_id, organization_id=organization_id)
+
+
+async def lows_then_depleted(count: int) -> None:
+    """``count`` balance.low events of account 1, then ``count`` balance.depleted of account 2."""
+    for event_type, account_id in ((EventType.BALANCE_LOW, 1), (EventType.BALANCE_DEPLETED, 2)):
+        for n in range(count):
+            await emitted(event_type, {"n": n}, account_id=account_id)
 
 
 async def delivery_states() -> list[tuple[int, str, int]]:
@@ -497,13 +512,8 @@ async def test_one_slow_endpoint_does_not_hold_back_the_others(db: Backend, cloc
     async with receiving(delay=0.4) as slow, receiving() as fast:
         await endpoint(slow.url, event_types="balance.low")
         await endpoint(fast.url, event_types="balance.depleted")
-        for n in range(8):
-            await emitted(EventType.BALANCE_LOW, {"n": n}, account_id=1)
-        for n in range(8):
-            await emitted(EventType.BALANCE_DEPLETED, {"n": n}, account_id=2)
-        worker = DeliveryWorker(
-            build_services(webhook_settings(webhook_timeout_seconds=5), clock), concurrency=6, per_endpoint=2
-        )
+        await lows_then_depleted(8)
+        worker = worker_for(clock, rng=random.Random(), webhook_timeout_seconds=5, concurrency=6, per_endpoint=2)
         try:
             run = asyncio.create_task(worker.run_once())
             await fast.wait_for(8, within=3)
@@ -681,13 +691,8 @@ async def test_endpoints_that_never_answer_leave_request_slots_to_a_healthy_one(
         a = await endpoint(stuck_a.url, event_types="balance.low")
         b = await endpoint(stuck_b.url, event_types="balance.low")
         await endpoint(healthy.url, event_types="balance.depleted")
-        for n in range(6):  # first: their deliveries are started first
-            await emitted(EventType.BALANCE_LOW, {"n": n}, account_id=1)
-        for n in range(6):
-            await emitted(EventType.BALANCE_DEPLETED, {"n": n}, account_id=2)
-        worker = DeliveryWorker(
-            build_services(webhook_settings(webhook_timeout_seconds=30), clock), concurrency=8, per_endpoint=4
-        )
+        await lows_then_depleted(6)  # the stuck ones' deliveries first: they are started first
+        worker = worker_for(clock, rng=random.Random(), webhook_timeout_seconds=30, concurrency=8, per_endpoint=4)
         try:
             run = asyncio.create_task(worker.run_once())
             await healthy.wait_for(6, within=20)  # well within the stuck ones' 30 s timeout
