@@ -82,7 +82,8 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class Recorded:
-    """What ``record_outcome`` decided (``disabled_event_id``: it disabled the endpoint and emitted this)."""
+    """What ``record_outcome`` decided (``disabled_event_id``: it disabled the endpoint and emitted this):
+    ``status`` is the delivery's, ``STALE`` when a later attempt decides, ``GONE`` when its endpoint was deleted."""
 
     status: str
     next_attempt_at: datetime | None
@@ -276,6 +277,28 @@ _LAST_COLUMNS = "id, attempts, status, next_at, started_at, status_code, latency
 async def _record_chunk(
     sql: Sql, outcomes: list[tuple[Claimed, Outcome]], now: datetime, retry_period: timedelta, rng: random.Random
 ) -> list[Recorded]:
+    """Record the outcomes whose endpoint still exists; those of an endpoint deleted while they were being sent
+    are dropped (``GONE``): its deliveries and attempts are gone with it, and logging an attempt of a deleted
+    delivery would violate the foreign key and abort the whole batch, losing the other endpoints' outcomes
+    (sent again after their lease, a duplicate). On PostgreSQL the endpoints are held ``FOR KEY SHARE`` until
+    the commit: a delete (which locks its endpoint first, ``models.webhooks.delete_endpoint``) waits for this
+    recording, or this recording for the delete, and then sees the endpoint gone; a key-share lock does not
+    conflict with the ``failing_since`` updates other processes' recordings make."""
+    endpoint_ids = sorted({c.endpoint_id for c, _ in outcomes})
+    marks = ", ".join(f"${n}" for n in range(1, len(endpoint_ids) + 1))
+    lock = " FOR KEY SHARE" if sql.postgres else ""  # SQLite has one writer: the delete is before or after
+    existing = {
+        int(row["id"])
+        for row in await sql.fetch(f"SELECT id FROM webhook_endpoints WHERE id IN ({marks}){lock}", *endpoint_ids)
+    }
+    kept = [pair for pair in outcomes if pair[0].endpoint_id in existing]
+    recorded = iter(await _record_existing(sql, kept, now, retry_period, rng) if kept else [])
+    return [next(recorded) if c.endpoint_id in existing else Recorded("GONE", None, None) for c, _ in outcomes]
+
+
+async def _record_existing(
+    sql: Sql, outcomes: list[tuple[Claimed, Outcome]], now: datetime, retry_period: timedelta, rng: random.Random
+) -> list[Recorded]:
     trimmed = [
         (
             None if o.response_body is None else o.response_body[:RESPONSE_LIMIT],
@@ -291,9 +314,10 @@ async def _record_chunk(
         ],
         _ATTEMPT_TYPES,
     )
-    await sql.execute(
-        "INSERT INTO webhook_attempts (delivery_id, attempt, status_code, latency_ms, response_body, error,"
-        f" started_at) VALUES {values}",
+    columns = "delivery_id, attempt, status_code, latency_ms, response_body, error, started_at"
+    await sql.execute(  # a delivery pruned meanwhile (its event past retention) logs nothing
+        f"WITH v({columns}) AS (VALUES {values}) INSERT INTO webhook_attempts ({columns}) SELECT {columns} FROM v"
+        " WHERE EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.id = v.delivery_id)",
         *args,
     )
     failed = [n for n, (_, o) in enumerate(outcomes) if not o.succeeded]

@@ -10,6 +10,8 @@ import ipaddress
 import re
 from urllib.parse import urlsplit
 
+import httpx
+
 MAX_URL = 2000
 
 
@@ -134,6 +136,21 @@ def is_host_name(host: str) -> bool:
     return not (last.isdigit() or last.startswith("0x"))
 
 
+_NOT_A_HOST = "url's host must be an IP address or a host name (letters, digits and hyphens, labels of 1-63)"
+
+
+def sent_host(url: str) -> str | None:
+    """The host as the delivery worker sends to it (``creditline.webhooks.sending`` parses a URL with
+    ``httpx.URL``: a name IDNA 2008-encoded, an IPv6 address without brackets), or ``None`` when it cannot be
+    encoded. Python's own ``idna`` codec is IDNA 2003, which maps ``ｌｏｃａｌｈｏｓｔ`` (fullwidth) and
+    ``ℓocalhost`` to ``localhost``: checked that way, such a host passed as a name that is not loopback, yet
+    no delivery to it could ever be sent."""
+    try:
+        return httpx.URL(url).raw_host.decode("ascii")
+    except (httpx.InvalidURL, UnicodeError, ValueError):
+        return None
+
+
 def check_url(url: str, *, production: bool, allow_private: bool) -> str | None:
     """Why ``url`` may not be a webhook endpoint's, or ``None`` if it may: absolute http(s) with a host, at
     most 2000 characters, no credentials; https in production (http to loopback too with ``allow_private``);
@@ -154,11 +171,17 @@ def check_url(url: str, *, production: bool, allow_private: bool) -> str | None:
         return "url must not contain credentials (user:password@)"
     if parts.fragment:
         return "url must not have a #fragment"
+    encoded = sent_host(url)
+    if not encoded:
+        if host.isascii():
+            return _NOT_A_HOST
+        return "url's host is not a valid IDNA 2008 host name (the form webhooks are sent to)"
+    host = encoded  # every check below is of the host the worker would send to
     if production and parts.scheme != "https" and not (allow_private and is_loopback_host(host)):
         return "url must use https in production"
     address = literal_address(host)
     if address is None and not is_host_name(host):
-        return "url's host must be an IP address or a host name (letters, digits and hyphens, labels of 1-63)"
+        return _NOT_A_HOST
     if address is not None and not is_public_address(address) and not allow_private:
         return "url must not point to a private, loopback or link-local address"
     if address is None and is_loopback_host(host) and not allow_private:

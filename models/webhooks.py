@@ -79,8 +79,8 @@ class Created:
     replayed: bool = False
 
 
-async def _replay(idem: IdempotencyKey) -> dict[str, Any] | None:
-    record = await IdempotencyRecord.filter(scope=idem.scope, key=idem.key).first()
+async def _replay(idem: IdempotencyKey, conn: Any = None) -> dict[str, Any] | None:
+    record = await IdempotencyRecord.filter(scope=idem.scope, key=idem.key).using_db(conn).first()
     if record is None:
         return None
     if record.operation != idem.operation or record.request_hash != idem.fingerprint or record.response is None:
@@ -89,14 +89,14 @@ async def _replay(idem: IdempotencyKey) -> dict[str, Any] | None:
     return stored
 
 
-async def _replayed(idem: IdempotencyKey | None) -> Created | None:
+async def _replayed(idem: IdempotencyKey | None, conn: Any = None) -> Created | None:
     """The answer stored under ``idem``; ``None`` if it has none, or its endpoint was deleted since. The secret
     answered is the endpoint's current one: the record keeps no secret (a copy that would outlive a rotation,
     readable by anyone who can read the table)."""
-    stored = None if idem is None else await _replay(idem)
+    stored = None if idem is None else await _replay(idem, conn)
     if stored is None:
         return None
-    row = await WebhookEndpoint.filter(id=stored["endpoint"]).first()
+    row = await WebhookEndpoint.filter(id=stored["endpoint"]).using_db(conn).first()
     return None if row is None else Created(row, row.secret, replayed=True)
 
 
@@ -120,6 +120,13 @@ async def create_endpoint(
             sql = Sql(conn)
             if sql.postgres:  # creates one at a time, so that two at once cannot pass the limit together
                 await sql.execute("SELECT pg_advisory_xact_lock($1)", _CREATE_LOCK)
+            if idem is not None:
+                # Again under the lock (SQLite: in the one write transaction): a call with the same key that
+                # created while this one waited is replayed, never answered with the limit its endpoint reached.
+                if (replayed := await _replayed(idem, conn)) is not None:
+                    return replayed
+                if await IdempotencyRecord.filter(scope=idem.scope, key=idem.key).using_db(conn).exists():
+                    raise IdempotencyConflictError()
             if await WebhookEndpoint.all().using_db(conn).count() >= MAX_ENDPOINTS:
                 raise TooManyEndpointsError()
             row = await WebhookEndpoint.create(

@@ -6,8 +6,12 @@ outside any transaction and records the outcome. Passes run every ``webhook_poll
 a committed balance change (the bus's wake: a spend that crossed a threshold emitted its event in that
 commit), after a send finishes (a slot is free) and after an endpoint was disabled (its event is due).
 
-At most ``concurrency`` requests at once in a process, at most ``per_endpoint`` of them to one endpoint: one slow
-endpoint (its requests each take the whole timeout) leaves the other slots to the rest. A pass claims up to
+At most ``concurrency`` requests at once in a process, and to one endpoint at most its share: ``per_endpoint``,
+or ``concurrency`` divided among the endpoints with deliveries claimed in the process (waiting or under way)
+when that is less, and at least one (``DeliveryWorker.share``). Endpoints that never answer (their requests each
+take the whole timeout) so leave slots to the others: four of them took all 64 slots at 16 each, and a healthy
+endpoint's deliveries waited for their timeouts; with that fifth endpoint active each gets 12, and a freed
+slot goes to an endpoint under its share. A pass claims up to
 ``PREFETCH`` times that, waiting locally for slots. A slot is free once its
 response is read; the outcome is recorded with the others that finished meanwhile (one transaction a batch).
 """
@@ -66,9 +70,11 @@ class DeliveryWorker:
         """Endpoint id: requests to it under way (not the outcomes waiting to be recorded)."""
         self._sending = 0
         """Deliveries claimed whose request has not finished (waiting for a slot, or under way)."""
-        self._requests = asyncio.Semaphore(concurrency)
-        self._slots: dict[int, asyncio.Semaphore] = {}
-        """Endpoint id: its ``per_endpoint`` request slots (endpoints are few: at most 20)."""
+        self._requesting: dict[int, int] = {}
+        """Endpoint id: requests to it holding a slot (sending now)."""
+        self._requests = 0
+        """Requests holding a slot, of every endpoint (at most ``concurrency``)."""
+        self._slot_freed = asyncio.Condition()
         self.timeout = timedelta(seconds=settings.webhook_timeout_seconds)
         self._tasks: set[asyncio.Task[None]] = set()
         self._woken = asyncio.Event()
@@ -110,15 +116,15 @@ class DeliveryWorker:
     async def _deliver(self, claimed: Claimed) -> None:
         released = False
         try:
-            slot = self._slots.get(claimed.endpoint_id)
-            if slot is None:
-                slot = self._slots[claimed.endpoint_id] = asyncio.Semaphore(self.per_endpoint)
-            async with slot, self._requests:  # an endpoint slot first: waiting for it holds no other
+            await self._take_slot(claimed.endpoint_id)
+            try:
                 now = self.services.clock.now()
                 if claimed.leased_until is not None and now + self.timeout > claimed.leased_until:
                     log.info("webhook delivery %d waited past its claim: left for the next", claimed.delivery_id)
                     return  # it could not finish within its lease: due again when the lease runs out
                 outcome = await self.sender.send(claimed, now)
+            finally:
+                await self._free_slot(claimed.endpoint_id)
             # The request is over: its slot is free while the outcome waits for the next batch to record (the
             # delivery stays leased until then, so nobody sends it again meanwhile). Holding the slot through
             # the recording capped one endpoint at per_endpoint / (exchange + commit) deliveries a second.
@@ -139,6 +145,30 @@ class DeliveryWorker:
             if task is not None:
                 self._tasks.discard(task)
             self._woken.set()  # a slot is free (and a disabled endpoint's event is due)
+
+    def share(self) -> int:
+        """Request slots one endpoint may hold: ``per_endpoint``, or the process's ``concurrency`` divided among
+        the endpoints with deliveries claimed here (waiting for a slot or under way) when that is less; at least
+        one."""
+        return max(1, min(self.per_endpoint, self.concurrency // max(1, len(self._in_flight))))
+
+    async def _take_slot(self, endpoint_id: int) -> None:
+        async with self._slot_freed:
+            await self._slot_freed.wait_for(
+                lambda: self._requests < self.concurrency and self._requesting.get(endpoint_id, 0) < self.share()
+            )
+            self._requests += 1
+            self._requesting[endpoint_id] = self._requesting.get(endpoint_id, 0) + 1
+
+    async def _free_slot(self, endpoint_id: int) -> None:
+        async with self._slot_freed:
+            self._requests -= 1
+            left = self._requesting[endpoint_id] - 1
+            if left:
+                self._requesting[endpoint_id] = left
+            else:
+                del self._requesting[endpoint_id]
+            self._slot_freed.notify_all()
 
     def _release(self, endpoint_id: int) -> None:
         self._sending -= 1

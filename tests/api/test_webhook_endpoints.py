@@ -535,6 +535,25 @@ async def test_creates_at_once_with_one_key_make_one_endpoint_and_answer_it_to_a
     assert [r["endpoint"]["id"] for r in results] == [encode_id("WebhookEndpoint", row.id)] * 4
 
 
+async def test_one_key_sent_at_once_with_other_creates_is_answered_its_endpoint_never_the_limit(
+    api: Api, admin: str
+) -> None:
+    keyed = {"url": "https://hooks.example.com/keyed", "idempotencyKey": "hook-crowded"}
+    calls = [run(api, CREATE, keyed, admin) for _ in range(10)]
+    calls += [run(api, CREATE, {"url": f"https://hooks.example.com/other-{n}"}, admin) for n in range(30)]
+
+    results = await asyncio.gather(*calls)
+
+    assert await WebhookEndpoint.all().count() == 20
+    row = await WebhookEndpoint.get_or_none(url="https://hooks.example.com/keyed")
+    keyed_answers = [(r["__typename"], r.get("endpoint", {}).get("id")) for r in results[:10]]
+    if row is None:  # the others took every place first: each call with the key was refused the same way
+        assert keyed_answers == [("ValidationError", None)] * 10
+    else:
+        assert keyed_answers == [("CreateWebhookEndpointSuccess", encode_id("WebhookEndpoint", row.id))] * 10
+    assert sorted(r["__typename"] for r in results[10:]).count("CreateWebhookEndpointSuccess") == 20 - (row is not None)
+
+
 WEBHOOK_NODE = (
     "query($id: ID!) { node(id: $id) { __typename ... on WebhookEndpoint { id url status }"
     " ... on WebhookDelivery { id deliveryStatus: status attempts event { id type } } } }"
@@ -567,3 +586,19 @@ async def test_node_reads_endpoints_and_deliveries_for_admins_only(api: Api, adm
             assert (await api.data(WEBHOOK_NODE, {"id": gid_}, other))["node"] is None
     for missing in (encode_id("WebhookEndpoint", 999), encode_id("WebhookDelivery", 999)):
         assert (await api.data(WEBHOOK_NODE, {"id": missing}, admin))["node"] is None
+
+
+@pytest.mark.parametrize(
+    "url", ["http://\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54:8391/ok", "http://\u2113ocalhost/"]
+)
+async def test_a_host_the_sender_cannot_encode_is_refused_at_registration(api: Api, admin: str, url: str) -> None:
+    before = await snapshot()
+
+    result = await run(api, CREATE, {"url": url}, admin)
+
+    assert result == {
+        "__typename": "ValidationError",
+        "message": "url's host is not a valid IDNA 2008 host name (the form webhooks are sent to)",
+        "field": "url",
+    }
+    assert changed(before, await snapshot()) == set()

@@ -21,7 +21,7 @@ from creditline.clock import Clock
 from creditline.jobs import prune_events
 from creditline.settings import Settings
 from creditline.webhooks.sending import refusal
-from creditline.webhooks.worker import DeliveryWorker
+from creditline.webhooks.worker import CONCURRENCY, PER_ENDPOINT, DeliveryWorker
 from models.ids import encode_id
 from models.outbox import EmittedEvent, EventType, emit
 from models.sql import Sql
@@ -36,7 +36,7 @@ from models.webhook_deliveries import (
     record_outcomes,
 )
 from models.webhook_urls import is_public_address
-from models.webhooks import redeliver
+from models.webhooks import delete_endpoint, redeliver
 from tests.support.backends import T0, Backend
 from tests.support.statements import StatementCounter
 from tests.support.statements import counter as counter
@@ -64,8 +64,16 @@ def webhook_settings(**overrides: Any) -> Settings:
     return Settings(**values)
 
 
-def worker_for(clock: Clock, *, rng: random.Random | None = None, **overrides: Any) -> DeliveryWorker:
-    return DeliveryWorker(build_services(webhook_settings(**overrides), clock), rng=rng or Highest())
+def worker_for(
+    clock: Clock,
+    *,
+    rng: random.Random | None = None,
+    concurrency: int = CONCURRENCY,
+    per_endpoint: int = PER_ENDPOINT,
+    **overrides: Any,
+) -> DeliveryWorker:
+    services = build_services(webhook_settings(**overrides), clock)
+    return DeliveryWorker(services, rng=rng or Highest(), concurrency=concurrency, per_endpoint=per_endpoint)
 
 
 @pytest.fixture
@@ -104,6 +112,13 @@ async def emitted(
 ) -> EmittedEvent:
     async with in_transaction() as conn:
         return await emit(Sql(conn), event_type, data, now, account_id=account_id, organization_id=organization_id)
+
+
+async def lows_then_depleted(count: int) -> None:
+    """``count`` balance.low events of account 1, then ``count`` balance.depleted of account 2."""
+    for event_type, account_id in ((EventType.BALANCE_LOW, 1), (EventType.BALANCE_DEPLETED, 2)):
+        for n in range(count):
+            await emitted(event_type, {"n": n}, account_id=account_id)
 
 
 async def delivery_states() -> list[tuple[int, str, int]]:
@@ -497,13 +512,8 @@ async def test_one_slow_endpoint_does_not_hold_back_the_others(db: Backend, cloc
     async with receiving(delay=0.4) as slow, receiving() as fast:
         await endpoint(slow.url, event_types="balance.low")
         await endpoint(fast.url, event_types="balance.depleted")
-        for n in range(8):
-            await emitted(EventType.BALANCE_LOW, {"n": n}, account_id=1)
-        for n in range(8):
-            await emitted(EventType.BALANCE_DEPLETED, {"n": n}, account_id=2)
-        worker = DeliveryWorker(
-            build_services(webhook_settings(webhook_timeout_seconds=5), clock), concurrency=6, per_endpoint=2
-        )
+        await lows_then_depleted(8)
+        worker = worker_for(clock, rng=random.Random(), webhook_timeout_seconds=5, concurrency=6, per_endpoint=2)
         try:
             run = asyncio.create_task(worker.run_once())
             await fast.wait_for(8, within=3)
@@ -570,9 +580,9 @@ async def test_a_batch_of_outcomes_is_recorded_in_the_same_few_statements_whatev
 
     recorded = await counter.during(record_outcomes(outcomes, T0, timedelta(hours=72), Highest()))
 
-    # attempts, deliveries, series starts, failing_since cleared, set after a success, set when unset, and one
-    # disable check per endpoint that failed: the same 8 for 6 events as for 60
-    assert len([s for s in counter.statements if not s.startswith(("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE"))]) == 8
+    # endpoints still there, attempts, deliveries, series starts, failing_since cleared, set after a success, set
+    # when unset, and one disable check per endpoint that failed: the same 9 for 6 events as for 60
+    assert len([s for s in counter.statements if not s.startswith(("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE"))]) == 9
     assert [r.status for r in recorded] == ["SUCCEEDED"] * (2 * events - 1) + ["PENDING"] * (events + 1)
     assert {r.next_attempt_at for r in recorded if r.status == "PENDING"} == {T0 + timedelta(seconds=10)}
     hooks = {h.id: h.failing_since for h in await WebhookEndpoint.all()}
@@ -625,3 +635,73 @@ async def test_a_redelivery_while_an_attempt_is_under_way_waits_for_its_lease_in
         assert receiver.overlaps == []
         done = await WebhookDelivery.get(id=redelivered.id)
         assert (done.status.value, done.attempts, done.leased_until) == ("SUCCEEDED", 1, None)
+
+
+async def test_an_endpoint_deleted_while_its_outcome_waits_loses_only_its_own_outcome(
+    db: Backend, clock: Clock
+) -> None:
+    kept = await endpoint("http://127.0.0.1:9/kept")
+    deleted = await endpoint("http://127.0.0.1:9/deleted")
+    await emitted(EventType.BALANCE_LOW, {"n": 1}, account_id=1)
+    claimed = await _claim_all(clock)
+    assert sorted(c.endpoint_id for c in claimed) == [kept.id, deleted.id]
+    assert await delete_endpoint(deleted.id) is not None
+
+    recorded = await record_outcomes([(c, _answered(200, T0)) for c in claimed], T0, timedelta(hours=72), Highest())
+
+    assert {c.endpoint_id: r.status for c, r in zip(claimed, recorded, strict=True)} == {
+        kept.id: "SUCCEEDED",
+        deleted.id: "GONE",
+    }
+    assert await delivery_states() == [(kept.id, "SUCCEEDED", 1)]
+    assert [
+        (a.delivery.endpoint_id, a.status_code) for a in await WebhookAttempt.all().prefetch_related("delivery")
+    ] == [(kept.id, 200)]
+
+
+async def test_deleting_an_endpoint_mid_send_leaves_the_other_endpoints_delivered_once(
+    db: Backend, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with receiving(gate=1000) as held, receiving(gate=1000) as doomed:  # both answer when the test says
+        kept = await endpoint(held.url)
+        deleted = await endpoint(doomed.url)
+        await emitted(EventType.BALANCE_LOW, {"n": 1}, account_id=1)
+        worker = worker_for(clock, webhook_timeout_seconds=5)
+        try:
+            run = asyncio.create_task(worker.run_once())
+            await held.wait_for(1)
+            await doomed.wait_for(1)
+            assert await delete_endpoint(deleted.id) is not None
+            with caplog.at_level("INFO", logger="creditline.webhooks"):
+                held._gate_open.set()  # answered together: their outcomes share a batch
+                doomed._gate_open.set()
+                await asyncio.wait_for(run, 10)
+        finally:
+            await worker.close()
+        assert await delivery_states() == [(kept.id, "SUCCEEDED", 1)]
+        assert await WebhookAttempt.all().count() == 1
+        assert len(held.received) == 1
+        assert [r for r in caplog.records if r.levelno >= 30] == []
+
+
+async def test_endpoints_that_never_answer_leave_request_slots_to_a_healthy_one(db: Backend, clock: Clock) -> None:
+    """Two stuck endpoints held 4 + 4 = all 8 slots until their timeout; with three endpoints active each gets
+    8 // 3 = 2, so the healthy one's deliveries go out at once."""
+    async with receiving(gate=1000) as stuck_a, receiving(gate=1000) as stuck_b, receiving() as healthy:
+        a = await endpoint(stuck_a.url, event_types="balance.low")
+        b = await endpoint(stuck_b.url, event_types="balance.low")
+        await endpoint(healthy.url, event_types="balance.depleted")
+        await lows_then_depleted(6)  # the stuck ones' deliveries first: they are started first
+        worker = worker_for(clock, rng=random.Random(), webhook_timeout_seconds=30, concurrency=8, per_endpoint=4)
+        try:
+            run = asyncio.create_task(worker.run_once())
+            await healthy.wait_for(6, within=20)  # well within the stuck ones' 30 s timeout
+            # two each while the healthy one was active, four each once it had nothing left
+            assert max(len(stuck_a.received), len(stuck_b.received)) <= 4
+            assert await WebhookAttempt.filter(delivery__endpoint_id__in=[a.id, b.id]).count() == 0  # none timed out
+            stuck_a._gate_open.set()
+            stuck_b._gate_open.set()
+            await asyncio.wait_for(run, 20)
+        finally:
+            await worker.close()
+        assert (len(stuck_a.received), len(stuck_b.received), len(healthy.received)) == (6, 6, 6)

@@ -129,3 +129,21 @@ HOST = "url's host must be an IP address or a host name (letters, digits and hyp
 )
 def test_a_host_every_client_reads_the_same_way_is_required(url: str, refusal: str | None) -> None:
     assert check_url(url, production=True, allow_private=False) == refusal
+
+
+IDNA_2008 = "url's host is not a valid IDNA 2008 host name (the form webhooks are sent to)"
+
+
+@pytest.mark.parametrize("allow_private", [False, True])
+@pytest.mark.parametrize(
+    ("url", "refusal"),
+    [
+        # Python's IDNA 2003 codec maps these to localhost; the sender (IDNA 2008) can never send to them
+        ("http://\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54:8391/ok", IDNA_2008),  # fullwidth
+        ("http://\u2113ocalhost/", IDNA_2008),  # script small l
+        ("https://hooks.\uff45xample.com/h", IDNA_2008),
+        ("https://B\u00fcCHER.example/h", None),  # IDNA 2008 after lower-casing, as the sender encodes it
+    ],
+)
+def test_a_host_is_checked_as_the_sender_encodes_it(url: str, refusal: str | None, allow_private: bool) -> None:
+    assert check_url(url, production=False, allow_private=allow_private) == refusal
