@@ -241,6 +241,11 @@ MUTATIONS: dict[str, tuple[str, dict[str, str], tuple[str, str]]] = {
         {"u": "ada"},
         ("Forbidden",) * 2,
     ),
+    "spendCreditsBatch": (
+        ('events: [{userId: $u, agentId: "a", activity: "answer", credits: "1", idempotencyKey: "k"}]'),
+        {"u": "ada"},
+        ("Forbidden",) * 2,
+    ),
     "grantCredits": (
         ('accountId: $a, credits: "5", kind: PAID, idempotencyKey: "k"'),
         {"a": "own"},
