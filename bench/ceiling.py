@@ -193,6 +193,34 @@ def _order(lot: Any) -> tuple[int, int, str, str, int]:
     )
 
 
+async def _append_spend(
+    fetch: Fetch, insert_ledger: str, account: Any, free: int, paid: int, usage_event_id: int, now: datetime
+) -> tuple[int, int, int]:
+    """Append the SPEND ledger row of ``SPEND_MICRO`` (``free`` + ``paid``); returns the account's balance,
+    held credit and version after it, for the caller's update of the account."""
+    balance = int(account["balance"]) - SPEND_MICRO
+    held = int(account["held"])
+    version = int(account["version"]) + 1
+    await fetch(
+        insert_ledger,
+        account["id"],
+        LedgerEntryType.SPEND.value,
+        -SPEND_MICRO,
+        -free,
+        -paid,
+        0,
+        balance,
+        held,
+        version,
+        None,
+        usage_event_id,
+        None,
+        None,
+        now,
+    )
+    return balance, held, version
+
+
 async def spend_once(fetch: Fetch, sql: Statements, user_id: int, key: str) -> None:
     """One spend of ``SPEND_MICRO`` for ``user_id``: the statements of ``ledger.spend()``, inside the caller's
     transaction."""
@@ -234,26 +262,7 @@ async def spend_once(fetch: Fetch, sql: Statements, user_id: int, key: str) -> N
         await fetch(sql.insert_allocation, usage_event_id, lot["id"], lot["kind"], take)
     hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     await fetch(sql.roll_up, account_id, 0, ACTIVITY, AGENT_ID, str(user_id), hour, SPEND_MICRO, free, paid)
-    balance = int(account["balance"]) - SPEND_MICRO
-    held = int(account["held"])
-    version = int(account["version"]) + 1
-    await fetch(
-        sql.insert_ledger,
-        account_id,
-        LedgerEntryType.SPEND.value,
-        -SPEND_MICRO,
-        -free,
-        -paid,
-        0,
-        balance,
-        held,
-        version,
-        None,
-        usage_event_id,
-        None,
-        None,
-        now,
-    )
+    balance, held, version = await _append_spend(fetch, sql.insert_ledger, account, free, paid, usage_event_id, now)
     await fetch(sql.save_account, balance, held, version, account_id)
     response = {
         "usage_event_id": usage_event_id,
@@ -287,26 +296,7 @@ async def minimal_spend_once(fetch: Fetch, sql: MinimalStatements, user_id: int)
     inserted = await fetch(
         sql.insert_usage, account_id, user_id, None, None, AGENT_ID, ACTIVITY, None, SPEND_MICRO, free, paid, now
     )
-    balance = int(account["balance"]) - SPEND_MICRO
-    held = int(account["held"])
-    version = int(account["version"]) + 1
-    await fetch(
-        sql.insert_ledger,
-        account_id,
-        LedgerEntryType.SPEND.value,
-        -SPEND_MICRO,
-        -free,
-        -paid,
-        0,
-        balance,
-        held,
-        version,
-        None,
-        inserted[0]["id"],
-        None,
-        None,
-        now,
-    )
+    balance, held, version = await _append_spend(fetch, sql.insert_ledger, account, free, paid, inserted[0]["id"], now)
     await fetch(sql.save_account, balance, version, account_id)
 
 
