@@ -63,6 +63,8 @@ def _is_surrogate(char: str) -> bool:
 
 def _refuse_unstorable(value: str, field: str) -> None:
     """Lone surrogates cannot be encoded as UTF-8 and PostgreSQL cannot store NUL: refuse both anywhere."""
+    if value.isprintable():
+        return  # neither a surrogate nor a control character is printable
     for char in value:
         if _is_surrogate(char):
             raise InputError(field, f"{field} must be valid Unicode: it contains a lone surrogate ({_code(char)})")
@@ -94,6 +96,8 @@ def identifier(value: object, field: str, max_length: int, *, blank_ok: bool = F
     string = _string(value, field)
     if not (string if blank_ok else string.strip()) or len(string) > max_length:
         raise InputError(field, f"{field} must be 1 to {max_length} characters")
+    if string.isprintable():
+        return string  # what follows refuses only characters that are not printable (a space is)
     _refuse_unstorable(string, field)
     for char in string:
         if char != " " and not char.isprintable():

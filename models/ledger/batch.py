@@ -26,6 +26,8 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import lru_cache
+from itertools import chain
 from typing import Any
 
 from tortoise.transactions import in_transaction
@@ -72,10 +74,14 @@ from models.tables import LedgerEntryType
 _RETRIES = 5
 """How many times a batch runs again after a concurrent request recorded one of its keys first."""
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+"""``json.dumps(response, separators=(",", ":"))``, with one encoder for every response of the batch."""
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)
 class BatchSpend:
-    """One spend of a batch: the arguments of ``spending.spend``."""
+    """One spend of a batch: the arguments of ``spending.spend``. Not frozen: a frozen dataclass's ``__init__``
+    sets each field through ``object.__setattr__`` (2 us for these ten, 0.35 us plain), for every event."""
 
     account: AccountSelector
     user_id: int
@@ -124,7 +130,7 @@ class _Account:
     delta: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Applied:
     """A spend decided and taken, to write: its slot in the writes, and its result but the usage event id."""
 
@@ -162,7 +168,9 @@ async def spend_batch(spends: Sequence[BatchSpend], *, now: datetime, auto_top_u
     raise AssertionError("unreachable")
 
 
+@lru_cache(maxsize=64)
 def _marks(rows: int, width: int) -> str:
+    """The VALUES of ``rows`` rows of ``width`` parameters (a batch's inserts repeat the same few shapes)."""
     return ", ".join("(" + ", ".join(f"${r * width + c + 1}" for c in range(width)) + ")" for r in range(rows))
 
 
@@ -180,7 +188,7 @@ async def _insert(sql: Sql, head: str, rows: Sequence[Sequence[Any]], tail: str 
     size = max(1, 30000 // width)  # both databases take 32,766 parameters or more
     for n in range(0, len(rows), size):
         chunk = rows[n : n + size]
-        found += await sql.fetch(f"{head} VALUES {_marks(len(chunk), width)}{tail}", *(v for r in chunk for v in r))
+        found += await sql.fetch(f"{head} VALUES {_marks(len(chunk), width)}{tail}", *chain.from_iterable(chunk))
     return found
 
 
@@ -324,10 +332,9 @@ async def _decide(
     keys = [("ACTIVITY", s.activity), ("AGENT", s.agent_id), ("MEMBER", str(s.user_id))]
     if s.run_id is not None:
         keys.append(("RUN", s.run_id))
+    hour = rollup_hour(now)
     for dimension, key in keys:
-        sums = writes.rollups.setdefault(
-            (account_id, s.organization_id or 0, dimension, key, rollup_hour(now)), [0] * 4
-        )
+        sums = writes.rollups.setdefault((account_id, s.organization_id or 0, dimension, key, hour), [0] * 4)
         sums[0] += 1
         sums[1] += s.credits
         sums[2] += free
@@ -416,7 +423,7 @@ async def _record(sql: Sql, writes: _Writes, outcomes: list[Outcome | None], now
             result = outcomes[response]
             assert isinstance(result, SpendResult)
             response = _spend_json(result)
-        text = json.dumps(response, separators=(",", ":"))
+        text = _COMPACT.encode(response)
         rows.append((idem.scope, idem.key, idem.operation, idem.fingerprint, text, now))
     if not rows:
         return

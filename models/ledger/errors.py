@@ -144,6 +144,11 @@ Event = BalanceChange | UsageRecorded | AlertChanged
 """What ledger operations hand back for publishing once they have committed."""
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+"""``json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)``, without building an encoder per
+key (a batch fingerprints each of its events)."""
+
+
 @dataclass(frozen=True, slots=True)
 class IdempotencyKey:
     """A caller's key for one request. ``scope`` names the caller; ``fingerprint`` the request's input."""
@@ -155,7 +160,7 @@ class IdempotencyKey:
 
     @classmethod
     def for_request(cls, scope: str, key: str, operation: str, request: Mapping[str, Any]) -> IdempotencyKey:
-        canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
+        canonical = _CANONICAL.encode(request)
         return cls(scope, key, operation, hashlib.sha256(canonical.encode()).hexdigest())
 
 

@@ -16,10 +16,12 @@ from schema.errors import (
     ValidationError,
 )
 from schema.limits import SpendLimitWarning
+from schema.plain_input import plain_input
 from schema.scalars import Credits
 from schema.types import CreditBalance, UsageEvent
 
 
+@plain_input
 @strawberry.input(
     description="Exactly one of `quantity` (priced by the rate card) or `credits`; exactly one of `userId` or"
     " `externalUserId`; at most one of `organizationId` or `externalOrganizationId`."
@@ -63,6 +65,7 @@ SpendCreditsResult = Annotated[
 ]
 
 
+@plain_input
 @strawberry.input(description="Spends to apply in one request, each what `spendCredits` makes of it.")
 class SpendCreditsBatchInput:
     events: list[SpendCreditsInput] = strawberry.field(
