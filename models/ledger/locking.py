@@ -67,11 +67,54 @@ READ_WITH_LOCK = "read_with_lock"
 """The key of the locked row that keeps the ``also`` its statement read (absent: none)."""
 
 
+# The live lots and the active holds of the locked account, read in the lock's statement (``live``): one JSON
+# array each (the holds only when the cached held credit says there are some), filtered at ``now`` by the
+# reader (models/ledger/lots.py), as the statements of their own did.
+_LIVE_LOTS = (
+    "SELECT {agg}({obj}('id', l.id, 'kind', l.kind, 'remaining', l.remaining, 'expires_at', l.expires_at,"
+    " 'granted_at', l.granted_at)) FROM credit_lots l WHERE l.account_id = a.id AND l.status = 'ACTIVE'"
+    " AND l.remaining > 0"
+)
+_ACTIVE_HOLDS = (
+    "SELECT {agg}({obj}('amount', h.amount, 'expires_at', h.expires_at)) FROM holds h"
+    " WHERE h.account_id = a.id AND h.status = 'ACTIVE'"
+)
+
+
+def _live_columns(postgres: bool) -> str:
+    agg, obj = ("json_agg", "json_build_object") if postgres else ("json_group_array", "json_object")
+    return (
+        f", ({_LIVE_LOTS.format(agg=agg, obj=obj)}) AS lots_read,"
+        f" CASE WHEN a.held <> 0 THEN ({_ACTIVE_HOLDS.format(agg=agg, obj=obj)}) END AS holds_read"
+    )
+
+
+# A statement that waited for the lock sees the locked row as its holder left it, but every other row (the
+# lots, holds, limits and counters it reads) as it was when the statement began: the row seen then differing
+# from the row locked (xmin: the transaction that wrote that version) says those reads may be stale, and the
+# statement runs again, under the lock now held (its new snapshot sees the holder's commit). Whatever changes
+# lots, holds, limits or counters under the lock also writes the account row.
+_FRESH = ", a.xmin = (SELECT s.xmin FROM credit_accounts s WHERE s.id = a.id) AS fresh"
+
+LIVE_LOTS = "lots_read"
+"""The key of the locked row that keeps the live lots its statement read (with ``live``)."""
+ACTIVE_HOLDS = "holds_read"
+"""The key of the locked row that keeps the active holds its statement read (None: it holds nothing)."""
+
+
 async def _lock_account(
-    sql: Sql, where: str, arg: int, idem: IdempotencyKey | None, also: ReadWithLock | None = None
+    sql: Sql,
+    where: str,
+    arg: int,
+    idem: IdempotencyKey | None,
+    also: ReadWithLock | None = None,
+    *,
+    live: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Lock one account row and, in the same round trip, read any record stored under ``idem`` (and, with
-    ``also``, what it reads: kept in the row under ``READ_WITH_LOCK``, for its reader to know what it read).
+    ``also``, what it reads: kept in the row under ``READ_WITH_LOCK``, for its reader to know what it read;
+    with ``live``, the live lots and active holds, under ``LIVE_LOTS`` and ``ACTIVE_HOLDS``). On PostgreSQL a
+    statement that waited for the lock while its holder changed the row runs once more (``_FRESH``).
 
     A record found is the answer. None found is not final on PostgreSQL (see the package's notes, in
     ``models/ledger/__init__.py``): the operation goes on, and its ``_store_response`` finds the record a
@@ -85,17 +128,19 @@ async def _lock_account(
             raise NotFoundError("Credit account")
         return row, None
     extra, extra_args = ("", []) if also is None else also.columns(4, sql.postgres)
-    row = await sql.fetchrow(
+    if live:
+        extra += _live_columns(sql.postgres)
+    checked = sql.postgres and (live or also is not None)
+    statement = (
         f"SELECT {_ACCOUNT_COLUMNS}, i.operation AS idem_operation, i.request_hash AS idem_hash,"
-        f" i.response AS idem_response, {_AUTO_TOP_UP_COLUMNS}{extra} FROM credit_accounts a"
-        " LEFT JOIN idempotency_records i ON i.scope = $2 AND i.key = $3"
+        f" i.response AS idem_response, {_AUTO_TOP_UP_COLUMNS}{extra}{_FRESH if checked else ''}"
+        " FROM credit_accounts a LEFT JOIN idempotency_records i ON i.scope = $2 AND i.key = $3"
         " LEFT JOIN auto_top_ups t ON t.account_id = a.id"
-        f" WHERE a.{where} = $1" + sql.for_update(of="a"),
-        arg,
-        idem.scope,
-        idem.key,
-        *extra_args,
+        f" WHERE a.{where} = $1" + sql.for_update(of="a")
     )
+    row = await sql.fetchrow(statement, arg, idem.scope, idem.key, *extra_args)
+    if row is not None and checked and not row["fresh"]:
+        row = await sql.fetchrow(statement, arg, idem.scope, idem.key, *extra_args)  # under the lock: fresh
     if row is None:
         raise NotFoundError("Credit account")
     if also is not None:
