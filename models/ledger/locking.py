@@ -71,29 +71,26 @@ READ_WITH_LOCK = "read_with_lock"
 # array each (the holds only when the cached held credit says there are some), filtered at ``now`` by the
 # reader (models/ledger/lots.py), as the statements of their own did.
 _LIVE_LOTS = (
-    "SELECT {agg}({obj}('id', l.id, 'kind', l.kind, 'remaining', l.remaining, 'expires_at', l.expires_at,"
-    " 'granted_at', l.granted_at)) FROM credit_lots l WHERE l.account_id = a.id AND l.status = 'ACTIVE'"
-    " AND l.remaining > 0"
+    "SELECT json_group_array(json_object('id', l.id, 'kind', l.kind, 'remaining', l.remaining,"
+    " 'expires_at', l.expires_at, 'granted_at', l.granted_at)) FROM credit_lots l WHERE l.account_id = a.id"
+    " AND l.status = 'ACTIVE' AND l.remaining > 0"
 )
 _ACTIVE_HOLDS = (
-    "SELECT {agg}({obj}('amount', h.amount, 'expires_at', h.expires_at)) FROM holds h"
+    "SELECT json_group_array(json_object('amount', h.amount, 'expires_at', h.expires_at)) FROM holds h"
     " WHERE h.account_id = a.id AND h.status = 'ACTIVE'"
 )
-
-
-def _live_columns(postgres: bool) -> str:
-    agg, obj = ("json_agg", "json_build_object") if postgres else ("json_group_array", "json_object")
-    return (
-        f", ({_LIVE_LOTS.format(agg=agg, obj=obj)}) AS lots_read,"
-        f" CASE WHEN a.held <> 0 THEN ({_ACTIVE_HOLDS.format(agg=agg, obj=obj)}) END AS holds_read"
-    )
-
-
-# A statement that waited for the lock sees the locked row as its holder left it, but every other row (the
-# lots, holds, limits and counters it reads) as it was when the statement began: the row seen then differing
-# from the row locked (xmin: the transaction that wrote that version) says those reads may be stale, and the
-# statement runs again, under the lock now held (its new snapshot sees the holder's commit). Whatever changes
-# lots, holds, limits or counters under the lock also writes the account row.
+# On PostgreSQL a statement that waited for the lock sees the locked row as its holder left it, but every
+# other row as it was when the statement began: a subquery of it reads lots and holds the holder may have
+# changed. The function (models/migrations/0020_live_credit_function.py, the same read) is VOLATILE: called
+# again for the row the holder left, its queries see the holder's commit, in the same round trip.
+_LIVE_COLUMNS = {
+    True: ", creditline_live_credit(a.id, a.held) AS live_read",
+    False: f", ({_LIVE_LOTS}) AS lots_read, CASE WHEN a.held <> 0 THEN ({_ACTIVE_HOLDS}) END AS holds_read",
+}
+# The spend limits are read by subqueries (``also``: models/ledger/limits.py ``Fold``), which may be stale so:
+# the row seen when the statement began differing from the row locked (xmin, the transaction that wrote that
+# version) says the holder changed it, and the statement runs again, under the lock now held (its new snapshot
+# sees the holder's commit). Whatever changes limits or counters under the lock also writes the account row.
 _FRESH = ", a.xmin = (SELECT s.xmin FROM credit_accounts s WHERE s.id = a.id) AS fresh"
 
 LIVE_LOTS = "lots_read"
@@ -113,8 +110,9 @@ async def _lock_account(
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Lock one account row and, in the same round trip, read any record stored under ``idem`` (and, with
     ``also``, what it reads: kept in the row under ``READ_WITH_LOCK``, for its reader to know what it read;
-    with ``live``, the live lots and active holds, under ``LIVE_LOTS`` and ``ACTIVE_HOLDS``). On PostgreSQL a
-    statement that waited for the lock while its holder changed the row runs once more (``_FRESH``).
+    with ``live``, the live lots and active holds, under ``LIVE_LOTS`` and ``ACTIVE_HOLDS``, fresh even when
+    the statement waited for the lock). On PostgreSQL a statement that read the spend limits and waited for the
+    lock while its holder changed the row runs once more (``_FRESH``).
 
     A record found is the answer. None found is not final on PostgreSQL (see the package's notes, in
     ``models/ledger/__init__.py``): the operation goes on, and its ``_store_response`` finds the record a
@@ -129,8 +127,8 @@ async def _lock_account(
         return row, None
     extra, extra_args = ("", []) if also is None else also.columns(4, sql.postgres)
     if live:
-        extra += _live_columns(sql.postgres)
-    checked = sql.postgres and (live or also is not None)
+        extra += _LIVE_COLUMNS[sql.postgres]
+    checked = sql.postgres and also is not None
     statement = (
         f"SELECT {_ACCOUNT_COLUMNS}, i.operation AS idem_operation, i.request_hash AS idem_hash,"
         f" i.response AS idem_response, {_AUTO_TOP_UP_COLUMNS}{extra}{_FRESH if checked else ''}"
@@ -139,15 +137,22 @@ async def _lock_account(
         f" WHERE a.{where} = $1" + sql.for_update(of="a")
     )
     row = await sql.fetchrow(statement, arg, idem.scope, idem.key, *extra_args)
-    if row is not None and checked and not row["fresh"]:
+    if row is not None and checked and not row["fresh"] and int(row["spend_limits"] or 0):
         row = await sql.fetchrow(statement, arg, idem.scope, idem.key, *extra_args)  # under the lock: fresh
     if row is None:
         raise NotFoundError("Credit account")
+    if live and sql.postgres:
+        row[LIVE_LOTS], row[ACTIVE_HOLDS] = _json(row.pop("live_read"))
     if also is not None:
         row[READ_WITH_LOCK] = also
     if row["idem_hash"] is None:
         return row, None
     return row, _stored_response(idem, row["idem_operation"], row["idem_hash"], row["idem_response"])
+
+
+def _json(read: Any) -> Any:
+    """A JSON value the lock's statement read (text, or decoded by the driver)."""
+    return json.loads(read) if isinstance(read, str) else read
 
 
 async def lock_account(sql: Sql, account_id: int) -> dict[str, Any]:

@@ -500,15 +500,20 @@ async def _while_a_spend_waits(change: Coroutine[Any, Any, object], spend: Calla
     return await waiting
 
 
-async def test_a_spend_that_waited_for_the_lock_sees_the_limit_lowered_meanwhile(db: Backend) -> None:
+async def test_a_spend_that_waited_for_the_lock_sees_the_limit_lowered_meanwhile(
+    db: Backend, counter: StatementCounter
+) -> None:
     if db.name != "postgres":
         pytest.skip("concurrent transactions need PostgreSQL (SQLite has one writer)")
     user_id, account_id = await _account()
     await limits.set_limit(account_id, LimitSpec(LimitScope.ACCOUNT, 10 * MICRO, LimitWindow.DAY), T0)
     lowered = limits.set_limit(account_id, LimitSpec(LimitScope.ACCOUNT, MICRO, LimitWindow.DAY), T0)
     with pytest.raises(ledger.SpendLimitExceededError) as refused:
-        await _while_a_spend_waits(lowered, lambda: _spend(user_id, account_id, 2, "s1"))
+        await _while_a_spend_waits(lowered, lambda: counter.during(_spend(user_id, account_id, 2, "s1")))
     assert (refused.value.limit.amount, refused.value.spent, refused.value.required) == (MICRO, 0, 2 * MICRO)
+    # The limits it read as its statement began were stale (the row changed under it): the statement ran again.
+    assert counter.statements[0].startswith("SELECT a.id")
+    assert counter.statements[1] == counter.statements[0]
     assert (await ledger.read_balances([account_id], T0))[account_id].total == 100 * MICRO
 
 
