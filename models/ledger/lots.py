@@ -108,19 +108,20 @@ def take(
     return allocations, free, paid, amount - free - paid
 
 
+TAKE_FROM_LOT = (
+    "UPDATE credit_lots SET remaining = remaining - $1,"
+    " status = CASE WHEN remaining - $2 = 0 THEN 'DEPLETED' ELSE status END WHERE id = $3"
+)
+"""Take ``$1`` (and ``$2``, the same) from lot ``$3``."""
+
+
 async def _take_from_lots(
     sql: Sql, lots: list[dict[str, Any]], amount: int, now: datetime, before: Balance
 ) -> tuple[list[tuple[dict[str, Any], int]], int, int, int]:
     """``take``, and decrement the lots' rows."""
     allocations, free, paid, owed = take(lots, amount, now, before)
     for lot, taken in allocations:
-        await sql.execute(
-            "UPDATE credit_lots SET remaining = remaining - $1,"
-            " status = CASE WHEN remaining - $2 = 0 THEN 'DEPLETED' ELSE status END WHERE id = $3",
-            taken,
-            taken,
-            lot["id"],
-        )
+        await sql.execute(TAKE_FROM_LOT, taken, taken, lot["id"])
     return allocations, free, paid, owed
 
 

@@ -19,11 +19,10 @@ from models.ledger.auto_top_up import Terms, _queue_auto_top_up
 from models.ledger.entries import (
     LEDGER_INTO,
     PENDING_COUNTS,
+    SAVE_ACCOUNT,
     USAGE_EVENT_COLUMN,
-    _append,
     _change,
     _entry,
-    _save_account,
 )
 from models.ledger.errors import (
     IdempotencyKey,
@@ -33,10 +32,10 @@ from models.ledger.errors import (
     SpendResult,
     UsageRecorded,
 )
-from models.ledger.locking import AccountSelector, _raise_if_refused, _read_stored, _refuse, _Replay, _store_response
-from models.ledger.lots import _open, _take_from_lots, take
+from models.ledger.locking import AccountSelector, _raise_if_refused, _read_stored, _refuse, _Replay
+from models.ledger.lots import TAKE_FROM_LOT, _open, take
 from models.limit_rules import counter_upsert
-from models.sql import Sql
+from models.sql import Sql, ThreadSql
 from models.tables import LedgerEntryType
 
 ROLL_UP_INTO = (
@@ -257,6 +256,70 @@ async def _write_folded(
     return int(written["usage_event_id"])
 
 
+async def _write_in_thread(
+    sql: Sql,
+    account: dict[str, Any],
+    usage: _Usage,
+    allocations: list[tuple[dict[str, Any], int]],
+    ledger_row: list[Any],
+    idem: IdempotencyKey,
+    response: tuple[str, str],
+    now: datetime,
+) -> int:
+    """``_write_folded`` on SQLite, which has no data-modifying CTE: the same writes as statements of their
+    own (those of ``_take_from_lots``, ``_insert_usage``, ``entries._append``, ``entries._save_account`` and
+    ``locking._store_response``), all run on the connection's thread in one hop (``Sql.in_writer_thread``)."""
+    free, paid = -int(ledger_row[3]), -int(ledger_row[4])
+    owed = usage.credits - free - paid
+    usage_row = (
+        usage.account_id, usage.user_id, usage.organization_id, usage.hold_id, usage.agent_id, usage.activity,
+        usage.quantity, usage.credits, free, paid, owed, now, usage.run_id, usage.token_id,
+    )  # fmt: skip
+    marks = ", ".join(f"(${n * 4 + 1}, ${n * 4 + 2}, ${n * 4 + 3}, ${n * 4 + 4})" for n in range(len(allocations)))
+    allocated = f"{ALLOCATIONS_INTO} VALUES {marks}"
+    rolled = ROLL_UP_USAGE if usage.run_id is None else ROLL_UP_RUN_USAGE
+    rollup: tuple[Any, ...] = (
+        usage.account_id, usage.organization_id or 0, usage.activity, usage.agent_id, str(usage.user_id)
+    )  # fmt: skip
+    rollup += (rollup_hour(now), usage.credits, free, paid, *(() if usage.run_id is None else (usage.run_id,)))
+    counts: dict[tuple[int, str, int], int] = account.pop(PENDING_COUNTS, {})
+    upsert, counted = counter_upsert(counts) if counts else ("", [])
+    saved = (account["balance"], account["held"], account["owed"], account["version"], account["id"])
+    head, tail = response
+    statements = [TAKE_FROM_LOT] * len(allocations) + [_INSERT_USAGE]
+    statements += [allocated] * bool(allocations) + [rolled, _APPEND] + [upsert] * bool(counts)
+    statements += [SAVE_ACCOUNT, _RECORD]
+
+    def steps(run: ThreadSql) -> tuple[int, bool]:
+        for lot, taken in allocations:
+            run.fetch(TAKE_FROM_LOT, taken, taken, lot["id"])
+        usage_event_id = int(run.fetch(_INSERT_USAGE, *usage_row)[0][0])
+        if allocations:
+            taken_from = [(usage_event_id, lot["id"], lot["kind"], taken) for lot, taken in allocations]
+            run.fetch(allocated, *(v for row in taken_from for v in row))
+        run.fetch(rolled, *rollup)
+        entry = list(ledger_row)
+        entry[USAGE_EVENT_COLUMN] = usage_event_id
+        run.fetch(_APPEND, *entry)
+        if counts:
+            run.fetch(upsert, *counted)
+        run.fetch(SAVE_ACCOUNT, *saved)
+        text = f"{head}{usage_event_id}{tail}"
+        recorded = run.fetch(_RECORD, idem.scope, idem.key, idem.operation, idem.fingerprint, text, now)
+        return usage_event_id, bool(recorded)
+
+    usage_event_id, recorded = await sql.in_writer_thread(statements, steps)
+    if not recorded:  # not on SQLite, whose one writer holds the lock: as ``locking._store_response`` does
+        raise _Replay({})
+    await alerts.saved(sql, account)  # balance.low/depleted/recovered: no statement unless a level is crossed
+    return usage_event_id
+
+
+_INSERT_USAGE = USAGE_INTO + " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id"
+_APPEND = LEDGER_INTO + " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+_RECORD = _RECORD_INTO + " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (scope, key) DO NOTHING RETURNING id"
+
+
 _NO_ID = '"usage_event_id":0'
 
 
@@ -396,43 +459,23 @@ async def spend(
                     run_id=run_id,
                     token_id=token_id,
                 )
-                if sql.postgres:
-                    allocations, free, paid, owed = take(lots, credits, now, before)
-                    after = spent_from(before, free, paid, owed)
-                    result = SpendResult(0, credits, free, paid, after, warnings=applied.warnings)
-                    ledger_row = _entry(
-                        row,
-                        LedgerEntryType.SPEND,
-                        amount=-(free + paid),
-                        free_amount=-free,
-                        paid_amount=-paid,
-                        owed_delta=owed,
-                        now=now,
-                    )
-                    usage_event_id = await _write_folded(
-                        sql, row, usage, allocations, ledger_row, idem, _around_id(_spend_json(result)), now
-                    )
-                    result = replace(result, usage_event_id=usage_event_id)
-                else:
-                    allocations, free, paid, owed = await _take_from_lots(sql, lots, credits, now, before)
-                    usage_event_id = await _insert_usage(
-                        sql, **usage.fields(), free=free, paid=paid, allocations=allocations, now=now
-                    )
-                    await _append(
-                        sql,
-                        row,
-                        LedgerEntryType.SPEND,
-                        amount=-(free + paid),
-                        free_amount=-free,
-                        paid_amount=-paid,
-                        owed_delta=owed,
-                        now=now,
-                        usage_event_id=usage_event_id,
-                    )
-                    await _save_account(sql, row)
-                    after = spent_from(before, free, paid, owed)
-                    result = SpendResult(usage_event_id, credits, free, paid, after, warnings=applied.warnings)
-                    await _store_response(sql, idem, _spend_json(result), now)
+                allocations, free, paid, owed = take(lots, credits, now, before)
+                after = spent_from(before, free, paid, owed)
+                result = SpendResult(0, credits, free, paid, after, warnings=applied.warnings)
+                ledger_row = _entry(
+                    row,
+                    LedgerEntryType.SPEND,
+                    amount=-(free + paid),
+                    free_amount=-free,
+                    paid_amount=-paid,
+                    owed_delta=owed,
+                    now=now,
+                )
+                write = _write_folded if sql.postgres else _write_in_thread
+                usage_event_id = await write(
+                    sql, row, usage, allocations, ledger_row, idem, _around_id(_spend_json(result)), now
+                )
+                result = replace(result, usage_event_id=usage_event_id)
                 queued = await _queue_auto_top_up(sql, row, after, auto_top_up, now)
     except _Replay as replay:
         return _spend_replay(replay.response or await _read_stored(idem))
