@@ -14,7 +14,8 @@ hot one.
 Settings (environment): ``BENCH_ROUNDS`` (6), ``BENCH_CYCLES`` (2 per round), ``BENCH_SLOT_MS`` (1000),
 ``BENCH_SECONDS`` (2, each raw-SQL run), ``BENCH_HEALTH_SECONDS`` (3, the wrk no-op check),
 ``BENCH_CONNECTIONS`` (16), ``BENCH_ACCOUNTS`` (1000 per set), ``BENCH_BACKENDS`` ("sqlite,postgres"),
-``BENCH_POSTGRES_URL`` (postgresql://postgres@127.0.0.1:5432/test, where the scratch database is created).
+``BENCH_POSTGRES_URL`` (postgresql://postgres@127.0.0.1:5432/test, where the scratch database is created),
+``BENCH_WORKERS`` (1: the server's ``serve --workers``, PostgreSQL only; its CPU counts every worker's).
 
 Then live balance subscriptions (see ``bench/live.py``): 1,000 ``balanceChanged`` subscribers on one
 server process, resident memory per idle subscriber (target at most 40 KB), p50/p99 from commit to receipt

@@ -30,6 +30,24 @@ def cpu_ms(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) * TICK_MS
 
 
+def tree_cpu_ms(pid: int) -> float | None:
+    """``cpu_ms`` of ``pid`` and of its descendants (the worker processes of ``serve --workers``)."""
+    own = cpu_ms(pid)
+    if own is None:
+        return None
+    return own + sum(ms for child in _children(pid) if (ms := tree_cpu_ms(child)) is not None)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
 def total_cpu_ms(pids: Iterable[int]) -> dict[int, float]:
     return {pid: ms for pid in pids if (ms := cpu_ms(pid)) is not None}
 
@@ -65,9 +83,9 @@ async def sample_slots(
     for k in range(slots):
         await at(t0_ms + k * slot_ms + guard_ms)
         db_before = total_cpu_ms(await database_pids())
-        server_before = cpu_ms(server_pid)
+        server_before = tree_cpu_ms(server_pid)
         await at(t0_ms + (k + 1) * slot_ms)
-        server_after = cpu_ms(server_pid)
+        server_after = tree_cpu_ms(server_pid)
         db_after = total_cpu_ms(await database_pids())
         if server_before is None or server_after is None:
             break

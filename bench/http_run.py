@@ -122,6 +122,9 @@ def server_process(database_url: str, workdir: Path, extra_env: dict[str, str] |
     # ``-m`` from the repository root: the code of this checkout, not whichever one the environment's
     # ``creditline`` script was installed from (a worktree shares the venv of the main checkout).
     command = [sys.executable, "-m", "creditline", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    workers = server_workers()
+    if workers > 1 and database_url.startswith("postgres"):  # SQLite is served by one process
+        command += ["--workers", str(workers)]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             command, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
@@ -144,6 +147,14 @@ def server_process(database_url: str, workdir: Path, extra_env: dict[str, str] |
         yield Server(base, proc, log_path)
     finally:
         stop(proc)
+
+
+def server_workers() -> int:
+    """``BENCH_WORKERS``: the server's worker processes (``serve --workers``; 1, the default: one process)."""
+    raw = os.environ.get("BENCH_WORKERS", "") or "1"
+    if not raw.isdigit() or int(raw) < 1:
+        raise BenchError(f"BENCH_WORKERS must be a positive whole number, got {raw!r}")
+    return int(raw)
 
 
 def log_tail(path: Path, lines: int = 30) -> str:

@@ -41,6 +41,7 @@ from bench.http_run import (
     run_noop,
     run_slots,
     server_process,
+    server_workers,
     wrk_binary,
     wrk_version,
 )
@@ -322,7 +323,7 @@ def machine(with_wrk: bool = True) -> str:
     return (
         f"machine: {usable} CPUs (nproc), {model}; {platform.system()} {platform.release()}\n"
         f"         Python {platform.python_version()},{f' wrk {wrk_version()},' if with_wrk else ''}"
-        f" load average {load} at start"
+        f" load average {load} at start; server workers: {server_workers()}"
     )
 
 

@@ -274,6 +274,14 @@ class _SqliteBusyTranslation(SqliteClient):
     async def execute_script(self, query: str) -> None:
         await _sqlite_translated(self._busy_client(), super().execute_script(query))
 
+    async def execute_in_thread(self, statements: str, steps: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``steps`` on aiosqlite's thread with its ``sqlite3`` connection: several statements in one hop
+        to that thread instead of one each (``models.sql.Sql.in_writer_thread``). ``statements``: what they
+        run, for logs and the tests that count statements."""
+        async with self.acquire_connection() as connection:
+            self.log.debug("in one hop: %s", statements)
+            return await _sqlite_translated(self._busy_client(), connection._execute(steps, connection._conn))
+
 
 class SqliteDatabase(_SqliteBusyTranslation):
     """Tortoise's SQLite client, whose transactions begin ``IMMEDIATE``.

@@ -12,16 +12,18 @@ import fcntl
 import hashlib
 import os
 import re
-from collections.abc import AsyncIterator, Sequence
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
+T = TypeVar("T")
 
 
 @lru_cache(maxsize=512)
@@ -76,6 +78,15 @@ class Sql:
         prepared = [self._prepare(sql, row) for row in rows]
         await self.conn.execute_many(prepared[0][0], [values for _, values in prepared])
 
+    async def in_writer_thread(self, statements: Sequence[str], steps: Callable[[ThreadSql], T]) -> T:
+        """SQLite only: run ``steps`` on the connection's thread (aiosqlite's), where it runs ``statements``
+        through the ``ThreadSql`` it is given, one after another, in one hop to that thread and back (a hop
+        per statement otherwise). Whatever it raises is raised here."""
+        assert not self.postgres
+        run = cast("Any", self.conn).execute_in_thread  # creditline/db_backends.py, the SQLite clients
+        result: T = await run("; ".join(statements), lambda raw: steps(ThreadSql(raw)))
+        return result
+
     def for_update(self, of: str | None = None, *, skip_locked: bool = False) -> str:
         """Row lock clause: PostgreSQL locks the row (of table alias ``of``; with ``skip_locked``, passing over
         rows another transaction holds, as job queues do); SQLite has one writer already (one transaction at a
@@ -83,6 +94,19 @@ class Sql:
         if not self.postgres:
             return ""
         return (f" FOR UPDATE OF {of}" if of else " FOR UPDATE") + (" SKIP LOCKED" if skip_locked else "")
+
+
+class ThreadSql:
+    """``$n`` statements on a ``sqlite3`` connection, from its own thread (``Sql.in_writer_thread``)."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: sqlite3.Connection) -> None:
+        self.raw = raw
+
+    def fetch(self, sql: str, *args: Any) -> list[Any]:
+        text, order = _to_qmark(sql)
+        return self.raw.execute(text, [args[i] for i in order]).fetchall()
 
 
 def as_datetime(value: Any) -> datetime | None:

@@ -40,13 +40,53 @@ async def _append(
     reason: str | None = None,
 ) -> None:
     """Append one ledger row and move the account's cached balance, held credit, owed and version with it."""
+    values = _entry(
+        account,
+        entry_type,
+        amount=amount,
+        free_amount=free_amount,
+        paid_amount=paid_amount,
+        held_delta=held_delta,
+        owed_delta=owed_delta,
+        now=now,
+        lot_id=lot_id,
+        usage_event_id=usage_event_id,
+        hold_id=hold_id,
+        reason=reason,
+    )
+    await sql.execute(LEDGER_INTO + _LEDGER_VALUES, *values)
+
+
+_LEDGER_VALUES = " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+
+
+USAGE_EVENT_COLUMN = 11
+"""The position of ``usage_event_id`` in the values of ``_entry`` (a folded write gives its own)."""
+
+
+def _entry(
+    account: dict[str, Any],
+    entry_type: LedgerEntryType,
+    *,
+    amount: int = 0,
+    free_amount: int = 0,
+    paid_amount: int = 0,
+    held_delta: int = 0,
+    owed_delta: int = 0,
+    now: datetime,
+    lot_id: int | None = None,
+    usage_event_id: int | None = None,
+    hold_id: int | None = None,
+    reason: str | None = None,
+) -> list[Any]:
+    """Move the account's cached balance, held credit, owed and version by one ledger row, and return the row's
+    values in the order of ``LEDGER_INTO`` (for ``_append``, or a statement that writes more with it)."""
     alerts.remember(account, now)  # the available before the change, for the alerts it crosses
     account["balance"] = int(account["balance"]) + amount
     account["held"] = int(account["held"]) + held_delta
     account["owed"] = int(account["owed"]) + owed_delta
     account["version"] = int(account["version"]) + 1
-    await sql.execute(
-        LEDGER_INTO + " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+    return [
         account["id"],
         entry_type.value,
         amount,
@@ -62,7 +102,7 @@ async def _append(
         hold_id,
         reason,
         now,
-    )
+    ]
 
 
 PENDING_COUNTS = "_pending_limit_counts"

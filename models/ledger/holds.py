@@ -13,7 +13,7 @@ from tortoise.transactions import in_transaction
 from models.balance import Balance, account_balance, is_live
 from models.ledger import alerts, limits
 from models.ledger.auto_top_up import Terms, _queue_auto_top_up
-from models.ledger.entries import _append, _change, _save_account
+from models.ledger.entries import _append, _change, _entry, _save_account
 from models.ledger.errors import (
     BalanceChange,
     ExceedsHoldError,
@@ -36,8 +36,8 @@ from models.ledger.locking import (
     _Replay,
     _store_response,
 )
-from models.ledger.lots import _held_now, _live_lots, _open, _take_from_lots
-from models.ledger.spending import _insert_usage, _refusal, _usage
+from models.ledger.lots import _held_now, _live_lots, _open, _take_from_lots, take
+from models.ledger.spending import _around_id, _insert_usage, _refusal, _Usage, _usage, _write_folded
 from models.sql import Sql, as_datetime
 from models.tables import HoldStatus, LedgerEntryType
 
@@ -171,21 +171,21 @@ async def capture_hold(hold_id: int, *, credits: int | None, idem: IdempotencyKe
     try:
         async with in_transaction() as conn:
             sql = Sql(conn)
-            row, stored = await _lock_account(sql, "id", account_id, idem, limits.Fold(who, now))
-            if stored is not None:
-                raise _Replay(stored)
+            row, lots, live = await _open(sql, ("id", account_id), idem, now, limits.Fold(who, now))
             try:
-                held, amount, lots, live = await _capturable(sql, row, hold_id, credits, now)
+                held, amount = await _capturable(sql, hold_id, credits, live, now)
             except STORED_REFUSALS as exc:
                 refusal = await _refuse(sql, idem, exc, now)
             else:
                 usage_event_id = None
                 free = paid = owed = 0
                 if amount > 0:
-                    await _count_capture(sql, row, held, amount, now)
-                    allocations, free, paid, owed = await _take_from_lots(sql, lots, amount, now, live)
-                    usage_event_id = await _insert_usage(
-                        sql,
+                    # A capture counts as spent against the caps of the hold's member, agent, token and run (read
+                    # with the lock, as a spend reads them); the hold itself stopped counting as held. Not against
+                    # the breakers: they counted the hold when it was placed.
+                    standing = await limits.standing(sql, row, who, now)
+                    limits.count_with_save(row, standing, who.run_id, amount, "capture")
+                    usage = _Usage(
                         account_id=account_id,
                         user_id=int(held["user_id"]),
                         organization_id=held["organization_id"],
@@ -195,33 +195,24 @@ async def capture_hold(hold_id: int, *, credits: int | None, idem: IdempotencyKe
                         # The units priced describe the whole hold: a part of it is not a known number of them.
                         quantity=held["quantity"] if amount == int(held["amount"]) else None,
                         credits=amount,
-                        free=free,
-                        paid=paid,
-                        allocations=allocations,
-                        now=now,
                         run_id=held["run_id"],
                         token_id=None if held["token_id"] is None else int(held["token_id"]),
                     )
-                await sql.execute(
-                    "UPDATE holds SET status = 'CAPTURED', captured = $1, settled_at = $2 WHERE id = $3",
-                    amount,
-                    now,
-                    hold_id,
-                )
-                await _append(
-                    sql,
-                    row,
-                    LedgerEntryType.CAPTURE,
-                    amount=-(free + paid),
-                    free_amount=-free,
-                    paid_amount=-paid,
-                    held_delta=-int(held["amount"]),
-                    owed_delta=owed,
-                    now=now,
-                    usage_event_id=usage_event_id,
-                    hold_id=hold_id,
-                )
-                await _save_account(sql, row)
+                    if sql.postgres:
+                        allocations, free, paid, owed = take(lots, amount, now, live)
+                    else:
+                        allocations, free, paid, owed = await _take_from_lots(sql, lots, amount, now, live)
+                        usage_event_id = await _insert_usage(
+                            sql, **usage.fields(), free=free, paid=paid, allocations=allocations, now=now
+                        )
+                entry: dict[str, Any] = {
+                    "amount": -(free + paid),
+                    "free_amount": -free,
+                    "paid_amount": -paid,
+                    "held_delta": -int(held["amount"]),
+                    "owed_delta": owed,
+                    "hold_id": hold_id,
+                }
                 after = Balance(
                     live.free - free,
                     live.paid - paid,
@@ -229,12 +220,38 @@ async def capture_hold(hold_id: int, *, credits: int | None, idem: IdempotencyKe
                     live.owed + owed,
                     live.overdraft,
                 )
-                await _store_response(
-                    sql,
-                    idem,
-                    {"hold_id": hold_id, "usage_event_id": usage_event_id, "balance": after.to_json()},
-                    now,
-                )
+                if sql.postgres and amount > 0:
+                    ledger_row = _entry(row, LedgerEntryType.CAPTURE, **entry, now=now)
+                    usage_event_id = await _write_folded(
+                        sql,
+                        row,
+                        usage,
+                        allocations,
+                        ledger_row,
+                        idem,
+                        _around_id({"hold_id": hold_id, "usage_event_id": 0, "balance": after.to_json()}),
+                        now,
+                        also=(
+                            "settled AS (UPDATE holds SET status = 'CAPTURED', captured = {0}, settled_at = {1}"
+                            " WHERE id = {2})",
+                            [amount, now, hold_id],
+                        ),
+                    )
+                else:
+                    await sql.execute(
+                        "UPDATE holds SET status = 'CAPTURED', captured = $1, settled_at = $2 WHERE id = $3",
+                        amount,
+                        now,
+                        hold_id,
+                    )
+                    await _append(sql, row, LedgerEntryType.CAPTURE, **entry, now=now, usage_event_id=usage_event_id)
+                    await _save_account(sql, row)
+                    await _store_response(
+                        sql,
+                        idem,
+                        {"hold_id": hold_id, "usage_event_id": usage_event_id, "balance": after.to_json()},
+                        now,
+                    )
     except _Replay as replay:
         stored = replay.response or await _read_stored(idem)
         _raise_if_refused(stored)
@@ -242,7 +259,7 @@ async def capture_hold(hold_id: int, *, credits: int | None, idem: IdempotencyKe
     if refusal is not None:
         raise refusal
     split = SpendResult(usage_event_id or 0, amount, free, paid, after)
-    usage = _usage(
+    usage_recorded = _usage(
         held["organization_id"],
         usage_event_id,
         row,
@@ -254,35 +271,25 @@ async def capture_hold(hold_id: int, *, credits: int | None, idem: IdempotencyKe
         now,
     )
     change = _change(row, -(free + paid), "CAPTURE", after, now)
-    return HoldResult(hold_id, after, usage_event_id, changes=(change, *usage, *alerts.taken(row)))
-
-
-async def _count_capture(sql: Sql, account: dict[str, Any], held: dict[str, Any], amount: int, now: datetime) -> None:
-    """A capture counts as spent against the caps of the hold's member, agent, token and run (read under the
-    lock, as a spend reads them); the hold itself stopped counting as held. Not against the breakers: they
-    counted the hold when it was placed."""
-    who = _who(held)
-    await limits.count(sql, await limits.standing(sql, account, who, now), who.run_id, amount, "capture")
+    return HoldResult(hold_id, after, usage_event_id, changes=(change, *usage_recorded, *alerts.taken(row)))
 
 
 async def _capturable(
-    sql: Sql, account: dict[str, Any], hold_id: int, credits: int | None, now: datetime
-) -> tuple[dict[str, Any], int, list[dict[str, Any]], Balance]:
-    """The active hold, the amount to capture, the live lots and the balance; or the refusal, raised."""
+    sql: Sql, hold_id: int, credits: int | None, live: Balance, now: datetime
+) -> tuple[dict[str, Any], int]:
+    """The active hold and the amount to capture (``live``: the balance read with the lock); or the refusal,
+    raised."""
     held = await _active_hold(sql, hold_id, now)
     amount = int(held["amount"]) if credits is None else credits
     if amount > int(held["amount"]):
         raise ExceedsHoldError(int(held["amount"]))
-    account_id = int(account["id"])
-    lots = await _live_lots(sql, account_id)
-    live = account_balance(lots, await _held_now(sql, account_id, int(account["held"]), now), account, now)
     # What the lots have, and an overdraft as far as it is not owed yet (a capture never lowers available,
     # but free lots counted when the hold was placed may have expired since): beyond that, refuse and keep
     # the hold.
     capturable = live.total + max(0, live.overdraft - live.owed)
     if amount > capturable:
         raise InsufficientCreditsError(capturable, amount)
-    return held, amount, lots, live
+    return held, amount
 
 
 async def release_hold(hold_id: int, *, idem: IdempotencyKey, now: datetime) -> HoldResult:

@@ -146,7 +146,7 @@ def _standing_sql(subjects: int, with_run: bool, with_holds: bool) -> str:
 def _folded_sql(first: int, subjects: int, with_run: bool, postgres: bool) -> str:
     """The columns the lock's statement reads the limits with (``Fold``), from ``credit_accounts a`` locked:
     every limit that applies, with its measures, as one JSON array (``limits_read``), only when the account
-    has limits; on PostgreSQL also whether that read is fresh (``limits_fresh``). Placeholders from ``first``:
+    has limits. Placeholders from ``first``:
     now in Unix seconds, now as an instant, the run (with a run), the subjects."""
     now, at, run, n = _placeholders(first, with_run, True)
     fields = [(name, f'l."{name}"' if name == "window" else f"l.{name}") for name in VIEW_COLUMN_NAMES]
@@ -155,19 +155,10 @@ def _folded_sql(first: int, subjects: int, with_run: bool, postgres: bool) -> st
     pairs = ", ".join(f"'{name}', {expr}" for name, expr in fields)
     placeholders = ", ".join(f"${n + k}" for k in range(subjects))
     where = f"FROM spend_limits l WHERE l.account_id = a.id AND l.subject IN ({placeholders})"
-    if not postgres:
-        read = f"SELECT json_group_array(json_object({pairs})) {where}"
-        return f", CASE WHEN a.spend_limits > 0 THEN ({read}) END AS limits_read"
-    # A statement that waited for the lock sees the locked row as its holder left it, but every other row
-    # (the limits, counters and holds read here) as it was when the statement began: the row seen then
-    # differing from the row locked (xmin: the transaction that wrote that version) says the read may be
-    # stale. Whatever changes limits, counters or holds under the lock also writes the account row.
-    return (
-        f", CASE WHEN a.spend_limits > 0 THEN (SELECT json_agg(json_build_object({pairs})) {where})"
-        " END AS limits_read,"
-        " CASE WHEN a.spend_limits > 0 THEN a.xmin = (SELECT s.xmin FROM credit_accounts s WHERE s.id = a.id)"
-        " END AS limits_fresh"
-    )
+    agg, obj = ("json_agg", "json_build_object") if postgres else ("json_group_array", "json_object")
+    # Read as the statement began: on PostgreSQL the lock's statement runs again when it waited for a holder
+    # that changed the row (models/ledger/locking.py ``_FRESH``), so what is read here is never stale.
+    return f", CASE WHEN a.spend_limits > 0 THEN (SELECT {agg}({obj}({pairs})) {where}) END AS limits_read"
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,11 +246,11 @@ class Fold:
 async def standing(sql: Sql, account: dict[str, Any], who: Who, now: datetime) -> tuple[Standing, ...]:
     """Every limit of the locked ``account`` that applies to ``who``, in the order they are checked (account,
     member, agent, token). No statement when the account has none, nor when the lock's statement read them
-    (``Fold``) and saw them fresh; otherwise one."""
+    (``Fold``); otherwise one."""
     if not int(account.get("spend_limits") or 0):
         return ()
     folded = account.get(READ_WITH_LOCK)
-    if folded == Fold(who, now) and (not sql.postgres or account.get("limits_fresh")):
+    if folded == Fold(who, now):
         read = account["limits_read"]
         rows = (json.loads(read) if isinstance(read, str) else read) or []
     else:

@@ -67,11 +67,52 @@ READ_WITH_LOCK = "read_with_lock"
 """The key of the locked row that keeps the ``also`` its statement read (absent: none)."""
 
 
+# The live lots and the active holds of the locked account, read in the lock's statement (``live``): one JSON
+# array each (the holds only when the cached held credit says there are some), filtered at ``now`` by the
+# reader (models/ledger/lots.py), as the statements of their own did.
+_LIVE_LOTS = (
+    "SELECT json_group_array(json_object('id', l.id, 'kind', l.kind, 'remaining', l.remaining,"
+    " 'expires_at', l.expires_at, 'granted_at', l.granted_at)) FROM credit_lots l WHERE l.account_id = a.id"
+    " AND l.status = 'ACTIVE' AND l.remaining > 0"
+)
+_ACTIVE_HOLDS = (
+    "SELECT json_group_array(json_object('amount', h.amount, 'expires_at', h.expires_at)) FROM holds h"
+    " WHERE h.account_id = a.id AND h.status = 'ACTIVE'"
+)
+# On PostgreSQL a statement that waited for the lock sees the locked row as its holder left it, but every
+# other row as it was when the statement began: a subquery of it reads lots and holds the holder may have
+# changed. The function (models/migrations/0020_live_credit_function.py, the same read) is VOLATILE: called
+# again for the row the holder left, its queries see the holder's commit, in the same round trip.
+_LIVE_COLUMNS = {
+    True: ", creditline_live_credit(a.id, a.held) AS live_read",
+    False: f", ({_LIVE_LOTS}) AS lots_read, CASE WHEN a.held <> 0 THEN ({_ACTIVE_HOLDS}) END AS holds_read",
+}
+# The spend limits are read by subqueries (``also``: models/ledger/limits.py ``Fold``), which may be stale so:
+# the row seen when the statement began differing from the row locked (xmin, the transaction that wrote that
+# version) says the holder changed it, and the statement runs again, under the lock now held (its new snapshot
+# sees the holder's commit). Whatever changes limits or counters under the lock also writes the account row.
+_FRESH = ", a.xmin = (SELECT s.xmin FROM credit_accounts s WHERE s.id = a.id) AS fresh"
+
+LIVE_LOTS = "lots_read"
+"""The key of the locked row that keeps the live lots its statement read (with ``live``)."""
+ACTIVE_HOLDS = "holds_read"
+"""The key of the locked row that keeps the active holds its statement read (None: it holds nothing)."""
+
+
 async def _lock_account(
-    sql: Sql, where: str, arg: int, idem: IdempotencyKey | None, also: ReadWithLock | None = None
+    sql: Sql,
+    where: str,
+    arg: int,
+    idem: IdempotencyKey | None,
+    also: ReadWithLock | None = None,
+    *,
+    live: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Lock one account row and, in the same round trip, read any record stored under ``idem`` (and, with
-    ``also``, what it reads: kept in the row under ``READ_WITH_LOCK``, for its reader to know what it read).
+    ``also``, what it reads: kept in the row under ``READ_WITH_LOCK``, for its reader to know what it read;
+    with ``live``, the live lots and active holds, under ``LIVE_LOTS`` and ``ACTIVE_HOLDS``, fresh even when
+    the statement waited for the lock). On PostgreSQL a statement that read the spend limits and waited for the
+    lock while its holder changed the row runs once more (``_FRESH``).
 
     A record found is the answer. None found is not final on PostgreSQL (see the package's notes, in
     ``models/ledger/__init__.py``): the operation goes on, and its ``_store_response`` finds the record a
@@ -85,24 +126,33 @@ async def _lock_account(
             raise NotFoundError("Credit account")
         return row, None
     extra, extra_args = ("", []) if also is None else also.columns(4, sql.postgres)
-    row = await sql.fetchrow(
+    if live:
+        extra += _LIVE_COLUMNS[sql.postgres]
+    checked = sql.postgres and also is not None
+    statement = (
         f"SELECT {_ACCOUNT_COLUMNS}, i.operation AS idem_operation, i.request_hash AS idem_hash,"
-        f" i.response AS idem_response, {_AUTO_TOP_UP_COLUMNS}{extra} FROM credit_accounts a"
-        " LEFT JOIN idempotency_records i ON i.scope = $2 AND i.key = $3"
+        f" i.response AS idem_response, {_AUTO_TOP_UP_COLUMNS}{extra}{_FRESH if checked else ''}"
+        " FROM credit_accounts a LEFT JOIN idempotency_records i ON i.scope = $2 AND i.key = $3"
         " LEFT JOIN auto_top_ups t ON t.account_id = a.id"
-        f" WHERE a.{where} = $1" + sql.for_update(of="a"),
-        arg,
-        idem.scope,
-        idem.key,
-        *extra_args,
+        f" WHERE a.{where} = $1" + sql.for_update(of="a")
     )
+    row = await sql.fetchrow(statement, arg, idem.scope, idem.key, *extra_args)
+    if row is not None and checked and not row["fresh"] and int(row["spend_limits"] or 0):
+        row = await sql.fetchrow(statement, arg, idem.scope, idem.key, *extra_args)  # under the lock: fresh
     if row is None:
         raise NotFoundError("Credit account")
+    if live and sql.postgres:
+        row[LIVE_LOTS], row[ACTIVE_HOLDS] = _json(row.pop("live_read"))
     if also is not None:
         row[READ_WITH_LOCK] = also
     if row["idem_hash"] is None:
         return row, None
     return row, _stored_response(idem, row["idem_operation"], row["idem_hash"], row["idem_response"])
+
+
+def _json(read: Any) -> Any:
+    """A JSON value the lock's statement read (text, or decoded by the driver)."""
+    return json.loads(read) if isinstance(read, str) else read
 
 
 async def lock_account(sql: Sql, account_id: int) -> dict[str, Any]:

@@ -6,6 +6,7 @@ or not the sweep has recorded it yet.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -14,7 +15,7 @@ from tortoise import connections
 
 from models.balance import Balance, account_balance, is_live
 from models.ledger.errors import IdempotencyKey
-from models.ledger.locking import AccountSelector, ReadWithLock, _lock_account, _Replay
+from models.ledger.locking import ACTIVE_HOLDS, LIVE_LOTS, AccountSelector, ReadWithLock, _lock_account, _Replay
 from models.sql import Sql, as_datetime
 from models.tables import CreditKind
 
@@ -40,13 +41,21 @@ async def _live_lots(sql: Sql, account_id: int) -> list[dict[str, Any]]:
 async def _open(
     sql: Sql, account: AccountSelector, idem: IdempotencyKey, now: datetime, also: ReadWithLock | None = None
 ) -> tuple[dict[str, Any], list[dict[str, Any]], Balance]:
-    """Lock the account (reading ``also`` with it), answer a replayed key with its stored response, and read
-    the live balance."""
-    row, stored = await _lock_account(sql, account[0], account[1], idem, also)
+    """Lock the account (reading ``also``, the live lots and the active holds with it, in one statement),
+    answer a replayed key with its stored response, and read the live balance."""
+    row, stored = await _lock_account(sql, account[0], account[1], idem, also, live=True)
     if stored is not None:
         raise _Replay(stored)
-    lots = await _live_lots(sql, int(row["id"]))
-    return row, lots, account_balance(lots, await _held_now(sql, int(row["id"]), int(row["held"]), now), row, now)
+    lots = _read_json(row.pop(LIVE_LOTS))
+    holds = _read_json(row.pop(ACTIVE_HOLDS))
+    held = sum(int(h["amount"]) for h in holds if is_live(as_datetime(h["expires_at"]), now))
+    return row, lots, account_balance(lots, held, row, now)
+
+
+def _read_json(read: Any) -> list[dict[str, Any]]:
+    """A JSON array the lock's statement read (text, or decoded by the driver; None: no row)."""
+    rows: list[dict[str, Any]] = (json.loads(read) if isinstance(read, str) else read) or []
+    return rows
 
 
 def _spend_order(lot: Mapping[str, Any]) -> tuple[int, int, datetime, datetime, int]:
@@ -99,19 +108,20 @@ def take(
     return allocations, free, paid, amount - free - paid
 
 
+TAKE_FROM_LOT = (
+    "UPDATE credit_lots SET remaining = remaining - $1,"
+    " status = CASE WHEN remaining - $2 = 0 THEN 'DEPLETED' ELSE status END WHERE id = $3"
+)
+"""Take ``$1`` (and ``$2``, the same) from lot ``$3``."""
+
+
 async def _take_from_lots(
     sql: Sql, lots: list[dict[str, Any]], amount: int, now: datetime, before: Balance
 ) -> tuple[list[tuple[dict[str, Any], int]], int, int, int]:
     """``take``, and decrement the lots' rows."""
     allocations, free, paid, owed = take(lots, amount, now, before)
     for lot, taken in allocations:
-        await sql.execute(
-            "UPDATE credit_lots SET remaining = remaining - $1,"
-            " status = CASE WHEN remaining - $2 = 0 THEN 'DEPLETED' ELSE status END WHERE id = $3",
-            taken,
-            taken,
-            lot["id"],
-        )
+        await sql.execute(TAKE_FROM_LOT, taken, taken, lot["id"])
     return allocations, free, paid, owed
 
 

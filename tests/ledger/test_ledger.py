@@ -4,16 +4,30 @@ Audit invariant), exercised directly on both databases."""
 from __future__ import annotations
 
 import asyncio
+import json
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 from tortoise import connections
+from tortoise.transactions import in_transaction
 
 from models import ledger
 from models.balance import Balance
 from models.credits import MICRO
-from models.tables import CreditAccount, CreditKind, LedgerEntry, LotSource, UsageAllocation, UsageEvent
+from models.tables import (
+    CreditAccount,
+    CreditKind,
+    CreditLot,
+    IdempotencyRecord,
+    LedgerEntry,
+    LotSource,
+    UsageAllocation,
+    UsageEvent,
+)
 from tests.support.backends import T0, Backend
+from tests.support.statements import StatementCounter
+from tests.support.statements import counter as counter
 
 DAY = timedelta(days=1)
 
@@ -272,3 +286,91 @@ async def test_a_timed_out_hold_stops_counting_at_its_instant_before_the_sweep(d
 
     assert spent.balance == Balance(0, 0, 0)
     assert (await ledger.sweep(instant)).released_holds == 1
+
+
+# ------------------------------------------------------------------------ the folded spend (issue 15)
+
+
+async def test_a_spend_stores_the_response_a_replay_answers_with_byte_for_byte(db: Backend) -> None:
+    """On PostgreSQL the stored response is joined in SQL around the new usage event's id: the text is the one
+    ``json.dumps`` of the result gives (as a refusal's, a batch's or SQLite's), and a replay answers the same."""
+    user_id, account_id = await new_user(bonus=2 * MICRO)
+    await grant(account_id, 3 * MICRO, CreditKind.PAID)
+    spent = await spend(user_id, 2_500_000, "split")  # 2 free, 0.5 paid: two lots, two allocations
+
+    record = await IdempotencyRecord.get(key="split")
+    expected = {
+        "usage_event_id": spent.usage_event_id,
+        "credits": 2_500_000,
+        "free": 2 * MICRO,
+        "paid": 500_000,
+        "balance": {"free": 0, "paid": 2_500_000, "held": 0, "owed": 0, "overdraft": 0},
+    }
+    assert record.response == json.dumps(expected, separators=(",", ":"))
+    assert await allocations(spent.usage_event_id) == [
+        (lot.id, str(lot.kind), lot.amount - lot.remaining)
+        for lot in await CreditLot.filter(account_id=account_id).order_by("kind")  # FREE, then PAID
+    ]
+    again = await spend(user_id, 2_500_000, "split")
+    assert again == replace(spent, replayed=True, changes=(), queued_top_up=None)
+    assert (await ledger.read_balances([account_id], T0))[account_id] == Balance(0, 2_500_000, 0)
+
+
+async def test_a_plain_spend_is_two_statements_lock_and_read_then_write(db: Backend, counter: StatementCounter) -> None:
+    """The lock's statement reads the idempotency record, the live lots and the holds; then PostgreSQL runs one
+    data-modifying statement that writes the lot, the usage event, its allocations and rollups, the ledger row,
+    the account and the record, and SQLite (no such CTE) the same writes as statements of their own, in one
+    hop to its connection's thread."""
+    user_id, account_id = await new_user(bonus=10 * MICRO)
+    await spend(user_id, MICRO, "warm")
+    spent = await counter.during(spend(user_id, MICRO, "counted"))
+    assert spent.balance == Balance(8 * MICRO, 0, 0)
+    statements = list(counter.statements)
+    assert len(statements) == 2, statements
+    assert statements[0].startswith("SELECT a.id")
+    written = statements[1]
+    for table in ("credit_lots", "usage_events", "usage_allocations", "usage_rollups", "ledger_entries"):
+        assert table in written
+    assert "INSERT INTO idempotency_records" in written
+    assert "UPDATE credit_accounts" in written
+    if db.name == "postgres":
+        assert "FOR UPDATE OF a" in statements[0]
+        assert "creditline_live_credit(a.id, a.held)" in statements[0]  # the lots and holds, by the function
+        assert written.startswith("WITH taken AS (UPDATE credit_lots")
+    else:
+        assert "FROM credit_lots l" in statements[0]
+        # lot, usage event, allocations, rollups, ledger row, account, record
+        assert written.count("; ") == 6
+    entry = await LedgerEntry.filter(account_id=account_id).order_by("-version").first()
+    assert entry is not None
+    assert (entry.version, entry.usage_event_id, entry.balance_after) == (3, spent.usage_event_id, 8 * MICRO)
+
+
+async def test_a_spend_that_waited_for_the_lock_spends_what_a_grant_added_meanwhile(
+    db: Backend, counter: StatementCounter
+) -> None:
+    """Its lock statement began before the grant committed; the function that reads the lots in it is called
+    again for the row the grant left, and its query sees the grant's commit: the granted credit is spent, in
+    the two statements of any spend (the lots read as the statement began would have refused it)."""
+    if db.name != "postgres":
+        pytest.skip("concurrent transactions need PostgreSQL (SQLite has one writer)")
+    user_id, account_id = await new_user(bonus=MICRO)
+    locked = asyncio.Event()
+
+    async def spend_once_locked() -> ledger.SpendResult:
+        await locked.wait()
+        result: ledger.SpendResult = await counter.during(spend(user_id, 3 * MICRO, "after-grant"))
+        return result
+
+    waiting = asyncio.create_task(spend_once_locked())
+    async with in_transaction():
+        await grant(account_id, 5 * MICRO, CreditKind.PAID)  # nested: the lock is kept until this commits
+        locked.set()
+        await asyncio.sleep(0.5)
+        assert not waiting.done()
+    spent = await waiting
+    assert (spent.free_credits, spent.paid_credits) == (MICRO, 2 * MICRO)
+    assert spent.balance == Balance(0, 3 * MICRO, 0)
+    assert len(counter.statements) == 2
+    assert (await ledger.read_balances([account_id], T0))[account_id] == Balance(0, 3 * MICRO, 0)
+    assert [f for f in await ledger.audit() if f.account_id == account_id] == []
