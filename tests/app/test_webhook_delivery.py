@@ -37,6 +37,7 @@ from models.webhook_deliveries import (
 )
 from models.webhook_urls import is_public_address
 from models.webhooks import delete_endpoint, redeliver
+from tests.support import readme_events
 from tests.support.backends import T0, Backend
 from tests.support.statements import StatementCounter
 from tests.support.statements import counter as counter
@@ -311,6 +312,8 @@ async def test_an_endpoint_failing_for_the_retry_period_is_disabled_and_the_othe
         (failing.id, "FAILED"),
         (listener.id, "SUCCEEDED"),
     ]
+    [told] = [r.verified(OTHER_SECRET) for r in receiver.received]
+    assert readme_events.undocumented(told["type"], {k: v for k, v in told["data"].items() if k != "sequence"}) == []
     assert [r.verified(OTHER_SECRET) for r in receiver.received] == [
         {
             "type": "webhook_endpoint.disabled",
