@@ -39,7 +39,7 @@ def examples() -> dict[str, Example]:
         named = frozenset(re.findall(r"`([^`]+)`", prose))
         data = json.loads(block)
         if set(data) == {"type", "timestamp", "data"}:  # a whole body
-            kinds = {data["type"]}
+            kinds: frozenset[str] = frozenset({data["type"]})
             data = {k: v for k, v in data["data"].items() if k != "sequence"}
         else:
             kinds = named & types
