@@ -959,6 +959,7 @@ class WebhookDelivery(Model):
     )
     status = fields.CharEnumField(WebhookDeliveryStatus, max_length=10, default=WebhookDeliveryStatus.PENDING)
     attempts = fields.IntField(default=0)
+    attempts_total = fields.IntField(default=0, description="Tries in all, every series (the log keeps the last ones)")
     next_attempt_at = fields.DatetimeField(null=True)
     leased_until = fields.DatetimeField(
         null=True, description="While an attempt is under way: when its claim runs out (NULL once recorded)"

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from tortoise import connections
 from tortoise.transactions import in_transaction
 
 from models.ids import encode_id
@@ -35,6 +36,8 @@ from models.outbox import PRUNABLE, EventType, emit, prune
 from models.sql import Sql, as_datetime
 
 FAN_OUT_BATCH = 500
+INSERT_BATCH = 1000
+"""Deliveries inserted per statement by a fan-out (5 parameters each)."""
 RECORD_BATCH = 500
 """Outcomes recorded per statement (7 to 9 parameters each: far under either database's limit)."""
 BACKOFF_BASE = timedelta(seconds=10)
@@ -42,6 +45,9 @@ BACKOFF_CAP = timedelta(hours=6)
 BACKOFF_FLOOR = timedelta(seconds=1)
 """Full jitter draws from [0, ceiling]: a retry sooner than a second would only hammer a receiver that is down."""
 RESPONSE_LIMIT = 1024
+ATTEMPT_LOG_KEEP = 20
+"""Tries a delivery's log keeps: the last 20 (and the first of its current series); ``attempts_total`` counts
+them all. A delivery retried for three days is tried about 35 times, and a redelivery starts another series."""
 ERROR_LIMIT = 500
 
 
@@ -98,21 +104,57 @@ def wants(event_types: str, organization_id: int | None, event_type: str, event_
     return organization_id is None or organization_id == event_organization_id
 
 
+@dataclass(frozen=True, slots=True)
+class FannedOut:
+    """What a fan-out did: how many events it dispatched, and the deliveries it claimed at once."""
+
+    dispatched: int
+    claimed: list[Claimed]
+
+
 async def fan_out(now: datetime, batch: int = FAN_OUT_BATCH) -> int:
-    """Make the deliveries of up to ``batch`` undispatched events, oldest first, in one transaction; returns
-    how many events it dispatched (call again while it returns ``batch``). Events another process is fanning
-    out are skipped; the unique ``(endpoint_id, event_id)`` makes any overlap harmless."""
+    """Make the deliveries of up to ``batch`` undispatched events, all PENDING and due now; returns how many
+    events it dispatched (``fan_out_and_claim`` claiming none)."""
+    return (await fan_out_and_claim(now, timedelta(0), 0, 0, {}, batch)).dispatched
+
+
+async def fan_out_and_claim(
+    now: datetime,
+    lease: timedelta,
+    limit: int,
+    per_endpoint: int,
+    busy: dict[int, int],
+    batch: int = FAN_OUT_BATCH,
+    caps: dict[int, int] | None = None,
+) -> FannedOut:
+    """Make the deliveries of up to ``batch`` undispatched events, oldest first, in one transaction, and claim
+    (as ``claim_due`` would, within ``limit`` and ``per_endpoint`` or ``caps`` counting ``busy``) those there is
+    room for:
+    they are inserted already leased, with their first attempt counted, so a fresh event costs no claim of its
+    own. The others are PENDING and due now. Events another process is fanning out are skipped; the unique
+    ``(endpoint_id, event_id)`` makes any overlap harmless (a delivery that existed already is not claimed
+    here). Call again while ``dispatched`` is ``batch``.
+
+    Without an undispatched event this costs one read outside any transaction (on SQLite, where every
+    transaction takes the one write lock, it does not wait for the spends')."""
+    probe = Sql(connections.get("default"))
+    if not await probe.fetch("SELECT id FROM events WHERE dispatched_at IS NULL LIMIT 1"):
+        return FannedOut(0, [])
     async with in_transaction() as conn:
         sql = Sql(conn)
         events = await sql.fetch(
-            "SELECT id, type, organization_id, created_at FROM events WHERE dispatched_at IS NULL"
-            f" ORDER BY id LIMIT {int(batch)}" + sql.for_update(skip_locked=True)
+            "SELECT id, public_id, type, organization_id, sequence, data, created_at FROM events"
+            f" WHERE dispatched_at IS NULL ORDER BY id LIMIT {int(batch)}" + sql.for_update(skip_locked=True)
         )
         if not events:
-            return 0
+            return FannedOut(0, [])
         endpoints = await sql.fetch(
-            "SELECT id, event_types, organization_id, created_at FROM webhook_endpoints WHERE status = 'ENABLED'"
+            "SELECT id, event_types, organization_id, created_at, url, secret, previous_secret,"
+            " previous_secret_expires_at FROM webhook_endpoints WHERE status = 'ENABLED'"
         )
+        until = now + lease
+        taken: dict[int, int] = dict(busy)
+        room = limit
         rows: list[tuple[Any, ...]] = []
         for event in events:
             created_at = as_datetime(event["created_at"])
@@ -121,44 +163,125 @@ async def fan_out(now: datetime, batch: int = FAN_OUT_BATCH) -> int:
                 endpoint_created = as_datetime(endpoint["created_at"])
                 if endpoint_created is not None and endpoint_created > created_at:
                     continue  # an endpoint hears what happens from its creation on
-                if wants(
+                if not wants(
                     endpoint["event_types"] or "", endpoint["organization_id"], event["type"], event["organization_id"]
                 ):
-                    rows.append((int(endpoint["id"]), int(event["id"]), now))
-        if rows:
-            await sql.execute_many(
-                "INSERT INTO webhook_deliveries (endpoint_id, event_id, status, attempts, next_attempt_at, created_at)"
-                " VALUES ($1, $2, 'PENDING', 0, $3, $3) ON CONFLICT (endpoint_id, event_id) DO NOTHING",
-                rows,
+                    continue
+                endpoint_id = int(endpoint["id"])
+                if room > 0 and taken.get(endpoint_id, 0) < (caps or {}).get(endpoint_id, per_endpoint):
+                    room -= 1
+                    taken[endpoint_id] = taken.get(endpoint_id, 0) + 1
+                    rows.append((endpoint_id, int(event["id"]), 1, until, until))
+                else:
+                    rows.append((endpoint_id, int(event["id"]), 0, now, None))
+        inserted: list[dict[str, Any]] = []
+        for start in range(0, len(rows), INSERT_BATCH):
+            values, args = _values(
+                sql, rows[start : start + INSERT_BATCH], ("bigint", "bigint", "int", "timestamptz", "timestamptz"), 2
+            )
+            inserted += await sql.fetch(
+                f"WITH v(endpoint_id, event_id, attempts, next_at, leased_until) AS (VALUES {values})"
+                " INSERT INTO webhook_deliveries (endpoint_id, event_id, status, attempts, attempts_total,"
+                " next_attempt_at, leased_until, created_at) SELECT v.endpoint_id, v.event_id, 'PENDING', v.attempts,"
+                " 0, v.next_at,"
+                f" v.leased_until, {'$1::timestamptz' if sql.postgres else '$1'} FROM v WHERE true"
+                " ON CONFLICT (endpoint_id, event_id) DO NOTHING RETURNING id, endpoint_id, event_id, attempts",
+                now,
+                *args,
             )
         ids = [int(e["id"]) for e in events]
         marks = ", ".join(f"${n}" for n in range(2, len(ids) + 2))
         await sql.execute(f"UPDATE events SET dispatched_at = $1 WHERE id IN ({marks})", now, *ids)
-    return len(events)
+    by_event = {int(e["id"]): e for e in events}
+    by_endpoint = {int(e["id"]): e for e in endpoints}
+    claimed = [
+        _claimed(int(row["id"]), 1, by_endpoint[int(row["endpoint_id"])], by_event[int(row["event_id"])], now, until)
+        for row in inserted
+        if int(row["attempts"]) == 1
+    ]
+    claimed.sort(key=lambda c: c.delivery_id)
+    return FannedOut(len(events), claimed)
+
+
+def _claimed(
+    delivery_id: int, attempt: int, endpoint: dict[str, Any], event: dict[str, Any], now: datetime, until: datetime
+) -> Claimed:
+    """A claimed delivery, from its endpoint's columns (``endpoint_id``, else ``id``; ``url``, the secrets) and
+    its event's (``public_id``, ``type``, ``created_at``, ``sequence``, ``data``)."""
+    secrets = [str(endpoint["secret"])]
+    previous_expires = as_datetime(endpoint["previous_secret_expires_at"])
+    if endpoint["previous_secret"] and (previous_expires is None or previous_expires > now):
+        secrets.append(str(endpoint["previous_secret"]))
+    created_at = as_datetime(event["created_at"])
+    assert created_at is not None
+    return Claimed(
+        delivery_id=delivery_id,
+        attempt=attempt,
+        endpoint_id=int(endpoint["endpoint_id"] if "endpoint_id" in endpoint else endpoint["id"]),
+        url=str(endpoint["url"]),
+        secrets=tuple(secrets),
+        event_public_id=str(event["public_id"]),
+        event_type=str(event["type"]),
+        event_created_at=created_at,
+        sequence=None if event["sequence"] is None else int(event["sequence"]),
+        data=json.loads(event["data"]),
+        leased_until=until,
+    )
 
 
 async def claim_due(
-    now: datetime, lease: timedelta, limit: int, per_endpoint: int, busy: dict[int, int]
+    now: datetime,
+    lease: timedelta,
+    limit: int,
+    per_endpoint: int,
+    busy: dict[int, int],
+    caps: dict[int, int] | None = None,
 ) -> list[Claimed]:
-    """Claim up to ``limit`` due deliveries, at most ``per_endpoint`` in flight per endpoint counting the
-    ``busy`` ones (endpoint id: deliveries this worker is sending now), so that one slow endpoint cannot take
-    every slot. Each claimed delivery is due again only after ``lease``, and its attempt is counted."""
+    """Claim up to ``limit`` due deliveries, at most ``per_endpoint`` in flight per endpoint (``caps``: another
+    number for some endpoints) counting the ``busy`` ones (endpoint id: deliveries this worker is sending now),
+    so that one slow endpoint cannot take every slot. Each claimed delivery is due again only after ``lease``,
+    and its attempt is counted.
+
+    Rows are read (and, on PostgreSQL, locked) only of endpoints with room, and at most as many as the
+    enabled endpoints have room for: locking a thousand rows to claim a few had cost more than the sends.
+    With nothing due this is one read outside any transaction (no SQLite write lock)."""
     if limit <= 0:
         return []
+    probe = Sql(connections.get("default"))
+    if not await probe.fetch(
+        "SELECT id FROM webhook_deliveries WHERE status = 'PENDING' AND next_attempt_at <= $1 LIMIT 1", now
+    ):
+        return []
+    caps = caps or {}
+    full = sorted(e for e, n in busy.items() if n >= caps.get(e, per_endpoint))
+    # What the enabled endpoints can take beyond per_endpoint each (their caps), less what is in flight here.
+    beyond = sum(c - per_endpoint for c in caps.values()) - sum(
+        min(n, caps.get(e, per_endpoint)) for e, n in busy.items()
+    )
     async with in_transaction() as conn:
         sql = Sql(conn)
+        skip = ""
+        if full:
+            skip = " AND d.endpoint_id NOT IN (" + ", ".join(f"${n}" for n in range(5, len(full) + 5)) + ")"
+        room = "COUNT(*) * $2 + $3"  # what the enabled endpoints can take, less what this worker has in flight
         rows = await sql.fetch(
             "SELECT d.id, d.attempts, d.endpoint_id FROM webhook_deliveries d"
             " WHERE d.status = 'PENDING' AND d.next_attempt_at <= $1 AND EXISTS (SELECT 1 FROM webhook_endpoints w"
-            " WHERE w.id = d.endpoint_id AND w.status = 'ENABLED')"  # a disabled endpoint is sent nothing
-            f" ORDER BY d.next_attempt_at, d.id LIMIT {int(limit) * 4}" + sql.for_update(skip_locked=True),
+            f" WHERE w.id = d.endpoint_id AND w.status = 'ENABLED'){skip}"  # a disabled endpoint is sent nothing
+            f" ORDER BY d.next_attempt_at, d.id LIMIT (SELECT CASE WHEN {room} < 0 THEN 0 WHEN {room} < $4"
+            f" THEN {room} ELSE $4 END FROM webhook_endpoints WHERE status = 'ENABLED')"
+            + sql.for_update(of="d", skip_locked=True),
             now,
+            per_endpoint,
+            beyond,
+            limit,
+            *full,
         )
         taken: dict[int, int] = dict(busy)
         chosen: list[int] = []
         for row in rows:
             endpoint_id = int(row["endpoint_id"])
-            if taken.get(endpoint_id, 0) >= per_endpoint:
+            if taken.get(endpoint_id, 0) >= caps.get(endpoint_id, per_endpoint):
                 continue  # left due (only row-locked until this commit), for a later pass or another process
             taken[endpoint_id] = taken.get(endpoint_id, 0) + 1
             chosen.append(int(row["id"]))
@@ -175,37 +298,17 @@ async def claim_due(
             *chosen,
         )
         details = await sql.fetch(
-            "SELECT d.id, e.public_id, e.type, e.created_at, e.sequence, e.data, w.url, w.secret,"
+            "SELECT d.id, d.endpoint_id, e.public_id, e.type, e.created_at, e.sequence, e.data, w.url, w.secret,"
             " w.previous_secret, w.previous_secret_expires_at FROM webhook_deliveries d"
             " JOIN events e ON e.id = d.event_id JOIN webhook_endpoints w ON w.id = d.endpoint_id"
             f" WHERE d.id IN ({', '.join(f'${n}' for n in range(1, len(chosen) + 1))})",
             *chosen,
         )
     by_id = {int(d["id"]): d for d in details}
-    result: list[Claimed] = []
-    for row in claimed:
-        d = by_id[int(row["id"])]
-        secrets = [str(d["secret"])]
-        previous_expires = as_datetime(d["previous_secret_expires_at"])
-        if d["previous_secret"] and (previous_expires is None or previous_expires > now):
-            secrets.append(str(d["previous_secret"]))
-        created_at = as_datetime(d["created_at"])
-        assert created_at is not None
-        result.append(
-            Claimed(
-                delivery_id=int(row["id"]),
-                attempt=int(row["attempts"]),
-                endpoint_id=int(row["endpoint_id"]),
-                url=str(d["url"]),
-                secrets=tuple(secrets),
-                event_public_id=str(d["public_id"]),
-                event_type=str(d["type"]),
-                event_created_at=created_at,
-                sequence=None if d["sequence"] is None else int(d["sequence"]),
-                data=json.loads(d["data"]),
-                leased_until=now + lease,
-            )
-        )
+    result = [
+        _claimed(int(row["id"]), int(row["attempts"]), by_id[int(row["id"])], by_id[int(row["id"])], now, now + lease)
+        for row in claimed
+    ]
     result.sort(key=lambda c: c.delivery_id)
     return result
 
@@ -287,17 +390,23 @@ async def _record_chunk(
     endpoint_ids = sorted({c.endpoint_id for c, _ in outcomes})
     marks = ", ".join(f"${n}" for n in range(1, len(endpoint_ids) + 1))
     lock = " FOR KEY SHARE" if sql.postgres else ""  # SQLite has one writer: the delete is before or after
-    existing = {
-        int(row["id"])
-        for row in await sql.fetch(f"SELECT id FROM webhook_endpoints WHERE id IN ({marks}){lock}", *endpoint_ids)
-    }
+    rows = await sql.fetch(
+        f"SELECT id, failing_since FROM webhook_endpoints WHERE id IN ({marks}){lock}", *endpoint_ids
+    )
+    existing = {int(row["id"]) for row in rows}
+    failing = {int(row["id"]) for row in rows if row["failing_since"] is not None}
     kept = [pair for pair in outcomes if pair[0].endpoint_id in existing]
-    recorded = iter(await _record_existing(sql, kept, now, retry_period, rng) if kept else [])
+    recorded = iter(await _record_existing(sql, kept, now, retry_period, rng, failing) if kept else [])
     return [next(recorded) if c.endpoint_id in existing else Recorded("GONE", None, None) for c, _ in outcomes]
 
 
 async def _record_existing(
-    sql: Sql, outcomes: list[tuple[Claimed, Outcome]], now: datetime, retry_period: timedelta, rng: random.Random
+    sql: Sql,
+    outcomes: list[tuple[Claimed, Outcome]],
+    now: datetime,
+    retry_period: timedelta,
+    rng: random.Random,
+    failing: set[int],
 ) -> list[Recorded]:
     trimmed = [
         (
@@ -360,23 +469,26 @@ async def _record_existing(
         )
     values, args = _values(sql, rows, _LAST_TYPES, first=2)
     delivered_at = "$1::timestamptz" if sql.postgres else "$1"
-    changed = {
-        (int(row["id"]), int(row["attempts"]))
+    updated = [
+        row
         for row in await sql.fetch(
             f"WITH v({_LAST_COLUMNS}) AS (VALUES {values}) UPDATE webhook_deliveries SET status = v.status,"
             " next_attempt_at = v.next_at, leased_until = NULL, last_attempt_at = v.started_at,"
+            " attempts_total = webhook_deliveries.attempts_total + 1,"
             " last_status_code = v.status_code,"
             " last_latency_ms = v.latency_ms, last_response = v.body, last_error = v.error,"
             f" delivered_at = CASE WHEN v.status = 'SUCCEEDED' THEN {delivered_at}"
             " ELSE webhook_deliveries.delivered_at END"
             " FROM v WHERE webhook_deliveries.id = v.id AND webhook_deliveries.status = 'PENDING'"
             " AND webhook_deliveries.attempts = v.attempts"
-            " RETURNING webhook_deliveries.id, webhook_deliveries.attempts",
+            " RETURNING webhook_deliveries.id, webhook_deliveries.attempts, webhook_deliveries.attempts_total",
             now,
             *args,
         )
-    }
-    disabled = await _failing_since(sql, outcomes, now, retry_period)
+    ]
+    changed = {(int(row["id"]), int(row["attempts"])) for row in updated}
+    await _trim_log(sql, sorted({int(row["id"]) for row in updated if int(row["attempts_total"]) > ATTEMPT_LOG_KEEP}))
+    disabled = await _failing_since(sql, outcomes, now, retry_period, failing)
     results: list[Recorded] = []
     told: set[int] = set()
     for (claimed, _), (status, next_at) in zip(outcomes, decided, strict=True):
@@ -397,8 +509,25 @@ async def _record_existing(
     return results
 
 
+async def _trim_log(sql: Sql, delivery_ids: list[int]) -> None:
+    """Drop from these deliveries' logs every try but the last ``ATTEMPT_LOG_KEEP`` and the first of the current
+    series (the retry period counts from its start). Only deliveries tried more than that many times are
+    passed: nearly every batch has none, and costs no statement."""
+    if not delivery_ids:
+        return
+    marks = ", ".join(f"${n}" for n in range(1, len(delivery_ids) + 1))
+    await sql.execute(
+        f"DELETE FROM webhook_attempts WHERE delivery_id IN ({marks}) AND id NOT IN (SELECT k.id FROM"
+        " webhook_attempts k WHERE k.delivery_id = webhook_attempts.delivery_id"
+        f" ORDER BY k.id DESC LIMIT {ATTEMPT_LOG_KEEP})"
+        " AND id <> (SELECT COALESCE(MAX(f.id), 0) FROM webhook_attempts f"
+        " WHERE f.delivery_id = webhook_attempts.delivery_id AND f.attempt = 1)",
+        *delivery_ids,
+    )
+
+
 async def _failing_since(
-    sql: Sql, outcomes: list[tuple[Claimed, Outcome]], now: datetime, retry_period: timedelta
+    sql: Sql, outcomes: list[tuple[Claimed, Outcome]], now: datetime, retry_period: timedelta, failing: set[int]
 ) -> dict[int, int]:
     """Set each endpoint's ``failing_since`` as recording the outcomes one after another would have: a
     success clears it, a failure sets it when it is not set. Then disable the endpoints that failed for the
@@ -420,7 +549,9 @@ async def _failing_since(
             started.setdefault(endpoint, outcome.started_at)
         elif n > last_success[endpoint]:
             restarted.setdefault(endpoint, outcome.started_at)
-    cleared = [e for e in last_success if e not in restarted]
+    # Only those failing when the batch began (read under the key-share lock): clearing the others would be a
+    # statement that changes nothing, in nearly every batch.
+    cleared = [e for e in last_success if e not in restarted and e in failing]
     if cleared:
         marks = ", ".join(f"${n}" for n in range(1, len(cleared) + 1))
         await sql.execute(

@@ -268,8 +268,8 @@ async def rotate_secret(
 
 
 _UPSERT_DELIVERY = (
-    "INSERT INTO webhook_deliveries (endpoint_id, event_id, status, attempts, next_attempt_at, created_at)"
-    " VALUES ($1, $2, 'PENDING', 0, $3, $3) ON CONFLICT (endpoint_id, event_id)"
+    "INSERT INTO webhook_deliveries (endpoint_id, event_id, status, attempts, attempts_total, next_attempt_at,"
+    " created_at) VALUES ($1, $2, 'PENDING', 0, 0, $3, $3) ON CONFLICT (endpoint_id, event_id)"
     " DO UPDATE SET status = 'PENDING', attempts = 0, delivered_at = NULL, next_attempt_at = CASE WHEN"
     " webhook_deliveries.leased_until > $3 THEN webhook_deliveries.leased_until ELSE $3 END RETURNING id"
 )
@@ -279,7 +279,8 @@ async def redeliver(endpoint: WebhookEndpoint, event: OutboxEvent, now: datetime
     """The event's delivery to the endpoint, back to PENDING and due now, as a new retry series: ``attempts``
     goes back to 0, so the next attempt is logged as attempt 1 and the worker measures the retry period from
     it (not from the first attempt of the old series, days ago, which would fail it after one try). The old
-    series' attempts stay in the log, before the new ones (it is in the order they were made). An endpoint
+    series' attempts stay in the log, before the new ones (it is in the order they were made), as long as they
+    are among its last ``ATTEMPT_LOG_KEEP`` (``attempts_total`` counts on across series). An endpoint
     that never had a delivery of it gets one if it takes the event (``wants``), else ``EventNotWantedError``.
     The ``webhook-id`` stays the event's ``public_id``. One upsert:
     a delivery the worker's fan-out makes meanwhile is the one reset.

@@ -13,6 +13,7 @@ from strawberry.types import Info
 from models import tables
 from models.ids import encode_id
 from models.tables import WebhookDeliveryStatus, WebhookEndpointStatus
+from models.webhook_deliveries import ATTEMPT_LOG_KEEP
 from models.webhooks import event_types_of, secret_hint
 from resolvers.context import Context
 from resolvers.pagination import keyset_page
@@ -79,6 +80,9 @@ class WebhookDelivery(relay.Node):
         description="PENDING (due at nextAttemptAt), SUCCEEDED, or FAILED (given up)"
     )
     attempts: int = strawberry.field(description="How many tries so far in this series (a redelivery restarts it at 0)")
+    attempts_total: int = strawberry.field(
+        description=f"How many tries in all, every series counted; attemptLog keeps the last {ATTEMPT_LOG_KEEP}"
+    )
     last_status_code: int | None
     last_latency_ms: int | None
     last_attempt_at: datetime | None
@@ -95,7 +99,11 @@ class WebhookDelivery(relay.Node):
         assert row is not None, "a delivery goes with its event (ON DELETE CASCADE)"
         return WebhookEvent.of(row)
 
-    @strawberry.field(description="Every try, first first; a redelivery starts a new series at attempt 1")
+    @strawberry.field(
+        description=f"The last {ATTEMPT_LOG_KEEP} tries (and the first of the current series, whose start the retry"
+        " period counts from), first first; a redelivery starts a new series at attempt 1. attemptsTotal counts"
+        " them all"
+    )
     async def attempt_log(self, info: Info[Context, None]) -> list[WebhookAttempt]:
         return [
             WebhookAttempt(
@@ -115,6 +123,7 @@ class WebhookDelivery(relay.Node):
             id=row.id,
             status=WebhookDeliveryStatus(row.status),
             attempts=row.attempts,
+            attempts_total=row.attempts_total,
             last_status_code=row.last_status_code,
             last_latency_ms=row.last_latency_ms,
             last_attempt_at=row.last_attempt_at,

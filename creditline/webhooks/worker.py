@@ -1,10 +1,11 @@
 """The delivery worker: fans events out to endpoints, claims due deliveries and sends them, in every server.
 
-A pass: fan out every undispatched event (``models.webhook_deliveries.fan_out``), claim what is due and has a
-free slot (``claim_due``: committed before any request), start one task per claimed delivery, which sends
-outside any transaction and records the outcome. Passes run every ``webhook_poll_seconds``, and sooner after
-a committed balance change (the bus's wake: a spend that crossed a threshold emitted its event in that
-commit), after a send finishes (a slot is free) and after an endpoint was disabled (its event is due).
+A pass: fan out every undispatched event, claiming at once the new deliveries there are free slots for
+(``models.webhook_deliveries.fan_out_and_claim``), then claim what else is due and has a free slot (``claim_due``:
+retries, and what the fan-out had no slot for); both commit before any request. One task per claimed delivery sends
+outside any transaction and records the outcome. Passes run every ``webhook_poll_seconds``, and sooner after a
+committed balance change (the bus's wake: a spend that crossed a threshold emitted its event in that commit), after
+a send finishes (a slot is free) and after an endpoint was disabled (its event is due).
 
 At most ``concurrency`` requests at once in a process, and to one endpoint at most its share: ``per_endpoint``,
 or ``concurrency`` divided among the endpoints with deliveries claimed in the process (waiting or under way)
@@ -22,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from datetime import timedelta
 
 from creditline.events import BusSubscription
@@ -41,10 +43,19 @@ PREFETCH = 4
 for a slot locally, so that one endpoint is sent per_endpoint requests at once with the next ones already
 claimed, instead of per_endpoint a pass (which capped it at per_endpoint / pass time). One that cannot start
 before its claim's end less the timeout is left, unsent, for the next claim."""
-RECORDING_FACTOR = 4 * PREFETCH
+CLAIMED_PER_SLOT = 32
+"""Deliveries one process holds claimed (waiting for a slot or under way) at most, per request slot."""
+MAX_PER_ENDPOINT = 2048
+"""Deliveries one endpoint may have claimed in a process at most, however fast it answers."""
+RECORDING_FACTOR = 2 * CLAIMED_PER_SLOT
 """Deliveries sent and waiting for their outcome's batch are at most this many times ``concurrency``."""
+LATENCY_WEIGHT = 0.2
+"""Weight of a request's duration in its endpoint's moving average."""
 WAKE_COALESCE_SECONDS = 0.01
 """After a wake, wait this long first: a burst of commits is handled in one pass."""
+RECORD_COALESCE_SECONDS = 0.05
+"""Outcomes wait this long for others to share their recording's transaction. It delays no receipt (the request
+is over), only when the log shows the attempt; the delivery stays leased until then."""
 
 
 class DeliveryWorker:
@@ -76,8 +87,12 @@ class DeliveryWorker:
         """Requests holding a slot, of every endpoint (at most ``concurrency``)."""
         self._slot_freed = asyncio.Condition()
         self.timeout = timedelta(seconds=settings.webhook_timeout_seconds)
+        self._took: dict[int, float] = {}
+        """Endpoint id: moving average of its requests' seconds (of the endpoints this process sent to)."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._woken = asyncio.Event()
+        self.started = 0
+        """Attempts started so far."""
         self._subscription: BusSubscription | None = None
         self._outcomes: list[tuple[Claimed, Outcome, asyncio.Future[Recorded]]] = []
         self._recording = False
@@ -92,26 +107,64 @@ class DeliveryWorker:
         return len(self._tasks)
 
     async def fan_out(self) -> int:
-        now = self.services.clock.now()
+        """Fan out the undispatched events, starting at once the deliveries there are free slots for (claimed
+        as they are made). Returns how many events it dispatched."""
         total = 0
         while True:
-            count = await webhook_deliveries.fan_out(now)
-            total += count
-            if count < webhook_deliveries.FAN_OUT_BATCH:
+            fanned = await webhook_deliveries.fan_out_and_claim(
+                self.services.clock.now(),
+                self.lease,
+                self._free(),
+                PREFETCH * self.per_endpoint,
+                self._in_flight,
+                caps=self.caps(),
+            )
+            self._start(fanned.claimed)
+            total += fanned.dispatched
+            if fanned.dispatched < webhook_deliveries.FAN_OUT_BATCH:
                 return total
+
+    def _free(self) -> int:
+        """Deliveries this worker may claim now: ``CLAIMED_PER_SLOT`` per request slot, and no more than
+        ``RECORDING_FACTOR`` per slot sent and waiting for their outcome's batch."""
+        return min(
+            CLAIMED_PER_SLOT * self.concurrency - self._sending, RECORDING_FACTOR * self.concurrency - len(self._tasks)
+        )
+
+    def caps(self) -> dict[int, int]:
+        """How many deliveries each endpoint this process has sent to may have claimed here at once: as many
+        as its share of the request slots gets through in half of what a claim leaves before the timeout, at
+        its requests' average duration (at least ``PREFETCH`` per slot, at most ``MAX_PER_ENDPOINT``). Other
+        endpoints get ``PREFETCH`` × ``per_endpoint``. A fixed ``PREFETCH`` × 16 = 64 capped a receiver that
+        answers in a millisecond at 64 a pass, which is what kept p99 over a second at 1,000 events/s."""
+        budget = (self.lease - self.timeout).total_seconds() / 2
+        share = self.share()
+        floor = PREFETCH * self.per_endpoint
+        return {
+            endpoint_id: max(floor, min(MAX_PER_ENDPOINT, int(share * budget / max(took, 0.001))))
+            for endpoint_id, took in self._took.items()
+        }
 
     async def start_due(self) -> int:
         """Claim what is due and fits the free slots, and start sending it. Returns how many it started."""
-        free = min(PREFETCH * self.concurrency - self._sending, RECORDING_FACTOR * self.concurrency - len(self._tasks))
         claimed = await webhook_deliveries.claim_due(
-            self.services.clock.now(), self.lease, free, PREFETCH * self.per_endpoint, self._in_flight
+            self.services.clock.now(),
+            self.lease,
+            self._free(),
+            PREFETCH * self.per_endpoint,
+            self._in_flight,
+            self.caps(),
         )
+        self._start(claimed)
+        return len(claimed)
+
+    def _start(self, claimed: list[Claimed]) -> None:
+        self.started += len(claimed)
         for delivery in claimed:
             self._sending += 1
             self._in_flight[delivery.endpoint_id] = self._in_flight.get(delivery.endpoint_id, 0) + 1
             task = asyncio.create_task(self._deliver(delivery))
             self._tasks.add(task)
-        return len(claimed)
 
     async def _deliver(self, claimed: Claimed) -> None:
         released = False
@@ -122,7 +175,13 @@ class DeliveryWorker:
                 if claimed.leased_until is not None and now + self.timeout > claimed.leased_until:
                     log.info("webhook delivery %d waited past its claim: left for the next", claimed.delivery_id)
                     return  # it could not finish within its lease: due again when the lease runs out
+                began = time.monotonic()
                 outcome = await self.sender.send(claimed, now)
+                took = time.monotonic() - began
+                average = self._took.get(claimed.endpoint_id)
+                self._took[claimed.endpoint_id] = (
+                    took if average is None else average + LATENCY_WEIGHT * (took - average)
+                )
             finally:
                 await self._free_slot(claimed.endpoint_id)
             # The request is over: its slot is free while the outcome waits for the next batch to record (the
@@ -191,6 +250,10 @@ class DeliveryWorker:
     async def _record_batches(self) -> None:
         try:
             while self._outcomes:
+                # The receivers have these already (the request is over, its slot free): waiting a little lets
+                # the outcomes of the sends finishing meanwhile share the batch's statements (a handful per
+                # batch, whatever its size), instead of one batch every few sends.
+                await asyncio.sleep(RECORD_COALESCE_SECONDS)
                 batch, self._outcomes = self._outcomes, []
                 try:
                     results = await webhook_deliveries.record_outcomes(
@@ -210,14 +273,14 @@ class DeliveryWorker:
     async def run_once(self) -> int:
         """One pass to the end, for the CLI and tests: fan out, then send what is due until nothing is (retries
         scheduled later are left for later). Returns how many attempts it made."""
-        attempts = 0
+        before = self.started
         await self.fan_out()
         while True:
-            attempts += await self.start_due()
+            await self.start_due()
             if self._tasks:
                 await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
             elif not await self.fan_out():  # nothing due, and no event (a disabled endpoint's) left to fan out
-                return attempts
+                return self.started - before
 
     async def run(self) -> None:
         """Passes until cancelled; then the sends under way finish (each within its timeout) and record."""

@@ -425,6 +425,57 @@ async def test_a_redelivered_old_event_is_retried_from_the_redelivery_until_it_a
     assert receiver.ids() == [sent.public_id, sent.public_id]
 
 
+class Lowest(random.Random):
+    """Full jitter drawing 0 every time: every retry after the floor of a second."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return a
+
+
+TRIES = """
+query($id: ID!) {
+  webhookEndpoint(id: $id) { deliveries(first: 1) { edges { node { attempts attemptsTotal attemptLog { attempt } } } } }
+}
+"""
+
+
+async def test_the_log_keeps_the_last_20_tries_and_the_first_of_the_series_and_counts_them_all(
+    api: Api, admin: str, receiver: Receiver
+) -> None:
+    row = await endpoint(T0, url=receiver.url)
+    user_id, _ = await api.user("ada@example.com")
+    sent = await event(T0, account_id=user_id, sequence=1)
+    gid = encode_id("WebhookEndpoint", row.id)
+    worker = DeliveryWorker(
+        build_services(Settings(database_url="unused", webhook_allow_private=True), api.clock), rng=Lowest()
+    )
+
+    async def tries() -> tuple[int, int, list[int]]:
+        log = await api.data(TRIES, {"id": gid}, admin)
+        (node,) = [edge["node"] for edge in log["webhookEndpoint"]["deliveries"]["edges"]]
+        return node["attempts"], node["attemptsTotal"], [a["attempt"] for a in node["attemptLog"]]
+
+    receiver.status = 503
+    try:
+        for _ in range(23):
+            assert await worker.run_once() == 1
+            api.clock.advance(timedelta(seconds=1))
+        # the series' first try (the retry period counts from it) and the last 20
+        assert await tries() == (23, 23, [1, *range(4, 24)])
+        redelivered = await run(api, REDELIVER, {"endpointId": gid, "eventId": sent.public_id}, admin)
+        assert redelivered["__typename"] == "RedeliverWebhookEventSuccess"
+        assert await worker.run_once() == 1
+        api.clock.advance(timedelta(seconds=1))
+        assert await worker.run_once() == 1
+    finally:
+        await worker.close()
+
+    # the new series' first try is among the last 20: the old series' first is no longer kept
+    assert await tries() == (2, 25, [*range(6, 24), 1, 2])
+    assert await WebhookAttempt.filter(delivery__endpoint_id=row.id).count() == 20
+    assert len(receiver.ids()) == 25
+
+
 async def test_redeliver_makes_the_delivery_an_endpoint_never_had_only_if_it_takes_the_event(
     api: Api, admin: str
 ) -> None:

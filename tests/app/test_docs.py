@@ -12,6 +12,7 @@ from pathlib import Path
 from creditline.webhooks.sending import body_of
 from models.outbox import EventType
 from models.webhook_deliveries import Claimed
+from tests.support import readme_events
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ("docs/architecture.md", "docs/rules.md")
@@ -124,3 +125,21 @@ def test_the_readmes_body_timestamps_are_written_as_the_sender_writes_them() -> 
         at = datetime.fromisoformat(stamp)
         claimed = Claimed(1, 1, 1, "https://hooks.example.com/in", (), "evt_x", "balance.low", at, 1, {})
         assert json.loads(body_of(claimed))["timestamp"] == stamp
+
+
+def test_every_event_type_has_an_example_payload_the_outbox_is_held_to() -> None:
+    """``tests.support.events.emitted`` holds every event a test reads from the outbox to these examples."""
+    assert sorted(readme_events.examples()) == sorted(t.value for t in EventType)
+    low = readme_events.examples()["balance.low"].data
+    assert readme_events.undocumented("balance.low", low) == []
+    assert readme_events.undocumented("balance.low", {**low, "available": 9, "extra": "x"}) == [
+        "balance.low: available is a number, the README shows a str",
+        "balance.low: extra is emitted and not documented",
+    ]
+    account = {**low["account"], "pool": None}
+    assert readme_events.undocumented("balance.low", {**low, "account": account}) == [
+        "balance.low: account.pool is emitted and not documented"
+    ]
+    # a variant's field named in its paragraph: auto_top_up.disabled has reason instead of nextAttemptAt
+    failed = readme_events.examples()["auto_top_up.disabled"].data
+    assert readme_events.undocumented("auto_top_up.disabled", {**failed, "reason": "Declined 3 times"}) == []

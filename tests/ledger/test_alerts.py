@@ -18,6 +18,7 @@ from models.ids import encode_id
 from models.ledger import alerts
 from models.ledger.alerts import AlertChanged
 from models.tables import Alert, AlertStatus, CreditAccount, CreditKind, LotSource, OutboxEvent
+from tests.support import readme_events
 from tests.support.backends import T0, Backend, row_counts
 
 HOUR = timedelta(hours=1)
@@ -75,6 +76,7 @@ async def fired(account_id: int) -> list[tuple[int | None, str, str, str, str]]:
     out = []
     for row in rows:
         data = json.loads(row.data)
+        assert readme_events.undocumented(row.type, data) == []  # as the README's example payload shows it
         out.append((row.sequence, row.type, data["level"], data["previous"], data["available"]))
     return out
 

@@ -13,6 +13,7 @@ from models.credits import MICRO
 from models.forecast import Forecast, forecasts, sweep_runs_out_soon
 from models.ids import encode_id
 from models.tables import Alert, AlertStatus, CreditAccount, CreditKind, LotSource, OutboxEvent
+from tests.support import readme_events
 from tests.support.backends import T0, Backend
 from tests.support.statements import StatementCounter, tables_read
 from tests.support.statements import counter as counter
@@ -150,6 +151,7 @@ async def test_runs_out_soon_fires_once_per_crossing_and_resolves_when_back_abov
     assert await sweep_runs_out_soon(now + timedelta(minutes=5), 3) == []
     row = await OutboxEvent.get(id=event.id)
     assert (row.type, row.account_id, row.sequence, row.created_at) == ("balance.runs_out_soon", account_id, 1, now)
+    assert readme_events.undocumented(row.type, json.loads(row.data)) == []
     assert json.loads(row.data) == {
         "account": {
             "id": encode_id("CreditAccount", account_id),

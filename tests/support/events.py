@@ -8,12 +8,18 @@ from typing import Any
 from models.ids import encode_id
 from models.ledger import BalanceChange, Event
 from models.tables import OutboxEvent
+from tests.support.readme_events import undocumented
 
 
 async def emitted(*types: str) -> list[tuple[str, dict[str, Any]]]:
-    """Every event of ``types`` (all when none is given), oldest first."""
+    """Every event of ``types`` (all when none is given), oldest first. Each must be as the README's example
+    payload of its type documents it (``readme_events.undocumented``): every test that reads the outbox so
+    holds the README to what the code emits."""
     query = OutboxEvent.all() if not types else OutboxEvent.filter(type__in=list(types))
-    return [(row.type, json.loads(row.data)) for row in await query.order_by("id")]
+    events = [(row.type, json.loads(row.data)) for row in await query.order_by("id")]
+    drift = [p for event_type, data in events for p in undocumented(event_type, data)]
+    assert not drift, drift
+    return events
 
 
 def account_data(account_id: int, user_id: int | None, organization_id: int | None = None) -> dict[str, Any]:

@@ -64,6 +64,7 @@ async def delivery(
         event=event,
         status=status,
         attempts=len(answers),
+        attempts_total=len(answers),
         next_attempt_at=None if status is not WebhookDeliveryStatus.PENDING else now + timedelta(minutes=5),
         last_attempt_at=now + timedelta(seconds=len(answers) - 1) if answers else None,
         last_status_code=answers[-1] if answers else None,
