@@ -11,7 +11,7 @@ COUNT = [
 
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0019_deliveries_leases')]
+    dependencies = [('models', '0020_live_credit_function')]
 
     initial = False
 
