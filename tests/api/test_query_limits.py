@@ -6,9 +6,11 @@ Each graphql-cop finding (and each of its checks that could become one) has a te
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import re
 import time
+import tracemalloc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,7 +20,10 @@ import httpx
 import pytest
 from graphql import parse
 
+from creditline import graphql
+from creditline import query_limits as checks
 from creditline.app import create_app
+from creditline.document_cache import CACHE_TEXT_BYTES, CACHEABLE_TEXT_BYTES
 from creditline.graphql import build_schema, query_limits
 from creditline.query_limits import (
     FIELD_MERGE_BUDGET,
@@ -521,3 +526,43 @@ async def test_a_subscription_over_the_limits_is_refused_on_the_websocket(api: A
             }
         ],
     }
+
+
+# ----------------------------------------------------------------------- caches bounded in bytes
+
+
+async def test_many_long_distinct_documents_keep_the_caches_under_their_byte_bound(api: Api) -> None:
+    """A megabyte of comment around ``{ __typename }`` passes the token limit (the lexer skips comments):
+    each distinct one used to be kept by the parser cache and the checks' caches, 1.3 GB for 512 of them."""
+    caches = [graphql.PARSED, graphql.SUBSCRIPTIONS, checks._CHECKED.cache, checks._ANALYSED.cache]
+    for cache in caches:
+        cache.clear()
+    tracemalloc.start()
+    try:
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(16):
+            text = f"#{format(n, 'x') * 60_000}\n{{ __typename }} # subscription {n}"
+            response = await api.client.post("/graphql", json={"query": text})
+            assert response.json() == {"data": {"__typename": "Query"}}
+        gc.collect()  # the tokens of a parsed document are a cycle
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 300_000, f"{kept} bytes kept by 16 documents of 60 KB"
+    assert [len(cache.entries) for cache in caches] == [0, 0, 0, 0]
+    for n in range(300):  # short ones are kept, up to the bound in bytes
+        text = f"{{ __typename }} # subscription {n} " + "d" * (CACHEABLE_TEXT_BYTES - 60)
+        assert (await api.client.post("/graphql", json={"query": text})).json() == {"data": {"__typename": "Query"}}
+    for cache in caches:
+        assert 0 < cache.bytes <= CACHE_TEXT_BYTES
+        assert len(cache.entries) < 300
+
+
+async def test_a_refused_document_is_not_kept_by_the_parser_cache(api: Api) -> None:
+    graphql.PARSED.clear()
+    refused = await api.client.post("/graphql", json={"query": "{ nosuchfield }"})
+    assert refused.json()["errors"][0]["message"] == "Cannot query field 'nosuchfield' on type 'Query'."
+    assert graphql.PARSED.entries == {}
+    assert (await api.client.post("/graphql", json={"query": "{ __typename }"})).status_code == 200
+    assert len(graphql.PARSED.entries) == 1
