@@ -138,7 +138,12 @@ class BoundedParserCache(SchemaExtension):
         query = context.query or ""
         options = context.parse_options
         key = (query, tuple(sorted(options.items())))
-        context.graphql_document = PARSED.get(key, text_bytes(query), lambda: parse(query, **options))
+        try:
+            context.graphql_document = PARSED.get(key, text_bytes(query), lambda: parse(query, **options))
+        except GraphQLError:
+            # Left to strawberry, which parses it again where its error is reported (raised from here, the
+            # websocket transport ended the operation with a bare ``complete``).
+            context.graphql_document = None
         yield
 
     def on_validate(self) -> Iterator[None]:
@@ -404,6 +409,13 @@ class LiveTransportHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 if text is not None:
                     payload["query"] = text
         await super().handle_subscribe(message)
+
+    async def _handle_pre_execution_error(self, operation: Operation[Context, None], result: Any) -> None:
+        """An ``error`` for the operation's id with the errors HTTP answers, whatever they are: strawberry's
+        closes the whole connection (4400) on a syntax error or the token limit, and under uvicorn that close
+        failed and the operation ended with a bare ``complete``, so a client could not tell a broken document
+        from an empty result. The connection stays open, as for a validation error."""
+        await operation.send_initial_errors(result.errors)
 
     async def run_operation(self, operation: Operation[Context, None]) -> None:
         """Strawberry's (0.341), with a context of its own per operation, and no ``complete`` for a

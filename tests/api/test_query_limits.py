@@ -566,3 +566,29 @@ async def test_a_refused_document_is_not_kept_by_the_parser_cache(api: Api) -> N
     assert graphql.PARSED.entries == {}
     assert (await api.client.post("/graphql", json={"query": "{ __typename }"})).status_code == 200
     assert len(graphql.PARSED.entries) == 1
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["{", "query {", "{ __typename", "subscription {", "query " + "{ me " * 2100],
+    ids=["brace", "query", "unclosed", "subscription", "over-the-token-limit"],
+)
+async def test_a_document_that_does_not_parse_gets_the_same_error_on_the_websocket_as_over_http(
+    api: Api, query: str
+) -> None:
+    """Syntax errors and the token limit ended the operation with ``complete`` alone on the websocket: a client
+    could not tell a broken document from an empty result."""
+    _, token = await api.user("ada@example.com", bonus=10)
+    over_http = (await api.client.post("/graphql", json={"query": query})).json()
+    assert over_http["data"] is None
+    async with serve(DEVELOPMENT, api.clock) as live:
+        ws = await connect(live, token)
+        try:
+            await ws.send(json.dumps({"id": "q", "type": "subscribe", "payload": {"query": query}}))
+            message = await receive(ws)
+            await ws.send(json.dumps({"id": "after", "type": "subscribe", "payload": {"query": "{ __typename }"}}))
+            after = await receive(ws)  # the connection stays open
+        finally:
+            await ws.close()
+    assert message == {"id": "q", "type": "error", "payload": over_http["errors"]}
+    assert after == {"id": "after", "type": "next", "payload": {"data": {"__typename": "Query"}}}
