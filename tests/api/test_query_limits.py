@@ -23,7 +23,7 @@ from graphql import parse
 from creditline import graphql
 from creditline import query_limits as checks
 from creditline.app import create_app
-from creditline.document_cache import CACHE_TEXT_BYTES, CACHEABLE_TEXT_BYTES
+from creditline.document_cache import CACHE_TEXT_BYTES, CACHEABLE_TEXT_BYTES, TextCache
 from creditline.graphql import build_schema, query_limits
 from creditline.query_limits import (
     FIELD_MERGE_BUDGET,
@@ -534,7 +534,12 @@ async def test_a_subscription_over_the_limits_is_refused_on_the_websocket(api: A
 async def test_many_long_distinct_documents_keep_the_caches_under_their_byte_bound(api: Api) -> None:
     """A megabyte of comment around ``{ __typename }`` passes the token limit (the lexer skips comments):
     each distinct one used to be kept by the parser cache and the checks' caches, 1.3 GB for 512 of them."""
-    caches = [graphql.PARSED, graphql.SUBSCRIPTIONS, checks._CHECKED.cache, checks._ANALYSED.cache]
+    caches: list[TextCache[Any]] = [
+        graphql.PARSED,
+        graphql.SUBSCRIPTIONS,
+        checks._CHECKED.cache,
+        checks._ANALYSED.cache,
+    ]
     for cache in caches:
         cache.clear()
     tracemalloc.start()
