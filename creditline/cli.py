@@ -196,6 +196,7 @@ def _serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
             ws_max_size=settings.ws_max_message_bytes,
             http=guarded_protocol(),
             timeout_keep_alive=settings.keep_alive_seconds,
+            timeout_worker_healthcheck=settings.worker_healthcheck_seconds,
             limit_concurrency=cap,
             h11_max_incomplete_event_size=settings.max_header_bytes,
             header_timeout_seconds=settings.header_timeout_seconds,

@@ -10,13 +10,13 @@ import struct
 import termios
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, cast
 
 import strawberry
 from cross_web import HTTPException
 from graphql import (
+    DocumentNode,
     GraphQLError,
     GraphQLFormattedError,
     OperationDefinitionNode,
@@ -28,7 +28,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
-from strawberry.extensions import MaskErrors, MaxTokensLimiter, ParserCache
+from strawberry.extensions import MaskErrors, MaxTokensLimiter
 from strawberry.extensions.base_extension import SchemaExtension
 from strawberry.http import GraphQLRequestData
 from strawberry.schema.config import StrawberryConfig
@@ -49,6 +49,7 @@ from strawberry.types.unset import UNSET, UnsetType
 from strawberry.utils.aio import aclosing
 
 from creditline.db_backends import SERVICE_UNAVAILABLE_MESSAGE, DatabaseUnavailable
+from creditline.document_cache import TextCache, text_bytes
 from creditline.execution import PlainLeafExecutionContext
 from creditline.live import (
     EXPIRED,
@@ -123,6 +124,36 @@ class MaskUnexpectedErrors(MaskErrors):
         return super().anonymise_error(error)
 
 
+PARSED: TextCache[DocumentNode] = TextCache(512)
+"""Parsed documents by text and parse options (strawberry's ``ParserCache`` is bounded in entries only)."""
+
+
+class BoundedParserCache(SchemaExtension):
+    """The same text parses to the same document, from ``PARSED``: a long text is parsed on each request and
+    not kept (creditline/document_cache.py). The identity matters: the checks of creditline/query_limits.py
+    are cached by the document's."""
+
+    def on_parse(self) -> Iterator[None]:
+        context = self.execution_context
+        query = context.query or ""
+        options = context.parse_options
+        key = (query, tuple(sorted(options.items())))
+        try:
+            context.graphql_document = PARSED.get(key, text_bytes(query), lambda: parse(query, **options))
+        except GraphQLError:
+            # Left to strawberry, which parses it again where its error is reported (raised from here, the
+            # websocket transport ended the operation with a bare ``complete``).
+            context.graphql_document = None
+        yield
+
+    def on_validate(self) -> Iterator[None]:
+        yield
+        if self.execution_context.pre_execution_errors:
+            # A refused document is not kept: it would push out the ones that run.
+            context = self.execution_context
+            PARSED.discard((context.query or "", tuple(sorted(context.parse_options.items()))))
+
+
 def build_schema(settings: Settings, documents: PersistedDocuments | None = None) -> strawberry.Schema:
     # Validation is ours (creditline/query_limits.py): strawberry's depth and alias limiters re-walk every
     # fragment spread, which is exponential in nested spreads. Its rules are built once, so that its
@@ -132,7 +163,7 @@ def build_schema(settings: Settings, documents: PersistedDocuments | None = None
     persisted = documents or persisted_documents(settings.persisted_documents, settings.documents_file)
     extensions: list[Any] = [
         lambda: PersistedDocumentsExtension(persisted),
-        lambda: ParserCache(maxsize=512),
+        BoundedParserCache,
         lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
         lambda: QueryLimitsExtension(limits, rules),
         VariableErrorCodes,
@@ -154,8 +185,19 @@ def schema_sdl() -> str:
     return build_schema(Settings()).as_str() + "\n"
 
 
-@lru_cache(maxsize=256)
+SUBSCRIPTIONS: TextCache[bool] = TextCache(256)
+"""``_is_subscription``'s answers, by text (bounded in bytes as ``PARSED``)."""
+
+
 def _is_subscription(query: str, operation_name: str | None, max_tokens: int) -> bool:
+    return SUBSCRIPTIONS.get(
+        (query, operation_name, max_tokens),
+        text_bytes(query),
+        lambda: _parses_to_subscription(query, operation_name, max_tokens),
+    )
+
+
+def _parses_to_subscription(query: str, operation_name: str | None, max_tokens: int) -> bool:
     try:
         document = parse(query, max_tokens=max_tokens)  # before the limits: no more than they allow
     except GraphQLError:
@@ -367,6 +409,13 @@ class LiveTransportHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 if text is not None:
                     payload["query"] = text
         await super().handle_subscribe(message)
+
+    async def _handle_pre_execution_error(self, operation: Operation[Context, None], result: Any) -> None:
+        """An ``error`` for the operation's id with the errors HTTP answers, whatever they are: strawberry's
+        closes the whole connection (4400) on a syntax error or the token limit, and under uvicorn that close
+        failed and the operation ended with a bare ``complete``, so a client could not tell a broken document
+        from an empty result. The connection stays open, as for a validation error."""
+        await operation.send_initial_errors(result.errors)
 
     async def run_operation(self, operation: Operation[Context, None]) -> None:
         """Strawberry's (0.341), with a context of its own per operation, and no ``complete`` for a

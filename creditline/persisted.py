@@ -7,7 +7,9 @@ Two ways to name one, both read here:
 - ``{"extensions": {"persistedQuery": {"version": 1, "sha256Hash": "<hex>"}}}``, Apollo's automatic
   persisted queries (APQ): with ``allow``, an unknown hash sent without the text is answered
   ``PersistedQueryNotFound``, the client sends the text with the hash, and the server keeps it (in this
-  process, the last ``LEARNED_MAX`` of them) once the hash matches.
+  process, the last ``LEARNED_MAX`` of them, ``LEARNED_BYTES`` of text at most) once the hash matches and the
+  document has parsed and passed validation and the limits. A text over ``CACHEABLE_TEXT_BYTES`` is run but
+  never kept.
 
 ``CREDITLINE_PERSISTED_DOCUMENTS`` is ``off`` (ids are ignored, as before), ``allow`` (ids or text) or ``only``
 (a registered document, by id or by its exact text; anything else is refused with
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,9 +33,13 @@ from typing import Any
 from graphql import GraphQLError
 from strawberry.extensions.base_extension import SchemaExtension
 
+from creditline.document_cache import CACHE_TEXT_BYTES, TextCache, text_bytes
+
 MODES = ("off", "allow", "only")
 LEARNED_MAX = 1000
 """APQ documents kept per process (``allow``), least recently used first out."""
+LEARNED_BYTES = CACHE_TEXT_BYTES
+"""What the texts of the learned documents may add up to (UTF-8), least recently used first out."""
 SHA256_PREFIX = "sha256:"
 
 NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
@@ -101,21 +106,30 @@ def _error(message: str, code: str) -> GraphQLError:
 class PersistedDocuments:
     mode: str = "off"
     registered: Mapping[str, str] = field(default_factory=dict)
-    learned: OrderedDict[str, str] = field(default_factory=OrderedDict)
+    learned: TextCache[str] = field(default_factory=lambda: TextCache(LEARNED_MAX, LEARNED_BYTES))
 
     def _known(self, key: str) -> str | None:
         text = self.registered.get(key)
         if text is None and self.mode == "allow":
-            text = self.learned.get(key)
-            if text is not None:
-                self.learned.move_to_end(key)
+            entry = self.learned.entries.get(key)
+            if entry is not None:
+                self.learned.entries.move_to_end(key)
+                text = entry[1]
         return text
 
-    def _learn(self, key: str, text: str) -> None:
-        self.learned[key] = text
-        self.learned.move_to_end(key)
-        while len(self.learned) > LEARNED_MAX:
-            self.learned.popitem(last=False)
+    def learn(self, query: str | None, extensions: Mapping[str, Any] | None) -> None:
+        """Keep an APQ text sent with its hash (``allow``), once it has passed parsing, validation and the
+        limits: a text that is refused, or too long to keep, is never learned (a hash alone would run it)."""
+        if self.mode != "allow" or query is None:
+            return
+        try:
+            key, apq = self.requested_id(extensions)
+        except GraphQLError:
+            return
+        size = text_bytes(query)
+        if key is None or not apq or size is None or self._known(key) is not None or sha256_of(query) != key:
+            return
+        self.learned.get(key, size, lambda: query)
 
     def requested_id(self, extensions: Mapping[str, Any] | None) -> tuple[str | None, bool]:
         """The id the request names (without ``sha256:``) and whether it came as an APQ hash."""
@@ -157,9 +171,7 @@ class PersistedDocuments:
                 raise self.required()
             if not _is_sha256(key) or sha256_of(query) != key:
                 raise _error("provided sha does not match query", MISMATCH)
-            if apq:
-                self._learn(key, query)
-            return query
+            return query  # learned once it has passed validation (learn)
         if self.mode == "only" and query is not None:
             text = self.registered.get(sha256_of(query))
             if text is None:
@@ -205,3 +217,10 @@ class PersistedDocumentsExtension(SchemaExtension):
         context = self.execution_context
         context.query = self.documents.resolve(context.query, context.operation_extensions)
         yield
+
+    def on_validate(self) -> Iterator[None]:
+        yield
+        # Last out of validation (first of the extensions): the limits' errors are in by now.
+        context = self.execution_context
+        if not context.pre_execution_errors and context.graphql_document is not None:
+            self.documents.learn(context.query, context.operation_extensions)

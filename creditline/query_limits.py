@@ -21,11 +21,9 @@ In order:
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
 from graphql import (
@@ -62,6 +60,7 @@ from graphql.validation.validate import ValidationAbortedError
 from strawberry.extensions.base_extension import SchemaExtension
 from strawberry.schema.schema import validate_document
 
+from creditline.document_cache import TextCache, document_bytes
 from models.reports import MAX_HOURLY_BUCKETS, MAX_RANGE
 from resolvers.pagination import DEFAULT_PAGE, MAX_PAGE
 
@@ -229,7 +228,6 @@ def validation_rules(limits: QueryLimits) -> tuple[type[ASTValidationRule], ...]
     return tuple(rules)
 
 
-@lru_cache(maxsize=512)
 def _validate(
     schema: GraphQLSchema, document: DocumentNode, rules: tuple[type[ASTValidationRule], ...]
 ) -> list[GraphQLError]:
@@ -499,22 +497,17 @@ class _ByIdentity:
     """Results per parsed document, by identity: graphql-core's nodes are frozen dataclasses whose hash walks
     the whole tree on every call (about 40 us for a spend's document, each request, under ``lru_cache``).
     The parser cache hands back the same document for the same text, so its identity is key enough; each
-    entry keeps what its key names alive, so an id is not reused while it is here."""
+    entry keeps what its key names alive, so an id is not reused while it is here. Bounded in bytes of the
+    documents' texts as the parser cache is (creditline/document_cache.py): a document too long for it is
+    checked again on each request, and not kept here either."""
 
     def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
-        self.entries: OrderedDict[tuple[Any, ...], tuple[tuple[object, ...], Any]] = OrderedDict()
+        self.cache: TextCache[tuple[tuple[object, ...], Any]] = TextCache(maxsize)
 
     def get(self, key: tuple[Any, ...], keep: tuple[object, ...], compute: Callable[[], Any]) -> Any:
-        entry = self.entries.get(key)
-        if entry is not None:
-            self.entries.move_to_end(key)
-            return entry[1]
-        value = compute()
-        self.entries[key] = (keep, value)
-        if len(self.entries) > self.maxsize:
-            self.entries.popitem(last=False)
-        return value
+        documents = [document_bytes(kept) for kept in keep if isinstance(kept, DocumentNode)]
+        size = None if None in documents else sum(d for d in documents if d is not None)
+        return self.cache.get(key, size, lambda: (keep, compute()))[1]
 
 
 _CHECKED = _ByIdentity(512)

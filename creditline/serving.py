@@ -120,14 +120,23 @@ class HeadGuard:
             self.timer.cancel()
             self.timer = None
 
-    def before(self, data: bytes) -> None:
+    def before(self, data: bytes) -> bool:
+        """Count ``data`` into the head; ``False`` when it makes the head too large (refused with 431 here,
+        before the parser sees it: a whole head arriving in one read was parsed before ``after`` compared)."""
         protocol = self.protocol
         if not self.awaiting:
             cycle = protocol.cycle
             if cycle is None or cycle.response_complete:
                 self.start()  # the next request on a keep-alive connection
-        if self.awaiting:
-            self.received += len(data)
+        if not self.awaiting:
+            return True
+        end = data.find(b"\r\n\r\n")
+        head = self.received + (len(data) if end < 0 else end + 4)  # a body after the head is not counted
+        self.received += len(data)
+        if head > protocol.config.max_header_bytes:
+            self.refuse(_TOO_LARGE)
+            return False
+        return True
 
     def after(self) -> None:
         if not self.awaiting:
@@ -166,9 +175,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.head_guard.start()
 
     def data_received(self, data: bytes) -> None:
-        self.head_guard.before(data)
-        super().data_received(data)
-        self.head_guard.after()
+        if self.head_guard.before(data):
+            super().data_received(data)
+            self.head_guard.after()
 
     def handle_websocket_upgrade(self) -> None:
         self.head_guard.cancel()
@@ -189,9 +198,9 @@ class GuardedH11Protocol(H11Protocol):
         self.head_guard.start()
 
     def data_received(self, data: bytes) -> None:
-        self.head_guard.before(data)
-        super().data_received(data)
-        self.head_guard.after()
+        if self.head_guard.before(data):
+            super().data_received(data)
+            self.head_guard.after()
 
     def handle_websocket_upgrade(self, *args: Any) -> None:
         self.head_guard.cancel()

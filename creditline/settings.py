@@ -239,6 +239,11 @@ class Settings:
     """A request's headers must arrive within this, or the connection is closed (slowloris)."""
     body_timeout_seconds: float = 30.0
     """A request's body must arrive within this after its headers, or it gets 408."""
+    worker_healthcheck_seconds: int = 60
+    """``serve --workers N``: how long a worker may take to answer the supervisor's health check, and a new
+    one to start serving, before it is killed and replaced. A spawned worker answers only once it has imported
+    the application (seconds of wall time on a loaded machine: 9 s were seen at a load of 8 on 2 cores), so
+    uvicorn's 5 s default killed workers still starting, in a loop."""
     keep_alive_seconds: int = 5
     """An idle keep-alive connection is closed after this."""
     max_connections: int = 4096
@@ -485,6 +490,9 @@ class Settings:
             header_timeout_seconds=_float(env, "CREDITLINE_HEADER_TIMEOUT_SECONDS", cls.header_timeout_seconds),
             body_timeout_seconds=_float(env, "CREDITLINE_BODY_TIMEOUT_SECONDS", cls.body_timeout_seconds),
             keep_alive_seconds=_positive(env, "CREDITLINE_KEEP_ALIVE_SECONDS", cls.keep_alive_seconds),
+            worker_healthcheck_seconds=_positive(
+                env, "CREDITLINE_WORKER_HEALTHCHECK_SECONDS", cls.worker_healthcheck_seconds
+            ),
             max_connections=_positive(env, "CREDITLINE_MAX_CONNECTIONS", cls.max_connections),
             max_header_bytes=_positive(env, "CREDITLINE_MAX_HEADER_BYTES", cls.max_header_bytes),
             log_format=_log_format(env),

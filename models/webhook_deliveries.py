@@ -313,6 +313,27 @@ async def claim_due(
     return result
 
 
+async def release_claims(claims: list[Claimed], now: datetime) -> int:
+    """Give back claims never sent (a worker stopping): each delivery due again at ``now``, unleased, its attempt
+    uncounted, unless another claim or a redelivery has taken it since (its attempt count moved on). Returns
+    how many it gave back."""
+    if not claims:
+        return 0
+    async with in_transaction() as conn:
+        sql = Sql(conn)
+        released = 0
+        for claim in claims:
+            rows = await sql.fetch(
+                "UPDATE webhook_deliveries SET next_attempt_at = $1, leased_until = NULL, attempts = attempts - 1"
+                " WHERE id = $2 AND attempts = $3 AND status = 'PENDING' AND leased_until IS NOT NULL RETURNING id",
+                now,
+                claim.delivery_id,
+                claim.attempt,
+            )
+            released += len(rows)
+    return released
+
+
 def backoff_ceiling(attempt: int) -> timedelta:
     """The longest wait after the ``attempt``-th failure: 10 s, 20 s, 40 s... doubling up to 6 hours."""
     doubled: timedelta = BACKOFF_BASE * (2 ** min(max(attempt - 1, 0), 20))

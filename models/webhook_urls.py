@@ -54,17 +54,20 @@ _REFUSED_V6 = tuple(
 )
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+_IPV4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")
+"""SIIT's IPv4-translated addresses (``::ffff:0:a.b.c.d``, RFC 2765): a translator routes them to that IPv4 host."""
 
 
 def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     """The IPv4 address an IPv6 address carries to an IPv4 host: IPv4-mapped (``::ffff:a.b.c.d``),
-    IPv4-compatible (``::a.b.c.d``, deprecated), 6to4 (``2002:AABB:CCDD::/48``) and NAT64's well-known prefix
-    (``64:ff9b::a.b.c.d``); a request to it reaches that IPv4 host."""
+    IPv4-compatible (``::a.b.c.d``, deprecated), IPv4-translated (``::ffff:0:a.b.c.d``, SIIT), 6to4
+    (``2002:AABB:CCDD::/48``) and NAT64's well-known prefix (``64:ff9b::a.b.c.d``); a request to it reaches that
+    IPv4 host."""
     if address.ipv4_mapped is not None:
         return address.ipv4_mapped
     if address.sixtofour is not None:
         return address.sixtofour
-    if address in _NAT64 or (address in _IPV4_COMPATIBLE and int(address) > 1):
+    if address in _NAT64 or address in _IPV4_TRANSLATED or (address in _IPV4_COMPATIBLE and int(address) > 1):
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
 
@@ -162,9 +165,11 @@ def check_url(url: str, *, production: bool, allow_private: bool) -> str | None:
     try:
         parts = urlsplit(url)
         host = parts.hostname
-        parts.port  # noqa: B018 (a port that is not a number raises here)
+        port = parts.port  # a port that is not a number raises here
     except ValueError:
         return "url is not a valid URL"
+    if port == 0:
+        return "url must not use port 0"
     if parts.scheme not in ("http", "https") or not host:
         return "url must be an absolute http:// or https:// URL with a host"
     if parts.username is not None or parts.password is not None:

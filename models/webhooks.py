@@ -7,6 +7,7 @@ to PENDING, due now, under the same ``webhook-id`` (the event's ``public_id``)."
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import secrets
 from dataclasses import dataclass
@@ -44,6 +45,11 @@ class TooManyEndpointsError(Exception):
 
 class IdempotencyConflictError(Exception):
     """The idempotency key was used before for a different request."""
+
+
+class RotationSupersededError(IdempotencyConflictError):
+    """A replayed ``rotateWebhookSecret`` key whose secret is no longer the endpoint's: a later rotation
+    replaced it. The record keeps only the secret's sha256, so it cannot be answered again."""
 
 
 class EventNotWantedError(Exception):
@@ -239,10 +245,10 @@ async def rotate_secret(
 ) -> Created | None:
     """A new secret; the current one becomes ``previous_secret`` and still signs for ``grace_seconds`` (the
     worker signs with both meanwhile), so receivers can switch without a gap. A replay of ``idem`` answers
-    the first rotation's secret and rotates nothing."""
-    if (replayed := await _replayed(idem)) is not None:
-        if replayed.endpoint.id != endpoint_id:
-            raise IdempotencyConflictError()
+    the first rotation's secret and rotates nothing, while it is still the endpoint's secret; once a later
+    rotation has replaced it, ``RotationSupersededError``. The record keeps the secret's sha256, not the
+    secret (as ``_replayed`` has it): enough to tell it is still the one, useless to sign with."""
+    if (replayed := await _rotation_replayed(idem, endpoint_id)) is not None:
         return replayed
     if idem is not None and await IdempotencyRecord.exists(scope=idem.scope, key=idem.key):
         raise IdempotencyConflictError()
@@ -258,13 +264,33 @@ async def rotate_secret(
             row.updated_at = now
             await row.save(using_db=conn)
             if idem is not None:
-                await _store(conn, idem, {"endpoint": row.id}, now)
+                await _store(conn, idem, {"endpoint": row.id, "secret_sha256": _digest(secret)}, now)
     except IntegrityError:
         assert idem is not None
-        if (replayed := await _replayed(idem)) is None:
+        if (replayed := await _rotation_replayed(idem, endpoint_id)) is None:
             raise IdempotencyConflictError() from None
         return replayed
     return Created(row, secret)
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+async def _rotation_replayed(idem: IdempotencyKey | None, endpoint_id: int) -> Created | None:
+    """A rotation's replay: the secret it made, if that is still the endpoint's (a record written before the
+    digest was kept answers the current one, as it did)."""
+    replayed = await _replayed(idem)
+    if replayed is None:
+        return None
+    if replayed.endpoint.id != endpoint_id:
+        raise IdempotencyConflictError()
+    assert idem is not None
+    stored = await _replay(idem)
+    digest = None if stored is None else stored.get("secret_sha256")
+    if digest is not None and digest != _digest(replayed.secret):
+        raise RotationSupersededError()
+    return replayed
 
 
 _UPSERT_DELIVERY = (

@@ -97,6 +97,9 @@ class DeliveryWorker:
         self._outcomes: list[tuple[Claimed, Outcome, asyncio.Future[Recorded]]] = []
         self._recording = False
         self._recorder: asyncio.Task[None] | None = None
+        self._closing = False
+        """Set by ``close``: no request starts any more; the claims still waiting for a slot are given back."""
+        self._unsent: list[Claimed] = []
 
     def wake(self) -> None:
         """Run a pass soon (an event may have been committed)."""
@@ -169,7 +172,9 @@ class DeliveryWorker:
     async def _deliver(self, claimed: Claimed) -> None:
         released = False
         try:
-            await self._take_slot(claimed.endpoint_id)
+            if not await self._take_slot(claimed.endpoint_id):
+                self._unsent.append(claimed)  # stopping: given back by close, due again at once elsewhere
+                return
             try:
                 now = self.services.clock.now()
                 if claimed.leased_until is not None and now + self.timeout > claimed.leased_until:
@@ -211,13 +216,20 @@ class DeliveryWorker:
         one."""
         return max(1, min(self.per_endpoint, self.concurrency // max(1, len(self._in_flight))))
 
-    async def _take_slot(self, endpoint_id: int) -> None:
+    async def _take_slot(self, endpoint_id: int) -> bool:
+        """Wait for a request slot and take it; ``False`` (no slot taken) once the worker is closing."""
         async with self._slot_freed:
             await self._slot_freed.wait_for(
-                lambda: self._requests < self.concurrency and self._requesting.get(endpoint_id, 0) < self.share()
+                lambda: (
+                    self._closing
+                    or (self._requests < self.concurrency and self._requesting.get(endpoint_id, 0) < self.share())
+                )
             )
+            if self._closing:
+                return False
             self._requests += 1
             self._requesting[endpoint_id] = self._requesting.get(endpoint_id, 0) + 1
+            return True
 
     async def _free_slot(self, endpoint_id: int) -> None:
         async with self._slot_freed:
@@ -312,8 +324,26 @@ class DeliveryWorker:
         self._woken.set()
 
     async def close(self) -> None:
+        """Stop within ``timeout`` + ``LEASE_MARGIN`` (README, Webhooks): no request starts any more, the claims
+        waiting for a slot are given back (due again at once, for another process or the next start), the
+        requests under way finish within their timeout and are recorded; what is still running past the
+        bound is cancelled (its claim runs out: sent again, at least once). Waiting for the whole lease
+        (4 timeouts and the margin, 45 s by default) outlasted a 30 s termination grace."""
+        self._closing = True
+        async with self._slot_freed:
+            self._slot_freed.notify_all()
         if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=self.lease.total_seconds())
+            bound = (self.timeout + LEASE_MARGIN).total_seconds()
+            _, late = await asyncio.wait(set(self._tasks), timeout=bound)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=1)
+        unsent, self._unsent = self._unsent, []
+        try:
+            await webhook_deliveries.release_claims(unsent, self.services.clock.now())
+        except Exception:
+            log.exception("giving back %d unsent webhook deliveries failed: due when their claims run out", len(unsent))
         await self.sender.aclose()
 
 

@@ -17,7 +17,13 @@ How it runs (see docs/rules.md, "Batches"):
   accounts and idempotency records, one statement each (SQLite: ``executemany`` for the row updates).
 
 A key recorded meanwhile by a concurrent request (PostgreSQL) shows in the records' insert: the batch rolls
-back and runs again, and then reads it as a replay.
+back and runs again, and then reads it as a replay. The records are inserted in the order of their keys, so two
+batches sharing keys on different accounts wait for each other's keys in one order, never in a cycle; a
+deadlock the database reports all the same runs the batch again as well.
+
+A key used twice in one batch is decided by its first use in input order (whatever the accounts): a later use
+with the same input is its replay, with other input an ``IdempotencyConflict``, as two spends one after the
+other would be.
 """
 
 from __future__ import annotations
@@ -165,7 +171,22 @@ async def spend_batch(spends: Sequence[BatchSpend], *, now: datetime, auto_top_u
         except _Recorded:
             if attempt == _RETRIES - 1:
                 raise IdempotencyConflictError() from None
+        except Exception as error:
+            if not _deadlocked(error) or attempt == _RETRIES - 1:
+                raise
     raise AssertionError("unreachable")
+
+
+def _deadlocked(error: BaseException) -> bool:
+    """Whether PostgreSQL chose this transaction as a deadlock's victim (SQLSTATE 40P01), however wrapped."""
+    seen: BaseException | None = error
+    for _ in range(5):
+        if seen is None:
+            return False
+        if getattr(seen, "sqlstate", None) == "40P01":
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 @lru_cache(maxsize=64)
@@ -427,6 +448,7 @@ async def _record(sql: Sql, writes: _Writes, outcomes: list[Outcome | None], now
         rows.append((idem.scope, idem.key, idem.operation, idem.fingerprint, text, now))
     if not rows:
         return
+    rows.sort(key=lambda r: (r[0], r[1]))  # one order of keys for every batch: no cycle between two
     stored = await _insert(
         sql,
         "INSERT INTO idempotency_records (scope, key, operation, request_hash, response, created_at)",
@@ -457,15 +479,16 @@ async def _run(spends: Sequence[BatchSpend], now: datetime, terms: Terms | None)
         writes = _Writes()
         applied: dict[int, tuple[_Account, _Applied]] = {}
         first: dict[tuple[str, str], int] = {}
+        for n in todo:  # a key's first use in input order decides it, whatever the accounts
+            first.setdefault((spends[n].idem.scope, spends[n].idem.key), n)
         again: list[tuple[int, int]] = []
         # Each account's spends in input order; the accounts in the order of their locks.
         for n in sorted(todo, key=lambda n: (int(locked[spends[n].account]["id"]), n)):
             s = spends[n]
             name = (s.idem.scope, s.idem.key)
-            if name in first:  # a key used twice in one batch: the second is the first's replay
+            if first[name] != n:  # a key used twice in one batch: the later is the first's replay
                 again.append((n, first[name]))
                 continue
-            first[name] = n
             record = stored.get(name)
             if record is not None:
                 outcomes[n] = _replayed(s.idem, record)

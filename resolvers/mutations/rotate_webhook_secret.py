@@ -9,13 +9,18 @@ from resolvers.mutations._common import conflict
 from resolvers.permissions import principal, require_admin
 from resolvers.validation import check_key
 from resolvers.webhooks import ENDPOINT_NOT_FOUND, endpoint_row
-from schema.errors import NotFound
+from schema.errors import IdempotencyConflict, NotFound
 from schema.mutations.rotate_webhook_secret import (
     RotateWebhookSecretInput,
     RotateWebhookSecretResult,
     RotateWebhookSecretSuccess,
 )
 from schema.webhooks import WebhookEndpoint
+
+SUPERSEDED = (
+    "This idempotencyKey's rotation was superseded by a later one: its secret no longer signs."
+    " Rotate again with a new idempotencyKey"
+)
 
 
 async def rotate_webhook_secret(
@@ -39,6 +44,9 @@ async def rotate_webhook_secret(
     grace = info.context.services.settings.webhook_secret_grace_seconds
     try:
         rotated = await webhooks.rotate_secret(found.id, now, grace, idem)
+    except webhooks.RotationSupersededError:
+        assert key is not None
+        return IdempotencyConflict(message=SUPERSEDED, idempotency_key=key)
     except webhooks.IdempotencyConflictError:
         assert key is not None
         return conflict(key)

@@ -18,7 +18,8 @@ import websockets
 from creditline import query_limits
 from creditline.app import create_app
 from creditline.clock import Clock
-from creditline.persisted import LEARNED_MAX, PersistedDocuments, load_registry, persisted_documents
+from creditline.document_cache import CACHEABLE_TEXT_BYTES
+from creditline.persisted import LEARNED_BYTES, LEARNED_MAX, PersistedDocuments, load_registry, persisted_documents
 from creditline.settings import Settings
 from tests.support.backends import Backend
 from tests.support.helpers import BALANCE, SPEND, Api, spend_variables
@@ -341,11 +342,48 @@ def test_settings_that_cannot_work_are_refused(tmp_path: Path) -> None:
     assert Settings.from_env({}).persisted_documents == "off"
 
 
+def apq(text: str) -> dict[str, Any]:
+    return {"persistedQuery": {"version": 1, "sha256Hash": sha(text)}}
+
+
 def test_learned_documents_are_bounded() -> None:
     documents = PersistedDocuments("allow")
     texts = [f"{{ me {{ id }} }} # {n}" for n in range(LEARNED_MAX + 5)]
     for text in texts:
-        assert documents.resolve(text, {"persistedQuery": {"version": 1, "sha256Hash": sha(text)}}) == text
-    assert len(documents.learned) == LEARNED_MAX
-    assert sha(texts[0]) not in documents.learned
-    assert sha(texts[-1]) in documents.learned
+        assert documents.resolve(text, apq(text)) == text
+        documents.learn(text, apq(text))
+    assert len(documents.learned.entries) == LEARNED_MAX
+    assert sha(texts[0]) not in documents.learned.entries
+    assert sha(texts[-1]) in documents.learned.entries
+
+
+def test_learned_documents_are_bounded_in_bytes_and_long_texts_are_not_learned() -> None:
+    documents = PersistedDocuments("allow")
+    long = "{ __typename } #" + "a" * CACHEABLE_TEXT_BYTES
+    documents.learn(long, apq(long))
+    assert documents.learned.entries == {}
+    texts = [f"{{ __typename }} # {n} " + "b" * (CACHEABLE_TEXT_BYTES - 40) for n in range(LEARNED_BYTES // 4000)]
+    for text in texts:
+        documents.learn(text, apq(text))
+    assert 0 < documents.learned.bytes <= LEARNED_BYTES
+    assert len(documents.learned.entries) < len(texts)
+    assert sha(texts[-1]) in documents.learned.entries
+    assert sha(texts[0]) not in documents.learned.entries
+
+
+async def test_allow_learns_no_text_before_it_parses_and_validates(db: Backend, api: Api) -> None:
+    broken, invalid, long = "{ __typename", "{ nosuchfield }", "{ __typename } #" + "c" * CACHEABLE_TEXT_BYTES
+    async with persisted_api(api, "allow", None) as allow:
+        syntax = await send(allow, {"query": broken, "extensions": apq(broken)})
+        assert syntax.json()["errors"][0]["message"] == "Syntax Error: Expected Name, found <EOF>."
+        refused = await send(allow, {"query": invalid, "extensions": apq(invalid)})
+        assert refused.json()["errors"][0]["message"] == "Cannot query field 'nosuchfield' on type 'Query'."
+        answered = await send(allow, {"query": long, "extensions": apq(long)})
+        assert answered.json() == {"data": {"__typename": "Query"}}
+        for text in (broken, invalid, long):  # none was learned: the hash alone is not found
+            only_error(
+                await send(allow, {"extensions": apq(text)}), "PERSISTED_QUERY_NOT_FOUND", "PersistedQueryNotFound"
+            )
+        short = "{ __typename }"
+        await send(allow, {"query": short, "extensions": apq(short)})
+        assert (await send(allow, {"extensions": apq(short)})).json() == {"data": {"__typename": "Query"}}

@@ -6,9 +6,11 @@ Each graphql-cop finding (and each of its checks that could become one) has a te
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import re
 import time
+import tracemalloc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,7 +20,10 @@ import httpx
 import pytest
 from graphql import parse
 
+from creditline import graphql
+from creditline import query_limits as checks
 from creditline.app import create_app
+from creditline.document_cache import CACHE_TEXT_BYTES, CACHEABLE_TEXT_BYTES, TextCache
 from creditline.graphql import build_schema, query_limits
 from creditline.query_limits import (
     FIELD_MERGE_BUDGET,
@@ -521,3 +526,74 @@ async def test_a_subscription_over_the_limits_is_refused_on_the_websocket(api: A
             }
         ],
     }
+
+
+# ----------------------------------------------------------------------- caches bounded in bytes
+
+
+async def test_many_long_distinct_documents_keep_the_caches_under_their_byte_bound(api: Api) -> None:
+    """A megabyte of comment around ``{ __typename }`` passes the token limit (the lexer skips comments):
+    each distinct one used to be kept by the parser cache and the checks' caches, 1.3 GB for 512 of them."""
+    caches: list[TextCache[Any]] = [
+        graphql.PARSED,
+        graphql.SUBSCRIPTIONS,
+        checks._CHECKED.cache,
+        checks._ANALYSED.cache,
+    ]
+    for cache in caches:
+        cache.clear()
+    tracemalloc.start()
+    try:
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(16):
+            text = f"#{format(n, 'x') * 60_000}\n{{ __typename }} # subscription {n}"
+            response = await api.client.post("/graphql", json={"query": text})
+            assert response.json() == {"data": {"__typename": "Query"}}
+        gc.collect()  # the tokens of a parsed document are a cycle
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 300_000, f"{kept} bytes kept by 16 documents of 60 KB"
+    assert [len(cache.entries) for cache in caches] == [0, 0, 0, 0]
+    for n in range(300):  # short ones are kept, up to the bound in bytes
+        text = f"{{ __typename }} # subscription {n} " + "d" * (CACHEABLE_TEXT_BYTES - 60)
+        assert (await api.client.post("/graphql", json={"query": text})).json() == {"data": {"__typename": "Query"}}
+    for cache in caches:
+        assert 0 < cache.bytes <= CACHE_TEXT_BYTES
+        assert len(cache.entries) < 300
+
+
+async def test_a_refused_document_is_not_kept_by_the_parser_cache(api: Api) -> None:
+    graphql.PARSED.clear()
+    refused = await api.client.post("/graphql", json={"query": "{ nosuchfield }"})
+    assert refused.json()["errors"][0]["message"] == "Cannot query field 'nosuchfield' on type 'Query'."
+    assert graphql.PARSED.entries == {}
+    assert (await api.client.post("/graphql", json={"query": "{ __typename }"})).status_code == 200
+    assert len(graphql.PARSED.entries) == 1
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["{", "query {", "{ __typename", "subscription {", "query " + "{ me " * 2100],
+    ids=["brace", "query", "unclosed", "subscription", "over-the-token-limit"],
+)
+async def test_a_document_that_does_not_parse_gets_the_same_error_on_the_websocket_as_over_http(
+    api: Api, query: str
+) -> None:
+    """Syntax errors and the token limit ended the operation with ``complete`` alone on the websocket: a client
+    could not tell a broken document from an empty result."""
+    _, token = await api.user("ada@example.com", bonus=10)
+    over_http = (await api.client.post("/graphql", json={"query": query})).json()
+    assert over_http["data"] is None
+    async with serve(DEVELOPMENT, api.clock) as live:
+        ws = await connect(live, token)
+        try:
+            await ws.send(json.dumps({"id": "q", "type": "subscribe", "payload": {"query": query}}))
+            message = await receive(ws)
+            await ws.send(json.dumps({"id": "after", "type": "subscribe", "payload": {"query": "{ __typename }"}}))
+            after = await receive(ws)  # the connection stays open
+        finally:
+            await ws.close()
+    assert message == {"id": "q", "type": "error", "payload": over_http["errors"]}
+    assert after == {"id": "after", "type": "next", "payload": {"data": {"__typename": "Query"}}}

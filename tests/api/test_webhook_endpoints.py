@@ -653,3 +653,31 @@ async def test_a_host_the_sender_cannot_encode_is_refused_at_registration(api: A
         "field": "url",
     }
     assert changed(before, await snapshot()) == set()
+
+
+async def test_a_replayed_rotation_answers_its_own_secret_or_a_conflict_once_a_later_one_replaced_it(
+    api: Api, admin: str
+) -> None:
+    """A replay answered the endpoint's current secret, which a later rotation (another key) had made: a client
+    retrying after a timeout stored a secret its call never produced."""
+    row = await endpoint(T0)
+    gid = encode_id("WebhookEndpoint", row.id)
+    first = await run(api, ROTATE, {"endpointId": gid, "idempotencyKey": "rot-a"}, admin)
+    assert await run(api, ROTATE, {"endpointId": gid, "idempotencyKey": "rot-a"}, admin) == first
+    second = await run(api, ROTATE, {"endpointId": gid, "idempotencyKey": "rot-b"}, admin)
+    assert second["secret"] != first["secret"]
+    before = await snapshot()
+
+    again = await run(api, ROTATE, {"endpointId": gid, "idempotencyKey": "rot-a"}, admin)
+
+    assert again == {
+        "__typename": "IdempotencyConflict",
+        "message": "This idempotencyKey's rotation was superseded by a later one: its secret no longer signs."
+        " Rotate again with a new idempotencyKey",
+        "idempotencyKey": "rot-a",
+    }
+    assert changed(before, await snapshot()) == set()
+    assert (await WebhookEndpoint.get(id=row.id)).secret == second["secret"]
+    assert await run(api, ROTATE, {"endpointId": gid, "idempotencyKey": "rot-b"}, admin) == second
+    records = [r.response or "" for r in await IdempotencyRecord.all()]
+    assert all(first["secret"] not in r and second["secret"] not in r for r in records)  # digests only

@@ -459,3 +459,20 @@ async def test_a_websocket_message_over_the_limit_is_closed_by_the_server(
             await asyncio.wait_for(ws.recv(), 5)
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 1009
+
+
+def test_a_head_over_the_header_limit_in_one_read_gets_431(served: tuple[int, subprocess.Popen[bytes]]) -> None:
+    """A 70,000-byte head sent at once was parsed whole before the guard compared its size, and answered 200:
+    the documented 64 KiB limit held only for a head arriving in pieces."""
+    port, _ = served
+    head = b"GET /healthz HTTP/1.1\r\nHost: test\r\nX-Filler: " + b"y" * 70_000 + b"\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            conn.sendall(head)
+        answer = _read_all(conn)
+    assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+    within = b"GET /healthz HTTP/1.1\r\nHost: test\r\nX-Filler: " + b"y" * 60_000 + b"\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(within)
+        answer = _read_all(conn)
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")

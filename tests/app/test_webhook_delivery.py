@@ -709,3 +709,36 @@ async def test_endpoints_that_never_answer_leave_request_slots_to_a_healthy_one(
         finally:
             await worker.close()
         assert (len(stuck_a.received), len(stuck_b.received), len(healthy.received)) == (6, 6, 6)
+
+
+async def test_stopping_gives_back_the_claims_not_sent_and_waits_only_for_the_requests_under_way(
+    db: Backend, clock: Clock
+) -> None:
+    """SIGTERM with deliveries to an endpoint that never answers took the whole lease (4 timeouts and 5 s, 45 s
+    by default) to exit: past a 30 s grace. Stopping now takes the requests' timeout at most, and the claims
+    still waiting for a slot are due again at once (another process, or the next start, sends them)."""
+    async with receiving(gate=1000) as stuck:
+        await endpoint(stuck.url, event_types="balance.low")
+        for n in range(10):
+            await emitted(EventType.BALANCE_LOW, {"n": n}, account_id=1)
+        worker = worker_for(clock, webhook_timeout_seconds=2, concurrency=2, per_endpoint=2)
+        run = asyncio.create_task(worker.run())
+        await stuck.wait_for(2, within=20)  # both slots taken; the other claims wait for one
+        claimed = await WebhookDelivery.filter(leased_until__isnull=False).count()
+        assert claimed > 2
+        started = asyncio.get_running_loop().time()
+        run.cancel()  # as the application's shutdown does
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        took = asyncio.get_running_loop().time() - started
+        assert took < 2 + 5, f"stopping took {took:.1f} s"  # the timeout and the margin, not the 13 s lease
+        stuck._gate_open.set()
+    deliveries = await WebhookDelivery.all().order_by("id")
+    sent = [d for d in deliveries if d.attempts]
+    assert len(stuck.received) == 2
+    assert [(d.status.value, d.leased_until) for d in sent] == [("PENDING", None)] * 2  # timed out, recorded
+    assert await WebhookAttempt.filter(delivery_id__in=[d.id for d in sent]).count() == 2
+    given_back = [d for d in deliveries if not d.attempts]
+    assert len(given_back) == 8
+    assert {(d.status.value, d.leased_until) for d in given_back} == {("PENDING", None)}
+    assert all(d.next_attempt_at is not None and d.next_attempt_at <= T0 for d in given_back)

@@ -19,8 +19,10 @@ import httpx
 import pytest
 import websockets
 
+from creditline import cli
 from creditline.app import WORKER_HEADER
 from creditline.cli import SQLITE_WORKERS_REFUSAL, USAGE_STATUS
+from creditline.settings import Settings
 from tests.support.backends import Backend
 from tests.support.helpers import SPEND, Api, spend_variables
 from tests.support.live import PROTOCOL, free_port, reachable_redis
@@ -245,3 +247,16 @@ async def test_a_worker_count_out_of_range_is_refused(given: str, tmp_path: Path
     )
     assert done.returncode == 2
     assert "argument --workers:" in done.stderr
+
+
+def test_the_supervisor_gives_a_starting_worker_the_health_check_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A spawned worker answers the supervisor's ping only once it has imported the application: 9 s of
+    wall time at a load of 8 on 2 cores, where uvicorn's 5 s default killed every worker still starting."""
+    supervised: list[Any] = []
+    monkeypatch.setattr(cli, "_supervise", supervised.append)
+    env = {"CREDITLINE_DATABASE_URL": "postgresql://unused@127.0.0.1:1/none"}
+    cli._serve(Settings.from_env(env), "127.0.0.1", 0, workers=2)
+    assert [config.timeout_worker_healthcheck for config in supervised] == [60]
+    env["CREDITLINE_WORKER_HEALTHCHECK_SECONDS"] = "90"
+    cli._serve(Settings.from_env(env), "127.0.0.1", 0, workers=2)
+    assert [config.timeout_worker_healthcheck for config in supervised] == [60, 90]

@@ -380,3 +380,87 @@ async def test_batches_racing_single_spends_and_each_other_never_deadlock_and_ba
         assert row.balance == 50 * MICRO - spent[account_id]
         assert row.balance >= 0
     assert await ledger.audit() == []
+
+
+def _shared(name: str, request: dict[str, Any]) -> ledger.IdempotencyKey:
+    """A key by its name alone (``_key`` names keys by account too): the same key on two accounts."""
+    return ledger.IdempotencyKey.for_request("service:t", name, "spendCredits", request)
+
+
+async def test_a_key_used_on_two_accounts_in_one_batch_is_decided_by_its_first_use_in_input_order(
+    db: Backend,
+) -> None:
+    low_user, low = await _account("low@example.com", 10 * MICRO)
+    high_user, high = await _account("high@example.com", 10 * MICRO)
+    assert low < high
+    # The same key, other input: the earlier event (on the later account) spends, the later one is a conflict.
+    first = ledger.BatchSpend(("id", high), high_user, None, "bot", "answer", MICRO, None, _shared("k5", {"u": 2}))
+    later = ledger.BatchSpend(("id", low), low_user, None, "bot", "answer", MICRO, None, _shared("k5", {"u": 1}))
+    done = await ledger.spend_batch([first, later], now=T0)
+    assert isinstance(done.outcomes[0], ledger.SpendResult)
+    assert not done.outcomes[0].replayed
+    assert isinstance(done.outcomes[1], ledger.IdempotencyConflictError)
+    assert (await CreditAccount.get(id=high)).balance == 9 * MICRO
+    assert (await CreditAccount.get(id=low)).balance == 10 * MICRO
+    # The same input twice (a client's own duplicate): the later event is the earlier one's replay.
+    same = _shared("k6", {"u": "any"})
+    again = [
+        ledger.BatchSpend(("id", high), high_user, None, "bot", "answer", MICRO, None, same),
+        ledger.BatchSpend(("id", low), low_user, None, "bot", "answer", MICRO, None, same),
+    ]
+    replayed = await ledger.spend_batch(again, now=T0)
+    spent, replay = replayed.outcomes
+    assert isinstance(spent, ledger.SpendResult)
+    assert isinstance(replay, ledger.SpendResult)
+    assert (spent.replayed, replay.replayed, replay.usage_event_id) == (False, True, spent.usage_event_id)
+    assert (await CreditAccount.get(id=high)).balance == 8 * MICRO
+    assert (await CreditAccount.get(id=low)).balance == 10 * MICRO
+
+
+async def test_keys_are_recorded_in_one_order_whatever_the_batchs_order(
+    db: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two batches inserting the same keys in opposite orders (for different accounts) deadlocked on
+    PostgreSQL; in the keys' order every batch waits for the other's in the same direction."""
+    users = [await _account(f"o{n}@example.com", 10 * MICRO) for n in range(4)]
+    inserted: list[list[tuple[str, str]]] = []
+    insert = ledger.batch._insert
+
+    async def spy(sql: Any, head: str, rows: Any, tail: str = "") -> Any:
+        if "idempotency_records" in head:
+            inserted.append([(r[0], r[1]) for r in rows])
+        return await insert(sql, head, rows, tail)
+
+    monkeypatch.setattr(ledger.batch, "_insert", spy)
+    names = [f"o-{n}" for n in range(8)]
+    spends = [
+        ledger.BatchSpend(("id", a), u, None, "bot", "answer", MICRO, None, _shared(name, {"a": a}))
+        for name, (u, a) in zip(reversed(names), users * 2, strict=True)
+    ]
+    await ledger.spend_batch(spends, now=T0)
+    assert inserted == [sorted(("service:t", name) for name in names)]
+
+
+async def test_a_batch_chosen_as_a_deadlocks_victim_runs_again(db: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    user_id, account_id = await _account("victim@example.com", 10 * MICRO)
+
+    class DeadlockDetected(Exception):
+        sqlstate = "40P01"
+
+    run = ledger.batch._run
+    calls: list[int] = []
+
+    async def once_a_victim(*args: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            try:
+                raise DeadlockDetected("deadlock detected")
+            except DeadlockDetected as error:
+                raise RuntimeError("wrapped by the driver") from error
+        return await run(*args)
+
+    monkeypatch.setattr(ledger.batch, "_run", once_a_victim)
+    done = await ledger.spend_batch([_spend(user_id, account_id, MICRO, "v")], now=T0)
+    assert isinstance(done.outcomes[0], ledger.SpendResult)
+    assert len(calls) == 2
+    assert (await CreditAccount.get(id=account_id)).balance == 9 * MICRO

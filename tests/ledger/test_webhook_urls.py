@@ -50,6 +50,9 @@ def test_only_global_unicast_addresses_are_public(address: str, public: bool) ->
         ("::ffff:192.168.0.1", "::ffff:192.168.0.1 carries 192.168.0.1, a private address"),  # IPv4-mapped
         ("::127.0.0.1", "::127.0.0.1 carries 127.0.0.1, a loopback address"),  # IPv4-compatible
         ("::8.8.8.8", None),
+        ("::ffff:0:7f00:1", "::ffff:0:7f00:1 carries 127.0.0.1, a loopback address"),  # IPv4-translated (SIIT)
+        ("::ffff:0:a00:1", "::ffff:0:a00:1 carries 10.0.0.1, a private address"),
+        ("::ffff:0:808:808", None),
         ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "2001:0:4136:e378:8000:63bf:3fff:fdd2 is a Teredo address"),
         ("0.0.0.0", "0.0.0.0 is an unspecified address"),
         ("0.1.2.3", "0.1.2.3 is an unspecified address"),  # 0.0.0.0/8
@@ -99,6 +102,8 @@ def test_every_special_range_is_refused_with_its_kind(address: str, refused: str
         ("http://10.0.0.8/in", True, True, HTTPS),
         ("https://[fe80::1]/in", False, False, PRIVATE),
         ("https://HOOKS.example.com:8443/in?x=1", True, False, None),
+        ("http://example.com:0/in", False, False, "url must not use port 0"),  # no client can connect to it
+        ("http://127.0.0.1:0/in", False, True, "url must not use port 0"),
     ],
 )
 def test_a_url_is_checked_for_the_deployment_it_is_registered_with(
