@@ -17,6 +17,7 @@ import pytest
 from playwright.sync_api import Browser, Page, Route, expect
 
 from tests.support.browser import ROOT, Server, Watched, screenshot, start_server
+from tests.support.stripe_standin import API_KEY, StripeStandIn, running_in_thread
 
 pytestmark = pytest.mark.xdist_group("web")  # one server and one browser for the module (make pytest: loadgroup)
 
@@ -365,6 +366,7 @@ def test_auto_top_up_not_set_up_is_off_until_saved_and_then_the_page_agrees_with
     expect(switch).to_be_checked()
     saved = server.gql("admin", auto_top_up, {"id": user_id})["node"]["credit"]["autoTopUp"]
     assert saved == {"enabled": True, "threshold": "50", "amount": "100", "monthlyCap": "1000"}
+    page.assert_no_stripe_js()  # the sandbox's test cards need no Stripe.js
     page.assert_no_console_errors()
 
 
@@ -386,4 +388,88 @@ def test_the_payment_method_tab_is_absent_on_the_stripe_gateway(page: Watched, s
     expect(page.page.get_by_role("tab")).to_have_text(["Overview", "Transaction", "Billing"])
     expect(page.page.get_by_role("tab", name="Payment Method")).to_have_count(0)
     screenshot(page.page, "overview-stripe-1280")
+    tab(page.page, "Billing")
+    page.page.wait_for_load_state("networkidle")
+    page.assert_no_stripe_js()  # Checkout takes the card on Stripe's own page
+    page.assert_no_console_errors()
+
+
+# ------------------------------------------------------------------ the legacy gateway: Stripe.js card entry
+
+STRIPE_JS_STANDIN = Path(__file__).with_name("stripe_js_standin.js")
+PUBLISHABLE_KEY = "pk_test_creditline_page"
+
+
+@pytest.fixture(scope="module")
+def stripe_standin() -> Iterator[StripeStandIn]:
+    """The Stripe API stand-in (tests/support/stripe_standin.py) on a thread: the server's Stripe, and the
+    Checkout and customer-portal pages the browser opens."""
+    with running_in_thread() as standin:
+        yield standin
+
+
+def stripe_env(standin: StripeStandIn, **more: str) -> dict[str, str]:
+    return {"CREDITLINE_STRIPE_SECRET_KEY": API_KEY, "CREDITLINE_STRIPE_API_BASE": standin.url, **more}
+
+
+@pytest.fixture(scope="module")
+def legacy_server(
+    web_build: Path, tmp_path_factory: pytest.TempPathFactory, stripe_standin: StripeStandIn
+) -> Iterator[Server]:
+    settings = stripe_env(stripe_standin, CREDITLINE_STRIPE_PUBLISHABLE_KEY=PUBLISHABLE_KEY)
+    yield from start_server(tmp_path_factory.mktemp("web-legacy"), "legacy", settings=settings, demo_gateway="sandbox")
+
+
+def new_user(server: Server, email: str) -> str:
+    made = server.gql(
+        "admin",
+        "mutation($e: String!) { createUser(input: {email: $e}) { __typename ... on CreateUserSuccess"
+        " { user { id } } } }",
+        {"e": email},
+    )
+    return str(created(made, "CreateUserSuccess")["user"]["id"])
+
+
+def test_on_legacy_a_card_typed_into_stripe_js_is_added_through_the_api(
+    page: Watched, legacy_server: Server, stripe_standin: StripeStandIn
+) -> None:
+    served: list[str] = []
+
+    def stripe_js(route: Route) -> None:  # Stripe.js's stand-in, in place of https://js.stripe.com/v3
+        served.append(route.request.url)
+        route.fulfill(path=STRIPE_JS_STANDIN, content_type="text/javascript; charset=utf-8")
+
+    page.page.route("https://js.stripe.com/**", stripe_js)
+    user_id = new_user(legacy_server, "stripe-js@example.com")
+    cards = "query($id: ID!) { node(id: $id) { ... on User { credit { paymentMethods { brand last4 isDefault } } } } }"
+    sign_in(page.page, legacy_server.portal_link(userId=user_id))
+    assert served == []  # the Overview needs no Stripe.js
+    tab(page.page, "Payment Method")
+    panel = page.page.get_by_role("tabpanel", name="Payment Method")
+    card = panel.get_by_role("group", name="Card", exact=True)
+    number = card.get_by_role("textbox", name="Card number")
+    expect(number).to_be_visible()
+    assert served == ["https://js.stripe.com/v3"]
+    expect(panel.get_by_role("textbox", name="Stripe PaymentMethod ID")).to_have_count(0)
+
+    number.fill("4242 4242 4242")  # Stripe.js refuses a short number before anything reaches the API
+    panel.get_by_role("button", name="Add card").click()
+    expect(panel.get_by_role("alert")).to_have_text("Your card number is incomplete.")
+    assert legacy_server.gql("admin", cards, {"id": user_id})["node"]["credit"]["paymentMethods"] == []
+
+    number.fill("4242 4242 4242 4242")
+    expect(panel.get_by_role("alert")).to_have_count(0)  # typing again takes the old refusal away
+    screenshot(page.page, "payment-method-legacy-1280")
+    panel.get_by_role("button", name="Add card").click()
+    expect(panel.get_by_role("listitem", name="Visa ending in 4242")).to_be_visible()
+    expect(panel.get_by_role("status").filter(has_text="Visa ending in 4242 was added.")).to_be_visible()
+    expect(number).to_have_value("")  # the field is cleared for another card
+
+    saved = legacy_server.gql("admin", cards, {"id": user_id})["node"]["credit"]["paymentMethods"]
+    assert saved == [{"brand": "visa", "last4": "4242", "isDefault": True}]
+    # Stripe.js made pm_card_visa with the page's publishable key; the server attached it to the customer.
+    assert page.page.evaluate("window.__stripeJsStandIn.keys") == [PUBLISHABLE_KEY]
+    assert len(stripe_standin.calls("POST", "/v1/payment_methods/pm_card_visa/attach")) == 1
+    assert served == ["https://js.stripe.com/v3"]  # loaded once
+    screenshot(page.page, "payment-method-legacy-added-1280")
     page.assert_no_console_errors()

@@ -162,7 +162,7 @@ export const BillingQuery = graphql(`
 
 export const PaymentMethodsQuery = graphql(`
   query PaymentMethods($accountId: ID!) {
-    billingConfig { gateway legacyGateway }
+    billingConfig { gateway legacyGateway stripePublishableKey }
     node(id: $accountId) {
       __typename
       ... on CreditAccount {
