@@ -253,7 +253,8 @@ def created(answer: dict[str, Any], typename: str) -> Any:
 
 @pytest.fixture(scope="module")
 def organization(server: Server) -> dict[str, str]:
-    """Acme Research, whose credit pool the demo user owns: a BILLING member and a plain MEMBER, both spent."""
+    """Acme Research, whose credit pool the demo user owns: a BILLING member and a plain MEMBER (budget 50),
+    both spent 12."""
     users = {}
     for role in ("billing", "member"):
         made = server.gql(
@@ -298,6 +299,13 @@ def organization(server: Server) -> dict[str, str]:
             {"o": org_id, "u": users[role], "k": f"web-pool-{role}"},
         )
         created(spent, "SpendCreditsSuccess")
+    budget = server.gql(
+        "user",
+        'mutation($o: ID!, $u: ID!) { setMemberBudget(input: {organizationId: $o, userId: $u, monthlyCredits: "50"})'
+        " { __typename } }",
+        {"o": org_id, "u": users["member"]},
+    )
+    created(budget, "SetMemberBudgetSuccess")
     return {
         "id": org_id,
         "billing": server.user_token("billing@example.com"),
@@ -305,7 +313,7 @@ def organization(server: Server) -> dict[str, str]:
     }
 
 
-def test_a_billing_member_sees_the_organizations_usage_and_a_member_does_not(
+def test_a_billing_member_sees_the_organizations_usage_and_a_member_only_their_own(
     page: Watched, server: Server, organization: dict[str, str]
 ) -> None:
     seen = {}
@@ -315,17 +323,29 @@ def test_a_billing_member_sees_the_organizations_usage_and_a_member_does_not(
         account.select_option(label=account.locator("option", has_text="Acme Research").inner_text())
         expect(page.page.get_by_role("heading", level=1)).to_have_text("Acme Research")
         page.page.wait_for_load_state("networkidle")
+        main = page.page.get_by_role("main")
+        if role == "member":
+            own = main.get_by_role("region", name="Your usage, last 30 days")
+            expect(own).to_contain_text("Credits used12")  # the member's own 12, not billing's
+            chart = own.get_by_role("img", name=re.compile("^Your daily usage in Acme Research"))
+            expect(chart).to_have_accessible_name("Your daily usage in Acme Research: 12 credits in 30 days")
+            budget = main.get_by_role("region", name="Your budget this month")
+            expect(budget).to_contain_text("member@example.com")
+            expect(budget).to_contain_text("12 of 50 this month")
+            expect(budget.get_by_role("meter", name="Your spending of your monthly budget")).to_have_attribute(
+                "aria-valuenow", "24"
+            )
+            expect(main).not_to_contain_text("billing@example.com")
+            expect(main).not_to_contain_text("976")  # nor the pool (1,000 less both members' 12)
+        else:
+            expect(page.page.get_by_role("tabpanel")).to_contain_text("member@example.com")
         screenshot(page.page, f"organization-{role}-1280")
         seen[role] = [
             page.page.get_by_role("heading", name=name, exact=True).count()
-            for name in ("Usage by member", "Member budgets", "Organization")
+            for name in ("Usage by member", "Member budgets", "Your usage, last 30 days", "Your budget this month")
         ]
-        if role == "member":
-            expect(page.page.get_by_text(re.compile("shown to its Owner and Billing members"))).to_be_visible()
-        else:
-            expect(page.page.get_by_role("tabpanel")).to_contain_text("member@example.com")
         page.page.evaluate("sessionStorage.clear()")
-    assert seen == {"billing": [1, 1, 0], "member": [0, 0, 1]}
+    assert seen == {"billing": [1, 1, 0, 0], "member": [0, 0, 1, 1]}
     page.assert_no_console_errors()
 
 
