@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ import pytest
 from playwright.sync_api import Browser, Page, Route, expect
 
 from tests.support.browser import ROOT, Server, Watched, screenshot, start_server
-from tests.support.stripe_standin import API_KEY, StripeStandIn, running_in_thread
+from tests.support.stripe_standin import API_KEY, WEBHOOK_SECRET, StripeStandIn, running_in_thread, sign
 
 pytestmark = pytest.mark.xdist_group("web")  # one server and one browser for the module (make pytest: loadgroup)
 
@@ -29,10 +32,10 @@ AXE = ROOT / "web" / "node_modules" / "axe-core" / "axe.min.js"
 def credits(value: str) -> str:
     """The page's form of a Credits string (web/src/lib/credits.ts): thousands grouped, no trailing zeros."""
     whole, _, fraction = value.partition(".")
-    sign = "−" if whole.startswith("-") else ""
+    minus = "−" if whole.startswith("-") else ""
     whole = f"{int(whole.lstrip('-')):,}"
     fraction = fraction.rstrip("0")
-    return f"{sign}{whole}.{fraction}" if fraction else f"{sign}{whole}"
+    return f"{minus}{whole}.{fraction}" if fraction else f"{minus}{whole}"
 
 
 def sign_in(page: Page, link: str) -> None:
@@ -492,4 +495,94 @@ def test_on_legacy_a_card_typed_into_stripe_js_is_added_through_the_api(
     assert len(stripe_standin.calls("POST", "/v1/payment_methods/pm_card_visa/attach")) == 1
     assert served == ["https://js.stripe.com/v3"]  # loaded once
     screenshot(page.page, "payment-method-legacy-added-1280")
+    page.assert_no_console_errors()
+
+
+# ------------------------------------------------------------------ the stripe gateway: Checkout and the portal
+
+
+@pytest.fixture(scope="module")
+def checkout_server(
+    web_build: Path, tmp_path_factory: pytest.TempPathFactory, stripe_standin: StripeStandIn
+) -> Iterator[Server]:
+    """The stripe gateway against the stand-in: Checkout pages that send the browser back, webhooks the test
+    sends when it chooses."""
+    settings = stripe_env(stripe_standin, CREDITLINE_STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET)
+    yield from start_server(tmp_path_factory.mktemp("web-checkout"), "stripe", settings=settings)
+
+
+def send_webhook(server: Server, event: dict[str, Any]) -> None:
+    """POST a Stripe event to the server's /webhooks/stripe, signed as Stripe signs it."""
+    payload = json.dumps(event)
+    request = urllib.request.Request(
+        f"{server.url}/webhooks/stripe",
+        data=payload.encode(),
+        headers={"content-type": "application/json", "stripe-signature": sign(payload, int(time.time()))},
+    )
+    with urllib.request.urlopen(request, timeout=15) as response:
+        assert response.status == 200
+
+
+def test_on_stripe_a_top_up_goes_through_checkout_and_is_pending_back_here_until_the_webhook(
+    page: Watched, checkout_server: Server, stripe_standin: StripeStandIn
+) -> None:
+    user_id = new_user(checkout_server, "checkout@example.com")
+    newest = "query($id: ID!) { node(id: $id) { ... on User { credit { balance { total }"
+    newest += " transactions(first: 1) { edges { node { id status credits } } } } } } }"
+    sign_in(page.page, checkout_server.portal_link(userId=user_id))
+    before = checkout_server.gql("admin", newest, {"id": user_id})["node"]["credit"]["balance"]["total"]
+
+    page.page.get_by_role("button", name="Top up", exact=True).click()
+    dialog = page.page.get_by_role("dialog", name="Top up")
+    dialog.get_by_role("textbox", name="Credits").fill("500")
+    expect(dialog).to_contain_text("You pay on Stripe's secure checkout page")
+    dialog.get_by_role("button", name="Pay $5.00").click()
+
+    # Stripe's Checkout page (the stand-in's), then back to the Billing tab.
+    page.page.wait_for_url(f"{stripe_standin.url}/pay/*")
+    expect(page.page.get_by_role("heading", name="Pay 5.00 USD")).to_be_visible()
+    page.page.get_by_role("button", name="Pay").click()
+    page.page.wait_for_url(re.compile(re.escape(checkout_server.url) + r"/my-credit/billing\?checkout=success"))
+    expect(page.page.get_by_role("tab", name="Billing")).to_have_attribute("aria-selected", "true")
+    panel = page.page.get_by_role("tabpanel", name="Billing")
+    pending = panel.get_by_role("status").filter(has_text="Payment pending")
+    expect(pending).to_have_count(1)  # this payment once, not again among the other pending ones
+    expect(pending).to_contain_text("Thanks, your payment is being confirmed.")
+    credit = checkout_server.gql("admin", newest, {"id": user_id})["node"]["credit"]
+    transaction = credit["transactions"]["edges"][0]["node"]
+    assert (transaction["status"], transaction["credits"], credit["balance"]["total"]) == ("PENDING", "500", before)
+    assert f"transaction={transaction['id']}" in page.page.url.replace("%3D", "=")
+    screenshot(page.page, "billing-stripe-pending-1280")
+
+    (session,) = [s for s in stripe_standin.sessions.values() if s["client_reference_id"] and s["amount_total"] == 500]
+    send_webhook(checkout_server, stripe_standin.event("checkout.session.completed", dict(session)))
+
+    done = panel.get_by_role("status").filter(has_text="Payment succeeded")
+    expect(done).to_contain_text("500 credits were added ($5.00).")
+    expect(done.get_by_role("link", name=re.compile(r"^Invoice INV-\d+$"))).to_be_visible()
+    expect(pending).to_have_count(0)
+    credit = checkout_server.gql("admin", newest, {"id": user_id})["node"]["credit"]
+    assert credit["transactions"]["edges"][0]["node"]["status"] == "SUCCEEDED"
+    screenshot(page.page, "billing-stripe-succeeded-1280")
+    page.assert_no_stripe_js()
+    page.assert_no_console_errors()
+
+
+def test_on_stripe_manage_billing_opens_the_customer_portal_and_comes_back(
+    page: Watched, checkout_server: Server, stripe_standin: StripeStandIn
+) -> None:
+    user_id = new_user(checkout_server, "portal@example.com")
+    sign_in(page.page, checkout_server.portal_link(userId=user_id))
+    tab(page.page, "Billing")
+
+    page.page.get_by_role("button", name="Manage billing in Stripe").click()
+
+    page.page.wait_for_url(f"{stripe_standin.url}/portal/*")
+    expect(page.page.get_by_role("heading", name="Customer portal")).to_be_visible()
+    assert stripe_standin.portals[-1]["return_url"] == f"{checkout_server.url}/my-credit/billing"
+    page.page.get_by_role("link", name="Return to Creditline").click()
+    page.page.wait_for_url(f"{checkout_server.url}/my-credit/billing")
+    billing = page.page.get_by_role("tabpanel", name="Billing")
+    expect(billing.get_by_role("heading", name="Subscription")).to_be_visible()
+    expect(page.page.get_by_role("status").filter(has_text=re.compile("^Live$"))).to_be_visible()
     page.assert_no_console_errors()

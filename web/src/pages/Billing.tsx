@@ -42,7 +42,9 @@ export function Billing() {
   const data = result.data;
   const account = data?.node?.__typename === "CreditAccount" ? data.node : null;
   // The subscription's transaction may still be waiting for the gateway (Stripe's webhook): re-read until done.
-  const pending = account?.transactions.edges.map((e) => e.node) ?? [];
+  // The payment just back from Checkout has a notice of its own (ReturnedPayment): not listed twice.
+  const shownOnReturn = returned === "success" ? returnedTransaction : null;
+  const pending = account?.transactions.edges.map((e) => e.node).filter((t) => t.id !== shownOnReturn) ?? [];
   useEffect(() => {
     if (pending.length === 0) return;
     const timer = setInterval(() => refetch({ requestPolicy: "network-only" }), 3000);
