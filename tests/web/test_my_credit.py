@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import Browser, Page, Route, expect
 
-from tests.support.browser import ROOT, Server, Watched, screenshot, start_server
+from tests.support.browser import ARTIFACTS, ROOT, Server, Watched, screenshot, start_server
 from tests.support.stripe_standin import API_KEY, WEBHOOK_SECRET, StripeStandIn, running_in_thread, sign
 
 pytestmark = pytest.mark.xdist_group("web")  # one server and one browser for the module (make pytest: loadgroup)
@@ -215,6 +215,39 @@ def test_every_tab_at_1280_and_360_px_has_no_serious_accessibility_violation(bro
     assert errors == []
     if not AXE.is_file():
         pytest.skip(f"axe-core is not installed ({AXE}): screenshots taken, accessibility not checked")
+
+
+HINTS = """() => { const wrap = document.querySelector('[role=tablist]').parentElement;
+  const shown = (side) => getComputedStyle(wrap, side).opacity === '1';
+  return {left: shown('::before'), right: shown('::after')}; }"""
+
+
+def expect_hints(page: Page, *, left: bool, right: bool) -> None:
+    """The fades at the tab row's edges come to these (a 0.15 s transition)."""
+    deadline = time.monotonic() + 5
+    while (shown := page.evaluate(HINTS)) != {"left": left, "right": right} and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert shown == {"left": left, "right": right}
+
+
+def test_at_360_px_the_tab_row_shows_that_it_scrolls(signed_in: Watched) -> None:
+    page = signed_in.page
+    page.set_viewport_size({"width": 360, "height": 780})
+    row = page.get_by_role("tablist", name="My Credit")
+    assert row.evaluate("r => r.scrollWidth > r.clientWidth")  # four tabs are wider than 360 px
+    expect(page.get_by_role("tab", name="Overview")).to_have_attribute("aria-selected", "true")
+    expect_hints(page, left=False, right=True)
+    screenshot(page, "tabs-360-more-right")
+    row.locator("xpath=..").screenshot(path=str(ARTIFACTS / "tabs-360-more-right-row.png"))
+
+    tab(page, "Payment Method")  # the row scrolls to the last tab: nothing more on the right, some on the left
+    expect_hints(page, left=True, right=False)
+    assert row.evaluate("r => r.scrollLeft > 0")
+    screenshot(page, "tabs-360-more-left")
+    row.locator("xpath=..").screenshot(path=str(ARTIFACTS / "tabs-360-more-left-row.png"))
+
+    page.set_viewport_size({"width": 1280, "height": 900})  # wide enough: no hint at all
+    expect_hints(page, left=False, right=False)
 
 
 def test_graphiql_renders_and_runs_a_query_with_only_the_server_reachable(page: Watched, server: Server) -> None:
