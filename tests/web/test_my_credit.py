@@ -12,6 +12,7 @@ import re
 import time
 import urllib.request
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -540,8 +541,14 @@ def checkout_server(
 ) -> Iterator[Server]:
     """The stripe gateway against the stand-in: Checkout pages that send the browser back, webhooks the test
     sends when it chooses."""
-    settings = stripe_env(stripe_standin, CREDITLINE_STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET)
-    yield from start_server(tmp_path_factory.mktemp("web-checkout"), "stripe", settings=settings)
+    tmp = tmp_path_factory.mktemp("web-checkout")
+    plans = tmp / "plans.toml"  # Starter billed as the stand-in's recurring Price
+    plans.write_text(
+        '[starter-monthly]\nname = "Starter"\nprice = 1000\ninterval = "MONTH"\ncredits = "1100"\n'
+        'stripe_price = "price_starter_monthly"\n'
+    )
+    settings = stripe_env(stripe_standin, CREDITLINE_STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET, CREDITLINE_PLANS=str(plans))
+    yield from start_server(tmp, "stripe", settings=settings)
 
 
 def send_webhook(server: Server, event: dict[str, Any]) -> None:
@@ -618,4 +625,51 @@ def test_on_stripe_manage_billing_opens_the_customer_portal_and_comes_back(
     billing = page.page.get_by_role("tabpanel", name="Billing")
     expect(billing.get_by_role("heading", name="Subscription")).to_be_visible()
     expect(page.page.get_by_role("status").filter(has_text=re.compile("^Live$"))).to_be_visible()
+    page.assert_no_console_errors()
+
+
+def test_on_stripe_subscribing_goes_through_checkout_and_is_active_once_stripe_says_it_was_paid(
+    page: Watched, checkout_server: Server, stripe_standin: StripeStandIn
+) -> None:
+    user_id = new_user(checkout_server, "subscriber@example.com")
+    subscription = "query($id: ID!) { node(id: $id) { ... on User { credit { balance { total }"
+    subscription += " subscription { id status planId } } } } }"
+    sign_in(page.page, checkout_server.portal_link(userId=user_id))
+    tab(page.page, "Billing")
+    panel = page.page.get_by_role("tabpanel", name="Billing")
+
+    panel.get_by_role("button", name="Subscribe to Starter").click()
+
+    page.page.wait_for_url(f"{stripe_standin.url}/pay/*")
+    expect(page.page.get_by_role("heading", name="Pay 10.00 USD")).to_be_visible()
+    page.page.get_by_role("button", name="Pay").click()
+    page.page.wait_for_url(re.compile(re.escape(checkout_server.url) + r"/my-credit/billing\?checkout=success"))
+    pending = panel.get_by_role("status").filter(has_text="Payment pending")
+    expect(pending).to_have_count(1)
+    expect(pending).to_contain_text("Thanks, your payment is being confirmed.")
+    expect(panel.get_by_role("link", name="Complete payment")).to_have_count(0)  # it was paid a moment ago
+    expect(panel).to_contain_text("The first period starts once its payment completes")
+    expect(panel).not_to_contain_text("Renews on")  # no period yet, nothing to cancel
+    expect(panel.get_by_role("button", name="Cancel at period end")).to_have_count(0)
+    before = checkout_server.gql("admin", subscription, {"id": user_id})["node"]["credit"]
+    screenshot(page.page, "billing-stripe-subscribe-pending-1280")
+
+    (session,) = [
+        s for s in stripe_standin.sessions.values() if s["mode"] == "subscription" and s["status"] == "complete"
+    ]
+    made = stripe_standin.subscriptions[session["subscription"]]
+    send_webhook(checkout_server, stripe_standin.event("customer.subscription.created", dict(made)))
+    send_webhook(checkout_server, stripe_standin.event("checkout.session.completed", dict(session)))
+    send_webhook(checkout_server, stripe_standin.event("invoice.paid", stripe_standin.invoice_of(made["id"])))
+
+    done = panel.get_by_role("status").filter(has_text="Payment succeeded")
+    expect(done).to_contain_text("You are subscribed to Starter.")
+    expect(pending).to_have_count(0)
+    expect(panel).to_contain_text("Renews on")
+    expect(panel.get_by_role("button", name="Cancel at period end")).to_be_visible()
+    after = checkout_server.gql("admin", subscription, {"id": user_id})["node"]["credit"]
+    assert after["subscription"]["status"] == "ACTIVE"
+    assert after["subscription"]["planId"] == "starter-monthly"
+    assert Decimal(after["balance"]["total"]) == Decimal(before["balance"]["total"]) + 1100
+    screenshot(page.page, "billing-stripe-subscribed-1280")
     page.assert_no_console_errors()
