@@ -458,9 +458,16 @@ PUBLISHABLE_KEY = "pk_test_creditline_page"
 
 
 @pytest.fixture(scope="module")
-def stripe_standin() -> Iterator[StripeStandIn]:
-    """The Stripe API stand-in (tests/support/stripe_standin.py) on a thread: the server's Stripe, and the
-    Checkout and customer-portal pages the browser opens."""
+def legacy_stripe() -> Iterator[StripeStandIn]:
+    """The Stripe API stand-in (tests/support/stripe_standin.py) on a thread, the legacy server's Stripe. Each
+    server has its own: Creditline's idempotency keys are made from its own ids, which two databases share."""
+    with running_in_thread() as standin:
+        yield standin
+
+
+@pytest.fixture(scope="module")
+def checkout_stripe() -> Iterator[StripeStandIn]:
+    """The stripe server's Stripe: its API, and the Checkout and customer-portal pages the browser opens."""
     with running_in_thread() as standin:
         yield standin
 
@@ -471,9 +478,9 @@ def stripe_env(standin: StripeStandIn, **more: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def legacy_server(
-    web_build: Path, tmp_path_factory: pytest.TempPathFactory, stripe_standin: StripeStandIn
+    web_build: Path, tmp_path_factory: pytest.TempPathFactory, legacy_stripe: StripeStandIn
 ) -> Iterator[Server]:
-    settings = stripe_env(stripe_standin, CREDITLINE_STRIPE_PUBLISHABLE_KEY=PUBLISHABLE_KEY)
+    settings = stripe_env(legacy_stripe, CREDITLINE_STRIPE_PUBLISHABLE_KEY=PUBLISHABLE_KEY)
     yield from start_server(tmp_path_factory.mktemp("web-legacy"), "legacy", settings=settings, demo_gateway="sandbox")
 
 
@@ -488,8 +495,9 @@ def new_user(server: Server, email: str) -> str:
 
 
 def test_on_legacy_a_card_typed_into_stripe_js_is_added_through_the_api(
-    page: Watched, legacy_server: Server, stripe_standin: StripeStandIn
+    page: Watched, legacy_server: Server, legacy_stripe: StripeStandIn
 ) -> None:
+    stripe_standin = legacy_stripe
     served: list[str] = []
 
     def stripe_js(route: Route) -> None:  # Stripe.js's stand-in, in place of https://js.stripe.com/v3
@@ -537,7 +545,7 @@ def test_on_legacy_a_card_typed_into_stripe_js_is_added_through_the_api(
 
 @pytest.fixture(scope="module")
 def checkout_server(
-    web_build: Path, tmp_path_factory: pytest.TempPathFactory, stripe_standin: StripeStandIn
+    web_build: Path, tmp_path_factory: pytest.TempPathFactory, checkout_stripe: StripeStandIn
 ) -> Iterator[Server]:
     """The stripe gateway against the stand-in: Checkout pages that send the browser back, webhooks the test
     sends when it chooses."""
@@ -547,7 +555,7 @@ def checkout_server(
         '[starter-monthly]\nname = "Starter"\nprice = 1000\ninterval = "MONTH"\ncredits = "1100"\n'
         'stripe_price = "price_starter_monthly"\n'
     )
-    settings = stripe_env(stripe_standin, CREDITLINE_STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET, CREDITLINE_PLANS=str(plans))
+    settings = stripe_env(checkout_stripe, CREDITLINE_STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET, CREDITLINE_PLANS=str(plans))
     yield from start_server(tmp, "stripe", settings=settings)
 
 
@@ -564,8 +572,9 @@ def send_webhook(server: Server, event: dict[str, Any]) -> None:
 
 
 def test_on_stripe_a_top_up_goes_through_checkout_and_is_pending_back_here_until_the_webhook(
-    page: Watched, checkout_server: Server, stripe_standin: StripeStandIn
+    page: Watched, checkout_server: Server, checkout_stripe: StripeStandIn
 ) -> None:
+    stripe_standin = checkout_stripe
     user_id = new_user(checkout_server, "checkout@example.com")
     newest = "query($id: ID!) { node(id: $id) { ... on User { credit { balance { total }"
     newest += " transactions(first: 1) { edges { node { id status credits } } } } } } }"
@@ -609,8 +618,9 @@ def test_on_stripe_a_top_up_goes_through_checkout_and_is_pending_back_here_until
 
 
 def test_on_stripe_manage_billing_opens_the_customer_portal_and_comes_back(
-    page: Watched, checkout_server: Server, stripe_standin: StripeStandIn
+    page: Watched, checkout_server: Server, checkout_stripe: StripeStandIn
 ) -> None:
+    stripe_standin = checkout_stripe
     user_id = new_user(checkout_server, "portal@example.com")
     sign_in(page.page, checkout_server.portal_link(userId=user_id))
     tab(page.page, "Billing")
@@ -629,8 +639,9 @@ def test_on_stripe_manage_billing_opens_the_customer_portal_and_comes_back(
 
 
 def test_on_stripe_subscribing_goes_through_checkout_and_is_active_once_stripe_says_it_was_paid(
-    page: Watched, checkout_server: Server, stripe_standin: StripeStandIn
+    page: Watched, checkout_server: Server, checkout_stripe: StripeStandIn
 ) -> None:
+    stripe_standin = checkout_stripe
     user_id = new_user(checkout_server, "subscriber@example.com")
     subscription = "query($id: ID!) { node(id: $id) { ... on User { credit { balance { total }"
     subscription += " subscription { id status planId } } } } }"
