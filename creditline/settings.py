@@ -125,6 +125,18 @@ def _environment(env: Mapping[str, str]) -> str:
     return raw
 
 
+def _publishable_key(env: Mapping[str, str]) -> str:
+    """``CREDITLINE_STRIPE_PUBLISHABLE_KEY``: sent to every browser that opens the page, so only a key of the
+    publishable form (``pk_...``) is taken; anything else (a secret key pasted in the wrong setting) stops every
+    command, without echoing it."""
+    raw = env.get("CREDITLINE_STRIPE_PUBLISHABLE_KEY", "").strip()
+    if raw and not raw.startswith("pk_"):
+        raise SystemExit(
+            "CREDITLINE_STRIPE_PUBLISHABLE_KEY must be a Stripe publishable key (pk_...): it is sent to browsers"
+        )
+    return raw
+
+
 def _looks_random(key: str) -> bool:
     return not any(char.isspace() for char in key) and len(set(key)) >= MIN_SECRET_KEY_DISTINCT
 
@@ -215,6 +227,9 @@ class Settings:
     stripe_secret_key: str = field(default="", repr=False)
     """Empty: the stripe and legacy gateways start, answer billingConfig, and refuse payments."""
     stripe_webhook_secret: str = field(default="", repr=False)
+    stripe_publishable_key: str = ""
+    """``pk_...``: the legacy gateway's page enters cards with Stripe.js (billingConfig.stripePublishableKey);
+    empty: the page asks for a PaymentMethod id made elsewhere."""
     stripe_api_base: str = ""
     """Where the Stripe SDK sends requests; empty: Stripe itself (tests point it at a local stand-in)."""
     public_url: str = "http://127.0.0.1:8000"
@@ -470,6 +485,7 @@ class Settings:
             subscription_retry_days=_days(env, "CREDITLINE_SUBSCRIPTION_RETRY_DAYS", cls.subscription_retry_days),
             stripe_secret_key=env.get("CREDITLINE_STRIPE_SECRET_KEY", "").strip(),
             stripe_webhook_secret=env.get("CREDITLINE_STRIPE_WEBHOOK_SECRET", "").strip(),
+            stripe_publishable_key=_publishable_key(env),
             stripe_api_base=env.get("CREDITLINE_STRIPE_API_BASE", "").rstrip("/"),
             public_url=(env.get("CREDITLINE_PUBLIC_URL") or cls.public_url).rstrip("/"),
             webhook_tolerance_seconds=_int(env, "CREDITLINE_WEBHOOK_TOLERANCE_SECONDS", cls.webhook_tolerance_seconds),

@@ -204,6 +204,7 @@ def billing_config(info: Info[Context, None]) -> BillingConfig:
         credit_price=Money(amount=settings.price_per_100_credits, currency=settings.currency),
         top_up_min=Credits(settings.top_up_min_credits * MICRO),
         top_up_max=Credits(settings.top_up_max_credits * MICRO),
+        stripe_publishable_key=(settings.stripe_publishable_key or None) if gateway.name == "legacy" else None,
     )
 
 

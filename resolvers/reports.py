@@ -14,13 +14,24 @@ MAX_ZONE_NAME = 64
 """IANA names are at most 32 characters ("America/Argentina/ComodRivadavia")."""
 
 
+OWN_GROUPINGS = (reports.GroupBy.NONE, reports.GroupBy.MEMBER)
+"""What a report of one member's own usage groups by: the member rollups know nothing finer of one member."""
+
+
 async def usage_report(
-    scope: tuple[Literal["account_id", "organization_key"], int], input: UsageReportInput
+    scope: tuple[Literal["account_id", "organization_key"], int],
+    input: UsageReportInput,
+    *,
+    only_member: int | None = None,
 ) -> UsageReportResult:
+    """``only_member``: the usage of that user alone (their rows of the MEMBER rollups), grouped by NONE or
+    MEMBER (one key, theirs)."""
     try:
         boundary.identifier(input.time_zone, "timeZone", MAX_ZONE_NAME)
     except boundary.InputError as exc:
         return ValidationError(message=exc.message, field=exc.field)
+    if only_member is not None and input.group_by not in OWN_GROUPINGS:
+        return ValidationError(message="A report of your own usage groups by NONE or MEMBER", field="groupBy")
     try:
         zone = reports.zone_of(input.time_zone)
         report = await reports.usage_report(
@@ -28,11 +39,13 @@ async def usage_report(
             start=input.from_,
             end=input.to,
             granularity=input.granularity,
-            group_by=input.group_by,
+            group_by=input.group_by if only_member is None else reports.GroupBy.MEMBER,
             zone=zone,
         )
     except reports.ReportInputError as exc:
         return ValidationError(message=str(exc), field=exc.field)
+    if only_member is not None:
+        report = _rows_of(report, only_member, keyed=input.group_by is reports.GroupBy.MEMBER)
     member = input.group_by is reports.GroupBy.MEMBER
     return UsageReport(
         time_zone=zone.key,
@@ -48,3 +61,14 @@ async def usage_report(
             for row in report.rows
         ],
     )
+
+
+def _rows_of(report: reports.Report, member: int, *, keyed: bool) -> reports.Report:
+    """The rows of one member's key in a report by member, and their totals (key dropped unless ``keyed``)."""
+    own = reports.Report()
+    for row in report.rows:
+        if row.key == str(member):
+            sums = row.totals
+            own.rows.append(reports.ReportRow(row.bucket_start, row.key if keyed else None, sums))
+            own.totals.add(sums.events, sums.credits, sums.free_credits, sums.paid_credits)
+    return own

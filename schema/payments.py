@@ -205,6 +205,11 @@ class BillingConfig:
     credit_price: Money = strawberry.field(description="The price of 100 credits")
     top_up_min: Credits
     top_up_max: Credits
+    stripe_publishable_key: str | None = strawberry.field(
+        default=None,
+        description="The Stripe publishable key (pk_...) the page loads Stripe.js with to enter cards: on the legacy"
+        " gateway when CREDITLINE_STRIPE_PUBLISHABLE_KEY is set, else null",
+    )
 
 
 @strawberry.type(description="A subscription plan: a price per interval that grants credit each period.")

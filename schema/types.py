@@ -457,6 +457,26 @@ class Organization(relay.Node):
             return Forbidden(message="Usage reports need the BILLING or OWNER role")
         return await usage_report(("organization_key", self.id), input)
 
+    @strawberry.field(
+        description="Your own usage inside the organization, by time bucket: any member (groupBy NONE or MEMBER)."
+        " Forbidden to anyone who is not a member"
+    )
+    async def my_usage_report(self, info: Info[Context, None], input: UsageReportInput) -> UsageReportResult:
+        who = principal(info)
+        if who.user_id is None or await roles_in(info, self.id) is None:
+            return Forbidden(message="Only a member of the organization has usage of their own in it")
+        return await usage_report(("organization_key", self.id), input, only_member=who.user_id)
+
+    @strawberry.field(description="Your own membership: your roles, budget and spending here; null if not a member")
+    async def my_membership(self, info: Info[Context, None]) -> Membership | None:
+        who = principal(info)
+        if who.user_id is None:
+            return None
+        for membership in await info.context.loaders.memberships_of_user.load(who.user_id):
+            if membership.organization_id == self.id:
+                return Membership.of(membership)
+        return None
+
     @strawberry.field(description="Invitations still waiting for an answer, newest first. OWNER only")
     async def invitations(
         self, info: Info[Context, None], first: int | None = None, after: str | None = None
@@ -508,15 +528,19 @@ class Membership:
         assert user is not None
         return user.email
 
-    @strawberry.field(description="Monthly limit on spending from the pool; null: none. BILLING/OWNER only")
+    @strawberry.field(
+        description="Monthly limit on spending from the pool; null: none. BILLING/OWNER, and the member themselves"
+    )
     async def monthly_budget(self, info: Info[Context, None]) -> Credits | None:
-        await _require_billing(info, self.organization_id)
+        await _require_billing_or_self(info, self.organization_id, self.member_id)
         limit = (await info.context.loaders.budgets_of_organization.load(self.organization_id)).get(self.member_id)
         return None if limit is None else Credits(limit)
 
-    @strawberry.field(description="Spent from the pool this calendar month (UTC). BILLING/OWNER only")
+    @strawberry.field(
+        description="Spent from the pool this calendar month (UTC). BILLING/OWNER, and the member themselves"
+    )
     async def spent_this_month(self, info: Info[Context, None]) -> Credits:
-        await _require_billing(info, self.organization_id)
+        await _require_billing_or_self(info, self.organization_id, self.member_id)
         spent = await info.context.loaders.spent_this_month.load(self.organization_id)
         return Credits(spent.get(self.member_id, 0))
 
@@ -540,6 +564,15 @@ class Membership:
 async def _require_billing(info: Info[Context, None], organization_id: int) -> None:
     if not (await roles_in(info, organization_id) or frozenset()) & BILLING_ROLES:
         raise ForbiddenError("This needs the BILLING or OWNER role")
+
+
+async def _require_billing_or_self(info: Info[Context, None], organization_id: int, member_id: int) -> None:
+    """BILLING and OWNER read every member's budget and spending; a plain member reads their own only."""
+    roles = await roles_in(info, organization_id)
+    if roles is not None and principal(info).user_id == member_id:
+        return
+    if not (roles or frozenset()) & BILLING_ROLES:
+        raise ForbiddenError("This needs the BILLING or OWNER role (a member sees only their own)")
 
 
 def _refuse_portal(info: Info[Context, None]) -> None:

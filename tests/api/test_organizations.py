@@ -661,3 +661,123 @@ async def test_a_refusal_decided_under_the_lock_is_stored_too(api: Api) -> None:
         await organizations.invite(org_id, "outsider@example.com", [MemberRole.MEMBER], **args)
 
     assert await membership_state() == before
+
+
+# ------------------------------------------------------------------ what a plain member reads of their own
+
+MINE = """query($org: ID!, $from: DateTime!, $to: DateTime!, $group: ReportGroupBy!) { node(id: $org) {
+  ... on Organization {
+    myMembership { email roles monthlyBudget spentThisMonth }
+    myUsageReport(input: {from: $from, to: $to, granularity: HOUR, groupBy: $group}) { __typename
+      ... on UsageReport { groupBy totals { events credits } rows { key totals { events credits } } }
+      ... on Error { message } ... on ValidationError { field } } } } }"""
+
+
+async def _pool_with_two_spenders(api: Api) -> tuple[dict[str, Any], dict[str, str]]:
+    """Acme's pool, the plain member's budget of 5, and usage in it by the member (2.5) and by billing (1.25)."""
+    s = await setup_org(api)
+    service, admin = await api.service(), await api.admin()
+    pool_id = (await api.data(POOL, {"org": s["org"]}, s["owner"]))["enableCreditPool"]["creditPool"]["id"]
+    assert (await api.data(GRANT, {"account": pool_id, "key": "fund"}, admin))["grantCredits"] == {
+        "__typename": "GrantCreditsSuccess"
+    }
+    await api.data(BUDGET, {"org": s["org"], "user": gid("User", s["member_id"]), "credits": "5"}, s["billing"])
+    mine = await api.data(SPEND, spend_input(s, "2.5", "member-spend"), service)
+    assert mine["spendCredits"]["__typename"] == "SpendCreditsSuccess"
+    theirs = spend_input(s, "1.25", "billing-spend")
+    theirs["input"]["userId"] = gid("User", s["billing_id"])
+    assert (await api.data(SPEND, theirs, service))["spendCredits"]["__typename"] == "SpendCreditsSuccess"
+    hour = api.clock.now().replace(minute=0, second=0, microsecond=0)
+    window = {"from": (hour - timedelta(hours=2)).isoformat(), "to": (hour + timedelta(hours=1)).isoformat()}
+    return s, window
+
+
+async def test_a_plain_member_reads_their_own_budget_spending_and_usage_in_the_organization(api: Api) -> None:
+    s, window = await _pool_with_two_spenders(api)
+
+    seen = await api.data(MINE, {"org": s["org"], **window, "group": "NONE"}, s["member"])
+
+    report = seen["node"]["myUsageReport"]
+    assert seen["node"]["myMembership"] == {
+        "email": "member@example.com",
+        "roles": ["MEMBER"],
+        "monthlyBudget": "5",
+        "spentThisMonth": "2.5",
+    }
+    assert report == {  # the member's 2.5 only, not billing's 1.25
+        "__typename": "UsageReport",
+        "groupBy": "NONE",
+        "totals": {"events": 1, "credits": "2.5"},
+        "rows": [{"key": None, "totals": {"events": 1, "credits": "2.5"}}],
+    }
+    by_member = await api.data(MINE, {"org": s["org"], **window, "group": "MEMBER"}, s["member"])
+    assert by_member["node"]["myUsageReport"]["rows"] == [
+        {"key": gid("User", s["member_id"]), "totals": {"events": 1, "credits": "2.5"}}
+    ]
+
+
+async def test_each_member_reads_only_their_own_membership_and_usage(api: Api) -> None:
+    s, window = await _pool_with_two_spenders(api)
+    expected = {
+        "owner": ({"email": "owner@example.com", "monthlyBudget": None, "spentThisMonth": "0"}, "0"),
+        "billing": ({"email": "billing@example.com", "monthlyBudget": None, "spentThisMonth": "1.25"}, "1.25"),
+        "member": ({"email": "member@example.com", "monthlyBudget": "5", "spentThisMonth": "2.5"}, "2.5"),
+    }
+    for who, (membership, used) in expected.items():
+        node = (await api.data(MINE, {"org": s["org"], **window, "group": "NONE"}, s[who]))["node"]
+        assert {k: v for k, v in node["myMembership"].items() if k != "roles"} == membership, who
+        assert node["myUsageReport"]["totals"]["credits"] == used, who
+
+
+async def test_a_plain_member_reads_no_other_members_budget_or_spending(api: Api) -> None:
+    s, _ = await _pool_with_two_spenders(api)
+    members = "query($org: ID!) {{ node(id: $org) {{ ... on Organization {{ members {{ email {} }} }} }} }}"
+    refusal = "This needs the BILLING or OWNER role (a member sees only their own)"
+
+    spent = await api.post(members.format("spentThisMonth"), {"org": s["org"]}, s["member"])
+    budgets = await api.post(members.format("monthlyBudget"), {"org": s["org"]}, s["member"])
+
+    # spentThisMonth is non-null: the others' refusal takes the whole list away, the member's own row with it.
+    assert spent["data"] == {"node": None}
+    assert [(e["message"], e["path"]) for e in spent["errors"]] == [(refusal, ["node", "members", 0, "spentThisMonth"])]
+    # monthlyBudget may be null: the owner's and billing's are refused, the member's own is shown.
+    assert budgets["data"]["node"]["members"] == [
+        {"email": "owner@example.com", "monthlyBudget": None},
+        {"email": "billing@example.com", "monthlyBudget": None},
+        {"email": "member@example.com", "monthlyBudget": "5"},
+    ]
+    assert sorted((e["message"], e["path"][2]) for e in budgets["errors"]) == [(refusal, 0), (refusal, 1)]
+    shown = await api.data(members.format("spentThisMonth"), {"org": s["org"]}, s["billing"])
+    assert [m["spentThisMonth"] for m in shown["node"]["members"]] == ["0", "1.25", "2.5"]
+
+
+async def test_someone_outside_the_organization_has_no_membership_or_usage_of_their_own_in_it(api: Api) -> None:
+    s, window = await _pool_with_two_spenders(api)
+    variables = {"org": s["org"], **window, "group": "NONE"}
+
+    outsider = await api.data(MINE, variables, s["outsider"])
+    admin = await api.data(MINE, variables, await api.admin())
+
+    assert outsider == {"node": None}  # the organization itself is hidden from non-members
+    assert admin == {  # an admin reads everything of it, but has no membership or usage of their own there
+        "node": {
+            "myMembership": None,
+            "myUsageReport": {
+                "__typename": "Forbidden",
+                "message": "Only a member of the organization has usage of their own in it",
+            },
+        }
+    }
+
+
+@pytest.mark.parametrize("group", ["ACTIVITY", "AGENT", "RUN"])
+async def test_ones_own_usage_report_groups_by_none_or_member_only(api: Api, group: str) -> None:
+    s, window = await _pool_with_two_spenders(api)
+
+    seen = await api.data(MINE, {"org": s["org"], **window, "group": group}, s["member"])
+
+    assert seen["node"]["myUsageReport"] == {
+        "__typename": "ValidationError",
+        "message": "A report of your own usage groups by NONE or MEMBER",
+        "field": "groupBy",
+    }

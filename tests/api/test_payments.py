@@ -225,6 +225,23 @@ async def test_billing_config_shows_the_payment_method_tab_only_on_card_on_file_
         assert (config["gateway"], config["legacyGateway"], config["dashboardTabs"]) == (gateway, legacy, tabs)
 
 
+async def test_billing_config_gives_the_publishable_key_on_the_legacy_gateway_only(api: Api) -> None:
+    _, user = await api.user("ada@example.com", bonus=0)
+    query = "{ billingConfig { gateway stripePublishableKey } }"
+    assert await api.data(query, token=user) == {"billingConfig": {"gateway": "sandbox", "stripePublishableKey": None}}
+    for gateway, key, shown in (
+        ("legacy", "pk_test_page", "pk_test_page"),
+        ("legacy", "", None),
+        ("stripe", "pk_test_page", None),  # Checkout takes the card on Stripe's page: no Stripe.js here
+        ("sandbox", "pk_test_page", None),
+    ):
+        settings = replace(api.settings, gateway=gateway, stripe_publishable_key=key)
+        app = create_app(settings, clock=api.clock, manage_database=False, run_jobs=False)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            response = await client.post("/graphql", json={"query": query}, headers={"authorization": f"Bearer {user}"})
+        assert response.json() == {"data": {"billingConfig": {"gateway": gateway, "stripePublishableKey": shown}}}
+
+
 async def test_plans_are_listed(api: Api) -> None:
     _, user = await api.user("ada@example.com", bonus=0)
     data = await api.data("{ plans { id name price { amount currency } interval creditsPerPeriod } }", token=user)

@@ -445,6 +445,22 @@ async def test_the_fields_of_me_for_a_user_account_session(api: Api) -> None:
 
 
 @pytest.mark.parametrize("session", SESSIONS)
+async def test_a_portal_session_has_no_membership_or_usage_of_its_own_in_an_organization(
+    api: Api, session: str
+) -> None:
+    # Organization.myMembership and myUsageReport answer for the member who asks: a portal session is an
+    # account's, no member's, and reaches no organization (its pool's included) to ask them of.
+    world = await build_world(api, subscribed=False)
+    document = """query($org: ID!) { node(id: $org) { ... on Organization { myMembership { spentThisMonth }
+      myUsageReport(input: {from: "2026-01-01T00:00:00Z", to: "2026-01-02T00:00:00Z", granularity: DAY})
+      { __typename } } } }"""
+
+    body = await api.post(document, {"org": world.ids["acme"]}, world.sessions[session])
+
+    assert body == {"data": {"node": None}}
+
+
+@pytest.mark.parametrize("session", SESSIONS)
 @pytest.mark.parametrize("other", [*OTHERS, "the other session's account"])
 async def test_node_shows_nothing_but_its_own_account(api: Api, session: str, other: str) -> None:
     world = await build_world(api, subscribed=False)

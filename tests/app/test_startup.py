@@ -142,6 +142,38 @@ def test_an_environment_other_than_development_or_production_stops_start_up(valu
     assert str(refused.value) == f"CREDITLINE_ENV must be development or production, got {value!r}"
 
 
+PUBLISHABLE_REFUSAL = (
+    "CREDITLINE_STRIPE_PUBLISHABLE_KEY must be a Stripe publishable key (pk_...): it is sent to browsers"
+)
+
+
+@pytest.mark.parametrize("value", ["sk_test_123", "rk_live_abc", "whsec_x", "pub_123", "PK_test_1"])
+def test_a_publishable_key_not_of_the_pk_form_stops_start_up_without_echoing_it(value: str) -> None:
+    # It is sent to every browser that opens the page: a secret key in this setting would be published.
+    with pytest.raises(SystemExit) as refused:
+        Settings.from_env({"CREDITLINE_STRIPE_PUBLISHABLE_KEY": value})
+    assert str(refused.value) == PUBLISHABLE_REFUSAL
+    assert value not in str(refused.value)
+
+
+def test_a_publishable_key_is_read_trimmed_and_may_be_unset() -> None:
+    assert Settings.from_env({"CREDITLINE_STRIPE_PUBLISHABLE_KEY": " pk_test_abc "}).stripe_publishable_key == (
+        "pk_test_abc"
+    )
+    assert Settings.from_env({}).stripe_publishable_key == ""
+
+
+def test_a_secret_key_as_publishable_key_is_refused_by_the_cli_in_one_line(tmp_path: Path) -> None:
+    done = cli(
+        bare_env(
+            CREDITLINE_STRIPE_PUBLISHABLE_KEY="sk_test_secret",
+            CREDITLINE_DATABASE_URL=f"sqlite://{tmp_path}/db.sqlite3",
+        ),
+        "serve",
+    )
+    assert (done.returncode, done.stderr) == (1, PUBLISHABLE_REFUSAL + "\n")
+
+
 def test_an_unknown_environment_is_refused_by_the_cli_in_one_line(tmp_path: Path) -> None:
     done = cli(
         bare_env(CREDITLINE_ENV="Production", CREDITLINE_DATABASE_URL=f"sqlite://{tmp_path}/db.sqlite3"), "serve"

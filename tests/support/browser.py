@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page
 
+from tests.support.live import free_port
 from tests.support.processes import cli, served
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,24 +82,34 @@ class Server:
         return made.stdout.strip().splitlines()[-1]
 
 
-def start_server(tmp: Path, gateway: str) -> Iterator[Server]:
+def start_server(
+    tmp: Path, gateway: str, *, settings: dict[str, str] | None = None, demo_gateway: str | None = None
+) -> Iterator[Server]:
+    """``creditline serve`` on ``gateway`` with ``settings``, after ``creditline demo`` (on ``demo_gateway``: the
+    legacy gateway saves no sandbox test token). Stripe sends people back to its own address (public URL)."""
+    port = free_port()
     env = {
         **os.environ,
         "CREDITLINE_DATABASE_URL": f"sqlite://{tmp}/web.sqlite3",
         "CREDITLINE_GATEWAY": gateway,
         "CREDITLINE_RATE_LIMIT": "0",
         "CREDITLINE_SWEEP_INTERVAL_SECONDS": "3600",
+        "CREDITLINE_PUBLIC_URL": f"http://127.0.0.1:{port}",
     }
     for name in ("CREDITLINE_REDIS_URL", "CREDITLINE_WEB_DIST", "CREDITLINE_ENV", "CREDITLINE_FRAME_ANCESTORS"):
         env.pop(name, None)
+    for name in list(env):
+        if name.startswith("CREDITLINE_STRIPE_"):
+            env.pop(name)
+    env.update(settings or {})
     assert cli(env, "migrate").returncode == 0
-    demo = cli(env, "demo")
+    demo = cli({**env, "CREDITLINE_GATEWAY": demo_gateway or gateway}, "demo")
     assert demo.returncode == 0, demo.stderr
     tokens = dict(TOKEN.findall(demo.stdout))
     code = CODE.findall(demo.stdout)
     assert set(tokens) == {"user", "agent", "admin"}, demo.stdout
     assert len(code) == 1, demo.stdout
-    with served(env, wait=60) as (url, _):
+    with served(env, wait=60, port=port) as (url, _):
         server = Server(url, env, tokens, code[0])
         server.user_id = server.gql("user", "{ me { id } }")["me"]["id"]
         yield server
@@ -108,9 +119,17 @@ def start_server(tmp: Path, gateway: str) -> Iterator[Server]:
 class Watched:
     page: Page
     errors: list[str]
+    stripe_js: list[str] = field(default_factory=list)
+    """Requests for https://js.stripe.com that reached the network layer (the fixture aborts them)."""
 
     def assert_no_console_errors(self) -> None:
         assert self.errors == []
+
+    def assert_no_stripe_js(self) -> None:
+        """Stripe.js was neither requested nor put in the page (a script tag the CSP refused counts too)."""
+        assert self.stripe_js == []
+        assert self.page.evaluate("document.querySelectorAll('script[src*=\"stripe.com\"]').length") == 0
+        assert self.page.evaluate("typeof window.Stripe") == "undefined"
 
 
 def screenshot(page: Page, name: str) -> Path:

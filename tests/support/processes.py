@@ -22,11 +22,16 @@ def cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.Comp
 
 @contextlib.contextmanager
 def served(
-    env: dict[str, str], *, ready: str = "/healthz", output: int | IO[str] = subprocess.DEVNULL, wait: float = 20
+    env: dict[str, str],
+    *,
+    ready: str = "/healthz",
+    output: int | IO[str] = subprocess.DEVNULL,
+    wait: float = 20,
+    port: int | None = None,
 ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """``creditline serve`` on a free port, once ``ready`` answers 200; yields its URL and process, and stops it
-    afterwards. A server that exits or never answers fails the test."""
-    port = free_port()
+    """``creditline serve`` on ``port`` (default: a free one), once ``ready`` answers 200; yields its URL and
+    process, and stops it afterwards. A server that exits or never answers fails the test."""
+    port = port or free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "creditline", "serve", "--port", str(port)],
         env=env,

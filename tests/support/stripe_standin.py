@@ -17,9 +17,12 @@ from __future__ import annotations
 import asyncio
 import calendar
 import contextlib
+import html
 import itertools
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,7 +33,7 @@ import stripe
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from creditline.app import create_app
@@ -222,7 +225,48 @@ class StripeStandIn:
             Route("/v1/invoice_payments", self._list_invoice_payments, methods=["GET"]),
             Route("/v1/refunds", self._create_refund, methods=["POST"]),
         ]
-        return Starlette(routes=[replace_endpoint(route, self._serve) for route in routes])
+        pages = [  # what a customer's browser opens: no API key
+            Route("/pay/{id}", self._checkout_page, methods=["GET"]),
+            Route("/pay/{id}", self._checkout_pay, methods=["POST"]),
+            Route("/portal/{customer}", self._portal_page, methods=["GET"]),
+        ]
+        return Starlette(routes=[replace_endpoint(route, self._serve) for route in routes] + pages)
+
+    # --- the pages Stripe shows the customer (the browser tests open them) --------------------------------
+
+    async def _checkout_page(self, request: Request) -> Response:
+        """A Checkout page: the amount, a Pay button and a link back (cancel_url), as Stripe's has."""
+        session = self.sessions.get(request.path_params["id"])
+        if session is None or session["status"] != "open":
+            return HTMLResponse("<h1>This Checkout Session is no longer open</h1>", 404)
+        amount = f"{session['amount_total'] / 100:.2f} {session['currency'].upper()}"
+        return HTMLResponse(
+            f"<!doctype html><html lang='en'><head><title>Checkout stand-in</title></head><body>"
+            f"<h1>Pay {html.escape(amount)}</h1>"
+            f"<form method='post'><button type='submit'>Pay</button></form>"
+            f"<a href='{html.escape(session['cancel_url'])}'>Back</a></body></html>"
+        )
+
+    async def _checkout_pay(self, request: Request) -> Response:
+        """The customer pays: Stripe sends them to success_url at once; the webhook comes on its own (the
+        test delivers it, with ``event``, when it chooses)."""
+        session = self.sessions.get(request.path_params["id"])
+        if session is None or session["status"] != "open":
+            return HTMLResponse("<h1>This Checkout Session is no longer open</h1>", 404)
+        self.pay(session["id"])
+        return RedirectResponse(session["success_url"], status_code=303)
+
+    async def _portal_page(self, request: Request) -> Response:
+        """The customer portal: a link back to the return_url of the customer's latest portal session."""
+        customer = request.path_params["customer"]
+        found = [portal for portal in self.portals if portal["customer"] == customer]
+        if not found:
+            return HTMLResponse("<h1>No portal session</h1>", 404)
+        back = html.escape(str(found[-1]["return_url"]))
+        return HTMLResponse(
+            "<!doctype html><html lang='en'><head><title>Customer portal stand-in</title></head><body>"
+            f"<h1>Customer portal</h1><a href='{back}'>Return to Creditline</a></body></html>"
+        )
 
     async def _serve(
         self, request: Request, handler: Callable[[Request, dict[str, str]], Awaitable[dict[str, Any]]]
@@ -758,6 +802,28 @@ async def running() -> AsyncIterator[StripeStandIn]:
     finally:
         server.should_exit = True
         await task
+
+
+@contextlib.contextmanager
+def running_in_thread() -> Iterator[StripeStandIn]:
+    """The stand-in on a thread of its own (its own event loop), for a ``creditline serve`` subprocess and a
+    browser to talk to while a synchronous test (Playwright) runs."""
+    standin = StripeStandIn()
+    port = free_port()
+    standin.url = f"http://127.0.0.1:{port}"
+    server = uvicorn.Server(uvicorn.Config(standin.app(), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="stripe-standin", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise AssertionError("the Stripe stand-in did not start")
+        time.sleep(0.01)
+    try:
+        yield standin
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
 
 
 def stripe_settings(base: Settings, standin: StripeStandIn, gateway: str) -> Settings:

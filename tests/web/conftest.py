@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Playwright, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Playwright, Route, sync_playwright
 
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, ROOT, Server, Watched, missing, start_server
 
@@ -76,5 +76,12 @@ def page(browser: Browser) -> Iterator[Watched]:
 
     opened.on("console", console)
     opened.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
-    yield Watched(opened, errors)
+    watched = Watched(opened, errors)
+
+    def stripe_js(route: Route) -> None:  # nothing reaches Stripe; a test of `legacy` routes its stand-in
+        watched.stripe_js.append(route.request.url)
+        route.abort()
+
+    context.route("https://js.stripe.com/**", stripe_js)
+    yield watched
     context.close()

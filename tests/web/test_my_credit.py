@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
+import time
+import urllib.request
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,7 +20,8 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import Browser, Page, Route, expect
 
-from tests.support.browser import ROOT, Server, Watched, screenshot, start_server
+from tests.support.browser import ARTIFACTS, ROOT, Server, Watched, screenshot, start_server
+from tests.support.stripe_standin import API_KEY, WEBHOOK_SECRET, StripeStandIn, running_in_thread, sign
 
 pytestmark = pytest.mark.xdist_group("web")  # one server and one browser for the module (make pytest: loadgroup)
 
@@ -28,10 +33,10 @@ AXE = ROOT / "web" / "node_modules" / "axe-core" / "axe.min.js"
 def credits(value: str) -> str:
     """The page's form of a Credits string (web/src/lib/credits.ts): thousands grouped, no trailing zeros."""
     whole, _, fraction = value.partition(".")
-    sign = "−" if whole.startswith("-") else ""
+    minus = "−" if whole.startswith("-") else ""
     whole = f"{int(whole.lstrip('-')):,}"
     fraction = fraction.rstrip("0")
-    return f"{sign}{whole}.{fraction}" if fraction else f"{sign}{whole}"
+    return f"{minus}{whole}.{fraction}" if fraction else f"{minus}{whole}"
 
 
 def sign_in(page: Page, link: str) -> None:
@@ -213,6 +218,39 @@ def test_every_tab_at_1280_and_360_px_has_no_serious_accessibility_violation(bro
         pytest.skip(f"axe-core is not installed ({AXE}): screenshots taken, accessibility not checked")
 
 
+HINTS = """() => { const wrap = document.querySelector('[role=tablist]').parentElement;
+  const shown = (side) => getComputedStyle(wrap, side).opacity === '1';
+  return {left: shown('::before'), right: shown('::after')}; }"""
+
+
+def expect_hints(page: Page, *, left: bool, right: bool) -> None:
+    """The fades at the tab row's edges come to these (a 0.15 s transition)."""
+    deadline = time.monotonic() + 5
+    while (shown := page.evaluate(HINTS)) != {"left": left, "right": right} and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert shown == {"left": left, "right": right}
+
+
+def test_at_360_px_the_tab_row_shows_that_it_scrolls(signed_in: Watched) -> None:
+    page = signed_in.page
+    page.set_viewport_size({"width": 360, "height": 780})
+    row = page.get_by_role("tablist", name="My Credit")
+    assert row.evaluate("r => r.scrollWidth > r.clientWidth")  # four tabs are wider than 360 px
+    expect(page.get_by_role("tab", name="Overview")).to_have_attribute("aria-selected", "true")
+    expect_hints(page, left=False, right=True)
+    screenshot(page, "tabs-360-more-right")
+    row.locator("xpath=..").screenshot(path=str(ARTIFACTS / "tabs-360-more-right-row.png"))
+
+    tab(page, "Payment Method")  # the row scrolls to the last tab: nothing more on the right, some on the left
+    expect_hints(page, left=True, right=False)
+    assert row.evaluate("r => r.scrollLeft > 0")
+    screenshot(page, "tabs-360-more-left")
+    row.locator("xpath=..").screenshot(path=str(ARTIFACTS / "tabs-360-more-left-row.png"))
+
+    page.set_viewport_size({"width": 1280, "height": 900})  # wide enough: no hint at all
+    expect_hints(page, left=False, right=False)
+
+
 def test_graphiql_renders_and_runs_a_query_with_only_the_server_reachable(page: Watched, server: Server) -> None:
     origin = server.url
     blocked: list[str] = []
@@ -252,7 +290,8 @@ def created(answer: dict[str, Any], typename: str) -> Any:
 
 @pytest.fixture(scope="module")
 def organization(server: Server) -> dict[str, str]:
-    """Acme Research, whose credit pool the demo user owns: a BILLING member and a plain MEMBER, both spent."""
+    """Acme Research, whose credit pool the demo user owns: a BILLING member and a plain MEMBER (budget 50),
+    both spent 12."""
     users = {}
     for role in ("billing", "member"):
         made = server.gql(
@@ -297,6 +336,13 @@ def organization(server: Server) -> dict[str, str]:
             {"o": org_id, "u": users[role], "k": f"web-pool-{role}"},
         )
         created(spent, "SpendCreditsSuccess")
+    budget = server.gql(
+        "user",
+        'mutation($o: ID!, $u: ID!) { setMemberBudget(input: {organizationId: $o, userId: $u, monthlyCredits: "50"})'
+        " { __typename } }",
+        {"o": org_id, "u": users["member"]},
+    )
+    created(budget, "SetMemberBudgetSuccess")
     return {
         "id": org_id,
         "billing": server.user_token("billing@example.com"),
@@ -304,7 +350,7 @@ def organization(server: Server) -> dict[str, str]:
     }
 
 
-def test_a_billing_member_sees_the_organizations_usage_and_a_member_does_not(
+def test_a_billing_member_sees_the_organizations_usage_and_a_member_only_their_own(
     page: Watched, server: Server, organization: dict[str, str]
 ) -> None:
     seen = {}
@@ -314,17 +360,29 @@ def test_a_billing_member_sees_the_organizations_usage_and_a_member_does_not(
         account.select_option(label=account.locator("option", has_text="Acme Research").inner_text())
         expect(page.page.get_by_role("heading", level=1)).to_have_text("Acme Research")
         page.page.wait_for_load_state("networkidle")
+        main = page.page.get_by_role("main")
+        if role == "member":
+            own = main.get_by_role("region", name="Your usage, last 30 days")
+            expect(own).to_contain_text("Credits used12")  # the member's own 12, not billing's
+            chart = own.get_by_role("img", name=re.compile("^Your daily usage in Acme Research"))
+            expect(chart).to_have_accessible_name("Your daily usage in Acme Research: 12 credits in 30 days")
+            budget = main.get_by_role("region", name="Your budget this month")
+            expect(budget).to_contain_text("member@example.com")
+            expect(budget).to_contain_text("12 of 50 this month")
+            expect(budget.get_by_role("meter", name="Your spending of your monthly budget")).to_have_attribute(
+                "aria-valuenow", "24"
+            )
+            expect(main).not_to_contain_text("billing@example.com")
+            expect(main).not_to_contain_text("976")  # nor the pool (1,000 less both members' 12)
+        else:
+            expect(page.page.get_by_role("tabpanel")).to_contain_text("member@example.com")
         screenshot(page.page, f"organization-{role}-1280")
         seen[role] = [
             page.page.get_by_role("heading", name=name, exact=True).count()
-            for name in ("Usage by member", "Member budgets", "Organization")
+            for name in ("Usage by member", "Member budgets", "Your usage, last 30 days", "Your budget this month")
         ]
-        if role == "member":
-            expect(page.page.get_by_text(re.compile("shown to its Owner and Billing members"))).to_be_visible()
-        else:
-            expect(page.page.get_by_role("tabpanel")).to_contain_text("member@example.com")
         page.page.evaluate("sessionStorage.clear()")
-    assert seen == {"billing": [1, 1, 0], "member": [0, 0, 1]}
+    assert seen == {"billing": [1, 1, 0, 0], "member": [0, 0, 1, 1]}
     page.assert_no_console_errors()
 
 
@@ -365,6 +423,7 @@ def test_auto_top_up_not_set_up_is_off_until_saved_and_then_the_page_agrees_with
     expect(switch).to_be_checked()
     saved = server.gql("admin", auto_top_up, {"id": user_id})["node"]["credit"]["autoTopUp"]
     assert saved == {"enabled": True, "threshold": "50", "amount": "100", "monthlyCap": "1000"}
+    page.assert_no_stripe_js()  # the sandbox's test cards need no Stripe.js
     page.assert_no_console_errors()
 
 
@@ -386,4 +445,242 @@ def test_the_payment_method_tab_is_absent_on_the_stripe_gateway(page: Watched, s
     expect(page.page.get_by_role("tab")).to_have_text(["Overview", "Transaction", "Billing"])
     expect(page.page.get_by_role("tab", name="Payment Method")).to_have_count(0)
     screenshot(page.page, "overview-stripe-1280")
+    tab(page.page, "Billing")
+    page.page.wait_for_load_state("networkidle")
+    page.assert_no_stripe_js()  # Checkout takes the card on Stripe's own page
+    page.assert_no_console_errors()
+
+
+# ------------------------------------------------------------------ the legacy gateway: Stripe.js card entry
+
+STRIPE_JS_STANDIN = Path(__file__).with_name("stripe_js_standin.js")
+PUBLISHABLE_KEY = "pk_test_creditline_page"
+
+
+@pytest.fixture(scope="module")
+def legacy_stripe() -> Iterator[StripeStandIn]:
+    """The Stripe API stand-in (tests/support/stripe_standin.py) on a thread, the legacy server's Stripe. Each
+    server has its own: Creditline's idempotency keys are made from its own ids, which two databases share."""
+    with running_in_thread() as standin:
+        yield standin
+
+
+@pytest.fixture(scope="module")
+def checkout_stripe() -> Iterator[StripeStandIn]:
+    """The stripe server's Stripe: its API, and the Checkout and customer-portal pages the browser opens."""
+    with running_in_thread() as standin:
+        yield standin
+
+
+def stripe_env(standin: StripeStandIn, **more: str) -> dict[str, str]:
+    return {"CREDITLINE_STRIPE_SECRET_KEY": API_KEY, "CREDITLINE_STRIPE_API_BASE": standin.url, **more}
+
+
+@pytest.fixture(scope="module")
+def legacy_server(
+    web_build: Path, tmp_path_factory: pytest.TempPathFactory, legacy_stripe: StripeStandIn
+) -> Iterator[Server]:
+    settings = stripe_env(legacy_stripe, CREDITLINE_STRIPE_PUBLISHABLE_KEY=PUBLISHABLE_KEY)
+    yield from start_server(tmp_path_factory.mktemp("web-legacy"), "legacy", settings=settings, demo_gateway="sandbox")
+
+
+def new_user(server: Server, email: str) -> str:
+    made = server.gql(
+        "admin",
+        "mutation($e: String!) { createUser(input: {email: $e}) { __typename ... on CreateUserSuccess"
+        " { user { id } } } }",
+        {"e": email},
+    )
+    return str(created(made, "CreateUserSuccess")["user"]["id"])
+
+
+def test_on_legacy_a_card_typed_into_stripe_js_is_added_through_the_api(
+    page: Watched, legacy_server: Server, legacy_stripe: StripeStandIn
+) -> None:
+    stripe_standin = legacy_stripe
+    served: list[str] = []
+
+    def stripe_js(route: Route) -> None:  # Stripe.js's stand-in, in place of https://js.stripe.com/v3
+        served.append(route.request.url)
+        route.fulfill(path=STRIPE_JS_STANDIN, content_type="text/javascript; charset=utf-8")
+
+    page.page.route("https://js.stripe.com/**", stripe_js)
+    user_id = new_user(legacy_server, "stripe-js@example.com")
+    cards = "query($id: ID!) { node(id: $id) { ... on User { credit { paymentMethods { brand last4 isDefault } } } } }"
+    sign_in(page.page, legacy_server.portal_link(userId=user_id))
+    assert served == []  # the Overview needs no Stripe.js
+    tab(page.page, "Payment Method")
+    panel = page.page.get_by_role("tabpanel", name="Payment Method")
+    card = panel.get_by_role("group", name="Card", exact=True)
+    number = card.get_by_role("textbox", name="Card number")
+    expect(number).to_be_visible()
+    assert served == ["https://js.stripe.com/v3"]
+    expect(panel.get_by_role("textbox", name="Stripe PaymentMethod ID")).to_have_count(0)
+
+    number.fill("4242 4242 4242")  # Stripe.js refuses a short number before anything reaches the API
+    panel.get_by_role("button", name="Add card").click()
+    expect(panel.get_by_role("alert")).to_have_text("Your card number is incomplete.")
+    assert legacy_server.gql("admin", cards, {"id": user_id})["node"]["credit"]["paymentMethods"] == []
+
+    number.fill("4242 4242 4242 4242")
+    expect(panel.get_by_role("alert")).to_have_count(0)  # typing again takes the old refusal away
+    screenshot(page.page, "payment-method-legacy-1280")
+    panel.get_by_role("button", name="Add card").click()
+    expect(panel.get_by_role("listitem", name="Visa ending in 4242")).to_be_visible()
+    expect(panel.get_by_role("status").filter(has_text="Visa ending in 4242 was added.")).to_be_visible()
+    expect(number).to_have_value("")  # the field is cleared for another card
+
+    saved = legacy_server.gql("admin", cards, {"id": user_id})["node"]["credit"]["paymentMethods"]
+    assert saved == [{"brand": "visa", "last4": "4242", "isDefault": True}]
+    # Stripe.js made pm_card_visa with the page's publishable key; the server attached it to the customer.
+    assert page.page.evaluate("window.__stripeJsStandIn.keys") == [PUBLISHABLE_KEY]
+    assert len(stripe_standin.calls("POST", "/v1/payment_methods/pm_card_visa/attach")) == 1
+    assert served == ["https://js.stripe.com/v3"]  # loaded once
+    screenshot(page.page, "payment-method-legacy-added-1280")
+    page.assert_no_console_errors()
+
+
+# ------------------------------------------------------------------ the stripe gateway: Checkout and the portal
+
+
+@pytest.fixture(scope="module")
+def checkout_server(
+    web_build: Path, tmp_path_factory: pytest.TempPathFactory, checkout_stripe: StripeStandIn
+) -> Iterator[Server]:
+    """The stripe gateway against the stand-in: Checkout pages that send the browser back, webhooks the test
+    sends when it chooses."""
+    tmp = tmp_path_factory.mktemp("web-checkout")
+    plans = tmp / "plans.toml"  # Starter billed as the stand-in's recurring Price
+    plans.write_text(
+        '[starter-monthly]\nname = "Starter"\nprice = 1000\ninterval = "MONTH"\ncredits = "1100"\n'
+        'stripe_price = "price_starter_monthly"\n'
+    )
+    settings = stripe_env(checkout_stripe, CREDITLINE_STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET, CREDITLINE_PLANS=str(plans))
+    yield from start_server(tmp, "stripe", settings=settings)
+
+
+def send_webhook(server: Server, event: dict[str, Any]) -> None:
+    """POST a Stripe event to the server's /webhooks/stripe, signed as Stripe signs it."""
+    payload = json.dumps(event)
+    request = urllib.request.Request(
+        f"{server.url}/webhooks/stripe",
+        data=payload.encode(),
+        headers={"content-type": "application/json", "stripe-signature": sign(payload, int(time.time()))},
+    )
+    with urllib.request.urlopen(request, timeout=15) as response:
+        assert response.status == 200
+
+
+def test_on_stripe_a_top_up_goes_through_checkout_and_is_pending_back_here_until_the_webhook(
+    page: Watched, checkout_server: Server, checkout_stripe: StripeStandIn
+) -> None:
+    stripe_standin = checkout_stripe
+    user_id = new_user(checkout_server, "checkout@example.com")
+    newest = "query($id: ID!) { node(id: $id) { ... on User { credit { balance { total }"
+    newest += " transactions(first: 1) { edges { node { id status credits } } } } } } }"
+    sign_in(page.page, checkout_server.portal_link(userId=user_id))
+    before = checkout_server.gql("admin", newest, {"id": user_id})["node"]["credit"]["balance"]["total"]
+
+    page.page.get_by_role("button", name="Top up", exact=True).click()
+    dialog = page.page.get_by_role("dialog", name="Top up")
+    dialog.get_by_role("textbox", name="Credits").fill("500")
+    expect(dialog).to_contain_text("You pay on Stripe's secure checkout page")
+    dialog.get_by_role("button", name="Pay $5.00").click()
+
+    # Stripe's Checkout page (the stand-in's), then back to the Billing tab.
+    page.page.wait_for_url(f"{stripe_standin.url}/pay/*")
+    expect(page.page.get_by_role("heading", name="Pay 5.00 USD")).to_be_visible()
+    page.page.get_by_role("button", name="Pay").click()
+    page.page.wait_for_url(re.compile(re.escape(checkout_server.url) + r"/my-credit/billing\?checkout=success"))
+    expect(page.page.get_by_role("tab", name="Billing")).to_have_attribute("aria-selected", "true")
+    panel = page.page.get_by_role("tabpanel", name="Billing")
+    pending = panel.get_by_role("status").filter(has_text="Payment pending")
+    expect(pending).to_have_count(1)  # this payment once, not again among the other pending ones
+    expect(pending).to_contain_text("Thanks, your payment is being confirmed.")
+    credit = checkout_server.gql("admin", newest, {"id": user_id})["node"]["credit"]
+    transaction = credit["transactions"]["edges"][0]["node"]
+    assert (transaction["status"], transaction["credits"], credit["balance"]["total"]) == ("PENDING", "500", before)
+    assert f"transaction={transaction['id']}" in page.page.url.replace("%3D", "=")
+    screenshot(page.page, "billing-stripe-pending-1280")
+
+    (session,) = [s for s in stripe_standin.sessions.values() if s["client_reference_id"] and s["amount_total"] == 500]
+    send_webhook(checkout_server, stripe_standin.event("checkout.session.completed", dict(session)))
+
+    done = panel.get_by_role("status").filter(has_text="Payment succeeded")
+    expect(done).to_contain_text("500 credits were added ($5.00).")
+    expect(done.get_by_role("link", name=re.compile(r"^Invoice INV-\d+$"))).to_be_visible()
+    expect(pending).to_have_count(0)
+    credit = checkout_server.gql("admin", newest, {"id": user_id})["node"]["credit"]
+    assert credit["transactions"]["edges"][0]["node"]["status"] == "SUCCEEDED"
+    screenshot(page.page, "billing-stripe-succeeded-1280")
+    page.assert_no_stripe_js()
+    page.assert_no_console_errors()
+
+
+def test_on_stripe_manage_billing_opens_the_customer_portal_and_comes_back(
+    page: Watched, checkout_server: Server, checkout_stripe: StripeStandIn
+) -> None:
+    stripe_standin = checkout_stripe
+    user_id = new_user(checkout_server, "portal@example.com")
+    sign_in(page.page, checkout_server.portal_link(userId=user_id))
+    tab(page.page, "Billing")
+
+    page.page.get_by_role("button", name="Manage billing in Stripe").click()
+
+    page.page.wait_for_url(f"{stripe_standin.url}/portal/*")
+    expect(page.page.get_by_role("heading", name="Customer portal")).to_be_visible()
+    assert stripe_standin.portals[-1]["return_url"] == f"{checkout_server.url}/my-credit/billing"
+    page.page.get_by_role("link", name="Return to Creditline").click()
+    page.page.wait_for_url(f"{checkout_server.url}/my-credit/billing")
+    billing = page.page.get_by_role("tabpanel", name="Billing")
+    expect(billing.get_by_role("heading", name="Subscription")).to_be_visible()
+    expect(page.page.get_by_role("status").filter(has_text=re.compile("^Live$"))).to_be_visible()
+    page.assert_no_console_errors()
+
+
+def test_on_stripe_subscribing_goes_through_checkout_and_is_active_once_stripe_says_it_was_paid(
+    page: Watched, checkout_server: Server, checkout_stripe: StripeStandIn
+) -> None:
+    stripe_standin = checkout_stripe
+    user_id = new_user(checkout_server, "subscriber@example.com")
+    subscription = "query($id: ID!) { node(id: $id) { ... on User { credit { balance { total }"
+    subscription += " subscription { id status planId } } } } }"
+    sign_in(page.page, checkout_server.portal_link(userId=user_id))
+    tab(page.page, "Billing")
+    panel = page.page.get_by_role("tabpanel", name="Billing")
+
+    panel.get_by_role("button", name="Subscribe to Starter").click()
+
+    page.page.wait_for_url(f"{stripe_standin.url}/pay/*")
+    expect(page.page.get_by_role("heading", name="Pay 10.00 USD")).to_be_visible()
+    page.page.get_by_role("button", name="Pay").click()
+    page.page.wait_for_url(re.compile(re.escape(checkout_server.url) + r"/my-credit/billing\?checkout=success"))
+    pending = panel.get_by_role("status").filter(has_text="Payment pending")
+    expect(pending).to_have_count(1)
+    expect(pending).to_contain_text("Thanks, your payment is being confirmed.")
+    expect(panel.get_by_role("link", name="Complete payment")).to_have_count(0)  # it was paid a moment ago
+    expect(panel).to_contain_text("The first period starts once its payment completes")
+    expect(panel).not_to_contain_text("Renews on")  # no period yet, nothing to cancel
+    expect(panel.get_by_role("button", name="Cancel at period end")).to_have_count(0)
+    before = checkout_server.gql("admin", subscription, {"id": user_id})["node"]["credit"]
+    screenshot(page.page, "billing-stripe-subscribe-pending-1280")
+
+    (session,) = [
+        s for s in stripe_standin.sessions.values() if s["mode"] == "subscription" and s["status"] == "complete"
+    ]
+    made = stripe_standin.subscriptions[session["subscription"]]
+    send_webhook(checkout_server, stripe_standin.event("customer.subscription.created", dict(made)))
+    send_webhook(checkout_server, stripe_standin.event("checkout.session.completed", dict(session)))
+    send_webhook(checkout_server, stripe_standin.event("invoice.paid", stripe_standin.invoice_of(made["id"])))
+
+    done = panel.get_by_role("status").filter(has_text="Payment succeeded")
+    expect(done).to_contain_text("You are subscribed to Starter.")
+    expect(pending).to_have_count(0)
+    expect(panel).to_contain_text("Renews on")
+    expect(panel.get_by_role("button", name="Cancel at period end")).to_be_visible()
+    after = checkout_server.gql("admin", subscription, {"id": user_id})["node"]["credit"]
+    assert after["subscription"]["status"] == "ACTIVE"
+    assert after["subscription"]["planId"] == "starter-monthly"
+    assert Decimal(after["balance"]["total"]) == Decimal(before["balance"]["total"]) + 1100
+    screenshot(page.page, "billing-stripe-subscribed-1280")
     page.assert_no_console_errors()

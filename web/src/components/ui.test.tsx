@@ -28,6 +28,23 @@ function TabsHarness({ onSelect }: { onSelect?: (id: string) => void }) {
 }
 
 describe("Tabs", () => {
+  it("mark the edge that has more tabs beyond it while the row scrolls", () => {
+    render(<TabsHarness />);
+    const row = screen.getByRole("tablist", { name: "My Credit" });
+    const wrap = row.parentElement!;
+    expect(wrap.className).toBe("tabs-wrap"); // jsdom lays nothing out: nothing overflows
+    Object.defineProperty(row, "scrollWidth", { configurable: true, value: 400 });
+    Object.defineProperty(row, "clientWidth", { configurable: true, value: 300 });
+    fireEvent.scroll(row);
+    expect(wrap.className).toBe("tabs-wrap more-right");
+    row.scrollLeft = 50;
+    fireEvent.scroll(row);
+    expect(wrap.className).toBe("tabs-wrap more-left more-right");
+    row.scrollLeft = 100;
+    fireEvent.scroll(row);
+    expect(wrap.className).toBe("tabs-wrap more-left");
+  });
+
   it("are real tabs with a labelled panel", () => {
     render(<TabsHarness />);
     expect(screen.getByRole("tablist", { name: "My Credit" })).toBeTruthy();

@@ -1,4 +1,4 @@
-import { useEffect, useId, useRef, type KeyboardEvent, type ReactNode } from "react";
+import { useCallback, useEffect, useId, useRef, useState, type KeyboardEvent, type ReactNode } from "react";
 import { humanize } from "../lib/format";
 
 export interface TabItem {
@@ -22,6 +22,27 @@ export function Tabs(props: { label: string; tabs: TabItem[]; selected: string; 
     if (inner.left < outer.left) row.scrollLeft = Math.max(0, row.scrollLeft - (outer.left - inner.left + 16));
     else if (inner.right > outer.right) row.scrollLeft += inner.right - outer.right + 16;
   }, [selected]);
+  // A row wider than the screen fades out at the edge that has more tabs beyond it (the scroll hint).
+  const [more, setMore] = useState({ left: false, right: false });
+  const measure = useCallback(() => {
+    const row = list.current;
+    if (!row) return;
+    const left = row.scrollLeft > 1;
+    const right = row.scrollLeft + row.clientWidth < row.scrollWidth - 1;
+    setMore((was) => (was.left === left && was.right === right ? was : { left, right }));
+  }, []);
+  useEffect(() => {
+    const row = list.current;
+    if (!row) return;
+    measure();
+    const observer = new ResizeObserver(measure);
+    observer.observe(row);
+    row.addEventListener("scroll", measure, { passive: true });
+    return () => {
+      observer.disconnect();
+      row.removeEventListener("scroll", measure);
+    };
+  }, [measure, tabs.length]);
   const onKeyDown = (event: KeyboardEvent<HTMLDivElement>) => {
     const index = tabs.findIndex((t) => t.id === selected);
     let next = -1;
@@ -37,25 +58,27 @@ export function Tabs(props: { label: string; tabs: TabItem[]; selected: string; 
   };
   return (
     <>
-      <div className="tabs" role="tablist" aria-label={label} onKeyDown={onKeyDown} ref={list}>
-        {tabs.map((tab) => (
-          <button
-            key={tab.id}
-            ref={(el) => {
-              refs.current[tab.id] = el;
-            }}
-            type="button"
-            role="tab"
-            id={`${base}-tab-${tab.id}`}
-            aria-selected={tab.id === selected}
-            aria-controls={`${base}-panel`}
-            tabIndex={tab.id === selected ? 0 : -1}
-            className="tab"
-            onClick={() => onSelect(tab.id)}
-          >
-            {tab.label}
-          </button>
-        ))}
+      <div className={`tabs-wrap${more.left ? " more-left" : ""}${more.right ? " more-right" : ""}`}>
+        <div className="tabs" role="tablist" aria-label={label} onKeyDown={onKeyDown} ref={list}>
+          {tabs.map((tab) => (
+            <button
+              key={tab.id}
+              ref={(el) => {
+                refs.current[tab.id] = el;
+              }}
+              type="button"
+              role="tab"
+              id={`${base}-tab-${tab.id}`}
+              aria-selected={tab.id === selected}
+              aria-controls={`${base}-panel`}
+              tabIndex={tab.id === selected ? 0 : -1}
+              className="tab"
+              onClick={() => onSelect(tab.id)}
+            >
+              {tab.label}
+            </button>
+          ))}
+        </div>
       </div>
       <div className="tabpanel" role="tabpanel" id={`${base}-panel`} aria-labelledby={`${base}-tab-${selected}`} tabIndex={0}>
         {children}

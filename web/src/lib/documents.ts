@@ -162,7 +162,7 @@ export const BillingQuery = graphql(`
 
 export const PaymentMethodsQuery = graphql(`
   query PaymentMethods($accountId: ID!) {
-    billingConfig { gateway legacyGateway }
+    billingConfig { gateway legacyGateway stripePublishableKey }
     node(id: $accountId) {
       __typename
       ... on CreditAccount {
@@ -328,6 +328,12 @@ export const OrganizationQuery = graphql(`
         id
         name
         myRoles
+        myMembership { userId email roles monthlyBudget spentThisMonth }
+        mine: myUsageReport(input: { from: $from, to: $to, granularity: DAY, groupBy: NONE }) @skip(if: $admin) {
+          __typename
+          ... on UsageReport { totals { events credits } rows { bucketStart key totals { events credits } } }
+          ... on Error { message }
+        }
         creditPool @include(if: $admin) { id balance { total free paid held available } }
         members @include(if: $admin) { userId email roles monthlyBudget spentThisMonth }
         byMember: usageReport(input: { from: $from, to: $to, granularity: DAY, groupBy: MEMBER }) @include(if: $admin) {

@@ -39,15 +39,27 @@ export function Billing() {
   const returnParams = new URLSearchParams(window.location.search);
   const returned = returnParams.get("checkout");
   const returnedTransaction = returnParams.get("transaction");
+  const returnedSubscription = returnParams.get("subscription");
   const data = result.data;
   const account = data?.node?.__typename === "CreditAccount" ? data.node : null;
   // The subscription's transaction may still be waiting for the gateway (Stripe's webhook): re-read until done.
-  const pending = account?.transactions.edges.map((e) => e.node) ?? [];
+  const waiting = account?.transactions.edges.map((e) => e.node) ?? [];
+  // The payment just back from Checkout (a top-up's, or a new subscription's first period) has a notice of its
+  // own above: it is not listed again, with a "Complete payment" link, among the other pending payments.
+  const back = returned === "success";
+  const justPaid = back
+    ? returnedTransaction
+      ? waiting.find((t) => t.id === returnedTransaction)
+      : returnedSubscription
+        ? waiting.find((t) => t.type === "SUBSCRIPTION")
+        : undefined
+    : undefined;
+  const pending = waiting.filter((t) => t !== justPaid && !(back && t.id === returnedTransaction));
   useEffect(() => {
-    if (pending.length === 0) return;
+    if (waiting.length === 0) return;
     const timer = setInterval(() => refetch({ requestPolicy: "network-only" }), 3000);
     return () => clearInterval(timer);
-  }, [pending.length, refetch]);
+  }, [waiting.length, refetch]);
 
   if (!data) {
     return result.error ? <Notice tone="error">{describeCombinedError(result.error)}</Notice> : <Loading label="Loading billing…" />;
@@ -135,6 +147,14 @@ export function Billing() {
     <div className="stack">
       {returned === "success" && returnedTransaction ? (
         <ReturnedPayment id={returnedTransaction} />
+      ) : returned === "success" && returnedSubscription && justPaid ? (
+        <Notice tone="info" title="Payment pending">
+          Thanks, your payment is being confirmed. It can take a few seconds; this page updates by itself.
+        </Notice>
+      ) : returned === "success" && returnedSubscription && sub?.id === returnedSubscription && live ? (
+        <Notice tone="success" title="Payment succeeded">
+          You are subscribed to {sub.plan?.name ?? sub.planId}. Its credit has been added to your balance.
+        </Notice>
       ) : returned === "success" ? (
         <Notice tone="info" title="Thanks, your payment is being confirmed">
           It can take a few seconds; this page updates by itself.
@@ -175,26 +195,30 @@ export function Billing() {
               </div>
               <StatusBadge status={sub.status} />
             </div>
-            <dl className="stats">
-              <div>
-                <dt>Current period</dt>
-                <dd>
-                  {formatDate(sub.currentPeriodStart)} – {formatDate(sub.currentPeriodEnd)}
-                </dd>
-              </div>
-              <div>
-                <dt>{sub.cancelAtPeriodEnd ? "Ends on" : "Renews on"}</dt>
-                <dd>{formatDate(sub.currentPeriodEnd)}</dd>
-              </div>
-              {sub.paymentMethod ? (
+            {sub.status === "INCOMPLETE" ? (
+              <p className="muted">The first period starts once its payment completes; this page updates by itself.</p>
+            ) : (
+              <dl className="stats">
                 <div>
-                  <dt>Card</dt>
+                  <dt>Current period</dt>
                   <dd>
-                    {brandName(sub.paymentMethod.brand)} •••• {sub.paymentMethod.last4}
+                    {formatDate(sub.currentPeriodStart)} – {formatDate(sub.currentPeriodEnd)}
                   </dd>
                 </div>
-              ) : null}
-            </dl>
+                <div>
+                  <dt>{sub.cancelAtPeriodEnd ? "Ends on" : "Renews on"}</dt>
+                  <dd>{formatDate(sub.currentPeriodEnd)}</dd>
+                </div>
+                {sub.paymentMethod ? (
+                  <div>
+                    <dt>Card</dt>
+                    <dd>
+                      {brandName(sub.paymentMethod.brand)} •••• {sub.paymentMethod.last4}
+                    </dd>
+                  </div>
+                ) : null}
+              </dl>
+            )}
             {sub.nextPlan ? <Notice tone="info">Switches to {sub.nextPlan.name} at the next renewal.</Notice> : null}
             {sub.status === "PAST_DUE" ? (
               <Notice tone="error" title="The last renewal failed">
@@ -202,17 +226,19 @@ export function Billing() {
                 {sub.nextAttemptAt ? ` We try again on ${formatDate(sub.nextAttemptAt)}.` : ""}
               </Notice>
             ) : null}
-            <div className="actions">
-              {sub.cancelAtPeriodEnd ? (
-                <button type="button" className="button button-primary" onClick={doResume} disabled={busy !== null}>
-                  Resume subscription
-                </button>
-              ) : (
-                <button type="button" className="button button-danger" onClick={doCancel} disabled={busy !== null}>
-                  Cancel at period end
-                </button>
-              )}
-            </div>
+            {sub.status === "INCOMPLETE" ? null : (
+              <div className="actions">
+                {sub.cancelAtPeriodEnd ? (
+                  <button type="button" className="button button-primary" onClick={doResume} disabled={busy !== null}>
+                    Resume subscription
+                  </button>
+                ) : (
+                  <button type="button" className="button button-danger" onClick={doCancel} disabled={busy !== null}>
+                    Cancel at period end
+                  </button>
+                )}
+              </div>
+            )}
           </div>
         ) : (
           <Empty title="No subscription">
@@ -245,7 +271,7 @@ export function Billing() {
                     <span className="badge badge-good">Current plan</span>
                   ) : next ? (
                     <span className="badge badge-warn">From next renewal</span>
-                  ) : live ? (
+                  ) : live && sub?.status === "INCOMPLETE" ? null : live ? (
                     <button
                       type="button"
                       className="button"

@@ -1,6 +1,7 @@
 import { useMemo, useState, type FormEvent } from "react";
 import { useMutation, useQuery } from "urql";
 import { OrganizationQuery, SetMemberBudgetMutation } from "../lib/documents";
+import type { OrganizationQuery as OrganizationQueryData } from "../gql/graphql";
 import { addCredits, compareCredits, formatCredits, isCredits, percentOf } from "../lib/credits";
 import { describeCombinedError, describeResultError } from "../lib/errors";
 import { activityName, humanize, last30Days } from "../lib/format";
@@ -31,19 +32,7 @@ export function OrganizationPanel({ orgId, admin }: { orgId: string; admin: bool
     if (result.error) return <Notice tone="error">{describeCombinedError(result.error)}</Notice>;
     return result.fetching ? <Loading label="Loading the organization…" /> : <Notice tone="error">This organization cannot be shown.</Notice>;
   }
-  if (!admin) {
-    return (
-      <Section title="Organization">
-        <p>
-          You are a {org.myRoles.map(humanize).join(" and ").toLowerCase()} of <strong>{org.name}</strong>.
-        </p>
-        <p className="muted">
-          The organization's credit pool, usage and member budgets are shown to its Owner and Billing members. Your own
-          balance is under your personal account.
-        </p>
-      </Section>
-    );
-  }
+  if (!admin) return <MemberOwnUsage org={org} range={range} />;
   const byMember = org.byMember?.__typename === "UsageReport" ? org.byMember : null;
   const stacked = byMember ? stackRows(byMember.rows, range.from, 30, memberName) : null;
   const memberTotals = byMember ? sumByKey(byMember.rows, memberName) : [];
@@ -81,6 +70,64 @@ export function OrganizationPanel({ orgId, admin }: { orgId: string; admin: bool
           ))}
         </ul>
       </Section>
+    </div>
+  );
+}
+
+type Org = Extract<NonNullable<OrganizationQueryData["node"]>, { __typename: "Organization" }>;
+
+/** A plain member: their own usage in the organization and their budget, nothing of the other members. */
+function MemberOwnUsage({ org, range }: { org: Org; range: { from: string; to: string } }) {
+  const mine = org.mine?.__typename === "UsageReport" ? org.mine : null;
+  const me = org.myMembership;
+  const stacked = mine ? stackRows(mine.rows, range.from, 30, () => "You") : null;
+  const budget = me?.monthlyBudget ?? null;
+  const pct = me && budget ? percentOf(me.spentThisMonth, budget) : 0;
+  const roles = org.myRoles.map(humanize).join(" and ").toLowerCase();
+  return (
+    <div className="grid org-grid">
+      <Section title="Your usage, last 30 days" className="span-3">
+        <p className="muted">
+          Work you did in <strong>{org.name}</strong> as a {roles}, paid from its credit pool. The pool, the other members'
+          usage and their budgets are shown to its Owner and Billing members.
+        </p>
+        {org.mine && org.mine.__typename !== "UsageReport" && "message" in org.mine ? <Notice tone="error">{org.mine.message}</Notice> : null}
+        {mine && stacked && stacked.keys.length > 0 ? (
+          <>
+            <dl className="stats">
+              <div>
+                <dt>Credits used</dt>
+                <dd>{formatCredits(mine.totals.credits, { maxDecimals: 3 })}</dd>
+              </div>
+              <div>
+                <dt>Events</dt>
+                <dd>{mine.totals.events.toLocaleString("en-US")}</dd>
+              </div>
+            </dl>
+            <UsageChart data={stacked} label={`Your daily usage in ${org.name}: ${formatCredits(mine.totals.credits, { maxDecimals: 3 })} credits in 30 days`} />
+          </>
+        ) : mine ? (
+          <Empty title="No usage in the last 30 days">Your agents' work in this organization shows here.</Empty>
+        ) : null}
+      </Section>
+      {me ? (
+        <Section title="Your budget this month" className="span-3">
+          <div className="budget">
+            <div className="budget-head">
+              <div className="budget-name">{me.email}</div>
+              <div className="budget-figures">
+                {formatCredits(me.spentThisMonth, { maxDecimals: 3 })} {budget ? `of ${formatCredits(budget)}` : "spent"}
+                <span className="muted small"> this month</span>
+              </div>
+            </div>
+            {budget ? (
+              <Meter label="Your spending of your monthly budget" percent={pct} tone={pct >= 100 ? "bad" : pct >= 80 ? "warn" : "accent"} />
+            ) : (
+              <div className="muted small">No monthly budget: the pool pays for your work up to its balance.</div>
+            )}
+          </div>
+        </Section>
+      ) : null}
     </div>
   );
 }

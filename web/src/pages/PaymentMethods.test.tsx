@@ -1,9 +1,10 @@
-import { describe, expect, it, vi } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { fireEvent, render, screen, waitFor } from "@testing-library/react";
 import { Provider, type Client } from "urql";
 import { fromValue, never } from "wonka";
 import { DashboardContext, type Dashboard } from "../lib/context";
 import { PaymentMethods } from "./PaymentMethods";
+import { STRIPE_JS_URL, resetStripeJsForTests, type StripeCardElement } from "../lib/stripe";
 
 const ACCOUNT = "Q3JlZGl0QWNjb3VudDox";
 const card = { __typename: "PaymentMethod", id: "pm1", brand: "visa", last4: "4242", expMonth: 12, expYear: 2034, isDefault: true };
@@ -24,15 +25,22 @@ const configured = {
   pendingTransaction: null,
 };
 
-function setup(autoTopUp: unknown) {
-  const executeMutation = vi.fn(() =>
-    fromValue({ data: { configureAutoTopUp: { __typename: "ConfigureAutoTopUpSuccess", autoTopUp: { ...configured } } } }),
+const SANDBOX = { __typename: "BillingConfig", gateway: "sandbox", legacyGateway: true, stripePublishableKey: null };
+
+function setup(autoTopUp: unknown, config: Record<string, unknown> = SANDBOX) {
+  const executeMutation = vi.fn((operation: { query: { definitions: { name?: { value: string } }[] } }) =>
+    fromValue({
+      data:
+        operation.query.definitions[0].name?.value === "AddPaymentMethod"
+          ? { addPaymentMethod: { __typename: "AddPaymentMethodSuccess", paymentMethod: { ...card, id: "pm2", last4: "4444", brand: "mastercard" } } }
+          : { configureAutoTopUp: { __typename: "ConfigureAutoTopUpSuccess", autoTopUp: { ...configured } } },
+    }),
   );
   const client = {
     executeQuery: vi.fn(() =>
       fromValue({
         data: {
-          billingConfig: { __typename: "BillingConfig", gateway: "sandbox", legacyGateway: true },
+          billingConfig: config,
           node: { __typename: "CreditAccount", id: ACCOUNT, paymentMethods: [card], autoTopUp },
         },
       }),
@@ -127,5 +135,91 @@ describe("Auto top-up", () => {
     setup({ ...configured, enabled: false, status: "OFF", statusMessage: "Auto top-up is off." });
     expect(screen.getByText("Off")).toBeTruthy();
     expect((screen.getByRole("checkbox", { name: "Auto top-up on" }) as HTMLInputElement).checked).toBe(false);
+  });
+});
+
+/** A stand-in for Stripe.js's factory: a card Element that is ready at once and makes the PaymentMethod given. */
+function fakeStripe(made: { paymentMethod?: { id: string }; error?: { message: string } }) {
+  const calls: { key: string[]; created: unknown[] } = { key: [], created: [] };
+  let mounted: HTMLElement | null = null;
+  const card: StripeCardElement = {
+    mount: (target) => {
+      mounted = target;
+      target.textContent = "[card field]";
+      queueMicrotask(() => handlers.ready?.());
+    },
+    on: ((event: string, handler: () => void) => {
+      handlers[event] = handler;
+    }) as StripeCardElement["on"],
+    clear: vi.fn(),
+    destroy: () => mounted && (mounted.textContent = ""),
+  };
+  const handlers: Record<string, (() => void) | undefined> = {};
+  window.Stripe = (key: string) => {
+    calls.key.push(key);
+    return {
+      elements: () => ({ create: () => card }),
+      createPaymentMethod: async (input) => {
+        calls.created.push(input);
+        return made;
+      },
+    };
+  };
+  return { calls, card };
+}
+
+const LEGACY = { __typename: "BillingConfig", gateway: "legacy", legacyGateway: true, stripePublishableKey: "pk_test_page" };
+const stripeScripts = () => document.querySelectorAll(`script[src="${STRIPE_JS_URL}"]`);
+
+describe("Add a card", () => {
+  afterEach(() => resetStripeJsForTests());
+
+  it("sandbox: a test card from the list, and no Stripe.js", () => {
+    setup(null);
+    expect(screen.getByRole("combobox", { name: /^Test card/ })).toBeTruthy();
+    expect(stripeScripts()).toHaveLength(0);
+  });
+
+  it("legacy without a publishable key: a PaymentMethod id is typed in, and no Stripe.js", () => {
+    setup(null, { ...LEGACY, stripePublishableKey: null });
+    expect(screen.getByRole("textbox", { name: /^Stripe PaymentMethod ID/ })).toBeTruthy();
+    expect(stripeScripts()).toHaveLength(0);
+  });
+
+  it("legacy with a key: loads Stripe.js from js.stripe.com once, while the field loads the button waits", async () => {
+    setup(null, LEGACY);
+    expect(screen.getByText("Loading Stripe's secure card field…")).toBeTruthy();
+    expect((screen.getByRole("button", { name: "Add card" }) as HTMLButtonElement).disabled).toBe(true);
+    const scripts = stripeScripts();
+    expect(scripts).toHaveLength(1);
+    expect(scripts[0].getAttribute("src")).toBe("https://js.stripe.com/v3");
+    expect(screen.queryByRole("textbox", { name: /^Stripe PaymentMethod ID/ })).toBeNull();
+  });
+
+  it("legacy with a key: the card Element makes a PaymentMethod that addPaymentMethod takes", async () => {
+    const { calls, card } = fakeStripe({ paymentMethod: { id: "pm_1Stand" } });
+    const { executeMutation } = setup(null, LEGACY);
+    const field = screen.getByRole("group", { name: "Card" });
+    await waitFor(() => expect(field.textContent).toBe("[card field]"));
+    const button = screen.getByRole("button", { name: "Add card" }) as HTMLButtonElement;
+    await waitFor(() => expect(button.disabled).toBe(false));
+    fireEvent.click(button);
+    expect((await screen.findByText("Mastercard ending in 4444 was added.")).closest("[role=status]")).toBeTruthy();
+    expect(calls.key).toEqual(["pk_test_page"]);
+    expect(calls.created).toEqual([{ type: "card", card }]);
+    const sent = executeMutation.mock.calls.map((c) => (c as unknown as [{ variables: { input: unknown } }])[0].variables.input);
+    expect(sent).toEqual([{ accountId: ACCOUNT, token: "pm_1Stand" }]);
+    expect(card.clear).toHaveBeenCalledOnce();
+    expect(stripeScripts()).toHaveLength(0); // window.Stripe was there already: no second copy
+  });
+
+  it("legacy with a key: Stripe's refusal is shown and nothing is sent to the API", async () => {
+    fakeStripe({ error: { message: "Your card number is incomplete." } });
+    const { executeMutation } = setup(null, LEGACY);
+    const button = screen.getByRole("button", { name: "Add card" }) as HTMLButtonElement;
+    await waitFor(() => expect(button.disabled).toBe(false));
+    fireEvent.click(button);
+    expect((await screen.findByRole("alert")).textContent).toBe("Your card number is incomplete.");
+    expect(executeMutation).not.toHaveBeenCalled();
   });
 });

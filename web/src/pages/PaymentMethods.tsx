@@ -1,4 +1,4 @@
-import { useEffect, useId, useState, type FormEvent } from "react";
+import { useEffect, useId, useRef, useState, type FormEvent, type RefObject } from "react";
 import { useMutation, useQuery } from "urql";
 import { useDashboard } from "../lib/context";
 import {
@@ -9,6 +9,7 @@ import {
   SetDefaultPaymentMethodMutation,
 } from "../lib/documents";
 import { SANDBOX_TOKENS } from "../lib/cards";
+import { loadStripeJs, type StripeCardElement, type StripeClient } from "../lib/stripe";
 import { formatCredits, isCredits } from "../lib/credits";
 import { describeCombinedError, describeResultError } from "../lib/errors";
 import { brandName, formatDateTime } from "../lib/format";
@@ -84,36 +85,63 @@ export function PaymentMethods() {
             })}
           </ul>
         )}
-        <AddCard legacy={data.billingConfig.gateway === "legacy"} onAdded={() => refetch({ requestPolicy: "network-only" })} />
+        <AddCard
+          legacy={data.billingConfig.gateway === "legacy"}
+          publishableKey={data.billingConfig.stripePublishableKey ?? null}
+          onAdded={() => refetch({ requestPolicy: "network-only" })} />
       </Section>
       <AutoTopUpSection account={account} onSaved={() => refetch({ requestPolicy: "network-only" })} />
     </div>
   );
 }
 
-function AddCard({ legacy, onAdded }: { legacy: boolean; onAdded: () => void }) {
+function AddCard({ legacy, publishableKey, onAdded }: { legacy: boolean; publishableKey: string | null; onAdded: () => void }) {
   const { accountId } = useDashboard();
   const [token, setToken] = useState(legacy ? "" : "tok_visa");
   const [message, setMessage] = useState<Message>(null);
   const [busy, setBusy] = useState(false);
   const [, add] = useMutation(AddPaymentMethodMutation);
+  // On `legacy` with a publishable key the card is typed into Stripe's own field (Stripe.js Elements) and
+  // becomes a PaymentMethod there; without a key, a PaymentMethod id made elsewhere is typed in.
+  const stripe = useStripeCard(legacy ? publishableKey : null, () => setMessage(null));
   const submit = async (event: FormEvent) => {
     event.preventDefault();
-    setBusy(true);
     setMessage(null);
-    const r = await add({ input: { accountId, token: token.trim() } });
-    setBusy(false);
-    if (r.error) return setMessage({ tone: "error", text: describeCombinedError(r.error) });
-    const a = r.data?.addPaymentMethod;
-    if (a?.__typename === "AddPaymentMethodSuccess") {
-      setMessage({ tone: "success", text: `${brandName(a.paymentMethod.brand)} ending in ${a.paymentMethod.last4} was added.` });
-      onAdded();
-    } else if (a) setMessage({ tone: "error", text: describeResultError(a) });
+    let paymentToken = token.trim();
+    setBusy(true);
+    try {
+      if (stripe.enabled) {
+        const made = await stripe.createPaymentMethod();
+        if ("error" in made) return setMessage({ tone: "error", text: made.error });
+        paymentToken = made.id;
+      }
+      const r = await add({ input: { accountId, token: paymentToken } });
+      if (r.error) return setMessage({ tone: "error", text: describeCombinedError(r.error) });
+      const a = r.data?.addPaymentMethod;
+      if (a?.__typename === "AddPaymentMethodSuccess") {
+        setMessage({ tone: "success", text: `${brandName(a.paymentMethod.brand)} ending in ${a.paymentMethod.last4} was added.` });
+        stripe.clear();
+        onAdded();
+      } else if (a) setMessage({ tone: "error", text: describeResultError(a) });
+    } finally {
+      setBusy(false);
+    }
   };
   return (
     <form className="form add-card" onSubmit={submit} aria-label="Add a card">
       <h3>Add a card</h3>
-      {legacy ? (
+      {stripe.enabled ? (
+        <div className="field">
+          <span className="field-label" id={stripe.labelId}>
+            Card
+          </span>
+          <div ref={stripe.mountRef} className="stripe-card" role="group" aria-labelledby={stripe.labelId} aria-busy={stripe.status === "loading"} />
+          {stripe.status === "loading" ? <span className="field-hint">Loading Stripe's secure card field…</span> : null}
+          {stripe.status === "failed" ? <Notice tone="error">{stripe.failure}</Notice> : null}
+          {stripe.cardError ? <span className="field-error">{stripe.cardError}</span> : null}
+          <span className="field-hint">The card number goes straight to Stripe; this page never sees it.</span>
+        </div>
+      ) : legacy ? (
         <label className="field">
           <span className="field-label">Stripe PaymentMethod ID</span>
           <input value={token} onChange={(e) => setToken(e.target.value)} placeholder="pm_…" required spellCheck={false} />
@@ -134,12 +162,83 @@ function AddCard({ legacy, onAdded }: { legacy: boolean; onAdded: () => void }) 
       )}
       {message ? <Notice tone={message.tone}>{message.text}</Notice> : null}
       <div className="actions">
-        <button type="submit" className="button button-primary" disabled={busy}>
+        <button type="submit" className="button button-primary" disabled={busy || (stripe.enabled && stripe.status !== "ready")}>
           {busy ? "Adding…" : "Add card"}
         </button>
       </div>
     </form>
   );
+}
+
+type StripeCard = {
+  enabled: boolean;
+  status: "loading" | "ready" | "failed";
+  failure: string;
+  cardError: string | null;
+  labelId: string;
+  mountRef: RefObject<HTMLDivElement>;
+  createPaymentMethod: () => Promise<{ id: string } | { error: string }>;
+  clear: () => void;
+};
+
+/** Stripe.js's card Element, mounted while the form shows (`publishableKey` null: no Stripe.js at all). */
+function useStripeCard(publishableKey: string | null, onEdit: () => void): StripeCard {
+  const edited = useRef(onEdit);
+  edited.current = onEdit; // a message about the card typed before goes once the person types again
+  const mountRef = useRef<HTMLDivElement>(null);
+  const labelId = useId();
+  const [status, setStatus] = useState<StripeCard["status"]>("loading");
+  const [failure, setFailure] = useState("");
+  const [cardError, setCardError] = useState<string | null>(null);
+  const handles = useRef<{ client: StripeClient; card: StripeCardElement } | null>(null);
+  useEffect(() => {
+    if (!publishableKey) return;
+    let alive = true;
+    let card: StripeCardElement | null = null;
+    setStatus("loading");
+    loadStripeJs().then(
+      (Stripe) => {
+        if (!alive || !mountRef.current) return;
+        const client = Stripe(publishableKey);
+        card = client.elements().create("card", { hidePostalCode: true, style: { base: { fontSize: "16px", color: "#0f172a" } } });
+        card.on("ready", () => alive && setStatus("ready"));
+        card.on("change", (e) => {
+          if (!alive) return;
+          setCardError(e.error?.message ?? null);
+          edited.current();
+        });
+        card.mount(mountRef.current);
+        handles.current = { client, card };
+      },
+      () => {
+        if (!alive) return;
+        setStatus("failed");
+        setFailure("Stripe's card field could not be loaded. Check your connection and open this tab again.");
+      },
+    );
+    return () => {
+      alive = false;
+      card?.destroy();
+      handles.current = null;
+    };
+  }, [publishableKey]);
+  const createPaymentMethod = async (): Promise<{ id: string } | { error: string }> => {
+    const h = handles.current;
+    if (!h) return { error: "Stripe's card field is not ready yet." };
+    const made = await h.client.createPaymentMethod({ type: "card", card: h.card });
+    if (made.paymentMethod) return { id: made.paymentMethod.id };
+    return { error: made.error?.message ?? "Stripe did not accept the card." };
+  };
+  return {
+    enabled: publishableKey !== null,
+    status,
+    failure,
+    cardError,
+    labelId,
+    mountRef,
+    createPaymentMethod,
+    clear: () => handles.current?.card.clear(),
+  };
 }
 
 /** What the form suggests before auto top-up is set up (placeholders, never pre-filled values). */
