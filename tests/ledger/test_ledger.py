@@ -374,3 +374,17 @@ async def test_a_spend_that_waited_for_the_lock_spends_what_a_grant_added_meanwh
     assert len(counter.statements) == 2
     assert (await ledger.read_balances([account_id], T0))[account_id] == Balance(0, 3 * MICRO, 0)
     assert [f for f in await ledger.audit() if f.account_id == account_id] == []
+
+
+async def test_the_database_refuses_a_lot_taken_below_zero(db: Backend) -> None:
+    """Whatever writes it, a lot's remaining credit cannot go negative: the write fails and nothing changes."""
+    _, account_id = await new_user(bonus=0)
+    lot_id = await grant(account_id, 2 * MICRO, CreditKind.PAID)
+    conn = connections.get("default")
+    with pytest.raises(Exception, match="remaining"):
+        async with in_transaction() as tx:
+            await tx.execute_query(
+                "UPDATE credit_lots SET remaining = remaining - 3000000 WHERE id = " + str(int(lot_id))
+            )
+    rows = await conn.execute_query_dict("SELECT remaining FROM credit_lots WHERE id = " + str(int(lot_id)))
+    assert rows == [{"remaining": 2 * MICRO}]
