@@ -96,14 +96,17 @@ async def _replay(idem: IdempotencyKey, conn: Any = None) -> dict[str, Any] | No
 
 
 async def _replayed(idem: IdempotencyKey | None, conn: Any = None) -> Created | None:
-    """The answer stored under ``idem``; ``None`` if it has none, or its endpoint was deleted since. The secret
-    answered is the endpoint's current one: the record keeps no secret (a copy that would outlive a rotation,
-    readable by anyone who can read the table)."""
+    """The answer stored under ``idem``; ``None`` if it has none. The secret answered is the endpoint's current
+    one: the record keeps no secret (a copy that would outlive a rotation, readable by anyone who can read the
+    table). A key whose endpoint was deleted since is a conflict: it named something that is gone. One read of
+    the record decides both, so a create committing in between cannot make a replay look like a conflict."""
     stored = None if idem is None else await _replay(idem, conn)
     if stored is None:
         return None
     row = await WebhookEndpoint.filter(id=stored["endpoint"]).using_db(conn).first()
-    return None if row is None else Created(row, row.secret, replayed=True)
+    if row is None:
+        raise IdempotencyConflictError()
+    return Created(row, row.secret, replayed=True)
 
 
 async def create_endpoint(
@@ -118,21 +121,16 @@ async def create_endpoint(
     secret); a replay after the endpoint was deleted is a conflict (the key named something that is gone)."""
     if (replayed := await _replayed(idem)) is not None:
         return replayed
-    if idem is not None and await IdempotencyRecord.exists(scope=idem.scope, key=idem.key):
-        raise IdempotencyConflictError()
     secret = new_secret()
     try:
         async with in_transaction() as conn:
             sql = Sql(conn)
             if sql.postgres:  # creates one at a time, so that two at once cannot pass the limit together
                 await sql.execute("SELECT pg_advisory_xact_lock($1)", _CREATE_LOCK)
-            if idem is not None:
-                # Again under the lock (SQLite: in the one write transaction): a call with the same key that
-                # created while this one waited is replayed, never answered with the limit its endpoint reached.
-                if (replayed := await _replayed(idem, conn)) is not None:
-                    return replayed
-                if await IdempotencyRecord.filter(scope=idem.scope, key=idem.key).using_db(conn).exists():
-                    raise IdempotencyConflictError()
+            # Again under the lock (SQLite: in the one write transaction): a call with the same key that
+            # created while this one waited is replayed, never answered with the limit its endpoint reached.
+            if idem is not None and (replayed := await _replayed(idem, conn)) is not None:
+                return replayed
             if await WebhookEndpoint.all().using_db(conn).count() >= MAX_ENDPOINTS:
                 raise TooManyEndpointsError()
             row = await WebhookEndpoint.create(
@@ -250,8 +248,6 @@ async def rotate_secret(
     secret (as ``_replayed`` has it): enough to tell it is still the one, useless to sign with."""
     if (replayed := await _rotation_replayed(idem, endpoint_id)) is not None:
         return replayed
-    if idem is not None and await IdempotencyRecord.exists(scope=idem.scope, key=idem.key):
-        raise IdempotencyConflictError()
     secret = new_secret()
     try:
         async with in_transaction() as conn:

@@ -91,6 +91,8 @@ PROSPECT = "prospect@nowhere.example"
 SECOND_PROSPECT = "second@nowhere.example"
 
 OK, NULL, FORBIDDEN, DENIED, MISSING, UNAUTH = "OK", "NULL", "FORBIDDEN", "DENIED", "MISSING", "UNAUTH"
+OWN = "OWN"
+"""The caller's own row is shown and every other member's is refused (FORBIDDEN on those paths only)."""
 
 # Distinctive amounts (a "." never occurs in a global ID): a response that is not OK carries none of them.
 MEMBER_LOT, MEMBER_LEFT, MEMBER_SPEND = "31.415", "29.915", "1.5"
@@ -1198,7 +1200,7 @@ MATRIX: dict[str, tuple[str, ...]] = {
     "Organization.members":         (OK,       OK,        OK,        NULL,    NULL,      OK,        UNAUTH),
     "Organization.creditPool":      (OK,       OK,        FORBIDDEN, NULL,    NULL,      OK,        UNAUTH),
     "Organization.usageReport":     (OK,       OK,        DENIED,    NULL,    NULL,      OK,        UNAUTH),
-    "Membership.monthlyBudget":     (OK,       OK,        FORBIDDEN, NULL,    NULL,      OK,        UNAUTH),
+    "Membership.monthlyBudget":     (OK,       OK,        OWN,       NULL,    NULL,      OK,        UNAUTH),
     "me.invitations":               (OK,       OK,        OK,        OK,      FORBIDDEN, FORBIDDEN, UNAUTH),
     "Organization.invitations":     (OK,       FORBIDDEN, FORBIDDEN, NULL,    NULL,      OK,        UNAUTH),
     "node(prospect's Invitation)":  (OK,       NULL,      NULL,      NULL,    NULL,      OK,        UNAUTH),
@@ -1385,10 +1387,19 @@ async def run_cell(api: Api, world: World, org: Org, operation: str, principal: 
         assert EMAILS["outsider"] not in response.text, body
     if got in (NULL, DENIED, MISSING, UNAUTH):
         assert "@" not in response.text, body
+    if got == FORBIDDEN and value is not None and any(member.get("monthlyBudget") for member in value):
+        # A budget beside FORBIDDEN may only be the caller's own, with every other member's refused.
+        own = [i for i, member in enumerate(value) if member["email"] == EMAILS[principal]]
+        assert sorted(e["path"][2] for e in body["errors"]) == [i for i in range(len(value)) if i not in own], body
+        assert value == [
+            {**m, "monthlyBudget": m["monthlyBudget"] if i in own else None} for i, m in enumerate(_members(True))
+        ], body
+        got = OWN
     if got == OK:
         assert value == op.ok(world, org, principal), body
     else:
-        assert [amount for amount in GUARDED if amount in response.text] == [], body
+        shown = {BUDGET} if got == OWN else set()
+        assert [amount for amount in GUARDED if amount in response.text and amount not in shown] == [], body
     if got == FORBIDDEN:
         assert value is None or all(member.get("monthlyBudget") is None for member in value), body
     if got == DENIED:
