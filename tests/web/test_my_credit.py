@@ -554,6 +554,7 @@ def checkout_server(
     plans.write_text(
         '[starter-monthly]\nname = "Starter"\nprice = 1000\ninterval = "MONTH"\ncredits = "1100"\n'
         'stripe_price = "price_starter_monthly"\n'
+        '[founders]\nname = "Founders"\nprice = 2000\ninterval = "MONTH"\ncredits = "3000"\n'  # no Stripe price
     )
     settings = stripe_env(checkout_stripe, CREDITLINE_STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET, CREDITLINE_PLANS=str(plans))
     yield from start_server(tmp, "stripe", settings=settings)
@@ -683,4 +684,55 @@ def test_on_stripe_subscribing_goes_through_checkout_and_is_active_once_stripe_s
     assert after["subscription"]["planId"] == "starter-monthly"
     assert Decimal(after["balance"]["total"]) == Decimal(before["balance"]["total"]) + 1100
     screenshot(page.page, "billing-stripe-subscribed-1280")
+    page.assert_no_console_errors()
+
+
+def test_on_stripe_a_checkout_left_with_back_can_be_completed_or_dropped_and_a_plan_without_a_price_is_not_offered(
+    page: Watched, checkout_server: Server, checkout_stripe: StripeStandIn
+) -> None:
+    stripe_standin = checkout_stripe
+    user_id = new_user(checkout_server, "backed-out@example.com")
+    subscription = "query($id: ID!) { node(id: $id) { ... on User { credit { balance { total }"
+    subscription += " subscription { id status } transactions(first: 5) { edges { node { status } } } } } } }"
+    sign_in(page.page, checkout_server.portal_link(userId=user_id))
+    tab(page.page, "Billing")
+    panel = page.page.get_by_role("tabpanel", name="Billing")
+    founders = panel.get_by_role("listitem").filter(has=page.page.get_by_role("heading", name="Founders"))
+    expect(founders).to_contain_text("Not available to subscribe here")
+    expect(founders.get_by_role("button")).to_have_count(0)
+    before = checkout_server.gql("admin", subscription, {"id": user_id})["node"]["credit"]
+
+    panel.get_by_role("button", name="Subscribe to Starter").click()
+    page.page.wait_for_url(f"{stripe_standin.url}/pay/*")
+    pay_page = page.page.url
+    page.page.get_by_role("link", name="Back").click()
+
+    page.page.wait_for_url(re.compile(re.escape(checkout_server.url) + r"/my-credit/billing\?checkout=canceled"))
+    expect(panel.get_by_role("status").filter(has_text="The checkout was canceled")).to_have_text(
+        "The checkout was canceled: nothing was charged. Complete the payment or drop the subscription below."
+    )
+    expect(panel.get_by_role("link", name="Complete payment")).to_have_count(1)  # in the subscription's box only
+    expect(panel.get_by_role("link", name="Complete payment")).to_have_attribute("href", pay_page)
+    expect(panel.get_by_role("status").filter(has_text="Payment pending")).to_have_count(0)
+    waiting = checkout_server.gql("admin", subscription, {"id": user_id})["node"]["credit"]
+    assert waiting["subscription"]["status"] == "INCOMPLETE"
+    screenshot(page.page, "billing-stripe-checkout-canceled-1280")
+
+    panel.get_by_role("button", name="Drop this subscription").click()
+
+    expect(panel.get_by_role("status").filter(has_text="dropped")).to_have_text(
+        "The checkout was closed and the subscription dropped: nothing was charged."
+    )
+    expect(panel.get_by_role("button", name="Subscribe to Starter")).to_be_enabled()
+    expect(panel.get_by_role("link", name="Complete payment")).to_have_count(0)
+    expect(panel).to_contain_text("No subscription")
+    expect(panel).not_to_contain_text("The checkout was canceled")  # the outcome replaces the return's notice
+    assert "checkout=" not in page.page.url
+    after = checkout_server.gql("admin", subscription, {"id": user_id})["node"]["credit"]
+    assert after["subscription"] is None  # dropped: no subscription is live
+    assert [e["node"]["status"] for e in after["transactions"]["edges"]] == ["FAILED"]
+    assert after["balance"] == before["balance"]
+    (session,) = [s for s in stripe_standin.sessions.values() if s["url"] == pay_page]
+    assert session["status"] == "expired"  # the page can no longer be paid
+    screenshot(page.page, "billing-stripe-checkout-dropped-1280")
     page.assert_no_console_errors()

@@ -133,7 +133,7 @@ export const TransactionNodeQuery = graphql(`
 export const BillingQuery = graphql(`
   query Billing($accountId: ID!) {
     billingConfig { gateway legacyGateway creditPrice { amount currency } }
-    plans { id name price { amount currency } interval creditsPerPeriod creditsExpireAtPeriodEnd }
+    plans { id name price { amount currency } interval creditsPerPeriod creditsExpireAtPeriodEnd subscribable }
     node(id: $accountId) {
       __typename
       ... on CreditAccount {

@@ -54,7 +54,13 @@ export function Billing() {
         ? waiting.find((t) => t.type === "SUBSCRIPTION")
         : undefined
     : undefined;
-  const pending = waiting.filter((t) => t !== justPaid && !(back && t.id === returnedTransaction));
+  const sub = account?.subscription ?? null;
+  // An INCOMPLETE subscription's first payment is shown (with Complete payment and Drop) in its own box below.
+  const firstPayment =
+    sub?.status === "INCOMPLETE" ? waiting.find((t) => t.type === "SUBSCRIPTION" && t !== justPaid) : undefined;
+  const pending = waiting.filter(
+    (t) => t !== justPaid && t !== firstPayment && !(back && t.id === returnedTransaction),
+  );
   useEffect(() => {
     if (waiting.length === 0) return;
     const timer = setInterval(() => refetch({ requestPolicy: "network-only" }), 3000);
@@ -65,11 +71,11 @@ export function Billing() {
     return result.error ? <Notice tone="error">{describeCombinedError(result.error)}</Notice> : <Loading label="Loading billing…" />;
   }
   const hosted = !data.billingConfig.legacyGateway;
-  const sub = account?.subscription ?? null;
   const live = sub && sub.status !== "CANCELED";
   const defaultCard = account?.paymentMethods.find((m) => m.isDefault) ?? account?.paymentMethods[0];
 
   const run = async (label: string, action: () => Promise<Message | void>) => {
+    forgetCheckoutReturn(); // the notice about coming back from Checkout gives way to this action's outcome
     setBusy(label);
     setMessage(null);
     try {
@@ -106,6 +112,17 @@ export function Billing() {
       const a = r.data?.cancelSubscription;
       if (a?.__typename === "SubscriptionSuccess")
         return { tone: "success", text: `Your subscription ends on ${formatDate(a.subscription.currentPeriodEnd)}. You can resume it until then.` };
+      return a ? { tone: "error", text: describeResultError(a) } : undefined;
+    });
+
+  // Closes the unfinished checkout page (so it can no longer be paid) and drops the subscription waiting for it.
+  const doDrop = () =>
+    run("drop", async () => {
+      const r = await cancel({ input: { accountId, atPeriodEnd: false } });
+      if (r.error) return { tone: "error", text: describeCombinedError(r.error) };
+      const a = r.data?.cancelSubscription;
+      if (a?.__typename === "SubscriptionSuccess")
+        return { tone: "success", text: "The checkout was closed and the subscription dropped: nothing was charged." };
       return a ? { tone: "error", text: describeResultError(a) } : undefined;
     });
 
@@ -160,7 +177,12 @@ export function Billing() {
           It can take a few seconds; this page updates by itself.
         </Notice>
       ) : returned === "canceled" || returned === "cancel" ? (
-        <Notice tone="warn">The checkout was canceled: nothing was charged.</Notice>
+        <Notice tone="warn">
+          The checkout was canceled: nothing was charged.
+          {returnedSubscription && sub?.id === returnedSubscription && sub.status === "INCOMPLETE"
+            ? " Complete the payment or drop the subscription below."
+            : ""}
+        </Notice>
       ) : null}
       {pending.map((t) => (
         <Notice key={t.id} tone="warn" title="Payment pending">
@@ -196,7 +218,21 @@ export function Billing() {
               <StatusBadge status={sub.status} />
             </div>
             {sub.status === "INCOMPLETE" ? (
-              <p className="muted">The first period starts once its payment completes; this page updates by itself.</p>
+              <>
+                <p className="muted">The first period starts once its payment completes; this page updates by itself.</p>
+                {firstPayment ? (
+                  <div className="actions">
+                    {firstPayment.checkoutUrl ? (
+                      <a className="button button-primary" href={firstPayment.checkoutUrl}>
+                        Complete payment
+                      </a>
+                    ) : null}
+                    <button type="button" className="button" onClick={doDrop} disabled={busy !== null}>
+                      Drop this subscription
+                    </button>
+                  </div>
+                ) : null}
+              </>
             ) : (
               <dl className="stats">
                 <div>
@@ -271,7 +307,9 @@ export function Billing() {
                     <span className="badge badge-good">Current plan</span>
                   ) : next ? (
                     <span className="badge badge-warn">From next renewal</span>
-                  ) : live && sub?.status === "INCOMPLETE" ? null : live ? (
+                  ) : live && sub?.status === "INCOMPLETE" ? null : !plan.subscribable ? (
+                    <span className="muted plan-unavailable">Not available to subscribe here</span>
+                  ) : live ? (
                     <button
                       type="button"
                       className="button"
@@ -308,6 +346,14 @@ export function Billing() {
       </Section>
     </div>
   );
+}
+
+/** Drops ?checkout=, ?transaction= and ?subscription= (Checkout's return) from the address, keeping the rest. */
+function forgetCheckoutReturn(): void {
+  const url = new URL(window.location.href);
+  if (!url.searchParams.has("checkout")) return;
+  for (const name of ["checkout", "transaction", "subscription"]) url.searchParams.delete(name);
+  window.history.replaceState(null, "", url.pathname + url.search);
 }
 
 /** Back from a hosted checkout page: that payment, pending until the gateway's webhook completes it. */
