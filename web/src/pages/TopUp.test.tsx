@@ -12,6 +12,7 @@ const config = {
   creditPrice: { amount: 99, currency: "USD" },
   topUpMin: "10",
   topUpMax: "100000",
+  stripePublishableKey: null as string | null,
 };
 
 const failed = {
