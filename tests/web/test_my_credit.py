@@ -115,8 +115,10 @@ def test_a_top_up_with_tok_visa_appears_in_transaction_with_its_invoice(signed_i
     dialog.get_by_role("textbox", name="Credits").fill("250")
     expect(dialog).to_contain_text("Price: $2.50")
     dialog.get_by_role("combobox", name="Pay with").select_option(label="Test card: Visa 4242 (succeeds)")
+    expect(dialog.get_by_role("option", name="New card")).to_have_count(0)  # a card typed in is legacy's
     dialog.get_by_role("button", name="Pay $2.50").click()
     expect(dialog.get_by_role("status")).to_contain_text("Payment succeeded")
+    signed_in.assert_no_stripe_js()  # sandbox's test cards need no Stripe.js
     invoice = dialog.get_by_role("link", name=re.compile(r"^Invoice INV-\d+$"))
     number = (invoice.text_content() or "").removeprefix("Invoice ")
     dialog.get_by_role("button", name="Done").click()
@@ -537,6 +539,105 @@ def test_on_legacy_a_card_typed_into_stripe_js_is_added_through_the_api(
     assert len(stripe_standin.calls("POST", "/v1/payment_methods/pm_card_visa/attach")) == 1
     assert served == ["https://js.stripe.com/v3"]  # loaded once
     screenshot(page.page, "payment-method-legacy-added-1280")
+    page.assert_no_console_errors()
+
+
+ACCOUNT_OF_USER = """query($id: ID!) { node(id: $id) { ... on User { credit {
+  balance { total paid available }
+  paymentMethods { last4 }
+  transactions(first: 20) { edges { node { type status credits failureReason invoice { number } } } }
+} } } }"""
+
+
+def test_on_legacy_a_user_with_no_card_tops_up_with_a_card_typed_into_stripe_js(
+    page: Watched, legacy_server: Server, legacy_stripe: StripeStandIn
+) -> None:
+    served: list[str] = []
+
+    def stripe_js(route: Route) -> None:  # Stripe.js's stand-in, in place of https://js.stripe.com/v3
+        served.append(route.request.url)
+        route.fulfill(path=STRIPE_JS_STANDIN, content_type="text/javascript; charset=utf-8")
+
+    def account() -> dict[str, Any]:
+        found: dict[str, Any] = legacy_server.gql("admin", ACCOUNT_OF_USER, {"id": user_id})["node"]["credit"]
+        return found
+
+    def top_ups() -> list[dict[str, Any]]:
+        return [e["node"] for e in account()["transactions"]["edges"] if e["node"]["type"] == "TOP_UP"]
+
+    page.page.route("https://js.stripe.com/**", stripe_js)
+    user_id = new_user(legacy_server, "top-up-new-card@example.com")
+    before = account()
+    assert before["paymentMethods"] == []
+    requests_before = len(legacy_stripe.requests)
+    sign_in(page.page, legacy_server.portal_link(userId=user_id))
+    assert served == []  # no Stripe.js until the dialog needs the card field
+
+    page.page.get_by_role("button", name="Top up", exact=True).click()
+    dialog = page.page.get_by_role("dialog", name="Top up")
+    dialog.get_by_role("textbox", name="Credits").fill("500")
+    expect(dialog.get_by_role("combobox", name="Pay with")).to_have_value("new")  # no saved card: New card
+    number = dialog.get_by_role("group", name="Card", exact=True).get_by_role("textbox", name="Card number")
+    expect(number).to_be_visible()
+    assert served == ["https://js.stripe.com/v3"]
+    expect(dialog).to_contain_text("This card is charged once and not saved.")
+    pay = dialog.get_by_role("button", name=re.compile(r"^Pay \$"))
+    expect(pay).to_be_enabled()
+
+    # a card the bank declines: the reason, and no credit
+    number.fill("4000 0000 0000 0002")
+    screenshot(page.page, "top-up-legacy-new-card-1280")
+    pay.click()
+    expect(dialog.get_by_role("alert")).to_have_text("Payment declined: Your card was declined.")
+    screenshot(page.page, "top-up-legacy-new-card-declined-1280")
+    assert account()["balance"] == before["balance"]
+    assert [(t["status"], t["credits"]) for t in top_ups()] == [("FAILED", "500")]
+
+    # a good card: 500 credits, the notice with its invoice
+    number.fill("4242 4242 4242 4242")
+    expect(dialog.get_by_role("alert")).to_have_count(0)  # typing again takes the old refusal away
+    pay.click()
+    notice = dialog.get_by_role("status").filter(has_text="Payment succeeded")
+    expect(notice).to_contain_text("500 credits were added to your balance.")
+    invoice = notice.get_by_role("link", name=re.compile(r"^Invoice INV-\d+$"))
+    expect(invoice).to_be_visible()
+    number_shown = (invoice.text_content() or "").removeprefix("Invoice ")
+    screenshot(page.page, "top-up-legacy-new-card-succeeded-1280")
+
+    after = account()
+    for kind in ("total", "paid", "available"):
+        assert Decimal(after["balance"][kind]) - Decimal(before["balance"][kind]) == 500, kind
+    succeeded = [t for t in top_ups() if t["status"] == "SUCCEEDED"]
+    assert succeeded == [
+        {
+            "type": "TOP_UP",
+            "status": "SUCCEEDED",
+            "credits": "500",
+            "failureReason": None,
+            "invoice": {"number": number_shown},
+        }
+    ]
+    # charged once as a paymentToken and not saved: no card here, none attached to a customer at Stripe
+    assert after["paymentMethods"] == []
+    ours = legacy_stripe.requests[requests_before:]
+    assert [r.path for r in ours if r.path.endswith("/attach")] == []
+    charged = [r.params for r in ours if (r.method, r.path) == ("POST", "/v1/payment_intents")]
+    assert [(c["payment_method"], c["amount"], "customer" in c) for c in charged] == [
+        ("pm_card_chargeDeclined", "500", False),
+        ("pm_card_visa", "500", False),
+    ]
+    assert page.page.evaluate("window.__stripeJsStandIn.keys") == [PUBLISHABLE_KEY]
+
+    # at 360 px, again: Stripe.js's own refusal of a short number goes under the field, nothing is charged
+    page.page.set_viewport_size({"width": 360, "height": 800})
+    dialog.get_by_role("button", name="Top up again").click()
+    number.fill("4242 4242")
+    pay.click()
+    card_field = dialog.locator(".field").filter(has=page.page.get_by_role("group", name="Card", exact=True))
+    expect(card_field.get_by_role("alert")).to_have_text("Your card number is incomplete.")
+    screenshot(page.page, "top-up-legacy-new-card-360")
+    assert account()["balance"] == after["balance"]
+    assert served == ["https://js.stripe.com/v3"]  # loaded once
     page.assert_no_console_errors()
 
 

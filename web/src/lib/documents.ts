@@ -62,6 +62,7 @@ export const BillingConfigFields = graphql(`
     creditPrice { amount currency }
     topUpMin
     topUpMax
+    stripePublishableKey
   }
 `);
 
