@@ -18,7 +18,7 @@ from creditline.events import InProcessBus
 from creditline.gateways import gateway_for
 from creditline.services import Services
 from creditline.settings import Settings
-from gateway.base import HostedGateway
+from gateway.base import CheckoutState, HostedGateway
 from models import ledger
 from models.credits import MICRO
 from models.ledger import IdempotencyKey
@@ -139,5 +139,6 @@ async def test_a_cancel_of_a_page_the_webhook_expired_meanwhile_keeps_the_expiry
     # A cancel that read the transaction PENDING before the expiry was recorded answers it as recorded.
     answered = await checkout.cancel(services, hosted(services), txn)
 
-    assert (answered.status, answered.failure_reason) == (TransactionStatus.FAILED, CHECKOUT_FAILURES["EXPIRED"])
+    expiry = CHECKOUT_FAILURES[CheckoutState.EXPIRED]
+    assert (answered.status, answered.failure_reason) == (TransactionStatus.FAILED, expiry)
     assert await OutboxEvent.filter(type="payment.failed").count() == 1
