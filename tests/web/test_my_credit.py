@@ -837,3 +837,59 @@ def test_on_stripe_a_checkout_left_with_back_can_be_completed_or_dropped_and_a_p
     assert session["status"] == "expired"  # the page can no longer be paid
     screenshot(page.page, "billing-stripe-checkout-dropped-1280")
     page.assert_no_console_errors()
+
+
+def test_on_stripe_a_top_up_left_with_back_is_canceled_and_a_waiting_one_can_be_canceled_from_its_notice(
+    page: Watched, checkout_server: Server, checkout_stripe: StripeStandIn
+) -> None:
+    stripe_standin = checkout_stripe
+    user_id = new_user(checkout_server, "changed-mind@example.com")
+    newest = "query($id: ID!) { node(id: $id) { ... on User { credit { balance { total paid available }"
+    newest += " transactions(first: 5) { edges { node { status failureReason } } } } } } }"
+    sign_in(page.page, checkout_server.portal_link(userId=user_id))
+    before = checkout_server.gql("admin", newest, {"id": user_id})["node"]["credit"]["balance"]
+
+    def start_top_up(credits: str) -> str:
+        page.page.get_by_role("button", name="Top up", exact=True).click()
+        dialog = page.page.get_by_role("dialog", name="Top up")
+        dialog.get_by_role("textbox", name="Credits").fill(credits)
+        dialog.get_by_role("button", name=re.compile(r"^Pay \$")).click()
+        page.page.wait_for_url(f"{stripe_standin.url}/pay/*")
+        return page.page.url
+
+    first = start_top_up("500")
+    page.page.get_by_role("link", name="Back").click()
+
+    page.page.wait_for_url(re.compile(re.escape(checkout_server.url) + r"/my-credit/billing\?checkout=canceled"))
+    panel = page.page.get_by_role("tabpanel", name="Billing")
+    expect(panel.get_by_role("status").filter(has_text="canceled")).to_have_text(
+        "The checkout was canceled: nothing was charged."
+    )
+    expect(panel.get_by_role("status").filter(has_text="Payment pending")).to_have_count(0)
+    credit = checkout_server.gql("admin", newest, {"id": user_id})["node"]["credit"]
+    assert [e["node"] for e in credit["transactions"]["edges"]] == [
+        {"status": "FAILED", "failureReason": "The checkout was canceled"}
+    ]
+    assert credit["balance"] == before
+    assert [s["status"] for s in stripe_standin.sessions.values() if s["url"] == first] == ["expired"]
+    screenshot(page.page, "billing-stripe-top-up-canceled-1280")
+
+    tab(page.page, "Overview")  # where the Top up button is
+    second = start_top_up("1000")
+    page.page.goto(f"{checkout_server.url}/my-credit/billing")  # left Checkout without its Back link
+    pending = panel.get_by_role("status").filter(has_text="Payment pending")
+    expect(pending).to_contain_text("Top-up of 1,000 credits ($10.00) is waiting for the payment to complete.")
+    expect(pending.get_by_role("link", name="Complete payment")).to_have_attribute("href", second)
+    screenshot(page.page, "billing-stripe-top-up-waiting-1280")
+    pending.get_by_role("button", name="Cancel payment").click()
+
+    expect(panel.get_by_role("status").filter(has_text="canceled")).to_have_text(
+        "The checkout was canceled: nothing was charged."
+    )
+    expect(pending).to_have_count(0)
+    credit = checkout_server.gql("admin", newest, {"id": user_id})["node"]["credit"]
+    assert [e["node"]["status"] for e in credit["transactions"]["edges"]] == ["FAILED", "FAILED"]
+    assert credit["balance"] == before
+    assert [s["status"] for s in stripe_standin.sessions.values() if s["url"] == second] == ["expired"]
+    page.assert_no_stripe_js()
+    page.assert_no_console_errors()

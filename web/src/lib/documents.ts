@@ -275,6 +275,18 @@ export const SubscribeMutation = graphql(`
   }
 `);
 
+export const CancelCheckoutMutation = graphql(`
+  mutation CancelCheckout($input: CancelCheckoutInput!) {
+    cancelCheckout(input: $input) {
+      __typename
+      ... on CancelCheckoutSuccess { transaction { ...TransactionFields } }
+      ... on CheckoutCompleted { message transaction { ...TransactionFields } }
+      ... on ValidationError { message field }
+      ... on Error { message }
+    }
+  }
+`);
+
 export const CancelSubscriptionMutation = graphql(`
   mutation CancelSubscription($input: CancelSubscriptionInput!) {
     cancelSubscription(input: $input) {

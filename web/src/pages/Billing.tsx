@@ -1,9 +1,10 @@
-import { useEffect, useState } from "react";
+import { useEffect, useRef, useState } from "react";
 import { useMutation, useQuery } from "urql";
 import { idempotencyKey, useDashboard } from "../lib/context";
 import {
   BillingQuery,
   TransactionNodeQuery,
+  CancelCheckoutMutation,
   CancelSubscriptionMutation,
   ChangePlanMutation,
   CustomerPortalMutation,
@@ -13,9 +14,10 @@ import {
 import { formatCredits, formatMoney } from "../lib/credits";
 import { describeCombinedError, describeResultError } from "../lib/errors";
 import { brandName, formatDate, humanize } from "../lib/format";
+import type { TransactionFieldsFragment } from "../gql/graphql";
 import { Empty, Loading, Notice, Section, StatusBadge } from "../components/ui";
 
-type Message = { tone: "error" | "success" | "info"; text: string } | null;
+type Message = { tone: "error" | "success" | "info" | "warn"; text: string } | null;
 
 function intervalWord(interval: string): string {
   const i = interval.toLowerCase();
@@ -35,6 +37,7 @@ export function Billing() {
   const [, resume] = useMutation(ResumeSubscriptionMutation);
   const [, changePlan] = useMutation(ChangePlanMutation);
   const [, customerPortal] = useMutation(CustomerPortalMutation);
+  const [, cancelCheckout] = useMutation(CancelCheckoutMutation);
 
   const returnParams = new URLSearchParams(window.location.search);
   const returned = returnParams.get("checkout");
@@ -47,6 +50,7 @@ export function Billing() {
   // The payment just back from Checkout (a top-up's, or a new subscription's first period) has a notice of its
   // own above: it is not listed again, with a "Complete payment" link, among the other pending payments.
   const back = returned === "success";
+  const backedOut = returned === "canceled" || returned === "cancel";
   const justPaid = back
     ? returnedTransaction
       ? waiting.find((t) => t.id === returnedTransaction)
@@ -59,7 +63,7 @@ export function Billing() {
   const firstPayment =
     sub?.status === "INCOMPLETE" ? waiting.find((t) => t.type === "SUBSCRIPTION" && t !== justPaid) : undefined;
   const pending = waiting.filter(
-    (t) => t !== justPaid && t !== firstPayment && !(back && t.id === returnedTransaction),
+    (t) => t !== justPaid && t !== firstPayment && !((back || backedOut) && t.id === returnedTransaction),
   );
   useEffect(() => {
     if (waiting.length === 0) return;
@@ -148,6 +152,15 @@ export function Billing() {
       return a ? { tone: "error", text: describeResultError(a) } : undefined;
     });
 
+  const doCancelPayment = (t: TransactionFieldsFragment) =>
+    run(`cancel-payment-${t.id}`, async () => {
+      const r = await cancelCheckout({ input: { transactionId: t.id } });
+      if (r.error) return { tone: "error", text: describeCombinedError(r.error) };
+      const a = r.data?.cancelCheckout;
+      if (a?.__typename === "CancelCheckoutSuccess") return canceledOutcome(a.transaction);
+      return a ? { tone: a.__typename === "CheckoutCompleted" ? "info" : "error", text: describeResultError(a) } : undefined;
+    });
+
   const openCustomerPortal = () =>
     run("portal", async () => {
       const r = await customerPortal({ input: { accountId } });
@@ -176,7 +189,9 @@ export function Billing() {
         <Notice tone="info" title="Thanks, your payment is being confirmed">
           It can take a few seconds; this page updates by itself.
         </Notice>
-      ) : returned === "canceled" || returned === "cancel" ? (
+      ) : backedOut && returnedTransaction ? (
+        <CanceledPayment id={returnedTransaction} onSettled={() => refetch({ requestPolicy: "network-only" })} />
+      ) : backedOut ? (
         <Notice tone="warn">
           The checkout was canceled: nothing was charged.
           {returnedSubscription && sub?.id === returnedSubscription && sub.status === "INCOMPLETE"
@@ -187,8 +202,24 @@ export function Billing() {
       {pending.map((t) => (
         <Notice key={t.id} tone="warn" title="Payment pending">
           {humanize(t.type)} of {formatCredits(t.credits)} credits ({formatMoney(t.amount.amount, t.amount.currency)}) is waiting for
-          the payment to complete.{" "}
-          {t.checkoutUrl ? <a href={t.checkoutUrl}>Complete payment</a> : null}
+          the payment to complete.
+          {t.checkoutUrl ? (
+            <span className="notice-actions">
+              <a className="button button-small button-primary" href={t.checkoutUrl}>
+                Complete payment
+              </a>
+              {t.type === "TOP_UP" && hosted ? (
+                <button
+                  type="button"
+                  className="button button-small"
+                  onClick={() => doCancelPayment(t)}
+                  disabled={busy !== null}
+                >
+                  Cancel payment
+                </button>
+              ) : null}
+            </span>
+          ) : null}
         </Notice>
       ))}
       {message ? <Notice tone={message.tone}>{message.text}</Notice> : null}
@@ -346,6 +377,34 @@ export function Billing() {
       </Section>
     </div>
   );
+}
+
+/** What a cancelCheckout that went through means for the user: canceled, or paid after all (paid meanwhile). */
+function canceledOutcome(t: TransactionFieldsFragment): Message {
+  return t.status === "SUCCEEDED"
+    ? { tone: "success", text: `The payment had gone through: ${formatCredits(t.credits)} credits were added.` }
+    : { tone: "warn", text: "The checkout was canceled: nothing was charged." };
+}
+
+/** Back from Checkout with Back: the top-up's page is closed at once (cancelCheckout), so that it cannot be paid
+ * any more and the payment does not wait, pending, for Stripe to expire it a day later. */
+function CanceledPayment({ id, onSettled }: { id: string; onSettled: () => void }) {
+  const [, cancelCheckout] = useMutation(CancelCheckoutMutation);
+  const [outcome, setOutcome] = useState<Message>(null);
+  const sent = useRef<string | null>(null);
+  useEffect(() => {
+    if (sent.current === id) return; // once per return (React runs effects twice in development)
+    sent.current = id;
+    void cancelCheckout({ input: { transactionId: id } }).then((r) => {
+      const a = r.data?.cancelCheckout;
+      if (r.error) setOutcome({ tone: "error", text: describeCombinedError(r.error) });
+      else if (a?.__typename === "CancelCheckoutSuccess") setOutcome(canceledOutcome(a.transaction));
+      else if (a) setOutcome({ tone: a.__typename === "CheckoutCompleted" ? "info" : "error", text: describeResultError(a) });
+      onSettled();
+    });
+  }, [id, cancelCheckout, onSettled]);
+  if (!outcome) return <Loading label="Canceling the checkout…" />;
+  return <Notice tone={outcome.tone}>{outcome.text}</Notice>;
 }
 
 /** Drops ?checkout=, ?transaction= and ?subscription= (Checkout's return) from the address, keeping the rest. */
