@@ -12,7 +12,7 @@ from datetime import timedelta
 from urllib.parse import urlencode
 
 from billing.customers import customer_for
-from billing.errors import PaymentUnavailableError
+from billing.errors import CheckoutCompletedError, CheckoutNotCancelableError, PaymentUnavailableError
 from billing.payments import price, processor_key
 from creditline.services import Services
 from gateway.base import (
@@ -40,6 +40,9 @@ CHECKOUT_FAILURES = {
     CheckoutState.FAILED: "The payment failed after checkout",
 }
 """The failure reason a transaction gets when its Checkout page ends unpaid."""
+
+CHECKOUT_CANCELED = "The checkout was canceled"
+"""The failure reason of a top-up whose page was closed by ``cancel``."""
 
 
 async def top_up(
@@ -135,3 +138,60 @@ async def settle_checkout(services: Services, gateway: HostedGateway, txn: Trans
         )
         services.bus.publish(changes)
     return txn
+
+
+def _not_cancelable(gateway: HostedGateway, txn: TransactionRow) -> str | None:
+    """Why ``txn`` has no Checkout page to cancel, if it has none."""
+    if txn.type != TransactionType.TOP_UP:
+        kind = TransactionType(txn.type).value
+        also = ": cancel the subscription with cancelSubscription" if txn.type == TransactionType.SUBSCRIPTION else ""
+        return f"Only a top-up's checkout can be canceled; this is a {kind} payment{also}"
+    if txn.gateway != gateway.name:
+        return f"The top-up was paid on the {txn.gateway} gateway, without a Checkout page to cancel"
+    if txn.status != TransactionStatus.PENDING:
+        return f"The top-up is {TransactionStatus(txn.status).value}: only a PENDING one can be canceled"
+    if txn.gateway_reference is None:
+        return "The top-up's checkout page is not open yet: send the same topUp again to get it"
+    return None
+
+
+async def cancel(services: Services, gateway: HostedGateway, txn: TransactionRow) -> TransactionRow:
+    """Cancel the unfinished Checkout page of a PENDING top-up: the processor closes the page (so that it can no
+    longer be paid), then the transaction is FAILED with ``CHECKOUT_CANCELED`` and its ``payment.failed``, no
+    credit. Returns the transaction as it is now: FAILED, or as a webhook settled it meanwhile (a paid page
+    SUCCEEDED). Canceling a canceled top-up returns it unchanged. Raises ``CheckoutNotCancelableError`` (nothing
+    to cancel), ``CheckoutCompletedError`` (the customer paid: it is being confirmed) or
+    ``PaymentUnavailableError`` (the processor did not answer); none of them changes anything."""
+    if txn.status == TransactionStatus.FAILED and txn.failure_reason == CHECKOUT_CANCELED:
+        return txn
+    if (refusal := _not_cancelable(gateway, txn)) is not None:
+        raise CheckoutNotCancelableError(refusal)
+    reference = txn.gateway_reference
+    assert reference is not None
+    try:
+        closed = await _close_page(gateway, txn.id, reference)
+    except (GatewayError, GatewayUnavailable) as exc:
+        raise PaymentUnavailableError(f"Nothing was canceled ({exc}): try again") from exc
+    if not closed:
+        current = await TransactionRow.get(id=txn.id)
+        if current.status != TransactionStatus.PENDING:
+            return current  # settled by its webhook while the page was being closed
+        raise CheckoutCompletedError("The checkout was completed: the payment is being confirmed")
+    failed, changes = await payments.complete(
+        txn.id, succeeded=False, reference=reference, failure_reason=CHECKOUT_CANCELED, now=services.clock.now()
+    )
+    services.bus.publish(changes)
+    return failed
+
+
+async def _close_page(gateway: HostedGateway, transaction_id: int, reference: str) -> bool:
+    """Close the page at the processor: whether it is closed now. The processor closes only an open page; one it
+    refuses is either completed (paid, or a delayed payment under way) or closed already (by a cancel that did
+    not get to record it, or by its expiry), which the processor is then asked."""
+    try:
+        await gateway.expire_checkout(reference)
+    except PaymentRefused:
+        if (await TransactionRow.get(id=transaction_id)).status != TransactionStatus.PENDING:
+            return False
+        return (await gateway.checkout_outcome(reference)).state is CheckoutState.EXPIRED
+    return True

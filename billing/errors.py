@@ -1,6 +1,6 @@
 """The refusals of the billing services. Each carries the message the customer is shown; the resolvers map
 them to GraphQL results (``PaymentUnavailable``, ``NotFound``, ``ValidationError``,
-``SubscriptionNotChangeable``), and nothing was changed by a refused call."""
+``SubscriptionNotChangeable``, ``CheckoutCompleted``), and nothing was changed by a refused call."""
 
 from __future__ import annotations
 
@@ -34,3 +34,12 @@ class InvalidPaymentTokenError(BillingError):
 
 class SubscriptionNotChangeableError(BillingError):
     """The subscription is not in a state that allows the change, or the processor refused it."""
+
+
+class CheckoutNotCancelableError(BillingError):
+    """The transaction is not a PENDING top-up with an open Checkout page of this gateway."""
+
+
+class CheckoutCompletedError(BillingError):
+    """The customer finished the Checkout page: the processor is confirming the payment, which can no longer be
+    canceled (its webhook, or the reconcile job, settles it)."""

@@ -210,7 +210,8 @@ def billing_config(info: Info[Context, None]) -> BillingConfig:
 
 def plans(info: Info[Context, None]) -> list[Plan]:
     services = info.context.services
-    return [Plan.of(spec, services.settings.currency) for spec in services.plans.plans.values()]
+    hosted = not services.gateway.card_on_file
+    return [Plan.of(spec, services.settings.currency, hosted=hosted) for spec in services.plans.plans.values()]
 
 
 def rate_card(info: Info[Context, None]) -> list[types.Rate]:

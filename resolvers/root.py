@@ -17,6 +17,7 @@ from resolvers.mutations import subscriptions as subs
 from resolvers.mutations.agent_tokens import create_agent_token
 from resolvers.mutations.api_tokens import create_api_token, revoke_api_token
 from resolvers.mutations.auto_top_up import configure_auto_top_up
+from resolvers.mutations.cancel_checkout import cancel_checkout
 from resolvers.mutations.create_user import create_user
 from resolvers.mutations.create_webhook_endpoint import create_webhook_endpoint
 from resolvers.mutations.customer_portal import create_customer_portal_session
@@ -46,6 +47,7 @@ from schema.alert_events import AlertEvent
 from schema.mutations.agent_tokens import CreateAgentTokenResult
 from schema.mutations.api_tokens import CreateApiTokenResult, RevokeApiTokenResult
 from schema.mutations.auto_top_up import ConfigureAutoTopUpResult
+from schema.mutations.cancel_checkout import CancelCheckoutResult
 from schema.mutations.create_user import CreateUserResult
 from schema.mutations.create_webhook_endpoint import CreateWebhookEndpointResult
 from schema.mutations.customer_portal import CreateCustomerPortalSessionResult
@@ -159,6 +161,12 @@ class Mutation:
     extend_hold: ExtendHoldResult = strawberry.mutation(resolver=extend_hold, permission_classes=AUTH)
     increase_hold: IncreaseHoldResult = strawberry.mutation(resolver=increase_hold, permission_classes=AUTH)
     top_up: TopUpResult = strawberry.mutation(resolver=payments.top_up, permission_classes=AUTH)
+    cancel_checkout: CancelCheckoutResult = strawberry.mutation(
+        resolver=cancel_checkout,
+        permission_classes=AUTH,
+        description="Drop a PENDING top-up's unfinished Checkout page (stripe gateway): it is closed at Stripe and the"
+        " top-up FAILED. Whoever may top up the account",
+    )
     add_payment_method: AddPaymentMethodResult = strawberry.mutation(
         resolver=payments.add_payment_method, permission_classes=AUTH
     )

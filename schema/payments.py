@@ -220,9 +220,14 @@ class Plan:
     interval: str
     credits_per_period: Credits
     credits_expire_at_period_end: bool
+    subscribable: bool = strawberry.field(
+        description="Whether subscribe and changePlan take this plan on this deployment's gateway: false for a plan"
+        " without a Stripe price on the stripe gateway"
+    )
 
     @classmethod
-    def of(cls, spec: PlanSpec, currency: str) -> Plan:
+    def of(cls, spec: PlanSpec, currency: str, *, hosted: bool) -> Plan:
+        """``hosted``: the gateway bills plans through the processor's own prices (Stripe Billing)."""
         return cls(
             id=spec.id,
             name=spec.name,
@@ -230,6 +235,7 @@ class Plan:
             interval=spec.interval,
             credits_per_period=Credits(spec.credits),
             credits_expire_at_period_end=spec.credits_expire_at_period_end,
+            subscribable=not hosted or spec.stripe_price is not None,
         )
 
 
@@ -285,7 +291,8 @@ class Subscription(relay.Node):
 def _plan(info: Info[Context, None], plan_id: str) -> Plan | None:
     services = info.context.services
     spec = services.plans.get(plan_id)
-    return None if spec is None else Plan.of(spec, services.settings.currency)
+    hosted = not services.gateway.card_on_file
+    return None if spec is None else Plan.of(spec, services.settings.currency, hosted=hosted)
 
 
 @strawberry.input(description="Exactly one of paymentMethodId (a saved card) or paymentToken (a one-off card).")

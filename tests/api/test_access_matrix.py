@@ -18,7 +18,9 @@ with ``balance:read`` only and one with ``billing:read`` only, for every operati
 
 Nothing changes unless a mutation's cell is ``OK``, and a response that is not ``OK`` carries none of the
 guarded amounts. Queries read one world built once per backend; each mutation runs against an organization
-of its own (same people, same roles), so that the cells do not depend on one another.
+of its own (same people, same roles), so that the cells do not depend on one another. The app is on the sandbox
+gateway; a cell about a Stripe Checkout page (``cancelCheckout``) runs on the stripe gateway, against the
+Stripe stand-in.
 """
 
 from __future__ import annotations
@@ -33,10 +35,14 @@ from unittest.mock import ANY
 import httpx
 import pytest
 
+from billing import checkout
 from billing.invoices import signed_link
 from creditline.app import create_app
 from creditline.clock import Clock
+from creditline.gateways import gateway_for
+from creditline.services import Services
 from creditline.settings import Settings
+from gateway.base import HostedGateway
 from models import ledger, limits, organizations
 from models.credits import MICRO
 from models.limit_rules import LimitSpec
@@ -70,6 +76,7 @@ from models.tables import (
 from models.tokens import digest
 from tests.support.backends import T0, Backend, reset
 from tests.support.helpers import Api, gid
+from tests.support.stripe_standin import StripeStandIn, stripe_settings
 from tests.support.webhooks import delivery as webhook_delivery
 from tests.support.webhooks import endpoint as webhook_endpoint
 from tests.support.webhooks import event as webhook_event
@@ -349,7 +356,7 @@ async def state(org: Org) -> tuple[Any, ...]:
         None if pool is None else (pool.id, pool.balance, pool.version, pool.overdraft, pool.alert_levels),
         await UsageEvent.filter(organization_id=org.pk).count(),
         await PaymentMethod.filter(account__organization_id=org.pk).count(),
-        await Transaction.filter(account__organization_id=org.pk).count(),
+        sorted((t.id, t.status, t.failure_reason) for t in await Transaction.filter(account__organization_id=org.pk)),
         sorted((a.id, a.balance, a.version, a.overdraft) for a in await CreditAccount.filter(user_id__not_isnull=True)),
         sorted((i.id, i.email, i.roles, i.status) for i in await Invitation.filter(organization_id=org.pk)),
         await ApiToken.filter(name="matrix").count(),  # createApiToken's cells
@@ -369,18 +376,25 @@ async def state(org: Org) -> tuple[Any, ...]:
 @dataclass
 class Shared:
     api: Api
+    stripe: HostedGateway
+    """The stripe gateway against the Stripe stand-in, for the cells of ``Operation.hosted``."""
     world: World | None = None
 
 
 @pytest.fixture(scope="module")
-async def shared(backend: Backend) -> AsyncIterator[Shared]:
+async def shared(backend: Backend, stripe_standin: StripeStandIn) -> AsyncIterator[Shared]:
     """One app and one world per backend, for all the cells of this module."""
     clock = Clock()
     clock.freeze(T0)
     settings = Settings(database_url="unused", token_cache_seconds=0)
     app = create_app(settings, clock=clock, manage_database=False, run_jobs=False)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
-        yield Shared(Api(client, app, clock, settings))
+    stripe = gateway_for(stripe_settings(settings, stripe_standin, "stripe"))
+    assert isinstance(stripe, HostedGateway)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            yield Shared(Api(client, app, clock, settings), stripe)
+    finally:
+        await stripe.close()
 
 
 @pytest.fixture
@@ -410,6 +424,9 @@ class Operation:
     with_pool: bool = True
     prepare: Callable[[World, Org], Awaitable[dict[str, Any]]] | None = None
     """Makes what the cell acts on (in the cell's own organization) and returns more variables."""
+    hosted: Callable[[Services, HostedGateway, Org], Awaitable[dict[str, Any]]] | None = None
+    """Runs the cell on the stripe gateway (against the stand-in), after this has opened there what the cell acts
+    on (in the cell's own organization); returns more variables."""
 
 
 def _node(selection: str) -> str:
@@ -492,6 +509,15 @@ async def _member_hold(world: World, org: Org) -> dict[str, Any]:
         now=T0,
     )
     return {"hold": gid("Hold", placed.hold_id)}
+
+
+async def _pool_checkout(services: Services, gateway: HostedGateway, org: Org) -> dict[str, Any]:
+    """A 50-credit top-up of the cell's pool, PENDING on its open Checkout page at the stand-in."""
+    pool = await CreditAccount.get(organization_id=org.pk)
+    idem = ledger.IdempotencyKey.for_request("service:setup", f"checkout-{org.pk}", "topUp", {})
+    txn = await checkout.top_up(services, gateway, pool.id, credits=50 * MICRO, idem=idem)
+    assert txn.checkout_url is not None, txn.failure_reason
+    return {"txn": gid("Transaction", txn.id)}
 
 
 OPERATIONS: dict[str, Operation] = {
@@ -966,6 +992,17 @@ OPERATIONS: dict[str, Operation] = {
         lambda w, o, who: {"__typename": "TopUpSuccess", "transaction": {"status": "SUCCEEDED", "credits": "10"}},
         mutation=True,
     ),
+    "cancelCheckout(pool)": Operation(
+        _mutation("cancelCheckout", "transactionId: $txn", "transaction { status failureReason }", "$txn: ID!"),
+        lambda w, o: {},
+        ("cancelCheckout",),
+        lambda w, o, who: {
+            "__typename": "CancelCheckoutSuccess",
+            "transaction": {"status": "FAILED", "failureReason": "The checkout was canceled"},
+        },
+        mutation=True,
+        hosted=_pool_checkout,
+    ),
     "addPaymentMethod(pool)": Operation(
         _mutation(
             "addPaymentMethod", 'accountId: $account, token: "tok_visa"', "paymentMethod { last4 }", "$account: ID!"
@@ -1239,6 +1276,7 @@ MATRIX: dict[str, tuple[str, ...]] = {
     "spendCredits(organizationId)": (DENIED,   DENIED,    DENIED,    DENIED,  OK,        OK,        UNAUTH),
     "spendCreditsBatch(organizationId)": (DENIED, DENIED,  DENIED,    DENIED,  OK,        OK,        UNAUTH),
     "topUp(pool)":                  (OK,       OK,        DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
+    "cancelCheckout(pool)":         (OK,       OK,        DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
     "addPaymentMethod(pool)":       (OK,       OK,        DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
     "createPortalSession(pool)":    (DENIED,   DENIED,    DENIED,    DENIED,  DENIED,    OK,        UNAUTH),
     "createAgentToken(pool)":       (OK,       OK,        OK,        DENIED,  OK,        OK,        UNAUTH),
@@ -1366,10 +1404,12 @@ def outcome(body: dict[str, Any], path: tuple[str, ...]) -> tuple[str, Any]:
     return OK, value
 
 
-async def run_cell(api: Api, world: World, org: Org, operation: str, principal: str, expected: str) -> None:
+async def run_cell(
+    api: Api, world: World, org: Org, operation: str, principal: str, expected: str, more: dict[str, Any] | None = None
+) -> None:
     op = OPERATIONS[operation]
     token = world.tokens[principal]
-    variables = {**op.variables(world, org), **(await op.prepare(world, org) if op.prepare else {})}
+    variables = {**op.variables(world, org), **(await op.prepare(world, org) if op.prepare else {}), **(more or {})}
     before = await state(org)
 
     response = await api.client.post(
@@ -1415,9 +1455,17 @@ async def test_query(shared: Shared, world: World, operation: str, principal: st
 
 @pytest.mark.parametrize(("operation", "principal", "expected"), cells(mutations=True))
 async def test_mutation(shared: Shared, world: World, operation: str, principal: str, expected: str) -> None:
-    org = await fresh_org(shared.api, world, with_pool=OPERATIONS[operation].with_pool)
+    op = OPERATIONS[operation]
+    org = await fresh_org(shared.api, world, with_pool=op.with_pool)
+    services: Services = shared.api.app.state.services
+    sandbox = services.gateway
     try:
-        await run_cell(shared.api, world, org, operation, principal, expected)
+        more = {}
+        if op.hosted is not None:
+            services.gateway = shared.stripe
+            more = await op.hosted(services, shared.stripe, org)
+        await run_cell(shared.api, world, org, operation, principal, expected, more)
     finally:
+        services.gateway = sandbox
         # The outsider's invitations to fresh organizations would show in the world's `me.invitations`.
         await Invitation.filter(organization_id=org.pk).delete()

@@ -403,3 +403,37 @@ async def test_transactions_export_as_csv(api: Api) -> None:
         "/exports/transactions.csv", params={"account": account}, headers={"authorization": f"Bearer {stranger}"}
     )
     assert (hidden.status_code, hidden.text) == (403, "You may not export this account's transactions")
+
+
+async def test_cancel_checkout_on_a_card_on_file_gateway_is_a_validation_error_and_changes_nothing(api: Api) -> None:
+    # The sandbox charges a card in the request: there is no Checkout page to drop, PENDING (being charged) or not.
+    user_id, token = await api.user("ada@example.com", bonus=0)
+    account = await CreditAccount.get(user_id=user_id)
+    pending, _ = await start_top_up(
+        account.id,
+        credits=40_000_000,
+        price=Price("USD", 100),
+        gateway="sandbox",
+        payment_method_id=None,
+        card_reference="card_sandbox_tok_visa",
+        kind=TransactionType.TOP_UP,
+        idem=IdempotencyKey.for_request("user:1", "charging", "topUp", {}),
+        now=api.clock.now(),
+    )
+    paid = await api.data(TOP_UP, top_up("50", "t1", paymentToken="tok_visa"), token)
+    before = await snapshot(api, token), await Transaction.all().values_list("id", "status", "failure_reason")
+    document = """mutation($id: ID!) { cancelCheckout(input: {transactionId: $id}) {
+      __typename ... on ValidationError { message field } ... on Error { message } } }"""
+
+    answers = [
+        (await api.data(document, {"id": transaction}, token))["cancelCheckout"]
+        for transaction in (gid("Transaction", pending.id), paid["topUp"]["transaction"]["id"])
+    ]
+
+    refused = {
+        "__typename": "ValidationError",
+        "message": "Only a top-up paid on a Checkout page (the stripe gateway) can be canceled",
+        "field": "transactionId",
+    }
+    assert answers == [refused, refused]
+    assert (await snapshot(api, token), await Transaction.all().values_list("id", "status", "failure_reason")) == before

@@ -3,9 +3,10 @@ query field, every field of CreditAccount and User, every mutation and every sub
 portal session of a user's own account and for one of an organization's pool. A field added to the schema
 without a decision here fails ``test_every_field_of_the_schema_has_a_decision``.
 
-A session reads its one account and pays for it (top-up, cards, subscription, auto top-up, the Stripe customer
-portal); it never spends, holds, grants, refunds, creates sessions or organizations, manages members or reads
-another account. Ada owns Acme, whose pool her own user token may read and pay for: her portal session may not.
+A session reads its one account and pays for it (top-up and canceling its checkout, cards, subscription, auto
+top-up, the Stripe customer portal); it never spends, holds, grants, refunds, creates sessions or organizations,
+manages members or reads another account. Ada owns Acme, whose pool her own user token may read and pay for:
+her portal session may not.
 """
 
 from __future__ import annotations
@@ -234,6 +235,9 @@ MUTATIONS: dict[str, tuple[str, dict[str, str], tuple[str, str]]] = {
         ("ConfigureAutoTopUpSuccess", "ConfigureAutoTopUpSuccess"),
     ),
     "createCustomerPortalSession": ((""), {}, ("PaymentUnavailable",) * 2),
+    # Another account's top-up (a session cancels its own account's Checkout page: on the stripe gateway only,
+    # tests/gateway/test_stripe_cancel_checkout.py).
+    "cancelCheckout": (("transactionId: $t"), {"t": "eve transaction"}, ("Forbidden",) * 2),
     "revokePortalSession": ((""), {}, ("RevokePortalSessionSuccess",) * 2),
     # Never, for either session:
     "spendCredits": (

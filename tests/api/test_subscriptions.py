@@ -456,7 +456,7 @@ async def test_plans_come_from_the_configured_file(api: Api, tmp_path: Path, set
             "/graphql",
             json={
                 "query": "{ plans { id name price { amount currency } interval creditsPerPeriod "
-                "creditsExpireAtPeriodEnd } }"
+                "creditsExpireAtPeriodEnd subscribable } }"
             },
         )
     assert response.json() == {
@@ -469,6 +469,7 @@ async def test_plans_come_from_the_configured_file(api: Api, tmp_path: Path, set
                     "interval": "MONTH",
                     "creditsPerPeriod": "12000.5",
                     "creditsExpireAtPeriodEnd": True,
+                    "subscribable": True,
                 }
             ]
         }

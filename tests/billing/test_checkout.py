@@ -4,23 +4,25 @@ that leaves the payment PENDING."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
 
 from billing import checkout
-from billing.errors import PaymentUnavailableError
+from billing.checkout import CHECKOUT_CANCELED, CHECKOUT_FAILURES
+from billing.errors import CheckoutNotCancelableError, PaymentUnavailableError
 from creditline.clock import Clock
 from creditline.events import InProcessBus
 from creditline.gateways import gateway_for
 from creditline.services import Services
 from creditline.settings import Settings
-from gateway.base import HostedGateway
+from gateway.base import CheckoutState, HostedGateway
 from models import ledger
 from models.credits import MICRO
 from models.ledger import IdempotencyKey
-from models.tables import CreditAccount, Invoice, Transaction, TransactionStatus
+from models.tables import CreditAccount, Invoice, OutboxEvent, Transaction, TransactionStatus
 from tests.support.backends import Backend
 from tests.support.stripe_standin import StripeStandIn, stripe_settings
 
@@ -105,3 +107,38 @@ async def test_an_expired_page_fails_the_payment_and_grants_nothing(
     assert failed.status == TransactionStatus.FAILED
     assert await paid(services) == 0
     assert await Invoice.all().count() == 0
+
+
+async def test_two_cancels_at_once_close_the_page_once_and_fail_the_top_up_once(
+    services: Services, stripe_standin: StripeStandIn
+) -> None:
+    account = await CreditAccount.get(user_id=1)
+    txn = await checkout.top_up(services, hosted(services), account.id, credits=80 * MICRO, idem=KEY)
+
+    first, second = await asyncio.gather(
+        checkout.cancel(services, hosted(services), txn), checkout.cancel(services, hosted(services), txn)
+    )
+
+    assert {(t.status, t.failure_reason) for t in (first, second)} == {(TransactionStatus.FAILED, CHECKOUT_CANCELED)}
+    assert stripe_standin.sessions["cs_test0001"]["status"] == "expired"
+    assert await OutboxEvent.filter(type="payment.failed").count() == 1
+    assert await paid(services) == 0
+
+
+async def test_a_cancel_of_a_page_the_webhook_expired_meanwhile_keeps_the_expiry(
+    services: Services, stripe_standin: StripeStandIn
+) -> None:
+    # The expiry recorded first wins: the transaction is answered as it is, with its reason and one payment.failed.
+    account = await CreditAccount.get(user_id=1)
+    txn = await checkout.top_up(services, hosted(services), account.id, credits=80 * MICRO, idem=KEY)
+    stripe_standin.expire("cs_test0001")
+    expired = await checkout.settle_checkout(services, hosted(services), await Transaction.get(id=txn.id))
+
+    with pytest.raises(CheckoutNotCancelableError, match="The top-up is FAILED: only a PENDING one can be canceled"):
+        await checkout.cancel(services, hosted(services), expired)
+    # A cancel that read the transaction PENDING before the expiry was recorded answers it as recorded.
+    answered = await checkout.cancel(services, hosted(services), txn)
+
+    expiry = CHECKOUT_FAILURES[CheckoutState.EXPIRED]
+    assert (answered.status, answered.failure_reason) == (TransactionStatus.FAILED, expiry)
+    assert await OutboxEvent.filter(type="payment.failed").count() == 1

@@ -70,6 +70,20 @@ async def active(api: Api, standin: StripeStandIn) -> str:
     return token
 
 
+async def test_a_plan_without_a_stripe_price_is_listed_as_not_subscribable(api: Api) -> None:
+    _, token = await api.user("ada@example.com", bonus=0)
+
+    plans = (await api.data("{ plans { id subscribable } }", token=token))["plans"]
+
+    assert plans == [
+        {"id": "starter-monthly", "subscribable": True},
+        {"id": "pro-monthly", "subscribable": True},
+        {"id": "pro-yearly", "subscribable": True},
+        {"id": "founders", "subscribable": False},
+        {"id": "gone", "subscribable": True},  # its price is refused by Stripe only when a page is opened
+    ]
+
+
 async def test_subscribing_opens_a_subscription_checkout_page_and_a_replay_gets_the_same_page(
     api: Api, stripe_standin: StripeStandIn
 ) -> None:

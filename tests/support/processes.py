@@ -26,7 +26,7 @@ def served(
     *,
     ready: str = "/healthz",
     output: int | IO[str] = subprocess.DEVNULL,
-    wait: float = 20,
+    wait: float = 60,
     port: int | None = None,
 ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """``creditline serve`` on ``port`` (default: a free one), once ``ready`` answers 200; yields its URL and

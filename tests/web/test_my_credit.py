@@ -115,8 +115,10 @@ def test_a_top_up_with_tok_visa_appears_in_transaction_with_its_invoice(signed_i
     dialog.get_by_role("textbox", name="Credits").fill("250")
     expect(dialog).to_contain_text("Price: $2.50")
     dialog.get_by_role("combobox", name="Pay with").select_option(label="Test card: Visa 4242 (succeeds)")
+    expect(dialog.get_by_role("option", name="New card")).to_have_count(0)  # a card typed in is legacy's
     dialog.get_by_role("button", name="Pay $2.50").click()
     expect(dialog.get_by_role("status")).to_contain_text("Payment succeeded")
+    signed_in.assert_no_stripe_js()  # sandbox's test cards need no Stripe.js
     invoice = dialog.get_by_role("link", name=re.compile(r"^Invoice INV-\d+$"))
     number = (invoice.text_content() or "").removeprefix("Invoice ")
     dialog.get_by_role("button", name="Done").click()
@@ -540,6 +542,105 @@ def test_on_legacy_a_card_typed_into_stripe_js_is_added_through_the_api(
     page.assert_no_console_errors()
 
 
+ACCOUNT_OF_USER = """query($id: ID!) { node(id: $id) { ... on User { credit {
+  balance { total paid available }
+  paymentMethods { last4 }
+  transactions(first: 20) { edges { node { type status credits failureReason invoice { number } } } }
+} } } }"""
+
+
+def test_on_legacy_a_user_with_no_card_tops_up_with_a_card_typed_into_stripe_js(
+    page: Watched, legacy_server: Server, legacy_stripe: StripeStandIn
+) -> None:
+    served: list[str] = []
+
+    def stripe_js(route: Route) -> None:  # Stripe.js's stand-in, in place of https://js.stripe.com/v3
+        served.append(route.request.url)
+        route.fulfill(path=STRIPE_JS_STANDIN, content_type="text/javascript; charset=utf-8")
+
+    def account() -> dict[str, Any]:
+        found: dict[str, Any] = legacy_server.gql("admin", ACCOUNT_OF_USER, {"id": user_id})["node"]["credit"]
+        return found
+
+    def top_ups() -> list[dict[str, Any]]:
+        return [e["node"] for e in account()["transactions"]["edges"] if e["node"]["type"] == "TOP_UP"]
+
+    page.page.route("https://js.stripe.com/**", stripe_js)
+    user_id = new_user(legacy_server, "top-up-new-card@example.com")
+    before = account()
+    assert before["paymentMethods"] == []
+    requests_before = len(legacy_stripe.requests)
+    sign_in(page.page, legacy_server.portal_link(userId=user_id))
+    assert served == []  # no Stripe.js until the dialog needs the card field
+
+    page.page.get_by_role("button", name="Top up", exact=True).click()
+    dialog = page.page.get_by_role("dialog", name="Top up")
+    dialog.get_by_role("textbox", name="Credits").fill("500")
+    expect(dialog.get_by_role("combobox", name="Pay with")).to_have_value("new")  # no saved card: New card
+    number = dialog.get_by_role("group", name="Card", exact=True).get_by_role("textbox", name="Card number")
+    expect(number).to_be_visible()
+    assert served == ["https://js.stripe.com/v3"]
+    expect(dialog).to_contain_text("This card is charged once and not saved.")
+    pay = dialog.get_by_role("button", name=re.compile(r"^Pay \$"))
+    expect(pay).to_be_enabled()
+
+    # a card the bank declines: the reason, and no credit
+    number.fill("4000 0000 0000 0002")
+    screenshot(page.page, "top-up-legacy-new-card-1280")
+    pay.click()
+    expect(dialog.get_by_role("alert")).to_have_text("Payment declined: Your card was declined.")
+    screenshot(page.page, "top-up-legacy-new-card-declined-1280")
+    assert account()["balance"] == before["balance"]
+    assert [(t["status"], t["credits"]) for t in top_ups()] == [("FAILED", "500")]
+
+    # a good card: 500 credits, the notice with its invoice
+    number.fill("4242 4242 4242 4242")
+    expect(dialog.get_by_role("alert")).to_have_count(0)  # typing again takes the old refusal away
+    pay.click()
+    notice = dialog.get_by_role("status").filter(has_text="Payment succeeded")
+    expect(notice).to_contain_text("500 credits were added to your balance.")
+    invoice = notice.get_by_role("link", name=re.compile(r"^Invoice INV-\d+$"))
+    expect(invoice).to_be_visible()
+    number_shown = (invoice.text_content() or "").removeprefix("Invoice ")
+    screenshot(page.page, "top-up-legacy-new-card-succeeded-1280")
+
+    after = account()
+    for kind in ("total", "paid", "available"):
+        assert Decimal(after["balance"][kind]) - Decimal(before["balance"][kind]) == 500, kind
+    succeeded = [t for t in top_ups() if t["status"] == "SUCCEEDED"]
+    assert succeeded == [
+        {
+            "type": "TOP_UP",
+            "status": "SUCCEEDED",
+            "credits": "500",
+            "failureReason": None,
+            "invoice": {"number": number_shown},
+        }
+    ]
+    # charged once as a paymentToken and not saved: no card here, none attached to a customer at Stripe
+    assert after["paymentMethods"] == []
+    ours = legacy_stripe.requests[requests_before:]
+    assert [r.path for r in ours if r.path.endswith("/attach")] == []
+    charged = [r.params for r in ours if (r.method, r.path) == ("POST", "/v1/payment_intents")]
+    assert [(c["payment_method"], c["amount"], "customer" in c) for c in charged] == [
+        ("pm_card_chargeDeclined", "500", False),
+        ("pm_card_visa", "500", False),
+    ]
+    assert page.page.evaluate("window.__stripeJsStandIn.keys") == [PUBLISHABLE_KEY]
+
+    # at 360 px, again: Stripe.js's own refusal of a short number goes under the field, nothing is charged
+    page.page.set_viewport_size({"width": 360, "height": 800})
+    dialog.get_by_role("button", name="Top up again").click()
+    number.fill("4242 4242")
+    pay.click()
+    card_field = dialog.locator(".field").filter(has=page.page.get_by_role("group", name="Card", exact=True))
+    expect(card_field.get_by_role("alert")).to_have_text("Your card number is incomplete.")
+    screenshot(page.page, "top-up-legacy-new-card-360")
+    assert account()["balance"] == after["balance"]
+    assert served == ["https://js.stripe.com/v3"]  # loaded once
+    page.assert_no_console_errors()
+
+
 # ------------------------------------------------------------------ the stripe gateway: Checkout and the portal
 
 
@@ -554,6 +655,7 @@ def checkout_server(
     plans.write_text(
         '[starter-monthly]\nname = "Starter"\nprice = 1000\ninterval = "MONTH"\ncredits = "1100"\n'
         'stripe_price = "price_starter_monthly"\n'
+        '[founders]\nname = "Founders"\nprice = 2000\ninterval = "MONTH"\ncredits = "3000"\n'  # no Stripe price
     )
     settings = stripe_env(checkout_stripe, CREDITLINE_STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET, CREDITLINE_PLANS=str(plans))
     yield from start_server(tmp, "stripe", settings=settings)
@@ -683,4 +785,111 @@ def test_on_stripe_subscribing_goes_through_checkout_and_is_active_once_stripe_s
     assert after["subscription"]["planId"] == "starter-monthly"
     assert Decimal(after["balance"]["total"]) == Decimal(before["balance"]["total"]) + 1100
     screenshot(page.page, "billing-stripe-subscribed-1280")
+    page.assert_no_console_errors()
+
+
+def test_on_stripe_a_checkout_left_with_back_can_be_completed_or_dropped_and_a_plan_without_a_price_is_not_offered(
+    page: Watched, checkout_server: Server, checkout_stripe: StripeStandIn
+) -> None:
+    stripe_standin = checkout_stripe
+    user_id = new_user(checkout_server, "backed-out@example.com")
+    subscription = "query($id: ID!) { node(id: $id) { ... on User { credit { balance { total }"
+    subscription += " subscription { id status } transactions(first: 5) { edges { node { status } } } } } } }"
+    sign_in(page.page, checkout_server.portal_link(userId=user_id))
+    tab(page.page, "Billing")
+    panel = page.page.get_by_role("tabpanel", name="Billing")
+    founders = panel.get_by_role("listitem").filter(has=page.page.get_by_role("heading", name="Founders"))
+    expect(founders).to_contain_text("Not available to subscribe here")
+    expect(founders.get_by_role("button")).to_have_count(0)
+    before = checkout_server.gql("admin", subscription, {"id": user_id})["node"]["credit"]
+
+    panel.get_by_role("button", name="Subscribe to Starter").click()
+    page.page.wait_for_url(f"{stripe_standin.url}/pay/*")
+    pay_page = page.page.url
+    page.page.get_by_role("link", name="Back").click()
+
+    page.page.wait_for_url(re.compile(re.escape(checkout_server.url) + r"/my-credit/billing\?checkout=canceled"))
+    expect(panel.get_by_role("status").filter(has_text="The checkout was canceled")).to_have_text(
+        "The checkout was canceled: nothing was charged. Complete the payment or drop the subscription below."
+    )
+    expect(panel.get_by_role("link", name="Complete payment")).to_have_count(1)  # in the subscription's box only
+    expect(panel.get_by_role("link", name="Complete payment")).to_have_attribute("href", pay_page)
+    expect(panel.get_by_role("status").filter(has_text="Payment pending")).to_have_count(0)
+    waiting = checkout_server.gql("admin", subscription, {"id": user_id})["node"]["credit"]
+    assert waiting["subscription"]["status"] == "INCOMPLETE"
+    screenshot(page.page, "billing-stripe-checkout-canceled-1280")
+
+    panel.get_by_role("button", name="Drop this subscription").click()
+
+    expect(panel.get_by_role("status").filter(has_text="dropped")).to_have_text(
+        "The checkout was closed and the subscription dropped: nothing was charged."
+    )
+    expect(panel.get_by_role("button", name="Subscribe to Starter")).to_be_enabled()
+    expect(panel.get_by_role("link", name="Complete payment")).to_have_count(0)
+    expect(panel).to_contain_text("No subscription")
+    expect(panel).not_to_contain_text("The checkout was canceled")  # the outcome replaces the return's notice
+    assert "checkout=" not in page.page.url
+    after = checkout_server.gql("admin", subscription, {"id": user_id})["node"]["credit"]
+    assert after["subscription"] is None  # dropped: no subscription is live
+    assert [e["node"]["status"] for e in after["transactions"]["edges"]] == ["FAILED"]
+    assert after["balance"] == before["balance"]
+    (session,) = [s for s in stripe_standin.sessions.values() if s["url"] == pay_page]
+    assert session["status"] == "expired"  # the page can no longer be paid
+    screenshot(page.page, "billing-stripe-checkout-dropped-1280")
+    page.assert_no_console_errors()
+
+
+def test_on_stripe_a_top_up_left_with_back_is_canceled_and_a_waiting_one_can_be_canceled_from_its_notice(
+    page: Watched, checkout_server: Server, checkout_stripe: StripeStandIn
+) -> None:
+    stripe_standin = checkout_stripe
+    user_id = new_user(checkout_server, "changed-mind@example.com")
+    newest = "query($id: ID!) { node(id: $id) { ... on User { credit { balance { total paid available }"
+    newest += " transactions(first: 5) { edges { node { status failureReason } } } } } } }"
+    sign_in(page.page, checkout_server.portal_link(userId=user_id))
+    before = checkout_server.gql("admin", newest, {"id": user_id})["node"]["credit"]["balance"]
+
+    def start_top_up(credits: str) -> str:
+        page.page.get_by_role("button", name="Top up", exact=True).click()
+        dialog = page.page.get_by_role("dialog", name="Top up")
+        dialog.get_by_role("textbox", name="Credits").fill(credits)
+        dialog.get_by_role("button", name=re.compile(r"^Pay \$")).click()
+        page.page.wait_for_url(f"{stripe_standin.url}/pay/*")
+        return page.page.url
+
+    first = start_top_up("500")
+    page.page.get_by_role("link", name="Back").click()
+
+    page.page.wait_for_url(re.compile(re.escape(checkout_server.url) + r"/my-credit/billing\?checkout=canceled"))
+    panel = page.page.get_by_role("tabpanel", name="Billing")
+    expect(panel.get_by_role("status").filter(has_text="canceled")).to_have_text(
+        "The checkout was canceled: nothing was charged."
+    )
+    expect(panel.get_by_role("status").filter(has_text="Payment pending")).to_have_count(0)
+    credit = checkout_server.gql("admin", newest, {"id": user_id})["node"]["credit"]
+    assert [e["node"] for e in credit["transactions"]["edges"]] == [
+        {"status": "FAILED", "failureReason": "The checkout was canceled"}
+    ]
+    assert credit["balance"] == before
+    assert [s["status"] for s in stripe_standin.sessions.values() if s["url"] == first] == ["expired"]
+    screenshot(page.page, "billing-stripe-top-up-canceled-1280")
+
+    tab(page.page, "Overview")  # where the Top up button is
+    second = start_top_up("1000")
+    page.page.goto(f"{checkout_server.url}/my-credit/billing")  # left Checkout without its Back link
+    pending = panel.get_by_role("status").filter(has_text="Payment pending")
+    expect(pending).to_contain_text("Top-up of 1,000 credits ($10.00) is waiting for the payment to complete.")
+    expect(pending.get_by_role("link", name="Complete payment")).to_have_attribute("href", second)
+    screenshot(page.page, "billing-stripe-top-up-waiting-1280")
+    pending.get_by_role("button", name="Cancel payment").click()
+
+    expect(panel.get_by_role("status").filter(has_text="canceled")).to_have_text(
+        "The checkout was canceled: nothing was charged."
+    )
+    expect(pending).to_have_count(0)
+    credit = checkout_server.gql("admin", newest, {"id": user_id})["node"]["credit"]
+    assert [e["node"]["status"] for e in credit["transactions"]["edges"]] == ["FAILED", "FAILED"]
+    assert credit["balance"] == before
+    assert [s["status"] for s in stripe_standin.sessions.values() if s["url"] == second] == ["expired"]
+    page.assert_no_stripe_js()
     page.assert_no_console_errors()

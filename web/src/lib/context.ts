@@ -8,6 +8,8 @@ export interface BillingConfig {
   creditPrice: { amount: number; currency: string };
   topUpMin: string;
   topUpMax: string;
+  /** Stripe.js's key for entering cards (legacy only; null without one, and on every other gateway). */
+  stripePublishableKey: string | null;
 }
 
 export interface Dashboard {

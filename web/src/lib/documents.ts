@@ -62,6 +62,7 @@ export const BillingConfigFields = graphql(`
     creditPrice { amount currency }
     topUpMin
     topUpMax
+    stripePublishableKey
   }
 `);
 
@@ -133,7 +134,7 @@ export const TransactionNodeQuery = graphql(`
 export const BillingQuery = graphql(`
   query Billing($accountId: ID!) {
     billingConfig { gateway legacyGateway creditPrice { amount currency } }
-    plans { id name price { amount currency } interval creditsPerPeriod creditsExpireAtPeriodEnd }
+    plans { id name price { amount currency } interval creditsPerPeriod creditsExpireAtPeriodEnd subscribable }
     node(id: $accountId) {
       __typename
       ... on CreditAccount {
@@ -269,6 +270,18 @@ export const SubscribeMutation = graphql(`
       }
       ... on PaymentDeclined { reason }
       ... on ValidationError { field }
+      ... on Error { message }
+    }
+  }
+`);
+
+export const CancelCheckoutMutation = graphql(`
+  mutation CancelCheckout($input: CancelCheckoutInput!) {
+    cancelCheckout(input: $input) {
+      __typename
+      ... on CancelCheckoutSuccess { transaction { ...TransactionFields } }
+      ... on CheckoutCompleted { message transaction { ...TransactionFields } }
+      ... on ValidationError { message field }
       ... on Error { message }
     }
   }

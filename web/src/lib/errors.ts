@@ -45,6 +45,7 @@ const TYPE_LEADS: Record<string, string> = {
   IdempotencyConflict: "Already sent",
   AlreadySubscribed: "Already subscribed",
   SubscriptionNotChangeable: "This subscription cannot be changed now",
+  CheckoutCompleted: "Already paid",
   InsufficientCredits: "Not enough credit",
   BudgetExceeded: "Over budget",
 };

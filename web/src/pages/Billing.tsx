@@ -1,9 +1,10 @@
-import { useEffect, useState } from "react";
+import { useEffect, useRef, useState } from "react";
 import { useMutation, useQuery } from "urql";
 import { idempotencyKey, useDashboard } from "../lib/context";
 import {
   BillingQuery,
   TransactionNodeQuery,
+  CancelCheckoutMutation,
   CancelSubscriptionMutation,
   ChangePlanMutation,
   CustomerPortalMutation,
@@ -13,9 +14,10 @@ import {
 import { formatCredits, formatMoney } from "../lib/credits";
 import { describeCombinedError, describeResultError } from "../lib/errors";
 import { brandName, formatDate, humanize } from "../lib/format";
+import type { TransactionFieldsFragment } from "../gql/graphql";
 import { Empty, Loading, Notice, Section, StatusBadge } from "../components/ui";
 
-type Message = { tone: "error" | "success" | "info"; text: string } | null;
+type Message = { tone: "error" | "success" | "info" | "warn"; text: string } | null;
 
 function intervalWord(interval: string): string {
   const i = interval.toLowerCase();
@@ -35,6 +37,7 @@ export function Billing() {
   const [, resume] = useMutation(ResumeSubscriptionMutation);
   const [, changePlan] = useMutation(ChangePlanMutation);
   const [, customerPortal] = useMutation(CustomerPortalMutation);
+  const [, cancelCheckout] = useMutation(CancelCheckoutMutation);
 
   const returnParams = new URLSearchParams(window.location.search);
   const returned = returnParams.get("checkout");
@@ -47,6 +50,7 @@ export function Billing() {
   // The payment just back from Checkout (a top-up's, or a new subscription's first period) has a notice of its
   // own above: it is not listed again, with a "Complete payment" link, among the other pending payments.
   const back = returned === "success";
+  const backedOut = returned === "canceled" || returned === "cancel";
   const justPaid = back
     ? returnedTransaction
       ? waiting.find((t) => t.id === returnedTransaction)
@@ -54,7 +58,13 @@ export function Billing() {
         ? waiting.find((t) => t.type === "SUBSCRIPTION")
         : undefined
     : undefined;
-  const pending = waiting.filter((t) => t !== justPaid && !(back && t.id === returnedTransaction));
+  const sub = account?.subscription ?? null;
+  // An INCOMPLETE subscription's first payment is shown (with Complete payment and Drop) in its own box below.
+  const firstPayment =
+    sub?.status === "INCOMPLETE" ? waiting.find((t) => t.type === "SUBSCRIPTION" && t !== justPaid) : undefined;
+  const pending = waiting.filter(
+    (t) => t !== justPaid && t !== firstPayment && !((back || backedOut) && t.id === returnedTransaction),
+  );
   useEffect(() => {
     if (waiting.length === 0) return;
     const timer = setInterval(() => refetch({ requestPolicy: "network-only" }), 3000);
@@ -65,11 +75,11 @@ export function Billing() {
     return result.error ? <Notice tone="error">{describeCombinedError(result.error)}</Notice> : <Loading label="Loading billing…" />;
   }
   const hosted = !data.billingConfig.legacyGateway;
-  const sub = account?.subscription ?? null;
   const live = sub && sub.status !== "CANCELED";
   const defaultCard = account?.paymentMethods.find((m) => m.isDefault) ?? account?.paymentMethods[0];
 
   const run = async (label: string, action: () => Promise<Message | void>) => {
+    forgetCheckoutReturn(); // the notice about coming back from Checkout gives way to this action's outcome
     setBusy(label);
     setMessage(null);
     try {
@@ -109,6 +119,17 @@ export function Billing() {
       return a ? { tone: "error", text: describeResultError(a) } : undefined;
     });
 
+  // Closes the unfinished checkout page (so it can no longer be paid) and drops the subscription waiting for it.
+  const doDrop = () =>
+    run("drop", async () => {
+      const r = await cancel({ input: { accountId, atPeriodEnd: false } });
+      if (r.error) return { tone: "error", text: describeCombinedError(r.error) };
+      const a = r.data?.cancelSubscription;
+      if (a?.__typename === "SubscriptionSuccess")
+        return { tone: "success", text: "The checkout was closed and the subscription dropped: nothing was charged." };
+      return a ? { tone: "error", text: describeResultError(a) } : undefined;
+    });
+
   const doResume = () =>
     run("resume", async () => {
       const r = await resume({ input: { accountId } });
@@ -129,6 +150,15 @@ export function Billing() {
           text: a.subscription.nextPlanId ? `You switch to ${name} at the next renewal.` : "The plan change was undone.",
         };
       return a ? { tone: "error", text: describeResultError(a) } : undefined;
+    });
+
+  const doCancelPayment = (t: TransactionFieldsFragment) =>
+    run(`cancel-payment-${t.id}`, async () => {
+      const r = await cancelCheckout({ input: { transactionId: t.id } });
+      if (r.error) return { tone: "error", text: describeCombinedError(r.error) };
+      const a = r.data?.cancelCheckout;
+      if (a?.__typename === "CancelCheckoutSuccess") return canceledOutcome(a.transaction);
+      return a ? { tone: a.__typename === "CheckoutCompleted" ? "info" : "error", text: describeResultError(a) } : undefined;
     });
 
   const openCustomerPortal = () =>
@@ -159,14 +189,37 @@ export function Billing() {
         <Notice tone="info" title="Thanks, your payment is being confirmed">
           It can take a few seconds; this page updates by itself.
         </Notice>
-      ) : returned === "canceled" || returned === "cancel" ? (
-        <Notice tone="warn">The checkout was canceled: nothing was charged.</Notice>
+      ) : backedOut && returnedTransaction ? (
+        <CanceledPayment id={returnedTransaction} onSettled={() => refetch({ requestPolicy: "network-only" })} />
+      ) : backedOut ? (
+        <Notice tone="warn">
+          The checkout was canceled: nothing was charged.
+          {returnedSubscription && sub?.id === returnedSubscription && sub.status === "INCOMPLETE"
+            ? " Complete the payment or drop the subscription below."
+            : ""}
+        </Notice>
       ) : null}
       {pending.map((t) => (
         <Notice key={t.id} tone="warn" title="Payment pending">
           {humanize(t.type)} of {formatCredits(t.credits)} credits ({formatMoney(t.amount.amount, t.amount.currency)}) is waiting for
-          the payment to complete.{" "}
-          {t.checkoutUrl ? <a href={t.checkoutUrl}>Complete payment</a> : null}
+          the payment to complete.
+          {t.checkoutUrl ? (
+            <span className="notice-actions">
+              <a className="button button-small button-primary" href={t.checkoutUrl}>
+                Complete payment
+              </a>
+              {t.type === "TOP_UP" && hosted ? (
+                <button
+                  type="button"
+                  className="button button-small"
+                  onClick={() => doCancelPayment(t)}
+                  disabled={busy !== null}
+                >
+                  Cancel payment
+                </button>
+              ) : null}
+            </span>
+          ) : null}
         </Notice>
       ))}
       {message ? <Notice tone={message.tone}>{message.text}</Notice> : null}
@@ -196,7 +249,21 @@ export function Billing() {
               <StatusBadge status={sub.status} />
             </div>
             {sub.status === "INCOMPLETE" ? (
-              <p className="muted">The first period starts once its payment completes; this page updates by itself.</p>
+              <>
+                <p className="muted">The first period starts once its payment completes; this page updates by itself.</p>
+                {firstPayment ? (
+                  <div className="actions">
+                    {firstPayment.checkoutUrl ? (
+                      <a className="button button-primary" href={firstPayment.checkoutUrl}>
+                        Complete payment
+                      </a>
+                    ) : null}
+                    <button type="button" className="button" onClick={doDrop} disabled={busy !== null}>
+                      Drop this subscription
+                    </button>
+                  </div>
+                ) : null}
+              </>
             ) : (
               <dl className="stats">
                 <div>
@@ -271,7 +338,9 @@ export function Billing() {
                     <span className="badge badge-good">Current plan</span>
                   ) : next ? (
                     <span className="badge badge-warn">From next renewal</span>
-                  ) : live && sub?.status === "INCOMPLETE" ? null : live ? (
+                  ) : live && sub?.status === "INCOMPLETE" ? null : !plan.subscribable ? (
+                    <span className="muted plan-unavailable">Not available to subscribe here</span>
+                  ) : live ? (
                     <button
                       type="button"
                       className="button"
@@ -308,6 +377,42 @@ export function Billing() {
       </Section>
     </div>
   );
+}
+
+/** What a cancelCheckout that went through means for the user: canceled, or paid after all (paid meanwhile). */
+function canceledOutcome(t: TransactionFieldsFragment): Message {
+  return t.status === "SUCCEEDED"
+    ? { tone: "success", text: `The payment had gone through: ${formatCredits(t.credits)} credits were added.` }
+    : { tone: "warn", text: "The checkout was canceled: nothing was charged." };
+}
+
+/** Back from Checkout with Back: the top-up's page is closed at once (cancelCheckout), so that it cannot be paid
+ * any more and the payment does not wait, pending, for Stripe to expire it a day later. */
+function CanceledPayment({ id, onSettled }: { id: string; onSettled: () => void }) {
+  const [, cancelCheckout] = useMutation(CancelCheckoutMutation);
+  const [outcome, setOutcome] = useState<Message>(null);
+  const sent = useRef<string | null>(null);
+  useEffect(() => {
+    if (sent.current === id) return; // once per return (React runs effects twice in development)
+    sent.current = id;
+    void cancelCheckout({ input: { transactionId: id } }).then((r) => {
+      const a = r.data?.cancelCheckout;
+      if (r.error) setOutcome({ tone: "error", text: describeCombinedError(r.error) });
+      else if (a?.__typename === "CancelCheckoutSuccess") setOutcome(canceledOutcome(a.transaction));
+      else if (a) setOutcome({ tone: a.__typename === "CheckoutCompleted" ? "info" : "error", text: describeResultError(a) });
+      onSettled();
+    });
+  }, [id, cancelCheckout, onSettled]);
+  if (!outcome) return <Loading label="Canceling the checkout…" />;
+  return <Notice tone={outcome.tone}>{outcome.text}</Notice>;
+}
+
+/** Drops ?checkout=, ?transaction= and ?subscription= (Checkout's return) from the address, keeping the rest. */
+function forgetCheckoutReturn(): void {
+  const url = new URL(window.location.href);
+  if (!url.searchParams.has("checkout")) return;
+  for (const name of ["checkout", "transaction", "subscription"]) url.searchParams.delete(name);
+  window.history.replaceState(null, "", url.pathname + url.search);
 }
 
 /** Back from a hosted checkout page: that payment, pending until the gateway's webhook completes it. */

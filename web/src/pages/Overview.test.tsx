@@ -52,6 +52,7 @@ function renderOverview(shown: AccountData = account) {
       creditPrice: { amount: 100, currency: "USD" },
       topUpMin: "10",
       topUpMax: "1000",
+      stripePublishableKey: null,
     },
     liveTick: 0,
     openTopUp,

@@ -58,6 +58,7 @@ function setup(autoTopUp: unknown, config: Record<string, unknown> = SANDBOX) {
       creditPrice: { amount: 100, currency: "USD" },
       topUpMin: "10",
       topUpMax: "1000",
+      stripePublishableKey: null,
     },
     liveTick: 0,
     openTopUp: () => {},

@@ -1,4 +1,4 @@
-import { useEffect, useId, useRef, useState, type FormEvent, type RefObject } from "react";
+import { useEffect, useId, useState, type FormEvent } from "react";
 import { useMutation, useQuery } from "urql";
 import { useDashboard } from "../lib/context";
 import {
@@ -9,12 +9,12 @@ import {
   SetDefaultPaymentMethodMutation,
 } from "../lib/documents";
 import { SANDBOX_TOKENS } from "../lib/cards";
-import { loadStripeJs, type StripeCardElement, type StripeClient } from "../lib/stripe";
 import { formatCredits, isCredits } from "../lib/credits";
 import { describeCombinedError, describeResultError } from "../lib/errors";
 import { brandName, formatDateTime } from "../lib/format";
 import type { PaymentMethodsQuery as Data } from "../gql/graphql";
 import { Empty, Loading, Notice, Section, StatusBadge } from "../components/ui";
+import { StripeCardField, useStripeCard } from "../components/StripeCardField";
 
 type Message = { tone: "error" | "success"; text: string } | null;
 type Account = Extract<NonNullable<Data["node"]>, { __typename: "CreditAccount" }>;
@@ -131,16 +131,7 @@ function AddCard({ legacy, publishableKey, onAdded }: { legacy: boolean; publish
     <form className="form add-card" onSubmit={submit} aria-label="Add a card">
       <h3>Add a card</h3>
       {stripe.enabled ? (
-        <div className="field">
-          <span className="field-label" id={stripe.labelId}>
-            Card
-          </span>
-          <div ref={stripe.mountRef} className="stripe-card" role="group" aria-labelledby={stripe.labelId} aria-busy={stripe.status === "loading"} />
-          {stripe.status === "loading" ? <span className="field-hint">Loading Stripe's secure card field…</span> : null}
-          {stripe.status === "failed" ? <Notice tone="error">{stripe.failure}</Notice> : null}
-          {stripe.cardError ? <span className="field-error">{stripe.cardError}</span> : null}
-          <span className="field-hint">The card number goes straight to Stripe; this page never sees it.</span>
-        </div>
+        <StripeCardField stripe={stripe} hint="The card number goes straight to Stripe; this page never sees it." />
       ) : legacy ? (
         <label className="field">
           <span className="field-label">Stripe PaymentMethod ID</span>
@@ -168,77 +159,6 @@ function AddCard({ legacy, publishableKey, onAdded }: { legacy: boolean; publish
       </div>
     </form>
   );
-}
-
-type StripeCard = {
-  enabled: boolean;
-  status: "loading" | "ready" | "failed";
-  failure: string;
-  cardError: string | null;
-  labelId: string;
-  mountRef: RefObject<HTMLDivElement>;
-  createPaymentMethod: () => Promise<{ id: string } | { error: string }>;
-  clear: () => void;
-};
-
-/** Stripe.js's card Element, mounted while the form shows (`publishableKey` null: no Stripe.js at all). */
-function useStripeCard(publishableKey: string | null, onEdit: () => void): StripeCard {
-  const edited = useRef(onEdit);
-  edited.current = onEdit; // a message about the card typed before goes once the person types again
-  const mountRef = useRef<HTMLDivElement>(null);
-  const labelId = useId();
-  const [status, setStatus] = useState<StripeCard["status"]>("loading");
-  const [failure, setFailure] = useState("");
-  const [cardError, setCardError] = useState<string | null>(null);
-  const handles = useRef<{ client: StripeClient; card: StripeCardElement } | null>(null);
-  useEffect(() => {
-    if (!publishableKey) return;
-    let alive = true;
-    let card: StripeCardElement | null = null;
-    setStatus("loading");
-    loadStripeJs().then(
-      (Stripe) => {
-        if (!alive || !mountRef.current) return;
-        const client = Stripe(publishableKey);
-        card = client.elements().create("card", { hidePostalCode: true, style: { base: { fontSize: "16px", color: "#0f172a" } } });
-        card.on("ready", () => alive && setStatus("ready"));
-        card.on("change", (e) => {
-          if (!alive) return;
-          setCardError(e.error?.message ?? null);
-          edited.current();
-        });
-        card.mount(mountRef.current);
-        handles.current = { client, card };
-      },
-      () => {
-        if (!alive) return;
-        setStatus("failed");
-        setFailure("Stripe's card field could not be loaded. Check your connection and open this tab again.");
-      },
-    );
-    return () => {
-      alive = false;
-      card?.destroy();
-      handles.current = null;
-    };
-  }, [publishableKey]);
-  const createPaymentMethod = async (): Promise<{ id: string } | { error: string }> => {
-    const h = handles.current;
-    if (!h) return { error: "Stripe's card field is not ready yet." };
-    const made = await h.client.createPaymentMethod({ type: "card", card: h.card });
-    if (made.paymentMethod) return { id: made.paymentMethod.id };
-    return { error: made.error?.message ?? "Stripe did not accept the card." };
-  };
-  return {
-    enabled: publishableKey !== null,
-    status,
-    failure,
-    cardError,
-    labelId,
-    mountRef,
-    createPaymentMethod,
-    clear: () => handles.current?.card.clear(),
-  };
 }
 
 /** What the form suggests before auto top-up is set up (placeholders, never pre-filled values). */

@@ -8,6 +8,7 @@ import { describeCombinedError, describeResultError } from "../lib/errors";
 import { brandName } from "../lib/format";
 import type { TransactionFieldsFragment } from "../gql/graphql";
 import { Dialog, Loading, Notice } from "../components/ui";
+import { StripeCardField, useStripeCard } from "../components/StripeCardField";
 
 export function TopUpDialog({ open, onClose }: { open: boolean; onClose: () => void }) {
   return (
@@ -19,12 +20,21 @@ export function TopUpDialog({ open, onClose }: { open: boolean; onClose: () => v
 
 const PRESETS = ["100", "500", "1000", "5000"];
 
+/** "Pay with"'s choice of a card typed into Stripe.js now (legacy with a publishable key). */
+const NEW_CARD = "new";
+
+// What the server does with a paymentToken on legacy (billing/payments.py top_up, gateway/stripe_api.py): the
+// PaymentMethod is read, not attached to the account's Stripe customer, and charged once; no card is saved.
+const NEW_CARD_HINT =
+  "This card is charged once and not saved. To keep a card for later top-ups and auto top-up, add it on the Payment Method tab. The card number goes straight to Stripe; this page never sees it.";
+
 export function TopUpForm({ onDone }: { onDone: () => void }) {
-  const { accountId, billingConfig, liveTick } = useDashboard();
+  const { accountId, billingConfig, liveTick, goTo } = useDashboard();
   const [form] = useQuery({ query: TopUpFormQuery, variables: { accountId } });
   const [credits, setCredits] = useState("500");
   const [source, setSource] = useState<string>("");
   const [error, setError] = useState<string | null>(null);
+  const [cardError, setCardError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
   const [transaction, setTransaction] = useState<TransactionFieldsFragment | null>(null);
   const [, topUp] = useMutation(TopUpMutation);
@@ -45,14 +55,29 @@ export function TopUpForm({ onDone }: { onDone: () => void }) {
   }, [liveTick, transaction, refetchTxn]);
 
   const cards = form.data?.node?.__typename === "CreditAccount" ? form.data.node.paymentMethods : [];
-  const legacy = billingConfig.legacyGateway;
+  const loaded = !!form.data;
+  const legacy = billingConfig.legacyGateway; // a card-on-file gateway: legacy, or sandbox's test tokens
   const sandbox = billingConfig.gateway === "sandbox";
+  // A new card is typed into Stripe.js, which only `legacy` with a publishable key has (and its CSP allows).
+  const newCardKey = billingConfig.gateway === "legacy" ? billingConfig.stripePublishableKey : null;
   useEffect(() => {
-    if (source) return;
+    if (source || !loaded) return; // the saved cards decide the default: wait for them
     const def = cards.find((c) => c.isDefault) ?? cards[0];
     if (def) setSource(`card:${def.id}`);
     else if (sandbox) setSource("token:tok_visa");
-  }, [cards, source, sandbox]);
+    else if (newCardKey) setSource(NEW_CARD);
+  }, [cards, loaded, source, sandbox, newCardKey]);
+  const formShown = !current || current.status === "FAILED";
+  // Stripe.js is loaded (and its field mounted) only while "New card" is the choice on the form shown.
+  const stripe = useStripeCard(
+    formShown && source === NEW_CARD ? newCardKey : null,
+    () => {
+      setCardError(null);
+      setError(null);
+    },
+    "Stripe's card field could not be loaded. Check your connection, then close Top up and open it again.",
+  );
+  const noCardToPayWith = legacy && loaded && cards.length === 0 && !sandbox && !newCardKey;
 
   const price = billingConfig.creditPrice;
   const valid = isCredits(credits);
@@ -62,6 +87,7 @@ export function TopUpForm({ onDone }: { onDone: () => void }) {
   const submit = async (event: FormEvent) => {
     event.preventDefault();
     setError(null);
+    setCardError(null);
     if (!valid) return setError("Enter a number of credits, such as 500.");
     if (!inRange)
       return setError(`You can buy from ${formatCredits(billingConfig.topUpMin)} to ${formatCredits(billingConfig.topUpMax)} credits at a time.`);
@@ -70,6 +96,15 @@ export function TopUpForm({ onDone }: { onDone: () => void }) {
     if (legacy) {
       if (source.startsWith("card:")) input.paymentMethodId = source.slice(5);
       else if (source.startsWith("token:")) input.paymentToken = source.slice(6);
+      else if (source === NEW_CARD) {
+        // Stripe.js turns the card into a PaymentMethod (pm_...) first; its refusal goes under the field
+        const made = await stripe.createPaymentMethod();
+        if ("error" in made) {
+          setBusy(false);
+          return setCardError(made.error);
+        }
+        input.paymentToken = made.id;
+      }
     }
     const r = await topUp({ input });
     setBusy(false);
@@ -118,6 +153,7 @@ export function TopUpForm({ onDone }: { onDone: () => void }) {
             onClick={() => {
               setTransaction(null);
               setError(null);
+              setCardError(null);
             }}
           >
             Top up again
@@ -153,32 +189,65 @@ export function TopUpForm({ onDone }: { onDone: () => void }) {
       {legacy ? (
         form.fetching && !form.data ? (
           <Loading label="Loading cards…" />
+        ) : form.error && !form.data ? (
+          <Notice tone="error">{describeCombinedError(form.error)}</Notice>
+        ) : noCardToPayWith ? (
+          <div className="no-card" id="topup-no-card">
+            <p>You have no saved card to pay with. Add a card on the Payment Method tab, then top up here.</p>
+            {billingConfig.dashboardTabs.includes("PAYMENT_METHOD") ? (
+              <button
+                type="button"
+                className="button button-small"
+                onClick={() => {
+                  onDone();
+                  goTo("PAYMENT_METHOD");
+                }}
+              >
+                Go to Payment Method
+              </button>
+            ) : null}
+          </div>
         ) : (
-          <label className="field">
-            <span className="field-label">Pay with</span>
-            <select value={source} onChange={(e) => setSource(e.target.value)}>
-              {cards.map((c) => (
-                <option key={c.id} value={`card:${c.id}`}>
-                  {brandName(c.brand)} •••• {c.last4}
-                  {c.isDefault ? " (default)" : ""}
-                </option>
-              ))}
-              {sandbox
-                ? SANDBOX_TOKENS.map((t) => (
-                    <option key={t.token} value={`token:${t.token}`}>
-                      Test card: {t.label}
-                    </option>
-                  ))
-                : null}
-            </select>
-          </label>
+          <>
+            <label className="field">
+              <span className="field-label">Pay with</span>
+              <select
+                value={source}
+                onChange={(e) => {
+                  setSource(e.target.value);
+                  setCardError(null);
+                }}
+              >
+                {cards.map((c) => (
+                  <option key={c.id} value={`card:${c.id}`}>
+                    {brandName(c.brand)} •••• {c.last4}
+                    {c.isDefault ? " (default)" : ""}
+                  </option>
+                ))}
+                {sandbox
+                  ? SANDBOX_TOKENS.map((t) => (
+                      <option key={t.token} value={`token:${t.token}`}>
+                        Test card: {t.label}
+                      </option>
+                    ))
+                  : null}
+                {newCardKey ? <option value={NEW_CARD}>New card</option> : null}
+              </select>
+            </label>
+            {source === NEW_CARD ? <StripeCardField stripe={stripe} hint={NEW_CARD_HINT} error={cardError} /> : null}
+          </>
         )
       ) : (
         <p className="muted">You pay on Stripe's secure checkout page, then come back here.</p>
       )}
       {error ? <Notice tone="error">{error}</Notice> : null}
       <div className="actions">
-        <button type="submit" className="button button-primary" disabled={busy || (legacy && !source)}>
+        <button
+          type="submit"
+          className="button button-primary"
+          disabled={busy || (legacy && !source) || (source === NEW_CARD && stripe.status !== "ready")}
+          aria-describedby={noCardToPayWith ? "topup-no-card" : undefined}
+        >
           {busy ? "Paying…" : `Pay ${cost}`}
         </button>
       </div>
