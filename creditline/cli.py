@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import signal
 import sys
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -159,7 +163,29 @@ def _worker_count(value: str) -> int:
 def worker_app() -> Any:
     """The application of one worker of ``serve --workers N`` (uvicorn's factory, called in each worker
     process): built from the same environment as the supervisor's, with its own pool and bus subscription."""
+    watch_supervisor(os.getppid())
     return create_app(Settings.from_env(), ws_message_limit=False)
+
+
+SUPERVISOR_CHECK_SECONDS = 1.0
+ORPHAN_EXIT_SECONDS = 60.0
+"""How long an orphaned worker gets to shut down gracefully before it exits anyway."""
+
+
+def watch_supervisor(supervisor: int) -> None:
+    """End this worker once its supervisor is gone: a supervisor killed with SIGKILL (an OOM kill, ``kill -9``)
+    cannot stop its workers, which would go on serving unsupervised and keep the port, so that the server
+    started in its place could not bind it. A SIGTERM first (the graceful shutdown), then an exit."""
+
+    def watch() -> None:
+        while os.getppid() == supervisor:
+            time.sleep(SUPERVISOR_CHECK_SECONDS)
+        print(f"creditline: worker {os.getpid()}: the supervisor ({supervisor}) is gone, stopping", file=sys.stderr)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(ORPHAN_EXIT_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()
 
 
 def _serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:

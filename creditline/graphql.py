@@ -48,6 +48,7 @@ from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 from strawberry.utils.aio import aclosing
 
+from creditline import json_body
 from creditline.db_backends import SERVICE_UNAVAILABLE_MESSAGE, DatabaseUnavailable
 from creditline.document_cache import TextCache, text_bytes
 from creditline.execution import PlainLeafExecutionContext
@@ -265,6 +266,32 @@ def expired_error(context: Context) -> GraphQLFormattedError | None:
     return Unauthenticated(EXPIRED).formatted
 
 
+_OPTIONAL_OBJECT = (dict, type(None))
+_OPTIONAL_TEXT = (str, type(None))
+
+
+def well_formed(message: object) -> bool:
+    """Whether a graphql-transport-ws message has the fields its type needs, of the types they must have."""
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        return False
+    kind = message["type"]
+    if kind in ("connection_init", "ping", "pong"):
+        return isinstance(message.get("payload"), _OPTIONAL_OBJECT)
+    if kind == "complete":
+        return isinstance(message.get("id"), str)
+    if kind == "subscribe":
+        payload = message.get("payload")
+        return (
+            isinstance(message.get("id"), str)
+            and isinstance(payload, dict)
+            and isinstance(payload.get("query"), _OPTIONAL_TEXT)
+            and isinstance(payload.get("operationName"), _OPTIONAL_TEXT)
+            and isinstance(payload.get("variables"), _OPTIONAL_OBJECT)
+            and isinstance(payload.get("extensions"), _OPTIONAL_OBJECT)
+        )
+    return True  # an unknown type: strawberry closes it with 4400 "Unknown message type"
+
+
 class LiveTransportHandler(BaseGraphQLTransportWSHandler[Context, None]):
     """graphql-transport-ws where a subscription, once its resolver has handed over, is a ``LiveOperation``:
     still one of the connection's operations (the cap counts it, ``complete`` ends it) but with no task,
@@ -370,6 +397,16 @@ class LiveTransportHandler(BaseGraphQLTransportWSHandler[Context, None]):
             return expired_error(self.context) or Unauthenticated(NO_LONGER_VALID).formatted
         self.context.principal = fresh
         return None
+
+    async def handle_message(self, message: Message) -> None:
+        """Strawberry's, for a message of the protocol's shape; any other is closed with 4400 ("Failed to parse
+        message"), as strawberry closes a message without a type: it reads the fields without checking them, so
+        ``null``, a string, ``"payload": null`` or ``"query": 1`` raised in its handler (a traceback in the log, the
+        connection dropped without a close frame, or a bare ``complete`` for a document that was not one)."""
+        if not well_formed(message):
+            await self.handle_invalid_message("Failed to parse message")
+            return
+        await super().handle_message(message)
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         """Strawberry's, once the connection's token has been checked again (``reauthenticated``: a revoked,
@@ -527,6 +564,10 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         params = request.query_params
         named = params.get("documentId") is not None or params.get("extensions") is not None
         return not named and super().should_render_graphql_ide(request)
+
+    def decode_json(self, data: str | bytes) -> object:
+        """Request bodies and websocket messages: too deep a nesting is malformed JSON too."""
+        return json_body.loads(data)
 
     def parse_json(self, data: str | bytes) -> Any:
         return with_document_id(super().parse_json(data))

@@ -12,9 +12,13 @@ A request without a body (no ``Content-Length``, no ``Transfer-Encoding``: every
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("creditline.http")
 
 
 class BodyRefused(Exception):
@@ -83,9 +87,10 @@ class BodyLimitMiddleware:
         done = False
         refused: BodyRefused | None = None
         started = False
+        left = False
 
         async def limited_receive() -> Message:
-            nonlocal received, done, refused
+            nonlocal received, done, refused, left
             if done:
                 return await receive()  # after the body: waiting for http.disconnect must not time out
             if refused is not None:
@@ -107,6 +112,8 @@ class BodyLimitMiddleware:
                     raise refused
                 if not message.get("more_body", False):
                     done = True
+            elif message["type"] == "http.disconnect":
+                left = True
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -118,6 +125,13 @@ class BodyLimitMiddleware:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
+        except ClientDisconnect:
+            if not left:
+                raise
+            # The client went away before its body was in: there is no one to answer, and nothing went wrong
+            # here (uvicorn would log the exception with its traceback, once per such client).
+            log.info("client disconnected before sending its whole body: %s %s", scope["method"], scope["path"])
+            return
         except Exception:
             if refused is None:
                 raise

@@ -8,13 +8,13 @@ malformed body is 400. Rate limits and the body limit apply as on every route (c
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from creditline import json_body
 from creditline.services import Services
 from models import portal
 from models.ids import encode_id
@@ -31,7 +31,7 @@ def portal_session(services: Services) -> Callable[[Request], Awaitable[Response
 
     async def endpoint(request: Request) -> Response:
         try:
-            body = json.loads(await request.body())
+            body = json_body.loads(await request.body())
         except (ValueError, UnicodeDecodeError):
             return _error('Send a JSON body: {"code": "..."}', "BAD_REQUEST", 400)
         code = body.get("code") if isinstance(body, dict) else None

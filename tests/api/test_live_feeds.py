@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -110,6 +111,50 @@ async def test_another_tenants_account_is_forbidden_and_sends_nothing(live: Live
         assert await receive(ws) == {"id": "1", "type": "complete"}
     finally:
         await ws.close()
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        pytest.param("null", id="null"),
+        pytest.param('"x"', id="a-string"),
+        pytest.param("[1]", id="a-list"),
+        pytest.param('{"type": 1}', id="type-not-text"),
+        pytest.param('{"type": "subscribe", "id": "x", "payload": null}', id="payload-null"),
+        pytest.param('{"type": "subscribe", "id": "x", "payload": {"query": 1}}', id="query-not-text"),
+        pytest.param('{"type": "subscribe", "id": 7, "payload": {"query": "{ me { id } }"}}', id="id-not-text"),
+        pytest.param(
+            '{"type": "subscribe", "id": "x", "payload": {"query": "{ me { id } }", "variables": []}}',
+            id="variables-not-an-object",
+        ),
+        pytest.param('{"type": "ping", "payload": [[[]]]}', id="ping-payload-not-an-object"),
+        pytest.param('{"type": "complete"}', id="complete-without-id"),
+        pytest.param("[" * 1100 + "]" * 1100, id="nested-deeper-than-the-parser-goes"),
+    ],
+)
+async def test_a_message_not_of_the_protocols_shape_closes_with_4400_and_the_server_logs_no_error(
+    live: Live, message: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    not_json = message.startswith("[[")  # too deep for the parser: not JSON, as for any malformed text
+    reason = "WebSocket message must be valid JSON" if not_json else "Failed to parse message"
+    _, token = await live.api.user("ada@example.com", bonus=10)
+    ws = await connect(live, token)
+    try:
+        await ws.send(message)
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), timeout=5)
+    finally:
+        await ws.close()
+
+    assert closed.value.rcvd is not None  # a close frame, not a dropped connection
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4400, reason)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    again = await connect(live, token)  # the server goes on as before
+    try:
+        await again.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": WATCH}}))
+        assert (await receive(again))["payload"]["data"]["balanceChanged"]["reason"] == "SNAPSHOT"
+    finally:
+        await again.close()
 
 
 async def test_protocol_guards(live: Live) -> None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
 import pytest
@@ -300,3 +301,72 @@ async def test_an_export_at_the_edges_of_the_range_is_whole(api: Api) -> None:
     lines = response.text.splitlines()
     assert lines[0].startswith("id,occurred_at,")
     assert [line.split(",")[5:8] for line in lines[1:]] == [["agent-1", "answer", "1"]] * 2
+
+
+DEEP = "[" * 1100 + "]" * 1100
+"""Nested deeper than the JSON parser recurses (2.2 KB)."""
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(DEEP, id="the-body"),
+        pytest.param('{"query": "{ me { id } }", "variables": {"v": ' + DEEP + "}}", id="in-variables"),
+    ],
+)
+async def test_json_nested_deeper_than_the_parser_goes_is_a_400_like_any_malformed_json(
+    api: Api, body: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, token = await api.user("ada@example.com")
+    before = await row_counts()
+
+    response = await api.client.post(
+        "/graphql",
+        content=body,
+        headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
+    )
+
+    assert (response.status_code, response.text) == (400, "Unable to parse request body as JSON")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert await row_counts() == before
+
+
+async def test_a_client_that_leaves_in_the_middle_of_its_body_is_one_info_line_not_an_error(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = await row_counts()
+    arrived: list[dict[str, Any]] = [
+        {"type": "http.request", "body": b"{", "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return arrived.pop(0) if arrived else {"type": "http.disconnect"}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/graphql",
+        "raw_path": b"/graphql",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"test"), (b"content-type", b"application/json"), (b"content-length", b"1000")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("test", 80),
+    }
+    with caplog.at_level(logging.INFO):
+        await api.app(scope, receive, send)
+
+    assert sent == []  # nobody is left to answer
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert "client disconnected before sending its whole body: POST /graphql" in [
+        r.getMessage() for r in caplog.records
+    ]
+    assert await row_counts() == before

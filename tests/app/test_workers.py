@@ -32,10 +32,11 @@ WATCH = "subscription { balanceChanged { delta reason version balance { total } 
 
 @contextlib.asynccontextmanager
 async def workers(
-    database_url: str, count: int, log: Path, **env: str
+    database_url: str, count: int, log: Path, port: str | None = None, **env: str
 ) -> AsyncIterator[tuple[subprocess.Popen[bytes], str]]:
-    """``creditline serve --workers COUNT`` on a free port, once /readyz answers; stopped (and waited for) after."""
-    port = free_port()
+    """``creditline serve --workers COUNT`` on ``port`` (default: a free one), once /readyz answers; stopped (and
+    waited for) after."""
+    port = port or str(free_port())
     with log.open("wb") as out:
         proc = subprocess.Popen(  # noqa: ASYNC220 - the server under test, stopped below
             [sys.executable, "-m", "creditline", "serve", "--port", str(port), "--workers", str(count)],
@@ -215,6 +216,39 @@ async def test_a_worker_that_dies_is_replaced(db: Backend, api: Api, tmp_path: P
         finally:
             for client in replaced.values():
                 await client.aclose()
+
+
+async def test_workers_whose_supervisor_is_killed_stop_and_free_the_port(db: Backend, api: Api, tmp_path: Path) -> None:
+    postgres_only(db)
+    log = tmp_path / "serve.log"
+    async with workers(db.url, 2, log) as (proc, url):
+        clients = await pinned_clients(url, 2)
+        for client in clients.values():
+            await client.aclose()
+        pids = sorted(clients)
+        proc.kill()  # SIGKILL: the supervisor cannot stop its workers itself
+        await asyncio.to_thread(proc.wait, 10)
+
+        # Each worker sees its parent gone within a second or so and shuts down gracefully.
+        deadline = time.monotonic() + 60
+        while not all(gone(pid) or zombie(pid) for pid in pids):
+            assert time.monotonic() < deadline, log.read_text()
+            await asyncio.sleep(0.2)
+    text = log.read_text()
+    for pid in pids:
+        assert f"creditline: worker {pid}: the supervisor ({proc.pid}) is gone, stopping" in text
+        assert f"Finished server process [{pid}]" in text  # its lifespan ended: pool and bus closed
+    port = int(url.rsplit(":", 1)[1])
+    async with workers(db.url, 1, tmp_path / "again.log", port=str(port)) as (_, again):
+        assert again == url  # the port is free for the server started in its place
+
+
+def zombie(pid: int) -> bool:
+    """An exited process not yet reaped (by init, once it is reparented)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except (FileNotFoundError, IndexError):
+        return True
 
 
 async def test_workers_are_refused_on_sqlite(tmp_path: Path) -> None:
