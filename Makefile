@@ -58,11 +58,13 @@ typecheck: install
 	$(BIN)/mypy
 
 # One test process per core (pytest-xdist); each makes its own databases and Redis channel. PYTEST_WORKERS=0
-# runs the suite in this process.
+# runs the suite in this process. Bytecode is written even where the environment says not to
+# (PYTHONDONTWRITEBYTECODE): the tests start hundreds of CLI and server processes, each of which would compile
+# every module again.
 PYTEST_WORKERS ?= auto
 pytest: install
 	@$(MAKE) --no-print-directory web-if-node
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 # The page's unit tests (Vitest); its browser tests are in pytest (tests/web/), against the build.
 # Without Node.js they are skipped, saying so, except where CREDITLINE_REQUIRE_SERVICES=1 (CI) fails instead.

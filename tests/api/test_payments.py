@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -316,22 +316,29 @@ async def test_billing_members_top_up_the_organization_pool_plain_members_cannot
     assert pool.balance == 100_000_000
 
 
-async def test_a_top_up_left_pending_by_a_crash_is_reconciled_exactly_once(api: Api) -> None:
-    user_id, token = await api.user("ada@example.com", bonus=0)
-    account = await CreditAccount.get(user_id=user_id)
-    # The process wrote the PENDING transaction and died before (or after) charging.
+async def left_pending(account_id: int, key: str, now: datetime) -> Transaction:
+    """A sandbox top-up of 40 credits by tok_visa as a process that died while charging it leaves it: written,
+    PENDING, never charged."""
     txn, new = await start_top_up(
-        account.id,
+        account_id,
         credits=40_000_000,
         price=Price("USD", 100),
         gateway="sandbox",
         payment_method_id=None,
         card_reference="card_sandbox_tok_visa",
         kind=TransactionType.TOP_UP,
-        idem=IdempotencyKey.for_request("user:1", "crashed", "topUp", {}),
-        now=api.clock.now(),
+        idem=IdempotencyKey.for_request("user:1", key, "topUp", {}),
+        now=now,
     )
     assert new
+    return txn
+
+
+async def test_a_top_up_left_pending_by_a_crash_is_reconciled_exactly_once(api: Api) -> None:
+    user_id, token = await api.user("ada@example.com", bonus=0)
+    account = await CreditAccount.get(user_id=user_id)
+    # The process wrote the PENDING transaction and died before (or after) charging.
+    txn = await left_pending(account.id, "crashed", api.clock.now())
     services = api.app.state.services
     assert await reconcile_pending(services) == 0  # too recent: the request may still be running
     api.clock.advance(timedelta(minutes=2))
@@ -409,17 +416,7 @@ async def test_cancel_checkout_on_a_card_on_file_gateway_is_a_validation_error_a
     # The sandbox charges a card in the request: there is no Checkout page to drop, PENDING (being charged) or not.
     user_id, token = await api.user("ada@example.com", bonus=0)
     account = await CreditAccount.get(user_id=user_id)
-    pending, _ = await start_top_up(
-        account.id,
-        credits=40_000_000,
-        price=Price("USD", 100),
-        gateway="sandbox",
-        payment_method_id=None,
-        card_reference="card_sandbox_tok_visa",
-        kind=TransactionType.TOP_UP,
-        idem=IdempotencyKey.for_request("user:1", "charging", "topUp", {}),
-        now=api.clock.now(),
-    )
+    pending = await left_pending(account.id, "charging", api.clock.now())
     paid = await api.data(TOP_UP, top_up("50", "t1", paymentToken="tok_visa"), token)
     before = await snapshot(api, token), await Transaction.all().values_list("id", "status", "failure_reason")
     document = """mutation($id: ID!) { cancelCheckout(input: {transactionId: $id}) {

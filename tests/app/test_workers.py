@@ -99,6 +99,14 @@ async def worker_of(client: httpx.AsyncClient) -> int:
     return int((await client.get("/readyz", timeout=10)).headers[WORKER_HEADER])
 
 
+async def worker_pids(url: str, wanted: int) -> list[int]:
+    """The process ids of ``wanted`` distinct workers, in order (``pinned_clients``, its connections closed)."""
+    clients = await pinned_clients(url, wanted)
+    for client in clients.values():
+        await client.aclose()
+    return sorted(clients)
+
+
 async def spend_on(client: httpx.AsyncClient, token: str, user_id: int, credits: str, key: str) -> dict[str, Any]:
     response = await client.post(
         "/graphql",
@@ -198,10 +206,7 @@ async def test_a_worker_that_dies_is_replaced(db: Backend, api: Api, tmp_path: P
     postgres_only(db)
     log = tmp_path / "serve.log"
     async with workers(db.url, 2, log) as (proc, url):
-        clients = await pinned_clients(url, 2)
-        for client in clients.values():
-            await client.aclose()
-        victim, survivor = sorted(clients)
+        victim, survivor = await worker_pids(url, 2)
         os.kill(victim, signal.SIGKILL)
         # The supervisor checks its workers every half second: a new one takes the dead one's place.
         deadline = time.monotonic() + 120
@@ -222,10 +227,7 @@ async def test_workers_whose_supervisor_is_killed_stop_and_free_the_port(db: Bac
     postgres_only(db)
     log = tmp_path / "serve.log"
     async with workers(db.url, 2, log) as (proc, url):
-        clients = await pinned_clients(url, 2)
-        for client in clients.values():
-            await client.aclose()
-        pids = sorted(clients)
+        pids = await worker_pids(url, 2)
         proc.kill()  # SIGKILL: the supervisor cannot stop its workers itself
         await asyncio.to_thread(proc.wait, 10)
 
