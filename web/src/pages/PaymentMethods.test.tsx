@@ -4,7 +4,8 @@ import { Provider, type Client } from "urql";
 import { fromValue, never } from "wonka";
 import { DashboardContext, type Dashboard } from "../lib/context";
 import { PaymentMethods } from "./PaymentMethods";
-import { STRIPE_JS_URL, resetStripeJsForTests, type StripeCardElement } from "../lib/stripe";
+import { STRIPE_JS_URL, resetStripeJsForTests } from "../lib/stripe";
+import { fakeStripe } from "../test/fakeStripe";
 
 const ACCOUNT = "Q3JlZGl0QWNjb3VudDox";
 const card = { __typename: "PaymentMethod", id: "pm1", brand: "visa", last4: "4242", expMonth: 12, expYear: 2034, isDefault: true };
@@ -138,36 +139,6 @@ describe("Auto top-up", () => {
     expect((screen.getByRole("checkbox", { name: "Auto top-up on" }) as HTMLInputElement).checked).toBe(false);
   });
 });
-
-/** A stand-in for Stripe.js's factory: a card Element that is ready at once and makes the PaymentMethod given. */
-function fakeStripe(made: { paymentMethod?: { id: string }; error?: { message: string } }) {
-  const calls: { key: string[]; created: unknown[] } = { key: [], created: [] };
-  let mounted: HTMLElement | null = null;
-  const card: StripeCardElement = {
-    mount: (target) => {
-      mounted = target;
-      target.textContent = "[card field]";
-      queueMicrotask(() => handlers.ready?.());
-    },
-    on: ((event: string, handler: () => void) => {
-      handlers[event] = handler;
-    }) as StripeCardElement["on"],
-    clear: vi.fn(),
-    destroy: () => mounted && (mounted.textContent = ""),
-  };
-  const handlers: Record<string, (() => void) | undefined> = {};
-  window.Stripe = (key: string) => {
-    calls.key.push(key);
-    return {
-      elements: () => ({ create: () => card }),
-      createPaymentMethod: async (input) => {
-        calls.created.push(input);
-        return made;
-      },
-    };
-  };
-  return { calls, card };
-}
 
 const LEGACY = { __typename: "BillingConfig", gateway: "legacy", legacyGateway: true, stripePublishableKey: "pk_test_page" };
 const stripeScripts = () => document.querySelectorAll(`script[src="${STRIPE_JS_URL}"]`);

@@ -1,10 +1,11 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { act, cleanup, fireEvent, render, screen, waitFor } from "@testing-library/react";
+import { cleanup, fireEvent, render, screen, waitFor } from "@testing-library/react";
 import { Provider, type Client } from "urql";
 import { fromValue, never } from "wonka";
 import { DashboardContext, type Dashboard } from "../lib/context";
 import { TopUpForm } from "./TopUp";
-import { STRIPE_JS_URL, resetStripeJsForTests, type StripeCardElement } from "../lib/stripe";
+import { STRIPE_JS_URL, resetStripeJsForTests } from "../lib/stripe";
+import { fakeStripe } from "../test/fakeStripe";
 
 const config = {
   gateway: "sandbox",
@@ -98,39 +99,6 @@ describe("TopUpForm", () => {
     expect(operation.variables.input.paymentMethodId).toBeUndefined();
   });
 });
-
-/** A stand-in for Stripe.js's factory (as in PaymentMethods.test.tsx): a card Element ready at once, whose
- * createPaymentMethod answers `made`; `type` sends the Element's change event, as typing into it does. */
-function fakeStripe(made: { paymentMethod?: { id: string }; error?: { message: string } }) {
-  const calls: { key: string[]; created: unknown[]; mounted: number } = { key: [], created: [], mounted: 0 };
-  const handlers: Record<string, ((event?: unknown) => void) | undefined> = {};
-  const card: StripeCardElement = {
-    mount: (target) => {
-      calls.mounted += 1;
-      target.textContent = "[card field]";
-      queueMicrotask(() => handlers.ready?.());
-    },
-    on: ((event: string, handler: () => void) => {
-      handlers[event] = handler;
-    }) as StripeCardElement["on"],
-    clear: vi.fn(),
-    destroy: vi.fn(),
-  };
-  window.Stripe = (key: string) => {
-    calls.key.push(key);
-    return {
-      elements: () => ({ create: () => card }),
-      createPaymentMethod: async (input) => {
-        calls.created.push(input);
-        return typeof made.paymentMethod === "object" && made.paymentMethod.id.endsWith("*")
-          ? { paymentMethod: { id: made.paymentMethod.id.replace("*", String(calls.created.length)) } }
-          : made;
-      },
-    };
-  };
-  const type = (event: { complete: boolean; empty: boolean; error?: { message: string } }) => act(() => handlers.change?.(event));
-  return { calls, card, type };
-}
 
 const LEGACY = { gateway: "legacy", legacyGateway: true, stripePublishableKey: "pk_test_page" };
 const stripeScripts = () => document.querySelectorAll(`script[src="${STRIPE_JS_URL}"]`);
