@@ -1,5 +1,5 @@
 import { useEffect, useRef, useState } from "react";
-import { useMutation, useQuery } from "urql";
+import { useMutation, useQuery, type OperationResult } from "urql";
 import { idempotencyKey, useDashboard } from "../lib/context";
 import {
   BillingQuery,
@@ -14,7 +14,7 @@ import {
 import { formatCredits, formatMoney } from "../lib/credits";
 import { describeCombinedError, describeResultError } from "../lib/errors";
 import { brandName, formatDate, humanize } from "../lib/format";
-import type { TransactionFieldsFragment } from "../gql/graphql";
+import type { CancelCheckoutMutation as CancelCheckoutAnswer, TransactionFieldsFragment } from "../gql/graphql";
 import { Empty, Loading, Notice, Section, StatusBadge } from "../components/ui";
 
 type Message = { tone: "error" | "success" | "info" | "warn"; text: string } | null;
@@ -154,11 +154,7 @@ export function Billing() {
 
   const doCancelPayment = (t: TransactionFieldsFragment) =>
     run(`cancel-payment-${t.id}`, async () => {
-      const r = await cancelCheckout({ input: { transactionId: t.id } });
-      if (r.error) return { tone: "error", text: describeCombinedError(r.error) };
-      const a = r.data?.cancelCheckout;
-      if (a?.__typename === "CancelCheckoutSuccess") return canceledOutcome(a.transaction);
-      return a ? { tone: a.__typename === "CheckoutCompleted" ? "info" : "error", text: describeResultError(a) } : undefined;
+      return cancelOutcome(await cancelCheckout({ input: { transactionId: t.id } }));
     });
 
   const openCustomerPortal = () =>
@@ -379,11 +375,18 @@ export function Billing() {
   );
 }
 
-/** What a cancelCheckout that went through means for the user: canceled, or paid after all (paid meanwhile). */
-function canceledOutcome(t: TransactionFieldsFragment): Message {
-  return t.status === "SUCCEEDED"
-    ? { tone: "success", text: `The payment had gone through: ${formatCredits(t.credits)} credits were added.` }
-    : { tone: "warn", text: "The checkout was canceled: nothing was charged." };
+/** What a cancelCheckout answer means for the user: canceled, paid after all (paid meanwhile), being confirmed
+ * (CheckoutCompleted), or why it could not be done. */
+function cancelOutcome(r: OperationResult<CancelCheckoutAnswer>): Message {
+  if (r.error) return { tone: "error", text: describeCombinedError(r.error) };
+  const a = r.data?.cancelCheckout;
+  if (!a) return null;
+  if (a.__typename === "CancelCheckoutSuccess") {
+    return a.transaction.status === "SUCCEEDED"
+      ? { tone: "success", text: `The payment had gone through: ${formatCredits(a.transaction.credits)} credits were added.` }
+      : { tone: "warn", text: "The checkout was canceled: nothing was charged." };
+  }
+  return { tone: a.__typename === "CheckoutCompleted" ? "info" : "error", text: describeResultError(a) };
 }
 
 /** Back from Checkout with Back: the top-up's page is closed at once (cancelCheckout), so that it cannot be paid
@@ -396,10 +399,7 @@ function CanceledPayment({ id, onSettled }: { id: string; onSettled: () => void 
     if (sent.current === id) return; // once per return (React runs effects twice in development)
     sent.current = id;
     void cancelCheckout({ input: { transactionId: id } }).then((r) => {
-      const a = r.data?.cancelCheckout;
-      if (r.error) setOutcome({ tone: "error", text: describeCombinedError(r.error) });
-      else if (a?.__typename === "CancelCheckoutSuccess") setOutcome(canceledOutcome(a.transaction));
-      else if (a) setOutcome({ tone: a.__typename === "CheckoutCompleted" ? "info" : "error", text: describeResultError(a) });
+      setOutcome(cancelOutcome(r));
       onSettled();
     });
   }, [id, cancelCheckout, onSettled]);
