@@ -129,3 +129,27 @@ async def stripe_standin() -> AsyncIterator[StripeStandIn]:
     """The local stand-in for Stripe's API (tests/support/stripe_standin.py), one server for the run."""
     async with running() as standin:
         yield standin
+
+
+# Modules whose tests start servers, browsers or CLI processes (seconds to tens of seconds each). pytest-xdist
+# hands tests out in collection order: one of these dealt last kept a worker busy minutes after the other ran
+# dry, so they go first, in their own order, and the quick tests fill in behind them.
+SLOW_FIRST = (
+    "tests/web/",
+    "tests/app/test_cli.py",
+    "tests/app/test_cli_beside_server.py",
+    "tests/app/test_cli_demo.py",
+    "tests/app/test_webhook_processes.py",
+    "tests/app/test_workers.py",
+    "tests/app/test_startup.py",
+    "tests/app/test_transport_limits.py",
+)
+
+
+@pytest.hookimpl(trylast=True)  # after pytest has grouped the items by their session-scoped backend
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return next((n for n, prefix in enumerate(SLOW_FIRST) if path.startswith(prefix)), len(SLOW_FIRST))
+
+    items.sort(key=rank)  # stable: the order within a module, and the backend grouping, stay
