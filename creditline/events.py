@@ -8,7 +8,9 @@ Delivering never waits: the bus puts the event in the subscriber's queue and cal
 so a subscriber needs no task of its own while nothing happens (see creditline/live.py).
 
 Besides balance changes and usage, a change of membership goes out (``MembershipChanged``), so that every
-process re-checks at once the rights of the live subscriptions it affects.
+process re-checks at once the rights of the live subscriptions it affects; and a publish after a transaction
+that wrote events for the platform (models/outbox.py) adds ``OutboxWritten``, which wakes the webhook delivery
+workers of every process (most spends write none, and a worker woken by each of them cost 0.3 ms a spend).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from redis.exceptions import RedisError
 from models.balance import Balance
 from models.ledger import BalanceChange, Event, UsageRecorded
 from models.ledger.alerts import AlertChanged
+from models.outbox import take_written
 
 log = logging.getLogger("creditline.events")
 
@@ -36,6 +39,7 @@ BALANCE = "balance"
 USAGE = "usage"
 MEMBERSHIP = "membership"
 ALERT = "alert"
+OUTBOX = "outbox"
 RESYNC = "RESYNC"
 """Reason of the marker a subscriber gets when events may have been lost: it should send a fresh snapshot."""
 
@@ -48,7 +52,15 @@ class MembershipChanged:
     user_id: int
 
 
-BusEvent = Event | MembershipChanged
+@dataclass(frozen=True, slots=True)
+class OutboxWritten:
+    """A transaction that wrote events for the platform committed: delivery workers look at the table. It says
+    nothing else (the events are read from the table, never from the bus)."""
+
+
+OUTBOX_WRITTEN = OutboxWritten()
+
+BusEvent = Event | MembershipChanged | OutboxWritten
 
 EVERY_MEMBERSHIP = MembershipChanged(0, 0)
 """Any membership may have changed (after a Redis reconnect): re-check the rights of every subscription."""
@@ -63,6 +75,8 @@ def route(event: BusEvent) -> tuple[str, int]:
         return MEMBERSHIP, event.organization_id
     if isinstance(event, AlertChanged):
         return ALERT, event.account_id
+    if isinstance(event, OutboxWritten):
+        return OUTBOX, 0
     return USAGE, event.organization_id
 
 
@@ -144,11 +158,19 @@ class InProcessBus:
 
     def __init__(self) -> None:
         self._by_key: dict[tuple[str, int], set[BusSubscription]] = {}
-        self._all: dict[str, set[BusSubscription]] = {BALANCE: set(), USAGE: set(), MEMBERSHIP: set(), ALERT: set()}
+        self._all: dict[str, set[BusSubscription]] = {
+            BALANCE: set(),
+            USAGE: set(),
+            MEMBERSHIP: set(),
+            ALERT: set(),
+            OUTBOX: set(),
+        }
 
     def publish(self, events: Iterable[BusEvent]) -> None:
         for event in events:
             self.deliver(event)
+        if take_written():
+            self.deliver(OUTBOX_WRITTEN)
 
     def deliver(self, event: BusEvent) -> None:
         topic, key = route(event)
@@ -165,6 +187,8 @@ class InProcessBus:
         alert_marker = AlertChanged(0, 0, RESYNC, "", 0, 0, 0, 0, marker.occurred_at)
         for sub in self._subscribers(ALERT):  # and alerts raised or resolved: alertRaised reads them back
             sub.put(alert_marker)
+        for sub in self._subscribers(OUTBOX):  # and a wake of the delivery workers
+            sub.put(OUTBOX_WRITTEN)
 
     def _subscribers(self, topic: str) -> list[BusSubscription]:
         subs = [sub for (t, _), group in self._by_key.items() if t == topic for sub in group]
@@ -215,6 +239,8 @@ class InProcessBus:
 
 
 def encode(event: BusEvent) -> str:
+    if isinstance(event, OutboxWritten):
+        return '["o"]'
     if isinstance(event, MembershipChanged):
         return json.dumps(["m", event.organization_id, event.user_id], separators=(",", ":"))
     if isinstance(event, AlertChanged):
@@ -260,6 +286,8 @@ def _decode(data: str | bytes) -> BusEvent:
     message = json.loads(data)
     if not isinstance(message, list) or not message:
         raise ValueError("not a list")
+    if message == ["o"]:
+        return OUTBOX_WRITTEN
     if message[0] == "m":
         return MembershipChanged(int(message[1]), int(message[2]))
     if message[0] == "a":
@@ -324,24 +352,24 @@ class RedisBus:
     """
 
     CHANNEL = "creditline:balance"
-    OUTBOX_LIMIT = 10_000
+    UNSENT_LIMIT = 10_000
 
     def __init__(self, url: str, channel: str = CHANNEL) -> None:
         self.url = url
         self.channel = channel
         self.local = InProcessBus()
-        self._outbox: asyncio.Queue[BusEvent] = asyncio.Queue(self.OUTBOX_LIMIT)
+        self._unsent: asyncio.Queue[BusEvent] = asyncio.Queue(self.UNSENT_LIMIT)
         self._tasks: list[asyncio.Task[None]] = []
         self._client: redis.Redis | None = None
         self.connected = asyncio.Event()
         self.reconnects = 0
 
     def publish(self, events: Iterable[BusEvent]) -> None:
-        for event in events:
+        for event in (*events, OUTBOX_WRITTEN) if take_written() else events:
             try:
-                self._outbox.put_nowait(event)
+                self._unsent.put_nowait(event)
             except asyncio.QueueFull:
-                log.error("event outbox full: dropping a balance event (subscribers resync on reconnect)")
+                log.error("queue to Redis full: dropping a balance event (subscribers resync on reconnect)")
 
     def subscribe(
         self, keys: frozenset[int] | None, topic: str = BALANCE, wake: Callable[[], None] | None = None
@@ -359,7 +387,7 @@ class RedisBus:
     async def stop(self) -> None:
         if self._tasks:  # give what is queued a moment to reach Redis (a CLI sweep publishes, then exits)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._outbox.join(), 2.0)
+                await asyncio.wait_for(self._unsent.join(), 2.0)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -373,9 +401,9 @@ class RedisBus:
     async def _send(self) -> None:
         assert self._client is not None
         while True:
-            batch = [await self._outbox.get()]
-            while not self._outbox.empty() and len(batch) < 500:  # whatever queued meanwhile goes in one trip
-                batch.append(self._outbox.get_nowait())
+            batch = [await self._unsent.get()]
+            while not self._unsent.empty() and len(batch) < 500:  # whatever queued meanwhile goes in one trip
+                batch.append(self._unsent.get_nowait())
             delay = 0.05
             while True:
                 try:
@@ -384,7 +412,7 @@ class RedisBus:
                             pipe.publish(self.channel, encode(event))
                         await pipe.execute()
                     for _ in batch:
-                        self._outbox.task_done()
+                        self._unsent.task_done()
                     break
                 except (RedisError, OSError) as exc:
                     log.warning("publishing to Redis failed (%s); retrying in %.2fs", exc, delay)

@@ -34,7 +34,14 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import Ope
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import Message
 from strawberry.types.graphql import OperationType
 
-from creditline.events import EVERY_MEMBERSHIP, MEMBERSHIP, BusSubscription, EventBus, MembershipChanged
+from creditline.events import (
+    EVERY_MEMBERSHIP,
+    MEMBERSHIP,
+    BusSubscription,
+    EventBus,
+    MembershipChanged,
+    OutboxWritten,
+)
 from models.tables import MemberRole, Membership
 from models.tokens import Principal, digest, unrevoked
 from resolvers.errors import ForbiddenError, Unauthenticated
@@ -242,7 +249,7 @@ class LiveOperation:
                         return
                     else:
                         event = subscription.queue.get_nowait()
-                        assert not isinstance(event, MembershipChanged)
+                        assert not isinstance(event, MembershipChanged | OutboxWritten)  # other topics
                         payloads = await feed.payloads(event, context)
                 except GraphQLError as error:
                     await self._end(error)

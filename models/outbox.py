@@ -15,12 +15,30 @@ from __future__ import annotations
 
 import json
 import secrets
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from models.sql import Sql
+
+_written: ContextVar[bool] = ContextVar("creditline_outbox_written", default=False)
+
+
+def note_written() -> None:
+    """Called by every statement that inserts an event: the task's next publish after its commit (the bus,
+    creditline/events.py) wakes the delivery workers. A context variable, so it is this task's (a request's,
+    a job's) and not another's whose transaction has not committed yet."""
+    _written.set(True)
+
+
+def take_written() -> bool:
+    """Whether this task wrote an event since it last asked (a rolled-back one too: a wake for nothing)."""
+    if not _written.get():
+        return False
+    _written.set(False)
+    return True
 
 
 class EventType(StrEnum):
@@ -95,6 +113,7 @@ async def emit(
     amounts of credit in it are strings of credits, as the GraphQL ``Credits`` scalar writes them."""
     public_id = new_public_id()
     text = json.dumps(data, separators=(",", ":"), sort_keys=True)
+    note_written()
     if account_id is None:
         row = await sql.fetchrow(_INSERT_FOR_DEPLOYMENT, public_id, event_type.value, organization_id, text, now)
     else:

@@ -26,7 +26,7 @@ import random
 import time
 from datetime import timedelta
 
-from creditline.events import BusSubscription
+from creditline.events import OUTBOX, BusSubscription
 from creditline.services import Services
 from creditline.webhooks.sending import Resolver, Sender, resolve
 from models import webhook_deliveries
@@ -93,6 +93,10 @@ class DeliveryWorker:
         self._woken = asyncio.Event()
         self.started = 0
         """Attempts started so far."""
+        self.wakes = 0
+        """Commits that wrote events, heard on the bus (``OutboxWritten``): each asks for a pass."""
+        self.passes = 0
+        """Passes of ``run`` so far (one at start, then one per wake, coalesced, or per poll)."""
         self._subscription: BusSubscription | None = None
         self._outcomes: list[tuple[Claimed, Outcome, asyncio.Future[Recorded]]] = []
         self._recording = False
@@ -297,11 +301,12 @@ class DeliveryWorker:
     async def run(self) -> None:
         """Passes until cancelled; then the sends under way finish (each within its timeout) and record."""
         poll = self.services.settings.webhook_poll_seconds
-        subscription = self.services.bus.subscribe(None, wake=self._on_balance_change)
+        subscription = self.services.bus.subscribe(None, OUTBOX, wake=self._on_outbox_written)
         self._subscription = subscription
         try:
             while True:
                 self._woken.clear()
+                self.passes += 1
                 try:
                     await self.fan_out()
                     await self.start_due()
@@ -318,9 +323,10 @@ class DeliveryWorker:
             subscription.close()
             await self.close()
 
-    def _on_balance_change(self) -> None:
+    def _on_outbox_written(self) -> None:
         if self._subscription is not None:
             self._subscription.queue.clear()  # only the wake matters: the events are read from the table
+        self.wakes += 1
         self._woken.set()
 
     async def close(self) -> None:

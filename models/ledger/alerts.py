@@ -33,7 +33,7 @@ from tortoise.transactions import in_transaction
 
 from models.credits import format_credits
 from models.ids import encode_id
-from models.outbox import EventType, new_public_id
+from models.outbox import EventType, new_public_id, note_written
 from models.sql import Sql
 
 MAX_LEVELS = 5
@@ -188,6 +188,7 @@ async def _raise(
     public_id = new_public_id()
     text = _text(_data(account, level, before, after))
     organization_id = account.get("organization_id")
+    note_written()
     if sql.postgres:
         row = await sql.fetchrow(_RAISE_PG, public_id, kind.value, account_id, organization_id, text, now, level)
         assert row is not None
@@ -228,6 +229,7 @@ async def _recover(
             "raisedEventId": alert["public_id"],
         }
         public_id = new_public_id()
+        note_written()
         event = await sql.fetchrow(
             _EVENT,
             public_id,

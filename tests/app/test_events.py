@@ -8,9 +8,21 @@ from datetime import UTC, datetime
 
 import pytest
 
-from creditline.events import BALANCE, QUEUE_LIMIT, RESYNC, USAGE, InProcessBus, UnreadableMessage, decode, encode
+from creditline.events import (
+    BALANCE,
+    OUTBOX,
+    OUTBOX_WRITTEN,
+    QUEUE_LIMIT,
+    RESYNC,
+    USAGE,
+    InProcessBus,
+    UnreadableMessage,
+    decode,
+    encode,
+)
 from models.balance import Balance
 from models.ledger import BalanceChange, UsageRecorded
+from models.outbox import note_written, take_written
 
 AT = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 
@@ -110,3 +122,55 @@ def test_a_batchs_balance_event_carries_how_many_changes_it_covers_and_others_re
     # One change: the message of before batches existed, which every process of a rolling deploy reads.
     assert json.loads(encode(single)) == ["b", 1, 13, -1, "SPEND", 3, 3, 0, at.isoformat()]
     assert json.loads(encode(batch)) == ["b", 1, 12, -5_000_000, "SPEND", 3, 4, 0, 0, 0, 5, at.isoformat()]
+
+
+async def test_a_publish_after_events_were_written_wakes_the_outbox_subscribers_once() -> None:
+    bus = InProcessBus()
+    woken: list[str] = []
+    workers = bus.subscribe(None, OUTBOX, lambda: woken.append("worker"))
+    balances = bus.subscribe(None, BALANCE, lambda: woken.append("balance"))
+    take_written()  # what an earlier test sharing this context may have left
+
+    bus.publish([change(1, 1)])  # a spend that wrote no event
+    assert woken == ["balance"]
+    note_written()  # as every statement inserting an event does
+    bus.publish([change(1, 2)])
+    assert woken == ["balance", "balance", "worker"]  # after the balance it came with
+    bus.publish([change(1, 3)])  # told once: the next commit wrote none
+    note_written()
+    bus.publish([])  # a commit that wrote events and moved no balance (a failed payment)
+    assert woken == ["balance", "balance", "worker", "balance", "worker"]
+    assert [workers.queue.get_nowait(), workers.queue.get_nowait()] == [OUTBOX_WRITTEN, OUTBOX_WRITTEN]
+    assert workers.queue.empty()
+    assert [balances.queue.get_nowait() for _ in range(3)] == [change(1, 1), change(1, 2), change(1, 3)]
+
+
+async def test_events_written_by_another_task_do_not_wake_for_this_ones_publish() -> None:
+    """The mark is the task's: a request whose transaction has not committed yet must not have its wake taken
+    by another request's publish (its events would then wait for the next poll)."""
+
+    async def writes() -> None:
+        note_written()
+
+    take_written()
+    await asyncio.create_task(writes())
+    assert not take_written()  # the other task's mark stayed in its own context
+    note_written()
+    assert take_written()
+    assert not take_written()  # taken by the first publish
+
+
+async def test_resync_wakes_the_outbox_subscribers_too() -> None:
+    """After a Redis reconnect a commit's wake may have been lost: the workers look at the table."""
+    bus = InProcessBus()
+    workers = bus.subscribe(None, OUTBOX)
+
+    bus.resync()
+
+    assert workers.queue.get_nowait() == OUTBOX_WRITTEN
+    assert workers.queue.empty()
+
+
+def test_the_outbox_wake_crosses_the_wire_as_one_short_message() -> None:
+    assert encode(OUTBOX_WRITTEN) == '["o"]'
+    assert decode(encode(OUTBOX_WRITTEN)) == OUTBOX_WRITTEN
