@@ -35,6 +35,8 @@ from models.outbox import take_written
 log = logging.getLogger("creditline.events")
 
 QUEUE_LIMIT = 256
+UNREADABLE_LOGGED = 5
+"""How many unreadable messages on the Redis channel are logged one by one (then every thousandth)."""
 BALANCE = "balance"
 USAGE = "usage"
 MEMBERSHIP = "membership"
@@ -363,6 +365,8 @@ class RedisBus:
         self._client: redis.Redis | None = None
         self.connected = asyncio.Event()
         self.reconnects = 0
+        self.unreadable = 0
+        """Messages skipped as unreadable (another version's kind during a rolling deploy, or not ours)."""
 
     def publish(self, events: Iterable[BusEvent]) -> None:
         for event in (*events, OUTBOX_WRITTEN) if take_written() else events:
@@ -439,8 +443,17 @@ class RedisBus:
                         try:
                             event = decode(message["data"])
                         except UnreadableMessage as exc:
-                            # Skipped, never fatal: a listener that died here would end fan-out for good.
-                            log.warning("ignoring a message on %s this version cannot read (%s)", self.channel, exc)
+                            # Skipped, never fatal: a listener that died here would end fan-out for good. Said
+                            # for the first few and then every thousandth: a newer version beside this one
+                            # (a rolling deploy) may send one with every commit.
+                            self.unreadable += 1
+                            if self.unreadable <= UNREADABLE_LOGGED or self.unreadable % 1000 == 0:
+                                log.warning(
+                                    "ignoring a message on %s this version cannot read (%s; %d so far)",
+                                    self.channel,
+                                    exc,
+                                    self.unreadable,
+                                )
                             continue
                         self.local.deliver(event)
             except (RedisError, OSError) as exc:
