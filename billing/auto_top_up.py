@@ -70,6 +70,7 @@ async def _charge_claimed(services: Services, transaction_id: int) -> None:
     if txn.status == TransactionStatus.PENDING:  # else a crash came between the charge and the settling
         await charge_pending(services, txn)  # publishes the balance change after its commit
     await auto_top_up.settle(transaction_id, services.clock.now())
+    services.bus.publish(())  # the settling's auto_top_up.* event: wakes the delivery workers
 
 
 async def _charge_logged(services: Services, transaction_id: int) -> None:

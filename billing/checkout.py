@@ -121,7 +121,10 @@ async def settle_checkout(services: Services, gateway: HostedGateway, txn: Trans
     if txn.gateway_reference is None:
         if now - txn.created_at > CHECKOUT_LIFETIME:
             reason = "The checkout page was never opened"
-            failed, _ = await payments.complete(txn.id, succeeded=False, reference=None, failure_reason=reason, now=now)
+            failed, changes = await payments.complete(
+                txn.id, succeeded=False, reference=None, failure_reason=reason, now=now
+            )
+            services.bus.publish(changes)  # its payment.failed wakes the delivery workers
             return failed
         # The request died between writing the row and storing the page: the same key finds the page.
         txn = await open_checkout(services, gateway, txn)

@@ -235,6 +235,7 @@ class InProcessBus:
         return None
 
     async def stop(self) -> None:
+        self.publish(())  # a wake for what this task wrote and published no change of
         self._by_key.clear()
         for subs in self._all.values():
             subs.clear()
@@ -288,7 +289,7 @@ def _decode(data: str | bytes) -> BusEvent:
     message = json.loads(data)
     if not isinstance(message, list) or not message:
         raise ValueError("not a list")
-    if message == ["o"]:
+    if message[0] == "o":  # whatever a later version adds after the kind
         return OUTBOX_WRITTEN
     if message[0] == "m":
         return MembershipChanged(int(message[1]), int(message[2]))
@@ -373,7 +374,7 @@ class RedisBus:
             try:
                 self._unsent.put_nowait(event)
             except asyncio.QueueFull:
-                log.error("queue to Redis full: dropping a balance event (subscribers resync on reconnect)")
+                log.error("queue to Redis full: dropping a message (subscribers resync on reconnect)")
 
     def subscribe(
         self, keys: frozenset[int] | None, topic: str = BALANCE, wake: Callable[[], None] | None = None
@@ -389,6 +390,7 @@ class RedisBus:
         self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._send())]
 
     async def stop(self) -> None:
+        self.publish(())  # a wake for what this task wrote and published no change of (a CLI command's)
         if self._tasks:  # give what is queued a moment to reach Redis (a CLI sweep publishes, then exits)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._unsent.join(), 2.0)
@@ -408,11 +410,13 @@ class RedisBus:
             batch = [await self._unsent.get()]
             while not self._unsent.empty() and len(batch) < 500:  # whatever queued meanwhile goes in one trip
                 batch.append(self._unsent.get_nowait())
+            last_wake = max((n for n, event in enumerate(batch) if event is OUTBOX_WRITTEN), default=-1)
+            messages = [event for n, event in enumerate(batch) if event is not OUTBOX_WRITTEN or n == last_wake]
             delay = 0.05
             while True:
                 try:
                     async with self._client.pipeline(transaction=False) as pipe:
-                        for event in batch:
+                        for event in messages:  # one wake for the batch, after its last change
                             pipe.publish(self.channel, encode(event))
                         await pipe.execute()
                     for _ in batch:

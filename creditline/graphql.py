@@ -484,6 +484,7 @@ class LiveTransportHandler(BaseGraphQLTransportWSHandler[Context, None]):
             self.operations.pop(operation.id, None)
             raise
         finally:
+            self.context.services.bus.publish(())  # as GraphQLEndpoint.execute_single does for HTTP
             if not live.parked:
                 live.close()
 
@@ -557,7 +558,14 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         max_tokens = self.services.settings.max_query_tokens
         if "subscription" in query and _is_subscription(query, request_data.operation_name, max_tokens):
             raise HTTPException(400, "Subscriptions need a websocket: connect with the graphql-transport-ws protocol")
-        return await super().execute_single(request, request_adapter, sub_response, context, root_value, request_data)
+        try:
+            return await super().execute_single(
+                request, request_adapter, sub_response, context, root_value, request_data
+            )
+        finally:
+            # After the operation's commits: wakes the delivery workers for the events it wrote and published
+            # no balance change of (a refusal's spend_limit.reached, a canceled subscription, a redelivery).
+            self.services.bus.publish(())
 
     def should_render_graphql_ide(self, request: Any) -> bool:
         # A GET naming a persisted document by its id has no ``query`` either: it is a request, not the IDE.

@@ -50,6 +50,8 @@ async def run_sweeper(services: Services) -> None:
             raise
         except Exception:
             log.exception("sweep failed; retrying next interval")
+        finally:
+            services.bus.publish(())  # wakes the delivery workers for what the pass wrote (renewals, forecasts)
         await asyncio.sleep(interval)
 
 

@@ -126,7 +126,10 @@ def stripe_webhook(services: Services) -> Callable[[Request], Awaitable[Response
             event = gateway.verify_event(bytes(body), signature, now)
         except InvalidWebhook as exc:
             return PlainTextResponse(str(exc), 400)
-        receipt = await webhook_events.receive(webhook_events.context_for(services), event)
+        try:
+            receipt = await webhook_events.receive(webhook_events.context_for(services), event)
+        finally:  # a handler that failed after one of its commits wrote events: they are sent all the same
+            services.bus.publish(())
         services.bus.publish(receipt.changes)
         return JSONResponse({"received": event.id, "outcome": receipt.outcome.value})
 

@@ -27,9 +27,13 @@ _written: ContextVar[bool] = ContextVar("creditline_outbox_written", default=Fal
 
 
 def note_written() -> None:
-    """Called by every statement that inserts an event: the task's next publish after its commit (the bus,
-    creditline/events.py) wakes the delivery workers. A context variable, so it is this task's (a request's,
-    a job's) and not another's whose transaction has not committed yet."""
+    """Called by every statement that writes work for the delivery workers (an event; a redelivery): the
+    task's next publish after its commit (the bus, creditline/events.py) wakes them. A context variable, so
+    it is this task's (a request's, a job's) and not another's whose transaction has not committed yet.
+
+    What publishes it: the operations that publish their balance changes, and for every other path the end
+    of each GraphQL operation (HTTP and websocket), each sweeper pass, each auto top-up's settling and the
+    bus's ``stop`` (a CLI command)."""
     _written.set(True)
 
 

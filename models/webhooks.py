@@ -18,7 +18,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from models.ledger import IdempotencyKey
-from models.outbox import EventType
+from models.outbox import EventType, note_written
 from models.sql import Sql
 from models.tables import (
     IdempotencyRecord,
@@ -318,6 +318,7 @@ async def redeliver(endpoint: WebhookEndpoint, event: OutboxEvent, now: datetime
     async with in_transaction() as conn:
         row = await Sql(conn).fetchrow(_UPSERT_DELIVERY, endpoint.id, event.id, now)
     assert row is not None
+    note_written()  # due now: the request's end wakes the workers
     return await WebhookDelivery.get(id=row["id"])
 
 

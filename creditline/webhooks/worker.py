@@ -105,10 +105,6 @@ class DeliveryWorker:
         """Set by ``close``: no request starts any more; the claims still waiting for a slot are given back."""
         self._unsent: list[Claimed] = []
 
-    def wake(self) -> None:
-        """Run a pass soon (an event may have been committed)."""
-        self._woken.set()
-
     @property
     def sending(self) -> int:
         return len(self._tasks)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from datetime import UTC, datetime
 
 import pytest
+import redis.asyncio as redis
 
 from creditline.events import (
     BALANCE,
@@ -16,6 +18,7 @@ from creditline.events import (
     RESYNC,
     USAGE,
     InProcessBus,
+    RedisBus,
     UnreadableMessage,
     decode,
     encode,
@@ -23,6 +26,7 @@ from creditline.events import (
 from models.balance import Balance
 from models.ledger import BalanceChange, UsageRecorded
 from models.outbox import note_written, take_written
+from tests.support.live import reachable_redis
 
 AT = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 
@@ -145,19 +149,46 @@ async def test_a_publish_after_events_were_written_wakes_the_outbox_subscribers_
     assert [balances.queue.get_nowait() for _ in range(3)] == [change(1, 1), change(1, 2), change(1, 3)]
 
 
-async def test_events_written_by_another_task_do_not_wake_for_this_ones_publish() -> None:
-    """The mark is the task's: a request whose transaction has not committed yet must not have its wake taken
-    by another request's publish (its events would then wait for the next poll)."""
+async def test_a_publish_wakes_for_what_its_own_task_wrote_not_for_another_tasks_uncommitted_events() -> None:
+    """Request A writes an event; before A commits, request B publishes a spend that wrote none. B's publish
+    must not take A's wake (the workers would look before A's commit and then wait for the next poll): the
+    wake comes with A's own publish, after its commit."""
+    bus = InProcessBus()
+    woken: list[str] = []
+    bus.subscribe(None, OUTBOX, lambda: woken.append("worker"))
+    bus.subscribe(None, BALANCE, lambda: woken.append("balance"))
+    a_wrote = asyncio.Event()
+    b_published = asyncio.Event()
 
-    async def writes() -> None:
+    async def request_a() -> None:
         note_written()
+        a_wrote.set()
+        await b_published.wait()
+        bus.publish([])  # after A's commit
 
+    async def request_b() -> None:
+        await a_wrote.wait()
+        bus.publish([change(1, 1)])
+        woken.append("b published")
+        b_published.set()
+
+    await asyncio.gather(asyncio.create_task(request_a()), asyncio.create_task(request_b()))
+
+    assert woken == ["balance", "b published", "worker"]
+
+
+async def test_stopping_the_bus_sends_the_wake_of_events_written_and_not_published() -> None:
+    """A CLI command (a sweep renewing subscriptions, settling auto top-ups) may end with events it published
+    no change of: stopping the bus sends their wake (through Redis, to the servers' workers)."""
+    bus = InProcessBus()
+    workers = bus.subscribe(None, OUTBOX)
     take_written()
-    await asyncio.create_task(writes())
-    assert not take_written()  # the other task's mark stayed in its own context
     note_written()
-    assert take_written()
-    assert not take_written()  # taken by the first publish
+
+    await bus.stop()
+
+    assert workers.queue.get_nowait() == OUTBOX_WRITTEN
+    assert not take_written()
 
 
 async def test_resync_wakes_the_outbox_subscribers_too() -> None:
@@ -174,3 +205,33 @@ async def test_resync_wakes_the_outbox_subscribers_too() -> None:
 def test_the_outbox_wake_crosses_the_wire_as_one_short_message() -> None:
     assert encode(OUTBOX_WRITTEN) == '["o"]'
     assert decode(encode(OUTBOX_WRITTEN)) == OUTBOX_WRITTEN
+    assert decode('["o", "what a later version adds"]') == OUTBOX_WRITTEN
+
+
+async def test_the_wakes_of_commits_published_together_go_to_redis_as_one_message_after_their_changes() -> None:
+    url = await reachable_redis()
+    channel = f"creditline-test:wakes:{uuid.uuid4().hex}"
+    listener = redis.Redis.from_url(url)
+    pubsub = listener.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(channel)
+    bus = RedisBus(url, channel)
+    await bus.start()
+    try:
+        take_written()
+        for version in (1, 2, 3):  # three commits in one tick, each with events: one trip to Redis
+            note_written()
+            bus.publish([change(1, version)])
+        messages: list[str] = []
+        deadline = asyncio.get_running_loop().time() + 5
+        while len(messages) < 4 and asyncio.get_running_loop().time() < deadline:
+            message = await pubsub.get_message(timeout=0.1)
+            if message is not None:
+                messages.append(message["data"].decode())
+        await asyncio.sleep(0.2)  # and nothing after them
+        while (message := await pubsub.get_message(timeout=0.1)) is not None:
+            messages.append(message["data"].decode())
+        assert messages == [encode(change(1, 1)), encode(change(1, 2)), encode(change(1, 3)), '["o"]']
+    finally:
+        await bus.stop()
+        await pubsub.aclose()
+        await listener.aclose()

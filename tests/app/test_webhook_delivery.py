@@ -20,17 +20,28 @@ from tortoise.transactions import in_transaction
 
 from creditline.app import build_services
 from creditline.clock import Clock
+from creditline.events import OUTBOX, OUTBOX_WRITTEN, BusSubscription
 from creditline.jobs import prune_events
 from creditline.services import Services
 from creditline.settings import Settings
 from creditline.webhooks.sending import refusal
 from creditline.webhooks.worker import CONCURRENCY, PER_ENDPOINT, DeliveryWorker
+from models import limits
 from models.credits import MICRO
 from models.ids import encode_id
 from models.ledger.alerts import store_levels
-from models.outbox import EmittedEvent, EventType, emit
+from models.limit_rules import LimitSpec
+from models.outbox import EmittedEvent, EventType, emit, take_written
 from models.sql import Sql
-from models.tables import CreditAccount, OutboxEvent, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from models.tables import (
+    CreditAccount,
+    LimitScope,
+    LimitWindow,
+    OutboxEvent,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from models.webhook_deliveries import (
     Claimed,
     Outcome,
@@ -44,7 +55,9 @@ from models.webhook_urls import is_public_address
 from models.webhooks import delete_endpoint, redeliver
 from tests.support import readme_events
 from tests.support.backends import T0, Backend
+from tests.support.events import emitted as events_of
 from tests.support.helpers import SPEND, Api, spend_variables
+from tests.support.live import connect, receive, serve
 from tests.support.statements import StatementCounter
 from tests.support.statements import counter as counter
 from tests.support.webhook_receiver import Receiver, receiving
@@ -786,3 +799,72 @@ async def test_only_a_commit_that_wrote_an_event_wakes_the_worker_and_it_deliver
         run.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await run
+
+
+async def _capped_account(api: Api) -> tuple[int, str]:
+    """A user whose account may spend 5 credits a day, 4 of them spent: the next spend of 1.5 is refused and,
+    the first refusal of the day, writes ``spend_limit.reached`` (and no balance change to publish)."""
+    user_id, _ = await api.user("ada@example.com", bonus=100)
+    account = await CreditAccount.get(user_id=user_id)
+    await limits.set_limit(int(account.id), LimitSpec(LimitScope.ACCOUNT, 5 * MICRO, LimitWindow.DAY), T0)
+    service = await api.service()
+    spent = await api.data(SPEND, spend_variables(user_id, "4", "k1"), service)
+    assert spent["spendCredits"]["__typename"] == "SpendCreditsSuccess"
+    return user_id, service
+
+
+def _wakes(subscription: BusSubscription) -> int:
+    count = 0
+    while not subscription.queue.empty():
+        assert subscription.queue.get_nowait() == OUTBOX_WRITTEN
+        count += 1
+    return count
+
+
+async def test_an_operation_that_wrote_events_and_published_no_change_wakes_the_workers_at_its_end(
+    api: Api,
+) -> None:
+    """A refused spend publishes no balance change, but the first refusal by a cap writes spend_limit.reached:
+    the end of the GraphQL operation publishes its wake. The second refusal writes nothing and wakes nobody."""
+    user_id, service = await _capped_account(api)
+    workers = api.app.state.services.bus.subscribe(None, OUTBOX)
+    _wakes(workers)  # the first spend's (its spend_limit.warning at 80%)
+    try:
+        refused = await api.data(SPEND, spend_variables(user_id, "1.5", "k2"), service)
+        assert refused["spendCredits"]["__typename"] == "SpendLimitExceeded"
+        assert [t for t, _ in await events_of("spend_limit.reached")] == ["spend_limit.reached"]
+        assert _wakes(workers) == 1
+        await api.data(SPEND, spend_variables(user_id, "1.5", "k3"), service)
+        assert [t for t, _ in await events_of("spend_limit.reached")] == ["spend_limit.reached"]  # told once
+        assert _wakes(workers) == 0
+    finally:
+        workers.close()
+
+
+async def test_a_mutation_over_a_websocket_wakes_the_workers_for_the_events_it_wrote(
+    db: Backend, settings: Settings, clock: Clock
+) -> None:
+    async with serve(settings, clock) as live:
+        user_id, service = await _capped_account(live.api)
+        workers = live.api.app.state.services.bus.subscribe(None, OUTBOX)
+        _wakes(workers)
+        ws = await connect(live, service)
+        try:
+            query = {"query": SPEND, "variables": spend_variables(user_id, "1.5", "k2")}
+            await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": query}))
+            answer = await receive(ws)
+            assert answer["payload"]["data"]["spendCredits"]["__typename"] == "SpendLimitExceeded"
+            assert await receive(ws) == {"id": "1", "type": "complete"}
+            assert [t for t, _ in await events_of("spend_limit.reached")] == ["spend_limit.reached"]
+            assert _wakes(workers) == 1
+        finally:
+            workers.close()
+            await ws.close()
+
+
+async def test_a_redelivery_wakes_the_workers(db: Backend, receiver: Receiver) -> None:
+    row = await endpoint(receiver.url)
+    sent = await emitted(EventType.BALANCE_LOW, {"n": 1}, account_id=1)
+    take_written()
+    await redeliver(row, await OutboxEvent.get(id=sent.id), T0)
+    assert take_written()
