@@ -130,12 +130,13 @@ async def test_another_tenants_account_is_forbidden_and_sends_nothing(live: Live
         pytest.param('{"type": "ping", "payload": [[[]]]}', id="ping-payload-not-an-object"),
         pytest.param('{"type": "complete"}', id="complete-without-id"),
         pytest.param("[" * 1100 + "]" * 1100, id="nested-deeper-than-the-parser-goes"),
+        pytest.param('{"type": "ping", "payload": {"x": ' + "9" * 5000 + "}}", id="an-integer-too-long"),
     ],
 )
 async def test_a_message_not_of_the_protocols_shape_closes_with_4400_and_the_server_logs_no_error(
     live: Live, message: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    not_json = message.startswith("[[")  # too deep for the parser: not JSON, as for any malformed text
+    not_json = message.startswith("[[") or "9" * 5000 in message  # not JSON to the parser, as malformed text
     reason = "WebSocket message must be valid JSON" if not_json else "Failed to parse message"
     _, token = await live.api.user("ada@example.com", bonus=10)
     ws = await connect(live, token)

@@ -312,6 +312,7 @@ DEEP = "[" * 1100 + "]" * 1100
     [
         pytest.param(DEEP, id="the-body"),
         pytest.param('{"query": "{ me { id } }", "variables": {"v": ' + DEEP + "}}", id="in-variables"),
+        pytest.param('{"query": "{ me { id } }", "variables": {"v": ' + "9" * 5000 + "}}", id="an-integer-too-long"),
     ],
 )
 async def test_json_nested_deeper_than_the_parser_goes_is_a_400_like_any_malformed_json(
