@@ -56,6 +56,7 @@ from creditline.live import (
     EXPIRED,
     NO_LONGER_VALID,
     SLOW_SUBSCRIBER_CLOSE_CODE,
+    FeedWatchers,
     LiveOperation,
     SlowSubscriberClosed,
     TokenWatch,
@@ -319,6 +320,10 @@ class LiveTransportHandler(BaseGraphQLTransportWSHandler[Context, None]):
     def token_watch(self) -> TokenWatch:
         return self.view.token_watch
 
+    @property
+    def feed_watchers(self) -> FeedWatchers:
+        return self.view.feed_watchers
+
     async def close(self, code: int, reason: str) -> None:
         await self.drop(code, reason)
 
@@ -533,6 +538,8 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         self.ide = ide
         """The offline GraphiQL of the web build (creditline/web_page.py), when there is one."""
         self.token_watch = TokenWatch(services.settings.token_recheck_seconds, services.clock.now)
+        self.feed_watchers = FeedWatchers(services.settings.max_subscriptions_per_feed)
+        """Live subscriptions per token and feed in this process (``CREDITLINE_MAX_SUBSCRIPTIONS_PER_FEED``)."""
         """Started with the application (creditline/app.py): ends the live subscriptions of revoked and expired
         tokens."""
 

@@ -208,6 +208,9 @@ class Settings:
     """How often the tokens used since the last time get their ``last_used_at`` written (one statement)."""
     ws_init_timeout_seconds: int = 10
     max_subscriptions_per_connection: int = 20
+    max_subscriptions_per_feed: int = 10
+    """Live subscriptions one token may hold in a process on the same feed (one account's balance, alerts; one
+    organization's usage), over all its websockets: each renders every event of the feed."""
     access_log: bool = False
     currency: str = "USD"
     price_per_100_credits: int = 100
@@ -497,6 +500,9 @@ class Settings:
             batch_max_events=_int(env, "CREDITLINE_BATCH_MAX_EVENTS", cls.batch_max_events),
             max_subscriptions_per_connection=_int(
                 env, "CREDITLINE_MAX_SUBSCRIPTIONS_PER_CONNECTION", cls.max_subscriptions_per_connection
+            ),
+            max_subscriptions_per_feed=_positive(
+                env, "CREDITLINE_MAX_SUBSCRIPTIONS_PER_FEED", cls.max_subscriptions_per_feed
             ),
             # Issue 9, point 8.
             invitation_days=_positive(env, "CREDITLINE_INVITATION_DAYS", cls.invitation_days),

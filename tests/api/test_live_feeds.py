@@ -19,8 +19,8 @@ from creditline.settings import Settings
 from models.balance import Balance
 from models.ledger import BalanceChange
 from models.organizations import enable_pool
-from models.tables import ApiToken, Membership, Organization
-from models.tokens import Principal, revoke_token
+from models.tables import ApiToken, Membership, Organization, TokenKind
+from models.tokens import Principal, create_token, revoke_token
 from resolvers.context import Context
 from tests.support.backends import Backend
 from tests.support.helpers import SPEND, gid, spend_variables
@@ -482,3 +482,63 @@ async def test_a_service_watches_a_balance_with_balance_read_and_its_billing_wit
             }
     finally:
         await ws.close()
+
+
+ALERT_WATCH = "subscription { alertRaised { type eventId } }"
+
+
+async def test_a_token_holds_at_most_the_limit_of_subscriptions_to_one_feed_over_all_its_websockets(
+    db: Backend, clock: Clock, settings: Settings
+) -> None:
+    """Each subscription renders every event of its feed: 200 of one token on its own account made each of
+    that account's spends cost 68 ms of the server's CPU (an outside attack). A token gets the limit per feed,
+    over all its connections; another feed, another token, or one given back, is accepted again."""
+    limited = replace(settings, max_subscriptions_per_feed=2, max_subscriptions_per_connection=5)
+    async with serve(limited, clock) as server:
+        user_id, token = await server.api.user("ada@example.com", bonus=10)
+        other_token = await create_token(TokenKind.USER, name="second", user_id=user_id, now=clock.now())
+        app = server.api.app
+        assert isinstance(app, CreditlineApp)
+        assert isinstance(app.graphql, GraphQLEndpoint)
+        watchers = app.graphql.feed_watchers
+        first, second, third = [await connect(server, t) for t in (token, token, other_token)]
+        try:
+            for ws, op in ((first, "1"), (second, "1")):
+                await ws.send(json.dumps({"id": op, "type": "subscribe", "payload": {"query": WATCH}}))
+                assert (await receive(ws))["payload"]["data"]["balanceChanged"]["reason"] == "SNAPSHOT"
+
+            await second.send(json.dumps({"id": "2", "type": "subscribe", "payload": {"query": WATCH}}))
+            refused = await receive(second)
+            assert refused == {
+                "id": "2",
+                "type": "next",
+                "payload": {
+                    "data": None,
+                    "errors": [
+                        {
+                            "message": "This token holds 2 live subscriptions to the same feed already (the most a"
+                            " server process allows): end one, or watch once and share the events",
+                            "extensions": {"code": "TOO_MANY_SUBSCRIPTIONS"},
+                        }
+                    ],
+                },
+            }
+            assert await receive(second) == {"id": "2", "type": "complete"}
+            assert len(watchers) == 2  # the refused one counts for nothing
+
+            await second.send(json.dumps({"id": "3", "type": "subscribe", "payload": {"query": ALERT_WATCH}}))
+            await third.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": WATCH}}))
+            assert (await receive(third))["payload"]["data"]["balanceChanged"]["reason"] == "SNAPSHOT"
+            assert len(watchers) == 4  # another feed (alerts), another token
+
+            await first.send(json.dumps({"id": "1", "type": "complete"}))
+            await second.send(json.dumps({"id": "4", "type": "subscribe", "payload": {"query": WATCH}}))
+            assert (await receive(second))["payload"]["data"]["balanceChanged"]["reason"] == "SNAPSHOT"
+        finally:
+            for ws in (first, second, third):
+                await ws.close()
+        for _ in range(100):  # the server sees the closes a moment later
+            if not len(watchers):
+                break
+            await asyncio.sleep(0.02)
+        assert len(watchers) == 0
