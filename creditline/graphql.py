@@ -63,7 +63,7 @@ from creditline.live import (
 )
 from creditline.logs import LoggedSchema
 from creditline.persisted import PersistedDocuments, PersistedDocumentsExtension, persisted_documents
-from creditline.query_limits import QueryLimits, QueryLimitsExtension, validation_rules
+from creditline.query_limits import QueryLimits, QueryLimitsExtension, too_long, validation_rules
 from creditline.rate_limit import RateLimiter, rate_limited_error, secret_key
 from creditline.services import Services
 from creditline.settings import Settings
@@ -430,6 +430,11 @@ class LiveTransportHandler(BaseGraphQLTransportWSHandler[Context, None]):
             if refused is not None:
                 await self.send_message(ErrorMessage(id=message["id"], type="error", payload=[refused]))
                 return
+        payload_sent = cast(dict[str, Any], message.get("payload"))
+        too_large = too_long(payload_sent.get("query"), self.view.services.settings.max_query_bytes)
+        if too_large is not None and message["id"] not in self.operations:
+            await self.send_message(ErrorMessage(id=message["id"], type="error", payload=[too_large.formatted]))
+            return
         limiter = self.view.limiter
         token = self.context.token  # set once the connection authenticated
         if limiter is not None and token is not None and message["id"] not in self.operations:
@@ -557,6 +562,9 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         root_value: None,
         request_data: GraphQLRequestData,
     ) -> ExecutionResult:
+        too_large = too_long(request_data.query, self.services.settings.max_query_bytes)
+        if too_large is not None:  # before anything reads the text (a registered document's is ours)
+            return ExecutionResult(data=None, errors=[too_large])
         # Strawberry would run a subscription sent over HTTP as a query and fail inside; refuse it plainly.
         query = request_data.query
         if query is None and self.documents.mode != "off":

@@ -86,6 +86,18 @@ class QueryLimitError(GraphQLError):
         super().__init__(message, extensions={"code": code, "found": found, "limit": limit})
 
 
+def too_long(text: object, limit: int) -> QueryLimitError | None:
+    """The refusal of a document text over ``limit`` UTF-8 bytes (``Settings.max_query_bytes``), or ``None``."""
+    if not isinstance(text, str) or len(text) * 4 <= limit:  # a character is at most 4 bytes: no encoding
+        return None
+    size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+    if size <= limit:
+        return None
+    return QueryLimitError(
+        f"The document is {size:,} bytes long; at most {limit:,} are allowed", "QUERY_TOO_LARGE", size, limit
+    )
+
+
 class QueryTooComplex(GraphQLError):
     def __init__(self, cost: int, limit: int) -> None:
         super().__init__(

@@ -196,6 +196,11 @@ class Settings:
     sweep_interval_seconds: int = 30
     max_query_depth: int = 12
     max_query_tokens: int = 2000
+    max_query_bytes: int = 32 * 1024
+    """The longest document text accepted, in UTF-8 bytes, checked before it is parsed: the token limit does
+    not count comments or the length of strings, and graphql-core's lexer, pure Python, took 130-210 ms of CPU
+    for a megabyte of them (an outside attack held the server with 20 such requests a second, unauthenticated).
+    A registered document (persisted documents) is not bounded by it."""
     persisted_documents: str = "off"
     """``off``, ``allow`` or ``only`` (creditline/persisted.py)."""
     documents_file: str = ""
@@ -471,6 +476,7 @@ class Settings:
             sweep_interval_seconds=_int(env, "CREDITLINE_SWEEP_INTERVAL_SECONDS", cls.sweep_interval_seconds),
             max_query_depth=_int(env, "CREDITLINE_MAX_QUERY_DEPTH", cls.max_query_depth),
             max_query_tokens=_int(env, "CREDITLINE_MAX_QUERY_TOKENS", cls.max_query_tokens),
+            max_query_bytes=_positive(env, "CREDITLINE_MAX_QUERY_BYTES", cls.max_query_bytes),
             persisted_documents=env.get("CREDITLINE_PERSISTED_DOCUMENTS", "").strip().lower() or "off",
             documents_file=env.get("CREDITLINE_DOCUMENTS_FILE", "").strip(),
             max_aliases=_int(env, "CREDITLINE_MAX_ALIASES", cls.max_aliases),

@@ -528,12 +528,56 @@ async def test_a_subscription_over_the_limits_is_refused_on_the_websocket(api: A
     }
 
 
+# ----------------------------------------------------------------------- documents bounded in bytes
+
+
+async def test_a_document_past_the_byte_limit_is_refused_before_it_is_parsed(api: Api) -> None:
+    """The token limit counts no comment and no string's length: a megabyte of either cost graphql-core's lexer
+    130-210 ms of CPU, and 20 such requests a second from one address, unauthenticated, held the server (an
+    outside attack). The text is measured in UTF-8 bytes, before anything reads it."""
+    limit = api.settings.max_query_bytes
+    assert limit == 32 * 1024
+    head = "{ __typename } # "
+    at_limit = head + "x" * (limit - len(head))
+    over_in_ascii = at_limit + "x"
+    over_in_bytes = head + "é" * ((limit - len(head)) // 2 + 1)  # fewer characters than the limit: 2 bytes each
+    graphql.PARSED.clear()
+
+    answered = await api.client.post("/graphql", json={"query": at_limit})
+    refused = [(await api.client.post("/graphql", json={"query": q})).json() for q in (over_in_ascii, over_in_bytes)]
+
+    assert answered.json() == {"data": {"__typename": "Query"}}
+    assert refused == [
+        refusal(f"The document is {limit + 1:,} bytes long; at most {limit:,} are allowed", "QUERY_TOO_LARGE",
+                limit + 1, limit),
+        refusal(f"The document is {limit + 1:,} bytes long; at most {limit:,} are allowed", "QUERY_TOO_LARGE",
+                limit + 1, limit),
+    ]  # fmt: skip
+    assert len(over_in_bytes) < limit
+    assert graphql.PARSED.entries == {}  # neither was parsed (the one at the limit is past what is cached)
+
+
+async def test_the_byte_limit_is_a_setting(api: Api) -> None:
+    roomy = Settings(database_url="unused", token_cache_seconds=0, max_query_bytes=64 * 1024)
+    app = create_app(roomy, clock=api.clock, manage_database=False, run_jobs=False)
+    text = "#" + "x" * 40_000 + "\n{ __typename }"
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        assert (await client.post("/graphql", json={"query": text})).json() == {"data": {"__typename": "Query"}}
+    assert (
+        Settings.from_env(
+            {"CREDITLINE_DATABASE_URL": "sqlite://:memory:", "CREDITLINE_MAX_QUERY_BYTES": "65536"}
+        ).max_query_bytes
+        == 65536
+    )
+
+
 # ----------------------------------------------------------------------- caches bounded in bytes
 
 
 async def test_many_long_distinct_documents_keep_the_caches_under_their_byte_bound(api: Api) -> None:
-    """A megabyte of comment around ``{ __typename }`` passes the token limit (the lexer skips comments):
-    each distinct one used to be kept by the parser cache and the checks' caches, 1.3 GB for 512 of them."""
+    """A megabyte of comment around ``{ __typename }`` passed the token limit (the lexer skips comments): each
+    distinct one was kept by the parser cache and the checks' caches, 1.3 GB for 512 of them. Documents are
+    now at most ``max_query_bytes`` (32 KiB) long; one just under it, past what the caches keep, is not kept."""
     caches: list[TextCache[Any]] = [
         graphql.PARSED,
         graphql.SUBSCRIPTIONS,
@@ -544,15 +588,15 @@ async def test_many_long_distinct_documents_keep_the_caches_under_their_byte_bou
         cache.clear()
     # One long document first, outside the count: a first request allocates what every later one
     # reuses (pooled connections, compiled statements), which is not a document kept.
-    warm_up = f"#{'w' * 60_000}\n{{ __typename }}"
+    warm_up = f"#{'w' * 30_000}\n{{ __typename }}"
     response = await api.client.post("/graphql", json={"query": warm_up})
     assert response.json() == {"data": {"__typename": "Query"}}
     tracemalloc.start()
     try:
         gc.collect()
         before = tracemalloc.get_traced_memory()[0]
-        for n in range(16):
-            text = f"#{format(n, 'x') * 60_000}\n{{ __typename }} # subscription {n}"
+        for n in range(32):
+            text = f"#{str(n % 10) * 30_000}\n{{ __typename }} # subscription {n}"
             response = await api.client.post("/graphql", json={"query": text})
             assert response.json() == {"data": {"__typename": "Query"}}
         gc.collect()  # the tokens of a parsed document are a cycle
@@ -560,9 +604,9 @@ async def test_many_long_distinct_documents_keep_the_caches_under_their_byte_bou
     finally:
         tracemalloc.stop()
     # Anything that kept the documents would hold 960 KB. What is counted besides is bounded: the last
-    # text (60 KB, still in ``text``) and the names CPython's method cache keeps (4,096 entries of about
-    # 64 bytes: graphql-core looks up ``enter_<kind>`` on fresh visitors), 280-310 KB measured in all.
-    assert kept < 480_000, f"{kept} bytes kept by 16 documents of 60 KB"
+    # text (30 KB, still in ``text``) and the names CPython's method cache keeps (4,096 entries of about
+    # 64 bytes: graphql-core looks up ``enter_<kind>`` on fresh visitors), 250-310 KB measured in all.
+    assert kept < 480_000, f"{kept} bytes kept by 32 documents of 30 KB"
     assert [len(cache.entries) for cache in caches] == [0, 0, 0, 0]
     for n in range(300):  # short ones are kept, up to the bound in bytes
         text = f"{{ __typename }} # subscription {n} " + "d" * (CACHEABLE_TEXT_BYTES - 60)
@@ -583,8 +627,15 @@ async def test_a_refused_document_is_not_kept_by_the_parser_cache(api: Api) -> N
 
 @pytest.mark.parametrize(
     "query",
-    ["{", "query {", "{ __typename", "subscription {", "query " + "{ me " * 2100],
-    ids=["brace", "query", "unclosed", "subscription", "over-the-token-limit"],
+    [
+        "{",
+        "query {",
+        "{ __typename",
+        "subscription {",
+        "query " + "{ me " * 2100,
+        "#" + "x" * 33_000 + "\n{ me { id } }",
+    ],
+    ids=["brace", "query", "unclosed", "subscription", "over-the-token-limit", "over-the-byte-limit"],
 )
 async def test_a_document_that_does_not_parse_gets_the_same_error_on_the_websocket_as_over_http(
     api: Api, query: str
