@@ -85,23 +85,25 @@ async def billing_members(pairs: Collection[tuple[int, int]]) -> set[tuple[int, 
 
 
 class FeedWatchers:
-    """How many live subscriptions each token holds on each feed in this process, over all its websockets,
-    capped. Every subscription renders each event of its feed for itself (about 0.3 ms of the event loop):
-    a client holding 200 on its own account made each spend of that account cost 68 ms of the server's CPU,
-    and spends of others waiting behind it ran past the statement timeout."""
+    """How many live subscriptions each viewer holds on each feed in this process, over all its websockets
+    and tokens, capped. A viewer is a user (whatever token or sign-in it uses: a user may make tokens of its
+    own), else the token (a service's, an admin's). Every subscription renders each event of its feed for
+    itself (about 0.3 ms of the event loop): a client holding 200 on its own account made each spend of that
+    account cost 68 ms of the server's CPU, and spends of others waiting behind it ran past the statement
+    timeout."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._held: dict[tuple[str, str, frozenset[int] | None], int] = {}
 
-    def take(self, token_hash: str, feed: Feed[Any]) -> tuple[str, str, frozenset[int] | None]:
-        """Count one more subscription of ``token_hash`` on ``feed``; ``ClientError`` past the limit."""
-        key = (token_hash, feed.topic, feed.keys)
+    def take(self, viewer: str, feed: Feed[Any]) -> tuple[str, str, frozenset[int] | None]:
+        """Count one more subscription of ``viewer`` on ``feed``; ``ClientError`` past the limit."""
+        key = (viewer, feed.topic, feed.keys)
         held = self._held.get(key, 0)
         if held >= self.limit:
             raise ClientError(
-                f"This token holds {held} live subscriptions to the same feed already (the most a server"
-                " process allows): end one, or watch once and share the events",
+                f"You hold {held} live subscriptions to the same feed already (the most a server process"
+                " allows): end one, or watch once and share the events",
                 TOO_MANY_SUBSCRIPTIONS,
             )
         self._held[key] = held + 1
@@ -187,7 +189,9 @@ class LiveOperation:
     def follow(self, feed: Feed[Any], bus: EventBus) -> None:
         """Subscribe on the bus now; events wait in the queue until the operation is parked. ``ClientError``
         when the token holds as many subscriptions to the feed as a process allows (``FeedWatchers``)."""
-        self._watching = self.connection.feed_watchers.take(self.token_hash, feed)
+        who = self.principal
+        viewer = f"user:{who.user_id}" if who.user_id is not None else f"token:{self.token_hash}"
+        self._watching = self.connection.feed_watchers.take(viewer, feed)
         self.feed = feed
         self.subscription = bus.subscribe(feed.keys, feed.topic, self.wake)
 

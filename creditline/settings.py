@@ -214,8 +214,9 @@ class Settings:
     ws_init_timeout_seconds: int = 10
     max_subscriptions_per_connection: int = 20
     max_subscriptions_per_feed: int = 10
-    """Live subscriptions one token may hold in a process on the same feed (one account's balance, alerts; one
-    organization's usage), over all its websockets: each renders every event of the feed."""
+    """Live subscriptions one user (or one service or admin token) may hold in a process on the same feed (one
+    account's balance, alerts; one organization's usage), over all its websockets and tokens: each renders
+    every event of the feed."""
     access_log: bool = False
     currency: str = "USD"
     price_per_100_credits: int = 100

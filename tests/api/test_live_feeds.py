@@ -7,9 +7,11 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from typing import Any
 
 import pytest
 import websockets
+from websockets.asyncio.client import ClientConnection
 
 from creditline.app import CreditlineApp
 from creditline.clock import Clock
@@ -19,7 +21,7 @@ from creditline.settings import Settings
 from models.balance import Balance
 from models.ledger import BalanceChange
 from models.organizations import enable_pool
-from models.tables import ApiToken, Membership, Organization, TokenKind
+from models.tables import ApiToken, CreditAccount, Membership, Organization, TokenKind
 from models.tokens import Principal, create_token, revoke_token
 from resolvers.context import Context
 from tests.support.backends import Backend
@@ -487,55 +489,63 @@ async def test_a_service_watches_a_balance_with_balance_read_and_its_billing_wit
 ALERT_WATCH = "subscription { alertRaised { type eventId } }"
 
 
-async def test_a_token_holds_at_most_the_limit_of_subscriptions_to_one_feed_over_all_its_websockets(
+async def test_a_viewer_holds_at_most_the_limit_of_subscriptions_to_one_feed_over_all_its_sockets_and_tokens(
     db: Backend, clock: Clock, settings: Settings
 ) -> None:
-    """Each subscription renders every event of its feed: 200 of one token on its own account made each of
-    that account's spends cost 68 ms of the server's CPU (an outside attack). A token gets the limit per feed,
-    over all its connections; another feed, another token, or one given back, is accepted again."""
+    """Each subscription renders every event of its feed: 200 of one client on its own account made each of
+    that account's spends cost 68 ms of the server's CPU (an outside attack). A user gets the limit per feed
+    over all its connections and tokens (it may make tokens of its own); another feed, another viewer, or a
+    subscription given back, is accepted again."""
     limited = replace(settings, max_subscriptions_per_feed=2, max_subscriptions_per_connection=5)
     async with serve(limited, clock) as server:
         user_id, token = await server.api.user("ada@example.com", bonus=10)
         other_token = await create_token(TokenKind.USER, name="second", user_id=user_id, now=clock.now())
+        reader = await server.api.service("dashboard", scopes=("balance:read",))
+        account = gid("CreditAccount", (await CreditAccount.get(user_id=user_id)).id)
         app = server.api.app
         assert isinstance(app, CreditlineApp)
         assert isinstance(app.graphql, GraphQLEndpoint)
         watchers = app.graphql.feed_watchers
-        first, second, third = [await connect(server, t) for t in (token, token, other_token)]
-        try:
-            for ws, op in ((first, "1"), (second, "1")):
-                await ws.send(json.dumps({"id": op, "type": "subscribe", "payload": {"query": WATCH}}))
-                assert (await receive(ws))["payload"]["data"]["balanceChanged"]["reason"] == "SNAPSHOT"
+        first, second, third, service = [await connect(server, t) for t in (token, token, other_token, reader)]
 
-            await second.send(json.dumps({"id": "2", "type": "subscribe", "payload": {"query": WATCH}}))
-            refused = await receive(second)
-            assert refused == {
-                "id": "2",
-                "type": "next",
-                "payload": {
-                    "data": None,
-                    "errors": [
-                        {
-                            "message": "This token holds 2 live subscriptions to the same feed already (the most a"
-                            " server process allows): end one, or watch once and share the events",
-                            "extensions": {"code": "TOO_MANY_SUBSCRIPTIONS"},
-                        }
-                    ],
-                },
-            }
+        async def subscribe(ws: ClientConnection, op: str, query: str = WATCH, **variables: str) -> dict[str, Any]:
+            await ws.send(
+                json.dumps({"id": op, "type": "subscribe", "payload": {"query": query, "variables": variables}})
+            )
+            return await receive(ws)
+
+        refusal = {
+            "type": "next",
+            "payload": {
+                "data": None,
+                "errors": [
+                    {
+                        "message": "You hold 2 live subscriptions to the same feed already (the most a server"
+                        " process allows): end one, or watch once and share the events",
+                        "extensions": {"code": "TOO_MANY_SUBSCRIPTIONS"},
+                    }
+                ],
+            },
+        }
+        try:
+            for ws in (first, second):
+                assert (await subscribe(ws, "1"))["payload"]["data"]["balanceChanged"]["reason"] == "SNAPSHOT"
+
+            assert await subscribe(second, "2") == {"id": "2", **refusal}
             assert await receive(second) == {"id": "2", "type": "complete"}
-            assert len(watchers) == 2  # the refused one counts for nothing
+            assert await subscribe(third, "1") == {"id": "1", **refusal}  # a new token of hers changes nothing
+            assert await receive(third) == {"id": "1", "type": "complete"}
+            assert len(watchers) == 2  # the refused ones count for nothing
 
             await second.send(json.dumps({"id": "3", "type": "subscribe", "payload": {"query": ALERT_WATCH}}))
-            await third.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": WATCH}}))
-            assert (await receive(third))["payload"]["data"]["balanceChanged"]["reason"] == "SNAPSHOT"
-            assert len(watchers) == 4  # another feed (alerts), another token
+            watched = await subscribe(service, "1", id=account)  # another viewer of her account
+            assert watched["payload"]["data"]["balanceChanged"]["reason"] == "SNAPSHOT"
+            assert len(watchers) == 4  # another feed (alerts), another viewer
 
             await first.send(json.dumps({"id": "1", "type": "complete"}))
-            await second.send(json.dumps({"id": "4", "type": "subscribe", "payload": {"query": WATCH}}))
-            assert (await receive(second))["payload"]["data"]["balanceChanged"]["reason"] == "SNAPSHOT"
+            assert (await subscribe(third, "2"))["payload"]["data"]["balanceChanged"]["reason"] == "SNAPSHOT"
         finally:
-            for ws in (first, second, third):
+            for ws in (first, second, third, service):
                 await ws.close()
         for _ in range(100):  # the server sees the closes a moment later
             if not len(watchers):
