@@ -544,7 +544,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         """The offline GraphiQL of the web build (creditline/web_page.py), when there is one."""
         self.token_watch = TokenWatch(services.settings.token_recheck_seconds, services.clock.now)
         self.feed_watchers = FeedWatchers(services.settings.max_subscriptions_per_feed)
-        """Live subscriptions per token and feed in this process (``CREDITLINE_MAX_SUBSCRIPTIONS_PER_FEED``)."""
+        """Live subscriptions per viewer and feed in this process (``CREDITLINE_MAX_SUBSCRIPTIONS_PER_FEED``)."""
         """Started with the application (creditline/app.py): ends the live subscriptions of revoked and expired
         tokens."""
 

@@ -84,6 +84,10 @@ async def billing_members(pairs: Collection[tuple[int, int]]) -> set[tuple[int, 
     return found
 
 
+WatchKey = tuple[str, str, frozenset[int] | None]
+"""A viewer, a feed's topic and its keys: what ``FeedWatchers`` counts."""
+
+
 class FeedWatchers:
     """How many live subscriptions each viewer holds on each feed in this process, over all its websockets
     and tokens, capped. A viewer is a user (whatever token or sign-in it uses: a user may make tokens of its
@@ -94,9 +98,9 @@ class FeedWatchers:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._held: dict[tuple[str, str, frozenset[int] | None], int] = {}
+        self._held: dict[WatchKey, int] = {}
 
-    def take(self, viewer: str, feed: Feed[Any]) -> tuple[str, str, frozenset[int] | None]:
+    def take(self, viewer: str, feed: Feed[Any]) -> WatchKey:
         """Count one more subscription of ``viewer`` on ``feed``; ``ClientError`` past the limit."""
         key = (viewer, feed.topic, feed.keys)
         held = self._held.get(key, 0)
@@ -109,7 +113,7 @@ class FeedWatchers:
         self._held[key] = held + 1
         return key
 
-    def give_back(self, key: tuple[str, str, frozenset[int] | None]) -> None:
+    def give_back(self, key: WatchKey) -> None:
         held = self._held.get(key, 0) - 1
         if held > 0:
             self._held[key] = held
@@ -179,7 +183,7 @@ class LiveOperation:
         self._draining: asyncio.Task[None] | None = None
         self._gap_timer: asyncio.TimerHandle | None = None
         self._gap_due = False
-        self._watching: tuple[str, str, frozenset[int] | None] | None = None
+        self._watching: WatchKey | None = None
         """The operation's count in ``FeedWatchers``, given back by ``close``."""
 
     @property
@@ -188,7 +192,7 @@ class LiveOperation:
 
     def follow(self, feed: Feed[Any], bus: EventBus) -> None:
         """Subscribe on the bus now; events wait in the queue until the operation is parked. ``ClientError``
-        when the token holds as many subscriptions to the feed as a process allows (``FeedWatchers``)."""
+        when the viewer holds as many subscriptions to the feed as a process allows (``FeedWatchers``)."""
         who = self.principal
         viewer = f"user:{who.user_id}" if who.user_id is not None else f"token:{self.token_hash}"
         self._watching = self.connection.feed_watchers.take(viewer, feed)
